@@ -1,0 +1,156 @@
+//! Command-line definitions (clap). No logic here: see `commands.rs`.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::exit;
+
+/// twinflow: run digital-twin workflows (YAML → DAG → local, MPI or SLURM execution).
+#[derive(Debug, Parser)]
+#[command(name = "twinflow", version, after_help = exit::HELP, propagate_version = true)]
+pub struct Cli {
+    /// Log level for diagnostics on stderr (error, warn, info, debug, trace); also RUST_LOG.
+    #[arg(long, global = true, default_value = "warn", env = "TWINFLOW_LOG")]
+    pub log: String,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check a workflow and report every problem with file:line:col.
+    #[command(after_help = "Example:\n  twinflow validate examples/flood-mini.yaml -p members=8\n\n".to_string() + exit::HELP)]
+    Validate(WorkflowArgs),
+    /// Show the DAG and every task's resolved command, without running anything.
+    #[command(after_help = "Examples:\n  twinflow plan examples/hello.yaml\n  twinflow plan examples/hello.yaml --format dot | dot -Tpng > dag.png\n  twinflow plan examples/hello.yaml --format json\n\n".to_string() + exit::HELP)]
+    Plan(PlanArgs),
+    /// Run a workflow (or resume one) on the local machine.
+    #[command(after_help = "Examples:\n  twinflow run examples/hello.yaml -p members=4\n  twinflow run --resume            # continue the latest run where it stopped\n  twinflow run examples/hello.yaml --json > events.jsonl\n\n".to_string() + exit::HELP)]
+    Run(RunArgs),
+    /// List runs, or the tasks of one run.
+    #[command(after_help = "Examples:\n  twinflow status                 # all runs\n  twinflow status latest          # tasks of the latest run\n  twinflow status 20261122-101500-3f2a --json\n\n".to_string() + exit::HELP)]
+    Status(StatusArgs),
+    /// Explain why a step would run again (which input, parameter or definition changed).
+    #[command(after_help = "Example:\n  twinflow why examples/hello.yaml greet -p name=world\n\n".to_string() + exit::HELP)]
+    Why(WhyArgs),
+    /// Print the JSON Schema of the workflow format.
+    #[command(after_help = "Example:\n  twinflow schema > schemas/workflow.schema.json\n\n".to_string() + exit::HELP)]
+    Schema,
+}
+
+/// A workflow file and its settings.
+#[derive(Debug, Args)]
+pub struct WorkflowArgs {
+    /// The workflow file (YAML).
+    pub file: PathBuf,
+    /// Set a parameter: `-p members=8`, `-p rates=1.5,2.5` (lists: comma-separated or JSON).
+    #[arg(short = 'p', long = "param", value_name = "NAME=VALUE")]
+    pub params: Vec<String>,
+    /// Set an input file: `-i dem=data/dem.nc`.
+    #[arg(short = 'i', long = "input", value_name = "NAME=PATH")]
+    pub inputs: Vec<String>,
+}
+
+/// Output formats of `plan`.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum PlanFormat {
+    /// Readable text with resolved commands.
+    Text,
+    /// Graphviz dot.
+    Dot,
+    /// Mermaid flowchart.
+    Mermaid,
+    /// JSON with every task.
+    Json,
+}
+
+/// `plan` arguments.
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    /// Workflow and settings.
+    #[command(flatten)]
+    pub wf: WorkflowArgs,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: PlanFormat,
+    /// Members shown per scattered step in text/dot/mermaid (JSON always lists all).
+    #[arg(long, default_value_t = 3)]
+    pub members: u32,
+    /// Also show how the backend would launch each task (mpiexec prefix).
+    #[arg(long)]
+    pub launch: bool,
+}
+
+/// `run` arguments.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The workflow file; optional with `--resume`.
+    pub file: Option<PathBuf>,
+    /// Set a parameter: `-p members=8`.
+    #[arg(short = 'p', long = "param", value_name = "NAME=VALUE")]
+    pub params: Vec<String>,
+    /// Set an input file: `-i dem=data/dem.nc`.
+    #[arg(short = 'i', long = "input", value_name = "NAME=PATH")]
+    pub inputs: Vec<String>,
+    /// Continue a run that was killed or failed (the latest when no id is given); finished
+    /// tasks are not run again.
+    #[arg(long, value_name = "RUN", num_args = 0..=1, default_missing_value = "latest")]
+    pub resume: Option<String>,
+    /// After a failure, keep running tasks that do not depend on it (default: stop starting
+    /// new tasks and let running ones finish).
+    #[arg(long)]
+    pub keep_going: bool,
+    /// Run every task even if an earlier run left an up-to-date result.
+    #[arg(long)]
+    pub no_cache: bool,
+    /// Cores the local scheduler may fill (default: all).
+    #[arg(long)]
+    pub cores: Option<u32>,
+    /// Run at most N tasks at once.
+    #[arg(short = 'j', long = "jobs")]
+    pub jobs: Option<usize>,
+    /// Seconds between SIGTERM and SIGKILL when stopping a step.
+    #[arg(long, default_value_t = 10.0)]
+    pub grace: f64,
+    /// MPI launcher for steps with `ranks > 1` (its flags may follow, space-separated).
+    #[arg(long, default_value = "mpiexec", env = "TWINFLOW_MPIEXEC")]
+    pub mpiexec: String,
+    /// Print events as JSON lines on stdout instead of progress bars.
+    #[arg(long)]
+    pub json: bool,
+    /// Directory holding the run database and run directories.
+    #[arg(long, default_value = "runs", env = "TWINFLOW_RUNS_DIR")]
+    pub runs_dir: PathBuf,
+}
+
+/// `status` arguments.
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// A run id, or `latest`; without it, all runs are listed.
+    pub run: Option<String>,
+    /// JSON output.
+    #[arg(long)]
+    pub json: bool,
+    /// Directory holding the run database.
+    #[arg(long, default_value = "runs", env = "TWINFLOW_RUNS_DIR")]
+    pub runs_dir: PathBuf,
+}
+
+/// `why` arguments.
+#[derive(Debug, Args)]
+pub struct WhyArgs {
+    /// Workflow and settings.
+    #[command(flatten)]
+    pub wf: WorkflowArgs,
+    /// The step to explain (all steps when omitted).
+    pub step: Option<String>,
+    /// JSON output.
+    #[arg(long)]
+    pub json: bool,
+    /// Directory holding the run database.
+    #[arg(long, default_value = "runs", env = "TWINFLOW_RUNS_DIR")]
+    pub runs_dir: PathBuf,
+}

@@ -1,0 +1,358 @@
+//! What each subcommand does, in terms of the engine library.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use miette::{GraphicalReportHandler, GraphicalTheme};
+use twinflow_engine::diag::Diagnostics;
+use twinflow_engine::events::Reporter;
+use twinflow_engine::execute::Backend;
+use twinflow_engine::execute::local::{LocalBackend, LocalOptions, render_argv};
+use twinflow_engine::plan::render::{Format, RenderOptions, render};
+use twinflow_engine::plan::{self, Plan};
+use twinflow_engine::run::{self, RunOptions, RunOutcome};
+use twinflow_engine::state::Store;
+use twinflow_engine::validate::{self, Overrides, Workflow};
+
+use crate::cli::{Cli, Command, PlanFormat, RunArgs, StatusArgs, WhyArgs, WorkflowArgs};
+use crate::exit;
+use crate::report::{HumanReporter, JsonReporter};
+
+/// Runs a parsed command line and returns the exit code.
+pub fn run(cli: Cli) -> i32 {
+    init_tracing(&cli.log);
+    let result = match cli.command {
+        Command::Validate(a) => validate_cmd(&a),
+        Command::Plan(a) => plan_cmd(&a),
+        Command::Run(a) => run_cmd(a),
+        Command::Status(a) => status_cmd(&a),
+        Command::Why(a) => why_cmd(&a),
+        Command::Schema => {
+            print!("{}", twinflow_engine::spec::schema::workflow_schema_json());
+            Ok(exit::OK)
+        }
+    };
+    match result {
+        Ok(code) => code,
+        Err(Failure::Invalid(d)) => {
+            print_diagnostics(&d);
+            exit::INVALID
+        }
+        Err(Failure::Usage(m)) => {
+            eprintln!("error: {m}");
+            exit::INVALID
+        }
+        Err(Failure::Error(e)) => {
+            eprintln!("error: {e:#}");
+            exit::ERROR
+        }
+    }
+}
+
+enum Failure {
+    Invalid(Diagnostics),
+    Usage(String),
+    Error(anyhow::Error),
+}
+
+impl<E: Into<anyhow::Error>> From<E> for Failure {
+    fn from(e: E) -> Self {
+        Failure::Error(e.into())
+    }
+}
+
+fn init_tracing(level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let _ =
+        tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).try_init();
+}
+
+/// Prints diagnostics with caret snippets; plain (no colour) when stderr is not a terminal,
+/// so logs and snapshot tests are stable.
+pub fn print_diagnostics(d: &Diagnostics) {
+    eprint!("{}", render_diagnostics(d));
+}
+
+fn render_diagnostics(d: &Diagnostics) -> String {
+    use std::io::IsTerminal;
+    let theme = if std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none() {
+        GraphicalTheme::unicode()
+    } else {
+        GraphicalTheme::unicode_nocolor()
+    };
+    let handler = GraphicalReportHandler::new_themed(theme).with_width(100);
+    let mut out = String::new();
+    for diag in &d.0 {
+        let mut s = String::new();
+        if handler.render_report(&mut s, diag).is_err() {
+            s = format!("error: {diag}\n");
+        }
+        if let Some(loc) = diag.location() {
+            out.push_str(&format!("error: {loc}: {diag}\n"));
+        }
+        out.push_str(&s);
+        out.push('\n');
+    }
+    let n = d.len();
+    out.push_str(&format!("{n} problem{} found\n", if n == 1 { "" } else { "s" }));
+    out
+}
+
+fn parse_kv(items: &[String], what: &str) -> Result<Vec<(String, String)>, Failure> {
+    items
+        .iter()
+        .map(|s| match s.split_once('=') {
+            Some((k, v)) if !k.is_empty() => Ok((k.trim().to_string(), v.to_string())),
+            _ => Err(Failure::Usage(format!("`{s}` is not `NAME=VALUE` ({what})"))),
+        })
+        .collect()
+}
+
+fn overrides(params: &[String], inputs: &[String]) -> Result<Overrides, Failure> {
+    Ok(Overrides {
+        params: parse_kv(params, "-p")?,
+        inputs: parse_kv(inputs, "-i")?.into_iter().map(|(k, v)| (k, PathBuf::from(v))).collect(),
+    })
+}
+
+fn load(file: &Path, o: &Overrides) -> Result<Workflow, Failure> {
+    validate::load(file, o).map_err(Failure::Invalid)
+}
+
+fn compile(wf: Workflow, run_id: &str, run_dir: &str) -> Result<Plan, Failure> {
+    plan::compile(Arc::new(wf), run_id, run_dir).map_err(Failure::Invalid)
+}
+
+fn validate_cmd(a: &WorkflowArgs) -> Result<i32, Failure> {
+    let o = overrides(&a.params, &a.inputs)?;
+    let wf = load(&a.file, &o)?;
+    let name = wf.name.clone();
+    let steps = wf.steps.len();
+    let p = compile(wf, "<run.id>", "<run.dir>")?;
+    println!("{}: workflow `{name}` is valid ({steps} steps, {} tasks)", a.file.display(), p.task_count());
+    Ok(exit::OK)
+}
+
+fn plan_cmd(a: &crate::cli::PlanArgs) -> Result<i32, Failure> {
+    let o = overrides(&a.wf.params, &a.wf.inputs)?;
+    let wf = load(&a.wf.file, &o)?;
+    let p = compile(wf, "<run.id>", "<run.dir>")?;
+    let local = LocalOptions::default();
+    let launcher = move |j: &twinflow_engine::execute::JobRequest| {
+        twinflow_engine::execute::Rendered::Argv(render_argv(&local, j))
+    };
+    let opts = RenderOptions { max_members: a.members, launcher: if a.launch { Some(&launcher) } else { None } };
+    let format = match a.format {
+        PlanFormat::Text => Format::Text,
+        PlanFormat::Dot => Format::Dot,
+        PlanFormat::Mermaid => Format::Mermaid,
+        PlanFormat::Json => Format::Json,
+    };
+    print!("{}", render(&p, format, &run::job::kernel_binary(), &opts));
+    Ok(exit::OK)
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
+    Ok(tokio::runtime::Builder::new_current_thread().enable_all().build()?)
+}
+
+fn run_cmd(a: RunArgs) -> Result<i32, Failure> {
+    std::fs::create_dir_all(&a.runs_dir)
+        .map_err(|e| anyhow::anyhow!("cannot create runs directory `{}`: {e}", a.runs_dir.display()))?;
+    let mut store = Store::open(&a.runs_dir)?;
+    // Resume: the file and settings come from the run database unless given again.
+    let (file, o, resume) = match &a.resume {
+        Some(id) => {
+            let row =
+                store.run(if id == "latest" { None } else { Some(id) }).map_err(|e| Failure::Usage(e.to_string()))?;
+            let file = a.file.clone().unwrap_or_else(|| PathBuf::from(&row.file));
+            let saved: serde_json::Value = serde_json::from_str(&row.params).unwrap_or_default();
+            let strs = |k: &str| -> Vec<String> {
+                saved
+                    .get(k)
+                    .and_then(|v| v.as_array())
+                    .map(|a| a.iter().filter_map(|x| x.as_str().map(String::from)).collect())
+                    .unwrap_or_default()
+            };
+            let (p, i) = if a.params.is_empty() && a.inputs.is_empty() {
+                (strs("params"), strs("inputs"))
+            } else {
+                (a.params.clone(), a.inputs.clone())
+            };
+            (file, overrides(&p, &i)?, Some(row.id))
+        }
+        None => {
+            let Some(file) = a.file.clone() else {
+                return Err(Failure::Usage("`twinflow run` needs a workflow file (or `--resume`)".into()));
+            };
+            (file, overrides(&a.params, &a.inputs)?, None)
+        }
+    };
+    let wf = load(&file, &o)?;
+    let overrides_json = serde_json::json!({ "params": a.params, "inputs": a.inputs });
+    let overrides_json = if resume.is_some() && a.params.is_empty() && a.inputs.is_empty() {
+        store.run(resume.as_deref()).map(|r| r.params).unwrap_or_else(|_| overrides_json.to_string())
+    } else {
+        overrides_json.to_string()
+    };
+    let plan = compile(wf, "<run.id>", &a.runs_dir.display().to_string())?;
+    let mut local = LocalOptions::default();
+    if let Some(c) = a.cores {
+        local.cores = c.max(1);
+    }
+    local.grace = Duration::from_secs_f64(a.grace.clamp(0.0, 3600.0));
+    local.mpiexec = a.mpiexec.split_whitespace().map(String::from).collect();
+    if local.mpiexec.is_empty() {
+        return Err(Failure::Usage("`--mpiexec` is empty".into()));
+    }
+    let mut backend: Box<dyn Backend> = Box::new(LocalBackend::new(local));
+    let opts = RunOptions {
+        runs_dir: std::fs::canonicalize(&a.runs_dir).unwrap_or(a.runs_dir.clone()),
+        workflow_file: std::fs::canonicalize(&file).unwrap_or(file.clone()),
+        overrides_json,
+        resume,
+        keep_going: a.keep_going,
+        use_cache: !a.no_cache,
+        max_parallel: a.jobs,
+    };
+    let mut reporter: Box<dyn Reporter> = if a.json { Box::new(JsonReporter) } else { Box::new(HumanReporter::new()) };
+    let rt = runtime()?;
+    let summary = rt.block_on(async {
+        let (tx, rx) = tokio::sync::watch::channel(None);
+        tokio::spawn(async move {
+            use tokio::signal::unix::{SignalKind, signal};
+            let (Ok(mut int), Ok(mut term)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) else {
+                return;
+            };
+            let name = tokio::select! {
+                _ = int.recv() => "SIGINT",
+                _ = term.recv() => "SIGTERM",
+            };
+            let _ = tx.send(Some(name.to_string()));
+            // Keep the channel open so the run can finish cancelling.
+            std::future::pending::<()>().await;
+        });
+        run::execute(&plan, backend.as_mut(), &mut store, &opts, reporter.as_mut(), rx).await
+    });
+    let summary = summary.map_err(|e| match e {
+        run::RunError::Usage(m) => Failure::Usage(m),
+        other => Failure::Error(other.into()),
+    })?;
+    if !a.json {
+        for (task, msg) in summary.failures.iter().take(10) {
+            eprintln!("failed: {task}: {msg}");
+        }
+    }
+    Ok(match summary.outcome {
+        RunOutcome::Succeeded => exit::OK,
+        RunOutcome::Failed => exit::RUN_FAILED,
+        RunOutcome::Cancelled => exit::CANCELLED,
+    })
+}
+
+fn fmt_ms(ms: i64) -> String {
+    let s = ms / 1000;
+    let (days, t) = (s.div_euclid(86400), s.rem_euclid(86400));
+    // Days since epoch to a date (same algorithm as run ids).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}", t / 3600, t / 60 % 60, t % 60)
+}
+
+fn status_cmd(a: &StatusArgs) -> Result<i32, Failure> {
+    if !a.runs_dir.join("twinflow.db").exists() {
+        return Err(Failure::Usage(format!(
+            "no runs in `{}` (run a workflow first, or pass --runs-dir)",
+            a.runs_dir.display()
+        )));
+    }
+    let store = Store::open(&a.runs_dir)?;
+    match &a.run {
+        None => {
+            let runs = store.runs()?;
+            if a.json {
+                println!("{}", serde_json::to_string_pretty(&runs)?);
+            } else {
+                println!("{:<22} {:<20} {:<10} {:<19}", "RUN", "WORKFLOW", "STATE", "STARTED (UTC)");
+                for r in runs {
+                    println!("{:<22} {:<20} {:<10} {}", r.id, r.workflow, r.state, fmt_ms(r.created_at));
+                }
+            }
+        }
+        Some(id) => {
+            let run =
+                store.run(if id == "latest" { None } else { Some(id) }).map_err(|e| Failure::Usage(e.to_string()))?;
+            let tasks = store.tasks(&run.id)?;
+            if a.json {
+                println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "run": run, "tasks": tasks }))?);
+            } else {
+                println!("run {} of `{}` ({}): {}", run.id, run.workflow, run.file, run.state);
+                let mut counts = std::collections::BTreeMap::new();
+                for t in &tasks {
+                    *counts.entry(t.state.as_str()).or_insert(0) += 1;
+                }
+                println!("{}", counts.iter().map(|(k, v)| format!("{v} {k}")).collect::<Vec<_>>().join(", "));
+                let shown = tasks.len().min(500);
+                for t in &tasks[..shown] {
+                    let secs = match (t.started_at, t.finished_at) {
+                        (Some(a), Some(b)) if b >= a => format!("{:.2}s", (b - a) as f64 / 1000.0),
+                        _ => "-".into(),
+                    };
+                    println!(
+                        "  {:<30} {:<16} attempts={} {:>8} {}",
+                        t.task,
+                        t.state,
+                        t.attempts,
+                        secs,
+                        t.message.clone().unwrap_or_default().lines().next().unwrap_or("")
+                    );
+                }
+                if tasks.len() > shown {
+                    println!("  ... {} more (use --json for all)", tasks.len() - shown);
+                }
+            }
+        }
+    }
+    Ok(exit::OK)
+}
+
+fn why_cmd(a: &WhyArgs) -> Result<i32, Failure> {
+    let o = overrides(&a.wf.params, &a.wf.inputs)?;
+    let wf = load(&a.wf.file, &o)?;
+    if let Some(s) = &a.step {
+        if !wf.steps.iter().any(|x| &x.name == s) {
+            let names: Vec<&str> = wf.steps.iter().map(|x| x.name.as_str()).collect();
+            let hint = twinflow_engine::diag::did_you_mean(s, names.iter().copied())
+                .unwrap_or_else(|| format!("steps: {}", names.join(", ")));
+            return Err(Failure::Usage(format!("workflow `{}` has no step `{s}` ({hint})", wf.name)));
+        }
+    }
+    let p = compile(wf, "<run.id>", &a.runs_dir.display().to_string())?;
+    std::fs::create_dir_all(&a.runs_dir)?;
+    let mut store = Store::open(&a.runs_dir)?;
+    let verdicts = run::why::why(&p, &mut store, a.step.as_deref(), &run::job::kernel_binary())?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&verdicts)?);
+    } else {
+        for v in verdicts.iter().take(200) {
+            if v.up_to_date {
+                println!("{}: up to date", v.task);
+            } else {
+                println!("{}: would run because", v.task);
+                for r in &v.reasons {
+                    println!("  - {r}");
+                }
+            }
+        }
+    }
+    Ok(exit::OK)
+}

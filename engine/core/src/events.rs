@@ -1,0 +1,181 @@
+//! What the engine reports while it runs. The engine emits [`Event`]s; the CLI renders
+//! them (progress bars for people, JSON lines for machines).
+
+use std::time::Duration;
+
+use serde::Serialize;
+
+/// Final state of a task in a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TaskState {
+    /// Not started yet.
+    Pending,
+    /// Submitted to the backend and running (or queued there).
+    Running,
+    /// Finished successfully with all declared outputs.
+    Succeeded,
+    /// Up to date from an earlier run: not run again.
+    Cached,
+    /// `when:` was false, or an upstream step was skipped.
+    Skipped,
+    /// Failed after all retries.
+    Failed,
+    /// Not run because an upstream task failed.
+    UpstreamFailed,
+    /// Stopped by cancellation.
+    Cancelled,
+}
+
+impl TaskState {
+    /// Name as stored and printed.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskState::Pending => "pending",
+            TaskState::Running => "running",
+            TaskState::Succeeded => "succeeded",
+            TaskState::Cached => "cached",
+            TaskState::Skipped => "skipped",
+            TaskState::Failed => "failed",
+            TaskState::UpstreamFailed => "upstream-failed",
+            TaskState::Cancelled => "cancelled",
+        }
+    }
+    /// Parses [`TaskState::as_str`].
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "pending" => TaskState::Pending,
+            "running" => TaskState::Running,
+            "succeeded" => TaskState::Succeeded,
+            "cached" => TaskState::Cached,
+            "skipped" => TaskState::Skipped,
+            "failed" => TaskState::Failed,
+            "upstream-failed" => TaskState::UpstreamFailed,
+            "cancelled" => TaskState::Cancelled,
+            _ => return None,
+        })
+    }
+    /// Whether the task is finished for good (successfully or not).
+    pub fn is_terminal(self) -> bool {
+        !matches!(self, TaskState::Pending | TaskState::Running)
+    }
+    /// Whether downstream tasks may use its outputs.
+    pub fn is_done_ok(self) -> bool {
+        matches!(self, TaskState::Succeeded | TaskState::Cached)
+    }
+}
+
+/// Something that happened during a run.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "event", rename_all = "kebab-case")]
+pub enum Event {
+    /// The run started (or resumed).
+    RunStarted {
+        /// Run id.
+        run_id: String,
+        /// Workflow name.
+        workflow: String,
+        /// Runnable tasks in the plan.
+        tasks: usize,
+        /// Tasks already finished by an earlier attempt of this run (resume).
+        already_done: usize,
+        /// Whether this is a resume.
+        resumed: bool,
+    },
+    /// A task was submitted to the backend.
+    TaskStarted {
+        /// Task name (`sim[3]`).
+        task: String,
+        /// Attempt number (1-based).
+        attempt: u32,
+        /// Backend job id.
+        job_id: String,
+    },
+    /// A task reached a final state.
+    TaskFinished {
+        /// Task name.
+        task: String,
+        /// Final state.
+        state: TaskState,
+        /// Seconds it ran (0 for cached/skipped).
+        seconds: f64,
+        /// Why, for failures and skips.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        message: Option<String>,
+    },
+    /// A task failed and will be retried.
+    TaskRetry {
+        /// Task name.
+        task: String,
+        /// The attempt that failed.
+        attempt: u32,
+        /// Delay before the next attempt in seconds.
+        delay_seconds: f64,
+        /// What went wrong.
+        message: String,
+    },
+    /// Cancellation was requested (signal).
+    Cancelling {
+        /// Signal name.
+        signal: String,
+    },
+    /// The run ended.
+    RunFinished {
+        /// Run id.
+        run_id: String,
+        /// `succeeded`, `failed` or `cancelled`.
+        state: String,
+        /// Counts by state.
+        counts: Counts,
+        /// Wall-clock seconds.
+        seconds: f64,
+    },
+}
+
+/// Number of tasks in each state.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+#[allow(missing_docs)]
+pub struct Counts {
+    pub succeeded: usize,
+    pub cached: usize,
+    pub skipped: usize,
+    pub failed: usize,
+    pub upstream_failed: usize,
+    pub cancelled: usize,
+    pub pending: usize,
+}
+
+impl Counts {
+    /// Adds one task in `state`.
+    pub fn add(&mut self, state: TaskState) {
+        match state {
+            TaskState::Succeeded => self.succeeded += 1,
+            TaskState::Cached => self.cached += 1,
+            TaskState::Skipped => self.skipped += 1,
+            TaskState::Failed => self.failed += 1,
+            TaskState::UpstreamFailed => self.upstream_failed += 1,
+            TaskState::Cancelled => self.cancelled += 1,
+            TaskState::Pending | TaskState::Running => self.pending += 1,
+        }
+    }
+}
+
+/// Receives events. Implementations must be cheap: they are called on the scheduler's
+/// thread.
+pub trait Reporter: Send {
+    /// Called for every event, in order.
+    fn event(&mut self, event: &Event);
+}
+
+/// A reporter that drops everything (library use, benchmarks).
+#[derive(Debug, Default)]
+pub struct NullReporter;
+
+impl Reporter for NullReporter {
+    fn event(&mut self, _: &Event) {}
+}
+
+/// Seconds as f64 with millisecond precision, for events.
+pub fn secs(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1000.0).round() / 1000.0
+}

@@ -1,0 +1,218 @@
+//! The local backend: steps run as child processes of the engine, multi-rank steps under
+//! `mpiexec -n R`.
+//!
+//! Each job gets a tokio task that waits for the child (with its timeout and a cancel
+//! signal) and records the [`Outcome`]; `poll` reads those records, `wait` sleeps until one
+//! arrives. The scheduler decides what fits; this backend only runs what it is given.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use tokio::sync::{Notify, watch};
+
+use super::process;
+use super::{Backend, BackendError, Capacity, JobRequest, JobStatus, Outcome, Rendered};
+use crate::ids::JobId;
+
+/// Settings of the local backend.
+#[derive(Debug, Clone)]
+pub struct LocalOptions {
+    /// Cores the scheduler may fill (default: available parallelism).
+    pub cores: u32,
+    /// Memory the scheduler may fill, in bytes (default: physical memory).
+    pub memory: Option<u64>,
+    /// MPI launcher and its flags, followed by `-n R` (default `["mpiexec"]`).
+    pub mpiexec: Vec<String>,
+    /// Grace period between SIGTERM and SIGKILL.
+    pub grace: Duration,
+}
+
+impl Default for LocalOptions {
+    fn default() -> Self {
+        Self {
+            cores: std::thread::available_parallelism().map_or(1, |n| n.get() as u32),
+            memory: physical_memory(),
+            mpiexec: vec!["mpiexec".into()],
+            grace: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Total physical memory from `/proc/meminfo`.
+pub fn physical_memory() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+/// Renders the argv the local backend runs for a job: the program, prefixed by
+/// `mpiexec -n R` when the step has more than one rank.
+pub fn render_argv(opts: &LocalOptions, job: &JobRequest) -> Vec<String> {
+    if job.resources.ranks > 1 {
+        let mut v = opts.mpiexec.clone();
+        v.push("-n".into());
+        v.push(job.resources.ranks.to_string());
+        v.extend(job.argv.iter().cloned());
+        v
+    } else {
+        job.argv.clone()
+    }
+}
+
+struct Running {
+    cancel: watch::Sender<bool>,
+    pid: u32,
+}
+
+/// Runs jobs as local processes.
+pub struct LocalBackend {
+    opts: LocalOptions,
+    running: HashMap<JobId, Running>,
+    done: Arc<Mutex<HashMap<JobId, Outcome>>>,
+    notify: Arc<Notify>,
+}
+
+impl LocalBackend {
+    /// A backend with the given settings.
+    pub fn new(opts: LocalOptions) -> Self {
+        Self { opts, running: HashMap::new(), done: Arc::default(), notify: Arc::new(Notify::new()) }
+    }
+
+    /// The pid (= process group) of a running job.
+    pub fn pid(&self, id: &JobId) -> Option<u32> {
+        self.running.get(id).map(|r| r.pid)
+    }
+}
+
+#[async_trait]
+impl Backend for LocalBackend {
+    fn name(&self) -> &'static str {
+        "local"
+    }
+
+    fn capacity(&self) -> Capacity {
+        Capacity { cores: Some(self.opts.cores), memory: self.opts.memory, max_jobs: None }
+    }
+
+    fn render(&self, job: &JobRequest) -> Rendered {
+        Rendered::Argv(render_argv(&self.opts, job))
+    }
+
+    async fn submit(&mut self, job: JobRequest) -> Result<JobId, BackendError> {
+        let argv = render_argv(&self.opts, &job);
+        let started = SystemTime::now();
+        let mut child = match process::spawn(&argv, &job.env, &job.cwd, &job.stdout, &job.stderr) {
+            Ok(c) => c,
+            Err(e) => {
+                // A program that cannot start is a failed attempt, not a backend error:
+                // report it through the normal path so retries and messages apply.
+                let id = JobId(format!(
+                    "local-failed-{}",
+                    self.done.lock().map(|d| d.len()).unwrap_or(0) + self.running.len()
+                ));
+                let msg = if e.kind() == std::io::ErrorKind::NotFound {
+                    format!("`{}` not found", argv[0])
+                } else {
+                    e.to_string()
+                };
+                let outcome = Outcome {
+                    spawn_error: Some(msg),
+                    started: Some(started),
+                    finished: Some(SystemTime::now()),
+                    ..Outcome::default()
+                };
+                if let Ok(mut d) = self.done.lock() {
+                    d.insert(id.clone(), outcome);
+                }
+                self.notify.notify_one();
+                return Ok(id);
+            }
+        };
+        let pid = child.id().unwrap_or(0);
+        let id = JobId(pid.to_string());
+        let (tx, mut rx) = watch::channel(false);
+        let done = self.done.clone();
+        let notify = self.notify.clone();
+        let grace = self.opts.grace;
+        let timeout = job.timeout;
+        let jid = id.clone();
+        tokio::spawn(async move {
+            let sleep = async {
+                match timeout {
+                    Some(t) => tokio::time::sleep(t).await,
+                    None => std::future::pending().await,
+                }
+            };
+            let mut outcome = Outcome { started: Some(started), ..Outcome::default() };
+            let status = tokio::select! {
+                s = child.wait() => s,
+                _ = sleep => {
+                    outcome.timed_out = true;
+                    process::terminate(&mut child, pid, grace).await
+                }
+                _ = rx.changed() => {
+                    outcome.cancelled = true;
+                    process::terminate(&mut child, pid, grace).await
+                }
+            };
+            match status {
+                Ok(st) => {
+                    use std::os::unix::process::ExitStatusExt;
+                    outcome.exit_code = st.code();
+                    outcome.signal = st.signal();
+                }
+                Err(e) => outcome.spawn_error = Some(format!("waiting for the process failed: {e}")),
+            }
+            outcome.finished = Some(SystemTime::now());
+            if let Ok(mut d) = done.lock() {
+                d.insert(jid, outcome);
+            }
+            notify.notify_one();
+        });
+        self.running.insert(id.clone(), Running { cancel: tx, pid });
+        Ok(id)
+    }
+
+    async fn poll(&mut self, ids: &[JobId]) -> Result<Vec<(JobId, JobStatus)>, BackendError> {
+        let mut done = self.done.lock().map_err(|_| BackendError::Poll("state lock poisoned".into()))?;
+        Ok(ids
+            .iter()
+            .map(|id| match done.remove(id) {
+                Some(o) => {
+                    self.running.remove(id);
+                    (id.clone(), JobStatus::Done(o))
+                }
+                None if self.running.contains_key(id) => (id.clone(), JobStatus::Running),
+                None => (id.clone(), JobStatus::Unknown),
+            })
+            .collect())
+    }
+
+    async fn cancel(&mut self, ids: &[JobId]) -> Result<(), BackendError> {
+        for id in ids {
+            if let Some(r) = self.running.get(id) {
+                let _ = r.cancel.send(true);
+            }
+        }
+        Ok(())
+    }
+
+    async fn wait(&mut self, max: Duration) {
+        let pending = self.done.lock().map(|d| !d.is_empty()).unwrap_or(false);
+        if pending {
+            return;
+        }
+        let _ = tokio::time::timeout(max, self.notify.notified()).await;
+    }
+}
+
+impl LocalBackend {
+    /// Ids of jobs whose outcome is ready (cheap check the scheduler uses to poll only what
+    /// changed).
+    pub fn ready_ids(&self) -> Vec<JobId> {
+        self.done.lock().map(|d| d.keys().cloned().collect()).unwrap_or_default()
+    }
+}

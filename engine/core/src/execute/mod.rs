@@ -1,0 +1,159 @@
+//! Executors: where tasks run. Every backend (local processes, `mpiexec`, SLURM) implements
+//! one trait, [`Backend`]: submit one job, poll many at once, cancel many. The scheduler in
+//! [`crate::run`] owns all state and decisions; backends only start, observe and stop jobs.
+//!
+//! What a backend would run is rendered by a pure function ([`Backend::render`]) so
+//! `twinflow plan` can show it and tests can snapshot it without running anything.
+
+pub mod local;
+pub mod process;
+
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+
+use crate::ids::JobId;
+use crate::validate::model::Resources;
+
+/// Everything a backend needs to run one attempt of one task.
+#[derive(Debug, Clone)]
+pub struct JobRequest {
+    /// Task name (`sim[3]`), for job names and logs.
+    pub name: String,
+    /// The program and its arguments (no launcher: the backend adds `mpiexec`/`srun`).
+    pub argv: Vec<String>,
+    /// Environment added to the inherited one.
+    pub env: Vec<(String, String)>,
+    /// Working directory (the attempt directory).
+    pub cwd: PathBuf,
+    /// Where standard output goes.
+    pub stdout: PathBuf,
+    /// Where standard error goes.
+    pub stderr: PathBuf,
+    /// Resources.
+    pub resources: Resources,
+    /// Wall-clock limit.
+    pub timeout: Option<Duration>,
+}
+
+/// How a job ended.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Outcome {
+    /// Exit code, when it exited.
+    pub exit_code: Option<i32>,
+    /// Terminating signal, when killed by one.
+    pub signal: Option<i32>,
+    /// It hit its timeout.
+    pub timed_out: bool,
+    /// It was cancelled.
+    pub cancelled: bool,
+    /// It could not be started.
+    pub spawn_error: Option<String>,
+    /// When it started.
+    pub started: Option<SystemTime>,
+    /// When it ended.
+    pub finished: Option<SystemTime>,
+}
+
+impl Outcome {
+    /// Exit 0 and nothing else wrong.
+    pub fn success(&self) -> bool {
+        self.exit_code == Some(0) && !self.timed_out && !self.cancelled && self.spawn_error.is_none()
+    }
+    /// One-line description for messages.
+    pub fn describe(&self) -> String {
+        if let Some(e) = &self.spawn_error {
+            return format!("could not start: {e}");
+        }
+        if self.timed_out {
+            return "timed out".into();
+        }
+        if self.cancelled {
+            return "cancelled".into();
+        }
+        match (self.exit_code, self.signal) {
+            (Some(c), _) => format!("exit code {c}"),
+            (None, Some(s)) => format!("killed by signal {s}"),
+            _ => "ended without status".into(),
+        }
+    }
+    /// Run time.
+    pub fn duration(&self) -> Duration {
+        match (self.started, self.finished) {
+            (Some(a), Some(b)) => b.duration_since(a).unwrap_or_default(),
+            _ => Duration::ZERO,
+        }
+    }
+}
+
+/// State of a submitted job.
+#[derive(Debug, Clone, PartialEq)]
+pub enum JobStatus {
+    /// Accepted, waiting for resources (batch queue).
+    Queued,
+    /// Running.
+    Running,
+    /// Ended.
+    Done(Outcome),
+    /// The backend no longer knows the job (e.g. purged from the queue with no record).
+    Unknown,
+}
+
+/// Resources a backend offers to the scheduler.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Capacity {
+    /// Cores that may be busy at once (`None`: unlimited, e.g. a batch queue).
+    pub cores: Option<u32>,
+    /// Memory that may be in use at once, in bytes.
+    pub memory: Option<u64>,
+    /// Jobs that may be in flight at once.
+    pub max_jobs: Option<usize>,
+}
+
+/// What a backend would run for a job (shown by `twinflow plan`, snapshot-tested).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rendered {
+    /// A command line, as an argv vector.
+    Argv(Vec<String>),
+    /// A batch script.
+    Script(String),
+}
+
+/// Backend errors (infrastructure, not job failures).
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    /// Could not submit.
+    #[error("submitting `{name}` failed: {message}")]
+    Submit {
+        /// Task name.
+        name: String,
+        /// Why.
+        message: String,
+    },
+    /// Could not query job states.
+    #[error("querying job states failed: {0}")]
+    Poll(String),
+    /// Could not cancel.
+    #[error("cancelling jobs failed: {0}")]
+    Cancel(String),
+}
+
+/// An executor of jobs.
+#[async_trait]
+pub trait Backend: Send {
+    /// Short name (`local`, `slurm`).
+    fn name(&self) -> &'static str;
+    /// What the scheduler may use at once.
+    fn capacity(&self) -> Capacity;
+    /// What would run for `job`: a pure function of the request and the backend's settings.
+    fn render(&self, job: &JobRequest) -> Rendered;
+    /// Starts a job.
+    async fn submit(&mut self, job: JobRequest) -> Result<JobId, BackendError>;
+    /// States of many jobs in one call.
+    async fn poll(&mut self, ids: &[JobId]) -> Result<Vec<(JobId, JobStatus)>, BackendError>;
+    /// Stops jobs: SIGTERM, a grace period, then SIGKILL (or the batch system's equivalent).
+    async fn cancel(&mut self, ids: &[JobId]) -> Result<(), BackendError>;
+    /// Waits until a job may have changed state, at most `max`.
+    async fn wait(&mut self, max: Duration);
+}

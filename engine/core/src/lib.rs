@@ -1,0 +1,27 @@
+//! twinflow engine: runs digital-twin workflows.
+//!
+//! The pipeline is visible in the module tree, one type per phase:
+//!
+//! 1. [`spec`]: parse YAML into the raw shape ([`spec::raw::RawWorkflow`]) with spans;
+//! 2. [`validate`]: check meaning and build the model ([`validate::Workflow`]), collecting
+//!    every problem as a [`diag::Diag`] with `file:line:col`;
+//! 3. [`plan`]: compile the model into a DAG of tasks ([`plan::Plan`], a petgraph graph),
+//!    expanding scatters;
+//! 4. [`run`]: schedule ready tasks by resources and execute them through an
+//!    [`execute::Backend`], recording every transition in the durable [`state`] store.
+//!
+//! The library never prints and never exits: it returns typed errors and emits
+//! [`events::Event`]s to a [`events::Reporter`] the caller provides.
+#![warn(missing_docs)]
+
+pub mod diag;
+pub mod events;
+pub mod execute;
+pub mod expr;
+pub mod ids;
+pub mod plan;
+pub mod run;
+pub mod spec;
+pub mod state;
+pub mod units;
+pub mod validate;

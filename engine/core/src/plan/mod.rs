@@ -1,0 +1,387 @@
+//! Phase 3, compile: the validated model → a DAG of tasks ([`Plan`]).
+//!
+//! Each step becomes one task, or one task per member when it scatters, plus a *join*
+//! node that completes when all members have; consumers of the whole list (gathers) hang
+//! off the join, so an n-member scatter feeding an m-member one costs n + m edges, not
+//! n × m. A step that scatters over the outputs of a scattered step
+//! (`over: { r: ${{ steps.sim.out.result }} }`) is linked member-to-member instead, so
+//! ensemble chains run without waiting for the whole ensemble.
+//!
+//! Nodes are 8 bytes (step, member); per-member values (commands, paths) are resolved only
+//! when a task is dispatched or printed, which keeps a 10⁶-member plan small and fast.
+
+pub mod render;
+pub mod scope;
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use petgraph::graph::{DiGraph, NodeIndex};
+
+use crate::diag::{Diag, DiagKind, Diagnostics};
+use crate::expr::Value;
+use crate::spec::raw::ScatterMethod;
+use crate::validate::checks::{sites, sources};
+use crate::validate::model::{StepIdx, ValueExpr, Workflow};
+use crate::validate::refs::{Ctx, Resolved, resolve};
+use scope::{StaticScope, eval_value};
+
+/// Largest number of tasks a plan may have.
+pub const MAX_TASKS: u64 = 20_000_000;
+
+/// A node of the plan graph.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct TaskNode {
+    /// The step.
+    pub step: u32,
+    /// Member index, [`TaskNode::NO_MEMBER`] for unscattered steps,
+    /// [`TaskNode::JOIN`] for the join node of a scattered step.
+    pub member: u32,
+}
+
+impl TaskNode {
+    /// Marker of an unscattered step's only task.
+    pub const NO_MEMBER: u32 = u32::MAX;
+    /// Marker of a join node.
+    pub const JOIN: u32 = u32::MAX - 1;
+    /// Whether this is a join node (no command; done when all members are).
+    pub fn is_join(self) -> bool {
+        self.member == Self::JOIN
+    }
+    /// The member index, if this is a scatter member.
+    pub fn member_index(self) -> Option<u32> {
+        (self.member < Self::JOIN).then_some(self.member)
+    }
+}
+
+/// One scatter variable's list.
+#[derive(Debug, Clone)]
+pub enum ScatterList {
+    /// Values known at plan time.
+    Values(Vec<Value>),
+    /// The outputs (or values) of a scattered upstream step, one per member.
+    Outputs {
+        /// The upstream step.
+        step: StepIdx,
+        /// `out` or `values`.
+        values: bool,
+        /// Output name.
+        name: String,
+        /// Member count of the upstream step.
+        len: u32,
+    },
+}
+
+impl ScatterList {
+    fn len(&self) -> u64 {
+        match self {
+            ScatterList::Values(v) => v.len() as u64,
+            ScatterList::Outputs { len, .. } => u64::from(*len),
+        }
+    }
+}
+
+/// A step's scatter, expanded.
+#[derive(Debug, Clone)]
+pub struct ScatterTable {
+    /// Variables in order.
+    pub vars: Vec<(String, ScatterList)>,
+    /// How they combine.
+    pub method: ScatterMethod,
+    /// Number of members.
+    pub len: u32,
+}
+
+impl ScatterTable {
+    /// Index into each variable's list for member `m`.
+    pub fn indices(&self, m: u32) -> Vec<u32> {
+        match self.method {
+            ScatterMethod::Dotproduct => vec![m; self.vars.len()],
+            ScatterMethod::Cartesian => {
+                // Last variable varies fastest, like nested loops written in order.
+                let mut rest = u64::from(m);
+                let mut out = vec![0; self.vars.len()];
+                for (i, (_, l)) in self.vars.iter().enumerate().rev() {
+                    let n = l.len().max(1);
+                    out[i] = (rest % n) as u32;
+                    rest /= n;
+                }
+                out
+            }
+        }
+    }
+}
+
+/// The compiled plan.
+#[derive(Debug)]
+pub struct Plan {
+    /// The workflow.
+    pub workflow: Arc<Workflow>,
+    /// Task graph; edges point from a dependency to its dependant.
+    pub graph: DiGraph<TaskNode, ()>,
+    /// First node of each step (members are contiguous; the join follows them).
+    pub step_first: Vec<u32>,
+    /// Scatter tables by step.
+    pub scatter: Vec<Option<ScatterTable>>,
+    /// Steps in dependency order.
+    pub step_order: Vec<StepIdx>,
+}
+
+impl Plan {
+    /// Node of the only task of an unscattered step, or of member `m`.
+    pub fn node(&self, step: StepIdx, member: Option<u32>) -> NodeIndex {
+        NodeIndex::new((self.step_first[step] + member.unwrap_or(0)) as usize)
+    }
+    /// Join node of a scattered step.
+    pub fn join(&self, step: StepIdx) -> Option<NodeIndex> {
+        self.scatter[step].as_ref().map(|t| NodeIndex::new((self.step_first[step] + t.len) as usize))
+    }
+    /// Number of runnable tasks (joins excluded).
+    pub fn task_count(&self) -> usize {
+        self.workflow.steps.iter().enumerate().map(|(i, _)| self.members(i) as usize).sum()
+    }
+    /// Members of a step (1 when unscattered).
+    pub fn members(&self, step: StepIdx) -> u32 {
+        self.scatter[step].as_ref().map_or(1, |t| t.len)
+    }
+    /// Display name of a task: `sim`, `sim[3]`, `sim[*]` for a join.
+    pub fn task_name(&self, n: TaskNode) -> String {
+        let step = &self.workflow.steps[n.step as usize].name;
+        match n.member {
+            TaskNode::NO_MEMBER => step.clone(),
+            TaskNode::JOIN => format!("{step}[*]"),
+            m => format!("{step}[{m}]"),
+        }
+    }
+}
+
+/// Compiles a validated workflow into a plan. `run_id` is used where expressions mention
+/// `run.id` (a placeholder when only planning).
+pub fn compile(workflow: Arc<Workflow>, run_id: &str, run_dir: &str) -> Result<Plan, Diagnostics> {
+    let wf = &*workflow;
+    let mut diags = Diagnostics::default();
+    let order = step_order(wf);
+    let n = wf.steps.len();
+    let mut scatter: Vec<Option<ScatterTable>> = vec![None; n];
+    for &s in &order {
+        let step = &wf.steps[s];
+        let Some(sc) = &step.scatter else { continue };
+        let file = &wf.namespaces[step.ns].file;
+        let mut vars = vec![];
+        let mut ok = true;
+        for (name, v) in &sc.vars {
+            let field = format!("steps.{}.scatter.over.{name}", step.local_name);
+            match scatter_list(wf, &scatter, s, v, run_id, run_dir) {
+                Ok(l) => vars.push((name.clone(), l)),
+                Err(msg) => {
+                    diags.push(Diag::new(DiagKind::Expression, file, v.span(), field, msg));
+                    ok = false;
+                }
+            }
+        }
+        if !ok {
+            continue;
+        }
+        let len: u64 = match sc.method {
+            ScatterMethod::Dotproduct => {
+                let lens: BTreeSet<u64> = vars.iter().map(|(_, l)| l.len()).collect();
+                if lens.len() > 1 {
+                    let desc =
+                        vars.iter().map(|(k, l)| format!("`{k}` has {}", l.len())).collect::<Vec<_>>().join(", ");
+                    diags.push(
+                        Diag::new(DiagKind::ScatterLength, file, sc.span, format!("steps.{}.scatter", step.local_name), format!("scatter lists differ in length: {desc}"))
+                            .with_help("`method: dotproduct` pairs elements one to one; use `method: cartesian` for every combination"),
+                    );
+                    continue;
+                }
+                lens.into_iter().next().unwrap_or(0)
+            }
+            ScatterMethod::Cartesian => {
+                vars.iter().try_fold(1u64, |acc, (_, l)| acc.checked_mul(l.len())).unwrap_or(u64::MAX)
+            }
+        };
+        if len > MAX_TASKS {
+            diags.push(Diag::new(
+                DiagKind::ScatterLength,
+                file,
+                sc.span,
+                format!("steps.{}.scatter", step.local_name),
+                format!("scatter has {len} members; the limit is {MAX_TASKS}"),
+            ));
+            continue;
+        }
+        scatter[s] = Some(ScatterTable { vars, method: sc.method, len: len as u32 });
+    }
+    if !diags.is_empty() {
+        return Err(diags);
+    }
+
+    // Nodes: members of each step contiguous, then its join.
+    let mut step_first = vec![0u32; n];
+    let mut total: u64 = 0;
+    for s in 0..n {
+        step_first[s] = total as u32;
+        total += scatter[s].as_ref().map_or(1, |t| u64::from(t.len) + 1);
+    }
+    if total > MAX_TASKS {
+        diags.push(Diag::detached(
+            DiagKind::ScatterLength,
+            "steps",
+            format!("the plan has {total} tasks; the limit is {MAX_TASKS}"),
+        ));
+        return Err(diags);
+    }
+    let mut graph: DiGraph<TaskNode, ()> = DiGraph::with_capacity(total as usize, total as usize);
+    for s in 0..n {
+        match &scatter[s] {
+            None => {
+                graph.add_node(TaskNode { step: s as u32, member: TaskNode::NO_MEMBER });
+            }
+            Some(t) => {
+                for m in 0..t.len {
+                    graph.add_node(TaskNode { step: s as u32, member: m });
+                }
+                let join = graph.add_node(TaskNode { step: s as u32, member: TaskNode::JOIN });
+                for m in 0..t.len {
+                    graph.add_edge(NodeIndex::new((step_first[s] + m) as usize), join, ());
+                }
+            }
+        }
+    }
+    let plan_tmp = Plan {
+        workflow: workflow.clone(),
+        graph: DiGraph::new(),
+        step_first: step_first.clone(),
+        scatter: scatter.clone(),
+        step_order: vec![],
+    };
+    for s in 0..n {
+        let (direct, memberwise) = split_deps(wf, &scatter, s);
+        let members: Vec<Option<u32>> = match &scatter[s] {
+            None => vec![None],
+            Some(t) => (0..t.len).map(Some).collect(),
+        };
+        for a in direct {
+            let from = plan_tmp.join(a).unwrap_or_else(|| plan_tmp.node(a, None));
+            for m in &members {
+                graph.add_edge(from, plan_tmp.node(s, *m), ());
+            }
+        }
+        if memberwise.is_empty() {
+            continue;
+        }
+        let table = scatter[s].as_ref().expect("member-wise deps only exist for scattered steps");
+        for m in 0..table.len {
+            let idx = table.indices(m);
+            for (vi, (_, l)) in table.vars.iter().enumerate() {
+                if let ScatterList::Outputs { step: a, .. } = l {
+                    if memberwise.contains(a) {
+                        graph.add_edge(plan_tmp.node(*a, Some(idx[vi])), plan_tmp.node(s, Some(m)), ());
+                    }
+                }
+            }
+        }
+    }
+    Ok(Plan { workflow, graph, step_first, scatter, step_order: order })
+}
+
+/// Steps in an order where every step follows its dependencies (validation rejected cycles).
+fn step_order(wf: &Workflow) -> Vec<StepIdx> {
+    let n = wf.steps.len();
+    let mut indeg: Vec<usize> = wf.steps.iter().map(|s| s.deps.len()).collect();
+    let mut users: Vec<Vec<StepIdx>> = vec![vec![]; n];
+    for (i, s) in wf.steps.iter().enumerate() {
+        for &d in &s.deps {
+            users[d].push(i);
+        }
+    }
+    let mut ready: std::collections::VecDeque<StepIdx> = (0..n).filter(|&i| indeg[i] == 0).collect();
+    let mut out = Vec::with_capacity(n);
+    while let Some(i) = ready.pop_front() {
+        out.push(i);
+        for &u in &users[i] {
+            indeg[u] -= 1;
+            if indeg[u] == 0 {
+                ready.push_back(u);
+            }
+        }
+    }
+    out
+}
+
+/// If `v` is exactly `${{ steps.A.out.x }}` (or `.values.x`) with `A` scattered, the
+/// deferred list of A's member outputs.
+fn deferred_outputs(wf: &Workflow, scatter: &[Option<ScatterTable>], s: StepIdx, v: &ValueExpr) -> Option<ScatterList> {
+    let ValueExpr::Tpl(t) = v else { return None };
+    if !t.tpl.is_single_expr() {
+        return None;
+    }
+    let refs = t.tpl.references();
+    let [r] = refs.as_slice() else { return None };
+    // The expression must be the bare reference, not e.g. `len(steps.a.out.x)`.
+    let inner = t.src.trim().trim_start_matches("${{").trim_end_matches("}}").trim();
+    if inner != r.path.join(".") {
+        return None;
+    }
+    let path: Vec<&str> = r.path.iter().map(String::as_str).collect();
+    match resolve(wf, wf.steps[s].ns, Ctx::ScatterOver(s), &path).ok()? {
+        Resolved::StepOut(a, name) => {
+            scatter[a].as_ref().map(|ta| ScatterList::Outputs { step: a, values: false, name, len: ta.len })
+        }
+        Resolved::StepValue(a, name) => {
+            scatter[a].as_ref().map(|ta| ScatterList::Outputs { step: a, values: true, name, len: ta.len })
+        }
+        _ => None,
+    }
+}
+
+fn scatter_list(
+    wf: &Workflow,
+    scatter: &[Option<ScatterTable>],
+    s: StepIdx,
+    v: &ValueExpr,
+    run_id: &str,
+    run_dir: &str,
+) -> Result<ScatterList, String> {
+    if let Some(d) = deferred_outputs(wf, scatter, s, v) {
+        return Ok(d);
+    }
+    let scope = StaticScope { wf, ns: wf.steps[s].ns, ctx: Ctx::ScatterOver(s), run_id, run_dir };
+    match eval_value(v, &scope) {
+        Ok(Value::List(items)) => Ok(ScatterList::Values(items)),
+        Ok(other) => Err(format!("scatter variables need a list, found `{}`", other.type_of())),
+        Err(e) => Err(e.message),
+    }
+}
+
+/// Splits a step's dependencies into those that need all of the upstream (direct) and those
+/// reached only through a member-wise scatter variable.
+fn split_deps(wf: &Workflow, scatter: &[Option<ScatterTable>], s: StepIdx) -> (Vec<StepIdx>, Vec<StepIdx>) {
+    let step = &wf.steps[s];
+    let mut memberwise: BTreeSet<StepIdx> = BTreeSet::new();
+    let mut deferred_sites: Vec<String> = vec![];
+    if let (Some(sc), Some(_)) = (&step.scatter, &scatter[s]) {
+        for v in sc.vars.values() {
+            if let Some(ScatterList::Outputs { step: a, .. }) = deferred_outputs(wf, scatter, s, v) {
+                memberwise.insert(a);
+                if let ValueExpr::Tpl(t) = v {
+                    deferred_sites.push(t.src.clone());
+                }
+            }
+        }
+    }
+    let mut direct: BTreeSet<StepIdx> = step.after.iter().copied().collect();
+    for (ns, ctx, t, _, _) in sites(wf) {
+        if ctx.step() != Some(s) {
+            continue;
+        }
+        if matches!(ctx, Ctx::ScatterOver(_)) && deferred_sites.contains(&t.src) {
+            continue;
+        }
+        let mut srcs = vec![];
+        sources(wf, ns, ctx, &t, 0, &mut srcs);
+        direct.extend(srcs.into_iter().map(|(a, _)| a));
+    }
+    let memberwise = memberwise.difference(&direct).copied().collect();
+    (direct.into_iter().collect(), memberwise)
+}

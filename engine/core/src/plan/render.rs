@@ -1,0 +1,245 @@
+//! `twinflow plan` output: the DAG as text, Graphviz dot, Mermaid or JSON, with every task's
+//! resolved command (upstream outputs and run-specific paths shown as `<placeholders>`).
+
+use std::fmt::Write;
+use std::path::Path;
+
+use super::{Plan, TaskNode};
+use crate::execute::{JobRequest, Rendered};
+use crate::run::job::resolve_task;
+use crate::run::scope::Mode;
+use crate::units::format_duration;
+
+/// Output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// Readable text.
+    Text,
+    /// Graphviz dot.
+    Dot,
+    /// Mermaid flowchart.
+    Mermaid,
+    /// JSON (every task).
+    Json,
+}
+
+/// Options of the rendering.
+pub struct RenderOptions<'a> {
+    /// Show at most this many members per scattered step in text/dot/mermaid (JSON shows all).
+    pub max_members: u32,
+    /// How the backend would launch a job (argv or script), if any.
+    pub launcher: Option<&'a dyn Fn(&JobRequest) -> Rendered>,
+}
+
+impl std::fmt::Debug for RenderOptions<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RenderOptions").field("max_members", &self.max_members).finish()
+    }
+}
+
+fn command(plan: &Plan, n: TaskNode, kernel: &Path, opts: &RenderOptions<'_>) -> Result<Rendered, String> {
+    let results = vec![];
+    let r = resolve_task(plan, n, &results, Path::new("<out>"), "<run.id>", Path::new("<run.dir>"), Mode::Key, kernel)?;
+    let step = &plan.workflow.steps[n.step as usize];
+    let req = JobRequest {
+        name: plan.task_name(n),
+        argv: r.argv,
+        env: vec![],
+        cwd: "<out>".into(),
+        stdout: "<out>/.twinflow/stdout".into(),
+        stderr: "<out>/.twinflow/stderr".into(),
+        resources: step.resources.clone(),
+        timeout: step.timeout,
+    };
+    Ok(match opts.launcher {
+        Some(f) => f(&req),
+        None => Rendered::Argv(req.argv),
+    })
+}
+
+fn shown_members(plan: &Plan, step: usize, max: u32) -> (Vec<TaskNode>, u32) {
+    match &plan.scatter[step] {
+        None => (vec![TaskNode { step: step as u32, member: TaskNode::NO_MEMBER }], 0),
+        Some(t) => {
+            let k = t.len.min(max);
+            ((0..k).map(|m| TaskNode { step: step as u32, member: m }).collect(), t.len - k)
+        }
+    }
+}
+
+fn quote(a: &str) -> String {
+    if !a.is_empty() && a.chars().all(|c| c.is_ascii_alphanumeric() || "-_./=:<>,+@%".contains(c)) {
+        a.to_string()
+    } else {
+        format!("'{}'", a.replace('\'', "'\\''"))
+    }
+}
+
+/// Renders the plan.
+pub fn render(plan: &Plan, format: Format, kernel: &Path, opts: &RenderOptions<'_>) -> String {
+    let wf = &*plan.workflow;
+    let mut out = String::new();
+    match format {
+        Format::Text => {
+            let _ = writeln!(out, "workflow {} ({} steps, {} tasks)", wf.name, wf.steps.len(), plan.task_count());
+            for &s in &plan.step_order {
+                let st = &wf.steps[s];
+                let r = &st.resources;
+                let mut res = format!("ranks={} threads={}", r.ranks, r.threads);
+                if r.memory > 0 {
+                    let _ = write!(res, " memory={}M", r.memory >> 20);
+                }
+                if let Some(w) = r.walltime {
+                    let _ = write!(res, " walltime={}", format_duration(w));
+                }
+                let _ = writeln!(out, "\nstep {}", st.name);
+                if let Some(t) = &plan.scatter[s] {
+                    let _ = writeln!(
+                        out,
+                        "  scatter: {} members ({:?}) over {}",
+                        t.len,
+                        t.method,
+                        t.vars.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>().join(", ")
+                    );
+                }
+                let deps: Vec<&str> = st.deps.iter().map(|d| wf.steps[*d].name.as_str()).collect();
+                let _ = writeln!(out, "  after: {}", if deps.is_empty() { "-".into() } else { deps.join(", ") });
+                let _ = writeln!(out, "  resources: {res}");
+                if let Some(t) = st.timeout {
+                    let _ = writeln!(out, "  timeout: {}", format_duration(t));
+                }
+                if st.retry.count > 0 {
+                    let _ =
+                        writeln!(out, "  retry: {} (backoff {})", st.retry.count, format_duration(st.retry.backoff));
+                }
+                if let Some(w) = &st.when {
+                    let _ = writeln!(out, "  when: {}", w.src);
+                }
+                let (shown, rest) = shown_members(plan, s, opts.max_members);
+                for n in shown {
+                    match command(plan, n, kernel, opts) {
+                        Ok(Rendered::Argv(a)) => {
+                            let _ = writeln!(
+                                out,
+                                "  {}: {}",
+                                plan.task_name(n),
+                                a.iter().map(|x| quote(x)).collect::<Vec<_>>().join(" ")
+                            );
+                        }
+                        Ok(Rendered::Script(sc)) => {
+                            let _ = writeln!(
+                                out,
+                                "  {}: script\n{}",
+                                plan.task_name(n),
+                                sc.lines().map(|l| format!("    | {l}")).collect::<Vec<_>>().join("\n")
+                            );
+                        }
+                        Err(e) => {
+                            let _ = writeln!(out, "  {}: <cannot resolve: {e}>", plan.task_name(n));
+                        }
+                    }
+                }
+                if rest > 0 {
+                    let _ = writeln!(out, "  ... and {rest} more members");
+                }
+            }
+        }
+        Format::Dot | Format::Mermaid => {
+            let dot = format == Format::Dot;
+            out.push_str(if dot {
+                "digraph workflow {\n  rankdir=LR;\n  node [shape=box];\n"
+            } else {
+                "flowchart LR\n"
+            });
+            let id = |n: TaskNode| -> String {
+                let base: String = wf.steps[n.step as usize]
+                    .name
+                    .chars()
+                    .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+                    .collect();
+                match n.member {
+                    TaskNode::NO_MEMBER => format!("s_{base}"),
+                    TaskNode::JOIN => format!("s_{base}_all"),
+                    m => format!("s_{base}_{m}"),
+                }
+            };
+            let mut shown_nodes = std::collections::HashSet::new();
+            for &s in &plan.step_order {
+                let (shown, rest) = shown_members(plan, s, opts.max_members);
+                for n in &shown {
+                    shown_nodes.insert(*n);
+                    let label = plan.task_name(*n);
+                    let _ = if dot {
+                        writeln!(out, "  {} [label=\"{}\"];", id(*n), label)
+                    } else {
+                        writeln!(out, "  {}[\"{}\"]", id(*n), label)
+                    };
+                }
+                if let Some(t) = &plan.scatter[s] {
+                    let j = TaskNode { step: s as u32, member: TaskNode::JOIN };
+                    shown_nodes.insert(j);
+                    let label = if rest > 0 {
+                        format!("{} (all {} members; {rest} not shown)", wf.steps[s].name, t.len)
+                    } else {
+                        format!("{} (all)", wf.steps[s].name)
+                    };
+                    let _ = if dot {
+                        writeln!(out, "  {} [label=\"{}\", shape=ellipse];", id(j), label)
+                    } else {
+                        writeln!(out, "  {}([\"{}\"])", id(j), label)
+                    };
+                }
+            }
+            for e in plan.graph.raw_edges() {
+                let (a, b) = (plan.graph[e.source()], plan.graph[e.target()]);
+                if shown_nodes.contains(&a) && shown_nodes.contains(&b) {
+                    let _ = if dot {
+                        writeln!(out, "  {} -> {};", id(a), id(b))
+                    } else {
+                        writeln!(out, "  {} --> {}", id(a), id(b))
+                    };
+                }
+            }
+            if dot {
+                out.push_str("}\n");
+            }
+        }
+        Format::Json => {
+            let mut tasks = vec![];
+            for i in plan.graph.node_indices() {
+                let n = plan.graph[i];
+                if n.is_join() {
+                    continue;
+                }
+                let st = &wf.steps[n.step as usize];
+                let deps: Vec<String> = plan
+                    .graph
+                    .neighbors_directed(i, petgraph::Direction::Incoming)
+                    .flat_map(|p| {
+                        let pn = plan.graph[p];
+                        if pn.is_join() { vec![plan.task_name(pn)] } else { vec![plan.task_name(pn)] }
+                    })
+                    .collect();
+                let cmd = match command(plan, n, kernel, opts) {
+                    Ok(Rendered::Argv(a)) => serde_json::json!({ "argv": a }),
+                    Ok(Rendered::Script(s)) => serde_json::json!({ "script": s }),
+                    Err(e) => serde_json::json!({ "error": e }),
+                };
+                let r = &st.resources;
+                tasks.push(serde_json::json!({
+                    "task": plan.task_name(n), "step": st.name, "member": n.member_index(),
+                    "command": cmd, "after": deps,
+                    "resources": { "ranks": r.ranks, "threads": r.threads, "nodes": r.nodes, "memory": r.memory, "gpus": r.gpus,
+                                   "walltime_seconds": r.walltime.map(|w| w.as_secs()) },
+                    "timeout_seconds": st.timeout.map(|t| t.as_secs_f64()),
+                    "retry": st.retry.count,
+                    "when": st.when.as_ref().map(|w| w.src.clone()),
+                }));
+            }
+            let v = serde_json::json!({ "workflow": wf.name, "version": wf.version, "tasks": tasks });
+            out = serde_json::to_string_pretty(&v).unwrap_or_default();
+            out.push('\n');
+        }
+    }
+    out
+}

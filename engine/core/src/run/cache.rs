@@ -1,0 +1,171 @@
+//! Cache keys and file fingerprints.
+//!
+//! A task is up to date when its key matches the key of its last successful execution. The
+//! key is a blake3 hash of: the resolved definition with run-specific paths replaced by
+//! placeholders (so it is the same in every run), the identity of the program (content
+//! hash of the executable), and the content hashes of every file and value it reads.
+//! Content hashes are remembered per (path, size, mtime) in the run database, so an
+//! unchanged file is hashed once.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::state::{StateError, Store};
+
+/// The parts of a cache key, kept so `twinflow why` can say which one changed.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Components {
+    /// Hash of the resolved definition (argv, env, outputs, shell) in key mode.
+    pub definition: String,
+    /// The definition in readable form (argv with placeholders), for messages.
+    pub command: Vec<String>,
+    /// Program identity: path and content hash.
+    pub program: String,
+    /// Parameters referenced, with their values.
+    pub params: BTreeMap<String, String>,
+    /// Inputs read: name → content hash (files) or value.
+    pub inputs: BTreeMap<String, String>,
+}
+
+impl Components {
+    /// The key: a hash of all components.
+    pub fn key(&self) -> String {
+        let json = serde_json::to_string(self).unwrap_or_default();
+        blake3::hash(json.as_bytes()).to_hex()[..32].to_string()
+    }
+
+    /// Human-readable differences from an older set of components.
+    pub fn diff(&self, old: &Components) -> Vec<String> {
+        let mut out = vec![];
+        if self.program != old.program {
+            out.push(format!("the program changed ({} → {})", short(&old.program), short(&self.program)));
+        }
+        for (k, v) in &self.params {
+            match old.params.get(k) {
+                Some(o) if o != v => out.push(format!("parameter `{k}` changed: {o} → {v}")),
+                None => out.push(format!("parameter `{k}` is new ({v})")),
+                _ => {}
+            }
+        }
+        for (k, v) in &self.inputs {
+            match old.inputs.get(k) {
+                Some(o) if o != v => out.push(format!("input `{k}` changed (content {} → {})", short(o), short(v))),
+                None => out.push(format!("input `{k}` is new")),
+                _ => {}
+            }
+        }
+        for k in old.inputs.keys() {
+            if !self.inputs.contains_key(k) {
+                out.push(format!("input `{k}` is no longer used"));
+            }
+        }
+        if self.definition != old.definition && out.is_empty() {
+            out.push(format!(
+                "the step definition changed: now `{}`, was `{}`",
+                self.command.join(" "),
+                old.command.join(" ")
+            ));
+        } else if self.definition != old.definition && self.command != old.command {
+            out.push(format!("the command changed: now `{}`, was `{}`", self.command.join(" "), old.command.join(" ")));
+        }
+        out
+    }
+}
+
+fn short(s: &str) -> String {
+    let h = s.rsplit(':').next().unwrap_or(s);
+    h.chars().take(12).collect()
+}
+
+/// Content hashes of files, remembered by (size, mtime) in memory and in the database.
+#[derive(Default)]
+pub struct Hasher {
+    memo: HashMap<PathBuf, (u64, i64, String)>,
+}
+
+impl std::fmt::Debug for Hasher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hasher").field("files", &self.memo.len()).finish()
+    }
+}
+
+/// Size and modification time (ns) of a file.
+pub fn stat(path: &Path) -> std::io::Result<(u64, i64, bool)> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path)?;
+    Ok((m.len(), m.mtime() * 1_000_000_000 + m.mtime_nsec(), m.is_dir()))
+}
+
+impl Hasher {
+    /// Content hash of a file (or a directory tree), `missing` when it does not exist.
+    pub fn hash(&mut self, store: &mut Store, path: &Path) -> Result<String, StateError> {
+        let Ok((size, mtime, is_dir)) = stat(path) else {
+            return Ok("missing".into());
+        };
+        if is_dir {
+            return Ok(self.hash_dir(store, path, 0));
+        }
+        if let Some((s, m, h)) = self.memo.get(path) {
+            if *s == size && *m == mtime {
+                return Ok(h.clone());
+            }
+        }
+        let key = path.display().to_string();
+        let h = match store.file_hash(&key, size, mtime)? {
+            Some(h) => h,
+            None => {
+                let h = hash_file(path).unwrap_or_else(|e| format!("unreadable: {e}"));
+                store.put_file_hash(&key, size, mtime, &h)?;
+                h
+            }
+        };
+        self.memo.insert(path.to_path_buf(), (size, mtime, h.clone()));
+        Ok(h)
+    }
+
+    fn hash_dir(&mut self, store: &mut Store, dir: &Path, depth: usize) -> String {
+        let mut hasher = blake3::Hasher::new();
+        let mut entries: Vec<PathBuf> =
+            std::fs::read_dir(dir).map(|r| r.flatten().map(|e| e.path()).collect()).unwrap_or_default();
+        entries.sort();
+        for e in entries {
+            let name = e.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+            let h = if e.is_dir() && depth < 32 {
+                self.hash_dir(store, &e, depth + 1)
+            } else {
+                self.hash(store, &e).unwrap_or_default()
+            };
+            hasher.update(name.as_bytes());
+            hasher.update(b"\0");
+            hasher.update(h.as_bytes());
+            hasher.update(b"\n");
+        }
+        format!("dir:{}", &hasher.finalize().to_hex()[..32])
+    }
+}
+
+fn hash_file(path: &Path) -> std::io::Result<String> {
+    let mut f = std::fs::File::open(path)?;
+    let mut hasher = blake3::Hasher::new();
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(hasher.finalize().to_hex()[..32].to_string())
+}
+
+/// Finds `prog` on `PATH` (or returns it as is when it contains a `/`).
+pub fn which(prog: &str) -> Option<PathBuf> {
+    if prog.contains('/') {
+        return Some(PathBuf::from(prog));
+    }
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path).map(|d| d.join(prog)).find(|p| p.is_file())
+}

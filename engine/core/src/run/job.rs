@@ -1,0 +1,258 @@
+//! Turning a planned task into a concrete job: argv, environment, manifest and cache key.
+
+use std::cell::RefCell;
+use std::path::{Path, PathBuf};
+
+use indexmap::IndexMap;
+
+use super::cache::{Components, Hasher, which};
+use super::scope::{Mode, TaskResult, TaskScope, Used};
+use crate::expr::{Scope, Value};
+use crate::plan::scope::eval_value;
+use crate::plan::{Plan, TaskNode};
+use crate::state::{StateError, Store};
+use crate::validate::model::{Command, Tpl};
+use crate::validate::refs::{Ctx, Resolved, resolve};
+use twinflow_contract::env as tfenv;
+
+/// A task resolved for one attempt.
+#[derive(Debug, Clone)]
+pub struct ResolvedTask {
+    /// argv (program first).
+    pub argv: Vec<String>,
+    /// Environment added for the step.
+    pub env: Vec<(String, String)>,
+    /// Inputs as values, for the manifest.
+    pub inputs: IndexMap<String, Value>,
+    /// Outputs as absolute paths.
+    pub outputs: IndexMap<String, PathBuf>,
+    /// Files and values read.
+    pub used: Vec<Used>,
+}
+
+/// Where the `twin-kernel` binary is: `$TWINFLOW_KERNEL_BIN`, next to the running
+/// executable, or on `PATH`.
+pub fn kernel_binary() -> PathBuf {
+    if let Some(p) = std::env::var_os(tfenv::KERNEL_BIN) {
+        return PathBuf::from(p);
+    }
+    if let Ok(exe) = std::env::current_exe() {
+        if let Some(dir) = exe.parent() {
+            for cand in [dir.join("twin-kernel"), dir.join("../twin-kernel")] {
+                if cand.is_file() {
+                    return cand;
+                }
+            }
+        }
+    }
+    which("twin-kernel").unwrap_or_else(|| PathBuf::from("twin-kernel"))
+}
+
+fn push_argv(out: &mut Vec<String>, t: &Tpl, scope: &dyn Scope) -> Result<(), String> {
+    let v = t.tpl.eval(scope).map_err(|e| format!("`{}`: {}", t.src, e.message))?;
+    match v {
+        // A whole-element expression that yields a list spreads into several arguments
+        // (a gather passes every member's output this way).
+        Value::List(items) => out.extend(items.iter().map(|i| i.to_string())),
+        Value::Null => {}
+        other => out.push(other.to_string()),
+    }
+    Ok(())
+}
+
+/// Evaluates a task's command, environment, inputs and outputs in `mode`.
+pub fn resolve_task(
+    plan: &Plan,
+    node: TaskNode,
+    results: &[Option<Box<TaskResult>>],
+    attempt_dir: &Path,
+    run_id: &str,
+    run_dir: &Path,
+    mode: Mode,
+    kernel: &Path,
+) -> Result<ResolvedTask, String> {
+    let wf = &*plan.workflow;
+    let s = node.step as usize;
+    let step = &wf.steps[s];
+    let used = RefCell::new(vec![]);
+    let scope = TaskScope {
+        plan,
+        node,
+        results,
+        attempt_dir,
+        run_id,
+        run_dir,
+        mode,
+        ns: step.ns,
+        ctx: Ctx::Body(s),
+        used: &used,
+    };
+    let mut argv = vec![];
+    match &step.command {
+        Command::Kernel(k) => {
+            argv.push(if mode == Mode::Key { "<twin-kernel>".to_string() } else { kernel.display().to_string() });
+            argv.push(k.clone());
+        }
+        Command::Run { argv: a, shell } => {
+            if *shell {
+                argv.push("/bin/sh".into());
+                argv.push("-c".into());
+            }
+            for t in a {
+                push_argv(&mut argv, t, &scope)?;
+            }
+        }
+    }
+    for t in &step.args {
+        push_argv(&mut argv, t, &scope)?;
+    }
+    if argv.is_empty() {
+        return Err("the command is empty after evaluation".into());
+    }
+    let in_scope = TaskScope { ctx: Ctx::Inputs(s), ..scope_clone(&scope) };
+    let mut inputs = IndexMap::new();
+    for (k, v) in &step.inputs {
+        inputs.insert(k.clone(), eval_value(v, &in_scope).map_err(|e| format!("in.{k}: {}", e.message))?);
+    }
+    let mut outputs = IndexMap::new();
+    for (k, rel) in step.outputs.iter().chain(step.values.iter()) {
+        outputs.insert(k.clone(), attempt_dir.join(rel));
+    }
+    let mut env: Vec<(String, String)> = vec![];
+    for (k, t) in &step.env {
+        let v = t.tpl.eval(&scope).map_err(|e| format!("env.{k}: {}", e.message))?;
+        if matches!(v, Value::List(_)) {
+            return Err(format!("env.{k}: a list cannot be an environment variable; use join()"));
+        }
+        env.push((k.clone(), v.to_string()));
+    }
+    let r = &step.resources;
+    env.push((tfenv::RUN_ID.into(), run_id.into()));
+    env.push((tfenv::STEP.into(), step.name.clone()));
+    if let Some(m) = node.member_index() {
+        env.push((tfenv::MEMBER.into(), m.to_string()));
+    }
+    env.push((tfenv::STEP_DIR.into(), attempt_dir.display().to_string()));
+    env.push((tfenv::MANIFEST.into(), attempt_dir.join(".twinflow/manifest.json").display().to_string()));
+    env.push((tfenv::THREADS.into(), r.threads.to_string()));
+    env.push((tfenv::RANKS.into(), r.ranks.to_string()));
+    env.push(("OMP_NUM_THREADS".into(), r.threads.to_string()));
+    env.push(("RAYON_NUM_THREADS".into(), r.threads.to_string()));
+    for (k, v) in &inputs {
+        let text = match v {
+            Value::List(items) => items.iter().map(|i| i.to_string()).collect::<Vec<_>>().join("\n"),
+            other => other.to_string(),
+        };
+        env.push((format!("{}{}", tfenv::INPUT_PREFIX, env_name(k)), text));
+    }
+    for (k, p) in &outputs {
+        env.push((format!("{}{}", tfenv::OUTPUT_PREFIX, env_name(k)), p.display().to_string()));
+    }
+    Ok(ResolvedTask { argv, env, inputs, outputs, used: used.into_inner() })
+}
+
+fn scope_clone<'a>(s: &TaskScope<'a>) -> TaskScope<'a> {
+    TaskScope {
+        plan: s.plan,
+        node: s.node,
+        results: s.results,
+        attempt_dir: s.attempt_dir,
+        run_id: s.run_id,
+        run_dir: s.run_dir,
+        mode: s.mode,
+        ns: s.ns,
+        ctx: s.ctx,
+        used: s.used,
+    }
+}
+
+/// `grid-file` → `GRID_FILE`.
+pub fn env_name(k: &str) -> String {
+    k.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_uppercase() } else { '_' }).collect()
+}
+
+/// Root parameters a step reads (directly or through sub-workflow bindings), with values.
+fn params_used(plan: &Plan, s: usize) -> std::collections::BTreeMap<String, String> {
+    let wf = &*plan.workflow;
+    let mut out = std::collections::BTreeMap::new();
+    for (ns, ctx, t, _, _) in crate::validate::checks::sites(wf) {
+        if ctx.step() != Some(s) {
+            continue;
+        }
+        for r in t.tpl.references() {
+            let path: Vec<&str> = r.path.iter().map(String::as_str).collect();
+            if let Ok(Resolved::Param(pns, name)) = resolve(wf, ns, ctx, &path) {
+                if pns == 0 {
+                    if let Some(v) = wf.param_values.get(&name) {
+                        out.insert(name, v.to_string());
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Cache components of a resolved task.
+pub fn components(
+    plan: &Plan,
+    node: TaskNode,
+    key_view: &ResolvedTask,
+    exec: &ResolvedTask,
+    store: &mut Store,
+    hasher: &mut Hasher,
+    params_memo: &mut std::collections::HashMap<usize, std::collections::BTreeMap<String, String>>,
+) -> Result<Components, StateError> {
+    let s = node.step as usize;
+    let step = &plan.workflow.steps[s];
+    let mut def = blake3::Hasher::new();
+    for a in &key_view.argv {
+        def.update(a.as_bytes());
+        def.update(b"\0");
+    }
+    def.update(b"\x01env\0");
+    for (k, v) in &key_view.env {
+        if k.starts_with("TWINFLOW_") {
+            continue;
+        }
+        def.update(k.as_bytes());
+        def.update(b"=");
+        def.update(v.as_bytes());
+        def.update(b"\0");
+    }
+    def.update(b"\x01out\0");
+    for (k, rel) in step.outputs.iter().chain(step.values.iter()) {
+        def.update(k.as_bytes());
+        def.update(b"=");
+        def.update(rel.as_bytes());
+        def.update(b"\0");
+    }
+    let prog = match &step.command {
+        Command::Kernel(_) => exec.argv.first().cloned().unwrap_or_default(),
+        Command::Run { shell: true, .. } => "/bin/sh".to_string(),
+        Command::Run { .. } => exec.argv.first().cloned().unwrap_or_default(),
+    };
+    let program = match which(&prog) {
+        Some(p) => format!("{}:{}", p.display(), hasher.hash(store, &p)?),
+        None => format!("{prog}:not-found"),
+    };
+    let mut inputs = std::collections::BTreeMap::new();
+    for u in &exec.used {
+        match u {
+            Used::File(name, path) => {
+                inputs.insert(name.clone(), hasher.hash(store, path)?);
+            }
+            Used::Value(name, v) => {
+                inputs.insert(name.clone(), format!("value:{}", v.to_json()));
+            }
+        }
+    }
+    let params = params_memo.entry(s).or_insert_with(|| params_used(plan, s)).clone();
+    Ok(Components {
+        definition: def.finalize().to_hex()[..32].to_string(),
+        command: key_view.argv.clone(),
+        program,
+        params,
+        inputs,
+    })
+}

@@ -1,0 +1,95 @@
+//! `twinflow why`: would a task run again, and why?
+//!
+//! Walks the plan in dependency order as a run would, taking each task's result from the
+//! cache when it is up to date, and reports for the requested tasks which component of the
+//! cache key differs from the last successful execution.
+
+use std::path::{Path, PathBuf};
+
+use petgraph::algo::toposort;
+
+use super::cache::{Components, Hasher};
+use super::job::{components, resolve_task};
+use super::scope::{Mode, TaskResult};
+use crate::plan::Plan;
+use crate::state::{StateError, Store};
+
+/// The verdict for one task.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Verdict {
+    /// Task name.
+    pub task: String,
+    /// Whether it is up to date (would be taken from the cache).
+    pub up_to_date: bool,
+    /// Reasons it would run.
+    pub reasons: Vec<String>,
+}
+
+/// Explains, for every task of step `step` (all tasks when `None`), whether it would run.
+pub fn why(plan: &Plan, store: &mut Store, step: Option<&str>, kernel: &Path) -> Result<Vec<Verdict>, StateError> {
+    let wf = &*plan.workflow;
+    let order = toposort(&plan.graph, None).unwrap_or_default();
+    let mut results: Vec<Option<Box<TaskResult>>> = (0..plan.graph.node_count()).map(|_| None).collect();
+    let mut stale: Vec<Option<String>> = vec![None; plan.graph.node_count()];
+    let mut hasher = Hasher::default();
+    let mut memo = std::collections::HashMap::new();
+    let mut out = vec![];
+    let placeholder = PathBuf::from("<attempt>");
+    for i in order {
+        let t = plan.graph[i];
+        let preds: Vec<_> = plan.graph.neighbors_directed(i, petgraph::Direction::Incoming).collect();
+        let upstream = preds.iter().find_map(|p| stale[p.index()].clone());
+        if t.is_join() {
+            stale[i.index()] = upstream;
+            continue;
+        }
+        let name = plan.task_name(t);
+        let wanted = step.is_none_or(|s| wf.steps[t.step as usize].name == s);
+        let mut reasons = vec![];
+        if let Some(u) = &upstream {
+            reasons.push(format!("upstream `{u}` would run"));
+        } else {
+            let entry = store.cache_get(&wf.name, &name)?;
+            let exec =
+                resolve_task(plan, t, &results, &placeholder, "<run>", Path::new("<run-dir>"), Mode::Exec, kernel);
+            let keyv =
+                resolve_task(plan, t, &results, &placeholder, "<run>", Path::new("<run-dir>"), Mode::Key, kernel);
+            match (exec, keyv, entry) {
+                (Err(e), _, _) | (_, Err(e), _) => reasons.push(format!("cannot be resolved yet: {e}")),
+                (_, _, None) => reasons.push("it has never run successfully".into()),
+                (Ok(exec), Ok(keyv), Some(entry)) => {
+                    let now = components(plan, t, &keyv, &exec, store, &mut hasher, &mut memo)?;
+                    if now.key() != entry.key {
+                        let old: Components = serde_json::from_str(&entry.components).unwrap_or_default();
+                        let d = now.diff(&old);
+                        if d.is_empty() {
+                            reasons.push("its cache key changed".into());
+                        }
+                        reasons.extend(d);
+                    } else {
+                        let dir = PathBuf::from(&entry.dir);
+                        let st = &wf.steps[t.step as usize];
+                        let missing: Vec<&String> = st
+                            .outputs
+                            .values()
+                            .chain(st.values.values())
+                            .filter(|rel| !dir.join(rel).exists())
+                            .collect();
+                        if !missing.is_empty() {
+                            reasons.push(format!("its outputs are gone from `{}`", dir.display()));
+                        } else {
+                            results[i.index()] = Some(Box::new(TaskResult { dir, values: Default::default() }));
+                        }
+                    }
+                }
+            }
+        }
+        if !reasons.is_empty() {
+            stale[i.index()] = Some(name.clone());
+        }
+        if wanted {
+            out.push(Verdict { task: name, up_to_date: reasons.is_empty(), reasons });
+        }
+    }
+    Ok(out)
+}

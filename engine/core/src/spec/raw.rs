@@ -1,0 +1,269 @@
+//! The raw shape of a workflow file, exactly as written (phase 1 of the pipeline).
+//!
+//! These types only describe *shape*: which keys exist and what YAML type each holds.
+//! They are deserialized with `deny_unknown_fields` and carry spans ([`Sp`]) so later
+//! phases can point at the text. Meaning (references, types of expressions, cycles, ...)
+//! is checked in [`crate::validate`], never here. The JSON Schema in
+//! `schemas/workflow.schema.json` is generated from these types.
+
+use indexmap::IndexMap;
+use schemars::JsonSchema;
+use serde::Deserialize;
+
+use super::span::Sp;
+
+/// An ordered map whose keys keep their spans.
+pub type SpMap<V> = IndexMap<Sp<String>, Sp<V>>;
+
+/// A twinflow workflow file (format version 1).
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(title = "twinflow workflow", rename = "Workflow")]
+pub struct RawWorkflow {
+    /// Name of the workflow (letters, digits, `-`, `_`).
+    pub name: Sp<String>,
+    /// Version of the workflow itself (free text, e.g. `"1.2"`).
+    #[serde(default)]
+    pub version: Option<Sp<Scalar>>,
+    /// What the workflow does.
+    #[serde(default)]
+    pub description: Option<String>,
+    /// Typed parameters, settable with `twinflow run -p name=value`.
+    #[serde(default)]
+    pub params: SpMap<RawParam>,
+    /// Input files the workflow reads.
+    #[serde(default)]
+    pub inputs: SpMap<RawInput>,
+    /// Sub-workflows from other files, by alias: `imports: { stats: ../workflows/stats.yaml }`.
+    #[serde(default)]
+    pub imports: SpMap<String>,
+    /// The steps, by name. Order does not matter: dependencies come from data flow.
+    pub steps: SpMap<RawStep>,
+    /// Values this workflow exposes when imported as a sub-workflow
+    /// (`summary: ${{ steps.reduce.out.summary }}`).
+    #[serde(default)]
+    pub outputs: SpMap<String>,
+}
+
+/// A YAML scalar that may be written as a number or a string (`version: 1.2`).
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum Scalar {
+    /// An integer.
+    Int(i64),
+    /// A floating-point number.
+    Float(f64),
+    /// A boolean.
+    Bool(bool),
+    /// Text.
+    Str(String),
+}
+
+impl std::fmt::Display for Scalar {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Scalar::Int(i) => write!(f, "{i}"),
+            Scalar::Float(x) => write!(f, "{x}"),
+            Scalar::Bool(b) => write!(f, "{b}"),
+            Scalar::Str(s) => f.write_str(s),
+        }
+    }
+}
+
+/// Type of a parameter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ParamType {
+    /// 64-bit signed integer.
+    Int,
+    /// 64-bit float.
+    Float,
+    /// Text.
+    String,
+    /// `true` or `false`.
+    Bool,
+    /// A file system path (relative paths are resolved against the workflow file).
+    Path,
+    /// One of the strings listed in `values`.
+    Enum,
+    /// A list; the element type is given by `items` (default `string`).
+    List,
+}
+
+/// A typed parameter.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawParam {
+    /// The parameter's type.
+    #[serde(rename = "type")]
+    pub ty: Sp<ParamType>,
+    /// Default value; a parameter without a default must be given with `-p`.
+    #[serde(default)]
+    pub default: Option<Sp<serde_json::Value>>,
+    /// What the parameter means.
+    #[serde(default)]
+    pub description: Option<String>,
+    /// Smallest allowed value (numbers, and list elements of numeric lists).
+    #[serde(default)]
+    pub min: Option<Sp<f64>>,
+    /// Largest allowed value.
+    #[serde(default)]
+    pub max: Option<Sp<f64>>,
+    /// Allowed values of an `enum` parameter.
+    #[serde(default)]
+    pub values: Option<Sp<Vec<Sp<String>>>>,
+    /// Element type of a `list` parameter.
+    #[serde(default)]
+    pub items: Option<Sp<ParamType>>,
+}
+
+/// Format of an input file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum FileFormat {
+    /// HDF5.
+    Hdf5,
+    /// NetCDF (classic or NetCDF-4).
+    Netcdf,
+    /// Anything.
+    #[default]
+    Any,
+}
+
+/// An input file of the workflow.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawInput {
+    /// Default path (relative to the workflow file), overridable with `-i name=path`.
+    #[serde(default)]
+    pub default: Option<Sp<String>>,
+    /// Expected format; checked by the file's signature before the run starts.
+    #[serde(default)]
+    pub format: Option<Sp<FileFormat>>,
+    /// What the input holds.
+    #[serde(default)]
+    pub description: Option<String>,
+}
+
+/// One step of the workflow.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawStep {
+    /// What the step does.
+    #[serde(default)]
+    pub description: Option<String>,
+    /// Run a built-in kernel of `twin-kernel` (`kernel: flood`); `args` follow.
+    #[serde(default)]
+    pub kernel: Option<Sp<String>>,
+    /// Run a program: an argv list, never a shell string (`run: [python3, fit.py]`).
+    #[serde(default)]
+    pub run: Option<Sp<Vec<Sp<String>>>>,
+    /// Call an imported sub-workflow by its alias (`uses: stats`).
+    #[serde(default)]
+    pub uses: Option<Sp<String>>,
+    /// Parameters and inputs passed to the sub-workflow named by `uses`.
+    #[serde(default)]
+    pub with: SpMap<serde_json::Value>,
+    /// Run `run` through `/bin/sh -c` (explicit opt-in; `run` must then have one element).
+    #[serde(default)]
+    pub shell: Option<Sp<bool>>,
+    /// Named inputs: a path, an expression (`${{ steps.mesh.out.grid }}`) or a list of them.
+    #[serde(rename = "in", default)]
+    pub inputs: SpMap<serde_json::Value>,
+    /// Named outputs: paths relative to the step's run directory.
+    #[serde(default)]
+    pub out: SpMap<String>,
+    /// Small outputs read back as values (`converged: converged.json`): after the step
+    /// succeeds, the file's JSON (or trimmed text) is available as `steps.NAME.values.KEY`.
+    #[serde(default)]
+    pub values: SpMap<String>,
+    /// Arguments appended to `run` or to the kernel command.
+    #[serde(default)]
+    pub args: Vec<Sp<String>>,
+    /// Extra environment variables.
+    #[serde(default)]
+    pub env: SpMap<String>,
+    /// What the step needs.
+    #[serde(default)]
+    pub resources: Option<Sp<RawResources>>,
+    /// Retry policy on failure.
+    #[serde(default)]
+    pub retry: Option<Sp<RawRetry>>,
+    /// Wall-clock limit of one attempt (`30s`, `10m`, `2h`).
+    #[serde(default)]
+    pub timeout: Option<Sp<Scalar>>,
+    /// Run the step once per element (ensembles, sweeps).
+    #[serde(default)]
+    pub scatter: Option<Sp<RawScatter>>,
+    /// Run only when this expression is true (`${{ params.mode == 'full' }}`).
+    #[serde(default)]
+    pub when: Option<Sp<Scalar>>,
+    /// Extra ordering dependencies on other steps, by name.
+    #[serde(default)]
+    pub after: Vec<Sp<String>>,
+}
+
+/// Resources of one step (one attempt of one scatter member).
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawResources {
+    /// MPI ranks (default 1). Steps with more than one rank are launched with `mpiexec`/`srun`.
+    #[serde(default)]
+    pub ranks: Option<Sp<Scalar>>,
+    /// Threads per rank (default 1).
+    #[serde(default)]
+    pub threads: Option<Sp<Scalar>>,
+    /// Nodes (cluster backends only; default 1).
+    #[serde(default)]
+    pub nodes: Option<Sp<Scalar>>,
+    /// Memory for the whole step (`512M`, `4G`).
+    #[serde(default)]
+    pub memory: Option<Sp<Scalar>>,
+    /// Walltime requested from a batch scheduler (`2h`); locally it only informs scheduling.
+    #[serde(default)]
+    pub walltime: Option<Sp<Scalar>>,
+    /// GPUs (cluster backends only).
+    #[serde(default)]
+    pub gpus: Option<Sp<Scalar>>,
+}
+
+/// Retry policy.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawRetry {
+    /// How many times to retry after the first failure.
+    pub count: Sp<u32>,
+    /// Delay before the first retry (`1s`); doubled (by `factor`) after every retry.
+    #[serde(default)]
+    pub backoff: Option<Sp<Scalar>>,
+    /// Multiplier applied to the backoff after each retry (default 2).
+    #[serde(default)]
+    pub factor: Option<Sp<f64>>,
+    /// Upper bound of the backoff (default 5m).
+    #[serde(default)]
+    pub max_backoff: Option<Sp<Scalar>>,
+}
+
+/// How a scatter combines its lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ScatterMethod {
+    /// Element-wise: all lists have the same length n; n members.
+    #[default]
+    Dotproduct,
+    /// Every combination: the product of the lengths.
+    Cartesian,
+}
+
+/// A scatter: run the step once per element of one or more lists.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawScatter {
+    /// Variables and their lists (a YAML list or an expression such as
+    /// `${{ range(0, params.members) }}` or `${{ steps.sim.out.result }}`); each member sees
+    /// its element as `scatter.NAME`.
+    pub over: SpMap<serde_json::Value>,
+    /// `dotproduct` (default) or `cartesian`.
+    #[serde(default)]
+    pub method: Option<Sp<ScatterMethod>>,
+}

@@ -1,0 +1,468 @@
+//! The checks that need the whole model: references and types, dependencies and cycles,
+//! plus the value checks for parameters, resources and durations.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::time::Duration;
+
+use petgraph::algo::tarjan_scc;
+use petgraph::graph::{DiGraph, NodeIndex};
+
+use super::Validator;
+use super::model::*;
+use super::refs::{Ctx, Resolved, resolve};
+use super::types::Types;
+use crate::diag::{Diag, DiagKind, did_you_mean};
+use crate::expr::{Type, Value};
+use crate::spec::raw::{ParamType, RawResources, Scalar};
+use crate::spec::span::{SourceFile, Sp, Span};
+use crate::units;
+
+/// One reason a step depends on another, for cycle messages.
+struct Edge {
+    from: StepIdx,
+    to: StepIdx,
+    span: Span,
+    ns: NsIdx,
+}
+
+impl Validator {
+    pub(super) fn duration(&mut self, file: &SourceFile, field: &str, v: &Sp<Scalar>) -> Option<Duration> {
+        let text = v.value.to_string();
+        match units::parse_duration(&text) {
+            Ok(d) => Some(d),
+            Err(msg) => {
+                self.push(Diag::new(DiagKind::InvalidValue, file, v.span, field, msg));
+                None
+            }
+        }
+    }
+
+    fn count(&mut self, file: &SourceFile, field: &str, v: &Option<Sp<Scalar>>, default: u32, min: u32) -> u32 {
+        let Some(v) = v else { return default };
+        match &v.value {
+            Scalar::Int(i) if *i >= i64::from(min) && *i <= 1_000_000 => *i as u32,
+            Scalar::Int(i) => {
+                self.push(Diag::new(
+                    DiagKind::InvalidValue,
+                    file,
+                    v.span,
+                    field,
+                    format!("`{i}` is out of range (at least {min})"),
+                ));
+                default
+            }
+            other => {
+                self.push(Diag::new(
+                    DiagKind::Type,
+                    file,
+                    v.span,
+                    field,
+                    format!("expected an integer, found `{other}`"),
+                ));
+                default
+            }
+        }
+    }
+
+    pub(super) fn resources(&mut self, file: &SourceFile, field: &str, r: &Sp<RawResources>) -> Resources {
+        let mut out = Resources {
+            ranks: self.count(file, &format!("{field}.ranks"), &r.ranks, 1, 1),
+            threads: self.count(file, &format!("{field}.threads"), &r.threads, 1, 1),
+            nodes: self.count(file, &format!("{field}.nodes"), &r.nodes, 1, 1),
+            gpus: self.count(file, &format!("{field}.gpus"), &r.gpus, 0, 0),
+            ..Resources::default()
+        };
+        if let Some(m) = &r.memory {
+            match units::parse_bytes(&m.value.to_string()) {
+                Ok(b) => out.memory = b,
+                Err(msg) => self.push(Diag::new(DiagKind::InvalidValue, file, m.span, format!("{field}.memory"), msg)),
+            }
+        }
+        if let Some(w) = &r.walltime {
+            out.walltime = self.duration(file, &format!("{field}.walltime"), w);
+        }
+        out
+    }
+
+    fn sites(&self) -> Vec<(NsIdx, Ctx, Tpl, String, Option<Type>)> {
+        sites(&self.wf)
+    }
+
+    pub(super) fn check_references(&mut self) {
+        for (ns, ctx, t, field, want) in self.sites() {
+            let file = self.file(ns);
+            let ty = t.tpl.infer_type(&Types { wf: &self.wf, ns, ctx, depth: 0 });
+            match ty {
+                Err(e) => {
+                    let kind = if e.message.starts_with("unknown") || e.message.contains("has no") {
+                        DiagKind::UnknownReference
+                    } else {
+                        DiagKind::Expression
+                    };
+                    let mut d = Diag::new(kind, &file, t.span.sub(e.span.start, e.span.end), field, e.message.clone());
+                    if let Some(h) = &e.help {
+                        d = d.with_help(h.clone());
+                    }
+                    self.push(d);
+                }
+                Ok(ty) => {
+                    if let Some(want) = want {
+                        if !want.accepts(&ty) {
+                            self.push(Diag::new(
+                                DiagKind::Type,
+                                &file,
+                                t.span,
+                                field.clone(),
+                                format!("expected `{want}`, found `{ty}`"),
+                            ));
+                        }
+                    }
+                    if matches!(ctx, Ctx::ScatterOver(_)) && !matches!(ty, Type::List(_) | Type::Any) {
+                        self.push(
+                            Diag::new(
+                                DiagKind::Type,
+                                &file,
+                                t.span,
+                                field,
+                                format!("scatter variables need a list, found `{ty}`"),
+                            )
+                            .with_help("write a YAML list, or an expression such as `${{ range(0, params.members) }}`"),
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    fn steps_of_namespace(&self, ns: NsIdx, out: &mut Vec<StepIdx>) {
+        for l in self.wf.namespaces[ns].names.values() {
+            match l {
+                LocalName::Step(s) => out.push(*s),
+                LocalName::Call(c) => self.steps_of_namespace(*c, out),
+            }
+        }
+    }
+
+    pub(super) fn compute_deps_and_cycles(&mut self) {
+        let mut edges: Vec<Edge> = vec![];
+        for (ns, ctx, t, _, _) in self.sites() {
+            let Some(to) = ctx.step() else { continue };
+            let mut srcs = vec![];
+            sources(&self.wf, ns, ctx, &t, 0, &mut srcs);
+            edges.extend(srcs.into_iter().map(|(from, span)| Edge { from, to, span, ns }));
+        }
+        for (to, names) in std::mem::take(&mut self.pending_after) {
+            let ns = self.wf.steps[to].ns;
+            for n in names {
+                match self.wf.namespaces[ns].names.get(n.value.as_str()).copied() {
+                    Some(LocalName::Step(from)) => {
+                        edges.push(Edge { from, to, span: n.span, ns });
+                        self.wf.steps[to].after.push(from);
+                    }
+                    Some(LocalName::Call(c)) => {
+                        let mut all = vec![];
+                        self.steps_of_namespace(c, &mut all);
+                        self.wf.steps[to].after.extend(all.iter().copied());
+                        edges.extend(all.into_iter().map(|from| Edge { from, to, span: n.span, ns }));
+                    }
+                    None => {
+                        let file = self.file(ns);
+                        let mut d = Diag::new(
+                            DiagKind::UnknownReference,
+                            &file,
+                            n.span,
+                            format!("steps.{}.after", self.wf.steps[to].local_name),
+                            format!("unknown step `{}`", n.value),
+                        );
+                        if let Some(h) = did_you_mean(&n.value, self.wf.namespaces[ns].names.keys().map(String::as_str))
+                        {
+                            d = d.with_help(h);
+                        }
+                        self.push(d);
+                    }
+                }
+            }
+        }
+        let n = self.wf.steps.len();
+        let mut deps: Vec<BTreeSet<StepIdx>> = vec![BTreeSet::new(); n];
+        let mut g: DiGraph<StepIdx, usize> = DiGraph::with_capacity(n, edges.len());
+        for i in 0..n {
+            g.add_node(i);
+        }
+        for (k, e) in edges.iter().enumerate() {
+            if deps[e.to].insert(e.from) {
+                g.add_edge(NodeIndex::new(e.from), NodeIndex::new(e.to), k);
+            }
+        }
+        for (i, d) in deps.into_iter().enumerate() {
+            self.wf.steps[i].deps = d.into_iter().collect();
+        }
+        for scc in tarjan_scc(&g) {
+            let self_loop = scc.len() == 1 && g.find_edge(scc[0], scc[0]).is_some();
+            if scc.len() < 2 && !self_loop {
+                continue;
+            }
+            let cycle = find_cycle(&g, &scc);
+            let names: Vec<String> = cycle.iter().map(|&i| format!("`{}`", self.wf.steps[i].name)).collect();
+            let first = cycle[0];
+            let path = format!("{} → {}", names.join(" → "), names[0]);
+            // Label every reference that closes the cycle.
+            let mut labels = vec![];
+            for w in 0..cycle.len() {
+                let (from, to) = (cycle[w], cycle[(w + 1) % cycle.len()]);
+                if let Some(e) = edges.iter().find(|e| e.from == from && e.to == to) {
+                    labels.push((
+                        e.span,
+                        e.ns,
+                        format!("`{}` depends on `{}` here", self.wf.steps[to].name, self.wf.steps[from].name),
+                    ));
+                }
+            }
+            let ns = labels.first().map(|l| l.1).unwrap_or(self.wf.steps[first].ns);
+            let file = self.file(ns);
+            let primary = labels.first().map(|l| l.0).unwrap_or(self.wf.steps[first].span);
+            let mut d = Diag::new(
+                DiagKind::Cycle,
+                &file,
+                primary,
+                format!("steps.{}", self.wf.steps[first].local_name),
+                format!("dependency cycle: {path}"),
+            )
+            .with_help("a step cannot depend, directly or through others, on its own outputs");
+            if let Some(l) = labels.first() {
+                d = d.with_label(l.2.clone());
+            }
+            for (span, lns, text) in labels.into_iter().skip(1) {
+                if lns == ns {
+                    d = d.with_secondary(span, text);
+                }
+            }
+            self.push(d);
+        }
+    }
+}
+
+/// Every expression site of the workflow with its namespace, context, field and expected type.
+pub(crate) fn sites(wf: &Workflow) -> Vec<(NsIdx, Ctx, Tpl, String, Option<Type>)> {
+    let mut out = vec![];
+    for (i, s) in wf.steps.iter().enumerate() {
+        let f = |k: &str| format!("steps.{}.{k}", s.local_name);
+        if let Some(sc) = &s.scatter {
+            for (k, v) in &sc.vars {
+                for t in v.templates() {
+                    out.push((s.ns, Ctx::ScatterOver(i), t.clone(), format!("{}.{k}", f("scatter.over")), None));
+                }
+            }
+        }
+        for (k, v) in &s.inputs {
+            for t in v.templates() {
+                out.push((s.ns, Ctx::Inputs(i), t.clone(), format!("{}.{k}", f("in")), None));
+            }
+        }
+        if let Some(w) = &s.when {
+            out.push((s.ns, Ctx::When(i), w.clone(), f("when"), Some(Type::Bool)));
+        }
+        if let Command::Run { argv, .. } = &s.command {
+            for (j, t) in argv.iter().enumerate() {
+                out.push((s.ns, Ctx::Body(i), t.clone(), format!("{}[{j}]", f("run")), None));
+            }
+        }
+        for (j, t) in s.args.iter().enumerate() {
+            out.push((s.ns, Ctx::Body(i), t.clone(), format!("{}[{j}]", f("args")), None));
+        }
+        for (k, t) in &s.env {
+            out.push((s.ns, Ctx::Body(i), t.clone(), format!("{}.{k}", f("env")), None));
+        }
+    }
+    for (ns, n) in wf.namespaces.iter().enumerate() {
+        if let Some(parent) = n.parent {
+            for (k, v) in &n.bindings {
+                for t in v.templates() {
+                    out.push((parent, Ctx::Namespace, t.clone(), format!("with.{k}"), None));
+                }
+            }
+        }
+        for (k, t) in &n.outputs {
+            out.push((ns, Ctx::Namespace, t.clone(), format!("outputs.{k}"), None));
+        }
+    }
+    out
+}
+
+/// Steps that a template depends on, following sub-workflow bindings and outputs.
+pub(crate) fn sources(wf: &Workflow, ns: NsIdx, ctx: Ctx, t: &Tpl, depth: usize, out: &mut Vec<(StepIdx, Span)>) {
+    if depth > 32 {
+        return;
+    }
+    for r in t.tpl.references() {
+        let path: Vec<&str> = r.path.iter().map(String::as_str).collect();
+        let span = t.span.sub(r.span.start, r.span.end);
+        match resolve(wf, ns, ctx, &path) {
+            Ok(Resolved::StepOut(s, _)) | Ok(Resolved::StepValue(s, _)) => out.push((s, span)),
+            Ok(Resolved::Param(pns, name)) | Ok(Resolved::Input(pns, name)) => {
+                let n = &wf.namespaces[pns];
+                if let (Some(parent), Some(b)) = (n.parent, n.bindings.get(&name)) {
+                    for bt in b.templates() {
+                        let mut inner = vec![];
+                        sources(wf, parent, Ctx::Namespace, bt, depth + 1, &mut inner);
+                        out.extend(inner.into_iter().map(|(s, _)| (s, span)));
+                    }
+                }
+            }
+            Ok(Resolved::CallOut(child, name)) => {
+                if let Some(ot) = wf.namespaces[child].outputs.get(&name) {
+                    let mut inner = vec![];
+                    sources(wf, child, Ctx::Namespace, ot, depth + 1, &mut inner);
+                    out.extend(inner.into_iter().map(|(s, _)| (s, span)));
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// A cycle through the nodes of a strongly connected component, in dependency order.
+fn find_cycle(g: &DiGraph<StepIdx, usize>, scc: &[NodeIndex]) -> Vec<StepIdx> {
+    let start = *scc.iter().min().unwrap_or(&scc[0]);
+    let inside: std::collections::HashSet<NodeIndex> = scc.iter().copied().collect();
+    // Depth-first search from `start` back to `start`, staying inside the component.
+    let mut stack = vec![(start, g.neighbors(start).collect::<Vec<_>>())];
+    let mut seen = std::collections::HashSet::from([start]);
+    while let Some((_, next)) = stack.last_mut() {
+        match next.pop() {
+            Some(n) if n == start => return stack.iter().map(|(v, _)| g[*v]).collect(),
+            Some(n) if inside.contains(&n) && seen.insert(n) => {
+                let nb = g.neighbors(n).collect();
+                stack.push((n, nb));
+            }
+            Some(_) => {}
+            None => {
+                stack.pop();
+            }
+        }
+    }
+    scc.iter().map(|n| g[*n]).collect()
+}
+
+/// Checks a parameter value (from a default or from `-p`) against its declaration and
+/// converts it. Relative paths are resolved against `base`.
+pub fn check_param_value(def: &ParamDef, v: &serde_json::Value, base: &Path) -> Result<Value, String> {
+    let v = match def.ty {
+        ParamType::List => {
+            let serde_json::Value::Array(items) = v else {
+                return Err(format!("expected a list, found `{v}`"));
+            };
+            let mut out = Vec::with_capacity(items.len());
+            for (i, it) in items.iter().enumerate() {
+                out.push(scalar_param(def.items, def, it, base).map_err(|m| format!("element {i}: {m}"))?);
+            }
+            return Ok(Value::List(out));
+        }
+        t => scalar_param(t, def, v, base)?,
+    };
+    Ok(v)
+}
+
+fn scalar_param(ty: ParamType, def: &ParamDef, v: &serde_json::Value, base: &Path) -> Result<Value, String> {
+    use serde_json::Value as J;
+    let bounds = |x: f64| -> Result<(), String> {
+        if let Some(lo) = def.min {
+            if x < lo {
+                return Err(format!("{x} is below the minimum {lo}"));
+            }
+        }
+        if let Some(hi) = def.max {
+            if x > hi {
+                return Err(format!("{x} is above the maximum {hi}"));
+            }
+        }
+        Ok(())
+    };
+    match (ty, v) {
+        (ParamType::Int, J::Number(n)) if n.is_i64() => {
+            let i = n.as_i64().unwrap_or_default();
+            bounds(i as f64)?;
+            Ok(Value::Int(i))
+        }
+        (ParamType::Float, J::Number(n)) => {
+            let x = n.as_f64().unwrap_or(f64::NAN);
+            if !x.is_finite() {
+                return Err("expected a finite number".into());
+            }
+            bounds(x)?;
+            Ok(Value::Float(x))
+        }
+        (ParamType::Bool, J::Bool(b)) => Ok(Value::Bool(*b)),
+        (ParamType::String, J::String(s)) => Ok(Value::Str(s.clone())),
+        (ParamType::Path, J::String(s)) => {
+            if s.contains('\0') {
+                return Err("paths cannot contain NUL".into());
+            }
+            Ok(Value::Path(base.join(s).display().to_string()))
+        }
+        (ParamType::Enum, J::String(s)) => {
+            if def.values.iter().any(|x| x == s) {
+                Ok(Value::Str(s.clone()))
+            } else {
+                let mut msg = format!(
+                    "`{s}` is not one of {}",
+                    def.values.iter().map(|x| format!("`{x}`")).collect::<Vec<_>>().join(", ")
+                );
+                if let Some(h) = did_you_mean(s, def.values.iter().map(String::as_str)) {
+                    msg += &format!(" ({h})");
+                }
+                Err(msg)
+            }
+        }
+        (t, other) => Err(format!("expected {}, found `{other}`", type_word(t))),
+    }
+}
+
+fn type_word(t: ParamType) -> &'static str {
+    match t {
+        ParamType::Int => "an integer",
+        ParamType::Float => "a number",
+        ParamType::String => "a string",
+        ParamType::Bool => "`true` or `false`",
+        ParamType::Path => "a path",
+        ParamType::Enum => "one of the listed values",
+        ParamType::List => "a list",
+    }
+}
+
+/// Interprets `-p name=TEXT` according to the parameter's type. Text is never evaluated or
+/// passed to a shell: it becomes a typed value.
+pub fn parse_override(def: &ParamDef, text: &str) -> Result<serde_json::Value, String> {
+    use serde_json::Value as J;
+    let scalar = |t: ParamType, s: &str| -> Result<J, String> {
+        Ok(match t {
+            ParamType::Int => {
+                J::from(s.trim().parse::<i64>().map_err(|_| format!("expected an integer, found `{s}`"))?)
+            }
+            ParamType::Float => {
+                let x: f64 = s.trim().parse().map_err(|_| format!("expected a number, found `{s}`"))?;
+                serde_json::Number::from_f64(x)
+                    .map(J::Number)
+                    .ok_or_else(|| format!("expected a finite number, found `{s}`"))?
+            }
+            ParamType::Bool => match s.trim() {
+                "true" => J::Bool(true),
+                "false" => J::Bool(false),
+                _ => return Err(format!("expected `true` or `false`, found `{s}`")),
+            },
+            _ => J::String(s.to_string()),
+        })
+    };
+    if def.ty == ParamType::List {
+        let t = text.trim();
+        if t.starts_with('[') {
+            return serde_json::from_str(t).map_err(|e| format!("invalid JSON list: {e}"));
+        }
+        if t.is_empty() {
+            return Ok(J::Array(vec![]));
+        }
+        return t.split(',').map(|p| scalar(def.items, p.trim())).collect::<Result<Vec<_>, _>>().map(J::Array);
+    }
+    scalar(def.ty, text)
+}

@@ -1,0 +1,889 @@
+//! Phase 2, validate: raw shape → [`Workflow`] model, collecting every problem.
+//!
+//! Checks, each reported at `file:line:col`: names, duplicate and dangling references (with
+//! "did you mean"), expression syntax and types, parameter defaults against their types
+//! and bounds, `-p` overrides, scatter list lengths, output paths that would escape the
+//! step directory, imports (missing files, import cycles), and dependency cycles between
+//! steps (with the cycle's path).
+
+pub(crate) mod checks;
+pub mod model;
+pub mod refs;
+mod types;
+
+use std::path::{Component, Path, PathBuf};
+
+use indexmap::IndexMap;
+
+use crate::diag::{Diag, DiagKind, Diagnostics, did_you_mean};
+use crate::expr::{self, Value};
+use crate::spec::raw::{ParamType, RawStep, RawWorkflow, Scalar, ScatterMethod};
+use crate::spec::span::{SourceFile, Sp, Span};
+use crate::spec::{self};
+pub use checks::{check_param_value, parse_override};
+pub use model::*;
+
+/// Maximum nesting of `imports:`.
+const MAX_IMPORT_DEPTH: usize = 16;
+/// Stop after this many problems: beyond it, more messages do not help.
+const MAX_DIAGNOSTICS: usize = 100;
+
+/// What the user set on the command line.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    /// `-p name=value`, in order.
+    pub params: Vec<(String, String)>,
+    /// `-i name=path`, in order.
+    pub inputs: Vec<(String, PathBuf)>,
+}
+
+/// Reads, parses and validates the workflow at `path`.
+pub fn load(path: &Path, overrides: &Overrides) -> Result<Workflow, Diagnostics> {
+    let file = spec::read_source(path).map_err(|d| Diagnostics(vec![d]))?;
+    let raw = spec::parse(&file)?;
+    validate(file, raw, overrides)
+}
+
+/// Validates a parsed root workflow.
+pub fn validate(file: SourceFile, raw: RawWorkflow, overrides: &Overrides) -> Result<Workflow, Diagnostics> {
+    let mut v = Validator {
+        diags: Diagnostics::default(),
+        wf: empty_workflow(&raw),
+        import_stack: vec![],
+        pending_after: vec![],
+    };
+    v.import_stack.push(canonical(&file.path));
+    v.add_namespace(None, String::new(), file, raw, IndexMap::new());
+    if v.diags.is_empty() {
+        v.resolve_root_params(overrides);
+        v.check_references();
+    }
+    if v.diags.is_empty() {
+        v.compute_deps_and_cycles();
+    }
+    v.diags.0.truncate(MAX_DIAGNOSTICS);
+    let Validator { diags, wf, .. } = v;
+    diags.into_result(wf)
+}
+
+fn empty_workflow(raw: &RawWorkflow) -> Workflow {
+    Workflow {
+        name: raw.name.value.clone(),
+        version: raw.version.as_ref().map(|v| v.value.to_string()),
+        description: raw.description.clone(),
+        namespaces: vec![],
+        steps: vec![],
+        param_values: IndexMap::new(),
+        input_values: IndexMap::new(),
+    }
+}
+
+fn canonical(p: &Path) -> PathBuf {
+    std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf())
+}
+
+/// Whether `name` is a valid step/param/output name: a letter, then letters, digits, `_`, `-`.
+pub fn valid_name(name: &str) -> bool {
+    let mut c = name.chars();
+    matches!(c.next(), Some(f) if f.is_ascii_alphabetic())
+        && c.all(|ch| ch.is_ascii_alphanumeric() || ch == '_' || ch == '-')
+        && name.len() <= 64
+}
+
+/// Whether a relative path stays inside its base directory (no `..` escaping, not absolute).
+pub fn path_stays_inside(p: &str) -> bool {
+    let path = Path::new(p);
+    if p.is_empty() || path.is_absolute() {
+        return false;
+    }
+    let mut depth: i64 = 0;
+    for comp in path.components() {
+        match comp {
+            Component::Normal(_) => depth += 1,
+            Component::CurDir => {}
+            Component::ParentDir => {
+                depth -= 1;
+                if depth < 0 {
+                    return false;
+                }
+            }
+            Component::RootDir | Component::Prefix(_) => return false,
+        }
+    }
+    depth > 0
+}
+
+struct Validator {
+    diags: Diagnostics,
+    wf: Workflow,
+    import_stack: Vec<PathBuf>,
+    /// `after:` lists, resolved once every step of a namespace is known.
+    pending_after: Vec<(StepIdx, Vec<Sp<String>>)>,
+}
+
+impl Validator {
+    fn push(&mut self, d: Diag) {
+        if self.diags.len() < MAX_DIAGNOSTICS {
+            self.diags.push(d);
+        }
+    }
+
+    fn file(&self, ns: NsIdx) -> SourceFile {
+        self.wf.namespaces[ns].file.clone()
+    }
+
+    /// Parses a template written in a YAML scalar at `span`.
+    fn tpl(&mut self, file: &SourceFile, field: &str, text: &str, span: Span) -> Option<Tpl> {
+        // The span of a quoted scalar starts at its quote; expressions are inside.
+        let inner = match file.text.as_bytes().get(span.offset) {
+            Some(b'"') | Some(b'\'') => Span::new(span.offset + 1, text.len()),
+            _ => Span::new(span.offset, text.len()),
+        };
+        match expr::parse_template(text) {
+            Ok(tpl) => Some(Tpl { src: text.to_string(), tpl, span: inner }),
+            Err(e) => {
+                let mut d = Diag::new(
+                    DiagKind::Expression,
+                    file,
+                    inner.sub(e.span.start, e.span.end.max(e.span.start + 1)),
+                    field,
+                    e.message.clone(),
+                );
+                if let Some(h) = e.help {
+                    d = d.with_help(h);
+                }
+                self.push(d);
+                None
+            }
+        }
+    }
+
+    fn value_expr(&mut self, file: &SourceFile, field: &str, v: &Sp<serde_json::Value>) -> Option<ValueExpr> {
+        self.json_to_value_expr(file, field, &v.value, v.span)
+    }
+
+    fn json_to_value_expr(
+        &mut self,
+        file: &SourceFile,
+        field: &str,
+        v: &serde_json::Value,
+        span: Span,
+    ) -> Option<ValueExpr> {
+        use serde_json::Value as J;
+        Some(match v {
+            J::String(s) => ValueExpr::Tpl(self.tpl(file, field, s, span)?),
+            J::Array(items) => {
+                let mut out = Vec::with_capacity(items.len());
+                for (i, it) in items.iter().enumerate() {
+                    // Elements of a flow/block list have no spans of their own here; use the list's.
+                    let field_i = format!("{field}[{i}]");
+                    let e = match it {
+                        J::String(s) => match expr::parse_template(s) {
+                            Ok(tpl) => ValueExpr::Tpl(Tpl { src: s.clone(), tpl, span }),
+                            Err(e) => {
+                                self.push(Diag::new(DiagKind::Expression, file, span, field_i, e.message));
+                                return None;
+                            }
+                        },
+                        other => self.json_to_value_expr(file, &field_i, other, span)?,
+                    };
+                    out.push(e);
+                }
+                ValueExpr::List(out, span)
+            }
+            J::Object(_) => {
+                self.push(Diag::new(DiagKind::Type, file, span, field, "expected a value or a list, found a map"));
+                return None;
+            }
+            other => match Value::from_json(other) {
+                Some(val) => ValueExpr::Lit(val, span),
+                None => {
+                    self.push(Diag::new(DiagKind::Type, file, span, field, "unsupported value"));
+                    return None;
+                }
+            },
+        })
+    }
+
+    fn add_namespace(
+        &mut self,
+        parent: Option<NsIdx>,
+        prefix: String,
+        file: SourceFile,
+        raw: RawWorkflow,
+        bindings: IndexMap<String, ValueExpr>,
+    ) -> NsIdx {
+        let ns = self.wf.namespaces.len();
+        if !valid_name(&raw.name) {
+            self.push(
+                Diag::new(
+                    DiagKind::InvalidName,
+                    &file,
+                    raw.name.span,
+                    "name",
+                    format!("invalid workflow name `{}`", raw.name.value),
+                )
+                .with_help("use letters, digits, `-` and `_`, starting with a letter"),
+            );
+        }
+        let mut params = IndexMap::new();
+        for (name, p) in &raw.params {
+            if let Some(def) = self.param_def(&file, name, p) {
+                params.insert(name.value.clone(), def);
+            }
+        }
+        let mut inputs = IndexMap::new();
+        for (name, i) in &raw.inputs {
+            self.check_name(&file, name, "inputs");
+            inputs.insert(
+                name.value.clone(),
+                InputDef {
+                    default: i.default.as_ref().map(|d| file.dir().join(&d.value)),
+                    format: i.format.as_ref().map(|f| f.value).unwrap_or_default(),
+                    span: name.span,
+                },
+            );
+        }
+        // Parameters of a sub-workflow must be bound by `with:` or have a default.
+        if parent.is_some() {
+            for (name, def) in &params {
+                if def.default.is_none() && !bindings.contains_key(name) && !inputs.contains_key(name) {
+                    self.push(Diag::new(
+                        DiagKind::Param,
+                        &file,
+                        def.span,
+                        format!("params.{name}"),
+                        format!("parameter `{name}` has no default and the caller does not set it in `with:`"),
+                    ));
+                }
+            }
+        }
+        self.wf.namespaces.push(Namespace {
+            parent,
+            prefix: prefix.clone(),
+            file: file.clone(),
+            params,
+            inputs,
+            bindings,
+            names: IndexMap::new(),
+            outputs: IndexMap::new(),
+        });
+
+        if raw.steps.is_empty() {
+            self.push(
+                Diag::new(DiagKind::MissingKey, &file, raw.name.span, "steps", "workflow has no steps")
+                    .with_help("add at least one step under `steps:`"),
+            );
+        }
+        for (name, step) in &raw.steps {
+            self.check_name(&file, name, "steps");
+            if let Some(uses) = &step.uses {
+                self.add_call(ns, &file, &raw, name, step, uses);
+            } else if let Some(s) = self.build_step(ns, &file, &prefix, name, step) {
+                let idx = self.wf.steps.len();
+                self.wf.steps.push(s);
+                self.wf.namespaces[ns].names.insert(name.value.clone(), LocalName::Step(idx));
+            }
+        }
+        // Sub-workflow `with:` keys must name declared params or inputs.
+        let n = &self.wf.namespaces[ns];
+        let unknown: Vec<(String, Span)> = n
+            .bindings
+            .iter()
+            .filter(|(k, _)| !n.params.contains_key(*k) && !n.inputs.contains_key(*k))
+            .map(|(k, v)| (k.clone(), v.span()))
+            .collect();
+        let known: Vec<String> = n.params.keys().chain(n.inputs.keys()).cloned().collect();
+        if let Some(pfile) = parent.map(|p| self.file(p)) {
+            for (k, span) in unknown {
+                let mut d = Diag::new(
+                    DiagKind::UnknownReference,
+                    &pfile,
+                    span,
+                    format!("with.{k}"),
+                    format!("sub-workflow `{}` has no parameter or input `{k}`", file.display_path()),
+                );
+                if let Some(h) = did_you_mean(&k, known.iter().map(String::as_str)) {
+                    d = d.with_help(h);
+                }
+                self.push(d);
+            }
+        }
+        for (name, out) in &raw.outputs {
+            self.check_name(&file, name, "outputs");
+            if let Some(t) = self.tpl(&file, &format!("outputs.{}", name.value), &out.value, out.span) {
+                self.wf.namespaces[ns].outputs.insert(name.value.clone(), t);
+            }
+        }
+        ns
+    }
+
+    fn check_name(&mut self, file: &SourceFile, name: &Sp<String>, section: &str) {
+        if !valid_name(name) {
+            self.push(
+                Diag::new(
+                    DiagKind::InvalidName,
+                    file,
+                    name.span,
+                    format!("{section}.{}", name.value),
+                    format!("invalid name `{}`", name.value),
+                )
+                .with_help("names start with a letter and contain only letters, digits, `-` and `_` (at most 64)"),
+            );
+        }
+    }
+
+    fn add_call(
+        &mut self,
+        ns: NsIdx,
+        file: &SourceFile,
+        raw: &RawWorkflow,
+        name: &Sp<String>,
+        step: &RawStep,
+        uses: &Sp<String>,
+    ) {
+        let field = format!("steps.{}.uses", name.value);
+        if step.kernel.is_some() || step.run.is_some() {
+            self.push(Diag::new(
+                DiagKind::InvalidValue,
+                file,
+                uses.span,
+                field.clone(),
+                "a step has exactly one of `kernel`, `run` and `uses`",
+            ));
+            return;
+        }
+        let unsupported = [
+            (step.scatter.is_some(), "scatter"),
+            (step.when.is_some(), "when"),
+            (!step.args.is_empty(), "args"),
+            (!step.inputs.is_empty(), "in"),
+            (!step.out.is_empty(), "out"),
+            (step.resources.is_some(), "resources"),
+        ];
+        for (present, key) in unsupported {
+            if present {
+                self.push(
+                    Diag::new(
+                        DiagKind::InvalidValue,
+                        file,
+                        name.span,
+                        format!("steps.{}.{key}", name.value),
+                        format!("`{key}` cannot be used on a sub-workflow call"),
+                    )
+                    .with_help("pass values with `with:`; set resources on the steps of the sub-workflow"),
+                );
+            }
+        }
+        let Some((_, path)) = raw.imports.get_key_value(uses.value.as_str()) else {
+            let mut d = Diag::new(
+                DiagKind::UnknownReference,
+                file,
+                uses.span,
+                field,
+                format!("unknown import `{}`", uses.value),
+            );
+            d = d.with_help(
+                did_you_mean(&uses.value, raw.imports.keys().map(|k| k.value.as_str()))
+                    .unwrap_or_else(|| "declare it under `imports:` (`imports: { stats: stats.yaml }`)".into()),
+            );
+            self.push(d);
+            return;
+        };
+        let target = file.dir().join(&path.value);
+        let canon = canonical(&target);
+        if self.import_stack.contains(&canon) {
+            self.push(Diag::new(
+                DiagKind::Import,
+                file,
+                path.span,
+                format!("imports.{}", uses.value),
+                format!("import cycle: `{}` imports itself", target.display()),
+            ));
+            return;
+        }
+        if self.import_stack.len() >= MAX_IMPORT_DEPTH {
+            self.push(Diag::new(
+                DiagKind::Import,
+                file,
+                path.span,
+                format!("imports.{}", uses.value),
+                format!("imports nested deeper than {MAX_IMPORT_DEPTH} levels"),
+            ));
+            return;
+        }
+        let sub_file = match spec::read_source(&target) {
+            Ok(f) => f,
+            Err(e) => {
+                self.push(Diag::new(DiagKind::Import, file, path.span, format!("imports.{}", uses.value), e.message));
+                return;
+            }
+        };
+        let sub_raw = match spec::parse(&sub_file) {
+            Ok(r) => r,
+            Err(d) => {
+                for x in d.0 {
+                    self.push(x);
+                }
+                return;
+            }
+        };
+        let mut bindings = IndexMap::new();
+        for (k, v) in &step.with {
+            if let Some(e) = self.value_expr(file, &format!("steps.{}.with.{}", name.value, k.value), v) {
+                bindings.insert(k.value.clone(), e);
+            }
+        }
+        self.import_stack.push(canon);
+        let prefix = format!("{}{}/", self.wf.namespaces[ns].prefix, name.value);
+        let child = self.add_namespace(Some(ns), prefix, sub_file, sub_raw, bindings);
+        self.import_stack.pop();
+        self.wf.namespaces[ns].names.insert(name.value.clone(), LocalName::Call(child));
+    }
+
+    fn param_def(
+        &mut self,
+        file: &SourceFile,
+        name: &Sp<String>,
+        p: &Sp<crate::spec::raw::RawParam>,
+    ) -> Option<ParamDef> {
+        self.check_name(file, name, "params");
+        let field = format!("params.{}", name.value);
+        let ty = p.ty.value;
+        let items = p.items.as_ref().map(|i| i.value).unwrap_or(ParamType::String);
+        if p.items.is_some() && ty != ParamType::List {
+            self.push(Diag::new(
+                DiagKind::InvalidValue,
+                file,
+                p.items.as_ref().map_or(p.span, |i| i.span),
+                format!("{field}.items"),
+                "`items` only applies to `type: list`",
+            ));
+        }
+        if items == ParamType::List {
+            self.push(Diag::new(
+                DiagKind::InvalidValue,
+                file,
+                p.span,
+                format!("{field}.items"),
+                "lists of lists are not supported",
+            ));
+        }
+        let values: Vec<String> =
+            p.values.as_ref().map(|v| v.value.iter().map(|s| s.value.clone()).collect()).unwrap_or_default();
+        if ty == ParamType::Enum && values.is_empty() {
+            self.push(Diag::new(
+                DiagKind::MissingKey,
+                file,
+                p.ty.span,
+                format!("{field}.values"),
+                "an `enum` parameter needs `values: [...]`",
+            ));
+        }
+        let mut def = ParamDef {
+            ty,
+            items,
+            default: None,
+            min: p.min.as_ref().map(|m| m.value),
+            max: p.max.as_ref().map(|m| m.value),
+            values,
+            span: name.span,
+        };
+        if let (Some(lo), Some(hi)) = (def.min, def.max) {
+            if lo > hi {
+                self.push(Diag::new(
+                    DiagKind::InvalidValue,
+                    file,
+                    p.min.as_ref().map_or(p.span, |m| m.span),
+                    format!("{field}.min"),
+                    format!("`min` ({lo}) is larger than `max` ({hi})"),
+                ));
+            }
+        }
+        if let Some(d) = &p.default {
+            match check_param_value(&def, &d.value, file.dir()) {
+                Ok(v) => def.default = Some(v),
+                Err(msg) => self.push(Diag::new(DiagKind::Type, file, d.span, format!("{field}.default"), msg)),
+            }
+        }
+        Some(def)
+    }
+
+    fn resolve_root_params(&mut self, overrides: &Overrides) {
+        let file = self.file(0);
+        let root = &self.wf.namespaces[0];
+        let mut values = IndexMap::new();
+        let mut diags = vec![];
+        for (name, raw) in &overrides.params {
+            match root.params.get(name) {
+                None => {
+                    let mut d = Diag::detached(
+                        DiagKind::Param,
+                        format!("-p {name}"),
+                        format!("workflow `{}` has no parameter `{name}`", self.wf.name),
+                    );
+                    d = d.with_help(did_you_mean(name, root.params.keys().map(String::as_str)).unwrap_or_else(|| {
+                        format!(
+                            "parameters: {}",
+                            root.params.keys().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(", ")
+                        )
+                    }));
+                    diags.push(d);
+                }
+                Some(def) => match parse_override(def, raw).and_then(|j| check_param_value(def, &j, Path::new("."))) {
+                    Ok(v) => {
+                        values.insert(name.clone(), v);
+                    }
+                    Err(msg) => diags.push(Diag::detached(DiagKind::Param, format!("-p {name}"), msg)),
+                },
+            }
+        }
+        for (name, def) in &root.params {
+            if values.contains_key(name) {
+                continue;
+            }
+            match &def.default {
+                Some(v) => {
+                    values.insert(name.clone(), v.clone());
+                }
+                None => diags.push(
+                    Diag::new(
+                        DiagKind::Param,
+                        &file,
+                        def.span,
+                        format!("params.{name}"),
+                        format!("parameter `{name}` has no default and was not given"),
+                    )
+                    .with_help(format!("pass it with `-p {name}=VALUE`")),
+                ),
+            }
+        }
+        let mut inputs = IndexMap::new();
+        for (name, path) in &overrides.inputs {
+            if root.inputs.contains_key(name) {
+                inputs.insert(name.clone(), path.clone());
+            } else {
+                diags.push(Diag::detached(
+                    DiagKind::Param,
+                    format!("-i {name}"),
+                    format!("workflow `{}` has no input `{name}`", self.wf.name),
+                ));
+            }
+        }
+        for (name, def) in &root.inputs {
+            if inputs.contains_key(name) {
+                continue;
+            }
+            match &def.default {
+                Some(p) => {
+                    inputs.insert(name.clone(), p.clone());
+                }
+                None => diags.push(
+                    Diag::new(
+                        DiagKind::Param,
+                        &file,
+                        def.span,
+                        format!("inputs.{name}"),
+                        format!("input `{name}` has no default and was not given"),
+                    )
+                    .with_help(format!("pass it with `-i {name}=PATH`")),
+                ),
+            }
+        }
+        self.wf.param_values = values;
+        self.wf.input_values = inputs;
+        for d in diags {
+            self.push(d);
+        }
+    }
+
+    fn build_step(
+        &mut self,
+        ns: NsIdx,
+        file: &SourceFile,
+        prefix: &str,
+        name: &Sp<String>,
+        raw: &RawStep,
+    ) -> Option<Step> {
+        let f = |k: &str| format!("steps.{}.{k}", name.value);
+        let before = self.diags.len();
+        let command = match (&raw.kernel, &raw.run) {
+            (Some(k), None) => {
+                if !valid_name(&k.value) {
+                    self.push(Diag::new(
+                        DiagKind::InvalidName,
+                        file,
+                        k.span,
+                        f("kernel"),
+                        format!("invalid kernel name `{}`", k.value),
+                    ));
+                }
+                if raw.shell.is_some() {
+                    self.push(Diag::new(
+                        DiagKind::InvalidValue,
+                        file,
+                        k.span,
+                        f("shell"),
+                        "`shell` only applies to `run`",
+                    ));
+                }
+                Command::Kernel(k.value.clone())
+            }
+            (None, Some(run)) => {
+                let shell = raw.shell.as_ref().is_some_and(|s| s.value);
+                if run.value.is_empty() {
+                    self.push(
+                        Diag::new(DiagKind::InvalidValue, file, run.span, f("run"), "`run` is empty")
+                            .with_help("give the program and its arguments: `run: [python3, fit.py]`"),
+                    );
+                }
+                if shell && run.value.len() != 1 {
+                    self.push(Diag::new(
+                        DiagKind::InvalidValue,
+                        file,
+                        run.span,
+                        f("run"),
+                        "with `shell: true`, `run` must be a single script string",
+                    ));
+                }
+                let mut argv = vec![];
+                for (i, a) in run.value.iter().enumerate() {
+                    if let Some(t) = self.tpl(file, &format!("{}[{i}]", f("run")), &a.value, a.span) {
+                        argv.push(t);
+                    }
+                }
+                if !shell {
+                    if let Some(first) = run.value.first() {
+                        if first.value.contains(' ') && !first.value.contains("${{") && run.value.len() == 1 {
+                            self.push(
+                                Diag::new(
+                                    DiagKind::InvalidValue,
+                                    file,
+                                    first.span,
+                                    f("run"),
+                                    "`run` is an argv list, not a shell command line",
+                                )
+                                .with_help(format!(
+                                    "write `run: [{}]`, or add `shell: true` to run it through `/bin/sh`",
+                                    first.value.split_whitespace().collect::<Vec<_>>().join(", ")
+                                )),
+                            );
+                        }
+                    }
+                }
+                Command::Run { argv, shell }
+            }
+            (None, None) => {
+                self.push(
+                    Diag::new(
+                        DiagKind::MissingKey,
+                        file,
+                        name.span,
+                        format!("steps.{}", name.value),
+                        "step has nothing to run",
+                    )
+                    .with_help("add `run: [program, args...]`, `kernel: NAME` or `uses: IMPORT`"),
+                );
+                return None;
+            }
+            (Some(k), Some(_)) => {
+                self.push(Diag::new(
+                    DiagKind::InvalidValue,
+                    file,
+                    k.span,
+                    format!("steps.{}", name.value),
+                    "a step has exactly one of `kernel`, `run` and `uses`",
+                ));
+                return None;
+            }
+        };
+        if !raw.with.is_empty() {
+            self.push(Diag::new(
+                DiagKind::InvalidValue,
+                file,
+                name.span,
+                f("with"),
+                "`with` only applies to `uses` steps",
+            ));
+        }
+        let mut args = vec![];
+        for (i, a) in raw.args.iter().enumerate() {
+            if let Some(t) = self.tpl(file, &format!("{}[{i}]", f("args")), &a.value, a.span) {
+                args.push(t);
+            }
+        }
+        let mut env = IndexMap::new();
+        for (k, v) in &raw.env {
+            if k.value.is_empty() || k.value.contains('=') || k.value.contains('\0') || k.value.starts_with("TWINFLOW_")
+            {
+                self.push(
+                    Diag::new(
+                        DiagKind::InvalidName,
+                        file,
+                        k.span,
+                        format!("{}.{}", f("env"), k.value),
+                        format!("invalid environment variable name `{}`", k.value),
+                    )
+                    .with_help("names are non-empty, without `=`; `TWINFLOW_*` is reserved"),
+                );
+            }
+            if let Some(t) = self.tpl(file, &format!("{}.{}", f("env"), k.value), &v.value, v.span) {
+                env.insert(k.value.clone(), t);
+            }
+        }
+        let mut inputs = IndexMap::new();
+        for (k, v) in &raw.inputs {
+            self.check_name(file, k, &f("in"));
+            if let Some(e) = self.value_expr(file, &format!("{}.{}", f("in"), k.value), v) {
+                inputs.insert(k.value.clone(), e);
+            }
+        }
+        let mut outputs = IndexMap::new();
+        let mut values = IndexMap::new();
+        for (section, map, target) in [("out", &raw.out, &mut outputs), ("values", &raw.values, &mut values)] {
+            for (k, v) in map {
+                self.check_name(file, k, &f(section));
+                if !path_stays_inside(&v.value) {
+                    self.push(
+                        Diag::new(DiagKind::PathEscape, file, v.span, format!("{}.{}", f(section), k.value), format!("output path `{}` escapes the step's run directory", v.value))
+                            .with_help("outputs are relative paths inside the step directory, without leading `/` or `..` that climbs out"),
+                    );
+                } else if v.value.contains("${{") {
+                    self.push(Diag::new(
+                        DiagKind::InvalidValue,
+                        file,
+                        v.span,
+                        format!("{}.{}", f(section), k.value),
+                        "output paths are fixed names; expressions are not allowed here",
+                    ));
+                }
+                target.insert(k.value.clone(), v.value.clone());
+            }
+        }
+        for k in values.keys() {
+            if outputs.contains_key(k) {
+                let span = raw.values.get_key_value(k.as_str()).map_or(name.span, |(kk, _)| kk.span);
+                self.push(Diag::new(
+                    DiagKind::DuplicateName,
+                    file,
+                    span,
+                    format!("{}.{k}", f("values")),
+                    format!("`{k}` is both an output and a value"),
+                ));
+            }
+        }
+        let resources = raw.resources.as_ref().map(|r| self.resources(file, &f("resources"), r)).unwrap_or_default();
+        let retry = match &raw.retry {
+            None => RetryPolicy::default(),
+            Some(r) => {
+                let mut p = RetryPolicy { count: r.count.value, ..RetryPolicy::default() };
+                if r.count.value > 100 {
+                    self.push(Diag::new(
+                        DiagKind::InvalidValue,
+                        file,
+                        r.count.span,
+                        f("retry.count"),
+                        "at most 100 retries",
+                    ));
+                }
+                if let Some(b) = &r.backoff {
+                    if let Some(d) = self.duration(file, &f("retry.backoff"), b) {
+                        p.backoff = d;
+                    }
+                }
+                if let Some(m) = &r.max_backoff {
+                    if let Some(d) = self.duration(file, &f("retry.max_backoff"), m) {
+                        p.max_backoff = d;
+                    }
+                }
+                if let Some(fa) = &r.factor {
+                    if !(1.0..=10.0).contains(&fa.value) {
+                        self.push(Diag::new(
+                            DiagKind::InvalidValue,
+                            file,
+                            fa.span,
+                            f("retry.factor"),
+                            "`factor` must be between 1 and 10",
+                        ));
+                    }
+                    p.factor = fa.value;
+                }
+                p
+            }
+        };
+        let timeout = raw.timeout.as_ref().and_then(|t| self.duration(file, &f("timeout"), t));
+        let scatter = match &raw.scatter {
+            None => None,
+            Some(sc) => {
+                let mut vars = IndexMap::new();
+                if sc.over.is_empty() {
+                    self.push(Diag::new(
+                        DiagKind::MissingKey,
+                        file,
+                        sc.span,
+                        f("scatter.over"),
+                        "`scatter.over` needs at least one variable",
+                    ));
+                }
+                for (k, v) in &sc.over {
+                    self.check_name(file, k, &f("scatter.over"));
+                    if let Some(e) = self.value_expr(file, &format!("{}.{}", f("scatter.over"), k.value), v) {
+                        vars.insert(k.value.clone(), e);
+                    }
+                }
+                Some(Scatter {
+                    vars,
+                    method: sc.method.as_ref().map(|m| m.value).unwrap_or(ScatterMethod::Dotproduct),
+                    span: sc.span,
+                })
+            }
+        };
+        let when = match &raw.when {
+            None => None,
+            Some(w) => match &w.value {
+                Scalar::Str(s) => self.tpl(file, &f("when"), s, w.span),
+                Scalar::Bool(b) => Some(Tpl {
+                    src: b.to_string(),
+                    tpl: expr::parse_template(&format!("${{{{ {b} }}}}")).ok()?,
+                    span: w.span,
+                }),
+                _ => {
+                    self.push(Diag::new(
+                        DiagKind::Type,
+                        file,
+                        w.span,
+                        f("when"),
+                        "`when` must be a boolean expression (`${{ params.mode == 'full' }}`)",
+                    ));
+                    None
+                }
+            },
+        };
+        // `after:` is resolved once all steps of the namespace are known (compute_deps).
+        let after_names: Vec<Sp<String>> = raw.after.clone();
+        if self.diags.len() > before {
+            return None;
+        }
+        let step = Step {
+            name: format!("{prefix}{}", name.value),
+            local_name: name.value.clone(),
+            ns,
+            span: name.span,
+            command,
+            args,
+            env,
+            inputs,
+            outputs,
+            values,
+            resources,
+            retry,
+            timeout,
+            scatter,
+            when,
+            deps: vec![],
+            after: vec![],
+        };
+        self.pending_after.push((self.wf.steps.len(), after_names));
+        Some(step)
+    }
+}

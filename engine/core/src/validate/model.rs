@@ -1,0 +1,277 @@
+//! The validated workflow model (phase 2 output): names resolved, expressions parsed,
+//! units converted. Sub-workflows (`uses:`) are namespaces whose steps are flattened into
+//! one list, named `call/inner`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use indexmap::IndexMap;
+
+use crate::expr::{Template, Type, Value};
+use crate::spec::raw::{FileFormat, ParamType, ScatterMethod};
+use crate::spec::span::{SourceFile, Span};
+
+/// Index of a step in [`Workflow::steps`].
+pub type StepIdx = usize;
+/// Index of a namespace in [`Workflow::namespaces`] (0 is the root workflow).
+pub type NsIdx = usize;
+
+/// A validated workflow.
+#[derive(Debug)]
+pub struct Workflow {
+    /// `name:` of the root file.
+    pub name: String,
+    /// `version:`.
+    pub version: Option<String>,
+    /// `description:`.
+    pub description: Option<String>,
+    /// Root first, then one namespace per sub-workflow call.
+    pub namespaces: Vec<Namespace>,
+    /// Every runnable step, all namespaces flattened.
+    pub steps: Vec<Step>,
+    /// Resolved values of the root parameters (defaults and `-p` overrides).
+    pub param_values: IndexMap<String, Value>,
+    /// Resolved paths of the root inputs.
+    pub input_values: IndexMap<String, PathBuf>,
+}
+
+/// A declared parameter.
+#[derive(Debug, Clone)]
+pub struct ParamDef {
+    /// Its type.
+    pub ty: ParamType,
+    /// Element type of lists.
+    pub items: ParamType,
+    /// Default value, if any.
+    pub default: Option<Value>,
+    /// Bounds.
+    pub min: Option<f64>,
+    /// Bounds.
+    pub max: Option<f64>,
+    /// Allowed values of enums.
+    pub values: Vec<String>,
+    /// Where it was declared.
+    pub span: Span,
+}
+
+impl ParamDef {
+    /// The expression type of this parameter.
+    pub fn expr_type(&self) -> Type {
+        fn scalar(t: ParamType) -> Type {
+            match t {
+                ParamType::Int => Type::Int,
+                ParamType::Float => Type::Float,
+                ParamType::String | ParamType::Enum => Type::Str,
+                ParamType::Bool => Type::Bool,
+                ParamType::Path => Type::Path,
+                ParamType::List => Type::List(Box::new(Type::Any)),
+            }
+        }
+        match self.ty {
+            ParamType::List => Type::List(Box::new(scalar(self.items))),
+            t => scalar(t),
+        }
+    }
+}
+
+/// A declared input file.
+#[derive(Debug, Clone)]
+pub struct InputDef {
+    /// Default path (already resolved against the file's directory).
+    pub default: Option<PathBuf>,
+    /// Expected format.
+    pub format: FileFormat,
+    /// Where it was declared.
+    pub span: Span,
+}
+
+/// A workflow file instantiated once: the root, or one `uses:` call.
+#[derive(Debug)]
+pub struct Namespace {
+    /// Parent namespace (the caller), `None` for the root.
+    pub parent: Option<NsIdx>,
+    /// Prefix of step names (`""` for the root, `"stats/"` for a call named `stats`).
+    pub prefix: String,
+    /// The file.
+    pub file: SourceFile,
+    /// Declared parameters.
+    pub params: IndexMap<String, ParamDef>,
+    /// Declared inputs.
+    pub inputs: IndexMap<String, InputDef>,
+    /// Values given by the caller's `with:` (evaluated in the parent namespace).
+    pub bindings: IndexMap<String, ValueExpr>,
+    /// Local step name → what it is.
+    pub names: IndexMap<String, LocalName>,
+    /// `outputs:` of this file.
+    pub outputs: IndexMap<String, Tpl>,
+}
+
+/// What a step name in a namespace refers to.
+#[derive(Debug, Clone, Copy)]
+pub enum LocalName {
+    /// A runnable step.
+    Step(StepIdx),
+    /// A call of a sub-workflow (its namespace).
+    Call(NsIdx),
+}
+
+/// A parsed template together with where it was written.
+#[derive(Debug, Clone)]
+pub struct Tpl {
+    /// The text.
+    pub src: String,
+    /// Parsed form.
+    pub tpl: Template,
+    /// Span of the text in its file (inside the quotes).
+    pub span: Span,
+}
+
+/// A value written in YAML: a template string, a literal, or a list of them.
+#[derive(Debug, Clone)]
+pub enum ValueExpr {
+    /// A string, possibly with `${{ }}`.
+    Tpl(Tpl),
+    /// A number, boolean or null.
+    Lit(Value, Span),
+    /// A list.
+    List(Vec<ValueExpr>, Span),
+}
+
+impl ValueExpr {
+    /// Span of the whole value.
+    pub fn span(&self) -> Span {
+        match self {
+            ValueExpr::Tpl(t) => t.span,
+            ValueExpr::Lit(_, s) | ValueExpr::List(_, s) => *s,
+        }
+    }
+    /// Every template inside.
+    pub fn templates(&self) -> Vec<&Tpl> {
+        match self {
+            ValueExpr::Tpl(t) => vec![t],
+            ValueExpr::Lit(..) => vec![],
+            ValueExpr::List(items, _) => items.iter().flat_map(|i| i.templates()).collect(),
+        }
+    }
+}
+
+/// What a step runs.
+#[derive(Debug, Clone)]
+pub enum Command {
+    /// `kernel: NAME`: `twin-kernel NAME args...`.
+    Kernel(String),
+    /// `run: [argv...]`; with `shell`, `/bin/sh -c argv[0]`.
+    Run {
+        /// The argv templates.
+        argv: Vec<Tpl>,
+        /// Explicit `shell: true`.
+        shell: bool,
+    },
+}
+
+/// Resources of one task.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Resources {
+    /// MPI ranks.
+    pub ranks: u32,
+    /// Threads per rank.
+    pub threads: u32,
+    /// Nodes.
+    pub nodes: u32,
+    /// Memory in bytes (0 = unspecified).
+    pub memory: u64,
+    /// Walltime requested from batch schedulers.
+    pub walltime: Option<Duration>,
+    /// GPUs.
+    pub gpus: u32,
+}
+
+impl Default for Resources {
+    fn default() -> Self {
+        Self { ranks: 1, threads: 1, nodes: 1, memory: 0, walltime: None, gpus: 0 }
+    }
+}
+
+impl Resources {
+    /// Cores used locally: ranks × threads.
+    pub fn cores(&self) -> u32 {
+        self.ranks.saturating_mul(self.threads)
+    }
+}
+
+/// Retry policy.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RetryPolicy {
+    /// Retries after the first failure.
+    pub count: u32,
+    /// First delay.
+    pub backoff: Duration,
+    /// Growth factor.
+    pub factor: f64,
+    /// Cap.
+    pub max_backoff: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self { count: 0, backoff: Duration::from_secs(1), factor: 2.0, max_backoff: Duration::from_secs(300) }
+    }
+}
+
+impl RetryPolicy {
+    /// Delay before retry number `retry` (1-based): `backoff * factor^(retry-1)`, capped.
+    pub fn delay(&self, retry: u32) -> Duration {
+        let secs = self.backoff.as_secs_f64() * self.factor.powi(retry.saturating_sub(1).min(64) as i32);
+        Duration::from_secs_f64(secs.min(self.max_backoff.as_secs_f64()).max(0.0))
+    }
+}
+
+/// A scatter specification.
+#[derive(Debug, Clone)]
+pub struct Scatter {
+    /// Variables in order, with the expression giving each list.
+    pub vars: IndexMap<String, ValueExpr>,
+    /// How lists combine.
+    pub method: ScatterMethod,
+    /// Where `scatter:` was written.
+    pub span: Span,
+}
+
+/// A runnable step.
+#[derive(Debug, Clone)]
+pub struct Step {
+    /// Global name (`sim`, or `stats/reduce` inside a call).
+    pub name: String,
+    /// Name inside its namespace.
+    pub local_name: String,
+    /// Its namespace.
+    pub ns: NsIdx,
+    /// Span of the step's name.
+    pub span: Span,
+    /// What it runs.
+    pub command: Command,
+    /// Arguments appended to the command.
+    pub args: Vec<Tpl>,
+    /// Extra environment.
+    pub env: IndexMap<String, Tpl>,
+    /// Named inputs.
+    pub inputs: IndexMap<String, ValueExpr>,
+    /// Named outputs: relative paths inside the step directory.
+    pub outputs: IndexMap<String, String>,
+    /// Value outputs: relative paths whose content is read back.
+    pub values: IndexMap<String, String>,
+    /// Resources.
+    pub resources: Resources,
+    /// Retry policy.
+    pub retry: RetryPolicy,
+    /// Per-attempt timeout.
+    pub timeout: Option<Duration>,
+    /// Scatter, if any.
+    pub scatter: Option<Scatter>,
+    /// Condition.
+    pub when: Option<Tpl>,
+    /// Steps this one depends on (data flow and `after:`), deduplicated, sorted.
+    pub deps: Vec<StepIdx>,
+    /// Steps named by `after:` (ordering only).
+    pub after: Vec<StepIdx>,
+}

@@ -1,0 +1,211 @@
+//! Resolution of `${{ }}` references: what `params.n`, `steps.sim.out.result`, `in.grid`
+//! ... name in a given context. Shared by validation (types, dependencies) and execution
+//! (values), so both agree on what a name means.
+
+use crate::diag::did_you_mean;
+use crate::expr::LookupError;
+
+use super::model::{LocalName, NsIdx, StepIdx, Workflow};
+
+/// Where inside a step an expression is written; decides which names are visible.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ctx {
+    /// A namespace-level expression (`with:` bindings evaluated in the caller, `outputs:`).
+    Namespace,
+    /// `scatter.over` of a step: no `scatter.*`, `in.*`, `out.*`.
+    ScatterOver(StepIdx),
+    /// `in:` of a step: `scatter.*` visible, `in.*`/`out.*` not.
+    Inputs(StepIdx),
+    /// `when:`: like `in:`.
+    When(StepIdx),
+    /// `run`, `args`, `env`: everything visible.
+    Body(StepIdx),
+}
+
+impl Ctx {
+    /// The step this context belongs to.
+    pub fn step(self) -> Option<StepIdx> {
+        match self {
+            Ctx::Namespace => None,
+            Ctx::ScatterOver(s) | Ctx::Inputs(s) | Ctx::When(s) | Ctx::Body(s) => Some(s),
+        }
+    }
+}
+
+/// What a reference names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Resolved {
+    /// `params.NAME` of namespace `ns`.
+    Param(NsIdx, String),
+    /// `inputs.NAME` of namespace `ns`.
+    Input(NsIdx, String),
+    /// `steps.S.out.NAME` of a runnable step.
+    StepOut(StepIdx, String),
+    /// `steps.S.values.NAME` of a runnable step.
+    StepValue(StepIdx, String),
+    /// `steps.CALL.out.NAME`: an output of a sub-workflow call (namespace).
+    CallOut(NsIdx, String),
+    /// `in.NAME` of the current step.
+    In(StepIdx, String),
+    /// `out.NAME` of the current step.
+    Out(StepIdx, String),
+    /// `scatter.NAME` of the current step.
+    Scatter(StepIdx, String),
+    /// `run.id`.
+    RunId,
+    /// `run.dir`.
+    RunDir,
+    /// `step.name`.
+    StepName(StepIdx),
+    /// `member.index` (scattered steps).
+    MemberIndex(StepIdx),
+}
+
+fn err(message: String, help: Option<String>) -> LookupError {
+    LookupError { message, help }
+}
+
+fn one_of<'a>(name: &str, known: impl IntoIterator<Item = &'a str> + Clone) -> Option<String> {
+    did_you_mean(name, known.clone()).or_else(|| {
+        let list: Vec<String> = known.into_iter().map(|k| format!("`{k}`")).collect();
+        if list.is_empty() { None } else { Some(format!("known here: {}", list.join(", "))) }
+    })
+}
+
+/// Resolves a dotted reference in namespace `ns` and context `ctx`.
+pub fn resolve(wf: &Workflow, ns: NsIdx, ctx: Ctx, path: &[&str]) -> Result<Resolved, LookupError> {
+    let n = &wf.namespaces[ns];
+    let head = path.first().copied().unwrap_or("");
+    let need = |len: usize, shape: &str| -> Result<(), LookupError> {
+        if path.len() == len {
+            Ok(())
+        } else {
+            Err(err(format!("`{}` should have the form `{shape}`", path.join(".")), None))
+        }
+    };
+    match head {
+        "params" => {
+            need(2, "params.NAME")?;
+            let name = path[1];
+            if n.params.contains_key(name) {
+                Ok(Resolved::Param(ns, name.to_string()))
+            } else {
+                Err(err(format!("unknown parameter `{name}`"), one_of(name, n.params.keys().map(String::as_str))))
+            }
+        }
+        "inputs" => {
+            need(2, "inputs.NAME")?;
+            let name = path[1];
+            if n.inputs.contains_key(name) {
+                Ok(Resolved::Input(ns, name.to_string()))
+            } else {
+                Err(err(format!("unknown input `{name}`"), one_of(name, n.inputs.keys().map(String::as_str))))
+            }
+        }
+        "steps" => {
+            if path.len() != 4 || !(path[2] == "out" || path[2] == "values") {
+                return Err(err(
+                    format!("`{}` should have the form `steps.STEP.out.NAME` or `steps.STEP.values.NAME`", path.join(".")),
+                    None,
+                ));
+            }
+            let (sname, kind, oname) = (path[1], path[2], path[3]);
+            match n.names.get(sname) {
+                None => Err(err(format!("unknown step `{sname}`"), one_of(sname, n.names.keys().map(String::as_str)))),
+                Some(LocalName::Step(s)) => {
+                    if ctx.step() == Some(*s) {
+                        return Err(err(
+                            format!("step `{sname}` refers to its own output"),
+                            Some(format!("use `out.{oname}` inside the step")),
+                        ));
+                    }
+                    let st = &wf.steps[*s];
+                    let map = if kind == "out" { &st.outputs } else { &st.values };
+                    if map.contains_key(oname) {
+                        Ok(if kind == "out" {
+                            Resolved::StepOut(*s, oname.to_string())
+                        } else {
+                            Resolved::StepValue(*s, oname.to_string())
+                        })
+                    } else {
+                        Err(err(
+                            format!("step `{sname}` has no {} `{oname}`", if kind == "out" { "output" } else { "value" }),
+                            one_of(oname, map.keys().map(String::as_str)),
+                        ))
+                    }
+                }
+                Some(LocalName::Call(child)) => {
+                    let c = &wf.namespaces[*child];
+                    if kind == "out" && c.outputs.contains_key(oname) {
+                        Ok(Resolved::CallOut(*child, oname.to_string()))
+                    } else {
+                        Err(err(
+                            format!("sub-workflow call `{sname}` has no output `{oname}`"),
+                            one_of(oname, c.outputs.keys().map(String::as_str)),
+                        ))
+                    }
+                }
+            }
+        }
+        "in" | "out" | "scatter" => {
+            need(2, &format!("{head}.NAME"))?;
+            let name = path[1];
+            let Some(s) = ctx.step() else {
+                return Err(err(format!("`{head}.*` can only be used inside a step"), None));
+            };
+            let st = &wf.steps[s];
+            match (head, ctx) {
+                ("in", Ctx::Body(_)) => {
+                    if st.inputs.contains_key(name) {
+                        Ok(Resolved::In(s, name.to_string()))
+                    } else {
+                        Err(err(format!("step has no input `{name}`"), one_of(name, st.inputs.keys().map(String::as_str))))
+                    }
+                }
+                ("out", Ctx::Body(_)) => {
+                    if st.outputs.contains_key(name) || st.values.contains_key(name) {
+                        Ok(Resolved::Out(s, name.to_string()))
+                    } else {
+                        Err(err(
+                            format!("step has no output `{name}`"),
+                            one_of(name, st.outputs.keys().chain(st.values.keys()).map(String::as_str)),
+                        ))
+                    }
+                }
+                ("scatter", Ctx::Body(_) | Ctx::Inputs(_) | Ctx::When(_)) => match &st.scatter {
+                    Some(sc) if sc.vars.contains_key(name) => Ok(Resolved::Scatter(s, name.to_string())),
+                    Some(sc) => Err(err(format!("unknown scatter variable `{name}`"), one_of(name, sc.vars.keys().map(String::as_str)))),
+                    None => Err(err(format!("`scatter.{name}` used in a step without `scatter:`"), None)),
+                },
+                _ => Err(err(
+                    format!("`{head}.{name}` is not available here"),
+                    Some(match head {
+                        "in" => "`in.*` is visible in `run`, `args` and `env`".to_string(),
+                        "out" => "`out.*` is visible in `run`, `args` and `env`".to_string(),
+                        _ => "`scatter.*` is visible in `in`, `when`, `run`, `args` and `env`".to_string(),
+                    }),
+                )),
+            }
+        }
+        "run" => match path {
+            [_, "id"] => Ok(Resolved::RunId),
+            [_, "dir"] => Ok(Resolved::RunDir),
+            _ => Err(err(format!("unknown reference `{}`", path.join(".")), Some("known: `run.id`, `run.dir`".into()))),
+        },
+        "step" => match (path, ctx.step()) {
+            ([_, "name"], Some(s)) => Ok(Resolved::StepName(s)),
+            _ => Err(err(format!("unknown reference `{}`", path.join(".")), Some("known inside a step: `step.name`".into()))),
+        },
+        "member" => match (path, ctx.step()) {
+            ([_, "index"], Some(s)) if wf.steps[s].scatter.is_some() && !matches!(ctx, Ctx::ScatterOver(_)) => {
+                Ok(Resolved::MemberIndex(s))
+            }
+            _ => Err(err(format!("`{}` is only available in a scattered step", path.join(".")), None)),
+        },
+        _ => Err(err(
+            format!("unknown reference `{}`", path.join(".")),
+            did_you_mean(head, ["params", "inputs", "steps", "in", "out", "scatter", "run", "step", "member"])
+                .or_else(|| Some("references start with `params.`, `inputs.`, `steps.`, `in.`, `out.`, `scatter.`, `run.`, `step.` or `member.`".into())),
+        )),
+    }
+}

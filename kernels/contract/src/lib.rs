@@ -1,0 +1,115 @@
+//! The contract between the twinflow engine and the programs it runs.
+//!
+//! The engine and the science kernels never depend on each other's code; they share only
+//! the names defined here: the environment variables a step sees, and the metadata that
+//! exchange files (HDF5, NetCDF) carry so a later stage can tell where a file came from.
+#![warn(missing_docs)]
+
+/// Environment variables the engine sets for every step it runs.
+pub mod env {
+    /// Identifier of the run (e.g. `20261122-101500-3f2a`).
+    pub const RUN_ID: &str = "TWINFLOW_RUN_ID";
+    /// Name of the step as written in the workflow (`simulate`).
+    pub const STEP: &str = "TWINFLOW_STEP";
+    /// Index of the scatter member, unset for steps that do not scatter.
+    pub const MEMBER: &str = "TWINFLOW_MEMBER";
+    /// Attempt number, starting at 1.
+    pub const ATTEMPT: &str = "TWINFLOW_ATTEMPT";
+    /// Absolute path of the step's working directory (its outputs are written below it).
+    pub const STEP_DIR: &str = "TWINFLOW_STEP_DIR";
+    /// Absolute path of the JSON manifest describing the step's resolved inputs and outputs.
+    pub const MANIFEST: &str = "TWINFLOW_MANIFEST";
+    /// Number of threads the step may use (`resources.threads`); also exported as
+    /// `OMP_NUM_THREADS` and `RAYON_NUM_THREADS`.
+    pub const THREADS: &str = "TWINFLOW_THREADS";
+    /// Number of MPI ranks the step was given (`resources.ranks`).
+    pub const RANKS: &str = "TWINFLOW_RANKS";
+    /// Prefix of the per-input variables: input `grid` is exported as `TWINFLOW_IN_GRID`.
+    pub const INPUT_PREFIX: &str = "TWINFLOW_IN_";
+    /// Path of the `twin-kernel` binary the engine runs for `kernel:` steps (optional;
+    /// by default the one next to `twinflow`, then `PATH`).
+    pub const KERNEL_BIN: &str = "TWINFLOW_KERNEL_BIN";
+    /// Prefix of the per-output variables: output `result` is exported as `TWINFLOW_OUT_RESULT`.
+    pub const OUTPUT_PREFIX: &str = "TWINFLOW_OUT_";
+}
+
+/// Global attributes every exchange file written by a twinflow kernel carries (HDF5 root
+/// attributes, NetCDF global attributes), so provenance survives between stages.
+pub mod provenance {
+    /// CF version the NetCDF outputs follow.
+    pub const CONVENTIONS: &str = "CF-1.10";
+    /// Attribute holding the run id.
+    pub const RUN_ID_ATTR: &str = "twinflow_run_id";
+    /// Attribute holding the step name.
+    pub const STEP_ATTR: &str = "twinflow_step";
+    /// Attribute holding the kernel name.
+    pub const KERNEL_ATTR: &str = "twinflow_kernel";
+    /// Attribute holding the kernel version.
+    pub const KERNEL_VERSION_ATTR: &str = "twinflow_kernel_version";
+    /// Attribute holding the kernel parameters as JSON.
+    pub const PARAMETERS_ATTR: &str = "twinflow_parameters";
+}
+
+/// Names of the variables (NetCDF) and datasets (HDF5) in exchange files, so a later stage
+/// can find a field without guessing.
+pub mod datasets {
+    /// Cell-centre x coordinate, metres (dimension and coordinate variable).
+    pub const X: &str = "x";
+    /// Cell-centre y coordinate, metres (dimension and coordinate variable).
+    pub const Y: &str = "y";
+    /// Time of a snapshot, seconds since [`super::cf::TIME_REFERENCE`] (unlimited dimension).
+    pub const TIME: &str = "time";
+    /// Bed (ground) elevation, metres above datum.
+    pub const BED_ELEVATION: &str = "z";
+    /// Water depth, metres.
+    pub const DEPTH: &str = "h";
+    /// Depth-averaged velocity along x, metres per second.
+    pub const VELOCITY_X: &str = "u";
+    /// Depth-averaged velocity along y, metres per second.
+    pub const VELOCITY_Y: &str = "v";
+    /// Maximum water depth over the run, metres.
+    pub const MAX_DEPTH: &str = "max_depth";
+    /// Time at which a cell first became inundated, seconds since the start of the run.
+    pub const ARRIVAL_TIME: &str = "arrival_time";
+    /// Station dimension of gauge time series.
+    pub const STATION: &str = "station";
+    /// Water-surface elevation (bed + depth) at gauges, metres above datum.
+    pub const WATER_LEVEL: &str = "eta";
+}
+
+/// CF-convention attribute names and fixed values used by every NetCDF exchange file.
+pub mod cf {
+    /// Global attribute naming the conventions followed.
+    pub const CONVENTIONS: &str = "Conventions";
+    /// Global attribute: short description of the file contents.
+    pub const TITLE: &str = "title";
+    /// Global attribute: audit trail of programs that produced the file.
+    pub const HISTORY: &str = "history";
+    /// Global attribute: method of production.
+    pub const SOURCE: &str = "source";
+    /// Global attribute of discrete-sampling-geometry files (`timeSeries`).
+    pub const FEATURE_TYPE: &str = "featureType";
+    /// Variable attribute: units (UDUNITS syntax).
+    pub const UNITS: &str = "units";
+    /// Variable attribute: CF standard name.
+    pub const STANDARD_NAME: &str = "standard_name";
+    /// Variable attribute: descriptive name.
+    pub const LONG_NAME: &str = "long_name";
+    /// Coordinate variable attribute: `X`, `Y`, `T`.
+    pub const AXIS: &str = "axis";
+    /// Variable attribute: value marking missing data.
+    pub const FILL_VALUE: &str = "_FillValue";
+    /// Variable attribute: names of auxiliary coordinate variables.
+    pub const COORDINATES: &str = "coordinates";
+    /// Variable attribute: `timeseries_id` marks the station identifier variable.
+    pub const CF_ROLE: &str = "cf_role";
+    /// Time coordinate attribute: calendar name.
+    pub const CALENDAR: &str = "calendar";
+    /// Units of every `time` coordinate: simulation time 0 is this instant.
+    pub const TIME_REFERENCE: &str = "seconds since 2000-01-01 00:00:00";
+    /// Fill value of floating-point data variables.
+    pub const FILL_F64: f64 = -9999.0;
+}
+
+/// Suffix of the temporary name an output is written under before it is renamed into place.
+pub const PARTIAL_SUFFIX: &str = ".partial";
