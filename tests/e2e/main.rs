@@ -1,1 +1,8 @@
 //! End-to-end tests of the `twinflow` binary.
+
+mod common;
+mod execution;
+mod invalid;
+mod kill;
+mod project;
+mod support;

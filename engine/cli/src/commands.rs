@@ -89,8 +89,10 @@ fn render_diagnostics(d: &Diagnostics) -> String {
         if handler.render_report(&mut s, diag).is_err() {
             s = format!("error: {diag}\n");
         }
-        if let Some(loc) = diag.location() {
-            out.push_str(&format!("error: {loc}: {diag}\n"));
+        // One grep-able `error:` line per problem, with `file:line:col` when there is a place.
+        match diag.location() {
+            Some(loc) => out.push_str(&format!("error: {loc}: {diag}\n")),
+            None => out.push_str(&format!("error: {diag}\n")),
         }
         out.push_str(&s);
         out.push('\n');
@@ -328,13 +330,13 @@ fn status_cmd(a: &StatusArgs) -> Result<i32, Failure> {
 fn why_cmd(a: &WhyArgs) -> Result<i32, Failure> {
     let o = overrides(&a.wf.params, &a.wf.inputs)?;
     let wf = load(&a.wf.file, &o)?;
-    if let Some(s) = &a.step {
-        if !wf.steps.iter().any(|x| &x.name == s) {
-            let names: Vec<&str> = wf.steps.iter().map(|x| x.name.as_str()).collect();
-            let hint = twinflow_engine::diag::did_you_mean(s, names.iter().copied())
-                .unwrap_or_else(|| format!("steps: {}", names.join(", ")));
-            return Err(Failure::Usage(format!("workflow `{}` has no step `{s}` ({hint})", wf.name)));
-        }
+    if let Some(s) = &a.step
+        && !wf.steps.iter().any(|x| &x.name == s)
+    {
+        let names: Vec<&str> = wf.steps.iter().map(|x| x.name.as_str()).collect();
+        let hint = twinflow_engine::diag::did_you_mean(s, names.iter().copied())
+            .unwrap_or_else(|| format!("steps: {}", names.join(", ")));
+        return Err(Failure::Usage(format!("workflow `{}` has no step `{s}` ({hint})", wf.name)));
     }
     let p = compile(wf, "<run.id>", &a.runs_dir.display().to_string())?;
     std::fs::create_dir_all(&a.runs_dir)?;

@@ -30,7 +30,13 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
             'm' => 60.0,
             'h' => 3600.0,
             'd' => 86400.0,
-            _ => return Err(format!("invalid duration `{s}`: unknown unit `{c}` (use ms, s, m, h, d)")),
+            _ => {
+                // Name the whole unit (`parsecs`, not `p`; not the space in `5 parsecs`).
+                let word: String =
+                    std::iter::once(c).chain(chars.take_while(|x| !x.is_ascii_digit() && *x != '.')).collect();
+                let word = if word.trim().is_empty() { c.to_string() } else { word.trim().to_string() };
+                return Err(format!("invalid duration `{s}`: unknown unit `{word}` (use ms, s, m, h, d)"));
+            }
         };
         let n: f64 = num.parse().map_err(|_| format!("invalid duration `{s}`"))?;
         total += n * unit;

@@ -78,10 +78,10 @@ pub fn groups_with_env(key: &str, value: &str) -> Vec<u32> {
     for e in dir.flatten() {
         let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
         let Ok(environ) = std::fs::read(format!("/proc/{pid}/environ")) else { continue };
-        if environ.split(|b| *b == 0).any(|kv| kv == needle.as_bytes()) {
-            if let Ok(pgid) = nix::unistd::getpgid(Some(Pid::from_raw(pid as i32))) {
-                groups.insert(pgid.as_raw() as u32);
-            }
+        if environ.split(|b| *b == 0).any(|kv| kv == needle.as_bytes())
+            && let Ok(pgid) = nix::unistd::getpgid(Some(Pid::from_raw(pid as i32)))
+        {
+            groups.insert(pgid.as_raw() as u32);
         }
     }
     groups.into_iter().collect()

@@ -21,7 +21,7 @@ use petgraph::graph::{DiGraph, NodeIndex};
 use crate::diag::{Diag, DiagKind, Diagnostics};
 use crate::expr::Value;
 use crate::spec::raw::ScatterMethod;
-use crate::validate::checks::{sites, sources};
+use crate::validate::checks::{sources, step_sites};
 use crate::validate::model::{StepIdx, ValueExpr, Workflow};
 use crate::validate::refs::{Ctx, Resolved, resolve};
 use scope::{StaticScope, eval_value};
@@ -188,10 +188,25 @@ pub fn compile(workflow: Arc<Workflow>, run_id: &str, run_dir: &str) -> Result<P
                 if lens.len() > 1 {
                     let desc =
                         vars.iter().map(|(k, l)| format!("`{k}` has {}", l.len())).collect::<Vec<_>>().join(", ");
-                    diags.push(
-                        Diag::new(DiagKind::ScatterLength, file, sc.span, format!("steps.{}.scatter", step.local_name), format!("scatter lists differ in length: {desc}"))
-                            .with_help("`method: dotproduct` pairs elements one to one; use `method: cartesian` for every combination"),
+                    // Point at the first list whose length differs from the first one's.
+                    let first = vars.first().map_or(0, |(_, l)| l.len());
+                    let odd = vars.iter().position(|(_, l)| l.len() != first).unwrap_or(0);
+                    let span_of = |i: usize| sc.vars.get_index(i).map_or(sc.span, |(_, v)| v.span());
+                    let mut d = Diag::new(
+                        DiagKind::ScatterLength,
+                        file,
+                        span_of(odd),
+                        format!("steps.{}.scatter.over", step.local_name),
+                        format!("scatter lists differ in length: {desc}"),
+                    )
+                    .with_label(format!("`{}` has {}", vars[odd].0, vars[odd].1.len()))
+                    .with_help(
+                        "`method: dotproduct` pairs elements one to one; use `method: cartesian` for every combination",
                     );
+                    for (i, (k, l)) in vars.iter().enumerate().filter(|(i, _)| *i != odd) {
+                        d = d.with_secondary(span_of(i), format!("`{k}` has {}", l.len()));
+                    }
+                    diags.push(d);
                     continue;
                 }
                 lens.into_iter().next().unwrap_or(0)
@@ -274,10 +289,10 @@ pub fn compile(workflow: Arc<Workflow>, run_id: &str, run_dir: &str) -> Result<P
         for m in 0..table.len {
             let idx = table.indices(m);
             for (vi, (_, l)) in table.vars.iter().enumerate() {
-                if let ScatterList::Outputs { step: a, .. } = l {
-                    if memberwise.contains(a) {
-                        graph.add_edge(plan_tmp.node(*a, Some(idx[vi])), plan_tmp.node(s, Some(m)), ());
-                    }
+                if let ScatterList::Outputs { step: a, .. } = l
+                    && memberwise.contains(a)
+                {
+                    graph.add_edge(plan_tmp.node(*a, Some(idx[vi])), plan_tmp.node(s, Some(m)), ());
                 }
             }
         }
@@ -371,10 +386,7 @@ fn split_deps(wf: &Workflow, scatter: &[Option<ScatterTable>], s: StepIdx) -> (V
         }
     }
     let mut direct: BTreeSet<StepIdx> = step.after.iter().copied().collect();
-    for (ns, ctx, t, _, _) in sites(wf) {
-        if ctx.step() != Some(s) {
-            continue;
-        }
+    for (ns, ctx, t, _, _) in step_sites(wf, s) {
         if matches!(ctx, Ctx::ScatterOver(_)) && deferred_sites.contains(&t.src) {
             continue;
         }

@@ -215,10 +215,7 @@ pub fn render(plan: &Plan, format: Format, kernel: &Path, opts: &RenderOptions<'
                 let deps: Vec<String> = plan
                     .graph
                     .neighbors_directed(i, petgraph::Direction::Incoming)
-                    .flat_map(|p| {
-                        let pn = plan.graph[p];
-                        if pn.is_join() { vec![plan.task_name(pn)] } else { vec![plan.task_name(pn)] }
-                    })
+                    .map(|p| plan.task_name(plan.graph[p]))
                     .collect();
                 let cmd = match command(plan, n, kernel, opts) {
                     Ok(Rendered::Argv(a)) => serde_json::json!({ "argv": a }),

@@ -108,10 +108,11 @@ impl Hasher {
         if is_dir {
             return Ok(self.hash_dir(store, path, 0));
         }
-        if let Some((s, m, h)) = self.memo.get(path) {
-            if *s == size && *m == mtime {
-                return Ok(h.clone());
-            }
+        if let Some((s, m, h)) = self.memo.get(path)
+            && *s == size
+            && *m == mtime
+        {
+            return Ok(h.clone());
         }
         let key = path.display().to_string();
         let h = match store.file_hash(&key, size, mtime)? {

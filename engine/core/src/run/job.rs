@@ -36,12 +36,12 @@ pub fn kernel_binary() -> PathBuf {
     if let Some(p) = std::env::var_os(tfenv::KERNEL_BIN) {
         return PathBuf::from(p);
     }
-    if let Ok(exe) = std::env::current_exe() {
-        if let Some(dir) = exe.parent() {
-            for cand in [dir.join("twin-kernel"), dir.join("../twin-kernel")] {
-                if cand.is_file() {
-                    return cand;
-                }
+    if let Ok(exe) = std::env::current_exe()
+        && let Some(dir) = exe.parent()
+    {
+        for cand in [dir.join("twin-kernel"), dir.join("../twin-kernel")] {
+            if cand.is_file() {
+                return cand;
             }
         }
     }
@@ -61,6 +61,7 @@ fn push_argv(out: &mut Vec<String>, t: &Tpl, scope: &dyn Scope) -> Result<(), St
 }
 
 /// Evaluates a task's command, environment, inputs and outputs in `mode`.
+#[allow(clippy::too_many_arguments)]
 pub fn resolve_task(
     plan: &Plan,
     node: TaskNode,
@@ -175,18 +176,19 @@ pub fn env_name(k: &str) -> String {
 fn params_used(plan: &Plan, s: usize) -> std::collections::BTreeMap<String, String> {
     let wf = &*plan.workflow;
     let mut out = std::collections::BTreeMap::new();
-    for (ns, ctx, t, _, _) in crate::validate::checks::sites(wf) {
-        if ctx.step() != Some(s) {
+    for (ns, ctx, t, _, _) in crate::validate::checks::step_sites(wf, s) {
+        // Scatter lists only decide which members exist; a member's own element is already
+        // part of its resolved command, so growing an ensemble does not invalidate members.
+        if ctx.step() != Some(s) || matches!(ctx, Ctx::ScatterOver(_)) {
             continue;
         }
         for r in t.tpl.references() {
             let path: Vec<&str> = r.path.iter().map(String::as_str).collect();
-            if let Ok(Resolved::Param(pns, name)) = resolve(wf, ns, ctx, &path) {
-                if pns == 0 {
-                    if let Some(v) = wf.param_values.get(&name) {
-                        out.insert(name, v.to_string());
-                    }
-                }
+            if let Ok(Resolved::Param(pns, name)) = resolve(wf, ns, ctx, &path)
+                && pns == 0
+                && let Some(v) = wf.param_values.get(&name)
+            {
+                out.insert(name, v.to_string());
             }
         }
     }

@@ -292,16 +292,14 @@ pub async fn execute(
         tokio::select! {
             _ = s.backend.wait(wait) => {}
             changed = cancel.changed() => {
-                if changed.is_ok() {
-                    if let Some(sig) = cancel.borrow().clone() {
-                        if !s.cancelling {
+                if changed.is_ok()
+                    && let Some(sig) = cancel.borrow().clone()
+                        && !s.cancelling {
                             s.cancelling = true;
                             s.reporter.event(&Event::Cancelling { signal: sig });
                             let ids: Vec<JobId> = s.running.keys().cloned().collect();
                             s.backend.cancel(&ids).await?;
                         }
-                    }
-                }
             }
         }
         s.store.begin()?;
@@ -474,15 +472,15 @@ impl Sched<'_> {
 
     fn fits(&self, i: NodeIndex) -> bool {
         let cap = self.backend.capacity();
-        if let Some(max) = self.opts.max_parallel {
-            if self.running.len() >= max {
-                return false;
-            }
+        if let Some(max) = self.opts.max_parallel
+            && self.running.len() >= max
+        {
+            return false;
         }
-        if let Some(max) = cap.max_jobs {
-            if self.running.len() >= max {
-                return false;
-            }
+        if let Some(max) = cap.max_jobs
+            && self.running.len() >= max
+        {
+            return false;
         }
         if self.running.is_empty() {
             return true; // a task larger than the machine still runs, alone
@@ -571,12 +569,12 @@ impl Sched<'_> {
         };
         let comps = components(self.plan, t, &key_view, &exec, self.store, &mut self.hasher, &mut self.params_memo)?;
         let key = comps.key();
-        if self.opts.use_cache {
-            if let Some(hit) = self.cache_hit(&name, s, &key)? {
-                self.results[i.index()] = Some(Box::new(hit));
-                self.finish_node(i, TaskState::Cached, None, 0.0)?;
-                return self.release(i, TaskState::Cached);
-            }
+        if self.opts.use_cache
+            && let Some(hit) = self.cache_hit(&name, s, &key)?
+        {
+            self.results[i.index()] = Some(Box::new(hit));
+            self.finish_node(i, TaskState::Cached, None, 0.0)?;
+            return self.release(i, TaskState::Cached);
         }
         // A fresh attempt directory: remove leftovers of an attempt a killed engine started.
         if adir.exists() {
@@ -585,10 +583,10 @@ impl Sched<'_> {
         let meta = adir.join(".twinflow");
         std::fs::create_dir_all(&meta).map_err(io("creating", &meta))?;
         for p in exec.outputs.values() {
-            if let Some(parent) = p.parent() {
-                if parent != adir {
-                    std::fs::create_dir_all(parent).map_err(io("creating", parent))?;
-                }
+            if let Some(parent) = p.parent()
+                && parent != adir
+            {
+                std::fs::create_dir_all(parent).map_err(io("creating", parent))?;
             }
         }
         write_manifest(&meta, &name, &self.run_id, &exec, &comps).map_err(io("writing", &meta))?;

@@ -19,10 +19,10 @@ use span::{SourceFile, Span};
 pub const MAX_WORKFLOW_BYTES: u64 = 4 * 1024 * 1024;
 
 /// Reads a workflow file, refusing oversized and non-UTF-8 files.
+#[allow(clippy::result_large_err)] // a Diag is built once per failed read; boxing buys nothing
 pub fn read_source(path: &Path) -> Result<SourceFile, Diag> {
     let shown = path.display().to_string();
-    let meta =
-        std::fs::metadata(path).map_err(|e| Diag::detached(DiagKind::Io, "", format!("cannot read `{shown}`: {e}")))?;
+    let meta = std::fs::metadata(path).map_err(|e| Diag::detached(DiagKind::Io, "", io_message(&shown, &e)))?;
     if !meta.is_file() {
         return Err(Diag::detached(DiagKind::Io, "", format!("`{shown}` is not a file")));
     }
@@ -33,12 +33,24 @@ pub fn read_source(path: &Path) -> Result<SourceFile, Diag> {
             format!("`{shown}` is {} bytes; workflow files are limited to {MAX_WORKFLOW_BYTES} bytes", meta.len()),
         ));
     }
-    let bytes =
-        std::fs::read(path).map_err(|e| Diag::detached(DiagKind::Io, "", format!("cannot read `{shown}`: {e}")))?;
+    let bytes = std::fs::read(path).map_err(|e| Diag::detached(DiagKind::Io, "", io_message(&shown, &e)))?;
     let text = String::from_utf8(bytes).map_err(|e| {
         Diag::detached(DiagKind::Io, "", format!("`{shown}` is not UTF-8 text (byte {})", e.utf8_error().valid_up_to()))
     })?;
     Ok(SourceFile::new(path, text))
+}
+
+/// "cannot read `x`: ..." in our style (lowercase, no "(os error 2)").
+fn io_message(shown: &str, e: &std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::NotFound => format!("`{shown}` does not exist"),
+        std::io::ErrorKind::PermissionDenied => format!("cannot read `{shown}`: permission denied"),
+        _ => {
+            let text = e.to_string();
+            let text = text.split(" (os error").next().unwrap_or(&text);
+            format!("cannot read `{shown}`: {}", lowercase_first(text))
+        }
+    }
 }
 
 fn options() -> serde_saphyr::Options {
@@ -54,7 +66,7 @@ fn options() -> serde_saphyr::Options {
 
 /// Parses a workflow's text into its raw shape.
 pub fn parse(file: &SourceFile) -> Result<RawWorkflow, Diagnostics> {
-    if file.text.trim().is_empty() {
+    if is_blank(&file.text) {
         let mut d = Diagnostics::default();
         d.push(
             Diag::new(DiagKind::MissingKey, file, Span::default(), "", "workflow file is empty")
@@ -69,69 +81,262 @@ pub fn parse(file: &SourceFile) -> Result<RawWorkflow, Diagnostics> {
     })
 }
 
+/// Whether a file holds no YAML content: only blank lines, comments and document markers.
+fn is_blank(text: &str) -> bool {
+    text.lines().all(|l| {
+        let t = l.trim();
+        t.is_empty() || t.starts_with('#') || t == "---" || t == "..."
+    })
+}
+
+/// One serde-saphyr error as a diagnostic: its place, the field it concerns (recovered from
+/// the indentation around that place) and a message in our words.
 fn convert_error(file: &SourceFile, e: &serde_saphyr::Error) -> Diag {
-    let span = e
-        .location()
-        .map(|loc| {
-            let s = loc.span();
-            Span::new(s.byte_offset().unwrap_or(0) as usize, s.byte_len().unwrap_or(0) as usize)
-        })
-        .unwrap_or_default();
-    let raw = e.without_snippet().to_string();
-    // serde-saphyr appends " at line L, column C" to some messages; miette shows the place.
-    let msg = strip_location_suffix(&raw);
-    let (kind, message, help) = classify(&msg);
-    let mut d = Diag::new(kind, file, span, "", message);
+    use serde_saphyr::Error as E;
+    let e = e.without_snippet();
+    let span = error_span(file, e);
+    // Alias errors wrap the error met while replaying the alias; say what that was.
+    let inner = match e {
+        E::AliasError { error, .. } => error.without_snippet(),
+        other => other,
+    };
+    let text = &file.text;
+    let (kind, field, message, help): (DiagKind, String, String, Option<String>) = match inner {
+        E::SerdeUnknownField { field, expected, .. } => {
+            let help = did_you_mean(field, expected.iter().copied())
+                .or_else(|| (!expected.is_empty()).then(|| format!("allowed keys here: {}", quoted_list(expected))));
+            (DiagKind::UnknownKey, yaml_path(text, span.offset, false), format!("unknown key `{field}`"), help)
+        }
+        E::SerdeUnknownVariant { variant, expected, .. } => {
+            let help = did_you_mean(variant, expected.iter().copied())
+                .or_else(|| Some(format!("expected one of {}", quoted_list(expected))));
+            (DiagKind::InvalidValue, yaml_path(text, span.offset, true), format!("unknown value `{variant}`"), help)
+        }
+        E::SerdeMissingField { field, .. } => {
+            let parent = yaml_path(text, span.offset, false);
+            let help = parent.is_empty().then(|| "a workflow needs at least `name:` and `steps:`".to_string());
+            (DiagKind::MissingKey, parent, format!("missing key `{field}`"), help)
+        }
+        E::DuplicateMappingKey { key, .. } => {
+            let parent = yaml_path(text, span.offset, false);
+            let what = key.as_deref().map_or_else(|| "duplicate key".to_string(), |k| format!("duplicate key `{k}`"));
+            let help = if parent == "steps" {
+                "step names must be unique; rename one of the steps"
+            } else {
+                "each key can appear only once in a map"
+            };
+            (DiagKind::DuplicateName, parent, what, Some(help.to_string()))
+        }
+        E::AliasReplayLimitExceeded { .. }
+        | E::AliasExpansionLimitExceeded { .. }
+        | E::AliasReplayStackDepthExceeded { .. }
+        | E::AliasReplayCounterOverflow { .. } => (
+            DiagKind::TooLarge,
+            String::new(),
+            "yaml aliases expand to too many nodes".to_string(),
+            Some("anchors and aliases (`&name`, `*name`) are for small repeated values; write the values out".into()),
+        ),
+        E::Budget { .. } => (
+            DiagKind::TooLarge,
+            String::new(),
+            format!("yaml document is too large: {}", lowercase_first(&strip_location_suffix(&inner.to_string()))),
+            None,
+        ),
+        E::Eof { .. } => (DiagKind::Syntax, String::new(), "unexpected end of file".to_string(), None),
+        E::MultipleDocuments { .. } => (
+            DiagKind::Syntax,
+            String::new(),
+            "a workflow file holds one yaml document, but a second one starts here".to_string(),
+            Some("remove the `---` line and what follows, or move it to its own file".into()),
+        ),
+        E::InvalidScalar { ty, .. } => {
+            let found = text.get(span.offset..span.offset + span.len).unwrap_or("").trim();
+            (
+                DiagKind::Type,
+                yaml_path(text, span.offset, true),
+                format!("expected {}, found `{found}`", type_words(ty)),
+                None,
+            )
+        }
+        E::Unexpected { expected, .. } => {
+            let field = yaml_path(text, span.offset, true);
+            let want = match *expected {
+                "sequence start" | "seq" => "a list",
+                "mapping start" | "map" => "a map",
+                other => other,
+            };
+            let found = text.get(span.offset..span.offset + span.len).unwrap_or("").trim();
+            if want == "a list" && (field == "run" || field.ends_with(".run")) && !found.is_empty() {
+                let words: Vec<&str> = found.trim_matches(|c| c == '"' || c == '\'').split_whitespace().collect();
+                (
+                    DiagKind::InvalidValue,
+                    field,
+                    "`run` is an argv list, not a shell command line".to_string(),
+                    Some(format!(
+                        "write `run: [{}]`, or `run: [\"{}\"]` with `shell: true` to run it through `/bin/sh`",
+                        words.join(", "),
+                        words.join(" ")
+                    )),
+                )
+            } else {
+                let help = match (field.as_str(), want) {
+                    ("", "a map") => Some("a workflow is a map with at least `name:` and `steps:`".to_string()),
+                    ("steps", "a map") if text[span.offset..].starts_with('-') => {
+                        Some("write each step as `NAME:` with its keys below it, not as a `- ` list item".to_string())
+                    }
+                    ("steps", "a map") => {
+                        Some("add steps below `steps:`, each as `NAME:` with its keys below it".into())
+                    }
+                    _ => None,
+                };
+                if found.is_empty() || found.contains('\n') {
+                    (DiagKind::Type, field, format!("expected {want}"), help)
+                } else {
+                    (DiagKind::Type, field, format!("expected {want}, found `{found}`"), help)
+                }
+            }
+        }
+        E::SerdeInvalidType { unexpected, expected, .. } | E::SerdeInvalidValue { unexpected, expected, .. } => (
+            DiagKind::Type,
+            yaml_path(text, span.offset, true),
+            format!("expected {}, found {unexpected}", type_words(expected)),
+            None,
+        ),
+        E::ExternalMessage { .. } | E::IndentationError { .. } | E::ContainerEndMismatch { .. } => {
+            let msg = lowercase_first(&strip_location_suffix(&inner.to_string()));
+            let help = if msg.contains("tab") {
+                Some("indent with spaces: yaml does not allow tabs for indentation")
+            } else if msg.contains("recursion limit") {
+                Some("lists and maps are nested too deeply; workflows need only a few levels")
+            } else if msg.contains("quote") {
+                Some("end the string with the same quote it starts with")
+            } else if msg.contains("block mapping") || msg.contains("indent") || msg.contains("mapping values") {
+                Some("check the indentation: keys of one map start in the same column, values further right")
+            } else {
+                None
+            };
+            (DiagKind::Syntax, String::new(), format!("invalid yaml: {msg}"), help.map(String::from))
+        }
+        other => {
+            let msg = strip_location_suffix(&other.to_string());
+            let (kind, message, help) = classify(&msg);
+            let field = if kind == DiagKind::Syntax { String::new() } else { yaml_path(text, span.offset, true) };
+            (kind, field, message, help)
+        }
+    };
+    let mut d = Diag::new(kind, file, span, field, message);
     if let Some(h) = help {
         d = d.with_help(h);
     }
     d
 }
 
+/// Byte span of an error. Scanner errors carry only a line and a column (in characters).
+fn error_span(file: &SourceFile, e: &serde_saphyr::Error) -> Span {
+    let Some(loc) = e.location() else { return Span::default() };
+    let s = loc.span();
+    if let Some(o) = s.byte_offset() {
+        return Span::new(o as usize, s.byte_len().unwrap_or(0) as usize);
+    }
+    if loc.line() == 0 {
+        return Span::default();
+    }
+    let start = file.offset_of(loc.line() as usize, loc.column() as usize);
+    let len = file.text[start..].chars().take(s.len().max(1) as usize).map(char::len_utf8).sum();
+    Span::new(start, len)
+}
+
+fn quoted_list(items: &[&str]) -> String {
+    items.iter().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(", ")
+}
+
+/// serde's "expected" phrases for our types, in plain words.
+fn type_words(expected: &str) -> String {
+    match expected {
+        "u32" | "u64" | "usize" => "a non-negative integer".into(),
+        "i64" | "i32" => "an integer".into(),
+        "f64" | "f32" => "a number".into(),
+        "a boolean" | "bool" => "`true` or `false`".into(),
+        "a sequence" => "a list".into(),
+        "a map" => "a map".into(),
+        other => other.to_string(),
+    }
+}
+
+/// Best-effort dotted path (`steps.sim.resources`) of the YAML node at `offset`, read from
+/// the block indentation above it. With `leaf`, a `key:` written before `offset` on the
+/// same line is included. Flow collections (`{...}`, `[...]`) add no levels.
+fn yaml_path(text: &str, offset: usize, leaf: bool) -> String {
+    let offset = offset.min(text.len());
+    let line_start = text[..offset].rfind('\n').map_or(0, |i| i + 1);
+    let line_end = text[offset..].find('\n').map_or(text.len(), |i| offset + i);
+    let (content_col, key) = line_key(&text[line_start..line_end]);
+    let mut indent = content_col.min(offset - line_start);
+    let mut parts = vec![];
+    if leaf
+        && let Some((k, colon)) = key
+        && line_start + colon <= offset
+    {
+        parts.push(k);
+    }
+    for l in text[..line_start].lines().rev() {
+        if indent == 0 {
+            break;
+        }
+        let t = l.trim_start_matches(' ');
+        if t.is_empty() || t.starts_with('#') {
+            continue;
+        }
+        let line_indent = l.len() - t.len();
+        let (col, key) = line_key(l);
+        // `- key:` lines: the key sits at `col`, the sequence item at `line_indent`; a block
+        // sequence may be indented as far as its parent key.
+        let dash = col > line_indent;
+        if col < indent {
+            if let Some((k, _)) = key {
+                parts.push(k);
+            }
+            indent = if dash { line_indent + 1 } else { col };
+        } else if dash && line_indent < indent {
+            indent = line_indent + 1;
+        }
+    }
+    parts.reverse();
+    parts.join(".")
+}
+
+/// The column where a line's content starts (after any `- `) and its leading `key:` with
+/// the byte index of the colon.
+fn line_key(line: &str) -> (usize, Option<(String, usize)>) {
+    let mut rest = line.trim_start_matches(' ');
+    while let Some(r) = rest.strip_prefix("- ") {
+        rest = r.trim_start_matches(' ');
+    }
+    let col = line.len() - rest.len();
+    let colon = rest.char_indices().find(|&(i, c)| c == ':' && rest[i + 1..].chars().next().is_none_or(|n| n == ' '));
+    let key = colon.and_then(|(i, _)| {
+        let k = rest[..i].trim();
+        let plain = !k.is_empty() && !k.starts_with(['[', '{', '#', '&', '*', '!']) && !k.contains(['"', '\'']);
+        plain.then(|| (k.to_string(), col + i))
+    });
+    (col, key)
+}
+
 fn strip_location_suffix(msg: &str) -> String {
     let first_line = msg.lines().next().unwrap_or(msg);
-    match first_line.rfind(" at line ") {
+    match first_line.find(" at line ") {
         Some(i) => first_line[..i].to_string(),
         None => first_line.to_string(),
     }
 }
 
-/// Turns serde's messages into ours: "unknown field `x`, expected one of ..." becomes an
-/// unknown-key diagnostic with a "did you mean" hint.
+/// Fallback for errors without a dedicated case: turns serde's text into our style.
 fn classify(msg: &str) -> (DiagKind, String, Option<String>) {
-    if let Some(rest) = msg.find("unknown field `").map(|i| &msg[i + "unknown field `".len()..]) {
-        let name = rest.split('`').next().unwrap_or("");
-        let expected: Vec<&str> =
-            rest.split('`').skip(1).enumerate().filter(|(i, _)| i % 2 == 1).map(|(_, s)| s).collect();
-        let help = did_you_mean(name, expected.iter().copied()).or_else(|| {
-            (!expected.is_empty()).then(|| {
-                format!(
-                    "allowed keys here: {}",
-                    expected.iter().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(", ")
-                )
-            })
-        });
-        return (DiagKind::UnknownKey, format!("unknown key `{name}`"), help);
-    }
-    if let Some(i) = msg.find("unknown variant `") {
-        let rest = &msg[i + "unknown variant `".len()..];
-        let name = rest.split('`').next().unwrap_or("");
-        let expected: Vec<&str> =
-            rest.split('`').skip(1).enumerate().filter(|(i, _)| i % 2 == 1).map(|(_, s)| s).collect();
-        let help = did_you_mean(name, expected.iter().copied()).or_else(|| {
-            Some(format!(
-                "expected one of {}",
-                expected.iter().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(", ")
-            ))
-        });
-        return (DiagKind::InvalidValue, format!("unknown value `{name}`"), help);
-    }
-    if let Some(i) = msg.find("missing field `") {
-        let name = msg[i + "missing field `".len()..].split('`').next().unwrap_or("");
-        return (DiagKind::MissingKey, format!("missing key `{name}`"), None);
+    if msg.contains("untagged enum Scalar") {
+        return (DiagKind::Type, "expected a single value (a number, a string or a boolean)".into(), None);
     }
     if msg.contains("duplicate") {
-        return (DiagKind::DuplicateName, lowercase_first(msg), Some("names must be unique within a map".into()));
+        return (DiagKind::DuplicateName, lowercase_first(msg), Some("each key can appear only once in a map".into()));
     }
     if msg.contains("invalid type") || msg.contains("expected") {
         return (DiagKind::Type, lowercase_first(msg), None);
@@ -145,5 +350,25 @@ fn lowercase_first(s: &str) -> String {
     match c.next() {
         Some(f) => f.to_lowercase().collect::<String>() + c.as_str(),
         None => String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::yaml_path;
+
+    #[test]
+    fn yaml_path_follows_block_indentation() {
+        let t = "name: x\nsteps:\n  a:\n    run: [echo]\n    # note\n    resources:\n      cpus: 4\n";
+        let at = |needle: &str| t.find(needle).unwrap();
+        assert_eq!(yaml_path(t, at("cpus"), false), "steps.a.resources");
+        assert_eq!(yaml_path(t, at("4\n"), true), "steps.a.resources.cpus");
+        assert_eq!(yaml_path(t, at("[echo]"), true), "steps.a.run");
+        assert_eq!(yaml_path(t, at("steps"), false), "");
+        let l = "steps:\n  - run: [a]\n    out: x\n";
+        assert_eq!(yaml_path(l, l.find('-').unwrap(), true), "steps");
+        assert_eq!(yaml_path(l, l.find(" x").unwrap() + 1, true), "steps.out");
+        let flat = "steps:\n- run:\n    - 1\n";
+        assert_eq!(yaml_path(flat, flat.find('1').unwrap(), true), "steps.run");
     }
 }

@@ -38,7 +38,7 @@ pub struct RawWorkflow {
     #[serde(default)]
     pub imports: SpMap<String>,
     /// The steps, by name. Order does not matter: dependencies come from data flow.
-    pub steps: SpMap<RawStep>,
+    pub steps: Sp<SpMap<RawStep>>,
     /// Values this workflow exposes when imported as a sub-workflow
     /// (`summary: ${{ steps.reduce.out.summary }}`).
     #[serde(default)]

@@ -78,6 +78,9 @@ pub struct RunRow {
     pub updated_at: i64,
 }
 
+/// One attempt: (number, job id, state, exit code, detail).
+pub type AttemptRow = (u32, Option<String>, String, Option<i32>, Option<String>);
+
 /// A task row.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct TaskRow {
@@ -408,11 +411,7 @@ impl Store {
     }
 
     /// Attempts of a task, oldest first: (attempt, job id, state, exit code, detail).
-    pub fn attempts(
-        &self,
-        run_id: &str,
-        task: &str,
-    ) -> Result<Vec<(u32, Option<String>, String, Option<i32>, Option<String>)>, StateError> {
+    pub fn attempts(&self, run_id: &str, task: &str) -> Result<Vec<AttemptRow>, StateError> {
         let mut st = self
             .conn
             .prepare("SELECT attempt, job_id, state, exit_code, detail FROM attempts WHERE run_id = ?1 AND task = ?2 ORDER BY attempt")

@@ -91,6 +91,20 @@ impl Validator {
 
     pub(super) fn check_references(&mut self) {
         for (ns, ctx, t, field, want) in self.sites() {
+            // Skip expressions that refer to a broken step, or, inside a broken step, to its
+            // inputs and scatter variables (those with problems were left out of the model).
+            let in_broken_step = ctx.step().is_some_and(|s| {
+                let st = &self.wf.steps[s];
+                self.broken.contains(&(st.ns, st.local_name.clone()))
+            });
+            let refers_to_broken = t.tpl.references().iter().any(|r| match r.path.first().map(String::as_str) {
+                Some("steps") => r.path.get(1).is_some_and(|s| self.broken.contains(&(ns, s.clone()))),
+                Some("in" | "scatter") => in_broken_step,
+                _ => false,
+            });
+            if refers_to_broken {
+                continue;
+            }
             let file = self.file(ns);
             let ty = t.tpl.infer_type(&Types { wf: &self.wf, ns, ctx, depth: 0 });
             match ty {
@@ -107,16 +121,16 @@ impl Validator {
                     self.push(d);
                 }
                 Ok(ty) => {
-                    if let Some(want) = want {
-                        if !want.accepts(&ty) {
-                            self.push(Diag::new(
-                                DiagKind::Type,
-                                &file,
-                                t.span,
-                                field.clone(),
-                                format!("expected `{want}`, found `{ty}`"),
-                            ));
-                        }
+                    if let Some(want) = want
+                        && !want.accepts(&ty)
+                    {
+                        self.push(Diag::new(
+                            DiagKind::Type,
+                            &file,
+                            t.span,
+                            field.clone(),
+                            format!("expected `{want}`, found `{ty}`"),
+                        ));
                     }
                     if matches!(ctx, Ctx::ScatterOver(_)) && !matches!(ty, Type::List(_) | Type::Any) {
                         self.push(
@@ -207,10 +221,12 @@ impl Validator {
             let names: Vec<String> = cycle.iter().map(|&i| format!("`{}`", self.wf.steps[i].name)).collect();
             let first = cycle[0];
             let path = format!("{} → {}", names.join(" → "), names[0]);
-            // Label every reference that closes the cycle.
+            // Label every reference that closes the cycle, starting with the one written in
+            // the first step (the step the message names).
             let mut labels = vec![];
             for w in 0..cycle.len() {
-                let (from, to) = (cycle[w], cycle[(w + 1) % cycle.len()]);
+                let k = cycle.len();
+                let (from, to) = (cycle[(w + k - 1) % k], cycle[w]);
                 if let Some(e) = edges.iter().find(|e| e.from == from && e.to == to) {
                     labels.push((
                         e.span,
@@ -243,10 +259,16 @@ impl Validator {
     }
 }
 
-/// Every expression site of the workflow with its namespace, context, field and expected type.
-pub(crate) fn sites(wf: &Workflow) -> Vec<(NsIdx, Ctx, Tpl, String, Option<Type>)> {
+/// Expression sites of one step.
+pub(crate) fn step_sites(wf: &Workflow, i: StepIdx) -> Vec<(NsIdx, Ctx, Tpl, String, Option<Type>)> {
     let mut out = vec![];
-    for (i, s) in wf.steps.iter().enumerate() {
+    step_sites_into(wf, i, &mut out);
+    out
+}
+
+fn step_sites_into(wf: &Workflow, i: StepIdx, out: &mut Vec<(NsIdx, Ctx, Tpl, String, Option<Type>)>) {
+    {
+        let s = &wf.steps[i];
         let f = |k: &str| format!("steps.{}.{k}", s.local_name);
         if let Some(sc) = &s.scatter {
             for (k, v) in &sc.vars {
@@ -275,11 +297,25 @@ pub(crate) fn sites(wf: &Workflow) -> Vec<(NsIdx, Ctx, Tpl, String, Option<Type>
             out.push((s.ns, Ctx::Body(i), t.clone(), format!("{}.{k}", f("env")), None));
         }
     }
+}
+
+/// Every expression site of the workflow with its namespace, context, field and expected type.
+pub(crate) fn sites(wf: &Workflow) -> Vec<(NsIdx, Ctx, Tpl, String, Option<Type>)> {
+    let mut out = vec![];
+    for i in 0..wf.steps.len() {
+        step_sites_into(wf, i, &mut out);
+    }
     for (ns, n) in wf.namespaces.iter().enumerate() {
         if let Some(parent) = n.parent {
             for (k, v) in &n.bindings {
                 for t in v.templates() {
-                    out.push((parent, Ctx::Namespace, t.clone(), format!("with.{k}"), None));
+                    out.push((
+                        parent,
+                        Ctx::Namespace,
+                        t.clone(),
+                        format!("steps.{}.with.{k}", super::call_name(&n.prefix)),
+                        None,
+                    ));
                 }
             }
         }
@@ -367,15 +403,15 @@ pub fn check_param_value(def: &ParamDef, v: &serde_json::Value, base: &Path) -> 
 fn scalar_param(ty: ParamType, def: &ParamDef, v: &serde_json::Value, base: &Path) -> Result<Value, String> {
     use serde_json::Value as J;
     let bounds = |x: f64| -> Result<(), String> {
-        if let Some(lo) = def.min {
-            if x < lo {
-                return Err(format!("{x} is below the minimum {lo}"));
-            }
+        if let Some(lo) = def.min
+            && x < lo
+        {
+            return Err(format!("{x} is below the minimum {lo}"));
         }
-        if let Some(hi) = def.max {
-            if x > hi {
-                return Err(format!("{x} is above the maximum {hi}"));
-            }
+        if let Some(hi) = def.max
+            && x > hi
+        {
+            return Err(format!("{x} is above the maximum {hi}"));
         }
         Ok(())
     };

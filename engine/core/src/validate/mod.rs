@@ -11,6 +11,7 @@ pub mod model;
 pub mod refs;
 mod types;
 
+use std::collections::{HashMap, HashSet};
 use std::path::{Component, Path, PathBuf};
 
 use indexmap::IndexMap;
@@ -51,19 +52,69 @@ pub fn validate(file: SourceFile, raw: RawWorkflow, overrides: &Overrides) -> Re
         wf: empty_workflow(&raw),
         import_stack: vec![],
         pending_after: vec![],
+        broken: HashSet::new(),
+        imported_by: HashMap::new(),
     };
-    v.import_stack.push(canonical(&file.path));
+    v.import_stack.push((canonical(&file.path), file.display_path()));
     v.add_namespace(None, String::new(), file, raw, IndexMap::new());
     if v.diags.is_empty() {
         v.resolve_root_params(overrides);
-        v.check_references();
     }
+    // Expressions are checked even when some steps are broken (references to those are
+    // skipped), so one run reports every problem.
+    v.check_references();
     if v.diags.is_empty() {
         v.compute_deps_and_cycles();
     }
     v.diags.0.truncate(MAX_DIAGNOSTICS);
+    sort_by_place(&mut v.diags.0);
+    note_importers(&mut v.diags.0, &v.imported_by);
     let Validator { diags, wf, .. } = v;
     diags.into_result(wf)
+}
+
+/// Adds "imported by FILE:LINE:COL" to problems found in imported files, so the chain back
+/// to the file the user named is visible.
+fn note_importers(diags: &mut [Diag], imported_by: &HashMap<PathBuf, (PathBuf, String)>) {
+    for d in diags {
+        let Some(file) = &d.file else { continue };
+        let mut notes = vec![];
+        let mut at = &file.path;
+        while let Some((parent, loc)) = imported_by.get(at) {
+            if notes.len() > MAX_IMPORT_DEPTH {
+                break;
+            }
+            notes.push(format!("imported by {loc}"));
+            at = parent;
+        }
+        if !notes.is_empty() {
+            let notes = notes.join("\n");
+            d.help = Some(match d.help.take() {
+                Some(h) => format!("{h}\n{notes}"),
+                None => notes,
+            });
+        }
+    }
+}
+
+/// Orders problems as they appear in the text: by file (in order of first mention), then by
+/// position; problems without a place (`-p`, `-i`) first.
+fn sort_by_place(diags: &mut [Diag]) {
+    let mut files: Vec<PathBuf> = vec![];
+    for d in diags.iter() {
+        if let Some(f) = &d.file
+            && !files.contains(&f.path)
+        {
+            files.push(f.path.clone());
+        }
+    }
+    diags.sort_by_key(|d| match &d.file {
+        None => (0, 0),
+        Some(f) => (
+            1 + files.iter().position(|p| *p == f.path).unwrap_or(0),
+            d.labels.first().map_or(0, |(span, _)| span.offset),
+        ),
+    });
 }
 
 fn empty_workflow(raw: &RawWorkflow) -> Workflow {
@@ -76,6 +127,26 @@ fn empty_workflow(raw: &RawWorkflow) -> Workflow {
         param_values: IndexMap::new(),
         input_values: IndexMap::new(),
     }
+}
+
+/// Local name of the call that created a namespace, from its prefix (`outer/call/` → `call`).
+pub(crate) fn call_name(prefix: &str) -> &str {
+    prefix.trim_end_matches('/').rsplit('/').next().unwrap_or("")
+}
+
+/// `a/b/../c` → `a/c`, without touching the file system (for messages only).
+fn normalize_for_display(p: &Path) -> String {
+    let mut out: Vec<Component<'_>> = vec![];
+    for c in p.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir if matches!(out.last(), Some(Component::Normal(_))) => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out.iter().collect::<PathBuf>().display().to_string()
 }
 
 fn canonical(p: &Path) -> PathBuf {
@@ -116,9 +187,16 @@ pub fn path_stays_inside(p: &str) -> bool {
 struct Validator {
     diags: Diagnostics,
     wf: Workflow,
-    import_stack: Vec<PathBuf>,
+    /// Files being imported, outermost first: canonical path (to detect cycles) and the
+    /// path as shown in messages.
+    import_stack: Vec<(PathBuf, String)>,
     /// `after:` lists, resolved once every step of a namespace is known.
     pending_after: Vec<(StepIdx, Vec<Sp<String>>)>,
+    /// Steps and calls (namespace, local name) that had problems: expressions referring to
+    /// them are not checked, so one mistake is not reported again at every use.
+    broken: HashSet<(NsIdx, String)>,
+    /// Imported file → (importing file, `file:line:col` of the `uses:`), for "imported by" notes.
+    imported_by: HashMap<PathBuf, (PathBuf, String)>,
 }
 
 impl Validator {
@@ -244,20 +322,6 @@ impl Validator {
                 },
             );
         }
-        // Parameters of a sub-workflow must be bound by `with:` or have a default.
-        if parent.is_some() {
-            for (name, def) in &params {
-                if def.default.is_none() && !bindings.contains_key(name) && !inputs.contains_key(name) {
-                    self.push(Diag::new(
-                        DiagKind::Param,
-                        &file,
-                        def.span,
-                        format!("params.{name}"),
-                        format!("parameter `{name}` has no default and the caller does not set it in `with:`"),
-                    ));
-                }
-            }
-        }
         self.wf.namespaces.push(Namespace {
             parent,
             prefix: prefix.clone(),
@@ -271,11 +335,12 @@ impl Validator {
 
         if raw.steps.is_empty() {
             self.push(
-                Diag::new(DiagKind::MissingKey, &file, raw.name.span, "steps", "workflow has no steps")
+                Diag::new(DiagKind::MissingKey, &file, raw.steps.span, "steps", "workflow has no steps")
                     .with_help("add at least one step under `steps:`"),
             );
         }
-        for (name, step) in &raw.steps {
+        for (name, step) in raw.steps.iter() {
+            let before = self.diags.len();
             self.check_name(&file, name, "steps");
             if let Some(uses) = &step.uses {
                 self.add_call(ns, &file, &raw, name, step, uses);
@@ -283,6 +348,9 @@ impl Validator {
                 let idx = self.wf.steps.len();
                 self.wf.steps.push(s);
                 self.wf.namespaces[ns].names.insert(name.value.clone(), LocalName::Step(idx));
+            }
+            if self.diags.len() > before {
+                self.broken.insert((ns, name.value.clone()));
             }
         }
         // Sub-workflow `with:` keys must name declared params or inputs.
@@ -300,8 +368,8 @@ impl Validator {
                     DiagKind::UnknownReference,
                     &pfile,
                     span,
-                    format!("with.{k}"),
-                    format!("sub-workflow `{}` has no parameter or input `{k}`", file.display_path()),
+                    format!("steps.{}.with.{k}", call_name(&prefix)),
+                    format!("sub-workflow `{}` has no parameter or input `{k}`", raw.name.value),
                 );
                 if let Some(h) = did_you_mean(&k, known.iter().map(String::as_str)) {
                     d = d.with_help(h);
@@ -392,14 +460,19 @@ impl Validator {
         };
         let target = file.dir().join(&path.value);
         let canon = canonical(&target);
-        if self.import_stack.contains(&canon) {
-            self.push(Diag::new(
-                DiagKind::Import,
-                file,
-                path.span,
-                format!("imports.{}", uses.value),
-                format!("import cycle: `{}` imports itself", target.display()),
-            ));
+        let shown = normalize_for_display(&target);
+        if let Some(i) = self.import_stack.iter().position(|(c, _)| *c == canon) {
+            let chain: Vec<String> = self.import_stack[i..].iter().map(|(_, d)| format!("`{d}`")).collect();
+            self.push(
+                Diag::new(
+                    DiagKind::Import,
+                    file,
+                    path.span,
+                    format!("imports.{}", uses.value),
+                    format!("import cycle: {} → `{shown}`", chain.join(" → ")),
+                )
+                .with_help("a workflow cannot import itself, directly or through other imports"),
+            );
             return;
         }
         if self.import_stack.len() >= MAX_IMPORT_DEPTH {
@@ -419,6 +492,10 @@ impl Validator {
                 return;
             }
         };
+        let (line, col) = file.line_col(uses.span.offset);
+        self.imported_by
+            .entry(sub_file.path.clone())
+            .or_insert_with(|| (file.path.clone(), format!("{}:{line}:{col}", file.display_path())));
         let sub_raw = match spec::parse(&sub_file) {
             Ok(r) => r,
             Err(d) => {
@@ -434,8 +511,32 @@ impl Validator {
                 bindings.insert(k.value.clone(), e);
             }
         }
-        self.import_stack.push(canon);
+        self.import_stack.push((canon, shown));
         let prefix = format!("{}{}/", self.wf.namespaces[ns].prefix, name.value);
+        // Parameters of a sub-workflow must have a default or be set by the caller's `with:`;
+        // reported at the call, where the fix goes.
+        let unset: Vec<String> = sub_raw
+            .params
+            .iter()
+            .filter(|(k, p)| {
+                p.default.is_none()
+                    && !step.with.contains_key(k.value.as_str())
+                    && !sub_raw.inputs.contains_key(k.value.as_str())
+            })
+            .map(|(k, _)| k.value.clone())
+            .collect();
+        for k in unset {
+            self.push(
+                Diag::new(
+                    DiagKind::Param,
+                    file,
+                    uses.span,
+                    format!("steps.{}.with", name.value),
+                    format!("sub-workflow `{}` needs parameter `{k}`, which has no default", uses.value),
+                )
+                .with_help(format!("set it in the call: `with: {{ {k}: VALUE }}`")),
+            );
+        }
         let child = self.add_namespace(Some(ns), prefix, sub_file, sub_raw, bindings);
         self.import_stack.pop();
         self.wf.namespaces[ns].names.insert(name.value.clone(), LocalName::Call(child));
@@ -489,16 +590,16 @@ impl Validator {
             values,
             span: name.span,
         };
-        if let (Some(lo), Some(hi)) = (def.min, def.max) {
-            if lo > hi {
-                self.push(Diag::new(
-                    DiagKind::InvalidValue,
-                    file,
-                    p.min.as_ref().map_or(p.span, |m| m.span),
-                    format!("{field}.min"),
-                    format!("`min` ({lo}) is larger than `max` ({hi})"),
-                ));
-            }
+        if let (Some(lo), Some(hi)) = (def.min, def.max)
+            && lo > hi
+        {
+            self.push(Diag::new(
+                DiagKind::InvalidValue,
+                file,
+                p.min.as_ref().map_or(p.span, |m| m.span),
+                format!("{field}.min"),
+                format!("`min` ({lo}) is larger than `max` ({hi})"),
+            ));
         }
         if let Some(d) = &p.default {
             match check_param_value(&def, &d.value, file.dir()) {
@@ -606,7 +707,6 @@ impl Validator {
         raw: &RawStep,
     ) -> Option<Step> {
         let f = |k: &str| format!("steps.{}.{k}", name.value);
-        let before = self.diags.len();
         let command = match (&raw.kernel, &raw.run) {
             (Some(k), None) => {
                 if !valid_name(&k.value) {
@@ -652,24 +752,32 @@ impl Validator {
                         argv.push(t);
                     }
                 }
-                if !shell {
-                    if let Some(first) = run.value.first() {
-                        if first.value.contains(' ') && !first.value.contains("${{") && run.value.len() == 1 {
-                            self.push(
-                                Diag::new(
-                                    DiagKind::InvalidValue,
-                                    file,
-                                    first.span,
-                                    f("run"),
-                                    "`run` is an argv list, not a shell command line",
-                                )
-                                .with_help(format!(
+                if !shell
+                    && let Some(first) = run.value.first()
+                    && first.value.contains(' ')
+                    && !first.value.contains("${{")
+                    && run.value.len() == 1
+                {
+                    self.push(
+                        Diag::new(
+                            DiagKind::InvalidValue,
+                            file,
+                            first.span,
+                            f("run"),
+                            "`run` is an argv list, not a shell command line",
+                        )
+                        .with_help(
+                            if first.value.contains(['|', '>', '<', ';', '&', '$', '`', '*', '"', '\'']) {
+                                // Pipes, redirections, quoting: only a shell understands these.
+                                "add `shell: true` to run it through `/bin/sh`".to_string()
+                            } else {
+                                format!(
                                     "write `run: [{}]`, or add `shell: true` to run it through `/bin/sh`",
                                     first.value.split_whitespace().collect::<Vec<_>>().join(", ")
-                                )),
-                            );
-                        }
-                    }
+                                )
+                            },
+                        ),
+                    );
                 }
                 Command::Run { argv, shell }
             }
@@ -722,9 +830,13 @@ impl Validator {
                         file,
                         k.span,
                         format!("{}.{}", f("env"), k.value),
-                        format!("invalid environment variable name `{}`", k.value),
+                        if k.value.starts_with("TWINFLOW_") {
+                            format!("environment variable `{}` is reserved (`TWINFLOW_*` is set by twinflow)", k.value)
+                        } else {
+                            format!("invalid environment variable name `{}`", k.value)
+                        },
                     )
-                    .with_help("names are non-empty, without `=`; `TWINFLOW_*` is reserved"),
+                    .with_help("names are non-empty, without `=`, and do not start with `TWINFLOW_`"),
                 );
             }
             if let Some(t) = self.tpl(file, &format!("{}.{}", f("env"), k.value), &v.value, v.span) {
@@ -786,15 +898,15 @@ impl Validator {
                         "at most 100 retries",
                     ));
                 }
-                if let Some(b) = &r.backoff {
-                    if let Some(d) = self.duration(file, &f("retry.backoff"), b) {
-                        p.backoff = d;
-                    }
+                if let Some(b) = &r.backoff
+                    && let Some(d) = self.duration(file, &f("retry.backoff"), b)
+                {
+                    p.backoff = d;
                 }
-                if let Some(m) = &r.max_backoff {
-                    if let Some(d) = self.duration(file, &f("retry.max_backoff"), m) {
-                        p.max_backoff = d;
-                    }
+                if let Some(m) = &r.max_backoff
+                    && let Some(d) = self.duration(file, &f("retry.max_backoff"), m)
+                {
+                    p.max_backoff = d;
                 }
                 if let Some(fa) = &r.factor {
                     if !(1.0..=10.0).contains(&fa.value) {
@@ -861,9 +973,8 @@ impl Validator {
         };
         // `after:` is resolved once all steps of the namespace are known (compute_deps).
         let after_names: Vec<Sp<String>> = raw.after.clone();
-        if self.diags.len() > before {
-            return None;
-        }
+        // A step with problems is still added (its name and outputs exist), so expressions
+        // elsewhere are checked too; the caller marks it broken.
         let step = Step {
             name: format!("{prefix}{}", name.value),
             local_name: name.value.clone(),

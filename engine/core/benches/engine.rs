@@ -1,0 +1,183 @@
+//! Engine benchmarks (a plain harness printing figures; run with
+//! `cargo bench -p twinflow-engine --bench engine`).
+//!
+//! Every figure is shown next to a baseline measured in the same run, because this machine
+//! is noisy and absolute numbers do not travel:
+//! - plan: scatter-gather of 10^4, 10^5, 10^6 members; baseline = building a bare petgraph
+//!   with the same nodes and edges. Peak memory is the growth of the peak RSS (VmHWM, reset
+//!   through /proc/self/clear_refs) while planning.
+//! - run: 1,000 and 10,000 `true` tasks as scatter+gather, and a chain of 1,000 dependent
+//!   `true` steps, on the local backend with 2 workers; baseline = spawning `true` the same
+//!   number of times directly from tokio with the same concurrency.
+#![allow(clippy::print_stdout, missing_docs)]
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use twinflow_engine::events::NullReporter;
+use twinflow_engine::execute::local::{LocalBackend, LocalOptions};
+use twinflow_engine::run::{RunOptions, RunOutcome, execute};
+use twinflow_engine::state::Store;
+use twinflow_engine::validate::{Overrides, load};
+
+fn peak_rss_kib() -> u64 {
+    let s = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    s.lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+fn rss_kib() -> u64 {
+    let s = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    s.lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+fn scatter_gather(dir: &Path, n: u64) -> std::path::PathBuf {
+    let p = dir.join(format!("sg-{n}.yaml"));
+    std::fs::write(
+        &p,
+        format!(
+            "name: sg\nsteps:\n  member:\n    scatter:\n      over: {{ i: \"${{{{ range(0, {n}) }}}}\" }}\n    run: [\"true\"]\n    out: {{}}\n  gather:\n    run: [\"true\"]\n    after: [member]\n"
+        ),
+    )
+    .unwrap();
+    p
+}
+
+fn chain(dir: &Path, n: usize) -> std::path::PathBuf {
+    let mut y = String::from("name: chain\nsteps:\n");
+    for i in 0..n {
+        y += &format!("  s{i}:\n    run: [\"true\"]\n");
+        if i > 0 {
+            y += &format!("    after: [s{}]\n", i - 1);
+        }
+    }
+    let p = dir.join(format!("chain-{n}.yaml"));
+    std::fs::write(&p, y).unwrap();
+    p
+}
+
+fn bench_plan(dir: &Path) {
+    println!("== plan: scatter-gather (baseline: bare petgraph with the same nodes/edges)");
+    for n in [10_000u64, 100_000, 1_000_000] {
+        let file = scatter_gather(dir, n);
+        let t = Instant::now();
+        let mut g = petgraph::graph::DiGraph::<(u32, u32), ()>::with_capacity(n as usize + 2, 2 * n as usize);
+        let join = n as usize;
+        for i in 0..n {
+            g.add_node((0, i as u32));
+        }
+        let j = g.add_node((0, u32::MAX));
+        let gather = g.add_node((1, 0));
+        for i in 0..join {
+            g.add_edge(petgraph::graph::NodeIndex::new(i), j, ());
+        }
+        g.add_edge(j, gather, ());
+        let base = t.elapsed();
+        drop(g);
+
+        let _ = std::fs::write("/proc/self/clear_refs", "5");
+        let rss0 = rss_kib();
+        let t = Instant::now();
+        let wf = load(&file, &Overrides::default()).expect("valid");
+        let plan = twinflow_engine::plan::compile(Arc::new(wf), "bench", "bench").expect("plans");
+        let took = t.elapsed();
+        let peak = peak_rss_kib().saturating_sub(rss0);
+        assert_eq!(plan.task_count() as u64, n + 1);
+        println!(
+            "  {n:>9} members: plan {:>8.3} s, peak +{:>6.1} MiB | baseline {:>8.4} s | ratio {:>6.1}x",
+            took.as_secs_f64(),
+            peak as f64 / 1024.0,
+            base.as_secs_f64(),
+            took.as_secs_f64() / base.as_secs_f64().max(1e-9)
+        );
+        drop(plan);
+    }
+}
+
+async fn baseline_spawns(n: usize, workers: usize, sequential: bool) -> Duration {
+    let t = Instant::now();
+    if sequential {
+        for _ in 0..n {
+            tokio::process::Command::new("true").status().await.unwrap();
+        }
+    } else {
+        let mut set = tokio::task::JoinSet::new();
+        let mut started = 0;
+        while started < n || !set.is_empty() {
+            while started < n && set.len() < workers {
+                set.spawn(async { tokio::process::Command::new("true").status().await.unwrap() });
+                started += 1;
+            }
+            set.join_next().await;
+        }
+    }
+    t.elapsed()
+}
+
+async fn engine_run(file: &Path, runs: &Path) -> (Duration, usize) {
+    let wf = load(file, &Overrides::default()).expect("valid");
+    let plan = twinflow_engine::plan::compile(Arc::new(wf), "bench", "bench").unwrap();
+    let tasks = plan.task_count();
+    let _ = std::fs::remove_dir_all(runs);
+    std::fs::create_dir_all(runs).unwrap();
+    let mut store = Store::open(runs).unwrap();
+    let mut backend = LocalBackend::new(LocalOptions { cores: 2, ..LocalOptions::default() });
+    let opts = RunOptions {
+        runs_dir: runs.to_path_buf(),
+        workflow_file: file.to_path_buf(),
+        overrides_json: "{}".into(),
+        resume: None,
+        keep_going: false,
+        use_cache: false,
+        max_parallel: Some(2),
+    };
+    let (_tx, rx) = tokio::sync::watch::channel(None);
+    let t = Instant::now();
+    let s = execute(&plan, &mut backend, &mut store, &opts, &mut NullReporter, rx).await.unwrap();
+    assert_eq!(s.outcome, RunOutcome::Succeeded);
+    (t.elapsed(), tasks)
+}
+
+fn main() {
+    let dir = std::env::temp_dir().join(format!("twinflow-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let only = std::env::args().nth(1).filter(|a| !a.starts_with('-'));
+    if only.as_deref().is_none_or(|o| o == "plan") {
+        bench_plan(&dir);
+    }
+    if only.as_deref().is_none_or(|o| o == "run") {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        println!("== run: local backend, 2 workers (baseline: spawning `true` directly, 2 at a time)");
+        for n in [1_000u64, 10_000] {
+            let file = scatter_gather(&dir, n);
+            let (took, tasks) = rt.block_on(engine_run(&file, &dir.join("runs")));
+            let base = rt.block_on(baseline_spawns(tasks, 2, false));
+            println!(
+                "  scatter {n:>6}+1: {:>7.2} s = {:>6.0} tasks/s | baseline {:>6.2} s = {:>6.0} spawns/s | engine overhead {:.2} ms/task",
+                took.as_secs_f64(),
+                tasks as f64 / took.as_secs_f64(),
+                base.as_secs_f64(),
+                tasks as f64 / base.as_secs_f64(),
+                (took.as_secs_f64() - base.as_secs_f64()).max(0.0) * 1000.0 / tasks as f64 * 2.0
+            );
+        }
+        let file = chain(&dir, 1000);
+        let (took, tasks) = rt.block_on(engine_run(&file, &dir.join("runs")));
+        let base = rt.block_on(baseline_spawns(tasks, 1, true));
+        println!(
+            "  chain  {tasks:>6}: {:>7.2} s | baseline (sequential spawns) {:>6.2} s | engine overhead {:.2} ms per dependent step",
+            took.as_secs_f64(),
+            base.as_secs_f64(),
+            (took.as_secs_f64() - base.as_secs_f64()).max(0.0) * 1000.0 / tasks as f64
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

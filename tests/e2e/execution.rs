@@ -1,0 +1,311 @@
+//! Running workflows end to end on the local backend: scatter/gather, `when`, imports,
+//! retries, timeouts, failure propagation, caching, resume, cancellation.
+
+use std::time::{Duration, Instant};
+
+use crate::support::*;
+
+const HELLO: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/hello.yaml");
+
+#[test]
+fn scatter_gather_runs_then_second_run_is_cached() {
+    let d = scratch("scatter_gather");
+    let out = run_json(&d, HELLO.as_ref(), &["-p", "members=5", "-p", "mode=full"]);
+    assert!(out.status.success(), "{}", show(&out));
+    let states = final_states(&out);
+    assert_eq!(states.len(), 8, "prepare + 5 members + gather + report: {states:?}");
+    assert!(states.values().all(|s| s == "succeeded"), "{states:?}");
+    let run_id = finished(&out)["run_id"].as_str().unwrap().to_string();
+    let report = std::fs::read_to_string(d.join("runs").join(&run_id).join("steps/report/out/report.txt")).unwrap();
+    assert!(report.starts_with("5 members\n"), "{report}");
+    for m in 0..5 {
+        assert!(report.contains(&format!("member {m}\n")), "gather lost member {m}: {report}");
+    }
+    // Same inputs: every task comes from the cache, nothing runs.
+    let again = run_json(&d, HELLO.as_ref(), &["-p", "members=5", "-p", "mode=full"]);
+    assert!(again.status.success(), "{}", show(&again));
+    assert!(final_states(&again).values().all(|s| s == "cached"), "{:?}", final_states(&again));
+    // A changed parameter re-runs what depends on it, and only that.
+    let changed = run_json(&d, HELLO.as_ref(), &["-p", "members=6", "-p", "mode=full"]);
+    let st = final_states(&changed);
+    assert_eq!(st["member[2]"], "cached");
+    assert_eq!(st["member[5]"], "succeeded");
+    assert_eq!(st["gather"], "succeeded");
+}
+
+#[test]
+fn when_false_skips_the_step() {
+    let d = scratch("when_false");
+    let out = run_json(&d, HELLO.as_ref(), &["-p", "members=2", "-p", "mode=quick"]);
+    assert!(out.status.success(), "{}", show(&out));
+    assert_eq!(final_states(&out)["report"], "skipped");
+    assert_eq!(finished(&out)["counts"]["skipped"], 1);
+}
+
+const FAILING: &str = r#"
+name: failing
+params:
+  flag: { type: path, default: flag.txt }
+steps:
+  bad:
+    run: [sh, -c, 'test -e "$1" || { echo "flag missing" >&2; exit 3; }; echo ok > out.txt', sh, "${{ params.flag }}"]
+    out: { o: out.txt }
+  after-bad:
+    run: [cat, "${{ steps.bad.out.o }}"]
+  independent:
+    run: [sh, -c, 'sleep 0.3; echo fine > f.txt']
+    out: { f: f.txt }
+  later:
+    run: [cat, "${{ steps.independent.out.f }}"]
+"#;
+
+#[test]
+fn failure_propagates_to_dependants_and_resume_finishes_the_run() {
+    let d = scratch("failure_resume");
+    let wf = write(&d, "failing.yaml", FAILING);
+    let out = run_json(&d, &wf, &["--keep-going"]);
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    let st = final_states(&out);
+    assert_eq!(st["bad"], "failed");
+    assert_eq!(st["after-bad"], "upstream-failed");
+    assert_eq!(st["independent"], "succeeded", "--keep-going runs independent work");
+    assert_eq!(st["later"], "succeeded");
+    let msg =
+        crate::support::events(&out).into_iter().find(|e| e["task"] == "bad" && e["event"] == "task-finished").unwrap();
+    assert!(msg["message"].as_str().unwrap().contains("exit code 3"), "{msg}");
+    assert!(msg["message"].as_str().unwrap().contains("flag missing"), "stderr tail is shown: {msg}");
+    let run_id = finished(&out)["run_id"].as_str().unwrap().to_string();
+
+    // Fix the cause and resume: only the failed part runs.
+    std::fs::write(d.join("flag.txt"), "x").unwrap();
+    let resumed = twinflow().current_dir(&d).args(["run", "--resume", "--json"]).output().unwrap();
+    assert!(resumed.status.success(), "{}", show(&resumed));
+    let st = final_states(&resumed);
+    assert_eq!(st.get("bad").map(String::as_str), Some("succeeded"));
+    assert_eq!(st.get("after-bad").map(String::as_str), Some("succeeded"));
+    assert!(!st.contains_key("independent"), "finished tasks are not run again: {st:?}");
+    let rows = db_tasks(&d.join("runs"), &run_id);
+    assert_eq!(rows["independent"], ("succeeded".to_string(), 1));
+    assert_eq!(rows["bad"].1, 2, "one failed attempt, one successful");
+}
+
+#[test]
+fn fail_fast_stops_starting_new_tasks() {
+    let d = scratch("fail_fast");
+    let wf = write(
+        &d,
+        "ff.yaml",
+        r#"
+name: ff
+steps:
+  bad: { run: [sh, -c, 'exit 1'] }
+  slow-a: { run: [sleep, "0.5"], after: [bad] }
+  b1: { run: [sleep, "0.4"] }
+  b2: { run: [sleep, "0.1"], after: [b1] }
+"#,
+    );
+    let out = run_json(&d, &wf, &["-j", "1"]);
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    let st = final_states(&out);
+    assert_eq!(st["bad"], "failed");
+    assert!(!st.contains_key("b2"), "no new task starts after a failure without --keep-going: {st:?}");
+    assert_eq!(finished(&out)["state"], "failed");
+}
+
+#[test]
+fn retries_with_backoff_until_success() {
+    let d = scratch("retries");
+    let counter = d.join("count");
+    let wf = write(
+        &d,
+        "retry.yaml",
+        r#"
+name: retry
+params:
+  counter: { type: path }
+steps:
+  flaky:
+    # Fails on the first two attempts, succeeds on the third.
+    run: [sh, -c, 'echo x >> "$1"; n=$(wc -l < "$1"); test "$n" -ge 3', sh, "${{ params.counter }}"]
+    retry: { count: 3, backoff: 100ms, factor: 2 }
+"#,
+    );
+    let t0 = Instant::now();
+    let out = run_json(&d, &wf, &["-p", &format!("counter={}", counter.display())]);
+    assert!(out.status.success(), "{}", show(&out));
+    let retries: Vec<_> = events(&out).into_iter().filter(|e| e["event"] == "task-retry").collect();
+    assert_eq!(retries.len(), 2, "{retries:?}");
+    assert_eq!(retries[0]["delay_seconds"], 0.1);
+    assert_eq!(retries[1]["delay_seconds"], 0.2, "exponential backoff");
+    assert!(t0.elapsed() >= Duration::from_millis(300));
+    assert_eq!(std::fs::read_to_string(&counter).unwrap().lines().count(), 3);
+}
+
+#[test]
+fn timeout_kills_the_whole_process_group() {
+    let d = scratch("timeout");
+    let marker = "37.4242";
+    let wf = write(
+        &d,
+        "timeout.yaml",
+        &format!(
+            r#"
+name: timeout
+steps:
+  hang:
+    # A background grandchild: only killing the process group stops it.
+    run: [sh, -c, 'sleep {marker} & sleep {marker}; wait']
+    timeout: 1s
+"#
+        ),
+    );
+    let t0 = Instant::now();
+    let out = run_json(&d, &wf, &["--grace", "1"]);
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    assert!(t0.elapsed() < Duration::from_secs(15), "took {:?}", t0.elapsed());
+    let msg = events(&out).into_iter().find(|e| e["task"] == "hang" && e["event"] == "task-finished").unwrap();
+    assert!(msg["message"].as_str().unwrap().contains("timed out"), "{msg}");
+    std::thread::sleep(Duration::from_millis(300));
+    let ps = std::process::Command::new("pgrep").args(["-f", &format!("sleep {marker}")]).output().unwrap();
+    assert!(ps.stdout.is_empty(), "orphaned processes left: {}", String::from_utf8_lossy(&ps.stdout));
+}
+
+#[test]
+fn missing_declared_output_fails_the_step() {
+    let d = scratch("missing_output");
+    let wf = write(&d, "m.yaml", "name: m\nsteps:\n  s:\n    run: [\"true\"]\n    out: { result: result.nc }\n");
+    let out = run_json(&d, &wf, &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    let e = events(&out).into_iter().find(|e| e["task"] == "s" && e["event"] == "task-finished").unwrap();
+    assert!(e["message"].as_str().unwrap().contains("did not create declared output `result` (result.nc)"), "{e}");
+    let run_id = finished(&out)["run_id"].as_str().unwrap().to_string();
+    assert!(!d.join("runs").join(run_id).join("steps/s/out").exists(), "a failed attempt is never published as `out`");
+}
+
+#[test]
+fn imports_run_a_sub_workflow() {
+    let d = scratch("imports");
+    write(
+        &d,
+        "stats.yaml",
+        r#"
+name: stats
+params:
+  label: { type: string }
+inputs:
+  data: {}
+steps:
+  count:
+    run: [sh, -c, 'printf "%s %s\n" "$1" "$(wc -l < "$2")" > n.txt', sh, "${{ params.label }}", "${{ inputs.data }}"]
+    out: { n: n.txt }
+outputs:
+  summary: ${{ steps.count.out.n }}
+"#,
+    );
+    let wf = write(
+        &d,
+        "main.yaml",
+        r#"
+name: main
+imports:
+  stats: stats.yaml
+steps:
+  make:
+    run: [sh, -c, 'printf "a\nb\nc\n" > data.txt']
+    out: { data: data.txt }
+  analyse:
+    uses: stats
+    with:
+      label: lines
+      data: ${{ steps.make.out.data }}
+  show:
+    run: [cp, "${{ steps.analyse.out.summary }}", summary.txt]
+    out: { s: summary.txt }
+"#,
+    );
+    let out = run_json(&d, &wf, &[]);
+    assert!(out.status.success(), "{}", show(&out));
+    let st = final_states(&out);
+    assert_eq!(st.keys().cloned().collect::<Vec<_>>(), vec!["analyse/count", "make", "show"]);
+    let run_id = finished(&out)["run_id"].as_str().unwrap().to_string();
+    let s = std::fs::read_to_string(d.join("runs").join(run_id).join("steps/show/out/summary.txt")).unwrap();
+    assert_eq!(s, "lines 3\n");
+}
+
+#[test]
+fn shell_metacharacters_in_params_stay_literal() {
+    let d = scratch("metachar");
+    let wf = write(
+        &d,
+        "m.yaml",
+        "name: m\nparams:\n  text: { type: string }\nsteps:\n  echo:\n    run: [sh, -c, 'printf \"%s\" \"$1\" > out.txt', sh, \"${{ params.text }}\"]\n    out: { o: out.txt }\n",
+    );
+    let hostile = "$(touch pwned); `touch pwned2` && rm -rf / ; echo '\"";
+    let out = run_json(&d, &wf, &["-p", &format!("text={hostile}")]);
+    assert!(out.status.success(), "{}", show(&out));
+    let run_id = finished(&out)["run_id"].as_str().unwrap().to_string();
+    let got = std::fs::read_to_string(d.join("runs").join(run_id).join("steps/echo/out/out.txt")).unwrap();
+    assert_eq!(got, hostile);
+    assert!(!d.join("pwned").exists() && !d.join("pwned2").exists());
+}
+
+#[test]
+fn sigterm_cancels_running_steps_and_exits_130() {
+    let d = scratch("sigterm");
+    let marker = "41.1717";
+    let wf = write(
+        &d,
+        "long.yaml",
+        &format!("name: long\nsteps:\n  wait:\n    run: [sh, -c, 'sleep {marker} & sleep {marker}; wait']\n"),
+    );
+    let mut child = twinflow()
+        .current_dir(&d)
+        .arg("run")
+        .arg(&wf)
+        .args(["--json", "--grace", "1"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until the step is running.
+    let t0 = Instant::now();
+    while std::process::Command::new("pgrep")
+        .args(["-f", &format!("sleep {marker}")])
+        .output()
+        .unwrap()
+        .stdout
+        .is_empty()
+    {
+        assert!(t0.elapsed() < Duration::from_secs(10), "step never started");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    nix_kill(child.id(), "TERM");
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130));
+    std::thread::sleep(Duration::from_millis(200));
+    let ps = std::process::Command::new("pgrep").args(["-f", &format!("sleep {marker}")]).output().unwrap();
+    assert!(ps.stdout.is_empty(), "step processes survived cancellation");
+    let st = twinflow().current_dir(&d).args(["status", "latest", "--json"]).output().unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&st.stdout).unwrap();
+    assert_eq!(v["run"]["state"], "cancelled");
+    assert_eq!(v["tasks"][0]["state"], "cancelled");
+}
+
+/// Sends a signal with the `kill` utility (no unsafe code in tests).
+pub fn nix_kill(pid: u32, sig: &str) {
+    let ok = std::process::Command::new("kill").args([&format!("-{sig}"), &pid.to_string()]).status().unwrap();
+    assert!(ok.success());
+}
+
+#[test]
+fn why_names_the_changed_parameter() {
+    let d = scratch("why");
+    let out = run_json(&d, HELLO.as_ref(), &["-p", "greeting=hi"]);
+    assert!(out.status.success(), "{}", show(&out));
+    let why =
+        twinflow().current_dir(&d).args(["why"]).arg(HELLO).args(["prepare", "-p", "greeting=salut"]).output().unwrap();
+    let text = String::from_utf8_lossy(&why.stdout);
+    assert!(text.contains("parameter `greeting` changed: hi → salut"), "{text}");
+    let same =
+        twinflow().current_dir(&d).args(["why"]).arg(HELLO).args(["prepare", "-p", "greeting=hi"]).output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&same.stdout), "prepare: up to date\n");
+}

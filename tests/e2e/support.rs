@@ -1,0 +1,77 @@
+//! Helpers shared by the end-to-end tests: run the real `twinflow` binary in a scratch
+//! directory and read its JSON events and run database.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// The binary under test.
+pub fn twinflow() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_twinflow"));
+    c.env("NO_COLOR", "1").env_remove("TWINFLOW_RUNS_DIR").env_remove("RUST_LOG");
+    c
+}
+
+/// A scratch directory for one test (kept under the target dir for inspection on failure).
+pub fn scratch(name: &str) -> PathBuf {
+    let d = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("e2e").join(name);
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).expect("create scratch dir");
+    d
+}
+
+/// Writes a workflow file into `dir`.
+pub fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, text).expect("write workflow");
+    p
+}
+
+/// Runs `twinflow run FILE ARGS... --json` in `dir`; returns the output.
+pub fn run_json(dir: &Path, file: &Path, args: &[&str]) -> Output {
+    twinflow().current_dir(dir).arg("run").arg(file).args(args).arg("--json").output().expect("run twinflow")
+}
+
+/// Parsed JSON event lines of an output.
+pub fn events(out: &Output) -> Vec<serde_json::Value> {
+    String::from_utf8_lossy(&out.stdout).lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
+}
+
+/// Final state of each task from the events: task → state.
+pub fn final_states(out: &Output) -> std::collections::BTreeMap<String, String> {
+    events(out)
+        .into_iter()
+        .filter(|e| e["event"] == "task-finished")
+        .map(|e| (e["task"].as_str().unwrap_or("").to_string(), e["state"].as_str().unwrap_or("").to_string()))
+        .collect()
+}
+
+/// The run summary event.
+pub fn finished(out: &Output) -> serde_json::Value {
+    events(out).into_iter().find(|e| e["event"] == "run-finished").unwrap_or_else(|| {
+        panic!(
+            "no run-finished event; stdout:\n{}\nstderr:\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+/// Shows stdout and stderr for assertion messages.
+pub fn show(out: &Output) -> String {
+    format!(
+        "status {:?}\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// Task rows of a run from the database: task → (state, attempts).
+pub fn db_tasks(runs: &Path, run_id: &str) -> std::collections::BTreeMap<String, (String, u32)> {
+    let c = rusqlite::Connection::open(runs.join("twinflow.db")).expect("open db");
+    let mut st = c.prepare("SELECT task, state, attempts FROM tasks WHERE run_id = ?1").expect("prepare");
+    st.query_map([run_id], |r| Ok((r.get::<_, String>(0)?, (r.get::<_, String>(1)?, r.get::<_, u32>(2)?))))
+        .expect("query")
+        .collect::<Result<_, _>>()
+        .expect("rows")
+}
