@@ -256,6 +256,7 @@ pub async fn execute(
     let mut already_done = 0;
     if resumed {
         already_done = s.load_previous()?;
+        tracing::info!(run = %run_id, already_done, "resuming");
     }
     s.store.commit()?;
     s.reporter.event(&Event::RunStarted {
@@ -602,6 +603,7 @@ impl Sched<'_> {
             timeout: step.timeout,
         };
         let id = self.backend.submit(req).await?;
+        tracing::debug!(task = %name, attempt, job = %id, "submitted");
         self.attempts[i.index()] = attempt;
         self.store.attempt_started(&self.run_id, &name, attempt, &id.0)?;
         self.state[i.index()] = NodeState::Running;
@@ -705,6 +707,7 @@ impl Sched<'_> {
             }
             if a.attempt <= step.retry.count {
                 let delay = step.retry.delay(a.attempt);
+                tracing::info!(task = %name, attempt = a.attempt, ?delay, "retrying: {msg}");
                 self.reporter.event(&Event::TaskRetry {
                     task: name,
                     attempt: a.attempt,
@@ -715,6 +718,7 @@ impl Sched<'_> {
                 self.delayed.push((Instant::now() + delay, i));
                 return Ok(());
             }
+            tracing::warn!(task = %name, attempt = a.attempt, "{msg}");
             let stderr_tail = tail(&meta.join("stderr"), 5);
             let full = if stderr_tail.is_empty() { msg } else { format!("{msg}; stderr ends with:\n{stderr_tail}") };
             return self.fail_final(i, full);
