@@ -309,3 +309,37 @@ fn why_names_the_changed_parameter() {
         twinflow().current_dir(&d).args(["why"]).arg(HELLO).args(["prepare", "-p", "greeting=hi"]).output().unwrap();
     assert_eq!(String::from_utf8_lossy(&same.stdout), "prepare: up to date\n");
 }
+
+#[test]
+fn resume_refuses_a_run_that_another_engine_is_executing() {
+    let d = scratch("double_resume");
+    let wf = write(&d, "long.yaml", "name: long\nsteps:\n  wait:\n    run: [sleep, \"30\"]\n");
+    let mut first = twinflow()
+        .current_dir(&d)
+        .arg("run")
+        .arg(&wf)
+        .args(["--json", "--grace", "1"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t0 = Instant::now();
+    while !d.join("runs/twinflow.db").exists() || db_has_running(&d) == 0 {
+        assert!(t0.elapsed() < Duration::from_secs(10), "run never started");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let second = twinflow().current_dir(&d).args(["run", "--resume"]).output().unwrap();
+    nix_kill(first.id(), "TERM");
+    let _ = first.wait();
+    assert_eq!(second.status.code(), Some(2), "{}", show(&second));
+    assert!(
+        String::from_utf8_lossy(&second.stderr).contains("is still being executed by twinflow"),
+        "{}",
+        show(&second)
+    );
+}
+
+fn db_has_running(d: &std::path::Path) -> usize {
+    let Ok(c) = rusqlite::Connection::open(d.join("runs/twinflow.db")) else { return 0 };
+    c.query_row("SELECT COUNT(*) FROM tasks WHERE state = 'running'", [], |r| r.get::<_, i64>(0))
+        .map_or(0, |n| n as usize)
+}

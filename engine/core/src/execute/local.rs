@@ -62,6 +62,18 @@ pub fn render_argv(opts: &LocalOptions, job: &JobRequest) -> Vec<String> {
     }
 }
 
+/// Resolves a program name through `PATH` once and remembers it, so the child does not
+/// walk `PATH` with failing `execve` calls on every spawn.
+fn resolve_program(cache: &mut HashMap<String, String>, prog: &str) -> String {
+    if prog.contains('/') {
+        return prog.to_string();
+    }
+    cache
+        .entry(prog.to_string())
+        .or_insert_with(|| crate::run::cache::which(prog).map_or_else(|| prog.to_string(), |p| p.display().to_string()))
+        .clone()
+}
+
 struct Running {
     cancel: watch::Sender<bool>,
     pid: u32,
@@ -73,12 +85,19 @@ pub struct LocalBackend {
     running: HashMap<JobId, Running>,
     done: Arc<Mutex<HashMap<JobId, Outcome>>>,
     notify: Arc<Notify>,
+    programs: HashMap<String, String>,
 }
 
 impl LocalBackend {
     /// A backend with the given settings.
     pub fn new(opts: LocalOptions) -> Self {
-        Self { opts, running: HashMap::new(), done: Arc::default(), notify: Arc::new(Notify::new()) }
+        Self {
+            opts,
+            running: HashMap::new(),
+            done: Arc::default(),
+            notify: Arc::new(Notify::new()),
+            programs: HashMap::new(),
+        }
     }
 
     /// The pid (= process group) of a running job.
@@ -102,7 +121,10 @@ impl Backend for LocalBackend {
     }
 
     async fn submit(&mut self, job: JobRequest) -> Result<JobId, BackendError> {
-        let argv = render_argv(&self.opts, &job);
+        let mut argv = render_argv(&self.opts, &job);
+        if let Some(first) = argv.first_mut() {
+            *first = resolve_program(&mut self.programs, first);
+        }
         let started = SystemTime::now();
         let mut child = match process::spawn(&argv, &job.env, &job.cwd, &job.stdout, &job.stderr) {
             Ok(c) => c,

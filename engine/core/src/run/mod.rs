@@ -190,6 +190,14 @@ pub async fn execute(
     let (run_id, resumed) = match &opts.resume {
         Some(id) => {
             let row = store.run(Some(id))?;
+            // Two engines on one run would start every task twice.
+            if row.state == "running"
+                && let Some(pid) = row.engine_pid.filter(|p| *p != std::process::id())
+                && String::from_utf8_lossy(&std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default())
+                    .contains("twinflow")
+            {
+                return Err(RunError::Usage(format!("run `{id}` is still being executed by twinflow (pid {pid})")));
+            }
             if row.workflow != wf.name {
                 return Err(RunError::Usage(format!(
                     "run `{id}` is of workflow `{}`, not `{}`",
@@ -806,6 +814,9 @@ fn status_json(o: &Outcome) -> String {
     .to_string()
 }
 
+/// Writes `.twinflow/manifest.json`: the exact argv and environment of the attempt, its
+/// resolved inputs and outputs, and its cache components (one file, to keep the per-task
+/// file count low: inode creation dominates the engine's cost for very short tasks).
 fn write_manifest(
     meta: &Path,
     name: &str,
@@ -813,13 +824,10 @@ fn write_manifest(
     r: &ResolvedTask,
     c: &cache::Components,
 ) -> std::io::Result<()> {
-    let argv = serde_json::to_string_pretty(&r.argv)?;
-    std::fs::write(meta.join("argv.json"), argv)?;
     let env: serde_json::Map<String, serde_json::Value> =
         r.env.iter().map(|(k, v)| (k.clone(), v.clone().into())).collect();
-    std::fs::write(meta.join("env.json"), serde_json::to_string_pretty(&env)?)?;
     let m = serde_json::json!({
-        "task": name, "run_id": run_id,
+        "task": name, "run_id": run_id, "argv": r.argv, "env": env,
         "inputs": r.inputs.iter().map(|(k, v)| (k.clone(), v.to_json())).collect::<serde_json::Map<_, _>>(),
         "outputs": r.outputs.iter().map(|(k, p)| (k.clone(), serde_json::Value::from(p.display().to_string()))).collect::<serde_json::Map<_, _>>(),
         "cache": c,

@@ -76,6 +76,8 @@ pub struct RunRow {
     pub created_at: i64,
     /// Last update (ms).
     pub updated_at: i64,
+    /// Process id of the engine that last worked on the run.
+    pub engine_pid: Option<u32>,
 }
 
 /// One attempt: (number, job id, state, exit code, detail).
@@ -196,7 +198,7 @@ impl Store {
 
     /// A run by id, or the latest when `id` is `None`.
     pub fn run(&self, id: Option<&str>) -> Result<RunRow, StateError> {
-        let sql = "SELECT id, workflow, file, params, state, created_at, updated_at FROM runs";
+        let sql = "SELECT id, workflow, file, params, state, created_at, updated_at, engine_pid FROM runs";
         let row = |r: &rusqlite::Row<'_>| {
             Ok(RunRow {
                 id: r.get(0)?,
@@ -206,6 +208,7 @@ impl Store {
                 state: r.get(4)?,
                 created_at: r.get(5)?,
                 updated_at: r.get(6)?,
+                engine_pid: r.get(7)?,
             })
         };
         let res = match id {
@@ -221,7 +224,7 @@ impl Store {
     pub fn runs(&self) -> Result<Vec<RunRow>, StateError> {
         let mut st = self
             .conn
-            .prepare("SELECT id, workflow, file, params, state, created_at, updated_at FROM runs ORDER BY created_at DESC, id DESC")
+            .prepare("SELECT id, workflow, file, params, state, created_at, updated_at, engine_pid FROM runs ORDER BY created_at DESC, id DESC")
             .map_err(self.e())?;
         let rows = st
             .query_map([], |r| {
@@ -233,6 +236,7 @@ impl Store {
                     state: r.get(4)?,
                     created_at: r.get(5)?,
                     updated_at: r.get(6)?,
+                    engine_pid: r.get(7)?,
                 })
             })
             .map_err(self.e())?
