@@ -353,6 +353,23 @@ impl Validator {
                 self.broken.insert((ns, name.value.clone()));
             }
         }
+        // An import no step uses is never loaded; still check its file exists, so a typo in
+        // a path does not wait until someone calls it.
+        for (alias, path) in &raw.imports {
+            let used = raw.steps.values().any(|st| st.uses.as_ref().is_some_and(|u| u.value == alias.value));
+            if !used && !file.dir().join(&path.value).is_file() {
+                self.push(
+                    Diag::new(
+                        DiagKind::Import,
+                        &file,
+                        path.span,
+                        format!("imports.{}", alias.value),
+                        format!("imported file `{}` does not exist", file.dir().join(&path.value).display()),
+                    )
+                    .with_help("paths in `imports:` are relative to the importing file"),
+                );
+            }
+        }
         // Sub-workflow `with:` keys must name declared params or inputs.
         let n = &self.wf.namespaces[ns];
         let unknown: Vec<(String, Span)> = n
