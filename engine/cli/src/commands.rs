@@ -256,17 +256,8 @@ fn run_cmd(a: RunArgs) -> Result<i32, Failure> {
 
 fn fmt_ms(ms: i64) -> String {
     let s = ms / 1000;
-    let (days, t) = (s.div_euclid(86400), s.rem_euclid(86400));
-    // Days since epoch to a date (same algorithm as run ids).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
+    let (y, m, d) = twinflow_engine::ids::civil_from_days(s.div_euclid(86400));
+    let t = s.rem_euclid(86400);
     format!("{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}", t / 3600, t / 60 % 60, t % 60)
 }
 

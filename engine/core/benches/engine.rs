@@ -21,19 +21,11 @@ use twinflow_engine::run::{RunOptions, RunOutcome, execute};
 use twinflow_engine::state::Store;
 use twinflow_engine::validate::{Overrides, load};
 
-fn peak_rss_kib() -> u64 {
+/// A `/proc/self/status` field in KiB (`VmHWM` peak, `VmRSS` current).
+fn status_kib(field: &str) -> u64 {
     let s = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     s.lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
-
-fn rss_kib() -> u64 {
-    let s = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    s.lines()
-        .find(|l| l.starts_with("VmRSS:"))
+        .find(|l| l.starts_with(field))
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|v| v.parse().ok())
         .unwrap_or(0)
@@ -84,12 +76,12 @@ fn bench_plan(dir: &Path) {
         drop(g);
 
         let _ = std::fs::write("/proc/self/clear_refs", "5");
-        let rss0 = rss_kib();
+        let rss0 = status_kib("VmRSS:");
         let t = Instant::now();
         let wf = load(&file, &Overrides::default()).expect("valid");
         let plan = twinflow_engine::plan::compile(Arc::new(wf), "bench", "bench").expect("plans");
         let took = t.elapsed();
-        let peak = peak_rss_kib().saturating_sub(rss0);
+        let peak = status_kib("VmHWM:").saturating_sub(rss0);
         assert_eq!(plan.task_count() as u64, n + 1);
         println!(
             "  {n:>9} members: plan {:>8.3} s, peak +{:>6.1} MiB | baseline {:>8.4} s | ratio {:>6.1}x",
