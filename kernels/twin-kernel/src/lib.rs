@@ -1,0 +1,14 @@
+//! Science kernels of twinflow, run by the engine as steps of a workflow.
+//!
+//! - [`comm`]: the communicator abstraction (single process or MPI ranks).
+//! - [`exchange`]: NetCDF-4 / HDF5 exchange files with CF and provenance metadata.
+//! - [`flood`]: 2D shallow-water flood kernel.
+//! - [`terrain`]: synthetic terrain for examples and tests.
+//!
+//! The kernels share only names with the engine, through `twinflow-contract`.
+#![warn(missing_docs)]
+
+pub mod comm;
+pub mod exchange;
+pub mod flood;
+pub mod terrain;

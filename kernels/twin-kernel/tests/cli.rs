@@ -1,0 +1,309 @@
+//! End-to-end tests of the `twin-kernel` binary: outputs read by real clients (`ncdump`,
+//! `h5dump`, Python xarray), failure behaviour, and (with `--features mpi`) identical
+//! results for 1, 2 and 4 MPI ranks under MPICH's `mpiexec`.
+//!
+//! Needs `netcdf-bin`, `hdf5-tools` and `python3-xarray` (Debian) on the machine; a missing
+//! tool fails the test, it is never skipped.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_twin-kernel");
+
+/// A fresh scratch directory under the target directory.
+fn scratch(name: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("cli-tests").join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Runs `cmd` in `dir` with a deadline; a hung process is killed and the test fails.
+fn run(mut cmd: Command, dir: &Path, timeout: Duration) -> Output {
+    let described = format!("{cmd:?}");
+    cmd.current_dir(dir).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+    let mut child = cmd.spawn().unwrap_or_else(|e| panic!("cannot start {described}: {e}"));
+    let start = Instant::now();
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            return child.wait_with_output().unwrap();
+        }
+        if start.elapsed() > timeout {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!("{described} timed out after {timeout:?}; stderr:\n{}", String::from_utf8_lossy(&out.stderr));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn ok(out: Output, what: &str) -> Output {
+    assert!(
+        out.status.success(),
+        "{what} failed with {}:\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn tool(program: &str, args: &[&str]) -> Command {
+    let mut cmd = Command::new(program);
+    cmd.args(args);
+    cmd
+}
+
+fn kernel(args: &[&str]) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.args(args).env("TWINFLOW_LOG", "info");
+    cmd
+}
+
+/// A small valley (40 × 24 cells of 10 m) with its configuration, in `dir`.
+fn make_terrain(dir: &Path, out: &str) {
+    ok(
+        run(
+            kernel(&["terrain", "--out", out, "--nx", "40", "--ny", "24", "--dx", "10", "--config-out", "flood.json"]),
+            dir,
+            Duration::from_secs(60),
+        ),
+        "terrain",
+    );
+}
+
+const SHORT_RUN: [&str; 6] = ["--end-time", "12", "--output-interval", "4", "--gauge-interval", "1"];
+
+/// The first Python interpreter that can import xarray: `TWINFLOW_TEST_PYTHON`, then
+/// `python3` on the PATH, then Debian's `/usr/bin/python3` (a pyenv shim may shadow it).
+fn python_with_xarray() -> String {
+    let candidates =
+        [std::env::var("TWINFLOW_TEST_PYTHON").ok(), Some("python3".into()), Some("/usr/bin/python3".into())];
+    for py in candidates.into_iter().flatten() {
+        let works = Command::new(&py).args(["-c", "import xarray, netCDF4"]).output().is_ok_and(|o| o.status.success());
+        if works {
+            return py;
+        }
+    }
+    panic!("no python3 with xarray and netCDF4; hint: apt-get install python3-xarray python3-netcdf4");
+}
+
+#[test]
+fn netcdf_outputs_are_cf_and_readable_by_ncdump_and_xarray() {
+    let dir = scratch("netcdf");
+    make_terrain(&dir, "dem.nc");
+    let mut cmd = kernel(&["flood", "--dem", "dem.nc", "--config", "flood.json", "--out", "result.nc"]);
+    cmd.args(SHORT_RUN).env("TWINFLOW_RUN_ID", "run-42").env("TWINFLOW_STEP", "simulate");
+    ok(run(cmd, &dir, Duration::from_secs(120)), "flood");
+    assert!(!dir.join("result.nc.partial").exists());
+
+    let header = ok(run(tool("ncdump", &["-h", "result.nc"]), &dir, Duration::from_secs(30)), "ncdump");
+    let header = String::from_utf8_lossy(&header.stdout);
+    for needle in [
+        "time = UNLIMITED ; // (4 currently)",
+        "double h(time, y, x) ;",
+        "x:standard_name = \"projection_x_coordinate\" ;",
+        "y:axis = \"Y\" ;",
+        "time:units = \"seconds since 2000-01-01 00:00:00\" ;",
+        "z:standard_name = \"surface_altitude\" ;",
+        "h:units = \"m\" ;",
+        "h:_FillValue = -9999. ;",
+        "u:units = \"m s-1\" ;",
+        ":Conventions = \"CF-1.10\" ;",
+        ":twinflow_run_id = \"run-42\" ;",
+        ":twinflow_step = \"simulate\" ;",
+        ":twinflow_kernel = \"twin-kernel flood\" ;",
+    ] {
+        assert!(header.contains(needle), "ncdump -h lacks `{needle}`:\n{header}");
+    }
+
+    let script = r#"
+import json, sys, numpy as np, xarray as xr
+d = xr.open_dataset("result.nc")
+assert d.attrs["Conventions"] == "CF-1.10"
+assert d.attrs["twinflow_run_id"] == "run-42"
+params = json.loads(d.attrs["twinflow_parameters"])
+assert params["end_time"] == 12.0, params
+assert d.h.dims == ("time", "y", "x") and d.sizes["time"] == 4, d
+assert d.x.attrs["standard_name"] == "projection_x_coordinate" and d.x.attrs["units"] == "m"
+assert d.z.attrs["standard_name"] == "surface_altitude"
+assert (d.time.values[-1] - d.time.values[0]) == np.timedelta64(12, "s")
+assert float(d.h.isel(time=0).sum()) > 0 and float(d.max_depth.max()) > 0
+assert bool(np.isnan(d.arrival_time).any())  # never-flooded cells are _FillValue
+g = xr.open_dataset("result_gauges.nc")
+assert g.attrs["featureType"] == "timeSeries"
+assert list(g.station_name.values) == ["reservoir", "downstream-1", "downstream-2", "downstream-3"]
+assert g.h.dims == ("station", "time") and g.sizes["time"] == 13
+assert float(g.h.sel(station=0).isel(time=0)) > 1.0  # the reservoir gauge starts wet
+print("xarray ok")
+"#;
+    let mut py = Command::new(python_with_xarray());
+    py.args(["-c", script]);
+    let out = ok(run(py, &dir, Duration::from_secs(60)), "xarray check");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("xarray ok"));
+}
+
+#[test]
+fn hdf5_outputs_carry_the_same_metadata() {
+    let dir = scratch("hdf5");
+    make_terrain(&dir, "dem.h5");
+    let mut cmd = kernel(&["flood", "--dem", "dem.h5", "--config", "flood.json", "--out", "result.h5"]);
+    cmd.args(SHORT_RUN);
+    ok(run(cmd, &dir, Duration::from_secs(120)), "flood");
+    let header = ok(run(tool("h5dump", &["-H", "result.h5"]), &dir, Duration::from_secs(30)), "h5dump");
+    let header = String::from_utf8_lossy(&header.stdout);
+    for needle in [
+        "ATTRIBUTE \"Conventions\"",
+        "ATTRIBUTE \"twinflow_parameters\"",
+        "DATASET \"h\"",
+        "DATASPACE  SIMPLE { ( 4, 24, 40 ) / ( H5S_UNLIMITED, 24, 40 ) }",
+        "DATASET \"max_depth\"",
+        "ATTRIBUTE \"standard_name\"",
+        "ATTRIBUTE \"_FillValue\"",
+    ] {
+        assert!(header.contains(needle), "h5dump -H lacks `{needle}`:\n{header}");
+    }
+    let units =
+        ok(run(tool("h5dump", &["-a", "/time/units", "result.h5"]), &dir, Duration::from_secs(30)), "h5dump -a");
+    assert!(String::from_utf8_lossy(&units.stdout).contains("seconds since 2000-01-01 00:00:00"));
+    assert!(dir.join("result_gauges.h5").exists());
+}
+
+/// The AVX-512, AVX2 and baseline (SSE2) builds of the row loops give bit-identical
+/// results (no FMA contraction; IEEE operations only). On a CPU without the wider sets the
+/// runs fall back to what it has and the test still checks determinism.
+#[test]
+fn simd_variants_give_bit_identical_results() {
+    let dir = scratch("simd");
+    make_terrain(&dir, "dem.nc");
+    for (simd, out) in [("baseline", "base.nc"), ("avx2", "avx2.nc"), ("auto", "auto.nc")] {
+        let mut cmd = kernel(&["flood", "--dem", "dem.nc", "--config", "flood.json", "--out", out]);
+        cmd.args(SHORT_RUN).args(["--manning-n", "0.04", "--rain", "50"]).env("TWINFLOW_SIMD", simd);
+        ok(run(cmd, &dir, Duration::from_secs(120)), "flood");
+    }
+    let read = |name: &str, var: &str| -> Vec<f64> {
+        let f = netcdf::open(dir.join(name)).unwrap();
+        f.variable(var).unwrap().get_values::<f64, _>(..).unwrap()
+    };
+    for var in ["h", "u", "v", "max_depth", "arrival_time"] {
+        let base = read("base.nc", var);
+        for other in ["avx2.nc", "auto.nc"] {
+            let b = read(other, var);
+            assert!(base.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()), "`{var}` differs in {other}");
+        }
+    }
+}
+
+/// The shipped example configuration (inflow hydrograph, rain, gauges) runs on the
+/// synthetic valley, and the water it adds shows up at the inlet gauge.
+#[test]
+fn example_configuration_with_inflow_and_rain_runs() {
+    let dir = scratch("example");
+    ok(
+        run(
+            kernel(&["terrain", "--out", "dem.nc", "--nx", "40", "--ny", "24", "--dx", "10"]),
+            &dir,
+            Duration::from_secs(60),
+        ),
+        "terrain",
+    );
+    let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/valley-inflow-rain.json");
+    let config = config.to_str().unwrap();
+    let out = ok(
+        run(
+            kernel(&["flood", "--dem", "dem.nc", "--config", config, "--out", "result.nc"]),
+            &dir,
+            Duration::from_secs(120),
+        ),
+        "flood",
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("flood run finished"), "{stderr}");
+    let f = netcdf::open(dir.join("result_gauges.nc")).unwrap();
+    let h = f.variable("h").unwrap().get_values::<f64, _>(..).unwrap();
+    let samples = f.dimension_len("time").unwrap();
+    assert_eq!(samples, 13);
+    let inlet = &h[..samples];
+    assert_eq!(inlet[0], 0.0, "the inlet starts dry");
+    assert!(inlet[samples - 1] > 0.05, "inflow and rain reach the inlet gauge: {inlet:?}");
+}
+
+#[test]
+fn invalid_configuration_fails_without_leaving_outputs() {
+    let dir = scratch("invalid");
+    make_terrain(&dir, "dem.nc");
+    std::fs::write(dir.join("bad.json"), r#"{"end_time": -5, "cfl": 2, "gauges": [{"name": "g", "x": 1e6, "y": 0}]}"#)
+        .unwrap();
+    let out = run(
+        kernel(&["flood", "--dem", "dem.nc", "--config", "bad.json", "--out", "result.nc"]),
+        &dir,
+        Duration::from_secs(60),
+    );
+    assert_eq!(out.status.code(), Some(3), "exit code for invalid input");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for field in ["`end_time`", "`cfl`", "`gauges[0]`"] {
+        assert!(stderr.contains(field), "error does not mention {field}:\n{stderr}");
+    }
+    assert!(!dir.join("result.nc").exists() && !dir.join("result.nc.partial").exists());
+
+    let out = run(kernel(&["flood", "--dem", "dem.nc"]), &dir, Duration::from_secs(30));
+    assert_eq!(out.status.code(), Some(2), "exit code for a usage error");
+}
+
+#[test]
+fn help_shows_an_example_and_exit_codes() {
+    let out = ok(run(kernel(&["flood", "--help"]), Path::new("."), Duration::from_secs(30)), "help");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("twin-kernel terrain --out dem.nc") && text.contains("--manning-n"), "{text}");
+    let out = ok(run(kernel(&["--help"]), Path::new("."), Duration::from_secs(30)), "help");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("Exit codes: 0 success"));
+}
+
+/// Rank independence under MPICH's `mpiexec` (compiled only with `--features mpi`).
+#[cfg(feature = "mpi")]
+mod mpi {
+    use super::*;
+
+    fn read(path: &Path, name: &str) -> Vec<f64> {
+        let f = netcdf::open(path).unwrap_or_else(|e| panic!("cannot open {}: {e}", path.display()));
+        let v = f.variable(name).unwrap_or_else(|| panic!("{} has no `{name}`", path.display()));
+        v.get_values::<f64, _>(..).unwrap()
+    }
+
+    /// The same run on 1, 2 and 4 ranks gives the same fields (≤ 1e-12; the decomposition
+    /// changes no operand of any cell update, and min/max reductions are exact), and every
+    /// rank reports `rank i of N` with the expected N: a launcher that does not match the
+    /// MPI library would start N independent 1-rank jobs.
+    #[test]
+    fn results_do_not_depend_on_the_rank_count() {
+        let dir = scratch("mpi");
+        make_terrain(&dir, "dem.nc");
+        for n in [1usize, 2, 4] {
+            let mut cmd = Command::new("mpiexec");
+            cmd.args(["-n", &n.to_string(), BIN, "flood", "--dem", "dem.nc", "--config", "flood.json"])
+                .args(["--out", &format!("r{n}.nc")])
+                .args(SHORT_RUN)
+                .env("TWINFLOW_LOG", "info");
+            let out = ok(run(cmd, &dir, Duration::from_secs(240)), &format!("mpiexec -n {n}"));
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            for r in 0..n {
+                assert!(stderr.contains(&format!("rank {r} of {n}")), "rank {r} of {n} missing:\n{stderr}");
+            }
+            assert!(!stderr.contains(" of 1\n") || n == 1, "a rank ran alone under mpiexec -n {n}:\n{stderr}");
+        }
+        for (file, vars) in
+            [("", &["h", "u", "v", "max_depth", "arrival_time", "time"][..]), ("_gauges", &["h", "u", "v", "eta"][..])]
+        {
+            for var in vars {
+                let reference = read(&dir.join(format!("r1{file}.nc")), var);
+                for n in [2, 4] {
+                    let other = read(&dir.join(format!("r{n}{file}.nc")), var);
+                    assert_eq!(reference.len(), other.len());
+                    let worst = reference.iter().zip(&other).fold(0.0_f64, |m, (a, b)| m.max((a - b).abs()));
+                    assert!(worst <= 1e-12, "`{var}` in r{n}{file}.nc differs by {worst:e} from 1 rank");
+                }
+            }
+        }
+    }
+}
