@@ -18,11 +18,18 @@ demo: deps
 	./target/release/twinflow run examples/hello.yaml -p members=4 -p mode=full --runs-dir $(RUNS_DIR)
 	./target/release/twinflow status latest --runs-dir $(RUNS_DIR)
 
+# The SLURM tests run against a real one-node cluster (hpc/slurm-local.sh), started here
+# and stopped afterwards whatever the result. Everything is built once with MPI enabled so
+# the `twin-kernel` next to `twinflow` can run multi-rank steps under mpiexec/srun.
 test: deps
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
-	$(CARGO) test --workspace --no-fail-fast
-	$(CARGO) test -p twinflow-kernels --features mpi --no-fail-fast
+	$(CARGO) clippy --workspace --all-targets --features twinflow-kernels/mpi -- -D warnings
+	bash hpc/slurm-local.sh start
+	status=0; \
+	$(CARGO) test --workspace --no-fail-fast --features twinflow-kernels/mpi || status=$$?; \
+	bash hpc/slurm-local.sh stop; \
+	exit $$status
 
 bench:
 	$(CARGO) bench -p twinflow-engine --bench engine

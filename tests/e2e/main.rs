@@ -5,4 +5,5 @@ mod execution;
 mod invalid;
 mod kill;
 mod project;
+mod slurm;
 mod support;

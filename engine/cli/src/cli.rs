@@ -27,8 +27,8 @@ pub enum Command {
     /// Show the DAG and every task's resolved command, without running anything.
     #[command(after_help = "Examples:\n  twinflow plan examples/hello.yaml\n  twinflow plan examples/hello.yaml --format dot | dot -Tpng > dag.png\n  twinflow plan examples/hello.yaml --format json\n\n".to_string() + exit::HELP)]
     Plan(PlanArgs),
-    /// Run a workflow (or resume one) on the local machine.
-    #[command(after_help = "Examples:\n  twinflow run examples/hello.yaml -p members=4\n  twinflow run --resume            # continue the latest run where it stopped\n  twinflow run examples/hello.yaml --json > events.jsonl\n\n".to_string() + exit::HELP)]
+    /// Run a workflow (or resume one) on the local machine or through SLURM.
+    #[command(after_help = "Examples:\n  twinflow run examples/hello.yaml -p members=4\n  twinflow run --resume            # continue the latest run where it stopped\n  twinflow run examples/hello.yaml --json > events.jsonl\n  twinflow run examples/hello.yaml --backend slurm --profile local\n  twinflow run --resume --backend slurm --profile local   # follows jobs still queued or running\n\n".to_string() + exit::HELP)]
     Run(RunArgs),
     /// List runs, or the tasks of one run.
     #[command(after_help = "Examples:\n  twinflow status                 # all runs\n  twinflow status latest          # tasks of the latest run\n  twinflow status 20261122-101500-3f2a --json\n\n".to_string() + exit::HELP)]
@@ -36,6 +36,9 @@ pub enum Command {
     /// Explain why a step would run again (which input, parameter or definition changed).
     #[command(after_help = "Example:\n  twinflow why examples/hello.yaml greet -p name=world\n\n".to_string() + exit::HELP)]
     Why(WhyArgs),
+    /// Cancel the SLURM jobs a run has in flight (`scancel`, one call).
+    #[command(after_help = "Examples:\n  twinflow cancel latest\n  twinflow cancel 20261122-101500-3f2a --runs-dir runs\n\nA run whose engine still runs is stopped best with Ctrl-C (SIGINT) or SIGTERM to the engine,\nwhich cancels its own jobs. `twinflow cancel` is for runs whose engine is gone, or another shell.\n\n".to_string() + exit::HELP)]
+    Cancel(CancelArgs),
     /// Print the JSON Schema of the workflow format.
     #[command(after_help = "Example:\n  twinflow schema > schemas/workflow.schema.json\n\n".to_string() + exit::HELP)]
     Schema,
@@ -67,6 +70,27 @@ pub enum PlanFormat {
     Json,
 }
 
+/// Where tasks run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BackendKind {
+    /// Child processes of the engine (`mpiexec` for multi-rank steps).
+    Local,
+    /// One SLURM batch job per task attempt (`sbatch`, `srun` for multi-rank steps).
+    Slurm,
+}
+
+/// Backend selection, shared by `run` and `plan`.
+#[derive(Debug, Args)]
+pub struct BackendArgs {
+    /// Where tasks run.
+    #[arg(long, value_enum, default_value = "local")]
+    pub backend: BackendKind,
+    /// SLURM site profile: a name (`local` → `hpc/profiles/local.yaml`, or in
+    /// $TWINFLOW_PROFILE_PATH) or a path to a YAML file. Needs `--backend slurm`.
+    #[arg(long, value_name = "NAME_OR_PATH")]
+    pub profile: Option<String>,
+}
+
 /// `plan` arguments.
 #[derive(Debug, Args)]
 pub struct PlanArgs {
@@ -79,9 +103,13 @@ pub struct PlanArgs {
     /// Members shown per scattered step in text/dot/mermaid (JSON always lists all).
     #[arg(long, default_value_t = 3)]
     pub members: u32,
-    /// Also show how the backend would launch each task (mpiexec prefix).
+    /// Also show how the backend would launch each task (mpiexec prefix; with
+    /// `--backend slurm` always on: the sbatch script of each task).
     #[arg(long)]
     pub launch: bool,
+    /// Backend whose launch is shown.
+    #[command(flatten)]
+    pub backend: BackendArgs,
 }
 
 /// `run` arguments.
@@ -122,6 +150,20 @@ pub struct RunArgs {
     #[arg(long)]
     pub json: bool,
     /// Directory holding the run database and run directories.
+    #[arg(long, default_value = "runs", env = "TWINFLOW_RUNS_DIR")]
+    pub runs_dir: PathBuf,
+    /// Where tasks run.
+    #[command(flatten)]
+    pub backend: BackendArgs,
+}
+
+/// `cancel` arguments.
+#[derive(Debug, Args)]
+pub struct CancelArgs {
+    /// A run id, or `latest`.
+    #[arg(default_value = "latest")]
+    pub run: String,
+    /// Directory holding the run database.
     #[arg(long, default_value = "runs", env = "TWINFLOW_RUNS_DIR")]
     pub runs_dir: PathBuf,
 }

@@ -9,13 +9,16 @@ use twinflow_engine::diag::Diagnostics;
 use twinflow_engine::events::Reporter;
 use twinflow_engine::execute::Backend;
 use twinflow_engine::execute::local::{LocalBackend, LocalOptions, render_argv};
+use twinflow_engine::execute::slurm::{self, Profile, SlurmBackend, SlurmOptions};
 use twinflow_engine::plan::render::{Format, RenderOptions, render};
 use twinflow_engine::plan::{self, Plan};
 use twinflow_engine::run::{self, RunOptions, RunOutcome};
 use twinflow_engine::state::Store;
 use twinflow_engine::validate::{self, Overrides, Workflow};
 
-use crate::cli::{Cli, Command, PlanFormat, RunArgs, StatusArgs, WhyArgs, WorkflowArgs};
+use crate::cli::{
+    BackendArgs, BackendKind, CancelArgs, Cli, Command, PlanFormat, RunArgs, StatusArgs, WhyArgs, WorkflowArgs,
+};
 use crate::exit;
 use crate::report::{HumanReporter, JsonReporter};
 
@@ -28,6 +31,7 @@ pub fn run(cli: Cli) -> i32 {
         Command::Run(a) => run_cmd(a),
         Command::Status(a) => status_cmd(&a),
         Command::Why(a) => why_cmd(&a),
+        Command::Cancel(a) => cancel_cmd(&a),
         Command::Schema => {
             print!("{}", twinflow_engine::spec::schema::workflow_schema_json());
             Ok(exit::OK)
@@ -142,10 +146,13 @@ fn plan_cmd(a: &crate::cli::PlanArgs) -> Result<i32, Failure> {
     let wf = load(&a.wf.file, &o)?;
     let p = compile(wf, "<run.id>", "<run.dir>")?;
     let local = LocalOptions::default();
-    let launcher = move |j: &twinflow_engine::execute::JobRequest| {
-        twinflow_engine::execute::Rendered::Argv(render_argv(&local, j))
+    let profile = slurm_profile(&a.backend)?;
+    let launcher = move |j: &twinflow_engine::execute::JobRequest| match &profile {
+        Some(profile) => twinflow_engine::execute::Rendered::Script(slurm::script::render_script(j, profile)),
+        None => twinflow_engine::execute::Rendered::Argv(render_argv(&local, j)),
     };
-    let opts = RenderOptions { max_members: a.members, launcher: if a.launch { Some(&launcher) } else { None } };
+    let launch = a.launch || a.backend.backend == BackendKind::Slurm;
+    let opts = RenderOptions { max_members: a.members, launcher: if launch { Some(&launcher) } else { None } };
     let format = match a.format {
         PlanFormat::Text => Format::Text,
         PlanFormat::Dot => Format::Dot,
@@ -154,6 +161,18 @@ fn plan_cmd(a: &crate::cli::PlanArgs) -> Result<i32, Failure> {
     };
     print!("{}", render(&p, format, &run::job::kernel_binary(), &opts));
     Ok(exit::OK)
+}
+
+/// The SLURM profile for `--backend slurm` (`None` for the local backend).
+fn slurm_profile(b: &BackendArgs) -> Result<Option<Profile>, Failure> {
+    match (b.backend, &b.profile) {
+        (BackendKind::Local, Some(_)) => {
+            Err(Failure::Usage("`--profile` is a SLURM site profile; add `--backend slurm`".into()))
+        }
+        (BackendKind::Local, None) => Ok(None),
+        (BackendKind::Slurm, None) => Ok(Some(Profile::default())),
+        (BackendKind::Slurm, Some(p)) => Profile::find(p).map(Some).map_err(|e| Failure::Usage(e.to_string())),
+    }
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
@@ -200,6 +219,7 @@ fn run_cmd(a: RunArgs) -> Result<i32, Failure> {
         overrides_json.to_string()
     };
     let plan = compile(wf, "<run.id>", &a.runs_dir.display().to_string())?;
+    let profile = slurm_profile(&a.backend)?;
     let mut local = LocalOptions::default();
     if let Some(c) = a.cores {
         local.cores = c.max(1);
@@ -209,7 +229,13 @@ fn run_cmd(a: RunArgs) -> Result<i32, Failure> {
     if local.mpiexec.is_empty() {
         return Err(Failure::Usage("`--mpiexec` is empty".into()));
     }
-    let mut backend: Box<dyn Backend> = Box::new(LocalBackend::new(local));
+    let mut backend: Box<dyn Backend> = match profile {
+        Some(profile) => Box::new(SlurmBackend::new(SlurmOptions {
+            profile,
+            call_log: std::env::var_os(slurm::CALL_LOG_ENV).map(PathBuf::from),
+        })),
+        None => Box::new(LocalBackend::new(local)),
+    };
     let opts = RunOptions {
         runs_dir: std::fs::canonicalize(&a.runs_dir).unwrap_or(a.runs_dir.clone()),
         workflow_file: std::fs::canonicalize(&file).unwrap_or(file.clone()),
@@ -252,6 +278,63 @@ fn run_cmd(a: RunArgs) -> Result<i32, Failure> {
         RunOutcome::Failed => exit::RUN_FAILED,
         RunOutcome::Cancelled => exit::CANCELLED,
     })
+}
+
+/// `twinflow cancel`: `scancel` every SLURM job of the run that may be in flight: the
+/// recorded job of each running task, and a job submitted but not recorded yet (the engine
+/// died in between). Only jobs whose attempt directory holds the SLURM backend's job id
+/// file are cancelled, so a local run's pids are never taken for SLURM job ids.
+fn cancel_cmd(a: &CancelArgs) -> Result<i32, Failure> {
+    use twinflow_engine::execute::{CANCELLED_FILE, JOB_ID_FILE};
+    if !a.runs_dir.join("twinflow.db").exists() {
+        return Err(Failure::Usage(format!("no runs in `{}` (or pass --runs-dir)", a.runs_dir.display())));
+    }
+    let store = Store::open(&a.runs_dir)?;
+    let run = store
+        .run(if a.run == "latest" { None } else { Some(a.run.as_str()) })
+        .map_err(|e| Failure::Usage(e.to_string()))?;
+    let run_dir = a.runs_dir.join(&run.id);
+    let mut jobs = vec![];
+    for t in store.tasks(&run.id)? {
+        if !matches!(t.state.as_str(), "running" | "pending") {
+            continue;
+        }
+        let mut tdir = run_dir.join("steps").join(&t.step);
+        if let Some(m) = t.task.strip_prefix(t.step.as_str()).and_then(|r| r.strip_prefix('[')?.strip_suffix(']')) {
+            tdir = tdir.join(m);
+        }
+        for n in [t.attempts + 1, t.attempts] {
+            let meta = tdir.join(format!("attempt-{n}")).join(".twinflow");
+            let Ok(id) = std::fs::read_to_string(meta.join(JOB_ID_FILE)) else { continue };
+            let id = id.trim().to_string();
+            let recorded = n == t.attempts && t.state == "running" && t.job_id.as_deref() == Some(id.as_str());
+            if n == t.attempts + 1 || recorded {
+                let _ = std::fs::write(meta.join(CANCELLED_FILE), "twinflow cancel\n");
+                jobs.push(twinflow_engine::ids::JobId(id));
+                break;
+            }
+        }
+    }
+    if jobs.is_empty() {
+        println!("run {} has no SLURM jobs in flight", run.id);
+        return Ok(exit::OK);
+    }
+    let backend = SlurmBackend::new(SlurmOptions {
+        profile: Profile::default(),
+        call_log: std::env::var_os(slurm::CALL_LOG_ENV).map(PathBuf::from),
+    });
+    runtime()?.block_on(backend.scancel(&jobs)).map_err(|e| anyhow::anyhow!("{e}"))?;
+    println!(
+        "cancelled {} SLURM job{} of run {}: {}",
+        jobs.len(),
+        if jobs.len() == 1 { "" } else { "s" },
+        run.id,
+        jobs.iter().map(|j| j.0.as_str()).collect::<Vec<_>>().join(" ")
+    );
+    if run.state == "running" {
+        println!("hint: if its engine still runs, it records these tasks as cancelled; stop it with Ctrl-C or SIGTERM");
+    }
+    Ok(exit::OK)
 }
 
 fn fmt_ms(ms: i64) -> String {

@@ -7,6 +7,7 @@
 
 pub mod local;
 pub mod process;
+pub mod slurm;
 
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
@@ -15,6 +16,16 @@ use async_trait::async_trait;
 
 use crate::ids::JobId;
 use crate::validate::model::Resources;
+
+/// File in an attempt's `.twinflow/` directory where a backend whose jobs outlive the engine
+/// writes the job id as soon as it has it (before the scheduler records the attempt), so
+/// `run --resume` can follow the job instead of submitting it again.
+pub const JOB_ID_FILE: &str = "job_id";
+
+/// File in an attempt's `.twinflow/` directory written by `twinflow cancel` before it
+/// cancels the attempt's job, so the engine following the job records it as cancelled
+/// rather than as a failure to retry.
+pub const CANCELLED_FILE: &str = "cancelled";
 
 /// Everything a backend needs to run one attempt of one task.
 #[derive(Debug, Clone)]
@@ -54,12 +65,19 @@ pub struct Outcome {
     pub started: Option<SystemTime>,
     /// When it ended.
     pub finished: Option<SystemTime>,
+    /// Why the backend counts the job as failed whatever its exit code (out of memory, node
+    /// failure, preemption, cancelled outside twinflow, ...).
+    pub failure: Option<String>,
 }
 
 impl Outcome {
     /// Exit 0 and nothing else wrong.
     pub fn success(&self) -> bool {
-        self.exit_code == Some(0) && !self.timed_out && !self.cancelled && self.spawn_error.is_none()
+        self.exit_code == Some(0)
+            && !self.timed_out
+            && !self.cancelled
+            && self.spawn_error.is_none()
+            && self.failure.is_none()
     }
     /// One-line description for messages.
     pub fn describe(&self) -> String {
@@ -71,6 +89,13 @@ impl Outcome {
         }
         if self.cancelled {
             return "cancelled".into();
+        }
+        if let Some(f) = &self.failure {
+            return match (self.exit_code, self.signal) {
+                (Some(c), _) if c != 0 => format!("{f} (exit code {c})"),
+                (_, Some(s)) => format!("{f} (signal {s})"),
+                _ => f.clone(),
+            };
         }
         match (self.exit_code, self.signal) {
             (Some(c), _) => format!("exit code {c}"),
@@ -156,4 +181,14 @@ pub trait Backend: Send {
     async fn cancel(&mut self, ids: &[JobId]) -> Result<(), BackendError>;
     /// Waits until a job may have changed state, at most `max`.
     async fn wait(&mut self, max: Duration);
+    /// Whether jobs outlive the engine and a later engine can follow them (`run --resume`):
+    /// true for batch systems. When false, a resumed run stops what the previous engine left
+    /// running and starts those tasks again.
+    fn can_adopt(&self) -> bool {
+        false
+    }
+    /// Follows jobs that an earlier engine submitted (`run --resume`), given with their
+    /// attempt directories, as if this backend had submitted them: later `poll`s report them
+    /// and `cancel` stops them.
+    fn adopt(&mut self, _jobs: &[(JobId, PathBuf)]) {}
 }

@@ -214,8 +214,14 @@ pub async fn execute(
     if resumed {
         store.set_run_state(&run_id, "running")?;
         // Steps that a killed engine left running are in their own process groups and
-        // outlived it; stop them before their tasks are started again.
-        for pgid in crate::execute::process::groups_with_env(twinflow_contract::env::RUN_ID, &run_id) {
+        // outlived it; stop them before their tasks are started again. (Batch jobs are
+        // followed again instead: see `load_previous`.)
+        let orphans = if backend.can_adopt() {
+            vec![]
+        } else {
+            crate::execute::process::groups_with_env(twinflow_contract::env::RUN_ID, &run_id)
+        };
+        for pgid in orphans {
             if pgid != std::process::id() {
                 crate::execute::process::signal_group(pgid, nix::sys::signal::Signal::SIGKILL);
             }
@@ -322,6 +328,15 @@ pub async fn execute(
         }
         s.store.commit()?;
     }
+    // Retries still waiting when the run stops (fail-fast, cancel) go back to pending, so
+    // the database does not show them as running.
+    s.store.begin()?;
+    for (_, i) in std::mem::take(&mut s.delayed) {
+        s.state[i.index()] = NodeState::Waiting;
+        let name = plan.task_name(plan.graph[i]);
+        s.store.reset_task(&run_id, &name)?;
+    }
+    s.store.commit()?;
     let mut counts = Counts::default();
     for t in plan.graph.node_indices() {
         if plan.graph[t].is_join() {
@@ -379,9 +394,16 @@ impl Sched<'_> {
                     finished.push((i, TaskState::Skipped));
                     done += 1;
                 }
+                Some(TaskState::Pending | TaskState::Running) | None
+                    if self.backend.can_adopt() && self.adopt_job(i, row)? => {}
                 Some(TaskState::Pending) | None => {}
                 Some(_) => self.store.reset_task(&self.run_id, &name)?,
             }
+        }
+        let adopted: Vec<(JobId, PathBuf)> = self.running.iter().map(|(id, a)| (id.clone(), a.dir.clone())).collect();
+        if !adopted.is_empty() {
+            tracing::info!(jobs = adopted.len(), "following jobs the previous engine submitted");
+            self.backend.adopt(&adopted);
         }
         for (i, st) in finished {
             self.state[i.index()] = NodeState::Done(st);
@@ -397,6 +419,68 @@ impl Sched<'_> {
             self.release(i, st)?;
         }
         Ok(done)
+    }
+
+    /// On resume with a backend whose jobs outlive the engine: takes over the job of the
+    /// task's latest attempt if it may still be in flight, instead of submitting it again.
+    /// That is the attempt after the recorded one when the backend wrote its job id but the
+    /// engine died before recording it, else the recorded attempt if it never finished.
+    /// Either way the attempt directory must hold the backend's job id file, so a job id of
+    /// another backend (a local pid) is never taken for a batch job.
+    fn adopt_job(&mut self, i: NodeIndex, row: &crate::state::TaskRow) -> Result<bool, RunError> {
+        let t = self.plan.graph[i];
+        let name = self.plan.task_name(t);
+        let tdir = task_dir(&self.run_dir, self.plan, t);
+        let job_file = |n: u32| tdir.join(format!("attempt-{n}")).join(".twinflow").join(crate::execute::JOB_ID_FILE);
+        let read_id =
+            |n: u32| std::fs::read_to_string(job_file(n)).ok().map(|s| s.trim().to_string()).filter(|s| !s.is_empty());
+        let recorded_open = || -> Result<bool, RunError> {
+            Ok(row.state == "running"
+                && self
+                    .store
+                    .attempts(&self.run_id, &name)?
+                    .last()
+                    .is_some_and(|a| a.0 == row.attempts && a.2 == "running"))
+        };
+        let (attempt, id, unrecorded) = if let Some(id) = read_id(row.attempts + 1) {
+            (row.attempts + 1, id, true)
+        } else if row.attempts > 0
+            && let Some(id) = read_id(row.attempts)
+            && row.job_id.as_deref() == Some(id.as_str())
+            && recorded_open()?
+        {
+            (row.attempts, id, false)
+        } else {
+            return Ok(false);
+        };
+        let dir = tdir.join(format!("attempt-{attempt}"));
+        // The cache key was computed when the attempt started; its manifest keeps it.
+        let comps = std::fs::read_to_string(dir.join(".twinflow/manifest.json"))
+            .ok()
+            .and_then(|m| serde_json::from_str::<serde_json::Value>(&m).ok())
+            .and_then(|m| serde_json::from_value::<cache::Components>(m["cache"].clone()).ok());
+        let Some(comps) = comps else { return Ok(false) };
+        if unrecorded {
+            self.store.attempt_started(&self.run_id, &name, attempt, &id)?;
+        }
+        let step = &self.plan.workflow.steps[t.step as usize];
+        self.attempts[i.index()] = attempt;
+        self.state[i.index()] = NodeState::Running;
+        self.cores_used += step.resources.cores();
+        self.mem_used += step.resources.memory;
+        self.reporter.event(&Event::TaskStarted { task: name, attempt, job_id: id.clone() });
+        self.running.insert(
+            JobId(id),
+            Attempt {
+                node: i,
+                attempt,
+                dir,
+                key: comps.key(),
+                components: serde_json::to_string(&comps).unwrap_or_default(),
+                started: Instant::now(),
+            },
+        );
+        Ok(true)
     }
 
     /// Marks dependants of a finished node: decrements counts, completes joins, propagates

@@ -1,0 +1,479 @@
+//! Site profiles: what a SLURM site needs in every job script (partition, account, QOS,
+//! `module load`, environment set-up, the MPI plugin of `srun`) and how hard the engine may
+//! use the controller (jobs in flight, submissions per second, poll intervals).
+//!
+//! Two phases, like workflows: the YAML is read into [`RawProfile`] (unknown keys are
+//! errors with their place), then checked into a [`Profile`] that the rest of the backend
+//! uses. Every problem of a file is reported at once.
+//!
+//! A profile is named on the command line (`--profile local`, looked up as `local.yaml` in
+//! `$TWINFLOW_PROFILE_PATH` then `hpc/profiles/`) or given as a path. `hpc/profiles/
+//! example-site.yaml` documents every key.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::units::parse_duration;
+
+/// Directories searched (in order, `:`-separated) for `NAME.yaml` when `--profile` is a name.
+pub const PROFILE_PATH_ENV: &str = "TWINFLOW_PROFILE_PATH";
+
+/// Where a job's state comes from once it has left `squeue`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StatusSource {
+    /// Plain `sacct` (slurmdbd) if accounting is enabled, else `sacct -c` (the job
+    /// completion log), else `scontrol show job` per job.
+    Auto,
+    /// `sacct` against slurmdbd.
+    Sacct,
+    /// `sacct -c`: the `jobcomp/filetxt` completion log, no slurmdbd needed.
+    Jobcomp,
+    /// `scontrol show job ID`, one call per finished job (only while the controller keeps
+    /// finished jobs, `MinJobAge`).
+    Scontrol,
+}
+
+/// A site profile, checked.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Profile {
+    /// Name (the `name:` key, else the file stem).
+    pub name: String,
+    /// `#SBATCH --partition`.
+    pub partition: Option<String>,
+    /// `#SBATCH --account`.
+    pub account: Option<String>,
+    /// `#SBATCH --qos`.
+    pub qos: Option<String>,
+    /// Further `#SBATCH` options, each one option (`--constraint=cpu`).
+    pub sbatch_flags: Vec<String>,
+    /// Modules loaded before the step (`module load X`).
+    pub modules: Vec<String>,
+    /// Shell lines run before the step, after the modules (site code, not quoted).
+    pub setup: Vec<String>,
+    /// Environment exported for every step (values are data: quoted).
+    pub env: Vec<(String, String)>,
+    /// `srun --mpi=` plugin for multi-rank steps (`pmi2` for MPICH, `pmix` for Open MPI);
+    /// `None` leaves the cluster's `MpiDefault`.
+    pub mpi: Option<String>,
+    /// Further `srun` options for multi-rank steps (`--cpu-bind=cores`).
+    pub srun_flags: Vec<String>,
+    /// `--time` for steps that have neither `resources.walltime` nor `timeout`.
+    pub default_walltime: Option<Duration>,
+    /// Jobs in flight at once (queued or running).
+    pub max_jobs: Option<usize>,
+    /// Submissions per second.
+    pub submit_rate: Option<f64>,
+    /// Retries of a failed `sbatch` (transient controller errors) before the run stops.
+    pub submit_retries: u32,
+    /// First delay between `sbatch` retries (doubles each time, at most 30 s).
+    pub submit_backoff: Duration,
+    /// Shortest time between two status queries.
+    pub poll_min: Duration,
+    /// Longest time between two status queries while nothing changes.
+    pub poll_max: Duration,
+    /// Where finished jobs' states come from.
+    pub status_source: StatusSource,
+    /// How long a job may be missing from both `squeue` and accounting (records lag) before
+    /// `scontrol show job` is asked.
+    pub missing_grace: Duration,
+    /// How long status queries may keep failing before the run stops.
+    pub poll_failure_timeout: Duration,
+    /// Time limit of one `sbatch`/`squeue`/`sacct`/`scontrol`/`scancel` call.
+    pub command_timeout: Duration,
+    /// Job ids per `squeue`/`sacct`/`scancel` call.
+    pub chunk: usize,
+    /// Walltime multiplier for the retry of a job that hit its time limit (1: off).
+    pub walltime_factor: f64,
+    /// Memory multiplier for the retry of a job that ran out of memory (1: off).
+    pub memory_factor: f64,
+}
+
+impl Default for Profile {
+    fn default() -> Self {
+        Self {
+            name: "default".into(),
+            partition: None,
+            account: None,
+            qos: None,
+            sbatch_flags: vec![],
+            modules: vec![],
+            setup: vec![],
+            env: vec![],
+            mpi: None,
+            srun_flags: vec![],
+            default_walltime: None,
+            max_jobs: None,
+            submit_rate: None,
+            submit_retries: 6,
+            submit_backoff: Duration::from_millis(500),
+            poll_min: Duration::from_millis(500),
+            poll_max: Duration::from_secs(5),
+            status_source: StatusSource::Auto,
+            missing_grace: Duration::from_secs(30),
+            poll_failure_timeout: Duration::from_secs(300),
+            command_timeout: Duration::from_secs(60),
+            chunk: 500,
+            walltime_factor: 1.0,
+            memory_factor: 1.0,
+        }
+    }
+}
+
+/// A duration written as text (`90s`, `1h`) or a number of seconds.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum RawDuration {
+    /// Seconds.
+    Seconds(f64),
+    /// Text with units.
+    Text(String),
+}
+
+/// The YAML shape of a profile, before checks.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(missing_docs)]
+pub struct RawProfile {
+    pub name: Option<String>,
+    pub partition: Option<String>,
+    pub account: Option<String>,
+    pub qos: Option<String>,
+    #[serde(default)]
+    pub sbatch_flags: Vec<String>,
+    #[serde(default)]
+    pub modules: Vec<String>,
+    #[serde(default)]
+    pub setup: Vec<String>,
+    #[serde(default)]
+    pub env: indexmap::IndexMap<String, String>,
+    pub mpi: Option<String>,
+    #[serde(default)]
+    pub srun_flags: Vec<String>,
+    pub default_walltime: Option<RawDuration>,
+    pub limits: Option<RawLimits>,
+    pub polling: Option<RawPolling>,
+    pub submit: Option<RawSubmit>,
+    pub escalate: Option<RawEscalate>,
+}
+
+/// `limits:`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(missing_docs)]
+pub struct RawLimits {
+    pub max_jobs: Option<i64>,
+    pub submit_rate: Option<f64>,
+}
+
+/// `polling:`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(missing_docs)]
+pub struct RawPolling {
+    pub min_interval: Option<RawDuration>,
+    pub max_interval: Option<RawDuration>,
+    pub status_source: Option<StatusSource>,
+    pub missing_grace: Option<RawDuration>,
+    pub failure_timeout: Option<RawDuration>,
+    pub command_timeout: Option<RawDuration>,
+    pub chunk: Option<i64>,
+}
+
+/// `submit:`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(missing_docs)]
+pub struct RawSubmit {
+    pub retries: Option<i64>,
+    pub backoff: Option<RawDuration>,
+}
+
+/// `escalate:`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(missing_docs)]
+pub struct RawEscalate {
+    pub walltime_factor: Option<f64>,
+    pub memory_factor: Option<f64>,
+}
+
+/// Problems finding, reading or checking a profile.
+#[derive(Debug, thiserror::Error)]
+pub enum ProfileError {
+    /// No file for a profile name.
+    #[error(
+        "no SLURM profile `{name}` (looked for `{name}.yaml` in {searched})\nhint: pass a path (`--profile site.yaml`) or set `TWINFLOW_PROFILE_PATH`"
+    )]
+    NotFound {
+        /// The name.
+        name: String,
+        /// Directories searched, for the message.
+        searched: String,
+    },
+    /// The file could not be read.
+    #[error("cannot read profile `{path}`: {source}")]
+    Read {
+        /// File.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Not YAML of the right shape (unknown key, wrong type).
+    #[error("profile `{path}`: {message}")]
+    Parse {
+        /// File.
+        path: PathBuf,
+        /// What the parser said (with line and column).
+        message: String,
+    },
+    /// Values that fail the checks, all of them.
+    #[error("profile `{path}`:\n{}", problems.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
+    Invalid {
+        /// File.
+        path: PathBuf,
+        /// One line per problem.
+        problems: Vec<String>,
+    },
+}
+
+impl Profile {
+    /// Finds and loads a profile: a path (contains `/` or ends in `.yaml`/`.yml`), or a name
+    /// looked up as `NAME.yaml` in `$TWINFLOW_PROFILE_PATH`, then `./hpc/profiles`.
+    pub fn find(name_or_path: &str) -> Result<Self, ProfileError> {
+        let looks_like_path =
+            name_or_path.contains('/') || name_or_path.ends_with(".yaml") || name_or_path.ends_with(".yml");
+        if looks_like_path {
+            return Self::load(Path::new(name_or_path));
+        }
+        let mut dirs: Vec<PathBuf> = std::env::var_os(PROFILE_PATH_ENV)
+            .map(|v| std::env::split_paths(&v).filter(|p| !p.as_os_str().is_empty()).collect())
+            .unwrap_or_default();
+        dirs.push(PathBuf::from("hpc/profiles"));
+        for d in &dirs {
+            for ext in ["yaml", "yml"] {
+                let p = d.join(format!("{name_or_path}.{ext}"));
+                if p.is_file() {
+                    return Self::load(&p);
+                }
+            }
+        }
+        Err(ProfileError::NotFound {
+            name: name_or_path.to_string(),
+            searched: dirs.iter().map(|d| format!("`{}`", d.display())).collect::<Vec<_>>().join(", "),
+        })
+    }
+
+    /// Loads a profile file.
+    pub fn load(path: &Path) -> Result<Self, ProfileError> {
+        let text =
+            std::fs::read_to_string(path).map_err(|source| ProfileError::Read { path: path.to_path_buf(), source })?;
+        let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("profile");
+        Self::parse(&text, stem).map_err(|e| match e {
+            ProfileError::Parse { message, .. } => ProfileError::Parse { path: path.to_path_buf(), message },
+            ProfileError::Invalid { problems, .. } => ProfileError::Invalid { path: path.to_path_buf(), problems },
+            other => other,
+        })
+    }
+
+    /// Parses and checks a profile's text; `default_name` names it when it has no `name:`.
+    pub fn parse(text: &str, default_name: &str) -> Result<Self, ProfileError> {
+        let raw: RawProfile = if text.lines().all(|l| l.trim().is_empty() || l.trim_start().starts_with('#')) {
+            RawProfile::default()
+        } else {
+            serde_saphyr::from_str(text).map_err(|e: serde_saphyr::Error| {
+                let m = e.without_snippet().to_string();
+                let m = m.strip_prefix("error: ").unwrap_or(&m).to_string();
+                ProfileError::Parse { path: PathBuf::new(), message: m }
+            })?
+        };
+        check(raw, default_name).map_err(|problems| ProfileError::Invalid { path: PathBuf::new(), problems })
+    }
+}
+
+fn dur(field: &str, v: Option<RawDuration>, problems: &mut Vec<String>) -> Option<Duration> {
+    match v? {
+        RawDuration::Seconds(s) if (0.0..366.0 * 86400.0).contains(&s) => Some(Duration::from_secs_f64(s)),
+        RawDuration::Seconds(s) => {
+            problems.push(format!("`{field}`: invalid duration `{s}`"));
+            None
+        }
+        RawDuration::Text(t) => match parse_duration(&t) {
+            Ok(d) => Some(d),
+            Err(e) => {
+                problems.push(format!("`{field}`: {e}"));
+                None
+            }
+        },
+    }
+}
+
+/// Words that end up in `#SBATCH` lines: no spaces, quotes or newlines that could change
+/// the script.
+fn word_ok(s: &str) -> bool {
+    !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "_.,:+-=/@%".contains(c))
+}
+
+fn check(raw: RawProfile, default_name: &str) -> Result<Profile, Vec<String>> {
+    let mut p = Profile { name: raw.name.clone().unwrap_or_else(|| default_name.to_string()), ..Profile::default() };
+    let mut problems = vec![];
+    for (field, v, out) in [
+        ("partition", raw.partition, &mut p.partition),
+        ("account", raw.account, &mut p.account),
+        ("qos", raw.qos, &mut p.qos),
+    ] {
+        if let Some(v) = v {
+            if word_ok(&v) {
+                *out = Some(v);
+            } else {
+                problems.push(format!("`{field}`: `{v}` is not a SLURM name (letters, digits, `_.,:+-`)"));
+            }
+        }
+    }
+    for f in &raw.sbatch_flags {
+        // One option per entry, as on the command line: `--constraint=cpu`. A newline or a
+        // second option would add lines to the script that nobody reviewed.
+        if !f.starts_with('-') || f.contains(['\n', '\r']) || f.split_whitespace().count() != 1 {
+            problems.push(format!("`sbatch_flags`: `{f}` must be one option such as `--constraint=cpu`"));
+        }
+    }
+    p.sbatch_flags = raw.sbatch_flags;
+    for f in &raw.srun_flags {
+        if !f.starts_with('-') || f.contains(['\n', '\r']) {
+            problems.push(format!("`srun_flags`: `{f}` must be an option such as `--cpu-bind=cores`"));
+        }
+    }
+    p.srun_flags = raw.srun_flags;
+    for m in &raw.modules {
+        if m.trim().is_empty() || m.contains(['\n', '\r']) {
+            problems.push(format!("`modules`: `{m}` is not a module name"));
+        }
+    }
+    p.modules = raw.modules;
+    p.setup = raw.setup;
+    for (k, v) in raw.env {
+        if !super::script::is_env_name(&k) {
+            problems.push(format!("`env`: `{k}` is not an environment variable name"));
+        }
+        p.env.push((k, v));
+    }
+    if let Some(m) = raw.mpi {
+        if m.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') && !m.is_empty() {
+            p.mpi = Some(m);
+        } else {
+            problems.push(format!("`mpi`: `{m}` is not an srun MPI plugin (`pmi2`, `pmix`, `none`)"));
+        }
+    }
+    p.default_walltime = dur("default_walltime", raw.default_walltime, &mut problems);
+    if let Some(l) = raw.limits {
+        match l.max_jobs {
+            Some(n) if n >= 1 => p.max_jobs = Some(n as usize),
+            Some(n) => problems.push(format!("`limits.max_jobs`: must be at least 1, got {n}")),
+            None => {}
+        }
+        match l.submit_rate {
+            Some(r) if r.is_finite() && r > 0.0 => p.submit_rate = Some(r),
+            Some(r) => problems.push(format!("`limits.submit_rate`: must be a positive number per second, got {r}")),
+            None => {}
+        }
+    }
+    if let Some(s) = raw.submit {
+        match s.retries {
+            Some(n) if (0..=100).contains(&n) => p.submit_retries = n as u32,
+            Some(n) => problems.push(format!("`submit.retries`: must be between 0 and 100, got {n}")),
+            None => {}
+        }
+        if let Some(d) = dur("submit.backoff", s.backoff, &mut problems) {
+            p.submit_backoff = d;
+        }
+    }
+    if let Some(pl) = raw.polling {
+        if let Some(d) = dur("polling.min_interval", pl.min_interval, &mut problems) {
+            p.poll_min = d.max(Duration::from_millis(50));
+        }
+        if let Some(d) = dur("polling.max_interval", pl.max_interval, &mut problems) {
+            p.poll_max = d;
+        }
+        if let Some(s) = pl.status_source {
+            p.status_source = s;
+        }
+        if let Some(d) = dur("polling.missing_grace", pl.missing_grace, &mut problems) {
+            p.missing_grace = d;
+        }
+        if let Some(d) = dur("polling.failure_timeout", pl.failure_timeout, &mut problems) {
+            p.poll_failure_timeout = d;
+        }
+        if let Some(d) = dur("polling.command_timeout", pl.command_timeout, &mut problems) {
+            p.command_timeout = d.max(Duration::from_secs(1));
+        }
+        match pl.chunk {
+            Some(n) if (1..=10_000).contains(&n) => p.chunk = n as usize,
+            Some(n) => problems.push(format!("`polling.chunk`: must be between 1 and 10000, got {n}")),
+            None => {}
+        }
+        if p.poll_max < p.poll_min {
+            problems.push(format!(
+                "`polling.max_interval` ({:?}) is shorter than `polling.min_interval` ({:?})",
+                p.poll_max, p.poll_min
+            ));
+        }
+    }
+    if let Some(e) = raw.escalate {
+        for (field, v, out) in [
+            ("escalate.walltime_factor", e.walltime_factor, &mut p.walltime_factor),
+            ("escalate.memory_factor", e.memory_factor, &mut p.memory_factor),
+        ] {
+            match v {
+                Some(f) if f.is_finite() && (1.0..=100.0).contains(&f) => *out = f,
+                Some(f) => problems.push(format!("`{field}`: must be between 1 and 100, got {f}")),
+                None => {}
+            }
+        }
+    }
+    if problems.is_empty() { Ok(p) } else { Err(problems) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shipped_profiles_parse() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../hpc/profiles");
+        let local = Profile::load(&dir.join("local.yaml")).unwrap();
+        assert_eq!(local.name, "local");
+        assert_eq!(local.mpi.as_deref(), Some("pmi2"));
+        let site = Profile::load(&dir.join("example-site.yaml")).unwrap();
+        assert!(site.account.is_some() && !site.modules.is_empty());
+    }
+
+    #[test]
+    fn empty_profile_is_the_default() {
+        assert_eq!(Profile::parse("# nothing\n", "x").unwrap(), Profile { name: "x".into(), ..Profile::default() });
+    }
+
+    #[test]
+    fn unknown_keys_are_reported_with_their_place() {
+        let e = Profile::parse("name: a\npartitoin: debug\n", "a").unwrap_err().to_string();
+        assert!(e.contains("partitoin") && e.contains("line 2"), "{e}");
+    }
+
+    #[test]
+    fn every_bad_value_is_reported() {
+        let text = "partition: 'debug; rm -rf /'\nsbatch_flags: ['--a=1 --b=2']\nlimits: { max_jobs: 0 }\npolling: { min_interval: 3x }\nenv: { 'A-B': x }\n";
+        let ProfileError::Invalid { problems, .. } = Profile::parse(text, "p").unwrap_err() else { panic!() };
+        assert_eq!(problems.len(), 5, "{problems:#?}");
+    }
+
+    #[test]
+    fn durations_as_numbers_or_text() {
+        let p =
+            Profile::parse("polling: { min_interval: 0.25, max_interval: 2m }\ndefault_walltime: 1h\n", "p").unwrap();
+        assert_eq!(p.poll_min, Duration::from_millis(250));
+        assert_eq!(p.poll_max, Duration::from_secs(120));
+        assert_eq!(p.default_walltime, Some(Duration::from_secs(3600)));
+    }
+}

@@ -1,0 +1,270 @@
+//! Reading what `squeue`, `sacct` and `scontrol show job` print, and mapping SLURM job
+//! states onto [`JobStatus`] and [`Outcome`].
+//!
+//! Every query asks for `SLURM_TIME_FORMAT=%s`, so times are seconds since the epoch and
+//! need no time-zone guessing. States are documented in `squeue(1)` "JOB STATE CODES";
+//! `sacct` may print `CANCELLED by UID`, so only the first word counts.
+
+use std::collections::HashMap;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::execute::{JobStatus, Outcome};
+use crate::ids::JobId;
+
+/// One line of `squeue --format=%i|%T|%r`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueRow {
+    /// Job id.
+    pub id: JobId,
+    /// State (`PENDING`, `RUNNING`, ...).
+    pub state: String,
+    /// Reason it waits (`Priority`, `Resources`, ...; `None` when running).
+    pub reason: String,
+}
+
+/// How a job ended, from `sacct` or `scontrol show job`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FinalRow {
+    /// Job id.
+    pub id: JobId,
+    /// State, first word (`COMPLETED`, `FAILED`, `CANCELLED`, ...).
+    pub state: String,
+    /// `ExitCode` as (exit code, signal).
+    pub exit: Option<(i32, i32)>,
+    /// Start time.
+    pub start: Option<SystemTime>,
+    /// End time.
+    pub end: Option<SystemTime>,
+}
+
+/// Parses `squeue --noheader --format=%i|%T|%r`.
+pub fn parse_squeue(text: &str) -> Vec<QueueRow> {
+    text.lines()
+        .filter_map(|l| {
+            let mut f = l.trim().splitn(3, '|');
+            let id = f.next()?.trim();
+            let state = f.next()?.trim();
+            if id.is_empty() || state.is_empty() {
+                return None;
+            }
+            Some(QueueRow {
+                id: JobId(id.to_string()),
+                state: state.to_string(),
+                reason: f.next().unwrap_or("").trim().to_string(),
+            })
+        })
+        .collect()
+}
+
+fn epoch(s: &str) -> Option<SystemTime> {
+    // `Unknown`/`None` for jobs that never started; 0 likewise.
+    let secs: u64 = s.trim().parse().ok().filter(|s| *s > 0)?;
+    Some(UNIX_EPOCH + Duration::from_secs(secs))
+}
+
+fn exit_code(s: &str) -> Option<(i32, i32)> {
+    let (a, b) = s.trim().split_once(':')?;
+    Some((a.parse().ok()?, b.parse().ok()?))
+}
+
+/// Parses `sacct --noheader --parsable2 -X --format=JobID,State,ExitCode,Start,End`
+/// (with or without `-c`). A job listed twice (requeued) keeps its last line.
+pub fn parse_sacct(text: &str) -> Vec<FinalRow> {
+    let mut by_id: HashMap<String, FinalRow> = HashMap::new();
+    let mut order = vec![];
+    for l in text.lines() {
+        let f: Vec<&str> = l.trim().split('|').collect();
+        if f.len() < 3 || f[0].is_empty() || f[1].is_empty() {
+            continue;
+        }
+        let row = FinalRow {
+            id: JobId(f[0].to_string()),
+            state: f[1].split_whitespace().next().unwrap_or("").to_string(),
+            exit: exit_code(f[2]),
+            start: f.get(3).and_then(|s| epoch(s)),
+            end: f.get(4).and_then(|s| epoch(s)),
+        };
+        if by_id.insert(f[0].to_string(), row).is_none() {
+            order.push(f[0].to_string());
+        }
+    }
+    order.into_iter().filter_map(|id| by_id.remove(&id)).collect()
+}
+
+/// Parses `scontrol show job ID` (`Key=Value` words over several lines). `None` when the
+/// text has no `JobId=`.
+pub fn parse_scontrol(text: &str) -> Option<FinalRow> {
+    let mut kv = HashMap::new();
+    for w in text.split_whitespace() {
+        if let Some((k, v)) = w.split_once('=') {
+            kv.entry(k).or_insert(v);
+        }
+    }
+    Some(FinalRow {
+        id: JobId(kv.get("JobId")?.to_string()),
+        state: kv.get("JobState")?.to_string(),
+        exit: kv.get("ExitCode").and_then(|s| exit_code(s)),
+        start: kv.get("StartTime").and_then(|s| epoch(s)),
+        end: kv.get("EndTime").and_then(|s| epoch(s)),
+    })
+}
+
+/// Where a job stands according to its state name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Waiting to start.
+    Queued,
+    /// Started, not ended.
+    Running,
+    /// Ended.
+    Ended,
+}
+
+/// The phase of a SLURM state.
+pub fn phase(state: &str) -> Phase {
+    match state.split_whitespace().next().unwrap_or("") {
+        "PENDING" | "CONFIGURING" | "REQUEUED" | "REQUEUE_HOLD" | "REQUEUE_FED" | "RESV_DEL_HOLD" => Phase::Queued,
+        "RUNNING" | "COMPLETING" | "SUSPENDED" | "STAGE_OUT" | "SIGNALING" | "RESIZING" | "STOPPED" => Phase::Running,
+        _ => Phase::Ended,
+    }
+}
+
+/// Whether a job in the queue counts as queued or running.
+pub fn queue_status(state: &str) -> JobStatus {
+    match phase(state) {
+        Phase::Queued => JobStatus::Queued,
+        _ => JobStatus::Running,
+    }
+}
+
+/// Pending reasons that will not go away by waiting (the job needs more than the partition
+/// or the association allows, or a dependency can never be met). The backend warns once.
+pub fn hopeless_reason(reason: &str) -> bool {
+    matches!(
+        reason,
+        "PartitionTimeLimit"
+            | "PartitionNodeLimit"
+            | "PartitionConfig"
+            | "BadConstraints"
+            | "InvalidAccount"
+            | "InvalidQOS"
+            | "DependencyNeverSatisfied"
+            | "QOSMaxWallDurationPerJobLimit"
+            | "QOSMaxCpuPerJobLimit"
+            | "QOSMaxNodePerJobLimit"
+            | "AssocMaxWallDurationPerJobLimit"
+            | "AssocMaxCpuPerJobLimit"
+            | "AssocMaxNodePerJobLimit"
+            | "ReqNodeNotAvail, UnavailableNodes"
+    ) || reason.starts_with("ReqNodeNotAvail")
+}
+
+/// How a job that ended did end. `cancel_requested`: twinflow itself asked to cancel it
+/// (otherwise a `CANCELLED` job was cancelled by someone else, and counts as a failure that
+/// the step's retry policy may retry).
+pub fn outcome(row: &FinalRow, cancel_requested: bool) -> Outcome {
+    let (code, sig) = row.exit.unwrap_or((0, 0));
+    let mut o = Outcome { started: row.start, finished: row.end, ..Outcome::default() };
+    if sig != 0 {
+        o.signal = Some(sig);
+    } else {
+        o.exit_code = Some(code);
+    }
+    let state = row.state.as_str();
+    match state {
+        "COMPLETED" => {}
+        "FAILED" => {
+            if code == 0 && sig == 0 {
+                // FAILED with 0:0: the batch script could not be started (bad --chdir,
+                // missing interpreter): say so, do not pretend it exited 0.
+                o.failure = Some("SLURM reports the job FAILED without an exit code".into());
+            }
+        }
+        "TIMEOUT" => o.timed_out = true,
+        "CANCELLED" if cancel_requested => o.cancelled = true,
+        "CANCELLED" => {
+            o.failure = Some("the job was cancelled outside twinflow (`scancel`, an administrator or a limit)".into())
+        }
+        "OUT_OF_MEMORY" => {
+            o.failure = Some("the job ran out of memory (SLURM OUT_OF_MEMORY); hint: raise `resources.memory`".into())
+        }
+        "NODE_FAIL" => o.failure = Some("a node of the job failed (SLURM NODE_FAIL)".into()),
+        "PREEMPTED" => o.failure = Some("the job was preempted (SLURM PREEMPTED)".into()),
+        "BOOT_FAIL" => o.failure = Some("the job's node failed to boot (SLURM BOOT_FAIL)".into()),
+        "DEADLINE" => o.failure = Some("the job reached its deadline (SLURM DEADLINE)".into()),
+        other => o.failure = Some(format!("the job ended in SLURM state {other}")),
+    }
+    o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(state: &str, exit: (i32, i32)) -> FinalRow {
+        FinalRow { id: JobId("7".into()), state: state.into(), exit: Some(exit), start: None, end: None }
+    }
+
+    #[test]
+    fn squeue_lines() {
+        let rows = parse_squeue("12|PENDING|Priority\n13|RUNNING|None\n\n14|PENDING|ReqNodeNotAvail, Reserved\n");
+        assert_eq!(rows.len(), 3);
+        assert_eq!(rows[2].reason, "ReqNodeNotAvail, Reserved");
+        assert_eq!(queue_status(&rows[0].state), JobStatus::Queued);
+        assert_eq!(queue_status(&rows[1].state), JobStatus::Running);
+        assert!(hopeless_reason(&rows[2].reason));
+    }
+
+    #[test]
+    fn sacct_lines_last_wins() {
+        let text = "2|FAILED|3:0|1795309457|1795309458\n1|COMPLETED|0:0|1795309457|1795309459\n5|CANCELLED by 0|0:15|Unknown|1795309460\n2|COMPLETED|0:0|1795309470|1795309471\n";
+        let rows = parse_sacct(text);
+        assert_eq!(rows.len(), 3);
+        assert_eq!(rows[0].state, "COMPLETED", "requeued job 2: last line");
+        assert_eq!(rows[2].state, "CANCELLED");
+        assert_eq!(rows[2].start, None);
+        assert_eq!(rows[1].end, Some(UNIX_EPOCH + Duration::from_secs(1795309459)));
+    }
+
+    #[test]
+    fn scontrol_text() {
+        let text = "JobId=3 JobName=wrap\n   JobState=TIMEOUT Reason=TimeLimit Dependency=(null)\n   ExitCode=0:0\n   StartTime=1795309457 EndTime=1795309545 Deadline=N/A\n";
+        let r = parse_scontrol(text).unwrap();
+        assert_eq!((r.id.0.as_str(), r.state.as_str(), r.exit), ("3", "TIMEOUT", Some((0, 0))));
+        assert!(parse_scontrol("slurm_load_jobs error: Invalid job id specified").is_none());
+    }
+
+    #[test]
+    fn states_map_to_outcomes() {
+        assert!(outcome(&row("COMPLETED", (0, 0)), false).success());
+        let f = outcome(&row("FAILED", (3, 0)), false);
+        assert_eq!((f.exit_code, f.success()), (Some(3), false));
+        assert_eq!(f.describe(), "exit code 3");
+        assert!(outcome(&row("FAILED", (0, 9)), false).signal == Some(9));
+        assert!(outcome(&row("TIMEOUT", (0, 0)), false).timed_out);
+        assert!(outcome(&row("CANCELLED", (0, 15)), true).cancelled);
+        let ext = outcome(&row("CANCELLED", (0, 15)), false);
+        assert!(!ext.cancelled && !ext.success() && ext.describe().contains("outside twinflow"), "{ext:?}");
+        // OOM often reports 0:125: still a failure.
+        let oom = outcome(&row("OUT_OF_MEMORY", (0, 125)), false);
+        assert!(!oom.success() && oom.describe().contains("out of memory"));
+        for s in ["NODE_FAIL", "PREEMPTED", "BOOT_FAIL", "DEADLINE", "REVOKED"] {
+            let o = outcome(&row(s, (0, 0)), false);
+            assert!(!o.success() && o.failure.is_some(), "{s}");
+        }
+        assert!(!outcome(&row("FAILED", (0, 0)), false).success());
+    }
+
+    #[test]
+    fn phases() {
+        for s in ["PENDING", "REQUEUED", "CONFIGURING"] {
+            assert_eq!(phase(s), Phase::Queued);
+        }
+        for s in ["RUNNING", "COMPLETING", "SUSPENDED"] {
+            assert_eq!(phase(s), Phase::Running);
+        }
+        for s in ["COMPLETED", "CANCELLED by 0", "TIMEOUT", "OUT_OF_MEMORY"] {
+            assert_eq!(phase(s), Phase::Ended);
+        }
+    }
+}
