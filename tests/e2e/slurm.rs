@@ -626,8 +626,9 @@ fn slurm_profile_limits_jobs_in_flight_and_submission_rate() {
     assert!(times.windows(2).all(|w| w[1] - w[0] >= 200), "{times:?}");
 }
 
-/// `twinflow cancel` from another shell while the engine runs: the engine records the tasks
-/// as cancelled (not as failures to retry) and ends.
+/// `twinflow cancel` from another shell while the engine runs: the jobs are scancelled, the
+/// engine is sent SIGTERM, records the tasks as cancelled (not as failures to retry) and
+/// exits 130.
 #[test]
 fn slurm_cancel_command_with_a_live_engine_records_cancelled_tasks() {
     require_cluster();
@@ -641,8 +642,9 @@ fn slurm_cancel_command_with_a_live_engine_records_cancelled_tasks() {
     wait_until("4 submitted jobs", 60, || job_ids(&d.join("runs")).len() == 4);
     let cancel = twinflow().current_dir(&d).args(["cancel", "latest"]).output().unwrap();
     assert!(cancel.status.success(), "{}", show(&cancel));
+    assert!(String::from_utf8_lossy(&cancel.stdout).contains("sent SIGTERM to the engine"), "{}", show(&cancel));
     let out = wait_output(child, 60);
-    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    assert_eq!(out.status.code(), Some(130), "{}", show(&out));
     assert!(retry_messages(&out).is_empty(), "{:?}", retry_messages(&out));
     let st = final_states(&out);
     assert_eq!(st.values().filter(|s| *s == "cancelled").count(), 4, "{st:?}");

@@ -212,14 +212,32 @@ fn run_cmd(a: RunArgs) -> Result<i32, Failure> {
         }
     };
     let wf = load(&file, &o)?;
-    let overrides_json = serde_json::json!({ "params": a.params, "inputs": a.inputs });
+    // A resumed run keeps the backend it was started with unless one is given again:
+    // resuming SLURM jobs with the local backend would resubmit them.
+    let mut backend_args = BackendArgs { backend: a.backend.backend, profile: a.backend.profile.clone() };
+    if let (Some(id), BackendKind::Local, None) = (&resume, a.backend.backend, &a.backend.profile) {
+        let saved: serde_json::Value =
+            store.run(Some(id)).ok().and_then(|r| serde_json::from_str(&r.params).ok()).unwrap_or_default();
+        if saved.get("backend").and_then(|b| b.as_str()) == Some("slurm") {
+            backend_args.backend = BackendKind::Slurm;
+            backend_args.profile = saved.get("profile").and_then(|p| p.as_str()).map(String::from);
+            eprintln!("resuming with the SLURM backend this run was started with");
+        }
+    }
+    let backend_name = match backend_args.backend {
+        BackendKind::Local => "local",
+        BackendKind::Slurm => "slurm",
+    };
+    let overrides_json = serde_json::json!({
+        "params": a.params, "inputs": a.inputs, "backend": backend_name, "profile": backend_args.profile,
+    });
     let overrides_json = if resume.is_some() && a.params.is_empty() && a.inputs.is_empty() {
         store.run(resume.as_deref()).map(|r| r.params).unwrap_or_else(|_| overrides_json.to_string())
     } else {
         overrides_json.to_string()
     };
     let plan = compile(wf, "<run.id>", &a.runs_dir.display().to_string())?;
-    let profile = slurm_profile(&a.backend)?;
+    let profile = slurm_profile(&backend_args)?;
     let mut local = LocalOptions::default();
     if let Some(c) = a.cores {
         local.cores = c.max(1);
@@ -331,7 +349,12 @@ fn cancel_cmd(a: &CancelArgs) -> Result<i32, Failure> {
         run.id,
         jobs.iter().map(|j| j.0.as_str()).collect::<Vec<_>>().join(" ")
     );
-    if run.state == "running" {
+    if run.state == "running"
+        && let Some(pid) = run.engine_pid
+        && twinflow_engine::execute::process::terminate_engine(pid)
+    {
+        println!("sent SIGTERM to the engine of run {} (pid {pid}); it stops its remaining tasks", run.id);
+    } else if run.state == "running" {
         println!("hint: if its engine still runs, it records these tasks as cancelled; stop it with Ctrl-C or SIGTERM");
     }
     Ok(exit::OK)

@@ -892,7 +892,7 @@ fn status_json(o: &Outcome) -> String {
     };
     serde_json::json!({
         "exit_code": o.exit_code, "signal": o.signal, "timed_out": o.timed_out, "cancelled": o.cancelled,
-        "spawn_error": o.spawn_error, "started_ms": ms(o.started), "finished_ms": ms(o.finished),
+        "spawn_error": o.spawn_error, "failure": o.failure, "started_ms": ms(o.started), "finished_ms": ms(o.finished),
         "seconds": o.duration().as_secs_f64(),
     })
     .to_string()
