@@ -84,6 +84,7 @@ fn short(s: &str) -> String {
 #[derive(Default)]
 pub struct Hasher {
     memo: HashMap<PathBuf, (u64, i64, String)>,
+    programs: HashMap<String, Option<PathBuf>>,
 }
 
 impl std::fmt::Debug for Hasher {
@@ -100,6 +101,11 @@ pub fn stat(path: &Path) -> std::io::Result<(u64, i64, bool)> {
 }
 
 impl Hasher {
+    /// [`which`], remembered for the life of the run (PATH does not change under a run).
+    pub fn which(&mut self, prog: &str) -> Option<PathBuf> {
+        self.programs.entry(prog.to_string()).or_insert_with(|| which(prog)).clone()
+    }
+
     /// Content hash of a file (or a directory tree), `missing` when it does not exist.
     pub fn hash(&mut self, store: &mut Store, path: &Path) -> Result<String, StateError> {
         let Ok((size, mtime, is_dir)) = stat(path) else {

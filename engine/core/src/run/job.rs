@@ -234,7 +234,7 @@ pub fn components(
         Command::Run { shell: true, .. } => "/bin/sh".to_string(),
         Command::Run { .. } => exec.argv.first().cloned().unwrap_or_default(),
     };
-    let program = match which(&prog) {
+    let program = match hasher.which(&prog) {
         Some(p) => format!("{}:{}", p.display(), hasher.hash(store, &p)?),
         None => format!("{prog}:not-found"),
     };

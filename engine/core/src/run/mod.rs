@@ -286,24 +286,36 @@ pub async fn execute(
             s.ready.push_back(i);
         }
     }
+    // State changes are committed in batches at most FLUSH_EVERY apart (and before any
+    // longer wait): a crash loses at most that much bookkeeping, whose tasks then simply run
+    // again, while thousands of short tasks do not pay one commit each.
+    const FLUSH_EVERY: Duration = Duration::from_millis(20);
+    let mut last_flush = Instant::now();
     loop {
         s.store.begin()?;
         if !s.cancelling {
             s.dispatch().await?;
         }
-        s.store.commit()?;
         if s.running.is_empty()
             && (s.cancelling || (s.ready.is_empty() && s.delayed.is_empty()) || (s.failed && !opts.keep_going))
         {
+            s.store.commit()?;
             break;
         }
-        let wait = s
+        let mut wait = s
             .delayed
             .iter()
             .map(|(t, _)| t.saturating_duration_since(Instant::now()))
             .min()
             .unwrap_or(Duration::from_secs(1))
             .min(Duration::from_secs(1));
+        let since = last_flush.elapsed();
+        if since >= FLUSH_EVERY {
+            s.store.commit()?;
+            last_flush = Instant::now();
+        } else {
+            wait = wait.min(FLUSH_EVERY - since);
+        }
         tokio::select! {
             _ = s.backend.wait(wait) => {}
             changed = cancel.changed() => {
@@ -326,7 +338,10 @@ pub async fn execute(
             s.state[i.index()] = NodeState::Ready;
             s.ready.push_back(i);
         }
-        s.store.commit()?;
+        if last_flush.elapsed() >= FLUSH_EVERY {
+            s.store.commit()?;
+            last_flush = Instant::now();
+        }
     }
     // Retries still waiting when the run stops (fail-fast, cancel) go back to pending, so
     // the database does not show them as running.
