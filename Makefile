@@ -11,12 +11,19 @@ RUNS_DIR ?= runs
 deps:
 	bash hpc/setup-deps.sh --python
 
+# The flood twin at CI size (examples/flood-mini.yaml): terrain, 4 flood members on 2 MPI
+# ranks each, merged, summarized into a CF NetCDF and a PNG exceedance map.
 demo: deps
 	$(CARGO) build --release -p twinflow-cli
-	./target/release/twinflow validate examples/hello.yaml
-	./target/release/twinflow plan examples/hello.yaml -p members=4
-	./target/release/twinflow run examples/hello.yaml -p members=4 -p mode=full --runs-dir $(RUNS_DIR)
+	$(CARGO) build --release -p twinflow-kernels --features mpi
+	./target/release/twinflow validate examples/flood-mini.yaml
+	./target/release/twinflow plan examples/flood-mini.yaml
+	TWINFLOW_KERNEL_BIN=$(CURDIR)/target/release/twin-kernel \
+		./target/release/twinflow run examples/flood-mini.yaml --runs-dir $(RUNS_DIR)
 	./target/release/twinflow status latest --runs-dir $(RUNS_DIR)
+	@run=$$(ls -td $(RUNS_DIR)/*/ | head -n 1); \
+	echo "summary (NetCDF): $${run}steps/twin/summary/out/summary.nc"; \
+	echo "exceedance map (PNG): $${run}steps/twin/summary/out/exceedance.png"
 
 # The SLURM tests run against a real one-node cluster (hpc/slurm-local.sh), started here
 # and stopped afterwards whatever the result. Everything is built once with MPI enabled so
@@ -25,6 +32,7 @@ test: deps
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	$(CARGO) clippy --workspace --all-targets --features twinflow-kernels/mpi -- -D warnings
+	$(CARGO) build --workspace --features twinflow-kernels/mpi
 	bash hpc/slurm-local.sh start
 	status=0; \
 	$(CARGO) test --workspace --no-fail-fast --features twinflow-kernels/mpi || status=$$?; \

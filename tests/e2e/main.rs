@@ -2,6 +2,7 @@
 
 mod common;
 mod execution;
+mod flood;
 mod invalid;
 mod kill;
 mod project;

@@ -48,6 +48,8 @@ pub mod provenance {
     pub const KERNEL_VERSION_ATTR: &str = "twinflow_kernel_version";
     /// Attribute holding the kernel parameters as JSON.
     pub const PARAMETERS_ATTR: &str = "twinflow_parameters";
+    /// Integer attribute: number of MPI ranks the kernel ran on (1 without MPI).
+    pub const MPI_RANKS_ATTR: &str = "mpi_ranks";
 }
 
 /// Names of the variables (NetCDF) and datasets (HDF5) in exchange files, so a later stage

@@ -3,6 +3,8 @@
 //! - [`comm`]: the communicator abstraction (single process or MPI ranks).
 //! - [`exchange`]: NetCDF-4 / HDF5 exchange files with CF and provenance metadata.
 //! - [`flood`]: 2D shallow-water flood kernel.
+//! - [`stage`]: convert, subset, regrid, merge and checksum exchange files.
+//! - [`summary`]: ensemble statistics (exceedance probabilities, gauge statistics) and a map.
 //! - [`terrain`]: synthetic terrain for examples and tests.
 //!
 //! The kernels share only names with the engine, through `twinflow-contract`.
@@ -11,4 +13,6 @@
 pub mod comm;
 pub mod exchange;
 pub mod flood;
+pub mod stage;
+pub mod summary;
 pub mod terrain;

@@ -9,7 +9,7 @@
 use ndarray::Array2;
 
 use crate::exchange::Coords;
-use crate::flood::{Boundaries, BoundaryKind, FloodConfig, GaugeConfig, InitialConfig};
+use crate::flood::{Boundaries, BoundaryKind, FloodConfig, GaugeConfig, InflowConfig, InitialConfig, Side};
 
 /// Shape of the synthetic valley.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -26,11 +26,27 @@ pub struct Valley {
     pub side_height: f64,
     /// Height of the dam crest above the valley floor, m.
     pub dam_height: f64,
+    /// Peak discharge of an inflow hydrograph into the reservoir through the west side,
+    /// m³ s⁻¹ (`None`: no inflow). The hydrograph rises linearly to the peak at a quarter of
+    /// the run and recedes to a quarter of it at the end.
+    pub inflow_peak: Option<f64>,
+    /// Simulated duration of the suggested configuration, s (`None`: long enough for the
+    /// dam-break front to cross the valley).
+    pub end_time: Option<f64>,
 }
 
 impl Default for Valley {
     fn default() -> Self {
-        Self { nx: 200, ny: 100, dx: 10.0, slope: 0.002, side_height: 12.0, dam_height: 8.0 }
+        Self {
+            nx: 200,
+            ny: 100,
+            dx: 10.0,
+            slope: 0.002,
+            side_height: 12.0,
+            dam_height: 8.0,
+            inflow_peak: None,
+            end_time: None,
+        }
     }
 }
 
@@ -74,7 +90,14 @@ impl Valley {
         let gauge = |name: &str, fx: f64| GaugeConfig { name: name.into(), x: fx * lx, y: yc };
         // Travel time scale: the front moves at about 2√(g h) with h the reservoir depth.
         let front_speed = 2.0 * (9.81 * (self.dam_height - 1.0)).sqrt();
-        let end_time = (1.2 * (lx - x_dam) / front_speed).ceil().max(10.0);
+        let end_time = self.end_time.unwrap_or_else(|| (1.2 * (lx - x_dam) / front_speed).ceil().max(10.0));
+        // The inflow enters across the valley floor, where the reservoir is deepest.
+        let inflow = self.inflow_peak.map(|q| InflowConfig {
+            side: Side::West,
+            from: yc - 0.1 * ly,
+            to: yc + 0.1 * ly,
+            hydrograph: vec![[0.0, 0.0], [0.25 * end_time, q], [end_time, 0.25 * q]],
+        });
         let config = FloodConfig {
             end_time,
             output_interval: Some((end_time / 6.0).ceil()),
@@ -87,6 +110,7 @@ impl Valley {
             ],
             boundaries: Boundaries { east: BoundaryKind::Open, ..Boundaries::all(BoundaryKind::Closed) },
             initial: InitialConfig { file: None, water_level: None },
+            inflow,
             ..FloodConfig::default()
         };
         Terrain { coords: Coords { x, y }, bed, depth, config }
@@ -105,5 +129,18 @@ mod tests {
         assert!(!wet_x.is_empty());
         assert!(wet_x.iter().all(|&x| x < 0.3 * 600.0));
         assert_eq!(t.config.gauges.len(), 4);
+        assert!(t.config.inflow.is_none());
+    }
+
+    #[test]
+    fn inflow_enters_the_reservoir_and_validates() {
+        let v = Valley { nx: 40, ny: 24, inflow_peak: Some(30.0), ..Valley::default() };
+        let t = v.generate();
+        let inflow = t.config.inflow.as_ref().expect("an inflow");
+        assert_eq!(inflow.side, Side::West);
+        assert_eq!(inflow.hydrograph.iter().map(|p| p[1]).fold(0.0, f64::max), 30.0);
+        let grid = crate::flood::Grid { nx: 40, ny: 24, dx: 10.0, dy: 10.0, x0: 5.0, y0: 5.0 };
+        let plan = t.config.validate(&grid).expect("valid");
+        assert!(plan.params.inflow.is_some());
     }
 }

@@ -260,6 +260,101 @@ fn help_shows_an_example_and_exit_codes() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("Exit codes: 0 success"));
 }
 
+/// The staging and summary commands chained as a workflow would: two scenarios, a
+/// conversion whose checksums match the original, a merge from a list file, a summary
+/// with its PNG; a mismatched merge is an input error (exit 3).
+#[test]
+fn stage_and_summary_commands_chain() {
+    let dir = scratch("stage");
+    ok(
+        run(
+            kernel(&[
+                "terrain",
+                "--out",
+                "dem.nc",
+                "--nx",
+                "40",
+                "--ny",
+                "24",
+                "--inflow-peak",
+                "50",
+                "--config-out",
+                "flood.json",
+            ]),
+            &dir,
+            Duration::from_secs(60),
+        ),
+        "terrain",
+    );
+    for (m, q) in [(0, "20"), (1, "400")] {
+        let out = format!("m{m}.nc");
+        let mut cmd =
+            kernel(&["flood", "--dem", "dem.nc", "--config", "flood.json", "--out", &out, "--inflow-peak", q]);
+        cmd.args(SHORT_RUN);
+        ok(run(cmd, &dir, Duration::from_secs(120)), "flood");
+    }
+    ok(run(kernel(&["stage", "convert", "m0.nc", "m0.h5"]), &dir, Duration::from_secs(30)), "convert");
+    let sums = ok(run(kernel(&["stage", "checksum", "m0.nc", "m0.h5"]), &dir, Duration::from_secs(30)), "checksum");
+    let sums: serde_json::Value = serde_json::from_slice(&sums.stdout).unwrap();
+    let files = sums["files"].as_array().unwrap();
+    assert_eq!(files[0]["algorithm"], "blake3");
+    assert_eq!(files[0]["digest"], files[1]["digest"], "NetCDF and its HDF5 conversion hold the same values");
+    assert!(files[0]["variables"]["max_depth"].is_string());
+
+    std::fs::write(dir.join("members.txt"), "m0.nc\n\n# the big one\nm1.nc\n").unwrap();
+    ok(run(kernel(&["stage", "merge", "maps.nc", "--list", "members.txt"]), &dir, Duration::from_secs(30)), "merge");
+    ok(
+        run(kernel(&["stage", "merge", "gauges.nc", "m0_gauges.nc", "m1_gauges.nc"]), &dir, Duration::from_secs(30)),
+        "merge gauges",
+    );
+    ok(
+        run(
+            kernel(&["stage", "subset", "maps.nc", "box.nc", "--x0", "100", "--x1", "200", "--t0", "4"]),
+            &dir,
+            Duration::from_secs(30),
+        ),
+        "subset",
+    );
+    ok(
+        run(kernel(&["stage", "regrid", "dem.nc", "fine.nc", "--like", "box.nc"]), &dir, Duration::from_secs(30)),
+        "regrid",
+    );
+    let summary = kernel(&[
+        "summary",
+        "--maps",
+        "maps.nc",
+        "--gauges",
+        "gauges.nc",
+        "--threshold",
+        "0.1,1",
+        "--out",
+        "summary.nc",
+        "--png",
+        "map.png",
+        "--png-threshold",
+        "1",
+        "--png-scale",
+        "5",
+    ]);
+    ok(run(summary, &dir, Duration::from_secs(30)), "summary");
+    let header = ok(run(tool("ncdump", &["-h", "summary.nc"]), &dir, Duration::from_secs(30)), "ncdump");
+    let header = String::from_utf8_lossy(&header.stdout);
+    assert!(header.contains("exceedance_probability(threshold, y, x)") && header.contains(":ensemble_members = 2 ;"));
+    let png = std::fs::read(dir.join("map.png")).unwrap();
+    assert_eq!(&png[1..4], b"PNG");
+    let be = |k: usize| u32::from_be_bytes(png[k..k + 4].try_into().unwrap());
+    assert_eq!((be(16), be(20)), (200, 24 * 5 + 14), "IHDR width and height");
+
+    let out = run(kernel(&["stage", "merge", "bad.nc", "m0.nc", "gauges.nc"]), &dir, Duration::from_secs(30));
+    assert_eq!(out.status.code(), Some(3), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("does not match member 0"));
+    assert!(!dir.join("bad.nc").exists());
+
+    let info = ok(run(kernel(&["info"]), &dir, Duration::from_secs(30)), "info");
+    let expected = if cfg!(feature = "mpi") { "mpi: yes" } else { "mpi: no" };
+    assert!(String::from_utf8_lossy(&info.stdout).contains(expected));
+}
+
 /// Rank independence under MPICH's `mpiexec` (compiled only with `--features mpi`).
 #[cfg(feature = "mpi")]
 mod mpi {

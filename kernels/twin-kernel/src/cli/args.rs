@@ -4,14 +4,15 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use twinflow_kernels::exchange::Format;
-use twinflow_kernels::flood::{BoundaryKind, FloodConfig};
+use twinflow_kernels::flood::{BoundaryKind, ConfigIssue, FloodConfig, FloodError};
 
 const AFTER_HELP: &str = "\
 Exit codes: 0 success, 1 run failed, 2 invalid command line, 3 invalid configuration or input.
 Logging: TWINFLOW_LOG=debug (tracing filter syntax), written to stderr.
 SIMD: the flood loops use AVX-512 or AVX2 when the CPU has them (bit-identical results);
 TWINFLOW_SIMD=avx2 or TWINFLOW_SIMD=baseline caps the instruction set.
-MPI: build with `--features mpi` and launch with `mpiexec -n N twin-kernel ...`.";
+MPI: build with `--features mpi` and launch with `mpiexec -n N twin-kernel ...`;
+`twin-kernel info` says whether MPI is compiled in.";
 
 /// Science kernels of twinflow digital twins.
 #[derive(Debug, Parser)]
@@ -40,6 +41,157 @@ result_gauges.nc (gauge time series, CF timeSeries) when gauges are configured."
         after_help = "Example:\n  twin-kernel terrain --out dem.nc --nx 200 --ny 100 --dx 10 --config-out flood.json"
     )]
     Terrain(TerrainArgs),
+    /// Data staging: convert, subset, regrid, merge, checksum exchange files.
+    #[command(subcommand)]
+    Stage(StageCommand),
+    /// Ensemble summary of merged flood results: exceedance probabilities, ensemble
+    /// mean/max depth, gauge statistics (NetCDF) and an exceedance map (PNG).
+    #[command(after_help = "Example:
+  twin-kernel stage merge maps.nc m0/result.nc m1/result.nc m2/result.nc
+  twin-kernel stage merge gauges.nc m0/result_gauges.nc m1/result_gauges.nc m2/result_gauges.nc
+  twin-kernel summary --maps maps.nc --gauges gauges.nc --dem dem.nc \\
+      --threshold 0.1 --threshold 0.5 --out summary.nc --png exceedance.png")]
+    Summary(SummaryArgs),
+    /// Print the version and the compiled-in features (MPI) and exit.
+    Info,
+}
+
+/// Staging operations (rank 0 works; other ranks of an MPI launch only wait).
+#[derive(Debug, Subcommand)]
+pub enum StageCommand {
+    /// Convert between NetCDF-4 and HDF5 (by extension: `.h5`/`.hdf5` → HDF5), keeping
+    /// dimensions, types and attributes.
+    #[command(after_help = "Example:\n  twin-kernel stage convert result.nc result.h5")]
+    Convert {
+        /// Input file.
+        input: PathBuf,
+        /// Output file.
+        output: PathBuf,
+    },
+    /// Cut a coordinate box, an index box and/or a time range.
+    #[command(after_help = "Examples:
+  twin-kernel stage subset result.nc box.nc --x0 100 --x1 400 --y0 50 --y1 200
+  twin-kernel stage subset result.nc late.nc --t0 60
+  twin-kernel stage subset dem.nc corner.nc --i0 0 --i1 32 --j0 0 --j1 24
+
+Coordinate bounds are inclusive and select cell centres (stations in a station file);
+index ranges are half-open (i0..i1) in file order.")]
+    Subset(SubsetArgs),
+    /// Interpolate bilinearly onto the x/y grid of another file.
+    #[command(after_help = "Example:\n  twin-kernel stage regrid coarse.nc fine.nc --like dem.nc
+
+Points up to half a cell outside the source's outer cell centres take the edge value;
+points farther out get the fill value.")]
+    Regrid {
+        /// Input file (gridded).
+        input: PathBuf,
+        /// Output file.
+        output: PathBuf,
+        /// File whose `x`/`y` grid to interpolate onto.
+        #[arg(long, value_name = "TARGET")]
+        like: PathBuf,
+    },
+    /// Merge ensemble members into one file with a leading `member` dimension.
+    #[command(after_help = "Examples:
+  twin-kernel stage merge ensemble.nc m0.nc m1.nc m2.nc
+  twin-kernel stage merge ensemble.nc --list members.txt    # one path per line
+
+Members keep the order given. Coordinates must match; global attributes that differ
+between members become `member_<name>` variables.")]
+    Merge {
+        /// Output file.
+        output: PathBuf,
+        /// Member files, in member order.
+        inputs: Vec<PathBuf>,
+        /// File with one member path per line (empty lines and `#` comments skipped),
+        /// appended after the paths given as arguments.
+        #[arg(long, value_name = "FILE")]
+        list: Option<PathBuf>,
+    },
+    /// Print blake3 digests of the values of each file's variables as JSON.
+    #[command(after_help = "Example:\n  twin-kernel stage checksum result.nc result.h5 --out sums.json
+
+Digests cover values and shapes, not attributes or format: a NetCDF file and its HDF5
+conversion have the same digests.")]
+    Checksum {
+        /// Files to digest.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Write the JSON here instead of stdout.
+        #[arg(long, value_name = "JSON")]
+        out: Option<PathBuf>,
+    },
+}
+
+/// Arguments of `twin-kernel stage subset`.
+#[derive(Debug, Args)]
+pub struct SubsetArgs {
+    /// Input file.
+    pub input: PathBuf,
+    /// Output file.
+    pub output: PathBuf,
+    /// Smallest x kept, m.
+    #[arg(long, allow_hyphen_values = true)]
+    pub x0: Option<f64>,
+    /// Largest x kept, m.
+    #[arg(long, allow_hyphen_values = true)]
+    pub x1: Option<f64>,
+    /// Smallest y kept, m.
+    #[arg(long, allow_hyphen_values = true)]
+    pub y0: Option<f64>,
+    /// Largest y kept, m.
+    #[arg(long, allow_hyphen_values = true)]
+    pub y1: Option<f64>,
+    /// First column kept.
+    #[arg(long)]
+    pub i0: Option<usize>,
+    /// Column after the last kept.
+    #[arg(long)]
+    pub i1: Option<usize>,
+    /// First row kept.
+    #[arg(long)]
+    pub j0: Option<usize>,
+    /// Row after the last kept.
+    #[arg(long)]
+    pub j1: Option<usize>,
+    /// Earliest time kept, s.
+    #[arg(long, allow_hyphen_values = true)]
+    pub t0: Option<f64>,
+    /// Latest time kept, s.
+    #[arg(long, allow_hyphen_values = true)]
+    pub t1: Option<f64>,
+}
+
+/// Arguments of `twin-kernel summary`.
+#[derive(Debug, Args)]
+pub struct SummaryArgs {
+    /// Merged flood maps: `max_depth(member, y, x)` (from `stage merge` of `result.nc`).
+    #[arg(long, value_name = "PATH")]
+    pub maps: PathBuf,
+    /// Merged gauge series: `h(member, station, time)` (from `stage merge` of `result_gauges.nc`).
+    #[arg(long, value_name = "PATH")]
+    pub gauges: Option<PathBuf>,
+    /// DEM with `z` on the maps' grid, drawn under the map (default: the maps' own `z`).
+    #[arg(long, value_name = "PATH")]
+    pub dem: Option<PathBuf>,
+    /// Depth threshold of an exceedance probability, m (repeat or comma-separate).
+    #[arg(long = "threshold", value_name = "M", value_delimiter = ',', required = true)]
+    pub thresholds: Vec<f64>,
+    /// Depth at which a gauge counts as reached, m.
+    #[arg(long, value_name = "M", default_value_t = 0.05)]
+    pub arrival_depth: f64,
+    /// Summary output (`.nc` → NetCDF-4, `.h5` → HDF5).
+    #[arg(long, value_name = "PATH")]
+    pub out: PathBuf,
+    /// PNG map of the exceedance probability over the terrain.
+    #[arg(long, value_name = "PATH")]
+    pub png: Option<PathBuf>,
+    /// Threshold shown in the PNG (one of `--threshold`; default: the first).
+    #[arg(long, value_name = "M")]
+    pub png_threshold: Option<f64>,
+    /// Pixels per cell in the PNG (default: about 640 px across, at most 16).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub png_scale: Option<u16>,
 }
 
 /// Boundary condition of one side.
@@ -108,6 +260,9 @@ pub struct FloodArgs {
     /// Uniform rainfall, mm/h.
     #[arg(long, value_name = "MM_PER_H")]
     pub rain: Option<f64>,
+    /// Scale the configured inflow hydrograph so that its peak discharge is Q, m³/s.
+    #[arg(long, value_name = "Q")]
+    pub inflow_peak: Option<f64>,
     /// Courant number, (0, 0.5].
     #[arg(long)]
     pub cfl: Option<f64>,
@@ -171,11 +326,35 @@ impl FloodArgs {
         if let Some(f) = self.format {
             config.format = Some(f.into());
         }
+        if let Some(peak) = self.inflow_peak {
+            scale_inflow(config, peak)?;
+        }
         if let Some(level) = self.deflate {
             config.compression.deflate_level = (level > 0).then_some(level);
         }
         Ok(())
     }
+}
+
+/// Scales the inflow hydrograph of `config` so that its peak discharge is `peak`.
+fn scale_inflow(config: &mut FloodConfig, peak: f64) -> Result<(), FloodError> {
+    let issue = |message: String| FloodError::Config(vec![ConfigIssue { field: "inflow".into(), message }]);
+    if !(peak.is_finite() && peak >= 0.0) {
+        return Err(issue(format!("`--inflow-peak` must be >= 0 m³/s, got {peak}")));
+    }
+    let Some(inflow) = config.inflow.as_mut() else {
+        return Err(issue(
+            "`--inflow-peak` needs an inflow hydrograph in the configuration; hint: `twin-kernel terrain --inflow-peak Q --config-out flood.json` writes one".into(),
+        ));
+    };
+    let max = inflow.hydrograph.iter().map(|p| p[1]).fold(0.0, f64::max);
+    if max <= 0.0 {
+        return Err(issue("the hydrograph has no positive discharge to scale".into()));
+    }
+    for p in &mut inflow.hydrograph {
+        p[1] *= peak / max;
+    }
+    Ok(())
 }
 
 /// Arguments of `twin-kernel terrain`.
@@ -199,6 +378,14 @@ pub struct TerrainArgs {
     /// Dam crest height above the valley floor, m (the reservoir is filled to 1 m below).
     #[arg(long, default_value_t = 8.0)]
     pub dam_height: f64,
+    /// Add an inflow hydrograph into the reservoir (west side) peaking at Q m³/s to the
+    /// configuration (`flood --inflow-peak` rescales it per scenario).
+    #[arg(long, value_name = "Q")]
+    pub inflow_peak: Option<f64>,
+    /// Simulated duration written to the configuration, s (default: long enough for the
+    /// dam-break front to cross the valley).
+    #[arg(long, value_name = "S")]
+    pub end_time: Option<f64>,
     /// Also write a flood configuration for this terrain (gauges, boundaries, times).
     #[arg(long, value_name = "JSON")]
     pub config_out: Option<PathBuf>,

@@ -1,6 +1,7 @@
 //! Command-line interface: clap definitions, logging, communicator setup, error reporting.
 
 mod args;
+mod stage;
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -48,6 +49,13 @@ fn communicator() -> Box<dyn Communicator> {
 
 /// Runs a parsed command line; returns the exit code.
 pub fn run(cli: Cli) -> u8 {
+    if let Command::Info = cli.command {
+        // Before MPI is initialised: `info` must work without a launcher.
+        return match std::io::stdout().write_all(stage::info().as_bytes()) {
+            Ok(()) => exit_code::SUCCESS,
+            Err(_) => exit_code::FAILURE,
+        };
+    }
     init_logging();
     let comm = communicator();
     let (rank, size) = (comm.rank(), comm.size());
@@ -58,13 +66,11 @@ pub fn run(cli: Cli) -> u8 {
     let command_line = std::env::args().collect::<Vec<_>>().join(" ");
     let outcome = match cli.command {
         Command::Flood(args) => run_flood(comm.as_ref(), args, &command_line),
-        Command::Terrain(args) => {
-            if rank == 0 {
-                run_terrain(args, &command_line)
-            } else {
-                Ok(())
-            }
-        }
+        // Serial tools: rank 0 works, the other ranks of an MPI launch have nothing to do.
+        Command::Terrain(args) => on_root(rank, || run_terrain(args, &command_line)),
+        Command::Stage(command) => on_root(rank, || stage::run_stage(command, &command_line)),
+        Command::Summary(args) => on_root(rank, || stage::run_summary(args, &command_line)),
+        Command::Info => unreachable!("handled above"),
     };
     match outcome {
         Ok(()) => exit_code::SUCCESS,
@@ -77,9 +83,15 @@ pub fn run(cli: Cli) -> u8 {
     }
 }
 
+fn on_root(rank: usize, f: impl FnOnce() -> anyhow::Result<()>) -> anyhow::Result<()> {
+    if rank == 0 { f() } else { Ok(()) }
+}
+
 fn is_invalid_input(err: &anyhow::Error) -> bool {
     err.chain().any(|e| {
-        matches!(e.downcast_ref::<FloodError>(), Some(FloodError::Config(_) | FloodError::Input { .. }))
+        e.downcast_ref::<twinflow_kernels::stage::StageError>().is_some_and(|s| s.is_invalid_input())
+            || e.downcast_ref::<twinflow_kernels::summary::SummaryError>().is_some_and(|s| s.is_invalid_input())
+            || matches!(e.downcast_ref::<FloodError>(), Some(FloodError::Config(_) | FloodError::Input { .. }))
             || e.downcast_ref::<exchange::ExchangeError>().is_some_and(|x| {
                 matches!(x, exchange::ExchangeError::MissingVariable { .. } | exchange::ExchangeError::Layout { .. })
             })
@@ -121,14 +133,19 @@ fn run_terrain(args: TerrainArgs, command_line: &str) -> anyhow::Result<()> {
         dx: args.dx,
         slope: args.slope,
         dam_height: args.dam_height,
+        inflow_peak: args.inflow_peak,
+        end_time: args.end_time,
         ..Valley::default()
     };
     anyhow::ensure!(args.nx >= 4 && args.ny >= 4, "the valley needs at least 4 × 4 cells");
     anyhow::ensure!(args.dx > 0.0 && args.dam_height > 1.0, "`--dx` must be > 0 and `--dam-height` > 1 m");
+    anyhow::ensure!(args.inflow_peak.is_none_or(|q| q.is_finite() && q > 0.0), "`--inflow-peak` must be > 0 m³/s");
+    anyhow::ensure!(args.end_time.is_none_or(|t| t.is_finite() && t > 0.0), "`--end-time` must be > 0 s");
     let mut terrain = valley.generate();
     let format = args.format.map_or_else(|| Format::from_path(&args.out), Format::from);
     let parameters = serde_json::json!({
         "nx": args.nx, "ny": args.ny, "dx": args.dx, "slope": args.slope, "dam_height": args.dam_height,
+        "inflow_peak": args.inflow_peak, "end_time": args.end_time,
     })
     .to_string();
     let provenance = Provenance::from_env(

@@ -32,6 +32,13 @@ fn put_root_attributes(file: &hdf5::File, path: &Path, prov: &Provenance) -> Res
     for (name, value) in prov.attributes() {
         put_str_attr(file, path, name, &value)?;
     }
+    if let Some((name, ranks)) = prov.mpi_ranks_attribute() {
+        file.new_attr::<i32>()
+            .shape(())
+            .create(name)
+            .and_then(|a| a.write_scalar(&ranks))
+            .ctx(path, format!("writing attribute `{name}`"))?;
+    }
     Ok(())
 }
 
@@ -48,12 +55,14 @@ fn write_coordinate(
     name: &str,
     values: &[f64],
     attrs: &[(&str, &str)],
+    dim: &str,
 ) -> Result<(), ExchangeError> {
     let ds = file.new_dataset_builder().with_data(values).create(name).ctx(path, format!("writing `{name}`"))?;
     for (k, v) in attrs {
         put_str_attr(&ds, path, k, v)?;
     }
-    Ok(())
+    // Named dimensions, so generic readers (`twin-kernel stage`) rebuild the layout.
+    put_str_attr(&ds, path, super::DIMENSION_NAMES_ATTR, dim)
 }
 
 pub(super) struct Hdf5GridWriter {
@@ -88,6 +97,7 @@ impl Hdf5GridWriter {
                 (cf::UNITS, "m"),
                 (cf::AXIS, "X"),
             ],
+            datasets::X,
         )?;
         write_coordinate(
             &file,
@@ -100,6 +110,7 @@ impl Hdf5GridWriter {
                 (cf::UNITS, "m"),
                 (cf::AXIS, "Y"),
             ],
+            datasets::Y,
         )?;
         Ok(Self {
             file: Some(file),
@@ -181,6 +192,7 @@ impl GridWriter for Hdf5GridWriter {
                 (cf::UNITS, cf::TIME_REFERENCE),
                 (cf::CALENDAR, "standard"),
                 (cf::AXIS, "T"),
+                (super::DIMENSION_NAMES_ATTR, datasets::TIME),
             ] {
                 put_str_attr(&ds, &p, k, v)?;
             }
@@ -236,14 +248,17 @@ pub(super) fn write_stations(path: &Path, s: &StationSeries, prov: &Provenance) 
         let ds =
             file.new_dataset_builder().with_data(&names).create("station_name").ctx(&p, "writing `station_name`")?;
         put_str_attr(&ds, &p, cf::CF_ROLE, "timeseries_id")?;
-        write_coordinate(&file, &p, datasets::X, &s.x, &[(cf::UNITS, "m"), (cf::LONG_NAME, "x coordinate of gauge")])?;
-        write_coordinate(&file, &p, datasets::Y, &s.y, &[(cf::UNITS, "m"), (cf::LONG_NAME, "y coordinate of gauge")])?;
+        put_str_attr(&ds, &p, super::DIMENSION_NAMES_ATTR, datasets::STATION)?;
+        let (units, station) = ((cf::UNITS, "m"), datasets::STATION);
+        write_coordinate(&file, &p, datasets::X, &s.x, &[units, (cf::LONG_NAME, "x coordinate of gauge")], station)?;
+        write_coordinate(&file, &p, datasets::Y, &s.y, &[units, (cf::LONG_NAME, "y coordinate of gauge")], station)?;
         write_coordinate(
             &file,
             &p,
             datasets::TIME,
             &s.time,
             &[(cf::STANDARD_NAME, "time"), (cf::UNITS, cf::TIME_REFERENCE), (cf::AXIS, "T")],
+            datasets::TIME,
         )?;
         for (spec, values) in &s.variables {
             let arr = ndarray::Array2::from_shape_vec((s.names.len(), s.time.len()), values.clone()).map_err(|e| {

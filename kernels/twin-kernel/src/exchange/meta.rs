@@ -81,6 +81,9 @@ pub struct Provenance {
     pub step: String,
     /// Parameters of the kernel as JSON.
     pub parameters_json: String,
+    /// Number of MPI ranks that produced the file (written as the integer attribute
+    /// [`provenance::MPI_RANKS_ATTR`]); `None` for kernels that do not run under MPI.
+    pub mpi_ranks: Option<usize>,
 }
 
 impl Provenance {
@@ -90,13 +93,19 @@ impl Provenance {
         Self {
             title: title.into(),
             source: format!("twinflow {kernel} {}", env!("CARGO_PKG_VERSION")),
-            history: format!("{}: {command_line}", Timestamp::now()),
+            history: history_entry(command_line),
             kernel: kernel.into(),
             kernel_version: env!("CARGO_PKG_VERSION").into(),
             run_id: var(env::RUN_ID),
             step: var(env::STEP),
             parameters_json,
+            mpi_ranks: None,
         }
+    }
+
+    /// The MPI ranks attribute as (name, value), when set.
+    pub(super) fn mpi_ranks_attribute(&self) -> Option<(&'static str, i32)> {
+        self.mpi_ranks.map(|n| (provenance::MPI_RANKS_ATTR, i32::try_from(n).unwrap_or(i32::MAX)))
     }
 
     /// Global attributes as (name, value) pairs.
@@ -113,6 +122,11 @@ impl Provenance {
             (provenance::PARAMETERS_ATTR, self.parameters_json.clone()),
         ]
     }
+}
+
+/// One line of the CF `history` attribute: `<UTC time>: <command line>`.
+pub(super) fn history_entry(command_line: &str) -> String {
+    format!("{}: {command_line}", Timestamp::now())
 }
 
 /// UTC timestamp `YYYY-MM-DDTHH:MM:SSZ` for the `history` attribute.

@@ -9,6 +9,9 @@
 //! Files are written under `<name>.partial` and renamed into place by `finish`, so a crash
 //! never leaves a complete-looking output ([`PartialFile`]).
 
+mod dataset;
+mod dataset_h5;
+mod dataset_nc;
 mod error;
 mod hdf5_io;
 mod meta;
@@ -20,6 +23,10 @@ use std::path::{Path, PathBuf};
 
 use ndarray::ArrayView2;
 
+pub use dataset::{
+    Attr, DIMENSION_NAMES_ATTR, DType, Dataset, DatasetWriter, Dim, Values, Variable, read_dataset, read_header,
+    write_dataset,
+};
 pub use error::ExchangeError;
 pub use meta::{Compression, Provenance, VarSpec};
 pub use partial::PartialFile;
@@ -123,6 +130,7 @@ mod tests {
             run_id: "run-1".into(),
             step: "step-a".into(),
             parameters_json: r#"{"a":1}"#.into(),
+            mpi_ranks: Some(2),
         }
     }
 
@@ -155,6 +163,7 @@ mod tests {
         let attr = |n: &str| f.attribute(n).unwrap().value().unwrap();
         assert_eq!(attr("twinflow_run_id"), netcdf::AttributeValue::Str("run-1".into()));
         assert_eq!(attr("Conventions"), netcdf::AttributeValue::Str("CF-1.10".into()));
+        assert_eq!(attr("mpi_ranks"), netcdf::AttributeValue::Int(2));
     }
 
     #[test]

@@ -22,6 +22,9 @@ fn put_global_attributes(file: &mut netcdf::FileMut, path: &Path, prov: &Provena
     for (name, value) in prov.attributes() {
         file.add_attribute(name, value).ctx(path, format!("writing global attribute `{name}`"))?;
     }
+    if let Some((name, ranks)) = prov.mpi_ranks_attribute() {
+        file.add_attribute(name, ranks).ctx(path, format!("writing global attribute `{name}`"))?;
+    }
     Ok(())
 }
 

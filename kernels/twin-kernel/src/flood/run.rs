@@ -189,7 +189,10 @@ pub fn run_flood(
 
     let format = config.format.unwrap_or_else(|| Format::from_path(&paths.out));
     let parameters = serde_json::to_string(config).expect("the configuration serializes");
-    let provenance = Provenance::from_env("twinflow flood simulation", KERNEL_NAME, parameters, command_line);
+    let provenance = Provenance {
+        mpi_ranks: Some(comm.size()),
+        ..Provenance::from_env("twinflow flood simulation", KERNEL_NAME, parameters, command_line)
+    };
     let mut writer: Option<Box<dyn GridWriter>> = if is_root {
         let mut w = exchange::create_grid_writer(&paths.out, format, &coords, &provenance, &config.compression)?;
         let z = solver.gather(Field::Bed).expect("rank 0 gathers");

@@ -1,0 +1,200 @@
+//! The flood twin end to end: `examples/flood-mini.yaml` (terrain → 4 flood members on 2
+//! MPI ranks each → merged members → summary) through the real `twinflow` binary and the
+//! MPI-enabled `twin-kernel` next to it; outputs read by `ncdump` and xarray, the PNG
+//! checked chunk by chunk; a second run comes entirely from the cache.
+//!
+//! Needs `target/<profile>/twin-kernel` built with `--features mpi` (`make test` builds
+//! it), MPICH's `mpiexec`, `netcdf-bin` and `python3-xarray`; anything missing fails the
+//! test with a hint, it is never skipped.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::support::*;
+
+const MINI: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/flood-mini.yaml");
+const BUILD_HINT: &str =
+    "hint: build it with `cargo build -p twinflow-kernels --features mpi` before running the tests (`make test` does)";
+/// Rows under the map in the PNG (colour bar); `twin-kernel`'s `summary::LEGEND_HEIGHT`.
+const LEGEND_HEIGHT: u32 = 14;
+
+/// The `twin-kernel` next to the `twinflow` under test, which must have MPI compiled in.
+fn mpi_kernel() -> PathBuf {
+    let bin = Path::new(env!("CARGO_BIN_EXE_twinflow")).with_file_name("twin-kernel");
+    assert!(bin.is_file(), "{} is missing; {BUILD_HINT}", bin.display());
+    let out = Command::new(&bin).arg("info").output().unwrap_or_else(|e| panic!("cannot run {}: {e}", bin.display()));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.lines().any(|l| l == "mpi: yes"),
+        "{} was built without MPI (`twin-kernel info` says:\n{text}); {BUILD_HINT}",
+        bin.display()
+    );
+    bin
+}
+
+/// Runs `cmd`, killing it and failing the test after `timeout`.
+fn run_with_deadline(mut cmd: Command, timeout: Duration) -> Output {
+    let described = format!("{cmd:?}");
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {described}: {e}"));
+    let start = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if start.elapsed() > timeout {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!("{described} timed out after {timeout:?}:\n{}", show(&out));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.wait_with_output().unwrap()
+}
+
+fn run_mini(dir: &Path, kernel: &Path) -> Output {
+    let mut cmd = twinflow();
+    cmd.current_dir(dir).env("TWINFLOW_KERNEL_BIN", kernel).args(["run", MINI, "--json"]);
+    run_with_deadline(cmd, Duration::from_secs(300))
+}
+
+fn tool(program: &str, args: &[&str], dir: &Path) -> String {
+    let out = Command::new(program)
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run `{program}`: {e}; hint: run `make deps` (hpc/setup-deps.sh)"));
+    assert!(out.status.success(), "`{program} {}` failed:\n{}", args.join(" "), show(&out));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The first Python that imports xarray: `TWINFLOW_TEST_PYTHON`, `python3`, `/usr/bin/python3`.
+fn python_with_xarray() -> String {
+    let candidates =
+        [std::env::var("TWINFLOW_TEST_PYTHON").ok(), Some("python3".into()), Some("/usr/bin/python3".into())];
+    candidates
+        .into_iter()
+        .flatten()
+        .find(|py| Command::new(py).args(["-c", "import xarray, netCDF4"]).output().is_ok_and(|o| o.status.success()))
+        .expect("no python3 with xarray and netCDF4; hint: apt-get install python3-xarray python3-netcdf4")
+}
+
+/// Width and height from a PNG whose chunks all carry valid CRCs and whose image data
+/// inflates to exactly one filter byte plus `width × 3` bytes per row (8-bit RGB).
+const PNG_CHECK: &str = r#"
+import struct, sys, zlib
+data = open(sys.argv[1], "rb").read()
+assert data[:8] == b"\x89PNG\r\n\x1a\n", "not a PNG signature"
+pos, idat, seen = 8, b"", []
+while pos < len(data):
+    n, kind = struct.unpack(">I4s", data[pos:pos + 8])
+    body = data[pos + 8:pos + 8 + n]
+    crc, = struct.unpack(">I", data[pos + 8 + n:pos + 12 + n])
+    assert zlib.crc32(kind + body) & 0xffffffff == crc, f"bad CRC in {kind}"
+    seen.append(kind)
+    if kind == b"IHDR":
+        w, h, depth, colour = struct.unpack(">IIBB", body[:10])
+    if kind == b"IDAT":
+        idat += body
+    pos += 12 + n
+assert seen[0] == b"IHDR" and seen[-1] == b"IEND", seen
+assert (depth, colour) == (8, 2), (depth, colour)
+assert len(zlib.decompress(idat)) == h * (1 + 3 * w)
+print(w, h)
+"#;
+
+#[test]
+fn flood_mini_runs_on_two_ranks_per_member_and_is_cached_the_second_time() {
+    let kernel = mpi_kernel();
+    let d = scratch("flood_mini");
+    let t0 = Instant::now();
+    let out = run_mini(&d, &kernel);
+    let first_run = t0.elapsed();
+    assert!(out.status.success(), "{}", show(&out));
+    let states = final_states(&out);
+    assert_eq!(states.len(), 8, "terrain + 4 members + 2 merges + summary: {states:?}");
+    assert!(states.values().all(|s| s == "succeeded"), "{states:?}");
+    let run_id = finished(&out)["run_id"].as_str().unwrap().to_string();
+    let steps = d.join("runs").join(&run_id).join("steps/twin");
+
+    // Every member ran under `mpiexec -n 2`: both ranks announced themselves, and the
+    // output records the communicator size.
+    for m in 0..4 {
+        let member = steps.join(format!("flood/{m}/out"));
+        let stderr = std::fs::read_to_string(member.join(".twinflow/stderr")).unwrap();
+        for r in 0..2 {
+            assert!(stderr.contains(&format!("rank {r} of 2")), "member {m} lacks `rank {r} of 2`:\n{stderr}");
+        }
+        let header = tool("ncdump", &["-h", "result.nc"], &member);
+        assert!(header.contains(":mpi_ranks = 2 ;"), "member {m}:\n{header}");
+    }
+    let maps = tool("ncdump", &["-h", "ensemble_maps.nc"], &steps.join("merge-maps/out"));
+    assert!(maps.contains("member = 4 ;") && maps.contains("double max_depth(member, y, x) ;"), "{maps}");
+
+    // The summary: CF metadata for ncdump, values for xarray.
+    let summary_dir = steps.join("summary/out");
+    let header = tool("ncdump", &["-h", "summary.nc"], &summary_dir);
+    for needle in [
+        "double exceedance_probability(threshold, y, x) ;",
+        "exceedance_probability:units = \"1\" ;",
+        "exceedance_probability:_FillValue = -9999. ;",
+        "double max_depth_mean(y, x) ;",
+        "max_depth_mean:cell_methods = \"realization: mean\" ;",
+        "double max_depth_max(y, x) ;",
+        "z:standard_name = \"surface_altitude\" ;",
+        "x:standard_name = \"projection_x_coordinate\" ;",
+        "string station_name(station) ;",
+        "station_name:cf_role = \"timeseries_id\" ;",
+        "double peak_depth_p90(station) ;",
+        "double arrival_time_mean(station) ;",
+        "arrival_time_mean:units = \"s\" ;",
+        ":Conventions = \"CF-1.10\" ;",
+        ":twinflow_kernel = \"twin-kernel summary\" ;",
+        ":ensemble_members = 4 ;",
+    ] {
+        assert!(header.contains(needle), "ncdump -h summary.nc lacks `{needle}`:\n{header}");
+    }
+    let script = r#"
+import numpy as np, xarray as xr
+d = xr.open_dataset("summary.nc")
+assert d.attrs["Conventions"] == "CF-1.10" and int(d.attrs["ensemble_members"]) == 4
+assert d.attrs["twinflow_step"] == "twin/summary", d.attrs["twinflow_step"]
+p = d.exceedance_probability
+assert p.dims == ("threshold", "y", "x") and p.attrs["units"] == "1"
+assert list(d.threshold.values) == [0.5, 2.0, 2.5], d.threshold.values
+v = p.values[np.isfinite(p.values)]
+assert v.size > 0 and (v >= 0).all() and (v <= 1).all(), (v.min(), v.max())
+assert (np.diff(p.fillna(0).values, axis=0) <= 0).all(), "P(h > t) falls as t rises"
+assert float(p.sel(threshold=0.5).max()) == 1.0, "the reservoir floods in every member"
+assert ((v > 0) & (v < 1)).any(), "the members differ somewhere"
+assert (d.max_depth_mean <= d.max_depth_max + 1e-12).all()
+assert list(d.station_name.values) == ["reservoir", "downstream-1", "downstream-2", "downstream-3"]
+for s in ("mean", "min", "max", "p90"):
+    assert d[f"peak_depth_{s}"].attrs["units"] == "m" and d[f"arrival_time_{s}"].attrs["units"] == "s"
+assert (d.peak_depth_min <= d.peak_depth_p90).all() and (d.peak_depth_p90 <= d.peak_depth_max).all()
+assert float(d.peak_depth_min.sel(station=0)) > 1.0, "the reservoir gauge is deep"
+print("summary ok", d.sizes["x"], d.sizes["y"])
+"#;
+    let py = tool(&python_with_xarray(), &["-c", script], &summary_dir);
+    let sizes: Vec<u32> =
+        py.trim().strip_prefix("summary ok ").unwrap().split(' ').map(|s| s.parse().unwrap()).collect();
+    assert_eq!(sizes, [64, 48], "{py}");
+
+    // The PNG: valid chunks and image data, the grid times a whole scale plus the legend.
+    let wh = tool(&python_with_xarray(), &["-c", PNG_CHECK, "exceedance.png"], &summary_dir);
+    let wh: Vec<u32> = wh.split_whitespace().map(|s| s.parse().unwrap()).collect();
+    let scale = wh[0] / 64;
+    assert!(scale >= 1 && wh[0] == 64 * scale && wh[1] == 48 * scale + LEGEND_HEIGHT, "PNG is {wh:?}");
+
+    // Nothing changed: everything comes from the cache.
+    let t1 = Instant::now();
+    let again = run_mini(&d, &kernel);
+    let second_run = t1.elapsed();
+    assert!(again.status.success(), "{}", show(&again));
+    let st = final_states(&again);
+    assert!(st.len() == 8 && st.values().all(|s| s == "cached"), "{st:?}");
+    // Timings for the log of `cargo test -- --nocapture`; nothing asserts on them.
+    let _ = writeln!(std::io::stderr(), "flood-mini: first run {first_run:.1?}, cached run {second_run:.1?}");
+}
