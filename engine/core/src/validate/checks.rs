@@ -40,6 +40,15 @@ impl Validator {
 
     fn count(&mut self, file: &SourceFile, field: &str, v: &Option<Sp<Scalar>>, default: u32, min: u32) -> u32 {
         let Some(v) = v else { return default };
+        if let Scalar::Str(text) = &v.value
+            && text.contains("${{")
+        {
+            // Known once parameters are: see `resolve_counts`.
+            if let Some(t) = self.tpl(file, field, text, v.span) {
+                self.counts_of_step.push((field.to_string(), t, min));
+            }
+            return default;
+        }
         match &v.value {
             Scalar::Int(i) if *i >= i64::from(min) && *i <= 1_000_000 => *i as u32,
             Scalar::Int(i) => {
@@ -61,6 +70,45 @@ impl Validator {
                     format!("expected an integer, found `{other}`"),
                 ));
                 default
+            }
+        }
+    }
+
+    /// Evaluates resource counts written as expressions, with the step's parameters
+    /// (they must be known before the run: a step's resources do not depend on outputs).
+    pub(super) fn resolve_counts(&mut self) {
+        for (s, field, t, min) in std::mem::take(&mut self.pending_counts) {
+            let ns = self.wf.steps[s].ns;
+            let scope = crate::plan::scope::StaticScope {
+                wf: &self.wf,
+                ns,
+                ctx: Ctx::Namespace,
+                run_id: "<run.id>",
+                run_dir: "<run.dir>",
+            };
+            let got = match t.tpl.eval(&scope) {
+                Ok(Value::Int(i)) if i >= i64::from(min) && i <= 1_000_000 => Ok(i as u32),
+                Ok(Value::Int(i)) => Err(format!("`{i}` is out of range (at least {min})")),
+                Ok(other) => Err(format!("expected an integer, found `{other}` ({})", other.type_of())),
+                Err(e) => Err(e.message),
+            };
+            match got {
+                Ok(n) => {
+                    let r = &mut self.wf.steps[s].resources;
+                    match field.rsplit('.').next().unwrap_or("") {
+                        "ranks" => r.ranks = n,
+                        "threads" => r.threads = n,
+                        "nodes" => r.nodes = n,
+                        _ => r.gpus = n,
+                    }
+                }
+                Err(msg) => {
+                    let file = self.file(ns);
+                    self.push(
+                        Diag::new(DiagKind::InvalidValue, &file, t.span, field, msg)
+                            .with_help("resource counts may use parameters (`${{ params.ranks }}`), not step outputs"),
+                    );
+                }
             }
         }
     }

@@ -52,6 +52,8 @@ pub fn validate(file: SourceFile, raw: RawWorkflow, overrides: &Overrides) -> Re
         wf: empty_workflow(&raw),
         import_stack: vec![],
         pending_after: vec![],
+        pending_counts: vec![],
+        counts_of_step: vec![],
         broken: HashSet::new(),
         imported_by: HashMap::new(),
     };
@@ -63,6 +65,9 @@ pub fn validate(file: SourceFile, raw: RawWorkflow, overrides: &Overrides) -> Re
     // Expressions are checked even when some steps are broken (references to those are
     // skipped), so one run reports every problem.
     v.check_references();
+    if v.diags.is_empty() {
+        v.resolve_counts();
+    }
     if v.diags.is_empty() {
         v.compute_deps_and_cycles();
     }
@@ -192,6 +197,11 @@ struct Validator {
     import_stack: Vec<(PathBuf, String)>,
     /// `after:` lists, resolved once every step of a namespace is known.
     pending_after: Vec<(StepIdx, Vec<Sp<String>>)>,
+    /// Resource counts written as expressions (`ranks: ${{ params.ranks }}`): step, field,
+    /// template, minimum. Evaluated once parameters are known.
+    pending_counts: Vec<(StepIdx, String, Tpl, u32)>,
+    /// The same, collected while the current step is being built.
+    counts_of_step: Vec<(String, Tpl, u32)>,
     /// Steps and calls (namespace, local name) that had problems: expressions referring to
     /// them are not checked, so one mistake is not reported again at every use.
     broken: HashSet<(NsIdx, String)>,
@@ -1011,7 +1021,11 @@ impl Validator {
             deps: vec![],
             after: vec![],
         };
-        self.pending_after.push((self.wf.steps.len(), after_names));
+        let idx = self.wf.steps.len();
+        self.pending_after.push((idx, after_names));
+        for (field, t, min) in std::mem::take(&mut self.counts_of_step) {
+            self.pending_counts.push((idx, field, t, min));
+        }
         Some(step)
     }
 }
