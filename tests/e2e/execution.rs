@@ -258,14 +258,7 @@ fn sigterm_cancels_running_steps_and_exits_130() {
         "long.yaml",
         &format!("name: long\nsteps:\n  wait:\n    run: [sh, -c, 'sleep {marker} & sleep {marker}; wait']\n"),
     );
-    let mut child = twinflow()
-        .current_dir(&d)
-        .arg("run")
-        .arg(&wf)
-        .args(["--json", "--grace", "1"])
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_run(&d, &wf, &["--grace", "1"]);
     // Wait until the step is running.
     let t0 = Instant::now();
     while std::process::Command::new("pgrep")
@@ -314,14 +307,7 @@ fn why_names_the_changed_parameter() {
 fn resume_refuses_a_run_that_another_engine_is_executing() {
     let d = scratch("double_resume");
     let wf = write(&d, "long.yaml", "name: long\nsteps:\n  wait:\n    run: [sleep, \"30\"]\n");
-    let mut first = twinflow()
-        .current_dir(&d)
-        .arg("run")
-        .arg(&wf)
-        .args(["--json", "--grace", "1"])
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut first = spawn_run(&d, &wf, &["--grace", "1"]);
     let t0 = Instant::now();
     while !d.join("runs/twinflow.db").exists() || db_has_running(&d) == 0 {
         assert!(t0.elapsed() < Duration::from_secs(10), "run never started");

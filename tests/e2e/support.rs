@@ -75,3 +75,16 @@ pub fn db_tasks(runs: &Path, run_id: &str) -> std::collections::BTreeMap<String,
         .collect::<Result<_, _>>()
         .expect("rows")
 }
+
+/// Starts `twinflow run FILE --json ARGS...` in `dir` without waiting (stdout piped).
+pub fn spawn_run(dir: &Path, file: &Path, args: &[&str]) -> std::process::Child {
+    twinflow()
+        .current_dir(dir)
+        .arg("run")
+        .arg(file)
+        .arg("--json")
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("start twinflow")
+}
