@@ -168,6 +168,44 @@ fn hdf5_outputs_carry_the_same_metadata() {
         ok(run(tool("h5dump", &["-a", "/time/units", "result.h5"]), &dir, Duration::from_secs(30)), "h5dump -a");
     assert!(String::from_utf8_lossy(&units.stdout).contains("seconds since 2000-01-01 00:00:00"));
     assert!(dir.join("result_gauges.h5").exists());
+
+    // Real dimension scales, so netCDF-aware readers see named dimensions and coordinates.
+    for needle in ["ATTRIBUTE \"CLASS\"", "ATTRIBUTE \"DIMENSION_LIST\"", "ATTRIBUTE \"REFERENCE_LIST\""] {
+        assert!(header.contains(needle), "h5dump -H lacks `{needle}`:\n{header}");
+    }
+    assert!(!header.contains("DIMENSION_NAMES"), "{header}");
+    let script = r#"
+import json, numpy as np, xarray as xr
+d = xr.open_dataset("result.h5", engine="h5netcdf")
+assert d.attrs["Conventions"] == "CF-1.10"
+assert json.loads(d.attrs["twinflow_parameters"])["end_time"] == 12.0
+assert d.h.dims == ("time", "y", "x") and dict(d.sizes) == {"time": 4, "y": 24, "x": 40}, d
+assert d.max_depth.dims == ("y", "x")
+for c in ("x", "y", "time"):
+    assert c in d.coords and d[c].dims == (c,), (c, d)
+assert d.x.attrs["standard_name"] == "projection_x_coordinate" and d.x.attrs["units"] == "m"
+assert d.x.attrs["axis"] == "X" and d.y.attrs["axis"] == "Y"
+assert d.y.attrs["standard_name"] == "projection_y_coordinate"
+assert d.time.encoding["units"] == "seconds since 2000-01-01 00:00:00" and d.time.attrs["axis"] == "T"
+assert (d.time.values[-1] - d.time.values[0]) == np.timedelta64(12, "s")
+assert d.z.attrs["standard_name"] == "surface_altitude" and d.h.attrs["units"] == "m"
+assert d.h.encoding["_FillValue"] == -9999.0
+assert float(d.h.isel(time=0).sum()) > 0 and bool(np.isnan(d.arrival_time).any())
+assert not any("DIMENSION" in k for v in d.variables.values() for k in v.attrs)
+g = xr.open_dataset("result_gauges.h5", engine="h5netcdf")
+assert g.attrs["featureType"] == "timeSeries"
+assert g.h.dims == ("station", "time") and dict(g.sizes) == {"station": 4, "time": 13}, g
+assert "station" not in g.variables  # a dimension without a coordinate variable
+assert list(g.station_name.values) == ["reservoir", "downstream-1", "downstream-2", "downstream-3"]
+assert g.x.dims == ("station",) and g.time.dims == ("time",)
+dem = xr.open_dataset("dem.h5", engine="h5netcdf")
+assert dem.z.dims == ("y", "x") and "x" in dem.coords and "y" in dem.coords
+print("xarray ok")
+"#;
+    let mut py = Command::new(python_with_xarray());
+    py.args(["-c", script]);
+    let out = ok(run(py, &dir, Duration::from_secs(60)), "xarray (h5netcdf) check");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("xarray ok"));
 }
 
 /// The AVX-512, AVX2 and baseline (SSE2) builds of the row loops give bit-identical

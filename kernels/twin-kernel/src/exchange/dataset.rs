@@ -7,10 +7,12 @@
 //! with their stored type ([`DType`]) and written back in that type, which is lossless for
 //! `f32`, `i32` and `f64` (and for `i64` below 2⁵³).
 //!
-//! HDF5 has no named dimensions: each dataset carries a `DIMENSION_NAMES` attribute
-//! (`"time y x"`), as the kernels' HDF5 writer does. A 1-D dataset without it is its own
-//! dimension (a coordinate), except in a `featureType = timeSeries` file where it runs
-//! along `station`.
+//! HDF5 dimensions are dimension scales laid out as netCDF-4 does (a coordinate dataset
+//! is the scale of its dimension; a dimension without one gets an empty placeholder
+//! dataset), as the kernels' HDF5 writer does, so h5netcdf/xarray and `ncdump` read the
+//! files. When reading, a `DIMENSION_NAMES` attribute (`"time y x"`, written by earlier
+//! versions) takes precedence; a 1-D dataset without scales is its own dimension (a
+//! coordinate), except in a `featureType = timeSeries` file where it runs along `station`.
 
 use std::path::{Path, PathBuf};
 
@@ -20,7 +22,8 @@ use super::{Compression, ExchangeError, Format, Provenance};
 
 use super::{dataset_h5 as h5, dataset_nc as nc};
 
-/// Attribute that names the dimensions of an HDF5 dataset, outermost first.
+/// Attribute that named the dimensions of an HDF5 dataset, outermost first, before the
+/// writers used dimension scales; still honoured when reading.
 pub const DIMENSION_NAMES_ATTR: &str = "DIMENSION_NAMES";
 
 /// An attribute value (global or of a variable).

@@ -1,16 +1,19 @@
 //! [`Dataset`] ↔ HDF5 through `hdf5-metno`: one dataset per variable at the root, named
-//! dimensions in a `DIMENSION_NAMES` attribute, unlimited dimensions as resizable axes.
+//! dimensions as HDF5 dimension scales laid out as netCDF-4 does ([`super::h5ds`]),
+//! unlimited dimensions as resizable axes. Files from older versions that name their
+//! dimensions in a `DIMENSION_NAMES` attribute are still read.
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
-use hdf5::types::{FloatSize, IntSize, TypeDescriptor as T, VarLenAscii, VarLenUnicode};
-use hdf5::{Extent, H5Type, Hyperslab, SliceOrIndex};
+use hdf5::types::{FloatSize, IntSize, TypeDescriptor as T, VarLenArray, VarLenAscii, VarLenUnicode};
+use hdf5::{Extent, H5Type, Hyperslab, ObjectReference1, ReferencedObject, SliceOrIndex};
 use ndarray::{ArrayD, IxDyn};
 use twinflow_contract::cf;
 
 use super::dataset::{Attr, DIMENSION_NAMES_ATTR, DType, Dataset, Dim, Values, Variable, chunk_shape};
 use super::error::Context;
+use super::h5ds::{ScaleDim, attach_dimension_scales, is_bare_dimension};
 use super::{Compression, ExchangeError, PartialFile};
 
 /// Attributes HDF5 and NetCDF-4 use for their own bookkeeping (dimension scales); they are
@@ -67,14 +70,32 @@ fn dim_names(ds: &hdf5::Dataset, path: &Path, name: &str, time_series: bool) -> 
         }
         return Ok(names);
     }
+    if let Some(names) = attached_scale_names(ds).ctx(path, format!("reading the dimension scales of `{name}`"))? {
+        return Ok(names);
+    }
+    let is_scale = ds.attr("CLASS").is_ok();
     Ok(match ndim {
         0 => vec![],
-        1 if time_series && name != twinflow_contract::datasets::TIME => {
+        1 if time_series && !is_scale && name != twinflow_contract::datasets::TIME => {
             vec![twinflow_contract::datasets::STATION.to_string()]
         }
         1 => vec![name.to_string()],
         n => (0..n).map(|k| format!("{name}_dim{k}")).collect(),
     })
+}
+
+/// The names of the dimension scales attached to each axis of `ds` (its `DIMENSION_LIST`:
+/// per axis, references to the scales, which are named after their dimension); `None`
+/// without scales or when an axis has none.
+fn attached_scale_names(ds: &hdf5::Dataset) -> hdf5::Result<Option<Vec<String>>> {
+    let Ok(list) = ds.attr("DIMENSION_LIST") else { return Ok(None) };
+    let mut names = Vec::new();
+    for refs in list.read_raw::<VarLenArray<ObjectReference1>>()? {
+        let Some(first) = refs.first() else { return Ok(None) };
+        let ReferencedObject::Dataset(scale) = ds.dereference(first)? else { return Ok(None) };
+        names.push(scale.name().rsplit('/').next().unwrap_or_default().to_string());
+    }
+    Ok((names.len() == ds.ndim()).then_some(names))
 }
 
 /// Reads every dataset at the root of an HDF5 file (groups are skipped); without
@@ -90,6 +111,9 @@ pub(super) fn read(path: &Path, with_values: bool) -> Result<Dataset, ExchangeEr
             tracing::debug!(member = %name, "skipping a group");
             continue;
         };
+        if is_bare_dimension(&ds) {
+            continue;
+        }
         let action = || format!("reading `{name}`");
         let dtype = match ds.dtype().and_then(|t| t.to_descriptor()).ctx(path, action())? {
             T::Float(FloatSize::U8) => DType::F64,
@@ -230,10 +254,15 @@ impl Writer {
             for (k, a) in &var.attrs {
                 write_attr(&ds, &p, k, a)?;
             }
-            if !var.dims.is_empty() {
-                write_attr(&ds, &p, DIMENSION_NAMES_ATTR, &Attr::Str(var.dims.join(" ")))?;
-            }
         }
+        let dims: Vec<ScaleDim<'_>> =
+            header.dims.iter().map(|d| ScaleDim { name: &d.name, len: d.len, unlimited: d.unlimited }).collect();
+        let var_dims: Vec<Vec<&str>> =
+            header.variables.iter().map(|v| v.dims.iter().map(String::as_str).collect()).collect();
+        let vars: Vec<(&str, &[&str])> =
+            header.variables.iter().zip(&var_dims).map(|(v, d)| (v.name.as_str(), d.as_slice())).collect();
+        attach_dimension_scales(&file, &dims, &vars)
+            .map_err(|reason| ExchangeError::Layout { path: p.clone(), reason })?;
         Ok(Self { file: Some(file), partial })
     }
 

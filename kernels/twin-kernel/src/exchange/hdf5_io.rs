@@ -8,6 +8,7 @@ use ndarray::{ArrayView2, s};
 use twinflow_contract::{cf, datasets};
 
 use super::error::Context;
+use super::h5ds::{ScaleDim, attach_dimension_scales};
 use super::{Compression, Coords, ExchangeError, GridWriter, PartialFile, Provenance, StationSeries, VarSpec};
 
 fn put_str_attr(loc: &hdf5::Location, path: &Path, name: &str, value: &str) -> Result<(), ExchangeError> {
@@ -55,14 +56,12 @@ fn write_coordinate(
     name: &str,
     values: &[f64],
     attrs: &[(&str, &str)],
-    dim: &str,
 ) -> Result<(), ExchangeError> {
     let ds = file.new_dataset_builder().with_data(values).create(name).ctx(path, format!("writing `{name}`"))?;
     for (k, v) in attrs {
         put_str_attr(&ds, path, k, v)?;
     }
-    // Named dimensions, so generic readers (`twin-kernel stage`) rebuild the layout.
-    put_str_attr(&ds, path, super::DIMENSION_NAMES_ATTR, dim)
+    Ok(())
 }
 
 pub(super) struct Hdf5GridWriter {
@@ -73,6 +72,7 @@ pub(super) struct Hdf5GridWriter {
     records: usize,
     time: Option<hdf5::Dataset>,
     snapshots: Vec<(String, hdf5::Dataset)>,
+    statics: Vec<String>,
 }
 
 impl Hdf5GridWriter {
@@ -97,7 +97,6 @@ impl Hdf5GridWriter {
                 (cf::UNITS, "m"),
                 (cf::AXIS, "X"),
             ],
-            datasets::X,
         )?;
         write_coordinate(
             &file,
@@ -110,7 +109,6 @@ impl Hdf5GridWriter {
                 (cf::UNITS, "m"),
                 (cf::AXIS, "Y"),
             ],
-            datasets::Y,
         )?;
         Ok(Self {
             file: Some(file),
@@ -120,6 +118,7 @@ impl Hdf5GridWriter {
             records: 0,
             time: None,
             snapshots: Vec::new(),
+            statics: Vec::new(),
         })
     }
 
@@ -139,6 +138,23 @@ impl Hdf5GridWriter {
             });
         }
         Ok(())
+    }
+
+    /// Dimension scales `x`, `y` and (with records) `time`, attached to every field.
+    fn attach_scales(&self) -> Result<(), ExchangeError> {
+        use datasets::{TIME, X, Y};
+        let [ny, nx] = self.shape;
+        let mut dims =
+            vec![ScaleDim { name: X, len: nx, unlimited: false }, ScaleDim { name: Y, len: ny, unlimited: false }];
+        let mut vars: Vec<(&str, &[&str])> = vec![(X, &[X]), (Y, &[Y])];
+        if self.time.is_some() {
+            dims.push(ScaleDim { name: TIME, len: self.records, unlimited: true });
+            vars.push((TIME, &[TIME]));
+        }
+        vars.extend(self.statics.iter().map(|n| (n.as_str(), &[Y, X][..])));
+        vars.extend(self.snapshots.iter().map(|(n, _)| (n.as_str(), &[TIME, Y, X][..])));
+        attach_dimension_scales(self.file(), &dims, &vars)
+            .map_err(|reason| ExchangeError::Layout { path: self.path(), reason })
     }
 
     fn builder(&self) -> hdf5::DatasetBuilderEmpty {
@@ -167,7 +183,7 @@ impl GridWriter for Hdf5GridWriter {
             .ctx(&p, format!("defining `{}`", spec.name))?;
         ds.write(&data.as_standard_layout()).ctx(&p, format!("writing `{}`", spec.name))?;
         put_var_attributes(&ds, &p, spec)?;
-        put_str_attr(&ds, &p, "DIMENSION_NAMES", "y x")?;
+        self.statics.push(spec.name.clone());
         Ok(())
     }
 
@@ -192,7 +208,6 @@ impl GridWriter for Hdf5GridWriter {
                 (cf::UNITS, cf::TIME_REFERENCE),
                 (cf::CALENDAR, "standard"),
                 (cf::AXIS, "T"),
-                (super::DIMENSION_NAMES_ATTR, datasets::TIME),
             ] {
                 put_str_attr(&ds, &p, k, v)?;
             }
@@ -207,7 +222,6 @@ impl GridWriter for Hdf5GridWriter {
                     .create(spec.name.as_str())
                     .ctx(&p, format!("defining `{}`", spec.name))?;
                 put_var_attributes(&ds, &p, spec)?;
-                put_str_attr(&ds, &p, "DIMENSION_NAMES", "time y x")?;
                 self.snapshots.push((spec.name.clone(), ds));
             }
         }
@@ -227,6 +241,7 @@ impl GridWriter for Hdf5GridWriter {
 
     fn finish(mut self: Box<Self>) -> Result<PathBuf, ExchangeError> {
         let p = self.path();
+        self.attach_scales()?;
         self.time = None;
         self.snapshots.clear();
         if let Some(file) = self.file.take() {
@@ -248,17 +263,15 @@ pub(super) fn write_stations(path: &Path, s: &StationSeries, prov: &Provenance) 
         let ds =
             file.new_dataset_builder().with_data(&names).create("station_name").ctx(&p, "writing `station_name`")?;
         put_str_attr(&ds, &p, cf::CF_ROLE, "timeseries_id")?;
-        put_str_attr(&ds, &p, super::DIMENSION_NAMES_ATTR, datasets::STATION)?;
-        let (units, station) = ((cf::UNITS, "m"), datasets::STATION);
-        write_coordinate(&file, &p, datasets::X, &s.x, &[units, (cf::LONG_NAME, "x coordinate of gauge")], station)?;
-        write_coordinate(&file, &p, datasets::Y, &s.y, &[units, (cf::LONG_NAME, "y coordinate of gauge")], station)?;
+        let units = (cf::UNITS, "m");
+        write_coordinate(&file, &p, datasets::X, &s.x, &[units, (cf::LONG_NAME, "x coordinate of gauge")])?;
+        write_coordinate(&file, &p, datasets::Y, &s.y, &[units, (cf::LONG_NAME, "y coordinate of gauge")])?;
         write_coordinate(
             &file,
             &p,
             datasets::TIME,
             &s.time,
             &[(cf::STANDARD_NAME, "time"), (cf::UNITS, cf::TIME_REFERENCE), (cf::AXIS, "T")],
-            datasets::TIME,
         )?;
         for (spec, values) in &s.variables {
             let arr = ndarray::Array2::from_shape_vec((s.names.len(), s.time.len()), values.clone()).map_err(|e| {
@@ -270,8 +283,17 @@ pub(super) fn write_stations(path: &Path, s: &StationSeries, prov: &Provenance) 
                 .create(spec.name.as_str())
                 .ctx(&p, format!("writing `{}`", spec.name))?;
             put_var_attributes(&ds, &p, spec)?;
-            put_str_attr(&ds, &p, "DIMENSION_NAMES", "station time")?;
         }
+        use datasets::{STATION, TIME, X, Y};
+        let dims = [
+            ScaleDim { name: STATION, len: s.names.len(), unlimited: false },
+            ScaleDim { name: TIME, len: s.time.len(), unlimited: false },
+        ];
+        let mut vars: Vec<(&str, &[&str])> =
+            vec![("station_name", &[STATION]), (X, &[STATION]), (Y, &[STATION]), (TIME, &[TIME])];
+        vars.extend(s.variables.iter().map(|(spec, _)| (spec.name.as_str(), &[STATION, TIME][..])));
+        attach_dimension_scales(&file, &dims, &vars)
+            .map_err(|reason| ExchangeError::Layout { path: p.clone(), reason })?;
         file.close().ctx(&p, "closing the file")?;
     }
     partial.commit()

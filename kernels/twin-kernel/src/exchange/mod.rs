@@ -4,7 +4,8 @@
 //! `x`, `y`, `time`; `units`, `long_name`, `standard_name` where CF defines one,
 //! `_FillValue`) and the twinflow provenance attributes of
 //! [`twinflow_contract::provenance`] (run id and step from the engine's environment, kernel
-//! name and version, parameters as JSON). HDF5 files carry the same names as attributes.
+//! name and version, parameters as JSON). HDF5 files carry the same names as attributes
+//! and netCDF-4-style dimension scales, so netCDF-aware readers open them too.
 //!
 //! Files are written under `<name>.partial` and renamed into place by `finish`, so a crash
 //! never leaves a complete-looking output ([`PartialFile`]).
@@ -13,6 +14,7 @@ mod dataset;
 mod dataset_h5;
 mod dataset_nc;
 mod error;
+mod h5ds;
 mod hdf5_io;
 mod meta;
 mod netcdf_io;
