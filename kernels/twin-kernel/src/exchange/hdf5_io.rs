@@ -86,30 +86,8 @@ impl Hdf5GridWriter {
         let p = partial.partial_path().to_path_buf();
         let file = hdf5::File::create(&p).ctx(&p, "creating the file")?;
         put_root_attributes(&file, &p, prov)?;
-        write_coordinate(
-            &file,
-            &p,
-            datasets::X,
-            &coords.x,
-            &[
-                (cf::STANDARD_NAME, "projection_x_coordinate"),
-                (cf::LONG_NAME, "x coordinate of cell centre"),
-                (cf::UNITS, "m"),
-                (cf::AXIS, "X"),
-            ],
-        )?;
-        write_coordinate(
-            &file,
-            &p,
-            datasets::Y,
-            &coords.y,
-            &[
-                (cf::STANDARD_NAME, "projection_y_coordinate"),
-                (cf::LONG_NAME, "y coordinate of cell centre"),
-                (cf::UNITS, "m"),
-                (cf::AXIS, "Y"),
-            ],
-        )?;
+        write_coordinate(&file, &p, datasets::X, &coords.x, super::meta::X_COORD_ATTRS)?;
+        write_coordinate(&file, &p, datasets::Y, &coords.y, super::meta::Y_COORD_ATTRS)?;
         Ok(Self {
             file: Some(file),
             partial,
@@ -202,13 +180,7 @@ impl GridWriter for Hdf5GridWriter {
                 .shape(0..)
                 .create(datasets::TIME)
                 .ctx(&p, "defining `time`")?;
-            for (k, v) in [
-                (cf::STANDARD_NAME, "time"),
-                (cf::LONG_NAME, "simulation time"),
-                (cf::UNITS, cf::TIME_REFERENCE),
-                (cf::CALENDAR, "standard"),
-                (cf::AXIS, "T"),
-            ] {
+            for &(k, v) in super::meta::TIME_COORD_ATTRS {
                 put_str_attr(&ds, &p, k, v)?;
             }
             self.time = Some(ds);

@@ -2,6 +2,32 @@
 
 use twinflow_contract::{cf, env, provenance};
 
+/// CF attributes of the grid's `x` coordinate (both writers use these, so NetCDF and HDF5
+/// outputs describe their axes identically).
+pub(super) const X_COORD_ATTRS: &[(&str, &str)] = &[
+    (cf::STANDARD_NAME, "projection_x_coordinate"),
+    (cf::LONG_NAME, "x coordinate of cell centre"),
+    (cf::UNITS, "m"),
+    (cf::AXIS, "X"),
+];
+
+/// CF attributes of the grid's `y` coordinate.
+pub(super) const Y_COORD_ATTRS: &[(&str, &str)] = &[
+    (cf::STANDARD_NAME, "projection_y_coordinate"),
+    (cf::LONG_NAME, "y coordinate of cell centre"),
+    (cf::UNITS, "m"),
+    (cf::AXIS, "Y"),
+];
+
+/// CF attributes of the snapshot `time` coordinate.
+pub(super) const TIME_COORD_ATTRS: &[(&str, &str)] = &[
+    (cf::STANDARD_NAME, "time"),
+    (cf::LONG_NAME, "simulation time"),
+    (cf::UNITS, cf::TIME_REFERENCE),
+    (cf::CALENDAR, "standard"),
+    (cf::AXIS, "T"),
+];
+
 /// Description of one data variable.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VarSpec {

@@ -80,43 +80,9 @@ impl NetcdfGridWriter {
         file.add_dimension(datasets::X, coords.x.len()).ctx(&p, "defining dimension `x`")?;
         file.add_dimension(datasets::Y, coords.y.len()).ctx(&p, "defining dimension `y`")?;
         file.add_unlimited_dimension(datasets::TIME).ctx(&p, "defining dimension `time`")?;
-        add_coordinate(
-            &mut file,
-            &p,
-            datasets::X,
-            &coords.x,
-            &[
-                (cf::STANDARD_NAME, "projection_x_coordinate"),
-                (cf::LONG_NAME, "x coordinate of cell centre"),
-                (cf::UNITS, "m"),
-                (cf::AXIS, "X"),
-            ],
-        )?;
-        add_coordinate(
-            &mut file,
-            &p,
-            datasets::Y,
-            &coords.y,
-            &[
-                (cf::STANDARD_NAME, "projection_y_coordinate"),
-                (cf::LONG_NAME, "y coordinate of cell centre"),
-                (cf::UNITS, "m"),
-                (cf::AXIS, "Y"),
-            ],
-        )?;
-        add_coordinate(
-            &mut file,
-            &p,
-            datasets::TIME,
-            &[],
-            &[
-                (cf::STANDARD_NAME, "time"),
-                (cf::LONG_NAME, "simulation time"),
-                (cf::UNITS, cf::TIME_REFERENCE),
-                (cf::CALENDAR, "standard"),
-                (cf::AXIS, "T"),
-            ],
-        )?;
+        add_coordinate(&mut file, &p, datasets::X, &coords.x, super::meta::X_COORD_ATTRS)?;
+        add_coordinate(&mut file, &p, datasets::Y, &coords.y, super::meta::Y_COORD_ATTRS)?;
+        add_coordinate(&mut file, &p, datasets::TIME, &[], super::meta::TIME_COORD_ATTRS)?;
         Ok(Self {
             file: Some(file),
             partial,
