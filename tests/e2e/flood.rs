@@ -14,14 +14,14 @@ use std::time::{Duration, Instant};
 
 use crate::support::*;
 
-const MINI: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/flood-mini.yaml");
+pub(crate) const MINI: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/flood-mini.yaml");
 const BUILD_HINT: &str =
     "hint: build it with `cargo build -p twinflow-kernels --features mpi` before running the tests (`make test` does)";
 /// Rows under the map in the PNG (colour bar); `twin-kernel`'s `summary::LEGEND_HEIGHT`.
 const LEGEND_HEIGHT: u32 = 14;
 
 /// The `twin-kernel` next to the `twinflow` under test, which must have MPI compiled in.
-fn mpi_kernel() -> PathBuf {
+pub(crate) fn mpi_kernel() -> PathBuf {
     let bin = Path::new(env!("CARGO_BIN_EXE_twinflow")).with_file_name("twin-kernel");
     assert!(bin.is_file(), "{} is missing; {BUILD_HINT}", bin.display());
     let out = Command::new(&bin).arg("info").output().unwrap_or_else(|e| panic!("cannot run {}: {e}", bin.display()));
@@ -35,7 +35,7 @@ fn mpi_kernel() -> PathBuf {
 }
 
 /// Runs `cmd`, killing it and failing the test after `timeout`.
-fn run_with_deadline(mut cmd: Command, timeout: Duration) -> Output {
+pub(crate) fn run_with_deadline(mut cmd: Command, timeout: Duration) -> Output {
     let described = format!("{cmd:?}");
     let mut child = cmd
         .stdout(Stdio::piped())

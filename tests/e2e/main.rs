@@ -7,4 +7,5 @@ mod invalid;
 mod kill;
 mod project;
 mod slurm;
+mod slurm_modes;
 mod support;

@@ -17,12 +17,12 @@ use crate::support::*;
 
 const HELLO: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/hello.yaml");
 
-fn profile() -> String {
+pub(crate) fn profile() -> String {
     concat!(env!("CARGO_MANIFEST_DIR"), "/../../hpc/profiles/local.yaml").to_string()
 }
 
 /// Fails (does not skip) when no SLURM controller answers.
-fn require_cluster() {
+pub(crate) fn require_cluster() {
     static UP: OnceLock<Result<(), String>> = OnceLock::new();
     let r =
         UP.get_or_init(|| match Command::new("timeout").args(["20", "squeue", "--noheader", "--format=%i"]).output() {
@@ -39,7 +39,7 @@ fn require_cluster() {
 
 /// `twinflow run FILE --backend slurm --profile local.yaml --json ARGS` in `dir`, logging
 /// SLURM calls to `dir/calls.log`.
-fn slurm_cmd(dir: &Path, args: &[&str]) -> Command {
+pub(crate) fn slurm_cmd(dir: &Path, args: &[&str]) -> Command {
     let mut c = twinflow();
     c.current_dir(dir)
         .arg("run")
@@ -55,7 +55,7 @@ fn slurm_run(dir: &Path, args: &[&str]) -> Output {
 }
 
 /// Waits for a child, killing it and failing after `secs`.
-fn wait_output(mut child: Child, secs: u64) -> Output {
+pub(crate) fn wait_output(mut child: Child, secs: u64) -> Output {
     let t0 = Instant::now();
     loop {
         if child.try_wait().unwrap().is_some() {
@@ -71,7 +71,7 @@ fn wait_output(mut child: Child, secs: u64) -> Output {
 }
 
 /// Polls `cond` every 100 ms for at most `secs`.
-fn wait_until(what: &str, secs: u64, mut cond: impl FnMut() -> bool) {
+pub(crate) fn wait_until(what: &str, secs: u64, mut cond: impl FnMut() -> bool) {
     let t0 = Instant::now();
     while !cond() {
         assert!(t0.elapsed() < Duration::from_secs(secs), "timed out after {secs}s waiting for {what}");
@@ -81,14 +81,14 @@ fn wait_until(what: &str, secs: u64, mut cond: impl FnMut() -> bool) {
 
 /// One line of the call log: `MS tick=N exit=CODE PROGRAM ARGS...`.
 #[derive(Debug)]
-struct Call {
-    tick: u64,
-    exit: String,
-    program: String,
-    args: String,
+pub(crate) struct Call {
+    pub(crate) tick: u64,
+    pub(crate) exit: String,
+    pub(crate) program: String,
+    pub(crate) args: String,
 }
 
-fn calls(dir: &Path) -> Vec<Call> {
+pub(crate) fn calls(dir: &Path) -> Vec<Call> {
     let text = std::fs::read_to_string(dir.join("calls.log")).unwrap_or_default();
     text.lines()
         .filter_map(|l| {
@@ -101,12 +101,12 @@ fn calls(dir: &Path) -> Vec<Call> {
         .collect()
 }
 
-fn count(calls: &[Call], program: &str, ok: bool) -> usize {
+pub(crate) fn count(calls: &[Call], program: &str, ok: bool) -> usize {
     calls.iter().filter(|c| c.program == program && (!ok || c.exit == "0")).count()
 }
 
 /// Job ids the engine wrote into attempt directories under `runs`.
-fn job_ids(runs: &Path) -> Vec<String> {
+pub(crate) fn job_ids(runs: &Path) -> Vec<String> {
     fn walk(d: &Path, out: &mut Vec<String>) {
         let Ok(rd) = std::fs::read_dir(d) else { return };
         for e in rd.flatten() {
@@ -125,7 +125,7 @@ fn job_ids(runs: &Path) -> Vec<String> {
 }
 
 /// States of these jobs in `squeue` (only jobs still queued or running are listed).
-fn squeue(ids: &[String]) -> Vec<String> {
+pub(crate) fn squeue(ids: &[String]) -> Vec<String> {
     if ids.is_empty() {
         return vec![];
     }
@@ -136,7 +136,7 @@ fn squeue(ids: &[String]) -> Vec<String> {
     String::from_utf8_lossy(&o.stdout).lines().map(str::to_string).collect()
 }
 
-fn signal(pid: u32, sig: &str) {
+pub(crate) fn signal(pid: u32, sig: &str) {
     let _ = Command::new("kill").args([sig, &pid.to_string()]).status();
 }
 
@@ -162,7 +162,7 @@ fn tree(dir: &Path) -> std::collections::BTreeMap<String, String> {
     m
 }
 
-fn run_id(out: &Output) -> String {
+pub(crate) fn run_id(out: &Output) -> String {
     finished(out)["run_id"].as_str().unwrap().to_string()
 }
 
@@ -279,7 +279,7 @@ fn slurm_sigterm_to_the_engine_cancels_every_job() {
     assert!(t0.elapsed() < Duration::from_secs(30), "cancelling took {:?}", t0.elapsed());
 }
 
-const RESUME: &str = r#"
+pub(crate) const RESUME: &str = r#"
 name: slurm-resume
 steps:
   work:

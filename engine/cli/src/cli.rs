@@ -28,7 +28,7 @@ pub enum Command {
     #[command(after_help = "Examples:\n  twinflow plan examples/hello.yaml\n  twinflow plan examples/hello.yaml --format dot | dot -Tpng > dag.png\n  twinflow plan examples/hello.yaml --format json\n\n".to_string() + exit::HELP)]
     Plan(PlanArgs),
     /// Run a workflow (or resume one) on the local machine or through SLURM.
-    #[command(after_help = "Examples:\n  twinflow run examples/hello.yaml -p members=4\n  twinflow run --resume            # continue the latest run where it stopped\n  twinflow run examples/hello.yaml --json > events.jsonl\n  twinflow run examples/hello.yaml --backend slurm --profile local\n  twinflow run --resume --backend slurm --profile local   # follows jobs still queued or running\n\n".to_string() + exit::HELP)]
+    #[command(after_help = "Examples:\n  twinflow run examples/hello.yaml -p members=4\n  twinflow run --resume            # continue the latest run where it stopped\n  twinflow run examples/hello.yaml --json > events.jsonl\n  twinflow run examples/hello.yaml --backend slurm --profile local\n  twinflow run --resume --backend slurm --profile local   # follows jobs still queued or running\n  twinflow run examples/flood-mini.yaml --backend slurm --profile local --arrays\n  twinflow run examples/flood-mini.yaml --backend slurm --profile local --allocation --alloc-cpus 8\n\n".to_string() + exit::HELP)]
     Run(RunArgs),
     /// List runs, or the tasks of one run.
     #[command(after_help = "Examples:\n  twinflow status                 # all runs\n  twinflow status latest          # tasks of the latest run\n  twinflow status 20261122-101500-3f2a --json\n\n".to_string() + exit::HELP)]
@@ -89,6 +89,18 @@ pub struct BackendArgs {
     /// $TWINFLOW_PROFILE_PATH) or a path to a YAML file. Needs `--backend slurm`.
     #[arg(long, value_name = "NAME_OR_PATH")]
     pub profile: Option<String>,
+    /// Submit the members of a scattered step that are ready together as one SLURM job
+    /// array (`--array=0-N%K`, K = the profile's `submit.array_throttle`); each member
+    /// finds its command by `SLURM_ARRAY_TASK_ID`. Same as `submit.arrays: true` in the
+    /// profile. Needs `--backend slurm`.
+    #[arg(long)]
+    pub arrays: bool,
+    /// Run every step inside one SLURM allocation with `srun --exact`, packing small and
+    /// multi-rank steps into it: the allocation this process runs in (`SLURM_JOB_ID`, from
+    /// `salloc` or an `sbatch` script), else one that twinflow submits (`--alloc-*`) and
+    /// cancels at the end. Needs `--backend slurm`.
+    #[arg(long)]
+    pub allocation: bool,
 }
 
 /// `plan` arguments.
@@ -155,6 +167,17 @@ pub struct RunArgs {
     /// Where tasks run.
     #[command(flatten)]
     pub backend: BackendArgs,
+    /// With `--allocation`, outside an allocation: nodes to ask for.
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub alloc_nodes: u32,
+    /// With `--allocation`, outside an allocation: CPUs to ask for (default: the plan's
+    /// total CPUs, at most 64, at least those of its largest step).
+    #[arg(long, value_name = "N")]
+    pub alloc_cpus: Option<u32>,
+    /// With `--allocation`, outside an allocation: its time limit (`90m`, `2h`, seconds;
+    /// default: the profile's `default_walltime`, else the partition's limit).
+    #[arg(long, value_name = "DURATION")]
+    pub alloc_time: Option<String>,
 }
 
 /// `cancel` arguments.

@@ -145,9 +145,23 @@ fn plan_cmd(a: &crate::cli::PlanArgs) -> Result<i32, Failure> {
     let o = overrides(&a.wf.params, &a.wf.inputs)?;
     let wf = load(&a.wf.file, &o)?;
     let p = compile(wf, "<run.id>", "<run.dir>")?;
-    let local = LocalOptions::default();
+    let mut local = LocalOptions::default();
     let profile = slurm_profile(&a.backend)?;
+    if a.backend.allocation
+        && let Some(p) = &profile
+    {
+        local.srun = Some(
+            slurm::allocation::Allocation {
+                job_id: "<allocation>".into(),
+                cpus: 1,
+                mem_per_cpu_mb: None,
+                owned: false,
+            }
+            .launcher(p),
+        );
+    }
     let launcher = move |j: &twinflow_engine::execute::JobRequest| match &profile {
+        Some(_) if local.srun.is_some() => twinflow_engine::execute::Rendered::Argv(render_argv(&local, j)),
         Some(profile) => twinflow_engine::execute::Rendered::Script(slurm::script::render_script(j, profile)),
         None => twinflow_engine::execute::Rendered::Argv(render_argv(&local, j)),
     };
@@ -163,16 +177,78 @@ fn plan_cmd(a: &crate::cli::PlanArgs) -> Result<i32, Failure> {
     Ok(exit::OK)
 }
 
+/// Gets the allocation for `--allocation` (see `slurm::allocation`); Ctrl-C while waiting
+/// for it cancels the request.
+fn acquire_allocation(
+    rt: &tokio::runtime::Runtime,
+    a: &RunArgs,
+    plan: &twinflow_engine::plan::Plan,
+    profile: &Profile,
+    call_log: Option<PathBuf>,
+) -> Result<slurm::allocation::Allocation, Failure> {
+    let steps = &plan.workflow.steps;
+    let largest = plan.graph.node_weights().map(|t| steps[t.step as usize].resources.cores()).max().unwrap_or(1);
+    let total: u64 = plan
+        .graph
+        .node_weights()
+        .filter(|t| !t.is_join())
+        .map(|t| u64::from(steps[t.step as usize].resources.cores()))
+        .sum();
+    let cmd = slurm::commands::SlurmCommands::new(call_log, profile.command_timeout);
+    let cpus = match a.alloc_cpus {
+        Some(c) => c.max(1),
+        None => {
+            // What the plan could use at once, within what the nodes asked for have.
+            let per_node = rt.block_on(cmd.cpus_per_node(0, profile.partition.as_deref())).ok().flatten();
+            let cap = per_node.map_or(64, |c| c.saturating_mul(a.alloc_nodes.max(1)));
+            (total.min(u64::from(cap)) as u32).max(largest).max(1)
+        }
+    };
+    let time = match &a.alloc_time {
+        Some(t) => Some(
+            twinflow_engine::units::parse_duration(t)
+                .map_err(|e| Failure::Usage(format!("`--alloc-time {t}`: {e}")))?,
+        ),
+        None => None,
+    };
+    let req = slurm::allocation::AllocationRequest { nodes: a.alloc_nodes.max(1), cpus, time };
+    let log_dir = a.runs_dir.join("allocations");
+    let result = rt.block_on(async {
+        let interrupt = async {
+            use tokio::signal::unix::{SignalKind, signal};
+            match (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) {
+                (Ok(mut int), Ok(mut term)) => tokio::select! {
+                    _ = int.recv() => {}
+                    _ = term.recv() => {}
+                },
+                _ => std::future::pending().await,
+            }
+        };
+        let on_wait = |state: &str, reason: &str| tracing::info!("waiting for the allocation: {state} ({reason})");
+        slurm::allocation::acquire(&cmd, profile, &req, &log_dir, on_wait, interrupt).await
+    });
+    result.map_err(|e| Failure::Error(anyhow::anyhow!("cannot get a SLURM allocation: {e}")))
+}
+
 /// The SLURM profile for `--backend slurm` (`None` for the local backend).
 fn slurm_profile(b: &BackendArgs) -> Result<Option<Profile>, Failure> {
-    match (b.backend, &b.profile) {
-        (BackendKind::Local, Some(_)) => {
-            Err(Failure::Usage("`--profile` is a SLURM site profile; add `--backend slurm`".into()))
-        }
-        (BackendKind::Local, None) => Ok(None),
-        (BackendKind::Slurm, None) => Ok(Some(Profile::default())),
-        (BackendKind::Slurm, Some(p)) => Profile::find(p).map(Some).map_err(|e| Failure::Usage(e.to_string())),
+    if b.backend == BackendKind::Local && (b.arrays || b.allocation) {
+        let flag = if b.arrays { "--arrays" } else { "--allocation" };
+        return Err(Failure::Usage(format!("`{flag}` is a SLURM mode; add `--backend slurm`")));
     }
+    if b.arrays && b.allocation {
+        return Err(Failure::Usage("`--arrays` and `--allocation` exclude each other".into()));
+    }
+    let mut profile = match (b.backend, &b.profile) {
+        (BackendKind::Local, Some(_)) => {
+            return Err(Failure::Usage("`--profile` is a SLURM site profile; add `--backend slurm`".into()));
+        }
+        (BackendKind::Local, None) => return Ok(None),
+        (BackendKind::Slurm, None) => Profile::default(),
+        (BackendKind::Slurm, Some(p)) => Profile::find(p).map_err(|e| Failure::Usage(e.to_string()))?,
+    };
+    profile.arrays |= b.arrays;
+    Ok(Some(profile))
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
@@ -214,13 +290,20 @@ fn run_cmd(a: RunArgs) -> Result<i32, Failure> {
     let wf = load(&file, &o)?;
     // A resumed run keeps the backend it was started with unless one is given again:
     // resuming SLURM jobs with the local backend would resubmit them.
-    let mut backend_args = BackendArgs { backend: a.backend.backend, profile: a.backend.profile.clone() };
+    let mut backend_args = BackendArgs {
+        backend: a.backend.backend,
+        profile: a.backend.profile.clone(),
+        arrays: a.backend.arrays,
+        allocation: a.backend.allocation,
+    };
     if let (Some(id), BackendKind::Local, None) = (&resume, a.backend.backend, &a.backend.profile) {
         let saved: serde_json::Value =
             store.run(Some(id)).ok().and_then(|r| serde_json::from_str(&r.params).ok()).unwrap_or_default();
         if saved.get("backend").and_then(|b| b.as_str()) == Some("slurm") {
             backend_args.backend = BackendKind::Slurm;
             backend_args.profile = saved.get("profile").and_then(|p| p.as_str()).map(String::from);
+            backend_args.arrays |= saved.get("arrays").and_then(serde_json::Value::as_bool) == Some(true);
+            backend_args.allocation |= saved.get("allocation").and_then(serde_json::Value::as_bool) == Some(true);
             eprintln!("resuming with the SLURM backend this run was started with");
         }
     }
@@ -230,6 +313,7 @@ fn run_cmd(a: RunArgs) -> Result<i32, Failure> {
     };
     let overrides_json = serde_json::json!({
         "params": a.params, "inputs": a.inputs, "backend": backend_name, "profile": backend_args.profile,
+        "arrays": backend_args.arrays, "allocation": backend_args.allocation,
     });
     let overrides_json = if resume.is_some() && a.params.is_empty() && a.inputs.is_empty() {
         store.run(resume.as_deref()).map(|r| r.params).unwrap_or_else(|_| overrides_json.to_string())
@@ -247,11 +331,19 @@ fn run_cmd(a: RunArgs) -> Result<i32, Failure> {
     if local.mpiexec.is_empty() {
         return Err(Failure::Usage("`--mpiexec` is empty".into()));
     }
+    let call_log = std::env::var_os(slurm::CALL_LOG_ENV).map(PathBuf::from);
+    let rt = runtime()?;
+    let mut allocation = None;
     let mut backend: Box<dyn Backend> = match profile {
-        Some(profile) => Box::new(SlurmBackend::new(SlurmOptions {
-            profile,
-            call_log: std::env::var_os(slurm::CALL_LOG_ENV).map(PathBuf::from),
-        })),
+        Some(profile) if backend_args.allocation => {
+            let alloc = acquire_allocation(&rt, &a, &plan, &profile, call_log)?;
+            local.srun = Some(alloc.launcher(&profile));
+            local.cores = alloc.cpus;
+            local.memory = alloc.mem_per_cpu_mb.map(|m| (m * u64::from(alloc.cpus)) << 20);
+            allocation = Some((alloc, profile));
+            Box::new(LocalBackend::new(local))
+        }
+        Some(profile) => Box::new(SlurmBackend::new(SlurmOptions { profile, call_log })),
         None => Box::new(LocalBackend::new(local)),
     };
     let opts = RunOptions {
@@ -264,7 +356,6 @@ fn run_cmd(a: RunArgs) -> Result<i32, Failure> {
         max_parallel: a.jobs,
     };
     let mut reporter: Box<dyn Reporter> = if a.json { Box::new(JsonReporter) } else { Box::new(HumanReporter::new()) };
-    let rt = runtime()?;
     let summary = rt.block_on(async {
         let (tx, rx) = tokio::sync::watch::channel(None);
         tokio::spawn(async move {
@@ -282,6 +373,15 @@ fn run_cmd(a: RunArgs) -> Result<i32, Failure> {
         });
         run::execute(&plan, backend.as_mut(), &mut store, &opts, reporter.as_mut(), rx).await
     });
+    if let Some((alloc, profile)) = &allocation {
+        let cmd = slurm::commands::SlurmCommands::new(
+            std::env::var_os(slurm::CALL_LOG_ENV).map(PathBuf::from),
+            profile.command_timeout,
+        );
+        if let Err(e) = rt.block_on(slurm::allocation::release(&cmd, alloc)) {
+            eprintln!("warning: cannot cancel allocation {}: {e} (run `scancel {}`)", alloc.job_id, alloc.job_id);
+        }
+    }
     let summary = summary.map_err(|e| match e {
         run::RunError::Usage(m) => Failure::Usage(m),
         other => Failure::Error(other.into()),

@@ -27,6 +27,9 @@ pub struct LocalOptions {
     pub mpiexec: Vec<String>,
     /// Grace period between SIGTERM and SIGKILL.
     pub grace: Duration,
+    /// Launch every step into a SLURM allocation with `srun --exact` instead (allocation
+    /// mode, see [`super::slurm::allocation`]).
+    pub srun: Option<super::slurm::allocation::SrunLaunch>,
 }
 
 impl Default for LocalOptions {
@@ -36,6 +39,7 @@ impl Default for LocalOptions {
             memory: physical_memory(),
             mpiexec: vec!["mpiexec".into()],
             grace: Duration::from_secs(10),
+            srun: None,
         }
     }
 }
@@ -49,8 +53,11 @@ pub fn physical_memory() -> Option<u64> {
 }
 
 /// Renders the argv the local backend runs for a job: the program, prefixed by
-/// `mpiexec -n R` when the step has more than one rank.
+/// `mpiexec -n R` when the step has more than one rank (in allocation mode: by `srun`).
 pub fn render_argv(opts: &LocalOptions, job: &JobRequest) -> Vec<String> {
+    if let Some(l) = &opts.srun {
+        return super::slurm::allocation::srun_argv(l, job);
+    }
     if job.resources.ranks > 1 {
         let mut v = opts.mpiexec.clone();
         v.push("-n".into());

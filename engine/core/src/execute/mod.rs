@@ -46,6 +46,18 @@ pub struct JobRequest {
     pub resources: Resources,
     /// Wall-clock limit.
     pub timeout: Option<Duration>,
+    /// For a member of a scattered step: the step and the member index, so a batch
+    /// system may submit the members of one step together (a SLURM job array).
+    pub array: Option<ArrayMember>,
+}
+
+/// Identifies one member of a scattered step (see [`JobRequest::array`]).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ArrayMember {
+    /// Step name (the same for all members).
+    pub step: String,
+    /// Member index.
+    pub index: u32,
 }
 
 /// How a job ended.
@@ -175,6 +187,21 @@ pub trait Backend: Send {
     fn render(&self, job: &JobRequest) -> Rendered;
     /// Starts a job.
     async fn submit(&mut self, job: JobRequest) -> Result<JobId, BackendError>;
+    /// Starts several jobs that became ready together, in order; the result for each is in
+    /// the same position. Backends that can submit many jobs in one request (SLURM job
+    /// arrays) override this; the default submits one by one and stops at the first error.
+    async fn submit_many(&mut self, jobs: Vec<JobRequest>) -> Vec<Result<JobId, BackendError>> {
+        let mut out = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            let r = self.submit(job).await;
+            let failed = r.is_err();
+            out.push(r);
+            if failed {
+                break;
+            }
+        }
+        out
+    }
     /// States of many jobs in one call.
     async fn poll(&mut self, ids: &[JobId]) -> Result<Vec<(JobId, JobStatus)>, BackendError>;
     /// Stops jobs: SIGTERM, a grace period, then SIGKILL (or the batch system's equivalent).

@@ -50,6 +50,7 @@ fn command(plan: &Plan, n: TaskNode, kernel: &Path, opts: &RenderOptions<'_>) ->
         stderr: "<out>/.twinflow/stderr".into(),
         resources: step.resources.clone(),
         timeout: step.timeout,
+        array: n.member_index().map(|index| crate::execute::ArrayMember { step: step.name.clone(), index }),
     };
     Ok(match opts.launcher {
         Some(f) => f(&req),

@@ -167,6 +167,8 @@ struct Sched<'a> {
     ready: VecDeque<NodeIndex>,
     delayed: Vec<(Instant, NodeIndex)>,
     running: HashMap<JobId, Attempt>,
+    /// Attempts prepared by this dispatch turn, submitted together at its end.
+    batch: Vec<(Attempt, JobRequest)>,
     cores_used: u32,
     mem_used: u64,
     hasher: Hasher,
@@ -259,6 +261,7 @@ pub async fn execute(
         ready: VecDeque::new(),
         delayed: vec![],
         running: HashMap::new(),
+        batch: Vec::new(),
         cores_used: 0,
         mem_used: 0,
         hasher: Hasher::default(),
@@ -580,17 +583,18 @@ impl Sched<'_> {
 
     fn fits(&self, i: NodeIndex) -> bool {
         let cap = self.backend.capacity();
+        let in_flight = self.running.len() + self.batch.len();
         if let Some(max) = self.opts.max_parallel
-            && self.running.len() >= max
+            && in_flight >= max
         {
             return false;
         }
         if let Some(max) = cap.max_jobs
-            && self.running.len() >= max
+            && in_flight >= max
         {
             return false;
         }
-        if self.running.is_empty() {
+        if in_flight == 0 {
             return true; // a task larger than the machine still runs, alone
         }
         let r = &self.plan.workflow.steps[self.plan.graph[i].step as usize].resources;
@@ -626,15 +630,45 @@ impl Sched<'_> {
                 continue;
             }
             self.ready.remove(idx);
-            self.start(i).await?;
+            self.start(i)?;
             if self.failed && !self.opts.keep_going {
                 break;
             }
         }
-        Ok(())
+        self.submit_batch().await
     }
 
-    async fn start(&mut self, i: NodeIndex) -> Result<(), RunError> {
+    /// Submits the attempts this turn prepared, in one backend call.
+    async fn submit_batch(&mut self) -> Result<(), RunError> {
+        if self.batch.is_empty() {
+            return Ok(());
+        }
+        let (attempts, reqs): (Vec<Attempt>, Vec<JobRequest>) = std::mem::take(&mut self.batch).into_iter().unzip();
+        let results = self.backend.submit_many(reqs).await;
+        let mut error = None;
+        let mut results = results.into_iter();
+        for a in attempts {
+            let name = self.plan.task_name(self.plan.graph[a.node]);
+            match results.next() {
+                Some(Ok(id)) => {
+                    tracing::debug!(task = %name, attempt = a.attempt, job = %id, "submitted");
+                    self.store.attempt_started(&self.run_id, &name, a.attempt, &id.0)?;
+                    self.reporter.event(&Event::TaskStarted { task: name, attempt: a.attempt, job_id: id.0.clone() });
+                    self.running.insert(id, a);
+                }
+                Some(Err(e)) => error = Some(e),
+                None => {} // not submitted after an error
+            }
+        }
+        match error {
+            Some(e) => Err(e.into()),
+            None => Ok(()),
+        }
+    }
+
+    /// Decides what happens to a ready task: skipped, cached, failed, or an attempt prepared
+    /// for submission at the end of the dispatch turn.
+    fn start(&mut self, i: NodeIndex) -> Result<(), RunError> {
         let t = self.plan.graph[i];
         let s = t.step as usize;
         let step = &self.plan.workflow.steps[s];
@@ -708,17 +742,14 @@ impl Sched<'_> {
             stderr: meta.join("stderr"),
             resources: r.clone(),
             timeout: step.timeout,
+            array: t.member_index().map(|index| crate::execute::ArrayMember { step: step.name.clone(), index }),
         };
-        let id = self.backend.submit(req).await?;
-        tracing::debug!(task = %name, attempt, job = %id, "submitted");
         self.attempts[i.index()] = attempt;
-        self.store.attempt_started(&self.run_id, &name, attempt, &id.0)?;
         self.state[i.index()] = NodeState::Running;
         self.cores_used += r.cores();
         self.mem_used += r.memory;
-        self.reporter.event(&Event::TaskStarted { task: name, attempt, job_id: id.0.clone() });
         let components = serde_json::to_string(&comps).unwrap_or_default();
-        self.running.insert(id, Attempt { node: i, attempt, dir: adir, key, components, started: Instant::now() });
+        self.batch.push((Attempt { node: i, attempt, dir: adir, key, components, started: Instant::now() }, req));
         Ok(())
     }
 

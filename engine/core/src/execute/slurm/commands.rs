@@ -149,7 +149,10 @@ impl SlurmCommands {
     /// `squeue` for these jobs: one call. Jobs the controller no longer knows are simply
     /// absent.
     pub async fn squeue(&self, tick: u64, ids: &[JobId]) -> Result<Vec<QueueRow>, CommandError> {
-        let args = vec!["--noheader".into(), format!("--jobs={}", join(ids)), "--format=%i|%T|%r".into()];
+        // `--array`: one line per array element (`12_3`), pending ones included, instead of
+        // one line for all pending elements (`12_[4-9%2]`).
+        let args =
+            vec!["--noheader".into(), "--array".into(), format!("--jobs={}", join(ids)), "--format=%i|%T|%r".into()];
         match self.run(tick, "squeue", args).await {
             Ok(out) => Ok(parse_squeue(&out)),
             // When no listed job is known any more (all purged after MinJobAge), squeue
@@ -182,6 +185,42 @@ impl SlurmCommands {
             Err(CommandError::Failed { stderr, .. }) if stderr.contains("Invalid job id specified") => Ok(None),
             Err(e) => Err(e),
         }
+    }
+
+    /// `scontrol show job ID` as printed.
+    pub async fn scontrol_show_job_text(&self, tick: u64, id: &JobId) -> Result<String, CommandError> {
+        self.run(tick, "scontrol", vec!["show".into(), "job".into(), id.0.clone()]).await
+    }
+
+    /// `scontrol show job ARRAY_ID`: the states of all elements of one job array, in one call
+    /// (ids `ARRAY_TASK`); empty when the controller no longer knows the array.
+    pub async fn scontrol_show_array(&self, tick: u64, array: &str) -> Result<Vec<FinalRow>, CommandError> {
+        match self.run(tick, "scontrol", vec!["show".into(), "job".into(), array.to_string()]).await {
+            Ok(out) => Ok(super::status::parse_scontrol_array(&out)),
+            Err(CommandError::Failed { stderr, .. }) if stderr.contains("Invalid job id specified") => Ok(vec![]),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The job (array) of this user's queue whose `--comment` is `tag`, if any: one `squeue`
+    /// call, made only after an `sbatch` whose outcome is unknown.
+    pub async fn find_by_comment(&self, tick: u64, tag: &str) -> Result<Option<JobId>, CommandError> {
+        let args = vec!["--noheader".into(), "--me".into(), "--format=%i|%k".into()];
+        let out = self.run(tick, "squeue", args).await?;
+        Ok(out.lines().find_map(|l| {
+            let (id, comment) = l.trim().split_once('|')?;
+            (comment.trim() == tag).then(|| JobId(id.split('_').next().unwrap_or(id).trim().to_string()))
+        }))
+    }
+
+    /// The most CPUs of one node (`sinfo --format=%c`), in `partition` if given.
+    pub async fn cpus_per_node(&self, tick: u64, partition: Option<&str>) -> Result<Option<u32>, CommandError> {
+        let mut args = vec!["--noheader".to_string(), "--format=%c".into()];
+        if let Some(p) = partition {
+            args.push(format!("--partition={p}"));
+        }
+        let out = self.run(tick, "sinfo", args).await?;
+        Ok(out.lines().filter_map(|l| l.trim().trim_end_matches('+').parse::<u32>().ok()).max())
     }
 
     /// `scontrol show config` as `Key = Value` pairs.

@@ -24,13 +24,14 @@
 //!   a task whose job hit `TIMEOUT` / `OUT_OF_MEMORY` asks for that much more (within this
 //!   engine process).
 
+pub mod allocation;
 pub mod commands;
 pub mod profile;
 pub mod script;
 pub mod status;
 
 use std::collections::{HashMap, HashSet};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -170,8 +171,24 @@ impl SlurmBackend {
     async fn final_states(&mut self, missing: &[JobId]) -> Result<HashMap<JobId, FinalRow>, CommandError> {
         let source = self.source().await;
         let mut found = HashMap::new();
+        // Array elements (`12_3`): `sacct -c` cannot select them (the completion log has
+        // one raw job id per element), so without slurmdbd one `scontrol show job ARRAY`
+        // per array reports all its elements.
+        let (elements, plain): (Vec<JobId>, Vec<JobId>) =
+            missing.iter().cloned().partition(|id| status::array_job_of(id).is_some());
+        if source != Source::Sacct && !elements.is_empty() {
+            let arrays: std::collections::BTreeSet<&str> = elements.iter().filter_map(status::array_job_of).collect();
+            for a in arrays {
+                for r in self.cmd.scontrol_show_array(self.tick, a).await? {
+                    if status::phase(&r.state) == Phase::Ended && elements.contains(&r.id) {
+                        found.insert(r.id.clone(), r);
+                    }
+                }
+            }
+        }
+        let sacct_ids = if source == Source::Sacct { missing } else { &plain[..] };
         if source != Source::Scontrol {
-            for chunk in missing.chunks(self.profile.chunk) {
+            for chunk in sacct_ids.chunks(self.profile.chunk) {
                 for r in self.cmd.sacct(self.tick, chunk, source == Source::Jobcomp).await? {
                     if status::phase(&r.state) == Phase::Ended {
                         found.insert(r.id.clone(), r);
@@ -258,6 +275,163 @@ impl SlurmBackend {
         }
     }
 
+    /// `sbatch` of one script with the profile's retries: `Ok(Err(message))` when SLURM
+    /// rejects the job itself (the task fails, the run goes on), `Err` when the controller
+    /// stays unreachable.
+    ///
+    /// An `sbatch` that timed out may still have been accepted: before trying again, the
+    /// queue is searched for the script's `--comment` tag ([`script::submission_tag`]) and a
+    /// job found there is taken as the submission.
+    async fn sbatch_retrying(
+        &mut self,
+        name: &str,
+        path: &Path,
+        tag: &str,
+    ) -> Result<Result<JobId, String>, BackendError> {
+        let mut delay = self.profile.submit_backoff;
+        let mut tries = 0;
+        let mut unsure = false;
+        loop {
+            if unsure {
+                match self.cmd.find_by_comment(self.tick, tag).await {
+                    Ok(Some(id)) => {
+                        tracing::warn!(task = %name, job = %id, "the sbatch that timed out was accepted: following job {id}");
+                        return Ok(Ok(id));
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        // Cannot tell: submitting again could run the task twice, waiting is safe.
+                        tracing::warn!(task = %name, "cannot check the queue after an sbatch timeout: {e}");
+                        tokio::time::sleep(delay).await;
+                        delay = (delay * 2).min(Duration::from_secs(30));
+                        tries += 1;
+                        if tries > self.profile.submit_retries {
+                            return Err(BackendError::Submit { name: name.to_string(), message: e.to_string() });
+                        }
+                        continue;
+                    }
+                }
+            }
+            self.throttle().await;
+            tries += 1;
+            match self.cmd.sbatch(self.tick, path).await {
+                Ok(id) => return Ok(Ok(id)),
+                Err(e) if e.is_rejection() => return Ok(Err(format!("sbatch rejected the job: {e}"))),
+                Err(e) if tries > self.profile.submit_retries => {
+                    return Err(BackendError::Submit {
+                        name: name.to_string(),
+                        message: format!(
+                            "{e} (gave up after {tries} tries)\nhint: is the controller up? try `squeue` (on the test cluster: `bash hpc/slurm-local.sh status`)"
+                        ),
+                    });
+                }
+                Err(e) => {
+                    unsure = matches!(e, CommandError::TimedOut { .. });
+                    tracing::warn!(task = %name, try_ = tries, ?delay, "sbatch failed, retrying: {e}");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(30));
+                }
+            }
+        }
+    }
+
+    /// A stand-in id for a job SLURM rejected; its first poll reports the failure.
+    fn rejected_job(&mut self, message: String) -> JobId {
+        self.rejected_seq += 1;
+        let id = JobId(format!("slurm-rejected-{}", self.rejected_seq));
+        let now = std::time::SystemTime::now();
+        self.rejected.insert(
+            id.clone(),
+            Outcome { spawn_error: Some(message), started: Some(now), finished: Some(now), ..Outcome::default() },
+        );
+        id
+    }
+
+    /// Starts following a submitted job: its id goes to the attempt's `job_id` file first
+    /// (before the scheduler records the attempt: if the engine dies in between, `run
+    /// --resume` still finds and follows the job instead of submitting it again).
+    fn track(&mut self, job: &JobRequest, id: &JobId) {
+        let file = job.cwd.join(".twinflow").join(JOB_ID_FILE);
+        if let Err(e) = std::fs::write(&file, format!("{id}\n")) {
+            tracing::warn!(job = %id, "cannot write `{}`: {e}", file.display());
+        }
+        tracing::debug!(task = %job.name, job = %id, "submitted");
+        self.jobs.insert(
+            id.clone(),
+            Tracked {
+                name: Some(job.name.clone()),
+                dir: job.cwd.clone(),
+                last: JobStatus::Queued,
+                missing_since: None,
+                warned: false,
+            },
+        );
+        // Something changes soon: poll at the short interval again.
+        self.interval = self.profile.poll_min;
+        self.next_poll = self.next_poll.min(Instant::now() + self.interval);
+    }
+
+    /// Writes each member's own script and submits them as one job array whose element `i`
+    /// runs member `i` (see [`script::render_array_script`]). Returns the element ids
+    /// (`ARRAY_i`) in member order.
+    async fn submit_array(&mut self, step: &str, members: &[JobRequest]) -> Result<Vec<JobId>, BackendError> {
+        let fail = |message: String| BackendError::Submit { name: format!("{step}[*]"), message };
+        let mut list = String::new();
+        for job in members {
+            let meta = job.cwd.join(".twinflow");
+            let path = meta.join(SCRIPT_FILE);
+            std::fs::create_dir_all(&meta)
+                .and_then(|_| std::fs::write(&path, script::render_script(job, &self.profile)))
+                .map_err(|e| fail(format!("cannot write `{}`: {e}", path.display())))?;
+            let dir = job.cwd.display().to_string();
+            if dir.contains('\n') {
+                return Err(fail(format!("attempt directory `{dir}` has a newline")));
+            }
+            list.push_str(&dir);
+            list.push('\n');
+        }
+        // Next to the step's member directories (`RUN/steps/STEP/.twinflow/`), named uniquely:
+        // an array adopted from an earlier engine may still read its list.
+        let step_dir = members[0].cwd.parent().and_then(Path::parent).unwrap_or(&members[0].cwd);
+        let adir = step_dir.join(".twinflow");
+        let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos();
+        let base = format!("array-{}-{stamp}", std::process::id());
+        let (list_path, script_path, log) = (
+            adir.join(format!("{base}.list")),
+            adir.join(format!("{base}.sbatch")),
+            adir.join(format!("{base}-%a.log")),
+        );
+        let text = script::render_array_script(
+            &members[0],
+            step,
+            members.len(),
+            self.profile.array_throttle,
+            &list_path,
+            &log,
+            &self.profile,
+        );
+        std::fs::create_dir_all(&adir)
+            .and_then(|_| std::fs::write(&list_path, list))
+            .and_then(|_| std::fs::write(&script_path, text))
+            .map_err(|e| fail(format!("cannot write `{}`: {e}", script_path.display())))?;
+        let tag = script::submission_tag(&list_path);
+        match self.sbatch_retrying(&format!("{step}[*]"), &script_path, &tag).await? {
+            Ok(array) => {
+                tracing::info!(step, members = members.len(), job = %array, "submitted a job array");
+                Ok(members
+                    .iter()
+                    .enumerate()
+                    .map(|(i, job)| {
+                        let id = JobId(format!("{array}_{i}"));
+                        self.track(job, &id);
+                        id
+                    })
+                    .collect())
+            }
+            Err(rejection) => Ok(members.iter().map(|_| self.rejected_job(rejection.clone())).collect()),
+        }
+    }
+
     async fn throttle(&mut self) {
         if let (Some(rate), Some(last)) = (self.profile.submit_rate, self.last_submit) {
             let gap = Duration::from_secs_f64(1.0 / rate);
@@ -296,64 +470,69 @@ impl Backend for SlurmBackend {
                 message: format!("cannot write `{}`: {e}", path.display()),
             });
         }
-        let mut delay = self.profile.submit_backoff;
-        let mut tries = 0;
-        let id = loop {
-            self.throttle().await;
-            tries += 1;
-            match self.cmd.sbatch(self.tick, &path).await {
-                Ok(id) => break id,
-                Err(e) if e.is_rejection() => {
-                    // The job itself is wrong: its task fails (with the message), the run goes on.
-                    self.rejected_seq += 1;
-                    let id = JobId(format!("slurm-rejected-{}", self.rejected_seq));
-                    let now = std::time::SystemTime::now();
-                    self.rejected.insert(
-                        id.clone(),
-                        Outcome {
-                            spawn_error: Some(format!("sbatch rejected the job: {e}")),
-                            started: Some(now),
-                            finished: Some(now),
-                            ..Outcome::default()
-                        },
-                    );
-                    return Ok(id);
-                }
-                Err(e) if tries > self.profile.submit_retries => {
-                    return Err(BackendError::Submit {
-                        name: job.name.clone(),
-                        message: format!(
-                            "{e} (gave up after {tries} tries)\nhint: is the controller up? try `squeue` (on the test cluster: `bash hpc/slurm-local.sh status`)"
-                        ),
-                    });
-                }
-                Err(e) => {
-                    tracing::warn!(task = %job.name, try_ = tries, ?delay, "sbatch failed, retrying: {e}");
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(30));
+        let tag = script::submission_tag(&job.cwd);
+        let id = match self.sbatch_retrying(&job.name, &path, &tag).await? {
+            Ok(id) => id,
+            Err(rejection) => return Ok(self.rejected_job(rejection)),
+        };
+        self.track(&job, &id);
+        Ok(id)
+    }
+
+    async fn submit_many(&mut self, jobs: Vec<JobRequest>) -> Vec<Result<JobId, BackendError>> {
+        let n = jobs.len();
+        let mut out: Vec<Option<Result<JobId, BackendError>>> = (0..n).map(|_| None).collect();
+        let mut jobs: Vec<Option<JobRequest>> = jobs.into_iter().map(Some).collect();
+        let mut stop = false;
+        if self.profile.arrays {
+            // Members of one step with the same (possibly escalated) resources, in order.
+            let mut groups: Vec<(String, String, Vec<usize>)> = vec![];
+            for (i, j) in jobs.iter().enumerate() {
+                let Some(j) = j else { continue };
+                let Some(a) = &j.array else { continue };
+                let shape = script::resource_options(&self.escalated(j.clone()), &self.profile).join("\n");
+                match groups.iter_mut().find(|(s, r, _)| *s == a.step && *r == shape) {
+                    Some(g) => g.2.push(i),
+                    None => groups.push((a.step.clone(), shape, vec![i])),
                 }
             }
-        };
-        // Written before the scheduler records the attempt: if the engine dies in between,
-        // `run --resume` still finds (and follows) this job instead of submitting again.
-        if let Err(e) = std::fs::write(meta.join(JOB_ID_FILE), format!("{id}\n")) {
-            tracing::warn!(job = %id, "cannot write `{}`: {e}", meta.join(JOB_ID_FILE).display());
+            for (step, _, idx) in groups.into_iter().filter(|g| g.2.len() >= 2) {
+                let members: Vec<JobRequest> =
+                    idx.iter().filter_map(|&i| jobs[i].take()).map(|j| self.escalated(j)).collect();
+                match self.submit_array(&step, &members).await {
+                    Ok(ids) => {
+                        for (&i, id) in idx.iter().zip(ids) {
+                            out[i] = Some(Ok(id));
+                        }
+                    }
+                    Err(e) => {
+                        out[idx[0]] = Some(Err(e));
+                        stop = true;
+                        break;
+                    }
+                }
+            }
         }
-        tracing::debug!(task = %job.name, job = %id, "submitted");
-        self.jobs.insert(
-            id.clone(),
-            Tracked {
-                name: Some(job.name.clone()),
-                dir: job.cwd.clone(),
-                last: JobStatus::Queued,
-                missing_since: None,
-                warned: false,
-            },
-        );
-        // Something changes soon: poll at the short interval again.
-        self.interval = self.profile.poll_min;
-        self.next_poll = self.next_poll.min(Instant::now() + self.interval);
-        Ok(id)
+        for i in 0..n {
+            if stop {
+                break;
+            }
+            if let Some(job) = jobs[i].take() {
+                let r = self.submit(job).await;
+                stop = r.is_err();
+                out[i] = Some(r);
+            }
+        }
+        out.into_iter()
+            .map(|r| {
+                r.unwrap_or_else(|| {
+                    Err(BackendError::Submit {
+                        name: "?".into(),
+                        message: "not submitted after an earlier error".into(),
+                    })
+                })
+            })
+            .collect()
     }
 
     async fn poll(&mut self, ids: &[JobId]) -> Result<Vec<(JobId, JobStatus)>, BackendError> {

@@ -70,6 +70,10 @@ pub struct Profile {
     pub submit_retries: u32,
     /// First delay between `sbatch` retries (doubles each time, at most 30 s).
     pub submit_backoff: Duration,
+    /// Submit the members of a scattered step that are ready together as one job array.
+    pub arrays: bool,
+    /// Members of one array running at once (`--array=...%K`); `None`: no limit.
+    pub array_throttle: Option<u32>,
     /// Shortest time between two status queries.
     pub poll_min: Duration,
     /// Longest time between two status queries while nothing changes.
@@ -109,6 +113,8 @@ impl Default for Profile {
             submit_rate: None,
             submit_retries: 6,
             submit_backoff: Duration::from_millis(500),
+            arrays: false,
+            array_throttle: None,
             poll_min: Duration::from_millis(500),
             poll_max: Duration::from_secs(5),
             status_source: StatusSource::Auto,
@@ -189,6 +195,8 @@ pub struct RawPolling {
 pub struct RawSubmit {
     pub retries: Option<i64>,
     pub backoff: Option<RawDuration>,
+    pub arrays: Option<bool>,
+    pub array_throttle: Option<i64>,
 }
 
 /// `escalate:`.
@@ -388,6 +396,14 @@ fn check(raw: RawProfile, default_name: &str) -> Result<Profile, Vec<String>> {
         }
         if let Some(d) = dur("submit.backoff", s.backoff, &mut problems) {
             p.submit_backoff = d;
+        }
+        if let Some(a) = s.arrays {
+            p.arrays = a;
+        }
+        match s.array_throttle {
+            Some(n) if (1..=i64::from(u32::MAX)).contains(&n) => p.array_throttle = Some(n as u32),
+            Some(n) => problems.push(format!("`submit.array_throttle`: must be at least 1, got {n}")),
+            None => {}
         }
     }
     if let Some(pl) = raw.polling {

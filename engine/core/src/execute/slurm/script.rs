@@ -36,7 +36,7 @@ pub fn is_env_name(s: &str) -> bool {
 /// A path in an `#SBATCH` line: sbatch reads double quotes there, so a path with spaces is
 /// double-quoted. (A path with a `"` or a newline cannot be written; twinflow's run
 /// directories never have one.)
-fn sbatch_path(p: &Path) -> String {
+pub fn sbatch_path(p: &Path) -> String {
     let s = p.display().to_string();
     if s.chars().any(|c| c.is_whitespace() || c == '#') { format!("\"{s}\"") } else { s }
 }
@@ -51,6 +51,15 @@ pub fn job_name(task: &str) -> String {
         .collect();
     out.truncate(100);
     if out.is_empty() { "twinflow".into() } else { out }
+}
+
+/// The `--comment` twinflow gives a submission: derived from a path unique to it (the
+/// attempt directory, or an array's member list), so after an `sbatch` that timed out the
+/// engine can find out from `squeue` whether the controller accepted the job anyway,
+/// instead of submitting it a second time.
+pub fn submission_tag(unique: &Path) -> String {
+    let h = blake3::hash(unique.as_os_str().as_encoded_bytes());
+    format!("twinflow-{}", &h.to_hex()[..16])
 }
 
 /// `--time` value: `D-HH:MM:SS`, seconds rounded up (SLURM itself rounds up to minutes).
@@ -102,7 +111,6 @@ pub fn launch_argv(job: &JobRequest, profile: &Profile) -> Vec<String> {
 
 /// Renders the sbatch script of `job` under `profile`.
 pub fn render_script(job: &JobRequest, profile: &Profile) -> String {
-    let r = &job.resources;
     let mut s = String::new();
     let _ = writeln!(s, "#!/bin/bash");
     let _ =
@@ -114,29 +122,9 @@ pub fn render_script(job: &JobRequest, profile: &Profile) -> String {
     opt(format!("--output={}", sbatch_path(&job.stdout)));
     opt(format!("--error={}", sbatch_path(&job.stderr)));
     opt(format!("--chdir={}", sbatch_path(&job.cwd)));
-    opt(format!("--nodes={}", r.nodes.max(1)));
-    opt(format!("--ntasks={}", r.ranks.max(1)));
-    opt(format!("--cpus-per-task={}", r.threads.max(1)));
-    if r.memory > 0 {
-        opt(format!("--mem={}M", slurm_mem_mb(r.memory, r.nodes)));
-    }
-    if let Some(t) = time_limit(job, profile) {
-        opt(format!("--time={}", slurm_time(t)));
-    }
-    if r.gpus > 0 {
-        opt(format!("--gres=gpu:{}", r.gpus));
-    }
-    if let Some(p) = &profile.partition {
-        opt(format!("--partition={p}"));
-    }
-    if let Some(a) = &profile.account {
-        opt(format!("--account={a}"));
-    }
-    if let Some(q) = &profile.qos {
-        opt(format!("--qos={q}"));
-    }
-    for f in &profile.sbatch_flags {
-        opt(f.clone());
+    opt(format!("--comment={}", submission_tag(&job.cwd)));
+    for o in resource_options(job, profile) {
+        opt(o);
     }
     s.push_str("set -e\n");
     if !profile.modules.is_empty() || !profile.setup.is_empty() {
@@ -162,6 +150,81 @@ pub fn render_script(job: &JobRequest, profile: &Profile) -> String {
     s.push_str("# the step\n");
     let words: Vec<String> = launch_argv(job, profile).iter().map(|w| shell_quote(w)).collect();
     let _ = writeln!(s, "exec {}", words.join(" "));
+    s
+}
+
+/// The `#SBATCH` options that size and place a job: resources, then the profile's
+/// partition, account, QOS and extra options.
+pub fn resource_options(job: &JobRequest, profile: &Profile) -> Vec<String> {
+    let r = &job.resources;
+    let mut v = vec![];
+    v.push(format!("--nodes={}", r.nodes.max(1)));
+    v.push(format!("--ntasks={}", r.ranks.max(1)));
+    v.push(format!("--cpus-per-task={}", r.threads.max(1)));
+    if r.memory > 0 {
+        v.push(format!("--mem={}M", slurm_mem_mb(r.memory, r.nodes)));
+    }
+    if let Some(t) = time_limit(job, profile) {
+        v.push(format!("--time={}", slurm_time(t)));
+    }
+    if r.gpus > 0 {
+        v.push(format!("--gres=gpu:{}", r.gpus));
+    }
+    if let Some(p) = &profile.partition {
+        v.push(format!("--partition={p}"));
+    }
+    if let Some(a) = &profile.account {
+        v.push(format!("--account={a}"));
+    }
+    if let Some(q) = &profile.qos {
+        v.push(format!("--qos={q}"));
+    }
+    v.extend(profile.sbatch_flags.iter().cloned());
+    v
+}
+
+/// Renders the driver of a job array whose element `i` runs the member script of line
+/// `i + 1` of `list` (an attempt directory per line): it changes to that directory and runs
+/// its `.twinflow/job.sbatch` with standard output and error in that attempt, exactly as
+/// the member's own job would. `first` gives the resources (all members of a step share
+/// them); `throttle` becomes `%K`.
+pub fn render_array_script(
+    first: &JobRequest,
+    step: &str,
+    count: usize,
+    throttle: Option<u32>,
+    list: &Path,
+    log: &Path,
+    profile: &Profile,
+) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "#!/bin/bash\n# twinflow job array: {count} members of step `{}` (SLURM profile `{}`)",
+        one_line(step),
+        one_line(&profile.name)
+    );
+    let last = count.saturating_sub(1);
+    let range = match throttle {
+        Some(k) => format!("0-{last}%{k}"),
+        None => format!("0-{last}"),
+    };
+    let mut opts = vec![
+        format!("--job-name={}", job_name(step)),
+        format!("--array={range}"),
+        format!("--output={}", sbatch_path(log)),
+        format!("--comment={}", submission_tag(list)),
+    ];
+    opts.extend(resource_options(first, profile));
+    for o in opts {
+        let _ = writeln!(s, "#SBATCH {o}");
+    }
+    let list = shell_quote(&list.display().to_string());
+    let _ = writeln!(s, "# member i runs in the attempt directory on line i+1 of the list");
+    let _ = writeln!(s, "dir=$(sed -n \"$((SLURM_ARRAY_TASK_ID + 1))p\" {list})");
+    s.push_str("if [ -z \"$dir\" ] || ! cd \"$dir\"; then\n");
+    s.push_str("  echo \"twinflow: no attempt directory for array index $SLURM_ARRAY_TASK_ID\" >&2\n  exit 1\nfi\n");
+    s.push_str("exec bash .twinflow/job.sbatch >.twinflow/stdout 2>.twinflow/stderr\n");
     s
 }
 
@@ -192,6 +255,7 @@ mod tests {
             stderr: dir.join(".twinflow/stderr"),
             resources,
             timeout: None,
+            array: None,
         }
     }
 
@@ -209,6 +273,16 @@ mod tests {
         let j =
             job("prepare", &["sh", "-c", "echo \"$1\" > \"$2\"", "sh", "hello", "config.txt"], Resources::default());
         insta::assert_snapshot!(render_script(&j, &Profile::default()));
+    }
+
+    #[test]
+    fn array_driver_reads_its_member_by_array_task_id() {
+        let r =
+            Resources { ranks: 2, memory: 1 << 30, walltime: Some(Duration::from_secs(600)), ..Resources::default() };
+        let j = job("sim[0]", &["twin-kernel", "flood"], r);
+        let list = Path::new("/runs/20261122-101500-3f2a/steps/sim/.twinflow/array-7-1.list");
+        let log = Path::new("/runs/20261122-101500-3f2a/steps/sim/.twinflow/array-7-1-%a.log");
+        insta::assert_snapshot!(render_array_script(&j, "sim", 12, Some(4), list, log, &local()));
     }
 
     #[test]

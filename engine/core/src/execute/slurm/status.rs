@@ -109,6 +109,30 @@ pub fn parse_scontrol(text: &str) -> Option<FinalRow> {
     })
 }
 
+/// Parses `scontrol show job ARRAY_ID`, which prints one record per array element (blank
+/// lines between records), as rows with ids `ARRAY_TASK` (`12_3`), the form twinflow
+/// tracks elements by. Records of elements that have not started yet (their task id is a
+/// range like `4-9%2`) and records that are not array elements are left out.
+pub fn parse_scontrol_array(text: &str) -> Vec<FinalRow> {
+    text.split("\n\n")
+        .filter_map(|rec| {
+            let kv: HashMap<&str, &str> = rec.split_whitespace().filter_map(|w| w.split_once('=')).collect();
+            let task = kv.get("ArrayTaskId")?;
+            if !task.chars().all(|c| c.is_ascii_digit()) {
+                return None;
+            }
+            let mut row = parse_scontrol(rec)?;
+            row.id = JobId(format!("{}_{task}", kv.get("ArrayJobId")?));
+            Some(row)
+        })
+        .collect()
+}
+
+/// The array job id of an array element id (`12_3` → `12`); `None` for a plain job id.
+pub fn array_job_of(id: &JobId) -> Option<&str> {
+    id.0.split_once('_').map(|(a, _)| a)
+}
+
 /// Where a job stands according to its state name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
@@ -266,5 +290,16 @@ mod tests {
         for s in ["COMPLETED", "CANCELLED by 0", "TIMEOUT", "OUT_OF_MEMORY"] {
             assert_eq!(phase(s), Phase::Ended);
         }
+    }
+
+    #[test]
+    fn scontrol_array_records() {
+        let text = "JobId=5 ArrayJobId=1 ArrayTaskId=3 ArrayTaskThrottle=2 JobName=arr.sh\n   JobState=FAILED Reason=NonZeroExitCode Dependency=(null)\n   ExitCode=7:0\n   StartTime=100 EndTime=102\n\nJobId=1 ArrayJobId=1 ArrayTaskId=4-5%2 JobName=arr.sh\n   JobState=PENDING Reason=JobArrayTaskLimit\n   ExitCode=0:0\n\nJobId=2 ArrayJobId=1 ArrayTaskId=0 JobName=arr.sh\n   JobState=COMPLETED Reason=None\n   ExitCode=0:0\n   StartTime=100 EndTime=101\n";
+        let rows = parse_scontrol_array(text);
+        assert_eq!(rows.len(), 2, "{rows:?}");
+        assert_eq!((rows[0].id.0.as_str(), rows[0].state.as_str(), rows[0].exit), ("1_3", "FAILED", Some((7, 0))));
+        assert_eq!((rows[1].id.0.as_str(), rows[1].state.as_str()), ("1_0", "COMPLETED"));
+        assert_eq!(array_job_of(&JobId("12_3".into())), Some("12"));
+        assert_eq!(array_job_of(&JobId("12".into())), None);
     }
 }

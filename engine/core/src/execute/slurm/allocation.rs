@@ -1,0 +1,317 @@
+//! Allocation mode (`twinflow run --backend slurm --allocation`): one SLURM allocation for
+//! the whole run, every task launched inside it as a job step with `srun --exact`.
+//!
+//! Many small steps and multi-rank MPI steps are packed into the allocation by the engine's
+//! own scheduler (the allocation's CPUs are the capacity it fills), the way HyperQueue or
+//! Parsl pack work, without a server of their own: the engine runs where `srun` works (a
+//! login node, or inside the batch job) and each step is an `srun` child process of the
+//! engine, so timeouts, cancellation (SIGTERM to `srun`, which forwards it to the step's
+//! tasks) and resume behave exactly as with the local backend ([`super::super::local`]).
+//!
+//! Where the allocation comes from:
+//! - inside an allocation (`SLURM_JOB_ID` is set: `salloc`, or `twinflow run` inside an
+//!   `sbatch` script), that one is used;
+//! - otherwise twinflow submits a *holder* job (`sleep` as its batch step, sized by
+//!   `--alloc-nodes`/`--alloc-cpus`/`--alloc-time` and the profile's partition, account,
+//!   QOS), waits until it runs, launches the steps into it with `srun --jobid=ID`, and
+//!   cancels it when the run ends.
+//!
+//! Steps ask for their memory explicitly: `srun` otherwise asks for all of the allocation's
+//! memory per step, and steps then run one at a time.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use super::commands::SlurmCommands;
+use super::profile::Profile;
+use super::script::{self, sbatch_path, shell_quote, slurm_mem_mb};
+use super::status::{self, Phase};
+use crate::execute::JobRequest;
+use crate::ids::JobId;
+
+/// Size of the holder job twinflow submits when it is not inside an allocation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AllocationRequest {
+    /// `--nodes`.
+    pub nodes: u32,
+    /// `--ntasks` (with `--cpus-per-task=1`): the CPUs the run's steps share.
+    pub cpus: u32,
+    /// `--time`.
+    pub time: Option<Duration>,
+}
+
+/// How steps are launched into an allocation (the local backend's launcher).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SrunLaunch {
+    /// The allocation's job id (`--jobid`).
+    pub job_id: String,
+    /// `--mpi=` plugin.
+    pub mpi: Option<String>,
+    /// Further srun flags from the profile.
+    pub flags: Vec<String>,
+    /// Memory per CPU of the allocation in MiB, given to steps that do not declare memory.
+    pub mem_per_cpu_mb: Option<u64>,
+}
+
+/// An allocation the run's steps go into.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Allocation {
+    /// Job id.
+    pub job_id: String,
+    /// CPUs allocated (the scheduler's capacity).
+    pub cpus: u32,
+    /// Memory per CPU in MiB, when known.
+    pub mem_per_cpu_mb: Option<u64>,
+    /// Whether twinflow submitted it (and so cancels it at the end).
+    pub owned: bool,
+}
+
+impl Allocation {
+    /// The launcher for the local backend.
+    pub fn launcher(&self, profile: &Profile) -> SrunLaunch {
+        SrunLaunch {
+            job_id: self.job_id.clone(),
+            mpi: profile.mpi.clone(),
+            flags: profile.srun_flags.clone(),
+            mem_per_cpu_mb: self.mem_per_cpu_mb,
+        }
+    }
+}
+
+/// Errors while getting an allocation.
+#[derive(Debug, thiserror::Error)]
+pub enum AllocationError {
+    /// A SLURM command failed.
+    #[error("{0}")]
+    Command(#[from] super::commands::CommandError),
+    /// The holder job ended or was rejected.
+    #[error("{0}")]
+    Failed(String),
+    /// I/O.
+    #[error("cannot write `{path}`: {source}")]
+    Io {
+        /// File.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// The `srun` words that launch `job` as a step of the allocation, followed by its argv.
+/// Every step goes through `srun` (one rank too), so SLURM accounts and confines it.
+pub fn srun_argv(launch: &SrunLaunch, job: &JobRequest) -> Vec<String> {
+    let r = &job.resources;
+    let mut v = vec![
+        "srun".to_string(),
+        format!("--jobid={}", launch.job_id),
+        "--exact".into(),
+        format!("--job-name={}", script::job_name(&job.name)),
+        format!("--nodes={}", r.nodes.max(1)),
+        format!("--ntasks={}", r.ranks.max(1)),
+        format!("--cpus-per-task={}", r.threads.max(1)),
+    ];
+    if r.memory > 0 {
+        v.push(format!("--mem={}M", slurm_mem_mb(r.memory, r.nodes)));
+    } else if let Some(m) = launch.mem_per_cpu_mb {
+        v.push(format!("--mem-per-cpu={m}M"));
+    }
+    if r.gpus > 0 {
+        v.push(format!("--gres=gpu:{}", r.gpus));
+    }
+    if r.ranks > 1
+        && let Some(m) = &launch.mpi
+    {
+        v.push(format!("--mpi={m}"));
+    }
+    v.extend(launch.flags.iter().cloned());
+    v.extend(job.argv.iter().cloned());
+    v
+}
+
+/// The holder job's script: resources and placement, then a batch step that only waits.
+pub fn render_holder(req: &AllocationRequest, profile: &Profile, log: &Path) -> String {
+    let mut s = String::from("#!/bin/bash\n# twinflow allocation: steps run inside it with `srun --jobid --exact`\n");
+    let mut opts = vec![
+        "--job-name=twinflow-allocation".to_string(),
+        format!("--output={}", sbatch_path(log)),
+        format!("--nodes={}", req.nodes.max(1)),
+        format!("--ntasks={}", req.cpus.max(1)),
+        "--cpus-per-task=1".into(),
+    ];
+    if let Some(t) = req.time.or(profile.default_walltime) {
+        opts.push(format!("--time={}", script::slurm_time(t)));
+    }
+    if let Some(p) = &profile.partition {
+        opts.push(format!("--partition={p}"));
+    }
+    if let Some(a) = &profile.account {
+        opts.push(format!("--account={a}"));
+    }
+    if let Some(q) = &profile.qos {
+        opts.push(format!("--qos={q}"));
+    }
+    opts.extend(profile.sbatch_flags.iter().cloned());
+    for o in opts {
+        let _ = writeln!(s, "#SBATCH {o}");
+    }
+    let _ = writeln!(s, "exec {} infinity", shell_quote("sleep"));
+    s
+}
+
+/// Reads the allocation's CPUs and memory per CPU from `scontrol show job` (`NumCPUs=`,
+/// `mem=` in `TRES=`).
+pub fn parse_size(text: &str) -> Option<(u32, Option<u64>)> {
+    let mut cpus = None;
+    let mut mem = None;
+    for w in text.split_whitespace() {
+        if let Some(v) = w.strip_prefix("NumCPUs=") {
+            cpus = v.parse::<u32>().ok();
+        }
+        if let Some(tres) = w.strip_prefix("TRES=").or_else(|| w.strip_prefix("AllocTRES=")) {
+            for kv in tres.split(',') {
+                if let Some(m) = kv.strip_prefix("mem=") {
+                    mem = parse_mem_mb(m);
+                }
+            }
+        }
+    }
+    let cpus = cpus.filter(|c| *c > 0)?;
+    Some((cpus, mem.map(|m| (m / u64::from(cpus)).max(1))))
+}
+
+/// `21693M`, `2G`, `1T` → MiB.
+fn parse_mem_mb(s: &str) -> Option<u64> {
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit() && c != '.')?);
+    let n: f64 = num.parse().ok()?;
+    let mb = match unit {
+        "K" => n / 1024.0,
+        "M" => n,
+        "G" => n * 1024.0,
+        "T" => n * 1024.0 * 1024.0,
+        _ => return None,
+    };
+    Some(mb as u64)
+}
+
+/// Uses the allocation this process runs in (`SLURM_JOB_ID`), or submits a holder job and
+/// waits until it runs. `on_wait` is called with the job's state and reason while it waits;
+/// when `interrupt` completes first, the holder job is cancelled and the wait given up.
+pub async fn acquire(
+    cmd: &SlurmCommands,
+    profile: &Profile,
+    req: &AllocationRequest,
+    log_dir: &Path,
+    mut on_wait: impl FnMut(&str, &str),
+    interrupt: impl std::future::Future<Output = ()>,
+) -> Result<Allocation, AllocationError> {
+    if let Ok(id) = std::env::var("SLURM_JOB_ID")
+        && !id.is_empty()
+    {
+        let text = cmd.scontrol_show_job_text(0, &JobId(id.clone())).await?;
+        let (cpus, mem) = parse_size(&text).ok_or_else(|| {
+            AllocationError::Failed(format!("cannot read the size of allocation {id} from `scontrol show job {id}`"))
+        })?;
+        tracing::info!(job = %id, cpus, "running inside allocation {id}");
+        return Ok(Allocation { job_id: id, cpus, mem_per_cpu_mb: mem, owned: false });
+    }
+    std::fs::create_dir_all(log_dir).map_err(|source| AllocationError::Io { path: log_dir.into(), source })?;
+    let script_path = log_dir.join("allocation.sbatch");
+    let text = render_holder(req, profile, &log_dir.join("allocation-%j.log"));
+    std::fs::write(&script_path, text).map_err(|source| AllocationError::Io { path: script_path.clone(), source })?;
+    let id = cmd.sbatch(0, &script_path).await?;
+    tracing::info!(job = %id, "submitted the allocation; waiting for it to start");
+    let mut delay = profile.poll_min;
+    let started = Instant::now();
+    let mut interrupt = std::pin::pin!(interrupt);
+    loop {
+        let rows = cmd.squeue(0, std::slice::from_ref(&id)).await?;
+        match rows.iter().find(|r| r.id == id) {
+            Some(r) if status::phase(&r.state) == Phase::Running => break,
+            Some(r) if status::phase(&r.state) == Phase::Queued && status::hopeless_reason(&r.reason) => {
+                let _ = cmd.scancel(0, std::slice::from_ref(&id)).await;
+                return Err(AllocationError::Failed(format!(
+                    "allocation {id} cannot start: pending for `{}` (cancelled it); ask for fewer CPUs or nodes (`--alloc-cpus`, `--alloc-nodes`)",
+                    r.reason
+                )));
+            }
+            Some(r) if status::phase(&r.state) == Phase::Queued => on_wait(&r.state, &r.reason),
+            Some(r) => return Err(AllocationError::Failed(format!("allocation {id} ended ({}) before use", r.state))),
+            None if started.elapsed() > Duration::from_secs(5) => {
+                return Err(AllocationError::Failed(format!("allocation {id} left the queue before it ran")));
+            }
+            None => {}
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = &mut interrupt => {
+                let _ = cmd.scancel(0, std::slice::from_ref(&id)).await;
+                return Err(AllocationError::Failed(format!("interrupted while waiting for allocation {id} (cancelled it)")));
+            }
+        }
+        delay = (delay.mul_f64(1.5)).min(profile.poll_max);
+    }
+    let text = cmd.scontrol_show_job_text(0, &id).await?;
+    let (cpus, mem) = parse_size(&text).unwrap_or((req.cpus.max(1), None));
+    tracing::info!(job = %id, cpus, "allocation {id} is running");
+    Ok(Allocation { job_id: id.0, cpus, mem_per_cpu_mb: mem, owned: true })
+}
+
+/// Cancels the holder job (if twinflow submitted it).
+pub async fn release(cmd: &SlurmCommands, alloc: &Allocation) -> Result<(), AllocationError> {
+    if alloc.owned {
+        cmd.scancel(0, &[JobId(alloc.job_id.clone())]).await?;
+        tracing::info!(job = %alloc.job_id, "released the allocation");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::validate::model::Resources;
+
+    fn job(ranks: u32, threads: u32, memory: u64) -> JobRequest {
+        JobRequest {
+            name: "sim[2]".into(),
+            argv: vec!["twin-kernel".into(), "flood".into(), "--out".into(), "a b.nc".into()],
+            env: vec![],
+            cwd: "/r".into(),
+            stdout: "/r/o".into(),
+            stderr: "/r/e".into(),
+            resources: Resources { ranks, threads, memory, ..Resources::default() },
+            timeout: None,
+            array: None,
+        }
+    }
+
+    #[test]
+    fn steps_are_launched_with_srun_exact_and_explicit_memory() {
+        let l = SrunLaunch { job_id: "42".into(), mpi: Some("pmi2".into()), flags: vec![], mem_per_cpu_mb: Some(2711) };
+        assert_eq!(
+            srun_argv(&l, &job(2, 1, 0)).join(" "),
+            "srun --jobid=42 --exact --job-name=sim-2 --nodes=1 --ntasks=2 --cpus-per-task=1 --mem-per-cpu=2711M --mpi=pmi2 twin-kernel flood --out a b.nc"
+        );
+        let one = srun_argv(&l, &job(1, 2, 3 << 30));
+        assert!(one.contains(&"--mem=3072M".to_string()) && !one.iter().any(|w| w.starts_with("--mpi")), "{one:?}");
+    }
+
+    #[test]
+    fn allocation_size_from_scontrol() {
+        let text = "JobId=7 JobName=hold\n   NumNodes=1 NumCPUs=8 NumTasks=8 CPUs/Task=1\n   TRES=cpu=8,mem=21693M,node=1,billing=8\n";
+        assert_eq!(parse_size(text), Some((8, Some(2711))));
+        assert_eq!(parse_size("JobId=7 NumCPUs=4 TRES=cpu=4,mem=8G,node=1"), Some((4, Some(2048))));
+        assert_eq!(parse_size("JobId=7"), None);
+    }
+
+    #[test]
+    fn holder_script() {
+        let req = AllocationRequest { nodes: 1, cpus: 8, time: Some(Duration::from_secs(3600)) };
+        let p = Profile { partition: Some("debug".into()), ..Profile::default() };
+        let s = render_holder(&req, &p, Path::new("/runs/allocation-%j.log"));
+        for l in ["#SBATCH --ntasks=8", "#SBATCH --time=0-01:00:00", "#SBATCH --partition=debug", "exec sleep infinity"]
+        {
+            assert!(s.contains(l), "{l} missing:\n{s}");
+        }
+    }
+}
