@@ -514,6 +514,8 @@ fn slurm_walltime_exceeded_is_a_timeout_and_the_retry_asks_for_more() {
     assert!(first.contains("#SBATCH --time=0-00:00:05"), "{first}");
     // escalate.walltime_factor: 2 in hpc/profiles/local.yaml
     assert!(second.contains("#SBATCH --time=0-00:00:10"), "{second}");
+    // Kept beside the attempts, so an engine resumed after a kill asks for as much.
+    assert_eq!(std::fs::read_to_string(steps.join(".escalation")).unwrap().trim(), "2 1");
     // While nothing changes the poll interval grows from 0.5 s to 5 s (local.yaml): about
     // 20 queries in the minute or more SLURM takes to end the job, not one per 0.5 s.
     let text = std::fs::read_to_string(d.join("calls.log")).unwrap();

@@ -46,6 +46,10 @@ use status::{FinalRow, Phase};
 /// File of the attempt's `.twinflow/` directory holding the submitted script.
 pub const SCRIPT_FILE: &str = "job.sbatch";
 
+/// File in a task's directory (beside its attempts) with the walltime and memory factors
+/// its next attempt asks for after TIMEOUT / OUT_OF_MEMORY.
+pub const ESCALATION_FILE: &str = ".escalation";
+
 /// Settings of the SLURM backend.
 #[derive(Debug, Clone, Default)]
 pub struct SlurmOptions {
@@ -89,8 +93,9 @@ pub struct SlurmBackend {
     tick: u64,
     last_submit: Option<Instant>,
     failing_since: Option<Instant>,
-    /// Task name → (walltime factor, memory factor) for its next attempt.
-    escalation: HashMap<String, (f64, f64)>,
+    /// Task directory → (walltime factor, memory factor) for its next attempt; also kept in
+    /// the task directory's [`ESCALATION_FILE`], so a resumed engine asks for as much.
+    escalation: HashMap<PathBuf, (f64, f64)>,
 }
 
 impl SlurmBackend {
@@ -250,8 +255,15 @@ impl SlurmBackend {
     }
 
     /// The request with this task's escalated walltime and memory, if any.
-    fn escalated(&self, mut job: JobRequest) -> JobRequest {
-        let Some(&(wf, mf)) = self.escalation.get(&job.name) else { return job };
+    fn escalated(&mut self, mut job: JobRequest) -> JobRequest {
+        let Some(task_dir) = job.cwd.parent().map(Path::to_path_buf) else { return job };
+        let factors = match self.escalation.get(&task_dir) {
+            Some(f) => Some(*f),
+            None => read_escalation(&task_dir).inspect(|f| {
+                self.escalation.insert(task_dir.clone(), *f);
+            }),
+        };
+        let Some((wf, mf)) = factors else { return job };
         if wf > 1.0
             && let Some(t) = script::time_limit(&job, &self.profile)
         {
@@ -264,14 +276,25 @@ impl SlurmBackend {
         job
     }
 
-    fn note_outcome(&mut self, name: Option<&str>, o: &Outcome, state: &str) {
-        let Some(name) = name else { return };
-        let e = self.escalation.entry(name.to_string()).or_insert((1.0, 1.0));
-        if o.timed_out {
+    fn note_outcome(&mut self, attempt_dir: &Path, o: &Outcome, state: &str) {
+        let grow_time = o.timed_out && self.profile.walltime_factor > 1.0;
+        let grow_mem = state == "OUT_OF_MEMORY" && self.profile.memory_factor > 1.0;
+        if !(grow_time || grow_mem) {
+            return;
+        }
+        let Some(task_dir) = attempt_dir.parent().map(Path::to_path_buf) else { return };
+        let known = self.escalation.get(&task_dir).copied().or_else(|| read_escalation(&task_dir));
+        let mut e = known.unwrap_or((1.0, 1.0));
+        if grow_time {
             e.0 *= self.profile.walltime_factor;
         }
-        if state == "OUT_OF_MEMORY" {
+        if grow_mem {
             e.1 *= self.profile.memory_factor;
+        }
+        self.escalation.insert(task_dir.clone(), e);
+        let file = task_dir.join(ESCALATION_FILE);
+        if let Err(err) = std::fs::write(&file, format!("{} {}\n", e.0, e.1)) {
+            tracing::warn!("cannot write `{}`: {err}", file.display());
         }
     }
 
@@ -444,6 +467,13 @@ impl SlurmBackend {
     }
 }
 
+/// Reads a task's [`ESCALATION_FILE`].
+fn read_escalation(task_dir: &Path) -> Option<(f64, f64)> {
+    let text = std::fs::read_to_string(task_dir.join(ESCALATION_FILE)).ok()?;
+    let mut w = text.split_whitespace().map(|x| x.parse::<f64>().ok().filter(|f| f.is_finite() && *f >= 1.0));
+    Some((w.next()??, w.next()??))
+}
+
 #[async_trait]
 impl Backend for SlurmBackend {
     fn name(&self) -> &'static str {
@@ -602,8 +632,9 @@ impl Backend for SlurmBackend {
                 let ours = self.cancel_requested.remove(id)
                     || t.as_ref().is_some_and(|t| t.dir.join(".twinflow").join(CANCELLED_FILE).exists());
                 let o = status::outcome(row, ours);
-                let name = t.and_then(|t| t.name);
-                self.note_outcome(name.as_deref(), &o, &row.state);
+                if let Some(t) = &t {
+                    self.note_outcome(&t.dir, &o, &row.state);
+                }
                 out.push((id.clone(), JobStatus::Done(o)));
             } else if let Some(t) = self.jobs.get(id) {
                 // Left the queue, not in accounting yet (records lag): unchanged for now.
