@@ -7,7 +7,8 @@ use twinflow_kernels::exchange::Format;
 use twinflow_kernels::flood::{BoundaryKind, ConfigIssue, FloodConfig, FloodError};
 
 const AFTER_HELP: &str = "\
-Exit codes: 0 success, 1 run failed, 2 invalid command line, 3 invalid configuration or input.
+Exit codes: 0 success, 1 run failed, 2 invalid command line, 3 invalid configuration or input,
+4 training stopped at a time/epoch limit with its checkpoint written (rerun to continue).
 Logging: TWINFLOW_LOG=debug (tracing filter syntax), written to stderr.
 SIMD: the flood loops use AVX-512 or AVX2 when the CPU has them (bit-identical results);
 TWINFLOW_SIMD=avx2 or TWINFLOW_SIMD=baseline caps the instruction set.
@@ -52,6 +53,18 @@ result_gauges.nc (gauge time series, CF timeSeries) when gauges are configured."
   twin-kernel summary --maps maps.nc --gauges gauges.nc --dem dem.nc \\
       --threshold 0.1 --threshold 0.5 --out summary.nc --png exceedance.png")]
     Summary(SummaryArgs),
+    /// Train an MLP or linear surrogate on HDF5/NetCDF data, data-parallel over MPI ranks.
+    Train(Box<super::train::TrainArgs>),
+    /// Apply a trained model; compare it with the naive calorimeter estimator.
+    Predict(super::train::PredictArgs),
+    /// Rank the trials of a sweep by validation error; keep the best K (successive halving).
+    Select(super::train::SelectArgs),
+    /// Build a training table from workflow outputs.
+    #[command(subcommand)]
+    Tabulate(super::train::TabulateCommand),
+    /// Fast Monte Carlo of electromagnetic showers in a sampling calorimeter (cells + truth, HDF5).
+    #[command(after_help = super::calo::AFTER_HELP)]
+    Calo(Box<super::calo::CaloArgs>),
     /// Print the version and the compiled-in features (MPI) and exit.
     Info,
 }

@@ -1,7 +1,9 @@
 //! Command-line interface: clap definitions, logging, communicator setup, error reporting.
 
 mod args;
+mod calo;
 mod stage;
+mod train;
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -25,6 +27,8 @@ pub mod exit_code {
     pub const USAGE: u8 = 2;
     /// The configuration or an input file is invalid.
     pub const INVALID_INPUT: u8 = 3;
+    /// Training stopped at `--time-limit`/`--epoch-limit` with its checkpoint written.
+    pub const STOPPED: u8 = 4;
 }
 
 fn init_logging() {
@@ -70,10 +74,16 @@ pub fn run(cli: Cli) -> u8 {
         Command::Terrain(args) => on_root(rank, || run_terrain(args, &command_line)),
         Command::Stage(command) => on_root(rank, || stage::run_stage(command, &command_line)),
         Command::Summary(args) => on_root(rank, || stage::run_summary(args, &command_line)),
+        Command::Train(args) => train::run_train(comm.as_ref(), *args, &command_line),
+        Command::Predict(args) => on_root(rank, || train::run_predict(args, &command_line)),
+        Command::Select(args) => on_root(rank, || train::run_select(args)),
+        Command::Tabulate(command) => on_root(rank, || train::run_tabulate(command, &command_line)),
+        Command::Calo(args) => calo::run_calo(comm.as_ref(), *args, &command_line),
         Command::Info => unreachable!("handled above"),
     };
     match outcome {
         Ok(()) => exit_code::SUCCESS,
+        Err(err) if train::is_stopped(&err) => exit_code::STOPPED,
         Err(err) => {
             let code = if is_invalid_input(&err) { exit_code::INVALID_INPUT } else { exit_code::FAILURE };
             let _ = writeln!(std::io::stderr(), "error (rank {rank} of {size}): {err:#}");
@@ -96,6 +106,8 @@ fn is_invalid_input(err: &anyhow::Error) -> bool {
                 matches!(x, exchange::ExchangeError::MissingVariable { .. } | exchange::ExchangeError::Layout { .. })
             })
             || e.downcast_ref::<serde_json::Error>().is_some()
+            || e.downcast_ref::<twinflow_kernels::calo::CaloError>().is_some_and(|c| c.is_invalid_input())
+            || e.downcast_ref::<twinflow_kernels::train::TrainError>().is_some_and(|t| t.is_invalid_input())
     })
 }
 

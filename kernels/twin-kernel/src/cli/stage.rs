@@ -110,5 +110,8 @@ pub(super) fn run_summary(args: SummaryArgs, command_line: &str) -> anyhow::Resu
 /// `twin-kernel info`: version and compiled-in features, one `key: value` per line.
 pub(super) fn info() -> String {
     let mpi = if cfg!(feature = "mpi") { "yes" } else { "no (build with `--features mpi`)" };
-    format!("twin-kernel {}\nmpi: {mpi}\nkernels: flood terrain stage summary\n", env!("CARGO_PKG_VERSION"))
+    format!(
+        "twin-kernel {}\nmpi: {mpi}\nkernels: flood terrain stage summary calo train predict select tabulate\n",
+        env!("CARGO_PKG_VERSION")
+    )
 }

@@ -1,0 +1,539 @@
+//! Training data: feature and target matrices read from HDF5 or NetCDF datasets, the
+//! train/validation split and the standardisation.
+//!
+//! A dataset's first dimension is the sample; its trailing dimensions are flattened
+//! (row-major) into columns, so `cells[event, layer, y, x]` gives one column per cell.
+//! Several feature datasets are concatenated column-wise in the order given. HDF5 datasets
+//! are named by path (`truth/energy`, `/conditions/temperature`); NetCDF variables by name,
+//! or by `group/name` in netCDF-4 groups. Any numeric type is read as `f64`; values equal
+//! to the dataset's `_FillValue` count as missing, and a missing or non-finite value is an
+//! error naming the file, dataset and sample.
+//!
+//! A feature may be reduced per sample over its trailing dimensions: `cells:sum` (one
+//! column, the sum), `cells:log-sum` (one column, `ln` of the sum, which must be > 0) and
+//! `cells:profile` (one column per index of the first trailing dimension, summed over the
+//! others: the energy per layer of `cells[event, layer, y, x]`). A calorimeter's
+//! `cells:log-sum` with the temperature lets even a linear model in `ln E` correct the
+//! gain drift that the naive `Σ cells / sampling_fraction` ignores.
+
+use std::path::{Path, PathBuf};
+
+use ndarray::{Array2, ArrayView2, Axis};
+use rand::SeedableRng as _;
+use rand::seq::SliceRandom as _;
+use rand_chacha::ChaCha8Rng;
+use twinflow_contract::cf;
+
+use super::error::TrainError;
+use crate::exchange::Format;
+
+/// ChaCha stream of the train/validation split (epochs use streams `0, 1, 2, …`).
+pub const SPLIT_STREAM: u64 = u64::MAX - 1;
+
+/// An open input file of either format.
+pub struct DataFile {
+    path: PathBuf,
+    inner: Inner,
+}
+
+enum Inner {
+    Hdf5(hdf5::File),
+    Netcdf(netcdf::File),
+}
+
+impl std::fmt::Debug for DataFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DataFile").field("path", &self.path).finish_non_exhaustive()
+    }
+}
+
+/// `truth/energy` and `/truth/energy` name the same dataset.
+fn clean(name: &str) -> &str {
+    name.trim_start_matches('/')
+}
+
+/// Whether `name` (cleaned) can name a dataset: non-empty segments the libraries accept.
+fn valid_name(name: &str) -> bool {
+    !name.is_empty() && !name.contains('\0') && name.split('/').all(|s| !s.is_empty() && s.len() <= 255)
+}
+
+impl DataFile {
+    /// Opens `path` (format from the extension: `.h5`/`.hdf5`/`.he5` → HDF5, else NetCDF).
+    pub fn open(path: &Path) -> Result<Self, TrainError> {
+        let open_err = |reason: String| TrainError::Open { path: path.to_path_buf(), reason };
+        if !path.is_file() {
+            return Err(open_err("no such file".into()));
+        }
+        let inner = match Format::from_path(path) {
+            Format::Hdf5 => {
+                Inner::Hdf5(hdf5::File::open(path).map_err(|e| open_err(format!("not a readable HDF5 file: {e}")))?)
+            }
+            Format::Netcdf => {
+                Inner::Netcdf(netcdf::open(path).map_err(|e| open_err(format!("not a readable NetCDF file: {e}")))?)
+            }
+        };
+        Ok(Self { path: path.to_path_buf(), inner })
+    }
+
+    /// The file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Whether a numeric dataset `name` exists.
+    pub fn has(&self, name: &str) -> bool {
+        match &self.inner {
+            _ if !valid_name(clean(name)) => false,
+            Inner::Hdf5(f) => f.link_exists(clean(name)) && f.dataset(clean(name)).is_ok(),
+            Inner::Netcdf(f) => nc_variable(f, clean(name)).is_some(),
+        }
+    }
+
+    /// A numeric scalar attribute of the root (HDF5) or the file (NetCDF).
+    pub fn root_attr_f64(&self, name: &str) -> Option<f64> {
+        match &self.inner {
+            Inner::Hdf5(f) => f.attr(name).ok()?.read_scalar::<f64>().ok(),
+            Inner::Netcdf(f) => {
+                let value = f.attribute(name)?.value().ok()?;
+                match value {
+                    netcdf::AttributeValue::Double(v) => Some(v),
+                    netcdf::AttributeValue::Float(v) => Some(f64::from(v)),
+                    netcdf::AttributeValue::Int(v) => Some(f64::from(v)),
+                    netcdf::AttributeValue::Doubles(v) if v.len() == 1 => Some(v[0]),
+                    _ => None,
+                }
+            }
+        }
+    }
+
+    /// Datasets of the file, for hints (at most 40 names).
+    pub fn available(&self) -> String {
+        let mut names = Vec::new();
+        match &self.inner {
+            Inner::Hdf5(f) => hdf5_names(f, &mut names),
+            Inner::Netcdf(f) => {
+                names.extend(f.variables().map(|v| v.name()));
+                if let Ok(groups) = f.groups() {
+                    for g in groups {
+                        names.extend(g.variables().map(|v| format!("{}/{}", g.name(), v.name())));
+                    }
+                }
+            }
+        }
+        if names.is_empty() {
+            return "no datasets".into();
+        }
+        let more = names.len().saturating_sub(40);
+        names.truncate(40);
+        let mut text = names.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", ");
+        if more > 0 {
+            text.push_str(&format!(" and {more} more"));
+        }
+        text
+    }
+
+    /// Reads dataset `name` as a `[sample, column]` matrix (trailing dimensions flattened);
+    /// fill values become NaN. Finiteness is not checked here.
+    pub fn read_matrix(&self, name: &str) -> Result<Array2<f64>, TrainError> {
+        let (shape, values) = self.read_array(name)?;
+        let (rows, cols) = (shape[0], shape[1..].iter().product());
+        Array2::from_shape_vec((rows, cols), values).map_err(|e| TrainError::Data {
+            path: self.path.clone(),
+            dataset: clean(name).into(),
+            reason: format!("has an inconsistent shape ({e})"),
+        })
+    }
+
+    /// Reads feature `spec` (a dataset name, optionally with a `:sum`, `:log-sum` or
+    /// `:profile` reduction) as a `[sample, column]` matrix; every value must be finite.
+    pub fn read_feature(&self, spec: &str) -> Result<Array2<f64>, TrainError> {
+        let (name, reduction) = Reduction::parse(spec);
+        let (shape, values) = self.read_array(name)?;
+        let (rows, cols): (usize, usize) = (shape[0], shape[1..].iter().product());
+        let raw = Array2::from_shape_vec((rows, cols), values).expect("shape checked");
+        check_finite(&self.path, name, raw.view())?;
+        let bad = |reason: String| TrainError::Data { path: self.path.clone(), dataset: spec.into(), reason };
+        Ok(match reduction {
+            Reduction::None => raw,
+            Reduction::Sum => raw.sum_axis(Axis(1)).insert_axis(Axis(1)),
+            Reduction::LogSum => {
+                let sums = raw.sum_axis(Axis(1));
+                if let Some((i, v)) = sums.iter().enumerate().find(|(_, v)| **v <= 0.0) {
+                    return Err(bad(format!("has the sum {v} at sample {i}; hint: `:log-sum` needs positive sums")));
+                }
+                sums.mapv(f64::ln).insert_axis(Axis(1))
+            }
+            Reduction::Profile => {
+                let Some(&first) = shape.get(1) else {
+                    return Err(bad(
+                        "has no trailing dimension to profile; hint: `:profile` needs [sample, n, ...]".into()
+                    ));
+                };
+                let inner = cols / first.max(1);
+                let mut out = Array2::zeros((rows, first));
+                for (r, row) in raw.rows().into_iter().enumerate() {
+                    for (k, chunk) in row.as_slice().expect("standard layout").chunks_exact(inner.max(1)).enumerate() {
+                        out[[r, k]] = chunk.iter().sum();
+                    }
+                }
+                out
+            }
+        })
+    }
+
+    /// Reads dataset `name` with its shape (at least 1-D, no empty axis); fill values
+    /// become NaN.
+    fn read_array(&self, name: &str) -> Result<(Vec<usize>, Vec<f64>), TrainError> {
+        let name = clean(name);
+        let data_err = |reason: String| TrainError::Data { path: self.path.clone(), dataset: name.into(), reason };
+        let missing = || TrainError::MissingDataset {
+            path: self.path.clone(),
+            dataset: name.into(),
+            available: self.available(),
+        };
+        if !valid_name(name) {
+            return Err(missing());
+        }
+        let (shape, mut values, fill) = match &self.inner {
+            Inner::Hdf5(f) => {
+                if !f.link_exists(name) {
+                    return Err(missing());
+                }
+                let ds = f.dataset(name).map_err(|_| data_err("is not a dataset (a group?)".into()))?;
+                let values = ds.read_raw::<f64>().map_err(|e| data_err(format!("is not numeric ({e})")))?;
+                let fill = ds.attr(cf::FILL_VALUE).and_then(|a| a.read_scalar::<f64>()).ok();
+                (ds.shape(), values, fill)
+            }
+            Inner::Netcdf(f) => {
+                let var = nc_variable(f, name).ok_or_else(missing)?;
+                let shape: Vec<usize> = var.dimensions().iter().map(|d| d.len()).collect();
+                let values = var.get_values::<f64, _>(..).map_err(|e| data_err(format!("is not numeric ({e})")))?;
+                let fill = var.fill_value::<f64>().ok().flatten();
+                (shape, values, fill)
+            }
+        };
+        let Some((&rows, rest)) = shape.split_first() else {
+            return Err(data_err("is a scalar; hint: the first dimension must be the sample".into()));
+        };
+        if rows == 0 {
+            return Err(data_err("has no samples".into()));
+        }
+        let cols: usize = rest.iter().product();
+        if cols == 0 {
+            return Err(data_err(format!("has shape {shape:?}: no values per sample")));
+        }
+        if let Some(fill) = fill {
+            values.iter_mut().filter(|v| **v == fill).for_each(|v| *v = f64::NAN);
+        }
+        if values.len() != rows * cols {
+            return Err(data_err(format!("has {} values for the shape {shape:?}", values.len())));
+        }
+        Ok((shape, values))
+    }
+}
+
+/// A per-sample reduction of a feature dataset over its trailing dimensions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reduction {
+    /// Every value is a column.
+    None,
+    /// The sum (one column).
+    Sum,
+    /// `ln` of the sum (one column).
+    LogSum,
+    /// Sums over all but the first trailing dimension (one column per index).
+    Profile,
+}
+
+impl Reduction {
+    /// Splits `cells:sum` into the dataset name and the reduction; a name without a known
+    /// suffix is taken whole.
+    pub fn parse(spec: &str) -> (&str, Self) {
+        let spec = clean(spec);
+        match spec.rsplit_once(':') {
+            Some((name, "sum")) => (name, Self::Sum),
+            Some((name, "log-sum")) => (name, Self::LogSum),
+            Some((name, "profile")) => (name, Self::Profile),
+            _ => (spec, Self::None),
+        }
+    }
+}
+
+/// A NetCDF variable by name or `group/name` (never panics on missing groups).
+fn nc_variable<'f>(f: &'f netcdf::File, name: &str) -> Option<netcdf::Variable<'f>> {
+    match name.rsplit_once('/') {
+        None => f.variable(name),
+        // `File::variable` unwraps library errors on the group path: check the groups first.
+        Some((group, _)) => f.group(group).ok().flatten().and_then(|_| f.variable(name)),
+    }
+}
+
+fn hdf5_names(group: &hdf5::Group, names: &mut Vec<String>) {
+    if names.len() > 200 {
+        return;
+    }
+    if let Ok(datasets) = group.datasets() {
+        names.extend(datasets.iter().map(|d| d.name().trim_start_matches('/').to_string()));
+    }
+    if let Ok(groups) = group.groups() {
+        for g in groups {
+            hdf5_names(&g, names);
+        }
+    }
+}
+
+/// Features and (optionally) targets of every sample of a file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Table {
+    /// File the table was read from.
+    pub path: PathBuf,
+    /// Features, `[sample, column]`.
+    pub x: Array2<f64>,
+    /// Targets, `[sample, output]` (`None` when not asked for or absent).
+    pub y: Option<Array2<f64>>,
+    /// Feature dataset names, in column order.
+    pub features: Vec<String>,
+    /// Columns contributed by each feature dataset.
+    pub feature_widths: Vec<usize>,
+    /// Target dataset name.
+    pub target: Option<String>,
+}
+
+impl Table {
+    /// Number of samples.
+    pub fn samples(&self) -> usize {
+        self.x.nrows()
+    }
+}
+
+/// How [`load_table`] treats the target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TargetUse {
+    /// The target must exist (training).
+    Required,
+    /// Read it if present (prediction: the truth is copied).
+    IfPresent,
+}
+
+/// Reads the feature datasets (concatenated column-wise) and the target of `path`, and
+/// checks that every sample count agrees and every value is finite.
+pub fn load_table(path: &Path, features: &[String], target: &str, use_target: TargetUse) -> Result<Table, TrainError> {
+    if features.is_empty() {
+        return Err(TrainError::Request("no feature datasets given; hint: `--features NAME` (repeatable)".into()));
+    }
+    let file = DataFile::open(path)?;
+    let mut blocks = Vec::new();
+    let mut first: Option<(&str, usize)> = None;
+    for name in features {
+        let m = file.read_feature(name)?;
+        match first {
+            Some((f0, n0)) if m.nrows() != n0 => {
+                return Err(TrainError::Data {
+                    path: path.to_path_buf(),
+                    dataset: clean(name).into(),
+                    reason: format!(
+                        "has {} samples, but `{f0}` has {n0}; hint: the first dimension is the sample",
+                        m.nrows()
+                    ),
+                });
+            }
+            Some(_) => {}
+            None => first = Some((clean(name), m.nrows())),
+        }
+        blocks.push(m);
+    }
+    let (f0, n) = first.expect("at least one feature");
+    let widths: Vec<usize> = blocks.iter().map(|b| b.ncols()).collect();
+    let views: Vec<_> = blocks.iter().map(|b| b.view()).collect();
+    let x = ndarray::concatenate(Axis(1), &views).expect("row counts checked");
+    let y = match use_target {
+        TargetUse::IfPresent if !file.has(target) => None,
+        _ => {
+            let y = file.read_matrix(target)?;
+            if y.nrows() != n {
+                return Err(TrainError::Data {
+                    path: path.to_path_buf(),
+                    dataset: clean(target).into(),
+                    reason: format!("has {} samples, but the features (`{f0}`) have {n}", y.nrows()),
+                });
+            }
+            check_finite(path, target, y.view())?;
+            Some(y)
+        }
+    };
+    Ok(Table {
+        path: path.to_path_buf(),
+        x,
+        y,
+        features: features.iter().map(|f| clean(f).to_string()).collect(),
+        feature_widths: widths,
+        target: Some(clean(target).to_string()),
+    })
+}
+
+fn check_finite(path: &Path, name: &str, m: ArrayView2<'_, f64>) -> Result<(), TrainError> {
+    if let Some(((i, j), v)) = m.indexed_iter().find(|(_, v)| !v.is_finite()) {
+        let what = if v.is_nan() { "a missing value (NaN or _FillValue)" } else { "an infinite value" };
+        return Err(TrainError::Data {
+            path: path.to_path_buf(),
+            dataset: clean(name).into(),
+            reason: format!("has {what} at sample {i}, column {j}; hint: drop or fill such samples first"),
+        });
+    }
+    Ok(())
+}
+
+/// Sample indices of the training and validation sets, each ascending.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Split {
+    /// Training samples.
+    pub train: Vec<usize>,
+    /// Validation samples.
+    pub val: Vec<usize>,
+}
+
+/// Splits `0..n` at random (ChaCha8 keyed by `seed`, stream [`SPLIT_STREAM`]): a fraction
+/// `val_fraction` (rounded, at least one sample) goes to validation.
+pub fn split(n: usize, val_fraction: f64, seed: u64) -> Split {
+    let mut order: Vec<usize> = (0..n).collect();
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    rng.set_stream(SPLIT_STREAM);
+    order.shuffle(&mut rng);
+    let n_val = ((n as f64 * val_fraction).round() as usize).clamp(1, n.saturating_sub(1).max(1));
+    let mut val = order[..n_val].to_vec();
+    let mut train = order[n_val..].to_vec();
+    val.sort_unstable();
+    train.sort_unstable();
+    Split { train, val }
+}
+
+/// Per-column mean and standard deviation used to standardise features and targets.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Normalization {
+    /// Feature means.
+    pub x_mean: Vec<f64>,
+    /// Feature standard deviations (1 for constant columns).
+    pub x_std: Vec<f64>,
+    /// Target means (after the target transform).
+    pub y_mean: Vec<f64>,
+    /// Target standard deviations (after the target transform; 1 if constant).
+    pub y_std: Vec<f64>,
+}
+
+/// Column means and population standard deviations over `rows` (summed in row order);
+/// a constant column gets a standard deviation of 1 so it standardises to 0.
+fn column_stats(m: ArrayView2<'_, f64>, rows: &[usize]) -> (Vec<f64>, Vec<f64>) {
+    let n = rows.len().max(1) as f64;
+    let mut mean = vec![0.0; m.ncols()];
+    for &r in rows {
+        for (acc, v) in mean.iter_mut().zip(m.row(r)) {
+            *acc += v;
+        }
+    }
+    mean.iter_mut().for_each(|v| *v /= n);
+    let mut var = vec![0.0; m.ncols()];
+    for &r in rows {
+        for ((acc, v), mu) in var.iter_mut().zip(m.row(r)).zip(&mean) {
+            *acc += (v - mu) * (v - mu);
+        }
+    }
+    let std = var
+        .iter()
+        .zip(&mean)
+        .map(|(v, mu)| {
+            let s = (v / n).sqrt();
+            if s.is_finite() && s > 1e-12 * (1.0 + mu.abs()) { s } else { 1.0 }
+        })
+        .collect();
+    (mean, std)
+}
+
+impl Normalization {
+    /// Statistics of the training rows of `x` and (transformed) `y`.
+    pub fn fit(x: ArrayView2<'_, f64>, y: ArrayView2<'_, f64>, rows: &[usize]) -> Self {
+        let (x_mean, x_std) = column_stats(x, rows);
+        let (y_mean, y_std) = column_stats(y, rows);
+        Self { x_mean, x_std, y_mean, y_std }
+    }
+
+    /// Standardised features.
+    pub fn apply_x(&self, x: ArrayView2<'_, f64>) -> Array2<f64> {
+        standardize(x, &self.x_mean, &self.x_std)
+    }
+
+    /// Standardised (transformed) targets.
+    pub fn apply_y(&self, y: ArrayView2<'_, f64>) -> Array2<f64> {
+        standardize(y, &self.y_mean, &self.y_std)
+    }
+
+    /// Standardised targets back to (transformed) target units.
+    pub fn invert_y(&self, ys: ArrayView2<'_, f64>) -> Array2<f64> {
+        let mut y = ys.to_owned();
+        for mut row in y.rows_mut() {
+            for ((v, mu), s) in row.iter_mut().zip(&self.y_mean).zip(&self.y_std) {
+                *v = *v * s + mu;
+            }
+        }
+        y
+    }
+}
+
+fn standardize(m: ArrayView2<'_, f64>, mean: &[f64], std: &[f64]) -> Array2<f64> {
+    let mut out = m.to_owned();
+    for mut row in out.rows_mut() {
+        for ((v, mu), s) in row.iter_mut().zip(mean).zip(std) {
+            *v = (*v - mu) / s;
+        }
+    }
+    out
+}
+
+/// A blake3 digest of the values and shapes of `x` and `y`: a checkpoint is only resumed
+/// on the data it was trained on.
+pub fn fingerprint(x: ArrayView2<'_, f64>, y: ArrayView2<'_, f64>) -> String {
+    let mut h = blake3::Hasher::new();
+    for m in [x, y] {
+        h.update(&(m.nrows() as u64).to_le_bytes());
+        h.update(&(m.ncols() as u64).to_le_bytes());
+        for v in m.iter() {
+            h.update(&v.to_le_bytes());
+        }
+    }
+    h.finalize().to_hex()[..32].to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndarray::array;
+
+    #[test]
+    fn split_is_deterministic_and_disjoint() {
+        let a = split(10, 0.3, 7);
+        assert_eq!(a, split(10, 0.3, 7));
+        assert_eq!((a.train.len(), a.val.len()), (7, 3));
+        let mut all: Vec<usize> = a.train.iter().chain(&a.val).copied().collect();
+        all.sort_unstable();
+        assert_eq!(all, (0..10).collect::<Vec<_>>());
+        assert_ne!(split(100, 0.3, 7), split(100, 0.3, 8));
+        assert_eq!(split(3, 0.0, 1).val.len(), 1, "at least one validation sample");
+    }
+
+    #[test]
+    fn reductions_are_parsed_from_the_suffix() {
+        assert_eq!(Reduction::parse("/cells:log-sum"), ("cells", Reduction::LogSum));
+        assert_eq!(Reduction::parse("a/b:profile"), ("a/b", Reduction::Profile));
+        assert_eq!(Reduction::parse("x:sum"), ("x", Reduction::Sum));
+        assert_eq!(Reduction::parse("odd:name"), ("odd:name", Reduction::None));
+    }
+
+    #[test]
+    fn constant_columns_standardise_to_zero() {
+        let x = array![[1.0, 5.0], [3.0, 5.0]];
+        let n = Normalization::fit(x.view(), x.view(), &[0, 1]);
+        assert_eq!(n.x_mean, [2.0, 5.0]);
+        assert_eq!(n.x_std, [1.0, 1.0]);
+        assert_eq!(n.apply_x(x.view()), array![[-1.0, 0.0], [1.0, 0.0]]);
+        assert_eq!(n.invert_y(n.apply_y(x.view()).view()), x);
+    }
+}
