@@ -1,6 +1,7 @@
 //! End-to-end tests of the `twinflow` binary.
 
 mod common;
+mod detector;
 mod execution;
 mod flood;
 mod invalid;

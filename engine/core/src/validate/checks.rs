@@ -356,13 +356,19 @@ pub(crate) fn sites(wf: &Workflow) -> Vec<(NsIdx, Ctx, Tpl, String, Option<Type>
     for (ns, n) in wf.namespaces.iter().enumerate() {
         if let Some(parent) = n.parent {
             for (k, v) in &n.bindings {
+                // A value that is one whole expression must have the parameter's type
+                // (`${{ params.n / 2 }}` is a float, not an int); text is parsed later.
+                let want = match v {
+                    ValueExpr::Tpl(t) if t.tpl.is_single_expr() => n.params.get(k).map(|p| p.expr_type()),
+                    _ => None,
+                };
                 for t in v.templates() {
                     out.push((
                         parent,
                         Ctx::Namespace,
                         t.clone(),
                         format!("steps.{}.with.{k}", super::call_name(&n.prefix)),
-                        None,
+                        want.clone(),
                     ));
                 }
             }

@@ -162,10 +162,13 @@ pub struct ConditionsConfig {
     /// Temperature curve `[event id, K]`, linear in between, constant outside; empty means
     /// the reference temperature throughout.
     pub temperature: Vec<[f64; 2]>,
-    /// Fraction of cells that are dead, chosen reproducibly from the seed.
+    /// Fraction of cells that are dead, chosen reproducibly from `detector_seed`.
     pub dead_fraction: f64,
     /// Dead cells `[layer, y, x]` in addition to the random ones.
     pub dead_cells: Vec<[usize; 3]>,
+    /// Seed of the dead-cell map (the detector), separate from the events' seed so that
+    /// runs of one detector (calibration, physics) share it; `None`: the run's seed.
+    pub detector_seed: Option<u64>,
 }
 
 impl Default for ConditionsConfig {
@@ -176,6 +179,7 @@ impl Default for ConditionsConfig {
             temperature: Vec::new(),
             dead_fraction: 0.0,
             dead_cells: Vec::new(),
+            detector_seed: None,
         }
     }
 }
@@ -558,7 +562,7 @@ impl CaloConfig {
             [c.layers, c.cells, c.cells],
             cond.dead_fraction,
             &cond.dead_cells,
-            self.seed,
+            cond.detector_seed.unwrap_or(self.seed),
         );
         Ok(CaloPlan {
             events: self.events,

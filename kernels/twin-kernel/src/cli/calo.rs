@@ -152,6 +152,10 @@ pub struct CaloArgs {
     /// Fraction of dead cells, chosen reproducibly from the seed.
     #[arg(long, value_name = "F")]
     pub dead_fraction: Option<f64>,
+    /// Seed of the dead-cell map, so that several runs of one detector share it
+    /// [default: --seed].
+    #[arg(long, value_name = "SEED")]
+    pub detector_seed: Option<u64>,
     /// A dead cell LAYER,Y,X (repeatable).
     #[arg(long = "dead-cell", value_name = "LAYER,Y,X")]
     pub dead_cells: Vec<String>,
@@ -286,6 +290,9 @@ impl CaloArgs {
             k.temperature = vec![[0.0, t0], [last, t0 + drift]];
         }
         set(&mut k.dead_fraction, &self.dead_fraction);
+        if self.detector_seed.is_some() {
+            k.detector_seed = self.detector_seed;
+        }
         for (i, text) in self.dead_cells.iter().enumerate() {
             let idx: Option<Vec<usize>> = text.split(',').map(|s| s.trim().parse().ok()).collect();
             match idx.as_deref() {
