@@ -250,6 +250,34 @@ fn shell_metacharacters_in_params_stay_literal() {
 }
 
 #[test]
+fn shell_scripts_take_values_as_data_through_env_and_args() {
+    let d = scratch("shell_data");
+    let wf = write(
+        &d,
+        "s.yaml",
+        r#"name: s
+params:
+  text: { type: string }
+steps:
+  script:
+    shell: true
+    run: ['printf "%s|%s|%s" "$LABEL" "$1" "$0" > out.txt && test "$#" -eq 1']
+    env: { LABEL: "${{ params.text }}" }
+    args: ["${{ params.text }}"]
+    out: { o: out.txt }
+"#,
+    );
+    let hostile = "$(touch pwned); `touch pwned2` && echo '\"";
+    let out = run_json(&d, &wf, &["-p", &format!("text={hostile}")]);
+    assert!(out.status.success(), "{}", show(&out));
+    let run_id = finished(&out)["run_id"].as_str().unwrap().to_string();
+    let got = std::fs::read_to_string(d.join("runs").join(run_id).join("steps/script/out/out.txt")).unwrap();
+    // `$0` is the step name, `$1` the first of `args:`; both values arrive verbatim.
+    assert_eq!(got, format!("{hostile}|{hostile}|script"));
+    assert!(!d.join("pwned").exists() && !d.join("pwned2").exists());
+}
+
+#[test]
 fn sigterm_cancels_running_steps_and_exits_130() {
     let d = scratch("sigterm");
     let marker = "41.1717";
@@ -328,4 +356,70 @@ fn db_has_running(d: &std::path::Path) -> usize {
     let Ok(c) = rusqlite::Connection::open(d.join("runs/twinflow.db")) else { return 0 };
     c.query_row("SELECT COUNT(*) FROM tasks WHERE state = 'running'", [], |r| r.get::<_, i64>(0))
         .map_or(0, |n| n as usize)
+}
+
+#[test]
+fn input_files_are_checked_for_existence_and_declared_format_before_the_run() {
+    let d = scratch("input_format");
+    write(&d, "table.csv", "x,y\n1,2\n");
+    let mut h5 = b"\x89HDF\r\n\x1a\n".to_vec();
+    h5.resize(64, 0);
+    std::fs::write(d.join("field.h5"), &h5).unwrap();
+    let wf = write(
+        &d,
+        "f.yaml",
+        r#"name: f
+inputs:
+  field: { format: hdf5 }
+  obs: { format: netcdf }
+steps:
+  use:
+    run: [cat, "${{ inputs.field }}", "${{ inputs.obs }}"]
+"#,
+    );
+    // A CSV declared as NetCDF and a missing file: both reported, at the declarations,
+    // with exit code 2, and nothing runs.
+    let out = run_json(&d, &wf, &["-i", "field=missing.h5", "-i", "obs=table.csv"]);
+    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("input `field`: `") && err.contains("/missing.h5` does not exist"), "{err}");
+    assert!(err.contains("/table.csv` is not a NetCDF file"), "{err}");
+    assert!(err.contains("f.yaml:3:3") && err.contains("f.yaml:4:3"), "{err}");
+    let run_dirs = std::fs::read_dir(d.join("runs")).map_or(0, |r| r.flatten().filter(|e| e.path().is_dir()).count());
+    assert_eq!(run_dirs, 0, "no run may start");
+    // NetCDF-4 is HDF5: an HDF5 file is accepted for both.
+    let ok = run_json(&d, &wf, &["-i", "field=field.h5", "-i", "obs=field.h5"]);
+    assert!(ok.status.success(), "{}", show(&ok));
+}
+
+#[test]
+fn a_sub_workflow_input_bound_to_an_upstream_output_is_checked_when_its_task_starts() {
+    let d = scratch("input_format_bound");
+    write(
+        &d,
+        "sub.yaml",
+        "name: sub\ninputs:\n  grid: { format: hdf5 }\nsteps:\n  read:\n    run: [cat, \"${{ inputs.grid }}\"]\n",
+    );
+    let wf = write(
+        &d,
+        "main.yaml",
+        r#"name: main
+imports: { sub: sub.yaml }
+steps:
+  make:
+    run: [sh, -c, 'echo not-hdf5 > grid.h5']
+    out: { grid: grid.h5 }
+  use:
+    uses: sub
+    with: { grid: "${{ steps.make.out.grid }}" }
+"#,
+    );
+    let out = run_json(&d, &wf, &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    let st = final_states(&out);
+    assert_eq!(st["make"], "succeeded");
+    assert_eq!(st["use/read"], "failed");
+    let failed = events(&out).into_iter().find(|e| e["task"] == "use/read" && e["state"] == "failed").unwrap();
+    let msg = failed["message"].as_str().unwrap_or_default();
+    assert!(msg.contains("input `grid`") && msg.contains("is not an HDF5 file"), "{msg}");
 }

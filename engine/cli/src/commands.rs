@@ -288,6 +288,7 @@ fn run_cmd(a: RunArgs) -> Result<i32, Failure> {
         }
     };
     let wf = load(&file, &o)?;
+    validate::files::check_input_files(&wf).map_err(Failure::Invalid)?;
     // A resumed run keeps the backend it was started with unless one is given again:
     // resuming SLURM jobs with the local backend would resubmit them.
     let mut backend_args = BackendArgs {

@@ -102,6 +102,11 @@ pub fn resolve_task(
             for t in a {
                 push_argv(&mut argv, t, &scope)?;
             }
+            if *shell {
+                // `sh -c SCRIPT NAME ARGS...`: the step name becomes `$0`, so `args:` are
+                // `$1`, `$2`, ... inside the script (values stay data, never script text).
+                argv.push(step.name.clone());
+            }
         }
     }
     for t in &step.args {

@@ -137,6 +137,14 @@ impl Scope for TaskScope<'_> {
                     return Ok(Value::Str(format!("<{label}>")));
                 }
                 if let Value::Path(p) = &v {
+                    // Inputs bound to upstream outputs are only known now: check the declared
+                    // format here (root inputs were checked before the run started).
+                    if let Resolved::Input(ns, name) = &r
+                        && let Some(def) = wf.namespaces[*ns].inputs.get(name)
+                    {
+                        crate::validate::files::check_format(Path::new(p), def.format)
+                            .map_err(|m| err(format!("input `{name}`: {m}")))?;
+                    }
                     self.used.borrow_mut().push(Used::File(label, PathBuf::from(p)));
                 }
                 Ok(v)

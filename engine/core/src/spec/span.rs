@@ -61,6 +61,19 @@ impl SourceFile {
     pub fn dir(&self) -> &Path {
         self.path.parent().unwrap_or(Path::new("."))
     }
+
+    /// [`Self::dir`] as an absolute path, for paths handed to steps: a step runs in its own
+    /// attempt directory, where a path relative to the workflow file means nothing.
+    pub fn abs_dir(&self) -> PathBuf {
+        absolute(self.dir())
+    }
+}
+
+/// `p` made absolute against the current directory (lexically: no symlinks resolved, and
+/// `p` need not exist); unchanged if that fails.
+pub fn absolute(p: &Path) -> PathBuf {
+    let p = if p.as_os_str().is_empty() { Path::new(".") } else { p };
+    std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())
 }
 
 /// Byte range of a YAML node in its source file.

@@ -7,6 +7,7 @@
 //! steps (with the cycle's path).
 
 pub(crate) mod checks;
+pub mod files;
 pub mod model;
 pub mod refs;
 mod types;
@@ -326,7 +327,7 @@ impl Validator {
             inputs.insert(
                 name.value.clone(),
                 InputDef {
-                    default: i.default.as_ref().map(|d| file.dir().join(&d.value)),
+                    default: i.default.as_ref().map(|d| file.abs_dir().join(&d.value)),
                     format: i.format.as_ref().map(|f| f.value).unwrap_or_default(),
                     span: name.span,
                 },
@@ -629,7 +630,7 @@ impl Validator {
             ));
         }
         if let Some(d) = &p.default {
-            match check_param_value(&def, &d.value, file.dir()) {
+            match check_param_value(&def, &d.value, &file.abs_dir()) {
                 Ok(v) => def.default = Some(v),
                 Err(msg) => self.push(Diag::new(DiagKind::Type, file, d.span, format!("{field}.default"), msg)),
             }
@@ -658,7 +659,9 @@ impl Validator {
                     }));
                     diags.push(d);
                 }
-                Some(def) => match parse_override(def, raw).and_then(|j| check_param_value(def, &j, Path::new("."))) {
+                Some(def) => match parse_override(def, raw)
+                    .and_then(|j| check_param_value(def, &j, &crate::spec::span::absolute(Path::new("."))))
+                {
                     Ok(v) => {
                         values.insert(name.clone(), v);
                     }
@@ -689,7 +692,7 @@ impl Validator {
         let mut inputs = IndexMap::new();
         for (name, path) in &overrides.inputs {
             if root.inputs.contains_key(name) {
-                inputs.insert(name.clone(), path.clone());
+                inputs.insert(name.clone(), crate::spec::span::absolute(path));
             } else {
                 diags.push(Diag::detached(
                     DiagKind::Param,
@@ -772,6 +775,22 @@ impl Validator {
                         f("run"),
                         "with `shell: true`, `run` must be a single script string",
                     ));
+                }
+                if shell && let Some(script) = run.value.first().filter(|s| s.value.contains("${{")) {
+                    // Pasting a value into script text would let `-p x='$(...)'` run code.
+                    self.push(
+                        Diag::new(
+                            DiagKind::InvalidValue,
+                            file,
+                            script.span,
+                            f("run"),
+                            "a `shell: true` script cannot contain `${{ }}` expressions",
+                        )
+                        .with_help(
+                            "pass values as data: `env: { NAME: \"${{ ... }}\" }` and use \"$NAME\" in the script, \
+                             or `args: [\"${{ ... }}\"]` and use \"$1\", \"$2\", ...",
+                        ),
+                    );
                 }
                 let mut argv = vec![];
                 for (i, a) in run.value.iter().enumerate() {
