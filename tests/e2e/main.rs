@@ -2,6 +2,7 @@
 
 mod common;
 mod detector;
+mod engine_behaviour;
 mod execution;
 mod flood;
 mod invalid;

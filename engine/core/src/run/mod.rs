@@ -705,10 +705,12 @@ impl Sched<'_> {
             resolve_task(self.plan, t, &self.results, &adir, &self.run_id, &self.run_dir, Mode::Exec, &self.kernel);
         let key_view =
             resolve_task(self.plan, t, &self.results, &adir, &self.run_id, &self.run_dir, Mode::Key, &self.kernel);
-        let (exec, key_view) = match (resolved, key_view) {
+        let (mut exec, key_view) = match (resolved, key_view) {
             (Ok(a), Ok(b)) => (a, b),
             (Err(e), _) | (_, Err(e)) => return self.fail_final(i, e),
         };
+        // Not part of the cache key (which reads `key_view`): attempts differ only in it.
+        exec.env.push((twinflow_contract::env::ATTEMPT.into(), attempt.to_string()));
         let comps = components(self.plan, t, &key_view, &exec, self.store, &mut self.hasher, &mut self.params_memo)?;
         let key = comps.key();
         if self.opts.use_cache

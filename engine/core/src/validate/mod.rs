@@ -670,7 +670,8 @@ impl Validator {
             }
         }
         for (name, def) in &root.params {
-            if values.contains_key(name) {
+            // A parameter given with a bad value was reported above; it is not also missing.
+            if values.contains_key(name) || overrides.params.iter().any(|(k, _)| k == name) {
                 continue;
             }
             match &def.default {
