@@ -423,3 +423,30 @@ steps:
     let msg = failed["message"].as_str().unwrap_or_default();
     assert!(msg.contains("input `grid`") && msg.contains("is not an HDF5 file"), "{msg}");
 }
+
+#[test]
+fn a_literal_list_of_words_scatters_as_strings_even_yaml_1_1_booleans() {
+    let d = scratch("scatter_words");
+    let wf = write(
+        &d,
+        "w.yaml",
+        r#"name: w
+params:
+  extra: { type: string, default: "last" }
+steps:
+  member:
+    scatter:
+      over: { word: [x, y, "no", on, "${{ params.extra }}"] }
+    run: [sh, -c, 'printf "%s" "$1" > w.txt', sh, "${{ scatter.word }}"]
+    out: { w: w.txt }
+  gather:
+    run: [sh, -c, 'for f in "$@"; do cat "$f"; printf " "; done > all.txt', sh, "${{ steps.member.out.w }}"]
+    out: { all: all.txt }
+"#,
+    );
+    let out = run_json(&d, &wf, &[]);
+    assert!(out.status.success(), "{}", show(&out));
+    let run_id = finished(&out)["run_id"].as_str().unwrap().to_string();
+    let all = std::fs::read_to_string(d.join("runs").join(run_id).join("steps/gather/out/all.txt")).unwrap();
+    assert_eq!(all, "x y no on last ");
+}

@@ -97,9 +97,10 @@ pub fn render(plan: &Plan, format: Format, kernel: &Path, opts: &RenderOptions<'
                 if let Some(t) = &plan.scatter[s] {
                     let _ = writeln!(
                         out,
-                        "  scatter: {} members ({:?}) over {}",
+                        "  scatter: {} member{} ({}) over {}",
                         t.len,
-                        t.method,
+                        if t.len == 1 { "" } else { "s" },
+                        t.method.as_str(),
                         t.vars.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>().join(", ")
                     );
                 }

@@ -60,6 +60,9 @@ fn options() -> serde_saphyr::Options {
     o.alias_limits.max_total_replayed_events = 100_000;
     o.alias_limits.max_alias_expansions_per_anchor = 1_000;
     o.duplicate_keys = serde_saphyr::DuplicateKeyPolicy::Error;
+    // YAML 1.2 core booleans only: with the 1.1 set, a sweep over `[x, y, n]` or countries
+    // `[se, no]` would silently turn `y`/`no` into booleans (the "Norway problem").
+    o.strict_booleans = true;
     o.with_snippet = false;
     o
 }

@@ -255,6 +255,16 @@ pub enum ScatterMethod {
     Cartesian,
 }
 
+impl ScatterMethod {
+    /// The name as written in a workflow.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ScatterMethod::Dotproduct => "dotproduct",
+            ScatterMethod::Cartesian => "cartesian",
+        }
+    }
+}
+
 /// A scatter: run the step once per element of one or more lists.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]

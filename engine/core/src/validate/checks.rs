@@ -169,7 +169,7 @@ impl Validator {
                     self.push(d);
                 }
                 Ok(ty) => {
-                    if let Some(want) = want
+                    if let Some(want) = &want
                         && !want.accepts(&ty)
                     {
                         self.push(Diag::new(
@@ -180,7 +180,9 @@ impl Validator {
                             format!("expected `{want}`, found `{ty}`"),
                         ));
                     }
-                    if matches!(ctx, Ctx::ScatterOver(_)) && !matches!(ty, Type::List(_) | Type::Any) {
+                    // `want` is `None` for a whole scatter expression (see `step_sites_into`).
+                    if matches!(ctx, Ctx::ScatterOver(_)) && want.is_none() && !matches!(ty, Type::List(_) | Type::Any)
+                    {
                         self.push(
                             Diag::new(
                                 DiagKind::Type,
@@ -320,8 +322,12 @@ fn step_sites_into(wf: &Workflow, i: StepIdx, out: &mut Vec<(NsIdx, Ctx, Tpl, St
         let f = |k: &str| format!("steps.{}.{k}", s.local_name);
         if let Some(sc) = &s.scatter {
             for (k, v) in &sc.vars {
+                // A whole-value expression must give the list; in a literal YAML list
+                // (`[x, "${{ params.y }}"]`) each element is one value of the list.
+                let whole = matches!(v, ValueExpr::Tpl(_));
                 for t in v.templates() {
-                    out.push((s.ns, Ctx::ScatterOver(i), t.clone(), format!("{}.{k}", f("scatter.over")), None));
+                    let want = (!whole).then_some(Type::Any);
+                    out.push((s.ns, Ctx::ScatterOver(i), t.clone(), format!("{}.{k}", f("scatter.over")), want));
                 }
             }
         }
