@@ -758,9 +758,17 @@ steps:
     let tr: Vec<(String, i64, Option<String>)> =
         st.query_map([&run], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).unwrap().collect::<Result<_, _>>().unwrap();
     let states: Vec<&str> = tr.iter().map(|t| t.0.as_str()).collect();
-    assert_eq!(states, ["running", "running", "running", "succeeded"], "{tr:?}");
+    assert_eq!(states, ["running", "pending", "running", "pending", "running", "succeeded"], "{tr:?}");
     assert!(tr.windows(2).all(|w| w[0].1 <= w[1].1), "transition times go backwards: {tr:?}");
-    for (t, r) in tr.iter().zip(&rows) {
+    let running: Vec<_> = tr.iter().filter(|t| t.0 == "running").collect();
+    for (t, r) in running.iter().zip(&rows) {
         assert_eq!(t.2, r.3, "a running transition names its job: {tr:?}");
+    }
+    for (i, t) in tr.iter().filter(|t| t.0 == "pending").enumerate() {
+        let detail = t.2.as_deref().unwrap_or_default();
+        assert!(
+            detail.starts_with(&format!("attempt {} failed: exit code 7; retry in", i + 1)),
+            "a retry wait says which attempt failed and why: {tr:?}"
+        );
     }
 }

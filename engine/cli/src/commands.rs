@@ -489,7 +489,7 @@ fn status_cmd(a: &StatusArgs) -> Result<i32, Failure> {
             if a.json {
                 println!("{}", serde_json::to_string_pretty(&runs)?);
             } else {
-                println!("{:<22} {:<20} {:<10} {:<19}", "RUN", "WORKFLOW", "STATE", "STARTED (UTC)");
+                println!("{:<22} {:<20} {:<10} STARTED (UTC)", "RUN", "WORKFLOW", "STATE");
                 for r in runs {
                     println!("{:<22} {:<20} {:<10} {}", r.id, r.workflow, r.state, fmt_ms(r.created_at));
                 }

@@ -62,7 +62,12 @@ impl Components {
                 out.push(format!("input `{k}` is no longer used"));
             }
         }
-        if self.definition != old.definition && out.is_empty() {
+        if self.definition != old.definition && out.is_empty() && self.command == old.command {
+            out.push(format!(
+                "the step definition changed (its `env`, outputs or `shell`), the command is still `{}`",
+                self.command.join(" ")
+            ));
+        } else if self.definition != old.definition && out.is_empty() {
             out.push(format!(
                 "the step definition changed: now `{}`, was `{}`",
                 self.command.join(" "),

@@ -848,6 +848,11 @@ impl Sched<'_> {
             if a.attempt <= step.retry.count {
                 let delay = step.retry.delay(a.attempt);
                 tracing::info!(task = %name, attempt = a.attempt, ?delay, "retrying: {msg}");
+                self.store.retry_later(
+                    &self.run_id,
+                    &name,
+                    &format!("attempt {} failed: {msg}; retry in {:.1} s", a.attempt, delay.as_secs_f64()),
+                )?;
                 self.reporter.event(&Event::TaskRetry {
                     task: name,
                     attempt: a.attempt,
@@ -858,7 +863,7 @@ impl Sched<'_> {
                 self.delayed.push((Instant::now() + delay, i));
                 return Ok(());
             }
-            tracing::warn!(task = %name, attempt = a.attempt, "{msg}");
+            tracing::info!(task = %name, attempt = a.attempt, "failed: {msg}");
             let stderr_tail = tail(&meta.join("stderr"), 5);
             let full = if stderr_tail.is_empty() { msg } else { format!("{msg}; stderr ends with:\n{stderr_tail}") };
             return self.fail_final(i, full);

@@ -344,6 +344,15 @@ impl Store {
         self.transition(run_id, task, state, message)
     }
 
+    /// Puts a task back to pending until its retry is due, saying why (`detail`).
+    pub fn retry_later(&mut self, run_id: &str, task: &str, detail: &str) -> Result<(), StateError> {
+        self.conn
+            .prepare_cached("UPDATE tasks SET state = 'pending', job_id = NULL WHERE run_id = ?1 AND task = ?2")
+            .and_then(|mut s| s.execute(params![run_id, task]))
+            .map_err(self.e())?;
+        self.transition(run_id, task, TaskState::Pending, Some(detail))
+    }
+
     /// Puts a task back to pending (retry after a crash).
     pub fn reset_task(&mut self, run_id: &str, task: &str) -> Result<(), StateError> {
         self.conn
