@@ -503,6 +503,26 @@ fn env_and_args_reach_the_step_verbatim_and_the_step_directory_records_them() {
     for (k, v) in env {
         assert_eq!(seen.get(k).map(String::as_str), v.as_str(), "the step saw another `{k}`");
     }
+    // The rest of what the step saw is the inherited environment, snapshotted once in the
+    // run directory (owner-only: it may hold credentials) and named by the manifest.
+    let snap_name = m["inherited_env"].as_str().expect("manifest names the environment snapshot");
+    let snap_path = d.join("runs").join(&run).join(snap_name);
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(&snap_path).unwrap().permissions().mode() & 0o777, 0o600);
+    let snap = json_file(&snap_path);
+    let mut exact: std::collections::BTreeMap<String, String> = snap
+        .as_object()
+        .expect("snapshot is an object")
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
+        .collect();
+    exact.extend(env.iter().map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string())));
+    // `sh` itself adds PWD, SHLVL and `_`; everything else must match exactly.
+    let shell_own = ["PWD", "SHLVL", "_", "OLDPWD"];
+    let strip = |m: &std::collections::BTreeMap<String, String>| -> std::collections::BTreeMap<String, String> {
+        m.iter().filter(|(k, _)| !shell_own.contains(&k.as_str())).map(|(k, v)| (k.clone(), v.clone())).collect()
+    };
+    assert_eq!(strip(&seen), strip(&exact), "manifest env + snapshot = the step's exact environment");
     assert!(!attempt_dir.exists(), "the attempt directory was published as `out`");
 
     // status.json: exit code and start/end times within the run.

@@ -160,6 +160,8 @@ struct Sched<'a> {
     run_id: String,
     run_dir: PathBuf,
     kernel: PathBuf,
+    /// Name (in the run directory) of the snapshot of the environment every step inherits.
+    env_file: String,
     state: Vec<NodeState>,
     remaining: Vec<u32>,
     attempts: Vec<u32>,
@@ -231,6 +233,7 @@ pub async fn execute(
     } else {
         store.create_run(&run_id, &wf.name, &opts.workflow_file.display().to_string(), &opts.overrides_json)?;
     }
+    let env_file = snapshot_environment(&run_dir).map_err(io("writing the environment snapshot in", &run_dir))?;
     let n = plan.graph.node_count();
     let names: Vec<(String, String, Option<u32>)> = plan
         .graph
@@ -250,6 +253,7 @@ pub async fn execute(
         run_id: run_id.clone(),
         run_dir,
         kernel: kernel_binary(),
+        env_file,
         state: vec![NodeState::Waiting; n],
         remaining: plan
             .graph
@@ -733,7 +737,7 @@ impl Sched<'_> {
                 std::fs::create_dir_all(parent).map_err(io("creating", parent))?;
             }
         }
-        write_manifest(&meta, &name, &self.run_id, &exec, &comps).map_err(io("writing", &meta))?;
+        write_manifest(&meta, &name, &self.run_id, &self.env_file, &exec, &comps).map_err(io("writing", &meta))?;
         let r = step.resources.clone();
         let req = JobRequest {
             name: name.clone(),
@@ -951,20 +955,44 @@ fn status_json(o: &Outcome) -> String {
     .to_string()
 }
 
-/// Writes `.twinflow/manifest.json`: the exact argv and environment of the attempt, its
-/// resolved inputs and outputs, and its cache components (one file, to keep the per-task
-/// file count low: inode creation dominates the engine's cost for very short tasks).
+/// Writes the environment the engine passes on to every step (its own) to
+/// `env-HASH.json` in the run directory, once per distinct environment, readable by the
+/// owner only (it may hold credentials). Returns the file name; manifests refer to it, so
+/// each attempt's exact environment is that file plus the manifest's `env`.
+fn snapshot_environment(run_dir: &Path) -> std::io::Result<String> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let vars: std::collections::BTreeMap<String, String> = std::env::vars_os()
+        .map(|(k, v)| (k.to_string_lossy().into_owned(), v.to_string_lossy().into_owned()))
+        .collect();
+    let text = serde_json::to_string_pretty(&vars)?;
+    let name = format!("env-{}.json", &blake3::hash(text.as_bytes()).to_hex()[..16]);
+    let path = run_dir.join(&name);
+    if !path.exists() {
+        let tmp = run_dir.join(format!("{name}.partial"));
+        let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
+        f.write_all(text.as_bytes())?;
+        std::fs::rename(&tmp, &path)?;
+    }
+    Ok(name)
+}
+
+/// Writes `.twinflow/manifest.json`: the exact argv and environment of the attempt (the
+/// variables it adds, and the run directory's snapshot of what it inherits), its resolved
+/// inputs and outputs, and its cache components (one file, to keep the per-task file count
+/// low: inode creation dominates the engine's cost for very short tasks).
 fn write_manifest(
     meta: &Path,
     name: &str,
     run_id: &str,
+    env_file: &str,
     r: &ResolvedTask,
     c: &cache::Components,
 ) -> std::io::Result<()> {
     let env: serde_json::Map<String, serde_json::Value> =
         r.env.iter().map(|(k, v)| (k.clone(), v.clone().into())).collect();
     let m = serde_json::json!({
-        "task": name, "run_id": run_id, "argv": r.argv, "env": env,
+        "task": name, "run_id": run_id, "argv": r.argv, "env": env, "inherited_env": env_file,
         "inputs": r.inputs.iter().map(|(k, v)| (k.clone(), v.to_json())).collect::<serde_json::Map<_, _>>(),
         "outputs": r.outputs.iter().map(|(k, p)| (k.clone(), serde_json::Value::from(p.display().to_string()))).collect::<serde_json::Map<_, _>>(),
         "cache": c,
