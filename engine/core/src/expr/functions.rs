@@ -42,6 +42,10 @@ const FUNCTIONS: &[FnSpec] = &[
     spec("lower", 1, Some(1), "`lower(s)`"),
     spec("replace", 3, Some(3), "`replace(s, from, to)`"),
     spec("div", 2, Some(2), "`div(a, b)`"),
+    spec("sample_uniform", 4, Some(4), "`sample_uniform(seed, n, low, high)`"),
+    spec("sample_loguniform", 4, Some(4), "`sample_loguniform(seed, n, low, high)`"),
+    spec("sample_int", 4, Some(4), "`sample_int(seed, n, low, high)` (both ends included)"),
+    spec("sample_choice", 3, Some(3), "`sample_choice(seed, n, list)`"),
 ];
 
 /// Names of all built-in functions.
@@ -227,6 +231,24 @@ pub(crate) fn infer_call(name: &str, args: &[(Type, Span)], span: Span) -> Resul
             want(0, int, "`int` arguments")?;
             want(1, int, "`int` arguments")?;
             Int
+        }
+        "sample_uniform" | "sample_loguniform" | "sample_int" => {
+            want(0, int, "an `int` seed")?;
+            want(1, int, "an `int` count")?;
+            let bound: fn(&Type) -> bool = if name == "sample_int" { int } else { num };
+            let what = if name == "sample_int" { "`int` bounds" } else { "numeric bounds" };
+            want(2, bound, what)?;
+            want(3, bound, what)?;
+            List(Box::new(if name == "sample_int" { Int } else { Float }))
+        }
+        "sample_choice" => {
+            want(0, int, "an `int` seed")?;
+            want(1, int, "an `int` count")?;
+            match arg(2) {
+                List(t) => List(t),
+                Any => List(Box::new(Any)),
+                t => return Err(expects(name, "a list to choose from", &t, args.get(2).map_or(span, |a| a.1))),
+            }
         }
         _ => return Err(unknown(name, span)),
     })
@@ -455,8 +477,71 @@ pub(crate) fn call(name: &str, args: Vec<(Value, Span)>, span: Span) -> Result<V
             // Round toward negative infinity, like Python's `//`.
             Value::Int(if x % y != 0 && ((x < 0) != (y < 0)) { q - 1 } else { q })
         }
+        "sample_uniform" | "sample_loguniform" | "sample_int" | "sample_choice" => sample(&a)?,
         _ => return Err(unknown(name, span)),
     })
+}
+
+/// The `i`-th uniform number in [0, 1) of stream `seed` of function `name`: a counter-based
+/// generator (blake3 of the function name, seed and index), so each value depends only on
+/// its own (seed, index), never on evaluation order, platform or library versions, and
+/// `sample_x(seed, n, ...)` is a prefix of `sample_x(seed, n + k, ...)`.
+fn unit(name: &str, seed: i64, i: usize) -> f64 {
+    let mut h = blake3::Hasher::new();
+    h.update(name.as_bytes());
+    h.update(&seed.to_le_bytes());
+    h.update(&(i as u64).to_le_bytes());
+    let b = h.finalize();
+    let mut word = [0u8; 8];
+    word.copy_from_slice(&b.as_bytes()[..8]);
+    // 53 random bits: every double in [0, 1) on the 2^-53 grid, equally likely.
+    (u64::from_le_bytes(word) >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
+}
+
+/// `sample_uniform`, `sample_loguniform`, `sample_int`, `sample_choice`: `n` values drawn
+/// reproducibly from `seed` (random search over hyperparameters, random ensembles).
+fn sample(a: &Args) -> Result<Value, ExprError> {
+    let (seed, n) = (a.int(0)?, a.int(1)?);
+    if n < 0 {
+        return Err(ExprError::runtime(a.span(1), format!("`{}` count must not be negative, found {n}", a.name)));
+    }
+    let n = usize::try_from(n).unwrap_or(usize::MAX);
+    check_list_len(n, a.span)?;
+    let u = |i| unit(a.name, seed, i);
+    let items: Vec<Value> = match a.name {
+        "sample_uniform" | "sample_loguniform" => {
+            let (lo, hi) = (a.num(2)?, a.num(3)?);
+            if !(lo.is_finite() && hi.is_finite() && lo < hi) {
+                return Err(ExprError::runtime(a.span(2).to(a.span(3)), "bounds must be finite with `low < high`"));
+            }
+            if a.name == "sample_loguniform" {
+                if lo <= 0.0 {
+                    return Err(ExprError::runtime(a.span(2), "`sample_loguniform` needs `low > 0`"));
+                }
+                let (l, h) = (lo.ln(), hi.ln());
+                (0..n).map(|i| Value::Float((l + (h - l) * u(i)).exp().clamp(lo, hi))).collect()
+            } else {
+                (0..n).map(|i| Value::Float((lo + (hi - lo) * u(i)).min(hi))).collect()
+            }
+        }
+        "sample_int" => {
+            let (lo, hi) = (a.int(2)?, a.int(3)?);
+            if lo > hi {
+                return Err(ExprError::runtime(a.span(2).to(a.span(3)), "bounds must satisfy `low <= high`"));
+            }
+            // Width up to 2^64 fits in i128/f64; floor(u * width) < width since u < 1.
+            let width = (i128::from(hi) - i128::from(lo) + 1) as f64;
+            (0..n).map(|i| Value::Int((i128::from(lo) + (u(i) * width) as i128).min(i128::from(hi)) as i64)).collect()
+        }
+        _ => {
+            let list = a.list(2)?;
+            if list.is_empty() && n > 0 {
+                return Err(ExprError::runtime(a.span(2), "`sample_choice` needs a non-empty list"));
+            }
+            (0..n).map(|i| list[((u(i) * list.len() as f64) as usize).min(list.len() - 1)].clone()).collect()
+        }
+    };
+    Ok(Value::List(items))
 }
 
 fn range(a: &Args) -> Result<Value, ExprError> {

@@ -104,6 +104,16 @@
 //! `upper(s)`, `lower(s)`, `replace(s, from, to)`; `div(a, b)`. Unknown
 //! names and wrong argument counts are reported when parsing.
 //!
+//! Random samples for random searches and ensembles, reproducible from
+//! their seed: `sample_uniform(seed, n, low, high)` (floats in
+//! `[low, high)`), `sample_loguniform(seed, n, low, high)` (`low > 0`),
+//! `sample_int(seed, n, low, high)` (both ends included) and
+//! `sample_choice(seed, n, list)` (with replacement). Value `i` depends
+//! only on (function, seed, i): a counter-based generator (blake3), so
+//! results never change with the platform or the order of evaluation, and
+//! a longer sample extends a shorter one. Use a different seed per axis
+//! (`params.seed + 1`) so axes are independent.
+//!
 //! # Limits
 //!
 //! Parsing and evaluation never panic on any input. Sources are limited

@@ -462,6 +462,73 @@ fn range_errors_and_size_limit() {
     assert_eq!(err("range(1.5)").message, "`range` expects an `int`, found `float`");
 }
 
+fn list(v: Value) -> Vec<Value> {
+    match v {
+        Value::List(items) => items,
+        other => panic!("not a list: {other:?}"),
+    }
+}
+
+#[test]
+fn samples_are_reproducible_in_range_and_well_spread() {
+    // Same seed, same values; a longer draw extends a shorter one (counter-based).
+    assert_eq!(ev("sample_uniform(7, 50, 0, 1)"), ev("sample_uniform(7, 50, 0, 1)"));
+    let short = list(ev("sample_uniform(7, 10, 0, 1)"));
+    let long = list(ev("sample_uniform(7, 2000, 0, 1)"));
+    assert_eq!(&long[..10], &short[..]);
+    assert_ne!(ev("sample_uniform(8, 10, 0, 1)"), ev("sample_uniform(7, 10, 0, 1)"));
+    // Uniform on [0, 1): mean 1/2 and variance 1/12; for n = 2000 the standard error of the
+    // mean is sqrt(1/12/2000) = 0.0065, so 0.02 is a 3-sigma bound.
+    let u: Vec<f64> = long.iter().map(|v| if let Value::Float(f) = v { *f } else { panic!("{v:?}") }).collect();
+    assert!(u.iter().all(|x| (0.0..1.0).contains(x)));
+    let mean = u.iter().sum::<f64>() / u.len() as f64;
+    let var = u.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / u.len() as f64;
+    assert!((mean - 0.5).abs() < 0.02, "mean {mean}");
+    assert!((var - 1.0 / 12.0).abs() < 0.01, "variance {var}");
+    // Log-uniform on [1e-4, 1e-1]: each decade gets about a third of 3000 draws
+    // (binomial sd sqrt(3000/3*2/3) = 26, so +-100 is about 4 sigma).
+    let lr = list(ev("sample_loguniform(1, 3000, 0.0001, 0.1)"));
+    let mut decades = [0usize; 3];
+    for v in &lr {
+        let Value::Float(x) = v else { panic!("{v:?}") };
+        assert!((1e-4..=0.1).contains(x), "{x}");
+        decades[((x.log10() + 4.0).floor() as usize).min(2)] += 1;
+    }
+    assert!(decades.iter().all(|c| c.abs_diff(1000) < 100), "{decades:?}");
+    // Integers include both ends and nothing outside.
+    let ints = list(ev("sample_int(3, 600, -1, 1)"));
+    for want in [-1, 0, 1] {
+        let c = ints.iter().filter(|v| **v == Value::Int(want)).count();
+        assert!(c.abs_diff(200) < 60, "{want}: {c} of 600");
+    }
+    assert!(ints.iter().all(|v| matches!(v, Value::Int(-1..=1))));
+    // Choices come from the list, all of them eventually.
+    let picks = list(ev("sample_choice(5, 200, ['adam', 'sgd', 'rmsprop'])"));
+    for w in ["adam", "sgd", "rmsprop"] {
+        assert!(picks.contains(&s(w)), "{w} never chosen");
+    }
+    assert!(picks.iter().all(|p| [s("adam"), s("sgd"), s("rmsprop")].contains(p)));
+    assert_eq!(list(ev("sample_int(1, 0, 0, 9)")).len(), 0);
+}
+
+#[test]
+fn sample_errors_and_types() {
+    assert_eq!(err("sample_uniform(1, 3, 1, 1)").message, "bounds must be finite with `low < high`");
+    assert_eq!(err("sample_loguniform(1, 3, 0, 1)").message, "`sample_loguniform` needs `low > 0`");
+    assert_eq!(err("sample_int(1, 3, 5, 4)").message, "bounds must satisfy `low <= high`");
+    assert_eq!(err("sample_int(1, -1, 0, 4)").message, "`sample_int` count must not be negative, found -1");
+    assert_eq!(err("sample_choice(1, 2, [])").message, "`sample_choice` needs a non-empty list");
+    assert_eq!(err("sample_uniform(1, 10000001, 0, 1)").kind, ExprErrorKind::Limit);
+    assert_eq!(ty("sample_uniform(1, 3, 0, 1)"), Ok(Type::List(Box::new(Type::Float))));
+    assert_eq!(ty("sample_int(1, 3, 0, 9)"), Ok(Type::List(Box::new(Type::Int))));
+    assert_eq!(ty("sample_choice(1, 3, ['a', 'b'])"), Ok(Type::List(Box::new(Type::Str))));
+    assert_eq!(ty("sample_int(1, 3, 0.5, 9)").unwrap_err().message, "`sample_int` expects `int` bounds, found `float`");
+    assert_eq!(
+        ty("sample_choice(1, 3, 4)").unwrap_err().message,
+        "`sample_choice` expects a list to choose from, found `int`"
+    );
+}
+
 #[test]
 fn linspace_points() {
     assert_eq!(ev("linspace(0, 1, 5)"), floats(&[0.0, 0.25, 0.5, 0.75, 1.0]));
@@ -610,10 +677,22 @@ fn string_functions() {
 #[test]
 fn function_names_are_listed() {
     let names: Vec<_> = function_names().collect();
-    for f in ["range", "linspace", "len", "format", "div", "replace", "contains"] {
+    for f in [
+        "range",
+        "linspace",
+        "len",
+        "format",
+        "div",
+        "replace",
+        "contains",
+        "sample_uniform",
+        "sample_loguniform",
+        "sample_int",
+        "sample_choice",
+    ] {
         assert!(names.contains(&f), "{f}");
     }
-    assert_eq!(names.len(), 21);
+    assert_eq!(names.len(), 25);
 }
 
 // ---------------------------------------------------------------- templates
@@ -987,6 +1066,8 @@ fn fuzz_token_soup_never_panics() {
         "missing.ref",
         "range",
         "linspace",
+        "sample_uniform",
+        "sample_choice",
         "len",
         "str",
         "int",
