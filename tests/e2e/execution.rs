@@ -450,3 +450,58 @@ steps:
     let all = std::fs::read_to_string(d.join("runs").join(run_id).join("steps/gather/out/all.txt")).unwrap();
     assert_eq!(all, "x y no on last ");
 }
+
+#[test]
+fn publish_copies_outputs_outside_the_run_directory_and_only_there() {
+    let d = scratch("publish");
+    let results = d.join("results");
+    let wf = write(
+        &d,
+        "p.yaml",
+        r#"name: p
+params:
+  results: { type: path, default: results }
+  members: { type: int, default: 3 }
+steps:
+  member:
+    scatter:
+      over: { i: "${{ range(0, params.members) }}" }
+    run: [sh, -c, 'echo "member $1" > r.txt', sh, "${{ scatter.i }}"]
+    out: { r: r.txt }
+    publish: { r: "${{ params.results }}/member-${{ member.index }}.txt" }
+  total:
+    run: [sh, -c, 'cat "$@" > all.txt', sh, "${{ steps.member.out.r }}"]
+    out: { all: all.txt }
+    publish: { all: "${{ params.results }}/all.txt" }
+"#,
+    );
+    let plan = twinflow().current_dir(&d).args(["plan"]).arg(&wf).output().unwrap();
+    assert!(String::from_utf8_lossy(&plan.stdout).contains("publish: all -> ${{ params.results }}/all.txt"));
+    let out = run_json(&d, &wf, &[]);
+    assert!(out.status.success(), "{}", show(&out));
+    let mut names: Vec<String> =
+        std::fs::read_dir(&results).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    names.sort();
+    // Exactly the named copies, no temporary files left behind.
+    assert_eq!(names, ["all.txt", "member-0.txt", "member-1.txt", "member-2.txt"]);
+    assert_eq!(std::fs::read_to_string(results.join("member-2.txt")).unwrap(), "member 2\n");
+    assert_eq!(std::fs::read_to_string(results.join("all.txt")).unwrap(), "member 0\nmember 1\nmember 2\n");
+
+    // A new destination does not make the results stale: they are reused and copied there.
+    let elsewhere = d.join("elsewhere");
+    let again = run_json(&d, &wf, &["-p", &format!("results={}", elsewhere.display())]);
+    assert!(again.status.success(), "{}", show(&again));
+    assert!(final_states(&again).values().all(|s| s == "cached"), "{:?}", final_states(&again));
+    assert_eq!(std::fs::read_to_string(elsewhere.join("all.txt")).unwrap(), "member 0\nmember 1\nmember 2\n");
+
+    // A destination that cannot be written fails the task with a clear message.
+    std::fs::write(d.join("blocker"), "a file, not a directory").unwrap();
+    let bad = run_json(&d, &wf, &["-p", "results=blocker", "--no-cache"]);
+    assert_eq!(bad.status.code(), Some(1), "{}", show(&bad));
+    let failed: Vec<String> = events(&bad)
+        .into_iter()
+        .filter(|e| e["state"] == "failed")
+        .filter_map(|e| e["message"].as_str().map(String::from))
+        .collect();
+    assert!(failed.iter().any(|m| m.starts_with("publishing `r` to `") && m.contains("blocker/member-")), "{failed:?}");
+}

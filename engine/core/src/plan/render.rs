@@ -107,6 +107,9 @@ pub fn render(plan: &Plan, format: Format, kernel: &Path, opts: &RenderOptions<'
                 let deps: Vec<&str> = st.deps.iter().map(|d| wf.steps[*d].name.as_str()).collect();
                 let _ = writeln!(out, "  after: {}", if deps.is_empty() { "-".into() } else { deps.join(", ") });
                 let _ = writeln!(out, "  resources: {res}");
+                for (k, t) in &st.publish {
+                    let _ = writeln!(out, "  publish: {k} -> {}", t.src);
+                }
                 if let Some(t) = st.timeout {
                     let _ = writeln!(out, "  timeout: {}", format_duration(t));
                 }

@@ -181,10 +181,13 @@ pub fn env_name(k: &str) -> String {
 fn params_used(plan: &Plan, s: usize) -> std::collections::BTreeMap<String, String> {
     let wf = &*plan.workflow;
     let mut out = std::collections::BTreeMap::new();
-    for (ns, ctx, t, _, _) in crate::validate::checks::step_sites(wf, s) {
+    // Where outputs are published is not part of what the task computes: a new destination
+    // copies the cached result there instead of running the task again.
+    let publish = format!("steps.{}.publish.", wf.steps[s].local_name);
+    for (ns, ctx, t, field, _) in crate::validate::checks::step_sites(wf, s) {
         // Scatter lists only decide which members exist; a member's own element is already
         // part of its resolved command, so growing an ensemble does not invalidate members.
-        if ctx.step() != Some(s) || matches!(ctx, Ctx::ScatterOver(_)) {
+        if ctx.step() != Some(s) || matches!(ctx, Ctx::ScatterOver(_)) || field.starts_with(&publish) {
             continue;
         }
         for r in t.tpl.references() {

@@ -720,7 +720,11 @@ impl Sched<'_> {
         if self.opts.use_cache
             && let Some(hit) = self.cache_hit(&name, s, &key)?
         {
+            let dir = hit.dir.clone();
             self.results[i.index()] = Some(Box::new(hit));
+            if let Err(msg) = self.publish(i, &dir) {
+                return self.fail_final(i, msg);
+            }
             self.finish_node(i, TaskState::Cached, None, 0.0)?;
             return self.release(i, TaskState::Cached);
         }
@@ -756,6 +760,43 @@ impl Sched<'_> {
         self.mem_used += r.memory;
         let components = serde_json::to_string(&comps).unwrap_or_default();
         self.batch.push((Attempt { node: i, attempt, dir: adir, key, components, started: Instant::now() }, req));
+        Ok(())
+    }
+
+    /// Copies a finished task's outputs named in `publish:` from its result directory `dir`
+    /// to their targets: each to a temporary name beside the target, then renamed, so a
+    /// target never holds a partial copy. The message says which output failed and why.
+    fn publish(&mut self, i: NodeIndex, dir: &Path) -> Result<(), String> {
+        let t = self.plan.graph[i];
+        let step = &self.plan.workflow.steps[t.step as usize];
+        if step.publish.is_empty() {
+            return Ok(());
+        }
+        let base = self.plan.workflow.namespaces[step.ns].file.abs_dir();
+        let used = std::cell::RefCell::new(vec![]);
+        let scope = TaskScope {
+            plan: self.plan,
+            node: t,
+            results: &self.results,
+            attempt_dir: dir,
+            run_id: &self.run_id,
+            run_dir: &self.run_dir,
+            mode: Mode::Exec,
+            ns: step.ns,
+            ctx: Ctx::Body(t.step as usize),
+            used: &used,
+        };
+        for (k, tpl) in &step.publish {
+            let target = tpl.tpl.eval(&scope).map_err(|e| format!("publish.{k}: {}", e.message))?;
+            let target = match target {
+                Value::Str(p) | Value::Path(p) if !p.is_empty() => base.join(p),
+                other => return Err(format!("publish.{k}: expected a path, got `{other}`")),
+            };
+            let rel = step.outputs.get(k).or_else(|| step.values.get(k)).map(String::as_str).unwrap_or_default();
+            copy_atomically(&dir.join(rel), &target)
+                .map_err(|e| format!("publishing `{k}` to `{}`: {e}", target.display()))?;
+            tracing::info!(task = %self.plan.task_name(t), output = %k, to = %target.display(), "published");
+        }
         Ok(())
     }
 
@@ -882,6 +923,11 @@ impl Sched<'_> {
         std::fs::rename(&a.dir, &out).map_err(io("renaming", &a.dir))?;
         let values_s = values_json(&values);
         self.results[i.index()] = Some(Box::new(TaskResult { dir: out.clone(), values }));
+        // Copies outside the run directory are made before success is recorded: a crash in
+        // between runs the task again rather than losing a copy.
+        if let Err(msg) = self.publish(i, &out) {
+            return self.fail_final(i, msg);
+        }
         let dir_s = out.display().to_string();
         self.store.finish_task(
             &self.run_id,
@@ -912,6 +958,21 @@ impl Sched<'_> {
         });
         self.release(i, TaskState::Succeeded)
     }
+}
+
+/// Copies `from` to `to` through a temporary file in `to`'s directory and a rename (atomic
+/// on one file system), creating that directory if needed. Directories are not copied.
+fn copy_atomically(from: &Path, to: &Path) -> std::io::Result<()> {
+    let parent = to.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    std::fs::create_dir_all(parent)?;
+    let file_name = to.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let tmp = parent.join(format!(".{file_name}.twinflow-partial"));
+    let copied = std::fs::copy(from, &tmp).and_then(|_| std::fs::File::open(&tmp)?.sync_all());
+    if let Err(e) = copied.and_then(|_| std::fs::rename(&tmp, to)) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    Ok(())
 }
 
 fn values_json(v: &IndexMap<String, Value>) -> String {

@@ -173,6 +173,14 @@ pub struct RawStep {
     /// Named outputs: paths relative to the step's run directory.
     #[serde(default)]
     pub out: SpMap<String>,
+    /// Copies of outputs (or values) outside the run directory, by output name:
+    /// `publish: { map: "${{ params.results }}/map-${{ run.id }}.png" }`. The path is absolute
+    /// or relative to the workflow file's directory. After the step succeeds (or is reused
+    /// from the cache), the output is copied to a temporary name beside the target and
+    /// renamed, so the target never holds a partial file. The only way a step's results
+    /// reach a place outside the run directory.
+    #[serde(default)]
+    pub publish: SpMap<String>,
     /// Small outputs read back as values (`converged: converged.json`): after the step
     /// succeeds, the file's JSON (or trimmed text) is available as `steps.NAME.values.KEY`.
     #[serde(default)]

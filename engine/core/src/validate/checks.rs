@@ -350,6 +350,9 @@ fn step_sites_into(wf: &Workflow, i: StepIdx, out: &mut Vec<(NsIdx, Ctx, Tpl, St
         for (k, t) in &s.env {
             out.push((s.ns, Ctx::Body(i), t.clone(), format!("{}.{k}", f("env")), None));
         }
+        for (k, t) in &s.publish {
+            out.push((s.ns, Ctx::Body(i), t.clone(), format!("{}.{k}", f("publish")), None));
+        }
     }
 }
 

@@ -455,6 +455,7 @@ impl Validator {
             (!step.args.is_empty(), "args"),
             (!step.inputs.is_empty(), "in"),
             (!step.out.is_empty(), "out"),
+            (!step.publish.is_empty(), "publish"),
             (step.resources.is_some(), "resources"),
         ];
         for (present, key) in unsupported {
@@ -931,6 +932,49 @@ impl Validator {
                 ));
             }
         }
+        let mut publish = IndexMap::new();
+        for (k, v) in &raw.publish {
+            let field = format!("{}.{}", f("publish"), k.value);
+            if !outputs.contains_key(&k.value) && !values.contains_key(&k.value) {
+                let mut d = Diag::new(
+                    DiagKind::UnknownReference,
+                    file,
+                    k.span,
+                    field.clone(),
+                    format!("`{}` is not an output of step `{}`", k.value, name.value),
+                );
+                let known = outputs.keys().chain(values.keys()).map(String::as_str);
+                if let Some(h) = did_you_mean(&k.value, known) {
+                    d = d.with_help(h);
+                }
+                self.push(d);
+                continue;
+            }
+            if v.value.trim().is_empty() {
+                self.push(Diag::new(DiagKind::InvalidValue, file, v.span, field, "the publish path is empty"));
+                continue;
+            }
+            let Some(t) = self.tpl(file, &field, &v.value, v.span) else { continue };
+            // Members of a scattered step would overwrite each other's copies.
+            let per_member = t.tpl.references().iter().any(|r| {
+                matches!(r.path.first().map(String::as_str), Some("scatter"))
+                    || r.path.iter().map(String::as_str).eq(["member", "index"])
+            });
+            if raw.scatter.is_some() && !per_member {
+                self.push(
+                    Diag::new(
+                        DiagKind::InvalidValue,
+                        file,
+                        v.span,
+                        field,
+                        "every member of this scattered step would publish to the same path",
+                    )
+                    .with_help("make the path depend on the member: `.../out-${{ member.index }}.nc`"),
+                );
+                continue;
+            }
+            publish.insert(k.value.clone(), t);
+        }
         let resources = raw.resources.as_ref().map(|r| self.resources(file, &f("resources"), r)).unwrap_or_default();
         let retry = match &raw.retry {
             None => RetryPolicy::default(),
@@ -1033,6 +1077,7 @@ impl Validator {
             inputs,
             outputs,
             values,
+            publish,
             resources,
             retry,
             timeout,

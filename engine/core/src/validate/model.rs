@@ -260,6 +260,8 @@ pub struct Step {
     pub outputs: IndexMap<String, String>,
     /// Value outputs: relative paths whose content is read back.
     pub values: IndexMap<String, String>,
+    /// Copies of outputs published outside the run directory: output name → target path.
+    pub publish: IndexMap<String, Tpl>,
     /// Resources.
     pub resources: Resources,
     /// Retry policy.
