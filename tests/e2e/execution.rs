@@ -505,3 +505,61 @@ steps:
         .collect();
     assert!(failed.iter().any(|m| m.starts_with("publishing `r` to `") && m.contains("blocker/member-")), "{failed:?}");
 }
+
+#[test]
+fn expressions_compute_on_upstream_outputs_and_values_and_keys_do_not_depend_on_the_run() {
+    let d = scratch("computed_refs");
+    let wf = write(
+        &d,
+        "c.yaml",
+        r#"name: c
+params:
+  noise: { type: int, default: 0 }
+steps:
+  sim:
+    scatter:
+      over: { i: "${{ range(0, 3) }}" }
+    env: { NOISE: "${{ params.noise }}" }
+    run: [sh, -c, 'echo "$1" > r.txt', sh, "${{ scatter.i }}"]
+    out: { r: r.txt }
+  count:
+    run: [sh, -c, 'echo 41 > n.txt']
+    values: { n: n.txt }
+  use:
+    run: [sh, -c, 'printf "%s|%s|%s|%s" "$1" "$2" "$3" "$4" > o.txt', sh,
+          "${{ join(steps.sim.out.r, ',') }}", "${{ len(steps.sim.out.r) }}",
+          "${{ steps.count.values.n + 1 }}", "${{ basename(steps.sim.out.r[2]) }}"]
+    out: { o: o.txt }
+"#,
+    );
+    let out = run_json(&d, &wf, &[]);
+    assert!(out.status.success(), "{}", show(&out));
+    let run1 = finished(&out)["run_id"].as_str().unwrap().to_string();
+    let o = std::fs::read_to_string(d.join("runs").join(&run1).join("steps/use/out/o.txt")).unwrap();
+    let parts: Vec<&str> = o.split('|').collect();
+    let files: Vec<&str> = parts[0].split(',').collect();
+    assert_eq!(files.len(), 3, "{o}");
+    for (m, f) in files.iter().enumerate() {
+        assert!(f.ends_with(&format!("steps/sim/{m}/out/r.txt")), "{o}");
+        assert_eq!(std::fs::read_to_string(f).unwrap(), format!("{m}\n"));
+    }
+    assert_eq!(&parts[1..], ["3", "42", "r.txt"]);
+
+    // The members run again in a new run directory (their `env` changed) and write the same
+    // bytes: `use` reads other paths with the same content, so it is up to date.
+    let again = run_json(&d, &wf, &["-p", "noise=1"]);
+    assert!(again.status.success(), "{}", show(&again));
+    let st = final_states(&again);
+    assert_eq!(st["sim[1]"], "succeeded");
+    assert_eq!(st["use"], "cached", "{st:?}");
+
+    // The plan shows the gather as a list, computed on without running anything.
+    let plan = twinflow().current_dir(&d).args(["plan"]).arg(&wf).output().unwrap();
+    let text = String::from_utf8_lossy(&plan.stdout);
+    assert!(
+        text.contains(
+            "'<steps.sim.out.r[0]>,<steps.sim.out.r[1]>,<steps.sim.out.r[2]>' 3 '${{ steps.count.values.n + 1 }}'"
+        ),
+        "{text}"
+    );
+}

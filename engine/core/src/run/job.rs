@@ -48,8 +48,20 @@ pub fn kernel_binary() -> PathBuf {
     which("twin-kernel").unwrap_or_else(|| PathBuf::from("twin-kernel"))
 }
 
-fn push_argv(out: &mut Vec<String>, t: &Tpl, scope: &dyn Scope) -> Result<(), String> {
-    let v = t.tpl.eval(scope).map_err(|e| format!("`{}`: {}", t.src, e.message))?;
+/// Evaluates one `run`/`args` element into `out`. In [`Mode::Key`] (what `twinflow plan`
+/// shows) an element that needs run-time values, such as arithmetic on an upstream value,
+/// is shown as written instead of failing the whole command.
+fn push_argv(out: &mut Vec<String>, t: &Tpl, scope: &dyn Scope, mode: Mode) -> Result<(), String> {
+    let v = match t.tpl.eval(scope) {
+        Ok(v) => v,
+        Err(_)
+            if mode == Mode::Key && t.tpl.references().iter().any(|r| r.path.first().is_some_and(|p| p == "steps")) =>
+        {
+            out.push(t.src.clone());
+            return Ok(());
+        }
+        Err(e) => return Err(format!("`{}`: {}", t.src, e.message)),
+    };
     match v {
         // A whole-element expression that yields a list spreads into several arguments
         // (a gather passes every member's output this way).
@@ -100,7 +112,7 @@ pub fn resolve_task(
                 argv.push("-c".into());
             }
             for t in a {
-                push_argv(&mut argv, t, &scope)?;
+                push_argv(&mut argv, t, &scope, mode)?;
             }
             if *shell {
                 // `sh -c SCRIPT NAME ARGS...`: the step name becomes `$0`, so `args:` are
@@ -110,7 +122,7 @@ pub fn resolve_task(
         }
     }
     for t in &step.args {
-        push_argv(&mut argv, t, &scope)?;
+        push_argv(&mut argv, t, &scope, mode)?;
     }
     if argv.is_empty() {
         return Err("the command is empty after evaluation".into());
@@ -203,6 +215,53 @@ fn params_used(plan: &Plan, s: usize) -> std::collections::BTreeMap<String, Stri
     out
 }
 
+/// The run-independent view of a resolved task, hashed into its cache key: the exact
+/// command and environment with every run-specific path replaced by a stable name. Files
+/// read (`<inputs.dem>`, `<steps.sim.out.r[3]>`), result directories of upstream tasks,
+/// the attempt directory (`<out>`), the run directory and the run id become placeholders,
+/// so the same task has the same key in every run, whatever expressions computed its
+/// arguments (`join(...)`, `len(...)`, arithmetic on values); what those files contain is
+/// hashed separately.
+pub fn key_view(exec: &ResolvedTask, attempt_dir: &Path, run_dir: &Path, run_id: &str, kernel: bool) -> ResolvedTask {
+    let mut subs: Vec<(String, String)> = vec![(attempt_dir.display().to_string(), "<out>".into())];
+    for u in &exec.used {
+        match u {
+            Used::File(label, p) => subs.push((p.display().to_string(), format!("<{label}>"))),
+            Used::ResultDir(label, p) => subs.push((p.display().to_string(), format!("<{label}>"))),
+            Used::Value(..) => {}
+        }
+    }
+    subs.push((run_dir.display().to_string(), "<run.dir>".into()));
+    // Longest first, so a file is named before the directory that holds it.
+    subs.sort_by(|a, b| b.0.len().cmp(&a.0.len()).then_with(|| a.0.cmp(&b.0)));
+    subs.dedup_by(|a, b| a.0 == b.0);
+    subs.retain(|(from, _)| !from.is_empty());
+    if !run_id.is_empty() {
+        subs.push((run_id.to_string(), "<run.id>".into()));
+    }
+    let norm = |text: &str| -> String {
+        let mut t = text.to_string();
+        for (from, to) in &subs {
+            if t.contains(from.as_str()) {
+                t = t.replace(from.as_str(), to);
+            }
+        }
+        t
+    };
+    let mut argv: Vec<String> = exec.argv.iter().map(|a| norm(a)).collect();
+    if kernel && let Some(first) = argv.first_mut() {
+        // The kernel binary's path varies by installation; its content is the program hash.
+        *first = "<twin-kernel>".into();
+    }
+    ResolvedTask {
+        argv,
+        env: exec.env.iter().map(|(k, v)| (k.clone(), norm(v))).collect(),
+        inputs: exec.inputs.clone(),
+        outputs: exec.outputs.clone(),
+        used: vec![],
+    }
+}
+
 /// Cache components of a resolved task.
 pub fn components(
     plan: &Plan,
@@ -255,6 +314,7 @@ pub fn components(
             Used::Value(name, v) => {
                 inputs.insert(name.clone(), format!("value:{}", v.to_json()));
             }
+            Used::ResultDir(..) => {}
         }
     }
     let params = params_memo.entry(s).or_insert_with(|| params_used(plan, s)).clone();

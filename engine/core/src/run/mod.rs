@@ -705,14 +705,21 @@ impl Sched<'_> {
         }
         let attempt = self.attempts[i.index()] + 1;
         let adir = tdir.join(format!("attempt-{attempt}"));
-        let resolved =
-            resolve_task(self.plan, t, &self.results, &adir, &self.run_id, &self.run_dir, Mode::Exec, &self.kernel);
-        let key_view =
-            resolve_task(self.plan, t, &self.results, &adir, &self.run_id, &self.run_dir, Mode::Key, &self.kernel);
-        let (mut exec, key_view) = match (resolved, key_view) {
-            (Ok(a), Ok(b)) => (a, b),
-            (Err(e), _) | (_, Err(e)) => return self.fail_final(i, e),
+        let mut exec = match resolve_task(
+            self.plan,
+            t,
+            &self.results,
+            &adir,
+            &self.run_id,
+            &self.run_dir,
+            Mode::Exec,
+            &self.kernel,
+        ) {
+            Ok(r) => r,
+            Err(e) => return self.fail_final(i, e),
         };
+        let is_kernel = matches!(step.command, crate::validate::model::Command::Kernel(_));
+        let key_view = job::key_view(&exec, &adir, &self.run_dir, &self.run_id, is_kernel);
         // Not part of the cache key (which reads `key_view`): attempts differ only in it.
         exec.env.push((twinflow_contract::env::ATTEMPT.into(), attempt.to_string()));
         let comps = components(self.plan, t, &key_view, &exec, self.store, &mut self.hasher, &mut self.params_memo)?;

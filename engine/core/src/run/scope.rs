@@ -39,6 +39,9 @@ pub enum Used {
     File(String, PathBuf),
     /// An upstream value output.
     Value(String, Value),
+    /// The result directory of an upstream task (not hashed: the files read from it are
+    /// [`Used::File`]s); lets the cache key abstract over where that result lives.
+    ResultDir(String, PathBuf),
 }
 
 /// Scope of one task.
@@ -95,11 +98,16 @@ impl TaskScope<'_> {
     ) -> Result<Option<Value>, LookupError> {
         let st = &self.plan.workflow.steps[step];
         if self.mode == Mode::Key {
-            return Ok(Some(Value::Str(format!("<{label}>"))));
+            return Ok(Some(if values { Value::Str(format!("<{label}>")) } else { Value::Path(format!("<{label}>")) }));
         }
         let Some(res) = self.result(step, member) else {
             return Ok(None);
         };
+        let task = match member {
+            Some(m) => format!("steps.{}[{m}]", st.name),
+            None => format!("steps.{}", st.name),
+        };
+        self.used.borrow_mut().push(Used::ResultDir(task, res.dir.clone()));
         if values {
             let v = res.values.get(name).cloned().unwrap_or(Value::Null);
             self.used.borrow_mut().push(Used::Value(label.to_string(), v.clone()));
@@ -157,7 +165,15 @@ impl Scope for TaskScope<'_> {
                         .ok_or_else(|| err(format!("step `{}` has no result (it was skipped)", wf.steps[*a].name))),
                     Some(t) => {
                         if self.mode == Mode::Key {
-                            return Ok(Value::Str(format!("<{label}>")));
+                            // `plan` shows a gather without running anything: a list of
+                            // placeholders, shortened for big ensembles.
+                            const SHOWN: u32 = 8;
+                            let mut items: Vec<Value> =
+                                (0..t.len.min(SHOWN)).map(|m| Value::Path(format!("<{label}[{m}]>"))).collect();
+                            if t.len > SHOWN {
+                                items.push(Value::Str(format!("<... {} more>", t.len - SHOWN)));
+                            }
+                            return Ok(Value::List(items));
                         }
                         let mut items = Vec::with_capacity(t.len as usize);
                         for m in 0..t.len {

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use petgraph::algo::toposort;
 
 use super::cache::{Components, Hasher};
-use super::job::{components, resolve_task};
+use super::job::{components, key_view, resolve_task};
 use super::scope::{Mode, TaskResult};
 use crate::plan::Plan;
 use crate::state::{StateError, Store};
@@ -50,14 +50,14 @@ pub fn why(plan: &Plan, store: &mut Store, step: Option<&str>, kernel: &Path) ->
             reasons.push(format!("upstream `{u}` would run"));
         } else {
             let entry = store.cache_get(&wf.name, &name)?;
-            let exec =
-                resolve_task(plan, t, &results, &placeholder, "<run>", Path::new("<run-dir>"), Mode::Exec, kernel);
-            let keyv =
-                resolve_task(plan, t, &results, &placeholder, "<run>", Path::new("<run-dir>"), Mode::Key, kernel);
-            match (exec, keyv, entry) {
-                (Err(e), _, _) | (_, Err(e), _) => reasons.push(format!("cannot be resolved yet: {e}")),
-                (_, _, None) => reasons.push("it has never run successfully".into()),
-                (Ok(exec), Ok(keyv), Some(entry)) => {
+            let run_dir = Path::new("<run-dir>");
+            let exec = resolve_task(plan, t, &results, &placeholder, "<run>", run_dir, Mode::Exec, kernel);
+            let is_kernel = matches!(wf.steps[t.step as usize].command, crate::validate::model::Command::Kernel(_));
+            match (exec, entry) {
+                (Err(e), _) => reasons.push(format!("cannot be resolved yet: {e}")),
+                (_, None) => reasons.push("it has never run successfully".into()),
+                (Ok(exec), Some(entry)) => {
+                    let keyv = key_view(&exec, &placeholder, run_dir, "<run>", is_kernel);
                     let now = components(plan, t, &keyv, &exec, store, &mut hasher, &mut memo)?;
                     if now.key() != entry.key {
                         let old: Components = serde_json::from_str(&entry.components).unwrap_or_default();
