@@ -563,3 +563,41 @@ steps:
         "{text}"
     );
 }
+
+#[test]
+fn literal_with_values_are_typed_and_paths_resolve_against_the_calling_file() {
+    let d = scratch("with_literals");
+    let wdir = d.join("wf");
+    std::fs::create_dir_all(wdir.join("data")).unwrap();
+    std::fs::write(wdir.join("data/obs.txt"), "a\nb\n").unwrap();
+    write(
+        &wdir,
+        "sub.yaml",
+        "name: sub\nparams:\n  n: { type: int, default: 1 }\ninputs:\n  obs: {}\nsteps:\n  count:\n    run: [sh, -c, 'echo $(( $(wc -l < \"$1\") * $2 )) > n.txt', sh, \"${{ inputs.obs }}\", \"${{ params.n }}\"]\n    out: { n: n.txt }\n",
+    );
+    let wf = write(
+        &wdir,
+        "main.yaml",
+        "name: main\nimports: { sub: sub.yaml }\nsteps:\n  call:\n    uses: sub\n    with: { obs: data/obs.txt, n: 10 }\n",
+    );
+    // Started from another directory: `data/obs.txt` is relative to main.yaml, and `10` is
+    // an int (arithmetic in the step would fail on anything else).
+    let out = run_json(&d, &wf, &[]);
+    assert!(out.status.success(), "{}", show(&out));
+    let run = finished(&out)["run_id"].as_str().unwrap().to_string();
+    assert_eq!(std::fs::read_to_string(d.join("runs").join(run).join("steps/call/count/out/n.txt")).unwrap(), "20\n");
+    // A literal input of the wrong format is reported before anything runs.
+    write(
+        &wdir,
+        "sub.yaml",
+        "name: sub\ninputs:\n  obs: { format: netcdf }\nsteps:\n  count:\n    run: [cat, \"${{ inputs.obs }}\"]\n",
+    );
+    write(
+        &wdir,
+        "main.yaml",
+        "name: main\nimports: { sub: sub.yaml }\nsteps:\n  call:\n    uses: sub\n    with: { obs: data/obs.txt }\n",
+    );
+    let bad = run_json(&d, &wf, &[]);
+    assert_eq!(bad.status.code(), Some(2), "{}", show(&bad));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("data/obs.txt` is not a NetCDF file"), "{}", show(&bad));
+}

@@ -6,11 +6,12 @@
 //! consuming task starts; [`check_format`] is applied to them there (see `run::scope`).
 
 use std::io::Read;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::diag::{Diag, DiagKind, Diagnostics};
+use crate::expr::Value;
 use crate::spec::raw::FileFormat;
-use crate::validate::model::Workflow;
+use crate::validate::model::{ValueExpr, Workflow};
 
 /// The HDF5 superblock signature; it sits at offset 0, 512, 1024, 2048, ... (a user block
 /// may precede it). NetCDF-4 files are HDF5 files.
@@ -70,10 +71,17 @@ pub fn check_input_files(wf: &Workflow) -> Result<(), Diagnostics> {
     let mut diags = Diagnostics::default();
     for (i, ns) in wf.namespaces.iter().enumerate() {
         for (name, def) in &ns.inputs {
+            let bound_literal;
             let path = if i == 0 {
                 wf.input_values.get(name)
-            } else if ns.bindings.contains_key(name) {
-                None // bound to the caller's value: checked when the task that reads it starts
+            } else if let Some(b) = ns.bindings.get(name) {
+                // A literal path is known now; an expression (an upstream output) is checked
+                // when the task that reads it starts.
+                bound_literal = match b {
+                    ValueExpr::Lit(Value::Path(p), _) => Some(PathBuf::from(p)),
+                    _ => None,
+                };
+                bound_literal.as_ref()
             } else {
                 def.default.as_ref()
             };

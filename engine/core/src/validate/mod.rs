@@ -457,6 +457,12 @@ impl Validator {
             (!step.out.is_empty(), "out"),
             (!step.publish.is_empty(), "publish"),
             (step.resources.is_some(), "resources"),
+            (!step.env.is_empty(), "env"),
+            (!step.values.is_empty(), "values"),
+            (step.retry.is_some(), "retry"),
+            (step.timeout.is_some(), "timeout"),
+            (step.shell.is_some(), "shell"),
+            (!step.after.is_empty(), "after"),
         ];
         for (present, key) in unsupported {
             if present {
@@ -468,7 +474,11 @@ impl Validator {
                         format!("steps.{}.{key}", name.value),
                         format!("`{key}` cannot be used on a sub-workflow call"),
                     )
-                    .with_help("pass values with `with:`; set resources on the steps of the sub-workflow"),
+                    .with_help(if key == "after" {
+                        "a call waits for what its `with:` values reference; pass an upstream output to order it"
+                    } else {
+                        "pass values with `with:`; set this on the steps of the sub-workflow"
+                    }),
                 );
             }
         }
@@ -566,9 +576,76 @@ impl Validator {
                 .with_help(format!("set it in the call: `with: {{ {k}: VALUE }}`")),
             );
         }
+        let unbound: Vec<String> = sub_raw
+            .inputs
+            .iter()
+            .filter(|(k, i)| i.default.is_none() && !step.with.contains_key(k.value.as_str()))
+            .map(|(k, _)| k.value.clone())
+            .collect();
+        for k in unbound {
+            self.push(
+                Diag::new(
+                    DiagKind::Param,
+                    file,
+                    uses.span,
+                    format!("steps.{}.with", name.value),
+                    format!("sub-workflow `{}` needs input `{k}`, which has no default", uses.value),
+                )
+                .with_help(format!("bind it in the call: `with: {{ {k}: \"${{{{ steps.STEP.out.NAME }}}}\" }}`")),
+            );
+        }
         let child = self.add_namespace(Some(ns), prefix, sub_file, sub_raw, bindings);
         self.import_stack.pop();
+        self.type_literal_bindings(file, &name.value, child, &step.with);
         self.wf.namespaces[ns].names.insert(name.value.clone(), LocalName::Call(child));
+    }
+
+    /// `with:` values written as literals (no `${{ }}`) are checked and converted like `-p`
+    /// values: to the parameter's type, within its bounds and values, relative paths (of
+    /// `path` parameters and inputs) resolved against the calling file's directory.
+    fn type_literal_bindings(
+        &mut self,
+        file: &SourceFile,
+        call: &str,
+        child: NsIdx,
+        with: &crate::spec::raw::SpMap<serde_json::Value>,
+    ) {
+        let base = file.abs_dir();
+        for (k, v) in with {
+            let literal = match &v.value {
+                serde_json::Value::String(text) => !text.contains("${{"),
+                serde_json::Value::Array(items) => !items.iter().any(|i| i.as_str().is_some_and(|t| t.contains("${{"))),
+                _ => true,
+            };
+            if !literal {
+                continue;
+            }
+            let n = &self.wf.namespaces[child];
+            let typed = if let Some(def) = n.params.get(&k.value) {
+                checks::check_param_value(def, &v.value, &base)
+            } else if n.inputs.contains_key(&k.value) {
+                match &v.value {
+                    serde_json::Value::String(p) if !p.is_empty() => {
+                        Ok(crate::expr::Value::Path(base.join(p).display().to_string()))
+                    }
+                    other => Err(format!("an input is a file path, found `{other}`")),
+                }
+            } else {
+                continue; // unknown names are reported with the namespace
+            };
+            match typed {
+                Ok(value) => {
+                    self.wf.namespaces[child].bindings.insert(k.value.clone(), ValueExpr::Lit(value, v.span));
+                }
+                Err(msg) => self.push(Diag::new(
+                    DiagKind::Type,
+                    file,
+                    v.span,
+                    format!("steps.{call}.with.{}", k.value),
+                    format!("`{}`: {msg}", k.value),
+                )),
+            }
+        }
     }
 
     fn param_def(
