@@ -601,3 +601,25 @@ fn literal_with_values_are_typed_and_paths_resolve_against_the_calling_file() {
     assert_eq!(bad.status.code(), Some(2), "{}", show(&bad));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("data/obs.txt` is not a NetCDF file"), "{}", show(&bad));
 }
+
+#[test]
+fn a_file_named_by_a_path_parameter_is_part_of_the_cache_key() {
+    let d = scratch("path_param_key");
+    std::fs::write(d.join("cfg.txt"), "alpha\n").unwrap();
+    let wf = write(
+        &d,
+        "k.yaml",
+        "name: k\nparams:\n  cfg: { type: path }\nsteps:\n  read:\n    run: [cp, \"${{ params.cfg }}\", copy.txt]\n    out: { c: copy.txt }\n",
+    );
+    let first = run_json(&d, &wf, &["-p", "cfg=cfg.txt"]);
+    assert!(first.status.success(), "{}", show(&first));
+    let same = run_json(&d, &wf, &["-p", "cfg=cfg.txt"]);
+    assert_eq!(final_states(&same)["read"], "cached");
+    // Same path and size, other content: the task is stale and `why` says which input.
+    std::fs::write(d.join("cfg.txt"), "omega\n").unwrap();
+    let why = twinflow().current_dir(&d).args(["why"]).arg(&wf).args(["read", "-p", "cfg=cfg.txt"]).output().unwrap();
+    let text = String::from_utf8_lossy(&why.stdout);
+    assert!(text.contains("input `params.cfg` changed"), "{text}");
+    let changed = run_json(&d, &wf, &["-p", "cfg=cfg.txt"]);
+    assert_eq!(final_states(&changed)["read"], "succeeded");
+}

@@ -2,7 +2,7 @@
 
 /// Everything succeeded.
 pub const OK: i32 = 0;
-/// The run finished with failed tasks (or `why` found stale tasks with `--check`).
+/// The run finished with failed tasks.
 pub const RUN_FAILED: i32 = 1;
 /// The workflow or the command line is invalid.
 pub const INVALID: i32 = 2;

@@ -36,7 +36,7 @@ const FUNCTIONS: &[FnSpec] = &[
     spec("dirname", 1, Some(1), "`dirname(path)`"),
     spec("stem", 1, Some(1), "`stem(path)`"),
     spec("ext", 1, Some(1), "`ext(path)`"),
-    spec("format", 1, None, "`format(fmt, args...)`"),
+    spec("format", 1, None, "`format(fmt, args...)` with `{}`, `{:05}`, `{:.3}`, `{:>8}`, `{:<8}`, `{:^8}`"),
     spec("contains", 2, Some(2), "`contains(list_or_string, x)`"),
     spec("upper", 1, Some(1), "`upper(s)`"),
     spec("lower", 1, Some(1), "`lower(s)`"),

@@ -189,7 +189,8 @@ pub fn env_name(k: &str) -> String {
     k.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_uppercase() } else { '_' }).collect()
 }
 
-/// Root parameters a step reads (directly or through sub-workflow bindings), with values.
+/// Root parameters a step reads directly (values bound into sub-workflows reach the key through
+/// the resolved command), with values.
 fn params_used(plan: &Plan, s: usize) -> std::collections::BTreeMap<String, String> {
     let wf = &*plan.workflow;
     let mut out = std::collections::BTreeMap::new();
@@ -289,6 +290,10 @@ pub fn components(
         def.update(v.as_bytes());
         def.update(b"\0");
     }
+    // The rank count changes how a parallel program computes (summation order, domain
+    // decomposition), so results of another rank count are not reused. Threads reach the
+    // key through `OMP_NUM_THREADS`.
+    def.update(format!("\x01ranks={}\0", step.resources.ranks).as_bytes());
     def.update(b"\x01out\0");
     for (k, rel) in step.outputs.iter().chain(step.values.iter()) {
         def.update(k.as_bytes());

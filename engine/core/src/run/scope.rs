@@ -134,9 +134,31 @@ impl Scope for TaskScope<'_> {
         let r = resolve(wf, self.ns, self.ctx, path)?;
         let label = path.join(".");
         match &r {
-            Resolved::Param(..) => param_or_input(wf, &r, &|parent, b| {
-                eval_value(b, &self.with(parent, Ctx::Namespace)).map_err(|e| err(e.message))
-            }),
+            Resolved::Param(..) => {
+                let v = param_or_input(wf, &r, &|parent, b| {
+                    eval_value(b, &self.with(parent, Ctx::Namespace)).map_err(|e| err(e.message))
+                })?;
+                if self.mode == Mode::Exec {
+                    // A file named by a `path` parameter is read by the task: its content is
+                    // part of the cache key, like an input's. (A directory is known by its
+                    // path only: hashing a dataset tree on every run would cost too much.)
+                    let files: Vec<&str> = match &v {
+                        Value::Path(p) => vec![p.as_str()],
+                        Value::List(items) => items
+                            .iter()
+                            .filter_map(|i| if let Value::Path(p) = i { Some(p.as_str()) } else { None })
+                            .collect(),
+                        _ => vec![],
+                    };
+                    for (k, f) in files.iter().enumerate() {
+                        if Path::new(f).is_file() {
+                            let l = if files.len() == 1 { label.clone() } else { format!("{label}[{k}]") };
+                            self.used.borrow_mut().push(Used::File(l, PathBuf::from(f)));
+                        }
+                    }
+                }
+                Ok(v)
+            }
             Resolved::Input(..) => {
                 let v = param_or_input(wf, &r, &|parent, b| {
                     eval_value(b, &self.with(parent, Ctx::Namespace)).map_err(|e| err(e.message))

@@ -227,7 +227,7 @@ pub struct RawResources {
     /// Memory for the whole step (`512M`, `4G`).
     #[serde(default)]
     pub memory: Option<Sp<Scalar>>,
-    /// Walltime requested from a batch scheduler (`2h`); locally it only informs scheduling.
+    /// Walltime requested from a batch scheduler (`2h`); the local backend does not enforce it (use `timeout`).
     #[serde(default)]
     pub walltime: Option<Sp<Scalar>>,
     /// GPUs (cluster backends only).

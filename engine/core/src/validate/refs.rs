@@ -187,6 +187,11 @@ pub fn resolve(wf: &Workflow, ns: NsIdx, ctx: Ctx, path: &[&str]) -> Result<Reso
                 )),
             }
         }
+        // A scatter is expanded when the run is planned, before it has an id or a directory.
+        "run" | "step" if matches!(ctx, Ctx::ScatterOver(_)) => Err(err(
+            format!("`{}` is not known when scatters are expanded", path.join(".")),
+            Some("a scatter list may use parameters, inputs and outputs of scattered steps".into()),
+        )),
         "run" => match path {
             [_, "id"] => Ok(Resolved::RunId),
             [_, "dir"] => Ok(Resolved::RunDir),
