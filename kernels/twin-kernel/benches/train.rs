@@ -15,7 +15,7 @@ use rand::RngExt as _;
 use rand::SeedableRng as _;
 use rand_chacha::ChaCha8Rng;
 use twinflow_kernels::comm::SingleProcess;
-use twinflow_kernels::train::{self, Activation, Hyperparameters, Limits, Table};
+use twinflow_kernels::train::{self, Activation, Hyperparameters, Limits, ShardedTable, Table};
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
@@ -36,7 +36,8 @@ fn main() {
         };
         let hyper =
             Hyperparameters { hidden: hidden.clone(), activation: Activation::Relu, epochs, ..Default::default() };
-        let (mut state, data) = train::start(&table, hyper, None).expect("valid setup");
+        let sharded = ShardedTable::from_table(&table, hyper.shards, 0, 1);
+        let (mut state, data) = train::start(&SingleProcess, &sharded, hyper, None).expect("valid setup");
         let limits = Limits { since: Instant::now(), time_limit: None, epoch_limit: None, checkpoint_every: 0 };
         let t0 = Instant::now();
         train::fit(&SingleProcess, &mut state, &data, &limits, &mut |_| Ok(())).expect("training runs");
