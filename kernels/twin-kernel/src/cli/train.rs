@@ -63,7 +63,8 @@ For a calorimeter file (root attribute `sampling_fraction`, datasets `cells` and
 `truth/energy`) it also writes `naive_energy` (Σ cells / sampling_fraction), and the report
 gives the energy resolution σ((E_est − E)/E), the bias and the resolution after a global
 scale calibration (σ/(1 + bias); `improvement` = naive over model) of the model and of the
-naive estimator, overall and in --bins bins of equal event count.";
+naive estimator, overall and in --bins bins of equal event count along the true energy
+(`bins`) and, with `conditions/temperature`, along the temperature (`temperature_bins`).";
 
 const SELECT_HELP: &str = "\
 Examples:
@@ -231,7 +232,7 @@ pub struct PredictArgs {
     /// JSON report: errors against the truth, calorimeter resolution.
     #[arg(long, value_name = "JSON")]
     pub report: Option<PathBuf>,
-    /// Energy bins of equal event count in the calorimeter report.
+    /// Bins of equal event count (by energy, and by temperature) in the calorimeter report.
     #[arg(long, value_name = "N", default_value_t = 5, value_parser = clap::value_parser!(u16).range(1..=1000))]
     pub bins: u16,
 }
