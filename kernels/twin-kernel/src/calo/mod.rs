@@ -25,7 +25,7 @@
 //!    sampling stack: [`Radial`]) at reduced depth τ ≈ t/T; this samples
 //!    f(r) = p·2rR_C²/(r² + R_C²)² + (1 − p)·2rR_T²/(r² + R_T²)², which puts 89.5–89.9 %
 //!    of the energy within 1 R_M and 96.3–96.4 % within 2 R_M in homogeneous lead at
-//!    10–100 GeV (the PDG's "about 90 % / 95 %"), 91–91.5 % within 1 R_M,eff in the
+//!    10–100 GeV (the PDG's "about 90 % / 95 %"), 91.1–91.3 % within 1 R_M,eff in the
 //!    2 mm Pb / 4 mm LAr stack; azimuth uniform. Photons first travel an exponential depth
 //!    of mean 9/7 X0 (pair-production mean free path).
 //! 3. **Cells**: the spot at (t X0, impact point + r(cos φ, sin φ)) falls into layer
