@@ -80,18 +80,25 @@ fn main() {
         println!("  bare matrix products of the same shapes: {:.2} GFLOP/s", per_epoch / best / 1e9);
     }
     if cfg!(feature = "mpi") {
-        scaling(4 * n, epochs.max(10));
+        scaling(4 * n, epochs.max(5));
     } else {
         println!("rank scaling: skipped (build with --features mpi)");
     }
     println!("load average at the end: {}", load().trim());
 }
 
-/// `twin-kernel train` (HDF5 input, 8 shards, MLP 256 → 64 → 32 → 1) under `mpiexec -n 1`
-/// and `-n 2`, best of 3 each: samples per second of the training loop (the epochs'
+/// `twin-kernel train` (HDF5 input, 8 shards) under `mpiexec -n 1` and `-n 2`, best of 3
+/// each, for a small network with small batches (many allreduces of little work) and a
+/// wider one with larger batches: samples per second of the training loop (the epochs'
 /// `seconds` in the metrics file: gradients, allreduces, Adam, validation) and end to end
 /// (start-up, MPI initialisation and the HDF5 read included).
 fn scaling(n: usize, epochs: usize) {
+    for (hidden, batch) in [("64,32", "256"), ("256,256", "1024")] {
+        scaling_of(n, epochs, hidden, batch);
+    }
+}
+
+fn scaling_of(n: usize, epochs: usize, hidden: &str, batch: &str) {
     let dir = tempfile::tempdir().expect("temporary directory");
     let inputs = 256;
     let mut rng = ChaCha8Rng::seed_from_u64(2);
@@ -111,7 +118,8 @@ fn scaling(n: usize, epochs: usize) {
             let t0 = Instant::now();
             let status = std::process::Command::new("mpiexec")
                 .args(["-n", &ranks.to_string(), bin, "train", "--data", &data.to_string_lossy()])
-                .args(["--features", "x", "--target", "y", "--hidden", "64,32", "--epochs", &epochs.to_string()])
+                .args(["--features", "x", "--target", "y", "--hidden", hidden, "--batch", batch])
+                .args(["--epochs", &epochs.to_string()])
                 .args(["--out", &dir.path().join(format!("m{ranks}.h5")).to_string_lossy()])
                 .args(["--metrics", &metrics.to_string_lossy()])
                 .env("TWINFLOW_LOG", "warn")
@@ -128,7 +136,7 @@ fn scaling(n: usize, epochs: usize) {
     let ((w1, l1), (w2, l2)) = (run(1), run(2));
     let samples = (n as f64 * 0.8).round() * epochs as f64;
     println!(
-        "rank scaling (binary, {n} samples × {inputs} features from HDF5, MLP 64,32, batch 256, {epochs} epochs, 8 shards):\n  \
+        "rank scaling (binary, {n} samples × {inputs} features from HDF5, MLP {hidden}, batch {batch}, {epochs} epochs, 8 shards):\n  \
          training loop: 1 rank {l1:.2} s ({:.0} samples/s), 2 ranks {l2:.2} s ({:.0} samples/s); speed-up {:.2}\n  \
          end to end:    1 rank {w1:.2} s ({:.0} samples/s), 2 ranks {w2:.2} s ({:.0} samples/s); speed-up {:.2}",
         samples / l1,
