@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use twinflow_kernels::calo::{CaloConfig, Simulator};
+use twinflow_kernels::calo::{CaloConfig, Simulator, gp_mean_alpha};
 
 mod support;
 use support::{BIN, ok, run};
@@ -61,13 +61,14 @@ fn mean_and_std(v: &[f64]) -> (f64, f64) {
     (mean, var.sqrt())
 }
 
-/// Depth of the maximum of the gamma function fitted to a profile sampled in bins of `bin`
-/// X0 (bin k centred at (k + ½) bin): ln p = c₀ + c₁ ln t + c₂ t is linear in the
-/// coefficients, so a weighted least-squares fit (weights p, as Var(ln p) ∝ 1/p for
-/// counts) over the bins holding at least 30 % of the highest one gives the maximum at
-/// t = −c₁/c₂ = (α − 1)/β. The Grindhammer–Peters mean profile is such a gamma function,
-/// so the fit has no shape bias for it; a parabola through the top bins would (≈ h²/5T).
-fn peak_depth(profile: &[f64], bin: f64) -> f64 {
+/// The gamma function fitted to a profile sampled in bins of `bin` X0 (bin k centred at
+/// (k + ½) bin): ln p = c₀ + c₁ ln t + c₂ t is linear in the coefficients, so a weighted
+/// least-squares fit (weights p, as Var(ln p) ∝ 1/p for counts) over the bins holding at
+/// least 30 % of the highest one gives the shape α = 1 + c₁ and the maximum at
+/// t = −c₁/c₂ = (α − 1)/β; returns (depth of the maximum, α). The Grindhammer–Peters mean
+/// profile is such a gamma function, so the fit has no shape bias for it; a parabola
+/// through the top bins would (≈ h²/5T).
+fn gamma_fit(profile: &[f64], bin: f64) -> (f64, f64) {
     let top = profile.iter().copied().fold(0.0, f64::max);
     let mut m = [[0.0_f64; 4]; 3];
     for (k, &p) in profile.iter().enumerate().filter(|(_, p)| **p >= 0.3 * top) {
@@ -95,12 +96,13 @@ fn peak_depth(profile: &[f64], bin: f64) -> f64 {
         }
     }
     let (c1, c2) = (m[1][3] / m[1][1], m[2][3] / m[2][2]);
-    -c1 / c2
+    (-c1 / c2, 1.0 + c1)
 }
 
 /// Acceptance 1. The mean longitudinal profile of electron showers in homogeneous lead
 /// peaks at the Grindhammer–Peters mean depth of maximum ⟨T⟩ = ln(E/Ec) − 0.858 X0
-/// (hep-ex/0001020) within 2 %, at 10, 30 and 100 GeV.
+/// (hep-ex/0001020) within 2 %, at 10, 30 and 100 GeV; and its shape parameter matches
+/// GP's mean-profile ⟨α⟩ = 0.21 + (0.492 + 2.38/Z) ln y ([`gp_mean_alpha`]) within 6 %.
 ///
 /// The quantity compared is the maximum of the *averaged* profile (of the gamma function
 /// fitted to it, [`peak_depth`]), which is what ⟨T⟩ parametrises: GP describe the average
@@ -110,6 +112,14 @@ fn peak_depth(profile: &[f64], bin: f64) -> f64 {
 /// block, 160 layers (28.5 X0) deep, one transverse cell, with sampling fluctuations and
 /// the constant term off. Statistical error: 1000 showers per energy, ≈ 0.5 % on the
 /// peak, estimated from 8 sub-samples and asserted to stay below 1 %.
+///
+/// α: the simulated showers draw their own (T, α) from GP's *fluctuated* parametrisation
+/// (mean α of the individual showers ≈ 4.38 at 10 GeV, 10 % above ⟨α⟩, as it should be: an
+/// average of profiles peaking at different depths is broader than each); GP fitted that
+/// and the *mean* one separately, and integrating the fluctuated model (4·10⁶ showers,
+/// numpy, independent of this code) gives an average profile whose fitted α exceeds ⟨α⟩
+/// by 4.7, 3.4 and 2.0 % at 10, 30, 100 GeV. Hence the 6 % tolerance; the statistical
+/// error (≈ 1 %) is asserted below 2 %.
 #[test]
 fn mean_profile_peaks_at_the_grindhammer_peters_depth_in_lead() {
     let dir = scratch("profile");
@@ -163,15 +173,21 @@ fn mean_profile_peaks_at_the_grindhammer_peters_depth_in_lead() {
             }
             p
         };
-        let peak = peak_depth(&profile_of(0..events), bin);
-        let parts: Vec<f64> =
-            (0..8).map(|k| peak_depth(&profile_of(k * events / 8..(k + 1) * events / 8), bin)).collect();
-        let stat = mean_and_std(&parts).1 / 8f64.sqrt();
-        let expected = (energy.parse::<f64>().unwrap() * 1000.0 / ec).ln() - 0.858;
+        let (peak, alpha) = gamma_fit(&profile_of(0..events), bin);
+        let parts: Vec<(f64, f64)> =
+            (0..8).map(|k| gamma_fit(&profile_of(k * events / 8..(k + 1) * events / 8), bin)).collect();
+        let stat = mean_and_std(&parts.iter().map(|p| p.0).collect::<Vec<_>>()).1 / 8f64.sqrt();
+        let alpha_stat = mean_and_std(&parts.iter().map(|p| p.1).collect::<Vec<_>>()).1 / 8f64.sqrt();
+        let ln_y = (energy.parse::<f64>().unwrap() * 1000.0 / ec).ln();
+        let expected = ln_y - 0.858;
         let rel = peak / expected - 1.0;
+        let gp_alpha = gp_mean_alpha(ln_y, 82.0);
+        let alpha_rel = alpha / gp_alpha - 1.0;
         eprintln!(
-            "E = {energy} GeV: peak of the mean profile {peak:.3} X0 (± {stat:.3} stat), GP ⟨T⟩ = {expected:.3} X0, {:+.2} %",
-            100.0 * rel
+            "E = {energy} GeV: peak of the mean profile {peak:.3} X0 (± {stat:.3} stat), GP ⟨T⟩ = {expected:.3} X0, {:+.2} %; \
+             α {alpha:.3} (± {alpha_stat:.3}), GP ⟨α⟩ = {gp_alpha:.3}, {:+.2} %",
+            100.0 * rel,
+            100.0 * alpha_rel
         );
         assert!(stat < 0.01 * expected, "the statistical error {stat} is too large for a 2 % test");
         assert!(
@@ -179,61 +195,108 @@ fn mean_profile_peaks_at_the_grindhammer_peters_depth_in_lead() {
             "E = {energy} GeV: peak {peak:.3} X0 vs GP {expected:.3} X0 ({:+.2} %)",
             100.0 * rel
         );
+        assert!(alpha_stat < 0.02 * gp_alpha, "the statistical error {alpha_stat} is too large for a 6 % test");
+        assert!(alpha_rel.abs() <= 0.06, "E = {energy} GeV: α {alpha:.3} vs GP ⟨α⟩ {gp_alpha:.3}");
     }
 }
 
-/// Acceptance 2. Radial containment of the deposited energy (truth spots inside the
-/// calorimeter's depth, laterally unbounded) in homogeneous lead, 10–100 GeV electrons,
-/// against the PDG rule of thumb: about 90 % within 1 R_M (tolerance ±1.5 %, the "about"),
-/// 95 % within 2 R_M (±2 %) and 99 % within 3.5 R_M (±1 %). Statistical errors are below
-/// 0.2 % (≥ 40 000 spots from 100 showers per energy; the shower-to-shower spread of the
-/// containment is ≈ 1 %).
+/// Fractions of the deposited energy (truth spots inside the calorimeter's depth, laterally
+/// unbounded: a cylinder around the shower axis) within 1, 2 and 3.5 Molière radii of
+/// the plan's medium, over `events` showers of `energy` GeV, and the statistical error of
+/// the first (the spread of the per-shower fraction over √events).
+fn containment(cfg: &CaloConfig, energy: f64) -> ([f64; 3], f64, f64) {
+    let mut cfg = cfg.clone();
+    cfg.beam.energy_gev = energy;
+    let plan = cfg.validate().unwrap();
+    let rm = plan.medium.moliere_radius_mm;
+    let depth = plan.layers as f64 * plan.medium.layer_mm;
+    let sim = Simulator::new(&plan);
+    let mut within = [0_u64; 3];
+    let mut total = 0_u64;
+    let mut per_event = Vec::new();
+    for event in 0..plan.events {
+        let (_, _, spots) = sim.spots(event);
+        let (mut n1, mut n) = (0_u64, 0_u64);
+        for s in spots.iter().filter(|s| s.depth_mm < depth) {
+            let r = s.dx_mm.hypot(s.dy_mm) / rm;
+            for (w, radius) in within.iter_mut().zip([1.0, 2.0, 3.5]) {
+                *w += u64::from(r <= radius);
+            }
+            n1 += u64::from(r <= 1.0);
+            n += 1;
+        }
+        total += n;
+        per_event.push(n1 as f64 / n as f64);
+    }
+    let f = within.map(|w| w as f64 / total as f64);
+    (f, mean_and_std(&per_event).1 / (per_event.len() as f64).sqrt(), rm)
+}
+
+/// Acceptance 2a. Radial containment in homogeneous lead (R_M = 21.2 MeV · X0/Ec = 16.2 mm
+/// with Ec = 610 MeV/(Z + 1.24)), 10, 30, 100 GeV electrons, 400 showers each.
 ///
-/// The Grindhammer–Peters radial profile (as tuned in Geant4 GFlash) puts 89.3–89.9 %
-/// inside 1 R_M with R_M = 21.2 MeV X0/Ec, so "≥ 90 %" read literally would fail by a few
-/// tenths of a percent; `--lateral-scale 0.97` narrows the profile to ≥ 90 %.
+/// The simulated fractions must equal what the Grindhammer–Peters parametrisation itself
+/// implies: its radial profile (hep-ex/0001020 App. A.1.3) integrated over its fluctuated
+/// longitudinal profiles (A.1.2) and the same 28.5 X0 depth, computed independently of
+/// this code (numpy, 2·10⁶ showers per energy, ±0.0001): within 1 R_M 0.8989, 0.8976,
+/// 0.8946; within 2 R_M 0.9645, 0.9641, 0.9631; within 3.5 R_M 0.9870, 0.9869, 0.9866.
+/// Tolerance: 3 statistical errors (≈ 0.05 % each, asserted below 0.1 %) + 0.03 %.
+///
+/// Against the PDG ("Passage of particles through matter": about 90 % of the energy within
+/// 1 R_M, about 95 % within 2 R_M, 99 % within 3.5 R_M), the fractions are within ±1.5 %,
+/// ±2 % and ±1 % — but *below* 90 % within 1 R_M by 0.1–0.5 %: the published homogeneous
+/// parametrisation puts slightly less than 90 % there, whatever R_M is scaled by, since
+/// the radii are fitted in units of R_M (with the PDG table's R_M = 16.02 mm for lead and
+/// the simulation at 16.24 mm, the fraction inside 16.02 mm would be lower still).
+/// Acceptance 2b (below) is the sampling stack, where GP's sampling corrections narrow the
+/// profile to above 90 %.
 #[test]
-fn radial_containment_in_moliere_radii() {
-    let mut cfg = CaloConfig { events: 100, seed: 5, ..CaloConfig::default() };
+fn radial_containment_in_moliere_radii_in_lead() {
+    let mut cfg = CaloConfig { events: 400, seed: 5, ..CaloConfig::default() };
     cfg.calorimeter.homogeneous = true;
     cfg.calorimeter.absorber = "pb".into();
     cfg.calorimeter.absorber_mm = 1.0;
     cfg.calorimeter.layers = 160;
     cfg.response.spot_energy_mev = 25.0;
-    for energy in [10.0, 30.0, 100.0] {
-        cfg.beam.energy_gev = energy;
-        let plan = cfg.validate().unwrap();
-        let rm = plan.medium.moliere_radius_mm;
-        let depth = plan.layers as f64 * plan.medium.layer_mm;
-        let sim = Simulator::new(&plan);
-        let mut within = [0_u64; 3];
-        let mut total = 0_u64;
-        let mut per_event = Vec::new();
-        for event in 0..plan.events {
-            let (_, _, spots) = sim.spots(event);
-            let (mut n1, mut n) = (0_u64, 0_u64);
-            for s in spots.iter().filter(|s| s.depth_mm < depth) {
-                let r = s.dx_mm.hypot(s.dy_mm) / rm;
-                for (w, radius) in within.iter_mut().zip([1.0, 2.0, 3.5]) {
-                    *w += u64::from(r <= radius);
-                }
-                n1 += u64::from(r <= 1.0);
-                n += 1;
-            }
-            total += n;
-            per_event.push(n1 as f64 / n as f64);
-        }
-        let f: Vec<f64> = within.iter().map(|&w| w as f64 / total as f64).collect();
-        let stat = mean_and_std(&per_event).1 / (per_event.len() as f64).sqrt();
+    let gp = [(10.0, [0.8989, 0.9645, 0.9870]), (30.0, [0.8976, 0.9641, 0.9869]), (100.0, [0.8946, 0.9631, 0.9866])];
+    for (energy, expected) in gp {
+        let (f, stat, rm) = containment(&cfg, energy);
         eprintln!(
-            "E = {energy} GeV: within 1 R_M {:.4} (± {stat:.4}), 2 R_M {:.4}, 3.5 R_M {:.4} (R_M = {rm:.2} mm)",
-            f[0], f[1], f[2]
+            "lead, E = {energy} GeV: within 1 R_M {:.4} (± {stat:.4}; GP integral {:.4}), 2 R_M {:.4} ({:.4}), 3.5 R_M {:.4} ({:.4}); R_M = {rm:.2} mm",
+            f[0], expected[0], f[1], expected[1], f[2], expected[2]
         );
-        assert!(stat < 0.002, "statistical error {stat}");
+        assert!(stat < 0.001, "statistical error {stat}");
+        for (k, (got, want)) in f.iter().zip(expected).enumerate() {
+            assert!((got - want).abs() <= 3.0 * stat + 0.0003, "radius {k}: {got:.4} vs the GP integral {want:.4}");
+        }
         assert!((f[0] - 0.90).abs() <= 0.015, "1 R_M: {}", f[0]);
         assert!((f[1] - 0.95).abs() <= 0.02, "2 R_M: {}", f[1]);
         assert!((f[2] - 0.99).abs() <= 0.01, "3.5 R_M: {}", f[2]);
-        assert!(f[0] < f[1] && f[1] < f[2]);
+    }
+}
+
+/// Acceptance 2b. "≥ 90 % of the energy inside 1 Molière radius" in the default sampling
+/// stack (2 mm Pb / 4 mm LAr, 60 layers = 23 X0,eff; R_M,eff from the PDG mixture rule,
+/// [`twinflow_kernels::calo::materials`]), 10, 30, 100 GeV electrons, 400 showers each:
+/// f − 3σ ≥ 0.90 with σ the statistical error (≈ 0.05 %), and equal to GP's integral with
+/// the sampling corrections (App. A.2.3, A.2.4; X0,eff = 15.59 mm, Ec,eff = 9.137 MeV,
+/// Z = 69.36, F_S = 2.598, ê = 0.6906, 23.1 X0 deep; numpy as for 2a): within 1 R_M,eff
+/// 0.9126, 0.9130, 0.9113; 2 R_M 0.9694, 0.9699, 0.9696; 3.5 R_M 0.9887, 0.9890, 0.9890.
+#[test]
+fn radial_containment_in_moliere_radii_in_a_sampling_stack() {
+    let cfg = CaloConfig { events: 400, seed: 6, ..CaloConfig::default() };
+    let gp = [(10.0, [0.9126, 0.9694, 0.9887]), (30.0, [0.9130, 0.9699, 0.9890]), (100.0, [0.9113, 0.9696, 0.9890])];
+    for (energy, expected) in gp {
+        let (f, stat, rm) = containment(&cfg, energy);
+        eprintln!(
+            "Pb/LAr, E = {energy} GeV: within 1 R_M,eff {:.4} (± {stat:.4}; GP integral {:.4}), 2 R_M {:.4} ({:.4}), 3.5 R_M {:.4} ({:.4}); R_M,eff = {rm:.2} mm",
+            f[0], expected[0], f[1], expected[1], f[2], expected[2]
+        );
+        assert!(stat < 0.001, "statistical error {stat}");
+        assert!(f[0] - 3.0 * stat >= 0.90, "1 R_M,eff: {:.4} ± {stat:.4}", f[0]);
+        for (k, (got, want)) in f.iter().zip(expected).enumerate() {
+            assert!((got - want).abs() <= 3.0 * stat + 0.0003, "radius {k}: {got:.4} vs the GP integral {want:.4}");
+        }
     }
 }
 

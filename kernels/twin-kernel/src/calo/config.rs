@@ -8,6 +8,7 @@ use std::path::Path;
 
 use super::conditions::{Conditions, TemperatureCurve};
 use super::materials::{self, Material, Medium};
+use super::shower::{Longitudinal, MIN_ALPHA};
 
 /// Largest number of events of one run.
 pub const MAX_EVENTS: u64 = 100_000_000;
@@ -536,6 +537,21 @@ impl CaloConfig {
             }
             if high > MAX_ENERGY_GEV {
                 bad(energy_field, format!("{high} GeV exceeds {MAX_ENERGY_GEV} GeV"));
+            }
+            // GP's sampling corrections shorten and narrow the profile; layers far coarser
+            // than their fits leave no valid profile at the lowest energy.
+            if let (Some(g), true) = (m.geometry, low.is_finite() && low > 0.0) {
+                let long = Longitudinal::for_medium((low * 1000.0 / m.critical_energy_mev).ln(), m);
+                if !(long.mean_ln_t.is_finite() && long.mean_ln_alpha.exp() > MIN_ALPHA) {
+                    bad(
+                        "calorimeter",
+                        format!(
+                            "layers of {:.2} X0 (F_S = {:.2}) are too coarse for the Grindhammer–Peters sampling parametrisation at {low} GeV; hint: thinner layers, a higher energy, or `homogeneous`",
+                            1.0 / g.frequency,
+                            g.frequency
+                        ),
+                    );
+                }
             }
             if high.is_finite() && high * 1000.0 / r.spot_energy_mev > MAX_SPOTS_PER_SHOWER {
                 bad(

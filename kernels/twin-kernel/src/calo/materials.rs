@@ -27,6 +27,13 @@
 //! Z, A   = Σ w_j Z_j,  Σ w_j A_j
 //! ```
 //!
+//! # Sampling geometry (Grindhammer & Peters, hep-ex/0001020 §5, App. A.2)
+//! A sampling stack changes the shower beyond its effective X0 and R_M: GP parametrise
+//! that with the sampling frequency `F_S = X0,eff/(d₁ + d₂)` (layers per radiation length)
+//! and the electron-to-mip ratio `ê` below; [`SamplingGeometry`] carries both to the shower
+//! ([`super::shower::Longitudinal::sampling`], [`super::shower::Radial::at`]). A
+//! homogeneous medium has none.
+//!
 //! # Sampling fraction
 //! The fraction of a minimum-ionizing particle's energy lost in the active layers,
 //! `f_mip = d₂ S₂ / (d₁ S₁ + d₂ S₂)` with S = ρ · (dE/dx)_min, times the electron-to-mip
@@ -144,6 +151,20 @@ impl Material {
     }
 }
 
+/// What Grindhammer–Peters' sampling corrections need of a sampling stack.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct SamplingGeometry {
+    /// Sampling frequency F_S = X0,eff/(d_absorber + d_active).
+    pub frequency: f64,
+    /// Electron-to-mip ratio ê = 1/(1 + 0.007 (Z_absorber − Z_active)).
+    pub e_hat: f64,
+}
+
+/// Electron-to-mip ratio of an absorber/active pair (GFlash, hep-ex/0001020 §5).
+pub fn e_over_mip(absorber: &Material, active: &Material) -> f64 {
+    1.0 / (1.0 + 0.007 * (absorber.z - active.z))
+}
+
 /// The effective medium of the calorimeter: what the shower parametrisation sees.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Medium {
@@ -163,6 +184,8 @@ pub struct Medium {
     pub layer_mm: f64,
     /// Fraction of the deposited energy seen in the active layers.
     pub sampling_fraction: f64,
+    /// Sampling frequency and ê of a sampling stack; `None` for a homogeneous medium.
+    pub geometry: Option<SamplingGeometry>,
 }
 
 impl Medium {
@@ -177,6 +200,7 @@ impl Medium {
             moliere_radius_mm: material.moliere_radius_mm(),
             layer_mm,
             sampling_fraction: 1.0,
+            geometry: None,
         }
     }
 
@@ -213,19 +237,20 @@ impl Medium {
                 };
                 let (s_abs, s_act) = (stopping(absorber)?, stopping(active)?);
                 let f_mip = active_mm * s_act / (absorber_mm * s_abs + active_mm * s_act);
-                let e_over_mip = 1.0 / (1.0 + 0.007 * (absorber.z - active.z));
-                (f_mip * e_over_mip).min(1.0)
+                (f_mip * e_over_mip(absorber, active)).min(1.0)
             }
         };
+        let x0_mm = 10.0 * x0_g / density;
         Ok(Self {
             z,
             a,
             density_g_cm3: density,
-            x0_mm: 10.0 * x0_g / density,
+            x0_mm,
             critical_energy_mev: x0_g * ec_over_x0,
             moliere_radius_mm: 10.0 * rm_g / density,
             layer_mm,
             sampling_fraction,
+            geometry: Some(SamplingGeometry { frequency: x0_mm / layer_mm, e_hat: e_over_mip(absorber, active) }),
         })
     }
 }
@@ -274,5 +299,10 @@ mod tests {
         assert!((m.moliere_radius_mm - ES_MEV * m.x0_mm / m.critical_energy_mev).abs() < 1e-9);
         // 2 mm Pb / 4 mm LAr: f_mip = 0.25, ê = 0.69 → about 0.17 (ATLAS-like stacks: 0.15–0.2).
         assert!((m.sampling_fraction - 0.1725).abs() < 0.002, "{}", m.sampling_fraction);
+        // X0,eff = 15.6 mm over 6 mm layers: F_S = 2.6; ê = 1/(1 + 0.007 · 64) = 0.6906.
+        let g = m.geometry.unwrap();
+        assert!((g.frequency - m.x0_mm / 6.0).abs() < 1e-12 && (g.frequency - 2.6).abs() < 0.01, "{g:?}");
+        assert!((g.e_hat - 0.690_608).abs() < 1e-6, "{g:?}");
+        assert_eq!(homo.geometry, None);
     }
 }

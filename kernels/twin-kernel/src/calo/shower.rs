@@ -8,6 +8,7 @@ use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution as _, Gamma, StandardNormal};
 
 use super::config::{CaloPlan, Energies, Particle, Spectrum};
+use super::materials::{Medium, SamplingGeometry};
 
 /// Mean free path of a photon before pair conversion, in X0 (PDG: 9/7 X0).
 pub const PHOTON_CONVERSION_X0: f64 = 9.0 / 7.0;
@@ -29,7 +30,8 @@ pub fn gp_mean_alpha(ln_y: f64, z: f64) -> f64 {
 }
 
 /// Distribution of the individual-profile parameters (T, α): correlated log-normals
-/// (Grindhammer–Peters, as tuned in Geant4 GFlash `GVFlashHomoShowerTuning`).
+/// (Grindhammer & Peters, hep-ex/0001020, App. A.1.2 for homogeneous media, A.2.3 for
+/// sampling calorimeters).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Longitudinal {
     /// ⟨ln T⟩ = ln(ln y − 0.812).
@@ -56,6 +58,31 @@ impl Longitudinal {
         }
     }
 
+    /// The parameters in a sampling calorimeter of geometry `g` (hep-ex/0001020 App. A.2.3):
+    /// ⟨ln T⟩ = ln(ln y − 0.812 − 0.55/F_S − 0.69 (1 − ê)), σ(ln T) = 1/(−2.5 + 1.25 ln y),
+    /// ⟨ln α⟩ = ln(0.81 + (0.458 + 2.26/Z) ln y − 0.476/F_S), σ(ln α) = 1/(−0.82 + 0.79 ln y),
+    /// ρ = 0.784 − 0.023 ln y, with y = E/Ec,eff and Z the effective Z of the stack. (CMS
+    /// FastSim's transcription divides the 0.476 by Z instead of F_S; an independent one
+    /// and the mean-profile shift −0.444/F_S of A.2.2 support F_S.) NaN where the layers are
+    /// too coarse for the fit ([`super::config`] rejects such stacks).
+    pub fn sampling(ln_y: f64, z: f64, g: SamplingGeometry) -> Self {
+        Self {
+            mean_ln_t: (ln_y - 0.812 - 0.55 / g.frequency - 0.69 * (1.0 - g.e_hat)).ln(),
+            sigma_ln_t: 1.0 / (-2.5 + 1.25 * ln_y),
+            mean_ln_alpha: (0.81 + (0.458 + 2.26 / z) * ln_y - 0.476 / g.frequency).ln(),
+            sigma_ln_alpha: 1.0 / (-0.82 + 0.79 * ln_y),
+            rho: 0.784 - 0.023 * ln_y,
+        }
+    }
+
+    /// The parameters in `medium`: [`Self::sampling`] for a sampling stack, else [`Self::new`].
+    pub fn for_medium(ln_y: f64, medium: &Medium) -> Self {
+        match medium.geometry {
+            Some(g) => Self::sampling(ln_y, medium.z, g),
+            None => Self::new(ln_y, medium.z),
+        }
+    }
+
     /// (T, α) from two independent standard normal deviates.
     pub fn from_normals(&self, z1: f64, z2: f64) -> (f64, f64) {
         let ln_t = self.mean_ln_t + self.sigma_ln_t * z1;
@@ -65,8 +92,14 @@ impl Longitudinal {
     }
 }
 
-/// Radial profile parameters at one energy (Grindhammer–Peters §4, Geant4 GFlash tuning):
+/// Radial profile parameters at one energy (Grindhammer & Peters, hep-ex/0001020 App. A.1.3,
+/// and the sampling corrections of A.2.4):
 /// `f(r) = p · 2r R_C²/(r² + R_C²)² + (1 − p) · 2r R_T²/(r² + R_T²)²`, r in Molière radii.
+///
+/// k₄ = 0.3585 + 0.0421 ln E as in the paper (transcribed so by CMS FastSim's
+/// `EMECALShowerParametrization`, which cites App. A, and by independent re-implementations);
+/// Geant4's `GVFlashHomoShowerTuning` has 0.0412, two digits swapped. The difference moves
+/// the containment in 1 R_M by −0.01 to −0.05 % between 10 and 100 GeV.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Radial {
     z1: f64,
@@ -78,6 +111,7 @@ pub struct Radial {
     k2: f64,
     k3: f64,
     k4: f64,
+    geometry: Option<SamplingGeometry>,
 }
 
 /// The radial profile at one depth: core and tail radii (Molière radii) and core weight.
@@ -113,17 +147,32 @@ impl Radial {
             k1: 0.659 - 0.00309 * z,
             k2: 0.645,
             k3: -2.59,
-            k4: 0.3585 + 0.0412 * ln_e,
+            k4: 0.3585 + 0.0421 * ln_e,
+            geometry: None,
         }
     }
 
-    /// The profile at reduced depth τ (depth over depth of maximum, see [`Simulator`]).
+    /// The parameters in `medium` (sampling corrections for a sampling stack).
+    pub fn for_medium(e_gev: f64, medium: &Medium) -> Self {
+        Self { geometry: medium.geometry, ..Self::new(e_gev, medium.z) }
+    }
+
+    /// The profile at reduced depth τ (depth over depth of maximum, see [`Simulator`]). In a
+    /// sampling stack (App. A.2.4): R_C − 0.0203 (1 − ê) + 0.0397 e^(−τ)/F_S,
+    /// R_T − 0.14 (1 − ê) − 0.495 e^(−τ)/F_S, p + (1 − ê)(0.348 − 0.642 e^(−(τ−1)²)/F_S);
+    /// radii are kept ≥ 10⁻³ R_M and p in [0, 1].
     pub fn at(&self, tau: f64) -> RadialShape {
-        let core = self.z1 + self.z2 * tau;
-        let tail = self.k1 * ((self.k3 * (tau - self.k2)).exp() + (self.k4 * (tau - self.k2)).exp());
+        let mut core = self.z1 + self.z2 * tau;
+        let mut tail = self.k1 * ((self.k3 * (tau - self.k2)).exp() + (self.k4 * (tau - self.k2)).exp());
         let x = (self.p2 - tau) / self.p3;
-        let core_weight = (self.p1 * (x - x.exp()).exp()).clamp(0.0, 1.0);
-        RadialShape { core, tail, core_weight }
+        let mut core_weight = self.p1 * (x - x.exp()).exp();
+        if let Some(g) = self.geometry {
+            let (dark, fs) = (1.0 - g.e_hat, g.frequency);
+            core += -0.0203 * dark + 0.0397 / fs * (-tau).exp();
+            tail += -0.14 * dark - 0.495 / fs * (-tau).exp();
+            core_weight += dark * (0.348 - 0.642 / fs * (-(tau - 1.0) * (tau - 1.0)).exp());
+        }
+        RadialShape { core: core.max(1e-3), tail: tail.max(1e-3), core_weight: core_weight.clamp(0.0, 1.0) }
     }
 }
 
@@ -256,7 +305,7 @@ impl<'p> Simulator<'p> {
             Particle::Electron | Particle::Positron => 0.0,
         };
         let ln_y = (primary.energy_gev * 1000.0 / m.critical_energy_mev).ln();
-        let long = Longitudinal::new(ln_y, m.z);
+        let long = Longitudinal::for_medium(ln_y, m);
         let (mut t_max, mut alpha) = (0.0, 0.0);
         for _ in 0..1000 {
             let (z1, z2) = (normal(rng), normal(rng));
@@ -277,9 +326,10 @@ impl<'p> Simulator<'p> {
             }
             return params;
         };
-        let radial = Radial::new(primary.energy_gev, m.z);
-        // GFlash's reduced depth: t/T scaled from this profile's shape to the average one,
-        // τ = (t/T) · (α − 1)/α · ⟨α⟩/(⟨α⟩ − 1), ⟨α⟩ = exp⟨ln α⟩ (GFlashHomoShowerParameterisation).
+        let radial = Radial::for_medium(primary.energy_gev, m);
+        // The reduced depth of an individual profile, τ = t/⟨t⟩ᵢ · ⟨α⟩/(⟨α⟩ − 1) with
+        // ⟨t⟩ᵢ = α/β and ⟨α⟩ = exp⟨ln α⟩ (hep-ex/0001020 eq. 34; GFlash's `ComputeTau`),
+        // i.e. τ = (t/T) · (α − 1)/α · ⟨α⟩/(⟨α⟩ − 1).
         let mean_alpha = long.mean_ln_alpha.exp();
         let tau_scale = (alpha - 1.0) / alpha * mean_alpha / (mean_alpha - 1.0) / t_max;
         let rm = m.moliere_radius_mm * self.plan.lateral_scale;
@@ -400,18 +450,62 @@ mod tests {
     use super::*;
     use crate::calo::CaloConfig;
 
+    /// Asserts `got` equals the hand-computed `want` to 1e-4 (absolute).
+    fn close(what: &str, got: f64, want: f64) {
+        assert!((got - want).abs() < 1e-4, "{what}: got {got}, computed by hand {want}");
+    }
+
+    /// 10 GeV electrons in lead, every value computed by hand (a calculator, not this code)
+    /// from the formulas of Grindhammer & Peters, hep-ex/0001020 App. A.1, as listed in
+    /// shared/science-references.md: Ec = 610/(82 + 1.24) = 7.328208 MeV, y = 1364.590,
+    /// ln y = 7.218609.
     #[test]
     fn grindhammer_peters_parameters_at_10_gev_in_lead() {
-        let ln_y = (10_000.0 / (610.0 / 83.24_f64)).ln();
-        let l = Longitudinal::new(ln_y, 82.0);
-        assert!((l.mean_ln_t.exp() - (ln_y - 0.812)).abs() < 1e-12);
-        assert!(l.rho > 0.5 && l.rho < 0.6, "{}", l.rho);
-        // Perfectly correlated normals give the median pair.
-        let (t, a) = l.from_normals(0.0, 0.0);
-        assert!((t - (ln_y - 0.812)).abs() < 1e-12 && (a - l.mean_ln_alpha.exp()).abs() < 1e-12);
-        let shape = Radial::new(10.0, 82.0).at(1.0);
-        assert!(shape.core < shape.tail && shape.core_weight > 0.5 && shape.core_weight <= 1.0);
+        let pb = Medium::homogeneous(&super::super::materials::builtin("pb").unwrap(), 1.0);
+        close("Ec", pb.critical_energy_mev, 7.328208);
+        let ln_y = (10_000.0 / pb.critical_energy_mev).ln();
+        close("ln y", ln_y, 7.218609);
+        let l = Longitudinal::for_medium(ln_y, &pb);
+        close("σ(ln T) = 1/(−1.4 + 1.26 ln y)", l.sigma_ln_t, 0.129947);
+        close("σ(ln α) = 1/(−0.58 + 0.86 ln y)", l.sigma_ln_alpha, 0.177683);
+        close("ρ = 0.705 − 0.023 ln y", l.rho, 0.538972);
+        close("median T = ln y − 0.812", l.mean_ln_t.exp(), 6.406609);
+        close("median α = 0.81 + (0.458 + 2.26/Z) ln y", l.mean_ln_alpha.exp(), 4.315075);
+        close("mean-profile T = ln y − 0.858", gp_mean_depth_of_maximum(ln_y), 6.360609);
+        close("mean-profile α = 0.21 + (0.492 + 2.38/Z) ln y", gp_mean_alpha(ln_y, 82.0), 3.971072);
+        // One standard deviation up in the first deviate: T × e^σT, α × e^(ρ σα).
+        let (t, a) = l.from_normals(1.0, 0.0);
+        close("T(1, 0)", t, 7.295642);
+        close("α(1, 0)", a, 4.748747);
+        // Radial profile at τ = 1 (App. A.1.3): R_C = z₁ + z₂, R_T = k₁(e^(k₃(1−k₂)) + e^(k₄(1−k₂))),
+        // p = p₁ exp((p₂ − 1)/p₃ − e^((p₂−1)/p₃)), and the fraction within 1 R_M.
+        let shape = Radial::for_medium(10.0, &pb).at(1.0);
+        close("R_C(τ = 1)", shape.core, 0.117403);
+        close("R_T(τ = 1)", shape.tail, 0.638536);
+        close("p(τ = 1)", shape.core_weight, 0.880119);
+        close("fraction within 1 R_M at τ = 1", shape.fraction_within(1.0), 0.953312);
         assert!((shape.fraction_within(1e9) - 1.0).abs() < 1e-9);
+    }
+
+    /// A sampling stack (App. A.2.3, A.2.4), by hand for ln y = 7, Z = 69.37, F_S = 2.6,
+    /// ê = 0.69, and for the radial profile at 30 GeV and τ = 0.5.
+    #[test]
+    fn grindhammer_peters_sampling_corrections() {
+        let g = SamplingGeometry { frequency: 2.6, e_hat: 0.69 };
+        let l = Longitudinal::sampling(7.0, 69.37, g);
+        close("median T = ln y − 0.812 − 0.55/F_S − 0.69 (1 − ê)", l.mean_ln_t.exp(), 5.762562);
+        close("median α = 0.81 + (0.458 + 2.26/Z) ln y − 0.476/F_S", l.mean_ln_alpha.exp(), 4.060976);
+        close("σ(ln T) = 1/(−2.5 + 1.25 ln y)", l.sigma_ln_t, 0.16);
+        close("σ(ln α) = 1/(−0.82 + 0.79 ln y)", l.sigma_ln_alpha, 0.212314);
+        close("ρ = 0.784 − 0.023 ln y", l.rho, 0.623);
+        let homogeneous = Radial::new(30.0, 69.37).at(0.5);
+        close("R_C hom", homogeneous.core, 0.080835);
+        close("R_T hom", homogeneous.tail, 1.060762);
+        close("p hom", homogeneous.core_weight, 0.943884);
+        let sampling = Radial { geometry: Some(g), ..Radial::new(30.0, 69.37) }.at(0.5);
+        close("R_C − 0.0203 (1 − ê) + 0.0397 e^−τ/F_S", sampling.core, 0.083803);
+        close("R_T − 0.14 (1 − ê) − 0.495 e^−τ/F_S", sampling.tail, 0.901888);
+        close("p + (1 − ê)(0.348 − 0.642 e^−(τ−1)²/F_S)", sampling.core_weight, 0.992150);
     }
 
     #[test]

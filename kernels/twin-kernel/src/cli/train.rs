@@ -30,9 +30,13 @@ sum) or `cells:profile` (sums per index of the first trailing dimension, e.g. pe
 Missing values (NaN, _FillValue) are an error. Features and target are standardised with
 statistics of the training split (stored in the model).
 
-Reproducibility: each global batch is cut into --micro-batch chunks that ranks own whole;
-their gradient sums are added in chunk order, so 1, 2 or 4 MPI ranks give bit-identical
-weights and metrics. Initialisation, split and per-epoch shuffles are keyed by --seed.
+Parallelism and reproducibility: the samples are cut into --shards shards of contiguous
+rows (default 8, independent of the rank count); rank r of N owns shards r, r+N, ... and
+reads only their rows. Each batch draws rows from the shards in an order keyed by --seed
+and the epoch; every shard's gradient sum (in passes of --micro-batch rows) fills its own
+slot of one MPI allreduce, and the slots are added in shard order, so 1, 2 or 4 ranks give
+bit-identical weights and metrics. Ranks beyond --shards idle. --width W --depth D is
+--hidden W,W,... (D layers; D = 0 is the linear model), handy in sweeps.
 
 Checkpoints: --checkpoint F writes F (via F.partial, synced and renamed) every
 --checkpoint-every epochs, when stopping at a limit and at the end. With --resume an existing
@@ -59,7 +63,8 @@ For a calorimeter file (root attribute `sampling_fraction`, datasets `cells` and
 `truth/energy`) it also writes `naive_energy` (Σ cells / sampling_fraction), and the report
 gives the energy resolution σ((E_est − E)/E), the bias and the resolution after a global
 scale calibration (σ/(1 + bias); `improvement` = naive over model) of the model and of the
-naive estimator, overall and in --bins bins of equal event count.";
+naive estimator, overall and in --bins bins of equal event count along the true energy
+(`bins`) and, with `conditions/temperature`, along the temperature (`temperature_bins`).";
 
 const SELECT_HELP: &str = "\
 Examples:
@@ -70,8 +75,8 @@ Examples:
 
 Ranks by the final validation RMSE (ascending; diverged trials last; ties in command-line
 order). CSV columns: rank,trial,val_rmse,best_val_rmse,best_epoch,epochs_run,
-baseline_val_rmse,model,hidden,activation,lr,lr_schedule,batch_size,micro_batch,
-weight_decay,seed,target_transform,diverged,survivor,path. The JSON lists the same trials
+baseline_val_rmse,model,hidden,depth,activation,lr,lr_schedule,batch_size,micro_batch,
+shards,weight_decay,seed,target_transform,diverged,survivor,path. The JSON lists the same trials
 and `survivors`: the model paths (absolute, best first) a next rung continues.";
 
 const TABULATE_HELP: &str = "\
@@ -142,6 +147,12 @@ pub struct TrainArgs {
     /// Hidden layer widths of an MLP [default: 64,32].
     #[arg(long, value_name = "N,N", value_delimiter = ',', num_args = 1..)]
     pub hidden: Option<Vec<usize>>,
+    /// Width of every hidden layer, with `--depth` (instead of `--hidden`).
+    #[arg(long, value_name = "N", requires = "depth", conflicts_with_all = ["hidden", "model"])]
+    pub width: Option<usize>,
+    /// Number of hidden layers of `--width` (0: the linear model).
+    #[arg(long, value_name = "D", requires = "width", conflicts_with_all = ["hidden", "model"])]
+    pub depth: Option<usize>,
     /// Hidden-layer activation [default: relu].
     #[arg(long, value_enum)]
     pub activation: Option<ActivationArg>,
@@ -154,9 +165,12 @@ pub struct TrainArgs {
     /// Samples per optimizer step, over all ranks [default: 256].
     #[arg(long, value_name = "N")]
     pub batch: Option<usize>,
-    /// Samples per micro-batch, the unit a rank owns [default: 32].
+    /// Rows per forward/backward pass within a shard's share of a batch [default: 32].
     #[arg(long, value_name = "N")]
     pub micro_batch: Option<usize>,
+    /// Shards of the data: contiguous row ranges that ranks own and read [default: 8].
+    #[arg(long, value_name = "S")]
+    pub shards: Option<usize>,
     /// Total epochs to train (a resumed or continued run trains up to this many).
     #[arg(long, value_name = "N", default_value_t = 30)]
     pub epochs: usize,
@@ -218,7 +232,7 @@ pub struct PredictArgs {
     /// JSON report: errors against the truth, calorimeter resolution.
     #[arg(long, value_name = "JSON")]
     pub report: Option<PathBuf>,
-    /// Energy bins of equal event count in the calorimeter report.
+    /// Bins of equal event count (by energy, and by temperature) in the calorimeter report.
     #[arg(long, value_name = "N", default_value_t = 5, value_parser = clap::value_parser!(u16).range(1..=1000))]
     pub bins: u16,
 }
@@ -329,16 +343,17 @@ fn pick<T: PartialEq + std::fmt::Debug + Clone>(
 fn resolve(args: &TrainArgs, base: Option<&TrainState>, origin: Option<&Path>) -> Result<Hyperparameters, TrainError> {
     let d = Hyperparameters::default();
     let b = base.map(|s| &s.hyper);
-    let hidden_flag = match (args.model, &args.hidden) {
-        (Some(ModelArg::Linear), Some(h)) if !h.is_empty() => {
+    let hidden_flag = match (args.model, &args.hidden, args.width.zip(args.depth)) {
+        (_, _, Some((width, depth))) => Some(vec![width; depth]),
+        (Some(ModelArg::Linear), Some(h), _) if !h.is_empty() => {
             return Err(TrainError::Request("`--model linear` takes no `--hidden` layers".into()));
         }
-        (Some(ModelArg::Linear), _) => Some(Vec::new()),
-        (_, Some(h)) => Some(h.clone()),
-        (Some(ModelArg::Mlp), None) => {
+        (Some(ModelArg::Linear), _, _) => Some(Vec::new()),
+        (_, Some(h), _) => Some(h.clone()),
+        (Some(ModelArg::Mlp), None, _) => {
             b.filter(|b| !b.hidden.is_empty()).map_or_else(|| Some(d.hidden.clone()), |_| None)
         }
-        (None, None) => None,
+        (None, None, _) => None,
     };
     let activation = args.activation.map(|a| match a {
         ActivationArg::Relu => Activation::Relu,
@@ -359,6 +374,7 @@ fn resolve(args: &TrainArgs, base: Option<&TrainState>, origin: Option<&Path>) -
         lr_schedule: pick("--lr-schedule", schedule, b.map(|b| b.lr_schedule), d.lr_schedule, origin)?,
         batch_size: pick("--batch", args.batch, b.map(|b| b.batch_size), d.batch_size, origin)?,
         micro_batch: pick("--micro-batch", args.micro_batch, b.map(|b| b.micro_batch), d.micro_batch, origin)?,
+        shards: pick("--shards", args.shards, b.map(|b| b.shards), d.shards, origin)?,
         epochs: args.epochs,
         seed: pick("--seed", args.seed, b.map(|b| b.seed), d.seed, origin)?,
         val_fraction: pick("--val-fraction", args.val_fraction, b.map(|b| b.val_fraction), d.val_fraction, origin)?,
@@ -412,8 +428,22 @@ pub(super) fn run_train(comm: &dyn Communicator, args: TrainArgs, command_line: 
         (None, Some(b)) => b.inputs.target.clone(),
         _ => return Err(TrainError::Request("no target dataset; hint: `--target NAME`".into()).into()),
     };
-    let table = train::load_table(&args.data, &features, &target, TargetUse::Required)?;
-    let (mut state, data) = train::start(&table, hyper, base.zip(origin.as_deref()))?;
+    hyper.validate()?;
+    // Each rank reads only the shards it owns (see `train::shard`).
+    let table = train::load_shards(&args.data, &features, &target, hyper.shards, comm.rank(), comm.size())?;
+    let rows: usize = table.slabs.iter().map(|s| s.x.nrows()).sum();
+    let mine: Vec<usize> = table.slabs.iter().map(|s| s.shard).collect();
+    tracing::info!("read shards {mine:?} of {}: {rows} of {} samples", hyper.shards, table.layout.samples);
+    if is_root && comm.size() > hyper.shards {
+        tracing::warn!(
+            "{} ranks but {} shards: ranks {}.. have no data and idle; hint: `--shards {}` (results depend on it)",
+            comm.size(),
+            hyper.shards,
+            hyper.shards,
+            comm.size()
+        );
+    }
+    let (mut state, data) = train::start(comm, &table, hyper, base.zip(origin.as_deref()))?;
     if is_root && state.epoch > state.hyper.epochs {
         tracing::warn!(
             "the continued run has {} epochs, more than `--epochs {}`: nothing to train",
@@ -426,6 +456,7 @@ pub(super) fn run_train(comm: &dyn Communicator, args: TrainArgs, command_line: 
             model = state.hyper.model_name(),
             layers = ?state.net.sizes,
             parameters = state.net.n_params(),
+            shards = state.hyper.shards,
             samples = state.inputs.samples,
             train = state.inputs.n_train,
             val = state.inputs.n_val,

@@ -16,6 +16,7 @@
 //! `cells:log-sum` with the temperature lets even a linear model in `ln E` correct the
 //! gain drift that the naive `Σ cells / sampling_fraction` ignores.
 
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use ndarray::{Array2, ArrayView2, Axis};
@@ -25,6 +26,8 @@ use rand_chacha::ChaCha8Rng;
 use twinflow_contract::cf;
 
 use super::error::TrainError;
+use super::shard::{Sharding, reduce_slots};
+use crate::comm::Communicator;
 use crate::exchange::Format;
 
 /// ChaCha stream of the train/validation split (epochs use streams `0, 1, 2, …`).
@@ -135,7 +138,8 @@ impl DataFile {
     /// Reads dataset `name` as a `[sample, column]` matrix (trailing dimensions flattened);
     /// fill values become NaN. Finiteness is not checked here.
     pub fn read_matrix(&self, name: &str) -> Result<Array2<f64>, TrainError> {
-        let (shape, values) = self.read_array(name)?;
+        let shape = self.shape(name)?;
+        let values = self.read_rows(name, &shape, 0..shape[0])?;
         let (rows, cols) = (shape[0], shape[1..].iter().product());
         Array2::from_shape_vec((rows, cols), values).map_err(|e| TrainError::Data {
             path: self.path.clone(),
@@ -144,46 +148,8 @@ impl DataFile {
         })
     }
 
-    /// Reads feature `spec` (a dataset name, optionally with a `:sum`, `:log-sum` or
-    /// `:profile` reduction) as a `[sample, column]` matrix; every value must be finite.
-    pub fn read_feature(&self, spec: &str) -> Result<Array2<f64>, TrainError> {
-        let (name, reduction) = Reduction::parse(spec);
-        let (shape, values) = self.read_array(name)?;
-        let (rows, cols): (usize, usize) = (shape[0], shape[1..].iter().product());
-        let raw = Array2::from_shape_vec((rows, cols), values).expect("shape checked");
-        check_finite(&self.path, name, raw.view())?;
-        let bad = |reason: String| TrainError::Data { path: self.path.clone(), dataset: spec.into(), reason };
-        Ok(match reduction {
-            Reduction::None => raw,
-            Reduction::Sum => raw.sum_axis(Axis(1)).insert_axis(Axis(1)),
-            Reduction::LogSum => {
-                let sums = raw.sum_axis(Axis(1));
-                if let Some((i, v)) = sums.iter().enumerate().find(|(_, v)| **v <= 0.0) {
-                    return Err(bad(format!("has the sum {v} at sample {i}; hint: `:log-sum` needs positive sums")));
-                }
-                sums.mapv(f64::ln).insert_axis(Axis(1))
-            }
-            Reduction::Profile => {
-                let Some(&first) = shape.get(1) else {
-                    return Err(bad(
-                        "has no trailing dimension to profile; hint: `:profile` needs [sample, n, ...]".into()
-                    ));
-                };
-                let inner = cols / first.max(1);
-                let mut out = Array2::zeros((rows, first));
-                for (r, row) in raw.rows().into_iter().enumerate() {
-                    for (k, chunk) in row.as_slice().expect("standard layout").chunks_exact(inner.max(1)).enumerate() {
-                        out[[r, k]] = chunk.iter().sum();
-                    }
-                }
-                out
-            }
-        })
-    }
-
-    /// Reads dataset `name` with its shape (at least 1-D, no empty axis); fill values
-    /// become NaN.
-    fn read_array(&self, name: &str) -> Result<(Vec<usize>, Vec<f64>), TrainError> {
+    /// The shape of dataset `name` (at least 1-D, no empty axis), from the metadata alone.
+    pub fn shape(&self, name: &str) -> Result<Vec<usize>, TrainError> {
         let name = clean(name);
         let data_err = |reason: String| TrainError::Data { path: self.path.clone(), dataset: name.into(), reason };
         let missing = || TrainError::MissingDataset {
@@ -194,22 +160,15 @@ impl DataFile {
         if !valid_name(name) {
             return Err(missing());
         }
-        let (shape, mut values, fill) = match &self.inner {
+        let shape = match &self.inner {
             Inner::Hdf5(f) => {
                 if !f.link_exists(name) {
                     return Err(missing());
                 }
-                let ds = f.dataset(name).map_err(|_| data_err("is not a dataset (a group?)".into()))?;
-                let values = ds.read_raw::<f64>().map_err(|e| data_err(format!("is not numeric ({e})")))?;
-                let fill = ds.attr(cf::FILL_VALUE).and_then(|a| a.read_scalar::<f64>()).ok();
-                (ds.shape(), values, fill)
+                f.dataset(name).map_err(|_| data_err("is not a dataset (a group?)".into()))?.shape()
             }
             Inner::Netcdf(f) => {
-                let var = nc_variable(f, name).ok_or_else(missing)?;
-                let shape: Vec<usize> = var.dimensions().iter().map(|d| d.len()).collect();
-                let values = var.get_values::<f64, _>(..).map_err(|e| data_err(format!("is not numeric ({e})")))?;
-                let fill = var.fill_value::<f64>().ok().flatten();
-                (shape, values, fill)
+                nc_variable(f, name).ok_or_else(missing)?.dimensions().iter().map(|d| d.len()).collect()
             }
         };
         let Some((&rows, rest)) = shape.split_first() else {
@@ -218,17 +177,183 @@ impl DataFile {
         if rows == 0 {
             return Err(data_err("has no samples".into()));
         }
-        let cols: usize = rest.iter().product();
-        if cols == 0 {
+        if rest.iter().product::<usize>() == 0 {
             return Err(data_err(format!("has shape {shape:?}: no values per sample")));
         }
+        Ok(shape)
+    }
+
+    /// Columns feature `spec` gives per sample (from the metadata alone).
+    pub fn feature_width(&self, spec: &str) -> Result<usize, TrainError> {
+        let (name, reduction) = Reduction::parse(spec);
+        let shape = self.shape(name)?;
+        match reduction {
+            Reduction::None => Ok(shape[1..].iter().product()),
+            Reduction::Sum | Reduction::LogSum => Ok(1),
+            Reduction::Profile => shape.get(1).copied().ok_or_else(|| TrainError::Data {
+                path: self.path.clone(),
+                dataset: spec.into(),
+                reason: "has no trailing dimension to profile; hint: `:profile` needs [sample, n, ...]".into(),
+            }),
+        }
+    }
+
+    /// Reads the samples `rows` of feature `spec` (a dataset name, optionally with a
+    /// `:sum`, `:log-sum` or `:profile` reduction) as a `[sample, column]` matrix, reading
+    /// only those rows from the file (a hyperslab); every value must be finite. Errors name
+    /// samples by their index in the file.
+    pub fn read_feature(&self, spec: &str, rows: Range<usize>) -> Result<Array2<f64>, TrainError> {
+        let (name, reduction) = Reduction::parse(spec);
+        let shape = self.shape(name)?;
+        let values = self.read_rows(name, &shape, rows.clone())?;
+        let (n, cols): (usize, usize) = (rows.len(), shape[1..].iter().product());
+        let raw = Array2::from_shape_vec((n, cols), values).expect("shape checked");
+        check_finite(&self.path, name, raw.view(), rows.start)?;
+        let bad = |reason: String| TrainError::Data { path: self.path.clone(), dataset: spec.into(), reason };
+        Ok(match reduction {
+            Reduction::None => raw,
+            Reduction::Sum => raw.sum_axis(Axis(1)).insert_axis(Axis(1)),
+            Reduction::LogSum => {
+                let sums = raw.sum_axis(Axis(1));
+                if let Some((i, v)) = sums.iter().enumerate().find(|(_, v)| **v <= 0.0) {
+                    let i = rows.start + i;
+                    return Err(bad(format!("has the sum {v} at sample {i}; hint: `:log-sum` needs positive sums")));
+                }
+                sums.mapv(f64::ln).insert_axis(Axis(1))
+            }
+            Reduction::Profile => {
+                let first = self.feature_width(spec)?;
+                let inner = cols / first.max(1);
+                let mut out = Array2::zeros((n, first));
+                for (r, row) in raw.rows().into_iter().enumerate() {
+                    for (k, chunk) in row.as_slice().expect("standard layout").chunks_exact(inner.max(1)).enumerate() {
+                        out[[r, k]] = chunk.iter().sum();
+                    }
+                }
+                out
+            }
+        })
+    }
+
+    /// Reads the samples `rows` of dataset `name` of shape `shape` (see [`Self::shape`]),
+    /// flattened row-major; fill values become NaN. Only those rows are read: an HDF5
+    /// hyperslab or a NetCDF start/count selection along the first dimension.
+    fn read_rows(&self, name: &str, shape: &[usize], rows: Range<usize>) -> Result<Vec<f64>, TrainError> {
+        let name = clean(name);
+        let data_err = |reason: String| TrainError::Data { path: self.path.clone(), dataset: name.into(), reason };
+        let cols: usize = shape[1..].iter().product();
+        if rows.end > shape[0] || rows.start > rows.end {
+            return Err(data_err(format!("has {} samples, rows {rows:?} were asked for", shape[0])));
+        }
+        if rows.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (mut values, fill) = match &self.inner {
+            Inner::Hdf5(f) => {
+                let ds = f.dataset(name).map_err(|_| data_err("is not a dataset (a group?)".into()))?;
+                let mut dims = vec![hdf5::SliceOrIndex::from(rows.clone())];
+                dims.extend(std::iter::repeat_n(hdf5::SliceOrIndex::from(..), shape.len() - 1));
+                let values = ds
+                    .read_slice::<f64, _, ndarray::IxDyn>(hdf5::Hyperslab::from(dims))
+                    .map_err(|e| data_err(format!("is not numeric ({e})")))?
+                    .into_raw_vec_and_offset()
+                    .0;
+                let fill = ds.attr(cf::FILL_VALUE).and_then(|a| a.read_scalar::<f64>()).ok();
+                (values, fill)
+            }
+            Inner::Netcdf(f) => {
+                let var = nc_variable(f, name).ok_or_else(|| data_err("disappeared".into()))?;
+                let mut extents = vec![netcdf::Extent::from(rows.clone())];
+                extents.extend(std::iter::repeat_n(netcdf::Extent::from(..), shape.len() - 1));
+                let values = var
+                    .get_values::<f64, _>(netcdf::Extents::from(extents))
+                    .map_err(|e| data_err(format!("is not numeric ({e})")))?;
+                (values, var.fill_value::<f64>().ok().flatten())
+            }
+        };
         if let Some(fill) = fill {
             values.iter_mut().filter(|v| **v == fill).for_each(|v| *v = f64::NAN);
         }
-        if values.len() != rows * cols {
-            return Err(data_err(format!("has {} values for the shape {shape:?}", values.len())));
+        if values.len() != rows.len() * cols {
+            return Err(data_err(format!("gave {} values for rows {rows:?} of the shape {shape:?}", values.len())));
         }
-        Ok((shape, values))
+        Ok(values)
+    }
+
+    /// The features and target `load_table` and `load_shards` read: checks that the
+    /// datasets exist and that their sample counts agree, from the metadata alone.
+    pub fn layout(&self, features: &[String], target: &str, use_target: TargetUse) -> Result<Layout, TrainError> {
+        if features.is_empty() {
+            return Err(TrainError::Request("no feature datasets given; hint: `--features NAME` (repeatable)".into()));
+        }
+        let mut widths = Vec::new();
+        let mut first: Option<(&str, usize)> = None;
+        for spec in features {
+            let (name, _) = Reduction::parse(spec);
+            let rows = self.shape(name)?[0];
+            widths.push(self.feature_width(spec)?);
+            match first {
+                Some((f0, n0)) if rows != n0 => {
+                    return Err(TrainError::Data {
+                        path: self.path.clone(),
+                        dataset: name.into(),
+                        reason: format!(
+                            "has {rows} samples, but `{f0}` has {n0}; hint: the first dimension is the sample"
+                        ),
+                    });
+                }
+                Some(_) => {}
+                None => first = Some((name, rows)),
+            }
+        }
+        let (f0, n) = first.expect("at least one feature");
+        let outputs = match use_target {
+            TargetUse::IfPresent if !self.has(target) => None,
+            _ => {
+                let shape = self.shape(target)?;
+                if shape[0] != n {
+                    return Err(TrainError::Data {
+                        path: self.path.clone(),
+                        dataset: clean(target).into(),
+                        reason: format!("has {} samples, but the features (`{f0}`) have {n}", shape[0]),
+                    });
+                }
+                Some(shape[1..].iter().product())
+            }
+        };
+        Ok(Layout {
+            path: self.path.clone(),
+            samples: n,
+            features: features.iter().map(|f| clean(f).to_string()).collect(),
+            feature_widths: widths,
+            target: clean(target).to_string(),
+            outputs,
+        })
+    }
+
+    /// Reads the samples `rows` of the features (concatenated column-wise) and target of
+    /// `layout`; every value must be finite.
+    pub fn read_slab(
+        &self,
+        layout: &Layout,
+        rows: Range<usize>,
+    ) -> Result<(Array2<f64>, Option<Array2<f64>>), TrainError> {
+        let blocks =
+            layout.features.iter().map(|f| self.read_feature(f, rows.clone())).collect::<Result<Vec<_>, _>>()?;
+        let views: Vec<_> = blocks.iter().map(|b| b.view()).collect();
+        let x = ndarray::concatenate(Axis(1), &views).expect("row counts checked");
+        let y = match layout.outputs {
+            Some(outputs) => {
+                let t = &layout.target;
+                let shape = self.shape(t)?;
+                let values = self.read_rows(t, &shape, rows.clone())?;
+                let y = Array2::from_shape_vec((rows.len(), outputs), values).expect("shape checked");
+                check_finite(&self.path, t, y.view(), rows.start)?;
+                Some(y)
+            }
+            None => None,
+        };
+        Ok((x, y))
     }
 }
 
@@ -318,62 +443,118 @@ pub enum TargetUse {
 /// Reads the feature datasets (concatenated column-wise) and the target of `path`, and
 /// checks that every sample count agrees and every value is finite.
 pub fn load_table(path: &Path, features: &[String], target: &str, use_target: TargetUse) -> Result<Table, TrainError> {
-    if features.is_empty() {
-        return Err(TrainError::Request("no feature datasets given; hint: `--features NAME` (repeatable)".into()));
-    }
     let file = DataFile::open(path)?;
-    let mut blocks = Vec::new();
-    let mut first: Option<(&str, usize)> = None;
-    for name in features {
-        let m = file.read_feature(name)?;
-        match first {
-            Some((f0, n0)) if m.nrows() != n0 => {
-                return Err(TrainError::Data {
-                    path: path.to_path_buf(),
-                    dataset: clean(name).into(),
-                    reason: format!(
-                        "has {} samples, but `{f0}` has {n0}; hint: the first dimension is the sample",
-                        m.nrows()
-                    ),
-                });
-            }
-            Some(_) => {}
-            None => first = Some((clean(name), m.nrows())),
-        }
-        blocks.push(m);
-    }
-    let (f0, n) = first.expect("at least one feature");
-    let widths: Vec<usize> = blocks.iter().map(|b| b.ncols()).collect();
-    let views: Vec<_> = blocks.iter().map(|b| b.view()).collect();
-    let x = ndarray::concatenate(Axis(1), &views).expect("row counts checked");
-    let y = match use_target {
-        TargetUse::IfPresent if !file.has(target) => None,
-        _ => {
-            let y = file.read_matrix(target)?;
-            if y.nrows() != n {
-                return Err(TrainError::Data {
-                    path: path.to_path_buf(),
-                    dataset: clean(target).into(),
-                    reason: format!("has {} samples, but the features (`{f0}`) have {n}", y.nrows()),
-                });
-            }
-            check_finite(path, target, y.view())?;
-            Some(y)
-        }
-    };
+    let layout = file.layout(features, target, use_target)?;
+    let (x, y) = file.read_slab(&layout, 0..layout.samples)?;
     Ok(Table {
         path: path.to_path_buf(),
         x,
         y,
-        features: features.iter().map(|f| clean(f).to_string()).collect(),
-        feature_widths: widths,
-        target: Some(clean(target).to_string()),
+        features: layout.features,
+        feature_widths: layout.feature_widths,
+        target: Some(layout.target),
     })
 }
 
-fn check_finite(path: &Path, name: &str, m: ArrayView2<'_, f64>) -> Result<(), TrainError> {
+/// What a file holds for training: sample count, feature columns and target, from the
+/// metadata ([`DataFile::layout`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Layout {
+    /// File concerned.
+    pub path: PathBuf,
+    /// Samples in the file.
+    pub samples: usize,
+    /// Feature specifications (with their reductions), in column order.
+    pub features: Vec<String>,
+    /// Columns contributed by each feature.
+    pub feature_widths: Vec<usize>,
+    /// Target dataset name.
+    pub target: String,
+    /// Target columns, `None` when the target is absent (prediction only).
+    pub outputs: Option<usize>,
+}
+
+/// The rows of one shard: features and target of samples `first..first + x.nrows()`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Slab {
+    /// Shard number.
+    pub shard: usize,
+    /// First sample (row of the file).
+    pub first: usize,
+    /// Features, `[sample, column]`.
+    pub x: Array2<f64>,
+    /// Targets, `[sample, output]`.
+    pub y: Array2<f64>,
+}
+
+/// The shards of a training file that one rank holds ([`super::shard`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ShardedTable {
+    /// The file's layout (every rank knows all of it).
+    pub layout: Layout,
+    /// How the samples are cut into shards.
+    pub sharding: Sharding,
+    /// The shards this rank owns, ascending.
+    pub slabs: Vec<Slab>,
+}
+
+/// Opens a training file and reads only the shards rank `rank` of `size` owns when the
+/// samples are cut into `shards` shards: one hyperslab of rows per shard.
+pub fn load_shards(
+    path: &Path,
+    features: &[String],
+    target: &str,
+    shards: usize,
+    rank: usize,
+    size: usize,
+) -> Result<ShardedTable, TrainError> {
+    let file = DataFile::open(path)?;
+    let layout = file.layout(features, target, TargetUse::Required)?;
+    let sharding = Sharding::new(layout.samples, shards);
+    let slabs = sharding
+        .owned(rank, size)
+        .into_iter()
+        .map(|s| {
+            let rows = sharding.range(s);
+            let (x, y) = file.read_slab(&layout, rows.clone())?;
+            Ok(Slab { shard: s, first: rows.start, x, y: y.expect("the target is required") })
+        })
+        .collect::<Result<Vec<_>, TrainError>>()?;
+    Ok(ShardedTable { layout, sharding, slabs })
+}
+
+impl ShardedTable {
+    /// The shards rank `rank` of `size` owns of a table already in memory (benchmarks,
+    /// tests); `table` must have a target.
+    pub fn from_table(table: &Table, shards: usize, rank: usize, size: usize) -> Self {
+        let y = table.y.as_ref().expect("a training table has a target");
+        let sharding = Sharding::new(table.samples(), shards);
+        let slabs = sharding
+            .owned(rank, size)
+            .into_iter()
+            .map(|s| {
+                let rows = sharding.range(s);
+                let x = table.x.slice(ndarray::s![rows.clone(), ..]).to_owned();
+                Slab { shard: s, first: rows.start, x, y: y.slice(ndarray::s![rows.clone(), ..]).to_owned() }
+            })
+            .collect();
+        let layout = Layout {
+            path: table.path.clone(),
+            samples: table.samples(),
+            features: table.features.clone(),
+            feature_widths: table.feature_widths.clone(),
+            target: table.target.clone().unwrap_or_default(),
+            outputs: Some(y.ncols()),
+        };
+        Self { layout, sharding, slabs }
+    }
+}
+
+/// Fails on the first non-finite value of `m`, whose row 0 is sample `first` of the file.
+fn check_finite(path: &Path, name: &str, m: ArrayView2<'_, f64>, first: usize) -> Result<(), TrainError> {
     if let Some(((i, j), v)) = m.indexed_iter().find(|(_, v)| !v.is_finite()) {
         let what = if v.is_nan() { "a missing value (NaN or _FillValue)" } else { "an infinite value" };
+        let i = first + i;
         return Err(TrainError::Data {
             path: path.to_path_buf(),
             dataset: clean(name).into(),
@@ -420,23 +601,54 @@ pub struct Normalization {
     pub y_std: Vec<f64>,
 }
 
-/// Column means and population standard deviations over `rows` (summed in row order);
-/// a constant column gets a standard deviation of 1 so it standardises to 0.
-fn column_stats(m: ArrayView2<'_, f64>, rows: &[usize]) -> (Vec<f64>, Vec<f64>) {
-    let n = rows.len().max(1) as f64;
-    let mut mean = vec![0.0; m.ncols()];
-    for &r in rows {
-        for (acc, v) in mean.iter_mut().zip(m.row(r)) {
-            *acc += v;
+/// One shard's part of a collective statistic: the shard number, its rows and the rows
+/// that count (offsets into the shard, ascending).
+#[derive(Debug, Clone, Copy)]
+pub struct ShardRows<'a> {
+    /// Shard number.
+    pub shard: usize,
+    /// The shard's rows (`[sample, column]`).
+    pub m: ArrayView2<'a, f64>,
+    /// The rows that count.
+    pub rows: &'a [usize],
+}
+
+/// Column sums of the counted rows of every shard (each shard summed in row order, the
+/// shards added in shard order: [`super::shard::reduce_slots`]), the same on every rank.
+/// Collective.
+pub fn column_sums(
+    comm: &dyn Communicator,
+    shards: usize,
+    cols: usize,
+    parts: &[ShardRows<'_>],
+    term: impl Fn(usize, f64) -> f64,
+) -> Vec<f64> {
+    let mut slots = vec![0.0; shards * cols];
+    for p in parts {
+        let slot = &mut slots[p.shard * cols..(p.shard + 1) * cols];
+        for &r in p.rows {
+            for (j, (acc, v)) in slot.iter_mut().zip(p.m.row(r)).enumerate() {
+                *acc += term(j, *v);
+            }
         }
     }
+    reduce_slots(comm, &mut slots, cols)
+}
+
+/// Column means and population standard deviations over the counted rows of every shard
+/// (`n` rows in all; two passes, [`column_sums`]); a constant column gets a standard
+/// deviation of 1 so it standardises to 0. Collective.
+fn column_stats(
+    comm: &dyn Communicator,
+    shards: usize,
+    cols: usize,
+    parts: &[ShardRows<'_>],
+    n: usize,
+) -> (Vec<f64>, Vec<f64>) {
+    let n = n.max(1) as f64;
+    let mut mean = column_sums(comm, shards, cols, parts, |_, v| v);
     mean.iter_mut().for_each(|v| *v /= n);
-    let mut var = vec![0.0; m.ncols()];
-    for &r in rows {
-        for ((acc, v), mu) in var.iter_mut().zip(m.row(r)).zip(&mean) {
-            *acc += (v - mu) * (v - mu);
-        }
-    }
+    let var = column_sums(comm, shards, cols, parts, |j, v| (v - mean[j]) * (v - mean[j]));
     let std = var
         .iter()
         .zip(&mean)
@@ -449,10 +661,19 @@ fn column_stats(m: ArrayView2<'_, f64>, rows: &[usize]) -> (Vec<f64>, Vec<f64>) 
 }
 
 impl Normalization {
-    /// Statistics of the training rows of `x` and (transformed) `y`.
-    pub fn fit(x: ArrayView2<'_, f64>, y: ArrayView2<'_, f64>, rows: &[usize]) -> Self {
-        let (x_mean, x_std) = column_stats(x, rows);
-        let (y_mean, y_std) = column_stats(y, rows);
+    /// Statistics of the training rows of every shard's features `x` and (transformed)
+    /// targets `y` (`n_train` rows in all; `columns` = feature and target columns, known to
+    /// every rank, also those without shards), the same on every rank. Collective.
+    pub fn fit(
+        comm: &dyn Communicator,
+        shards: usize,
+        columns: (usize, usize),
+        x: &[ShardRows<'_>],
+        y: &[ShardRows<'_>],
+        n_train: usize,
+    ) -> Self {
+        let (x_mean, x_std) = column_stats(comm, shards, columns.0, x, n_train);
+        let (y_mean, y_std) = column_stats(comm, shards, columns.1, y, n_train);
         Self { x_mean, x_std, y_mean, y_std }
     }
 
@@ -488,16 +709,35 @@ fn standardize(m: ArrayView2<'_, f64>, mean: &[f64], std: &[f64]) -> Array2<f64>
     out
 }
 
-/// A blake3 digest of the values and shapes of `x` and `y`: a checkpoint is only resumed
-/// on the data it was trained on.
-pub fn fingerprint(x: ArrayView2<'_, f64>, y: ArrayView2<'_, f64>) -> String {
-    let mut h = blake3::Hasher::new();
-    for m in [x, y] {
-        h.update(&(m.nrows() as u64).to_le_bytes());
-        h.update(&(m.ncols() as u64).to_le_bytes());
-        for v in m.iter() {
-            h.update(&v.to_le_bytes());
+/// A blake3 digest of the values and shapes of the features and targets of every shard
+/// (`parts`: shard, features, targets of this rank's shards): a checkpoint is only resumed
+/// on the data it was trained on. Each owner hashes its shards; the 32-byte digests travel
+/// as integer slots (exact), and every rank hashes them in shard order. Collective.
+pub fn fingerprint(
+    comm: &dyn Communicator,
+    sharding: Sharding,
+    parts: &[(usize, ArrayView2<'_, f64>, ArrayView2<'_, f64>)],
+) -> String {
+    let mut words = vec![0_u64; 4 * sharding.shards];
+    for (s, x, y) in parts {
+        let mut h = blake3::Hasher::new();
+        for m in [x, y] {
+            h.update(&(m.nrows() as u64).to_le_bytes());
+            h.update(&(m.ncols() as u64).to_le_bytes());
+            for v in m.iter() {
+                h.update(&v.to_le_bytes());
+            }
         }
+        for (w, bytes) in words[4 * s..4 * s + 4].iter_mut().zip(h.finalize().as_bytes().chunks_exact(8)) {
+            *w = u64::from_le_bytes(bytes.try_into().expect("8 bytes"));
+        }
+    }
+    comm.allreduce_sum_u64(&mut words);
+    let mut h = blake3::Hasher::new();
+    h.update(&(sharding.rows as u64).to_le_bytes());
+    h.update(&(sharding.shards as u64).to_le_bytes());
+    for w in &words {
+        h.update(&w.to_le_bytes());
     }
     h.finalize().to_hex()[..32].to_string()
 }
@@ -505,6 +745,7 @@ pub fn fingerprint(x: ArrayView2<'_, f64>, y: ArrayView2<'_, f64>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::comm::SingleProcess;
     use ndarray::array;
 
     #[test]
@@ -530,7 +771,8 @@ mod tests {
     #[test]
     fn constant_columns_standardise_to_zero() {
         let x = array![[1.0, 5.0], [3.0, 5.0]];
-        let n = Normalization::fit(x.view(), x.view(), &[0, 1]);
+        let part = [ShardRows { shard: 0, m: x.view(), rows: &[0, 1] }];
+        let n = Normalization::fit(&SingleProcess, 1, (2, 2), &part, &part, 2);
         assert_eq!(n.x_mean, [2.0, 5.0]);
         assert_eq!(n.x_std, [1.0, 1.0]);
         assert_eq!(n.apply_x(x.view()), array![[-1.0, 0.0], [1.0, 0.0]]);

@@ -1,33 +1,29 @@
 //! The data-parallel training loop.
 //!
-//! Each epoch shuffles the training samples with ChaCha8 keyed by `(seed, epoch)` and cuts
-//! the permutation into global mini-batches of `batch_size` samples, each into
-//! micro-batches of `micro_batch` samples (the last ones may be shorter). That cut does not
-//! depend on the rank count. Rank `r` of `N` owns micro-batches `⌊kr/N⌋ … ⌊k(r+1)/N⌋ − 1` of
-//! the `k` in a mini-batch and computes each one's gradient *sum* on its own; the
-//! per-micro-batch sums are gathered to rank 0 in micro-batch order, added there in that
-//! order and broadcast (as [`crate::comm::reproducible_sum`] does for rows). Every rank
-//! then takes the same Adam step. Since no micro-batch is split between ranks and the
-//! additions happen in one fixed order, 1, 2 or 4 ranks produce bit-identical weights,
-//! losses and checkpoints. The validation error is summed the same way over chunks of
-//! `micro_batch` validation samples.
+//! Every rank holds only its shards of the data ([`super::shard`]). Each epoch follows an
+//! [`EpochPlan`]: global mini-batches of `batch_size` samples drawn from the shards as a
+//! uniform random permutation would, keyed by `(seed, epoch)` and independent of the rank
+//! count. For each batch, the owner of every contributing shard computes that shard's
+//! gradient *sum* (in passes of at most `micro_batch` rows, added in order) into the
+//! shard's slot; one `MPI_Allreduce(SUM)` shares the slots exactly and every rank adds
+//! them in shard order ([`reduce_slots`]) and takes the same Adam step. So 1, 2 or 4 ranks
+//! produce bit-identical weights, losses and checkpoints. The validation error is reduced
+//! the same way, one slot per shard.
 //!
-//! Everything random is keyed by the seed (initialisation, split, per-epoch shuffles), so
-//! a run resumed from a checkpoint after epoch `e` continues exactly as the uninterrupted
-//! run would have.
+//! Everything random is keyed by the seed (initialisation, split, interleavings, shard
+//! orders), so a run resumed from a checkpoint after epoch `e` continues exactly as the
+//! uninterrupted run would have.
 
 use std::time::Instant;
 
 use ndarray::{Array2, ArrayView2, Axis};
-use rand::SeedableRng as _;
-use rand::seq::SliceRandom as _;
-use rand_chacha::ChaCha8Rng;
 
-use super::data::{Normalization, Split, Table, fingerprint, split};
+use super::data::{Layout, Normalization, ShardRows, ShardedTable, Split, column_sums, fingerprint, split};
 use super::error::TrainError;
 use super::hyper::{Hyperparameters, TargetTransform};
 use super::model::Mlp;
 use super::optim::Adam;
+use super::shard::{EpochPlan, Sharding, reduce_slots, shard_order};
 use crate::comm::Communicator;
 
 /// Metrics of one epoch.
@@ -111,28 +107,52 @@ impl TrainState {
     }
 }
 
-/// The data of a run, standardised.
+/// One shard of a run's data, standardised, held by its owner.
 #[derive(Debug, Clone)]
-pub struct TrainData {
-    /// Standardised features, every sample.
+pub struct Shard {
+    /// Shard number.
+    pub index: usize,
+    /// First sample (row of the file).
+    pub first: usize,
+    /// Standardised features.
     pub xs: Array2<f64>,
-    /// Standardised transformed targets, every sample.
+    /// Standardised transformed targets.
     pub ys: Array2<f64>,
-    /// Targets in their own units, every sample.
+    /// Targets in their own units.
     pub y: Array2<f64>,
-    /// Training and validation samples.
-    pub split: Split,
+    /// Training rows (offsets into the shard, ascending).
+    pub train: Vec<usize>,
+    /// Validation rows (offsets into the shard, ascending).
+    pub val: Vec<usize>,
 }
 
-/// Applies the target transform (`log` needs positive targets).
-pub fn transform_target(table: &Table, y: ArrayView2<'_, f64>, t: TargetTransform) -> Result<Array2<f64>, TrainError> {
+/// The data of a run on this rank: its shards, and what every rank knows of all of them.
+#[derive(Debug, Clone)]
+pub struct TrainData {
+    /// How the samples are cut into shards.
+    pub sharding: Sharding,
+    /// Training rows of every shard.
+    pub train_counts: Vec<usize>,
+    /// The shards this rank owns, ascending.
+    pub shards: Vec<Shard>,
+}
+
+/// Applies the target transform (`log` needs positive targets) to the targets of samples
+/// `first..` of `layout`'s file.
+pub fn transform_target(
+    layout: &Layout,
+    first: usize,
+    y: ArrayView2<'_, f64>,
+    t: TargetTransform,
+) -> Result<Array2<f64>, TrainError> {
     match t {
         TargetTransform::None => Ok(y.to_owned()),
         TargetTransform::Log => {
             if let Some(((i, j), v)) = y.indexed_iter().find(|(_, v)| **v <= 0.0) {
+                let i = first + i;
                 return Err(TrainError::Data {
-                    path: table.path.clone(),
-                    dataset: table.target.clone().unwrap_or_default(),
+                    path: layout.path.clone(),
+                    dataset: layout.target.clone(),
                     reason: format!(
                         "has the value {v} at sample {i}, column {j}; hint: `--target-transform log` needs targets > 0"
                     ),
@@ -157,30 +177,51 @@ pub fn predict_standardized(state: &TrainState, xs: ArrayView2<'_, f64>) -> Arra
     inverse_transform(state.norm.invert_y(out.view()), state.hyper.target_transform)
 }
 
-/// Prepares a run on `table`: a fresh state, or `resume` (a checkpoint or another trial's
-/// model, whose hyperparameters other than `epochs` must equal `hyper`) after checking that
-/// it was trained on the same data. `origin` names the file `resume` came from.
+/// Prepares a run on this rank's shards of `table`: a fresh state, or `resume` (a
+/// checkpoint or another trial's model, whose hyperparameters other than `epochs` must
+/// equal `hyper`) after checking that it was trained on the same data; the `Path` names the
+/// file `resume` came from. Collective: the statistics and the data fingerprint are reduced
+/// over every shard ([`super::shard`]); `table` must be cut into `hyper.shards` shards.
 pub fn start(
-    table: &Table,
+    comm: &dyn Communicator,
+    table: &ShardedTable,
     hyper: Hyperparameters,
     resume: Option<(TrainState, &std::path::Path)>,
 ) -> Result<(TrainState, TrainData), TrainError> {
-    let issues = hyper.check();
-    if !issues.is_empty() {
-        return Err(TrainError::Request(format!("invalid hyperparameters: {}", issues.join("; "))));
+    hyper.validate()?;
+    let layout = &table.layout;
+    let sharding = table.sharding;
+    if sharding.shards != hyper.shards {
+        return Err(TrainError::Request(format!(
+            "the data were cut into {} shards, the hyperparameters say {}",
+            sharding.shards, hyper.shards
+        )));
     }
-    let y = table.y.as_ref().ok_or_else(|| TrainError::Request("training needs a target dataset".into()))?;
-    let n = table.samples();
+    let n = layout.samples;
     if n < 2 {
         return Err(TrainError::Data {
-            path: table.path.clone(),
-            dataset: table.features[0].clone(),
+            path: layout.path.clone(),
+            dataset: layout.features[0].clone(),
             reason: format!("has {n} sample; training needs at least 2 (one for validation)"),
         });
     }
-    let yt = transform_target(table, y.view(), hyper.target_transform)?;
+    let outputs = layout.outputs.ok_or_else(|| TrainError::Request("training needs a target dataset".into()))?;
+    let inputs: usize = layout.feature_widths.iter().sum();
+    let transformed = table
+        .slabs
+        .iter()
+        .map(|sl| transform_target(layout, sl.first, sl.y.view(), hyper.target_transform))
+        .collect::<Result<Vec<_>, _>>()?;
+    // The split needs only the sample count, so every rank knows every shard's share.
     let split = split(n, hyper.val_fraction, hyper.seed);
-    let fp = fingerprint(table.x.view(), y.view());
+    let train_counts = sharding.counts(&split.train);
+    let local: Vec<(Vec<usize>, Vec<usize>)> = table
+        .slabs
+        .iter()
+        .map(|sl| (sharding.local(&split.train, sl.shard), sharding.local(&split.val, sl.shard)))
+        .collect();
+    let parts: Vec<_> = table.slabs.iter().map(|sl| (sl.shard, sl.x.view(), sl.y.view())).collect();
+    let fp = fingerprint(comm, sharding, &parts);
     let state = match resume {
         Some((mut s, origin)) => {
             let bad = |reason: String| TrainError::ModelFile { path: origin.to_path_buf(), reason };
@@ -188,43 +229,52 @@ pub fn start(
             if !diffs.is_empty() {
                 return Err(bad(format!("was trained with other hyperparameters ({})", diffs.join(", "))));
             }
-            if s.inputs.features != table.features || Some(&s.inputs.target) != table.target.as_ref() {
+            if s.inputs.features != layout.features || s.inputs.target != layout.target {
                 return Err(bad(format!(
                     "was trained on features {:?} and target `{}`, not {:?} and `{}`",
-                    s.inputs.features,
-                    s.inputs.target,
-                    table.features,
-                    table.target.as_deref().unwrap_or_default()
+                    s.inputs.features, s.inputs.target, layout.features, layout.target
                 )));
             }
             if s.inputs.fingerprint != fp {
                 return Err(bad(format!(
                     "was trained on other data (fingerprint {} ≠ {fp} of `{}`); hint: delete the checkpoint to start over",
                     s.inputs.fingerprint,
-                    table.path.display()
+                    layout.path.display()
                 )));
             }
             s.hyper.epochs = hyper.epochs;
-            s.inputs.data_file = table.path.display().to_string();
+            s.inputs.data_file = layout.path.display().to_string();
             s
         }
         None => {
-            let norm = Normalization::fit(table.x.view(), yt.view(), &split.train);
-            let net = Mlp::new(table.x.ncols(), &hyper.hidden, y.ncols(), hyper.activation);
+            let xp: Vec<_> = table
+                .slabs
+                .iter()
+                .zip(&local)
+                .map(|(sl, l)| ShardRows { shard: sl.shard, m: sl.x.view(), rows: &l.0 })
+                .collect();
+            let yp: Vec<_> = transformed
+                .iter()
+                .zip(&table.slabs)
+                .zip(&local)
+                .map(|((y, sl), l)| ShardRows { shard: sl.shard, m: y.view(), rows: &l.0 })
+                .collect();
+            let norm = Normalization::fit(comm, sharding.shards, (inputs, outputs), &xp, &yp, split.train.len());
+            let net = Mlp::new(inputs, &hyper.hidden, outputs, hyper.activation);
             let params = net.init(hyper.seed);
             let adam = Adam::new(params.len());
-            let baseline_val_rmse = mean_baseline(y.view(), &split);
+            let baseline_val_rmse = mean_baseline(comm, table, &local, &split);
             TrainState {
                 inputs: InputSpec {
-                    features: table.features.clone(),
-                    feature_widths: table.feature_widths.clone(),
-                    target: table.target.clone().unwrap_or_default(),
-                    outputs: y.ncols(),
+                    features: layout.features.clone(),
+                    feature_widths: layout.feature_widths.clone(),
+                    target: layout.target.clone(),
+                    outputs,
                     samples: n,
                     n_train: split.train.len(),
                     n_val: split.val.len(),
                     fingerprint: fp,
-                    data_file: table.path.display().to_string(),
+                    data_file: layout.path.display().to_string(),
                 },
                 hyper,
                 norm,
@@ -238,23 +288,44 @@ pub fn start(
             }
         }
     };
-    let data =
-        TrainData { xs: state.norm.apply_x(table.x.view()), ys: state.norm.apply_y(yt.view()), y: y.clone(), split };
-    Ok((state, data))
+    let shards = table
+        .slabs
+        .iter()
+        .zip(transformed)
+        .zip(local)
+        .map(|((sl, yt), (train, val))| Shard {
+            index: sl.shard,
+            first: sl.first,
+            xs: state.norm.apply_x(sl.x.view()),
+            ys: state.norm.apply_y(yt.view()),
+            y: sl.y.clone(),
+            train,
+            val,
+        })
+        .collect();
+    Ok((state, TrainData { sharding, train_counts, shards }))
 }
 
-/// RMSE on the validation samples of predicting each output's training mean.
-fn mean_baseline(y: ArrayView2<'_, f64>, split: &Split) -> f64 {
-    let mut mean = vec![0.0; y.ncols()];
-    for &r in &split.train {
-        mean.iter_mut().zip(y.row(r)).for_each(|(m, v)| *m += v);
-    }
+/// RMSE on the validation samples of predicting each output's training mean. Collective.
+fn mean_baseline(
+    comm: &dyn Communicator,
+    table: &ShardedTable,
+    local: &[(Vec<usize>, Vec<usize>)],
+    split: &Split,
+) -> f64 {
+    let shards = table.sharding.shards;
+    let outputs = table.layout.outputs.unwrap_or(1);
+    let part = |k: usize, val: bool| ShardRows {
+        shard: table.slabs[k].shard,
+        m: table.slabs[k].y.view(),
+        rows: if val { &local[k].1 } else { &local[k].0 },
+    };
+    let train: Vec<_> = (0..table.slabs.len()).map(|k| part(k, false)).collect();
+    let val: Vec<_> = (0..table.slabs.len()).map(|k| part(k, true)).collect();
+    let mut mean = column_sums(comm, shards, outputs, &train, |_, v| v);
     mean.iter_mut().for_each(|m| *m /= split.train.len().max(1) as f64);
-    let mut sse = 0.0;
-    for &r in &split.val {
-        sse += y.row(r).iter().zip(&mean).map(|(v, m)| (v - m) * (v - m)).sum::<f64>();
-    }
-    (sse / (split.val.len() * y.ncols()).max(1) as f64).sqrt()
+    let sse: f64 = column_sums(comm, shards, outputs, &val, |j, v| (v - mean[j]) * (v - mean[j])).iter().sum();
+    (sse / (split.val.len() * outputs).max(1) as f64).sqrt()
 }
 
 /// When to stop before the target epoch count.
@@ -283,74 +354,84 @@ pub enum FitOutcome {
     EpochLimit,
 }
 
-/// The micro-batches `lo..hi` of `k` that rank `rank` of `size` owns.
-fn owned(k: usize, rank: usize, size: usize) -> (usize, usize) {
-    (k * rank / size, k * (rank + 1) / size)
-}
-
-/// Gathers the per-chunk vectors of `local` (each `width` long, this rank's chunks in
-/// order) to rank 0, adds them there in global chunk order and broadcasts the total.
-fn ordered_sum(comm: &dyn Communicator, local: &[f64], width: usize) -> Vec<f64> {
-    let mut total = vec![0.0; width];
-    if let Some(all) = comm.gather_f64(local) {
-        for chunk in all.chunks_exact(width) {
-            total.iter_mut().zip(chunk).for_each(|(t, v)| *t += v);
+/// The summed squared error and its gradient over `rows` of `shard`, in passes of at most
+/// `micro` rows added in order, written into `out` (`P` gradient values, then the error).
+fn shard_gradient(state: &TrainState, shard: &Shard, rows: &[usize], out: &mut [f64], scratch: &mut Vec<f64>) {
+    let p = state.net.n_params();
+    for (k, chunk) in rows.chunks(state.hyper.micro_batch).enumerate() {
+        let xb = shard.xs.select(Axis(0), chunk);
+        let yb = shard.ys.select(Axis(0), chunk);
+        if k == 0 {
+            out[p] = state.net.gradient_sum(&state.params, xb.view(), yb.view(), &mut out[..p]);
+        } else {
+            scratch.resize(p, 0.0);
+            let sse = state.net.gradient_sum(&state.params, xb.view(), yb.view(), scratch);
+            out[..p].iter_mut().zip(scratch.iter()).for_each(|(g, v)| *g += v);
+            out[p] += sse;
         }
     }
-    comm.broadcast_f64(&mut total);
-    total
-}
-
-/// The gradient of the mean squared error over `batch` (standardised units) and the
-/// summed squared error, identical on every rank whatever their number.
-fn batch_gradient(comm: &dyn Communicator, state: &TrainState, data: &TrainData, batch: &[usize]) -> (Vec<f64>, f64) {
-    let p = state.net.n_params();
-    let micro = state.hyper.micro_batch;
-    let k = batch.len().div_ceil(micro);
-    let (lo, hi) = owned(k, comm.rank(), comm.size());
-    let mut local = vec![0.0; (hi - lo) * (p + 1)];
-    for (j, out) in (lo..hi).zip(local.chunks_exact_mut(p + 1)) {
-        let rows = &batch[j * micro..((j + 1) * micro).min(batch.len())];
-        let xb = data.xs.select(Axis(0), rows);
-        let yb = data.ys.select(Axis(0), rows);
-        out[p] = state.net.gradient_sum(&state.params, xb.view(), yb.view(), &mut out[..p]);
-    }
-    let mut total = ordered_sum(comm, &local, p + 1);
-    let sse = total.pop().expect("p + 1 values");
-    let scale = 1.0 / (batch.len() * state.inputs.outputs) as f64;
-    total.iter_mut().for_each(|g| *g *= scale);
-    (total, sse)
 }
 
 /// Validation loss (standardised MSE) and RMSE (target units), rank-independent.
 fn evaluate(comm: &dyn Communicator, state: &TrainState, data: &TrainData) -> (f64, f64) {
-    let val = &data.split.val;
     let micro = state.hyper.micro_batch;
-    let k = val.len().div_ceil(micro);
-    let (lo, hi) = owned(k, comm.rank(), comm.size());
-    let mut local = Vec::with_capacity(2 * (hi - lo));
-    for j in lo..hi {
-        let rows = &val[j * micro..((j + 1) * micro).min(val.len())];
-        let xb = data.xs.select(Axis(0), rows);
-        let out = state.net.forward(&state.params, xb.view());
-        let ys = data.ys.select(Axis(0), rows);
-        local.push((&out - &ys).iter().map(|v| v * v).sum());
-        let pred = inverse_transform(state.norm.invert_y(out.view()), state.hyper.target_transform);
-        let y = data.y.select(Axis(0), rows);
-        local.push((&pred - &y).iter().map(|v| v * v).sum());
+    let mut slots = vec![0.0; 2 * data.sharding.shards];
+    for shard in &data.shards {
+        let slot = &mut slots[2 * shard.index..2 * shard.index + 2];
+        for rows in shard.val.chunks(micro) {
+            let xb = shard.xs.select(Axis(0), rows);
+            let out = state.net.forward(&state.params, xb.view());
+            let ys = shard.ys.select(Axis(0), rows);
+            slot[0] += (&out - &ys).iter().map(|v| v * v).sum::<f64>();
+            let pred = inverse_transform(state.norm.invert_y(out.view()), state.hyper.target_transform);
+            let y = shard.y.select(Axis(0), rows);
+            slot[1] += (&pred - &y).iter().map(|v| v * v).sum::<f64>();
+        }
     }
-    let total = ordered_sum(comm, &local, 2);
-    let n = (val.len() * state.inputs.outputs) as f64;
+    let total = reduce_slots(comm, &mut slots, 2);
+    let n = (state.inputs.n_val * state.inputs.outputs) as f64;
     (total[0] / n, (total[1] / n).sqrt())
 }
 
-/// The order in which epoch `epoch` (0-based) visits the training samples.
-pub fn epoch_order(train: &[usize], seed: u64, epoch: usize) -> Vec<usize> {
-    let mut order = train.to_vec();
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    rng.set_stream(epoch as u64);
-    order.shuffle(&mut rng);
-    order
+/// One epoch of optimizer steps; returns the summed squared training error. Collective.
+fn train_epoch(comm: &dyn Communicator, state: &mut TrainState, data: &TrainData, lr: f64, decay: &[bool]) -> f64 {
+    let e = state.epoch;
+    let (seed, p) = (state.hyper.seed, state.net.n_params());
+    let plan = EpochPlan::new(&data.train_counts, state.hyper.batch_size, seed, e);
+    let orders: Vec<Vec<usize>> = data.shards.iter().map(|s| shard_order(&s.train, seed, e, s.index)).collect();
+    let mut cursors = vec![0_usize; data.shards.len()];
+    // Which of this rank's shards (position in `data.shards`) a shard number is.
+    let mut mine = vec![None; data.sharding.shards];
+    for (k, s) in data.shards.iter().enumerate() {
+        mine[s.index] = Some(k);
+    }
+    let (mut slots, mut scratch) = (Vec::new(), Vec::new());
+    let mut sse = 0.0;
+    for step in &plan.steps {
+        slots.clear();
+        slots.resize(step.len() * (p + 1), 0.0);
+        let mut batch = 0;
+        for (slot, &(s, count)) in step.iter().enumerate() {
+            batch += count;
+            if let Some(k) = mine[s] {
+                let rows = &orders[k][cursors[k]..cursors[k] + count];
+                shard_gradient(
+                    state,
+                    &data.shards[k],
+                    rows,
+                    &mut slots[slot * (p + 1)..(slot + 1) * (p + 1)],
+                    &mut scratch,
+                );
+                cursors[k] += count;
+            }
+        }
+        let mut total = reduce_slots(comm, &mut slots, p + 1);
+        sse += total.pop().expect("p + 1 values");
+        let scale = 1.0 / (batch * state.inputs.outputs) as f64;
+        total.iter_mut().for_each(|g| *g *= scale);
+        state.adam.step(&mut state.params, &total, lr, state.hyper.weight_decay, decay);
+    }
+    sse
 }
 
 /// Trains `state` on `data` until its target epoch count or a limit. Collective: every
@@ -387,14 +468,8 @@ pub fn fit(
         let t0 = Instant::now();
         let e = state.epoch;
         let lr = state.hyper.lr_at(e);
-        let order = epoch_order(&data.split.train, state.hyper.seed, e);
-        let mut sse = 0.0;
-        for batch in order.chunks(state.hyper.batch_size) {
-            let (grad, batch_sse) = batch_gradient(comm, state, data, batch);
-            sse += batch_sse;
-            state.adam.step(&mut state.params, &grad, lr, state.hyper.weight_decay, &decay);
-        }
-        let train_loss = sse / (data.split.train.len() * state.inputs.outputs) as f64;
+        let sse = train_epoch(comm, state, data, lr, &decay);
+        let train_loss = sse / (state.inputs.n_train * state.inputs.outputs) as f64;
         let (val_loss, val_rmse) = evaluate(comm, state, data);
         let seconds = t0.elapsed().as_secs_f64();
         longest = longest.max(seconds);
@@ -423,27 +498,4 @@ pub fn fit(
         checkpoint(state)?;
     }
     Ok(outcome)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn micro_batches_are_dealt_in_consecutive_blocks() {
-        assert_eq!((0..4).map(|r| owned(8, r, 4)).collect::<Vec<_>>(), [(0, 2), (2, 4), (4, 6), (6, 8)]);
-        assert_eq!((0..4).map(|r| owned(3, r, 4)).collect::<Vec<_>>(), [(0, 0), (0, 1), (1, 2), (2, 3)]);
-        assert_eq!(owned(5, 0, 1), (0, 5));
-    }
-
-    #[test]
-    fn epoch_orders_are_permutations_keyed_by_epoch() {
-        let train: Vec<usize> = (0..50).collect();
-        let a = epoch_order(&train, 3, 0);
-        assert_eq!(a, epoch_order(&train, 3, 0));
-        assert_ne!(a, epoch_order(&train, 3, 1));
-        let mut s = a.clone();
-        s.sort_unstable();
-        assert_eq!(s, train);
-    }
 }

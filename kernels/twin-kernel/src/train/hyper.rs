@@ -1,5 +1,7 @@
 //! Hyperparameters: everything besides the data that determines a training run.
 
+use super::error::TrainError;
+
 /// Activation function of the hidden layers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -63,9 +65,12 @@ pub struct Hyperparameters {
     pub lr_schedule: LrSchedule,
     /// Samples per optimizer step (the global mini-batch, over all ranks).
     pub batch_size: usize,
-    /// Samples per micro-batch: the unit of work a rank owns; gradient sums are combined
-    /// per micro-batch in a fixed order, so results do not depend on the rank count.
+    /// Rows per forward/backward pass within one shard's share of a batch (bounds the
+    /// activations held at once); the passes' gradient sums are added in order.
     pub micro_batch: usize,
+    /// Data shards: contiguous row ranges that ranks own whole and read alone. Results
+    /// depend on it, never on the rank count (see [`super::shard`]); ranks beyond it idle.
+    pub shards: usize,
     /// Epochs to train in total.
     pub epochs: usize,
     /// Seed of the initialisation, the split and the per-epoch shuffles.
@@ -78,6 +83,17 @@ pub struct Hyperparameters {
     pub target_transform: TargetTransform,
 }
 
+/// Default [`Hyperparameters::shards`]: enough for the rank counts of a workstation or a
+/// small allocation, few enough that the gradient exchange stays small (see [`super::shard`]).
+pub const DEFAULT_SHARDS: usize = 8;
+
+/// Largest accepted [`Hyperparameters::shards`] (shard numbers share a random stream id
+/// with the epoch, see [`super::shard::shard_stream`]).
+pub const MAX_SHARDS: usize = 65_536;
+
+/// Largest accepted epoch count (the epoch is the high half of a random stream id).
+pub const MAX_EPOCHS: usize = 1 << 30;
+
 impl Default for Hyperparameters {
     fn default() -> Self {
         Self {
@@ -87,6 +103,7 @@ impl Default for Hyperparameters {
             lr_schedule: LrSchedule::Constant,
             batch_size: 256,
             micro_batch: 32,
+            shards: DEFAULT_SHARDS,
             epochs: 30,
             seed: 1,
             val_fraction: 0.2,
@@ -100,6 +117,11 @@ impl Hyperparameters {
     /// `mlp` or `linear`.
     pub fn model_name(&self) -> &'static str {
         if self.hidden.is_empty() { "linear" } else { "mlp" }
+    }
+
+    /// Number of hidden layers (0 for a linear model).
+    pub fn depth(&self) -> usize {
+        self.hidden.len()
     }
 
     /// Hidden widths as `64,32` (empty for a linear model).
@@ -119,8 +141,11 @@ impl Hyperparameters {
         if self.micro_batch == 0 {
             issues.push("`--micro-batch` must be >= 1".into());
         }
-        if self.epochs == 0 {
-            issues.push("`--epochs` must be >= 1".into());
+        if !(1..=MAX_SHARDS).contains(&self.shards) {
+            issues.push(format!("`--shards` must be in [1, {MAX_SHARDS}], got {}", self.shards));
+        }
+        if !(1..=MAX_EPOCHS).contains(&self.epochs) {
+            issues.push(format!("`--epochs` must be in [1, {MAX_EPOCHS}], got {}", self.epochs));
         }
         if !(self.val_fraction > 0.0 && self.val_fraction < 1.0) {
             issues.push(format!("`--val-fraction` must be in (0, 1), got {}", self.val_fraction));
@@ -132,6 +157,16 @@ impl Hyperparameters {
             issues.push("`--hidden` widths must be >= 1".into());
         }
         issues
+    }
+
+    /// [`Self::check`] as an error listing every problem.
+    pub fn validate(&self) -> Result<(), TrainError> {
+        let issues = self.check();
+        if issues.is_empty() {
+            Ok(())
+        } else {
+            Err(TrainError::Request(format!("invalid hyperparameters: {}", issues.join("; "))))
+        }
     }
 
     /// Learning rate of epoch `epoch` (0-based).
@@ -160,6 +195,7 @@ impl Hyperparameters {
         cmp("lr-schedule", self.lr_schedule.name().into(), other.lr_schedule.name().into());
         cmp("batch", self.batch_size.to_string(), other.batch_size.to_string());
         cmp("micro-batch", self.micro_batch.to_string(), other.micro_batch.to_string());
+        cmp("shards", self.shards.to_string(), other.shards.to_string());
         cmp("seed", self.seed.to_string(), other.seed.to_string());
         cmp("val-fraction", self.val_fraction.to_string(), other.val_fraction.to_string());
         cmp("weight-decay", self.weight_decay.to_string(), other.weight_decay.to_string());
@@ -183,9 +219,9 @@ mod tests {
 
     #[test]
     fn checks_and_differences_name_the_flags() {
-        let bad = Hyperparameters { lr: -1.0, batch_size: 0, val_fraction: 1.0, ..Default::default() };
+        let bad = Hyperparameters { lr: -1.0, batch_size: 0, val_fraction: 1.0, shards: 0, ..Default::default() };
         let issues = bad.check().join("\n");
-        for flag in ["--lr", "--batch", "--val-fraction"] {
+        for flag in ["--lr", "--batch", "--val-fraction", "--shards"] {
             assert!(issues.contains(flag), "{issues}");
         }
         let other = Hyperparameters { epochs: 99, seed: 5, ..Default::default() };

@@ -12,14 +12,16 @@
 //! written ([`store::linear_in_data_units`]).
 //!
 //! # Data parallelism and reproducibility
-//! See [`fit`](mod@fit): global mini-batches are cut into fixed-size micro-batches independent of
-//! the rank count; ranks own consecutive micro-batches and their gradient sums are added
-//! in micro-batch order on rank 0 and broadcast, so 1, 2 or 4 ranks give bit-identical
-//! weights (on identical CPUs: the matrix products pick FMA kernels at run time).
-//! Initialisation, split and shuffles come from ChaCha8 keyed by the seed and a stream
-//! (the epoch for shuffles), so a run resumed from a checkpoint reproduces the
-//! uninterrupted run bit for bit. Every rank holds the whole table in memory (it is read
-//! by each rank); the work, not the data, is distributed.
+//! See [`shard`] and [`fit`](mod@fit): the samples are cut into a fixed number of shards
+//! of contiguous rows (a hyperparameter, independent of the rank count); each rank reads
+//! only the shards it owns (HDF5/NetCDF hyperslabs). Every global mini-batch draws rows
+//! from the shards in an order keyed by `(seed, epoch)`; each shard's gradient sum goes
+//! into its own slot of one `MPI_Allreduce(SUM)`, which is exact because every slot has a
+//! single non-zero contributor, and every rank adds the slots in shard order. So 1, 2 or 4
+//! ranks give bit-identical weights (on identical CPUs: the matrix products pick FMA
+//! kernels at run time). Initialisation, split, interleavings and shard orders come from
+//! ChaCha8 keyed by the seed and a stream, so a run resumed from a checkpoint reproduces
+//! the uninterrupted run bit for bit.
 //!
 //! # Files
 //! Model and checkpoint files share one HDF5 layout ([`store`]); metrics are CSV or JSON
@@ -29,16 +31,17 @@
 //!
 //! # Tests
 //! `tests/train.rs`: recovery of known linear coefficients and of a smooth nonlinear
-//! function, bitwise rank independence under `mpiexec` (feature `mpi`), bitwise resume
+//! function, bitwise rank independence under `mpiexec` on 1, 2 and 4 ranks with each
+//! rank reading only its shards (feature `mpi`), bitwise resume
 //! after a stop or `kill -9`, the flood surrogate against the mean predictor, the
 //! calorimeter regression against `Σ cells / sampling_fraction` (synthetic data and real
 //! `twin-kernel calo` output), ranking and continuation, and invalid inputs (exit code 3).
 //!
 //! # Limitations
 //! Dense f64 layers on the CPU (ndarray/matrixmultiply, one thread per rank); the gradient
-//! exchange gathers one vector per micro-batch to rank 0, fine for networks of up to ~10⁵
-//! parameters but not a substitute for a tree allreduce on large models; no GPU, no
-//! convolutional layers.
+//! allreduce carries one slot per contributing shard (up to `shards` × the parameters),
+//! fine for networks of up to ~10⁵ parameters, not for large models; more ranks than
+//! shards leave ranks idle; no GPU, no convolutional layers.
 
 pub mod data;
 mod error;
@@ -49,12 +52,13 @@ pub mod model;
 pub mod optim;
 pub mod predict;
 pub mod select;
+pub mod shard;
 pub mod store;
 pub mod tabulate;
 
-pub use data::{DataFile, Normalization, Split, Table, TargetUse, load_table};
+pub use data::{DataFile, Layout, Normalization, ShardedTable, Slab, Split, Table, TargetUse, load_shards, load_table};
 pub use error::TrainError;
-pub use fit::{EpochMetrics, FitOutcome, InputSpec, Limits, TrainData, TrainState, fit, start};
+pub use fit::{EpochMetrics, FitOutcome, InputSpec, Limits, Shard, TrainData, TrainState, fit, start};
 pub use hyper::{Activation, Hyperparameters, LrSchedule, TargetTransform};
 pub use model::Mlp;
 pub use optim::Adam;

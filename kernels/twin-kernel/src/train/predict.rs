@@ -8,7 +8,10 @@
 //! Since a biased estimator also scales its spread, the report adds the resolution after a
 //! global scale calibration, `σ(r)/(1 + bias)` = σ(E_est/E)/mean(E_est/E), and compares
 //! model and naive estimator on that (`improvement`): the naive sum could be rescaled for
-//! free, so only a better calibrated resolution is a real gain.
+//! free, so only a better calibrated resolution is a real gain. With
+//! `conditions/temperature` the same comparison is made in bins of temperature, which
+//! shows how a gain correction learnt on calibration runs holds up as the conditions drift
+//! (also beyond the temperatures the calibration saw).
 
 use std::path::Path;
 
@@ -23,6 +26,8 @@ use crate::exchange::{Attr, DType, Dataset, Dim, Values, Variable};
 pub const CALO_CELLS: &str = "cells";
 /// Calorimeter dataset of the incident energy, `[event]`, GeV.
 pub const CALO_ENERGY: &str = "truth/energy";
+/// Calorimeter dataset of the detector temperature per event, `[event]`, K.
+pub const CALO_TEMPERATURE: &str = "conditions/temperature";
 /// Calorimeter root attribute: visible fraction of the deposited energy.
 pub const CALO_SAMPLING_FRACTION: &str = "sampling_fraction";
 
@@ -88,6 +93,21 @@ pub struct EnergyBin {
     pub naive: Relative,
 }
 
+/// One bin of detector temperature (`conditions/temperature`).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct TemperatureBin {
+    /// Lowest temperature in the bin, K.
+    pub t_min: f64,
+    /// Highest temperature in the bin, K.
+    pub t_max: f64,
+    /// Mean temperature, K.
+    pub t_mean: f64,
+    /// The model (absent when it does not predict `truth/energy`).
+    pub model: Option<Relative>,
+    /// The naive estimator.
+    pub naive: Relative,
+}
+
 /// Model against naive estimator on a calorimeter file.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct CaloReport {
@@ -101,6 +121,38 @@ pub struct CaloReport {
     pub improvement: Option<f64>,
     /// Bins of equal event count along the true energy.
     pub bins: Vec<EnergyBin>,
+    /// Bins of equal event count along the detector temperature (empty without
+    /// `conditions/temperature`): how the gain correction holds up as conditions drift.
+    pub temperature_bins: Vec<TemperatureBin>,
+}
+
+/// Cuts the events into `bins` bins of equal count along `key` (ties by event order) and
+/// returns each bin's key range and mean, and the model and naive statistics.
+fn binned(
+    key: &[f64],
+    bins: usize,
+    truth: &[f64],
+    model: Option<&[f64]>,
+    naive: &[f64],
+) -> Vec<(f64, f64, f64, Option<Relative>, Relative)> {
+    let mut order: Vec<usize> = (0..key.len()).collect();
+    order.sort_by(|&a, &b| key[a].total_cmp(&key[b]).then(a.cmp(&b)));
+    let bins = bins.clamp(1, key.len().max(1));
+    let pick = |v: &[f64], idx: &[usize]| idx.iter().map(|&i| v[i]).collect::<Vec<f64>>();
+    (0..bins)
+        .map(|b| {
+            let idx = &order[b * key.len() / bins..(b + 1) * key.len() / bins];
+            let k = pick(key, idx);
+            let et = pick(truth, idx);
+            (
+                k.iter().copied().fold(f64::INFINITY, f64::min),
+                k.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+                k.iter().sum::<f64>() / k.len() as f64,
+                model.map(|p| Relative::of(&pick(p, idx), &et)),
+                Relative::of(&pick(naive, idx), &et),
+            )
+        })
+        .collect()
 }
 
 /// The calorimeter comparison for `data`, or `None` if it is not a calorimeter file.
@@ -136,23 +188,25 @@ pub fn calorimeter_report(
     let naive: Vec<f64> =
         cells.rows().into_iter().map(|r| r.iter().filter(|v| v.is_finite()).sum::<f64>() / sf).collect();
     let model = energy_prediction.filter(|p| p.len() == e.len());
-    let mut order: Vec<usize> = (0..e.len()).collect();
-    order.sort_by(|&a, &b| e[a].total_cmp(&e[b]).then(a.cmp(&b)));
-    let bins = bins.clamp(1, e.len());
-    let pick = |v: &[f64], idx: &[usize]| idx.iter().map(|&i| v[i]).collect::<Vec<f64>>();
-    let bins = (0..bins)
-        .map(|b| {
-            let idx = &order[b * e.len() / bins..(b + 1) * e.len() / bins];
-            let et = pick(&e, idx);
-            EnergyBin {
-                e_min: et.iter().copied().fold(f64::INFINITY, f64::min),
-                e_max: et.iter().copied().fold(f64::NEG_INFINITY, f64::max),
-                e_mean: et.iter().sum::<f64>() / et.len() as f64,
-                model: model.map(|p| Relative::of(&pick(p, idx), &et)),
-                naive: Relative::of(&pick(&naive, idx), &et),
-            }
-        })
+    let energy_bins = binned(&e, bins, &e, model, &naive)
+        .into_iter()
+        .map(|(e_min, e_max, e_mean, model, naive)| EnergyBin { e_min, e_max, e_mean, model, naive })
         .collect();
+    let temperature_bins = if file.has(CALO_TEMPERATURE) {
+        let t = file.read_matrix(CALO_TEMPERATURE)?;
+        if t.ncols() != 1 || t.nrows() != e.len() || t.iter().any(|v| !v.is_finite()) {
+            return Err(bad(
+                CALO_TEMPERATURE,
+                format!("has shape {:?} or missing values, expected [{}]", t.dim(), e.len()),
+            ));
+        }
+        binned(&t.column(0).to_vec(), bins, &e, model, &naive)
+            .into_iter()
+            .map(|(t_min, t_max, t_mean, model, naive)| TemperatureBin { t_min, t_max, t_mean, model, naive })
+            .collect()
+    } else {
+        Vec::new()
+    };
     let model_all = model.map(|p| Relative::of(p, &e));
     let naive_all = Relative::of(&naive, &e);
     Ok(Some(CaloReport {
@@ -160,7 +214,8 @@ pub fn calorimeter_report(
         improvement: model_all.map(|m| naive_all.resolution_calibrated / m.resolution_calibrated),
         model: model_all,
         naive: naive_all,
-        bins,
+        bins: energy_bins,
+        temperature_bins,
     }))
 }
 

@@ -74,14 +74,14 @@ impl Ranking {
     /// The ranked table as CSV, one row per trial, best first.
     pub fn csv(&self) -> String {
         let mut out = String::from(
-            "rank,trial,val_rmse,best_val_rmse,best_epoch,epochs_run,baseline_val_rmse,model,hidden,activation,lr,lr_schedule,batch_size,micro_batch,weight_decay,seed,target_transform,diverged,survivor,path\n",
+            "rank,trial,val_rmse,best_val_rmse,best_epoch,epochs_run,baseline_val_rmse,model,hidden,depth,activation,lr,lr_schedule,batch_size,micro_batch,shards,weight_decay,seed,target_transform,diverged,survivor,path\n",
         );
         for (pos, t) in self.trials.iter().enumerate() {
             let s = &t.state;
             let h = &s.hyper;
             let (best_epoch, best) = s.best().unwrap_or((0, f64::NAN));
             out.push_str(&format!(
-                "{},{},{:e},{:e},{},{},{:e},{},{},{},{:e},{},{},{},{:e},{},{},{},{},{}\n",
+                "{},{},{:e},{:e},{},{},{:e},{},{},{},{},{:e},{},{},{},{},{:e},{},{},{},{},{}\n",
                 pos + 1,
                 t.trial,
                 s.val_rmse(),
@@ -91,11 +91,13 @@ impl Ranking {
                 s.baseline_val_rmse,
                 h.model_name(),
                 csv_field(&h.hidden_text()),
+                h.depth(),
                 h.activation.name(),
                 h.lr,
                 h.lr_schedule.name(),
                 h.batch_size,
                 h.micro_batch,
+                h.shards,
                 h.weight_decay,
                 h.seed,
                 h.target_transform.name(),

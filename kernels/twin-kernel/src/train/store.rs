@@ -5,7 +5,7 @@
 //! /                      attributes: provenance (CF title/source/history, twinflow_*),
 //!                        twinflow_model_format, kind (model|checkpoint), model (mlp|linear),
 //!                        layer_sizes, hidden, activation, lr, lr_schedule, batch_size,
-//!                        micro_batch, epochs, epochs_run, seed, val_fraction, weight_decay,
+//!                        micro_batch, shards, epochs, epochs_run, seed, val_fraction, weight_decay,
 //!                        target_transform, hyperparameters (JSON, authoritative),
 //!                        features (JSON list), feature_widths, target, outputs, samples,
 //!                        n_train, n_val, data_fingerprint, data_file, adam_step, diverged,
@@ -39,7 +39,8 @@ use super::optim::Adam;
 use crate::exchange::{Attr, PartialFile, Provenance};
 
 /// Value of the `twinflow_model_format` attribute.
-pub const FORMAT: &str = "twinflow-surrogate-1";
+/// Version 2: sharded training (the `shards` hyperparameter, per-shard data fingerprint).
+pub const FORMAT: &str = "twinflow-surrogate-2";
 
 /// What a file is for (the layout is the same).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -144,6 +145,7 @@ fn write_file(path: &Path, s: &TrainState, kind: Kind, provenance: &Provenance) 
     put_str(&file, path, "lr_schedule", h.lr_schedule.name())?;
     put_i64(&file, path, "batch_size", to_i64(h.batch_size))?;
     put_i64(&file, path, "micro_batch", to_i64(h.micro_batch))?;
+    put_i64(&file, path, "shards", to_i64(h.shards))?;
     put_i64(&file, path, "epochs", to_i64(h.epochs))?;
     put_i64(&file, path, "epochs_run", to_i64(s.epoch))?;
     put_str(&file, path, "seed", &h.seed.to_string())?;
