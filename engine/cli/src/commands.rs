@@ -580,23 +580,14 @@ fn cancel_cmd(a: &CancelArgs) -> Result<i32, Failure> {
     let backend =
         SlurmBackend::new(SlurmOptions { profile, call_log: std::env::var_os(slurm::CALL_LOG_ENV).map(PathBuf::from) });
     runtime()?.block_on(backend.scancel(&jobs)).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let what = |n: usize| if n == 1 { "" } else { "s" };
-    match &holder {
-        Some(h) => println!(
-            "cancelled {} SLURM job{} of run {} (allocation {h}): {}",
-            jobs.len(),
-            what(jobs.len()),
-            run.id,
-            jobs.iter().map(|j| j.0.as_str()).collect::<Vec<_>>().join(" ")
-        ),
-        None => println!(
-            "cancelled {} SLURM job{} of run {}: {}",
-            jobs.len(),
-            what(jobs.len()),
-            run.id,
-            jobs.iter().map(|j| j.0.as_str()).collect::<Vec<_>>().join(" ")
-        ),
-    }
+    let note = holder.as_ref().map(|h| format!(" (allocation {h})")).unwrap_or_default();
+    println!(
+        "cancelled {} SLURM job{} of run {}{note}: {}",
+        jobs.len(),
+        if jobs.len() == 1 { "" } else { "s" },
+        run.id,
+        jobs.iter().map(|j| j.0.as_str()).collect::<Vec<_>>().join(" ")
+    );
     if stopped_engine {
         return Ok(exit::OK);
     }
