@@ -136,6 +136,20 @@ pub(crate) fn squeue(ids: &[String]) -> Vec<String> {
     String::from_utf8_lossy(&o.stdout).lines().map(str::to_string).collect()
 }
 
+/// Live processes whose command line contains `marker` (`pgrep -af`; pgrep leaves itself
+/// out).
+pub(crate) fn processes_with(marker: &str) -> Vec<String> {
+    let out = Command::new("pgrep").args(["-af", marker]).output().expect("pgrep");
+    String::from_utf8_lossy(&out.stdout).lines().map(str::to_string).collect()
+}
+
+/// The recorded settings of a run (`runs.params`, JSON).
+pub(crate) fn run_settings(runs: &Path, run: &str) -> serde_json::Value {
+    let c = rusqlite::Connection::open(runs.join("twinflow.db")).unwrap();
+    let text: String = c.query_row("SELECT params FROM runs WHERE id = ?1", [run], |r| r.get(0)).unwrap();
+    serde_json::from_str(&text).unwrap()
+}
+
 pub(crate) fn signal(pid: u32, sig: &str) {
     let _ = Command::new("kill").args([sig, &pid.to_string()]).status();
 }
@@ -212,11 +226,40 @@ fn slurm_plan_shows_each_tasks_sbatch_script() {
         .unwrap();
     assert!(out.status.success(), "{}", show(&out));
     insta::assert_snapshot!(String::from_utf8_lossy(&out.stdout));
-    // `--profile` alone is a usage error that says what to add.
-    let bad = twinflow().current_dir(repo_root()).args(["plan", "examples/hello.yaml", "--profile", "local"]).output();
+    // `--arrays` without `--backend slurm` is a usage error that says what to add.
+    let bad = twinflow().current_dir(repo_root()).args(["plan", "examples/hello.yaml", "--arrays"]).output();
     let bad = bad.unwrap();
     assert_eq!(bad.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("--backend slurm"), "{}", show(&bad));
+}
+
+/// With `--arrays`, the first member of a scattered step shows the array's driver script
+/// before its own; a profile's default memory reaches the scripts of steps without one.
+#[test]
+fn slurm_plan_shows_the_array_driver_and_default_resources() {
+    let d = scratch("slurm/plan-arrays");
+    let base = std::fs::read_to_string(profile()).unwrap();
+    let prof = write(&d, "defaults.yaml", &format!("{base}\ndefault_memory: 300M\ndefault_threads: 2\n"));
+    let out = twinflow()
+        .args(["plan", HELLO, "-p", "members=3", "--backend", "slurm", "--arrays", "--profile"])
+        .arg(&prof)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", show(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let member0 = &text[text.find("member[0]: script").expect("member 0")..text.find("member[1]: script").unwrap()];
+    for l in [
+        "#SBATCH --array=0-2\n",
+        "SLURM_ARRAY_TASK_ID",
+        "exec bash .twinflow/job.sbatch",
+        "# member script, <out>/.twinflow/job.sbatch:",
+        "#SBATCH --mem=300M",
+        "#SBATCH --cpus-per-task=2",
+    ] {
+        assert!(member0.contains(l), "`{l}` missing:\n{member0}");
+    }
+    let member1 = &text[text.find("member[1]: script").unwrap()..];
+    assert!(!member1[..member1.find("member[2]").unwrap()].contains("--array"), "{member1}");
 }
 
 const MPI: &str = r#"
@@ -376,31 +419,50 @@ fn slurm_kill_nine_between_sbatch_and_the_database_commit_submits_nothing_twice(
     assert!(tasks.values().all(|(s, n)| s == "succeeded" && *n == 1), "{tasks:?}");
 }
 
-fn latest_run_id(runs: &Path) -> String {
+pub(crate) fn latest_run_id(runs: &Path) -> String {
     let c = rusqlite::Connection::open(runs.join("twinflow.db")).unwrap();
     c.query_row("SELECT id FROM runs ORDER BY created_at DESC LIMIT 1", [], |r| r.get(0)).unwrap()
 }
 
+/// `twinflow cancel RUN` (an explicit id) of a run whose engine was killed: every job is
+/// cancelled, with the run's own profile (its `polling.chunk: 2`: two `scancel` calls of two
+/// jobs each, where the default profile would make one).
 #[test]
 fn slurm_cancel_command_stops_the_jobs_of_a_dead_engine() {
     require_cluster();
     let d = scratch("slurm/cancel-cmd");
     let wf = write(&d, "naps.yaml", NAPS);
-    let child = slurm_cmd(&d, &[wf.to_str().unwrap()]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let base = std::fs::read_to_string(profile()).unwrap();
+    let prof = write(&d, "chunked.yaml", &base.replace("polling:\n", "polling:\n  chunk: 2\n"));
+    assert!(std::fs::read_to_string(&prof).unwrap().contains("chunk: 2"));
+    let child = twinflow()
+        .current_dir(&d)
+        .args(["run", wf.to_str().unwrap(), "--backend", "slurm", "--profile", prof.to_str().unwrap(), "--json"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
     wait_until("4 submitted jobs", 60, || job_ids(&d.join("runs")).len() == 4);
     signal(child.id(), "-KILL");
     let _ = wait_output(child, 10);
     let ids = job_ids(&d.join("runs"));
+    let run = latest_run_id(&d.join("runs"));
+    // Another run started later: `latest` would name it, the explicit id must not.
+    let other = run_json(&d, HELLO.as_ref(), &["-p", "members=1"]);
+    assert!(other.status.success(), "{}", show(&other));
     let out = twinflow()
         .current_dir(&d)
-        .args(["cancel", "latest"])
+        .args(["cancel", &run])
         .env("TWINFLOW_SLURM_CALL_LOG", d.join("calls.log"))
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", show(&out));
-    assert!(String::from_utf8_lossy(&out.stdout).starts_with("cancelled 4 SLURM jobs"), "{}", show(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.starts_with(&format!("cancelled 4 SLURM jobs of run {run}")), "{}", show(&out));
     wait_until("the cancelled jobs to leave squeue", 30, || squeue(&ids).is_empty());
-    assert_eq!(count(&calls(&d), "scancel", false), 1);
+    let scancels: Vec<Call> = calls(&d).into_iter().filter(|c| c.program == "scancel").collect();
+    assert_eq!(scancels.len(), 2, "{scancels:#?}");
+    assert!(scancels.iter().all(|c| c.args.split(' ').count() == 2), "{scancels:#?}");
 }
 
 /// A `sbatch` first on PATH that fails like an overloaded controller on 3 calls in 10
@@ -540,19 +602,106 @@ steps:
     out: { o: o.txt }
 "#;
 
-/// 200 jobs in flight at once: every poll asks the controller at most one `squeue` (for all
-/// jobs) and one `sacct` (for those that left the queue).
+/// The real program `name`: the first on PATH.
+pub(crate) fn real_program(name: &str) -> PathBuf {
+    std::env::split_paths(&std::env::var_os("PATH").unwrap())
+        .map(|p| p.join(name))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| panic!("`{name}` is not on PATH"))
+}
+
+/// Writes the executable script `dir/name`.
+pub(crate) fn executable(dir: &Path, name: &str, text: &str) -> PathBuf {
+    std::fs::create_dir_all(dir).unwrap();
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    let _ = Command::new("chmod").arg("+x").arg(&p).status();
+    p
+}
+
+/// PATH with `dir` first.
+pub(crate) fn path_with(dir: &Path) -> String {
+    format!("{}:{}", dir.display(), std::env::var("PATH").unwrap())
+}
+
+/// Wrappers first on PATH for the SLURM client commands: each appends
+/// `UNIX_NS PROGRAM ARGS...` to `log`, then runs the real one. What they count is what the
+/// controller was really asked, independently of the engine's own call log.
+pub(crate) fn counting_wrappers(dir: &Path, log: &Path, programs: &[&str]) -> PathBuf {
+    let bin = dir.join("counting-bin");
+    for p in programs {
+        executable(
+            &bin,
+            p,
+            &format!(
+                "#!/bin/sh\necho \"$(date +%s%N) {p} $*\" >> \"{}\"\nexec \"{}\" \"$@\"\n",
+                log.display(),
+                real_program(p).display()
+            ),
+        );
+    }
+    bin
+}
+
+/// 200 jobs in flight at once, all queued (held, then released by the test) and then
+/// running: every poll asks the controller at most one `squeue` (for all jobs) and one
+/// `sacct` (for those that left the queue), counted by wrappers around the real commands.
+/// The measured numbers go to stderr and `report.txt`.
 #[test]
 #[allow(clippy::print_stderr)]
 fn slurm_200_jobs_make_one_squeue_and_one_sacct_per_poll_at_most() {
+    require_cluster();
     let d = scratch("slurm/many");
     let wf = write(&d, "many.yaml", MANY);
+    // `--hold`: every job waits in the queue until the test releases it, so all 200 are in
+    // flight together whatever the node's 8 CPUs could run at once.
+    let base = std::fs::read_to_string(profile()).unwrap();
+    let prof = write(&d, "held.yaml", &format!("{base}\nsbatch_flags: [--hold]\n"));
+    let log = d.join("wrapped-calls.log");
+    let bin = counting_wrappers(&d, &log, &["squeue", "sacct", "scontrol", "sbatch"]);
+    let wrapped = || -> Vec<(u64, String, String)> {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| {
+                let mut w = l.splitn(3, ' ');
+                Some((w.next()?.parse().ok()?, w.next()?.to_string(), w.next().unwrap_or("").to_string()))
+            })
+            .collect()
+    };
+    let ids_in =
+        |args: &str| args.split(' ').find_map(|a| a.strip_prefix("--jobs=")).map_or(0, |l| l.split(',').count());
     let t0 = Instant::now();
-    let out = slurm_run(&d, &[wf.to_str().unwrap()]);
+    let mut cmd = twinflow();
+    cmd.current_dir(&d)
+        .args(["run", wf.to_str().unwrap(), "--backend", "slurm", "--profile", prof.to_str().unwrap(), "--json"])
+        .env("TWINFLOW_SLURM_CALL_LOG", d.join("calls.log"))
+        .env("PATH", path_with(&bin));
+    let child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    wait_until("200 held jobs followed by one squeue", 120, || {
+        wrapped().iter().any(|(_, p, a)| p == "squeue" && ids_in(a) == 200)
+    });
+    let ids = job_ids(&d.join("runs"));
+    assert_eq!(ids.len(), 200);
+    let release = Command::new("scontrol").args(["release", &ids.join(",")]).output().unwrap();
+    assert!(release.status.success(), "{}", String::from_utf8_lossy(&release.stderr));
+    let out = wait_output(child, 240);
     let elapsed = t0.elapsed();
     assert!(out.status.success(), "{}", show(&out));
-    assert_eq!(final_states(&out).len(), 200);
+    assert_eq!(final_states(&out).values().filter(|s| *s == "succeeded").count(), 200);
+
+    let calls_seen = wrapped();
+    let of = |p: &str| calls_seen.iter().filter(|(_, q, _)| q == p).count();
+    let (sq, sa, sbatch) = (of("squeue"), of("sacct"), of("sbatch"));
+    let scontrol_jobs = calls_seen.iter().filter(|(_, p, a)| p == "scontrol" && a.starts_with("show job")).count();
+    let max_ids = calls_seen.iter().filter(|(_, p, _)| p == "squeue").map(|(_, _, a)| ids_in(a)).max().unwrap_or(0);
+    assert_eq!(sbatch, 200, "each job submitted once");
+    assert!(max_ids >= 150, "the largest squeue asked for {max_ids} jobs");
+    assert_eq!(scontrol_jobs, 0, "the scontrol-per-job fallback was used");
+    // The engine's own log agrees with the wrappers, and no poll made more than one
+    // squeue or sacct.
     let c = calls(&d);
+    assert_eq!((count(&c, "squeue", false), count(&c, "sacct", false)), (sq, sa), "engine log vs wrappers");
     let ticks = c.iter().map(|c| c.tick).max().unwrap_or(0);
     let mut per_tick: std::collections::BTreeMap<u64, (usize, usize)> = Default::default();
     for call in &c {
@@ -565,16 +714,15 @@ fn slurm_200_jobs_make_one_squeue_and_one_sacct_per_poll_at_most() {
     }
     let worst = per_tick.iter().find(|(_, (q, a))| *q > 1 || *a > 1);
     assert!(worst.is_none(), "tick {worst:?} made more than one squeue or sacct call");
-    let (sq, sa) = (count(&c, "squeue", false), count(&c, "sacct", false));
-    assert!(sq as u64 <= ticks, "{sq} squeue calls in {ticks} poll ticks");
-    assert_eq!(count(&c, "sbatch", true), 200);
-    let scontrol_jobs = c.iter().filter(|c| c.program == "scontrol" && c.args.starts_with("show job")).count();
-    assert_eq!(scontrol_jobs, 0, "the scontrol-per-job fallback was used");
+    // O(1) per poll, and polls no closer than `polling.min_interval` (0.5 s in local.yaml):
+    // at most 2 status calls per half second of the run, plus `scontrol show config` once.
+    let bound = 2 * (elapsed.as_millis() as usize / 500 + 1) + 1;
+    let status_calls = sq + sa + of("scontrol");
+    assert!(status_calls <= bound, "{status_calls} status calls in {elapsed:?} (bound {bound})");
     let report = format!(
-        "200 jobs in {:.1}s: {ticks} poll ticks, {sq} squeue, {sa} sacct, {} scontrol, {} sbatch calls\n",
+        "200 jobs in {:.1}s (held until all were queued): {sq} squeue calls (at most {max_ids} job ids in one), {sa} sacct, {} scontrol, {sbatch} sbatch; {ticks} engine poll ticks; bound on status calls {bound}\n",
         elapsed.as_secs_f64(),
-        count(&c, "scontrol", false),
-        count(&c, "sbatch", false),
+        of("scontrol"),
     );
     std::fs::write(d.join("report.txt"), &report).unwrap();
     eprintln!("{report}");
@@ -642,11 +790,13 @@ fn slurm_cancel_command_with_a_live_engine_records_cancelled_tasks() {
     );
     let child = slurm_cmd(&d, &[wf.to_str().unwrap()]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
     wait_until("4 submitted jobs", 60, || job_ids(&d.join("runs")).len() == 4);
+    let ids = job_ids(&d.join("runs"));
     let cancel = twinflow().current_dir(&d).args(["cancel", "latest"]).output().unwrap();
     assert!(cancel.status.success(), "{}", show(&cancel));
     assert!(String::from_utf8_lossy(&cancel.stdout).contains("sent SIGTERM to the engine"), "{}", show(&cancel));
     let out = wait_output(child, 60);
     assert_eq!(out.status.code(), Some(130), "{}", show(&out));
+    wait_until("the cancelled jobs to leave squeue", 30, || squeue(&ids).is_empty());
     assert!(retry_messages(&out).is_empty(), "{:?}", retry_messages(&out));
     let st = final_states(&out);
     assert_eq!(st.values().filter(|s| *s == "cancelled").count(), 4, "{st:?}");

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
+use crate::common::twinflow_bin;
 use crate::flood::{MINI, mpi_kernel, run_with_deadline};
 use crate::slurm::*;
 use crate::support::*;
@@ -309,4 +310,279 @@ fn slurm_sbatch_that_times_out_after_acceptance_is_not_submitted_twice() {
     assert_eq!(submitted.lines().count(), 7, "6 members + total, each accepted once:\n{submitted}");
     let tasks = db_tasks(&d.join("runs"), &run_id(&out));
     assert!(tasks.values().all(|(s, n)| s == "succeeded" && *n == 1), "{tasks:?}");
+}
+
+/// Four one-CPU members that sleep (the sleep time is a marker for `pgrep`), then a step
+/// that gathers the allocation each member ran in.
+const ALLOC_NAPS: &str = r#"
+name: slurm-alloc-naps
+steps:
+  nap:
+    scatter:
+      over: { i: "${{ range(0, 4) }}" }
+    run: [sh, -c, 'sleep MARKER; echo "$SLURM_JOB_ID" > o.txt', sh, "${{ scatter.i }}"]
+    out: { o: o.txt }
+  done:
+    in: { parts: "${{ steps.nap.out.o }}" }
+    run: [sh, -c, 'cat "$@" > all.txt', sh, "${{ in.parts }}"]
+    out: { all: all.txt }
+"#;
+
+/// A sleep time unique to one test of this process, usable as a `pgrep` marker.
+fn marker(test: u32) -> String {
+    format!("4.{}{test}", std::process::id())
+}
+
+/// The holder job of a run in allocation mode, as recorded with the run.
+fn holder_of(runs: &Path, run: &str) -> String {
+    let s = run_settings(runs, run);
+    assert_eq!(s["allocation_owned"], true, "{s}");
+    s["allocation_job"].as_str().unwrap_or_else(|| panic!("no allocation recorded: {s}")).to_string()
+}
+
+/// Starts an allocation-mode run of `ALLOC_NAPS` on 2 CPUs and waits until steps run.
+fn start_naps_in_an_allocation(d: &Path, marker: &str) -> std::process::Child {
+    let wf = write(d, "naps.yaml", &ALLOC_NAPS.replace("MARKER", marker));
+    let child = slurm_cmd(d, &[wf.to_str().unwrap(), "--allocation", "--alloc-cpus", "2"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_until("steps running in the allocation", 60, || !processes_with(&format!("sleep {marker}")).is_empty());
+    child
+}
+
+/// Every member's output names the allocation it ran in.
+fn members_ran_in(d: &Path, out: &Output, holder: &str) {
+    let all = std::fs::read_to_string(d.join("runs").join(run_id(out)).join("steps/done/out/all.txt")).unwrap();
+    assert_eq!(all, format!("{holder}\n").repeat(4));
+}
+
+/// `kill -9` of the engine in allocation mode: its holder job outlives it; `--resume` goes on
+/// in that allocation (nothing submitted again), and at the end no job of the run is left
+/// in `squeue` and no `srun` of it is left running.
+#[test]
+fn slurm_allocation_kill_nine_then_resume_goes_on_in_the_same_allocation() {
+    require_cluster();
+    let d = scratch("slurm-modes/allocation-resume");
+    let m = marker(1);
+    let child = start_naps_in_an_allocation(&d, &m);
+    signal(child.id(), "-KILL");
+    let _ = wait_output(child, 10);
+    let runs = d.join("runs");
+    let run = latest_run_id(&runs);
+    let holder = holder_of(&runs, &run);
+    assert!(!squeue(std::slice::from_ref(&holder)).is_empty(), "the allocation died with the engine");
+    let out =
+        wait_output(slurm_cmd(&d, &["--resume"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap(), 120);
+    assert!(out.status.success(), "{}", show(&out));
+    assert_eq!(run_id(&out), run);
+    assert_eq!(count(&calls(&d), "sbatch", false), 1, "the holder job was submitted again");
+    members_ran_in(&d, &out, &holder);
+    wait_until("the allocation to leave squeue", 30, || squeue(std::slice::from_ref(&holder)).is_empty());
+    assert!(processes_with(&m).is_empty(), "{:?}", processes_with(&m));
+}
+
+/// `twinflow cancel RUN` of an allocation-mode run whose engine was killed: the holder job
+/// is cancelled (its `srun` steps with it). `--resume` then asks for a new allocation and
+/// finishes the run there; at the end neither allocation is in `squeue`.
+#[test]
+fn slurm_allocation_cancel_of_a_dead_engine_then_resume_in_a_new_allocation() {
+    require_cluster();
+    let d = scratch("slurm-modes/allocation-cancel-resume");
+    let m = marker(2);
+    let child = start_naps_in_an_allocation(&d, &m);
+    signal(child.id(), "-KILL");
+    let _ = wait_output(child, 10);
+    let runs = d.join("runs");
+    let run = latest_run_id(&runs);
+    let first = holder_of(&runs, &run);
+    let cancel = twinflow()
+        .current_dir(&d)
+        .args(["cancel", &run])
+        .env("TWINFLOW_SLURM_CALL_LOG", d.join("calls.log"))
+        .output()
+        .unwrap();
+    assert!(cancel.status.success(), "{}", show(&cancel));
+    assert!(String::from_utf8_lossy(&cancel.stdout).contains(&format!("(allocation {first})")), "{}", show(&cancel));
+    wait_until("the allocation to leave squeue", 30, || squeue(std::slice::from_ref(&first)).is_empty());
+    wait_until("its srun steps to end", 30, || processes_with(&m).is_empty());
+    let out =
+        wait_output(slurm_cmd(&d, &["--resume"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap(), 120);
+    assert!(out.status.success(), "{}", show(&out));
+    let second = holder_of(&runs, &run);
+    assert_ne!(first, second);
+    assert_eq!(count(&calls(&d), "sbatch", false), 2);
+    members_ran_in(&d, &out, &second);
+    wait_until("both allocations out of squeue", 30, || squeue(&[first.clone(), second.clone()]).is_empty());
+}
+
+/// Cancelling mid-run: with arrays by SIGTERM to the engine, in allocation mode with
+/// `twinflow cancel RUN` while the engine runs. Afterwards no job of the run is in `squeue`
+/// and no step process (`srun` or the step itself) is left.
+#[test]
+fn slurm_cancel_mid_run_in_array_and_allocation_mode_leaves_nothing_behind() {
+    require_cluster();
+    for mode in ["arrays", "allocation"] {
+        let d = scratch(&format!("slurm-modes/cancel-{mode}"));
+        let m = marker(if mode == "arrays" { 3 } else { 4 });
+        let child = if mode == "arrays" {
+            let wf = write(&d, "naps.yaml", &ALLOC_NAPS.replace("MARKER", &m));
+            let c = slurm_cmd(&d, &[wf.to_str().unwrap(), "--arrays"])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap();
+            wait_until("array members running", 60, || !processes_with(&format!("sleep {m}")).is_empty());
+            c
+        } else {
+            start_naps_in_an_allocation(&d, &m)
+        };
+        let runs = d.join("runs");
+        let run = latest_run_id(&runs);
+        let ids = if mode == "arrays" {
+            signal(child.id(), "-TERM");
+            job_ids(&runs)
+        } else {
+            let cancel = twinflow().current_dir(&d).args(["cancel", &run]).output().unwrap();
+            assert!(cancel.status.success(), "{}", show(&cancel));
+            assert!(
+                String::from_utf8_lossy(&cancel.stdout).contains("sent SIGTERM to the engine"),
+                "{}",
+                show(&cancel)
+            );
+            vec![holder_of(&runs, &run)]
+        };
+        let out = wait_output(child, 60);
+        assert_eq!(out.status.code(), Some(130), "{mode}: {}", show(&out));
+        // Arrays: all four members ran at once; the allocation's 2 CPUs held two of them.
+        let st = final_states(&out);
+        let running = if mode == "arrays" { 4 } else { 2 };
+        assert_eq!(st.values().filter(|s| *s == "cancelled").count(), running, "{mode}: {st:?}");
+        assert!(st.values().all(|s| s == "cancelled"), "{mode}: {st:?}");
+        assert!(!ids.is_empty());
+        wait_until("the run's jobs to leave squeue", 30, || squeue(&ids).is_empty());
+        wait_until("every step process to end", 30, || processes_with(&m).is_empty());
+    }
+}
+
+/// A two-rank step in an allocation, under a profile with a module, a set-up line and an
+/// environment variable. `module` is a fake on PATH that logs what it is asked to load.
+const SITE_ENV: &str = r#"
+name: slurm-alloc-site
+steps:
+  ranks:
+    resources: { ranks: 2 }
+    run: [sh, -c, 'echo "$SLURM_PROCID $FROM_SETUP|$FROM_ENV" >> r.txt']
+    out: { r: r.txt }
+"#;
+
+#[test]
+fn slurm_allocation_steps_get_the_profiles_modules_setup_and_env() {
+    require_cluster();
+    let d = scratch("slurm-modes/allocation-site");
+    let bin = d.join("module-bin");
+    executable(&bin, "module", &format!("#!/bin/sh\necho \"$*\" >> \"{}\"\n", d.join("modules.log").display()));
+    let base = std::fs::read_to_string(profile()).unwrap();
+    let prof = write(
+        &d,
+        "site.yaml",
+        &format!(
+            "{base}\nmodules: [fake/1.0]\nsetup: ['export FROM_SETUP=\"set up\"']\nenv: {{ FROM_ENV: \"it's env\" }}\n"
+        ),
+    );
+    let wf = write(&d, "site.yaml.wf", SITE_ENV);
+    let mut cmd = twinflow();
+    cmd.current_dir(&d)
+        .args(["run", wf.to_str().unwrap(), "--backend", "slurm", "--profile", prof.to_str().unwrap()])
+        .args(["--allocation", "--alloc-cpus", "2", "--json"])
+        .env("TWINFLOW_SLURM_CALL_LOG", d.join("calls.log"))
+        .env("PATH", path_with(&bin));
+    let out = wait_output(cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap(), 120);
+    assert!(out.status.success(), "{}", show(&out));
+    let mut lines: Vec<String> =
+        std::fs::read_to_string(d.join("runs").join(run_id(&out)).join("steps/ranks/out/r.txt"))
+            .unwrap()
+            .lines()
+            .map(String::from)
+            .collect();
+    lines.sort();
+    assert_eq!(lines, ["0 set up|it's env", "1 set up|it's env"]);
+    assert_eq!(std::fs::read_to_string(d.join("modules.log")).unwrap(), "load fake/1.0\n".repeat(2));
+}
+
+/// Three one-CPU members and a two-rank step, each reporting the job and step it ran as.
+const INSIDE: &str = r#"
+name: slurm-inside
+steps:
+  small:
+    scatter:
+      over: { i: "${{ range(0, 3) }}" }
+    run: [sh, -c, 'echo "$SLURM_JOB_ID $SLURM_STEP_ID" > o.txt']
+    out: { o: o.txt }
+  mpi:
+    resources: { ranks: 2 }
+    run: [sh, -c, 'echo "$SLURM_JOB_ID $SLURM_PROCID of $SLURM_NTASKS" >> r.txt']
+    out: { r: r.txt }
+"#;
+
+/// `twinflow run --allocation` inside `sbatch -n4`: every step is an `srun` step of that one
+/// job; no holder job is submitted and the user's job is not cancelled by twinflow.
+#[test]
+fn slurm_allocation_inside_an_sbatch_job_runs_every_step_as_a_step_of_that_job() {
+    require_cluster();
+    let d = scratch("slurm-modes/inside-sbatch");
+    let wf = write(&d, "inside.yaml", INSIDE);
+    let events = d.join("events.jsonl");
+    let script = executable(
+        &d,
+        "inner.sh",
+        &format!(
+            "#!/bin/sh\nexec '{}' run '{}' --backend slurm --profile '{}' --allocation --json > '{}'\n",
+            twinflow_bin(),
+            wf.display(),
+            profile(),
+            events.display()
+        ),
+    );
+    let sb = Command::new("sbatch")
+        .args(["--parsable", "-n4", "--job-name=twinflow-inside"])
+        .arg(format!("--chdir={}", d.display()))
+        .arg(format!("--output={}", d.join("inner.log").display()))
+        .arg(&script)
+        .env("TWINFLOW_SLURM_CALL_LOG", d.join("calls.log"))
+        .output()
+        .unwrap();
+    assert!(sb.status.success(), "{}", String::from_utf8_lossy(&sb.stderr));
+    let outer = String::from_utf8_lossy(&sb.stdout).trim().to_string();
+    wait_until("the outer job to end", 120, || squeue(std::slice::from_ref(&outer)).is_empty());
+    let log = std::fs::read_to_string(d.join("inner.log")).unwrap_or_default();
+    let text = std::fs::read_to_string(&events).unwrap_or_default();
+    let fin = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|e| e["event"] == "run-finished")
+        .unwrap_or_else(|| panic!("no run-finished event; job log:\n{log}\nevents:\n{text}"));
+    assert_eq!(fin["state"], "succeeded", "{log}\n{text}");
+    let run = d.join("runs").join(fin["run_id"].as_str().unwrap());
+    let mut steps = std::collections::BTreeSet::new();
+    for m in 0..3 {
+        let line = std::fs::read_to_string(run.join(format!("steps/small/{m}/out/o.txt"))).unwrap();
+        let f: Vec<&str> = line.split_whitespace().collect();
+        assert_eq!(f[0], outer, "member {m} ran outside the outer job: {line}");
+        steps.insert(f[1].to_string());
+    }
+    assert_eq!(steps.len(), 3, "each task is its own job step: {steps:?}");
+    let mut ranks: Vec<String> =
+        std::fs::read_to_string(run.join("steps/mpi/out/r.txt")).unwrap().lines().map(String::from).collect();
+    ranks.sort();
+    assert_eq!(ranks, [format!("{outer} 0 of 2"), format!("{outer} 1 of 2")]);
+    let c = calls(&d);
+    assert_eq!(count(&c, "sbatch", false), 0, "a holder job was submitted: {c:#?}");
+    assert_eq!(count(&c, "scancel", false), 0, "twinflow cancelled a job it does not own: {c:#?}");
+    let settings = run_settings(&d.join("runs"), fin["run_id"].as_str().unwrap());
+    assert_eq!(
+        (settings["allocation_job"].as_str(), settings["allocation_owned"].as_bool()),
+        (Some(outer.as_str()), Some(false))
+    );
 }

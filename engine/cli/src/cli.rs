@@ -28,7 +28,7 @@ pub enum Command {
     #[command(after_help = "Examples:\n  twinflow plan examples/hello.yaml\n  twinflow plan examples/hello.yaml --format dot | dot -Tpng > dag.png\n  twinflow plan examples/hello.yaml --format json\n\n".to_string() + exit::HELP)]
     Plan(PlanArgs),
     /// Run a workflow (or resume one) on the local machine or through SLURM.
-    #[command(after_help = "Examples:\n  twinflow run examples/hello.yaml -p members=4\n  twinflow run --resume            # continue the latest run where it stopped\n  twinflow run examples/hello.yaml --json > events.jsonl\n  twinflow run examples/hello.yaml --backend slurm --profile local\n  twinflow run --resume --backend slurm --profile local   # follows jobs still queued or running\n  twinflow run examples/flood-mini.yaml --backend slurm --profile local --arrays\n  twinflow run examples/flood-mini.yaml --backend slurm --profile local --allocation --alloc-cpus 8\n\n".to_string() + exit::HELP)]
+    #[command(after_help = "Examples:\n  twinflow run examples/hello.yaml -p members=4\n  twinflow run --resume            # continue the latest run where it stopped\n  twinflow run examples/hello.yaml --json > events.jsonl\n  twinflow run examples/hello.yaml --backend slurm --profile local\n  twinflow run --resume --backend slurm --profile local   # follows jobs still queued or running\n  twinflow run examples/flood-mini.yaml --backend slurm --profile local --arrays\n  twinflow run examples/flood-mini.yaml --backend slurm --profile local --allocation --alloc-cpus 8\n  twinflow run examples/flood-mini.yaml --profile local   # local backend: the profile's mpiexec and default resources\n\n".to_string() + exit::HELP)]
     Run(RunArgs),
     /// List runs, or the tasks of one run.
     #[command(after_help = "Examples:\n  twinflow status                 # all runs\n  twinflow status latest          # tasks of the latest run\n  twinflow status 20261122-101500-3f2a --json\n\n".to_string() + exit::HELP)]
@@ -36,7 +36,7 @@ pub enum Command {
     /// Explain why a step would run again (which input, parameter or definition changed).
     #[command(after_help = "Example:\n  twinflow why examples/hello.yaml greet -p name=world\n\n".to_string() + exit::HELP)]
     Why(WhyArgs),
-    /// Cancel the SLURM jobs a run has in flight (`scancel`, one call).
+    /// Cancel the SLURM jobs a run has in flight (`scancel`, one call), or its allocation.
     #[command(after_help = "Examples:\n  twinflow cancel latest\n  twinflow cancel 20261122-101500-3f2a --runs-dir runs\n\nA run whose engine still runs is stopped best with Ctrl-C (SIGINT) or SIGTERM to the engine,\nwhich cancels its own jobs. `twinflow cancel` is for runs whose engine is gone, or another shell.\n\n".to_string() + exit::HELP)]
     Cancel(CancelArgs),
     /// Print the JSON Schema of the workflow format.
@@ -85,8 +85,10 @@ pub struct BackendArgs {
     /// Where tasks run.
     #[arg(long, value_enum, default_value = "local")]
     pub backend: BackendKind,
-    /// SLURM site profile: a name (`local` → `hpc/profiles/local.yaml`, or in
-    /// $TWINFLOW_PROFILE_PATH) or a path to a YAML file. Needs `--backend slurm`.
+    /// Site profile: a name (`local` → `hpc/profiles/local.yaml`, or in
+    /// $TWINFLOW_PROFILE_PATH) or a path to a YAML file. With `--backend slurm`: partition,
+    /// modules, limits, ...; with either backend: default resources and (local) the
+    /// `mpiexec` launcher, flavour, flags and environment.
     #[arg(long, value_name = "NAME_OR_PATH")]
     pub profile: Option<String>,
     /// Submit the members of a scattered step that are ready together as one SLURM job
@@ -155,9 +157,11 @@ pub struct RunArgs {
     /// Seconds between SIGTERM and SIGKILL when stopping a step.
     #[arg(long, default_value_t = 10.0)]
     pub grace: f64,
-    /// MPI launcher for steps with `ranks > 1` (its flags may follow, space-separated).
-    #[arg(long, default_value = "mpiexec", env = "TWINFLOW_MPIEXEC")]
-    pub mpiexec: String,
+    /// MPI launcher for steps with `ranks > 1` (its flags may follow, space-separated;
+    /// default: the profile's `mpiexec.command`, else `mpiexec`). Replaces the profile's
+    /// launcher and flags; its flavour and environment stay.
+    #[arg(long, env = "TWINFLOW_MPIEXEC", value_name = "LAUNCHER")]
+    pub mpiexec: Option<String>,
     /// Print events as JSON lines on stdout instead of progress bars.
     #[arg(long)]
     pub json: bool,

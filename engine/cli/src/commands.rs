@@ -150,12 +150,19 @@ fn validate_cmd(a: &WorkflowArgs) -> Result<i32, Failure> {
 
 fn plan_cmd(a: &crate::cli::PlanArgs) -> Result<i32, Failure> {
     let o = overrides(&a.wf.params, &a.wf.inputs)?;
-    let wf = load(&a.wf.file, &o)?;
+    let mut wf = load(&a.wf.file, &o)?;
+    let profile = site_profile(&a.backend)?;
+    if let Some(p) = &profile {
+        apply_profile_defaults(&mut wf, p);
+    }
     let p = compile(wf, "<run.id>", "<run.dir>")?;
     let mut local = LocalOptions::default();
-    let profile = slurm_profile(&a.backend)?;
+    if let Some(m) = profile.as_ref().and_then(|p| p.mpiexec.clone()) {
+        local.mpiexec = m;
+    }
+    let slurm = if a.backend.backend == BackendKind::Slurm { profile } else { None };
     if a.backend.allocation
-        && let Some(p) = &profile
+        && let Some(p) = &slurm
     {
         local.srun = Some(
             slurm::allocation::Allocation {
@@ -167,9 +174,37 @@ fn plan_cmd(a: &crate::cli::PlanArgs) -> Result<i32, Failure> {
             .launcher(p),
         );
     }
-    let launcher = move |j: &twinflow_engine::execute::JobRequest| match &profile {
+    // With arrays, the first member of a scattered step shows the array's driver script
+    // (which runs member i's own script by SLURM_ARRAY_TASK_ID), then its own script.
+    let members: std::collections::HashMap<String, usize> = p
+        .step_order
+        .iter()
+        .filter_map(|&s| p.scatter[s].as_ref().map(|t| (p.workflow.steps[s].name.clone(), t.len as usize)))
+        .collect();
+    let launcher = move |j: &twinflow_engine::execute::JobRequest| match &slurm {
         Some(_) if local.srun.is_some() => twinflow_engine::execute::Rendered::Argv(render_argv(&local, j)),
-        Some(profile) => twinflow_engine::execute::Rendered::Script(slurm::script::render_script(j, profile)),
+        Some(profile) => {
+            let own = slurm::script::render_script(j, profile);
+            let driver = match &j.array {
+                Some(m) if profile.arrays && m.index == 0 && members.get(&m.step).is_some_and(|n| *n >= 2) => {
+                    let adir = Path::new("<run.dir>/steps").join(&m.step).join(".twinflow");
+                    Some(slurm::script::render_array_script(
+                        j,
+                        &m.step,
+                        members[&m.step],
+                        profile.array_throttle,
+                        &adir.join("array-<pid>-<time>.list"),
+                        &adir.join("array-<pid>-<time>-%a.log"),
+                        profile,
+                    ))
+                }
+                _ => None,
+            };
+            twinflow_engine::execute::Rendered::Script(match driver {
+                Some(d) => format!("{d}\n# member script, <out>/.twinflow/job.sbatch:\n{own}"),
+                None => own,
+            })
+        }
         None => twinflow_engine::execute::Rendered::Argv(render_argv(&local, j)),
     };
     let launch = a.launch || a.backend.backend == BackendKind::Slurm;
@@ -184,6 +219,46 @@ fn plan_cmd(a: &crate::cli::PlanArgs) -> Result<i32, Failure> {
     Ok(exit::OK)
 }
 
+/// Gives every step the profile's default resources where it sets none of its own.
+fn apply_profile_defaults(wf: &mut Workflow, profile: &Profile) {
+    for s in &mut wf.steps {
+        profile.apply_defaults(&mut s.resources);
+    }
+}
+
+/// Keys of a run's recorded settings (`runs.params`) for allocation mode: the holder job's
+/// id, and whether twinflow submitted it (and so may cancel it).
+const ALLOCATION_JOB: &str = "allocation_job";
+const ALLOCATION_OWNED: &str = "allocation_owned";
+
+/// On `run --resume` with per-step jobs or arrays: jobs whose `sbatch` the killed engine
+/// was still waiting for are looked up by their `--comment` tag (one `squeue`), so the
+/// scheduler follows those SLURM accepted instead of submitting them again.
+fn recover_submissions(
+    rt: &tokio::runtime::Runtime,
+    run_dir: &Path,
+    profile: &Profile,
+    call_log: Option<PathBuf>,
+) -> Result<(), Failure> {
+    let cmd = slurm::commands::SlurmCommands::new(call_log, profile.command_timeout);
+    let run_dir = std::fs::canonicalize(run_dir).unwrap_or(run_dir.to_path_buf());
+    let r = rt.block_on(slurm::recover_unrecorded(&cmd, &run_dir)).map_err(|e| {
+        // Submitting again without knowing could run a task twice: stop and say why.
+        anyhow::anyhow!("cannot check whether SLURM accepted the jobs the previous engine was submitting: {e}")
+    })?;
+    if r.unsure > 0 {
+        tracing::info!(
+            unsure = r.unsure,
+            found = r.found.len(),
+            "looked up submissions the previous engine did not see the end of"
+        );
+    }
+    for (dir, id) in &r.found {
+        tracing::info!(job = %id, "job {id} was accepted before the previous engine stopped: following it ({})", dir.display());
+    }
+    Ok(())
+}
+
 /// Gets the allocation for `--allocation` (see `slurm::allocation`); Ctrl-C while waiting
 /// for it cancels the request.
 fn acquire_allocation(
@@ -192,6 +267,7 @@ fn acquire_allocation(
     plan: &twinflow_engine::plan::Plan,
     profile: &Profile,
     call_log: Option<PathBuf>,
+    previous: Option<&str>,
 ) -> Result<slurm::allocation::Allocation, Failure> {
     let steps = &plan.workflow.steps;
     let largest = plan.graph.node_weights().map(|t| steps[t.step as usize].resources.cores()).max().unwrap_or(1);
@@ -232,13 +308,14 @@ fn acquire_allocation(
             }
         };
         let on_wait = |state: &str, reason: &str| tracing::info!("waiting for the allocation: {state} ({reason})");
-        slurm::allocation::acquire(&cmd, profile, &req, &log_dir, on_wait, interrupt).await
+        slurm::allocation::acquire(&cmd, profile, &req, &log_dir, previous, on_wait, interrupt).await
     });
     result.map_err(|e| Failure::Error(anyhow::anyhow!("cannot get a SLURM allocation: {e}")))
 }
 
-/// The SLURM profile for `--backend slurm` (`None` for the local backend).
-fn slurm_profile(b: &BackendArgs) -> Result<Option<Profile>, Failure> {
+/// The site profile: `--profile` (for the local backend: its `mpiexec` and default
+/// resources), the built-in default for `--backend slurm` without one, else none.
+fn site_profile(b: &BackendArgs) -> Result<Option<Profile>, Failure> {
     if b.backend == BackendKind::Local && (b.arrays || b.allocation) {
         let flag = if b.arrays { "--arrays" } else { "--allocation" };
         return Err(Failure::Usage(format!("`{flag}` is a SLURM mode; add `--backend slurm`")));
@@ -247,12 +324,9 @@ fn slurm_profile(b: &BackendArgs) -> Result<Option<Profile>, Failure> {
         return Err(Failure::Usage("`--arrays` and `--allocation` exclude each other".into()));
     }
     let mut profile = match (b.backend, &b.profile) {
-        (BackendKind::Local, Some(_)) => {
-            return Err(Failure::Usage("`--profile` is a SLURM site profile; add `--backend slurm`".into()));
-        }
         (BackendKind::Local, None) => return Ok(None),
         (BackendKind::Slurm, None) => Profile::default(),
-        (BackendKind::Slurm, Some(p)) => Profile::find(p).map_err(|e| Failure::Usage(e.to_string()))?,
+        (_, Some(p)) => Profile::find(p).map_err(|e| Failure::Usage(e.to_string()))?,
     };
     profile.arrays |= b.arrays;
     Ok(Some(profile))
@@ -294,66 +368,97 @@ fn run_cmd(a: RunArgs) -> Result<i32, Failure> {
             (file, overrides(&a.params, &a.inputs)?, None)
         }
     };
-    let wf = load(&file, &o)?;
+    let mut wf = load(&file, &o)?;
     validate::files::check_input_files(&wf).map_err(Failure::Invalid)?;
-    // A resumed run keeps the backend it was started with unless one is given again:
-    // resuming SLURM jobs with the local backend would resubmit them.
+    // A resumed run keeps the backend (and profile) it was started with unless one is given
+    // again: resuming SLURM jobs with the local backend would resubmit them.
     let mut backend_args = BackendArgs {
         backend: a.backend.backend,
         profile: a.backend.profile.clone(),
         arrays: a.backend.arrays,
         allocation: a.backend.allocation,
     };
-    if let (Some(id), BackendKind::Local, None) = (&resume, a.backend.backend, &a.backend.profile) {
-        let saved: serde_json::Value =
-            store.run(Some(id)).ok().and_then(|r| serde_json::from_str(&r.params).ok()).unwrap_or_default();
-        if saved.get("backend").and_then(|b| b.as_str()) == Some("slurm") {
+    let saved: serde_json::Value = match &resume {
+        Some(id) => store.run(Some(id)).ok().and_then(|r| serde_json::from_str(&r.params).ok()).unwrap_or_default(),
+        None => serde_json::Value::Null,
+    };
+    if resume.is_some() {
+        let saved_slurm = saved.get("backend").and_then(|b| b.as_str()) == Some("slurm");
+        if a.backend.backend == BackendKind::Local && a.backend.profile.is_none() && saved_slurm {
             backend_args.backend = BackendKind::Slurm;
-            backend_args.profile = saved.get("profile").and_then(|p| p.as_str()).map(String::from);
-            backend_args.arrays |= saved.get("arrays").and_then(serde_json::Value::as_bool) == Some(true);
-            backend_args.allocation |= saved.get("allocation").and_then(serde_json::Value::as_bool) == Some(true);
             eprintln!("resuming with the SLURM backend this run was started with");
+        }
+        if backend_args.profile.is_none() {
+            backend_args.profile = saved.get("profile").and_then(|p| p.as_str()).map(String::from);
+        }
+        // The SLURM mode too (arrays, allocation), unless one is given again.
+        if backend_args.backend == BackendKind::Slurm && saved_slurm && !a.backend.arrays && !a.backend.allocation {
+            backend_args.arrays = saved.get("arrays").and_then(serde_json::Value::as_bool) == Some(true);
+            backend_args.allocation = saved.get("allocation").and_then(serde_json::Value::as_bool) == Some(true);
         }
     }
     let backend_name = match backend_args.backend {
         BackendKind::Local => "local",
         BackendKind::Slurm => "slurm",
     };
-    let overrides_json = serde_json::json!({
+    let mut settings = serde_json::json!({
         "params": a.params, "inputs": a.inputs, "backend": backend_name, "profile": backend_args.profile,
         "arrays": backend_args.arrays, "allocation": backend_args.allocation,
     });
-    let overrides_json = if resume.is_some() && a.params.is_empty() && a.inputs.is_empty() {
-        store.run(resume.as_deref()).map(|r| r.params).unwrap_or_else(|_| overrides_json.to_string())
-    } else {
-        overrides_json.to_string()
-    };
+    if resume.is_some() && a.params.is_empty() && a.inputs.is_empty() && saved.is_object() {
+        settings = saved.clone();
+    }
+    let profile = site_profile(&backend_args)?;
+    if let Some(p) = &profile {
+        apply_profile_defaults(&mut wf, p);
+    }
     let plan = compile(wf, "<run.id>", &a.runs_dir.display().to_string())?;
-    let profile = slurm_profile(&backend_args)?;
     let mut local = LocalOptions::default();
     if let Some(c) = a.cores {
         local.cores = c.max(1);
     }
     local.grace = Duration::from_secs_f64(a.grace.clamp(0.0, 3600.0));
-    local.mpiexec = a.mpiexec.split_whitespace().map(String::from).collect();
-    if local.mpiexec.is_empty() {
-        return Err(Failure::Usage("`--mpiexec` is empty".into()));
+    if let Some(m) = profile.as_ref().and_then(|p| p.mpiexec.clone()) {
+        local.mpiexec = m;
+    }
+    if let Some(m) = &a.mpiexec {
+        // `--mpiexec` (or TWINFLOW_MPIEXEC) replaces the profile's launcher and flags; the
+        // profile's flavour and environment stay.
+        let mut words = m.split_whitespace().map(String::from);
+        local.mpiexec.command = words.next().ok_or_else(|| Failure::Usage("`--mpiexec` is empty".into()))?;
+        local.mpiexec.flags = words.collect();
     }
     let call_log = std::env::var_os(slurm::CALL_LOG_ENV).map(PathBuf::from);
     let rt = runtime()?;
     let mut allocation = None;
-    let mut backend: Box<dyn Backend> = match profile {
+    let slurm_profile = if backend_args.backend == BackendKind::Slurm { profile } else { None };
+    let mut backend: Box<dyn Backend> = match slurm_profile {
         Some(profile) if backend_args.allocation => {
-            let alloc = acquire_allocation(&rt, &a, &plan, &profile, call_log)?;
+            let previous = saved.get(ALLOCATION_JOB).and_then(|j| j.as_str()).map(String::from);
+            let alloc = acquire_allocation(&rt, &a, &plan, &profile, call_log, previous.as_deref())?;
+            // Kept with the run: `run --resume` goes on in it, `twinflow cancel` cancels it.
+            settings[ALLOCATION_JOB] = serde_json::json!(alloc.job_id);
+            settings[ALLOCATION_OWNED] = serde_json::json!(alloc.owned);
+            if let Some(id) = &resume
+                && previous.as_deref() != Some(alloc.job_id.as_str())
+            {
+                store.set_run_params(id, &settings.to_string())?;
+            }
             local.srun = Some(alloc.launcher(&profile));
             local.cores = alloc.cpus;
             local.memory = alloc.mem_per_cpu_mb.map(|m| (m * u64::from(alloc.cpus)) << 20);
             allocation = Some((alloc, profile));
             Box::new(LocalBackend::new(local))
         }
-        Some(profile) => Box::new(SlurmBackend::new(SlurmOptions { profile, call_log })),
+        Some(profile) => {
+            if let Some(id) = &resume {
+                recover_submissions(&rt, &a.runs_dir.join(id), &profile, call_log.clone())?;
+            }
+            Box::new(SlurmBackend::new(SlurmOptions { profile, call_log }))
+        }
         None => Box::new(LocalBackend::new(local)),
     };
+    let overrides_json = settings.to_string();
     let opts = RunOptions {
         runs_dir: std::fs::canonicalize(&a.runs_dir).unwrap_or(a.runs_dir.clone()),
         workflow_file: std::fs::canonicalize(&file).unwrap_or(file.clone()),
@@ -409,9 +514,12 @@ fn run_cmd(a: RunArgs) -> Result<i32, Failure> {
 /// `twinflow cancel`: `scancel` every SLURM job of the run that may be in flight: the
 /// recorded job of each running task, and a job submitted but not recorded yet (the engine
 /// died in between). Only jobs whose attempt directory holds the SLURM backend's job id
-/// file are cancelled, so a local run's pids are never taken for SLURM job ids.
+/// file are cancelled, so a local run's pids are never taken for SLURM job ids. A run in
+/// allocation mode: its engine is stopped first (it cancels its steps), then the holder job
+/// twinflow submitted for it is cancelled (never an allocation the user made).
 fn cancel_cmd(a: &CancelArgs) -> Result<i32, Failure> {
     use twinflow_engine::execute::{CANCELLED_FILE, JOB_ID_FILE};
+    use twinflow_engine::ids::JobId;
     if !a.runs_dir.join("twinflow.db").exists() {
         return Err(Failure::Usage(format!("no runs in `{}` (or pass --runs-dir)", a.runs_dir.display())));
     }
@@ -419,6 +527,16 @@ fn cancel_cmd(a: &CancelArgs) -> Result<i32, Failure> {
     let run = store
         .run(if a.run == "latest" { None } else { Some(a.run.as_str()) })
         .map_err(|e| Failure::Usage(e.to_string()))?;
+    let settings: serde_json::Value = serde_json::from_str(&run.params).unwrap_or_default();
+    // The run's own profile (command time limit, ids per scancel call); a profile that can no
+    // longer be found is no reason not to cancel.
+    let profile = match settings.get("profile").and_then(|p| p.as_str()) {
+        Some(p) => Profile::find(p).unwrap_or_else(|e| {
+            eprintln!("warning: {e}; cancelling with the default SLURM settings");
+            Profile::default()
+        }),
+        None => Profile::default(),
+    };
     let run_dir = a.runs_dir.join(&run.id);
     let mut jobs = vec![];
     for t in store.tasks(&run.id)? {
@@ -436,28 +554,52 @@ fn cancel_cmd(a: &CancelArgs) -> Result<i32, Failure> {
             let recorded = n == t.attempts && t.state == "running" && t.job_id.as_deref() == Some(id.as_str());
             if n == t.attempts + 1 || recorded {
                 let _ = std::fs::write(meta.join(CANCELLED_FILE), "twinflow cancel\n");
-                jobs.push(twinflow_engine::ids::JobId(id));
+                jobs.push(JobId(id));
                 break;
             }
         }
     }
+    let holder = settings
+        .get(ALLOCATION_JOB)
+        .and_then(|j| j.as_str())
+        .filter(|_| settings.get(ALLOCATION_OWNED).and_then(serde_json::Value::as_bool) == Some(true))
+        .map(|j| JobId(j.to_string()));
+    let engine_alive = run.state == "running" && run.engine_pid.is_some();
+    let mut stopped_engine = false;
+    if holder.is_some()
+        && engine_alive
+        && let Some(pid) = run.engine_pid
+        && twinflow_engine::execute::process::terminate_engine(pid)
+    {
+        // Steps of an allocation are `srun`s of the engine: it stops them and records them
+        // as cancelled; cancelling the allocation under it first would look like failures.
+        println!("sent SIGTERM to the engine of run {} (pid {pid}); it stops its steps", run.id);
+        stopped_engine = true;
+        let t0 = std::time::Instant::now();
+        while t0.elapsed() < Duration::from_secs(60) && twinflow_engine::execute::process::running(pid) {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    jobs.extend(holder.iter().cloned());
     if jobs.is_empty() {
         println!("run {} has no SLURM jobs in flight", run.id);
         return Ok(exit::OK);
     }
-    let backend = SlurmBackend::new(SlurmOptions {
-        profile: Profile::default(),
-        call_log: std::env::var_os(slurm::CALL_LOG_ENV).map(PathBuf::from),
-    });
+    let backend =
+        SlurmBackend::new(SlurmOptions { profile, call_log: std::env::var_os(slurm::CALL_LOG_ENV).map(PathBuf::from) });
     runtime()?.block_on(backend.scancel(&jobs)).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let note = holder.as_ref().map(|h| format!(" (allocation {h})")).unwrap_or_default();
     println!(
-        "cancelled {} SLURM job{} of run {}: {}",
+        "cancelled {} SLURM job{} of run {}{note}: {}",
         jobs.len(),
         if jobs.len() == 1 { "" } else { "s" },
         run.id,
         jobs.iter().map(|j| j.0.as_str()).collect::<Vec<_>>().join(" ")
     );
-    if run.state == "running"
+    if stopped_engine {
+        return Ok(exit::OK);
+    }
+    if engine_alive
         && let Some(pid) = run.engine_pid
         && twinflow_engine::execute::process::terminate_engine(pid)
     {

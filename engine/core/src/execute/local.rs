@@ -1,5 +1,6 @@
 //! The local backend: steps run as child processes of the engine, multi-rank steps under
-//! `mpiexec -n R`.
+//! `mpiexec -n R` (launcher, flavour, flags and environment from a site profile's
+//! `mpiexec:` section, see [`super::slurm::profile::Mpiexec`]).
 //!
 //! Each job gets a tokio task that waits for the child (with its timeout and a cancel
 //! signal) and records the [`Outcome`]; `poll` reads those records, `wait` sleeps until one
@@ -23,8 +24,8 @@ pub struct LocalOptions {
     pub cores: u32,
     /// Memory the scheduler may fill, in bytes (default: physical memory).
     pub memory: Option<u64>,
-    /// MPI launcher and its flags, followed by `-n R` (default `["mpiexec"]`).
-    pub mpiexec: Vec<String>,
+    /// MPI launcher for steps with more than one rank (default: `mpiexec`, MPICH).
+    pub mpiexec: super::slurm::profile::Mpiexec,
     /// Grace period between SIGTERM and SIGKILL.
     pub grace: Duration,
     /// Launch every step into a SLURM allocation with `srun --exact` instead (allocation
@@ -37,7 +38,7 @@ impl Default for LocalOptions {
         Self {
             cores: std::thread::available_parallelism().map_or(1, |n| n.get() as u32),
             memory: physical_memory(),
-            mpiexec: vec!["mpiexec".into()],
+            mpiexec: super::slurm::profile::Mpiexec::default(),
             grace: Duration::from_secs(10),
             srun: None,
         }
@@ -59,13 +60,21 @@ pub fn render_argv(opts: &LocalOptions, job: &JobRequest) -> Vec<String> {
         return super::slurm::allocation::srun_argv(l, job);
     }
     if job.resources.ranks > 1 {
-        let mut v = opts.mpiexec.clone();
-        v.push("-n".into());
-        v.push(job.resources.ranks.to_string());
+        let mut v = opts.mpiexec.prefix(job.resources.ranks);
         v.extend(job.argv.iter().cloned());
         v
     } else {
         job.argv.clone()
+    }
+}
+
+/// The environment a job's process gets on top of the engine's: the job's own, and for
+/// `mpiexec` launches the launcher's (`OMPI_ALLOW_RUN_AS_ROOT`, ...), the job's winning.
+pub fn job_env(opts: &LocalOptions, job: &JobRequest) -> Vec<(String, String)> {
+    if job.resources.ranks > 1 && opts.srun.is_none() && !opts.mpiexec.env.is_empty() {
+        opts.mpiexec.env.iter().chain(job.env.iter()).cloned().collect()
+    } else {
+        job.env.clone()
     }
 }
 
@@ -133,7 +142,8 @@ impl Backend for LocalBackend {
             *first = resolve_program(&mut self.programs, first);
         }
         let started = SystemTime::now();
-        let mut child = match process::spawn(&argv, &job.env, &job.cwd, &job.stdout, &job.stderr) {
+        let env = job_env(&self.opts, &job);
+        let mut child = match process::spawn(&argv, &env, &job.cwd, &job.stdout, &job.stderr) {
             Ok(c) => c,
             Err(e) => {
                 // A program that cannot start is a failed attempt, not a backend error:
@@ -243,5 +253,62 @@ impl LocalBackend {
     /// changed).
     pub fn ready_ids(&self) -> Vec<JobId> {
         self.done.lock().map(|d| d.keys().cloned().collect()).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::execute::slurm::profile::Profile;
+    use crate::validate::model::Resources;
+
+    fn job(ranks: u32) -> JobRequest {
+        JobRequest {
+            name: "sim[0]".into(),
+            argv: vec!["twin-kernel".into(), "flood".into(), "--out".into(), "a b.nc".into()],
+            env: vec![("TWINFLOW_RUN_ID".into(), "r1".into())],
+            cwd: "/r".into(),
+            stdout: "/r/o".into(),
+            stderr: "/r/e".into(),
+            resources: Resources { ranks, ..Resources::default() },
+            timeout: None,
+            array: None,
+        }
+    }
+
+    /// The argv (one word per line) and the environment the local backend gives a job
+    /// under the `mpiexec:` section of `profile`.
+    fn launch(profile: &str, ranks: u32) -> String {
+        let p = Profile::parse(profile, "p").unwrap();
+        let opts = LocalOptions { mpiexec: p.mpiexec.unwrap_or_default(), ..LocalOptions::default() };
+        let j = job(ranks);
+        let env: Vec<String> = job_env(&opts, &j).iter().map(|(k, v)| format!("{k}={v}")).collect();
+        format!("argv:\n  {}\nenv:\n  {}\n", render_argv(&opts, &j).join("\n  "), env.join("\n  "))
+    }
+
+    #[test]
+    fn mpiexec_mpich_from_a_profile() {
+        let profile = "mpiexec:\n  flavour: mpich\n  command: mpiexec.hydra\n  flags: [-bind-to, core]\n  env: { HYDRA_TOPO_DEBUG: '0' }\n";
+        insta::assert_snapshot!(launch(profile, 2));
+    }
+
+    #[test]
+    fn mpiexec_openmpi_from_a_profile() {
+        // Open MPI refuses to run as root without these two variables, and more ranks than
+        // cores without --oversubscribe (hpc-notes: "MPI pitfalls").
+        let profile = "mpiexec:\n  flavour: openmpi\n  command: mpiexec.openmpi\n  flags: [--oversubscribe]\n  env: { OMPI_ALLOW_RUN_AS_ROOT: '1', OMPI_ALLOW_RUN_AS_ROOT_CONFIRM: '1' }\n";
+        insta::assert_snapshot!(launch(profile, 4));
+    }
+
+    #[test]
+    fn one_rank_steps_run_directly_without_the_launcher_env() {
+        let profile = "mpiexec:\n  flavour: openmpi\n  env: { OMPI_ALLOW_RUN_AS_ROOT: '1' }\n";
+        assert_eq!(
+            launch(profile, 1),
+            "argv:\n  twin-kernel\n  flood\n  --out\n  a b.nc\nenv:\n  TWINFLOW_RUN_ID=r1\n"
+        );
+        // Without a profile: plain `mpiexec -n R`.
+        let opts = LocalOptions::default();
+        assert_eq!(render_argv(&opts, &job(3))[..3], ["mpiexec", "-n", "3"]);
     }
 }

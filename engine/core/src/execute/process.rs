@@ -2,6 +2,12 @@
 //! and its ranks, a shell and its children) can be signalled at once: cancel sends SIGTERM
 //! to the group, waits a grace period, then SIGKILLs the group. Killing only the direct
 //! child would orphan MPI ranks.
+//!
+//! The group is not always the whole tree: MPICH's Hydra starts `hydra_pmi_proxy` and every
+//! rank with `setsid` (each in a session of its own), and Open MPI's `orted` does the same.
+//! Hydra forwards SIGTERM and kills its ranks when `mpiexec` dies, but only if all goes well;
+//! so [`terminate`] also signals every descendant of the step's leader, found through
+//! `/proc` before they could be orphaned.
 
 use std::fs::File;
 use std::path::Path;
@@ -44,18 +50,105 @@ pub fn signal_group(pgid: u32, sig: Signal) {
     let _ = killpg(Pid::from_raw(pgid as i32), sig);
 }
 
-/// SIGTERM to the group, wait up to `grace` for `child` to exit, then SIGKILL the group.
+/// SIGTERM to the group and every descendant of its leader, wait up to `grace` for `child`
+/// and those descendants to exit, then SIGKILL the group and whatever descendant is left.
 pub async fn terminate(child: &mut Child, pgid: u32, grace: Duration) -> std::io::Result<std::process::ExitStatus> {
+    let deadline = tokio::time::Instant::now() + grace;
+    // Taken before the signal: once the leader is gone its orphans are no longer its
+    // descendants.
+    let mut tree = descendants(pgid);
     signal_group(pgid, Signal::SIGTERM);
-    match tokio::time::timeout(grace, child.wait()).await {
-        Ok(status) => {
-            // The leader exited; make sure nothing it started lingers.
-            signal_group(pgid, Signal::SIGKILL);
-            status
-        }
+    signal_each(&tree, Signal::SIGTERM);
+    let status = match tokio::time::timeout_at(deadline, child.wait()).await {
+        Ok(status) => Some(status),
         Err(_) => {
-            signal_group(pgid, Signal::SIGKILL);
-            child.wait().await
+            // Still running: whatever it started since is part of the tree too.
+            for p in descendants(pgid) {
+                if !tree.contains(&p) {
+                    tree.push(p);
+                }
+            }
+            None
+        }
+    };
+    // Ranks may still be shutting down (writing a checkpoint) after `mpiexec` exited.
+    while tokio::time::Instant::now() < deadline && tree.iter().any(|p| p.alive()) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    signal_group(pgid, Signal::SIGKILL);
+    signal_each(&tree, Signal::SIGKILL);
+    match status {
+        Some(s) => s,
+        None => child.wait().await,
+    }
+}
+
+/// A process known by its pid and start time, so a later process that reuses the pid is
+/// never signalled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Proc {
+    /// Process id.
+    pub pid: u32,
+    /// Start time in clock ticks since boot ([`process_start_ticks`]).
+    pub start: u64,
+}
+
+impl Proc {
+    /// Still running (and not a zombie) and still the same process.
+    pub fn alive(&self) -> bool {
+        process_start_ticks(self.pid) == Some(self.start) && !is_zombie(self.pid)
+    }
+}
+
+/// Whether process `pid` exists and has not exited (an exited process stays a zombie until
+/// its parent reaps it).
+pub fn running(pid: u32) -> bool {
+    !is_zombie(pid)
+}
+
+fn is_zombie(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| s.get(s.rfind(')')? + 2..).and_then(|r| r.split_whitespace().next().map(|st| st == "Z")))
+        .unwrap_or(true)
+}
+
+/// Every live descendant of process `root` (children, their children, ...), from the
+/// parent pids in `/proc`.
+pub fn descendants(root: u32) -> Vec<Proc> {
+    let mut parent_of: Vec<(u32, u32)> = vec![];
+    let Ok(dir) = std::fs::read_dir("/proc") else { return vec![] };
+    for e in dir.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
+        // Field 4 is the parent pid; the command name (field 2) may contain spaces.
+        let Some(ppid) = stat.get(stat.rfind(')').unwrap_or(0) + 2..).and_then(|r| r.split_whitespace().nth(1)) else {
+            continue;
+        };
+        if let Ok(ppid) = ppid.parse() {
+            parent_of.push((pid, ppid));
+        }
+    }
+    let mut out = vec![];
+    let mut frontier = vec![root];
+    while let Some(p) = frontier.pop() {
+        for &(child, parent) in &parent_of {
+            if parent == p && child != root && !out.iter().any(|x: &Proc| x.pid == child) {
+                if let Some(start) = process_start_ticks(child) {
+                    out.push(Proc { pid: child, start });
+                }
+                frontier.push(child);
+            }
+        }
+    }
+    out
+}
+
+/// Sends `sig` to each process that is still the one recorded.
+pub fn signal_each(procs: &[Proc], sig: Signal) {
+    for p in procs {
+        if p.pid > 0 && p.pid <= i32::MAX as u32 && process_start_ticks(p.pid) == Some(p.start) {
+            let _ = nix::sys::signal::kill(Pid::from_raw(p.pid as i32), sig);
         }
     }
 }

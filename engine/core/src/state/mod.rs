@@ -196,6 +196,15 @@ impl Store {
         Ok(())
     }
 
+    /// Replaces a run's recorded settings (the `params` JSON), e.g. when a resumed run gets
+    /// a new SLURM allocation.
+    pub fn set_run_params(&mut self, id: &str, params: &str) -> Result<(), StateError> {
+        self.conn
+            .execute("UPDATE runs SET params = ?2, updated_at = ?3 WHERE id = ?1", params![id, params, now_ms()])
+            .map_err(self.e())?;
+        Ok(())
+    }
+
     /// A run by id, or the latest when `id` is `None`.
     pub fn run(&self, id: Option<&str>) -> Result<RunRow, StateError> {
         let sql = "SELECT id, workflow, file, params, state, created_at, updated_at, engine_pid FROM runs";

@@ -119,6 +119,7 @@ impl Validator {
             threads: self.count(file, &format!("{field}.threads"), &r.threads, 1, 1),
             nodes: self.count(file, &format!("{field}.nodes"), &r.nodes, 1, 1),
             gpus: self.count(file, &format!("{field}.gpus"), &r.gpus, 0, 0),
+            given: ResourcesGiven { threads: r.threads.is_some(), memory: r.memory.is_some(), gpus: r.gpus.is_some() },
             ..Resources::default()
         };
         if let Some(m) = &r.memory {

@@ -184,11 +184,25 @@ pub struct Resources {
     pub walltime: Option<Duration>,
     /// GPUs.
     pub gpus: u32,
+    /// Which of these the step wrote itself; a site profile's default resources fill in
+    /// the others.
+    pub given: ResourcesGiven,
+}
+
+/// Which resources a step set itself (see [`Resources::given`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ResourcesGiven {
+    /// `threads` was written.
+    pub threads: bool,
+    /// `memory` was written.
+    pub memory: bool,
+    /// `gpus` was written.
+    pub gpus: bool,
 }
 
 impl Default for Resources {
     fn default() -> Self {
-        Self { ranks: 1, threads: 1, nodes: 1, memory: 0, walltime: None, gpus: 0 }
+        Self { ranks: 1, threads: 1, nodes: 1, memory: 0, walltime: None, gpus: 0, given: ResourcesGiven::default() }
     }
 }
 

@@ -18,6 +18,15 @@
 //!
 //! Steps ask for their memory explicitly: `srun` otherwise asks for all of the allocation's
 //! memory per step, and steps then run one at a time.
+//!
+//! Steps get the profile's site environment as batch jobs do: with `modules`, `setup` or
+//! `env` in the profile, each step runs as `srun ... bash -c PRELUDE twinflow-step ARGV...`
+//! ([`super::script::srun_prelude`]), which loads the modules, runs the set-up lines,
+//! exports the variables and `exec`s the step.
+//!
+//! The holder job's id is kept with the run (`run --resume` asks SLURM whether it still
+//! runs: if so, the resumed run goes on in it; if not, it gets a new one), and
+//! `twinflow cancel` cancels it.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -52,6 +61,9 @@ pub struct SrunLaunch {
     pub flags: Vec<String>,
     /// Memory per CPU of the allocation in MiB, given to steps that do not declare memory.
     pub mem_per_cpu_mb: Option<u64>,
+    /// Shell text run before each step (the profile's modules, set-up and environment, see
+    /// [`super::script::srun_prelude`]).
+    pub prelude: Option<String>,
 }
 
 /// An allocation the run's steps go into.
@@ -75,6 +87,7 @@ impl Allocation {
             mpi: profile.mpi.clone(),
             flags: profile.srun_flags.clone(),
             mem_per_cpu_mb: self.mem_per_cpu_mb,
+            prelude: script::srun_prelude(profile),
         }
     }
 }
@@ -125,6 +138,10 @@ pub fn srun_argv(launch: &SrunLaunch, job: &JobRequest) -> Vec<String> {
         v.push(format!("--mpi={m}"));
     }
     v.extend(launch.flags.iter().cloned());
+    if let Some(p) = &launch.prelude {
+        // `$0` of the prelude; the step's argv follows as "$@".
+        v.extend(["bash".to_string(), "-c".into(), p.clone(), "twinflow-step".into()]);
+    }
     v.extend(job.argv.iter().cloned());
     v
 }
@@ -194,15 +211,18 @@ fn parse_mem_mb(s: &str) -> Option<u64> {
     Some(mb as u64)
 }
 
-/// Uses the allocation this process runs in (`SLURM_JOB_ID`), or submits a holder job and
-/// waits until it runs. `on_wait` is called with the job's state and reason while it waits;
-/// when `interrupt` completes first, the holder job is cancelled and the wait given up.
+/// Uses the allocation this process runs in (`SLURM_JOB_ID`), else the holder job of an
+/// earlier engine of this run (`previous`, on `run --resume`) if it is still queued or
+/// running, else submits a holder job; then waits until it runs. `on_wait` is called with
+/// the job's state and reason while it waits; when `interrupt` completes first, the holder
+/// job is cancelled and the wait given up.
 pub async fn acquire(
     cmd: &SlurmCommands,
     profile: &Profile,
     req: &AllocationRequest,
     log_dir: &Path,
-    mut on_wait: impl FnMut(&str, &str),
+    previous: Option<&str>,
+    on_wait: impl FnMut(&str, &str),
     interrupt: impl std::future::Future<Output = ()>,
 ) -> Result<Allocation, AllocationError> {
     if let Ok(id) = std::env::var("SLURM_JOB_ID")
@@ -215,12 +235,40 @@ pub async fn acquire(
         tracing::info!(job = %id, cpus, "running inside allocation {id}");
         return Ok(Allocation { job_id: id, cpus, mem_per_cpu_mb: mem, owned: false });
     }
+    if let Some(prev) = previous.filter(|p| !p.is_empty()) {
+        let prev = JobId(prev.to_string());
+        let rows = cmd.squeue(0, std::slice::from_ref(&prev)).await?;
+        match rows.iter().find(|r| r.id == prev) {
+            Some(r) if status::phase(&r.state) != Phase::Ended => {
+                tracing::info!(job = %prev, state = %r.state, "the run's allocation {prev} is still {}: going on in it", r.state);
+                return wait_running(cmd, profile, prev, req, on_wait, interrupt).await;
+            }
+            _ => {
+                // Ended, or unknown to the controller: cancel it anyway in case it is only
+                // hidden from us (a controller restart), so it cannot linger.
+                let _ = cmd.scancel(0, std::slice::from_ref(&prev)).await;
+                tracing::info!(job = %prev, "the run's allocation {prev} has ended; asking for a new one");
+            }
+        }
+    }
     std::fs::create_dir_all(log_dir).map_err(|source| AllocationError::Io { path: log_dir.into(), source })?;
     let script_path = log_dir.join("allocation.sbatch");
     let text = render_holder(req, profile, &log_dir.join("allocation-%j.log"));
     std::fs::write(&script_path, text).map_err(|source| AllocationError::Io { path: script_path.clone(), source })?;
     let id = cmd.sbatch(0, &script_path).await?;
     tracing::info!(job = %id, "submitted the allocation; waiting for it to start");
+    wait_running(cmd, profile, id, req, on_wait, interrupt).await
+}
+
+/// Waits until the holder job `id` runs and reads its size.
+async fn wait_running(
+    cmd: &SlurmCommands,
+    profile: &Profile,
+    id: JobId,
+    req: &AllocationRequest,
+    mut on_wait: impl FnMut(&str, &str),
+    interrupt: impl std::future::Future<Output = ()>,
+) -> Result<Allocation, AllocationError> {
     let mut delay = profile.poll_min;
     let started = Instant::now();
     let mut interrupt = std::pin::pin!(interrupt);
@@ -287,13 +335,50 @@ mod tests {
 
     #[test]
     fn steps_are_launched_with_srun_exact_and_explicit_memory() {
-        let l = SrunLaunch { job_id: "42".into(), mpi: Some("pmi2".into()), flags: vec![], mem_per_cpu_mb: Some(2711) };
+        let l = SrunLaunch {
+            job_id: "42".into(),
+            mpi: Some("pmi2".into()),
+            flags: vec![],
+            mem_per_cpu_mb: Some(2711),
+            prelude: None,
+        };
         assert_eq!(
             srun_argv(&l, &job(2, 1, 0)).join(" "),
             "srun --jobid=42 --exact --job-name=sim-2 --nodes=1 --ntasks=2 --cpus-per-task=1 --mem-per-cpu=2711M --mpi=pmi2 twin-kernel flood --out a b.nc"
         );
         let one = srun_argv(&l, &job(1, 2, 3 << 30));
         assert!(one.contains(&"--mem=3072M".to_string()) && !one.iter().any(|w| w.starts_with("--mpi")), "{one:?}");
+    }
+
+    /// With modules, set-up lines or environment in the profile, the step runs through a
+    /// bash prelude that sets them up and then `exec`s the step's argv unchanged.
+    #[test]
+    fn steps_get_the_profiles_site_setup_through_a_prelude() {
+        let p = Profile {
+            modules: vec!["gcc/12".into()],
+            setup: vec!["export FROM_SETUP=1".into()],
+            env: vec![("SITE".into(), "it's".into())],
+            ..Profile::default()
+        };
+        let alloc = Allocation { job_id: "42".into(), cpus: 4, mem_per_cpu_mb: None, owned: true };
+        let v = srun_argv(&alloc.launcher(&p), &job(1, 1, 0));
+        let at = v.iter().position(|w| w == "bash").unwrap();
+        assert_eq!(v[at + 1], "-c");
+        assert_eq!(
+            v[at + 2],
+            "set -e\n# site set-up (profile)\nmodule load gcc/12\nexport FROM_SETUP=1\n# environment\nexport SITE='it'\\''s'\n# the step\nexec \"$@\"\n"
+        );
+        assert_eq!(v[at + 3..], ["twinflow-step", "twin-kernel", "flood", "--out", "a b.nc"]);
+        // Run by bash, the prelude gives back the argv word for word.
+        let mut words = v[at..].to_vec();
+        words[2] = words[2]
+            .replace("module load gcc/12\n", "")
+            .replace("exec \"$@\"", "printf '%s|' \"$FROM_SETUP$SITE\" \"$@\"");
+        let out = std::process::Command::new(&words[0]).args(&words[1..]).output().unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "1it's|twin-kernel|flood|--out|a b.nc|");
+        // Without any of them, the argv follows srun's options directly.
+        let plain = srun_argv(&alloc.launcher(&Profile::default()), &job(1, 1, 0));
+        assert!(!plain.contains(&"bash".to_string()) && plain.last().unwrap() == "a b.nc", "{plain:?}");
     }
 
     #[test]

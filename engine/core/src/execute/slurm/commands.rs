@@ -205,12 +205,23 @@ impl SlurmCommands {
     /// The job (array) of this user's queue whose `--comment` is `tag`, if any: one `squeue`
     /// call, made only after an `sbatch` whose outcome is unknown.
     pub async fn find_by_comment(&self, tick: u64, tag: &str) -> Result<Option<JobId>, CommandError> {
-        let args = vec!["--noheader".into(), "--me".into(), "--format=%i|%k".into()];
+        Ok(self.comments(tick).await?.into_iter().find_map(|(id, c)| (c == tag).then_some(id)))
+    }
+
+    /// Every job (array) the controller still knows for this user, finished ones included
+    /// (`--states=all`: for `MinJobAge` seconds after they end), with its `--comment`: one
+    /// `squeue` call. Array elements are given as their array's id.
+    pub async fn comments(&self, tick: u64) -> Result<Vec<(JobId, String)>, CommandError> {
+        let args = vec!["--noheader".into(), "--me".into(), "--states=all".into(), "--format=%i|%k".into()];
         let out = self.run(tick, "squeue", args).await?;
-        Ok(out.lines().find_map(|l| {
-            let (id, comment) = l.trim().split_once('|')?;
-            (comment.trim() == tag).then(|| JobId(id.split('_').next().unwrap_or(id).trim().to_string()))
-        }))
+        Ok(out
+            .lines()
+            .filter_map(|l| {
+                let (id, comment) = l.trim().split_once('|')?;
+                let id = id.split('_').next().unwrap_or(id).trim();
+                (!id.is_empty()).then(|| (JobId(id.to_string()), comment.trim().to_string()))
+            })
+            .collect())
     }
 
     /// The most CPUs of one node (`sinfo --format=%c`), in `partition` if given.

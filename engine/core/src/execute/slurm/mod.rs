@@ -17,7 +17,9 @@
 //! - **Cancel**: one `scancel` for many jobs (SLURM sends SIGTERM, then SIGKILL after
 //!   `KillWait`). A job found `CANCELLED` that twinflow did not cancel counts as a failure,
 //!   so the step's retry policy applies.
-//! - **Resume**: jobs outlive the engine; [`Backend::adopt`] follows them again.
+//! - **Resume**: jobs outlive the engine; [`Backend::adopt`] follows them again. An engine
+//!   killed while `sbatch` ran left a script but no job id: [`recover_unrecorded`] looks
+//!   such attempts up in the queue by their `--comment` tag before anything is resubmitted.
 //! - **Throttling**: `limits.max_jobs` becomes [`Capacity::max_jobs`]; `limits.submit_rate`
 //!   spaces submissions.
 //! - **Escalation**: with `escalate.walltime_factor` / `memory_factor`, the next attempt of
@@ -467,6 +469,105 @@ impl SlurmBackend {
     }
 }
 
+/// What [`recover_unrecorded`] found.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Recovered {
+    /// Attempts whose script had been written but whose `sbatch` never returned an id to the
+    /// killed engine.
+    pub unsure: usize,
+    /// Of those, the attempts found in SLURM by their `--comment` tag, with the job id now
+    /// written to their `job_id` file.
+    pub found: Vec<(PathBuf, JobId)>,
+}
+
+/// On `run --resume` of a SLURM run: finds the attempts under `run_dir` that a killed engine
+/// was submitting (their `.twinflow/job.sbatch`, or an array's member list, was written but
+/// no job id came back: the engine died during `sbatch`) and asks SLURM, in one `squeue`
+/// call, whether it accepted them anyway (every script carries its `--comment` tag, see
+/// [`script::submission_tag`]). Each one found gets its `job_id` file, so the scheduler
+/// follows the job as one the previous engine submitted instead of submitting it again.
+/// Jobs that ended longer than the controller's `MinJobAge` ago are no longer listed; their
+/// tasks run again.
+pub async fn recover_unrecorded(cmd: &SlurmCommands, run_dir: &Path) -> Result<Recovered, CommandError> {
+    let mut singles: Vec<PathBuf> = vec![];
+    let mut arrays: Vec<(PathBuf, Vec<PathBuf>)> = vec![];
+    scan_unrecorded(&run_dir.join("steps"), &mut singles, &mut arrays, 0);
+    // Array members have their own script too: they are among `singles`.
+    let unsure = singles.len();
+    let mut out = Recovered { unsure, found: vec![] };
+    if unsure == 0 {
+        return Ok(out);
+    }
+    let known: HashMap<String, JobId> = cmd.comments(0).await?.into_iter().map(|(id, c)| (c, id)).collect();
+    let mut record = |dir: &Path, id: JobId| {
+        let file = dir.join(".twinflow").join(JOB_ID_FILE);
+        match std::fs::write(&file, format!("{id}\n")) {
+            Ok(()) => out.found.push((dir.to_path_buf(), id)),
+            Err(e) => tracing::warn!(job = %id, "cannot write `{}`: {e}", file.display()),
+        }
+    };
+    for dir in singles {
+        if let Some(id) = known.get(&script::submission_tag(&dir)) {
+            record(&dir, id.clone());
+        }
+    }
+    for (list, members) in arrays {
+        let Some(array) = known.get(&script::submission_tag(&list)) else { continue };
+        let text = std::fs::read_to_string(&list).unwrap_or_default();
+        for (i, line) in text.lines().enumerate() {
+            let dir = PathBuf::from(line);
+            if members.contains(&dir) {
+                record(&dir, JobId(format!("{array}_{i}")));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Collects attempt directories with a job script but no job id, and array member lists
+/// with members in that state, under a run's `steps/` directory.
+fn scan_unrecorded(dir: &Path, singles: &mut Vec<PathBuf>, arrays: &mut Vec<(PathBuf, Vec<PathBuf>)>, depth: u32) {
+    let meta = dir.join(".twinflow");
+    let unsent =
+        |d: &Path| d.join(".twinflow").join(SCRIPT_FILE).is_file() && !d.join(".twinflow").join(JOB_ID_FILE).exists();
+    if meta.join("manifest.json").is_file() {
+        // An attempt (or a published `out/`): its outputs below are the step's own files.
+        if unsent(dir) {
+            singles.push(dir.to_path_buf());
+        }
+        return;
+    }
+    if let Ok(rd) = std::fs::read_dir(&meta) {
+        for e in rd.flatten() {
+            let p = e.path();
+            let is_list = p.extension().is_some_and(|x| x == "list")
+                && p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("array-"));
+            if !is_list {
+                continue;
+            }
+            let members: Vec<PathBuf> = std::fs::read_to_string(&p)
+                .unwrap_or_default()
+                .lines()
+                .map(PathBuf::from)
+                .filter(|m| unsent(m))
+                .collect();
+            if !members.is_empty() {
+                arrays.push((p, members));
+            }
+        }
+    }
+    // Steps nest through sub-workflows (`steps/twin/flood/3/attempt-1`); bounded anyway.
+    if depth > 32 {
+        return;
+    }
+    let Ok(rd) = std::fs::read_dir(dir) else { return };
+    for e in rd.flatten() {
+        if e.file_type().is_ok_and(|t| t.is_dir()) && e.file_name() != ".twinflow" {
+            scan_unrecorded(&e.path(), singles, arrays, depth + 1);
+        }
+    }
+}
+
 /// Reads a task's [`ESCALATION_FILE`].
 fn read_escalation(task_dir: &Path) -> Option<(f64, f64)> {
     let text = std::fs::read_to_string(task_dir.join(ESCALATION_FILE)).ok()?;
@@ -701,5 +802,125 @@ impl Backend for SlurmBackend {
             });
         }
         self.refresh = true;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::validate::model::Resources;
+
+    fn job(task_dir: &Path, attempt: u32, memory: u64, walltime: Option<Duration>) -> JobRequest {
+        let cwd = task_dir.join(format!("attempt-{attempt}"));
+        JobRequest {
+            name: "sim[3]".into(),
+            argv: vec!["twin-kernel".into(), "flood".into()],
+            env: vec![],
+            stdout: cwd.join(".twinflow/stdout"),
+            stderr: cwd.join(".twinflow/stderr"),
+            cwd,
+            resources: Resources { memory, walltime, ..Resources::default() },
+            timeout: None,
+            array: None,
+        }
+    }
+
+    fn backend() -> SlurmBackend {
+        let profile = Profile { memory_factor: 1.5, walltime_factor: 2.0, ..Profile::default() };
+        SlurmBackend::new(SlurmOptions { profile, call_log: None })
+    }
+
+    fn ended(state: &str, exit: (i32, i32)) -> (status::FinalRow, Outcome) {
+        let row =
+            status::FinalRow { id: JobId("7".into()), state: state.into(), exit: Some(exit), start: None, end: None };
+        let o = status::outcome(&row, false);
+        (row, o)
+    }
+
+    /// OUT_OF_MEMORY: the next attempt's script asks for memory × `escalate.memory_factor`,
+    /// again after a second OOM, also in an engine started later (`run --resume`); its
+    /// walltime stays. TIMEOUT raises the walltime only.
+    #[test]
+    fn out_of_memory_makes_the_retry_ask_for_memory_times_the_factor() {
+        let tmp = tempfile::tempdir().unwrap();
+        let task = tmp.path().join("steps/sim/3");
+        std::fs::create_dir_all(task.join("attempt-1")).unwrap();
+        let hour = Some(Duration::from_secs(3600));
+        let mut b = backend();
+        let (row, o) = ended("OUT_OF_MEMORY", (0, 125));
+        assert!(!o.success() && o.describe().contains("out of memory"), "{o:?}");
+        b.note_outcome(&task.join("attempt-1"), &o, &row.state);
+        let second = b.escalated(job(&task, 2, 1 << 30, hour));
+        assert_eq!(second.resources.memory, 1536 << 20);
+        let text = script::render_script(&second, &b.profile);
+        assert!(text.contains("#SBATCH --mem=1536M") && text.contains("#SBATCH --time=0-01:00:00"), "{text}");
+        // A later engine reads the factors from the task directory.
+        let mut resumed = backend();
+        let (row, o) = ended("OUT_OF_MEMORY", (0, 125));
+        resumed.note_outcome(&task.join("attempt-2"), &o, &row.state);
+        let third = resumed.escalated(job(&task, 3, 1 << 30, hour));
+        assert_eq!(third.resources.memory, 2304 << 20, "1 GiB × 1.5 × 1.5");
+        assert_eq!(std::fs::read_to_string(task.join(ESCALATION_FILE)).unwrap(), "1 2.25\n");
+        // TIMEOUT: walltime × 2, memory as before.
+        let (row, o) = ended("TIMEOUT", (0, 0));
+        assert!(o.timed_out);
+        resumed.note_outcome(&task.join("attempt-3"), &o, &row.state);
+        let fourth = resumed.escalated(job(&task, 4, 1 << 30, hour));
+        assert_eq!(fourth.resources.walltime, Some(Duration::from_secs(7200)));
+        assert_eq!(fourth.resources.memory, 2304 << 20);
+    }
+
+    /// Other failures change nothing; a factor of 1 (the default) turns escalation off.
+    #[test]
+    fn other_failures_and_factor_one_do_not_escalate() {
+        let tmp = tempfile::tempdir().unwrap();
+        let task = tmp.path().join("t");
+        std::fs::create_dir_all(task.join("attempt-1")).unwrap();
+        let mut b = backend();
+        for state in ["FAILED", "NODE_FAIL", "PREEMPTED", "CANCELLED"] {
+            let (row, o) = ended(state, (1, 0));
+            assert!(!o.success() && !o.cancelled, "{state} must count as a failure the retry policy sees");
+            b.note_outcome(&task.join("attempt-1"), &o, &row.state);
+        }
+        assert!(!task.join(ESCALATION_FILE).exists());
+        assert_eq!(b.escalated(job(&task, 2, 1 << 30, None)).resources.memory, 1 << 30);
+        let mut off = SlurmBackend::new(SlurmOptions::default());
+        let (row, o) = ended("OUT_OF_MEMORY", (0, 125));
+        off.note_outcome(&task.join("attempt-1"), &o, &row.state);
+        assert_eq!(off.escalated(job(&task, 2, 1 << 30, None)).resources.memory, 1 << 30);
+    }
+
+    /// A run directory a killed engine left: one attempt whose sbatch never returned, one
+    /// with its job id, an array list with one unsent member, outputs not scanned.
+    #[test]
+    fn unrecorded_attempts_are_found_in_the_run_directory() {
+        let tmp = tempfile::tempdir().unwrap();
+        let steps = tmp.path().join("steps");
+        let mk = |d: &Path, script: bool, id: Option<&str>| {
+            std::fs::create_dir_all(d.join(".twinflow")).unwrap();
+            std::fs::write(d.join(".twinflow/manifest.json"), "{}").unwrap();
+            if script {
+                std::fs::write(d.join(".twinflow").join(SCRIPT_FILE), "#!/bin/bash\n").unwrap();
+            }
+            if let Some(id) = id {
+                std::fs::write(d.join(".twinflow").join(JOB_ID_FILE), id).unwrap();
+            }
+        };
+        let unsent = steps.join("prep/attempt-1");
+        mk(&unsent, true, None);
+        mk(&steps.join("prep/out"), true, Some("3"));
+        mk(&steps.join("sim/0/attempt-1"), true, Some("4_0"));
+        let member = steps.join("sim/1/attempt-1");
+        mk(&member, true, None);
+        // An output directory of the step that looks like an attempt is not looked into.
+        mk(&unsent.join("nested/attempt-1"), true, None);
+        std::fs::create_dir_all(steps.join("sim/.twinflow")).unwrap();
+        let list = steps.join("sim/.twinflow/array-1-2.list");
+        std::fs::write(&list, format!("{}\n{}\n", steps.join("sim/0/attempt-1").display(), member.display())).unwrap();
+        let (mut singles, mut arrays) = (vec![], vec![]);
+        scan_unrecorded(&steps, &mut singles, &mut arrays, 0);
+        singles.sort();
+        assert_eq!(singles, [unsent, member.clone()]);
+        assert_eq!(arrays, [(list, vec![member])]);
     }
 }

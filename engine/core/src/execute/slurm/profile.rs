@@ -1,6 +1,7 @@
-//! Site profiles: what a SLURM site needs in every job script (partition, account, QOS,
-//! `module load`, environment set-up, the MPI plugin of `srun`) and how hard the engine may
-//! use the controller (jobs in flight, submissions per second, poll intervals).
+//! Site profiles: what a site needs in every job (partition, account, QOS, `module load`,
+//! environment set-up, the MPI plugin of `srun`, the `mpiexec` of the local backend, default
+//! resources) and how hard the engine may use the controller (jobs in flight, submissions
+//! per second, poll intervals).
 //!
 //! Two phases, like workflows: the YAML is read into [`RawProfile`] (unknown keys are
 //! errors with their place), then checked into a [`Profile`] that the rest of the backend
@@ -36,6 +37,56 @@ pub enum StatusSource {
     Scontrol,
 }
 
+/// The MPI implementation behind `mpiexec`: the launchers differ in how they pass the
+/// environment to ranks on other hosts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum MpiFlavour {
+    /// MPICH (Hydra): every rank gets the launcher's whole environment.
+    #[default]
+    Mpich,
+    /// Open MPI: only variables named with `-x NAME` reach ranks on other hosts.
+    Openmpi,
+}
+
+/// How the local backend launches steps with `ranks > 1` (the profile's `mpiexec:`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mpiexec {
+    /// Which MPI implementation the launcher belongs to.
+    pub flavour: MpiFlavour,
+    /// The launcher program (`mpiexec`, `mpiexec.openmpi`, a path).
+    pub command: String,
+    /// Options after `-n R` (`--oversubscribe`, `--bind-to`, `core`).
+    pub flags: Vec<String>,
+    /// Environment for the launcher and its ranks (`OMPI_ALLOW_RUN_AS_ROOT: 1`).
+    pub env: Vec<(String, String)>,
+}
+
+impl Default for Mpiexec {
+    fn default() -> Self {
+        Self { flavour: MpiFlavour::Mpich, command: "mpiexec".into(), flags: vec![], env: vec![] }
+    }
+}
+
+impl Mpiexec {
+    /// The launcher's words for `ranks` ranks, before the step's argv:
+    /// `COMMAND [-x NAME...] -n R FLAGS...`. Open MPI gets `-x NAME` for each variable of
+    /// `env`, so ranks on other hosts see them too (Hydra forwards everything by default).
+    pub fn prefix(&self, ranks: u32) -> Vec<String> {
+        let mut v = vec![self.command.clone()];
+        if self.flavour == MpiFlavour::Openmpi {
+            for (k, _) in &self.env {
+                v.push("-x".into());
+                v.push(k.clone());
+            }
+        }
+        v.push("-n".into());
+        v.push(ranks.to_string());
+        v.extend(self.flags.iter().cloned());
+        v
+    }
+}
+
 /// A site profile, checked.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Profile {
@@ -62,6 +113,14 @@ pub struct Profile {
     pub srun_flags: Vec<String>,
     /// `--time` for steps that have neither `resources.walltime` nor `timeout`.
     pub default_walltime: Option<Duration>,
+    /// Memory (bytes) for steps that do not set `resources.memory`.
+    pub default_memory: Option<u64>,
+    /// Threads per rank for steps that do not set `resources.threads`.
+    pub default_threads: Option<u32>,
+    /// GPUs for steps that do not set `resources.gpus`.
+    pub default_gpus: Option<u32>,
+    /// The local backend's MPI launcher (`None`: `mpiexec` or `--mpiexec`).
+    pub mpiexec: Option<Mpiexec>,
     /// Jobs in flight at once (queued or running).
     pub max_jobs: Option<usize>,
     /// Submissions per second.
@@ -109,6 +168,10 @@ impl Default for Profile {
             mpi: None,
             srun_flags: vec![],
             default_walltime: None,
+            default_memory: None,
+            default_threads: None,
+            default_gpus: None,
+            mpiexec: None,
             max_jobs: None,
             submit_rate: None,
             submit_retries: 6,
@@ -159,10 +222,37 @@ pub struct RawProfile {
     #[serde(default)]
     pub srun_flags: Vec<String>,
     pub default_walltime: Option<RawDuration>,
+    pub default_memory: Option<RawBytes>,
+    pub default_threads: Option<i64>,
+    pub default_gpus: Option<i64>,
+    pub mpiexec: Option<RawMpiexec>,
     pub limits: Option<RawLimits>,
     pub polling: Option<RawPolling>,
     pub submit: Option<RawSubmit>,
     pub escalate: Option<RawEscalate>,
+}
+
+/// A size written as text (`2G`, `512M`) or a number of bytes.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum RawBytes {
+    /// Bytes.
+    Bytes(u64),
+    /// Text with units.
+    Text(String),
+}
+
+/// `mpiexec:`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(missing_docs)]
+pub struct RawMpiexec {
+    pub flavour: Option<MpiFlavour>,
+    pub command: Option<String>,
+    #[serde(default)]
+    pub flags: Vec<String>,
+    #[serde(default)]
+    pub env: indexmap::IndexMap<String, String>,
 }
 
 /// `limits:`.
@@ -249,6 +339,27 @@ pub enum ProfileError {
 }
 
 impl Profile {
+    /// Fills in the resources a step did not set with the profile's defaults
+    /// (`default_memory`, `default_threads`, `default_gpus`; `default_walltime` applies when
+    /// a job script is rendered, see [`super::script::time_limit`]).
+    pub fn apply_defaults(&self, r: &mut crate::validate::model::Resources) {
+        if !r.given.memory
+            && let Some(m) = self.default_memory
+        {
+            r.memory = m;
+        }
+        if !r.given.threads
+            && let Some(t) = self.default_threads
+        {
+            r.threads = t;
+        }
+        if !r.given.gpus
+            && let Some(g) = self.default_gpus
+        {
+            r.gpus = g;
+        }
+    }
+
     /// Finds and loads a profile: a path (contains `/` or ends in `.yaml`/`.yml`), or a name
     /// looked up as `NAME.yaml` in `$TWINFLOW_PROFILE_PATH`, then `./hpc/profiles`.
     pub fn find(name_or_path: &str) -> Result<Self, ProfileError> {
@@ -376,6 +487,50 @@ fn check(raw: RawProfile, default_name: &str) -> Result<Profile, Vec<String>> {
         }
     }
     p.default_walltime = dur("default_walltime", raw.default_walltime, &mut problems);
+    match raw.default_memory {
+        Some(RawBytes::Bytes(b)) if b > 0 => p.default_memory = Some(b),
+        Some(RawBytes::Text(t)) => match crate::units::parse_bytes(&t) {
+            Ok(b) if b > 0 => p.default_memory = Some(b),
+            Ok(_) => problems.push("`default_memory`: must be more than 0".into()),
+            Err(e) => problems.push(format!("`default_memory`: {e}")),
+        },
+        Some(RawBytes::Bytes(_)) => problems.push("`default_memory`: must be more than 0".into()),
+        None => {}
+    }
+    match raw.default_threads {
+        Some(n) if (1..=4096).contains(&n) => p.default_threads = Some(n as u32),
+        Some(n) => problems.push(format!("`default_threads`: must be between 1 and 4096, got {n}")),
+        None => {}
+    }
+    match raw.default_gpus {
+        Some(n) if (0..=1024).contains(&n) => p.default_gpus = Some(n as u32),
+        Some(n) => problems.push(format!("`default_gpus`: must be between 0 and 1024, got {n}")),
+        None => {}
+    }
+    if let Some(m) = raw.mpiexec {
+        let mut out = Mpiexec { flavour: m.flavour.unwrap_or_default(), ..Mpiexec::default() };
+        if let Some(c) = m.command {
+            if c.trim().is_empty() || c.contains(['\n', '\r']) || c.split_whitespace().count() != 1 {
+                problems
+                    .push(format!("`mpiexec.command`: `{c}` must be one program (its options go in `mpiexec.flags`)"));
+            } else {
+                out.command = c;
+            }
+        }
+        for f in &m.flags {
+            if f.is_empty() || f.contains(['\n', '\r']) {
+                problems.push(format!("`mpiexec.flags`: `{f}` must be one word of the command line"));
+            }
+        }
+        out.flags = m.flags;
+        for (k, v) in m.env {
+            if !super::script::is_env_name(&k) {
+                problems.push(format!("`mpiexec.env`: `{k}` is not an environment variable name"));
+            }
+            out.env.push((k, v));
+        }
+        p.mpiexec = Some(out);
+    }
     if let Some(l) = raw.limits {
         match l.max_jobs {
             Some(n) if n >= 1 => p.max_jobs = Some(n as usize),
@@ -462,8 +617,12 @@ mod tests {
         let local = Profile::load(&dir.join("local.yaml")).unwrap();
         assert_eq!(local.name, "local");
         assert_eq!(local.mpi.as_deref(), Some("pmi2"));
+        assert_eq!(local.mpiexec.as_ref().map(|m| m.flavour), Some(MpiFlavour::Mpich));
         let site = Profile::load(&dir.join("example-site.yaml")).unwrap();
         assert!(site.account.is_some() && !site.modules.is_empty());
+        assert_eq!((site.default_memory, site.default_threads), (Some(2 << 30), Some(1)));
+        let m = site.mpiexec.unwrap();
+        assert_eq!((m.flavour, m.flags.as_slice()), (MpiFlavour::Openmpi, ["--oversubscribe".to_string()].as_slice()));
     }
 
     #[test]
@@ -491,5 +650,27 @@ mod tests {
         assert_eq!(p.poll_min, Duration::from_millis(250));
         assert_eq!(p.poll_max, Duration::from_secs(120));
         assert_eq!(p.default_walltime, Some(Duration::from_secs(3600)));
+    }
+
+    #[test]
+    fn default_resources_fill_in_what_a_step_does_not_set() {
+        use crate::validate::model::{Resources, ResourcesGiven};
+        let p = Profile::parse("default_memory: 2G\ndefault_threads: 4\ndefault_gpus: 1\n", "p").unwrap();
+        let mut unset = Resources::default();
+        p.apply_defaults(&mut unset);
+        assert_eq!((unset.memory, unset.threads, unset.gpus), (2 << 30, 4, 1));
+        // A step that wrote `threads: 1`, `memory: 512M`, `gpus: 0` keeps them.
+        let mut set = Resources {
+            memory: 512 << 20,
+            given: ResourcesGiven { threads: true, memory: true, gpus: true },
+            ..Resources::default()
+        };
+        p.apply_defaults(&mut set);
+        assert_eq!((set.memory, set.threads, set.gpus), (512 << 20, 1, 0));
+        let bad = "default_memory: lots\ndefault_threads: 0\ndefault_gpus: -1\nmpiexec: { command: 'mpiexec -x', env: { 'A B': x } }\n";
+        let ProfileError::Invalid { problems, .. } = Profile::parse(bad, "p").unwrap_err() else { panic!() };
+        assert_eq!(problems.len(), 5, "{problems:#?}");
+        let e = Profile::parse("mpiexec: { flavour: lam }\n", "p").unwrap_err().to_string();
+        assert!(e.contains("lam") && e.contains("mpich"), "{e}");
     }
 }

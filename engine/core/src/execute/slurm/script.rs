@@ -127,6 +127,16 @@ pub fn render_script(job: &JobRequest, profile: &Profile) -> String {
         opt(o);
     }
     s.push_str("set -e\n");
+    site_setup(&mut s, profile);
+    exports(&mut s, profile.env.iter().chain(job.env.iter()));
+    s.push_str("# the step\n");
+    let words: Vec<String> = launch_argv(job, profile).iter().map(|w| shell_quote(w)).collect();
+    let _ = writeln!(s, "exec {}", words.join(" "));
+    s
+}
+
+/// The profile's `module load` lines and set-up lines, as written into job scripts.
+fn site_setup(s: &mut String, profile: &Profile) {
     if !profile.modules.is_empty() || !profile.setup.is_empty() {
         s.push_str("# site set-up (profile)\n");
     }
@@ -137,20 +147,37 @@ pub fn render_script(job: &JobRequest, profile: &Profile) -> String {
     for l in &profile.setup {
         let _ = writeln!(s, "{l}");
     }
-    if !profile.env.is_empty() || !job.env.is_empty() {
-        s.push_str("# environment\n");
-    }
-    for (k, v) in profile.env.iter().chain(job.env.iter()) {
+}
+
+/// `export NAME='value'` lines (values are data: always single-quoted).
+fn exports<'a>(s: &mut String, vars: impl Iterator<Item = &'a (String, String)>) {
+    let mut first = true;
+    for (k, v) in vars {
+        if first {
+            s.push_str("# environment\n");
+            first = false;
+        }
         if is_env_name(k) {
             let _ = writeln!(s, "export {k}={}", shell_quote_always(v));
         } else {
             let _ = writeln!(s, "# not exported (not a variable name): {}", shell_quote(k).replace('\n', " "));
         }
     }
-    s.push_str("# the step\n");
-    let words: Vec<String> = launch_argv(job, profile).iter().map(|w| shell_quote(w)).collect();
-    let _ = writeln!(s, "exec {}", words.join(" "));
-    s
+}
+
+/// The shell text that gives a step launched by `srun` (allocation mode) the same site
+/// environment as a batch job: `set -e`, the profile's modules, set-up lines and
+/// environment, then `exec "$@"`; run as `bash -c TEXT twinflow-step ARGV...`. `None`
+/// when the profile has none of them (the step's argv is launched directly).
+pub fn srun_prelude(profile: &Profile) -> Option<String> {
+    if profile.modules.is_empty() && profile.setup.is_empty() && profile.env.is_empty() {
+        return None;
+    }
+    let mut s = String::from("set -e\n");
+    site_setup(&mut s, profile);
+    exports(&mut s, profile.env.iter());
+    s.push_str("# the step\nexec \"$@\"\n");
+    Some(s)
 }
 
 /// The `#SBATCH` options that size and place a job: resources, then the profile's
@@ -294,6 +321,7 @@ mod tests {
             memory: 3 << 30,
             walltime: Some(Duration::from_secs(90 * 60 + 1)),
             gpus: 1,
+            ..Resources::default()
         };
         let mut j = job("sim[3]", &["/opt/twin-kernel", "flood", "--grid", "dem.nc"], r);
         j.timeout = Some(Duration::from_secs(2 * 86400 + 3600));
