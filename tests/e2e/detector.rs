@@ -127,3 +127,52 @@ fn detector_mini_sweeps_the_regression_and_beats_the_naive_estimator_on_the_drif
     }
     assert!(num(hot, "naive", "bias") < num(&tb[0], "naive", "bias") - 0.1, "{c}");
 }
+
+/// The trials of `workflows/detector-twin.yaml -p search=random`, from `twinflow plan`:
+/// (lr, width, depth, batch) per trial.
+fn random_trials(seed: u32, trials: u32) -> Vec<(f64, u32, u32, u32)> {
+    let wf = crate::common::repo_root().join("workflows/detector-twin.yaml");
+    let out = twinflow()
+        .args(["plan", "--format", "json", "-p", "search=random"])
+        .args(["-p", &format!("trials={trials}"), "-p", &format!("seed={seed}")])
+        .arg(&wf)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", show(&out));
+    let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    plan["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["step"] == "trial")
+        .map(|t| {
+            let argv: Vec<&str> =
+                t["command"]["argv"].as_array().unwrap().iter().map(|a| a.as_str().unwrap()).collect();
+            let after = |flag: &str| argv[argv.iter().position(|a| *a == flag).unwrap() + 1];
+            (
+                after("--lr").parse().unwrap(),
+                after("--width").parse().unwrap(),
+                after("--depth").parse().unwrap(),
+                after("--batch").parse().unwrap(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn detector_twin_random_search_draws_reproducible_trials_within_the_ranges() {
+    let a = random_trials(1, 12);
+    assert_eq!(a.len(), 12);
+    for (lr, width, depth, batch) in &a {
+        assert!((0.001..=0.03).contains(lr), "{a:?}");
+        assert!([16, 32, 64].contains(width) && (1..=3).contains(depth) && [64, 128, 256].contains(batch), "{a:?}");
+    }
+    // Not a grid in disguise: the learning rates differ, and several widths occur.
+    let mut lrs: Vec<u64> = a.iter().map(|t| t.0.to_bits()).collect();
+    lrs.dedup();
+    assert_eq!(lrs.len(), 12, "{a:?}");
+    assert!(a.iter().any(|t| t.1 != a[0].1), "{a:?}");
+    assert_eq!(random_trials(1, 12), a, "same seed, same trials");
+    assert_eq!(&random_trials(1, 20)[..12], &a[..], "more trials extend the same draw");
+    assert_ne!(random_trials(2, 12), a, "another seed, other trials");
+}
