@@ -11,6 +11,11 @@
 //!   number of times directly from tokio with the same concurrency, and the file-system
 //!   floor: creating, serially, the directories and files the engine keeps for every
 //!   attempt (the engine's cost for a `true` task is mostly that, on this VM's ext4).
+//!
+//! The runs directory is under `$TMPDIR` (`TMPDIR=/dev/shm` measures the engine without the
+//! disk). On an ext4 without a journal, inodes deleted in the last ~30 s are skipped when
+//! new ones are allocated, which can make creating files several times slower: wait a
+//! minute after deleting many files (an earlier benchmark, a build) before measuring.
 #![allow(clippy::print_stdout, missing_docs)]
 
 use std::path::Path;
