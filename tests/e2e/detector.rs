@@ -16,31 +16,10 @@ use crate::support::*;
 
 const MINI: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/detector-mini.yaml");
 
-/// The fields of one CSV line (RFC 4180 quoting: `"a,b"` is one field, `""` a quote).
-fn csv_fields(line: &str) -> Vec<String> {
-    let (mut fields, mut field, mut quoted) = (Vec::new(), String::new(), false);
-    let mut chars = line.chars().peekable();
-    while let Some(c) = chars.next() {
-        match (c, quoted) {
-            ('"', true) if chars.peek() == Some(&'"') => {
-                field.push('"');
-                chars.next();
-            }
-            ('"', _) => quoted = !quoted,
-            (',', false) => fields.push(std::mem::take(&mut field)),
-            _ => field.push(c),
-        }
-    }
-    fields.push(field);
-    fields
-}
-
 /// Rows of a CSV file as maps from the header's names.
-fn csv(path: &Path) -> Vec<std::collections::HashMap<String, String>> {
-    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let mut lines = text.lines();
-    let header = csv_fields(lines.next().unwrap());
-    lines.map(|l| header.iter().cloned().zip(csv_fields(l)).collect()).collect()
+fn csv_rows(path: &Path) -> Vec<std::collections::HashMap<String, String>> {
+    let mut r = csv::Reader::from_path(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    r.deserialize().collect::<Result<_, _>>().unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
 #[test]
@@ -76,7 +55,7 @@ fn detector_mini_sweeps_the_regression_and_beats_the_naive_estimator_on_the_drif
 
     // Rung 0: the 4 trials of the depth × batch grid ranked by validation error, 2 survive.
     let rmse = |r: &std::collections::HashMap<String, String>| r["val_rmse"].parse::<f64>().unwrap();
-    let rung0 = csv(&steps.join("cut1/out/rung0.csv"));
+    let rung0 = csv_rows(&steps.join("cut1/out/rung0.csv"));
     assert_eq!(rung0.len(), 4, "{rung0:?}");
     let mut grid: Vec<(String, String)> = rung0.iter().map(|r| (r["depth"].clone(), r["batch_size"].clone())).collect();
     grid.sort();
@@ -85,7 +64,7 @@ fn detector_mini_sweeps_the_regression_and_beats_the_naive_estimator_on_the_drif
     assert_eq!(rung0.iter().filter(|r| r["survivor"] == "true").count(), 2, "{rung0:?}");
     assert!(rung0.iter().all(|r| r["epochs_run"] == "15"), "{rung0:?}");
     // Rung 1: the 2 survivors trained on to 30 epochs, ranked again; 1 survives.
-    let rung1 = csv(&steps.join("cut2/out/rung1.csv"));
+    let rung1 = csv_rows(&steps.join("cut2/out/rung1.csv"));
     assert_eq!(rung1.len(), 2, "{rung1:?}");
     assert!(rung1.iter().all(|r| r["epochs_run"] == "30"), "{rung1:?}");
     assert_eq!(rung1.iter().filter(|r| r["survivor"] == "true").count(), 1, "{rung1:?}");
@@ -93,7 +72,7 @@ fn detector_mini_sweeps_the_regression_and_beats_the_naive_estimator_on_the_drif
         rung0.iter().filter(|r| r["survivor"] == "true").map(|r| (&r["depth"], &r["batch_size"])).collect();
     assert!(rung1.iter().all(|r| survivors0.contains(&(&r["depth"], &r["batch_size"]))), "{rung0:?} {rung1:?}");
     // Rung 2: the last survivor trained on to 60 epochs and improved on rung 0's best.
-    let ranked = csv(&steps.join("best/out/ranked.csv"));
+    let ranked = csv_rows(&steps.join("best/out/ranked.csv"));
     assert_eq!(ranked.len(), 1, "{ranked:?}");
     assert!(ranked.iter().all(|r| r["epochs_run"] == "60"), "{ranked:?}");
     assert!(rmse(&ranked[0]) < rmse(&rung0[0]), "rung 2 {} vs rung 0 {}", rmse(&ranked[0]), rmse(&rung0[0]));

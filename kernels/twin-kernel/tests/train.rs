@@ -85,31 +85,10 @@ fn state_bits(path: &Path) -> Vec<u64> {
     names.iter().flat_map(|n| read_f64(path, n)).map(f64::to_bits).collect()
 }
 
-/// The fields of one CSV line (RFC 4180 quoting: `"a,b"` is one field, `""` a quote).
-fn csv_fields(line: &str) -> Vec<String> {
-    let (mut fields, mut field, mut quoted) = (Vec::new(), String::new(), false);
-    let mut chars = line.chars().peekable();
-    while let Some(c) = chars.next() {
-        match (c, quoted) {
-            ('"', true) if chars.peek() == Some(&'"') => {
-                field.push('"');
-                chars.next();
-            }
-            ('"', _) => quoted = !quoted,
-            (',', false) => fields.push(std::mem::take(&mut field)),
-            _ => field.push(c),
-        }
-    }
-    fields.push(field);
-    fields
-}
-
 /// Rows of a CSV file as maps from the header's names.
 fn csv_rows(path: &Path) -> Vec<std::collections::HashMap<String, String>> {
-    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let mut lines = text.lines();
-    let header = csv_fields(lines.next().unwrap());
-    lines.map(|l| header.iter().cloned().zip(csv_fields(l)).collect()).collect()
+    let mut r = csv::Reader::from_path(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    r.deserialize().collect::<Result<_, _>>().unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
 /// A metrics CSV without its wall-time column (the only one that differs between runs).

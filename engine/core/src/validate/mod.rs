@@ -552,46 +552,35 @@ impl Validator {
         }
         self.import_stack.push((canon, shown));
         let prefix = format!("{}{}/", self.wf.namespaces[ns].prefix, name.value);
-        // Parameters of a sub-workflow must have a default or be set by the caller's `with:`;
-        // reported at the call, where the fix goes.
-        let unset: Vec<String> = sub_raw
-            .params
-            .iter()
-            .filter(|(k, p)| {
-                p.default.is_none()
-                    && !step.with.contains_key(k.value.as_str())
-                    && !sub_raw.inputs.contains_key(k.value.as_str())
+        // Parameters and inputs of a sub-workflow must have a default or be set by the
+        // caller's `with:`; reported at the call, where the fix goes.
+        let params_unset = sub_raw.params.iter().filter(|(k, p)| {
+            p.default.is_none()
+                && !step.with.contains_key(k.value.as_str())
+                && !sub_raw.inputs.contains_key(k.value.as_str())
+        });
+        let inputs_unset =
+            sub_raw.inputs.iter().filter(|(k, i)| i.default.is_none() && !step.with.contains_key(k.value.as_str()));
+        let unset: Vec<(&str, String, String)> = params_unset
+            .map(|(k, _)| {
+                ("parameter", k.value.clone(), format!("set it in the call: `with: {{ {}: VALUE }}`", k.value))
             })
-            .map(|(k, _)| k.value.clone())
+            .chain(inputs_unset.map(|(k, _)| {
+                let help =
+                    format!("bind it in the call: `with: {{ {}: \"${{{{ steps.STEP.out.NAME }}}}\" }}`", k.value);
+                ("input", k.value.clone(), help)
+            }))
             .collect();
-        for k in unset {
+        for (what, k, help) in unset {
             self.push(
                 Diag::new(
                     DiagKind::Param,
                     file,
                     uses.span,
                     format!("steps.{}.with", name.value),
-                    format!("sub-workflow `{}` needs parameter `{k}`, which has no default", uses.value),
+                    format!("sub-workflow `{}` needs {what} `{k}`, which has no default", uses.value),
                 )
-                .with_help(format!("set it in the call: `with: {{ {k}: VALUE }}`")),
-            );
-        }
-        let unbound: Vec<String> = sub_raw
-            .inputs
-            .iter()
-            .filter(|(k, i)| i.default.is_none() && !step.with.contains_key(k.value.as_str()))
-            .map(|(k, _)| k.value.clone())
-            .collect();
-        for k in unbound {
-            self.push(
-                Diag::new(
-                    DiagKind::Param,
-                    file,
-                    uses.span,
-                    format!("steps.{}.with", name.value),
-                    format!("sub-workflow `{}` needs input `{k}`, which has no default", uses.value),
-                )
-                .with_help(format!("bind it in the call: `with: {{ {k}: \"${{{{ steps.STEP.out.NAME }}}}\" }}`")),
+                .with_help(help),
             );
         }
         let child = self.add_namespace(Some(ns), prefix, sub_file, sub_raw, bindings);
