@@ -586,3 +586,40 @@ fn slurm_allocation_inside_an_sbatch_job_runs_every_step_as_a_step_of_that_job()
         (Some(outer.as_str()), Some(false))
     );
 }
+
+/// `kill -9` of the engine in allocation mode, and nobody resumes or cancels: the holder
+/// job sees its heartbeat stop and ends itself (its steps with it) after the profile's
+/// `allocation_idle`, instead of holding the CPUs until its time limit. While the engine
+/// lives, the heartbeat keeps the allocation beyond that time.
+#[test]
+fn slurm_allocation_of_a_killed_engine_ends_itself_when_the_heartbeat_stops() {
+    require_cluster();
+    let d = scratch("slurm-modes/allocation-heartbeat");
+    let m = format!("30.{}7", std::process::id());
+    let wf = write(&d, "naps.yaml", &ALLOC_NAPS.replace("MARKER", &m));
+    let base = std::fs::read_to_string(profile()).unwrap();
+    let prof = write(&d, "idle.yaml", &format!("{base}\nallocation_idle: 4s\n"));
+    let child = twinflow()
+        .current_dir(&d)
+        .args(["run", wf.to_str().unwrap(), "--backend", "slurm", "--profile", prof.to_str().unwrap()])
+        .args(["--allocation", "--alloc-cpus", "2", "--json"])
+        .env("TWINFLOW_SLURM_CALL_LOG", d.join("calls.log"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_until("steps running in the allocation", 60, || !processes_with(&format!("sleep {m}")).is_empty());
+    let runs = d.join("runs");
+    let run = latest_run_id(&runs);
+    let holder = holder_of(&runs, &run);
+    std::thread::sleep(Duration::from_secs(7));
+    assert!(!squeue(std::slice::from_ref(&holder)).is_empty(), "the allocation ended while its engine was alive");
+    signal(child.id(), "-KILL");
+    let _ = wait_output(child, 10);
+    let t0 = std::time::Instant::now();
+    wait_until("the allocation to end itself", 40, || squeue(std::slice::from_ref(&holder)).is_empty());
+    assert!(t0.elapsed() >= Duration::from_secs(2), "the allocation ended at once, not after its idle time");
+    wait_until("its steps to end", 30, || processes_with(&m).is_empty());
+    let log = std::fs::read_to_string(runs.join("allocations").join(format!("allocation-{holder}.log"))).unwrap();
+    assert!(log.contains("no heartbeat from the engine for 4 s; ending the allocation"), "{log}");
+}

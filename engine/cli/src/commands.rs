@@ -436,6 +436,24 @@ fn run_cmd(a: RunArgs) -> Result<i32, Failure> {
         Some(profile) if backend_args.allocation => {
             let previous = saved.get(ALLOCATION_JOB).and_then(|j| j.as_str()).map(String::from);
             let alloc = acquire_allocation(&rt, &a, &plan, &profile, call_log, previous.as_deref())?;
+            if alloc.owned {
+                // The holder ends itself when this heartbeat stops (an engine killed with -9).
+                let hb = slurm::allocation::heartbeat_path(&a.runs_dir.join("allocations"), &alloc.job_id);
+                let every = slurm::allocation::heartbeat_interval(&profile);
+                rt.spawn(async move {
+                    loop {
+                        let touched = std::fs::OpenOptions::new()
+                            .create(true)
+                            .append(true)
+                            .open(&hb)
+                            .and_then(|f| f.set_modified(std::time::SystemTime::now()));
+                        if let Err(e) = touched {
+                            tracing::warn!(file = %hb.display(), "cannot touch the allocation's heartbeat: {e}");
+                        }
+                        tokio::time::sleep(every).await;
+                    }
+                });
+            }
             // Kept with the run: `run --resume` goes on in it, `twinflow cancel` cancels it.
             settings[ALLOCATION_JOB] = serde_json::json!(alloc.job_id);
             settings[ALLOCATION_OWNED] = serde_json::json!(alloc.owned);

@@ -146,12 +146,29 @@ pub fn srun_argv(launch: &SrunLaunch, job: &JobRequest) -> Vec<String> {
     v
 }
 
-/// The holder job's script: resources and placement, then a batch step that only waits.
-pub fn render_holder(req: &AllocationRequest, profile: &Profile, log: &Path) -> String {
+/// The heartbeat file of allocation `job_id`, in the directory of the holder's script and
+/// log: the engine touches it while it uses the allocation (see [`render_holder`]).
+pub fn heartbeat_path(log_dir: &Path, job_id: &str) -> PathBuf {
+    log_dir.join(format!("allocation-{job_id}.alive"))
+}
+
+/// How often the engine touches the heartbeat, and the holder looks at it.
+pub fn heartbeat_interval(profile: &Profile) -> Duration {
+    (profile.allocation_idle / 4).clamp(Duration::from_secs(1), Duration::from_secs(60))
+}
+
+/// The holder job's script: resources and placement, then a batch step that waits while
+/// the engine is alive: it ends the job (and every step in it) once the heartbeat file
+/// ([`heartbeat_path`], in `log_dir`) is older than `allocation_idle`, counting from the
+/// job's start while the file does not exist yet. So an engine killed with -9 that is
+/// neither resumed nor cancelled does not hold the nodes until the time limit, while a
+/// `run --resume` within that time finds its allocation still there.
+pub fn render_holder(req: &AllocationRequest, profile: &Profile, log_dir: &Path) -> String {
+    let log = log_dir.join("allocation-%j.log");
     let mut s = String::from("#!/bin/bash\n# twinflow allocation: steps run inside it with `srun --jobid --exact`\n");
     let mut opts = vec![
         "--job-name=twinflow-allocation".to_string(),
-        format!("--output={}", sbatch_path(log)),
+        format!("--output={}", sbatch_path(&log)),
         format!("--nodes={}", req.nodes.max(1)),
         format!("--ntasks={}", req.cpus.max(1)),
         "--cpus-per-task=1".into(),
@@ -172,7 +189,20 @@ pub fn render_holder(req: &AllocationRequest, profile: &Profile, log: &Path) -> 
     for o in opts {
         let _ = writeln!(s, "#SBATCH {o}");
     }
-    let _ = writeln!(s, "exec {} infinity", shell_quote("sleep"));
+    let idle = profile.allocation_idle.as_secs().max(1);
+    let every = heartbeat_interval(profile).as_secs().max(1);
+    let hb = format!("{}/allocation-\"$SLURM_JOB_ID\".alive", shell_quote(&log_dir.display().to_string()));
+    let _ = writeln!(s, "hb={hb}");
+    s.push_str("start=$(date +%s)\n");
+    let _ = writeln!(s, "while sleep {every}; do");
+    s.push_str("  last=$(stat -c %Y \"$hb\" 2>/dev/null || echo 0)\n");
+    s.push_str("  [ \"$last\" -gt \"$start\" ] || last=$start\n");
+    let _ = writeln!(s, "  if [ $(( $(date +%s) - last )) -gt {idle} ]; then");
+    let _ = writeln!(
+        s,
+        "    echo \"twinflow allocation: no heartbeat from the engine for {idle} s; ending the allocation\""
+    );
+    s.push_str("    exit 0\n  fi\ndone\n");
     s
 }
 
@@ -253,7 +283,8 @@ pub async fn acquire(
     }
     std::fs::create_dir_all(log_dir).map_err(|source| AllocationError::Io { path: log_dir.into(), source })?;
     let script_path = log_dir.join("allocation.sbatch");
-    let text = render_holder(req, profile, &log_dir.join("allocation-%j.log"));
+    // The holder reads its heartbeat from wherever the batch script runs: an absolute path.
+    let text = render_holder(req, profile, &crate::spec::span::absolute(log_dir));
     std::fs::write(&script_path, text).map_err(|source| AllocationError::Io { path: script_path.clone(), source })?;
     let id = cmd.sbatch(0, &script_path).await?;
     tracing::info!(job = %id, "submitted the allocation; waiting for it to start");
@@ -393,9 +424,17 @@ mod tests {
     fn holder_script() {
         let req = AllocationRequest { nodes: 1, cpus: 8, time: Some(Duration::from_secs(3600)) };
         let p = Profile { partition: Some("debug".into()), ..Profile::default() };
-        let s = render_holder(&req, &p, Path::new("/runs/allocation-%j.log"));
-        for l in ["#SBATCH --ntasks=8", "#SBATCH --time=0-01:00:00", "#SBATCH --partition=debug", "exec sleep infinity"]
-        {
+        let p = Profile { allocation_idle: Duration::from_secs(120), ..p };
+        let s = render_holder(&req, &p, Path::new("/runs/my allocations"));
+        for l in [
+            "#SBATCH --output=\"/runs/my allocations/allocation-%j.log\"",
+            "#SBATCH --ntasks=8",
+            "#SBATCH --time=0-01:00:00",
+            "#SBATCH --partition=debug",
+            "hb='/runs/my allocations'/allocation-\"$SLURM_JOB_ID\".alive",
+            "while sleep 30; do",
+            "-gt 120 ]; then",
+        ] {
             assert!(s.contains(l), "{l} missing:\n{s}");
         }
     }

@@ -152,6 +152,10 @@ pub struct Profile {
     pub walltime_factor: f64,
     /// Memory multiplier for the retry of a job that ran out of memory (1: off).
     pub memory_factor: f64,
+    /// An allocation twinflow submitted ends itself when its engine has not touched the
+    /// allocation's heartbeat file for this long (an engine killed with -9 and neither
+    /// resumed nor cancelled would otherwise hold the nodes until the time limit).
+    pub allocation_idle: Duration,
 }
 
 impl Default for Profile {
@@ -184,6 +188,7 @@ impl Default for Profile {
             missing_grace: Duration::from_secs(30),
             poll_failure_timeout: Duration::from_secs(300),
             command_timeout: Duration::from_secs(60),
+            allocation_idle: Duration::from_secs(600),
             chunk: 500,
             walltime_factor: 1.0,
             memory_factor: 1.0,
@@ -230,6 +235,7 @@ pub struct RawProfile {
     pub polling: Option<RawPolling>,
     pub submit: Option<RawSubmit>,
     pub escalate: Option<RawEscalate>,
+    pub allocation_idle: Option<RawDuration>,
 }
 
 /// A size written as text (`2G`, `512M`) or a number of bytes.
@@ -487,6 +493,13 @@ fn check(raw: RawProfile, default_name: &str) -> Result<Profile, Vec<String>> {
         }
     }
     p.default_walltime = dur("default_walltime", raw.default_walltime, &mut problems);
+    if let Some(d) = dur("allocation_idle", raw.allocation_idle, &mut problems) {
+        if d >= Duration::from_secs(3) {
+            p.allocation_idle = d;
+        } else {
+            problems.push("`allocation_idle`: must be at least 3s".into());
+        }
+    }
     match raw.default_memory {
         Some(RawBytes::Bytes(b)) if b > 0 => p.default_memory = Some(b),
         Some(RawBytes::Text(t)) => match crate::units::parse_bytes(&t) {
