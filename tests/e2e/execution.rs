@@ -332,6 +332,19 @@ fn why_names_the_changed_parameter() {
 }
 
 #[test]
+fn why_agrees_with_the_cache_for_steps_that_read_upstream_values() {
+    let d = scratch("why_values");
+    let args = ["-p", "members=3", "-p", "mode=full"];
+    let out = run_json(&d, HELLO.as_ref(), &args);
+    assert!(out.status.success(), "{}", show(&out));
+    let again = run_json(&d, HELLO.as_ref(), &args);
+    assert_eq!(final_states(&again)["report"], "cached", "{}", show(&again));
+    // `report` reads `steps.gather.values.count`: `why` must see the same value the run did.
+    let why = twinflow().current_dir(&d).args(["why"]).arg(HELLO).arg("report").args(args).output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&why.stdout), "report: up to date\n", "{}", show(&why));
+}
+
+#[test]
 fn resume_refuses_a_run_that_another_engine_is_executing() {
     let d = scratch("double_resume");
     let wf = write(&d, "long.yaml", "name: long\nsteps:\n  wait:\n    run: [sleep, \"30\"]\n");
@@ -504,6 +517,18 @@ steps:
         .filter_map(|e| e["message"].as_str().map(String::from))
         .collect();
     assert!(failed.iter().any(|m| m.starts_with("publishing `r` to `") && m.contains("blocker/member-")), "{failed:?}");
+
+    // The runs directory is the engine's: a copy onto the run database is refused.
+    let db = d.join("runs/twinflow.db");
+    let db_bytes = std::fs::metadata(&db).unwrap().len();
+    let clobber = run_json(&d, &wf, &["-p", "results=runs/x/../", "-p", "members=1", "--no-cache"]);
+    assert_eq!(clobber.status.code(), Some(1), "{}", show(&clobber));
+    let msgs: Vec<String> =
+        events(&clobber).into_iter().filter_map(|e| e["message"].as_str().map(String::from)).collect();
+    assert!(msgs.iter().any(|m| m.contains("is inside the runs directory")), "{msgs:?}");
+    assert!(std::fs::metadata(&db).unwrap().len() >= db_bytes, "the run database was overwritten");
+    let status = twinflow().current_dir(&d).args(["status"]).output().unwrap();
+    assert!(status.status.success(), "{}", show(&status));
 }
 
 #[test]

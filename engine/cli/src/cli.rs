@@ -34,7 +34,7 @@ pub enum Command {
     #[command(after_help = "Examples:\n  twinflow status                 # all runs\n  twinflow status latest          # tasks of the latest run\n  twinflow status 20261122-101500-3f2a --json\n\n".to_string() + exit::HELP)]
     Status(StatusArgs),
     /// Explain why a step would run again (which input, parameter or definition changed).
-    #[command(after_help = "Example:\n  twinflow why examples/hello.yaml greet -p name=world\n\n".to_string() + exit::HELP)]
+    #[command(after_help = "Example:\n  twinflow why examples/hello.yaml member -p members=8   # why would the members run again?\n  twinflow why examples/hello.yaml                      # every task\n\n".to_string() + exit::HELP)]
     Why(WhyArgs),
     /// Cancel the SLURM jobs a run has in flight (`scancel`, one call), or its allocation.
     #[command(after_help = "Examples:\n  twinflow cancel latest\n  twinflow cancel 20261122-101500-3f2a --runs-dir runs\n\nA run whose engine still runs is stopped best with Ctrl-C (SIGINT) or SIGTERM to the engine,\nwhich cancels its own jobs. `twinflow cancel` is for runs whose engine is gone, or another shell.\n\n".to_string() + exit::HELP)]
@@ -149,11 +149,11 @@ pub struct RunArgs {
     #[arg(long)]
     pub no_cache: bool,
     /// Cores the local scheduler may fill (default: all).
-    #[arg(long)]
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
     pub cores: Option<u32>,
     /// Run at most N tasks at once.
-    #[arg(short = 'j', long = "jobs")]
-    pub jobs: Option<usize>,
+    #[arg(short = 'j', long = "jobs", value_parser = clap::value_parser!(u64).range(1..))]
+    pub jobs: Option<u64>,
     /// Seconds between SIGTERM and SIGKILL when stopping a step.
     #[arg(long, default_value_t = 10.0)]
     pub grace: f64,

@@ -484,7 +484,7 @@ fn run_cmd(a: RunArgs) -> Result<i32, Failure> {
         resume,
         keep_going: a.keep_going,
         use_cache: !a.no_cache,
-        max_parallel: a.jobs,
+        max_parallel: a.jobs.map(|j| usize::try_from(j).unwrap_or(usize::MAX)),
     };
     let mut reporter: Box<dyn Reporter> = if a.json { Box::new(JsonReporter) } else { Box::new(HumanReporter::new()) };
     let summary = rt.block_on(async {

@@ -799,6 +799,16 @@ impl Sched<'_> {
                 Value::Str(p) | Value::Path(p) if !p.is_empty() => base.join(p),
                 other => return Err(format!("publish.{k}: expected a path, got `{other}`")),
             };
+            // The runs directory is the engine's: a copy there could overwrite the run
+            // database or another task's published result.
+            let runs = resolved(&self.opts.runs_dir);
+            if resolved(&target).starts_with(&runs) {
+                return Err(format!(
+                    "publish.{k}: `{}` is inside the runs directory `{}`; publish outside it",
+                    target.display(),
+                    runs.display()
+                ));
+            }
             let rel = step.outputs.get(k).or_else(|| step.values.get(k)).map(String::as_str).unwrap_or_default();
             copy_atomically(&dir.join(rel), &target)
                 .map_err(|e| format!("publishing `{k}` to `{}`: {e}", target.display()))?;
@@ -967,6 +977,36 @@ impl Sched<'_> {
     }
 }
 
+/// `p` absolute, with `.` and `..` removed and symbolic links of its longest existing prefix
+/// resolved (the rest need not exist yet).
+fn resolved(p: &Path) -> PathBuf {
+    let abs = crate::spec::span::absolute(p);
+    let mut out = PathBuf::new();
+    for c in abs.components() {
+        match c {
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            std::path::Component::CurDir => {}
+            other => out.push(other),
+        }
+    }
+    let mut existing = out.clone();
+    let mut rest = vec![];
+    while !existing.exists() {
+        match (existing.file_name().map(|n| n.to_os_string()), existing.parent().map(Path::to_path_buf)) {
+            (Some(name), Some(parent)) => {
+                rest.push(name);
+                existing = parent;
+            }
+            _ => return out,
+        }
+    }
+    let mut r = std::fs::canonicalize(&existing).unwrap_or(existing);
+    r.extend(rest.iter().rev());
+    r
+}
+
 /// Copies `from` to `to` through a temporary file in `to`'s directory and a rename (atomic
 /// on one file system), creating that directory if needed. Directories are not copied.
 fn copy_atomically(from: &Path, to: &Path) -> std::io::Result<()> {
@@ -987,7 +1027,7 @@ fn values_json(v: &IndexMap<String, Value>) -> String {
     serde_json::Value::Object(m).to_string()
 }
 
-fn parse_values(s: Option<&str>) -> IndexMap<String, Value> {
+pub(crate) fn parse_values(s: Option<&str>) -> IndexMap<String, Value> {
     let Some(s) = s else { return IndexMap::new() };
     match serde_json::from_str::<serde_json::Value>(s) {
         Ok(serde_json::Value::Object(m)) => {

@@ -78,7 +78,8 @@ pub fn why(plan: &Plan, store: &mut Store, step: Option<&str>, kernel: &Path) ->
                         if !missing.is_empty() {
                             reasons.push(format!("its outputs are gone from `{}`", dir.display()));
                         } else {
-                            results[i.index()] = Some(Box::new(TaskResult { dir, values: Default::default() }));
+                            let values = super::parse_values(Some(&entry.outputs));
+                            results[i.index()] = Some(Box::new(TaskResult { dir, values }));
                         }
                     }
                 }
