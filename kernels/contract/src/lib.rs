@@ -5,6 +5,11 @@
 //! exchange files (HDF5, NetCDF) carry so a later stage can tell where a file came from.
 #![warn(missing_docs)]
 
+/// The kernels of `twin-kernel` (its subcommands): what a step's `kernel:` may name. The
+/// kernel crate tests that this list and its command line agree.
+pub const KERNELS: &[&str] =
+    &["calo", "flood", "info", "predict", "select", "stage", "summary", "tabulate", "terrain", "train"];
+
 /// Environment variables the engine sets for every step it runs.
 pub mod env {
     /// Identifier of the run (e.g. `20261122-101500-3f2a`).

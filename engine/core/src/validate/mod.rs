@@ -807,14 +807,23 @@ impl Validator {
         let f = |k: &str| format!("steps.{}.{k}", name.value);
         let command = match (&raw.kernel, &raw.run) {
             (Some(k), None) => {
-                if !valid_name(&k.value) {
-                    self.push(Diag::new(
-                        DiagKind::InvalidName,
+                if !twinflow_contract::KERNELS.contains(&k.value.as_str()) {
+                    let mut d = Diag::new(
+                        DiagKind::UnknownReference,
                         file,
                         k.span,
                         f("kernel"),
-                        format!("invalid kernel name `{}`", k.value),
+                        format!("unknown kernel `{}`", k.value),
+                    );
+                    d = d.with_help(did_you_mean(&k.value, twinflow_contract::KERNELS.iter().copied()).unwrap_or_else(
+                        || {
+                            format!(
+                                "kernels: {}; any other program runs with `run: [...]`",
+                                twinflow_contract::KERNELS.join(", ")
+                            )
+                        },
                     ));
+                    self.push(d);
                 }
                 if raw.shell.is_some() {
                     self.push(Diag::new(

@@ -406,3 +406,16 @@ pub struct TerrainArgs {
     #[arg(long, value_enum)]
     pub format: Option<FormatArg>,
 }
+
+#[cfg(test)]
+mod contract_tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_contract_lists_exactly_the_kernels_of_the_command_line() {
+        let mut names: Vec<String> =
+            super::Cli::command().get_subcommands().map(|c| c.get_name().to_string()).filter(|n| n != "help").collect();
+        names.sort();
+        assert_eq!(names, twinflow_contract::KERNELS);
+    }
+}
