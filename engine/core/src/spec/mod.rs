@@ -108,7 +108,9 @@ fn convert_error(file: &SourceFile, e: &serde_saphyr::Error) -> Diag {
         E::SerdeUnknownField { field, expected, .. } => {
             let help = did_you_mean(field, expected.iter().copied())
                 .or_else(|| (!expected.is_empty()).then(|| format!("allowed keys here: {}", quoted_list(expected))));
-            (DiagKind::UnknownKey, yaml_path(text, span.offset, false), format!("unknown key `{field}`"), help)
+            let parent = yaml_path(text, span.offset, false);
+            let path = if parent.is_empty() { field.to_string() } else { format!("{parent}.{field}") };
+            (DiagKind::UnknownKey, path, format!("unknown key `{field}`"), help)
         }
         E::SerdeUnknownVariant { variant, expected, .. } => {
             let help = did_you_mean(variant, expected.iter().copied())
@@ -305,7 +307,47 @@ fn yaml_path(text: &str, offset: usize, leaf: bool) -> String {
         }
     }
     parts.reverse();
+    // Flow collections opened earlier on the same line (`retry: { cnt: 1 }`).
+    parts.extend(flow_parents(&text[line_start..offset]));
     parts.join(".")
+}
+
+/// Keys of the flow mappings and sequences still open at the end of `prefix` (the part of a
+/// line before a place): `  retry: { count: 2, bad` → `["retry"]`. Quoted text is skipped.
+fn flow_parents(prefix: &str) -> Vec<String> {
+    let mut stack: Vec<String> = vec![];
+    let mut last_key = String::new();
+    let mut token = String::new();
+    let mut quote: Option<char> = None;
+    for c in prefix.chars() {
+        if let Some(q) = quote {
+            if c == q {
+                quote = None;
+            }
+            continue;
+        }
+        match c {
+            '"' | '\'' => quote = Some(c),
+            ':' => {
+                last_key = token.trim().trim_start_matches("- ").to_string();
+                token.clear();
+            }
+            '{' | '[' => {
+                stack.push(std::mem::take(&mut last_key));
+                token.clear();
+            }
+            '}' | ']' => {
+                stack.pop();
+                token.clear();
+            }
+            ',' => {
+                token.clear();
+                last_key.clear();
+            }
+            _ => token.push(c),
+        }
+    }
+    stack.into_iter().filter(|k| !k.is_empty()).collect()
 }
 
 /// The column where a line's content starts (after any `- `) and its leading `key:` with
@@ -373,5 +415,9 @@ mod tests {
         assert_eq!(yaml_path(l, l.find(" x").unwrap() + 1, true), "steps.out");
         let flat = "steps:\n- run:\n    - 1\n";
         assert_eq!(yaml_path(flat, flat.find('1').unwrap(), true), "steps.run");
+        let flow = "steps:\n  a:\n    retry: { count: 2, cnt: 1 }\n    x: { \"q:{\": [1, {y: 2, bad: 3}] }\n";
+        assert_eq!(yaml_path(flow, flow.find("cnt").unwrap(), false), "steps.a.retry");
+        // A quoted key is not named, nor is a list element.
+        assert_eq!(yaml_path(flow, flow.find("bad").unwrap(), false), "steps.a.x");
     }
 }

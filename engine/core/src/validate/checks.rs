@@ -146,8 +146,21 @@ impl Validator {
                 let st = &self.wf.steps[s];
                 self.broken.contains(&(st.ns, st.local_name.clone()))
             });
+            // A broken step's output names are still known: asking for one it does not
+            // declare is reported, whatever else is wrong with that step.
+            let declares = |s: &String, r: &crate::expr::Reference| match (
+                self.wf.namespaces[ns].names.get(s),
+                r.path.get(2).map(String::as_str),
+                r.path.get(3),
+            ) {
+                (Some(LocalName::Step(i)), Some("out"), Some(o)) => self.wf.steps[*i].outputs.contains_key(o),
+                (Some(LocalName::Step(i)), Some("values"), Some(o)) => self.wf.steps[*i].values.contains_key(o),
+                _ => true,
+            };
             let refers_to_broken = t.tpl.references().iter().any(|r| match r.path.first().map(String::as_str) {
-                Some("steps") => r.path.get(1).is_some_and(|s| self.broken.contains(&(ns, s.clone()))),
+                Some("steps") => {
+                    r.path.get(1).is_some_and(|s| self.broken.contains(&(ns, s.clone())) && declares(s, r))
+                }
                 Some("in" | "scatter") => in_broken_step,
                 _ => false,
             });

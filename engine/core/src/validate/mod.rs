@@ -247,6 +247,14 @@ impl Validator {
         }
     }
 
+    /// [`Self::tpl`] for an element of a list (`run`, `args`): one that does not parse stays
+    /// as an empty template, so later checks still name the right index (`run[2]`). The
+    /// workflow is invalid then anyway.
+    fn tpl_kept(&mut self, file: &SourceFile, field: &str, text: &str, span: Span) -> Option<Tpl> {
+        self.tpl(file, field, text, span)
+            .or_else(|| expr::parse_template("").ok().map(|tpl| Tpl { src: text.to_string(), tpl, span }))
+    }
+
     fn value_expr(&mut self, file: &SourceFile, field: &str, v: &Sp<serde_json::Value>) -> Option<ValueExpr> {
         self.json_to_value_expr(file, field, &v.value, v.span)
     }
@@ -871,9 +879,7 @@ impl Validator {
                 }
                 let mut argv = vec![];
                 for (i, a) in run.value.iter().enumerate() {
-                    if let Some(t) = self.tpl(file, &format!("{}[{i}]", f("run")), &a.value, a.span) {
-                        argv.push(t);
-                    }
+                    argv.extend(self.tpl_kept(file, &format!("{}[{i}]", f("run")), &a.value, a.span));
                 }
                 if !shell
                     && let Some(first) = run.value.first()
@@ -939,9 +945,7 @@ impl Validator {
         }
         let mut args = vec![];
         for (i, a) in raw.args.iter().enumerate() {
-            if let Some(t) = self.tpl(file, &format!("{}[{i}]", f("args")), &a.value, a.span) {
-                args.push(t);
-            }
+            args.extend(self.tpl_kept(file, &format!("{}[{i}]", f("args")), &a.value, a.span));
         }
         let mut env = IndexMap::new();
         for (k, v) in &raw.env {
