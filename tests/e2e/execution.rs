@@ -648,3 +648,18 @@ fn a_file_named_by_a_path_parameter_is_part_of_the_cache_key() {
     let changed = run_json(&d, &wf, &["-p", "cfg=cfg.txt"]);
     assert_eq!(final_states(&changed)["read"], "succeeded");
 }
+
+#[test]
+fn a_workflow_with_too_many_yaml_nodes_is_refused_in_our_words() {
+    let d = scratch("too_many_nodes");
+    let mut y = String::from("name: big\nsteps:\n");
+    for i in 0..70_000 {
+        y += &format!("  s{i}:\n    run: [\"true\", x]\n");
+    }
+    let wf = write(&d, "big.yaml", &y);
+    let out = twinflow().current_dir(&d).args(["validate"]).arg(&wf).output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("workflow file is too large: more than 250000 YAML nodes"), "{err}");
+    assert!(!err.contains("budget") && !err.contains("Nodes {"), "internal wording leaked: {err}");
+}

@@ -141,12 +141,37 @@ fn convert_error(file: &SourceFile, e: &serde_saphyr::Error) -> Diag {
             "yaml aliases expand to too many nodes".to_string(),
             Some("anchors and aliases (`&name`, `*name`) are for small repeated values; write the values out".into()),
         ),
-        E::Budget { .. } => (
-            DiagKind::TooLarge,
-            String::new(),
-            format!("yaml document is too large: {}", lowercase_first(&strip_location_suffix(&inner.to_string()))),
-            None,
-        ),
+        E::Budget { breach, .. } => {
+            // `Nodes { nodes: 250001 }`: the limit's name and the count where it was crossed
+            // (the breach type itself is not exported by serde-saphyr).
+            let debug = format!("{breach:?}");
+            let kind = debug.split([' ', '{']).next().unwrap_or_default();
+            let count: Option<u64> = debug.chars().filter(char::is_ascii_digit).collect::<String>().parse().ok();
+            let what = match kind {
+                "Nodes" => "YAML nodes (mappings, lists and values)",
+                "Events" => "YAML parser events",
+                "Depth" => "levels of nesting",
+                "ScalarBytes" => "bytes of values",
+                "CommentBytes" => "bytes of comments",
+                "Anchors" => "anchors",
+                "Aliases" => "aliases",
+                "Documents" => "documents",
+                _ => "",
+            };
+            let message = match count {
+                Some(n) if !what.is_empty() => format!("workflow file is too large: more than {} {what}", n - 1),
+                _ => format!(
+                    "workflow file is too large: {}",
+                    lowercase_first(&strip_location_suffix(&inner.to_string()))
+                ),
+            };
+            (
+                DiagKind::TooLarge,
+                String::new(),
+                message,
+                Some("generate large ensembles and sweeps with `scatter:` over `range(...)` or a list parameter, or split the workflow into sub-workflows (`imports:`)".into()),
+            )
+        }
         E::Eof { .. } => (DiagKind::Syntax, String::new(), "unexpected end of file".to_string(), None),
         E::MultipleDocuments { .. } => (
             DiagKind::Syntax,
