@@ -987,6 +987,17 @@ impl Validator {
                         Diag::new(DiagKind::PathEscape, file, v.span, format!("{}.{}", f(section), k.value), format!("output path `{}` escapes the step's run directory", v.value))
                             .with_help("outputs are relative paths inside the step directory, without leading `/` or `..` that climbs out"),
                     );
+                } else if Path::new(&v.value).components().find(|c| !matches!(c, Component::CurDir))
+                    == Some(Component::Normal(".twinflow".as_ref()))
+                {
+                    // The engine's own files (stdout, manifest) would count as the output.
+                    self.push(Diag::new(
+                        DiagKind::PathEscape,
+                        file,
+                        v.span,
+                        format!("{}.{}", f(section), k.value),
+                        format!("output path `{}` is inside `.twinflow/`, which holds twinflow's own files", v.value),
+                    ));
                 } else if v.value.contains("${{") {
                     self.push(Diag::new(
                         DiagKind::InvalidValue,
