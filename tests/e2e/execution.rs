@@ -663,3 +663,36 @@ fn a_workflow_with_too_many_yaml_nodes_is_refused_in_our_words() {
     assert!(err.contains("workflow file is too large: more than 250000 YAML nodes"), "{err}");
     assert!(!err.contains("budget") && !err.contains("Nodes {"), "internal wording leaked: {err}");
 }
+
+#[test]
+fn resume_takes_a_workflow_file_keeps_no_cache_and_never_invents_a_runs_directory() {
+    let d = scratch("resume_usability");
+    let wf = write(&d, "failing.yaml", FAILING);
+    // Nothing to resume in a mistyped runs directory, and none is created.
+    let none = twinflow().current_dir(&d).args(["run", "--resume", "--runs-dir", "rnus"]).output().unwrap();
+    assert_eq!(none.status.code(), Some(2), "{}", show(&none));
+    let why = twinflow().current_dir(&d).args(["why", "failing.yaml", "--runs-dir", "rnus"]).output().unwrap();
+    assert_eq!(why.status.code(), Some(2), "{}", show(&why));
+    assert!(String::from_utf8_lossy(&why.stderr).contains("no runs in `rnus`"), "{}", show(&why));
+    assert!(!d.join("rnus").exists());
+
+    // A first run succeeds: every task has a cache entry.
+    std::fs::write(d.join("flag.txt"), "x").unwrap();
+    let first = run_json(&d, &wf, &[]);
+    assert!(first.status.success(), "{}", show(&first));
+    // A run with --no-cache runs everything; `bad` fails without its flag.
+    std::fs::remove_file(d.join("flag.txt")).unwrap();
+    let nc = run_json(&d, &wf, &["--keep-going", "--no-cache"]);
+    assert_eq!(final_states(&nc)["independent"], "succeeded", "{}", show(&nc));
+    assert_eq!(final_states(&nc)["bad"], "failed", "{}", show(&nc));
+    // With the flag back, `bad` would match the first run's cache entry: its resume must
+    // still run it.
+    std::fs::write(d.join("flag.txt"), "x").unwrap();
+    // `--resume FILE`: the file is the workflow, the run the latest.
+    let resumed = twinflow().current_dir(&d).args(["run", "--resume", "failing.yaml", "--json"]).output().unwrap();
+    assert!(resumed.status.success(), "{}", show(&resumed));
+    assert_eq!(finished(&resumed)["run_id"], finished(&nc)["run_id"]);
+    let st = final_states(&resumed);
+    assert_eq!(st.get("bad").map(String::as_str), Some("succeeded"), "{st:?}");
+    assert!(!st.values().any(|s| s == "cached"), "a --no-cache run used the cache when resumed: {st:?}");
+}

@@ -336,7 +336,18 @@ fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
     Ok(tokio::runtime::Builder::new_current_thread().enable_all().build()?)
 }
 
-fn run_cmd(a: RunArgs) -> Result<i32, Failure> {
+fn run_cmd(mut a: RunArgs) -> Result<i32, Failure> {
+    // `run --resume hello.yaml`: the value is the workflow file, not a run id.
+    if a.file.is_none()
+        && let Some(v) = a.resume.clone()
+        && Path::new(&v).is_file()
+    {
+        a.file = Some(PathBuf::from(v));
+        a.resume = Some("latest".into());
+    }
+    if a.resume.is_some() && !a.runs_dir.join("twinflow.db").exists() {
+        return Err(Failure::Usage(format!("no runs to resume in `{}` (or pass --runs-dir)", a.runs_dir.display())));
+    }
     std::fs::create_dir_all(&a.runs_dir)
         .map_err(|e| anyhow::anyhow!("cannot create runs directory `{}`: {e}", a.runs_dir.display()))?;
     let mut store = Store::open(&a.runs_dir)?;
@@ -403,7 +414,7 @@ fn run_cmd(a: RunArgs) -> Result<i32, Failure> {
     };
     let mut settings = serde_json::json!({
         "params": a.params, "inputs": a.inputs, "backend": backend_name, "profile": backend_args.profile,
-        "arrays": backend_args.arrays, "allocation": backend_args.allocation,
+        "arrays": backend_args.arrays, "allocation": backend_args.allocation, "no_cache": a.no_cache,
     });
     if resume.is_some() && a.params.is_empty() && a.inputs.is_empty() && saved.is_object() {
         settings = saved.clone();
@@ -483,7 +494,8 @@ fn run_cmd(a: RunArgs) -> Result<i32, Failure> {
         overrides_json,
         resume,
         keep_going: a.keep_going,
-        use_cache: !a.no_cache,
+        // A run started with `--no-cache` keeps running everything when resumed.
+        use_cache: !(a.no_cache || saved.get("no_cache").and_then(serde_json::Value::as_bool) == Some(true)),
         max_parallel: a.jobs.map(|j| usize::try_from(j).unwrap_or(usize::MAX)),
     };
     let mut reporter: Box<dyn Reporter> = if a.json { Box::new(JsonReporter) } else { Box::new(HumanReporter::new()) };
@@ -704,7 +716,13 @@ fn why_cmd(a: &WhyArgs) -> Result<i32, Failure> {
         return Err(Failure::Usage(format!("workflow `{}` has no step `{s}` ({hint})", wf.name)));
     }
     let p = compile(wf, "<run.id>", &a.runs_dir.display().to_string())?;
-    std::fs::create_dir_all(&a.runs_dir)?;
+    if !a.runs_dir.join("twinflow.db").exists() {
+        // Not created here: a mistyped `--runs-dir` would look like "never ran".
+        return Err(Failure::Usage(format!(
+            "no runs in `{}` (run the workflow first, or pass --runs-dir)",
+            a.runs_dir.display()
+        )));
+    }
     let mut store = Store::open(&a.runs_dir)?;
     let verdicts = run::why::why(&p, &mut store, a.step.as_deref(), &run::job::kernel_binary())?;
     if a.json {
