@@ -25,9 +25,12 @@ demo: deps
 	TWINFLOW_KERNEL_BIN=$(CURDIR)/target/release/twin-kernel \
 		./target/release/twinflow run examples/flood-mini.yaml --runs-dir $(RUNS_DIR)
 	./target/release/twinflow status latest --runs-dir $(RUNS_DIR)
-	@run=$$(ls -td $(RUNS_DIR)/*/ | head -n 1); \
-	echo "summary (NetCDF): $${run}steps/twin/summary/out/summary.nc"; \
-	echo "exceedance map (PNG): $${run}steps/twin/summary/out/exceedance.png"
+	@# A summary reused from the cache stays in the run that made it: ask the run database.
+	@dir=$$(./target/release/twinflow status latest --json --runs-dir $(RUNS_DIR) | python3 -c \
+		'import json, sys; print(next(t["dir"] for t in json.load(sys.stdin)["tasks"] if t["task"] == "twin/summary"))'); \
+	echo "summary (NetCDF): $$dir/summary.nc"; \
+	echo "exceedance map (PNG): $$dir/exceedance.png"; \
+	test -f "$$dir/summary.nc" && test -f "$$dir/exceedance.png"
 
 # The SLURM tests run against a real one-node cluster (hpc/slurm-local.sh) with slurmdbd and
 # a private MariaDB, so finished jobs are read with plain `sacct` as on production clusters
