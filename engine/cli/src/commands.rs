@@ -531,7 +531,11 @@ fn run_cmd(mut a: RunArgs) -> Result<i32, Failure> {
     })?;
     if !a.json {
         for (task, msg) in summary.failures.iter().take(10) {
-            eprintln!("failed: {task}: {msg}");
+            if msg == "cancelled" {
+                eprintln!("cancelled: {task}");
+            } else {
+                eprintln!("failed: {task}: {msg}");
+            }
         }
     }
     Ok(match summary.outcome {
