@@ -157,7 +157,7 @@ impl SlurmCommands {
             Ok(out) => Ok(parse_squeue(&out)),
             // When no listed job is known any more (all purged after MinJobAge), squeue
             // fails instead of printing nothing.
-            Err(CommandError::Failed { stderr, .. }) if stderr.contains("Invalid job id specified") => Ok(vec![]),
+            Err(CommandError::Failed { stderr, .. }) if unknown_job(&stderr) => Ok(vec![]),
             Err(e) => Err(e),
         }
     }
@@ -182,7 +182,7 @@ impl SlurmCommands {
     pub async fn scontrol_show_job(&self, tick: u64, id: &JobId) -> Result<Option<FinalRow>, CommandError> {
         match self.run(tick, "scontrol", vec!["show".into(), "job".into(), id.0.clone()]).await {
             Ok(out) => Ok(parse_scontrol(&out)),
-            Err(CommandError::Failed { stderr, .. }) if stderr.contains("Invalid job id specified") => Ok(None),
+            Err(CommandError::Failed { stderr, .. }) if unknown_job(&stderr) => Ok(None),
             Err(e) => Err(e),
         }
     }
@@ -292,5 +292,22 @@ mod tests {
             !f("sbatch: error: Batch job submission failed: Socket timed out on send/recv operation").is_rejection()
         );
         assert!(!f("sbatch: error: Unable to contact slurm controller (connect failure)").is_rejection());
+    }
+}
+
+/// Whether `scontrol show job`'s error says the controller does not know the job: `Invalid
+/// job id specified` for a job, `Job 313_3 not found` for an element of an array whose
+/// pending elements were cancelled before they ever ran (slurm 22.05).
+fn unknown_job(stderr: &str) -> bool {
+    stderr.contains("Invalid job id specified") || (stderr.contains("Job ") && stderr.contains(" not found"))
+}
+
+#[cfg(test)]
+mod unknown_job_tests {
+    #[test]
+    fn the_controllers_ways_of_saying_it_does_not_know_a_job() {
+        assert!(super::unknown_job("slurm_load_jobs error: Invalid job id specified"));
+        assert!(super::unknown_job("Job 313_3 not found"));
+        assert!(!super::unknown_job("slurm_load_jobs error: Unable to contact slurm controller (connect failure)"));
     }
 }
