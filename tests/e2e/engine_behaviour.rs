@@ -14,10 +14,6 @@ use std::time::{Duration, Instant, SystemTime};
 use crate::common::repo_root;
 use crate::support::*;
 
-fn run_id(out: &Output) -> String {
-    finished(out)["run_id"].as_str().expect("run id").to_string()
-}
-
 /// `DIR/runs/RUN/steps/TASK_PATH`.
 fn task_dir(d: &Path, run: &str, task_path: &str) -> PathBuf {
     d.join("runs").join(run).join("steps").join(task_path)

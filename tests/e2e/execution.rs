@@ -15,8 +15,7 @@ fn scatter_gather_runs_then_second_run_is_cached() {
     let states = final_states(&out);
     assert_eq!(states.len(), 8, "prepare + 5 members + gather + report: {states:?}");
     assert!(states.values().all(|s| s == "succeeded"), "{states:?}");
-    let run_id = finished(&out)["run_id"].as_str().unwrap().to_string();
-    let report = std::fs::read_to_string(d.join("runs").join(&run_id).join("steps/report/out/report.txt")).unwrap();
+    let report = step_file(&d, &out, "report/out/report.txt");
     assert!(report.starts_with("5 members\n"), "{report}");
     for m in 0..5 {
         assert!(report.contains(&format!("member {m}\n")), "gather lost member {m}: {report}");
@@ -227,8 +226,7 @@ steps:
     assert!(out.status.success(), "{}", show(&out));
     let st = final_states(&out);
     assert_eq!(st.keys().cloned().collect::<Vec<_>>(), vec!["analyse/count", "make", "show"]);
-    let run_id = finished(&out)["run_id"].as_str().unwrap().to_string();
-    let s = std::fs::read_to_string(d.join("runs").join(run_id).join("steps/show/out/summary.txt")).unwrap();
+    let s = step_file(&d, &out, "show/out/summary.txt");
     assert_eq!(s, "lines 3\n");
 }
 
@@ -243,8 +241,7 @@ fn shell_metacharacters_in_params_stay_literal() {
     let hostile = "$(touch pwned); `touch pwned2` && rm -rf / ; echo '\"";
     let out = run_json(&d, &wf, &["-p", &format!("text={hostile}")]);
     assert!(out.status.success(), "{}", show(&out));
-    let run_id = finished(&out)["run_id"].as_str().unwrap().to_string();
-    let got = std::fs::read_to_string(d.join("runs").join(run_id).join("steps/echo/out/out.txt")).unwrap();
+    let got = step_file(&d, &out, "echo/out/out.txt");
     assert_eq!(got, hostile);
     assert!(!d.join("pwned").exists() && !d.join("pwned2").exists());
 }
@@ -270,8 +267,7 @@ steps:
     let hostile = "$(touch pwned); `touch pwned2` && echo '\"";
     let out = run_json(&d, &wf, &["-p", &format!("text={hostile}")]);
     assert!(out.status.success(), "{}", show(&out));
-    let run_id = finished(&out)["run_id"].as_str().unwrap().to_string();
-    let got = std::fs::read_to_string(d.join("runs").join(run_id).join("steps/script/out/out.txt")).unwrap();
+    let got = step_file(&d, &out, "script/out/out.txt");
     // `$0` is the step name, `$1` the first of `args:`; both values arrive verbatim.
     assert_eq!(got, format!("{hostile}|{hostile}|script"));
     assert!(!d.join("pwned").exists() && !d.join("pwned2").exists());
@@ -459,8 +455,7 @@ steps:
     );
     let out = run_json(&d, &wf, &[]);
     assert!(out.status.success(), "{}", show(&out));
-    let run_id = finished(&out)["run_id"].as_str().unwrap().to_string();
-    let all = std::fs::read_to_string(d.join("runs").join(run_id).join("steps/gather/out/all.txt")).unwrap();
+    let all = step_file(&d, &out, "gather/out/all.txt");
     assert_eq!(all, "x y no on last ");
 }
 
@@ -559,8 +554,7 @@ steps:
     );
     let out = run_json(&d, &wf, &[]);
     assert!(out.status.success(), "{}", show(&out));
-    let run1 = finished(&out)["run_id"].as_str().unwrap().to_string();
-    let o = std::fs::read_to_string(d.join("runs").join(&run1).join("steps/use/out/o.txt")).unwrap();
+    let o = step_file(&d, &out, "use/out/o.txt");
     let parts: Vec<&str> = o.split('|').collect();
     let files: Vec<&str> = parts[0].split(',').collect();
     assert_eq!(files.len(), 3, "{o}");
@@ -609,8 +603,7 @@ fn literal_with_values_are_typed_and_paths_resolve_against_the_calling_file() {
     // an int (arithmetic in the step would fail on anything else).
     let out = run_json(&d, &wf, &[]);
     assert!(out.status.success(), "{}", show(&out));
-    let run = finished(&out)["run_id"].as_str().unwrap().to_string();
-    assert_eq!(std::fs::read_to_string(d.join("runs").join(run).join("steps/call/count/out/n.txt")).unwrap(), "20\n");
+    assert_eq!(step_file(&d, &out, "call/count/out/n.txt"), "20\n");
     // A literal input of the wrong format is reported before anything runs.
     write(
         &wdir,

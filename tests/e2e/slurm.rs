@@ -176,10 +176,6 @@ fn tree(dir: &Path) -> std::collections::BTreeMap<String, String> {
     m
 }
 
-pub(crate) fn run_id(out: &Output) -> String {
-    finished(out)["run_id"].as_str().unwrap().to_string()
-}
-
 fn retry_messages(out: &Output) -> Vec<String> {
     events(out)
         .into_iter()

@@ -88,3 +88,14 @@ pub fn spawn_run(dir: &Path, file: &Path, args: &[&str]) -> std::process::Child 
         .spawn()
         .expect("start twinflow")
 }
+
+/// The id of the run an `--json` run reports.
+pub fn run_id(out: &Output) -> String {
+    finished(out)["run_id"].as_str().expect("run id").to_string()
+}
+
+/// The text of `DIR/runs/RUN/steps/PATH` for the run of `out` (`"report/out/report.txt"`).
+pub fn step_file(dir: &Path, out: &Output, path: &str) -> String {
+    let p = dir.join("runs").join(run_id(out)).join("steps").join(path);
+    std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("read {}: {e}", p.display()))
+}
