@@ -46,9 +46,21 @@ fn status_kib(field: &str) -> u64 {
 /// `/proc/self/stat` (utime + stime, in clock ticks of 10 ms). Unlike wall time it does not
 /// depend on what else the machine is doing.
 fn self_cpu() -> Duration {
+    stat_cpu(11)
+}
+
+/// CPU time the children this process has reaped used (cutime + cstime): what running the
+/// `true` processes themselves costs.
+fn children_cpu() -> Duration {
+    stat_cpu(13)
+}
+
+/// The sum of two consecutive clock-tick fields of `/proc/self/stat`, counted from the
+/// state field after the command name.
+fn stat_cpu(skip: usize) -> Duration {
     let s = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
     let rest = s.rsplit_once(')').map_or("", |(_, r)| r);
-    let f: Vec<u64> = rest.split_whitespace().skip(11).take(2).filter_map(|v| v.parse().ok()).collect();
+    let f: Vec<u64> = rest.split_whitespace().skip(skip).take(2).filter_map(|v| v.parse().ok()).collect();
     Duration::from_millis(f.iter().sum::<u64>() * 10)
 }
 
@@ -158,11 +170,12 @@ async fn baseline_spawns(n: usize, workers: usize, sequential: bool) -> Duration
     t.elapsed()
 }
 
-/// Runs a workflow in a fresh runs directory; returns wall time, engine CPU time and tasks.
+/// Runs a workflow in a fresh runs directory; returns wall time, engine CPU time, the CPU
+/// time of its children (the tasks) and the number of tasks.
 /// Nothing is deleted before or during the measurement: on an ext4 without a journal (this
 /// VM), creating inodes right after deleting thousands scans the recently deleted ones and
 /// would bill an earlier run's clean-up to this one.
-async fn engine_run(file: &Path, runs: &Path) -> (Duration, Duration, usize) {
+async fn engine_run(file: &Path, runs: &Path) -> (Duration, Duration, Duration, usize) {
     let wf = load(file, &Overrides::default()).expect("valid");
     let plan = twinflow_engine::plan::compile(Arc::new(wf), "bench", "bench").unwrap();
     let tasks = plan.task_count();
@@ -180,11 +193,11 @@ async fn engine_run(file: &Path, runs: &Path) -> (Duration, Duration, usize) {
         max_parallel: Some(2),
     };
     let (_tx, rx) = tokio::sync::watch::channel(None);
-    let cpu0 = self_cpu();
+    let (cpu0, child0) = (self_cpu(), children_cpu());
     let t = Instant::now();
     let s = execute(&plan, &mut backend, &mut store, &opts, &mut NullReporter, rx).await.unwrap();
     assert_eq!(s.outcome, RunOutcome::Succeeded);
-    (t.elapsed(), self_cpu() - cpu0, tasks)
+    (t.elapsed(), self_cpu() - cpu0, children_cpu() - child0, tasks)
 }
 
 fn main() {
@@ -198,12 +211,14 @@ fn main() {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         println!("== run: local backend, 2 workers (baseline: spawning `true` directly, 2 at a time)");
         println!("   cpu = CPU time of this process (engine or baseline spawner), children excluded");
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        println!("   {cores} cores: (engine cpu + children cpu) per task bounds the rate even with every core busy");
         for n in [1_000u64, 10_000] {
             let file = scatter_gather(&dir, n, false);
-            let (took, cpu, tasks) = rt.block_on(engine_run(&file, &dir.join(format!("runs-{n}"))));
-            let cpu0 = self_cpu();
+            let (took, cpu, child_cpu, tasks) = rt.block_on(engine_run(&file, &dir.join(format!("runs-{n}"))));
+            let (cpu0, child0) = (self_cpu(), children_cpu());
             let base = rt.block_on(baseline_spawns(tasks, 2, false));
-            let base_cpu = self_cpu() - cpu0;
+            let (base_cpu, base_child) = (self_cpu() - cpu0, children_cpu() - child0);
             let floor = fs_floor(&dir.join(format!("floor-{n}")), tasks);
             let (rate, base_rate) = (tasks as f64 / took.as_secs_f64(), tasks as f64 / base.as_secs_f64());
             println!(
@@ -214,6 +229,15 @@ fn main() {
                 base_cpu.as_secs_f64() * 1000.0 / tasks as f64,
                 rate / base_rate,
             );
+            let per = |d: Duration| d.as_secs_f64() * 1000.0 / tasks as f64;
+            println!(
+                "  {:>16}  cpu of the `true` children: {:.3} ms/task (baseline {:.3}) | all cores busy: engine at most {:.0} tasks/s, baseline at most {:.0} spawns/s",
+                "",
+                per(child_cpu),
+                per(base_child),
+                cores as f64 * 1000.0 / (per(cpu) + per(child_cpu)),
+                cores as f64 * 1000.0 / (per(base_cpu) + per(base_child)),
+            );
             println!(
                 "  {:>16}  file-system floor (the 7 inodes + rename of every attempt, serially): {:.3} ms/task = at most {:.0} tasks/s on one thread",
                 "",
@@ -222,7 +246,7 @@ fn main() {
             );
         }
         let file = chain(&dir, 1000);
-        let (took, cpu, tasks) = rt.block_on(engine_run(&file, &dir.join("runs-chain")));
+        let (took, cpu, _, tasks) = rt.block_on(engine_run(&file, &dir.join("runs-chain")));
         let base = rt.block_on(baseline_spawns(tasks, 1, true));
         println!(
             "  chain  {tasks:>6}: {:>6.2} s, cpu {:.3} ms/step | baseline (sequential spawns) {:>6.2} s | engine overhead {:.2} ms per dependent step",

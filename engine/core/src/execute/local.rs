@@ -137,33 +137,82 @@ impl Backend for LocalBackend {
     }
 
     async fn submit(&mut self, job: JobRequest) -> Result<JobId, BackendError> {
-        let mut ids = self.submit_many(vec![job]).await;
-        ids.pop().unwrap_or_else(|| Err(BackendError::Submit { name: String::new(), message: "not started".into() }))
-    }
-
-    /// Starts each child on the blocking pool, all at once: starting a child blocks the
-    /// calling thread until the child has called `exec` (`posix_spawn` is a vfork), and the
-    /// scheduler uses that time for its bookkeeping instead.
-    async fn submit_many(&mut self, jobs: Vec<JobRequest>) -> Vec<Result<JobId, BackendError>> {
-        let mut starting = Vec::with_capacity(jobs.len());
-        for job in jobs {
-            let mut argv = render_argv(&self.opts, &job);
-            if let Some(first) = argv.first_mut() {
-                *first = resolve_program(&mut self.programs, first);
+        let mut argv = render_argv(&self.opts, &job);
+        if let Some(first) = argv.first_mut() {
+            *first = resolve_program(&mut self.programs, first);
+        }
+        let started = SystemTime::now();
+        let env = job_env(&self.opts, &job);
+        let mut child = match process::spawn(&argv, &env, &job.cwd, &job.stdout, &job.stderr) {
+            Ok(c) => c,
+            Err(e) => {
+                // A program that cannot start is a failed attempt, not a backend error:
+                // report it through the normal path so retries and messages apply.
+                let id = JobId(format!(
+                    "local-failed-{}",
+                    self.done.lock().map(|d| d.len()).unwrap_or(0) + self.running.len()
+                ));
+                let msg = if e.kind() == std::io::ErrorKind::NotFound {
+                    format!("`{}` not found", argv[0])
+                } else {
+                    e.to_string()
+                };
+                let outcome = Outcome {
+                    spawn_error: Some(msg),
+                    started: Some(started),
+                    finished: Some(SystemTime::now()),
+                    ..Outcome::default()
+                };
+                if let Ok(mut d) = self.done.lock() {
+                    d.insert(id.clone(), outcome);
+                }
+                self.notify.notify_one();
+                return Ok(id);
             }
-            let env = job_env(&self.opts, &job);
-            let started = SystemTime::now();
-            let program = argv.first().cloned().unwrap_or_default();
-            let JobRequest { cwd, stdout, stderr, timeout, .. } = job;
-            let child = tokio::task::spawn_blocking(move || process::spawn(&argv, &env, &cwd, &stdout, &stderr));
-            starting.push((child, program, started, timeout));
-        }
-        let mut ids = Vec::with_capacity(starting.len());
-        for (child, program, started, timeout) in starting {
-            let child = child.await.unwrap_or_else(|e| Err(std::io::Error::other(e)));
-            ids.push(Ok(self.follow(child, &program, started, timeout)));
-        }
-        ids
+        };
+        let pid = child.id().unwrap_or(0);
+        let id = JobId(pid.to_string());
+        let (tx, mut rx) = watch::channel(false);
+        let done = self.done.clone();
+        let notify = self.notify.clone();
+        let grace = self.opts.grace;
+        let timeout = job.timeout;
+        let jid = id.clone();
+        tokio::spawn(async move {
+            let sleep = async {
+                match timeout {
+                    Some(t) => tokio::time::sleep(t).await,
+                    None => std::future::pending().await,
+                }
+            };
+            let mut outcome = Outcome { started: Some(started), ..Outcome::default() };
+            let status = tokio::select! {
+                s = child.wait() => s,
+                _ = sleep => {
+                    outcome.timed_out = true;
+                    process::terminate(&mut child, pid, grace).await
+                }
+                _ = rx.changed() => {
+                    outcome.cancelled = true;
+                    process::terminate(&mut child, pid, grace).await
+                }
+            };
+            match status {
+                Ok(st) => {
+                    use std::os::unix::process::ExitStatusExt;
+                    outcome.exit_code = st.code();
+                    outcome.signal = st.signal();
+                }
+                Err(e) => outcome.spawn_error = Some(format!("waiting for the process failed: {e}")),
+            }
+            outcome.finished = Some(SystemTime::now());
+            if let Ok(mut d) = done.lock() {
+                d.insert(jid, outcome);
+            }
+            notify.notify_one();
+        });
+        self.running.insert(id.clone(), Running { cancel: tx, pid });
+        Ok(id)
     }
 
     async fn poll(&mut self, ids: &[JobId]) -> Result<Vec<(JobId, JobStatus)>, BackendError> {
@@ -200,86 +249,6 @@ impl Backend for LocalBackend {
 }
 
 impl LocalBackend {
-    /// Follows a started child (or records why it could not start) until it ends; returns
-    /// its job id, the child's pid.
-    fn follow(
-        &mut self,
-        child: std::io::Result<tokio::process::Child>,
-        program: &str,
-        started: SystemTime,
-        timeout: Option<Duration>,
-    ) -> JobId {
-        let mut child = match child {
-            Ok(c) => c,
-            Err(e) => {
-                // A program that cannot start is a failed attempt, not a backend error:
-                // report it through the normal path so retries and messages apply.
-                let id = JobId(format!(
-                    "local-failed-{}",
-                    self.done.lock().map(|d| d.len()).unwrap_or(0) + self.running.len()
-                ));
-                let msg = if e.kind() == std::io::ErrorKind::NotFound {
-                    format!("`{program}` not found")
-                } else {
-                    e.to_string()
-                };
-                let outcome = Outcome {
-                    spawn_error: Some(msg),
-                    started: Some(started),
-                    finished: Some(SystemTime::now()),
-                    ..Outcome::default()
-                };
-                if let Ok(mut d) = self.done.lock() {
-                    d.insert(id.clone(), outcome);
-                }
-                self.notify.notify_one();
-                return id;
-            }
-        };
-        let pid = child.id().unwrap_or(0);
-        let id = JobId(pid.to_string());
-        let (tx, mut rx) = watch::channel(false);
-        let done = self.done.clone();
-        let notify = self.notify.clone();
-        let grace = self.opts.grace;
-        let jid = id.clone();
-        tokio::spawn(async move {
-            let sleep = async {
-                match timeout {
-                    Some(t) => tokio::time::sleep(t).await,
-                    None => std::future::pending().await,
-                }
-            };
-            let mut outcome = Outcome { started: Some(started), ..Outcome::default() };
-            let status = tokio::select! {
-                s = child.wait() => s,
-                _ = sleep => {
-                    outcome.timed_out = true;
-                    process::terminate(&mut child, pid, grace).await
-                }
-                _ = rx.changed() => {
-                    outcome.cancelled = true;
-                    process::terminate(&mut child, pid, grace).await
-                }
-            };
-            match status {
-                Ok(st) => {
-                    use std::os::unix::process::ExitStatusExt;
-                    outcome.exit_code = st.code();
-                    outcome.signal = st.signal();
-                }
-                Err(e) => outcome.spawn_error = Some(format!("waiting for the process failed: {e}")),
-            }
-            outcome.finished = Some(SystemTime::now());
-            if let Ok(mut d) = done.lock() {
-                d.insert(jid, outcome);
-            }
-            notify.notify_one();
-        });
-        self.running.insert(id.clone(), Running { cancel: tx, pid });
-        id
-    }
-
     /// Ids of jobs whose outcome is ready (cheap check the scheduler uses to poll only what
     /// changed).
     pub fn ready_ids(&self) -> Vec<JobId> {

@@ -28,7 +28,7 @@ use petgraph::graph::NodeIndex;
 use tokio::sync::watch;
 
 use crate::events::{Counts, Event, Reporter, TaskState, secs};
-use crate::execute::{Backend, BackendError, Capacity, JobRequest, JobStatus, Outcome};
+use crate::execute::{Backend, BackendError, JobRequest, JobStatus, Outcome};
 use crate::expr::Value;
 use crate::ids::JobId;
 use crate::plan::{Plan, TaskNode};
@@ -132,9 +132,6 @@ enum NodeState {
     Done(TaskState),
 }
 
-/// Most attempts prepared ahead of free slots.
-const PREPARE_AHEAD: usize = 16;
-
 struct Attempt {
     node: NodeIndex,
     attempt: u32,
@@ -157,8 +154,7 @@ pub fn task_dir(run_dir: &Path, plan: &Plan, n: TaskNode) -> PathBuf {
 struct Sched<'a> {
     plan: &'a Plan,
     store: &'a mut Store,
-    /// What the backend lets run at once (fixed for a run).
-    capacity: Capacity,
+    backend: &'a mut dyn Backend,
     reporter: &'a mut dyn Reporter,
     opts: &'a RunOptions,
     run_id: String,
@@ -175,10 +171,6 @@ struct Sched<'a> {
     running: HashMap<JobId, Attempt>,
     /// Attempts prepared by this dispatch turn, submitted together at its end.
     batch: Vec<(Attempt, JobRequest)>,
-    /// Attempts prepared ahead of a free slot (directory, manifest and request ready), in
-    /// ready order: when a running task ends, the next one is launched at once and the
-    /// ended one's bookkeeping is done while the new one runs.
-    prepared: VecDeque<(Attempt, JobRequest)>,
     cores_used: u32,
     mem_used: u64,
     hasher: Hasher,
@@ -255,7 +247,7 @@ pub async fn execute(
     let mut s = Sched {
         plan,
         store,
-        capacity: backend.capacity(),
+        backend,
         reporter,
         opts,
         run_id: run_id.clone(),
@@ -274,7 +266,6 @@ pub async fn execute(
         delayed: vec![],
         running: HashMap::new(),
         batch: Vec::new(),
-        prepared: VecDeque::new(),
         cores_used: 0,
         mem_used: 0,
         hasher: Hasher::default(),
@@ -285,7 +276,7 @@ pub async fn execute(
     };
     let mut already_done = 0;
     if resumed {
-        already_done = s.load_previous(backend)?;
+        already_done = s.load_previous()?;
         tracing::info!(run = %run_id, already_done, "resuming");
     }
     s.store.commit()?;
@@ -310,7 +301,7 @@ pub async fn execute(
     loop {
         s.store.begin()?;
         if !s.cancelling {
-            s.dispatch(backend).await?;
+            s.dispatch().await?;
         }
         if s.running.is_empty()
             && (s.cancelling || (s.ready.is_empty() && s.delayed.is_empty()) || (s.failed && !opts.keep_going))
@@ -333,7 +324,7 @@ pub async fn execute(
             wait = wait.min(FLUSH_EVERY - since);
         }
         tokio::select! {
-            _ = backend.wait(wait) => {}
+            _ = s.backend.wait(wait) => {}
             changed = cancel.changed() => {
                 if changed.is_ok()
                     && let Some(sig) = cancel.borrow().clone()
@@ -341,23 +332,12 @@ pub async fn execute(
                             s.cancelling = true;
                             s.reporter.event(&Event::Cancelling { signal: sig });
                             let ids: Vec<JobId> = s.running.keys().cloned().collect();
-                            backend.cancel(&ids).await?;
+                            s.backend.cancel(&ids).await?;
                         }
             }
         }
         s.store.begin()?;
-        let done = s.reap(backend).await?;
-        // Ended attempts that need nothing but bookkeeping free their slots for prepared
-        // attempts, which start while that bookkeeping is done; an attempt that failed (or
-        // whose result must be checked further) is recorded first, so fail-fast starts
-        // nothing after it.
-        if !s.cancelling && !done.is_empty() && done.iter().all(|(a, o)| s.plainly_succeeded(a, o)) {
-            s.launch_prepared_while(backend, done).await?;
-        } else {
-            for (a, outcome) in done {
-                s.finished(a, outcome)?;
-            }
-        }
+        s.collect().await?;
         let now = Instant::now();
         let (due, later): (Vec<_>, Vec<_>) = s.delayed.drain(..).partition(|(t, _)| *t <= now);
         s.delayed = later;
@@ -369,10 +349,6 @@ pub async fn execute(
             s.store.commit()?;
             last_flush = Instant::now();
         }
-    }
-    // Attempts prepared but never launched leave no directory behind.
-    for (a, _) in std::mem::take(&mut s.prepared) {
-        let _ = std::fs::remove_dir_all(&a.dir);
     }
     // Retries still waiting when the run stops (fail-fast, cancel) go back to pending, so
     // the database does not show them as running.
@@ -415,7 +391,7 @@ pub async fn execute(
 
 impl Sched<'_> {
     /// On resume: take over finished tasks from the database.
-    fn load_previous(&mut self, backend: &mut dyn Backend) -> Result<usize, RunError> {
+    fn load_previous(&mut self) -> Result<usize, RunError> {
         let rows = self.store.tasks(&self.run_id)?;
         let by_name: HashMap<&str, &crate::state::TaskRow> = rows.iter().map(|r| (r.task.as_str(), r)).collect();
         let mut done = 0;
@@ -441,7 +417,7 @@ impl Sched<'_> {
                     done += 1;
                 }
                 Some(TaskState::Pending | TaskState::Running) | None
-                    if backend.can_adopt() && self.adopt_job(i, row)? => {}
+                    if self.backend.can_adopt() && self.adopt_job(i, row)? => {}
                 Some(TaskState::Pending) | None => {}
                 Some(_) => self.store.reset_task(&self.run_id, &name)?,
             }
@@ -449,7 +425,7 @@ impl Sched<'_> {
         let adopted: Vec<(JobId, PathBuf)> = self.running.iter().map(|(id, a)| (id.clone(), a.dir.clone())).collect();
         if !adopted.is_empty() {
             tracing::info!(jobs = adopted.len(), "following jobs the previous engine submitted");
-            backend.adopt(&adopted);
+            self.backend.adopt(&adopted);
         }
         for (i, st) in finished {
             self.state[i.index()] = NodeState::Done(st);
@@ -610,7 +586,7 @@ impl Sched<'_> {
     }
 
     fn fits(&self, i: NodeIndex) -> bool {
-        let cap = self.capacity;
+        let cap = self.backend.capacity();
         let in_flight = self.running.len() + self.batch.len();
         if let Some(max) = self.opts.max_parallel
             && in_flight >= max
@@ -631,43 +607,11 @@ impl Sched<'_> {
         cores_ok && mem_ok
     }
 
-    /// Launches what fits (prepared attempts first, then ready tasks), then prepares the
-    /// next ready tasks ahead of free slots.
-    async fn dispatch(&mut self, backend: &mut dyn Backend) -> Result<(), RunError> {
-        self.launch_fitting(backend).await?;
-        self.prepare_ahead()
-    }
-
-    /// Launches the prepared attempts that fit and, while the backend starts them, records
-    /// the attempts in `done` (which all plainly succeeded) and prepares the next ones.
-    async fn launch_prepared_while(
-        &mut self,
-        backend: &mut dyn Backend,
-        done: Vec<(Attempt, Outcome)>,
-    ) -> Result<(), RunError> {
-        self.take_fitting_prepared();
-        let (attempts, reqs): (Vec<Attempt>, Vec<JobRequest>) = std::mem::take(&mut self.batch).into_iter().unzip();
-        let in_flight = self.running.len() + attempts.len();
-        let submitted = backend.submit_many(reqs);
-        let book = async {
-            for (a, outcome) in done {
-                self.finished(a, outcome)?;
-            }
-            self.prepare(in_flight)
-        };
-        let (results, booked) = tokio::join!(submitted, book);
-        self.record_submitted(attempts, results)?;
-        booked
-    }
-
-    /// Submits, in one backend call, the prepared attempts that fit and then the ready
-    /// tasks that fit (looking a little past a task that does not fit for a smaller one:
-    /// backfill).
-    async fn launch_fitting(&mut self, backend: &mut dyn Backend) -> Result<(), RunError> {
+    async fn dispatch(&mut self) -> Result<(), RunError> {
         if self.failed && !self.opts.keep_going {
             return Ok(());
         }
-        let mut scanned = self.take_fitting_prepared();
+        let mut scanned = 0;
         let mut idx = 0;
         while idx < self.ready.len() {
             let i = self.ready[idx];
@@ -681,6 +625,7 @@ impl Sched<'_> {
                 continue;
             }
             if !self.fits(i) {
+                // Backfill: look a little further for a smaller task that fits.
                 scanned += 1;
                 idx += 1;
                 if scanned > 64 {
@@ -689,91 +634,21 @@ impl Sched<'_> {
                 continue;
             }
             self.ready.remove(idx);
-            if let Some((a, req)) = self.start(i)? {
-                self.launch(a, req);
-            }
+            self.start(i)?;
             if self.failed && !self.opts.keep_going {
                 break;
             }
         }
-        self.submit_batch(backend).await
-    }
-
-    /// Moves the prepared attempts that fit into this turn's batch; returns how many it
-    /// looked past.
-    fn take_fitting_prepared(&mut self) -> usize {
-        if self.failed && !self.opts.keep_going {
-            return 0;
-        }
-        let mut scanned = 0;
-        let mut idx = 0;
-        while idx < self.prepared.len() {
-            if !self.fits(self.prepared[idx].0.node) {
-                scanned += 1;
-                idx += 1;
-                if scanned > 64 {
-                    break;
-                }
-                continue;
-            }
-            if let Some((a, req)) = self.prepared.remove(idx) {
-                self.launch(a, req);
-            }
-        }
-        scanned
-    }
-
-    /// Prepares ready tasks that do not fit yet, up to as many as are in flight, so each
-    /// slot that frees has its next attempt waiting.
-    fn prepare_ahead(&mut self) -> Result<(), RunError> {
-        self.prepare(self.running.len())
-    }
-
-    /// Prepares ready tasks until `in_flight` (at most [`PREPARE_AHEAD`]) are prepared.
-    fn prepare(&mut self, in_flight: usize) -> Result<(), RunError> {
-        let want = in_flight.min(PREPARE_AHEAD);
-        while (self.opts.keep_going || !self.failed) && !self.cancelling && self.prepared.len() < want {
-            let Some(i) = self.ready.pop_front() else { break };
-            if self.plan.graph[i].is_join() {
-                let st = self.join_state(i);
-                self.state[i.index()] = NodeState::Done(st);
-                self.release(i, st)?;
-                continue;
-            }
-            if let Some(p) = self.start(i)? {
-                self.prepared.push_back(p);
-            }
-        }
-        Ok(())
-    }
-
-    /// Takes a prepared attempt into this turn's batch: it now holds its resources.
-    fn launch(&mut self, mut a: Attempt, req: JobRequest) {
-        let i = a.node;
-        self.attempts[i.index()] = a.attempt;
-        self.state[i.index()] = NodeState::Running;
-        self.cores_used += req.resources.cores();
-        self.mem_used += req.resources.memory;
-        a.started = Instant::now();
-        self.batch.push((a, req));
+        self.submit_batch().await
     }
 
     /// Submits the attempts this turn prepared, in one backend call.
-    async fn submit_batch(&mut self, backend: &mut dyn Backend) -> Result<(), RunError> {
+    async fn submit_batch(&mut self) -> Result<(), RunError> {
         if self.batch.is_empty() {
             return Ok(());
         }
         let (attempts, reqs): (Vec<Attempt>, Vec<JobRequest>) = std::mem::take(&mut self.batch).into_iter().unzip();
-        let results = backend.submit_many(reqs).await;
-        self.record_submitted(attempts, results)
-    }
-
-    /// Records the attempts the backend accepted as running; the first refusal is the error.
-    fn record_submitted(
-        &mut self,
-        attempts: Vec<Attempt>,
-        results: Vec<Result<JobId, BackendError>>,
-    ) -> Result<(), RunError> {
+        let results = self.backend.submit_many(reqs).await;
         let mut error = None;
         let mut results = results.into_iter();
         for a in attempts {
@@ -795,9 +670,9 @@ impl Sched<'_> {
         }
     }
 
-    /// Decides what happens to a ready task: skipped, cached or failed (`None`), or an
-    /// attempt to launch, its directory and manifest written.
-    fn start(&mut self, i: NodeIndex) -> Result<Option<(Attempt, JobRequest)>, RunError> {
+    /// Decides what happens to a ready task: skipped, cached, failed, or an attempt prepared
+    /// for submission at the end of the dispatch turn.
+    fn start(&mut self, i: NodeIndex) -> Result<(), RunError> {
         let t = self.plan.graph[i];
         let s = t.step as usize;
         let step = &self.plan.workflow.steps[s];
@@ -822,17 +697,10 @@ impl Sched<'_> {
                 Ok(Value::Bool(true)) => {}
                 Ok(Value::Bool(false)) => {
                     self.finish_node(i, TaskState::Skipped, Some(format!("`when` is false: {}", w.src)), 0.0)?;
-                    self.release(i, TaskState::Skipped)?;
-                    return Ok(None);
+                    return self.release(i, TaskState::Skipped);
                 }
-                Ok(other) => {
-                    self.fail_final(i, format!("`when` must be true or false, got `{other}`"))?;
-                    return Ok(None);
-                }
-                Err(e) => {
-                    self.fail_final(i, format!("`when`: {}", e.message))?;
-                    return Ok(None);
-                }
+                Ok(other) => return self.fail_final(i, format!("`when` must be true or false, got `{other}`")),
+                Err(e) => return self.fail_final(i, format!("`when`: {}", e.message)),
             }
         }
         let attempt = self.attempts[i.index()] + 1;
@@ -848,10 +716,7 @@ impl Sched<'_> {
             &self.kernel,
         ) {
             Ok(r) => r,
-            Err(e) => {
-                self.fail_final(i, e)?;
-                return Ok(None);
-            }
+            Err(e) => return self.fail_final(i, e),
         };
         let is_kernel = matches!(step.command, crate::validate::model::Command::Kernel(_));
         let key_view = job::key_view(&exec, &adir, &self.run_dir, &self.run_id, is_kernel);
@@ -865,12 +730,10 @@ impl Sched<'_> {
             let dir = hit.dir.clone();
             self.results[i.index()] = Some(Box::new(hit));
             if let Err(msg) = self.publish(i, &dir) {
-                self.fail_final(i, msg)?;
-                return Ok(None);
+                return self.fail_final(i, msg);
             }
             self.finish_node(i, TaskState::Cached, None, 0.0)?;
-            self.release(i, TaskState::Cached)?;
-            return Ok(None);
+            return self.release(i, TaskState::Cached);
         }
         fresh_attempt_dir(&adir)?;
         let meta = adir.join(".twinflow");
@@ -883,6 +746,7 @@ impl Sched<'_> {
             }
         }
         write_manifest(&meta, &name, &self.run_id, &self.env_file, &exec, &comps).map_err(io("writing", &meta))?;
+        let r = step.resources.clone();
         let req = JobRequest {
             name,
             argv: exec.argv,
@@ -890,12 +754,17 @@ impl Sched<'_> {
             cwd: adir.clone(),
             stdout: meta.join("stdout"),
             stderr: meta.join("stderr"),
-            resources: step.resources.clone(),
+            resources: r.clone(),
             timeout: step.timeout,
             array: t.member_index().map(|index| crate::execute::ArrayMember { step: step.name.clone(), index }),
         };
+        self.attempts[i.index()] = attempt;
+        self.state[i.index()] = NodeState::Running;
+        self.cores_used += r.cores();
+        self.mem_used += r.memory;
         let components = serde_json::to_string(&comps).unwrap_or_default();
-        Ok(Some((Attempt { node: i, attempt, dir: adir, key, components, started: Instant::now() }, req)))
+        self.batch.push((Attempt { node: i, attempt, dir: adir, key, components, started: Instant::now() }, req));
+        Ok(())
     }
 
     /// Copies a finished task's outputs named in `publish:` from its result directory `dir`
@@ -966,14 +835,12 @@ impl Sched<'_> {
         self.release(i, TaskState::Failed)
     }
 
-    /// The attempts that ended since the last call, their resources released.
-    async fn reap(&mut self, backend: &mut dyn Backend) -> Result<Vec<(Attempt, Outcome)>, RunError> {
+    async fn collect(&mut self) -> Result<(), RunError> {
         if self.running.is_empty() {
-            return Ok(vec![]);
+            return Ok(());
         }
         let ids: Vec<JobId> = self.running.keys().cloned().collect();
-        let statuses = backend.poll(&ids).await?;
-        let mut done = vec![];
+        let statuses = self.backend.poll(&ids).await?;
         for (id, st) in statuses {
             let outcome = match st {
                 JobStatus::Done(o) => o,
@@ -986,19 +853,9 @@ impl Sched<'_> {
             let step = &self.plan.workflow.steps[self.plan.graph[a.node].step as usize];
             self.cores_used = self.cores_used.saturating_sub(step.resources.cores());
             self.mem_used = self.mem_used.saturating_sub(step.resources.memory);
-            done.push((a, outcome));
+            self.finished(a, outcome)?;
         }
-        Ok(done)
-    }
-
-    /// Whether an ended attempt certainly succeeds: it exited 0, created its declared
-    /// outputs, and has no values to read nor results to publish (which could still fail).
-    fn plainly_succeeded(&self, a: &Attempt, o: &Outcome) -> bool {
-        let step = &self.plan.workflow.steps[self.plan.graph[a.node].step as usize];
-        o.success()
-            && step.values.is_empty()
-            && step.publish.is_empty()
-            && step.outputs.values().all(|rel| a.dir.join(rel).exists())
+        Ok(())
     }
 
     fn finished(&mut self, a: Attempt, outcome: Outcome) -> Result<(), RunError> {
@@ -1122,12 +979,16 @@ impl Sched<'_> {
 }
 
 /// Creates the attempt directory `adir` (and its task directory when missing), empty:
-/// leftovers of an attempt a killed engine started (or prepared) are removed first.
+/// leftovers of an attempt a killed engine started are removed first. One `mkdir` in the
+/// common case, where the task directory exists and the attempt directory does not.
 fn fresh_attempt_dir(adir: &Path) -> Result<(), RunError> {
     match std::fs::create_dir(adir) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            std::fs::create_dir_all(adir).map_err(io("creating", adir))
+            if let Some(tdir) = adir.parent() {
+                std::fs::create_dir_all(tdir).map_err(io("creating", tdir))?;
+            }
+            std::fs::create_dir(adir).map_err(io("creating", adir))
         }
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
             std::fs::remove_dir_all(adir).map_err(io("removing", adir))?;
