@@ -1076,12 +1076,32 @@ fn status_json(o: &Outcome) -> String {
     let ms = |t: Option<std::time::SystemTime>| {
         t.and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()).map(|d| d.as_millis() as u64)
     };
-    serde_json::json!({
-        "exit_code": o.exit_code, "signal": o.signal, "timed_out": o.timed_out, "cancelled": o.cancelled,
-        "spawn_error": o.spawn_error, "failure": o.failure, "started_ms": ms(o.started), "finished_ms": ms(o.finished),
-        "seconds": o.duration().as_secs_f64(),
-    })
-    .to_string()
+    let st = Status {
+        exit_code: o.exit_code,
+        signal: o.signal,
+        timed_out: o.timed_out,
+        cancelled: o.cancelled,
+        spawn_error: o.spawn_error.as_deref(),
+        failure: o.failure.as_deref(),
+        started_ms: ms(o.started),
+        finished_ms: ms(o.finished),
+        seconds: o.duration().as_secs_f64(),
+    };
+    serde_json::to_string(&st).unwrap_or_default()
+}
+
+/// What `.twinflow/status.json` holds.
+#[derive(serde::Serialize)]
+struct Status<'a> {
+    exit_code: Option<i32>,
+    signal: Option<i32>,
+    timed_out: bool,
+    cancelled: bool,
+    spawn_error: Option<&'a str>,
+    failure: Option<&'a str>,
+    started_ms: Option<u64>,
+    finished_ms: Option<u64>,
+    seconds: f64,
 }
 
 /// Writes the environment the engine passes on to every step (its own) to
@@ -1118,15 +1138,46 @@ fn write_manifest(
     r: &ResolvedTask,
     c: &cache::Components,
 ) -> std::io::Result<()> {
-    let env: serde_json::Map<String, serde_json::Value> =
-        r.env.iter().map(|(k, v)| (k.clone(), v.clone().into())).collect();
-    let m = serde_json::json!({
-        "task": name, "run_id": run_id, "argv": r.argv, "env": env, "inherited_env": env_file,
-        "inputs": r.inputs.iter().map(|(k, v)| (k.clone(), v.to_json())).collect::<serde_json::Map<_, _>>(),
-        "outputs": r.outputs.iter().map(|(k, p)| (k.clone(), serde_json::Value::from(p.display().to_string()))).collect::<serde_json::Map<_, _>>(),
-        "cache": c,
-    });
-    std::fs::write(meta.join("manifest.json"), serde_json::to_string_pretty(&m)?)
+    let m = Manifest {
+        task: name,
+        run_id,
+        argv: &r.argv,
+        env: &r.env,
+        inherited_env: env_file,
+        inputs: &r.inputs,
+        outputs: &r.outputs,
+        cache: c,
+    };
+    std::fs::write(meta.join("manifest.json"), serde_json::to_vec_pretty(&m)?)
+}
+
+/// What `.twinflow/manifest.json` holds, serialized straight from the attempt (no
+/// intermediate JSON tree: it is written for every attempt).
+#[derive(serde::Serialize)]
+struct Manifest<'a> {
+    task: &'a str,
+    run_id: &'a str,
+    argv: &'a [String],
+    #[serde(serialize_with = "ser_pairs")]
+    env: &'a [(String, String)],
+    inherited_env: &'a str,
+    #[serde(serialize_with = "ser_values")]
+    inputs: &'a IndexMap<String, Value>,
+    #[serde(serialize_with = "ser_paths")]
+    outputs: &'a IndexMap<String, PathBuf>,
+    cache: &'a cache::Components,
+}
+
+fn ser_pairs<S: serde::Serializer>(v: &&[(String, String)], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_map(v.iter().map(|(k, v)| (k, v)))
+}
+
+fn ser_values<S: serde::Serializer>(v: &&IndexMap<String, Value>, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_map(v.iter().map(|(k, v)| (k, v.to_json())))
+}
+
+fn ser_paths<S: serde::Serializer>(v: &&IndexMap<String, PathBuf>, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_map(v.iter().map(|(k, p)| (k, p.display().to_string())))
 }
 
 fn tail(p: &Path, lines: usize) -> String {
