@@ -617,6 +617,22 @@ fn bad_param_and_input_values_exit_2_naming_the_parameter() {
 // 10. `status` without a run lists the runs.
 
 #[test]
+fn status_of_a_directory_without_runs_lists_none_and_succeeds_but_a_named_run_is_an_error() {
+    let d = scratch("eb_status_empty");
+    let out = twinflow().current_dir(&d).arg("status").output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    assert!(out.stdout.is_empty(), "{}", show(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no runs in `runs` yet"), "{}", show(&out));
+    let out = twinflow().current_dir(&d).args(["status", "--json"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    assert_eq!(serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap(), serde_json::json!([]));
+    let out = twinflow().current_dir(&d).args(["status", "latest"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no runs in `runs`"), "{}", show(&out));
+    assert!(!d.join("runs").exists(), "status created a runs directory");
+}
+
+#[test]
 fn status_without_a_run_lists_every_run_newest_first() {
     let d = scratch("eb_status_list");
     let good = write(&d, "good.yaml", "name: good\nsteps:\n  s: { run: [\"true\"] }\n");

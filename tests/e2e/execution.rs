@@ -689,3 +689,24 @@ fn resume_takes_a_workflow_file_keeps_no_cache_and_never_invents_a_runs_director
     assert_eq!(st.get("bad").map(String::as_str), Some("succeeded"), "{st:?}");
     assert!(!st.values().any(|s| s == "cached"), "a --no-cache run used the cache when resumed: {st:?}");
 }
+
+#[test]
+fn resuming_with_the_file_of_another_workflow_names_that_mistake_before_parameters() {
+    let d = scratch("resume_other_workflow");
+    let first = write(
+        &d,
+        "first.yaml",
+        "name: first\nparams:\n  n: { type: int, default: 1 }\nsteps:\n  s: { run: [\"false\"] }\n",
+    );
+    let other =
+        write(&d, "other.yaml", "name: other\nparams:\n  m: { type: string }\nsteps:\n  s: { run: [\"true\"] }\n");
+    let out = twinflow().current_dir(&d).args(["run"]).arg(&first).args(["-p", "n=3"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    // The saved `n=3` does not fit `other` (no `n`, and `m` is required); the message says
+    // the real problem: the file is of another workflow.
+    let out = twinflow().current_dir(&d).args(["run", "--resume", "latest"]).arg(&other).output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("is of workflow `first`, not `other`"), "{err}");
+    assert!(!err.contains("`n`") && !err.contains("`m`"), "a parameter error came first: {err}");
+}

@@ -357,6 +357,22 @@ fn run_cmd(mut a: RunArgs) -> Result<i32, Failure> {
             let row =
                 store.run(if id == "latest" { None } else { Some(id) }).map_err(|e| Failure::Usage(e.to_string()))?;
             let file = a.file.clone().unwrap_or_else(|| PathBuf::from(&row.file));
+            // A file of another workflow is the mistake to report, not the run's saved
+            // parameters that do not fit it.
+            if a.file.is_some()
+                && let Ok(raw) = twinflow_engine::spec::read_source(&file)
+                    .map_err(|_| ())
+                    .and_then(|src| twinflow_engine::spec::parse(&src).map_err(|_| ()))
+                && raw.name.value != row.workflow
+            {
+                return Err(Failure::Usage(format!(
+                    "run `{}` is of workflow `{}`, not `{}` ({})",
+                    row.id,
+                    row.workflow,
+                    raw.name.value,
+                    file.display()
+                )));
+            }
             let saved: serde_json::Value = serde_json::from_str(&row.params).unwrap_or_default();
             let strs = |k: &str| -> Vec<String> {
                 saved
@@ -652,6 +668,16 @@ fn fmt_ms(ms: i64) -> String {
 }
 
 fn status_cmd(a: &StatusArgs) -> Result<i32, Failure> {
+    // Listing the runs of a directory that has none is an answer, not an error; asking for
+    // a run there is.
+    if a.run.is_none() && !a.runs_dir.join("twinflow.db").exists() {
+        if a.json {
+            println!("[]");
+        } else {
+            eprintln!("no runs in `{}` yet (run a workflow first, or pass --runs-dir)", a.runs_dir.display());
+        }
+        return Ok(exit::OK);
+    }
     if !a.runs_dir.join("twinflow.db").exists() {
         return Err(Failure::Usage(format!(
             "no runs in `{}` (run a workflow first, or pass --runs-dir)",
