@@ -617,6 +617,45 @@ fn bad_param_and_input_values_exit_2_naming_the_parameter() {
 // 10. `status` without a run lists the runs.
 
 #[test]
+fn status_shows_the_time_attempts_ran_not_the_retry_wait() {
+    let d = scratch("eb_status_times");
+    let counter = d.join("count");
+    let wf = write(
+        &d,
+        "wait.yaml",
+        r#"
+name: waits
+params:
+  counter: { type: path }
+steps:
+  flaky:
+    # Attempt 1 fails at once; attempt 2, 1.5 s later, succeeds at once.
+    run: [sh, -c, 'echo x >> "$1"; test "$(wc -l < "$1")" -ge 2', sh, "${{ params.counter }}"]
+    retry: { count: 1, backoff: 1500ms }
+"#,
+    );
+    let out = run_json(&d, &wf, &["-p", &format!("counter={}", counter.display())]);
+    assert!(out.status.success(), "{}", show(&out));
+    let run = run_id(&out);
+    let st = twinflow().current_dir(&d).args(["status", &run]).output().unwrap();
+    assert!(st.status.success(), "{}", show(&st));
+    let text = String::from_utf8_lossy(&st.stdout);
+    let line = text.lines().find(|l| l.trim_start().starts_with("flaky")).expect("a line for the task");
+    let secs: f64 = line
+        .split_whitespace()
+        .find_map(|w| w.strip_suffix('s').and_then(|n| n.parse().ok()))
+        .unwrap_or_else(|| panic!("no time in {line:?}"));
+    // Two `sh` runs take milliseconds; the wait between them is 1.5 s.
+    assert!(secs < 1.0, "the retry wait was counted: {line:?}");
+    let js = twinflow().current_dir(&d).args(["status", &run, "--json"]).output().unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&js.stdout).unwrap();
+    let t = &v["tasks"][0];
+    let (ran, span) =
+        (t["ran_ms"].as_i64().unwrap(), t["finished_at"].as_i64().unwrap() - t["started_at"].as_i64().unwrap());
+    assert!(ran < 1000 && span >= 1500, "ran {ran} ms within a span of {span} ms");
+}
+
+#[test]
 fn status_of_a_directory_without_runs_lists_none_and_succeeds_but_a_named_run_is_an_error() {
     let d = scratch("eb_status_empty");
     let out = twinflow().current_dir(&d).arg("status").output().unwrap();

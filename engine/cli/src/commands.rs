@@ -701,7 +701,16 @@ fn status_cmd(a: &StatusArgs) -> Result<i32, Failure> {
             let run =
                 store.run(if id == "latest" { None } else { Some(id) }).map_err(|e| Failure::Usage(e.to_string()))?;
             let tasks = store.tasks(&run.id)?;
+            let ran = store.run_times(&run.id)?;
             if a.json {
+                let tasks: Vec<serde_json::Value> = tasks
+                    .iter()
+                    .map(|t| {
+                        let mut v = serde_json::to_value(t).unwrap_or_default();
+                        v["ran_ms"] = ran.get(&t.task).copied().into();
+                        v
+                    })
+                    .collect();
                 println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "run": run, "tasks": tasks }))?);
             } else {
                 println!("run {} of `{}` ({}): {}", run.id, run.workflow, run.file, run.state);
@@ -712,9 +721,10 @@ fn status_cmd(a: &StatusArgs) -> Result<i32, Failure> {
                 println!("{}", counts.iter().map(|(k, v)| format!("{v} {k}")).collect::<Vec<_>>().join(", "));
                 let shown = tasks.len().min(500);
                 for t in &tasks[..shown] {
-                    let secs = match (t.started_at, t.finished_at) {
-                        (Some(a), Some(b)) if b >= a => format!("{:.2}s", (b - a) as f64 / 1000.0),
-                        _ => "-".into(),
+                    // Time its attempts ran, not the time since its first start.
+                    let secs = match ran.get(&t.task) {
+                        Some(ms) => format!("{:.2}s", *ms as f64 / 1000.0),
+                        None => "-".into(),
                     };
                     println!(
                         "  {:<30} {:<16} attempts={} {:>8} {}",

@@ -303,6 +303,24 @@ impl Store {
         Ok(rows)
     }
 
+    /// How long each task of a run has run, in milliseconds: the sum over its attempts that
+    /// ended (not the time since its first start, which would count retry waits and the time
+    /// a killed engine was down).
+    pub fn run_times(&self, run_id: &str) -> Result<std::collections::HashMap<String, i64>, StateError> {
+        let mut st = self
+            .conn
+            .prepare(
+                "SELECT task, SUM(finished_at - started_at) FROM attempts WHERE run_id = ?1 AND finished_at IS NOT NULL AND started_at IS NOT NULL GROUP BY task",
+            )
+            .map_err(self.e())?;
+        let rows = st
+            .query_map([run_id], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
+            .map_err(self.e())?
+            .collect::<Result<std::collections::HashMap<_, _>, _>>()
+            .map_err(self.e())?;
+        Ok(rows)
+    }
+
     /// Records that an attempt started.
     pub fn attempt_started(&mut self, run_id: &str, task: &str, attempt: u32, job_id: &str) -> Result<(), StateError> {
         let now = now_ms();
