@@ -1187,3 +1187,28 @@ fn tail(p: &Path, lines: usize) -> String {
     let v: Vec<&str> = s.lines().collect();
     v[v.len().saturating_sub(lines)..].join("\n")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_fresh_attempt_directory_is_created_with_its_task_directory_and_replaces_leftovers() {
+        let tmp = tempfile::tempdir().unwrap();
+        // First attempt of a scatter member: the task directory does not exist yet.
+        let adir = tmp.path().join("steps/member/7/attempt-1");
+        fresh_attempt_dir(&adir).unwrap();
+        assert!(adir.is_dir());
+        // Leftovers of an attempt a killed engine started are removed, not reused.
+        std::fs::create_dir(adir.join(".twinflow")).unwrap();
+        std::fs::write(adir.join("half-written.nc"), b"partial").unwrap();
+        fresh_attempt_dir(&adir).unwrap();
+        assert_eq!(std::fs::read_dir(&adir).unwrap().count(), 0, "leftovers survived");
+        // A file where the directory should be is an error naming the path, not a panic.
+        let blocked = tmp.path().join("steps/other");
+        std::fs::create_dir_all(tmp.path().join("steps")).unwrap();
+        std::fs::write(&blocked, b"").unwrap();
+        let err = fresh_attempt_dir(&blocked.join("attempt-1")).unwrap_err().to_string();
+        assert!(err.contains("steps/other"), "{err}");
+    }
+}
