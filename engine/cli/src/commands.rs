@@ -360,9 +360,9 @@ fn run_cmd(mut a: RunArgs) -> Result<i32, Failure> {
             // A file of another workflow is the mistake to report, not the run's saved
             // parameters that do not fit it.
             if a.file.is_some()
-                && let Ok(raw) = twinflow_engine::spec::read_source(&file)
-                    .map_err(|_| ())
-                    .and_then(|src| twinflow_engine::spec::parse(&src).map_err(|_| ()))
+                && let Some(raw) = twinflow_engine::spec::read_source(&file)
+                    .ok()
+                    .and_then(|src| twinflow_engine::spec::parse(&src).ok())
                 && raw.name.value != row.workflow
             {
                 return Err(Failure::Usage(format!(
@@ -668,21 +668,21 @@ fn fmt_ms(ms: i64) -> String {
 }
 
 fn status_cmd(a: &StatusArgs) -> Result<i32, Failure> {
-    // Listing the runs of a directory that has none is an answer, not an error; asking for
-    // a run there is.
-    if a.run.is_none() && !a.runs_dir.join("twinflow.db").exists() {
+    if !a.runs_dir.join("twinflow.db").exists() {
+        // Listing the runs of a directory that has none is an answer, not an error; asking
+        // for a run there is.
+        if a.run.is_some() {
+            return Err(Failure::Usage(format!(
+                "no runs in `{}` (run a workflow first, or pass --runs-dir)",
+                a.runs_dir.display()
+            )));
+        }
         if a.json {
             println!("[]");
         } else {
             eprintln!("no runs in `{}` yet (run a workflow first, or pass --runs-dir)", a.runs_dir.display());
         }
         return Ok(exit::OK);
-    }
-    if !a.runs_dir.join("twinflow.db").exists() {
-        return Err(Failure::Usage(format!(
-            "no runs in `{}` (run a workflow first, or pass --runs-dir)",
-            a.runs_dir.display()
-        )));
     }
     let store = Store::open(&a.runs_dir)?;
     match &a.run {
