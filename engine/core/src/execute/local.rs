@@ -7,6 +7,7 @@
 //! arrives. The scheduler decides what fits; this backend only runs what it is given.
 
 use std::collections::HashMap;
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -14,7 +15,7 @@ use async_trait::async_trait;
 use tokio::sync::{Notify, watch};
 
 use super::process;
-use super::{Backend, BackendError, Capacity, JobRequest, JobStatus, Outcome, Rendered};
+use super::{Adopted, Backend, BackendError, Capacity, JobRequest, JobStatus, Leftover, Outcome, Rendered};
 use crate::ids::JobId;
 
 /// Settings of the local backend.
@@ -245,6 +246,24 @@ impl Backend for LocalBackend {
             return;
         }
         let _ = tokio::time::timeout(max, self.notify.notified()).await;
+    }
+
+    async fn recover(
+        &mut self,
+        run_id: &str,
+        _run_dir: &Path,
+        leftovers: &[Leftover],
+    ) -> Result<Vec<Option<Adopted>>, BackendError> {
+        // Steps a killed engine left running are in their own process groups and outlived
+        // it; stop them before their tasks start again. They are found by the run id every
+        // step has in its environment.
+        for pgid in process::groups_with_env(twinflow_contract::env::RUN_ID, run_id) {
+            if pgid != std::process::id() {
+                tracing::info!(pgid, "stopping a step the previous engine left running");
+                process::signal_group(pgid, nix::sys::signal::Signal::SIGKILL);
+            }
+        }
+        Ok(vec![None; leftovers.len()])
     }
 }
 
