@@ -1,6 +1,6 @@
 //! The local backend: steps run as child processes of the engine, multi-rank steps under
 //! `mpiexec -n R` (launcher, flavour, flags and environment from a site profile's
-//! `mpiexec:` section, see [`super::slurm::profile::Mpiexec`]).
+//! `mpiexec:` section, see [`super::launch::Mpiexec`]).
 //!
 //! Each job gets a tokio task that waits for the child (with its timeout and a cancel
 //! signal) and records the [`Outcome`]; `poll` reads those records, `wait` sleeps until one
@@ -26,12 +26,12 @@ pub struct LocalOptions {
     /// Memory the scheduler may fill, in bytes (default: physical memory).
     pub memory: Option<u64>,
     /// MPI launcher for steps with more than one rank (default: `mpiexec`, MPICH).
-    pub mpiexec: super::slurm::profile::Mpiexec,
+    pub mpiexec: super::launch::Mpiexec,
     /// Grace period between SIGTERM and SIGKILL.
     pub grace: Duration,
     /// Launch every step into a SLURM allocation with `srun --exact` instead (allocation
     /// mode, see [`super::slurm::allocation`]).
-    pub srun: Option<super::slurm::allocation::SrunLaunch>,
+    pub srun: Option<super::launch::SrunLaunch>,
 }
 
 impl Default for LocalOptions {
@@ -39,7 +39,7 @@ impl Default for LocalOptions {
         Self {
             cores: std::thread::available_parallelism().map_or(1, |n| n.get() as u32),
             memory: physical_memory(),
-            mpiexec: super::slurm::profile::Mpiexec::default(),
+            mpiexec: super::launch::Mpiexec::default(),
             grace: Duration::from_secs(10),
             srun: None,
         }
@@ -58,7 +58,7 @@ pub fn physical_memory() -> Option<u64> {
 /// `mpiexec -n R` when the step has more than one rank (in allocation mode: by `srun`).
 pub fn render_argv(opts: &LocalOptions, job: &JobRequest) -> Vec<String> {
     if let Some(l) = &opts.srun {
-        return super::slurm::allocation::srun_argv(l, job);
+        return super::launch::srun_argv(l, job);
     }
     if job.resources.ranks > 1 {
         let mut v = opts.mpiexec.prefix(job.resources.ranks);
@@ -278,7 +278,7 @@ impl LocalBackend {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::execute::slurm::profile::Profile;
+    use crate::execute::profile::Profile;
     use crate::validate::model::Resources;
 
     fn job(ranks: u32) -> JobRequest {

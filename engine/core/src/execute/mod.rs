@@ -5,8 +5,10 @@
 //! What a backend would run is rendered by a pure function ([`Backend::render`]) so
 //! `twinflow plan` can show it and tests can snapshot it without running anything.
 
+pub mod launch;
 pub mod local;
 pub mod process;
+pub mod profile;
 pub mod slurm;
 
 use std::path::{Path, PathBuf};

@@ -28,7 +28,6 @@
 
 pub mod allocation;
 pub mod commands;
-pub mod profile;
 pub mod script;
 pub mod status;
 
@@ -42,10 +41,10 @@ use super::{
     Adopted, Backend, BackendError, CANCELLED_FILE, Capacity, JOB_ID_FILE, JobRequest, JobStatus, Leftover, Outcome,
     Rendered,
 };
+pub use crate::execute::profile::{Profile, ProfileError, StatusSource};
 use crate::ids::JobId;
 pub use commands::CALL_LOG_ENV;
 use commands::{CommandError, SlurmCommands};
-pub use profile::{Profile, ProfileError, StatusSource};
 use status::{FinalRow, Phase};
 
 /// File of the attempt's `.twinflow/` directory holding the submitted script.
