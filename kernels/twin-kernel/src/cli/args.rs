@@ -3,8 +3,8 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use twinflow_kernels::exchange::Format;
-use twinflow_kernels::flood::{BoundaryKind, ConfigIssue, FloodConfig, FloodError};
+use twinflow_exchange::Format;
+use twinflow_flood::{BoundaryKind, ConfigIssue, FloodConfig, FloodError};
 
 const AFTER_HELP: &str = "\
 Exit codes: 0 success, 1 run failed, 2 invalid command line, 3 invalid configuration or input,

@@ -3,8 +3,8 @@
 use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
-use twinflow_kernels::calo::{self, CaloConfig, CaloError, ConfigIssue, Particle, Spectrum};
-use twinflow_kernels::comm::Communicator;
+use twinflow_calo::{self as calo, CaloConfig, CaloError, ConfigIssue, Particle, Spectrum};
+use twinflow_comm::Communicator;
 
 /// Help text after the options of `twin-kernel calo`.
 pub const AFTER_HELP: &str = "\

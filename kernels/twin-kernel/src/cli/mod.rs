@@ -12,10 +12,10 @@ use anyhow::Context as _;
 pub use args::Cli;
 use args::{Command, FloodArgs, TerrainArgs};
 use twinflow_contract::datasets;
-use twinflow_kernels::comm::{Communicator, SingleProcess};
-use twinflow_kernels::exchange::{self, Compression, Format, Provenance, VarSpec};
-use twinflow_kernels::flood::{self, FloodConfig, FloodError, RunPaths};
-use twinflow_kernels::terrain::Valley;
+use twinflow_comm::{Communicator, SingleProcess};
+use twinflow_exchange::{self as exchange, Compression, Format, Provenance, VarSpec};
+use twinflow_flood::{self as flood, FloodConfig, FloodError, RunPaths};
+use twinflow_stage::terrain::Valley;
 
 /// Exit codes of `twin-kernel`, documented in `--help`.
 pub mod exit_code {
@@ -45,7 +45,7 @@ fn init_logging() {
 /// The communicator of this process: MPI when built with the `mpi` feature.
 fn communicator() -> Box<dyn Communicator> {
     #[cfg(feature = "mpi")]
-    if let Some(c) = twinflow_kernels::comm::MpiComm::init() {
+    if let Some(c) = twinflow_comm::MpiComm::init() {
         return Box::new(c);
     }
     Box::new(SingleProcess)
@@ -99,15 +99,15 @@ fn on_root(rank: usize, f: impl FnOnce() -> anyhow::Result<()>) -> anyhow::Resul
 
 fn is_invalid_input(err: &anyhow::Error) -> bool {
     err.chain().any(|e| {
-        e.downcast_ref::<twinflow_kernels::stage::StageError>().is_some_and(|s| s.is_invalid_input())
-            || e.downcast_ref::<twinflow_kernels::summary::SummaryError>().is_some_and(|s| s.is_invalid_input())
+        e.downcast_ref::<twinflow_stage::StageError>().is_some_and(|s| s.is_invalid_input())
+            || e.downcast_ref::<twinflow_stage::summary::SummaryError>().is_some_and(|s| s.is_invalid_input())
             || matches!(e.downcast_ref::<FloodError>(), Some(FloodError::Config(_) | FloodError::Input { .. }))
             || e.downcast_ref::<exchange::ExchangeError>().is_some_and(|x| {
                 matches!(x, exchange::ExchangeError::MissingVariable { .. } | exchange::ExchangeError::Layout { .. })
             })
             || e.downcast_ref::<serde_json::Error>().is_some()
-            || e.downcast_ref::<twinflow_kernels::calo::CaloError>().is_some_and(|c| c.is_invalid_input())
-            || e.downcast_ref::<twinflow_kernels::train::TrainError>().is_some_and(|t| t.is_invalid_input())
+            || e.downcast_ref::<twinflow_calo::CaloError>().is_some_and(|c| c.is_invalid_input())
+            || e.downcast_ref::<twinflow_train::TrainError>().is_some_and(|t| t.is_invalid_input())
     })
 }
 

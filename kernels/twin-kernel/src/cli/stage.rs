@@ -3,9 +3,9 @@
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
-use twinflow_kernels::exchange::{Compression, Provenance, read_dataset, write_dataset};
-use twinflow_kernels::stage::{self, StageError, Subset};
-use twinflow_kernels::summary::{self, SummaryError, SummaryOptions};
+use twinflow_exchange::{Compression, Provenance, read_dataset, write_dataset};
+use twinflow_stage::{self as stage, StageError, Subset};
+use twinflow_stage::summary::{self, SummaryError, SummaryOptions};
 
 use super::args::{StageCommand, SubsetArgs, SummaryArgs};
 

@@ -1,17 +1,17 @@
 //! `twin-kernel train`, `predict`, `select` and `tabulate`: arguments and runners around
-//! [`twinflow_kernels::train`].
+//! [`twinflow_train`].
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use clap::{Args, Subcommand, ValueEnum};
-use twinflow_kernels::comm::Communicator;
-use twinflow_kernels::exchange::{Compression, Provenance, write_dataset};
-use twinflow_kernels::train::predict::{self, Errors};
-use twinflow_kernels::train::select::{self, Trial};
-use twinflow_kernels::train::tabulate::{self, FloodParam};
-use twinflow_kernels::train::{
-    self, Activation, FitOutcome, Hyperparameters, Limits, LrSchedule, TargetTransform, TargetUse, TrainError,
+use twinflow_comm::Communicator;
+use twinflow_exchange::{Compression, Provenance, write_dataset};
+use twinflow_train::predict::{self, Errors};
+use twinflow_train::select::{self, Trial};
+use twinflow_train::tabulate::{self, FloodParam};
+use twinflow_train::{
+    self as train, Activation, FitOutcome, Hyperparameters, Limits, LrSchedule, TargetTransform, TargetUse, TrainError,
     TrainState, metrics, store,
 };
 
@@ -611,7 +611,7 @@ pub(super) fn run_select(args: SelectArgs) -> anyhow::Result<()> {
     let best = &ranking.trials[0];
     tracing::info!(trial = best.trial, path = %best.path.display(), val_rmse = best.state.val_rmse(), "best trial");
     if let Some(dest) = &args.best {
-        let partial = twinflow_kernels::exchange::PartialFile::new(dest)?;
+        let partial = twinflow_exchange::PartialFile::new(dest)?;
         std::fs::copy(&best.path, partial.partial_path()).map_err(|source| TrainError::Io {
             path: best.path.clone(),
             action: "copy",
