@@ -14,6 +14,37 @@ use rand_chacha::ChaCha8Rng;
 /// ([`super::config::MAX_EVENTS`]), so no event shares it.
 pub const DEAD_CELL_STREAM: u64 = u64::MAX;
 
+/// What is wrong with the points of a [`TemperatureCurve`].
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum CurveError {
+    /// An event id is negative or not finite.
+    #[error("point {point}: the event id must be >= 0, got {value}")]
+    EventId {
+        /// Index of the point.
+        point: usize,
+        /// The event id given.
+        value: f64,
+    },
+    /// A temperature is not positive.
+    #[error("point {point}: the temperature must be > 0 K, got {value}")]
+    Temperature {
+        /// Index of the point.
+        point: usize,
+        /// The temperature given, K.
+        value: f64,
+    },
+    /// Event ids do not increase.
+    #[error("point {point}: event ids must increase, got {value} after {previous}")]
+    Order {
+        /// Index of the point.
+        point: usize,
+        /// Its event id.
+        value: f64,
+        /// The event id of the point before.
+        previous: f64,
+    },
+}
+
 /// Temperature as a function of the event id.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TemperatureCurve {
@@ -23,19 +54,19 @@ pub struct TemperatureCurve {
 impl TemperatureCurve {
     /// A curve through `[event id, K]` points with strictly increasing event ids; no points
     /// means the constant `reference` temperature.
-    pub fn new(points: &[[f64; 2]], reference: f64) -> Result<Self, String> {
+    pub fn new(points: &[[f64; 2]], reference: f64) -> Result<Self, CurveError> {
         if points.is_empty() {
             return Ok(Self { points: vec![(0.0, reference)] });
         }
         for (k, p) in points.iter().enumerate() {
             if !(p[0].is_finite() && p[0] >= 0.0) {
-                return Err(format!("point {k}: the event id must be >= 0, got {}", p[0]));
+                return Err(CurveError::EventId { point: k, value: p[0] });
             }
             if !(p[1].is_finite() && p[1] > 0.0) {
-                return Err(format!("point {k}: the temperature must be > 0 K, got {}", p[1]));
+                return Err(CurveError::Temperature { point: k, value: p[1] });
             }
             if k > 0 && p[0] <= points[k - 1][0] {
-                return Err(format!("point {k}: event ids must increase, got {} after {}", p[0], points[k - 1][0]));
+                return Err(CurveError::Order { point: k, value: p[0], previous: points[k - 1][0] });
             }
         }
         Ok(Self { points: points.iter().map(|p| (p[0], p[1])).collect() })

@@ -472,7 +472,7 @@ impl CaloConfig {
         let curve = match TemperatureCurve::new(&cond.temperature, cond.reference_temperature_k) {
             Ok(curve) => Some(curve),
             Err(e) => {
-                bad("conditions.temperature", e);
+                bad("conditions.temperature", e.to_string());
                 None
             }
         };
@@ -516,7 +516,7 @@ impl CaloConfig {
                 match Medium::sampling(&abs, c.absorber_mm, &act, c.active_mm, c.sampling_fraction) {
                     Ok(m) => Some(m),
                     Err(e) => {
-                        bad("calorimeter.sampling_fraction", e);
+                        bad("calorimeter.sampling_fraction", e.to_string());
                         None
                     }
                 }

@@ -65,8 +65,8 @@
 //! accepted.
 //!
 //! # Tests
-//! `tests/calo.rs`: depth of the maximum and shape α of the mean profile in homogeneous
-//! lead vs ln y − 0.858 and 0.21 + (0.492 + 2.38/Z) ln y (Grindhammer & Peters), radial
+//! `kernels/twin-kernel/tests/calo.rs` (through the binary): depth of the maximum and
+//! shape α of the mean profile in homogeneous lead vs ln y − 0.858 and 0.21 + (0.492 + 2.38/Z) ln y (Grindhammer & Peters), radial
 //! containment in 1, 2, 3.5 R_M against the parametrisation's own integral and the PDG's
 //! rule of thumb, in lead and in a Pb/LAr stack, recovery
 //! of a and b by a weighted fit of σ/E, energy conservation per event, gain drift and dead
@@ -82,12 +82,12 @@ mod shower;
 
 use std::path::PathBuf;
 
-pub use conditions::{Conditions, DEAD_CELL_STREAM, TemperatureCurve};
+pub use conditions::{Conditions, CurveError, DEAD_CELL_STREAM, TemperatureCurve};
 pub use config::{
     BeamConfig, CaloConfig, CaloPlan, CalorimeterConfig, ConditionsConfig, ConfigIssue, Energies, MAX_CELLS_PER_EVENT,
     MAX_ENERGY_GEV, MAX_EVENTS, MIN_LN_Y, OutputConfig, Particle, ResponseConfig, Spectrum,
 };
-pub use materials::{Material, Medium, SamplingGeometry};
+pub use materials::{Material, MaterialError, Medium, SamplingGeometry};
 pub use output::{CaloWriter, names};
 pub use run::{KERNEL_NAME, RunSummary, partition, run_calo};
 pub use shower::{
@@ -133,5 +133,15 @@ impl CaloError {
     /// Whether the error is the user's input (exit code 3) rather than a failed run.
     pub fn is_invalid_input(&self) -> bool {
         matches!(self, Self::ConfigRead { .. } | Self::ConfigParse { .. } | Self::Config(_))
+    }
+
+    /// The exit code of `twin-kernel` for this error: [`INVALID_INPUT`] for the user's
+    /// input, [`FAILURE`] otherwise.
+    ///
+    /// [`INVALID_INPUT`]: twinflow_contract::exit_code::INVALID_INPUT
+    /// [`FAILURE`]: twinflow_contract::exit_code::FAILURE
+    pub fn exit_code(&self) -> u8 {
+        use twinflow_contract::exit_code::{FAILURE, INVALID_INPUT};
+        if self.is_invalid_input() { INVALID_INPUT } else { FAILURE }
     }
 }

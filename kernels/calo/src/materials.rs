@@ -127,25 +127,30 @@ impl Material {
         ES_MEV * self.x0_mm() / self.critical_energy_mev()
     }
     /// Checks the constants; returns what is wrong.
-    pub fn check(&self) -> Result<(), String> {
+    pub fn check(&self) -> Result<(), MaterialError> {
         let positive = |v: f64| v.is_finite() && v > 0.0;
+        let out_of_range = |field: &'static str, requirement: &'static str, value: f64| MaterialError::OutOfRange {
+            field,
+            requirement,
+            value,
+        };
         if !(self.z.is_finite() && (1.0..=100.0).contains(&self.z)) {
-            return Err(format!("`z` must be in [1, 100], got {}", self.z));
+            return Err(out_of_range("z", "in [1, 100]", self.z));
         }
         if !positive(self.a) {
-            return Err(format!("`a` must be > 0 g/mol, got {}", self.a));
+            return Err(out_of_range("a", "> 0 g/mol", self.a));
         }
         if !positive(self.density_g_cm3) {
-            return Err(format!("`density_g_cm3` must be > 0, got {}", self.density_g_cm3));
+            return Err(out_of_range("density_g_cm3", "> 0", self.density_g_cm3));
         }
         if let Some(x0) = self.x0_g_cm2.filter(|&v| !positive(v)) {
-            return Err(format!("`x0_g_cm2` must be > 0, got {x0}"));
+            return Err(out_of_range("x0_g_cm2", "> 0", x0));
         }
         if let Some(s) = self.dedx_min_mev_cm2_g.filter(|&v| !positive(v)) {
-            return Err(format!("`dedx_min_mev_cm2_g` must be > 0, got {s}"));
+            return Err(out_of_range("dedx_min_mev_cm2_g", "> 0", s));
         }
         if !positive(self.x0_g_cm2()) {
-            return Err(format!("Dahl's formula gives no positive X0 for Z = {}; hint: set `x0_g_cm2`", self.z));
+            return Err(MaterialError::NoRadiationLength { z: self.z });
         }
         Ok(())
     }
@@ -213,7 +218,7 @@ impl Medium {
         active: &Material,
         active_mm: f64,
         sampling_fraction: Option<f64>,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, MaterialError> {
         let layers = [(absorber, absorber_mm), (active, active_mm)];
         let mass: f64 = layers.iter().map(|(m, d)| m.density_g_cm3 * d).sum();
         let w: Vec<f64> = layers.iter().map(|(m, d)| m.density_g_cm3 * d / mass).collect();
@@ -228,12 +233,9 @@ impl Medium {
             Some(f) => f,
             None => {
                 let stopping = |m: &Material| {
-                    m.dedx_min_mev_cm2_g.map(|s| s * m.density_g_cm3).ok_or_else(|| {
-                        format!(
-                            "material `{}` has no `dedx_min_mev_cm2_g`; hint: add it or configure `sampling_fraction`",
-                            m.name
-                        )
-                    })
+                    m.dedx_min_mev_cm2_g
+                        .map(|s| s * m.density_g_cm3)
+                        .ok_or_else(|| MaterialError::NoStoppingPower { name: m.name.clone() })
                 };
                 let (s_abs, s_act) = (stopping(absorber)?, stopping(active)?);
                 let f_mip = active_mm * s_act / (absorber_mm * s_abs + active_mm * s_act);
@@ -253,6 +255,33 @@ impl Medium {
             geometry: Some(SamplingGeometry { frequency: x0_mm / layer_mm, e_hat: e_over_mip(absorber, active) }),
         })
     }
+}
+
+/// What is wrong with the constants of a material or with a sampling stack.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum MaterialError {
+    /// A constant is outside its physical range.
+    #[error("`{field}` must be {requirement}, got {value}")]
+    OutOfRange {
+        /// Field of the material.
+        field: &'static str,
+        /// The range it must be in.
+        requirement: &'static str,
+        /// The value given.
+        value: f64,
+    },
+    /// Dahl's formula gives no radiation length for this Z.
+    #[error("Dahl's formula gives no positive X0 for Z = {z}; hint: set `x0_g_cm2`")]
+    NoRadiationLength {
+        /// Atomic number of the material.
+        z: f64,
+    },
+    /// The sampling fraction needs a stopping power the material does not have.
+    #[error("material `{name}` has no `dedx_min_mev_cm2_g`; hint: add it or configure `sampling_fraction`")]
+    NoStoppingPower {
+        /// Name of the material.
+        name: String,
+    },
 }
 
 #[cfg(test)]

@@ -239,7 +239,7 @@ impl Writer {
         let vars: Vec<(&str, &[&str])> =
             header.variables.iter().zip(&var_dims).map(|(v, d)| (v.name.as_str(), d.as_slice())).collect();
         attach_dimension_scales(&file, &dims, &vars)
-            .map_err(|reason| ExchangeError::Layout { path: p.clone(), reason })?;
+            .map_err(|e| ExchangeError::Layout { path: p.clone(), reason: e.to_string() })?;
         Ok(Self { file: Some(file), partial })
     }
 

@@ -75,6 +75,16 @@ impl ExchangeError {
     pub fn is_invalid_input(&self) -> bool {
         matches!(self, Self::MissingVariable { .. } | Self::Layout { .. })
     }
+
+    /// The exit code of `twin-kernel` for this error: [`INVALID_INPUT`] for the user's
+    /// input, [`FAILURE`] otherwise.
+    ///
+    /// [`INVALID_INPUT`]: twinflow_contract::exit_code::INVALID_INPUT
+    /// [`FAILURE`]: twinflow_contract::exit_code::FAILURE
+    pub fn exit_code(&self) -> u8 {
+        use twinflow_contract::exit_code::{FAILURE, INVALID_INPUT};
+        if self.is_invalid_input() { INVALID_INPUT } else { FAILURE }
+    }
 }
 
 /// Attaches the path and action to library errors.

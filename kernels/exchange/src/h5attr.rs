@@ -7,9 +7,9 @@ use std::str::FromStr;
 use hdf5::H5Type;
 use hdf5::types::VarLenUnicode;
 
+use crate::ExchangeError;
 use crate::dataset::Attr;
 use crate::error::Context;
-use crate::ExchangeError;
 
 /// A variable-length UTF-8 HDF5 string.
 pub(crate) fn vlen(s: &str) -> VarLenUnicode {
@@ -38,7 +38,12 @@ pub(crate) fn write_attr(loc: &hdf5::Location, path: &Path, name: &str, a: &Attr
 }
 
 /// Writes attribute `name` as a 1-D array of `i64`, even of one value.
-pub(crate) fn write_i64_list(loc: &hdf5::Location, path: &Path, name: &str, values: &[i64]) -> Result<(), ExchangeError> {
+pub(crate) fn write_i64_list(
+    loc: &hdf5::Location,
+    path: &Path,
+    name: &str,
+    values: &[i64],
+) -> Result<(), ExchangeError> {
     loc.new_attr::<i64>()
         .shape(values.len())
         .create(name)

@@ -11,10 +11,29 @@ use std::ffi::{CString, c_char, c_int, c_uint};
 /// (followed by the length, `%10d`); h5netcdf and netCDF-C hide such datasets.
 pub(super) const NOT_A_VARIABLE: &str = "This is a netCDF dimension but not a netCDF variable.";
 
+/// Why dimension scales could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum ScaleError {
+    #[error("axis {axis} of a {ndim}-D dataset")]
+    Axis { axis: usize, ndim: usize },
+    #[error("H5DSset_scale(`{0}`) failed")]
+    SetScale(String),
+    #[error("H5DSattach_scale(`{name}`, axis {axis}) failed")]
+    AttachScale { name: String, axis: usize },
+    #[error("opening `{name}`: {source}")]
+    Open { name: String, source: hdf5::Error },
+    #[error("defining `{name}`: {source}")]
+    Define { name: String, source: hdf5::Error },
+    #[error("`{0}` is both a dimension and a variable that is not its coordinate")]
+    Clash(String),
+    #[error("dimension `{name}`: {source}")]
+    Dimension { name: String, source: Box<ScaleError> },
+}
+
 /// Makes `scale` the dimension scale called `name` and attaches it to axis `axis` of each
 /// `(dataset, axis)` in `users`.
 #[allow(unsafe_code)]
-fn set_and_attach(scale: &hdf5::Dataset, name: &str, users: &[(&hdf5::Dataset, usize)]) -> Result<(), String> {
+fn set_and_attach(scale: &hdf5::Dataset, name: &str, users: &[(&hdf5::Dataset, usize)]) -> Result<(), ScaleError> {
     // `hid_t` is `int64_t` since HDF5 1.10; `Dataset::id` would not type-check otherwise.
     #[link(name = "hdf5_hl")]
     unsafe extern "C" {
@@ -24,7 +43,7 @@ fn set_and_attach(scale: &hdf5::Dataset, name: &str, users: &[(&hdf5::Dataset, u
     let cname = CString::new(name.replace('\0', "")).expect("NUL bytes removed");
     for (ds, axis) in users {
         if *axis >= ds.ndim() {
-            return Err(format!("axis {axis} of a {}-D dataset", ds.ndim()));
+            return Err(ScaleError::Axis { axis: *axis, ndim: ds.ndim() });
         }
     }
     hdf5::sync::sync(|| {
@@ -35,12 +54,13 @@ fn set_and_attach(scale: &hdf5::Dataset, name: &str, users: &[(&hdf5::Dataset, u
         // pointer past the call and report failure as a negative status.
         unsafe {
             if H5DSset_scale(scale.id(), cname.as_ptr()) < 0 {
-                return Err(format!("H5DSset_scale(`{name}`) failed"));
+                return Err(ScaleError::SetScale(name.to_string()));
             }
             for (ds, axis) in users {
-                let idx = c_uint::try_from(*axis).map_err(|e| e.to_string())?;
+                // The axis is below the dataset's rank (checked above), so it fits.
+                let idx = c_uint::try_from(*axis).unwrap_or(c_uint::MAX);
                 if H5DSattach_scale(ds.id(), scale.id(), idx) < 0 {
-                    return Err(format!("H5DSattach_scale(`{name}`, axis {axis}) failed"));
+                    return Err(ScaleError::AttachScale { name: name.to_string(), axis: *axis });
                 }
             }
         }
@@ -63,26 +83,30 @@ pub(super) fn attach_dimension_scales(
     file: &hdf5::File,
     dims: &[ScaleDim<'_>],
     vars: &[(&str, &[&str])],
-) -> Result<(), String> {
+) -> Result<(), ScaleError> {
     let mut datasets = Vec::new();
     for (name, _) in vars {
-        datasets.push(file.dataset(name).map_err(|e| format!("opening `{name}`: {e}"))?);
+        datasets.push(file.dataset(name).map_err(|source| ScaleError::Open { name: name.to_string(), source })?);
     }
     for dim in dims {
         let is_coordinate = vars.iter().any(|(n, d)| *n == dim.name && *d == [dim.name]);
         let (scale, label) = if is_coordinate {
-            let ds = file.dataset(dim.name).map_err(|e| format!("opening `{}`: {e}", dim.name))?;
+            let ds =
+                file.dataset(dim.name).map_err(|source| ScaleError::Open { name: dim.name.to_string(), source })?;
             (ds, dim.name.to_string())
         } else {
             if file.link_exists(dim.name) {
-                return Err(format!("`{}` is both a dimension and a variable that is not its coordinate", dim.name));
+                return Err(ScaleError::Clash(dim.name.to_string()));
             }
             let extent = if dim.unlimited { hdf5::Extent::resizable(dim.len) } else { hdf5::Extent::fixed(dim.len) };
             let mut b = file.new_dataset::<f32>();
             if dim.unlimited {
                 b = b.chunk(1024);
             }
-            let ds = b.shape(extent).create(dim.name).map_err(|e| format!("defining `{}`: {e}", dim.name))?;
+            let ds = b
+                .shape(extent)
+                .create(dim.name)
+                .map_err(|source| ScaleError::Define { name: dim.name.to_string(), source })?;
             (ds, format!("{NOT_A_VARIABLE}{:10}", dim.len))
         };
         let users: Vec<(&hdf5::Dataset, usize)> = vars
@@ -91,7 +115,8 @@ pub(super) fn attach_dimension_scales(
             .filter(|((n, _), _)| !(is_coordinate && *n == dim.name))
             .flat_map(|((_, d), ds)| d.iter().enumerate().filter(|(_, x)| **x == dim.name).map(move |(k, _)| (ds, k)))
             .collect();
-        set_and_attach(&scale, &label, &users).map_err(|e| format!("dimension `{}`: {e}", dim.name))?;
+        set_and_attach(&scale, &label, &users)
+            .map_err(|e| ScaleError::Dimension { name: dim.name.to_string(), source: Box::new(e) })?;
     }
     Ok(())
 }

@@ -118,7 +118,7 @@ impl Hdf5GridWriter {
         vars.extend(self.statics.iter().map(|n| (n.as_str(), &[Y, X][..])));
         vars.extend(self.snapshots.iter().map(|(n, _)| (n.as_str(), &[TIME, Y, X][..])));
         attach_dimension_scales(self.file(), &dims, &vars)
-            .map_err(|reason| ExchangeError::Layout { path: self.path(), reason })
+            .map_err(|e| ExchangeError::Layout { path: self.path(), reason: e.to_string() })
     }
 
     fn builder(&self) -> hdf5::DatasetBuilderEmpty {
@@ -250,7 +250,7 @@ pub(super) fn write_stations(path: &Path, s: &StationSeries, prov: &Provenance) 
             vec![("station_name", &[STATION]), (X, &[STATION]), (Y, &[STATION]), (TIME, &[TIME])];
         vars.extend(s.variables.iter().map(|(spec, _)| (spec.name.as_str(), &[STATION, TIME][..])));
         attach_dimension_scales(&file, &dims, &vars)
-            .map_err(|reason| ExchangeError::Layout { path: p.clone(), reason })?;
+            .map_err(|e| ExchangeError::Layout { path: p.clone(), reason: e.to_string() })?;
         file.close().ctx(&p, "closing the file")?;
     }
     partial.commit()

@@ -167,21 +167,34 @@ impl Source {
     }
 }
 
+/// What is wrong with a grid coordinate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+enum AxisError {
+    #[error("is empty")]
+    Empty,
+    #[error("has non-finite values")]
+    NonFinite,
+    #[error("must be strictly monotonic")]
+    NotMonotonic,
+    #[error("must be evenly spaced (a regular grid)")]
+    Uneven,
+}
+
 /// Coordinates must be finite, strictly ascending and evenly spaced (to 1e-6 relative).
-fn check_axis(v: &[f64]) -> Result<(), String> {
+fn check_axis(v: &[f64]) -> Result<(), AxisError> {
     if v.is_empty() {
-        return Err("is empty".into());
+        return Err(AxisError::Empty);
     }
     if v.iter().any(|x| !x.is_finite()) {
-        return Err("has non-finite values".into());
+        return Err(AxisError::NonFinite);
     }
     if v.len() > 1 {
         let d = (v[v.len() - 1] - v[0]) / (v.len() - 1) as f64;
         if d.is_nan() || d <= 0.0 {
-            return Err("must be strictly monotonic".into());
+            return Err(AxisError::NotMonotonic);
         }
         if v.windows(2).any(|w| ((w[1] - w[0]) - d).abs() > 1e-6 * d) {
-            return Err("must be evenly spaced (a regular grid)".into());
+            return Err(AxisError::Uneven);
         }
     }
     Ok(())

@@ -1,7 +1,7 @@
 //! Flood-kernel throughput: cell updates per second on one core, against a trivial
 //! memory-bound pass measured in the same run.
 //!
-//! `cargo bench -p twinflow-kernels --bench flood [-- N STEPS]` (default 2048² cells, 20
+//! `cargo bench -p twinflow-flood --bench flood [-- N STEPS]` (default 2048² cells, 20
 //! steps). Parallel efficiency across ranks: `bench/scaling.sh`.
 #![allow(clippy::print_stdout)] // a benchmark harness reports on stdout
 

@@ -60,8 +60,8 @@
 //! `tests/numerics.rs`: lake at rest (Audusse et al. 2004), Ritter's dry dam break
 //! and Thacker's planar surface in a parabola (SWASHES, Delestre et al. 2013, Int. J. Numer.
 //! Meth. Fluids 72:269), volume conservation, rain/inflow volume, Manning decay;
-//! `tests/cli.rs`: outputs read by `ncdump`/`h5dump`/xarray and rank independence under
-//! `mpiexec` (feature `mpi`).
+//! `kernels/twin-kernel/tests/cli.rs` (through the binary): outputs read by
+//! `ncdump`/`h5dump`/xarray and rank independence under `mpiexec` (feature `mpi`).
 #![warn(missing_docs)]
 
 mod config;

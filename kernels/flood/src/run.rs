@@ -8,7 +8,9 @@ use twinflow_contract::{cf, datasets};
 use super::config::{ConfigIssue, FloodConfig};
 use super::solver::{Field, FloodSolver, Grid, InitialState, NEVER, SolverError, Strip};
 use twinflow_comm::Communicator;
-use twinflow_exchange::{self as exchange, ExchangeError, Format, GridWriter, Provenance, StationSeries, VarSpec, read_grid_rows};
+use twinflow_exchange::{
+    self as exchange, ExchangeError, Format, GridWriter, Provenance, StationSeries, VarSpec, read_grid_rows,
+};
 
 /// Kernel name recorded in provenance attributes.
 pub const KERNEL_NAME: &str = "twin-kernel flood";
@@ -33,6 +35,24 @@ pub enum FloodError {
     /// The solver failed.
     #[error(transparent)]
     Solver(#[from] SolverError),
+}
+
+impl FloodError {
+    /// Whether the error is the user's input (the configuration, an input file the kernel
+    /// rejects) rather than a failed run.
+    pub fn is_invalid_input(&self) -> bool {
+        matches!(self, Self::Config(_) | Self::Input { .. })
+    }
+
+    /// The exit code of `twin-kernel` for this error: [`INVALID_INPUT`] for the user's
+    /// input, [`FAILURE`] otherwise.
+    ///
+    /// [`INVALID_INPUT`]: twinflow_contract::exit_code::INVALID_INPUT
+    /// [`FAILURE`]: twinflow_contract::exit_code::FAILURE
+    pub fn exit_code(&self) -> u8 {
+        use twinflow_contract::exit_code::{FAILURE, INVALID_INPUT};
+        if self.is_invalid_input() { INVALID_INPUT } else { FAILURE }
+    }
 }
 
 /// Where a run reads and writes.

@@ -70,8 +70,8 @@ pub fn checksum(path: &Path) -> Result<FileChecksum, StageError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use twinflow_exchange::{Compression, Values, write_dataset};
     use crate::testdata::{centres, grid};
+    use twinflow_exchange::{Compression, Values, write_dataset};
 
     #[test]
     fn digests_ignore_format_and_history_but_see_every_value() {

@@ -24,8 +24,8 @@ mod tests {
     use twinflow_contract::cf;
 
     use super::*;
-    use twinflow_exchange::{Attr, Dataset, read_dataset};
     use crate::testdata::{centres, grid, stations};
+    use twinflow_exchange::{Attr, Dataset, read_dataset};
 
     fn without_history(d: &Dataset) -> Dataset {
         let mut d = d.clone();

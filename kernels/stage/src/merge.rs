@@ -22,8 +22,8 @@ use twinflow_exchange::{
     Attr, Compression, DType, Dataset, DatasetWriter, Dim, Values, Variable, read_dataset, read_header,
 };
 
-/// Name of the ensemble dimension and coordinate.
-pub const MEMBER_DIM: &str = "member";
+/// Name of the ensemble dimension and coordinate ([`twinflow_contract::datasets::MEMBER`]).
+pub const MEMBER_DIM: &str = twinflow_contract::datasets::MEMBER;
 
 /// Variables that are coordinates: named like their only dimension, or listed in a
 /// `coordinates` attribute.
@@ -194,8 +194,8 @@ pub fn merge(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use twinflow_exchange::{Attr, write_dataset};
     use crate::testdata::{centres, grid, stations};
+    use twinflow_exchange::{Attr, write_dataset};
 
     fn members(dir: &Path, ext: &str, n: usize) -> Vec<PathBuf> {
         (0..n)

@@ -139,8 +139,8 @@ pub fn subset_file(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use twinflow_exchange::Values;
     use crate::testdata::{centres, grid, stations};
+    use twinflow_exchange::Values;
 
     fn num<'a>(d: &'a Dataset, name: &str) -> &'a [f64] {
         d.variable(name).unwrap().num().unwrap()

@@ -647,8 +647,8 @@ pub fn fingerprint(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use twinflow_comm::SingleProcess;
     use ndarray::array;
+    use twinflow_comm::SingleProcess;
 
     #[test]
     fn split_is_deterministic_and_disjoint() {

@@ -30,8 +30,8 @@
 //! estimator; [`tabulate`] builds the flood-surrogate table from flood outputs.
 //!
 //! # Tests
-//! `tests/train.rs`: recovery of known linear coefficients and of a smooth nonlinear
-//! function, bitwise rank independence under `mpiexec` on 1, 2 and 4 ranks with each
+//! `kernels/twin-kernel/tests/train.rs` (through the binary): recovery of known linear
+//! coefficients and of a smooth nonlinear function, bitwise rank independence under `mpiexec` on 1, 2 and 4 ranks with each
 //! rank reading only its shards (feature `mpi`), bitwise resume
 //! after a stop or `kill -9`, the flood surrogate against the mean predictor, the
 //! calorimeter regression against `Σ cells / sampling_fraction` (synthetic data and real

@@ -12,16 +12,59 @@ use std::path::{Path, PathBuf};
 use super::error::TrainError;
 use super::fit::TrainState;
 
+/// One row of the metrics CSV.
+#[derive(Debug, serde::Serialize)]
+struct MetricsRow {
+    epoch: usize,
+    #[serde(serialize_with = "scientific")]
+    train_loss: f64,
+    #[serde(serialize_with = "scientific")]
+    val_loss: f64,
+    #[serde(serialize_with = "scientific")]
+    val_rmse: f64,
+    #[serde(serialize_with = "scientific")]
+    lr: f64,
+    #[serde(serialize_with = "microseconds")]
+    seconds: f64,
+}
+
+/// Columns of the metrics CSV, in [`MetricsRow`] order (written even without rows).
+const METRICS_HEADER: [&str; 6] = ["epoch", "train_loss", "val_loss", "val_rmse", "lr", "seconds"];
+
 /// The CSV text of the history.
 pub fn csv(state: &TrainState) -> String {
-    let mut out = String::from("epoch,train_loss,val_loss,val_rmse,lr,seconds\n");
-    for m in &state.history {
-        out.push_str(&format!(
-            "{},{:e},{:e},{:e},{:e},{:.6}\n",
-            m.epoch, m.train_loss, m.val_loss, m.val_rmse, m.lr, m.seconds
-        ));
+    let rows = state.history.iter().map(|m| MetricsRow {
+        epoch: m.epoch,
+        train_loss: m.train_loss,
+        val_loss: m.val_loss,
+        val_rmse: m.val_rmse,
+        lr: m.lr,
+        seconds: m.seconds,
+    });
+    csv_text(&METRICS_HEADER, rows)
+}
+
+/// A CSV document: `header`, then one record per row (serialised by serde in field order,
+/// quoted where a field needs it).
+pub(crate) fn csv_text<R: serde::Serialize>(header: &[&str], rows: impl IntoIterator<Item = R>) -> String {
+    let mut w = csv::WriterBuilder::new().has_headers(false).from_writer(Vec::new());
+    // Writing to memory cannot fail, and every row type here serialises to a flat record.
+    w.write_record(header).expect("a CSV header is written to memory");
+    for row in rows {
+        w.serialize(row).expect("a flat row is written to memory");
     }
-    out
+    let bytes = w.into_inner().expect("an in-memory CSV flushes");
+    String::from_utf8(bytes).expect("CSV of UTF-8 fields is UTF-8")
+}
+
+/// A float in Rust's scientific notation (`1.5e-3`, `NaN`), as every float of the kernels' CSVs.
+pub(crate) fn scientific<S: serde::Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(&format_args!("{v:e}"))
+}
+
+/// Seconds with six decimals (microseconds).
+fn microseconds<S: serde::Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(&format_args!("{v:.6}"))
 }
 
 /// The JSON document of the history and its summary.
@@ -62,4 +105,21 @@ pub fn write_metrics(path: &Path, state: &TrainState) -> Result<PathBuf, TrainEr
         csv(state)
     };
     write_text(path, &text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_header_names_the_row_fields_in_order() {
+        let row =
+            MetricsRow { epoch: 3, train_loss: 0.5, val_loss: f64::NAN, val_rmse: 1.25e-3, lr: 1e-3, seconds: 0.1 };
+        let mut w = csv::Writer::from_writer(Vec::new());
+        w.serialize(&row).unwrap();
+        let text = String::from_utf8(w.into_inner().unwrap()).unwrap();
+        assert_eq!(text, format!("{}\n3,5e-1,NaN,1.25e-3,1e-3,0.100000\n", METRICS_HEADER.join(",")));
+        assert_eq!(csv_text(&METRICS_HEADER, [row]), text, "the explicit header is the derived one");
+        assert_eq!(csv_text(&METRICS_HEADER, Vec::<MetricsRow>::new()), format!("{}\n", METRICS_HEADER.join(",")));
+    }
 }

@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 
 use super::error::TrainError;
 use super::fit::TrainState;
+use super::metrics::{csv_text, scientific};
 use super::store::read_state;
 
 /// One trial's result.
@@ -61,9 +62,63 @@ pub fn rank(mut trials: Vec<Trial>, top: Option<usize>) -> Ranking {
     Ranking { trials, top }
 }
 
-fn csv_field(s: &str) -> String {
-    if s.contains([',', '"', '\n']) { format!("\"{}\"", s.replace('"', "\"\"")) } else { s.to_string() }
+/// One row of the ranking CSV.
+#[derive(Debug, serde::Serialize)]
+struct RankingRow<'a> {
+    rank: usize,
+    trial: usize,
+    #[serde(serialize_with = "scientific")]
+    val_rmse: f64,
+    #[serde(serialize_with = "scientific")]
+    best_val_rmse: f64,
+    best_epoch: usize,
+    epochs_run: usize,
+    #[serde(serialize_with = "scientific")]
+    baseline_val_rmse: f64,
+    model: &'a str,
+    hidden: String,
+    depth: usize,
+    activation: &'a str,
+    #[serde(serialize_with = "scientific")]
+    lr: f64,
+    lr_schedule: &'a str,
+    batch_size: usize,
+    micro_batch: usize,
+    shards: usize,
+    #[serde(serialize_with = "scientific")]
+    weight_decay: f64,
+    seed: u64,
+    target_transform: &'a str,
+    diverged: bool,
+    survivor: bool,
+    path: String,
 }
+
+/// Columns of the ranking CSV, in [`RankingRow`] order.
+const RANKING_HEADER: [&str; 22] = [
+    "rank",
+    "trial",
+    "val_rmse",
+    "best_val_rmse",
+    "best_epoch",
+    "epochs_run",
+    "baseline_val_rmse",
+    "model",
+    "hidden",
+    "depth",
+    "activation",
+    "lr",
+    "lr_schedule",
+    "batch_size",
+    "micro_batch",
+    "shards",
+    "weight_decay",
+    "seed",
+    "target_transform",
+    "diverged",
+    "survivor",
+    "path",
+];
 
 impl Ranking {
     /// Whether the trial at rank position `pos` (0-based) survives.
@@ -73,40 +128,36 @@ impl Ranking {
 
     /// The ranked table as CSV, one row per trial, best first.
     pub fn csv(&self) -> String {
-        let mut out = String::from(
-            "rank,trial,val_rmse,best_val_rmse,best_epoch,epochs_run,baseline_val_rmse,model,hidden,depth,activation,lr,lr_schedule,batch_size,micro_batch,shards,weight_decay,seed,target_transform,diverged,survivor,path\n",
-        );
-        for (pos, t) in self.trials.iter().enumerate() {
+        let rows = self.trials.iter().enumerate().map(|(pos, t)| {
             let s = &t.state;
             let h = &s.hyper;
             let (best_epoch, best) = s.best().unwrap_or((0, f64::NAN));
-            out.push_str(&format!(
-                "{},{},{:e},{:e},{},{},{:e},{},{},{},{},{:e},{},{},{},{},{:e},{},{},{},{},{}\n",
-                pos + 1,
-                t.trial,
-                s.val_rmse(),
-                best,
+            RankingRow {
+                rank: pos + 1,
+                trial: t.trial,
+                val_rmse: s.val_rmse(),
+                best_val_rmse: best,
                 best_epoch,
-                s.epoch,
-                s.baseline_val_rmse,
-                h.model_name(),
-                csv_field(&h.hidden_text()),
-                h.depth(),
-                h.activation.name(),
-                h.lr,
-                h.lr_schedule.name(),
-                h.batch_size,
-                h.micro_batch,
-                h.shards,
-                h.weight_decay,
-                h.seed,
-                h.target_transform.name(),
-                s.diverged,
-                self.survives(pos),
-                csv_field(&t.path.display().to_string()),
-            ));
-        }
-        out
+                epochs_run: s.epoch,
+                baseline_val_rmse: s.baseline_val_rmse,
+                model: h.model_name(),
+                hidden: h.hidden_text(),
+                depth: h.depth(),
+                activation: h.activation.name(),
+                lr: h.lr,
+                lr_schedule: h.lr_schedule.name(),
+                batch_size: h.batch_size,
+                micro_batch: h.micro_batch,
+                shards: h.shards,
+                weight_decay: h.weight_decay,
+                seed: h.seed,
+                target_transform: h.target_transform.name(),
+                diverged: s.diverged,
+                survivor: self.survives(pos),
+                path: t.path.display().to_string(),
+            }
+        });
+        csv_text(&RANKING_HEADER, rows)
     }
 
     /// The ranking as JSON: `trials` (best first, with hyperparameters) and `survivors`
@@ -163,4 +214,44 @@ pub fn pick_from_ranking(ranking: &Path, pick: usize) -> Result<PathBuf, TrainEr
     let path = entry.as_str().ok_or_else(|| bad(format!("survivor {pick} is not a path")))?;
     let path = PathBuf::from(path);
     Ok(if path.is_relative() { ranking.parent().unwrap_or(Path::new("")).join(path) } else { path })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_ranking_header_names_the_row_fields_in_order_and_fields_are_quoted() {
+        let row = RankingRow {
+            rank: 1,
+            trial: 2,
+            val_rmse: 0.25,
+            best_val_rmse: f64::NAN,
+            best_epoch: 0,
+            epochs_run: 4,
+            baseline_val_rmse: 1.0,
+            model: "mlp",
+            hidden: "64,32".into(),
+            depth: 2,
+            activation: "relu",
+            lr: 1e-3,
+            lr_schedule: "constant",
+            batch_size: 256,
+            micro_batch: 32,
+            shards: 8,
+            weight_decay: 0.0,
+            seed: 1,
+            target_transform: "none",
+            diverged: false,
+            survivor: true,
+            path: "t\"0\"/model.h5".into(),
+        };
+        let mut w = csv::Writer::from_writer(Vec::new());
+        w.serialize(&row).unwrap();
+        let derived = String::from_utf8(w.into_inner().unwrap()).unwrap();
+        assert_eq!(csv_text(&RANKING_HEADER, [row]), derived);
+        assert!(derived.ends_with(
+            "\n1,2,2.5e-1,NaN,0,4,1e0,mlp,\"64,32\",2,relu,1e-3,constant,256,32,8,0e0,1,none,false,true,\"t\"\"0\"\"/model.h5\"\n"
+        ));
+    }
 }

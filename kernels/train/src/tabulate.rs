@@ -12,6 +12,7 @@
 use std::path::{Path, PathBuf};
 
 use super::error::TrainError;
+use twinflow_contract::datasets::MEMBER;
 use twinflow_exchange::{Attr, DType, Dataset, Dim, Values, Variable, read_dataset};
 
 /// A scenario parameter of a flood member.
@@ -23,6 +24,17 @@ pub enum FloodParam {
     Rain,
     /// Manning roughness, s m⁻¹ᐟ³.
     ManningN,
+}
+
+/// Why a scenario parameter cannot be read from a member's `twinflow_parameters`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+enum ParamError {
+    #[error("no number `{0}`")]
+    NoNumber(&'static str),
+    #[error("no `inflow.hydrograph` list")]
+    NoHydrograph,
+    #[error("an `inflow.hydrograph` point is not [t, q]")]
+    NotAPoint,
 }
 
 impl FloodParam {
@@ -44,10 +56,9 @@ impl FloodParam {
         }
     }
 
-    fn read(self, config: &serde_json::Value) -> Result<f64, String> {
-        let field = |name: &str| {
-            config.get(name).and_then(serde_json::Value::as_f64).ok_or_else(|| format!("no number `{name}`"))
-        };
+    fn read(self, config: &serde_json::Value) -> Result<f64, ParamError> {
+        let field =
+            |name: &'static str| config.get(name).and_then(serde_json::Value::as_f64).ok_or(ParamError::NoNumber(name));
         match self {
             Self::Rain => field("rainfall_mm_per_h"),
             Self::ManningN => field("manning_n"),
@@ -57,16 +68,11 @@ impl FloodParam {
                     let points = inflow
                         .get("hydrograph")
                         .and_then(serde_json::Value::as_array)
-                        .ok_or("no `inflow.hydrograph` list")?;
+                        .ok_or(ParamError::NoHydrograph)?;
                     points
                         .iter()
-                        .map(|p| {
-                            p.get(1)
-                                .and_then(serde_json::Value::as_f64)
-                                .ok_or("an `inflow.hydrograph` point is not [t, q]")
-                        })
+                        .map(|p| p.get(1).and_then(serde_json::Value::as_f64).ok_or(ParamError::NotAPoint))
                         .try_fold(0.0_f64, |m, q| q.map(|q| m.max(q)))
-                        .map_err(str::to_string)
                 }
             },
         }
@@ -176,7 +182,7 @@ impl FloodTable {
         let param_names: Vec<String> = self.params.iter().map(|p| p.name().to_string()).collect();
         let features = Variable::f64(
             "features",
-            &["member", "param"],
+            &[MEMBER, "param"],
             "scenario parameters of the member",
             "1",
             self.features.clone(),
@@ -185,14 +191,14 @@ impl FloodTable {
         .with_attr("param_units", Attr::Str(self.params.iter().map(|p| p.units()).collect::<Vec<_>>().join(", ")));
         let target = Variable::f64(
             "target",
-            &["member", "gauge"],
+            &[MEMBER, "gauge"],
             "maximum sampled water depth at the gauge",
             "m",
             self.target.clone(),
         )
         .with_attr("names", Attr::Str(self.gauges.join(" ")));
         Dataset {
-            dims: vec![dim("member", m), dim("param", p), dim("gauge", g)],
+            dims: vec![dim(MEMBER, m), dim("param", p), dim("gauge", g)],
             variables: vec![
                 features,
                 target,
@@ -200,7 +206,7 @@ impl FloodTable {
                 strings("gauge_name", "gauge", "gauge name", self.gauges.clone()),
                 strings(
                     "member_file",
-                    "member",
+                    MEMBER,
                     "flood gauge file of the member",
                     self.members.iter().map(|p| p.display().to_string()).collect(),
                 ),
@@ -232,6 +238,6 @@ mod tests {
         assert_eq!(FloodParam::Rain.read(&cfg), Ok(12.5));
         assert_eq!(FloodParam::ManningN.read(&cfg), Ok(0.03));
         assert_eq!(FloodParam::InflowPeak.read(&serde_json::json!({"inflow": null})), Ok(0.0));
-        assert!(FloodParam::Rain.read(&serde_json::json!({})).unwrap_err().contains("rainfall_mm_per_h"));
+        assert!(FloodParam::Rain.read(&serde_json::json!({})).unwrap_err().to_string().contains("rainfall_mm_per_h"));
     }
 }

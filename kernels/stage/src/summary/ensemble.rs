@@ -6,8 +6,8 @@ use twinflow_contract::{cf, datasets};
 
 use super::SummaryError;
 use super::stats::{Stats, exceedance, gauge_event, mean_and_max};
-use twinflow_exchange::{Attr, DType, Dataset, Dim, ExchangeError, Provenance, Values, Variable};
 use crate::MEMBER_DIM;
+use twinflow_exchange::{Attr, DType, Dataset, Dim, ExchangeError, Provenance, Values, Variable};
 
 /// What to compute.
 #[derive(Debug, Clone, PartialEq)]
@@ -278,9 +278,9 @@ fn add_gauge_statistics(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use twinflow_exchange::{Compression, read_dataset, write_dataset};
     use crate::testdata::{centres, grid, stations};
     use crate::{MEMBER_DIM, merge};
+    use twinflow_exchange::{Compression, read_dataset, write_dataset};
 
     /// Four members: depth = member index everywhere; gauge `s` of member `m` has depth
     /// `m · t / 10` at t = 0, 10, 20, 30 s.

@@ -52,4 +52,14 @@ impl SummaryError {
             Self::Png { .. } | Self::Io { .. } => false,
         }
     }
+
+    /// The exit code of `twin-kernel` for this error: [`INVALID_INPUT`] for the user's
+    /// input, [`FAILURE`] otherwise.
+    ///
+    /// [`INVALID_INPUT`]: twinflow_contract::exit_code::INVALID_INPUT
+    /// [`FAILURE`]: twinflow_contract::exit_code::FAILURE
+    pub fn exit_code(&self) -> u8 {
+        use twinflow_contract::exit_code::{FAILURE, INVALID_INPUT};
+        if self.is_invalid_input() { INVALID_INPUT } else { FAILURE }
+    }
 }

@@ -307,7 +307,7 @@ pub struct FloodArgs {
 
 impl FloodArgs {
     /// Overrides `config` with the flags given.
-    pub fn apply(&self, config: &mut FloodConfig) -> anyhow::Result<()> {
+    pub fn apply(&self, config: &mut FloodConfig) -> Result<(), super::KernelError> {
         let set = |dst: &mut f64, v: Option<f64>| {
             if let Some(v) = v {
                 *dst = v;

@@ -307,7 +307,7 @@ impl CaloArgs {
 }
 
 /// Runs `twin-kernel calo` (collective over the ranks of `comm`).
-pub fn run_calo(comm: &dyn Communicator, args: CaloArgs, command_line: &str) -> anyhow::Result<()> {
+pub fn run_calo(comm: &dyn Communicator, args: CaloArgs, command_line: &str) -> Result<(), super::KernelError> {
     let mut config = match &args.config {
         Some(path) => CaloConfig::from_file(path)?,
         None => CaloConfig::default(),
