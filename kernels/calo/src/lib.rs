@@ -43,7 +43,7 @@
 //! - **Constant term**: one calibration factor per event, c ~ Normal(1, b) (floored at 0),
 //!   multiplies every cell: (σ/E)² = a²/E + b² + a²b²/E, the last term (≤ 5·10⁻⁵ a²/E for
 //!   b ≤ 0.7 %) negligible. `/truth/visible` is c·V.
-//! - **Conditions** ([`conditions`]): every cell of the event is multiplied by the gain
+//! - **Conditions** ([`Conditions`]): every cell of the event is multiplied by the gain
 //!   1 + k(T(event) − T_ref); Gaussian noise of σ per cell is added; dead cells read 0.
 //!
 //! # Reproducibility and parallelism

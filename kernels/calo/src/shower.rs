@@ -64,7 +64,7 @@ impl Longitudinal {
     /// ρ = 0.784 − 0.023 ln y, with y = E/Ec,eff and Z the effective Z of the stack. (CMS
     /// FastSim's transcription divides the 0.476 by Z instead of F_S; an independent one
     /// and the mean-profile shift −0.444/F_S of A.2.2 support F_S.) NaN where the layers are
-    /// too coarse for the fit ([`super::config`] rejects such stacks).
+    /// too coarse for the fit ([`crate::CaloConfig::validate`] rejects such stacks).
     pub fn sampling(ln_y: f64, z: f64, g: SamplingGeometry) -> Self {
         Self {
             mean_ln_t: (ln_y - 0.812 - 0.55 / g.frequency - 0.69 * (1.0 - g.e_hat)).ln(),

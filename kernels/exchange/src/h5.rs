@@ -331,3 +331,56 @@ impl H5Dataset {
         read_attr(&a, &self.path, name).map(Some)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn groups_datasets_and_attributes_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tree.h5");
+        {
+            let file = H5File::create(&path).unwrap();
+            let root = file.root().unwrap();
+            root.write_attr("title", &Attr::Str("a\0b".into())).unwrap();
+            root.write_attr("ranks", &Attr::I32(vec![2])).unwrap();
+            root.write_attr("scale", &Attr::F64(vec![0.5, 1.5])).unwrap();
+            root.write_attr_i64_list("widths", &[7]).unwrap();
+            let g = root.group_or_create("a/b").unwrap();
+            g.write_array("v", ndarray::ArrayView1::from(&[1.0_f64, 2.0][..])).unwrap();
+            let layout = H5Layout { chunk: Some(vec![2, 3]), deflate: Some(4), chunk_cache_bytes: Some(1 << 20) };
+            let cells = root.define::<f32>("cells", &[5, 3], &layout).unwrap();
+            let block = ndarray::Array2::from_shape_fn((2, 3), |(i, j)| (10 * i + j) as f32);
+            cells.write_rows(3, &block, || "writing rows".into()).unwrap();
+            cells.write_attr("units", &Attr::Str("GeV".into())).unwrap();
+            let ids = root.define::<u64>("ids", &[4], &H5Layout::default()).unwrap();
+            ids.write_all(ndarray::ArrayView1::from(&[5_u64, 6, 7, 8][..])).unwrap();
+            drop((root, g, cells, ids));
+            file.close().unwrap();
+        }
+        let file = H5File::open(&path).unwrap();
+        let root = file.root().unwrap();
+        assert_eq!(root.attr("title").unwrap(), Some(Attr::Str("ab".into())), "NUL bytes are dropped");
+        assert_eq!(root.attr("ranks").unwrap(), Some(Attr::I32(vec![2])));
+        assert_eq!(root.attr("scale").unwrap(), Some(Attr::F64(vec![0.5, 1.5])));
+        assert_eq!(root.attr("widths").unwrap(), Some(Attr::I64(vec![7])));
+        assert_eq!(root.attr("absent").unwrap(), None);
+        assert_eq!(root.member_names().unwrap(), ["a", "cells", "ids"]);
+        assert_eq!(root.dataset("a/b/v").unwrap().read_raw::<f64>().unwrap(), [1.0, 2.0]);
+        let cells = root.dataset("cells").unwrap();
+        let info = cells.info().unwrap();
+        assert_eq!(info.shape, [5, 3]);
+        assert_eq!(info.chunk, Some(vec![2, 3]));
+        assert_eq!(info.element, ElementType::F32);
+        assert!(info.deflate && info.shuffle);
+        assert_eq!(cells.read_raw::<f32>().unwrap()[9..], [0.0, 1.0, 2.0, 10.0, 11.0, 12.0]);
+        assert_eq!(cells.attr("units").unwrap(), Some(Attr::Str("GeV".into())));
+        let ids = root.dataset("ids").unwrap();
+        let info = ids.info().unwrap();
+        assert!(info.element == ElementType::U64 && info.chunk.is_none() && !info.deflate);
+        assert_eq!(ids.read_raw::<u64>().unwrap(), [5, 6, 7, 8]);
+        let err = root.dataset("nope").unwrap_err();
+        assert!(matches!(err, ExchangeError::Hdf5 { .. }), "{err}");
+    }
+}

@@ -222,3 +222,59 @@ pub fn write_netcdf_arrays(path: &Path, dims: &[(&str, usize)], arrays: &[NcArra
     }
     file.close().ctx(path, "closing the file")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Attr, H5File};
+
+    #[test]
+    fn rows_of_hdf5_and_netcdf_arrays_with_fill_values_and_groups() {
+        let dir = tempfile::tempdir().unwrap();
+        let values: Vec<f64> = (0..12).map(f64::from).collect();
+        let h5 = dir.path().join("a.h5");
+        {
+            let file = H5File::create(&h5).unwrap();
+            let root = file.root().unwrap();
+            let arr = ndarray::Array3::from_shape_vec((3, 2, 2), values.clone()).unwrap();
+            let ds = root.group_or_create("truth").unwrap().write_array("cells", &arr).unwrap();
+            ds.write_attr(cf::FILL_VALUE, &Attr::F64(vec![5.0])).unwrap();
+            root.write_attr("sampling_fraction", &Attr::F64(vec![0.25])).unwrap();
+        }
+        let nc = dir.path().join("a.nc");
+        write_netcdf_arrays(
+            &nc,
+            &[("sample", 3), ("k", 4)],
+            &[
+                NcArray { name: "x", dims: &["sample", "k"], values: &values },
+                NcArray { name: "truth/y", dims: &["sample"], values: &[1.0, 2.0, 3.0] },
+            ],
+        )
+        .unwrap();
+
+        let f = ArrayFile::open(&h5).unwrap();
+        assert_eq!(f.format(), Format::Hdf5);
+        assert!(f.contains("truth/cells") && !f.contains("truth") && !f.contains("") && !f.contains("a\0b"));
+        assert_eq!(f.shape("truth/cells").unwrap(), Some(vec![3, 2, 2]));
+        assert_eq!(f.shape("nope").unwrap(), None);
+        assert!(matches!(f.shape("truth"), Err(ExchangeError::Layout { .. })), "a group is no array");
+        let rows = f.read_rows("truth/cells", 3, 1..2).unwrap();
+        assert_eq!(rows[0], 4.0);
+        assert!(rows[1].is_nan(), "the fill value becomes NaN: {rows:?}");
+        assert_eq!(rows[2..], [6.0, 7.0]);
+        assert_eq!(f.root_attr_f64("sampling_fraction"), Some(0.25));
+        assert_eq!(f.names(), ["truth/cells"]);
+
+        let f = ArrayFile::open(&nc).unwrap();
+        assert_eq!(f.format(), Format::Netcdf);
+        assert_eq!(f.shape("truth/y").unwrap(), Some(vec![3]));
+        assert_eq!(f.shape("other/y").unwrap(), None, "a missing group is no panic");
+        assert_eq!(f.read_rows("x", 2, 2..3).unwrap(), [8.0, 9.0, 10.0, 11.0]);
+        assert_eq!(f.read_rows("truth/y", 1, 0..2).unwrap(), [1.0, 2.0]);
+        assert!(matches!(f.read_rows("gone", 1, 0..1), Err(ExchangeError::MissingVariable { .. })));
+        assert_eq!(f.names(), ["x", "truth/y"]);
+
+        let err = ArrayFile::open(&dir.path().join("missing.h5")).unwrap_err();
+        assert!(matches!(err, ExchangeError::Hdf5 { .. }) && !err.library_message().is_empty(), "{err}");
+    }
+}
