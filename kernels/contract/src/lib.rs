@@ -10,6 +10,22 @@
 pub const KERNELS: &[&str] =
     &["calo", "flood", "info", "predict", "select", "stage", "summary", "tabulate", "terrain", "train"];
 
+/// Exit codes of `twin-kernel`: how a kernel step ended, which is what the engine sees as
+/// the step's exit status. The kernels' error types map themselves to these
+/// (`exit_code()`), and `twin-kernel --help` documents them.
+pub mod exit_code {
+    /// The run finished and its outputs are in place.
+    pub const SUCCESS: u8 = 0;
+    /// The run failed (I/O, numerical failure); outputs are absent or `.partial`.
+    pub const FAILURE: u8 = 1;
+    /// The command line is invalid (reported by clap).
+    pub const USAGE: u8 = 2;
+    /// The configuration or an input file is invalid.
+    pub const INVALID_INPUT: u8 = 3;
+    /// Training stopped at `--time-limit`/`--epoch-limit` with its checkpoint written.
+    pub const STOPPED: u8 = 4;
+}
+
 /// Environment variables the engine sets for every step it runs.
 pub mod env {
     /// Identifier of the run (e.g. `20261122-101500-3f2a`).
@@ -82,6 +98,9 @@ pub mod datasets {
     pub const STATION: &str = "station";
     /// Water-surface elevation (bed + depth) at gauges, metres above datum.
     pub const WATER_LEVEL: &str = "eta";
+    /// Leading dimension of a merged ensemble (`stage merge`): one index per member, in
+    /// the order of the scatter.
+    pub const MEMBER: &str = "member";
 }
 
 /// CF-convention attribute names and fixed values used by every NetCDF exchange file.

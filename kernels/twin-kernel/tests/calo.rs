@@ -17,7 +17,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use twinflow_kernels::calo::{CaloConfig, Simulator, gp_mean_alpha};
+use twinflow_calo::{CaloConfig, Simulator, gp_mean_alpha};
+use twinflow_exchange::{Attr, ElementType, H5File, H5Group};
 
 mod support;
 use support::{BIN, ok, run};
@@ -33,25 +34,44 @@ fn calo(args: &[&str]) -> Command {
     cmd
 }
 
+/// An output file open for reading, its root group at hand.
+struct Output {
+    root: H5Group,
+    _file: H5File,
+}
+
+impl std::ops::Deref for Output {
+    type Target = H5Group;
+    fn deref(&self) -> &H5Group {
+        &self.root
+    }
+}
+
+fn open(path: &Path) -> Output {
+    let file = H5File::open(path).unwrap();
+    Output { root: file.root().unwrap(), _file: file }
+}
+
 /// Runs `twin-kernel calo` in `dir` and returns the opened output.
-fn simulate(dir: &Path, out: &str, args: &[&str]) -> hdf5::File {
+fn simulate(dir: &Path, out: &str, args: &[&str]) -> Output {
     let mut cmd = calo(&["--out", out]);
     cmd.args(args);
     ok(run(cmd, dir, Duration::from_secs(120)), "calo");
-    hdf5::File::open(dir.join(out)).unwrap()
+    open(&dir.join(out))
 }
 
-fn f64s(f: &hdf5::File, name: &str) -> Vec<f64> {
+fn f64s(f: &H5Group, name: &str) -> Vec<f64> {
     f.dataset(name).unwrap_or_else(|e| panic!("`{name}`: {e}")).read_raw::<f64>().unwrap()
 }
 
-fn cells(f: &hdf5::File) -> (Vec<f32>, Vec<usize>) {
+fn cells(f: &H5Group) -> (Vec<f32>, Vec<usize>) {
     let ds = f.dataset("cells").unwrap();
-    (ds.read_raw::<f32>().unwrap(), ds.shape())
+    (ds.read_raw::<f32>().unwrap(), ds.info().unwrap().shape)
 }
 
-fn attr(f: &hdf5::File, name: &str) -> f64 {
-    f.attr(name).unwrap_or_else(|e| panic!("attribute `{name}`: {e}")).read_scalar::<f64>().unwrap()
+fn attr(f: &H5Group, name: &str) -> f64 {
+    let a = f.attr(name).unwrap_or_else(|e| panic!("attribute `{name}`: {e}"));
+    a.and_then(|a| a.as_f64()).unwrap_or_else(|| panic!("no numeric attribute `{name}`"))
 }
 
 fn mean_and_std(v: &[f64]) -> (f64, f64) {
@@ -277,7 +297,7 @@ fn radial_containment_in_moliere_radii_in_lead() {
 
 /// Acceptance 2b. "≥ 90 % of the energy inside 1 Molière radius" in the default sampling
 /// stack (2 mm Pb / 4 mm LAr, 60 layers = 23 X0,eff; R_M,eff from the PDG mixture rule,
-/// [`twinflow_kernels::calo::materials`]), 10, 30, 100 GeV electrons, 400 showers each:
+/// [`twinflow_calo::materials`]), 10, 30, 100 GeV electrons, 400 showers each:
 /// f − 3σ ≥ 0.90 with σ the statistical error (≈ 0.05 %), and equal to GP's integral with
 /// the sampling corrections (App. A.2.3, A.2.4; X0,eff = 15.59 mm, Ec,eff = 9.137 MeV,
 /// Z = 69.36, F_S = 2.598, ê = 0.6906, 23.1 X0 deep; numpy as for 2a): within 1 R_M,eff
@@ -588,28 +608,25 @@ fn output_layout_is_the_contract_and_h5dump_reads_it() {
         "layout.h5",
         &["--events", "70", "--layers", "12", "--cells", "7", "--chunk-events", "32", "--energy", "5"],
     );
-    let c = f.dataset("cells").unwrap();
-    assert_eq!(c.shape(), [70, 12, 7, 7]);
-    assert_eq!(c.chunk(), Some(vec![32, 12, 7, 7]));
-    assert!(c.dtype().unwrap().is::<f32>());
-    let filters = c.filters();
-    assert!(filters.iter().any(|x| matches!(x, hdf5::filters::Filter::Deflate(_))), "{filters:?}");
-    assert!(filters.iter().any(|x| matches!(x, hdf5::filters::Filter::Shuffle)), "{filters:?}");
+    let c = f.dataset("cells").unwrap().info().unwrap();
+    assert_eq!(c.shape, [70, 12, 7, 7]);
+    assert_eq!(c.chunk, Some(vec![32, 12, 7, 7]));
+    assert_eq!(c.element, ElementType::F32);
+    assert!(c.deflate && c.shuffle, "{c:?}");
+    let info = |name: &str| f.dataset(name).unwrap().info().unwrap();
     for name in ["truth/energy", "truth/x", "truth/y", "truth/deposited", "truth/leakage", "truth/visible"] {
-        let ds = f.dataset(name).unwrap();
-        assert!(ds.dtype().unwrap().is::<f64>() && ds.shape() == [70], "{name}");
+        let ds = info(name);
+        assert!(ds.element == ElementType::F64 && ds.shape == [70], "{name}");
     }
-    assert!(f.dataset("truth/particle").unwrap().dtype().unwrap().is::<i32>());
-    assert!(f.dataset("conditions/temperature").unwrap().dtype().unwrap().is::<f64>());
-    assert!(f.dataset("conditions/gain").unwrap().dtype().unwrap().is::<f64>());
-    let dead = f.dataset("conditions/dead").unwrap();
-    assert!(dead.dtype().unwrap().is::<u8>() && dead.shape() == [12, 7, 7]);
+    assert_eq!(info("truth/particle").element, ElementType::I32);
+    assert_eq!(info("conditions/temperature").element, ElementType::F64);
+    assert_eq!(info("conditions/gain").element, ElementType::F64);
+    let dead = info("conditions/dead");
+    assert!(dead.element == ElementType::U8 && dead.shape == [12, 7, 7]);
     let ids = f.dataset("event_id").unwrap().read_raw::<u64>().unwrap();
     assert_eq!(ids, (0..70).collect::<Vec<u64>>());
-    let configuration: serde_json::Value = serde_json::from_str(
-        f.attr("configuration").unwrap().read_scalar::<hdf5::types::VarLenUnicode>().unwrap().as_str(),
-    )
-    .unwrap();
+    let Some(Attr::Str(configuration)) = f.attr("configuration").unwrap() else { panic!("no `configuration`") };
+    let configuration: serde_json::Value = serde_json::from_str(&configuration).unwrap();
     assert_eq!(configuration["calorimeter"]["layers"], 12);
     assert_eq!(configuration["events"], 70);
     let x0 = attr(&f, "radiation_length_mm");
@@ -653,19 +670,14 @@ fn output_layout_is_the_contract_and_h5dump_reads_it() {
 mod mpi {
     use super::*;
 
-    fn bits(f: &hdf5::File, name: &str) -> Vec<u64> {
+    fn bits(f: &H5Group, name: &str) -> Vec<u64> {
         let ds = f.dataset(name).unwrap_or_else(|e| panic!("`{name}`: {e}"));
-        let dtype = ds.dtype().unwrap();
-        if dtype.is::<f32>() {
-            ds.read_raw::<f32>().unwrap().iter().map(|v| u64::from(v.to_bits())).collect()
-        } else if dtype.is::<f64>() {
-            ds.read_raw::<f64>().unwrap().iter().map(|v| v.to_bits()).collect()
-        } else if dtype.is::<i32>() {
-            ds.read_raw::<i32>().unwrap().iter().map(|&v| v as u64).collect()
-        } else if dtype.is::<u8>() {
-            ds.read_raw::<u8>().unwrap().iter().map(|&v| u64::from(v)).collect()
-        } else {
-            ds.read_raw::<u64>().unwrap()
+        match ds.info().unwrap().element {
+            ElementType::F32 => ds.read_raw::<f32>().unwrap().iter().map(|v| u64::from(v.to_bits())).collect(),
+            ElementType::F64 => ds.read_raw::<f64>().unwrap().iter().map(|v| v.to_bits()).collect(),
+            ElementType::I32 => ds.read_raw::<i32>().unwrap().iter().map(|&v| v as u64).collect(),
+            ElementType::U8 => ds.read_raw::<u8>().unwrap().iter().map(|&v| u64::from(v)).collect(),
+            _ => ds.read_raw::<u64>().unwrap(),
         }
     }
 
@@ -740,16 +752,16 @@ mod mpi {
             "conditions/dead",
             "event_id",
         ];
-        let reference = hdf5::File::open(dir.join("r1.h5")).unwrap();
+        let reference = open(&dir.join("r1.h5"));
         for n in [2_usize, 4] {
-            let other = hdf5::File::open(dir.join(format!("r{n}.h5"))).unwrap();
+            let other = open(&dir.join(format!("r{n}.h5")));
             for name in names {
                 let (a, b) = (bits(&reference, name), bits(&other, name));
                 assert_eq!(a.len(), b.len(), "`{name}` length with {n} ranks");
                 let first = a.iter().zip(&b).position(|(x, y)| x != y);
                 assert!(first.is_none(), "`{name}` differs at index {first:?} with {n} ranks");
             }
-            assert_eq!(other.attr("mpi_ranks").unwrap().read_scalar::<i32>().unwrap(), n as i32);
+            assert_eq!(other.attr("mpi_ranks").unwrap(), Some(Attr::I32(vec![n as i32])));
         }
     }
 }

@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use twinflow_exchange::read_dataset;
+
 mod support;
 use support::{BIN, ok, run};
 
@@ -189,8 +191,8 @@ fn simd_variants_give_bit_identical_results() {
         ok(run(cmd, &dir, Duration::from_secs(120)), "flood");
     }
     let read = |name: &str, var: &str| -> Vec<f64> {
-        let f = netcdf::open(dir.join(name)).unwrap();
-        f.variable(var).unwrap().get_values::<f64, _>(..).unwrap()
+        let f = read_dataset(&dir.join(name)).unwrap();
+        f.variable(var).unwrap().num().unwrap().to_vec()
     };
     for var in ["h", "u", "v", "max_depth", "arrival_time"] {
         let base = read("base.nc", var);
@@ -226,9 +228,9 @@ fn example_configuration_with_inflow_and_rain_runs() {
     );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("flood run finished"), "{stderr}");
-    let f = netcdf::open(dir.join("result_gauges.nc")).unwrap();
-    let h = f.variable("h").unwrap().get_values::<f64, _>(..).unwrap();
-    let samples = f.dimension_len("time").unwrap();
+    let f = read_dataset(&dir.join("result_gauges.nc")).unwrap();
+    let h = f.variable("h").unwrap().num().unwrap().to_vec();
+    let samples = f.dim_len("time");
     assert_eq!(samples, 13);
     let inlet = &h[..samples];
     assert_eq!(inlet[0], 0.0, "the inlet starts dry");
@@ -367,9 +369,9 @@ mod mpi {
     use super::*;
 
     fn read(path: &Path, name: &str) -> Vec<f64> {
-        let f = netcdf::open(path).unwrap_or_else(|e| panic!("cannot open {}: {e}", path.display()));
+        let f = read_dataset(path).unwrap_or_else(|e| panic!("cannot open {}: {e}", path.display()));
         let v = f.variable(name).unwrap_or_else(|| panic!("{} has no `{name}`", path.display()));
-        v.get_values::<f64, _>(..).unwrap()
+        v.num().unwrap().to_vec()
     }
 
     /// The same run on 1, 2 and 4 ranks gives the same fields (≤ 1e-12; the decomposition

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use rand::RngExt as _;
 use rand::SeedableRng as _;
 use rand_chacha::ChaCha8Rng;
+use twinflow_exchange::{Attr, H5File, H5Group, NcArray, write_netcdf_arrays};
 
 mod support;
 use support::{BIN, ok, run};
@@ -36,17 +37,18 @@ const MINUTE: Duration = Duration::from_secs(60);
 
 /// Writes `f64` datasets (`group/name` creates the group) and numeric root attributes.
 fn write_h5(path: &Path, datasets: &[(&str, &[usize], &[f64])], attrs: &[(&str, f64)]) {
-    let file = hdf5::File::create(path).unwrap();
+    let file = H5File::create(path).unwrap();
+    let root = file.root().unwrap();
     for (name, shape, values) in datasets {
         let (group, stem) = match name.rsplit_once('/') {
-            Some((g, s)) => (file.group(g).or_else(|_| file.create_group(g)).unwrap(), s),
-            None => (file.as_group().unwrap(), *name),
+            Some((g, s)) => (root.group_or_create(g).unwrap(), s),
+            None => (root.clone(), *name),
         };
         let arr = ndarray::ArrayD::from_shape_vec(shape.to_vec(), values.to_vec()).unwrap();
-        group.new_dataset_builder().with_data(&arr).create(stem).unwrap();
+        group.write_array(stem, &arr).unwrap();
     }
     for (name, value) in attrs {
-        file.new_attr::<f64>().shape(()).create(*name).unwrap().write_scalar(value).unwrap();
+        root.write_attr(name, &Attr::F64(vec![*value])).unwrap();
     }
 }
 
@@ -63,22 +65,35 @@ fn write_sine(path: &Path, n: usize, seed: u64) {
     write_h5(path, &[("x", &[n, 2], &x), ("y", &[n], &y)], &[]);
 }
 
+/// The root group of an HDF5 file (the handle keeps the file open).
+fn root(path: &Path) -> H5Group {
+    let f = H5File::open(path).unwrap_or_else(|e| panic!("cannot open {}: {e}", path.display()));
+    f.root().unwrap()
+}
+
+fn attr(path: &Path, name: &str) -> Attr {
+    root(path).attr(name).unwrap().unwrap_or_else(|| panic!("{} has no attribute `{name}`", path.display()))
+}
+
 fn attr_f64(path: &Path, name: &str) -> f64 {
-    hdf5::File::open(path).unwrap().attr(name).unwrap().read_scalar::<f64>().unwrap()
+    attr(path, name).as_f64().unwrap()
 }
 
 fn attr_i64(path: &Path, name: &str) -> i64 {
-    hdf5::File::open(path).unwrap().attr(name).unwrap().read_scalar::<i64>().unwrap()
+    match attr(path, name) {
+        Attr::I64(v) if v.len() == 1 => v[0],
+        other => panic!("attribute `{name}` is {other:?}, not one i64"),
+    }
 }
 
 fn read_f64(path: &Path, name: &str) -> Vec<f64> {
-    let f = hdf5::File::open(path).unwrap_or_else(|e| panic!("cannot open {}: {e}", path.display()));
+    let f = root(path);
     f.dataset(name).unwrap_or_else(|e| panic!("{} has no `{name}`: {e}", path.display())).read_raw::<f64>().unwrap()
 }
 
 /// The bits of every parameter and of the optimizer state of a model or checkpoint.
 fn state_bits(path: &Path) -> Vec<u64> {
-    let layers = hdf5::File::open(path).unwrap().group("layers").unwrap().member_names().unwrap().len();
+    let layers = root(path).group("layers").unwrap().member_names().unwrap().len();
     let mut names: Vec<String> =
         (0..layers).flat_map(|l| [format!("layers/{l}/weight"), format!("layers/{l}/bias")]).collect();
     names.extend(["optimizer/m".into(), "optimizer/v".into()]);
@@ -110,12 +125,15 @@ fn linear_model_recovers_known_coefficients() {
     let x: Vec<f64> = (0..3 * n).map(|k| offset[k % 3] + scale[k % 3] * (2.0 * rng.random::<f64>() - 1.0)).collect();
     let y: Vec<f64> = x.chunks(3).map(|r| b + r.iter().zip(&w).map(|(a, c)| a * c).sum::<f64>()).collect();
     {
-        let mut f = netcdf::create(dir.join("lin.nc")).unwrap();
-        f.add_dimension("sample", n).unwrap();
-        f.add_dimension("feature", 3).unwrap();
-        f.add_variable::<f64>("x", &["sample", "feature"]).unwrap().put_values(&x, ..).unwrap();
-        let mut g = f.add_group("truth").unwrap();
-        g.add_variable::<f64>("y", &["sample"]).unwrap().put_values(&y, ..).unwrap();
+        write_netcdf_arrays(
+            &dir.join("lin.nc"),
+            &[("sample", n), ("feature", 3)],
+            &[
+                NcArray { name: "x", dims: &["sample", "feature"], values: &x },
+                NcArray { name: "truth/y", dims: &["sample"], values: &y },
+            ],
+        )
+        .unwrap();
     }
     let args = ["train", "--data", "lin.nc", "--features", "x", "--target", "truth/y", "--model", "linear"];
     let rest = ["--lr", "0.05", "--batch", "32", "--epochs", "60", "--out", "lin.h5", "--metrics", "lin.json"];
@@ -349,8 +367,8 @@ fn flood_surrogate_beats_the_mean_predictor() {
     let features = read_f64(&table, "features");
     assert_eq!(features.len(), 24);
     assert!((features[0] - (50.0 + 450.0 * 0.5)).abs() < 0.051 && (features[1] - 100.0).abs() < 0.051, "{features:?}");
-    let names = hdf5::File::open(&table).unwrap().dataset("features").unwrap().attr("names").unwrap();
-    assert_eq!(names.read_scalar::<hdf5::types::VarLenUnicode>().unwrap().as_str(), "inflow_peak rain");
+    let names = root(&table).dataset("features").unwrap().attr("names").unwrap();
+    assert_eq!(names, Some(Attr::Str("inflow_peak rain".into())));
     assert!(read_f64(&table, "target").iter().all(|d| *d > 0.0));
     twin(
         &dir,
@@ -527,15 +545,16 @@ fn write_calorimeter(path: &Path, n: usize, seed: u64) {
         energy.push(e);
         temperature.push(290.0 + rng.random::<f64>());
     }
-    let file = hdf5::File::create(path).unwrap();
+    let file = H5File::create(path).unwrap();
+    let root = file.root().unwrap();
     let cells32: Vec<f32> = cells.iter().map(|&v| v as f32).collect();
     let cells = ndarray::Array4::from_shape_vec((n, 2, 3, 3), cells32).unwrap();
-    file.new_dataset_builder().with_data(&cells).create("cells").unwrap();
-    let truth = file.create_group("truth").unwrap();
-    truth.new_dataset_builder().with_data(&energy).create("energy").unwrap();
-    let conditions = file.create_group("conditions").unwrap();
-    conditions.new_dataset_builder().with_data(&temperature).create("temperature").unwrap();
-    file.new_attr::<f64>().shape(()).create("sampling_fraction").unwrap().write_scalar(&sf).unwrap();
+    root.write_array("cells", &cells).unwrap();
+    let truth = root.create_group("truth").unwrap();
+    truth.write_array("energy", &energy[..]).unwrap();
+    let conditions = root.create_group("conditions").unwrap();
+    conditions.write_array("temperature", &temperature[..]).unwrap();
+    root.write_attr("sampling_fraction", &Attr::F64(vec![sf])).unwrap();
 }
 
 /// On the synthetic calorimeter, an MLP on the cells (and an irrelevant temperature)
@@ -788,8 +807,7 @@ mod mpi {
                 let needle = format!("read shards {shards} of 8: {rows} of 500 samples");
                 assert!(text.contains(&needle), "{n} ranks: no `{needle}` in:\n{text}");
             }
-            let ranks = hdf5::File::open(dir.join(format!("r{n}.h5"))).unwrap().attr("mpi_ranks").unwrap();
-            assert_eq!(ranks.read_scalar::<i64>().unwrap(), n as i64);
+            assert_eq!(attr_i64(&dir.join(format!("r{n}.h5")), "mpi_ranks"), n as i64);
         }
         let reference = state_bits(&dir.join("r1.h5"));
         for n in [2, 3, 4] {

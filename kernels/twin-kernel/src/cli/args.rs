@@ -3,8 +3,8 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use twinflow_kernels::exchange::Format;
-use twinflow_kernels::flood::{BoundaryKind, ConfigIssue, FloodConfig, FloodError};
+use twinflow_exchange::Format;
+use twinflow_flood::{BoundaryKind, ConfigIssue, FloodConfig, FloodError};
 
 const AFTER_HELP: &str = "\
 Exit codes: 0 success, 1 run failed, 2 invalid command line, 3 invalid configuration or input,
@@ -307,7 +307,7 @@ pub struct FloodArgs {
 
 impl FloodArgs {
     /// Overrides `config` with the flags given.
-    pub fn apply(&self, config: &mut FloodConfig) -> anyhow::Result<()> {
+    pub fn apply(&self, config: &mut FloodConfig) -> Result<(), super::KernelError> {
         let set = |dst: &mut f64, v: Option<f64>| {
             if let Some(v) = v {
                 *dst = v;

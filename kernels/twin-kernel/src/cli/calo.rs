@@ -3,8 +3,8 @@
 use std::path::PathBuf;
 
 use clap::{Args, ValueEnum};
-use twinflow_kernels::calo::{self, CaloConfig, CaloError, ConfigIssue, Particle, Spectrum};
-use twinflow_kernels::comm::Communicator;
+use twinflow_calo::{self as calo, CaloConfig, CaloError, ConfigIssue, Particle, Spectrum};
+use twinflow_comm::Communicator;
 
 /// Help text after the options of `twin-kernel calo`.
 pub const AFTER_HELP: &str = "\
@@ -307,7 +307,7 @@ impl CaloArgs {
 }
 
 /// Runs `twin-kernel calo` (collective over the ranks of `comm`).
-pub fn run_calo(comm: &dyn Communicator, args: CaloArgs, command_line: &str) -> anyhow::Result<()> {
+pub fn run_calo(comm: &dyn Communicator, args: CaloArgs, command_line: &str) -> Result<(), super::KernelError> {
     let mut config = match &args.config {
         Some(path) => CaloConfig::from_file(path)?,
         None => CaloConfig::default(),

@@ -2,34 +2,26 @@
 
 mod args;
 mod calo;
+mod error;
 mod stage;
 mod train;
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
-use anyhow::Context as _;
 pub use args::Cli;
 use args::{Command, FloodArgs, TerrainArgs};
+pub use error::KernelError;
+use error::TerrainRequest;
+use twinflow_comm::{Communicator, SingleProcess};
 use twinflow_contract::datasets;
-use twinflow_kernels::comm::{Communicator, SingleProcess};
-use twinflow_kernels::exchange::{self, Compression, Format, Provenance, VarSpec};
-use twinflow_kernels::flood::{self, FloodConfig, FloodError, RunPaths};
-use twinflow_kernels::terrain::Valley;
+use twinflow_exchange::{self as exchange, Compression, Format, Provenance, VarSpec};
+use twinflow_flood::{self as flood, FloodConfig, RunPaths};
+use twinflow_stage::terrain::Valley;
 
-/// Exit codes of `twin-kernel`, documented in `--help`.
-pub mod exit_code {
-    /// The run finished and its outputs are in place.
-    pub const SUCCESS: u8 = 0;
-    /// The run failed (I/O, numerical failure); outputs are absent or `.partial`.
-    pub const FAILURE: u8 = 1;
-    /// The command line is invalid (reported by clap).
-    pub const USAGE: u8 = 2;
-    /// The configuration or an input file is invalid.
-    pub const INVALID_INPUT: u8 = 3;
-    /// Training stopped at `--time-limit`/`--epoch-limit` with its checkpoint written.
-    pub const STOPPED: u8 = 4;
-}
+/// Exit codes of `twin-kernel`, documented in `--help` (defined in the contract, as the
+/// engine sees them as a step's exit status).
+pub use twinflow_contract::exit_code;
 
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("TWINFLOW_LOG")
@@ -45,7 +37,7 @@ fn init_logging() {
 /// The communicator of this process: MPI when built with the `mpi` feature.
 fn communicator() -> Box<dyn Communicator> {
     #[cfg(feature = "mpi")]
-    if let Some(c) = twinflow_kernels::comm::MpiComm::init() {
+    if let Some(c) = twinflow_comm::MpiComm::init() {
         return Box::new(c);
     }
     Box::new(SingleProcess)
@@ -83,40 +75,31 @@ pub fn run(cli: Cli) -> u8 {
     };
     match outcome {
         Ok(()) => exit_code::SUCCESS,
-        Err(err) if train::is_stopped(&err) => exit_code::STOPPED,
+        // A clean stop at a limit: reported by the training loop, and every rank stops.
+        Err(KernelError::Stopped(_)) => exit_code::STOPPED,
         Err(err) => {
-            let code = if is_invalid_input(&err) { exit_code::INVALID_INPUT } else { exit_code::FAILURE };
-            let _ = writeln!(std::io::stderr(), "error (rank {rank} of {size}): {err:#}");
+            let code = err.exit_code();
+            let _ = writeln!(std::io::stderr(), "error (rank {rank} of {size}): {}", err.report());
             comm.abort_job(i32::from(code));
             code
         }
     }
 }
 
-fn on_root(rank: usize, f: impl FnOnce() -> anyhow::Result<()>) -> anyhow::Result<()> {
+fn on_root(rank: usize, f: impl FnOnce() -> Result<(), KernelError>) -> Result<(), KernelError> {
     if rank == 0 { f() } else { Ok(()) }
 }
 
-fn is_invalid_input(err: &anyhow::Error) -> bool {
-    err.chain().any(|e| {
-        e.downcast_ref::<twinflow_kernels::stage::StageError>().is_some_and(|s| s.is_invalid_input())
-            || e.downcast_ref::<twinflow_kernels::summary::SummaryError>().is_some_and(|s| s.is_invalid_input())
-            || matches!(e.downcast_ref::<FloodError>(), Some(FloodError::Config(_) | FloodError::Input { .. }))
-            || e.downcast_ref::<exchange::ExchangeError>().is_some_and(|x| {
-                matches!(x, exchange::ExchangeError::MissingVariable { .. } | exchange::ExchangeError::Layout { .. })
-            })
-            || e.downcast_ref::<serde_json::Error>().is_some()
-            || e.downcast_ref::<twinflow_kernels::calo::CaloError>().is_some_and(|c| c.is_invalid_input())
-            || e.downcast_ref::<twinflow_kernels::train::TrainError>().is_some_and(|t| t.is_invalid_input())
-    })
-}
-
-fn run_flood(comm: &dyn Communicator, args: FloodArgs, command_line: &str) -> anyhow::Result<()> {
+fn run_flood(comm: &dyn Communicator, args: FloodArgs, command_line: &str) -> Result<(), KernelError> {
     let (mut config, config_dir) = match &args.config {
         Some(path) => {
-            let text = std::fs::read_to_string(path).with_context(|| format!("cannot read `{}`", path.display()))?;
+            let text = std::fs::read_to_string(path).map_err(|source| KernelError::Io {
+                path: path.clone(),
+                action: "read",
+                source,
+            })?;
             let config: FloodConfig =
-                serde_json::from_str(&text).with_context(|| format!("invalid configuration `{}`", path.display()))?;
+                serde_json::from_str(&text).map_err(|source| KernelError::Config { path: path.clone(), source })?;
             let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
             (config, dir)
         }
@@ -138,7 +121,7 @@ fn run_flood(comm: &dyn Communicator, args: FloodArgs, command_line: &str) -> an
     Ok(())
 }
 
-fn run_terrain(args: TerrainArgs, command_line: &str) -> anyhow::Result<()> {
+fn run_terrain(args: TerrainArgs, command_line: &str) -> Result<(), KernelError> {
     let valley = Valley {
         nx: args.nx,
         ny: args.ny,
@@ -149,10 +132,11 @@ fn run_terrain(args: TerrainArgs, command_line: &str) -> anyhow::Result<()> {
         end_time: args.end_time,
         ..Valley::default()
     };
-    anyhow::ensure!(args.nx >= 4 && args.ny >= 4, "the valley needs at least 4 × 4 cells");
-    anyhow::ensure!(args.dx > 0.0 && args.dam_height > 1.0, "`--dx` must be > 0 and `--dam-height` > 1 m");
-    anyhow::ensure!(args.inflow_peak.is_none_or(|q| q.is_finite() && q > 0.0), "`--inflow-peak` must be > 0 m³/s");
-    anyhow::ensure!(args.end_time.is_none_or(|t| t.is_finite() && t > 0.0), "`--end-time` must be > 0 s");
+    let check = |ok: bool, problem: TerrainRequest| if ok { Ok(()) } else { Err(problem) };
+    check(args.nx >= 4 && args.ny >= 4, TerrainRequest::TooSmall)?;
+    check(args.dx > 0.0 && args.dam_height > 1.0, TerrainRequest::Shape)?;
+    check(args.inflow_peak.is_none_or(|q| q.is_finite() && q > 0.0), TerrainRequest::InflowPeak)?;
+    check(args.end_time.is_none_or(|t| t.is_finite() && t > 0.0), TerrainRequest::EndTime)?;
     let mut terrain = valley.generate();
     let format = args.format.map_or_else(|| Format::from_path(&args.out), Format::from);
     let parameters = serde_json::json!({
@@ -180,7 +164,11 @@ fn run_terrain(args: TerrainArgs, command_line: &str) -> anyhow::Result<()> {
         let cfg_dir = std::path::absolute(config_out)?.parent().map(Path::to_path_buf).unwrap_or_default();
         terrain.config.initial.file = Some(dem_abs.strip_prefix(&cfg_dir).map(Path::to_path_buf).unwrap_or(dem_abs));
         let text = serde_json::to_string_pretty(&terrain.config)?;
-        std::fs::write(config_out, text + "\n").with_context(|| format!("cannot write `{}`", config_out.display()))?;
+        std::fs::write(config_out, text + "\n").map_err(|source| KernelError::Io {
+            path: config_out.clone(),
+            action: "write",
+            source,
+        })?;
         tracing::info!(path = %config_out.display(), "wrote flood configuration");
     }
     Ok(())

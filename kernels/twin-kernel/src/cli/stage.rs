@@ -3,14 +3,14 @@
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
-use twinflow_kernels::exchange::{Compression, Provenance, read_dataset, write_dataset};
-use twinflow_kernels::stage::{self, StageError, Subset};
-use twinflow_kernels::summary::{self, SummaryError, SummaryOptions};
+use twinflow_exchange::{Compression, Provenance, read_dataset, write_dataset};
+use twinflow_stage::summary::{self, SummaryError, SummaryOptions};
+use twinflow_stage::{self as stage, StageError, Subset};
 
 use super::args::{StageCommand, SubsetArgs, SummaryArgs};
 
 /// Runs a staging command.
-pub(super) fn run_stage(command: StageCommand, command_line: &str) -> anyhow::Result<()> {
+pub(super) fn run_stage(command: StageCommand, command_line: &str) -> Result<(), super::KernelError> {
     let compression = Compression::default();
     match command {
         StageCommand::Convert { input, output } => {
@@ -64,7 +64,7 @@ fn read_list(path: &Path) -> Result<Vec<PathBuf>, StageError> {
 }
 
 /// Runs `twin-kernel summary`.
-pub(super) fn run_summary(args: SummaryArgs, command_line: &str) -> anyhow::Result<()> {
+pub(super) fn run_summary(args: SummaryArgs, command_line: &str) -> Result<(), super::KernelError> {
     let maps = read_dataset(&args.maps)?;
     let gauges = args.gauges.as_ref().map(|p| read_dataset(p).map(|d| (d, p))).transpose()?;
     let dem = args.dem.as_ref().map(|p| read_dataset(p).map(|d| (d, p))).transpose()?;

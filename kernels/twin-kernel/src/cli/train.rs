@@ -1,17 +1,19 @@
 //! `twin-kernel train`, `predict`, `select` and `tabulate`: arguments and runners around
-//! [`twinflow_kernels::train`].
+//! [`twinflow_train`].
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use clap::{Args, Subcommand, ValueEnum};
-use twinflow_kernels::comm::Communicator;
-use twinflow_kernels::exchange::{Compression, Provenance, write_dataset};
-use twinflow_kernels::train::predict::{self, Errors};
-use twinflow_kernels::train::select::{self, Trial};
-use twinflow_kernels::train::tabulate::{self, FloodParam};
-use twinflow_kernels::train::{
-    self, Activation, FitOutcome, Hyperparameters, Limits, LrSchedule, TargetTransform, TargetUse, TrainError,
+use twinflow_comm::Communicator;
+
+use super::error::Stopped;
+use twinflow_exchange::{Compression, Provenance, write_dataset};
+use twinflow_train::predict::{self, Errors};
+use twinflow_train::select::{self, Trial};
+use twinflow_train::tabulate::{self, FloodParam};
+use twinflow_train::{
+    self as train, Activation, FitOutcome, Hyperparameters, Limits, LrSchedule, TargetTransform, TargetUse, TrainError,
     TrainState, metrics, store,
 };
 
@@ -300,23 +302,6 @@ pub struct TabulateFloodArgs {
     pub params: Vec<ParamArg>,
 }
 
-/// Training ended at a limit with the checkpoint written (exit code 4).
-#[derive(Debug, thiserror::Error)]
-#[error(
-    "training stopped after epoch {epoch} of {epochs} ({reason}); checkpoint `{checkpoint}` written; rerun the same command with `--resume` to continue"
-)]
-pub(super) struct Stopped {
-    epoch: usize,
-    epochs: usize,
-    reason: &'static str,
-    checkpoint: String,
-}
-
-/// Whether `err` is a clean stop at a limit rather than a failure.
-pub(super) fn is_stopped(err: &anyhow::Error) -> bool {
-    err.downcast_ref::<Stopped>().is_some()
-}
-
 /// Picks a hyperparameter: the flag, else the file's value, else the default; a flag that
 /// contradicts the file is an error.
 fn pick<T: PartialEq + std::fmt::Debug + Clone>(
@@ -390,7 +375,11 @@ fn resolve(args: &TrainArgs, base: Option<&TrainState>, origin: Option<&Path>) -
 }
 
 /// Runs `twin-kernel train` (collective: every rank calls it).
-pub(super) fn run_train(comm: &dyn Communicator, args: TrainArgs, command_line: &str) -> anyhow::Result<()> {
+pub(super) fn run_train(
+    comm: &dyn Communicator,
+    args: TrainArgs,
+    command_line: &str,
+) -> Result<(), super::KernelError> {
     let since = Instant::now();
     let is_root = comm.rank() == 0;
     if args.time_limit.is_some_and(|t| !(t.is_finite() && t > 0.0)) {
@@ -515,7 +504,7 @@ pub(super) fn run_train(comm: &dyn Communicator, args: TrainArgs, command_line: 
     result
 }
 
-fn finish(args: &TrainArgs, state: &TrainState, provenance: &Provenance) -> anyhow::Result<()> {
+fn finish(args: &TrainArgs, state: &TrainState, provenance: &Provenance) -> Result<(), super::KernelError> {
     let out = store::write_model(&args.out, state, provenance)?;
     let (best_epoch, best) = state.best().unwrap_or((0, f64::NAN));
     if state.diverged {
@@ -538,7 +527,7 @@ fn finish(args: &TrainArgs, state: &TrainState, provenance: &Provenance) -> anyh
 }
 
 /// Runs `twin-kernel predict` (serial).
-pub(super) fn run_predict(args: PredictArgs, command_line: &str) -> anyhow::Result<()> {
+pub(super) fn run_predict(args: PredictArgs, command_line: &str) -> Result<(), super::KernelError> {
     let state = store::read_state(&args.model)?;
     let table = train::load_table(&args.data, &state.inputs.features, &state.inputs.target, TargetUse::IfPresent)?;
     let pred = predict::predict(&state, &table)?;
@@ -588,7 +577,7 @@ pub(super) fn run_predict(args: PredictArgs, command_line: &str) -> anyhow::Resu
 }
 
 /// Runs `twin-kernel select` (serial).
-pub(super) fn run_select(args: SelectArgs) -> anyhow::Result<()> {
+pub(super) fn run_select(args: SelectArgs) -> Result<(), super::KernelError> {
     let mut paths = args.trials.clone();
     if let Some(list) = &args.list {
         paths.extend(tabulate::read_list(list)?);
@@ -611,7 +600,7 @@ pub(super) fn run_select(args: SelectArgs) -> anyhow::Result<()> {
     let best = &ranking.trials[0];
     tracing::info!(trial = best.trial, path = %best.path.display(), val_rmse = best.state.val_rmse(), "best trial");
     if let Some(dest) = &args.best {
-        let partial = twinflow_kernels::exchange::PartialFile::new(dest)?;
+        let partial = twinflow_exchange::PartialFile::new(dest)?;
         std::fs::copy(&best.path, partial.partial_path()).map_err(|source| TrainError::Io {
             path: best.path.clone(),
             action: "copy",
@@ -624,7 +613,7 @@ pub(super) fn run_select(args: SelectArgs) -> anyhow::Result<()> {
 }
 
 /// Runs `twin-kernel tabulate ...` (serial).
-pub(super) fn run_tabulate(command: TabulateCommand, command_line: &str) -> anyhow::Result<()> {
+pub(super) fn run_tabulate(command: TabulateCommand, command_line: &str) -> Result<(), super::KernelError> {
     match command {
         TabulateCommand::Flood(args) => {
             let mut files = args.results.clone();

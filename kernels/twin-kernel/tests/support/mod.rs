@@ -20,6 +20,12 @@ pub fn scratch_in(suite: &str, name: &str) -> PathBuf {
 /// Runs `cmd` in `dir` with a deadline; a hung process is killed and the test fails.
 pub fn run(mut cmd: Command, dir: &Path, timeout: Duration) -> Output {
     let described = format!("{cmd:?}");
+    // Test threads write HDF5 fixtures while others spawn kernels: the C library opens files
+    // without O_CLOEXEC, so a child spawned meanwhile inherits the descriptor and with it
+    // the fixture's flock(2) lock, which then stays held for that child's whole life and
+    // makes the next kernel's open fail with EAGAIN ("unable to lock file"). Only this
+    // test harness writes and spawns concurrently; the kernels keep HDF5's locking.
+    cmd.env("HDF5_USE_FILE_LOCKING", "FALSE");
     cmd.current_dir(dir).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
     let mut child = cmd.spawn().unwrap_or_else(|e| panic!("cannot start {described}: {e}"));
     let start = Instant::now();
