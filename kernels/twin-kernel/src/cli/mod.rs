@@ -29,7 +29,7 @@ fn init_logging() {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_ansi(twinflow_contract::colour::enabled(std::io::IsTerminal::is_terminal(&std::io::stderr())))
         .with_target(false)
         .init();
 }
