@@ -9,11 +9,10 @@ use petgraph::algo::tarjan_scc;
 use petgraph::graph::{DiGraph, NodeIndex};
 
 use super::Validator;
-use super::model::*;
-use super::refs::{Ctx, Resolved, resolve};
 use super::types::Types;
 use crate::diag::{Diag, DiagKind, did_you_mean};
 use crate::expr::{Type, Value};
+use crate::model::*;
 use crate::spec::raw::{ParamType, RawResources, Scalar};
 use crate::spec::span::{SourceFile, Sp, Span};
 use crate::units;
@@ -79,13 +78,7 @@ impl Validator {
     pub(super) fn resolve_counts(&mut self) {
         for (s, field, t, min) in std::mem::take(&mut self.pending_counts) {
             let ns = self.wf.steps[s].ns;
-            let scope = crate::plan::scope::StaticScope {
-                wf: &self.wf,
-                ns,
-                ctx: Ctx::Namespace,
-                run_id: "<run.id>",
-                run_dir: "<run.dir>",
-            };
+            let scope = StaticScope { wf: &self.wf, ns, ctx: Ctx::Namespace };
             let got = match t.tpl.eval(&scope) {
                 Ok(Value::Int(i)) if i >= i64::from(min) && i <= 1_000_000 => Ok(i as u32),
                 Ok(Value::Int(i)) => Err(format!("`{i}` is out of range (at least {min})")),
@@ -134,7 +127,7 @@ impl Validator {
         out
     }
 
-    fn sites(&self) -> Vec<(NsIdx, Ctx, Tpl, String, Option<Type>)> {
+    fn sites(&self) -> Vec<Site> {
         sites(&self.wf)
     }
 
@@ -194,7 +187,7 @@ impl Validator {
                             format!("expected `{want}`, found `{ty}`"),
                         ));
                     }
-                    // `want` is `None` for a whole scatter expression (see `step_sites_into`).
+                    // `want` is `None` for a whole scatter expression (see `model::sites`).
                     if matches!(ctx, Ctx::ScatterOver(_)) && want.is_none() && !matches!(ty, Type::List(_) | Type::Any)
                     {
                         self.push(
@@ -226,9 +219,7 @@ impl Validator {
         let mut edges: Vec<Edge> = vec![];
         for (ns, ctx, t, _, _) in self.sites() {
             let Some(to) = ctx.step() else { continue };
-            let mut srcs = vec![];
-            sources(&self.wf, ns, ctx, &t, 0, &mut srcs);
-            edges.extend(srcs.into_iter().map(|(from, span)| Edge { from, to, span, ns }));
+            edges.extend(sources(&self.wf, ns, ctx, &t).into_iter().map(|(from, span)| Edge { from, to, span, ns }));
         }
         for (to, names) in std::mem::take(&mut self.pending_after) {
             let ns = self.wf.steps[to].ns;
@@ -323,118 +314,6 @@ impl Validator {
     }
 }
 
-/// Expression sites of one step.
-pub(crate) fn step_sites(wf: &Workflow, i: StepIdx) -> Vec<(NsIdx, Ctx, Tpl, String, Option<Type>)> {
-    let mut out = vec![];
-    step_sites_into(wf, i, &mut out);
-    out
-}
-
-fn step_sites_into(wf: &Workflow, i: StepIdx, out: &mut Vec<(NsIdx, Ctx, Tpl, String, Option<Type>)>) {
-    {
-        let s = &wf.steps[i];
-        let f = |k: &str| format!("steps.{}.{k}", s.local_name);
-        if let Some(sc) = &s.scatter {
-            for (k, v) in &sc.vars {
-                // A whole-value expression must give the list; in a literal YAML list
-                // (`[x, "${{ params.y }}"]`) each element is one value of the list.
-                let whole = matches!(v, ValueExpr::Tpl(_));
-                for t in v.templates() {
-                    let want = (!whole).then_some(Type::Any);
-                    out.push((s.ns, Ctx::ScatterOver(i), t.clone(), format!("{}.{k}", f("scatter.over")), want));
-                }
-            }
-        }
-        for (k, v) in &s.inputs {
-            for t in v.templates() {
-                out.push((s.ns, Ctx::Inputs(i), t.clone(), format!("{}.{k}", f("in")), None));
-            }
-        }
-        if let Some(w) = &s.when {
-            out.push((s.ns, Ctx::When(i), w.clone(), f("when"), Some(Type::Bool)));
-        }
-        if let Command::Run { argv, .. } = &s.command {
-            for (j, t) in argv.iter().enumerate() {
-                out.push((s.ns, Ctx::Body(i), t.clone(), format!("{}[{j}]", f("run")), None));
-            }
-        }
-        for (j, t) in s.args.iter().enumerate() {
-            out.push((s.ns, Ctx::Body(i), t.clone(), format!("{}[{j}]", f("args")), None));
-        }
-        for (k, t) in &s.env {
-            out.push((s.ns, Ctx::Body(i), t.clone(), format!("{}.{k}", f("env")), None));
-        }
-        for (k, t) in &s.publish {
-            out.push((s.ns, Ctx::Body(i), t.clone(), format!("{}.{k}", f("publish")), None));
-        }
-    }
-}
-
-/// Every expression site of the workflow with its namespace, context, field and expected type.
-pub(crate) fn sites(wf: &Workflow) -> Vec<(NsIdx, Ctx, Tpl, String, Option<Type>)> {
-    let mut out = vec![];
-    for i in 0..wf.steps.len() {
-        step_sites_into(wf, i, &mut out);
-    }
-    for (ns, n) in wf.namespaces.iter().enumerate() {
-        if let Some(parent) = n.parent {
-            for (k, v) in &n.bindings {
-                // A value that is one whole expression must have the parameter's type
-                // (`${{ params.n / 2 }}` is a float, not an int); text is parsed later.
-                let want = match v {
-                    ValueExpr::Tpl(t) if t.tpl.is_single_expr() => n.params.get(k).map(|p| p.expr_type()),
-                    _ => None,
-                };
-                for t in v.templates() {
-                    out.push((
-                        parent,
-                        Ctx::Namespace,
-                        t.clone(),
-                        format!("steps.{}.with.{k}", super::call_name(&n.prefix)),
-                        want.clone(),
-                    ));
-                }
-            }
-        }
-        for (k, t) in &n.outputs {
-            out.push((ns, Ctx::Namespace, t.clone(), format!("outputs.{k}"), None));
-        }
-    }
-    out
-}
-
-/// Steps that a template depends on, following sub-workflow bindings and outputs.
-pub(crate) fn sources(wf: &Workflow, ns: NsIdx, ctx: Ctx, t: &Tpl, depth: usize, out: &mut Vec<(StepIdx, Span)>) {
-    if depth > 32 {
-        return;
-    }
-    for r in t.tpl.references() {
-        let path: Vec<&str> = r.path.iter().map(String::as_str).collect();
-        let span = t.span.sub(r.span.start, r.span.end);
-        match resolve(wf, ns, ctx, &path) {
-            Ok(Resolved::StepOut(s, _)) | Ok(Resolved::StepValue(s, _)) => out.push((s, span)),
-            Ok(Resolved::Param(pns, name)) | Ok(Resolved::Input(pns, name)) => {
-                let n = &wf.namespaces[pns];
-                if let (Some(parent), Some(b)) = (n.parent, n.bindings.get(&name)) {
-                    for bt in b.templates() {
-                        let mut inner = vec![];
-                        sources(wf, parent, Ctx::Namespace, bt, depth + 1, &mut inner);
-                        out.extend(inner.into_iter().map(|(s, _)| (s, span)));
-                    }
-                }
-            }
-            Ok(Resolved::CallOut(child, name)) => {
-                if let Some(ot) = wf.namespaces[child].outputs.get(&name) {
-                    let mut inner = vec![];
-                    sources(wf, child, Ctx::Namespace, ot, depth + 1, &mut inner);
-                    out.extend(inner.into_iter().map(|(s, _)| (s, span)));
-                }
-            }
-            _ => {}
-        }
-    }
-}
-
 /// A cycle through the nodes of a strongly connected component, in dependency order.
 fn find_cycle(g: &DiGraph<StepIdx, usize>, scc: &[NodeIndex]) -> Vec<StepIdx> {
     let start = *scc.iter().min().unwrap_or(&scc[0]);
@@ -457,6 +336,9 @@ fn find_cycle(g: &DiGraph<StepIdx, usize>, scc: &[NodeIndex]) -> Vec<StepIdx> {
     }
     scc.iter().map(|n| g[*n]).collect()
 }
+
+/// Expression sites of one step (moved to [`crate::model::sites`]; named here by `run/`).
+pub(crate) use crate::model::step_sites;
 
 /// Checks a parameter value (from a default or from `-p`) against its declaration and
 /// converts it. Relative paths are resolved against `base`.

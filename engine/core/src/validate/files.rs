@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 
 use crate::diag::{Diag, DiagKind, Diagnostics};
 use crate::expr::Value;
+use crate::model::{ValueExpr, Workflow};
 use crate::spec::raw::FileFormat;
-use crate::validate::model::{ValueExpr, Workflow};
 
 /// The HDF5 superblock signature; it sits at offset 0, 512, 1024, 2048, ... (a user block
 /// may precede it). NetCDF-4 files are HDF5 files.

@@ -8,8 +8,6 @@
 
 pub(crate) mod checks;
 pub mod files;
-pub mod model;
-pub mod refs;
 mod types;
 
 use std::collections::{HashMap, HashSet};
@@ -19,11 +17,14 @@ use indexmap::IndexMap;
 
 use crate::diag::{Diag, DiagKind, Diagnostics, did_you_mean};
 use crate::expr::{self, Value};
+use crate::model::*;
+/// The model validation builds, also under its former path `validate::model`, which code in
+/// `run/` and `execute/` still names.
+pub use crate::model::{self, Workflow};
 use crate::spec::raw::{ParamType, RawStep, RawWorkflow, Scalar, ScatterMethod};
 use crate::spec::span::{SourceFile, Sp, Span};
 use crate::spec::{self};
 pub use checks::{check_param_value, parse_override};
-pub use model::*;
 
 /// Maximum nesting of `imports:`.
 const MAX_IMPORT_DEPTH: usize = 16;
@@ -133,11 +134,6 @@ fn empty_workflow(raw: &RawWorkflow) -> Workflow {
         param_values: IndexMap::new(),
         input_values: IndexMap::new(),
     }
-}
-
-/// Local name of the call that created a namespace, from its prefix (`outer/call/` → `call`).
-pub(crate) fn call_name(prefix: &str) -> &str {
-    prefix.trim_end_matches('/').rsplit('/').next().unwrap_or("")
 }
 
 /// `a/b/../c` → `a/c`, without touching the file system (for messages only).
@@ -398,13 +394,14 @@ impl Validator {
             .map(|(k, v)| (k.clone(), v.span()))
             .collect();
         let known: Vec<String> = n.params.keys().chain(n.inputs.keys()).cloned().collect();
+        let call = n.call_name().to_string();
         if let Some(pfile) = parent.map(|p| self.file(p)) {
             for (k, span) in unknown {
                 let mut d = Diag::new(
                     DiagKind::UnknownReference,
                     &pfile,
                     span,
-                    format!("steps.{}.with.{k}", call_name(&prefix)),
+                    format!("steps.{call}.with.{k}"),
                     format!("sub-workflow `{}` has no parameter or input `{k}`", raw.name.value),
                 );
                 if let Some(h) = did_you_mean(&k, known.iter().map(String::as_str)) {

@@ -348,7 +348,7 @@ pub async fn release(cmd: &SlurmCommands, alloc: &Allocation) -> Result<(), Allo
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::validate::model::Resources;
+    use crate::model::Resources;
 
     fn job(ranks: u32, threads: u32, memory: u64) -> JobRequest {
         JobRequest {

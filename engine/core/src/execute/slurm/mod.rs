@@ -808,7 +808,7 @@ impl Backend for SlurmBackend {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::validate::model::Resources;
+    use crate::model::Resources;
 
     fn job(task_dir: &Path, attempt: u32, memory: u64, walltime: Option<Duration>) -> JobRequest {
         let cwd = task_dir.join(format!("attempt-{attempt}"));

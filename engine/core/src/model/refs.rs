@@ -5,7 +5,7 @@
 use crate::diag::did_you_mean;
 use crate::expr::LookupError;
 
-use super::model::{LocalName, NsIdx, StepIdx, Workflow};
+use super::workflow::{LocalName, NsIdx, StepIdx, Workflow};
 
 /// Where inside a step an expression is written; decides which names are visible.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
