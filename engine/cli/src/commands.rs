@@ -660,11 +660,13 @@ fn cancel_cmd(a: &CancelArgs) -> Result<i32, Failure> {
     Ok(exit::OK)
 }
 
+/// A time stored in milliseconds since the epoch, in UTC (`2026-11-22 10:15:00`).
 fn fmt_ms(ms: i64) -> String {
-    let s = ms / 1000;
-    let (y, m, d) = twinflow_engine::ids::civil_from_days(s.div_euclid(86400));
-    let t = s.rem_euclid(86400);
-    format!("{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}", t / 3600, t / 60 % 60, t % 60)
+    match jiff::Timestamp::from_millisecond(ms) {
+        Ok(t) => t.strftime("%Y-%m-%d %H:%M:%S").to_string(),
+        // Beyond the years -9999..=9999: not a time this program wrote.
+        Err(_) => format!("{ms} ms"),
+    }
 }
 
 fn status_cmd(a: &StatusArgs) -> Result<i32, Failure> {

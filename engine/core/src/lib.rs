@@ -24,5 +24,6 @@ pub mod plan;
 pub mod run;
 pub mod spec;
 pub mod state;
+pub mod suggest;
 pub mod units;
 pub mod validate;

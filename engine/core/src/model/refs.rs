@@ -2,8 +2,8 @@
 //! ... name in a given context. Shared by validation (types, dependencies) and execution
 //! (values), so both agree on what a name means.
 
-use crate::diag::did_you_mean;
 use crate::expr::LookupError;
+use crate::suggest::did_you_mean;
 
 use super::workflow::{LocalName, NsIdx, StepIdx, Workflow};
 

@@ -10,7 +10,8 @@ pub mod span;
 
 use std::path::Path;
 
-use crate::diag::{Diag, DiagKind, Diagnostics, did_you_mean};
+use crate::diag::{Diag, DiagKind, Diagnostics};
+use crate::suggest::did_you_mean;
 use raw::RawWorkflow;
 use span::{SourceFile, Span};
 

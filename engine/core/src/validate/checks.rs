@@ -10,11 +10,12 @@ use petgraph::graph::{DiGraph, NodeIndex};
 
 use super::Validator;
 use super::types::Types;
-use crate::diag::{Diag, DiagKind, did_you_mean};
+use crate::diag::{Diag, DiagKind};
 use crate::expr::{Type, Value};
 use crate::model::*;
 use crate::spec::raw::{ParamType, Scalar};
 use crate::spec::span::{SourceFile, Sp, Span};
+use crate::suggest::did_you_mean;
 use crate::units;
 
 /// One reason a step depends on another, for cycle messages.
@@ -31,7 +32,7 @@ impl Validator {
         match units::parse_duration(&text) {
             Ok(d) => Some(d),
             Err(msg) => {
-                self.push(Diag::new(DiagKind::InvalidValue, file, v.span, field, msg));
+                self.push(Diag::new(DiagKind::InvalidValue, file, v.span, field, msg.to_string()));
                 None
             }
         }

@@ -16,7 +16,7 @@ use std::path::{Component, Path, PathBuf};
 
 use indexmap::IndexMap;
 
-use crate::diag::{Diag, DiagKind, Diagnostics, did_you_mean};
+use crate::diag::{Diag, DiagKind, Diagnostics};
 use crate::expr::{self, Value};
 use crate::model::*;
 /// The model validation builds, also under its former path `validate::model`, which code in
@@ -25,6 +25,7 @@ pub use crate::model::{self, Workflow};
 use crate::spec::raw::{ParamType, RawStep, RawWorkflow};
 use crate::spec::span::{SourceFile, Sp, Span};
 use crate::spec::{self};
+use crate::suggest::did_you_mean;
 pub use checks::{check_param_value, parse_override};
 
 /// Maximum nesting of `imports:`.

@@ -1,10 +1,11 @@
 //! What a step runs: `kernel:` or `run:` (with `shell:`), and the `args:` appended to it.
 
 use super::super::Validator;
-use crate::diag::{Diag, DiagKind, did_you_mean};
+use crate::diag::{Diag, DiagKind};
 use crate::model::{Command, Tpl};
 use crate::spec::raw::RawStep;
 use crate::spec::span::{SourceFile, Sp};
+use crate::suggest::did_you_mean;
 
 impl Validator {
     /// `kernel:` or `run:`; `None` when the step has neither or both (nothing else about it is

@@ -4,10 +4,11 @@
 use indexmap::IndexMap;
 
 use super::super::Validator;
-use crate::diag::{Diag, DiagKind, did_you_mean};
+use crate::diag::{Diag, DiagKind};
 use crate::model::Tpl;
 use crate::spec::raw::RawStep;
 use crate::spec::span::{SourceFile, Sp};
+use crate::suggest::did_you_mean;
 
 impl Validator {
     /// `publish:`: output name → target path template.

@@ -27,7 +27,13 @@ impl Validator {
         if let Some(m) = &r.memory {
             match units::parse_bytes(&m.value.to_string()) {
                 Ok(b) => out.memory = b,
-                Err(msg) => self.push(Diag::new(DiagKind::InvalidValue, file, m.span, format!("{field}.memory"), msg)),
+                Err(msg) => self.push(Diag::new(
+                    DiagKind::InvalidValue,
+                    file,
+                    m.span,
+                    format!("{field}.memory"),
+                    msg.to_string(),
+                )),
             }
         }
         if let Some(w) = &r.walltime {
