@@ -21,6 +21,7 @@ pub mod expr;
 pub mod ids;
 pub mod model;
 pub mod plan;
+pub mod programs;
 pub mod run;
 pub mod spec;
 pub mod state;
