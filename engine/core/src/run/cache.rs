@@ -173,11 +173,4 @@ fn hash_file(path: &Path) -> std::io::Result<String> {
     Ok(hasher.finalize().to_hex()[..32].to_string())
 }
 
-/// Finds `prog` on `PATH` (or returns it as is when it contains a `/`).
-pub fn which(prog: &str) -> Option<PathBuf> {
-    if prog.contains('/') {
-        return Some(PathBuf::from(prog));
-    }
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path).map(|d| d.join(prog)).find(|p| p.is_file())
-}
+pub use crate::programs::which;
