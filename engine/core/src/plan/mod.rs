@@ -19,7 +19,7 @@ use petgraph::algo::toposort;
 use petgraph::graph::{DiGraph, NodeIndex};
 
 use crate::diag::{Diag, DiagKind, Diagnostics};
-use crate::expr::Value;
+use crate::expr::{ExprError, Type, Value};
 use crate::model::{
     Ctx, Resolved, StaticScope, StepIdx, ValueExpr, Workflow, eval_value, resolve, sources, step_sites,
 };
@@ -111,6 +111,17 @@ impl ScatterTable {
     }
 }
 
+/// Why a scatter variable has no list.
+#[derive(Debug, thiserror::Error)]
+pub enum ScatterListError {
+    /// The expression gives a single value.
+    #[error("scatter variables need a list, found `{0}`")]
+    NotAList(Type),
+    /// The expression cannot be evaluated before the run.
+    #[error("{}", .0.message)]
+    Eval(ExprError),
+}
+
 /// The compiled plan.
 #[derive(Debug)]
 pub struct Plan {
@@ -172,8 +183,8 @@ pub fn compile(workflow: Arc<Workflow>) -> Result<Plan, Diagnostics> {
             let field = format!("steps.{}.scatter.over.{name}", step.local_name);
             match scatter_list(wf, &scatter, s, v) {
                 Ok(l) => vars.push((name.clone(), l)),
-                Err(msg) => {
-                    diags.push(Diag::new(DiagKind::Expression, file, v.span(), field, msg));
+                Err(e) => {
+                    diags.push(Diag::new(DiagKind::Expression, file, v.span(), field, e.to_string()));
                     ok = false;
                 }
             }
@@ -371,15 +382,15 @@ fn scatter_list(
     scatter: &[Option<ScatterTable>],
     s: StepIdx,
     v: &ValueExpr,
-) -> Result<ScatterList, String> {
+) -> Result<ScatterList, ScatterListError> {
     if let Some(d) = deferred_outputs(wf, scatter, s, v) {
         return Ok(d);
     }
     let scope = StaticScope { wf, ns: wf.steps[s].ns, ctx: Ctx::ScatterOver(s) };
     match eval_value(v, &scope) {
         Ok(Value::List(items)) => Ok(ScatterList::Values(items)),
-        Ok(other) => Err(format!("scatter variables need a list, found `{}`", other.type_of())),
-        Err(e) => Err(e.message),
+        Ok(other) => Err(ScatterListError::NotAList(other.type_of())),
+        Err(e) => Err(ScatterListError::Eval(e)),
     }
 }
 

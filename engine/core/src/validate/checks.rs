@@ -2,7 +2,6 @@
 //! plus the value checks for parameters, resources and durations.
 
 use std::collections::BTreeSet;
-use std::path::Path;
 use std::time::Duration;
 
 use petgraph::algo::tarjan_scc;
@@ -13,7 +12,7 @@ use super::types::Types;
 use crate::diag::{Diag, DiagKind};
 use crate::expr::{Type, Value};
 use crate::model::*;
-use crate::spec::raw::{ParamType, Scalar};
+use crate::spec::raw::Scalar;
 use crate::spec::span::{SourceFile, Sp, Span};
 use crate::suggest::did_you_mean;
 use crate::units;
@@ -283,125 +282,3 @@ fn find_cycle(g: &DiGraph<StepIdx, usize>, scc: &[NodeIndex]) -> Vec<StepIdx> {
 
 /// Expression sites of one step (moved to [`crate::model::sites`]; named here by `run/`).
 pub(crate) use crate::model::step_sites;
-
-/// Checks a parameter value (from a default or from `-p`) against its declaration and
-/// converts it. Relative paths are resolved against `base`.
-pub fn check_param_value(def: &ParamDef, v: &serde_json::Value, base: &Path) -> Result<Value, String> {
-    let v = match def.ty {
-        ParamType::List => {
-            let serde_json::Value::Array(items) = v else {
-                return Err(format!("expected a list, found `{v}`"));
-            };
-            let mut out = Vec::with_capacity(items.len());
-            for (i, it) in items.iter().enumerate() {
-                out.push(scalar_param(def.items, def, it, base).map_err(|m| format!("element {i}: {m}"))?);
-            }
-            return Ok(Value::List(out));
-        }
-        t => scalar_param(t, def, v, base)?,
-    };
-    Ok(v)
-}
-
-fn scalar_param(ty: ParamType, def: &ParamDef, v: &serde_json::Value, base: &Path) -> Result<Value, String> {
-    use serde_json::Value as J;
-    let bounds = |x: f64| -> Result<(), String> {
-        if let Some(lo) = def.min
-            && x < lo
-        {
-            return Err(format!("{x} is below the minimum {lo}"));
-        }
-        if let Some(hi) = def.max
-            && x > hi
-        {
-            return Err(format!("{x} is above the maximum {hi}"));
-        }
-        Ok(())
-    };
-    match (ty, v) {
-        (ParamType::Int, J::Number(n)) if n.is_i64() => {
-            let i = n.as_i64().unwrap_or_default();
-            bounds(i as f64)?;
-            Ok(Value::Int(i))
-        }
-        (ParamType::Float, J::Number(n)) => {
-            let x = n.as_f64().unwrap_or(f64::NAN);
-            if !x.is_finite() {
-                return Err("expected a finite number".into());
-            }
-            bounds(x)?;
-            Ok(Value::Float(x))
-        }
-        (ParamType::Bool, J::Bool(b)) => Ok(Value::Bool(*b)),
-        (ParamType::String, J::String(s)) => Ok(Value::Str(s.clone())),
-        (ParamType::Path, J::String(s)) => {
-            if s.contains('\0') {
-                return Err("paths cannot contain NUL".into());
-            }
-            Ok(Value::Path(base.join(s).display().to_string()))
-        }
-        (ParamType::Enum, J::String(s)) => {
-            if def.values.iter().any(|x| x == s) {
-                Ok(Value::Str(s.clone()))
-            } else {
-                let mut msg = format!(
-                    "`{s}` is not one of {}",
-                    def.values.iter().map(|x| format!("`{x}`")).collect::<Vec<_>>().join(", ")
-                );
-                if let Some(h) = did_you_mean(s, def.values.iter().map(String::as_str)) {
-                    msg += &format!(" ({h})");
-                }
-                Err(msg)
-            }
-        }
-        (t, other) => Err(format!("expected {}, found `{other}`", type_word(t))),
-    }
-}
-
-fn type_word(t: ParamType) -> &'static str {
-    match t {
-        ParamType::Int => "an integer",
-        ParamType::Float => "a number",
-        ParamType::String => "a string",
-        ParamType::Bool => "`true` or `false`",
-        ParamType::Path => "a path",
-        ParamType::Enum => "one of the listed values",
-        ParamType::List => "a list",
-    }
-}
-
-/// Interprets `-p name=TEXT` according to the parameter's type. Text is never evaluated or
-/// passed to a shell: it becomes a typed value.
-pub fn parse_override(def: &ParamDef, text: &str) -> Result<serde_json::Value, String> {
-    use serde_json::Value as J;
-    let scalar = |t: ParamType, s: &str| -> Result<J, String> {
-        Ok(match t {
-            ParamType::Int => {
-                J::from(s.trim().parse::<i64>().map_err(|_| format!("expected an integer, found `{s}`"))?)
-            }
-            ParamType::Float => {
-                let x: f64 = s.trim().parse().map_err(|_| format!("expected a number, found `{s}`"))?;
-                serde_json::Number::from_f64(x)
-                    .map(J::Number)
-                    .ok_or_else(|| format!("expected a finite number, found `{s}`"))?
-            }
-            ParamType::Bool => match s.trim() {
-                "true" => J::Bool(true),
-                "false" => J::Bool(false),
-                _ => return Err(format!("expected `true` or `false`, found `{s}`")),
-            },
-            _ => J::String(s.to_string()),
-        })
-    };
-    if def.ty == ParamType::List {
-        let t = text.trim();
-        if t.starts_with('[') {
-            return serde_json::from_str(t).map_err(|e| format!("invalid JSON list: {e}"));
-        }
-        if t.is_empty() {
-            return Ok(J::Array(vec![]));
-        }
-        return t.split(',').map(|p| scalar(def.items, p.trim())).collect::<Result<Vec<_>, _>>().map(J::Array);
-    }
-    scalar(def.ty, text)
-}

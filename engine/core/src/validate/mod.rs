@@ -8,6 +8,7 @@
 
 pub(crate) mod checks;
 pub mod files;
+mod params;
 mod step;
 mod types;
 
@@ -26,7 +27,7 @@ use crate::spec::raw::{ParamType, RawStep, RawWorkflow};
 use crate::spec::span::{SourceFile, Sp, Span};
 use crate::spec::{self};
 use crate::suggest::did_you_mean;
-pub use checks::{check_param_value, parse_override};
+pub use params::{ParamError, check_param_value, parse_override};
 
 /// Maximum nesting of `imports:`.
 const MAX_IMPORT_DEPTH: usize = 16;
@@ -618,13 +619,13 @@ impl Validator {
             }
             let n = &self.wf.namespaces[child];
             let typed = if let Some(def) = n.params.get(&k.value) {
-                checks::check_param_value(def, &v.value, &base)
+                check_param_value(def, &v.value, &base)
             } else if n.inputs.contains_key(&k.value) {
                 match &v.value {
                     serde_json::Value::String(p) if !p.is_empty() => {
                         Ok(crate::expr::Value::Path(base.join(p).display().to_string()))
                     }
-                    other => Err(format!("an input is a file path, found `{other}`")),
+                    other => Err(ParamError::NotAPath(other.to_string())),
                 }
             } else {
                 continue; // unknown names are reported with the namespace
@@ -706,7 +707,7 @@ impl Validator {
         if let Some(d) = &p.default {
             match check_param_value(&def, &d.value, &file.abs_dir()) {
                 Ok(v) => def.default = Some(v),
-                Err(msg) => self.push(Diag::new(DiagKind::Type, file, d.span, format!("{field}.default"), msg)),
+                Err(e) => self.push(Diag::new(DiagKind::Type, file, d.span, format!("{field}.default"), e.to_string())),
             }
         }
         Some(def)
@@ -739,7 +740,7 @@ impl Validator {
                     Ok(v) => {
                         values.insert(name.clone(), v);
                     }
-                    Err(msg) => diags.push(Diag::detached(DiagKind::Param, format!("-p {name}"), msg)),
+                    Err(e) => diags.push(Diag::detached(DiagKind::Param, format!("-p {name}"), e.to_string())),
                 },
             }
         }
