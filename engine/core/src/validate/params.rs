@@ -8,6 +8,11 @@ use crate::model::ParamDef;
 use crate::spec::raw::ParamType;
 use crate::suggest::did_you_mean;
 
+use super::{Overrides, Validator};
+use crate::diag::{Diag, DiagKind};
+use crate::spec::span::{SourceFile, Sp};
+use indexmap::IndexMap;
+
 /// A parameter value that does not fit its declaration.
 #[derive(Debug, thiserror::Error)]
 pub enum ParamError {
@@ -187,6 +192,167 @@ pub fn parse_override(def: &ParamDef, text: &str) -> Result<serde_json::Value, P
         return t.split(',').map(|p| scalar(def.items, p.trim())).collect::<Result<Vec<_>, _>>().map(J::Array);
     }
     scalar(def.ty, text)
+}
+
+impl Validator {
+    pub(super) fn param_def(
+        &mut self,
+        file: &SourceFile,
+        name: &Sp<String>,
+        p: &Sp<crate::spec::raw::RawParam>,
+    ) -> Option<ParamDef> {
+        self.check_name(file, name, "params");
+        let field = format!("params.{}", name.value);
+        let ty = p.ty.value;
+        let items = p.items.as_ref().map(|i| i.value).unwrap_or(ParamType::String);
+        if p.items.is_some() && ty != ParamType::List {
+            self.push(Diag::new(
+                DiagKind::InvalidValue,
+                file,
+                p.items.as_ref().map_or(p.span, |i| i.span),
+                format!("{field}.items"),
+                "`items` only applies to `type: list`",
+            ));
+        }
+        if items == ParamType::List {
+            self.push(Diag::new(
+                DiagKind::InvalidValue,
+                file,
+                p.span,
+                format!("{field}.items"),
+                "lists of lists are not supported",
+            ));
+        }
+        let values: Vec<String> =
+            p.values.as_ref().map(|v| v.value.iter().map(|s| s.value.clone()).collect()).unwrap_or_default();
+        if ty == ParamType::Enum && values.is_empty() {
+            self.push(Diag::new(
+                DiagKind::MissingKey,
+                file,
+                p.ty.span,
+                format!("{field}.values"),
+                "an `enum` parameter needs `values: [...]`",
+            ));
+        }
+        let mut def = ParamDef {
+            ty,
+            items,
+            default: None,
+            min: p.min.as_ref().map(|m| m.value),
+            max: p.max.as_ref().map(|m| m.value),
+            values,
+            span: name.span,
+        };
+        if let (Some(lo), Some(hi)) = (def.min, def.max)
+            && lo > hi
+        {
+            self.push(Diag::new(
+                DiagKind::InvalidValue,
+                file,
+                p.min.as_ref().map_or(p.span, |m| m.span),
+                format!("{field}.min"),
+                format!("`min` ({lo}) is larger than `max` ({hi})"),
+            ));
+        }
+        if let Some(d) = &p.default {
+            match check_param_value(&def, &d.value, &file.abs_dir()) {
+                Ok(v) => def.default = Some(v),
+                Err(e) => self.push(Diag::new(DiagKind::Type, file, d.span, format!("{field}.default"), e.to_string())),
+            }
+        }
+        Some(def)
+    }
+
+    pub(super) fn resolve_root_params(&mut self, overrides: &Overrides) {
+        let file = self.file(0);
+        let root = &self.wf.namespaces[0];
+        let mut values = IndexMap::new();
+        let mut diags = vec![];
+        for (name, raw) in &overrides.params {
+            match root.params.get(name) {
+                None => {
+                    let mut d = Diag::detached(
+                        DiagKind::Param,
+                        format!("-p {name}"),
+                        format!("workflow `{}` has no parameter `{name}`", self.wf.name),
+                    );
+                    d = d.with_help(did_you_mean(name, root.params.keys().map(String::as_str)).unwrap_or_else(|| {
+                        format!(
+                            "parameters: {}",
+                            root.params.keys().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(", ")
+                        )
+                    }));
+                    diags.push(d);
+                }
+                Some(def) => match parse_override(def, raw)
+                    .and_then(|j| check_param_value(def, &j, &crate::spec::span::absolute(Path::new("."))))
+                {
+                    Ok(v) => {
+                        values.insert(name.clone(), v);
+                    }
+                    Err(e) => diags.push(Diag::detached(DiagKind::Param, format!("-p {name}"), e.to_string())),
+                },
+            }
+        }
+        for (name, def) in &root.params {
+            // A parameter given with a bad value was reported above; it is not also missing.
+            if values.contains_key(name) || overrides.params.iter().any(|(k, _)| k == name) {
+                continue;
+            }
+            match &def.default {
+                Some(v) => {
+                    values.insert(name.clone(), v.clone());
+                }
+                None => diags.push(
+                    Diag::new(
+                        DiagKind::Param,
+                        &file,
+                        def.span,
+                        format!("params.{name}"),
+                        format!("parameter `{name}` has no default and was not given"),
+                    )
+                    .with_help(format!("pass it with `-p {name}=VALUE`")),
+                ),
+            }
+        }
+        let mut inputs = IndexMap::new();
+        for (name, path) in &overrides.inputs {
+            if root.inputs.contains_key(name) {
+                inputs.insert(name.clone(), crate::spec::span::absolute(path));
+            } else {
+                diags.push(Diag::detached(
+                    DiagKind::Param,
+                    format!("-i {name}"),
+                    format!("workflow `{}` has no input `{name}`", self.wf.name),
+                ));
+            }
+        }
+        for (name, def) in &root.inputs {
+            if inputs.contains_key(name) {
+                continue;
+            }
+            match &def.default {
+                Some(p) => {
+                    inputs.insert(name.clone(), p.clone());
+                }
+                None => diags.push(
+                    Diag::new(
+                        DiagKind::Param,
+                        &file,
+                        def.span,
+                        format!("inputs.{name}"),
+                        format!("input `{name}` has no default and was not given"),
+                    )
+                    .with_help(format!("pass it with `-i {name}=PATH`")),
+                ),
+            }
+        }
+        self.wf.param_values = values;
+        self.wf.input_values = inputs;
+        for d in diags {
+            self.push(d);
+        }
+    }
 }
 
 #[cfg(test)]
