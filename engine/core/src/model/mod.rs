@@ -4,7 +4,7 @@
 //! - [`workflow`]: the types ([`Workflow`], [`Namespace`], [`Step`], ...);
 //! - [`resources`]: what one task asks for ([`Resources`]);
 //! - [`refs`]: what a `${{ }}` reference names in a given context ([`resolve`]);
-//! - [`sites`]: where expressions are written and which steps each reads ([`sources`]);
+//! - [`sites`](mod@sites): where expressions are written and which steps each reads ([`sources`]);
 //! - [`eval`]: values known before the run (parameters, inputs, bindings: [`StaticScope`]).
 //!
 //! Validation and planning both ask these questions; keeping the answers here means
