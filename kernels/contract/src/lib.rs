@@ -120,3 +120,20 @@ pub mod cf {
 
 /// Suffix of the temporary name an output is written under before it is renamed into place.
 pub const PARTIAL_SUFFIX: &str = ".partial";
+
+/// When the programs colour their output: one rule for `twinflow` and `twin-kernel`.
+pub mod colour {
+    /// Colour is used only on a terminal, and not when `NO_COLOR` is set to a non-empty
+    /// value (<https://no-color.org>: an empty `NO_COLOR` does not count).
+    pub fn enabled(terminal: bool) -> bool {
+        terminal && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+    }
+
+    #[cfg(test)]
+    mod tests {
+        #[test]
+        fn never_without_a_terminal() {
+            assert!(!super::enabled(false));
+        }
+    }
+}

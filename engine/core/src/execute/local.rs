@@ -1,12 +1,13 @@
 //! The local backend: steps run as child processes of the engine, multi-rank steps under
 //! `mpiexec -n R` (launcher, flavour, flags and environment from a site profile's
-//! `mpiexec:` section, see [`super::slurm::profile::Mpiexec`]).
+//! `mpiexec:` section, see [`super::launch::Mpiexec`]).
 //!
 //! Each job gets a tokio task that waits for the child (with its timeout and a cancel
 //! signal) and records the [`Outcome`]; `poll` reads those records, `wait` sleeps until one
 //! arrives. The scheduler decides what fits; this backend only runs what it is given.
 
 use std::collections::HashMap;
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -14,7 +15,7 @@ use async_trait::async_trait;
 use tokio::sync::{Notify, watch};
 
 use super::process;
-use super::{Backend, BackendError, Capacity, JobRequest, JobStatus, Outcome, Rendered};
+use super::{Adopted, Backend, BackendError, Capacity, JobRequest, JobStatus, Leftover, Outcome, Rendered};
 use crate::ids::JobId;
 
 /// Settings of the local backend.
@@ -25,12 +26,12 @@ pub struct LocalOptions {
     /// Memory the scheduler may fill, in bytes (default: physical memory).
     pub memory: Option<u64>,
     /// MPI launcher for steps with more than one rank (default: `mpiexec`, MPICH).
-    pub mpiexec: super::slurm::profile::Mpiexec,
+    pub mpiexec: super::launch::Mpiexec,
     /// Grace period between SIGTERM and SIGKILL.
     pub grace: Duration,
     /// Launch every step into a SLURM allocation with `srun --exact` instead (allocation
     /// mode, see [`super::slurm::allocation`]).
-    pub srun: Option<super::slurm::allocation::SrunLaunch>,
+    pub srun: Option<super::launch::SrunLaunch>,
 }
 
 impl Default for LocalOptions {
@@ -38,7 +39,7 @@ impl Default for LocalOptions {
         Self {
             cores: std::thread::available_parallelism().map_or(1, |n| n.get() as u32),
             memory: physical_memory(),
-            mpiexec: super::slurm::profile::Mpiexec::default(),
+            mpiexec: super::launch::Mpiexec::default(),
             grace: Duration::from_secs(10),
             srun: None,
         }
@@ -57,7 +58,7 @@ pub fn physical_memory() -> Option<u64> {
 /// `mpiexec -n R` when the step has more than one rank (in allocation mode: by `srun`).
 pub fn render_argv(opts: &LocalOptions, job: &JobRequest) -> Vec<String> {
     if let Some(l) = &opts.srun {
-        return super::slurm::allocation::srun_argv(l, job);
+        return super::launch::srun_argv(l, job);
     }
     if job.resources.ranks > 1 {
         let mut v = opts.mpiexec.prefix(job.resources.ranks);
@@ -246,6 +247,24 @@ impl Backend for LocalBackend {
         }
         let _ = tokio::time::timeout(max, self.notify.notified()).await;
     }
+
+    async fn recover(
+        &mut self,
+        run_id: &str,
+        _run_dir: &Path,
+        leftovers: &[Leftover],
+    ) -> Result<Vec<Option<Adopted>>, BackendError> {
+        // Steps a killed engine left running are in their own process groups and outlived
+        // it; stop them before their tasks start again. They are found by the run id every
+        // step has in its environment.
+        for pgid in process::groups_with_env(twinflow_contract::env::RUN_ID, run_id) {
+            if pgid != std::process::id() {
+                tracing::info!(pgid, "stopping a step the previous engine left running");
+                process::signal_group(pgid, nix::sys::signal::Signal::SIGKILL);
+            }
+        }
+        Ok(vec![None; leftovers.len()])
+    }
 }
 
 impl LocalBackend {
@@ -259,7 +278,7 @@ impl LocalBackend {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::execute::slurm::profile::Profile;
+    use crate::execute::profile::Profile;
     use crate::model::Resources;
 
     fn job(ranks: u32) -> JobRequest {

@@ -5,11 +5,13 @@
 //! What a backend would run is rendered by a pure function ([`Backend::render`]) so
 //! `twinflow plan` can show it and tests can snapshot it without running anything.
 
+pub mod launch;
 pub mod local;
 pub mod process;
+pub mod profile;
 pub mod slurm;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
@@ -176,6 +178,34 @@ pub enum BackendError {
     Cancel(String),
 }
 
+/// A task an earlier engine of a run did not see finish (see [`Backend::recover`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Leftover {
+    /// Task name (`sim[3]`).
+    pub task: String,
+    /// The task's directory (`steps/STEP[/MEMBER]`), holding its `attempt-N` directories.
+    pub task_dir: PathBuf,
+    /// Attempts the run database records.
+    pub attempts: u32,
+    /// The job of the recorded last attempt, when the database still has it running.
+    pub open_job: Option<JobId>,
+}
+
+/// A job an earlier engine started that the backend follows again (see
+/// [`Backend::recover`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Adopted {
+    /// Its attempt number.
+    pub attempt: u32,
+    /// Its job id.
+    pub job: JobId,
+    /// Its attempt directory.
+    pub dir: PathBuf,
+    /// Whether the run database already records the attempt (false when the engine died
+    /// between the backend writing the job id and the database recording it).
+    pub recorded: bool,
+}
+
 /// An executor of jobs.
 #[async_trait]
 pub trait Backend: Send {
@@ -208,14 +238,20 @@ pub trait Backend: Send {
     async fn cancel(&mut self, ids: &[JobId]) -> Result<(), BackendError>;
     /// Waits until a job may have changed state, at most `max`.
     async fn wait(&mut self, max: Duration);
-    /// Whether jobs outlive the engine and a later engine can follow them (`run --resume`):
-    /// true for batch systems. When false, a resumed run stops what the previous engine left
-    /// running and starts those tasks again.
-    fn can_adopt(&self) -> bool {
-        false
+    /// Resume (`run --resume`): deals with what an earlier engine of run `run_id` (in
+    /// `run_dir`) left behind, given the tasks it did not see finish. A backend whose jobs
+    /// outlive the engine (a batch system) finds the jobs still in flight, follows them from
+    /// now on (later `poll`s report them, `cancel` stops them) and returns one entry per
+    /// leftover, `Some` where it follows a job. A backend whose jobs die with the engine
+    /// stops whatever is left of them (the local backend kills the process groups of the
+    /// run's steps) and follows nothing: those tasks start again. The default does nothing.
+    async fn recover(
+        &mut self,
+        run_id: &str,
+        run_dir: &Path,
+        leftovers: &[Leftover],
+    ) -> Result<Vec<Option<Adopted>>, BackendError> {
+        let _ = (run_id, run_dir);
+        Ok(vec![None; leftovers.len()])
     }
-    /// Follows jobs that an earlier engine submitted (`run --resume`), given with their
-    /// attempt directories, as if this backend had submitted them: later `poll`s report them
-    /// and `cancel` stops them.
-    fn adopt(&mut self, _jobs: &[(JobId, PathBuf)]) {}
 }

@@ -13,6 +13,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use super::scope::TaskResult;
+use crate::model::Step;
 use crate::state::{StateError, Store};
 
 /// The parts of a cache key, kept so `twinflow why` can say which one changed.
@@ -78,6 +80,62 @@ impl Components {
         }
         out
     }
+}
+
+/// The one cache decision, used by `twinflow run` and `twinflow why` alike: may the last
+/// successful execution of a task stand in for running it with components `now`?
+#[derive(Debug)]
+pub enum Decision {
+    /// Yes: its result (directory and values).
+    UpToDate(TaskResult),
+    /// No, for this reason.
+    Stale(Staleness),
+}
+
+/// Why a task is not up to date (see [`Decision`]).
+#[derive(Debug)]
+pub enum Staleness {
+    /// It never succeeded (in any run of this workflow in this runs directory).
+    NeverRan,
+    /// Its cache key changed; the components of its last success, as stored.
+    KeyChanged(String),
+    /// The key matches but the result directory or one of its outputs is gone.
+    OutputsGone(PathBuf),
+}
+
+impl Staleness {
+    /// Reasons in words, given the components it would run with now.
+    pub fn reasons(&self, now: &Components) -> Vec<String> {
+        match self {
+            Staleness::NeverRan => vec!["it has never run successfully".into()],
+            Staleness::KeyChanged(old) => {
+                let old: Components = serde_json::from_str(old).unwrap_or_default();
+                let d = now.diff(&old);
+                if d.is_empty() { vec!["its cache key changed".into()] } else { d }
+            }
+            Staleness::OutputsGone(dir) => vec![format!("its outputs are gone from `{}`", dir.display())],
+        }
+    }
+}
+
+/// Decides whether task `name` (of step `step`) is up to date with components `now`: its
+/// last success had the same key and every declared output is still where it left it.
+pub fn decide(
+    store: &Store,
+    workflow: &str,
+    name: &str,
+    step: &Step,
+    now: &Components,
+) -> Result<Decision, StateError> {
+    let Some(e) = store.cache_get(workflow, name)? else { return Ok(Decision::Stale(Staleness::NeverRan)) };
+    if e.key != now.key() {
+        return Ok(Decision::Stale(Staleness::KeyChanged(e.components)));
+    }
+    let dir = PathBuf::from(&e.dir);
+    if !dir.is_dir() || !step.outputs.values().chain(step.values.values()).all(|rel| dir.join(rel).exists()) {
+        return Ok(Decision::Stale(Staleness::OutputsGone(dir)));
+    }
+    Ok(Decision::UpToDate(TaskResult { dir, values: super::attempt::parse_values(Some(&e.outputs)) }))
 }
 
 fn short(s: &str) -> String {

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use petgraph::algo::toposort;
 
-use super::cache::{Components, Hasher};
+use super::cache::{Decision, Hasher, decide};
 use super::job::{components, key_view, resolve_task};
 use super::scope::{Mode, TaskResult};
 use crate::plan::Plan;
@@ -49,38 +49,17 @@ pub fn why(plan: &Plan, store: &mut Store, step: Option<&str>, kernel: &Path) ->
         if let Some(u) = &upstream {
             reasons.push(format!("upstream `{u}` would run"));
         } else {
-            let entry = store.cache_get(&wf.name, &name)?;
             let run_dir = Path::new("<run-dir>");
-            let exec = resolve_task(plan, t, &results, &placeholder, "<run>", run_dir, Mode::Exec, kernel);
-            let is_kernel = matches!(wf.steps[t.step as usize].command, crate::validate::model::Command::Kernel(_));
-            match (exec, entry) {
-                (Err(e), _) => reasons.push(format!("cannot be resolved yet: {e}")),
-                (_, None) => reasons.push("it has never run successfully".into()),
-                (Ok(exec), Some(entry)) => {
+            let step = &wf.steps[t.step as usize];
+            let is_kernel = matches!(step.command, crate::validate::model::Command::Kernel(_));
+            match resolve_task(plan, t, &results, &placeholder, "<run>", run_dir, Mode::Exec, kernel) {
+                Err(e) => reasons.push(format!("cannot be resolved yet: {e}")),
+                Ok(exec) => {
                     let keyv = key_view(&exec, &placeholder, run_dir, "<run>", is_kernel);
                     let now = components(plan, t, &keyv, &exec, store, &mut hasher, &mut memo)?;
-                    if now.key() != entry.key {
-                        let old: Components = serde_json::from_str(&entry.components).unwrap_or_default();
-                        let d = now.diff(&old);
-                        if d.is_empty() {
-                            reasons.push("its cache key changed".into());
-                        }
-                        reasons.extend(d);
-                    } else {
-                        let dir = PathBuf::from(&entry.dir);
-                        let st = &wf.steps[t.step as usize];
-                        let missing: Vec<&String> = st
-                            .outputs
-                            .values()
-                            .chain(st.values.values())
-                            .filter(|rel| !dir.join(rel).exists())
-                            .collect();
-                        if !missing.is_empty() {
-                            reasons.push(format!("its outputs are gone from `{}`", dir.display()));
-                        } else {
-                            let values = super::parse_values(Some(&entry.outputs));
-                            results[i.index()] = Some(Box::new(TaskResult { dir, values }));
-                        }
+                    match decide(store, &wf.name, &name, step, &now)? {
+                        Decision::UpToDate(result) => results[i.index()] = Some(Box::new(result)),
+                        Decision::Stale(why) => reasons.extend(why.reasons(&now)),
                     }
                 }
             }

@@ -33,10 +33,10 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use super::commands::SlurmCommands;
-use super::profile::Profile;
-use super::script::{self, sbatch_path, shell_quote, slurm_mem_mb};
+use super::script::{self, sbatch_path, shell_quote};
 use super::status::{self, Phase};
-use crate::execute::JobRequest;
+use crate::execute::launch::SrunLaunch;
+use crate::execute::profile::Profile;
 use crate::ids::JobId;
 
 /// Size of the holder job twinflow submits when it is not inside an allocation.
@@ -48,22 +48,6 @@ pub struct AllocationRequest {
     pub cpus: u32,
     /// `--time`.
     pub time: Option<Duration>,
-}
-
-/// How steps are launched into an allocation (the local backend's launcher).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SrunLaunch {
-    /// The allocation's job id (`--jobid`).
-    pub job_id: String,
-    /// `--mpi=` plugin.
-    pub mpi: Option<String>,
-    /// Further srun flags from the profile.
-    pub flags: Vec<String>,
-    /// Memory per CPU of the allocation in MiB, given to steps that do not declare memory.
-    pub mem_per_cpu_mb: Option<u64>,
-    /// Shell text run before each step (the profile's modules, set-up and environment, see
-    /// [`super::script::srun_prelude`]).
-    pub prelude: Option<String>,
 }
 
 /// An allocation the run's steps go into.
@@ -109,41 +93,6 @@ pub enum AllocationError {
         /// Why.
         source: std::io::Error,
     },
-}
-
-/// The `srun` words that launch `job` as a step of the allocation, followed by its argv.
-/// Every step goes through `srun` (one rank too), so SLURM accounts and confines it.
-pub fn srun_argv(launch: &SrunLaunch, job: &JobRequest) -> Vec<String> {
-    let r = &job.resources;
-    let mut v = vec![
-        "srun".to_string(),
-        format!("--jobid={}", launch.job_id),
-        "--exact".into(),
-        format!("--job-name={}", script::job_name(&job.name)),
-        format!("--nodes={}", r.nodes.max(1)),
-        format!("--ntasks={}", r.ranks.max(1)),
-        format!("--cpus-per-task={}", r.threads.max(1)),
-    ];
-    if r.memory > 0 {
-        v.push(format!("--mem={}M", slurm_mem_mb(r.memory, r.nodes)));
-    } else if let Some(m) = launch.mem_per_cpu_mb {
-        v.push(format!("--mem-per-cpu={m}M"));
-    }
-    if r.gpus > 0 {
-        v.push(format!("--gres=gpu:{}", r.gpus));
-    }
-    if r.ranks > 1
-        && let Some(m) = &launch.mpi
-    {
-        v.push(format!("--mpi={m}"));
-    }
-    v.extend(launch.flags.iter().cloned());
-    if let Some(p) = &launch.prelude {
-        // `$0` of the prelude; the step's argv follows as "$@".
-        v.extend(["bash".to_string(), "-c".into(), p.clone(), "twinflow-step".into()]);
-    }
-    v.extend(job.argv.iter().cloned());
-    v
 }
 
 /// The heartbeat file of allocation `job_id`, in the directory of the holder's script and
@@ -348,6 +297,8 @@ pub async fn release(cmd: &SlurmCommands, alloc: &Allocation) -> Result<(), Allo
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::execute::JobRequest;
+    use crate::execute::launch::srun_argv;
     use crate::model::Resources;
 
     fn job(ranks: u32, threads: u32, memory: u64) -> JobRequest {

@@ -17,7 +17,7 @@
 //! - **Cancel**: one `scancel` for many jobs (SLURM sends SIGTERM, then SIGKILL after
 //!   `KillWait`). A job found `CANCELLED` that twinflow did not cancel counts as a failure,
 //!   so the step's retry policy applies.
-//! - **Resume**: jobs outlive the engine; [`Backend::adopt`] follows them again. An engine
+//! - **Resume**: jobs outlive the engine; [`Backend::recover`] follows them again. An engine
 //!   killed while `sbatch` ran left a script but no job id: [`recover_unrecorded`] looks
 //!   such attempts up in the queue by their `--comment` tag before anything is resubmitted.
 //! - **Throttling**: `limits.max_jobs` becomes [`Capacity::max_jobs`]; `limits.submit_rate`
@@ -28,7 +28,6 @@
 
 pub mod allocation;
 pub mod commands;
-pub mod profile;
 pub mod script;
 pub mod status;
 
@@ -38,11 +37,14 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 
-use super::{Backend, BackendError, CANCELLED_FILE, Capacity, JOB_ID_FILE, JobRequest, JobStatus, Outcome, Rendered};
+use super::{
+    Adopted, Backend, BackendError, CANCELLED_FILE, Capacity, JOB_ID_FILE, JobRequest, JobStatus, Leftover, Outcome,
+    Rendered,
+};
+pub use crate::execute::profile::{Profile, ProfileError, StatusSource};
 use crate::ids::JobId;
 pub use commands::CALL_LOG_ENV;
 use commands::{CommandError, SlurmCommands};
-pub use profile::{Profile, ProfileError, StatusSource};
 use status::{FinalRow, Phase};
 
 /// File of the attempt's `.twinflow/` directory holding the submitted script.
@@ -787,22 +789,70 @@ impl Backend for SlurmBackend {
         tokio::time::sleep(until.min(max)).await;
     }
 
-    fn can_adopt(&self) -> bool {
-        true
-    }
-
-    fn adopt(&mut self, jobs: &[(JobId, PathBuf)]) {
-        for (id, dir) in jobs {
-            self.jobs.entry(id.clone()).or_insert(Tracked {
+    async fn recover(
+        &mut self,
+        _run_id: &str,
+        run_dir: &Path,
+        leftovers: &[Leftover],
+    ) -> Result<Vec<Option<Adopted>>, BackendError> {
+        // First the submissions the killed engine did not see the end of: SLURM may have
+        // accepted them; those found get their `job_id` file like any other.
+        let run_dir = std::fs::canonicalize(run_dir).unwrap_or(run_dir.to_path_buf());
+        let r = recover_unrecorded(&self.cmd, &run_dir).await.map_err(|e| {
+            // Submitting again without knowing could run a task twice: stop and say why.
+            BackendError::Poll(format!(
+                "cannot check whether SLURM accepted the jobs the previous engine was submitting: {e}"
+            ))
+        })?;
+        if r.unsure > 0 {
+            tracing::info!(
+                unsure = r.unsure,
+                found = r.found.len(),
+                "looked up submissions the previous engine did not see the end of"
+            );
+        }
+        for (dir, id) in &r.found {
+            tracing::info!(job = %id, "job {id} was accepted before the previous engine stopped: following it ({})", dir.display());
+        }
+        let out: Vec<Option<Adopted>> = leftovers.iter().map(adoptable).collect();
+        for a in out.iter().flatten() {
+            self.jobs.entry(a.job.clone()).or_insert(Tracked {
                 name: None,
-                dir: dir.clone(),
+                dir: a.dir.clone(),
                 last: JobStatus::Queued,
                 missing_since: None,
                 warned: false,
             });
+            self.refresh = true;
         }
-        self.refresh = true;
+        Ok(out)
     }
+}
+
+/// The job of a task's latest attempt if it may still be in flight: the attempt after the
+/// recorded one when the backend wrote its job id but the engine died before recording it,
+/// else the recorded attempt if the database still has it running under the same job id.
+/// Either way the attempt directory must hold the backend's job id file, so a job id of
+/// another backend (a local pid) is never taken for a batch job.
+fn adoptable(l: &Leftover) -> Option<Adopted> {
+    let dir = |n: u32| l.task_dir.join(format!("attempt-{n}"));
+    let read_id = |n: u32| {
+        std::fs::read_to_string(dir(n).join(".twinflow").join(JOB_ID_FILE))
+            .ok()
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+    };
+    let next = l.attempts + 1;
+    if let Some(id) = read_id(next) {
+        return Some(Adopted { attempt: next, job: JobId(id), dir: dir(next), recorded: false });
+    }
+    let id = read_id(l.attempts).filter(|_| l.attempts > 0)?;
+    (l.open_job.as_ref().map(|j| j.0.as_str()) == Some(id.as_str())).then(|| Adopted {
+        attempt: l.attempts,
+        job: JobId(id),
+        dir: dir(l.attempts),
+        recorded: true,
+    })
 }
 
 #[cfg(test)]

@@ -13,8 +13,9 @@ use std::fmt::Write;
 use std::path::Path;
 use std::time::Duration;
 
-use super::profile::Profile;
 use crate::execute::JobRequest;
+pub use crate::execute::launch::{job_name, slurm_mem_mb};
+use crate::execute::profile::{Profile, is_env_name};
 
 /// Quotes a word for bash: unchanged when it only has safe characters, else in single
 /// quotes with each `'` written as `'\''` (nothing is special inside single quotes).
@@ -26,31 +27,12 @@ pub fn shell_quote(s: &str) -> String {
     }
 }
 
-/// A valid shell variable name: `[A-Za-z_][A-Za-z0-9_]*`.
-pub fn is_env_name(s: &str) -> bool {
-    let mut c = s.chars();
-    matches!(c.next(), Some(f) if f.is_ascii_alphabetic() || f == '_')
-        && c.all(|x| x.is_ascii_alphanumeric() || x == '_')
-}
-
 /// A path in an `#SBATCH` line: sbatch reads double quotes there, so a path with spaces is
 /// double-quoted. (A path with a `"` or a newline cannot be written; twinflow's run
 /// directories never have one.)
 pub fn sbatch_path(p: &Path) -> String {
     let s = p.display().to_string();
     if s.chars().any(|c| c.is_whitespace() || c == '#') { format!("\"{s}\"") } else { s }
-}
-
-/// A job name: the task name with characters SLURM tools print badly replaced
-/// (`member[3]` → `member-3`).
-pub fn job_name(task: &str) -> String {
-    let mut out: String = task
-        .chars()
-        .filter(|c| *c != ']')
-        .map(|c| if c.is_ascii_alphanumeric() || "-_.".contains(c) { c } else { '-' })
-        .collect();
-    out.truncate(100);
-    if out.is_empty() { "twinflow".into() } else { out }
 }
 
 /// The `--comment` twinflow gives a submission: derived from a path unique to it (the
@@ -70,12 +52,6 @@ pub fn slurm_time(d: Duration) -> String {
     }
     let s = s.max(1);
     format!("{}-{:02}:{:02}:{:02}", s / 86400, s / 3600 % 24, s / 60 % 60, s % 60)
-}
-
-/// `--mem` value in MiB, rounded up; per node, so the job's memory is split over its nodes.
-pub fn slurm_mem_mb(bytes: u64, nodes: u32) -> u64 {
-    let per_node = bytes.div_ceil(u64::from(nodes.max(1)));
-    per_node.div_ceil(1 << 20).max(1)
 }
 
 /// The time limit of a job: the shorter of `resources.walltime` and `timeout`, else the

@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::launch::{MpiFlavour, Mpiexec};
 use crate::units::parse_duration;
 
 /// Directories searched (in order, `:`-separated) for `NAME.yaml` when `--profile` is a name.
@@ -35,56 +36,6 @@ pub enum StatusSource {
     /// `scontrol show job ID`, one call per finished job (only while the controller keeps
     /// finished jobs, `MinJobAge`).
     Scontrol,
-}
-
-/// The MPI implementation behind `mpiexec`: the launchers differ in how they pass the
-/// environment to ranks on other hosts.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum MpiFlavour {
-    /// MPICH (Hydra): every rank gets the launcher's whole environment.
-    #[default]
-    Mpich,
-    /// Open MPI: only variables named with `-x NAME` reach ranks on other hosts.
-    Openmpi,
-}
-
-/// How the local backend launches steps with `ranks > 1` (the profile's `mpiexec:`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Mpiexec {
-    /// Which MPI implementation the launcher belongs to.
-    pub flavour: MpiFlavour,
-    /// The launcher program (`mpiexec`, `mpiexec.openmpi`, a path).
-    pub command: String,
-    /// Options after `-n R` (`--oversubscribe`, `--bind-to`, `core`).
-    pub flags: Vec<String>,
-    /// Environment for the launcher and its ranks (`OMPI_ALLOW_RUN_AS_ROOT: 1`).
-    pub env: Vec<(String, String)>,
-}
-
-impl Default for Mpiexec {
-    fn default() -> Self {
-        Self { flavour: MpiFlavour::Mpich, command: "mpiexec".into(), flags: vec![], env: vec![] }
-    }
-}
-
-impl Mpiexec {
-    /// The launcher's words for `ranks` ranks, before the step's argv:
-    /// `COMMAND [-x NAME...] -n R FLAGS...`. Open MPI gets `-x NAME` for each variable of
-    /// `env`, so ranks on other hosts see them too (Hydra forwards everything by default).
-    pub fn prefix(&self, ranks: u32) -> Vec<String> {
-        let mut v = vec![self.command.clone()];
-        if self.flavour == MpiFlavour::Openmpi {
-            for (k, _) in &self.env {
-                v.push("-x".into());
-                v.push(k.clone());
-            }
-        }
-        v.push("-n".into());
-        v.push(ranks.to_string());
-        v.extend(self.flags.iter().cloned());
-        v
-    }
 }
 
 /// A site profile, checked.
@@ -480,7 +431,7 @@ fn check(raw: RawProfile, default_name: &str) -> Result<Profile, Vec<String>> {
     p.modules = raw.modules;
     p.setup = raw.setup;
     for (k, v) in raw.env {
-        if !super::script::is_env_name(&k) {
+        if !is_env_name(&k) {
             problems.push(format!("`env`: `{k}` is not an environment variable name"));
         }
         p.env.push((k, v));
@@ -537,7 +488,7 @@ fn check(raw: RawProfile, default_name: &str) -> Result<Profile, Vec<String>> {
         }
         out.flags = m.flags;
         for (k, v) in m.env {
-            if !super::script::is_env_name(&k) {
+            if !is_env_name(&k) {
                 problems.push(format!("`mpiexec.env`: `{k}` is not an environment variable name"));
             }
             out.env.push((k, v));
@@ -618,6 +569,13 @@ fn check(raw: RawProfile, default_name: &str) -> Result<Profile, Vec<String>> {
         }
     }
     if problems.is_empty() { Ok(p) } else { Err(problems) }
+}
+
+/// A valid shell variable name: `[A-Za-z_][A-Za-z0-9_]*`.
+pub fn is_env_name(s: &str) -> bool {
+    let mut c = s.chars();
+    matches!(c.next(), Some(f) if f.is_ascii_alphabetic() || f == '_')
+        && c.all(|x| x.is_ascii_alphanumeric() || x == '_')
 }
 
 #[cfg(test)]

@@ -1,0 +1,105 @@
+//! Resume (`run --resume`): what an earlier engine of the run finished is kept, what it left
+//! in flight is followed again or stopped, the rest runs.
+//!
+//! Finished tasks (succeeded, cached, skipped) come from the run database with their
+//! result directories and values. Tasks it did not see finish are handed to the backend's
+//! [`Backend::recover`](crate::execute::Backend::recover): a batch system's backend follows
+//! jobs still in flight (so nothing is submitted twice), the local backend stops the
+//! processes a killed engine left behind. Failed and cancelled tasks start again.
+
+use std::collections::HashMap;
+
+use petgraph::graph::NodeIndex;
+
+use super::attempt;
+use super::driver::{Attempt, Driver};
+use super::scheduler::Scheduler;
+use super::scope::TaskResult;
+use super::{RunError, attempt::parse_values};
+use crate::events::{Event, TaskState};
+use crate::execute::Leftover;
+use crate::ids::JobId;
+use crate::state::TaskRow;
+
+/// Restores the run's recorded state into the core and the driver; returns how many tasks
+/// were already finished.
+pub(crate) async fn restore(d: &mut Driver<'_>, s: &mut Scheduler<'_>) -> Result<usize, RunError> {
+    let rows = d.store.tasks(&d.run_id)?;
+    let by_name: HashMap<&str, &TaskRow> = rows.iter().map(|r| (r.task.as_str(), r)).collect();
+    let mut done = 0;
+    let mut leftovers: Vec<(NodeIndex, Leftover, bool)> = vec![];
+    for i in d.plan.graph.node_indices() {
+        let t = d.plan.graph[i];
+        if t.is_join() {
+            continue;
+        }
+        let name = d.plan.task_name(t);
+        let Some(row) = by_name.get(name.as_str()) else { continue };
+        let state = TaskState::parse(&row.state);
+        match state {
+            Some(st @ (TaskState::Succeeded | TaskState::Cached | TaskState::Skipped)) => {
+                if st != TaskState::Skipped {
+                    let dir = row.dir.clone().unwrap_or_default().into();
+                    let values = parse_values(row.outputs.as_deref());
+                    d.results[i.index()] = Some(Box::new(TaskResult { dir, values }));
+                }
+                s.restore(i, row.attempts, Some(st));
+                done += 1;
+            }
+            Some(TaskState::Pending | TaskState::Running) | None => {
+                let running = state == Some(TaskState::Running);
+                let open_job = if running { open_job(d, &name, row)? } else { None };
+                let l = Leftover { task: name, task_dir: d.task_dir(i), attempts: row.attempts, open_job };
+                leftovers.push((i, l, running));
+                s.restore(i, row.attempts, None);
+            }
+            Some(_) => {
+                d.store.reset_task(&d.run_id, &name)?;
+                s.restore(i, row.attempts, None);
+            }
+        }
+    }
+    let list: Vec<Leftover> = leftovers.iter().map(|(_, l, _)| l.clone()).collect();
+    let run_dir = d.run_dir().to_path_buf();
+    let adopted = d.backend.recover(&d.run_id, &run_dir, &list).await?;
+    let mut stale = vec![];
+    for ((i, l, running), a) in leftovers.into_iter().zip(adopted) {
+        let Some(a) = a else {
+            if running {
+                d.store.reset_task(&d.run_id, &l.task)?;
+            }
+            continue;
+        };
+        // The cache key was computed when the attempt started; its manifest keeps it.
+        let Some(comps) = attempt::manifest_components(&a.dir) else {
+            tracing::warn!(task = %l.task, job = %a.job, "the attempt the job runs has no readable manifest: stopping the job, the task runs again");
+            stale.push(a.job);
+            if running {
+                d.store.reset_task(&d.run_id, &l.task)?;
+            }
+            continue;
+        };
+        if !a.recorded {
+            d.store.attempt_started(&d.run_id, &l.task, a.attempt, &a.job.0)?;
+        }
+        s.adopt(i, a.attempt);
+        d.reporter.event(&Event::TaskStarted { task: l.task, attempt: a.attempt, job_id: a.job.0.clone() });
+        let components = serde_json::to_string(&comps).unwrap_or_default();
+        d.running.insert(a.job, Attempt { node: i, attempt: a.attempt, dir: a.dir, key: comps.key(), components });
+    }
+    if !d.running.is_empty() {
+        tracing::info!(jobs = d.running.len(), "following jobs the previous engine submitted");
+    }
+    if !stale.is_empty() {
+        d.backend.cancel(&stale).await?;
+    }
+    Ok(done)
+}
+
+/// The job of the task's last recorded attempt, when the database still has that attempt
+/// running.
+fn open_job(d: &Driver<'_>, name: &str, row: &TaskRow) -> Result<Option<JobId>, RunError> {
+    let last = d.store.attempts(&d.run_id, name)?;
+    let open = last.last().is_some_and(|a| a.0 == row.attempts && a.2 == "running");
+    Ok(row.job_id.clone().filter(|_| open).map(JobId))
+}

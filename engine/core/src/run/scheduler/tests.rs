@@ -1,0 +1,942 @@
+//! Scheduling semantics, tested deterministically: a fake backend whose jobs end after
+//! scripted virtual durations with scripted outcomes, and a [`VirtualClock`] moved from one
+//! event to the next. Nothing sleeps and nothing touches the file system; every test
+//! checks a timeline (`t=SECONDS what task`) or the final states.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use petgraph::graph::NodeIndex;
+
+use super::*;
+use crate::plan::{Plan, compile};
+use crate::run::clock::VirtualClock;
+use crate::spec::span::SourceFile;
+use crate::validate::{Overrides, validate};
+
+/// What a fake job does: runs for `secs` of virtual time, then ends so.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum End {
+    Ok,
+    Fail,
+    Cancelled,
+}
+
+/// How the driver settles a ready task before running it.
+#[derive(Debug, Clone, PartialEq)]
+enum Decide {
+    Run,
+    Skip,
+    Cached,
+    Unresolvable,
+}
+
+fn plan(yaml: &str) -> Plan {
+    let file = SourceFile::new("test.yaml", yaml);
+    let raw = crate::spec::parse(&file).unwrap_or_else(|d| panic!("{d:?}"));
+    let wf = validate(file, raw, &Overrides::default()).unwrap_or_else(|d| panic!("{d:?}"));
+    compile(Arc::new(wf)).unwrap_or_else(|d| panic!("{d:?}"))
+}
+
+/// A fake backend, a virtual clock and the driver loop of `run::execute` without I/O.
+struct Env {
+    plan: Plan,
+    clock: VirtualClock,
+    capacity: Capacity,
+    opts: SchedOptions,
+    /// Per task name, the scripted attempts: (virtual seconds, how it ends). Tasks without
+    /// a script run 1 s and succeed; the last entry repeats.
+    script: HashMap<String, Vec<(f64, End)>>,
+    decide: HashMap<String, Decide>,
+    /// Resume: tasks finished by an earlier engine (name → state, attempts).
+    restored: Vec<(String, TaskState, u32)>,
+    /// Resume: attempts an earlier engine left in flight (name, attempt, seconds left, end).
+    adopted: Vec<(String, u32, f64, End)>,
+    /// Cancel the run at this virtual time.
+    cancel_at: Option<f64>,
+    /// What happened: `t=SECONDS event task`.
+    log: Vec<String>,
+    effects: Vec<Effect>,
+    finish: Option<Finish>,
+    /// Most attempts in flight at once, and most cores in use.
+    peak: (usize, u32),
+}
+
+impl Env {
+    fn new(yaml: &str) -> Self {
+        Env {
+            plan: plan(yaml),
+            clock: VirtualClock::new(),
+            capacity: Capacity { cores: Some(4), memory: None, max_jobs: None },
+            opts: SchedOptions::default(),
+            script: HashMap::new(),
+            decide: HashMap::new(),
+            restored: vec![],
+            adopted: vec![],
+            cancel_at: None,
+            log: vec![],
+            effects: vec![],
+            finish: None,
+            peak: (0, 0),
+        }
+    }
+    fn cores(mut self, c: u32) -> Self {
+        self.capacity.cores = Some(c);
+        self
+    }
+    fn memory(mut self, m: u64) -> Self {
+        self.capacity.memory = Some(m);
+        self
+    }
+    fn keep_going(mut self) -> Self {
+        self.opts.keep_going = true;
+        self
+    }
+    fn script(mut self, task: &str, attempts: &[(f64, End)]) -> Self {
+        self.script.insert(task.into(), attempts.to_vec());
+        self
+    }
+    fn decide(mut self, task: &str, d: Decide) -> Self {
+        self.decide.insert(task.into(), d);
+        self
+    }
+
+    fn node(&self, name: &str) -> NodeIndex {
+        self.plan
+            .graph
+            .node_indices()
+            .find(|i| !self.plan.graph[*i].is_join() && self.plan.task_name(self.plan.graph[*i]) == name)
+            .unwrap_or_else(|| panic!("no task `{name}`"))
+    }
+    fn name(&self, i: NodeIndex) -> String {
+        self.plan.task_name(self.plan.graph[i])
+    }
+    /// Runs to the end, as `run::execute` drives the core.
+    fn run(mut self) -> Self {
+        let plan = &self.plan;
+        let clock = &self.clock;
+        let mut s = Scheduler::new(plan, clock, self.capacity, self.opts);
+        // (end time, start order, node, end)
+        let mut jobs: Vec<(f64, usize, NodeIndex, End)> = vec![];
+        let mut order = 0;
+        let t = |c: &VirtualClock| c.elapsed().as_secs_f64();
+        let name_of = |i: NodeIndex| plan.task_name(plan.graph[i]);
+        let by_name: HashMap<String, NodeIndex> =
+            plan.graph.node_indices().filter(|i| !plan.graph[*i].is_join()).map(|i| (name_of(i), i)).collect();
+        for (n, st, a) in &self.restored {
+            s.restore(by_name[n], *a, Some(*st));
+        }
+        for (n, a, secs, end) in &self.adopted {
+            s.adopt(by_name[n], *a);
+            jobs.push((*secs, order, by_name[n], *end));
+            order += 1;
+        }
+        s.seed();
+        let mut log = vec![];
+        let mut effects = vec![];
+        let mut cancelled = false;
+        let mut peak = (0, 0);
+        let mut turns = 0;
+        loop {
+            turns += 1;
+            assert!(turns < 10_000, "the run does not end: {log:#?}");
+            s.promote_due();
+            while let Some(i) = s.next_task() {
+                let name = name_of(i);
+                match self.decide.get(&name).cloned().unwrap_or(Decide::Run) {
+                    Decide::Skip => s.skip(i, "`when` is false".into()),
+                    Decide::Cached => s.reuse(i),
+                    Decide::Unresolvable => s.fail(i, "cannot resolve".into()),
+                    Decide::Run => {
+                        let a = s.launch(i);
+                        log.push(format!("t={} start {name}#{a}", t(clock)));
+                        let plan_a = self.script.get(&name).cloned().unwrap_or_default();
+                        let (secs, end) =
+                            plan_a.get(a as usize - 1).or(plan_a.last()).copied().unwrap_or((1.0, End::Ok));
+                        jobs.push((t(clock) + secs, order, i, end));
+                        order += 1;
+                    }
+                }
+                peak.0 = peak.0.max(s.running());
+                peak.1 = peak.1.max(s.in_use().0);
+            }
+            effects.extend(s.take_effects());
+            if s.is_done() {
+                break;
+            }
+            // Advance the clock to the next event: a job ending, a retry coming due, or the
+            // cancel request.
+            let next_job = jobs.iter().map(|j| j.0).fold(f64::INFINITY, f64::min);
+            let next_retry = s.next_wakeup().map_or(f64::INFINITY, |w| clock.since_zero(w).as_secs_f64());
+            let next_cancel = self.cancel_at.filter(|_| !cancelled).unwrap_or(f64::INFINITY);
+            let next = next_job.min(next_retry).min(next_cancel);
+            assert!(next.is_finite(), "nothing to wait for but the run is not done: {log:#?}");
+            clock.advance_to(clock.now() + Duration::from_secs_f64(next - t(clock)).max(Duration::ZERO));
+            if next_cancel <= next {
+                cancelled = true;
+                if s.cancel() {
+                    log.push(format!("t={} cancel", t(clock)));
+                    // The backend stops every running job: they end now, as cancelled.
+                    for j in &mut jobs {
+                        j.0 = next;
+                        j.3 = End::Cancelled;
+                    }
+                }
+            }
+            jobs.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+            let due: Vec<_> = jobs.iter().take_while(|j| j.0 <= next).copied().collect();
+            jobs.drain(..due.len());
+            for (_, _, i, end) in due {
+                let name = name_of(i);
+                match end {
+                    End::Ok => {
+                        log.push(format!("t={} ok {name}", t(clock)));
+                        s.succeeded(i);
+                    }
+                    End::Fail => {
+                        log.push(format!("t={} fail {name}", t(clock)));
+                        s.attempt_failed(i, "exit code 1".into());
+                    }
+                    End::Cancelled => {
+                        log.push(format!("t={} cancelled {name}", t(clock)));
+                        s.attempt_cancelled(i);
+                    }
+                }
+            }
+            effects.extend(s.take_effects());
+        }
+        let finish = s.finish();
+        effects.extend(s.take_effects());
+        drop(s);
+        self.log = log;
+        self.effects = effects;
+        self.finish = Some(finish);
+        self.peak = peak;
+        self
+    }
+
+    fn log(&self) -> Vec<&str> {
+        self.log.iter().map(String::as_str).collect()
+    }
+    fn starts(&self) -> Vec<&str> {
+        self.log.iter().filter(|l| l.contains(" start ")).map(String::as_str).collect()
+    }
+    fn outcome(&self) -> RunOutcome {
+        self.finish.as_ref().unwrap().outcome
+    }
+    fn counts(&self) -> Counts {
+        self.finish.as_ref().unwrap().counts.clone()
+    }
+    /// Final state of every task, by name, from the effects (the last one wins).
+    fn states(&self) -> HashMap<String, TaskState> {
+        let mut m = HashMap::new();
+        for e in &self.effects {
+            match e {
+                Effect::Finished { node, state, .. } => {
+                    m.insert(self.name(*node), *state);
+                }
+                Effect::Pending { node } => {
+                    m.insert(self.name(*node), TaskState::Pending);
+                }
+                Effect::Retry { .. } => {}
+            }
+        }
+        m
+    }
+    fn state_of(&self, task: &str) -> Option<TaskState> {
+        self.states().get(task).copied()
+    }
+    fn message_of(&self, task: &str) -> Option<String> {
+        let n = self.node(task);
+        self.effects.iter().rev().find_map(|e| match e {
+            Effect::Finished { node, message, .. } if *node == n => message.clone(),
+            _ => None,
+        })
+    }
+    fn retries(&self) -> Vec<(String, u32, f64)> {
+        self.effects
+            .iter()
+            .filter_map(|e| match e {
+                Effect::Retry { node, attempt, delay, .. } => Some((self.name(*node), *attempt, delay.as_secs_f64())),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+const CHAIN: &str = r#"
+name: chain
+steps:
+  a: { run: [prog], out: { x: x.txt } }
+  b: { run: [prog, "${{ steps.a.out.x }}"], out: { y: y.txt } }
+  c: { run: [prog, "${{ steps.b.out.y }}"] }
+"#;
+
+fn independent(n: usize, resources: &str) -> String {
+    let mut y = String::from("name: wide\nsteps:\n");
+    for k in 0..n {
+        y.push_str(&format!("  t{k}: {{ run: [prog], resources: {resources} }}\n"));
+    }
+    y
+}
+
+const RETRY: &str = r#"
+name: retry
+steps:
+  flaky:
+    run: [prog]
+    out: { x: x.txt }
+    retry: { count: 3, backoff: 5s, factor: 2, max_backoff: 12s }
+  after: { run: [prog, "${{ steps.flaky.out.x }}"] }
+"#;
+
+const SCATTER: &str = r#"
+name: ens
+params:
+  n: { type: int, default: 3 }
+steps:
+  sim:
+    scatter: { over: { seed: "${{ range(0, params.n) }}" } }
+    run: [prog, "${{ scatter.seed }}"]
+    out: { r: r.nc }
+  post:
+    scatter: { over: { r: "${{ steps.sim.out.r }}" } }
+    run: [prog, "${{ scatter.r }}"]
+    out: { p: p.nc }
+  gather: { run: [prog, "${{ steps.post.out.p }}"] }
+"#;
+
+// ---------------------------------------------------------------- order and dependencies
+
+#[test]
+fn a_chain_runs_in_dependency_order_one_after_another() {
+    let e = Env::new(CHAIN).run();
+    assert_eq!(e.log(), ["t=0 start a#1", "t=1 ok a", "t=1 start b#1", "t=2 ok b", "t=2 start c#1", "t=3 ok c"]);
+    assert_eq!(e.outcome(), RunOutcome::Succeeded);
+}
+
+#[test]
+fn independent_tasks_start_together_in_plan_order() {
+    let e = Env::new(&independent(3, "{}")).run();
+    assert_eq!(e.starts(), ["t=0 start t0#1", "t=0 start t1#1", "t=0 start t2#1"]);
+}
+
+#[test]
+fn after_orders_steps_that_share_no_data() {
+    let e = Env::new(
+        r#"
+name: after
+steps:
+  first: { run: [prog] }
+  second: { run: [prog], after: [first] }
+"#,
+    )
+    .script("first", &[(2.0, End::Ok)])
+    .run();
+    assert_eq!(e.starts(), ["t=0 start first#1", "t=2 start second#1"]);
+}
+
+#[test]
+fn a_diamond_waits_for_both_branches() {
+    let e = Env::new(
+        r#"
+name: diamond
+steps:
+  top: { run: [prog], out: { x: x } }
+  left: { run: [prog, "${{ steps.top.out.x }}"], out: { l: l } }
+  right: { run: [prog, "${{ steps.top.out.x }}"], out: { r: r } }
+  bottom: { run: [prog, "${{ steps.left.out.l }}", "${{ steps.right.out.r }}"] }
+"#,
+    )
+    .script("right", &[(3.0, End::Ok)])
+    .run();
+    assert_eq!(e.starts(), ["t=0 start top#1", "t=1 start left#1", "t=1 start right#1", "t=4 start bottom#1"]);
+}
+
+#[test]
+fn task_durations_are_reported_in_virtual_seconds() {
+    let e = Env::new(CHAIN).script("b", &[(7.5, End::Ok)]).run();
+    let secs = e.effects.iter().find_map(|f| match f {
+        Effect::Finished { node, seconds, .. } if *node == e.node("b") => Some(*seconds),
+        _ => None,
+    });
+    assert_eq!(secs, Some(7.5));
+}
+
+// ---------------------------------------------------------------- resources and backfill
+
+#[test]
+fn cores_limit_how_many_tasks_run_at_once() {
+    let e = Env::new(&independent(4, "{ ranks: 1 }")).cores(2).run();
+    assert_eq!(e.starts(), ["t=0 start t0#1", "t=0 start t1#1", "t=1 start t2#1", "t=1 start t3#1"]);
+    assert_eq!(e.peak, (2, 2));
+}
+
+#[test]
+fn a_task_counts_ranks_times_threads_cores() {
+    let e = Env::new(&independent(3, "{ ranks: 2, threads: 2 }")).cores(8).run();
+    // 4 cores each: two fit in 8.
+    assert_eq!(e.starts(), ["t=0 start t0#1", "t=0 start t1#1", "t=1 start t2#1"]);
+    assert_eq!(e.peak.1, 8);
+}
+
+#[test]
+fn a_wide_task_waits_until_enough_cores_are_free() {
+    let e = Env::new(
+        r#"
+name: wide
+steps:
+  small: { run: [prog], resources: { ranks: 3 } }
+  big: { run: [prog], resources: { ranks: 2 } }
+"#,
+    )
+    .cores(4)
+    .script("small", &[(5.0, End::Ok)])
+    .run();
+    assert_eq!(e.starts(), ["t=0 start small#1", "t=5 start big#1"]);
+}
+
+#[test]
+fn backfill_starts_smaller_tasks_behind_one_that_does_not_fit() {
+    let e = Env::new(
+        r#"
+name: backfill
+steps:
+  first: { run: [prog], resources: { ranks: 3 } }
+  big: { run: [prog], resources: { ranks: 4 } }
+  small: { run: [prog], resources: { ranks: 1 } }
+"#,
+    )
+    .cores(4)
+    .script("first", &[(2.0, End::Ok)])
+    .run();
+    // `big` does not fit beside `first`; `small` does and is not held up behind it.
+    assert_eq!(e.starts(), ["t=0 start first#1", "t=0 start small#1", "t=2 start big#1"]);
+}
+
+#[test]
+fn backfill_by_memory() {
+    let e = Env::new(
+        r#"
+name: mem
+steps:
+  a: { run: [prog], resources: { memory: 6G } }
+  b: { run: [prog], resources: { memory: 6G } }
+  c: { run: [prog], resources: { memory: 2G } }
+"#,
+    )
+    .cores(16)
+    .memory(8 << 30)
+    .run();
+    assert_eq!(e.starts(), ["t=0 start a#1", "t=0 start c#1", "t=1 start b#1"]);
+}
+
+#[test]
+fn tasks_without_a_memory_request_are_not_held_by_memory() {
+    let e = Env::new(
+        r#"
+name: mem0
+steps:
+  a: { run: [prog], resources: { memory: 8G } }
+  b: { run: [prog] }
+"#,
+    )
+    .cores(16)
+    .memory(8 << 30)
+    .run();
+    assert_eq!(e.starts(), ["t=0 start a#1", "t=0 start b#1"]);
+}
+
+#[test]
+fn a_task_larger_than_the_machine_still_runs_alone() {
+    let e = Env::new(
+        r#"
+name: huge
+steps:
+  huge: { run: [prog], resources: { ranks: 64 } }
+  next: { run: [prog], resources: { ranks: 1 } }
+"#,
+    )
+    .cores(4)
+    .run();
+    // Alone when nothing else runs; `next` fits beside nothing else (64 > 4 cores).
+    assert_eq!(e.starts(), ["t=0 start huge#1", "t=1 start next#1"]);
+    assert_eq!(e.outcome(), RunOutcome::Succeeded);
+}
+
+#[test]
+fn max_parallel_caps_attempts_in_flight() {
+    let mut e = Env::new(&independent(5, "{}")).cores(64);
+    e.opts.max_parallel = Some(2);
+    let e = e.run();
+    assert_eq!(e.peak.0, 2);
+    assert_eq!(e.starts().iter().filter(|l| l.starts_with("t=0 ")).count(), 2);
+}
+
+#[test]
+fn the_backends_job_limit_caps_attempts_in_flight() {
+    let mut e = Env::new(&independent(5, "{}"));
+    e.capacity = Capacity { cores: None, memory: None, max_jobs: Some(3) };
+    let e = e.run();
+    assert_eq!(e.peak.0, 3);
+    assert_eq!(e.starts().iter().filter(|l| l.starts_with("t=1 ")).count(), 2);
+}
+
+#[test]
+fn an_unlimited_backend_starts_everything_ready() {
+    let mut e = Env::new(&independent(50, "{ ranks: 8 }"));
+    e.capacity = Capacity::default();
+    let e = e.run();
+    assert_eq!(e.peak.0, 50);
+}
+
+#[test]
+fn backfill_looks_at_most_a_window_of_tasks_ahead() {
+    // 70 tasks needing 4 cores each wait behind a running one; the 1-core task after them
+    // is beyond the backfill window and waits too.
+    let mut y = String::from("name: window\nsteps:\n  first: { run: [prog], resources: { ranks: 1 } }\n");
+    for k in 0..70 {
+        y.push_str(&format!("  big{k}: {{ run: [prog], resources: {{ ranks: 4 }} }}\n"));
+    }
+    y.push_str("  late: { run: [prog], resources: { ranks: 1 } }\n");
+    let e = Env::new(&y).cores(4).script("first", &[(3.0, End::Ok)]).run();
+    assert_eq!(&e.starts()[..1], ["t=0 start first#1"]);
+    assert!(!e.starts().contains(&"t=0 start late#1"), "{:?}", e.starts());
+}
+
+// ---------------------------------------------------------------- retries
+
+#[test]
+fn a_failed_attempt_is_retried_after_the_backoff() {
+    let e = Env::new(RETRY).script("flaky", &[(1.0, End::Fail), (1.0, End::Ok)]).run();
+    assert_eq!(
+        e.log(),
+        [
+            "t=0 start flaky#1",
+            "t=1 fail flaky",
+            "t=6 start flaky#2",
+            "t=7 ok flaky",
+            "t=7 start after#1",
+            "t=8 ok after"
+        ]
+    );
+    assert_eq!(e.retries(), [("flaky".to_string(), 1, 5.0)]);
+    assert_eq!(e.outcome(), RunOutcome::Succeeded);
+}
+
+#[test]
+fn backoff_grows_by_its_factor_and_stops_at_max_backoff() {
+    let e =
+        Env::new(RETRY).script("flaky", &[(1.0, End::Fail), (1.0, End::Fail), (1.0, End::Fail), (1.0, End::Ok)]).run();
+    // 5 s, 10 s, then 20 s capped at 12 s.
+    assert_eq!(
+        e.retries(),
+        [("flaky".to_string(), 1, 5.0), ("flaky".to_string(), 2, 10.0), ("flaky".to_string(), 3, 12.0)]
+    );
+    assert_eq!(
+        e.starts(),
+        ["t=0 start flaky#1", "t=6 start flaky#2", "t=17 start flaky#3", "t=30 start flaky#4", "t=31 start after#1"]
+    );
+}
+
+#[test]
+fn a_task_fails_for_good_when_its_retries_are_used_up() {
+    let e = Env::new(RETRY).script("flaky", &[(1.0, End::Fail)]).run();
+    assert_eq!(e.starts().len(), 4, "count 3 = 4 attempts: {:?}", e.log());
+    assert_eq!(e.state_of("flaky"), Some(TaskState::Failed));
+    assert_eq!(e.state_of("after"), Some(TaskState::UpstreamFailed));
+    assert_eq!(e.message_of("after").as_deref(), Some("upstream `flaky` did not succeed"));
+    assert_eq!(e.outcome(), RunOutcome::Failed);
+    assert_eq!(e.finish.as_ref().unwrap().failures, [(e.node("flaky"), "exit code 1".to_string())]);
+}
+
+#[test]
+fn without_retry_a_failure_is_final_at_once() {
+    let e = Env::new(CHAIN).script("a", &[(1.0, End::Fail)]).run();
+    assert_eq!(e.log(), ["t=0 start a#1", "t=1 fail a"]);
+    assert!(e.retries().is_empty());
+    assert_eq!(e.state_of("a"), Some(TaskState::Failed));
+}
+
+#[test]
+fn other_tasks_keep_running_while_a_retry_waits() {
+    let e = Env::new(&format!("{RETRY}  slow: {{ run: [prog] }}\n"))
+        .script("flaky", &[(1.0, End::Fail), (1.0, End::Ok)])
+        .script("slow", &[(4.0, End::Ok)])
+        .run();
+    assert!(e.log().contains(&"t=4 ok slow"), "{:?}", e.log());
+    assert!(e.log().contains(&"t=6 start flaky#2"), "{:?}", e.log());
+}
+
+#[test]
+fn the_earliest_waiting_retry_sets_the_next_wakeup() {
+    let e = Env::new(
+        r#"
+name: two
+steps:
+  a: { run: [prog], retry: { count: 1, backoff: 9s } }
+  b: { run: [prog], retry: { count: 1, backoff: 2s } }
+"#,
+    )
+    .script("a", &[(1.0, End::Fail), (1.0, End::Ok)])
+    .script("b", &[(1.0, End::Fail), (1.0, End::Ok)])
+    .run();
+    assert_eq!(e.starts(), ["t=0 start a#1", "t=0 start b#1", "t=3 start b#2", "t=10 start a#2"]);
+}
+
+#[test]
+fn a_task_that_cannot_be_resolved_fails_without_retry() {
+    let e = Env::new(RETRY).decide("flaky", Decide::Unresolvable).run();
+    assert!(e.starts().is_empty());
+    assert_eq!(e.state_of("flaky"), Some(TaskState::Failed));
+    assert_eq!(e.message_of("flaky").as_deref(), Some("cannot resolve"));
+    assert_eq!(e.state_of("after"), Some(TaskState::UpstreamFailed));
+}
+
+// ---------------------------------------------------------------- fail-fast and keep-going
+
+const TWO_BRANCHES: &str = r#"
+name: branches
+steps:
+  bad: { run: [prog], out: { x: x } }
+  bad_child: { run: [prog, "${{ steps.bad.out.x }}"] }
+  good: { run: [prog], out: { y: y } }
+  good_child: { run: [prog, "${{ steps.good.out.y }}"] }
+"#;
+
+#[test]
+fn fail_fast_starts_nothing_after_a_final_failure_but_lets_running_tasks_finish() {
+    let e = Env::new(TWO_BRANCHES).script("bad", &[(1.0, End::Fail)]).script("good", &[(3.0, End::Ok)]).run();
+    assert_eq!(e.log(), ["t=0 start bad#1", "t=0 start good#1", "t=1 fail bad", "t=3 ok good"]);
+    assert_eq!(e.state_of("good"), Some(TaskState::Succeeded));
+    assert_eq!(e.state_of("good_child"), None, "never started, still pending");
+    assert_eq!(e.counts().pending, 1);
+    assert_eq!(e.outcome(), RunOutcome::Failed);
+}
+
+#[test]
+fn keep_going_runs_independent_branches_to_the_end() {
+    let e =
+        Env::new(TWO_BRANCHES).keep_going().script("bad", &[(1.0, End::Fail)]).script("good", &[(3.0, End::Ok)]).run();
+    assert_eq!(e.state_of("good_child"), Some(TaskState::Succeeded));
+    assert_eq!(e.state_of("bad_child"), Some(TaskState::UpstreamFailed));
+    let c = e.counts();
+    assert_eq!((c.succeeded, c.failed, c.upstream_failed, c.pending), (2, 1, 1, 0));
+    assert_eq!(e.outcome(), RunOutcome::Failed);
+}
+
+#[test]
+fn upstream_failure_propagates_transitively() {
+    let e = Env::new(CHAIN).keep_going().script("a", &[(1.0, End::Fail)]).run();
+    assert_eq!(e.state_of("b"), Some(TaskState::UpstreamFailed));
+    assert_eq!(e.state_of("c"), Some(TaskState::UpstreamFailed));
+    assert_eq!(e.message_of("c").as_deref(), Some("upstream `b` did not succeed"));
+}
+
+#[test]
+fn fail_fast_returns_a_waiting_retry_to_pending() {
+    let e = Env::new(&format!("{RETRY}  bad: {{ run: [prog] }}\n"))
+        .script("flaky", &[(1.0, End::Fail)])
+        .script("bad", &[(2.0, End::Fail)])
+        .run();
+    // `flaky` waits for its retry (due at 6 s) when `bad` fails for good at 2 s.
+    assert_eq!(e.log(), ["t=0 start flaky#1", "t=0 start bad#1", "t=1 fail flaky", "t=2 fail bad"]);
+    assert!(e.effects.contains(&Effect::Pending { node: e.node("flaky") }));
+    assert_eq!(e.state_of("flaky"), Some(TaskState::Pending));
+    assert_eq!(e.outcome(), RunOutcome::Failed);
+}
+
+#[test]
+fn keep_going_still_retries_after_another_task_failed() {
+    let e = Env::new(&format!("{RETRY}  bad: {{ run: [prog] }}\n"))
+        .keep_going()
+        .script("flaky", &[(1.0, End::Fail), (1.0, End::Ok)])
+        .script("bad", &[(2.0, End::Fail)])
+        .run();
+    assert_eq!(e.state_of("flaky"), Some(TaskState::Succeeded));
+    assert_eq!(e.state_of("after"), Some(TaskState::Succeeded));
+}
+
+#[test]
+fn a_failed_member_fails_the_gather_but_not_its_siblings() {
+    let e = Env::new(SCATTER).keep_going().script("sim[1]", &[(1.0, End::Fail)]).run();
+    assert_eq!(e.state_of("post[0]"), Some(TaskState::Succeeded));
+    assert_eq!(e.state_of("post[2]"), Some(TaskState::Succeeded));
+    assert_eq!(e.state_of("post[1]"), Some(TaskState::UpstreamFailed));
+    assert_eq!(e.state_of("gather"), Some(TaskState::UpstreamFailed));
+}
+
+// ---------------------------------------------------------------- scatter, gather, when
+
+#[test]
+fn members_link_one_to_one_without_waiting_for_the_whole_ensemble() {
+    let e = Env::new(SCATTER).script("sim[2]", &[(5.0, End::Ok)]).run();
+    assert!(e.log().contains(&"t=1 start post[0]#1"), "{:?}", e.log());
+    assert!(e.log().contains(&"t=5 start post[2]#1"), "{:?}", e.log());
+}
+
+#[test]
+fn members_released_together_start_in_member_order() {
+    let e = Env::new(
+        r#"
+name: fan
+steps:
+  prep: { run: [prog], out: { c: c } }
+  member:
+    scatter: { over: { k: "${{ range(0, 4) }}" } }
+    run: [prog, "${{ steps.prep.out.c }}", "${{ scatter.k }}"]
+"#,
+    )
+    .cores(2)
+    .run();
+    assert_eq!(
+        e.starts(),
+        [
+            "t=0 start prep#1",
+            "t=1 start member[0]#1",
+            "t=1 start member[1]#1",
+            "t=2 start member[2]#1",
+            "t=2 start member[3]#1"
+        ]
+    );
+}
+
+#[test]
+fn a_gather_waits_for_every_member() {
+    let e = Env::new(SCATTER).script("post[1]", &[(4.0, End::Ok)]).run();
+    assert_eq!(e.starts().last(), Some(&"t=5 start gather#1"));
+    assert_eq!(e.counts().succeeded, 7);
+}
+
+#[test]
+fn a_false_when_skips_the_task_and_its_dependants() {
+    let e = Env::new(CHAIN).decide("b", Decide::Skip).run();
+    assert_eq!(e.starts(), ["t=0 start a#1"]);
+    assert_eq!(e.state_of("b"), Some(TaskState::Skipped));
+    assert_eq!(e.state_of("c"), Some(TaskState::Skipped));
+    assert_eq!(e.message_of("c").as_deref(), Some("upstream `b` was skipped"));
+    assert_eq!(e.outcome(), RunOutcome::Succeeded);
+}
+
+#[test]
+fn a_skipped_member_skips_its_own_chain_and_the_gather_still_runs() {
+    let e = Env::new(SCATTER).decide("sim[1]", Decide::Skip).run();
+    assert_eq!(e.state_of("post[1]"), Some(TaskState::Skipped));
+    assert_eq!(e.state_of("gather"), Some(TaskState::Succeeded));
+    assert!(!e.starts().iter().any(|l| l.contains("post[1]")));
+}
+
+#[test]
+fn a_gather_of_only_skipped_members_is_skipped() {
+    let e = Env::new(SCATTER)
+        .decide("post[0]", Decide::Skip)
+        .decide("post[1]", Decide::Skip)
+        .decide("post[2]", Decide::Skip)
+        .run();
+    assert_eq!(e.state_of("gather"), Some(TaskState::Skipped));
+    assert_eq!(e.outcome(), RunOutcome::Succeeded);
+    assert_eq!(e.counts().skipped, 4);
+}
+
+#[test]
+fn a_scatter_over_an_empty_list_lets_the_gather_skip() {
+    let e = Env::new(&SCATTER.replace("default: 3", "default: 0")).run();
+    assert!(e.starts().is_empty(), "{:?}", e.log());
+    assert_eq!(e.outcome(), RunOutcome::Succeeded);
+}
+
+#[test]
+fn a_cached_task_does_not_run_and_releases_its_dependants() {
+    let e = Env::new(CHAIN).decide("a", Decide::Cached).run();
+    assert_eq!(e.starts(), ["t=0 start b#1", "t=1 start c#1"]);
+    assert_eq!(e.state_of("a"), Some(TaskState::Cached));
+}
+
+#[test]
+fn a_run_of_cached_and_skipped_tasks_succeeds_without_starting_anything() {
+    let e = Env::new(CHAIN).decide("a", Decide::Cached).decide("b", Decide::Skip).run();
+    assert!(e.starts().is_empty());
+    let c = e.counts();
+    assert_eq!((c.cached, c.skipped), (1, 2));
+    assert_eq!(e.outcome(), RunOutcome::Succeeded);
+}
+
+// ---------------------------------------------------------------- cancellation
+
+#[test]
+fn cancel_stops_running_tasks_and_starts_nothing_more() {
+    let mut e = Env::new(CHAIN).script("a", &[(10.0, End::Ok)]);
+    e.cancel_at = Some(2.0);
+    let e = e.run();
+    assert_eq!(e.log(), ["t=0 start a#1", "t=2 cancel", "t=2 cancelled a"]);
+    assert_eq!(e.state_of("a"), Some(TaskState::Cancelled));
+    assert_eq!(e.state_of("b"), None);
+    assert_eq!(e.outcome(), RunOutcome::Cancelled);
+    assert_eq!(e.counts().pending, 2);
+}
+
+#[test]
+fn attempt_failed_while_cancelling_is_not_retried() {
+    let p = plan(RETRY);
+    let clock = VirtualClock::new();
+    let mut s = Scheduler::new(&p, &clock, Capacity::default(), SchedOptions::default());
+    s.seed();
+    let i = s.next_task().unwrap();
+    assert_eq!(s.launch(i), 1);
+    assert!(s.cancel());
+    assert!(!s.cancel(), "a second cancel is not a new one");
+    s.attempt_failed(i, "killed by signal 15".into());
+    assert_eq!(s.state(i), NodeState::Done(TaskState::Cancelled));
+    assert!(s.next_task().is_none());
+    assert!(s.is_done());
+    assert_eq!(s.finish().outcome, RunOutcome::Cancelled);
+}
+
+#[test]
+fn cancel_during_a_retry_wait_returns_the_task_to_pending() {
+    let mut e = Env::new(RETRY).script("flaky", &[(1.0, End::Fail)]);
+    e.cancel_at = Some(3.0);
+    let e = e.run();
+    assert_eq!(e.log(), ["t=0 start flaky#1", "t=1 fail flaky", "t=3 cancel"]);
+    assert_eq!(e.state_of("flaky"), Some(TaskState::Pending));
+    assert_eq!(e.outcome(), RunOutcome::Cancelled);
+}
+
+#[test]
+fn a_job_cancelled_outside_twinflow_leaves_the_run_going_and_its_dependants_pending() {
+    let e = Env::new(TWO_BRANCHES).keep_going().script("bad", &[(1.0, End::Cancelled)]).run();
+    assert_eq!(e.state_of("bad"), Some(TaskState::Cancelled));
+    assert_eq!(e.state_of("bad_child"), None);
+    assert_eq!(e.state_of("good_child"), Some(TaskState::Succeeded));
+    assert_eq!(e.outcome(), RunOutcome::Failed, "a pending task means the run did not finish");
+}
+
+// ---------------------------------------------------------------- resume and adoption
+
+#[test]
+fn resume_keeps_finished_tasks_and_runs_the_rest() {
+    let mut e = Env::new(CHAIN);
+    e.restored = vec![("a".into(), TaskState::Succeeded, 1)];
+    let e = e.run();
+    assert_eq!(e.starts(), ["t=0 start b#1", "t=1 start c#1"]);
+    assert_eq!(e.counts().succeeded, 3);
+}
+
+#[test]
+fn resume_numbers_attempts_after_the_earlier_engines() {
+    let mut e = Env::new(CHAIN);
+    e.restored = vec![("a".into(), TaskState::Succeeded, 1), ("b".into(), TaskState::Pending, 2)];
+    let e = e.run();
+    assert_eq!(e.starts(), ["t=0 start b#3", "t=1 start c#1"]);
+}
+
+#[test]
+fn resume_starts_again_a_task_that_was_running_or_failed() {
+    let mut e = Env::new(CHAIN);
+    e.restored = vec![("a".into(), TaskState::Running, 1)];
+    let e = e.run();
+    assert_eq!(e.starts()[0], "t=0 start a#2");
+}
+
+#[test]
+fn resume_propagates_a_restored_skip_to_dependants_not_yet_recorded() {
+    let mut e = Env::new(CHAIN);
+    e.restored = vec![("a".into(), TaskState::Succeeded, 1), ("b".into(), TaskState::Skipped, 0)];
+    let e = e.run();
+    assert!(e.starts().is_empty());
+    assert_eq!(e.state_of("c"), Some(TaskState::Skipped));
+}
+
+#[test]
+fn resume_completes_a_gather_whose_members_all_finished_earlier() {
+    let mut e = Env::new(SCATTER);
+    for k in 0..3 {
+        e.restored.push((format!("sim[{k}]"), TaskState::Succeeded, 1));
+        e.restored.push((format!("post[{k}]"), TaskState::Cached, 0));
+    }
+    let e = e.run();
+    assert_eq!(e.starts(), ["t=0 start gather#1"]);
+}
+
+#[test]
+fn an_adopted_job_is_followed_not_started_again_and_releases_its_dependants() {
+    let mut e = Env::new(CHAIN);
+    e.adopted = vec![("a".into(), 1, 4.0, End::Ok)];
+    let e = e.run();
+    assert_eq!(e.log(), ["t=4 ok a", "t=4 start b#1", "t=5 ok b", "t=5 start c#1", "t=6 ok c"]);
+}
+
+#[test]
+fn an_adopted_job_holds_its_cores() {
+    let mut e = Env::new(&independent(2, "{ ranks: 4 }")).cores(4);
+    e.adopted = vec![("t0".into(), 1, 3.0, End::Ok)];
+    let e = e.run();
+    assert_eq!(e.starts(), ["t=3 start t1#1"]);
+}
+
+#[test]
+fn an_adopted_job_that_fails_is_retried_with_the_next_attempt_number() {
+    let mut e = Env::new(RETRY);
+    e.adopted = vec![("flaky".into(), 2, 1.0, End::Fail)];
+    let e = e.run();
+    // Attempt 2 failed: the second retry waits 5 s × 2.
+    assert_eq!(e.retries(), [("flaky".to_string(), 2, 10.0)]);
+    assert_eq!(e.starts()[0], "t=11 start flaky#3");
+}
+
+// ---------------------------------------------------------------- accounting
+
+#[test]
+fn resources_are_returned_when_attempts_end_however_they_end() {
+    let p = plan(&independent(3, "{ ranks: 2, memory: 1G }"));
+    let clock = VirtualClock::new();
+    let cap = Capacity { cores: Some(64), memory: Some(64 << 30), max_jobs: None };
+    let mut s = Scheduler::new(&p, &clock, cap, SchedOptions { keep_going: true, max_parallel: None });
+    s.seed();
+    let (a, b, c) = (s.next_task().unwrap(), s.next_task().unwrap(), s.next_task().unwrap());
+    for i in [a, b, c] {
+        s.launch(i);
+    }
+    assert_eq!(s.in_use(), (6, 3 << 30));
+    s.succeeded(a);
+    s.attempt_failed(b, "exit code 2".into());
+    s.fail(c, "publishing `x` failed".into());
+    assert_eq!(s.in_use(), (0, 0));
+    assert_eq!(s.running(), 0);
+    assert!(s.is_done());
+}
+
+#[test]
+fn counts_leave_out_joins_and_add_up_to_the_task_count() {
+    let e = Env::new(SCATTER).keep_going().script("sim[0]", &[(1.0, End::Fail)]).decide("post[2]", Decide::Skip).run();
+    let c = e.counts();
+    let total = c.succeeded + c.cached + c.skipped + c.failed + c.upstream_failed + c.cancelled + c.pending;
+    assert_eq!(total, e.plan.task_count());
+    assert_eq!((c.failed, c.skipped, c.upstream_failed), (1, 1, 2), "{c:?}");
+}
+
+#[test]
+fn every_task_gets_exactly_one_final_state() {
+    let e = Env::new(SCATTER).keep_going().script("post[1]", &[(1.0, End::Fail)]).run();
+    let mut seen = HashSet::new();
+    for f in &e.effects {
+        if let Effect::Finished { node, .. } = f {
+            assert!(seen.insert(*node), "{} finished twice", e.name(*node));
+        }
+    }
+    assert_eq!(seen.len(), e.plan.task_count());
+}
+
+#[test]
+fn the_same_script_gives_the_same_timeline() {
+    let run = || {
+        Env::new(SCATTER)
+            .cores(2)
+            .script("sim[1]", &[(2.5, End::Fail), (0.5, End::Ok)])
+            .script("post[0]", &[(3.0, End::Ok)])
+            .run()
+            .log
+    };
+    assert_eq!(run(), run());
+}
