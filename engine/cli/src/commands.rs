@@ -134,8 +134,8 @@ fn load(file: &Path, o: &Overrides) -> Result<Workflow, Failure> {
     validate::load(file, o).map_err(Failure::Invalid)
 }
 
-fn compile(wf: Workflow, run_id: &str, run_dir: &str) -> Result<Plan, Failure> {
-    plan::compile(Arc::new(wf), run_id, run_dir).map_err(Failure::Invalid)
+fn compile(wf: Workflow) -> Result<Plan, Failure> {
+    plan::compile(Arc::new(wf)).map_err(Failure::Invalid)
 }
 
 fn validate_cmd(a: &WorkflowArgs) -> Result<i32, Failure> {
@@ -143,7 +143,7 @@ fn validate_cmd(a: &WorkflowArgs) -> Result<i32, Failure> {
     let wf = load(&a.file, &o)?;
     let name = wf.name.clone();
     let steps = wf.steps.len();
-    let p = compile(wf, "<run.id>", "<run.dir>")?;
+    let p = compile(wf)?;
     println!("{}: workflow `{name}` is valid ({steps} steps, {} tasks)", a.file.display(), p.task_count());
     Ok(exit::OK)
 }
@@ -155,7 +155,7 @@ fn plan_cmd(a: &crate::cli::PlanArgs) -> Result<i32, Failure> {
     if let Some(p) = &profile {
         apply_profile_defaults(&mut wf, p);
     }
-    let p = compile(wf, "<run.id>", "<run.dir>")?;
+    let p = compile(wf)?;
     let mut local = LocalOptions::default();
     if let Some(m) = profile.as_ref().and_then(|p| p.mpiexec.clone()) {
         local.mpiexec = m;
@@ -439,7 +439,7 @@ fn run_cmd(mut a: RunArgs) -> Result<i32, Failure> {
     if let Some(p) = &profile {
         apply_profile_defaults(&mut wf, p);
     }
-    let plan = compile(wf, "<run.id>", &a.runs_dir.display().to_string())?;
+    let plan = compile(wf)?;
     let mut local = LocalOptions::default();
     if let Some(c) = a.cores {
         local.cores = c.max(1);
@@ -660,11 +660,13 @@ fn cancel_cmd(a: &CancelArgs) -> Result<i32, Failure> {
     Ok(exit::OK)
 }
 
+/// A time stored in milliseconds since the epoch, in UTC (`2026-11-22 10:15:00`).
 fn fmt_ms(ms: i64) -> String {
-    let s = ms / 1000;
-    let (y, m, d) = twinflow_engine::ids::civil_from_days(s.div_euclid(86400));
-    let t = s.rem_euclid(86400);
-    format!("{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}", t / 3600, t / 60 % 60, t % 60)
+    match jiff::Timestamp::from_millisecond(ms) {
+        Ok(t) => t.strftime("%Y-%m-%d %H:%M:%S").to_string(),
+        // Beyond the years -9999..=9999: not a time this program wrote.
+        Err(_) => format!("{ms} ms"),
+    }
 }
 
 fn status_cmd(a: &StatusArgs) -> Result<i32, Failure> {
@@ -755,7 +757,7 @@ fn why_cmd(a: &WhyArgs) -> Result<i32, Failure> {
             .unwrap_or_else(|| format!("steps: {}", names.join(", ")));
         return Err(Failure::Usage(format!("workflow `{}` has no step `{s}` ({hint})", wf.name)));
     }
-    let p = compile(wf, "<run.id>", &a.runs_dir.display().to_string())?;
+    let p = compile(wf)?;
     if !a.runs_dir.join("twinflow.db").exists() {
         // Not created here: a mistyped `--runs-dir` would look like "never ran".
         return Err(Failure::Usage(format!(

@@ -117,7 +117,7 @@ fn bench_plan(dir: &Path) {
         let rss0 = status_kib("VmRSS:");
         let t = Instant::now();
         let wf = load(&file, &Overrides::default()).expect("valid");
-        let plan = twinflow_engine::plan::compile(Arc::new(wf), "bench", "bench").expect("plans");
+        let plan = twinflow_engine::plan::compile(Arc::new(wf)).expect("plans");
         let took = t.elapsed();
         let peak = status_kib("VmHWM:").saturating_sub(rss0);
         assert_eq!(plan.task_count() as u64, n + 1);
@@ -177,7 +177,7 @@ async fn baseline_spawns(n: usize, workers: usize, sequential: bool) -> Duration
 /// would bill an earlier run's clean-up to this one.
 async fn engine_run(file: &Path, runs: &Path) -> (Duration, Duration, Duration, usize) {
     let wf = load(file, &Overrides::default()).expect("valid");
-    let plan = twinflow_engine::plan::compile(Arc::new(wf), "bench", "bench").unwrap();
+    let plan = twinflow_engine::plan::compile(Arc::new(wf)).unwrap();
     let tasks = plan.task_count();
     assert!(!runs.exists(), "fresh runs directory expected");
     std::fs::create_dir_all(runs).unwrap();

@@ -9,26 +9,15 @@ pub struct RunId(pub String);
 impl RunId {
     /// A new id from the current time and a random suffix.
     pub fn generate() -> Self {
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-        let secs = now.as_secs() as i64;
-        let (y, mo, d) = civil_from_days(secs.div_euclid(86400));
-        let t = secs.rem_euclid(86400);
-        let suffix = (now.subsec_nanos() ^ std::process::id().wrapping_mul(2654435761)) & 0xffff;
-        RunId(format!("{y:04}{mo:02}{d:02}-{:02}{:02}{:02}-{suffix:04x}", t / 3600, t / 60 % 60, t % 60))
+        Self::at(jiff::Timestamp::now())
     }
-}
 
-/// Days since 1970-01-01 → (year, month, day), proleptic Gregorian (H. Hinnant's algorithm).
-pub fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (yoe + era * 400 + i64::from(m <= 2), m, d)
+    /// The id of a run started at `now`: its UTC time, then 4 hex digits mixed from the
+    /// sub-second part and the process id (two runs started in one second differ).
+    fn at(now: jiff::Timestamp) -> Self {
+        let suffix = (now.subsec_nanosecond().unsigned_abs() ^ std::process::id().wrapping_mul(2654435761)) & 0xffff;
+        RunId(format!("{}-{suffix:04x}", now.strftime("%Y%m%d-%H%M%S")))
+    }
 }
 
 impl fmt::Display for RunId {
@@ -53,9 +42,14 @@ pub struct TaskIdx(pub u32);
 
 #[cfg(test)]
 mod tests {
+    use super::RunId;
+
     #[test]
-    fn civil_dates() {
-        assert_eq!(super::civil_from_days(0), (1970, 1, 1));
-        assert_eq!(super::civil_from_days(20_779), (2026, 11, 22));
+    fn run_ids_carry_the_utc_time() {
+        let t: jiff::Timestamp = "2026-11-22T10:15:00.5Z".parse().unwrap();
+        let id = RunId::at(t).0;
+        assert!(id.starts_with("20261122-101500-"), "{id}");
+        assert_eq!(id.len(), "20261122-101500-xxxx".len());
+        assert!(RunId::at(jiff::Timestamp::UNIX_EPOCH).0.starts_with("19700101-000000-"));
     }
 }

@@ -3,7 +3,7 @@
 //! The pipeline is visible in the module tree, one type per phase:
 //!
 //! 1. [`spec`]: parse YAML into the raw shape ([`spec::raw::RawWorkflow`]) with spans;
-//! 2. [`validate`]: check meaning and build the model ([`validate::Workflow`]), collecting
+//! 2. [`validate`]: check meaning and build the [`model`] ([`model::Workflow`]), collecting
 //!    every problem as a [`diag::Diag`] with `file:line:col`;
 //! 3. [`plan`]: compile the model into a DAG of tasks ([`plan::Plan`], a petgraph graph),
 //!    expanding scatters;
@@ -19,9 +19,12 @@ pub mod events;
 pub mod execute;
 pub mod expr;
 pub mod ids;
+pub mod model;
 pub mod plan;
+pub mod programs;
 pub mod run;
 pub mod spec;
 pub mod state;
+pub mod suggest;
 pub mod units;
 pub mod validate;

@@ -1,16 +1,44 @@
 //! Durations (`90s`, `10m`, `1h30m`) and sizes (`512M`, `4G`) as written in workflows.
+//!
+//! Hand-written on purpose: the grammar is ours (SLURM-like binary sizes, concatenated
+//! duration units) and small; crates such as `humantime` and `bytesize` accept other
+//! spellings (`4 GB` as 10⁹ bytes, `1month`) that would change what a workflow means.
 
 use std::time::Duration;
 
+/// A duration that does not parse; the message names the text and, where known, the fix.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DurationError {
+    /// Nothing was written.
+    #[error("empty duration")]
+    Empty,
+    /// Not a number of seconds nor numbers with units, or out of range (negative, more
+    /// than a year).
+    #[error("invalid duration `{0}`")]
+    Invalid(String),
+    /// A unit other than `ms`, `s`, `m`, `h`, `d`.
+    #[error("invalid duration `{text}`: unknown unit `{unit}` (use ms, s, m, h, d)")]
+    UnknownUnit {
+        /// The duration as written.
+        text: String,
+        /// The unit, as written.
+        unit: String,
+    },
+    /// A number without a unit after other parts (`5m3`).
+    #[error("invalid duration `{0}`: a number needs a unit (`30s`, `10m`, `2h`)")]
+    MissingUnit(String),
+}
+
 /// Parses a duration: a number of seconds, or numbers with units `ms`, `s`, `m`, `h`, `d`
-/// concatenated (`1h30m`). Returns a message on failure.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
+/// concatenated (`1h30m`).
+pub fn parse_duration(s: &str) -> Result<Duration, DurationError> {
     let s = s.trim();
     if s.is_empty() {
-        return Err("empty duration".into());
+        return Err(DurationError::Empty);
     }
+    let invalid = || DurationError::Invalid(s.to_string());
     if let Ok(secs) = s.parse::<f64>() {
-        return secs_to_duration(secs).ok_or_else(|| format!("invalid duration `{s}`"));
+        return secs_to_duration(secs).ok_or_else(invalid);
     }
     let mut total = 0f64;
     let mut num = String::new();
@@ -35,18 +63,18 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
                 let word: String =
                     std::iter::once(c).chain(chars.take_while(|x| !x.is_ascii_digit() && *x != '.')).collect();
                 let word = if word.trim().is_empty() { c.to_string() } else { word.trim().to_string() };
-                return Err(format!("invalid duration `{s}`: unknown unit `{word}` (use ms, s, m, h, d)"));
+                return Err(DurationError::UnknownUnit { text: s.to_string(), unit: word });
             }
         };
-        let n: f64 = num.parse().map_err(|_| format!("invalid duration `{s}`"))?;
+        let n: f64 = num.parse().map_err(|_| invalid())?;
         total += n * unit;
         num.clear();
         any = true;
     }
     if !num.is_empty() || !any {
-        return Err(format!("invalid duration `{s}`: a number needs a unit (`30s`, `10m`, `2h`)"));
+        return Err(DurationError::MissingUnit(s.to_string()));
     }
-    secs_to_duration(total).ok_or_else(|| format!("invalid duration `{s}`"))
+    secs_to_duration(total).ok_or_else(invalid)
 }
 
 fn secs_to_duration(secs: f64) -> Option<Duration> {
@@ -75,24 +103,45 @@ pub fn format_duration(d: Duration) -> String {
     out
 }
 
-/// Parses a size in bytes: `1024`, `512K`, `512M`, `4G`, `1T` (binary multiples; `KiB`,
-/// `MB`, ... spellings are accepted and also read as binary, like SLURM's `--mem`).
-pub fn parse_bytes(s: &str) -> Result<u64, String> {
+/// A size that does not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SizeError {
+    /// No number before the unit.
+    #[error("invalid size `{0}` (use e.g. `512M`, `4G`)")]
+    NotANumber(String),
+    /// A unit other than the binary multiples.
+    #[error("invalid size `{text}`: unknown unit `{unit}` (use K, M, G, T)")]
+    UnknownUnit {
+        /// The size as written.
+        text: String,
+        /// The unit, as written.
+        unit: String,
+    },
+    /// Negative, or above 2⁶⁰ bytes.
+    #[error("invalid size `{0}`")]
+    OutOfRange(String),
+}
+
+/// Parses a size in bytes: `1024`, `512K`, `512M`, `4G`, `1T`, optionally followed by `B`
+/// (`4GB`), or with an `i` before it (`512MiB`); all are binary multiples, like SLURM's
+/// `--mem`. Letters are case-insensitive.
+pub fn parse_bytes(s: &str) -> Result<u64, SizeError> {
     let t = s.trim();
     let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
-    let n: f64 = num.parse().map_err(|_| format!("invalid size `{s}` (use e.g. `512M`, `4G`)"))?;
-    let mult: u64 = match unit.trim().to_ascii_uppercase().trim_end_matches('B').trim_end_matches('I') {
-        "" => 1,
-        "K" => 1 << 10,
-        "M" => 1 << 20,
-        "G" => 1 << 30,
-        "T" => 1 << 40,
-        other => return Err(format!("invalid size `{s}`: unknown unit `{other}` (use K, M, G, T)")),
+    let n: f64 = num.parse().map_err(|_| SizeError::NotANumber(s.to_string()))?;
+    let unit = unit.trim();
+    let mult: u64 = match unit.to_ascii_uppercase().as_str() {
+        "" | "B" => 1,
+        "K" | "KB" | "KIB" => 1 << 10,
+        "M" | "MB" | "MIB" => 1 << 20,
+        "G" | "GB" | "GIB" => 1 << 30,
+        "T" | "TB" | "TIB" => 1 << 40,
+        _ => return Err(SizeError::UnknownUnit { text: s.to_string(), unit: unit.to_string() }),
     };
     let bytes = n * mult as f64;
     if !bytes.is_finite() || bytes < 0.0 || bytes > (1u64 << 60) as f64 {
-        return Err(format!("invalid size `{s}`"));
+        return Err(SizeError::OutOfRange(s.to_string()));
     }
     Ok(bytes as u64)
 }
@@ -121,7 +170,38 @@ mod tests {
         assert_eq!(parse_bytes("4G").unwrap(), 4 << 30);
         assert_eq!(parse_bytes("512MiB").unwrap(), 512 << 20);
         assert_eq!(parse_bytes("1024").unwrap(), 1024);
-        assert!(parse_bytes("4Q").is_err());
-        assert!(parse_bytes("G").is_err());
+        assert_eq!(parse_bytes("4gb").unwrap(), 4 << 30);
+        assert_eq!(parse_bytes("2 KiB").unwrap(), 2048);
+        assert_eq!(parse_bytes("7B").unwrap(), 7);
+        assert_eq!(parse_bytes("4Q").unwrap_err().to_string(), "invalid size `4Q`: unknown unit `Q` (use K, M, G, T)");
+        assert_eq!(parse_bytes("G").unwrap_err(), SizeError::NotANumber("G".into()));
+    }
+
+    /// `4GBB`, `4GII`, `4IB` were read as `4G`, `4G` and `4` by stripping every trailing
+    /// `B` and `I`: only one `B`, after an optional `i`, is a spelling of the unit.
+    #[test]
+    fn sizes_with_repeated_or_stray_suffixes_are_refused() {
+        for bad in ["4GBB", "4GII", "4GIIB", "4IB", "4BB", "4GBi"] {
+            let e = parse_bytes(bad).unwrap_err();
+            assert!(matches!(e, SizeError::UnknownUnit { .. }), "{bad}: {e}");
+        }
+        assert_eq!(
+            parse_bytes("4GBB").unwrap_err().to_string(),
+            "invalid size `4GBB`: unknown unit `GBB` (use K, M, G, T)"
+        );
+    }
+
+    #[test]
+    fn duration_errors_keep_their_messages() {
+        assert_eq!(parse_duration(" ").unwrap_err(), DurationError::Empty);
+        assert_eq!(
+            parse_duration("5 parsecs").unwrap_err().to_string(),
+            "invalid duration `5 parsecs`: unknown unit `parsecs` (use ms, s, m, h, d)"
+        );
+        assert_eq!(
+            parse_duration("5m3").unwrap_err().to_string(),
+            "invalid duration `5m3`: a number needs a unit (`30s`, `10m`, `2h`)"
+        );
+        assert_eq!(parse_duration("-5").unwrap_err().to_string(), "invalid duration `-5`");
     }
 }

@@ -279,7 +279,7 @@ impl LocalBackend {
 mod tests {
     use super::*;
     use crate::execute::profile::Profile;
-    use crate::validate::model::Resources;
+    use crate::model::Resources;
 
     fn job(ranks: u32) -> JobRequest {
         JobRequest {

@@ -17,7 +17,7 @@ use std::time::{Duration, SystemTime};
 use async_trait::async_trait;
 
 use crate::ids::JobId;
-use crate::validate::model::Resources;
+use crate::model::Resources;
 
 /// File in an attempt's `.twinflow/` directory where a backend whose jobs outlive the engine
 /// writes the job id as soon as it has it (before the scheduler records the attempt), so

@@ -625,7 +625,7 @@ mod tests {
 
     #[test]
     fn default_resources_fill_in_what_a_step_does_not_set() {
-        use crate::validate::model::{Resources, ResourcesGiven};
+        use crate::model::{Resources, ResourcesGiven};
         let p = Profile::parse("default_memory: 2G\ndefault_threads: 4\ndefault_gpus: 1\n", "p").unwrap();
         let mut unset = Resources::default();
         p.apply_defaults(&mut unset);

@@ -53,41 +53,11 @@ pub fn function_names() -> impl Iterator<Item = &'static str> {
     FUNCTIONS.iter().map(|f| f.name)
 }
 
-/// Levenshtein distance over chars; names are short so O(n·m) is fine.
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut cur = vec![i + 1];
-        for (j, cb) in b.iter().enumerate() {
-            let sub = prev[j] + usize::from(ca != *cb);
-            cur.push(sub.min(prev[j + 1] + 1).min(cur[j] + 1));
-        }
-        prev = cur;
-    }
-    prev[b.len()]
-}
-
-/// The candidate closest to `name`, if it is plausibly a typo of it.
-pub(crate) fn closest<'a>(name: &str, candidates: impl Iterator<Item = &'a str>) -> Option<&'a str> {
-    // Huge inputs are not typos; skip the quadratic work.
-    if name.len() > 256 {
-        return None;
-    }
-    let limit = (name.chars().count() / 2).max(2);
-    candidates
-        .filter(|c| c.len() <= 256)
-        .map(|c| (edit_distance(name, c), c))
-        .filter(|(d, _)| *d <= limit)
-        .min_by_key(|(d, _)| *d)
-        .map(|(_, c)| c)
-}
-
 /// Parse-time check that `name` exists and accepts `argc` arguments.
 pub(crate) fn check_call(name: &str, name_span: Span, span: Span, argc: usize) -> Result<(), ExprError> {
     let Some(f) = FUNCTIONS.iter().find(|f| f.name == name) else {
         let err = ExprError::new(ExprErrorKind::UnknownFunction, name_span, format!("unknown function `{name}`"));
-        return Err(match closest(name, function_names()) {
+        return Err(match crate::suggest::closest(name, function_names()) {
             Some(best) => err.with_help(format!("did you mean `{best}`?")),
             None => err.with_help(format!("available functions: {}", function_names().collect::<Vec<_>>().join(", "))),
         });

@@ -99,7 +99,7 @@ impl TypeScope for HashMap<String, Type> {
 /// The error a map-backed scope reports for a missing key.
 pub(crate) fn unknown_reference<'a>(key: &str, known: impl Iterator<Item = &'a str>) -> LookupError {
     let err = LookupError::new(format!("unknown reference `{key}`"));
-    match functions::closest(key, known) {
+    match crate::suggest::closest(key, known) {
         Some(best) => err.with_help(format!("did you mean `{best}`?")),
         None => err,
     }

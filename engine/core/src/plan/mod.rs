@@ -11,20 +11,19 @@
 //! when a task is dispatched or printed, which keeps a 10⁶-member plan small and fast.
 
 pub mod render;
-pub mod scope;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
+use petgraph::algo::toposort;
 use petgraph::graph::{DiGraph, NodeIndex};
 
 use crate::diag::{Diag, DiagKind, Diagnostics};
-use crate::expr::Value;
+use crate::expr::{ExprError, Type, Value};
+use crate::model::{
+    Ctx, Resolved, StaticScope, StepIdx, ValueExpr, Workflow, eval_value, resolve, sources, step_sites,
+};
 use crate::spec::raw::ScatterMethod;
-use crate::validate::checks::{sources, step_sites};
-use crate::validate::model::{StepIdx, ValueExpr, Workflow};
-use crate::validate::refs::{Ctx, Resolved, resolve};
-use scope::{StaticScope, eval_value};
 
 /// Largest number of tasks a plan may have.
 pub const MAX_TASKS: u64 = 20_000_000;
@@ -112,6 +111,17 @@ impl ScatterTable {
     }
 }
 
+/// Why a scatter variable has no list.
+#[derive(Debug, thiserror::Error)]
+pub enum ScatterListError {
+    /// The expression gives a single value.
+    #[error("scatter variables need a list, found `{0}`")]
+    NotAList(Type),
+    /// The expression cannot be evaluated before the run.
+    #[error("{}", .0.message)]
+    Eval(ExprError),
+}
+
 /// The compiled plan.
 #[derive(Debug)]
 pub struct Plan {
@@ -155,12 +165,12 @@ impl Plan {
     }
 }
 
-/// Compiles a validated workflow into a plan. `run_id` is used where expressions mention
-/// `run.id` (a placeholder when only planning).
-pub fn compile(workflow: Arc<Workflow>, run_id: &str, run_dir: &str) -> Result<Plan, Diagnostics> {
+/// Compiles a validated workflow into a plan. A plan does not depend on the run: scatter
+/// lists are known from parameters, inputs and upstream scatters alone.
+pub fn compile(workflow: Arc<Workflow>) -> Result<Plan, Diagnostics> {
     let wf = &*workflow;
     let mut diags = Diagnostics::default();
-    let order = step_order(wf);
+    let order = step_order(wf).map_err(|d| Diagnostics(vec![d]))?;
     let n = wf.steps.len();
     let mut scatter: Vec<Option<ScatterTable>> = vec![None; n];
     for &s in &order {
@@ -171,10 +181,10 @@ pub fn compile(workflow: Arc<Workflow>, run_id: &str, run_dir: &str) -> Result<P
         let mut ok = true;
         for (name, v) in &sc.vars {
             let field = format!("steps.{}.scatter.over.{name}", step.local_name);
-            match scatter_list(wf, &scatter, s, v, run_id, run_dir) {
+            match scatter_list(wf, &scatter, s, v) {
                 Ok(l) => vars.push((name.clone(), l)),
-                Err(msg) => {
-                    diags.push(Diag::new(DiagKind::Expression, file, v.span(), field, msg));
+                Err(e) => {
+                    diags.push(Diag::new(DiagKind::Expression, file, v.span(), field, e.to_string()));
                     ok = false;
                 }
             }
@@ -300,28 +310,45 @@ pub fn compile(workflow: Arc<Workflow>, run_id: &str, run_dir: &str) -> Result<P
     Ok(Plan { workflow, graph, step_first, scatter, step_order: order })
 }
 
-/// Steps in an order where every step follows its dependencies (validation rejected cycles).
-fn step_order(wf: &Workflow) -> Vec<StepIdx> {
-    let n = wf.steps.len();
-    let mut indeg: Vec<usize> = wf.steps.iter().map(|s| s.deps.len()).collect();
-    let mut users: Vec<Vec<StepIdx>> = vec![vec![]; n];
+/// Steps in an order where every step follows its dependencies. Validation reports cycles
+/// with the references that close them; a model built without it gets a plain diagnostic
+/// at one step of the cycle.
+#[allow(clippy::result_large_err)] // one Diag, built once per compile
+fn step_order(wf: &Workflow) -> Result<Vec<StepIdx>, Diag> {
+    let mut g: DiGraph<StepIdx, ()> = DiGraph::with_capacity(wf.steps.len(), wf.steps.len());
+    for i in 0..wf.steps.len() {
+        g.add_node(i);
+    }
     for (i, s) in wf.steps.iter().enumerate() {
         for &d in &s.deps {
-            users[d].push(i);
+            g.add_edge(NodeIndex::new(d), NodeIndex::new(i), ());
         }
     }
-    let mut ready: std::collections::VecDeque<StepIdx> = (0..n).filter(|&i| indeg[i] == 0).collect();
-    let mut out = Vec::with_capacity(n);
-    while let Some(i) = ready.pop_front() {
-        out.push(i);
-        for &u in &users[i] {
-            indeg[u] -= 1;
-            if indeg[u] == 0 {
-                ready.push_back(u);
+    match toposort(&g, None) {
+        Ok(order) => {
+            // Shown by `plan` in this order: by stage (longest chain of dependencies
+            // before the step), then as written, which reads better than the depth-first
+            // order of the sort.
+            let mut stage = vec![0usize; wf.steps.len()];
+            for n in &order {
+                let s = g[*n];
+                stage[s] = wf.steps[s].deps.iter().map(|&d| stage[d] + 1).max().unwrap_or(0);
             }
+            let mut steps: Vec<StepIdx> = (0..wf.steps.len()).collect();
+            steps.sort_by_key(|&s| (stage[s], s));
+            Ok(steps)
+        }
+        Err(cycle) => {
+            let step = &wf.steps[g[cycle.node_id()]];
+            Err(Diag::new(
+                DiagKind::Cycle,
+                &wf.namespaces[step.ns].file,
+                step.span,
+                format!("steps.{}", step.local_name),
+                format!("dependency cycle through `{}`", step.name),
+            ))
         }
     }
-    out
 }
 
 /// If `v` is exactly `${{ steps.A.out.x }}` (or `.values.x`) with `A` scattered, the
@@ -355,17 +382,15 @@ fn scatter_list(
     scatter: &[Option<ScatterTable>],
     s: StepIdx,
     v: &ValueExpr,
-    run_id: &str,
-    run_dir: &str,
-) -> Result<ScatterList, String> {
+) -> Result<ScatterList, ScatterListError> {
     if let Some(d) = deferred_outputs(wf, scatter, s, v) {
         return Ok(d);
     }
-    let scope = StaticScope { wf, ns: wf.steps[s].ns, ctx: Ctx::ScatterOver(s), run_id, run_dir };
+    let scope = StaticScope { wf, ns: wf.steps[s].ns, ctx: Ctx::ScatterOver(s) };
     match eval_value(v, &scope) {
         Ok(Value::List(items)) => Ok(ScatterList::Values(items)),
-        Ok(other) => Err(format!("scatter variables need a list, found `{}`", other.type_of())),
-        Err(e) => Err(e.message),
+        Ok(other) => Err(ScatterListError::NotAList(other.type_of())),
+        Err(e) => Err(ScatterListError::Eval(e)),
     }
 }
 
@@ -390,10 +415,47 @@ fn split_deps(wf: &Workflow, scatter: &[Option<ScatterTable>], s: StepIdx) -> (V
         if matches!(ctx, Ctx::ScatterOver(_)) && deferred_sites.contains(&t.src) {
             continue;
         }
-        let mut srcs = vec![];
-        sources(wf, ns, ctx, &t, 0, &mut srcs);
-        direct.extend(srcs.into_iter().map(|(a, _)| a));
+        direct.extend(sources(wf, ns, ctx, &t).into_iter().map(|(a, _)| a));
     }
     let memberwise = memberwise.difference(&direct).copied().collect();
     (direct.into_iter().collect(), memberwise)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::span::SourceFile;
+
+    fn workflow(text: &str) -> Workflow {
+        let file = SourceFile::new("wf.yaml", text);
+        let raw = crate::spec::parse(&file).expect("parses");
+        crate::validate::validate(file, raw, &Default::default()).expect("valid")
+    }
+
+    fn names(wf: &Workflow, order: &[StepIdx]) -> Vec<String> {
+        order.iter().map(|&s| wf.steps[s].name.clone()).collect()
+    }
+
+    #[test]
+    fn steps_are_ordered_by_stage_then_as_written() {
+        let wf = workflow(
+            "name: w\nsteps:\n  report:\n    run: [cat, \"${{ steps.fit.out.f }}\", \"${{ steps.b.out.x }}\"]\n  \
+             fit:\n    run: [fit, \"${{ steps.a.out.x }}\"]\n    out: { f: f }\n  \
+             b:\n    run: [b]\n    out: { x: x }\n  a:\n    run: [a]\n    out: { x: x }\n",
+        );
+        let order = step_order(&wf).unwrap();
+        assert_eq!(names(&wf, &order), ["b", "a", "fit", "report"]);
+        let plan = compile(Arc::new(wf)).unwrap();
+        assert_eq!(plan.step_order, order);
+    }
+
+    #[test]
+    fn a_cycle_in_an_unvalidated_model_is_a_diagnostic() {
+        let mut wf = workflow("name: w\nsteps:\n  a:\n    run: [a]\n  b:\n    run: [b]\n");
+        wf.steps[0].deps = vec![1];
+        wf.steps[1].deps = vec![0];
+        let d = step_order(&wf).unwrap_err();
+        assert_eq!(d.kind, DiagKind::Cycle);
+        assert!(d.message.starts_with("dependency cycle through"), "{}", d.message);
+    }
 }

@@ -15,7 +15,7 @@ use super::job::ResolvedTask;
 use super::{RunError, io};
 use crate::execute::Outcome;
 use crate::expr::Value;
-use crate::validate::model::Step;
+use crate::model::Step;
 
 /// Name of an attempt's directory.
 pub fn attempt_dir(task_dir: &Path, attempt: u32) -> PathBuf {

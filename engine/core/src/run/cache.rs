@@ -14,8 +14,8 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::scope::TaskResult;
+use crate::model::Step;
 use crate::state::{StateError, Store};
-use crate::validate::model::Step;
 
 /// The parts of a cache key, kept so `twinflow why` can say which one changed.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
@@ -231,11 +231,4 @@ fn hash_file(path: &Path) -> std::io::Result<String> {
     Ok(hasher.finalize().to_hex()[..32].to_string())
 }
 
-/// Finds `prog` on `PATH` (or returns it as is when it contains a `/`).
-pub fn which(prog: &str) -> Option<PathBuf> {
-    if prog.contains('/') {
-        return Some(PathBuf::from(prog));
-    }
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path).map(|d| d.join(prog)).find(|p| p.is_file())
-}
+pub use crate::programs::which;

@@ -20,10 +20,10 @@ use crate::events::{Event, Reporter, TaskState};
 use crate::execute::{ArrayMember, Backend, JobRequest, JobStatus, Outcome};
 use crate::expr::Value;
 use crate::ids::JobId;
+use crate::model::Command;
+use crate::model::Ctx;
 use crate::plan::Plan;
 use crate::state::{CacheEntry, Store};
-use crate::validate::model::Command;
-use crate::validate::refs::Ctx;
 
 /// An attempt in flight.
 pub(crate) struct Attempt {

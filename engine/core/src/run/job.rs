@@ -8,11 +8,11 @@ use indexmap::IndexMap;
 use super::cache::{Components, Hasher, which};
 use super::scope::{Mode, TaskResult, TaskScope, Used};
 use crate::expr::{Scope, Value};
-use crate::plan::scope::eval_value;
+use crate::model::eval_value;
+use crate::model::{Command, Tpl};
+use crate::model::{Ctx, Resolved, resolve};
 use crate::plan::{Plan, TaskNode};
 use crate::state::{StateError, Store};
-use crate::validate::model::{Command, Tpl};
-use crate::validate::refs::{Ctx, Resolved, resolve};
 use twinflow_contract::env as tfenv;
 
 /// A task resolved for one attempt.

@@ -13,8 +13,8 @@ use petgraph::graph::NodeIndex;
 
 use super::scope::{Mode, TaskResult, TaskScope};
 use crate::expr::Value;
+use crate::model::Ctx;
 use crate::plan::Plan;
-use crate::validate::refs::Ctx;
 
 /// Where a run is: what the targets of `publish:` are evaluated against.
 #[derive(Debug, Clone, Copy)]

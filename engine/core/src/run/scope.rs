@@ -7,10 +7,10 @@ use std::path::{Path, PathBuf};
 use indexmap::IndexMap;
 
 use crate::expr::{LookupError, Scope, Value};
-use crate::plan::scope::{eval_value, param_or_input};
+use crate::model::{Ctx, Resolved, resolve};
+use crate::model::{NsIdx, StepIdx};
+use crate::model::{eval_value, param_or_input};
 use crate::plan::{Plan, ScatterList, TaskNode};
-use crate::validate::model::{NsIdx, StepIdx};
-use crate::validate::refs::{Ctx, Resolved, resolve};
 
 /// Result of a finished task that downstream tasks can use.
 #[derive(Debug, Clone)]

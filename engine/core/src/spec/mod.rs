@@ -4,13 +4,15 @@
 //! bounds alias expansion ("billion laughs"), with duplicate keys rejected. Files above
 //! [`MAX_WORKFLOW_BYTES`] are refused before parsing.
 
+mod path;
 pub mod raw;
 pub mod schema;
 pub mod span;
 
 use std::path::Path;
 
-use crate::diag::{Diag, DiagKind, Diagnostics, did_you_mean};
+use crate::diag::{Diag, DiagKind, Diagnostics};
+use crate::suggest::did_you_mean;
 use raw::RawWorkflow;
 use span::{SourceFile, Span};
 
@@ -77,11 +79,15 @@ pub fn parse(file: &SourceFile) -> Result<RawWorkflow, Diagnostics> {
         );
         return Err(d);
     }
-    serde_saphyr::from_str_with_options::<RawWorkflow>(&file.text, options()).map_err(|e| {
-        let mut d = Diagnostics::default();
-        d.push(convert_error(file, &e));
-        d
+    // The path serde walked to a failing node names the field in the message.
+    let mut path = None;
+    serde_saphyr::with_deserializer_from_str_with_options(&file.text, options(), |de| {
+        serde_path_to_error::deserialize::<_, RawWorkflow>(de).map_err(|e| {
+            path = Some(e.path().clone());
+            e.into_inner()
+        })
     })
+    .map_err(|e| Diagnostics(vec![convert_error(file, &e, path.as_ref())]))
 }
 
 /// Whether a file holds no YAML content: only blank lines, comments and document markers.
@@ -92,9 +98,9 @@ fn is_blank(text: &str) -> bool {
     })
 }
 
-/// One serde-saphyr error as a diagnostic: its place, the field it concerns (recovered from
-/// the indentation around that place) and a message in our words.
-fn convert_error(file: &SourceFile, e: &serde_saphyr::Error) -> Diag {
+/// One serde-saphyr error as a diagnostic: its place, the field it concerns (from the path
+/// serde walked to it, when the error came from deserializing) and a message in our words.
+fn convert_error(file: &SourceFile, e: &serde_saphyr::Error, path: Option<&serde_path_to_error::Path>) -> Diag {
     use serde_saphyr::Error as E;
     let e = e.without_snippet();
     let span = error_span(file, e);
@@ -104,26 +110,32 @@ fn convert_error(file: &SourceFile, e: &serde_saphyr::Error) -> Diag {
         other => other,
     };
     let text = &file.text;
+    let at = path.map(|p| path::field_path(text, span.offset, p)).unwrap_or_default();
     let (kind, field, message, help): (DiagKind, String, String, Option<String>) = match inner {
         E::SerdeUnknownField { field, expected, .. } => {
             let help = did_you_mean(field, expected.iter().copied())
                 .or_else(|| (!expected.is_empty()).then(|| format!("allowed keys here: {}", quoted_list(expected))));
-            let parent = yaml_path(text, span.offset, false);
-            let path = if parent.is_empty() { field.to_string() } else { format!("{parent}.{field}") };
+            // The path ends at the unknown key itself.
+            let path = match at.rsplit_once('.') {
+                _ if at.is_empty() => field.to_string(),
+                Some((_, last)) if last == *field => at.clone(),
+                None if at == *field => at.clone(),
+                _ => format!("{at}.{field}"),
+            };
             (DiagKind::UnknownKey, path, format!("unknown key `{field}`"), help)
         }
         E::SerdeUnknownVariant { variant, expected, .. } => {
             let help = did_you_mean(variant, expected.iter().copied())
                 .or_else(|| Some(format!("expected one of {}", quoted_list(expected))));
-            (DiagKind::InvalidValue, yaml_path(text, span.offset, true), format!("unknown value `{variant}`"), help)
+            (DiagKind::InvalidValue, at.clone(), format!("unknown value `{variant}`"), help)
         }
         E::SerdeMissingField { field, .. } => {
-            let parent = yaml_path(text, span.offset, false);
+            let parent = at.clone();
             let help = parent.is_empty().then(|| "a workflow needs at least `name:` and `steps:`".to_string());
             (DiagKind::MissingKey, parent, format!("missing key `{field}`"), help)
         }
         E::DuplicateMappingKey { key, .. } => {
-            let parent = yaml_path(text, span.offset, false);
+            let parent = at.clone();
             let what = key.as_deref().map_or_else(|| "duplicate key".to_string(), |k| format!("duplicate key `{k}`"));
             let help = if parent == "steps" {
                 "step names must be unique; rename one of the steps"
@@ -142,24 +154,21 @@ fn convert_error(file: &SourceFile, e: &serde_saphyr::Error) -> Diag {
             Some("anchors and aliases (`&name`, `*name`) are for small repeated values; write the values out".into()),
         ),
         E::Budget { breach, .. } => {
-            // `Nodes { nodes: 250001 }`: the limit's name and the count where it was crossed
-            // (the breach type itself is not exported by serde-saphyr).
-            let debug = format!("{breach:?}");
-            let kind = debug.split([' ', '{']).next().unwrap_or_default();
-            let count: Option<u64> = debug.chars().filter(char::is_ascii_digit).collect::<String>().parse().ok();
-            let what = match kind {
-                "Nodes" => "YAML nodes (mappings, lists and values)",
-                "Events" => "YAML parser events",
-                "Depth" => "levels of nesting",
-                "ScalarBytes" => "bytes of values",
-                "CommentBytes" => "bytes of comments",
-                "Anchors" => "anchors",
-                "Aliases" => "aliases",
-                "Documents" => "documents",
-                _ => "",
+            // The limit that was crossed, and the count where it was.
+            use serde_saphyr::budget::BudgetBreach as B;
+            let (count, what) = match breach {
+                B::Nodes { nodes } => (Some(*nodes), "YAML nodes (mappings, lists and values)"),
+                B::Events { events } => (Some(*events), "YAML parser events"),
+                B::Depth { depth } => (Some(*depth), "levels of nesting"),
+                B::ScalarBytes { total_scalar_bytes } => (Some(*total_scalar_bytes), "bytes of values"),
+                B::CommentBytes { total_comment_bytes } => (Some(*total_comment_bytes), "bytes of comments"),
+                B::Anchors { anchors } => (Some(*anchors), "anchors"),
+                B::Aliases { aliases } => (Some(*aliases), "aliases"),
+                B::Documents { documents } => (Some(*documents), "documents"),
+                _ => (None, ""),
             };
             let message = match count {
-                Some(n) if !what.is_empty() => format!("workflow file is too large: more than {} {what}", n - 1),
+                Some(n) => format!("workflow file is too large: more than {} {what}", n.saturating_sub(1)),
                 _ => format!(
                     "workflow file is too large: {}",
                     lowercase_first(&strip_location_suffix(&inner.to_string()))
@@ -181,15 +190,10 @@ fn convert_error(file: &SourceFile, e: &serde_saphyr::Error) -> Diag {
         ),
         E::InvalidScalar { ty, .. } => {
             let found = text.get(span.offset..span.offset + span.len).unwrap_or("").trim();
-            (
-                DiagKind::Type,
-                yaml_path(text, span.offset, true),
-                format!("expected {}, found `{found}`", type_words(ty)),
-                None,
-            )
+            (DiagKind::Type, at.clone(), format!("expected {}, found `{found}`", type_words(ty)), None)
         }
         E::Unexpected { expected, .. } => {
-            let field = yaml_path(text, span.offset, true);
+            let field = at.clone();
             let want = match *expected {
                 "sequence start" | "seq" => "a list",
                 "mapping start" | "map" => "a map",
@@ -226,12 +230,9 @@ fn convert_error(file: &SourceFile, e: &serde_saphyr::Error) -> Diag {
                 }
             }
         }
-        E::SerdeInvalidType { unexpected, expected, .. } | E::SerdeInvalidValue { unexpected, expected, .. } => (
-            DiagKind::Type,
-            yaml_path(text, span.offset, true),
-            format!("expected {}, found {unexpected}", type_words(expected)),
-            None,
-        ),
+        E::SerdeInvalidType { unexpected, expected, .. } | E::SerdeInvalidValue { unexpected, expected, .. } => {
+            (DiagKind::Type, at.clone(), format!("expected {}, found {unexpected}", type_words(expected)), None)
+        }
         E::ExternalMessage { .. } | E::IndentationError { .. } | E::ContainerEndMismatch { .. } => {
             let msg = lowercase_first(&strip_location_suffix(&inner.to_string()));
             let help = if msg.contains("tab") {
@@ -250,7 +251,7 @@ fn convert_error(file: &SourceFile, e: &serde_saphyr::Error) -> Diag {
         other => {
             let msg = strip_location_suffix(&other.to_string());
             let (kind, message, help) = classify(&msg);
-            let field = if kind == DiagKind::Syntax { String::new() } else { yaml_path(text, span.offset, true) };
+            let field = if kind == DiagKind::Syntax { String::new() } else { at.clone() };
             (kind, field, message, help)
         }
     };
@@ -293,105 +294,6 @@ fn type_words(expected: &str) -> String {
     }
 }
 
-/// Best-effort dotted path (`steps.sim.resources`) of the YAML node at `offset`, read from
-/// the block indentation above it. With `leaf`, a `key:` written before `offset` on the
-/// same line is included. Flow collections (`{...}`, `[...]`) add no levels.
-fn yaml_path(text: &str, offset: usize, leaf: bool) -> String {
-    let offset = offset.min(text.len());
-    let line_start = text[..offset].rfind('\n').map_or(0, |i| i + 1);
-    let line_end = text[offset..].find('\n').map_or(text.len(), |i| offset + i);
-    let (content_col, key) = line_key(&text[line_start..line_end]);
-    let mut indent = content_col.min(offset - line_start);
-    let mut parts = vec![];
-    if leaf
-        && let Some((k, colon)) = key
-        && line_start + colon <= offset
-    {
-        parts.push(k);
-    }
-    for l in text[..line_start].lines().rev() {
-        if indent == 0 {
-            break;
-        }
-        let t = l.trim_start_matches(' ');
-        if t.is_empty() || t.starts_with('#') {
-            continue;
-        }
-        let line_indent = l.len() - t.len();
-        let (col, key) = line_key(l);
-        // `- key:` lines: the key sits at `col`, the sequence item at `line_indent`; a block
-        // sequence may be indented as far as its parent key.
-        let dash = col > line_indent;
-        if col < indent {
-            if let Some((k, _)) = key {
-                parts.push(k);
-            }
-            indent = if dash { line_indent + 1 } else { col };
-        } else if dash && line_indent < indent {
-            indent = line_indent + 1;
-        }
-    }
-    parts.reverse();
-    // Flow collections opened earlier on the same line (`retry: { cnt: 1 }`).
-    parts.extend(flow_parents(&text[line_start..offset]));
-    parts.join(".")
-}
-
-/// Keys of the flow mappings and sequences still open at the end of `prefix` (the part of a
-/// line before a place): `  retry: { count: 2, bad` → `["retry"]`. Quoted text is skipped.
-fn flow_parents(prefix: &str) -> Vec<String> {
-    let mut stack: Vec<String> = vec![];
-    let mut last_key = String::new();
-    let mut token = String::new();
-    let mut quote: Option<char> = None;
-    for c in prefix.chars() {
-        if let Some(q) = quote {
-            if c == q {
-                quote = None;
-            }
-            continue;
-        }
-        match c {
-            '"' | '\'' => quote = Some(c),
-            ':' => {
-                last_key = token.trim().trim_start_matches("- ").to_string();
-                token.clear();
-            }
-            '{' | '[' => {
-                stack.push(std::mem::take(&mut last_key));
-                token.clear();
-            }
-            '}' | ']' => {
-                stack.pop();
-                token.clear();
-            }
-            ',' => {
-                token.clear();
-                last_key.clear();
-            }
-            _ => token.push(c),
-        }
-    }
-    stack.into_iter().filter(|k| !k.is_empty()).collect()
-}
-
-/// The column where a line's content starts (after any `- `) and its leading `key:` with
-/// the byte index of the colon.
-fn line_key(line: &str) -> (usize, Option<(String, usize)>) {
-    let mut rest = line.trim_start_matches(' ');
-    while let Some(r) = rest.strip_prefix("- ") {
-        rest = r.trim_start_matches(' ');
-    }
-    let col = line.len() - rest.len();
-    let colon = rest.char_indices().find(|&(i, c)| c == ':' && rest[i + 1..].chars().next().is_none_or(|n| n == ' '));
-    let key = colon.and_then(|(i, _)| {
-        let k = rest[..i].trim();
-        let plain = !k.is_empty() && !k.starts_with(['[', '{', '#', '&', '*', '!']) && !k.contains(['"', '\'']);
-        plain.then(|| (k.to_string(), col + i))
-    });
-    (col, key)
-}
-
 fn strip_location_suffix(msg: &str) -> String {
     let first_line = msg.lines().next().unwrap_or(msg);
     match first_line.find(" at line ") {
@@ -425,24 +327,33 @@ fn lowercase_first(s: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::yaml_path;
+    use super::*;
+
+    fn field_of(text: &str) -> String {
+        let file = SourceFile::new("wf.yaml", text);
+        let d = parse(&file).expect_err("invalid");
+        d.0[0].field.clone()
+    }
 
     #[test]
-    fn yaml_path_follows_block_indentation() {
-        let t = "name: x\nsteps:\n  a:\n    run: [echo]\n    # note\n    resources:\n      cpus: 4\n";
-        let at = |needle: &str| t.find(needle).unwrap();
-        assert_eq!(yaml_path(t, at("cpus"), false), "steps.a.resources");
-        assert_eq!(yaml_path(t, at("4\n"), true), "steps.a.resources.cpus");
-        assert_eq!(yaml_path(t, at("[echo]"), true), "steps.a.run");
-        assert_eq!(yaml_path(t, at("steps"), false), "");
-        let l = "steps:\n  - run: [a]\n    out: x\n";
-        assert_eq!(yaml_path(l, l.find('-').unwrap(), true), "steps");
-        assert_eq!(yaml_path(l, l.find(" x").unwrap() + 1, true), "steps.out");
-        let flat = "steps:\n- run:\n    - 1\n";
-        assert_eq!(yaml_path(flat, flat.find('1').unwrap(), true), "steps.run");
-        let flow = "steps:\n  a:\n    retry: { count: 2, cnt: 1 }\n    x: { \"q:{\": [1, {y: 2, bad: 3}] }\n";
-        assert_eq!(yaml_path(flow, flow.find("cnt").unwrap(), false), "steps.a.retry");
-        // A quoted key is not named, nor is a list element.
-        assert_eq!(yaml_path(flow, flow.find("bad").unwrap(), false), "steps.a.x");
+    fn errors_name_their_field_by_the_path_serde_walked() {
+        let step = "name: w\nsteps:\n  sim:\n    run: [echo]\n";
+        assert_eq!(
+            field_of(&format!("{step}    resources:\n      # note\n      cpus: 4\n")),
+            "steps.sim.resources.cpus"
+        );
+        assert_eq!(field_of(&format!("{step}    resources:\n      ranks: [1]\n")), "steps.sim.resources.ranks");
+        assert_eq!(field_of(&format!("{step}    retry: {{ count: 2, cnt: 1 }}\n")), "steps.sim.retry.cnt");
+        assert_eq!(field_of(&format!("{step}    retry: {{ backoff: 1s }}\n")), "steps.sim.retry");
+        assert_eq!(field_of("name: w\nsteps:\n  a:\n    run: echo hi\n"), "steps.a.run");
+        // The second of two steps, and a step after a quoted one.
+        let two =
+            "name: w\nsteps:\n  a:\n    run: [x]\n  \"b c\":\n    run: [x]\n  d:\n    run: [y]\n    timeout: [1]\n";
+        assert_eq!(field_of(two), "steps.d.timeout");
+        assert_eq!(field_of("name: w\nparams:\n  n:\n    type: integer\nsteps: {}\n"), "params.n.type");
+        assert_eq!(field_of("name: w\nsteps:\n  - run: [a]\n"), "steps");
+        assert_eq!(field_of("name: w\nstepz: 1\nsteps: {}\n"), "stepz");
+        assert_eq!(field_of("steps:\n  a:\n    run: [echo]\n"), "");
+        assert_eq!(field_of("name: w\nsteps:\n  a:\n    run: [x]\n  a:\n    run: [y]\n"), "steps");
     }
 }

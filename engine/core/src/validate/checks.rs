@@ -2,20 +2,19 @@
 //! plus the value checks for parameters, resources and durations.
 
 use std::collections::BTreeSet;
-use std::path::Path;
 use std::time::Duration;
 
 use petgraph::algo::tarjan_scc;
 use petgraph::graph::{DiGraph, NodeIndex};
 
 use super::Validator;
-use super::model::*;
-use super::refs::{Ctx, Resolved, resolve};
 use super::types::Types;
-use crate::diag::{Diag, DiagKind, did_you_mean};
+use crate::diag::{Diag, DiagKind};
 use crate::expr::{Type, Value};
-use crate::spec::raw::{ParamType, RawResources, Scalar};
+use crate::model::*;
+use crate::spec::raw::Scalar;
 use crate::spec::span::{SourceFile, Sp, Span};
+use crate::suggest::did_you_mean;
 use crate::units;
 
 /// One reason a step depends on another, for cycle messages.
@@ -32,44 +31,8 @@ impl Validator {
         match units::parse_duration(&text) {
             Ok(d) => Some(d),
             Err(msg) => {
-                self.push(Diag::new(DiagKind::InvalidValue, file, v.span, field, msg));
+                self.push(Diag::new(DiagKind::InvalidValue, file, v.span, field, msg.to_string()));
                 None
-            }
-        }
-    }
-
-    fn count(&mut self, file: &SourceFile, field: &str, v: &Option<Sp<Scalar>>, default: u32, min: u32) -> u32 {
-        let Some(v) = v else { return default };
-        if let Scalar::Str(text) = &v.value
-            && text.contains("${{")
-        {
-            // Known once parameters are: see `resolve_counts`.
-            if let Some(t) = self.tpl(file, field, text, v.span) {
-                self.counts_of_step.push((field.to_string(), t, min));
-            }
-            return default;
-        }
-        match &v.value {
-            Scalar::Int(i) if *i >= i64::from(min) && *i <= 1_000_000 => *i as u32,
-            Scalar::Int(i) => {
-                self.push(Diag::new(
-                    DiagKind::InvalidValue,
-                    file,
-                    v.span,
-                    field,
-                    format!("`{i}` is out of range (at least {min})"),
-                ));
-                default
-            }
-            other => {
-                self.push(Diag::new(
-                    DiagKind::Type,
-                    file,
-                    v.span,
-                    field,
-                    format!("expected an integer, found `{other}`"),
-                ));
-                default
             }
         }
     }
@@ -79,13 +42,7 @@ impl Validator {
     pub(super) fn resolve_counts(&mut self) {
         for (s, field, t, min) in std::mem::take(&mut self.pending_counts) {
             let ns = self.wf.steps[s].ns;
-            let scope = crate::plan::scope::StaticScope {
-                wf: &self.wf,
-                ns,
-                ctx: Ctx::Namespace,
-                run_id: "<run.id>",
-                run_dir: "<run.dir>",
-            };
+            let scope = StaticScope { wf: &self.wf, ns, ctx: Ctx::Namespace };
             let got = match t.tpl.eval(&scope) {
                 Ok(Value::Int(i)) if i >= i64::from(min) && i <= 1_000_000 => Ok(i as u32),
                 Ok(Value::Int(i)) => Err(format!("`{i}` is out of range (at least {min})")),
@@ -113,28 +70,7 @@ impl Validator {
         }
     }
 
-    pub(super) fn resources(&mut self, file: &SourceFile, field: &str, r: &Sp<RawResources>) -> Resources {
-        let mut out = Resources {
-            ranks: self.count(file, &format!("{field}.ranks"), &r.ranks, 1, 1),
-            threads: self.count(file, &format!("{field}.threads"), &r.threads, 1, 1),
-            nodes: self.count(file, &format!("{field}.nodes"), &r.nodes, 1, 1),
-            gpus: self.count(file, &format!("{field}.gpus"), &r.gpus, 0, 0),
-            given: ResourcesGiven { threads: r.threads.is_some(), memory: r.memory.is_some(), gpus: r.gpus.is_some() },
-            ..Resources::default()
-        };
-        if let Some(m) = &r.memory {
-            match units::parse_bytes(&m.value.to_string()) {
-                Ok(b) => out.memory = b,
-                Err(msg) => self.push(Diag::new(DiagKind::InvalidValue, file, m.span, format!("{field}.memory"), msg)),
-            }
-        }
-        if let Some(w) = &r.walltime {
-            out.walltime = self.duration(file, &format!("{field}.walltime"), w);
-        }
-        out
-    }
-
-    fn sites(&self) -> Vec<(NsIdx, Ctx, Tpl, String, Option<Type>)> {
+    fn sites(&self) -> Vec<Site> {
         sites(&self.wf)
     }
 
@@ -194,7 +130,7 @@ impl Validator {
                             format!("expected `{want}`, found `{ty}`"),
                         ));
                     }
-                    // `want` is `None` for a whole scatter expression (see `step_sites_into`).
+                    // `want` is `None` for a whole scatter expression (see `model::sites`).
                     if matches!(ctx, Ctx::ScatterOver(_)) && want.is_none() && !matches!(ty, Type::List(_) | Type::Any)
                     {
                         self.push(
@@ -226,9 +162,7 @@ impl Validator {
         let mut edges: Vec<Edge> = vec![];
         for (ns, ctx, t, _, _) in self.sites() {
             let Some(to) = ctx.step() else { continue };
-            let mut srcs = vec![];
-            sources(&self.wf, ns, ctx, &t, 0, &mut srcs);
-            edges.extend(srcs.into_iter().map(|(from, span)| Edge { from, to, span, ns }));
+            edges.extend(sources(&self.wf, ns, ctx, &t).into_iter().map(|(from, span)| Edge { from, to, span, ns }));
         }
         for (to, names) in std::mem::take(&mut self.pending_after) {
             let ns = self.wf.steps[to].ns;
@@ -323,118 +257,6 @@ impl Validator {
     }
 }
 
-/// Expression sites of one step.
-pub(crate) fn step_sites(wf: &Workflow, i: StepIdx) -> Vec<(NsIdx, Ctx, Tpl, String, Option<Type>)> {
-    let mut out = vec![];
-    step_sites_into(wf, i, &mut out);
-    out
-}
-
-fn step_sites_into(wf: &Workflow, i: StepIdx, out: &mut Vec<(NsIdx, Ctx, Tpl, String, Option<Type>)>) {
-    {
-        let s = &wf.steps[i];
-        let f = |k: &str| format!("steps.{}.{k}", s.local_name);
-        if let Some(sc) = &s.scatter {
-            for (k, v) in &sc.vars {
-                // A whole-value expression must give the list; in a literal YAML list
-                // (`[x, "${{ params.y }}"]`) each element is one value of the list.
-                let whole = matches!(v, ValueExpr::Tpl(_));
-                for t in v.templates() {
-                    let want = (!whole).then_some(Type::Any);
-                    out.push((s.ns, Ctx::ScatterOver(i), t.clone(), format!("{}.{k}", f("scatter.over")), want));
-                }
-            }
-        }
-        for (k, v) in &s.inputs {
-            for t in v.templates() {
-                out.push((s.ns, Ctx::Inputs(i), t.clone(), format!("{}.{k}", f("in")), None));
-            }
-        }
-        if let Some(w) = &s.when {
-            out.push((s.ns, Ctx::When(i), w.clone(), f("when"), Some(Type::Bool)));
-        }
-        if let Command::Run { argv, .. } = &s.command {
-            for (j, t) in argv.iter().enumerate() {
-                out.push((s.ns, Ctx::Body(i), t.clone(), format!("{}[{j}]", f("run")), None));
-            }
-        }
-        for (j, t) in s.args.iter().enumerate() {
-            out.push((s.ns, Ctx::Body(i), t.clone(), format!("{}[{j}]", f("args")), None));
-        }
-        for (k, t) in &s.env {
-            out.push((s.ns, Ctx::Body(i), t.clone(), format!("{}.{k}", f("env")), None));
-        }
-        for (k, t) in &s.publish {
-            out.push((s.ns, Ctx::Body(i), t.clone(), format!("{}.{k}", f("publish")), None));
-        }
-    }
-}
-
-/// Every expression site of the workflow with its namespace, context, field and expected type.
-pub(crate) fn sites(wf: &Workflow) -> Vec<(NsIdx, Ctx, Tpl, String, Option<Type>)> {
-    let mut out = vec![];
-    for i in 0..wf.steps.len() {
-        step_sites_into(wf, i, &mut out);
-    }
-    for (ns, n) in wf.namespaces.iter().enumerate() {
-        if let Some(parent) = n.parent {
-            for (k, v) in &n.bindings {
-                // A value that is one whole expression must have the parameter's type
-                // (`${{ params.n / 2 }}` is a float, not an int); text is parsed later.
-                let want = match v {
-                    ValueExpr::Tpl(t) if t.tpl.is_single_expr() => n.params.get(k).map(|p| p.expr_type()),
-                    _ => None,
-                };
-                for t in v.templates() {
-                    out.push((
-                        parent,
-                        Ctx::Namespace,
-                        t.clone(),
-                        format!("steps.{}.with.{k}", super::call_name(&n.prefix)),
-                        want.clone(),
-                    ));
-                }
-            }
-        }
-        for (k, t) in &n.outputs {
-            out.push((ns, Ctx::Namespace, t.clone(), format!("outputs.{k}"), None));
-        }
-    }
-    out
-}
-
-/// Steps that a template depends on, following sub-workflow bindings and outputs.
-pub(crate) fn sources(wf: &Workflow, ns: NsIdx, ctx: Ctx, t: &Tpl, depth: usize, out: &mut Vec<(StepIdx, Span)>) {
-    if depth > 32 {
-        return;
-    }
-    for r in t.tpl.references() {
-        let path: Vec<&str> = r.path.iter().map(String::as_str).collect();
-        let span = t.span.sub(r.span.start, r.span.end);
-        match resolve(wf, ns, ctx, &path) {
-            Ok(Resolved::StepOut(s, _)) | Ok(Resolved::StepValue(s, _)) => out.push((s, span)),
-            Ok(Resolved::Param(pns, name)) | Ok(Resolved::Input(pns, name)) => {
-                let n = &wf.namespaces[pns];
-                if let (Some(parent), Some(b)) = (n.parent, n.bindings.get(&name)) {
-                    for bt in b.templates() {
-                        let mut inner = vec![];
-                        sources(wf, parent, Ctx::Namespace, bt, depth + 1, &mut inner);
-                        out.extend(inner.into_iter().map(|(s, _)| (s, span)));
-                    }
-                }
-            }
-            Ok(Resolved::CallOut(child, name)) => {
-                if let Some(ot) = wf.namespaces[child].outputs.get(&name) {
-                    let mut inner = vec![];
-                    sources(wf, child, Ctx::Namespace, ot, depth + 1, &mut inner);
-                    out.extend(inner.into_iter().map(|(s, _)| (s, span)));
-                }
-            }
-            _ => {}
-        }
-    }
-}
-
 /// A cycle through the nodes of a strongly connected component, in dependency order.
 fn find_cycle(g: &DiGraph<StepIdx, usize>, scc: &[NodeIndex]) -> Vec<StepIdx> {
     let start = *scc.iter().min().unwrap_or(&scc[0]);
@@ -458,124 +280,5 @@ fn find_cycle(g: &DiGraph<StepIdx, usize>, scc: &[NodeIndex]) -> Vec<StepIdx> {
     scc.iter().map(|n| g[*n]).collect()
 }
 
-/// Checks a parameter value (from a default or from `-p`) against its declaration and
-/// converts it. Relative paths are resolved against `base`.
-pub fn check_param_value(def: &ParamDef, v: &serde_json::Value, base: &Path) -> Result<Value, String> {
-    let v = match def.ty {
-        ParamType::List => {
-            let serde_json::Value::Array(items) = v else {
-                return Err(format!("expected a list, found `{v}`"));
-            };
-            let mut out = Vec::with_capacity(items.len());
-            for (i, it) in items.iter().enumerate() {
-                out.push(scalar_param(def.items, def, it, base).map_err(|m| format!("element {i}: {m}"))?);
-            }
-            return Ok(Value::List(out));
-        }
-        t => scalar_param(t, def, v, base)?,
-    };
-    Ok(v)
-}
-
-fn scalar_param(ty: ParamType, def: &ParamDef, v: &serde_json::Value, base: &Path) -> Result<Value, String> {
-    use serde_json::Value as J;
-    let bounds = |x: f64| -> Result<(), String> {
-        if let Some(lo) = def.min
-            && x < lo
-        {
-            return Err(format!("{x} is below the minimum {lo}"));
-        }
-        if let Some(hi) = def.max
-            && x > hi
-        {
-            return Err(format!("{x} is above the maximum {hi}"));
-        }
-        Ok(())
-    };
-    match (ty, v) {
-        (ParamType::Int, J::Number(n)) if n.is_i64() => {
-            let i = n.as_i64().unwrap_or_default();
-            bounds(i as f64)?;
-            Ok(Value::Int(i))
-        }
-        (ParamType::Float, J::Number(n)) => {
-            let x = n.as_f64().unwrap_or(f64::NAN);
-            if !x.is_finite() {
-                return Err("expected a finite number".into());
-            }
-            bounds(x)?;
-            Ok(Value::Float(x))
-        }
-        (ParamType::Bool, J::Bool(b)) => Ok(Value::Bool(*b)),
-        (ParamType::String, J::String(s)) => Ok(Value::Str(s.clone())),
-        (ParamType::Path, J::String(s)) => {
-            if s.contains('\0') {
-                return Err("paths cannot contain NUL".into());
-            }
-            Ok(Value::Path(base.join(s).display().to_string()))
-        }
-        (ParamType::Enum, J::String(s)) => {
-            if def.values.iter().any(|x| x == s) {
-                Ok(Value::Str(s.clone()))
-            } else {
-                let mut msg = format!(
-                    "`{s}` is not one of {}",
-                    def.values.iter().map(|x| format!("`{x}`")).collect::<Vec<_>>().join(", ")
-                );
-                if let Some(h) = did_you_mean(s, def.values.iter().map(String::as_str)) {
-                    msg += &format!(" ({h})");
-                }
-                Err(msg)
-            }
-        }
-        (t, other) => Err(format!("expected {}, found `{other}`", type_word(t))),
-    }
-}
-
-fn type_word(t: ParamType) -> &'static str {
-    match t {
-        ParamType::Int => "an integer",
-        ParamType::Float => "a number",
-        ParamType::String => "a string",
-        ParamType::Bool => "`true` or `false`",
-        ParamType::Path => "a path",
-        ParamType::Enum => "one of the listed values",
-        ParamType::List => "a list",
-    }
-}
-
-/// Interprets `-p name=TEXT` according to the parameter's type. Text is never evaluated or
-/// passed to a shell: it becomes a typed value.
-pub fn parse_override(def: &ParamDef, text: &str) -> Result<serde_json::Value, String> {
-    use serde_json::Value as J;
-    let scalar = |t: ParamType, s: &str| -> Result<J, String> {
-        Ok(match t {
-            ParamType::Int => {
-                J::from(s.trim().parse::<i64>().map_err(|_| format!("expected an integer, found `{s}`"))?)
-            }
-            ParamType::Float => {
-                let x: f64 = s.trim().parse().map_err(|_| format!("expected a number, found `{s}`"))?;
-                serde_json::Number::from_f64(x)
-                    .map(J::Number)
-                    .ok_or_else(|| format!("expected a finite number, found `{s}`"))?
-            }
-            ParamType::Bool => match s.trim() {
-                "true" => J::Bool(true),
-                "false" => J::Bool(false),
-                _ => return Err(format!("expected `true` or `false`, found `{s}`")),
-            },
-            _ => J::String(s.to_string()),
-        })
-    };
-    if def.ty == ParamType::List {
-        let t = text.trim();
-        if t.starts_with('[') {
-            return serde_json::from_str(t).map_err(|e| format!("invalid JSON list: {e}"));
-        }
-        if t.is_empty() {
-            return Ok(J::Array(vec![]));
-        }
-        return t.split(',').map(|p| scalar(def.items, p.trim())).collect::<Result<Vec<_>, _>>().map(J::Array);
-    }
-    scalar(def.ty, text)
-}
+/// Expression sites of one step (moved to [`crate::model::sites`]; named here by `run/`).
+pub(crate) use crate::model::step_sites;

@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 
 use crate::diag::{Diag, DiagKind, Diagnostics};
 use crate::expr::Value;
+use crate::model::{ValueExpr, Workflow};
 use crate::spec::raw::FileFormat;
-use crate::validate::model::{ValueExpr, Workflow};
 
 /// The HDF5 superblock signature; it sits at offset 0, 512, 1024, 2048, ... (a user block
 /// may precede it). NetCDF-4 files are HDF5 files.
@@ -42,26 +42,51 @@ pub fn detect(path: &Path) -> std::io::Result<Detected> {
     Ok(if hdf5 { Detected::Hdf5 } else { Detected::Other })
 }
 
-/// Checks that `path` is a file of `format`; the error says what was expected and found.
-pub fn check_format(path: &Path, format: FileFormat) -> Result<(), String> {
-    if format == FileFormat::Any {
-        return Ok(());
-    }
-    let found = detect(path).map_err(|e| format!("cannot read `{}`: {e}", path.display()))?;
-    let ok = match format {
-        FileFormat::Hdf5 => found == Detected::Hdf5,
-        FileFormat::Netcdf => matches!(found, Detected::Hdf5 | Detected::NetcdfClassic),
-        FileFormat::Any => true,
-    };
-    if ok {
-        return Ok(());
-    }
+/// A file that is not of its declared format.
+#[derive(Debug, thiserror::Error)]
+pub enum FormatError {
+    /// Its first bytes could not be read.
+    #[error("cannot read `{}`: {source}", .path.display())]
+    Unreadable {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Its signature is another format's, or none.
+    #[error("`{}` is not {}", .path.display(), mismatch(*.format, *.found))]
+    Mismatch {
+        /// The file.
+        path: PathBuf,
+        /// The declared format.
+        format: FileFormat,
+        /// What its first bytes say.
+        found: Detected,
+    },
+}
+
+/// "an HDF5 file (it is NetCDF classic): its first bytes are ..." for a mismatch.
+fn mismatch(format: FileFormat, found: Detected) -> String {
     let (want, hint) = match format {
         FileFormat::Hdf5 => ("an HDF5 file", "its first bytes are not the HDF5 signature `\\x89HDF\\r\\n\\x1a\\n`"),
         _ => ("a NetCDF file", "its first bytes are neither `CDF\\x01`/`\\x02`/`\\x05` nor the HDF5 signature"),
     };
     let what = if found == Detected::NetcdfClassic { " (it is NetCDF classic)" } else { "" };
-    Err(format!("`{}` is not {want}{what}: {hint}", path.display()))
+    format!("{want}{what}: {hint}")
+}
+
+/// Checks that `path` is a file of `format`; the error says what was expected and found.
+pub fn check_format(path: &Path, format: FileFormat) -> Result<(), FormatError> {
+    if format == FileFormat::Any {
+        return Ok(());
+    }
+    let found = detect(path).map_err(|source| FormatError::Unreadable { path: path.to_path_buf(), source })?;
+    let ok = match format {
+        FileFormat::Hdf5 => found == Detected::Hdf5,
+        FileFormat::Netcdf => matches!(found, Detected::Hdf5 | Detected::NetcdfClassic),
+        FileFormat::Any => true,
+    };
+    if ok { Ok(()) } else { Err(FormatError::Mismatch { path: path.to_path_buf(), format, found }) }
 }
 
 /// Checks every input of the root workflow (as given with `-i` or by its default) and every
@@ -139,11 +164,13 @@ mod tests {
         assert!(check_format(h5.path(), FileFormat::Hdf5).is_ok());
         assert!(check_format(h5.path(), FileFormat::Netcdf).is_ok(), "NetCDF-4 is HDF5");
         assert!(check_format(nc.path(), FileFormat::Netcdf).is_ok());
-        let e = check_format(nc.path(), FileFormat::Hdf5).unwrap_err();
+        let e = check_format(nc.path(), FileFormat::Hdf5).unwrap_err().to_string();
         assert!(e.contains("is not an HDF5 file (it is NetCDF classic)"), "{e}");
-        let e = check_format(text.path(), FileFormat::Netcdf).unwrap_err();
+        let e = check_format(text.path(), FileFormat::Netcdf).unwrap_err().to_string();
         assert!(e.contains("is not a NetCDF file"), "{e}");
         assert!(check_format(text.path(), FileFormat::Any).is_ok());
-        assert!(check_format(Path::new("/nonexistent/x.h5"), FileFormat::Hdf5).unwrap_err().contains("cannot read"));
+        let e = check_format(Path::new("/nonexistent/x.h5"), FileFormat::Hdf5).unwrap_err();
+        assert!(matches!(e, FormatError::Unreadable { .. }), "{e}");
+        assert!(e.to_string().starts_with("cannot read `/nonexistent/x.h5`: "), "{e}");
     }
 }

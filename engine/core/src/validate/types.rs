@@ -2,8 +2,7 @@
 
 use crate::expr::{LookupError, Type, TypeScope};
 
-use super::model::{NsIdx, ValueExpr, Workflow};
-use super::refs::{Ctx, Resolved, resolve};
+use crate::model::{Ctx, NsIdx, Resolved, ValueExpr, Workflow, resolve};
 
 /// Type environment of one expression site.
 pub(crate) struct Types<'a> {

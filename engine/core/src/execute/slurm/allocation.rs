@@ -299,7 +299,7 @@ mod tests {
     use super::*;
     use crate::execute::JobRequest;
     use crate::execute::launch::srun_argv;
-    use crate::validate::model::Resources;
+    use crate::model::Resources;
 
     fn job(ranks: u32, threads: u32, memory: u64) -> JobRequest {
         JobRequest {

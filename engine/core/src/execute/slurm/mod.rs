@@ -858,7 +858,7 @@ fn adoptable(l: &Leftover) -> Option<Adopted> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::validate::model::Resources;
+    use crate::model::Resources;
 
     fn job(task_dir: &Path, attempt: u32, memory: u64, walltime: Option<Duration>) -> JobRequest {
         let cwd = task_dir.join(format!("attempt-{attempt}"));

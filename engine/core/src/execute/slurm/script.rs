@@ -245,7 +245,7 @@ mod tests {
     use std::path::PathBuf;
 
     use super::*;
-    use crate::validate::model::Resources;
+    use crate::model::Resources;
 
     fn job(name: &str, argv: &[&str], resources: Resources) -> JobRequest {
         let dir = PathBuf::from("/runs/20261122-101500-3f2a/steps/sim/3/attempt-1");

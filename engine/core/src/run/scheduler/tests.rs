@@ -36,7 +36,7 @@ fn plan(yaml: &str) -> Plan {
     let file = SourceFile::new("test.yaml", yaml);
     let raw = crate::spec::parse(&file).unwrap_or_else(|d| panic!("{d:?}"));
     let wf = validate(file, raw, &Overrides::default()).unwrap_or_else(|d| panic!("{d:?}"));
-    compile(Arc::new(wf), "run", "/runs/run").unwrap_or_else(|d| panic!("{d:?}"))
+    compile(Arc::new(wf)).unwrap_or_else(|d| panic!("{d:?}"))
 }
 
 /// A fake backend, a virtual clock and the driver loop of `run::execute` without I/O.

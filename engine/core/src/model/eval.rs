@@ -1,10 +1,18 @@
 //! Evaluation of expressions that are known before anything runs: parameters, inputs and
-//! sub-workflow bindings. Execution-time scopes (upstream outputs, `in.*`, `out.*`) build on
-//! [`resolve_static`].
+//! sub-workflow bindings. Used by validation (resource counts), by planning (scatter lists)
+//! and by the execution-time scope (upstream outputs, `in.*`, `out.*`), which builds on
+//! [`param_or_input`] and [`eval_value`].
 
 use crate::expr::{LookupError, Scope, Value};
-use crate::validate::model::{NsIdx, ValueExpr, Workflow};
-use crate::validate::refs::{Ctx, Resolved};
+
+use super::refs::{Ctx, Resolved, resolve};
+use super::workflow::{NsIdx, ValueExpr, Workflow};
+
+/// What `run.id` stands for before the run has one (a scatter is expanded, and resource
+/// counts are evaluated, when a workflow is planned).
+pub const RUN_ID_PLACEHOLDER: &str = "<run.id>";
+/// What `run.dir` stands for before the run has a directory.
+pub const RUN_DIR_PLACEHOLDER: &str = "<run.dir>";
 
 /// Value of a parameter or input of namespace `ns`: the root's resolved values, or the
 /// caller's binding (evaluated in the caller's namespace by `eval_in_parent`), or the
@@ -50,7 +58,8 @@ pub fn eval_value(v: &ValueExpr, scope: &dyn Scope) -> Result<Value, crate::expr
     }
 }
 
-/// A scope with only what is known before the run: parameters, inputs, `run.id`.
+/// A scope with only what is known before the run: parameters and inputs; `run.id` and
+/// `run.dir` (reachable only through a sub-workflow binding) are placeholders.
 pub struct StaticScope<'a> {
     /// The workflow.
     pub wf: &'a Workflow,
@@ -58,28 +67,18 @@ pub struct StaticScope<'a> {
     pub ns: NsIdx,
     /// Context of the expression.
     pub ctx: Ctx,
-    /// Run id if known.
-    pub run_id: &'a str,
-    /// Run directory if known.
-    pub run_dir: &'a str,
 }
 
 impl Scope for StaticScope<'_> {
     fn lookup(&self, path: &[&str]) -> Result<Value, LookupError> {
-        let r = crate::validate::refs::resolve(self.wf, self.ns, self.ctx, path)?;
+        let r = resolve(self.wf, self.ns, self.ctx, path)?;
         match &r {
             Resolved::Param(..) | Resolved::Input(..) => param_or_input(self.wf, &r, &|parent, b| {
-                let s = StaticScope {
-                    wf: self.wf,
-                    ns: parent,
-                    ctx: Ctx::Namespace,
-                    run_id: self.run_id,
-                    run_dir: self.run_dir,
-                };
+                let s = StaticScope { wf: self.wf, ns: parent, ctx: Ctx::Namespace };
                 eval_value(b, &s).map_err(|e| LookupError { message: e.message, help: e.help })
             }),
-            Resolved::RunId => Ok(Value::Str(self.run_id.to_string())),
-            Resolved::RunDir => Ok(Value::Path(self.run_dir.to_string())),
+            Resolved::RunId => Ok(Value::Str(RUN_ID_PLACEHOLDER.to_string())),
+            Resolved::RunDir => Ok(Value::Path(RUN_DIR_PLACEHOLDER.to_string())),
             _ => Err(LookupError {
                 message: format!("`{}` is not known before the run", path.join(".")),
                 help: Some("only parameters, inputs and outputs of scattered steps can define a scatter".into()),

@@ -1,6 +1,6 @@
-//! The validated workflow model (phase 2 output): names resolved, expressions parsed,
-//! units converted. Sub-workflows (`uses:`) are namespaces whose steps are flattened into
-//! one list, named `call/inner`.
+//! The validated workflow: names resolved, expressions parsed, units converted.
+//! Sub-workflows (`uses:`) are namespaces whose steps are flattened into one list, named
+//! `call/inner`.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -10,6 +10,8 @@ use indexmap::IndexMap;
 use crate::expr::{Template, Type, Value};
 use crate::spec::raw::{FileFormat, ParamType, ScatterMethod};
 use crate::spec::span::{SourceFile, Span};
+
+use super::resources::Resources;
 
 /// Index of a step in [`Workflow::steps`].
 pub type StepIdx = usize;
@@ -106,6 +108,14 @@ pub struct Namespace {
     pub outputs: IndexMap<String, Tpl>,
 }
 
+impl Namespace {
+    /// Local name of the call that created this namespace, from its prefix
+    /// (`outer/call/` → `call`; `""` for the root).
+    pub fn call_name(&self) -> &str {
+        self.prefix.trim_end_matches('/').rsplit('/').next().unwrap_or("")
+    }
+}
+
 /// What a step name in a namespace refers to.
 #[derive(Debug, Clone, Copy)]
 pub enum LocalName {
@@ -167,50 +177,6 @@ pub enum Command {
         /// Explicit `shell: true`.
         shell: bool,
     },
-}
-
-/// Resources of one task.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Resources {
-    /// MPI ranks.
-    pub ranks: u32,
-    /// Threads per rank.
-    pub threads: u32,
-    /// Nodes.
-    pub nodes: u32,
-    /// Memory in bytes (0 = unspecified).
-    pub memory: u64,
-    /// Walltime requested from batch schedulers.
-    pub walltime: Option<Duration>,
-    /// GPUs.
-    pub gpus: u32,
-    /// Which of these the step wrote itself; a site profile's default resources fill in
-    /// the others.
-    pub given: ResourcesGiven,
-}
-
-/// Which resources a step set itself (see [`Resources::given`]).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct ResourcesGiven {
-    /// `threads` was written.
-    pub threads: bool,
-    /// `memory` was written.
-    pub memory: bool,
-    /// `gpus` was written.
-    pub gpus: bool,
-}
-
-impl Default for Resources {
-    fn default() -> Self {
-        Self { ranks: 1, threads: 1, nodes: 1, memory: 0, walltime: None, gpus: 0, given: ResourcesGiven::default() }
-    }
-}
-
-impl Resources {
-    /// Cores used locally: ranks × threads.
-    pub fn cores(&self) -> u32 {
-        self.ranks.saturating_mul(self.threads)
-    }
 }
 
 /// Retry policy.

@@ -2,10 +2,10 @@
 //! ... name in a given context. Shared by validation (types, dependencies) and execution
 //! (values), so both agree on what a name means.
 
-use crate::diag::did_you_mean;
 use crate::expr::LookupError;
+use crate::suggest::did_you_mean;
 
-use super::model::{LocalName, NsIdx, StepIdx, Workflow};
+use super::workflow::{LocalName, NsIdx, StepIdx, Workflow};
 
 /// Where inside a step an expression is written; decides which names are visible.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
