@@ -87,7 +87,7 @@ fn resolve_program(cache: &mut HashMap<String, String>, prog: &str) -> String {
     }
     cache
         .entry(prog.to_string())
-        .or_insert_with(|| crate::run::cache::which(prog).map_or_else(|| prog.to_string(), |p| p.display().to_string()))
+        .or_insert_with(|| crate::programs::which(prog).map_or_else(|| prog.to_string(), |p| p.display().to_string()))
         .clone()
 }
 

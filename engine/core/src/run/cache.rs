@@ -164,9 +164,9 @@ pub fn stat(path: &Path) -> std::io::Result<(u64, i64, bool)> {
 }
 
 impl Hasher {
-    /// [`which`], remembered for the life of the run (PATH does not change under a run).
+    /// [`crate::programs::which`], remembered for the life of the run (PATH does not change under a run).
     pub fn which(&mut self, prog: &str) -> Option<PathBuf> {
-        self.programs.entry(prog.to_string()).or_insert_with(|| which(prog)).clone()
+        self.programs.entry(prog.to_string()).or_insert_with(|| crate::programs::which(prog)).clone()
     }
 
     /// Content hash of a file (or a directory tree), `missing` when it does not exist.
@@ -230,5 +230,3 @@ fn hash_file(path: &Path) -> std::io::Result<String> {
     }
     Ok(hasher.finalize().to_hex()[..32].to_string())
 }
-
-pub use crate::programs::which;

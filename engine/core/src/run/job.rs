@@ -5,13 +5,14 @@ use std::path::{Path, PathBuf};
 
 use indexmap::IndexMap;
 
-use super::cache::{Components, Hasher, which};
+use super::cache::{Components, Hasher};
 use super::scope::{Mode, TaskResult, TaskScope, Used};
 use crate::expr::{Scope, Value};
 use crate::model::eval_value;
 use crate::model::{Command, Tpl};
 use crate::model::{Ctx, Resolved, resolve};
 use crate::plan::{Plan, TaskNode};
+use crate::programs::which;
 use crate::state::{StateError, Store};
 use twinflow_contract::env as tfenv;
 
@@ -197,7 +198,7 @@ fn params_used(plan: &Plan, s: usize) -> std::collections::BTreeMap<String, Stri
     // Where outputs are published is not part of what the task computes: a new destination
     // copies the cached result there instead of running the task again.
     let publish = format!("steps.{}.publish.", wf.steps[s].local_name);
-    for (ns, ctx, t, field, _) in crate::validate::checks::step_sites(wf, s) {
+    for (ns, ctx, t, field, _) in crate::model::sites::step_sites(wf, s) {
         // Scatter lists only decide which members exist; a member's own element is already
         // part of its resolved command, so growing an ensemble does not invalidate members.
         if ctx.step() != Some(s) || matches!(ctx, Ctx::ScatterOver(_)) || field.starts_with(&publish) {

@@ -51,7 +51,7 @@ pub fn why(plan: &Plan, store: &mut Store, step: Option<&str>, kernel: &Path) ->
         } else {
             let run_dir = Path::new("<run-dir>");
             let step = &wf.steps[t.step as usize];
-            let is_kernel = matches!(step.command, crate::validate::model::Command::Kernel(_));
+            let is_kernel = matches!(step.command, crate::model::Command::Kernel(_));
             match resolve_task(plan, t, &results, &placeholder, "<run>", run_dir, Mode::Exec, kernel) {
                 Err(e) => reasons.push(format!("cannot be resolved yet: {e}")),
                 Ok(exec) => {

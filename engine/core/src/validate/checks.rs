@@ -279,6 +279,3 @@ fn find_cycle(g: &DiGraph<StepIdx, usize>, scc: &[NodeIndex]) -> Vec<StepIdx> {
     }
     scc.iter().map(|n| g[*n]).collect()
 }
-
-/// Expression sites of one step (moved to [`crate::model::sites`]; named here by `run/`).
-pub(crate) use crate::model::step_sites;

@@ -21,10 +21,9 @@ use indexmap::IndexMap;
 
 use crate::diag::{Diag, DiagKind, Diagnostics};
 use crate::expr::{self, Value};
+/// The model validation builds.
+pub use crate::model::Workflow;
 use crate::model::*;
-/// The model validation builds, also under its former path `validate::model`, which code in
-/// `run/` and `execute/` still names.
-pub use crate::model::{self, Workflow};
 use crate::spec::raw::RawWorkflow;
 use crate::spec::span::{SourceFile, Sp, Span};
 use crate::spec::{self};
