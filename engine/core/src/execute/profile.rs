@@ -298,7 +298,7 @@ pub enum ProfileError {
 impl Profile {
     /// Fills in the resources a step did not set with the profile's defaults
     /// (`default_memory`, `default_threads`, `default_gpus`; `default_walltime` applies when
-    /// a job script is rendered, see [`super::script::time_limit`]).
+    /// a job script is rendered, see [`super::slurm::script::time_limit`]).
     pub fn apply_defaults(&self, r: &mut crate::model::Resources) {
         if !r.given.memory
             && let Some(m) = self.default_memory

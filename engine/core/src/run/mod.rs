@@ -3,13 +3,13 @@
 //! The [`scheduler`] core makes every decision and does no I/O; the modules around it act
 //! for it:
 //!
-//! - [`driver`]: settles the tasks the core hands out (`when:`, cache, resolving the
+//! - `driver`: settles the tasks the core hands out (`when:`, cache, resolving the
 //!   command), submits attempts to the [`Backend`] in batches and turns finished jobs into
 //!   results or failures, recording each of the core's state changes;
 //! - [`attempt`]: what each attempt leaves in its directory (manifest, status), and the
 //!   rename of a successful attempt to `out/` before its success is recorded;
 //! - [`publish`]: copies of outputs outside the run directory;
-//! - [`resume`]: restoring a killed run, following or stopping what it left in flight;
+//! - `resume`: restoring a killed run, following or stopping what it left in flight;
 //! - [`cache`], [`job`], [`scope`]: cache keys, resolved commands, reference values;
 //! - [`why`]: the cache decision explained, without running.
 //!
