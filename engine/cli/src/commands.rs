@@ -10,9 +10,9 @@ use twinflow_engine::events::Reporter;
 use twinflow_engine::execute::Backend;
 use twinflow_engine::execute::local::{LocalBackend, LocalOptions, render_argv};
 use twinflow_engine::execute::slurm::{self, Profile, SlurmBackend, SlurmOptions};
-use twinflow_engine::plan::render::{Format, RenderOptions, render};
 use twinflow_engine::plan::{self, Plan};
 use twinflow_engine::run::{self, RunOptions, RunOutcome};
+use twinflow_engine::session::render::{Format, RenderOptions, render};
 use twinflow_engine::state::Store;
 use twinflow_engine::validate::{self, Overrides, Workflow};
 

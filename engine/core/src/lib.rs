@@ -7,8 +7,11 @@
 //!    every problem as a [`diag::Diag`] with `file:line:col`;
 //! 3. [`plan`]: compile the model into a DAG of tasks ([`plan::Plan`], a petgraph graph),
 //!    expanding scatters;
-//! 4. [`run`]: schedule ready tasks by resources and execute them through an
-//!    [`execute::Backend`], recording every transition in the durable [`state`] store.
+//! 4. [`run`]: a scheduler core without I/O ([`run::scheduler`]) decides what runs when;
+//!    the modules around it execute tasks through an [`execute::Backend`] and record every
+//!    transition in the durable [`state`] store;
+//! 5. [`session`]: what each command asks of the engine (start, resume, cancel, status,
+//!    why, the plan view), choosing the backend from the run's settings.
 //!
 //! The library never prints and never exits: it returns typed errors and emits
 //! [`events::Event`]s to a [`events::Reporter`] the caller provides.
@@ -23,6 +26,7 @@ pub mod model;
 pub mod plan;
 pub mod programs;
 pub mod run;
+pub mod session;
 pub mod spec;
 pub mod state;
 pub mod suggest;

@@ -10,8 +10,6 @@
 //! Nodes are 8 bytes (step, member); per-member values (commands, paths) are resolved only
 //! when a task is dispatched or printed, which keeps a 10⁶-member plan small and fast.
 
-pub mod render;
-
 use std::collections::BTreeSet;
 use std::sync::Arc;
 

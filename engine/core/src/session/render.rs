@@ -4,8 +4,8 @@
 use std::fmt::Write;
 use std::path::Path;
 
-use super::{Plan, TaskNode};
 use crate::execute::{JobRequest, Rendered};
+use crate::plan::{Plan, TaskNode};
 use crate::run::job::resolve_task;
 use crate::run::scope::Mode;
 use crate::units::format_duration;
