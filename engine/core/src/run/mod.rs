@@ -27,12 +27,12 @@ use petgraph::Direction;
 use petgraph::graph::NodeIndex;
 use tokio::sync::watch;
 
-use crate::events::{Counts, Event, Reporter, TaskState, secs};
-use crate::execute::{Backend, BackendError, JobRequest, JobStatus, Outcome};
+use crate::events::{Counts, Event, Reporter, TaskFailure, TaskState, secs};
+use crate::execute::{Backend, BackendError, Ending, JobRequest, JobStatus, Outcome, SpawnFailure};
 use crate::expr::Value;
 use crate::ids::JobId;
 use crate::plan::{Plan, TaskNode};
-use crate::state::{CacheEntry, StateError, Store};
+use crate::state::{AttemptState, CacheEntry, RunSettings, RunState, StateError, Store};
 use crate::validate::refs::Ctx;
 use cache::Hasher;
 use job::{ResolvedTask, components, kernel_binary, resolve_task};
@@ -45,8 +45,8 @@ pub struct RunOptions {
     pub runs_dir: PathBuf,
     /// Workflow file (recorded for `--resume`).
     pub workflow_file: PathBuf,
-    /// `-p`/`-i` values as JSON (recorded for `--resume`).
-    pub overrides_json: String,
+    /// How the run was started (recorded for `--resume`).
+    pub settings: RunSettings,
     /// Resume this run instead of starting a new one.
     pub resume: Option<String>,
     /// Keep running independent tasks after a failure.
@@ -79,6 +79,16 @@ impl RunOutcome {
     }
 }
 
+impl From<RunOutcome> for RunState {
+    fn from(o: RunOutcome) -> Self {
+        match o {
+            RunOutcome::Succeeded => RunState::Succeeded,
+            RunOutcome::Failed => RunState::Failed,
+            RunOutcome::Cancelled => RunState::Cancelled,
+        }
+    }
+}
+
 /// Summary of a finished run.
 #[derive(Debug, Clone)]
 pub struct RunSummary {
@@ -90,8 +100,8 @@ pub struct RunSummary {
     pub counts: Counts,
     /// Wall-clock time.
     pub elapsed: Duration,
-    /// Names and messages of failed tasks.
-    pub failures: Vec<(String, String)>,
+    /// Names of failed (and cancelled) tasks, with why.
+    pub failures: Vec<(String, TaskFailure)>,
 }
 
 /// Errors that stop a run (as opposed to task failures, which are part of the summary).
@@ -177,7 +187,7 @@ struct Sched<'a> {
     params_memo: HashMap<usize, std::collections::BTreeMap<String, String>>,
     failed: bool,
     cancelling: bool,
-    failures: Vec<(String, String)>,
+    failures: Vec<(String, TaskFailure)>,
 }
 
 /// Runs (or resumes) a planned workflow to completion.
@@ -195,7 +205,7 @@ pub async fn execute(
         Some(id) => {
             let row = store.run(Some(id))?;
             // Two engines on one run would start every task twice.
-            if row.state == "running"
+            if row.state == RunState::Running
                 && let Some(pid) = row.engine_pid.filter(|p| *p != std::process::id())
                 && String::from_utf8_lossy(&std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default())
                     .contains("twinflow")
@@ -216,7 +226,7 @@ pub async fn execute(
     std::fs::create_dir_all(run_dir.join("steps")).map_err(io("creating", &run_dir))?;
     store.begin()?;
     if resumed {
-        store.set_run_state(&run_id, "running")?;
+        store.set_run_state(&run_id, RunState::Running)?;
         // Steps that a killed engine left running are in their own process groups and
         // outlived it; stop them before their tasks are started again. (Batch jobs are
         // followed again instead: see `load_previous`.)
@@ -231,7 +241,7 @@ pub async fn execute(
             }
         }
     } else {
-        store.create_run(&run_id, &wf.name, &opts.workflow_file.display().to_string(), &opts.overrides_json)?;
+        store.create_run(&run_id, &wf.name, &opts.workflow_file.display().to_string(), &opts.settings)?;
     }
     let env_file = snapshot_environment(&run_dir).map_err(io("writing the environment snapshot in", &run_dir))?;
     let n = plan.graph.node_count();
@@ -377,7 +387,7 @@ pub async fn execute(
         RunOutcome::Succeeded
     };
     s.store.begin()?;
-    s.store.set_run_state(&run_id, outcome.as_str())?;
+    s.store.set_run_state(&run_id, outcome.into())?;
     s.store.commit()?;
     let elapsed = t0.elapsed();
     s.reporter.event(&Event::RunFinished {
@@ -404,22 +414,21 @@ impl Sched<'_> {
             let name = self.plan.task_name(t);
             let Some(row) = by_name.get(name.as_str()) else { continue };
             self.attempts[i.index()] = row.attempts;
-            match TaskState::parse(&row.state) {
-                Some(st @ (TaskState::Succeeded | TaskState::Cached)) => {
+            match row.state {
+                st @ (TaskState::Succeeded | TaskState::Cached) => {
                     let dir = PathBuf::from(row.dir.clone().unwrap_or_default());
                     let values = parse_values(row.outputs.as_deref());
                     self.results[i.index()] = Some(Box::new(TaskResult { dir, values }));
                     finished.push((i, st));
                     done += 1;
                 }
-                Some(TaskState::Skipped) => {
+                TaskState::Skipped => {
                     finished.push((i, TaskState::Skipped));
                     done += 1;
                 }
-                Some(TaskState::Pending | TaskState::Running) | None
-                    if self.backend.can_adopt() && self.adopt_job(i, row)? => {}
-                Some(TaskState::Pending) | None => {}
-                Some(_) => self.store.reset_task(&self.run_id, &name)?,
+                TaskState::Pending | TaskState::Running if self.backend.can_adopt() && self.adopt_job(i, row)? => {}
+                TaskState::Pending => {}
+                _ => self.store.reset_task(&self.run_id, &name)?,
             }
         }
         let adopted: Vec<(JobId, PathBuf)> = self.running.iter().map(|(id, a)| (id.clone(), a.dir.clone())).collect();
@@ -457,12 +466,12 @@ impl Sched<'_> {
         let read_id =
             |n: u32| std::fs::read_to_string(job_file(n)).ok().map(|s| s.trim().to_string()).filter(|s| !s.is_empty());
         let recorded_open = || -> Result<bool, RunError> {
-            Ok(row.state == "running"
+            Ok(row.state == TaskState::Running
                 && self
                     .store
                     .attempts(&self.run_id, &name)?
                     .last()
-                    .is_some_and(|a| a.0 == row.attempts && a.2 == "running"))
+                    .is_some_and(|a| a.attempt == row.attempts && a.state == AttemptState::Running))
         };
         let (attempt, id, unrecorded) = if let Some(id) = read_id(row.attempts + 1) {
             (row.attempts + 1, id, true)
@@ -830,7 +839,7 @@ impl Sched<'_> {
     fn fail_final(&mut self, i: NodeIndex, message: String) -> Result<(), RunError> {
         self.failed = true;
         let name = self.plan.task_name(self.plan.graph[i]);
-        self.failures.push((name, message.clone()));
+        self.failures.push((name, TaskFailure::Failed(message.clone())));
         self.finish_node(i, TaskState::Failed, Some(message), 0.0)?;
         self.release(i, TaskState::Failed)
     }
@@ -844,9 +853,7 @@ impl Sched<'_> {
         for (id, st) in statuses {
             let outcome = match st {
                 JobStatus::Done(o) => o,
-                JobStatus::Unknown => {
-                    Outcome { spawn_error: Some("the backend lost track of the job".into()), ..Outcome::default() }
-                }
+                JobStatus::Unknown => Outcome::new(Ending::SpawnFailed(SpawnFailure::Lost)),
                 JobStatus::Queued | JobStatus::Running => continue,
             };
             let Some(a) = self.running.remove(&id) else { continue };
@@ -895,13 +902,14 @@ impl Sched<'_> {
             &name,
             a.attempt,
             problem.is_none(),
-            outcome.exit_code,
+            outcome.exit_code(),
             &problem.clone().unwrap_or_else(|| "ok".into()),
         )?;
         if let Some(msg) = problem {
-            if self.cancelling || outcome.cancelled {
-                self.failures.push((name.clone(), "cancelled".into()));
-                self.finish_node(i, TaskState::Cancelled, Some("cancelled".into()), secs(outcome.duration()))?;
+            if self.cancelling || outcome.is_cancelled() {
+                self.failures.push((name.clone(), TaskFailure::Cancelled));
+                let message = Some(TaskFailure::Cancelled.to_string());
+                self.finish_node(i, TaskState::Cancelled, message, secs(outcome.duration()))?;
                 return Ok(());
             }
             if a.attempt <= step.retry.count {
@@ -1076,13 +1084,14 @@ fn status_json(o: &Outcome) -> String {
     let ms = |t: Option<std::time::SystemTime>| {
         t.and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()).map(|d| d.as_millis() as u64)
     };
+    let (spawn_error, failure) = (o.spawn_error(), o.failure());
     let st = Status {
-        exit_code: o.exit_code,
-        signal: o.signal,
-        timed_out: o.timed_out,
-        cancelled: o.cancelled,
-        spawn_error: o.spawn_error.as_deref(),
-        failure: o.failure.as_deref(),
+        exit_code: o.exit_code(),
+        signal: o.signal(),
+        timed_out: o.timed_out(),
+        cancelled: o.is_cancelled(),
+        spawn_error: spawn_error.as_deref(),
+        failure: failure.as_deref(),
         started_ms: ms(o.started),
         finished_ms: ms(o.finished),
         seconds: o.duration().as_secs_f64(),
