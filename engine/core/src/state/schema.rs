@@ -118,3 +118,150 @@ fn to_v2(tx: &Transaction<'_>) -> rusqlite::Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use rusqlite::Connection;
+
+    use super::VERSION;
+    use crate::events::TaskState;
+    use crate::state::{AttemptState, BackendChoice, RunSettings, RunState, StateError, Store};
+
+    /// A database as twinflow wrote it before schema versions, with one killed run.
+    const V1_RUN: &str = include_str!("../../../../tests/fixtures/state/v1-run.sql");
+
+    fn write_v1(dir: &Path) {
+        let c = Connection::open(dir.join("twinflow.db")).unwrap();
+        c.execute_batch(&V1_RUN.replace("@DIR@", &dir.display().to_string())).unwrap();
+        assert_eq!(super::version(&c).unwrap(), 0);
+    }
+
+    fn columns(dir: &Path, table: &str) -> Vec<String> {
+        let c = Connection::open(dir.join("twinflow.db")).unwrap();
+        let mut st = c.prepare(&format!("SELECT name FROM pragma_table_info('{table}')")).unwrap();
+        st.query_map([], |r| r.get(0)).unwrap().collect::<Result<_, _>>().unwrap()
+    }
+
+    #[test]
+    fn the_fixture_holds_the_version_1_schema_exactly() {
+        assert!(V1_RUN.contains(super::V1.trim()), "tests/fixtures/state/v1-run.sql and schema::V1 differ");
+    }
+
+    #[test]
+    fn a_version_1_database_is_migrated_and_reads_as_before() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        write_v1(dir);
+        let mut store = Store::open(dir).unwrap();
+        let run = store.run(None).unwrap();
+        assert_eq!(
+            (run.id.as_str(), run.workflow.as_str(), run.state),
+            ("20261201-101500-ab12", "legacy", RunState::Running)
+        );
+        let want = RunSettings { params: vec![format!("logs={}/logs", dir.display())], ..RunSettings::default() };
+        assert_eq!(run.settings, want);
+        assert_eq!(run.settings.backend, BackendChoice::Local);
+        assert_eq!((run.engine_pid, run.engine_start, run.engine()), (Some(4194303), None, None));
+        // `status --json` shows the settings text it showed before the migration.
+        let json = serde_json::to_value(&run).unwrap();
+        let legacy = V1_RUN.lines().find(|l| l.contains(r#"'{"allocation""#)).unwrap().trim();
+        let legacy =
+            legacy.trim_start_matches('\'').trim_end_matches("',").replace("@DIR@", &dir.display().to_string());
+        assert_eq!(json["params"], legacy.as_str());
+        assert_eq!(json["settings"]["params"][0], want.params[0].as_str());
+        let tasks = store.tasks(&run.id).unwrap();
+        let states: Vec<(&str, TaskState, u32)> =
+            tasks.iter().map(|t| (t.task.as_str(), t.state, t.attempts)).collect();
+        assert_eq!(states, [("first", TaskState::Succeeded, 1), ("second", TaskState::Running, 1)]);
+        let a = store.attempts(&run.id, "second").unwrap();
+        assert_eq!(
+            (a.len(), a[0].attempt, a[0].state, a[0].job_id.as_deref()),
+            (1, 1, AttemptState::Running, Some("41002"))
+        );
+        let first = &store.attempts(&run.id, "first").unwrap()[0];
+        assert_eq!(
+            (first.state, first.exit_code, first.detail.as_deref()),
+            (AttemptState::Succeeded, Some(0), Some("ok"))
+        );
+        assert_eq!(store.run_times(&run.id).unwrap().get("first"), Some(&105));
+        assert!(store.cache_get("legacy", "first").unwrap().is_some_and(|e| e.key == "6f1c0d2e9a7b4c3d"));
+        // Written by this code from now on: the engine is known by pid and start time.
+        store.begin().unwrap();
+        store.set_run_state(&run.id, RunState::Failed).unwrap();
+        store.commit().unwrap();
+        let run = store.run(Some(&run.id)).unwrap();
+        assert_eq!(run.state, RunState::Failed);
+        let me = crate::ids::EngineId::current().unwrap();
+        assert_eq!(run.engine(), Some(me));
+        drop(store);
+        let c = Connection::open(dir.join("twinflow.db")).unwrap();
+        assert_eq!(super::version(&c).unwrap(), VERSION);
+        let runs = columns(dir, "runs");
+        assert_eq!(
+            runs,
+            ["id", "workflow", "file", "settings", "state", "created_at", "updated_at", "engine_pid", "engine_start"]
+        );
+        // Opening again changes nothing.
+        Store::open(dir).unwrap();
+        assert_eq!(columns(dir, "runs"), runs);
+    }
+
+    #[test]
+    fn a_new_database_has_the_schema_a_migrated_one_has() {
+        let (fresh, old) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let mut store = Store::open(fresh.path()).unwrap();
+        write_v1(old.path());
+        Store::open(old.path()).unwrap();
+        for t in ["runs", "tasks", "attempts", "transitions", "cache", "files"] {
+            assert_eq!(columns(fresh.path(), t), columns(old.path(), t), "{t}");
+        }
+        let settings = RunSettings {
+            backend: BackendChoice::Slurm,
+            profile: Some("site".into()),
+            allocation: true,
+            allocation_job: Some("77".into()),
+            allocation_owned: Some(true),
+            ..RunSettings::default()
+        };
+        store.create_run("r1", "wf", "/wf.yaml", &settings).unwrap();
+        let row = store.run(Some("r1")).unwrap();
+        assert_eq!(
+            (row.settings.clone(), row.state, row.engine()),
+            (settings, RunState::Running, crate::ids::EngineId::current())
+        );
+    }
+
+    #[test]
+    fn a_database_of_a_later_version_is_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let c = Connection::open(tmp.path().join("twinflow.db")).unwrap();
+        c.pragma_update(None, "user_version", VERSION + 1).unwrap();
+        drop(c);
+        let e = Store::open(tmp.path()).unwrap_err();
+        assert!(matches!(e, StateError::TooNew { found, .. } if found == VERSION + 1), "{e:?}");
+        let msg = e.to_string();
+        assert!(
+            msg.contains(&format!("schema version {}, newer than this twinflow knows ({VERSION})", VERSION + 1)),
+            "{msg}"
+        );
+        assert!(msg.contains("hint:"), "{msg}");
+    }
+
+    #[test]
+    fn odd_settings_of_an_old_run_do_not_stop_the_migration() {
+        let tmp = tempfile::tempdir().unwrap();
+        write_v1(tmp.path());
+        let c = Connection::open(tmp.path().join("twinflow.db")).unwrap();
+        c.execute(
+            "INSERT INTO runs(id, workflow, file, params, state, created_at, updated_at) VALUES ('odd', 'w', 'f', 'not json', 'failed', 1, 1)",
+            [],
+        )
+        .unwrap();
+        drop(c);
+        let store = Store::open(tmp.path()).unwrap();
+        assert_eq!(store.run(Some("odd")).unwrap().settings, RunSettings::default());
+        assert_eq!(store.runs().unwrap().len(), 2);
+    }
+}
