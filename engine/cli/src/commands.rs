@@ -347,8 +347,23 @@ fn run_cmd(mut a: RunArgs) -> Result<i32, Failure> {
     std::fs::create_dir_all(&a.runs_dir)
         .map_err(|e| anyhow::anyhow!("cannot create runs directory `{}`: {e}", a.runs_dir.display()))?;
     let mut store = Store::open(&a.runs_dir)?;
-    // Resume: the file and settings come from the run database unless given again.
-    let (file, o, resume, saved) = match &a.resume {
+    let given = RunSettings {
+        params: a.params.clone(),
+        inputs: a.inputs.clone(),
+        backend: match a.backend.backend {
+            BackendKind::Local => BackendChoice::Local,
+            BackendKind::Slurm => BackendChoice::Slurm,
+        },
+        profile: a.backend.profile.clone(),
+        arrays: a.backend.arrays,
+        allocation: a.backend.allocation,
+        no_cache: a.no_cache,
+        allocation_job: None,
+        allocation_owned: None,
+    };
+    // Resume: the file and settings come from the run database unless given again. `record`:
+    // the settings kept with the run.
+    let (file, resume, settings, mut record, slurm_from_saved) = match &a.resume {
         Some(id) => {
             let row =
                 store.run(if id == "latest" { None } else { Some(id) }).map_err(|e| Failure::Usage(e.to_string()))?;
@@ -369,63 +384,33 @@ fn run_cmd(mut a: RunArgs) -> Result<i32, Failure> {
                     file.display()
                 )));
             }
-            let saved = row.settings;
-            let o = if a.params.is_empty() && a.inputs.is_empty() {
-                overrides(&saved.params, &saved.inputs)?
-            } else {
-                overrides(&a.params, &a.inputs)?
-            };
-            (file, o, Some(row.id), Some(saved))
+            let r = row.settings.resumed(&given);
+            (file, Some(row.id), r.settings, r.record, r.slurm_from_saved)
         }
         None => {
             let Some(file) = a.file.clone() else {
                 return Err(Failure::Usage("`twinflow run` needs a workflow file (or `--resume`)".into()));
             };
-            (file, overrides(&a.params, &a.inputs)?, None, None)
+            (file, None, given.clone(), given, false)
         }
     };
+    let o = overrides(&settings.params, &settings.inputs)?;
     let mut wf = load(&file, &o)?;
     validate::files::check_input_files(&wf).map_err(Failure::Invalid)?;
-    // A resumed run keeps the backend (and profile) it was started with unless one is given
-    // again: resuming SLURM jobs with the local backend would resubmit them.
-    let mut backend_args = BackendArgs {
-        backend: a.backend.backend,
-        profile: a.backend.profile.clone(),
-        arrays: a.backend.arrays,
-        allocation: a.backend.allocation,
-    };
-    if let Some(saved) = &saved {
-        let saved_slurm = saved.backend == BackendChoice::Slurm;
-        if a.backend.backend == BackendKind::Local && a.backend.profile.is_none() && saved_slurm {
-            backend_args.backend = BackendKind::Slurm;
-            eprintln!("resuming with the SLURM backend this run was started with");
-        }
-        if backend_args.profile.is_none() {
-            backend_args.profile = saved.profile.clone();
-        }
-        // The SLURM mode too (arrays, allocation), unless one is given again.
-        if backend_args.backend == BackendKind::Slurm && saved_slurm && !a.backend.arrays && !a.backend.allocation {
-            backend_args.arrays = saved.arrays;
-            backend_args.allocation = saved.allocation;
-        }
+    // A resumed run keeps the backend (and profile, and SLURM mode) it was started with
+    // unless one is given again: resuming SLURM jobs with the local backend would resubmit
+    // them (see `RunSettings::resumed`).
+    if slurm_from_saved {
+        eprintln!("resuming with the SLURM backend this run was started with");
     }
-    // What is recorded with a new run; a resumed run keeps its own unless given new values.
-    let mut settings = match &saved {
-        Some(saved) if a.params.is_empty() && a.inputs.is_empty() => saved.clone(),
-        _ => RunSettings {
-            params: a.params.clone(),
-            inputs: a.inputs.clone(),
-            backend: match backend_args.backend {
-                BackendKind::Local => BackendChoice::Local,
-                BackendKind::Slurm => BackendChoice::Slurm,
-            },
-            profile: backend_args.profile.clone(),
-            arrays: backend_args.arrays,
-            allocation: backend_args.allocation,
-            no_cache: a.no_cache,
-            allocation_job: None,
-            allocation_owned: None,
+    let backend_args = BackendArgs {
+        backend: match settings.backend {
+            BackendChoice::Local => BackendKind::Local,
+            BackendChoice::Slurm => BackendKind::Slurm,
         },
+        profile: settings.profile.clone(),
+        arrays: settings.arrays,
+        allocation: settings.allocation,
     };
     let profile = site_profile(&backend_args)?;
     if let Some(p) = &profile {
@@ -453,7 +438,7 @@ fn run_cmd(mut a: RunArgs) -> Result<i32, Failure> {
     let slurm_profile = if backend_args.backend == BackendKind::Slurm { profile } else { None };
     let mut backend: Box<dyn Backend> = match slurm_profile {
         Some(profile) if backend_args.allocation => {
-            let previous = saved.as_ref().and_then(|s| s.allocation_job.clone());
+            let previous = settings.allocation_job.clone();
             let alloc = acquire_allocation(&rt, &a, &plan, &profile, call_log, previous.as_deref())?;
             if alloc.owned {
                 // The holder ends itself when this heartbeat stops (an engine killed with -9).
@@ -474,12 +459,12 @@ fn run_cmd(mut a: RunArgs) -> Result<i32, Failure> {
                 });
             }
             // Kept with the run: `run --resume` goes on in it, `twinflow cancel` cancels it.
-            settings.allocation_job = Some(alloc.job_id.clone());
-            settings.allocation_owned = Some(alloc.owned);
+            record.allocation_job = Some(alloc.job_id.clone());
+            record.allocation_owned = Some(alloc.owned);
             if let Some(id) = &resume
                 && previous.as_deref() != Some(alloc.job_id.as_str())
             {
-                store.set_run_settings(id, &settings)?;
+                store.set_run_settings(id, &record)?;
             }
             local.srun = Some(alloc.launcher(&profile));
             local.cores = alloc.cpus;
@@ -495,15 +480,14 @@ fn run_cmd(mut a: RunArgs) -> Result<i32, Failure> {
         }
         None => Box::new(LocalBackend::new(local)),
     };
-    // A run started with `--no-cache` keeps running everything when resumed.
-    let use_cache = !(a.no_cache || saved.as_ref().is_some_and(|s| s.no_cache));
     let opts = RunOptions {
         runs_dir: std::fs::canonicalize(&a.runs_dir).unwrap_or(a.runs_dir.clone()),
         workflow_file: std::fs::canonicalize(&file).unwrap_or(file.clone()),
-        settings,
+        settings: record,
         resume,
         keep_going: a.keep_going,
-        use_cache,
+        // A run started with `--no-cache` keeps running everything when resumed.
+        use_cache: !settings.no_cache,
         max_parallel: a.jobs.map(|j| usize::try_from(j).unwrap_or(usize::MAX)),
     };
     let mut reporter: Box<dyn Reporter> = if a.json { Box::new(JsonReporter) } else { Box::new(HumanReporter::new()) };

@@ -20,7 +20,7 @@ mod store;
 use std::path::PathBuf;
 
 pub use rows::{AttemptRow, AttemptState, CacheEntry, RunRow, RunState, TaskRow};
-pub use settings::{BackendChoice, RunSettings};
+pub use settings::{BackendChoice, Resumed, RunSettings};
 pub use store::Store;
 
 /// Errors of the state store.

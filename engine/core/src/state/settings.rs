@@ -101,6 +101,67 @@ impl RunSettings {
     }
 }
 
+/// The settings of a resumed run ([`RunSettings::resumed`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resumed {
+    /// What the run goes on with (its previous allocation included).
+    pub settings: RunSettings,
+    /// What stays recorded with the run.
+    pub record: RunSettings,
+    /// The run goes on with the SLURM backend it was started with although the command line
+    /// named no backend (worth telling the user).
+    pub slurm_from_saved: bool,
+}
+
+impl RunSettings {
+    /// The settings a resumed run goes on with: `given` (from the command line, where the
+    /// backend defaults to local) merged over `self` (those recorded with the run).
+    ///
+    /// - `-p`/`-i`: the given ones if any is given, else the saved ones;
+    /// - the backend: the saved SLURM backend unless a backend or profile is given
+    ///   (resuming SLURM jobs with the local backend would submit them again);
+    /// - the profile: the given one, else the saved one;
+    /// - the SLURM mode (arrays, allocation): the saved one unless one is given;
+    /// - `--no-cache`: given now or when the run started;
+    /// - the record: unchanged unless `-p`/`-i` are given, then the merged settings.
+    pub fn resumed(&self, given: &RunSettings) -> Resumed {
+        let keep_values = given.params.is_empty() && given.inputs.is_empty();
+        let saved_slurm = self.backend == BackendChoice::Slurm;
+        let slurm_from_saved = given.backend == BackendChoice::Local && given.profile.is_none() && saved_slurm;
+        let backend = if slurm_from_saved { BackendChoice::Slurm } else { given.backend };
+        let (arrays, allocation) =
+            if backend == BackendChoice::Slurm && saved_slurm && !given.arrays && !given.allocation {
+                (self.arrays, self.allocation)
+            } else {
+                (given.arrays, given.allocation)
+            };
+        let (params, inputs) = if keep_values {
+            (self.params.clone(), self.inputs.clone())
+        } else {
+            (given.params.clone(), given.inputs.clone())
+        };
+        let merged = RunSettings {
+            params,
+            inputs,
+            backend,
+            profile: given.profile.clone().or_else(|| self.profile.clone()),
+            arrays,
+            allocation,
+            no_cache: given.no_cache,
+            allocation_job: None,
+            allocation_owned: None,
+        };
+        let record = if keep_values { self.clone() } else { merged.clone() };
+        let settings = RunSettings {
+            no_cache: given.no_cache || self.no_cache,
+            allocation_job: self.allocation_job.clone(),
+            allocation_owned: self.allocation_owned,
+            ..merged
+        };
+        Resumed { settings, record, slurm_from_saved }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -136,5 +197,39 @@ mod tests {
         let (s, note) = RunSettings::from_legacy("not json");
         assert_eq!((s, note.is_some()), (RunSettings::default(), true));
         assert_eq!(RunSettings::from_legacy(V1_ALLOCATION).1, None);
+    }
+
+    #[test]
+    fn a_resumed_run_goes_on_with_its_own_settings_unless_given_new_ones() {
+        let saved = RunSettings::from_json(V1_ALLOCATION).unwrap();
+        // `run --resume` alone: everything as saved, the previous allocation included.
+        let r = saved.resumed(&RunSettings::default());
+        assert!(r.slurm_from_saved);
+        assert_eq!(r.settings, saved);
+        assert_eq!(r.record, saved);
+        // A profile given again: the backend is the given (local) one, the mode is not kept.
+        let given = RunSettings { profile: Some("other.yaml".into()), ..RunSettings::default() };
+        let r = saved.resumed(&given);
+        assert!(!r.slurm_from_saved);
+        assert_eq!((r.settings.backend, r.settings.allocation), (BackendChoice::Local, false));
+        assert_eq!(r.settings.params, saved.params, "no -p given: the saved ones");
+        assert_eq!(r.record, saved, "no -p given: the record stays");
+        // Arrays given with SLURM: that mode, not the saved allocation mode.
+        let given = RunSettings { backend: BackendChoice::Slurm, arrays: true, ..RunSettings::default() };
+        let r = saved.resumed(&given);
+        assert_eq!((r.settings.arrays, r.settings.allocation), (true, false));
+        // New `-p`: used and recorded, with the merged backend and profile; `--no-cache` of
+        // the start still holds.
+        let saved = RunSettings { no_cache: true, ..saved };
+        let given = RunSettings { params: vec!["members=8".into()], ..RunSettings::default() };
+        let r = saved.resumed(&given);
+        assert_eq!(
+            (r.settings.params.as_slice(), r.settings.inputs.is_empty()),
+            (&["members=8".to_string()][..], true)
+        );
+        assert!(r.settings.no_cache && !r.record.no_cache);
+        assert_eq!((r.record.backend, r.record.profile.as_deref()), (BackendChoice::Slurm, Some("site.yaml")));
+        assert_eq!(r.record.allocation_job, None);
+        assert_eq!(r.settings.allocation_job.as_deref(), Some("42"));
     }
 }
