@@ -78,7 +78,7 @@ impl RunSettings {
     /// what was dropped, so one odd row never makes the whole database unreadable.
     pub fn from_legacy(text: &str) -> (Self, Option<String>) {
         match Self::from_json(text) {
-            Ok(s) => return (s, None),
+            Ok(s) => (s, None),
             Err(strict) => {
                 let Ok(serde_json::Value::Object(map)) = serde_json::from_str::<serde_json::Value>(text) else {
                     return (Self::default(), Some(format!("not a JSON object ({strict}); using defaults")));
