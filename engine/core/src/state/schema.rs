@@ -44,19 +44,16 @@ CREATE TABLE IF NOT EXISTS files(
   path TEXT PRIMARY KEY, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL, hash TEXT NOT NULL);
 "#;
 
-/// Why a database could not be brought to [`VERSION`].
-#[derive(Debug)]
+/// Why a database could not be brought to [`VERSION`] (the store adds the file's path:
+/// [`super::StateError`]).
+#[derive(Debug, thiserror::Error)]
 pub enum MigrationError {
     /// SQLite failed.
-    Sqlite(rusqlite::Error),
+    #[error(transparent)]
+    Sqlite(#[from] rusqlite::Error),
     /// The database is of a later version than [`VERSION`].
+    #[error("schema version {0} is newer than {VERSION}")]
     TooNew(u32),
-}
-
-impl From<rusqlite::Error> for MigrationError {
-    fn from(e: rusqlite::Error) -> Self {
-        MigrationError::Sqlite(e)
-    }
 }
 
 /// The database's schema version.

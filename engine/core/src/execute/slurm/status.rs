@@ -134,8 +134,10 @@ pub fn array_job_of(id: &JobId) -> Option<&str> {
     id.0.split_once('_').map(|(a, _)| a)
 }
 
-/// A SLURM job state (`squeue(1)`, "JOB STATE CODES"). States twinflow does not name are
-/// kept as [`SlurmState::Other`] and count as ended.
+/// A SLURM job state (`squeue(1)`, "JOB STATE CODES":
+/// <https://slurm.schedmd.com/squeue.html#SECTION_JOB-STATE-CODES>). States twinflow does not
+/// name (`REVOKED`, `SPECIAL_EXIT`, states of later SLURM versions) are kept as
+/// [`SlurmState::Other`] and count as ended.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 #[allow(missing_docs)]
 pub enum SlurmState {
