@@ -231,6 +231,24 @@ mod tests {
     }
 
     #[test]
+    fn processes_opening_an_old_database_at_once_migrate_it_once() {
+        let tmp = tempfile::tempdir().unwrap();
+        write_v1(tmp.path());
+        let dir = tmp.path().to_path_buf();
+        let openers: Vec<_> = (0..4)
+            .map(|_| {
+                let dir = dir.clone();
+                std::thread::spawn(move || Store::open(&dir).map(|s| s.run(None).unwrap().settings))
+            })
+            .collect();
+        for o in openers {
+            let settings = o.join().unwrap().unwrap();
+            assert_eq!(settings.params, [format!("logs={}/logs", dir.display())]);
+        }
+        assert_eq!(columns(&dir, "runs").iter().filter(|c| *c == "engine_start").count(), 1);
+    }
+
+    #[test]
     fn a_database_of_a_later_version_is_refused() {
         let tmp = tempfile::tempdir().unwrap();
         let c = Connection::open(tmp.path().join("twinflow.db")).unwrap();
