@@ -76,6 +76,53 @@ impl std::fmt::Display for TaskState {
     }
 }
 
+/// State of a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunState {
+    /// An engine works on it (or was killed while it did).
+    Running,
+    /// Every task succeeded, was cached or skipped.
+    Succeeded,
+    /// Some task failed (or was left pending).
+    Failed,
+    /// Stopped by cancellation.
+    Cancelled,
+}
+
+impl RunState {
+    /// Name as stored and printed.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunState::Running => "running",
+            RunState::Succeeded => "succeeded",
+            RunState::Failed => "failed",
+            RunState::Cancelled => "cancelled",
+        }
+    }
+}
+
+impl std::str::FromStr for RunState {
+    type Err = UnknownState;
+    /// Parses [`RunState::as_str`].
+    fn from_str(s: &str) -> Result<Self, UnknownState> {
+        Ok(match s {
+            "running" => RunState::Running,
+            "succeeded" => RunState::Succeeded,
+            "failed" => RunState::Failed,
+            "cancelled" => RunState::Cancelled,
+            _ => return Err(UnknownState { kind: "run", value: s.to_string() }),
+        })
+    }
+}
+
+impl std::fmt::Display for RunState {
+    /// [`RunState::as_str`], padded as the format asks.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
 /// A state name that is not one of its type's names (a run database written by other code).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("unknown {kind} state `{value}`")]
@@ -164,7 +211,7 @@ pub enum Event {
         /// Run id.
         run_id: String,
         /// `succeeded`, `failed` or `cancelled`.
-        state: String,
+        state: RunState,
         /// Counts by state.
         counts: Counts,
         /// Wall-clock seconds.

@@ -392,7 +392,7 @@ pub async fn execute(
     let elapsed = t0.elapsed();
     s.reporter.event(&Event::RunFinished {
         run_id: run_id.clone(),
-        state: outcome.as_str().into(),
+        state: outcome.into(),
         counts: counts.clone(),
         seconds: secs(elapsed),
     });

@@ -19,7 +19,8 @@ mod store;
 
 use std::path::PathBuf;
 
-pub use rows::{AttemptRow, AttemptState, CacheEntry, RunRow, RunState, TaskRow};
+pub use crate::events::RunState;
+pub use rows::{AttemptRow, AttemptState, CacheEntry, RunRow, TaskRow};
 pub use settings::{BackendChoice, Resumed, RunSettings};
 pub use store::Store;
 

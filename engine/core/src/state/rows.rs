@@ -6,55 +6,8 @@ use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSql, ToSqlOutput, 
 use serde::Serialize;
 
 use super::settings::RunSettings;
-use crate::events::{TaskState, UnknownState};
+use crate::events::{RunState, TaskState, UnknownState};
 use crate::ids::EngineId;
-
-/// State of a run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum RunState {
-    /// An engine works on it (or was killed while it did).
-    Running,
-    /// Every task succeeded, was cached or skipped.
-    Succeeded,
-    /// Some task failed (or was left pending).
-    Failed,
-    /// Stopped by cancellation.
-    Cancelled,
-}
-
-impl RunState {
-    /// Name as stored and printed.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RunState::Running => "running",
-            RunState::Succeeded => "succeeded",
-            RunState::Failed => "failed",
-            RunState::Cancelled => "cancelled",
-        }
-    }
-}
-
-impl std::str::FromStr for RunState {
-    type Err = UnknownState;
-    /// Parses [`RunState::as_str`].
-    fn from_str(s: &str) -> Result<Self, UnknownState> {
-        Ok(match s {
-            "running" => RunState::Running,
-            "succeeded" => RunState::Succeeded,
-            "failed" => RunState::Failed,
-            "cancelled" => RunState::Cancelled,
-            _ => return Err(UnknownState { kind: "run", value: s.to_string() }),
-        })
-    }
-}
-
-impl std::fmt::Display for RunState {
-    /// [`RunState::as_str`], padded as the format asks.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.pad(self.as_str())
-    }
-}
 
 /// State of one attempt of a task.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
