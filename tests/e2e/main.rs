@@ -9,6 +9,7 @@ mod invalid;
 mod kill;
 mod mpiexec;
 mod project;
+mod run_database;
 mod slurm;
 mod slurm_faults;
 mod slurm_modes;

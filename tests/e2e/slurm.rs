@@ -143,10 +143,10 @@ pub(crate) fn processes_with(marker: &str) -> Vec<String> {
     String::from_utf8_lossy(&out.stdout).lines().map(str::to_string).collect()
 }
 
-/// The recorded settings of a run (`runs.params`, JSON).
+/// The recorded settings of a run (`runs.settings`, JSON).
 pub(crate) fn run_settings(runs: &Path, run: &str) -> serde_json::Value {
     let c = rusqlite::Connection::open(runs.join("twinflow.db")).unwrap();
-    let text: String = c.query_row("SELECT params FROM runs WHERE id = ?1", [run], |r| r.get(0)).unwrap();
+    let text: String = c.query_row("SELECT settings FROM runs WHERE id = ?1", [run], |r| r.get(0)).unwrap();
     serde_json::from_str(&text).unwrap()
 }
 

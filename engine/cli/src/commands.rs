@@ -7,13 +7,14 @@ use std::time::Duration;
 use miette::{GraphicalReportHandler, GraphicalTheme};
 use twinflow_engine::diag::Diagnostics;
 use twinflow_engine::events::Reporter;
+use twinflow_engine::events::{TaskFailure, TaskState};
 use twinflow_engine::execute::Backend;
 use twinflow_engine::execute::local::{LocalBackend, LocalOptions, render_argv};
 use twinflow_engine::execute::slurm::{self, Profile, SlurmBackend, SlurmOptions};
 use twinflow_engine::plan::{self, Plan};
 use twinflow_engine::run::{self, RunOptions, RunOutcome};
 use twinflow_engine::session::render::{Format, RenderOptions, render};
-use twinflow_engine::state::Store;
+use twinflow_engine::state::{BackendChoice, RunSettings, RunState, Store};
 use twinflow_engine::validate::{self, Overrides, Workflow};
 
 use crate::cli::{
@@ -226,11 +227,6 @@ fn apply_profile_defaults(wf: &mut Workflow, profile: &Profile) {
     }
 }
 
-/// Keys of a run's recorded settings (`runs.params`) for allocation mode: the holder job's
-/// id, and whether twinflow submitted it (and so may cancel it).
-const ALLOCATION_JOB: &str = "allocation_job";
-const ALLOCATION_OWNED: &str = "allocation_owned";
-
 /// On `run --resume` with per-step jobs or arrays: jobs whose `sbatch` the killed engine
 /// was still waiting for are looked up by their `--comment` tag (one `squeue`), so the
 /// scheduler follows those SLURM accepted instead of submitting them again.
@@ -351,8 +347,23 @@ fn run_cmd(mut a: RunArgs) -> Result<i32, Failure> {
     std::fs::create_dir_all(&a.runs_dir)
         .map_err(|e| anyhow::anyhow!("cannot create runs directory `{}`: {e}", a.runs_dir.display()))?;
     let mut store = Store::open(&a.runs_dir)?;
-    // Resume: the file and settings come from the run database unless given again.
-    let (file, o, resume) = match &a.resume {
+    let given = RunSettings {
+        params: a.params.clone(),
+        inputs: a.inputs.clone(),
+        backend: match a.backend.backend {
+            BackendKind::Local => BackendChoice::Local,
+            BackendKind::Slurm => BackendChoice::Slurm,
+        },
+        profile: a.backend.profile.clone(),
+        arrays: a.backend.arrays,
+        allocation: a.backend.allocation,
+        no_cache: a.no_cache,
+        allocation_job: None,
+        allocation_owned: None,
+    };
+    // Resume: the file and settings come from the run database unless given again. `record`:
+    // the settings kept with the run.
+    let (file, resume, settings, mut record, slurm_from_saved) = match &a.resume {
         Some(id) => {
             let row =
                 store.run(if id == "latest" { None } else { Some(id) }).map_err(|e| Failure::Usage(e.to_string()))?;
@@ -373,68 +384,34 @@ fn run_cmd(mut a: RunArgs) -> Result<i32, Failure> {
                     file.display()
                 )));
             }
-            let saved: serde_json::Value = serde_json::from_str(&row.params).unwrap_or_default();
-            let strs = |k: &str| -> Vec<String> {
-                saved
-                    .get(k)
-                    .and_then(|v| v.as_array())
-                    .map(|a| a.iter().filter_map(|x| x.as_str().map(String::from)).collect())
-                    .unwrap_or_default()
-            };
-            let (p, i) = if a.params.is_empty() && a.inputs.is_empty() {
-                (strs("params"), strs("inputs"))
-            } else {
-                (a.params.clone(), a.inputs.clone())
-            };
-            (file, overrides(&p, &i)?, Some(row.id))
+            let r = row.settings.resumed(&given);
+            (file, Some(row.id), r.settings, r.record, r.slurm_from_saved)
         }
         None => {
             let Some(file) = a.file.clone() else {
                 return Err(Failure::Usage("`twinflow run` needs a workflow file (or `--resume`)".into()));
             };
-            (file, overrides(&a.params, &a.inputs)?, None)
+            (file, None, given.clone(), given, false)
         }
     };
+    let o = overrides(&settings.params, &settings.inputs)?;
     let mut wf = load(&file, &o)?;
     validate::files::check_input_files(&wf).map_err(Failure::Invalid)?;
-    // A resumed run keeps the backend (and profile) it was started with unless one is given
-    // again: resuming SLURM jobs with the local backend would resubmit them.
-    let mut backend_args = BackendArgs {
-        backend: a.backend.backend,
-        profile: a.backend.profile.clone(),
-        arrays: a.backend.arrays,
-        allocation: a.backend.allocation,
-    };
-    let saved: serde_json::Value = match &resume {
-        Some(id) => store.run(Some(id)).ok().and_then(|r| serde_json::from_str(&r.params).ok()).unwrap_or_default(),
-        None => serde_json::Value::Null,
-    };
-    if resume.is_some() {
-        let saved_slurm = saved.get("backend").and_then(|b| b.as_str()) == Some("slurm");
-        if a.backend.backend == BackendKind::Local && a.backend.profile.is_none() && saved_slurm {
-            backend_args.backend = BackendKind::Slurm;
-            eprintln!("resuming with the SLURM backend this run was started with");
-        }
-        if backend_args.profile.is_none() {
-            backend_args.profile = saved.get("profile").and_then(|p| p.as_str()).map(String::from);
-        }
-        // The SLURM mode too (arrays, allocation), unless one is given again.
-        if backend_args.backend == BackendKind::Slurm && saved_slurm && !a.backend.arrays && !a.backend.allocation {
-            backend_args.arrays = saved.get("arrays").and_then(serde_json::Value::as_bool) == Some(true);
-            backend_args.allocation = saved.get("allocation").and_then(serde_json::Value::as_bool) == Some(true);
-        }
+    // A resumed run keeps the backend (and profile, and SLURM mode) it was started with
+    // unless one is given again: resuming SLURM jobs with the local backend would resubmit
+    // them (see `RunSettings::resumed`).
+    if slurm_from_saved {
+        eprintln!("resuming with the SLURM backend this run was started with");
     }
-    let backend_name = match backend_args.backend {
-        BackendKind::Local => "local",
-        BackendKind::Slurm => "slurm",
+    let backend_args = BackendArgs {
+        backend: match settings.backend {
+            BackendChoice::Local => BackendKind::Local,
+            BackendChoice::Slurm => BackendKind::Slurm,
+        },
+        profile: settings.profile.clone(),
+        arrays: settings.arrays,
+        allocation: settings.allocation,
     };
-    let mut settings = serde_json::json!({
-        "params": a.params, "inputs": a.inputs, "backend": backend_name, "profile": backend_args.profile,
-        "arrays": backend_args.arrays, "allocation": backend_args.allocation, "no_cache": a.no_cache,
-    });
-    if resume.is_some() && a.params.is_empty() && a.inputs.is_empty() && saved.is_object() {
-        settings = saved.clone();
-    }
     let profile = site_profile(&backend_args)?;
     if let Some(p) = &profile {
         apply_profile_defaults(&mut wf, p);
@@ -461,7 +438,7 @@ fn run_cmd(mut a: RunArgs) -> Result<i32, Failure> {
     let slurm_profile = if backend_args.backend == BackendKind::Slurm { profile } else { None };
     let mut backend: Box<dyn Backend> = match slurm_profile {
         Some(profile) if backend_args.allocation => {
-            let previous = saved.get(ALLOCATION_JOB).and_then(|j| j.as_str()).map(String::from);
+            let previous = settings.allocation_job.clone();
             let alloc = acquire_allocation(&rt, &a, &plan, &profile, call_log, previous.as_deref())?;
             if alloc.owned {
                 // The holder ends itself when this heartbeat stops (an engine killed with -9).
@@ -482,12 +459,12 @@ fn run_cmd(mut a: RunArgs) -> Result<i32, Failure> {
                 });
             }
             // Kept with the run: `run --resume` goes on in it, `twinflow cancel` cancels it.
-            settings[ALLOCATION_JOB] = serde_json::json!(alloc.job_id);
-            settings[ALLOCATION_OWNED] = serde_json::json!(alloc.owned);
+            record.allocation_job = Some(alloc.job_id.clone());
+            record.allocation_owned = Some(alloc.owned);
             if let Some(id) = &resume
                 && previous.as_deref() != Some(alloc.job_id.as_str())
             {
-                store.set_run_params(id, &settings.to_string())?;
+                store.set_run_settings(id, &record)?;
             }
             local.srun = Some(alloc.launcher(&profile));
             local.cores = alloc.cpus;
@@ -503,15 +480,14 @@ fn run_cmd(mut a: RunArgs) -> Result<i32, Failure> {
         }
         None => Box::new(LocalBackend::new(local)),
     };
-    let overrides_json = settings.to_string();
     let opts = RunOptions {
         runs_dir: std::fs::canonicalize(&a.runs_dir).unwrap_or(a.runs_dir.clone()),
         workflow_file: std::fs::canonicalize(&file).unwrap_or(file.clone()),
-        overrides_json,
+        settings: record,
         resume,
         keep_going: a.keep_going,
         // A run started with `--no-cache` keeps running everything when resumed.
-        use_cache: !(a.no_cache || saved.get("no_cache").and_then(serde_json::Value::as_bool) == Some(true)),
+        use_cache: !settings.no_cache,
         max_parallel: a.jobs.map(|j| usize::try_from(j).unwrap_or(usize::MAX)),
     };
     let mut reporter: Box<dyn Reporter> = if a.json { Box::new(JsonReporter) } else { Box::new(HumanReporter::new()) };
@@ -546,11 +522,10 @@ fn run_cmd(mut a: RunArgs) -> Result<i32, Failure> {
         other => Failure::Error(other.into()),
     })?;
     if !a.json {
-        for (task, msg) in summary.failures.iter().take(10) {
-            if msg == "cancelled" {
-                eprintln!("cancelled: {task}");
-            } else {
-                eprintln!("failed: {task}: {msg}");
+        for (task, why) in summary.failures.iter().take(10) {
+            match why {
+                TaskFailure::Cancelled => eprintln!("cancelled: {task}"),
+                TaskFailure::Failed(msg) => eprintln!("failed: {task}: {msg}"),
             }
         }
     }
@@ -577,10 +552,9 @@ fn cancel_cmd(a: &CancelArgs) -> Result<i32, Failure> {
     let run = store
         .run(if a.run == "latest" { None } else { Some(a.run.as_str()) })
         .map_err(|e| Failure::Usage(e.to_string()))?;
-    let settings: serde_json::Value = serde_json::from_str(&run.params).unwrap_or_default();
     // The run's own profile (command time limit, ids per scancel call); a profile that can no
     // longer be found is no reason not to cancel.
-    let profile = match settings.get("profile").and_then(|p| p.as_str()) {
+    let profile = match run.settings.profile.as_deref() {
         Some(p) => Profile::find(p).unwrap_or_else(|e| {
             eprintln!("warning: {e}; cancelling with the default SLURM settings");
             Profile::default()
@@ -590,7 +564,7 @@ fn cancel_cmd(a: &CancelArgs) -> Result<i32, Failure> {
     let run_dir = a.runs_dir.join(&run.id);
     let mut jobs = vec![];
     for t in store.tasks(&run.id)? {
-        if !matches!(t.state.as_str(), "running" | "pending") {
+        if !matches!(t.state, TaskState::Running | TaskState::Pending) {
             continue;
         }
         let mut tdir = run_dir.join("steps").join(&t.step);
@@ -601,7 +575,7 @@ fn cancel_cmd(a: &CancelArgs) -> Result<i32, Failure> {
             let meta = tdir.join(format!("attempt-{n}")).join(".twinflow");
             let Ok(id) = std::fs::read_to_string(meta.join(JOB_ID_FILE)) else { continue };
             let id = id.trim().to_string();
-            let recorded = n == t.attempts && t.state == "running" && t.job_id.as_deref() == Some(id.as_str());
+            let recorded = n == t.attempts && t.state == TaskState::Running && t.job_id.as_deref() == Some(id.as_str());
             if n == t.attempts + 1 || recorded {
                 let _ = std::fs::write(meta.join(CANCELLED_FILE), "twinflow cancel\n");
                 jobs.push(JobId(id));
@@ -609,12 +583,8 @@ fn cancel_cmd(a: &CancelArgs) -> Result<i32, Failure> {
             }
         }
     }
-    let holder = settings
-        .get(ALLOCATION_JOB)
-        .and_then(|j| j.as_str())
-        .filter(|_| settings.get(ALLOCATION_OWNED).and_then(serde_json::Value::as_bool) == Some(true))
-        .map(|j| JobId(j.to_string()));
-    let engine_alive = run.state == "running" && run.engine_pid.is_some();
+    let holder = run.settings.owned_allocation().map(|j| JobId(j.to_string()));
+    let engine_alive = run.state == RunState::Running && run.engine_pid.is_some();
     let mut stopped_engine = false;
     if holder.is_some()
         && engine_alive
@@ -654,7 +624,7 @@ fn cancel_cmd(a: &CancelArgs) -> Result<i32, Failure> {
         && twinflow_engine::execute::process::terminate_engine(pid)
     {
         println!("sent SIGTERM to the engine of run {} (pid {pid}); it stops its remaining tasks", run.id);
-    } else if run.state == "running" {
+    } else if run.state == RunState::Running {
         println!("hint: if its engine still runs, it records these tasks as cancelled; stop it with Ctrl-C or SIGTERM");
     }
     Ok(exit::OK)

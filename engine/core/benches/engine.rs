@@ -186,7 +186,7 @@ async fn engine_run(file: &Path, runs: &Path) -> (Duration, Duration, Duration, 
     let opts = RunOptions {
         runs_dir: runs.to_path_buf(),
         workflow_file: file.to_path_buf(),
-        overrides_json: "{}".into(),
+        settings: Default::default(),
         resume: None,
         keep_going: false,
         use_cache: false,

@@ -41,9 +41,21 @@ impl TaskState {
             TaskState::Cancelled => "cancelled",
         }
     }
+    /// Whether the task is finished for good (successfully or not).
+    pub fn is_terminal(self) -> bool {
+        !matches!(self, TaskState::Pending | TaskState::Running)
+    }
+    /// Whether downstream tasks may use its outputs.
+    pub fn is_done_ok(self) -> bool {
+        matches!(self, TaskState::Succeeded | TaskState::Cached)
+    }
+}
+
+impl std::str::FromStr for TaskState {
+    type Err = UnknownState;
     /// Parses [`TaskState::as_str`].
-    pub fn parse(s: &str) -> Option<Self> {
-        Some(match s {
+    fn from_str(s: &str) -> Result<Self, UnknownState> {
+        Ok(match s {
             "pending" => TaskState::Pending,
             "running" => TaskState::Running,
             "succeeded" => TaskState::Succeeded,
@@ -52,16 +64,91 @@ impl TaskState {
             "failed" => TaskState::Failed,
             "upstream-failed" => TaskState::UpstreamFailed,
             "cancelled" => TaskState::Cancelled,
-            _ => return None,
+            _ => return Err(UnknownState { kind: "task", value: s.to_string() }),
         })
     }
-    /// Whether the task is finished for good (successfully or not).
-    pub fn is_terminal(self) -> bool {
-        !matches!(self, TaskState::Pending | TaskState::Running)
+}
+
+impl std::fmt::Display for TaskState {
+    /// [`TaskState::as_str`], padded as the format asks (`{:<16}` in tables).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
     }
-    /// Whether downstream tasks may use its outputs.
-    pub fn is_done_ok(self) -> bool {
-        matches!(self, TaskState::Succeeded | TaskState::Cached)
+}
+
+/// State of a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunState {
+    /// An engine works on it (or was killed while it did).
+    Running,
+    /// Every task succeeded, was cached or skipped.
+    Succeeded,
+    /// Some task failed (or was left pending).
+    Failed,
+    /// Stopped by cancellation.
+    Cancelled,
+}
+
+impl RunState {
+    /// Name as stored and printed.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunState::Running => "running",
+            RunState::Succeeded => "succeeded",
+            RunState::Failed => "failed",
+            RunState::Cancelled => "cancelled",
+        }
+    }
+}
+
+impl std::str::FromStr for RunState {
+    type Err = UnknownState;
+    /// Parses [`RunState::as_str`].
+    fn from_str(s: &str) -> Result<Self, UnknownState> {
+        Ok(match s {
+            "running" => RunState::Running,
+            "succeeded" => RunState::Succeeded,
+            "failed" => RunState::Failed,
+            "cancelled" => RunState::Cancelled,
+            _ => return Err(UnknownState { kind: "run", value: s.to_string() }),
+        })
+    }
+}
+
+impl std::fmt::Display for RunState {
+    /// [`RunState::as_str`], padded as the format asks.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
+/// A state name that is not one of its type's names (a run database written by other code).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown {kind} state `{value}`")]
+pub struct UnknownState {
+    /// What kind of state (`task`, `run`, `attempt`).
+    pub kind: &'static str,
+    /// The name found.
+    pub value: String,
+}
+
+/// Why a task of a run did not succeed, as the run summary lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TaskFailure {
+    /// Stopped by cancellation (a signal, `twinflow cancel`).
+    Cancelled,
+    /// Failed for good; the message says why.
+    Failed(String),
+}
+
+impl std::fmt::Display for TaskFailure {
+    /// `cancelled`, or the failure's message.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TaskFailure::Cancelled => f.write_str("cancelled"),
+            TaskFailure::Failed(m) => f.write_str(m),
+        }
     }
 }
 
@@ -124,7 +211,7 @@ pub enum Event {
         /// Run id.
         run_id: String,
         /// `succeeded`, `failed` or `cancelled`.
-        state: String,
+        state: RunState,
         /// Counts by state.
         counts: Counts,
         /// Wall-clock seconds.

@@ -36,6 +36,47 @@ impl fmt::Display for JobId {
     }
 }
 
+/// Identifies an engine process: its pid and its start time, so that a later process that
+/// reuses the pid is not taken for the engine (the run database records both).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct EngineId {
+    /// Process id.
+    pub pid: u32,
+    /// Start time in clock ticks since boot ([`process_start_ticks`]).
+    pub start: u64,
+}
+
+impl EngineId {
+    /// This process (`None` without `/proc`).
+    pub fn current() -> Option<Self> {
+        static CURRENT: std::sync::OnceLock<Option<EngineId>> = std::sync::OnceLock::new();
+        *CURRENT.get_or_init(|| {
+            let pid = std::process::id();
+            process_start_ticks(pid).map(|start| EngineId { pid, start })
+        })
+    }
+
+    /// Whether this very process still runs (not exited, not a zombie, pid not reused).
+    pub fn is_running(&self) -> bool {
+        proc_stat(self.pid).is_some_and(|(state, start)| start == self.start && state != 'Z')
+    }
+}
+
+/// Start time of process `pid` in clock ticks since boot (field 22 of `/proc/PID/stat`), used
+/// to tell a process from a later one that reused its pid.
+pub fn process_start_ticks(pid: u32) -> Option<u64> {
+    proc_stat(pid).map(|(_, start)| start)
+}
+
+/// State letter (field 3) and start time (field 22) of `/proc/PID/stat`.
+fn proc_stat(pid: u32) -> Option<(char, u64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may contain spaces and parentheses: split after the last ')'.
+    let mut rest = stat.get(stat.rfind(')')? + 2..)?.split_whitespace();
+    let state = rest.next()?.chars().next()?;
+    Some((state, rest.nth(18)?.parse().ok()?))
+}
+
 /// Index of a task (a step, or one scatter member of a step) in a plan.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct TaskIdx(pub u32);
@@ -51,5 +92,14 @@ mod tests {
         assert!(id.starts_with("20261122-101500-"), "{id}");
         assert_eq!(id.len(), "20261122-101500-xxxx".len());
         assert!(RunId::at(jiff::Timestamp::UNIX_EPOCH).0.starts_with("19700101-000000-"));
+    }
+
+    #[test]
+    fn this_process_is_identified_by_pid_and_start_time() {
+        let me = super::EngineId::current().expect("/proc");
+        assert_eq!(me.pid, std::process::id());
+        assert!(me.is_running());
+        // The same pid with another start time is another process.
+        assert!(!super::EngineId { start: me.start + 1, ..me }.is_running());
     }
 }

@@ -15,7 +15,10 @@ use async_trait::async_trait;
 use tokio::sync::{Notify, watch};
 
 use super::process;
-use super::{Adopted, Backend, BackendError, Capacity, JobRequest, JobStatus, Leftover, Outcome, Rendered};
+use super::{
+    Adopted, Backend, BackendError, Capacity, Ending, Exit, JobRequest, JobStatus, Leftover, Outcome, Rendered,
+    SpawnFailure,
+};
 use crate::ids::JobId;
 
 /// Settings of the local backend.
@@ -153,17 +156,12 @@ impl Backend for LocalBackend {
                     "local-failed-{}",
                     self.done.lock().map(|d| d.len()).unwrap_or(0) + self.running.len()
                 ));
-                let msg = if e.kind() == std::io::ErrorKind::NotFound {
-                    format!("`{}` not found", argv[0])
+                let cause = if e.kind() == std::io::ErrorKind::NotFound {
+                    SpawnFailure::NotFound { program: argv[0].clone() }
                 } else {
-                    e.to_string()
+                    SpawnFailure::Io(e.to_string())
                 };
-                let outcome = Outcome {
-                    spawn_error: Some(msg),
-                    started: Some(started),
-                    finished: Some(SystemTime::now()),
-                    ..Outcome::default()
-                };
+                let outcome = Outcome::between(Ending::SpawnFailed(cause), Some(started), Some(SystemTime::now()));
                 if let Ok(mut d) = self.done.lock() {
                     d.insert(id.clone(), outcome);
                 }
@@ -186,27 +184,17 @@ impl Backend for LocalBackend {
                     None => std::future::pending().await,
                 }
             };
-            let mut outcome = Outcome { started: Some(started), ..Outcome::default() };
-            let status = tokio::select! {
-                s = child.wait() => s,
-                _ = sleep => {
-                    outcome.timed_out = true;
-                    process::terminate(&mut child, pid, grace).await
-                }
-                _ = rx.changed() => {
-                    outcome.cancelled = true;
-                    process::terminate(&mut child, pid, grace).await
-                }
+            // How it ended, given its exit status: by itself, or stopped by us.
+            let (status, ending): (_, fn(Option<Exit>) -> Ending) = tokio::select! {
+                s = child.wait() => (s, Ending::from_exit),
+                _ = sleep => (process::terminate(&mut child, pid, grace).await, Ending::TimedOut),
+                _ = rx.changed() => (process::terminate(&mut child, pid, grace).await, Ending::Cancelled),
             };
-            match status {
-                Ok(st) => {
-                    use std::os::unix::process::ExitStatusExt;
-                    outcome.exit_code = st.code();
-                    outcome.signal = st.signal();
-                }
-                Err(e) => outcome.spawn_error = Some(format!("waiting for the process failed: {e}")),
-            }
-            outcome.finished = Some(SystemTime::now());
+            let ending = match status {
+                Ok(st) => ending(Exit::from_std(st)),
+                Err(e) => Ending::SpawnFailed(SpawnFailure::Wait(e.to_string())),
+            };
+            let outcome = Outcome::between(ending, Some(started), Some(SystemTime::now()));
             if let Ok(mut d) = done.lock() {
                 d.insert(jid, outcome);
             }

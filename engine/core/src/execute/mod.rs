@@ -7,17 +7,19 @@
 
 pub mod launch;
 pub mod local;
+mod outcome;
 pub mod process;
 pub mod profile;
 pub mod slurm;
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use async_trait::async_trait;
 
 use crate::ids::JobId;
 use crate::model::Resources;
+pub use outcome::{Ending, Exit, Outcome, SpawnFailure};
 
 /// File in an attempt's `.twinflow/` directory where a backend whose jobs outlive the engine
 /// writes the job id as soon as it has it (before the scheduler records the attempt), so
@@ -60,70 +62,6 @@ pub struct ArrayMember {
     pub step: String,
     /// Member index.
     pub index: u32,
-}
-
-/// How a job ended.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Outcome {
-    /// Exit code, when it exited.
-    pub exit_code: Option<i32>,
-    /// Terminating signal, when killed by one.
-    pub signal: Option<i32>,
-    /// It hit its timeout.
-    pub timed_out: bool,
-    /// It was cancelled.
-    pub cancelled: bool,
-    /// It could not be started.
-    pub spawn_error: Option<String>,
-    /// When it started.
-    pub started: Option<SystemTime>,
-    /// When it ended.
-    pub finished: Option<SystemTime>,
-    /// Why the backend counts the job as failed whatever its exit code (out of memory, node
-    /// failure, preemption, cancelled outside twinflow, ...).
-    pub failure: Option<String>,
-}
-
-impl Outcome {
-    /// Exit 0 and nothing else wrong.
-    pub fn success(&self) -> bool {
-        self.exit_code == Some(0)
-            && !self.timed_out
-            && !self.cancelled
-            && self.spawn_error.is_none()
-            && self.failure.is_none()
-    }
-    /// One-line description for messages.
-    pub fn describe(&self) -> String {
-        if let Some(e) = &self.spawn_error {
-            return format!("could not start: {e}");
-        }
-        if self.timed_out {
-            return "timed out".into();
-        }
-        if self.cancelled {
-            return "cancelled".into();
-        }
-        if let Some(f) = &self.failure {
-            return match (self.exit_code, self.signal) {
-                (Some(c), _) if c != 0 => format!("{f} (exit code {c})"),
-                (_, Some(s)) => format!("{f} (signal {s})"),
-                _ => f.clone(),
-            };
-        }
-        match (self.exit_code, self.signal) {
-            (Some(c), _) => format!("exit code {c}"),
-            (None, Some(s)) => format!("killed by signal {s}"),
-            _ => "ended without status".into(),
-        }
-    }
-    /// Run time.
-    pub fn duration(&self) -> Duration {
-        match (self.started, self.finished) {
-            (Some(a), Some(b)) => b.duration_since(a).unwrap_or_default(),
-            _ => Duration::ZERO,
-        }
-    }
 }
 
 /// State of a submitted job.

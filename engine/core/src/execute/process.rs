@@ -153,14 +153,7 @@ pub fn signal_each(procs: &[Proc], sig: Signal) {
     }
 }
 
-/// Start time of process `pid` in clock ticks since boot (field 22 of `/proc/PID/stat`), used
-/// to tell a process from a later one that reused its pid.
-pub fn process_start_ticks(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name (field 2) may contain spaces and parentheses: split after the last ')'.
-    let rest = stat.get(stat.rfind(')')? + 2..)?;
-    rest.split_whitespace().nth(19)?.parse().ok()
-}
+pub use crate::ids::process_start_ticks;
 
 /// Process groups of live processes whose environment has `key=value` (how a resumed run
 /// finds the steps a killed engine left behind).

@@ -153,13 +153,14 @@ fn status_json(o: &Outcome) -> String {
     let ms = |t: Option<std::time::SystemTime>| {
         t.and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()).map(|d| d.as_millis() as u64)
     };
+    let (spawn_error, failure) = (o.spawn_error(), o.failure());
     let st = Status {
-        exit_code: o.exit_code,
-        signal: o.signal,
-        timed_out: o.timed_out,
-        cancelled: o.cancelled,
-        spawn_error: o.spawn_error.as_deref(),
-        failure: o.failure.as_deref(),
+        exit_code: o.exit_code(),
+        signal: o.signal(),
+        timed_out: o.timed_out(),
+        cancelled: o.is_cancelled(),
+        spawn_error: spawn_error.as_deref(),
+        failure: failure.as_deref(),
         started_ms: ms(o.started),
         finished_ms: ms(o.finished),
         seconds: o.duration().as_secs_f64(),

@@ -17,7 +17,7 @@ use super::scheduler::{Effect, Scheduler};
 use super::scope::{Mode, TaskResult, TaskScope};
 use super::{RunError, RunOptions, task_dir};
 use crate::events::{Event, Reporter, TaskState};
-use crate::execute::{ArrayMember, Backend, JobRequest, JobStatus, Outcome};
+use crate::execute::{ArrayMember, Backend, Ending, JobRequest, JobStatus, Outcome, SpawnFailure};
 use crate::expr::Value;
 use crate::ids::JobId;
 use crate::model::Command;
@@ -225,9 +225,7 @@ impl<'a> Driver<'a> {
         for (id, st) in statuses {
             let outcome = match st {
                 JobStatus::Done(o) => o,
-                JobStatus::Unknown => {
-                    Outcome { spawn_error: Some("the backend lost track of the job".into()), ..Outcome::default() }
-                }
+                JobStatus::Unknown => Outcome::new(Ending::SpawnFailed(SpawnFailure::Lost)),
                 JobStatus::Queued | JobStatus::Running => continue,
             };
             let Some(a) = self.running.remove(&id) else { continue };
@@ -249,10 +247,10 @@ impl<'a> Driver<'a> {
             Ok(_) => "ok".to_string(),
             Err(msg) => msg.clone(),
         };
-        self.store.attempt_finished(&self.run_id, &name, a.attempt, verdict.is_ok(), outcome.exit_code, &detail)?;
+        self.store.attempt_finished(&self.run_id, &name, a.attempt, verdict.is_ok(), outcome.exit_code(), &detail)?;
         let values = match verdict {
             Ok(values) => values,
-            Err(_) if outcome.cancelled => {
+            Err(_) if outcome.is_cancelled() => {
                 s.attempt_cancelled(i);
                 return Ok(());
             }

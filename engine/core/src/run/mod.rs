@@ -34,10 +34,10 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
-use crate::events::{Counts, Event, Reporter, secs};
+use crate::events::{Counts, Event, Reporter, RunState, TaskFailure, secs};
 use crate::execute::{Backend, BackendError};
 use crate::plan::{Plan, TaskNode};
-use crate::state::{StateError, Store};
+use crate::state::{RunSettings, StateError, Store};
 use clock::{Clock, SystemClock};
 use driver::Driver;
 use scheduler::{SchedOptions, Scheduler};
@@ -54,8 +54,8 @@ pub struct RunOptions {
     pub runs_dir: PathBuf,
     /// Workflow file (recorded for `--resume`).
     pub workflow_file: PathBuf,
-    /// `-p`/`-i` values as JSON (recorded for `--resume`).
-    pub overrides_json: String,
+    /// How the run was started (recorded for `--resume`).
+    pub settings: RunSettings,
     /// Resume this run instead of starting a new one.
     pub resume: Option<String>,
     /// Keep running independent tasks after a failure.
@@ -88,6 +88,16 @@ impl RunOutcome {
     }
 }
 
+impl From<RunOutcome> for RunState {
+    fn from(o: RunOutcome) -> Self {
+        match o {
+            RunOutcome::Succeeded => RunState::Succeeded,
+            RunOutcome::Failed => RunState::Failed,
+            RunOutcome::Cancelled => RunState::Cancelled,
+        }
+    }
+}
+
 /// Summary of a finished run.
 #[derive(Debug, Clone)]
 pub struct RunSummary {
@@ -99,8 +109,8 @@ pub struct RunSummary {
     pub counts: Counts,
     /// Wall-clock time.
     pub elapsed: Duration,
-    /// Names and messages of failed tasks.
-    pub failures: Vec<(String, String)>,
+    /// Names of failed (and cancelled) tasks, with why.
+    pub failures: Vec<(String, TaskFailure)>,
 }
 
 /// Errors that stop a run (as opposed to task failures, which are part of the summary).
@@ -156,13 +166,17 @@ pub async fn execute(
     let (run_id, resumed) = match &opts.resume {
         Some(id) => {
             let row = store.run(Some(id))?;
-            // Two engines on one run would start every task twice.
-            if row.state == "running"
-                && let Some(pid) = row.engine_pid.filter(|p| *p != std::process::id())
-                && String::from_utf8_lossy(&std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default())
-                    .contains("twinflow")
+            // Two engines on one run would start every task twice. The engine is known by its
+            // pid and start time, so a later process that reused the pid does not count.
+            if row.state == RunState::Running
+                && let Some(engine) = row.engine()
+                && engine.pid != std::process::id()
+                && engine.is_running()
             {
-                return Err(RunError::Usage(format!("run `{id}` is still being executed by twinflow (pid {pid})")));
+                return Err(RunError::Usage(format!(
+                    "run `{id}` is still being executed by twinflow (pid {})",
+                    engine.pid
+                )));
             }
             if row.workflow != wf.name {
                 return Err(RunError::Usage(format!(
@@ -178,9 +192,9 @@ pub async fn execute(
     std::fs::create_dir_all(run_dir.join("steps")).map_err(io("creating", &run_dir))?;
     store.begin()?;
     if resumed {
-        store.set_run_state(&run_id, "running")?;
+        store.set_run_state(&run_id, RunState::Running)?;
     } else {
-        store.create_run(&run_id, &wf.name, &opts.workflow_file.display().to_string(), &opts.overrides_json)?;
+        store.create_run(&run_id, &wf.name, &opts.workflow_file.display().to_string(), &opts.settings)?;
     }
     let env_file =
         attempt::snapshot_environment(&run_dir).map_err(io("writing the environment snapshot in", &run_dir))?;
@@ -260,12 +274,12 @@ pub async fn execute(
     let fin = s.finish();
     d.store.begin()?;
     d.record(s.take_effects())?;
-    d.store.set_run_state(&run_id, fin.outcome.as_str())?;
+    d.store.set_run_state(&run_id, fin.outcome.into())?;
     d.store.commit()?;
     let elapsed = t0.elapsed();
     d.reporter.event(&Event::RunFinished {
         run_id: run_id.clone(),
-        state: fin.outcome.as_str().into(),
+        state: fin.outcome.into(),
         counts: fin.counts.clone(),
         seconds: secs(elapsed),
     });

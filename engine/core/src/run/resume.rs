@@ -19,7 +19,7 @@ use super::{RunError, attempt::parse_values};
 use crate::events::{Event, TaskState};
 use crate::execute::Leftover;
 use crate::ids::JobId;
-use crate::state::TaskRow;
+use crate::state::{AttemptState, TaskRow};
 
 /// Restores the run's recorded state into the core and the driver; returns how many tasks
 /// were already finished.
@@ -35,9 +35,8 @@ pub(crate) async fn restore(d: &mut Driver<'_>, s: &mut Scheduler<'_>) -> Result
         }
         let name = d.plan.task_name(t);
         let Some(row) = by_name.get(name.as_str()) else { continue };
-        let state = TaskState::parse(&row.state);
-        match state {
-            Some(st @ (TaskState::Succeeded | TaskState::Cached | TaskState::Skipped)) => {
+        match row.state {
+            st @ (TaskState::Succeeded | TaskState::Cached | TaskState::Skipped) => {
                 if st != TaskState::Skipped {
                     let dir = row.dir.clone().unwrap_or_default().into();
                     let values = parse_values(row.outputs.as_deref());
@@ -46,14 +45,14 @@ pub(crate) async fn restore(d: &mut Driver<'_>, s: &mut Scheduler<'_>) -> Result
                 s.restore(i, row.attempts, Some(st));
                 done += 1;
             }
-            Some(TaskState::Pending | TaskState::Running) | None => {
-                let running = state == Some(TaskState::Running);
+            TaskState::Pending | TaskState::Running => {
+                let running = row.state == TaskState::Running;
                 let open_job = if running { open_job(d, &name, row)? } else { None };
                 let l = Leftover { task: name, task_dir: d.task_dir(i), attempts: row.attempts, open_job };
                 leftovers.push((i, l, running));
                 s.restore(i, row.attempts, None);
             }
-            Some(_) => {
+            _ => {
                 d.store.reset_task(&d.run_id, &name)?;
                 s.restore(i, row.attempts, None);
             }
@@ -100,6 +99,6 @@ pub(crate) async fn restore(d: &mut Driver<'_>, s: &mut Scheduler<'_>) -> Result
 /// running.
 fn open_job(d: &Driver<'_>, name: &str, row: &TaskRow) -> Result<Option<JobId>, RunError> {
     let last = d.store.attempts(&d.run_id, name)?;
-    let open = last.last().is_some_and(|a| a.0 == row.attempts && a.2 == "running");
+    let open = last.last().is_some_and(|a| a.attempt == row.attempts && a.state == AttemptState::Running);
     Ok(row.job_id.clone().filter(|_| open).map(JobId))
 }

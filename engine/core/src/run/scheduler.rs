@@ -35,7 +35,7 @@ use petgraph::graph::NodeIndex;
 
 use super::RunOutcome;
 use super::clock::Clock;
-use crate::events::{Counts, TaskState};
+use crate::events::{Counts, TaskFailure, TaskState};
 use crate::execute::Capacity;
 use crate::plan::Plan;
 
@@ -106,8 +106,8 @@ pub struct Finish {
     pub outcome: RunOutcome,
     /// Tasks by state (joins not counted).
     pub counts: Counts,
-    /// Tasks that failed (or were cancelled), with their messages, in the order it happened.
-    pub failures: Vec<(NodeIndex, String)>,
+    /// Tasks that failed (or were cancelled), with why, in the order it happened.
+    pub failures: Vec<(NodeIndex, TaskFailure)>,
 }
 
 /// The scheduler core (see the module documentation).
@@ -127,7 +127,7 @@ pub struct Scheduler<'a> {
     mem_used: u64,
     failed: bool,
     cancelling: bool,
-    failures: Vec<(NodeIndex, String)>,
+    failures: Vec<(NodeIndex, TaskFailure)>,
     effects: Vec<Effect>,
 }
 
@@ -435,13 +435,13 @@ impl<'a> Scheduler<'a> {
     }
 
     fn cancelled(&mut self, i: NodeIndex, seconds: f64) {
-        self.failures.push((i, "cancelled".into()));
-        self.done(i, TaskState::Cancelled, Some("cancelled".into()), seconds);
+        self.failures.push((i, TaskFailure::Cancelled));
+        self.done(i, TaskState::Cancelled, Some(TaskFailure::Cancelled.to_string()), seconds);
     }
 
     fn fail_final(&mut self, i: NodeIndex, message: String, seconds: f64) {
         self.failed = true;
-        self.failures.push((i, message.clone()));
+        self.failures.push((i, TaskFailure::Failed(message.clone())));
         self.done(i, TaskState::Failed, Some(message), seconds);
         self.release(i, TaskState::Failed);
     }

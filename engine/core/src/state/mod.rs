@@ -7,12 +7,22 @@
 //! the database inconsistent. A task counts as finished only once its `succeeded` row is
 //! committed, and that happens after its outputs were renamed into place, so a crash at
 //! any point either keeps a complete result or re-runs the task.
+//!
+//! The schema is versioned and migrated on open ([`schema`]); rows and the states they
+//! hold are types ([`rows`]), and so are the settings a run was started with
+//! ([`settings`]).
 
-use std::path::{Path, PathBuf};
+pub mod rows;
+pub mod schema;
+pub mod settings;
+mod store;
 
-use rusqlite::{Connection, OptionalExtension, params};
+use std::path::PathBuf;
 
-use crate::events::TaskState;
+pub use crate::events::RunState;
+pub use rows::{AttemptRow, AttemptState, CacheEntry, RunRow, TaskRow};
+pub use settings::{BackendChoice, Resumed, RunSettings};
+pub use store::Store;
 
 /// Errors of the state store.
 #[derive(Debug, thiserror::Error)]
@@ -26,441 +36,24 @@ pub enum StateError {
         #[source]
         source: rusqlite::Error,
     },
+    /// The database was written by a later twinflow, with a schema this code does not know.
+    #[error(
+        "run database `{path}` has schema version {found}, newer than this twinflow knows ({supported}); hint: use the twinflow that wrote it, or another `--runs-dir`"
+    )]
+    TooNew {
+        /// Database file.
+        path: PathBuf,
+        /// Its schema version.
+        found: u32,
+        /// The newest this code knows ([`schema::VERSION`]).
+        supported: u32,
+    },
     /// No such run.
     #[error("no run `{0}` in this runs directory")]
     NoSuchRun(String),
 }
 
-const SCHEMA: &str = r#"
-CREATE TABLE IF NOT EXISTS runs(
-  id TEXT PRIMARY KEY, workflow TEXT NOT NULL, file TEXT NOT NULL, params TEXT NOT NULL,
-  state TEXT NOT NULL, created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL, engine_pid INTEGER);
-CREATE TABLE IF NOT EXISTS tasks(
-  run_id TEXT NOT NULL, task TEXT NOT NULL, step TEXT NOT NULL, member INTEGER,
-  state TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, cache_key TEXT, dir TEXT,
-  outputs TEXT, job_id TEXT, message TEXT, started_at INTEGER, finished_at INTEGER,
-  PRIMARY KEY(run_id, task));
-CREATE TABLE IF NOT EXISTS attempts(
-  run_id TEXT NOT NULL, task TEXT NOT NULL, attempt INTEGER NOT NULL, job_id TEXT,
-  state TEXT NOT NULL, exit_code INTEGER, detail TEXT, started_at INTEGER, finished_at INTEGER,
-  PRIMARY KEY(run_id, task, attempt));
-CREATE TABLE IF NOT EXISTS transitions(
-  run_id TEXT NOT NULL, task TEXT NOT NULL, state TEXT NOT NULL, at INTEGER NOT NULL, detail TEXT);
-CREATE TABLE IF NOT EXISTS cache(
-  workflow TEXT NOT NULL, task TEXT NOT NULL, cache_key TEXT NOT NULL, components TEXT NOT NULL,
-  dir TEXT NOT NULL, outputs TEXT NOT NULL, run_id TEXT NOT NULL, at INTEGER NOT NULL,
-  PRIMARY KEY(workflow, task));
-CREATE TABLE IF NOT EXISTS files(
-  path TEXT PRIMARY KEY, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL, hash TEXT NOT NULL);
-"#;
-
 /// Milliseconds since the epoch.
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
-}
-
-/// A run as listed by `twinflow status`.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct RunRow {
-    /// Id.
-    pub id: String,
-    /// Workflow name.
-    pub workflow: String,
-    /// Workflow file.
-    pub file: String,
-    /// `-p` values as JSON.
-    pub params: String,
-    /// `running`, `succeeded`, `failed`, `cancelled`.
-    pub state: String,
-    /// Creation time (ms).
-    pub created_at: i64,
-    /// Last update (ms).
-    pub updated_at: i64,
-    /// Process id of the engine that last worked on the run.
-    pub engine_pid: Option<u32>,
-}
-
-/// One attempt: (number, job id, state, exit code, detail).
-pub type AttemptRow = (u32, Option<String>, String, Option<i32>, Option<String>);
-
-/// A task row.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct TaskRow {
-    /// Task name.
-    pub task: String,
-    /// Step name.
-    pub step: String,
-    /// State.
-    pub state: String,
-    /// Attempts made.
-    pub attempts: u32,
-    /// Cache key of the successful attempt.
-    pub cache_key: Option<String>,
-    /// Output directory of the successful attempt.
-    pub dir: Option<String>,
-    /// Value outputs as JSON.
-    pub outputs: Option<String>,
-    /// Job id of the latest attempt.
-    pub job_id: Option<String>,
-    /// Failure or skip reason.
-    pub message: Option<String>,
-    /// Start (ms).
-    pub started_at: Option<i64>,
-    /// End (ms).
-    pub finished_at: Option<i64>,
-}
-
-/// A cache entry: the last successful execution of a task.
-#[derive(Debug, Clone)]
-pub struct CacheEntry {
-    /// Key.
-    pub key: String,
-    /// Components of the key as JSON, for `twinflow why`.
-    pub components: String,
-    /// Output directory.
-    pub dir: String,
-    /// Value outputs as JSON.
-    pub outputs: String,
-    /// Run that produced it.
-    pub run_id: String,
-}
-
-/// The run database.
-pub struct Store {
-    conn: Connection,
-    path: PathBuf,
-    in_tx: bool,
-}
-
-impl std::fmt::Debug for Store {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Store").field("path", &self.path).finish()
-    }
-}
-
-impl Store {
-    /// Opens (creating if needed) `runs_dir/twinflow.db`.
-    pub fn open(runs_dir: &Path) -> Result<Self, StateError> {
-        let path = runs_dir.join("twinflow.db");
-        let err = |source| StateError::Sqlite { path: path.clone(), source };
-        let conn = Connection::open(&path).map_err(err)?;
-        conn.busy_timeout(std::time::Duration::from_secs(10)).map_err(err)?;
-        conn.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;")
-            .map_err(err)?;
-        conn.execute_batch(SCHEMA).map_err(err)?;
-        Ok(Self { conn, path, in_tx: false })
-    }
-
-    fn e(&self) -> impl Fn(rusqlite::Error) -> StateError + '_ {
-        |source| StateError::Sqlite { path: self.path.clone(), source }
-    }
-
-    /// Starts a write batch if none is open.
-    pub fn begin(&mut self) -> Result<(), StateError> {
-        if !self.in_tx {
-            self.conn.execute_batch("BEGIN IMMEDIATE").map_err(self.e())?;
-            self.in_tx = true;
-        }
-        Ok(())
-    }
-
-    /// Commits the open batch.
-    pub fn commit(&mut self) -> Result<(), StateError> {
-        if self.in_tx {
-            self.conn.execute_batch("COMMIT").map_err(self.e())?;
-            self.in_tx = false;
-        }
-        Ok(())
-    }
-
-    /// Records a new run.
-    pub fn create_run(&mut self, id: &str, workflow: &str, file: &str, params: &str) -> Result<(), StateError> {
-        let now = now_ms();
-        self.conn
-            .execute(
-                "INSERT INTO runs(id, workflow, file, params, state, created_at, updated_at, engine_pid) VALUES (?1, ?2, ?3, ?4, 'running', ?5, ?5, ?6)",
-                params![id, workflow, file, params, now, std::process::id()],
-            )
-            .map_err(self.e())?;
-        Ok(())
-    }
-
-    /// Sets a run's state.
-    pub fn set_run_state(&mut self, id: &str, state: &str) -> Result<(), StateError> {
-        self.conn
-            .execute(
-                "UPDATE runs SET state = ?2, updated_at = ?3, engine_pid = ?4 WHERE id = ?1",
-                params![id, state, now_ms(), std::process::id()],
-            )
-            .map_err(self.e())?;
-        Ok(())
-    }
-
-    /// Replaces a run's recorded settings (the `params` JSON), e.g. when a resumed run gets
-    /// a new SLURM allocation.
-    pub fn set_run_params(&mut self, id: &str, params: &str) -> Result<(), StateError> {
-        self.conn
-            .execute("UPDATE runs SET params = ?2, updated_at = ?3 WHERE id = ?1", params![id, params, now_ms()])
-            .map_err(self.e())?;
-        Ok(())
-    }
-
-    /// A run by id, or the latest when `id` is `None`.
-    pub fn run(&self, id: Option<&str>) -> Result<RunRow, StateError> {
-        let sql = "SELECT id, workflow, file, params, state, created_at, updated_at, engine_pid FROM runs";
-        let row = |r: &rusqlite::Row<'_>| {
-            Ok(RunRow {
-                id: r.get(0)?,
-                workflow: r.get(1)?,
-                file: r.get(2)?,
-                params: r.get(3)?,
-                state: r.get(4)?,
-                created_at: r.get(5)?,
-                updated_at: r.get(6)?,
-                engine_pid: r.get(7)?,
-            })
-        };
-        let res = match id {
-            Some(id) => self.conn.query_row(&format!("{sql} WHERE id = ?1"), [id], row).optional(),
-            None => {
-                self.conn.query_row(&format!("{sql} ORDER BY created_at DESC, id DESC LIMIT 1"), [], row).optional()
-            }
-        };
-        res.map_err(self.e())?.ok_or_else(|| StateError::NoSuchRun(id.unwrap_or("(latest)").to_string()))
-    }
-
-    /// All runs, newest first.
-    pub fn runs(&self) -> Result<Vec<RunRow>, StateError> {
-        let mut st = self
-            .conn
-            .prepare("SELECT id, workflow, file, params, state, created_at, updated_at, engine_pid FROM runs ORDER BY created_at DESC, id DESC")
-            .map_err(self.e())?;
-        let rows = st
-            .query_map([], |r| {
-                Ok(RunRow {
-                    id: r.get(0)?,
-                    workflow: r.get(1)?,
-                    file: r.get(2)?,
-                    params: r.get(3)?,
-                    state: r.get(4)?,
-                    created_at: r.get(5)?,
-                    updated_at: r.get(6)?,
-                    engine_pid: r.get(7)?,
-                })
-            })
-            .map_err(self.e())?
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(self.e())?;
-        Ok(rows)
-    }
-
-    /// Inserts task rows in state `pending` unless they exist.
-    pub fn ensure_tasks<'a>(
-        &mut self,
-        run_id: &str,
-        tasks: impl Iterator<Item = (&'a str, &'a str, Option<u32>)>,
-    ) -> Result<(), StateError> {
-        let mut st = self
-            .conn
-            .prepare_cached(
-                "INSERT OR IGNORE INTO tasks(run_id, task, step, member, state) VALUES (?1, ?2, ?3, ?4, 'pending')",
-            )
-            .map_err(|source| StateError::Sqlite { path: self.path.clone(), source })?;
-        for (task, step, member) in tasks {
-            st.execute(params![run_id, task, step, member])
-                .map_err(|source| StateError::Sqlite { path: self.path.clone(), source })?;
-        }
-        Ok(())
-    }
-
-    /// All task rows of a run.
-    pub fn tasks(&self, run_id: &str) -> Result<Vec<TaskRow>, StateError> {
-        let mut st = self
-            .conn
-            .prepare(
-                "SELECT task, step, state, attempts, cache_key, dir, outputs, job_id, message, started_at, finished_at FROM tasks WHERE run_id = ?1 ORDER BY rowid",
-            )
-            .map_err(self.e())?;
-        let rows = st
-            .query_map([run_id], |r| {
-                Ok(TaskRow {
-                    task: r.get(0)?,
-                    step: r.get(1)?,
-                    state: r.get(2)?,
-                    attempts: r.get(3)?,
-                    cache_key: r.get(4)?,
-                    dir: r.get(5)?,
-                    outputs: r.get(6)?,
-                    job_id: r.get(7)?,
-                    message: r.get(8)?,
-                    started_at: r.get(9)?,
-                    finished_at: r.get(10)?,
-                })
-            })
-            .map_err(self.e())?
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(self.e())?;
-        Ok(rows)
-    }
-
-    /// How long each task of a run has run, in milliseconds: the sum over its attempts that
-    /// ended (not the time since its first start, which would count retry waits and the time
-    /// a killed engine was down).
-    pub fn run_times(&self, run_id: &str) -> Result<std::collections::HashMap<String, i64>, StateError> {
-        let mut st = self
-            .conn
-            .prepare(
-                "SELECT task, SUM(finished_at - started_at) FROM attempts WHERE run_id = ?1 AND finished_at IS NOT NULL AND started_at IS NOT NULL GROUP BY task",
-            )
-            .map_err(self.e())?;
-        let rows = st
-            .query_map([run_id], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
-            .map_err(self.e())?
-            .collect::<Result<std::collections::HashMap<_, _>, _>>()
-            .map_err(self.e())?;
-        Ok(rows)
-    }
-
-    /// Records that an attempt started.
-    pub fn attempt_started(&mut self, run_id: &str, task: &str, attempt: u32, job_id: &str) -> Result<(), StateError> {
-        let now = now_ms();
-        self.conn
-            .prepare_cached("UPDATE tasks SET state = 'running', attempts = ?3, job_id = ?4, started_at = COALESCE(started_at, ?5) WHERE run_id = ?1 AND task = ?2")
-            .and_then(|mut s| s.execute(params![run_id, task, attempt, job_id, now]))
-            .map_err(self.e())?;
-        self.conn
-            .prepare_cached("INSERT OR REPLACE INTO attempts(run_id, task, attempt, job_id, state, started_at) VALUES (?1, ?2, ?3, ?4, 'running', ?5)")
-            .and_then(|mut s| s.execute(params![run_id, task, attempt, job_id, now]))
-            .map_err(self.e())?;
-        self.transition(run_id, task, TaskState::Running, Some(job_id))
-    }
-
-    /// Records how an attempt ended.
-    pub fn attempt_finished(
-        &mut self,
-        run_id: &str,
-        task: &str,
-        attempt: u32,
-        ok: bool,
-        exit_code: Option<i32>,
-        detail: &str,
-    ) -> Result<(), StateError> {
-        self.conn
-            .prepare_cached("UPDATE attempts SET state = ?4, exit_code = ?5, detail = ?6, finished_at = ?7 WHERE run_id = ?1 AND task = ?2 AND attempt = ?3")
-            .and_then(|mut s| s.execute(params![run_id, task, attempt, if ok { "succeeded" } else { "failed" }, exit_code, detail, now_ms()]))
-            .map_err(self.e())?;
-        Ok(())
-    }
-
-    /// Sets a task's final (or pending) state.
-    #[allow(clippy::too_many_arguments)]
-    pub fn finish_task(
-        &mut self,
-        run_id: &str,
-        task: &str,
-        state: TaskState,
-        cache_key: Option<&str>,
-        dir: Option<&str>,
-        outputs: Option<&str>,
-        message: Option<&str>,
-    ) -> Result<(), StateError> {
-        self.conn
-            .prepare_cached("UPDATE tasks SET state = ?3, cache_key = ?4, dir = ?5, outputs = ?6, message = ?7, finished_at = ?8 WHERE run_id = ?1 AND task = ?2")
-            .and_then(|mut s| s.execute(params![run_id, task, state.as_str(), cache_key, dir, outputs, message, now_ms()]))
-            .map_err(self.e())?;
-        self.transition(run_id, task, state, message)
-    }
-
-    /// Puts a task back to pending until its retry is due, saying why (`detail`).
-    pub fn retry_later(&mut self, run_id: &str, task: &str, detail: &str) -> Result<(), StateError> {
-        self.conn
-            .prepare_cached("UPDATE tasks SET state = 'pending', job_id = NULL WHERE run_id = ?1 AND task = ?2")
-            .and_then(|mut s| s.execute(params![run_id, task]))
-            .map_err(self.e())?;
-        self.transition(run_id, task, TaskState::Pending, Some(detail))
-    }
-
-    /// Puts a task back to pending (retry after a crash).
-    pub fn reset_task(&mut self, run_id: &str, task: &str) -> Result<(), StateError> {
-        self.conn
-            .prepare_cached("UPDATE tasks SET state = 'pending', job_id = NULL WHERE run_id = ?1 AND task = ?2")
-            .and_then(|mut s| s.execute(params![run_id, task]))
-            .map_err(self.e())?;
-        self.transition(run_id, task, TaskState::Pending, Some("reset on resume"))
-    }
-
-    fn transition(
-        &mut self,
-        run_id: &str,
-        task: &str,
-        state: TaskState,
-        detail: Option<&str>,
-    ) -> Result<(), StateError> {
-        self.conn
-            .prepare_cached("INSERT INTO transitions(run_id, task, state, at, detail) VALUES (?1, ?2, ?3, ?4, ?5)")
-            .and_then(|mut s| s.execute(params![run_id, task, state.as_str(), now_ms(), detail]))
-            .map_err(self.e())?;
-        Ok(())
-    }
-
-    /// The cache entry of a task of a workflow.
-    pub fn cache_get(&self, workflow: &str, task: &str) -> Result<Option<CacheEntry>, StateError> {
-        self.conn
-            .prepare_cached(
-                "SELECT cache_key, components, dir, outputs, run_id FROM cache WHERE workflow = ?1 AND task = ?2",
-            )
-            .and_then(|mut s| {
-                s.query_row(params![workflow, task], |r| {
-                    Ok(CacheEntry {
-                        key: r.get(0)?,
-                        components: r.get(1)?,
-                        dir: r.get(2)?,
-                        outputs: r.get(3)?,
-                        run_id: r.get(4)?,
-                    })
-                })
-                .optional()
-            })
-            .map_err(self.e())
-    }
-
-    /// Records a successful execution in the cache.
-    pub fn cache_put(&mut self, workflow: &str, task: &str, e: &CacheEntry) -> Result<(), StateError> {
-        self.conn
-            .prepare_cached("INSERT OR REPLACE INTO cache(workflow, task, cache_key, components, dir, outputs, run_id, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)")
-            .and_then(|mut s| s.execute(params![workflow, task, e.key, e.components, e.dir, e.outputs, e.run_id, now_ms()]))
-            .map_err(self.e())?;
-        Ok(())
-    }
-
-    /// A remembered content hash for a file with this size and mtime.
-    pub fn file_hash(&self, path: &str, size: u64, mtime_ns: i64) -> Result<Option<String>, StateError> {
-        self.conn
-            .prepare_cached("SELECT hash FROM files WHERE path = ?1 AND size = ?2 AND mtime_ns = ?3")
-            .and_then(|mut s| s.query_row(params![path, size as i64, mtime_ns], |r| r.get(0)).optional())
-            .map_err(self.e())
-    }
-
-    /// Remembers a file's content hash.
-    pub fn put_file_hash(&mut self, path: &str, size: u64, mtime_ns: i64, hash: &str) -> Result<(), StateError> {
-        self.conn
-            .prepare_cached("INSERT OR REPLACE INTO files(path, size, mtime_ns, hash) VALUES (?1, ?2, ?3, ?4)")
-            .and_then(|mut s| s.execute(params![path, size as i64, mtime_ns, hash]))
-            .map_err(self.e())?;
-        Ok(())
-    }
-
-    /// Attempts of a task, oldest first: (attempt, job id, state, exit code, detail).
-    pub fn attempts(&self, run_id: &str, task: &str) -> Result<Vec<AttemptRow>, StateError> {
-        let mut st = self
-            .conn
-            .prepare("SELECT attempt, job_id, state, exit_code, detail FROM attempts WHERE run_id = ?1 AND task = ?2 ORDER BY attempt")
-            .map_err(self.e())?;
-        let rows = st
-            .query_map(params![run_id, task], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))
-            .map_err(self.e())?
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(self.e())?;
-        Ok(rows)
-    }
 }

@@ -218,7 +218,7 @@ pub async fn acquire(
         let prev = JobId(prev.to_string());
         let rows = cmd.squeue(0, std::slice::from_ref(&prev)).await?;
         match rows.iter().find(|r| r.id == prev) {
-            Some(r) if status::phase(&r.state) != Phase::Ended => {
+            Some(r) if r.state.phase() != Phase::Ended => {
                 tracing::info!(job = %prev, state = %r.state, "the run's allocation {prev} is still {}: going on in it", r.state);
                 return wait_running(cmd, profile, prev, req, on_wait, interrupt).await;
             }
@@ -255,15 +255,15 @@ async fn wait_running(
     loop {
         let rows = cmd.squeue(0, std::slice::from_ref(&id)).await?;
         match rows.iter().find(|r| r.id == id) {
-            Some(r) if status::phase(&r.state) == Phase::Running => break,
-            Some(r) if status::phase(&r.state) == Phase::Queued && status::hopeless_reason(&r.reason) => {
+            Some(r) if r.state.phase() == Phase::Running => break,
+            Some(r) if r.state.phase() == Phase::Queued && status::hopeless_reason(&r.reason) => {
                 let _ = cmd.scancel(0, std::slice::from_ref(&id)).await;
                 return Err(AllocationError::Failed(format!(
                     "allocation {id} cannot start: pending for `{}` (cancelled it); ask for fewer CPUs or nodes (`--alloc-cpus`, `--alloc-nodes`)",
                     r.reason
                 )));
             }
-            Some(r) if status::phase(&r.state) == Phase::Queued => on_wait(&r.state, &r.reason),
+            Some(r) if r.state.phase() == Phase::Queued => on_wait(r.state.as_str(), &r.reason),
             Some(r) => return Err(AllocationError::Failed(format!("allocation {id} ended ({}) before use", r.state))),
             None if started.elapsed() > Duration::from_secs(5) => {
                 return Err(AllocationError::Failed(format!("allocation {id} left the queue before it ran")));

@@ -38,14 +38,14 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 
 use super::{
-    Adopted, Backend, BackendError, CANCELLED_FILE, Capacity, JOB_ID_FILE, JobRequest, JobStatus, Leftover, Outcome,
-    Rendered,
+    Adopted, Backend, BackendError, CANCELLED_FILE, Capacity, Ending, JOB_ID_FILE, JobRequest, JobStatus, Leftover,
+    Outcome, Rendered, SpawnFailure,
 };
 pub use crate::execute::profile::{Profile, ProfileError, StatusSource};
 use crate::ids::JobId;
 pub use commands::CALL_LOG_ENV;
 use commands::{CommandError, SlurmCommands};
-use status::{FinalRow, Phase};
+use status::{FinalRow, Phase, SlurmState};
 
 /// File of the attempt's `.twinflow/` directory holding the submitted script.
 pub const SCRIPT_FILE: &str = "job.sbatch";
@@ -53,6 +53,15 @@ pub const SCRIPT_FILE: &str = "job.sbatch";
 /// File in a task's directory (beside its attempts) with the walltime and memory factors
 /// its next attempt asks for after TIMEOUT / OUT_OF_MEMORY.
 pub const ESCALATION_FILE: &str = ".escalation";
+
+/// What became of one `sbatch`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Submission {
+    /// SLURM accepted the job.
+    Accepted(JobId),
+    /// SLURM refused the job itself (bad partition, impossible resources): why.
+    Rejected(String),
+}
 
 /// Settings of the SLURM backend.
 #[derive(Debug, Clone, Default)]
@@ -189,7 +198,7 @@ impl SlurmBackend {
             let arrays: std::collections::BTreeSet<&str> = elements.iter().filter_map(status::array_job_of).collect();
             for a in arrays {
                 for r in self.cmd.scontrol_show_array(self.tick, a).await? {
-                    if status::phase(&r.state) == Phase::Ended && elements.contains(&r.id) {
+                    if r.state.phase() == Phase::Ended && elements.contains(&r.id) {
                         found.insert(r.id.clone(), r);
                     }
                 }
@@ -199,7 +208,7 @@ impl SlurmBackend {
         if source != Source::Scontrol {
             for chunk in sacct_ids.chunks(self.profile.chunk) {
                 for r in self.cmd.sacct(self.tick, chunk, source == Source::Jobcomp).await? {
-                    if status::phase(&r.state) == Phase::Ended {
+                    if r.state.phase() == Phase::Ended {
                         found.insert(r.id.clone(), r);
                     }
                 }
@@ -214,7 +223,7 @@ impl SlurmBackend {
             let since = *t.missing_since.get_or_insert(now);
             if source == Source::Scontrol || now.duration_since(since) >= self.profile.missing_grace {
                 match self.cmd.scontrol_show_job(self.tick, id).await? {
-                    Some(r) if status::phase(&r.state) == Phase::Ended => {
+                    Some(r) if r.state.phase() == Phase::Ended => {
                         found.insert(id.clone(), r);
                     }
                     Some(_) => {}
@@ -280,9 +289,10 @@ impl SlurmBackend {
         job
     }
 
-    fn note_outcome(&mut self, attempt_dir: &Path, o: &Outcome, state: &str) {
-        let grow_time = o.timed_out && self.profile.walltime_factor > 1.0;
-        let grow_mem = state == "OUT_OF_MEMORY" && self.profile.memory_factor > 1.0;
+    fn note_outcome(&mut self, attempt_dir: &Path, o: &Outcome) {
+        let grow_time = o.timed_out() && self.profile.walltime_factor > 1.0;
+        let out_of_memory = matches!(o.ending, Ending::BatchFailure { state: SlurmState::OutOfMemory, .. });
+        let grow_mem = out_of_memory && self.profile.memory_factor > 1.0;
         if !(grow_time || grow_mem) {
             return;
         }
@@ -302,19 +312,14 @@ impl SlurmBackend {
         }
     }
 
-    /// `sbatch` of one script with the profile's retries: `Ok(Err(message))` when SLURM
+    /// `sbatch` of one script with the profile's retries: [`Submission::Rejected`] when SLURM
     /// rejects the job itself (the task fails, the run goes on), `Err` when the controller
     /// stays unreachable.
     ///
     /// An `sbatch` that timed out may still have been accepted: before trying again, the
     /// queue is searched for the script's `--comment` tag ([`script::submission_tag`]) and a
     /// job found there is taken as the submission.
-    async fn sbatch_retrying(
-        &mut self,
-        name: &str,
-        path: &Path,
-        tag: &str,
-    ) -> Result<Result<JobId, String>, BackendError> {
+    async fn sbatch_retrying(&mut self, name: &str, path: &Path, tag: &str) -> Result<Submission, BackendError> {
         let mut delay = self.profile.submit_backoff;
         let mut tries = 0;
         let mut unsure = false;
@@ -323,7 +328,7 @@ impl SlurmBackend {
                 match self.cmd.find_by_comment(self.tick, tag).await {
                     Ok(Some(id)) => {
                         tracing::warn!(task = %name, job = %id, "the sbatch that timed out was accepted: following job {id}");
-                        return Ok(Ok(id));
+                        return Ok(Submission::Accepted(id));
                     }
                     Ok(None) => {}
                     Err(e) => {
@@ -342,8 +347,8 @@ impl SlurmBackend {
             self.throttle().await;
             tries += 1;
             match self.cmd.sbatch(self.tick, path).await {
-                Ok(id) => return Ok(Ok(id)),
-                Err(e) if e.is_rejection() => return Ok(Err(format!("sbatch rejected the job: {e}"))),
+                Ok(id) => return Ok(Submission::Accepted(id)),
+                Err(e) if e.is_rejection() => return Ok(Submission::Rejected(e.to_string())),
                 Err(e) if tries > self.profile.submit_retries => {
                     return Err(BackendError::Submit {
                         name: name.to_string(),
@@ -362,15 +367,14 @@ impl SlurmBackend {
         }
     }
 
-    /// A stand-in id for a job SLURM rejected; its first poll reports the failure.
+    /// A stand-in id for a job SLURM rejected (`message`: why); its first poll reports the
+    /// failure.
     fn rejected_job(&mut self, message: String) -> JobId {
         self.rejected_seq += 1;
         let id = JobId(format!("slurm-rejected-{}", self.rejected_seq));
         let now = std::time::SystemTime::now();
-        self.rejected.insert(
-            id.clone(),
-            Outcome { spawn_error: Some(message), started: Some(now), finished: Some(now), ..Outcome::default() },
-        );
+        let ending = Ending::SpawnFailed(SpawnFailure::Rejected(message));
+        self.rejected.insert(id.clone(), Outcome::between(ending, Some(now), Some(now)));
         id
     }
 
@@ -443,7 +447,7 @@ impl SlurmBackend {
             .map_err(|e| fail(format!("cannot write `{}`: {e}", script_path.display())))?;
         let tag = script::submission_tag(&list_path);
         match self.sbatch_retrying(&format!("{step}[*]"), &script_path, &tag).await? {
-            Ok(array) => {
+            Submission::Accepted(array) => {
                 tracing::info!(step, members = members.len(), job = %array, "submitted a job array");
                 Ok(members
                     .iter()
@@ -455,7 +459,9 @@ impl SlurmBackend {
                     })
                     .collect())
             }
-            Err(rejection) => Ok(members.iter().map(|_| self.rejected_job(rejection.clone())).collect()),
+            Submission::Rejected(rejection) => {
+                Ok(members.iter().map(|_| self.rejected_job(rejection.clone())).collect())
+            }
         }
     }
 
@@ -605,8 +611,8 @@ impl Backend for SlurmBackend {
         }
         let tag = script::submission_tag(&job.cwd);
         let id = match self.sbatch_retrying(&job.name, &path, &tag).await? {
-            Ok(id) => id,
-            Err(rejection) => return Ok(self.rejected_job(rejection)),
+            Submission::Accepted(id) => id,
+            Submission::Rejected(why) => return Ok(self.rejected_job(why)),
         };
         self.track(&job, &id);
         Ok(id)
@@ -681,7 +687,7 @@ impl Backend for SlurmBackend {
             match self.cmd.squeue(self.tick, chunk).await {
                 Ok(rows) => {
                     for r in rows {
-                        if status::phase(&r.state) == Phase::Ended {
+                        if r.state.phase() == Phase::Ended {
                             continue; // ended: its exit code comes from accounting
                         }
                         if let Some(t) = self.jobs.get_mut(&r.id)
@@ -736,7 +742,7 @@ impl Backend for SlurmBackend {
                     || t.as_ref().is_some_and(|t| t.dir.join(".twinflow").join(CANCELLED_FILE).exists());
                 let o = status::outcome(row, ours);
                 if let Some(t) = &t {
-                    self.note_outcome(&t.dir, &o, &row.state);
+                    self.note_outcome(&t.dir, &o);
                 }
                 out.push((id.clone(), JobStatus::Done(o)));
             } else if let Some(t) = self.jobs.get(id) {
@@ -760,7 +766,7 @@ impl Backend for SlurmBackend {
         let mut real = vec![];
         for id in ids {
             if let Some(o) = self.rejected.get_mut(id) {
-                o.cancelled = true;
+                o.ending = Ending::Cancelled(None);
             } else {
                 real.push(id.clone());
             }
@@ -880,11 +886,15 @@ mod tests {
         SlurmBackend::new(SlurmOptions { profile, call_log: None })
     }
 
-    fn ended(state: &str, exit: (i32, i32)) -> (status::FinalRow, Outcome) {
-        let row =
-            status::FinalRow { id: JobId("7".into()), state: state.into(), exit: Some(exit), start: None, end: None };
-        let o = status::outcome(&row, false);
-        (row, o)
+    fn ended(state: &str, exit: (i32, i32)) -> Outcome {
+        let row = status::FinalRow {
+            id: JobId("7".into()),
+            state: SlurmState::parse(state),
+            exit: Some(exit),
+            start: None,
+            end: None,
+        };
+        status::outcome(&row, false)
     }
 
     /// OUT_OF_MEMORY: the next attempt's script asks for memory × `escalate.memory_factor`,
@@ -897,24 +907,24 @@ mod tests {
         std::fs::create_dir_all(task.join("attempt-1")).unwrap();
         let hour = Some(Duration::from_secs(3600));
         let mut b = backend();
-        let (row, o) = ended("OUT_OF_MEMORY", (0, 125));
+        let o = ended("OUT_OF_MEMORY", (0, 125));
         assert!(!o.success() && o.describe().contains("out of memory"), "{o:?}");
-        b.note_outcome(&task.join("attempt-1"), &o, &row.state);
+        b.note_outcome(&task.join("attempt-1"), &o);
         let second = b.escalated(job(&task, 2, 1 << 30, hour));
         assert_eq!(second.resources.memory, 1536 << 20);
         let text = script::render_script(&second, &b.profile);
         assert!(text.contains("#SBATCH --mem=1536M") && text.contains("#SBATCH --time=0-01:00:00"), "{text}");
         // A later engine reads the factors from the task directory.
         let mut resumed = backend();
-        let (row, o) = ended("OUT_OF_MEMORY", (0, 125));
-        resumed.note_outcome(&task.join("attempt-2"), &o, &row.state);
+        let o = ended("OUT_OF_MEMORY", (0, 125));
+        resumed.note_outcome(&task.join("attempt-2"), &o);
         let third = resumed.escalated(job(&task, 3, 1 << 30, hour));
         assert_eq!(third.resources.memory, 2304 << 20, "1 GiB × 1.5 × 1.5");
         assert_eq!(std::fs::read_to_string(task.join(ESCALATION_FILE)).unwrap(), "1 2.25\n");
         // TIMEOUT: walltime × 2, memory as before.
-        let (row, o) = ended("TIMEOUT", (0, 0));
-        assert!(o.timed_out);
-        resumed.note_outcome(&task.join("attempt-3"), &o, &row.state);
+        let o = ended("TIMEOUT", (0, 0));
+        assert!(o.timed_out());
+        resumed.note_outcome(&task.join("attempt-3"), &o);
         let fourth = resumed.escalated(job(&task, 4, 1 << 30, hour));
         assert_eq!(fourth.resources.walltime, Some(Duration::from_secs(7200)));
         assert_eq!(fourth.resources.memory, 2304 << 20);
@@ -928,15 +938,15 @@ mod tests {
         std::fs::create_dir_all(task.join("attempt-1")).unwrap();
         let mut b = backend();
         for state in ["FAILED", "NODE_FAIL", "PREEMPTED", "CANCELLED"] {
-            let (row, o) = ended(state, (1, 0));
-            assert!(!o.success() && !o.cancelled, "{state} must count as a failure the retry policy sees");
-            b.note_outcome(&task.join("attempt-1"), &o, &row.state);
+            let o = ended(state, (1, 0));
+            assert!(!o.success() && !o.is_cancelled(), "{state} must count as a failure the retry policy sees");
+            b.note_outcome(&task.join("attempt-1"), &o);
         }
         assert!(!task.join(ESCALATION_FILE).exists());
         assert_eq!(b.escalated(job(&task, 2, 1 << 30, None)).resources.memory, 1 << 30);
         let mut off = SlurmBackend::new(SlurmOptions::default());
-        let (row, o) = ended("OUT_OF_MEMORY", (0, 125));
-        off.note_outcome(&task.join("attempt-1"), &o, &row.state);
+        let o = ended("OUT_OF_MEMORY", (0, 125));
+        off.note_outcome(&task.join("attempt-1"), &o);
         assert_eq!(off.escalated(job(&task, 2, 1 << 30, None)).resources.memory, 1 << 30);
     }
 

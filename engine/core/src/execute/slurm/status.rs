@@ -2,13 +2,14 @@
 //! states onto [`JobStatus`] and [`Outcome`].
 //!
 //! Every query asks for `SLURM_TIME_FORMAT=%s`, so times are seconds since the epoch and
-//! need no time-zone guessing. States are documented in `squeue(1)` "JOB STATE CODES";
-//! `sacct` may print `CANCELLED by UID`, so only the first word counts.
+//! need no time-zone guessing. States are documented in `squeue(1)` "JOB STATE CODES"; they
+//! are parsed once, where the text is read, into [`SlurmState`]. `sacct` may print
+//! `CANCELLED by UID`, so only the first word counts.
 
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::execute::{JobStatus, Outcome};
+use crate::execute::{Ending, Exit, JobStatus, Outcome};
 use crate::ids::JobId;
 
 /// One line of `squeue --format=%i|%T|%r`.
@@ -16,8 +17,8 @@ use crate::ids::JobId;
 pub struct QueueRow {
     /// Job id.
     pub id: JobId,
-    /// State (`PENDING`, `RUNNING`, ...).
-    pub state: String,
+    /// State.
+    pub state: SlurmState,
     /// Reason it waits (`Priority`, `Resources`, ...; `None` when running).
     pub reason: String,
 }
@@ -27,8 +28,8 @@ pub struct QueueRow {
 pub struct FinalRow {
     /// Job id.
     pub id: JobId,
-    /// State, first word (`COMPLETED`, `FAILED`, `CANCELLED`, ...).
-    pub state: String,
+    /// State.
+    pub state: SlurmState,
     /// `ExitCode` as (exit code, signal).
     pub exit: Option<(i32, i32)>,
     /// Start time.
@@ -49,7 +50,7 @@ pub fn parse_squeue(text: &str) -> Vec<QueueRow> {
             }
             Some(QueueRow {
                 id: JobId(id.to_string()),
-                state: state.to_string(),
+                state: SlurmState::parse(state),
                 reason: f.next().unwrap_or("").trim().to_string(),
             })
         })
@@ -79,7 +80,7 @@ pub fn parse_sacct(text: &str) -> Vec<FinalRow> {
         }
         let row = FinalRow {
             id: JobId(f[0].to_string()),
-            state: f[1].split_whitespace().next().unwrap_or("").to_string(),
+            state: SlurmState::parse(f[1]),
             exit: exit_code(f[2]),
             start: f.get(3).and_then(|s| epoch(s)),
             end: f.get(4).and_then(|s| epoch(s)),
@@ -102,7 +103,7 @@ pub fn parse_scontrol(text: &str) -> Option<FinalRow> {
     }
     Some(FinalRow {
         id: JobId(kv.get("JobId")?.to_string()),
-        state: kv.get("JobState")?.to_string(),
+        state: SlurmState::parse(kv.get("JobState")?),
         exit: kv.get("ExitCode").and_then(|s| exit_code(s)),
         start: kv.get("StartTime").and_then(|s| epoch(s)),
         end: kv.get("EndTime").and_then(|s| epoch(s)),
@@ -133,7 +134,142 @@ pub fn array_job_of(id: &JobId) -> Option<&str> {
     id.0.split_once('_').map(|(a, _)| a)
 }
 
-/// Where a job stands according to its state name.
+/// A SLURM job state (`squeue(1)`, "JOB STATE CODES":
+/// <https://slurm.schedmd.com/squeue.html#SECTION_JOB-STATE-CODES>). States twinflow does not
+/// name (`REVOKED`, `SPECIAL_EXIT`, states of later SLURM versions) are kept as
+/// [`SlurmState::Other`] and count as ended.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[allow(missing_docs)]
+pub enum SlurmState {
+    // Queued.
+    Pending,
+    Configuring,
+    Requeued,
+    RequeueHold,
+    RequeueFed,
+    ResvDelHold,
+    // Running.
+    Running,
+    Completing,
+    Suspended,
+    StageOut,
+    Signaling,
+    Resizing,
+    Stopped,
+    // Ended.
+    Completed,
+    Failed,
+    Timeout,
+    OutOfMemory,
+    NodeFail,
+    Preempted,
+    Cancelled,
+    BootFail,
+    Deadline,
+    /// Any other state, by its name.
+    Other(String),
+}
+
+impl SlurmState {
+    /// Parses a state as SLURM prints it; only the first word counts (`CANCELLED by 0`).
+    pub fn parse(text: &str) -> Self {
+        use SlurmState::*;
+        match text.split_whitespace().next().unwrap_or("") {
+            "PENDING" => Pending,
+            "CONFIGURING" => Configuring,
+            "REQUEUED" => Requeued,
+            "REQUEUE_HOLD" => RequeueHold,
+            "REQUEUE_FED" => RequeueFed,
+            "RESV_DEL_HOLD" => ResvDelHold,
+            "RUNNING" => Running,
+            "COMPLETING" => Completing,
+            "SUSPENDED" => Suspended,
+            "STAGE_OUT" => StageOut,
+            "SIGNALING" => Signaling,
+            "RESIZING" => Resizing,
+            "STOPPED" => Stopped,
+            "COMPLETED" => Completed,
+            "FAILED" => Failed,
+            "TIMEOUT" => Timeout,
+            "OUT_OF_MEMORY" => OutOfMemory,
+            "NODE_FAIL" => NodeFail,
+            "PREEMPTED" => Preempted,
+            "CANCELLED" => Cancelled,
+            "BOOT_FAIL" => BootFail,
+            "DEADLINE" => Deadline,
+            other => Other(other.to_string()),
+        }
+    }
+
+    /// The name SLURM uses.
+    pub fn as_str(&self) -> &str {
+        use SlurmState::*;
+        match self {
+            Pending => "PENDING",
+            Configuring => "CONFIGURING",
+            Requeued => "REQUEUED",
+            RequeueHold => "REQUEUE_HOLD",
+            RequeueFed => "REQUEUE_FED",
+            ResvDelHold => "RESV_DEL_HOLD",
+            Running => "RUNNING",
+            Completing => "COMPLETING",
+            Suspended => "SUSPENDED",
+            StageOut => "STAGE_OUT",
+            Signaling => "SIGNALING",
+            Resizing => "RESIZING",
+            Stopped => "STOPPED",
+            Completed => "COMPLETED",
+            Failed => "FAILED",
+            Timeout => "TIMEOUT",
+            OutOfMemory => "OUT_OF_MEMORY",
+            NodeFail => "NODE_FAIL",
+            Preempted => "PREEMPTED",
+            Cancelled => "CANCELLED",
+            BootFail => "BOOT_FAIL",
+            Deadline => "DEADLINE",
+            Other(s) => s,
+        }
+    }
+
+    /// Where a job in this state stands.
+    pub fn phase(&self) -> Phase {
+        use SlurmState::*;
+        match self {
+            Pending | Configuring | Requeued | RequeueHold | RequeueFed | ResvDelHold => Phase::Queued,
+            Running | Completing | Suspended | StageOut | Signaling | Resizing | Stopped => Phase::Running,
+            _ => Phase::Ended,
+        }
+    }
+
+    /// Why a job that ended in this state counts as failed whatever its exit code (see
+    /// [`outcome`]).
+    pub fn failure_reason(&self) -> String {
+        match self {
+            // FAILED with 0:0: the batch script could not be started (bad --chdir, missing
+            // interpreter): say so, do not pretend it exited 0.
+            SlurmState::Failed => "SLURM reports the job FAILED without an exit code".into(),
+            SlurmState::Cancelled => {
+                "the job was cancelled outside twinflow (`scancel`, an administrator or a limit)".into()
+            }
+            SlurmState::OutOfMemory => {
+                "the job ran out of memory (SLURM OUT_OF_MEMORY); hint: raise `resources.memory`".into()
+            }
+            SlurmState::NodeFail => "a node of the job failed (SLURM NODE_FAIL)".into(),
+            SlurmState::Preempted => "the job was preempted (SLURM PREEMPTED)".into(),
+            SlurmState::BootFail => "the job's node failed to boot (SLURM BOOT_FAIL)".into(),
+            SlurmState::Deadline => "the job reached its deadline (SLURM DEADLINE)".into(),
+            other => format!("the job ended in SLURM state {other}"),
+        }
+    }
+}
+
+impl std::fmt::Display for SlurmState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
+/// Where a job stands according to its state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
     /// Waiting to start.
@@ -144,18 +280,9 @@ pub enum Phase {
     Ended,
 }
 
-/// The phase of a SLURM state.
-pub fn phase(state: &str) -> Phase {
-    match state.split_whitespace().next().unwrap_or("") {
-        "PENDING" | "CONFIGURING" | "REQUEUED" | "REQUEUE_HOLD" | "REQUEUE_FED" | "RESV_DEL_HOLD" => Phase::Queued,
-        "RUNNING" | "COMPLETING" | "SUSPENDED" | "STAGE_OUT" | "SIGNALING" | "RESIZING" | "STOPPED" => Phase::Running,
-        _ => Phase::Ended,
-    }
-}
-
 /// Whether a job in the queue counts as queued or running.
-pub fn queue_status(state: &str) -> JobStatus {
-    match phase(state) {
+pub fn queue_status(state: &SlurmState) -> JobStatus {
+    match state.phase() {
         Phase::Queued => JobStatus::Queued,
         _ => JobStatus::Running,
     }
@@ -188,37 +315,16 @@ pub fn hopeless_reason(reason: &str) -> bool {
 /// the step's retry policy may retry).
 pub fn outcome(row: &FinalRow, cancel_requested: bool) -> Outcome {
     let (code, sig) = row.exit.unwrap_or((0, 0));
-    let mut o = Outcome { started: row.start, finished: row.end, ..Outcome::default() };
-    if sig != 0 {
-        o.signal = Some(sig);
-    } else {
-        o.exit_code = Some(code);
-    }
-    let state = row.state.as_str();
-    match state {
-        "COMPLETED" => {}
-        "FAILED" => {
-            if code == 0 && sig == 0 {
-                // FAILED with 0:0: the batch script could not be started (bad --chdir,
-                // missing interpreter): say so, do not pretend it exited 0.
-                o.failure = Some("SLURM reports the job FAILED without an exit code".into());
-            }
-        }
-        "TIMEOUT" => o.timed_out = true,
-        "CANCELLED" if cancel_requested => o.cancelled = true,
-        "CANCELLED" => {
-            o.failure = Some("the job was cancelled outside twinflow (`scancel`, an administrator or a limit)".into())
-        }
-        "OUT_OF_MEMORY" => {
-            o.failure = Some("the job ran out of memory (SLURM OUT_OF_MEMORY); hint: raise `resources.memory`".into())
-        }
-        "NODE_FAIL" => o.failure = Some("a node of the job failed (SLURM NODE_FAIL)".into()),
-        "PREEMPTED" => o.failure = Some("the job was preempted (SLURM PREEMPTED)".into()),
-        "BOOT_FAIL" => o.failure = Some("the job's node failed to boot (SLURM BOOT_FAIL)".into()),
-        "DEADLINE" => o.failure = Some("the job reached its deadline (SLURM DEADLINE)".into()),
-        other => o.failure = Some(format!("the job ended in SLURM state {other}")),
-    }
-    o
+    let exit = if sig != 0 { Exit::Signal(sig) } else { Exit::Code(code) };
+    let ending = match &row.state {
+        SlurmState::Completed => Ending::from_exit(Some(exit)),
+        SlurmState::Failed if code != 0 || sig != 0 => Ending::from_exit(Some(exit)),
+        SlurmState::Timeout => Ending::TimedOut(Some(exit)),
+        SlurmState::Cancelled if cancel_requested => Ending::Cancelled(Some(exit)),
+        // FAILED with 0:0, CANCELLED by someone else, OUT_OF_MEMORY (often 0:125), ...
+        state => Ending::BatchFailure { state: state.clone(), exit: Some(exit) },
+    };
+    Outcome::between(ending, row.start, row.end)
 }
 
 #[cfg(test)]
@@ -226,7 +332,7 @@ mod tests {
     use super::*;
 
     fn row(state: &str, exit: (i32, i32)) -> FinalRow {
-        FinalRow { id: JobId("7".into()), state: state.into(), exit: Some(exit), start: None, end: None }
+        FinalRow { id: JobId("7".into()), state: SlurmState::parse(state), exit: Some(exit), start: None, end: None }
     }
 
     #[test]
@@ -234,6 +340,7 @@ mod tests {
         let rows = parse_squeue("12|PENDING|Priority\n13|RUNNING|None\n\n14|PENDING|ReqNodeNotAvail, Reserved\n");
         assert_eq!(rows.len(), 3);
         assert_eq!(rows[2].reason, "ReqNodeNotAvail, Reserved");
+        assert_eq!(rows[0].state, SlurmState::Pending);
         assert_eq!(queue_status(&rows[0].state), JobStatus::Queued);
         assert_eq!(queue_status(&rows[1].state), JobStatus::Running);
         assert!(hopeless_reason(&rows[2].reason));
@@ -244,8 +351,8 @@ mod tests {
         let text = "2|FAILED|3:0|1795309457|1795309458\n1|COMPLETED|0:0|1795309457|1795309459\n5|CANCELLED by 0|0:15|Unknown|1795309460\n2|COMPLETED|0:0|1795309470|1795309471\n";
         let rows = parse_sacct(text);
         assert_eq!(rows.len(), 3);
-        assert_eq!(rows[0].state, "COMPLETED", "requeued job 2: last line");
-        assert_eq!(rows[2].state, "CANCELLED");
+        assert_eq!(rows[0].state, SlurmState::Completed, "requeued job 2: last line");
+        assert_eq!(rows[2].state, SlurmState::Cancelled);
         assert_eq!(rows[2].start, None);
         assert_eq!(rows[1].end, Some(UNIX_EPOCH + Duration::from_secs(1795309459)));
     }
@@ -254,7 +361,7 @@ mod tests {
     fn scontrol_text() {
         let text = "JobId=3 JobName=wrap\n   JobState=TIMEOUT Reason=TimeLimit Dependency=(null)\n   ExitCode=0:0\n   StartTime=1795309457 EndTime=1795309545 Deadline=N/A\n";
         let r = parse_scontrol(text).unwrap();
-        assert_eq!((r.id.0.as_str(), r.state.as_str(), r.exit), ("3", "TIMEOUT", Some((0, 0))));
+        assert_eq!((r.id.0.as_str(), &r.state, r.exit), ("3", &SlurmState::Timeout, Some((0, 0))));
         assert!(parse_scontrol("slurm_load_jobs error: Invalid job id specified").is_none());
     }
 
@@ -262,34 +369,49 @@ mod tests {
     fn states_map_to_outcomes() {
         assert!(outcome(&row("COMPLETED", (0, 0)), false).success());
         let f = outcome(&row("FAILED", (3, 0)), false);
-        assert_eq!((f.exit_code, f.success()), (Some(3), false));
+        assert_eq!((f.exit_code(), f.success()), (Some(3), false));
         assert_eq!(f.describe(), "exit code 3");
-        assert!(outcome(&row("FAILED", (0, 9)), false).signal == Some(9));
-        assert!(outcome(&row("TIMEOUT", (0, 0)), false).timed_out);
-        assert!(outcome(&row("CANCELLED", (0, 15)), true).cancelled);
+        assert_eq!(outcome(&row("FAILED", (0, 9)), false).ending, Ending::Signalled(9));
+        assert!(outcome(&row("TIMEOUT", (0, 0)), false).timed_out());
+        assert!(outcome(&row("CANCELLED", (0, 15)), true).is_cancelled());
         let ext = outcome(&row("CANCELLED", (0, 15)), false);
-        assert!(!ext.cancelled && !ext.success() && ext.describe().contains("outside twinflow"), "{ext:?}");
+        assert!(!ext.is_cancelled() && !ext.success() && ext.describe().contains("outside twinflow"), "{ext:?}");
+        assert_eq!(
+            ext.describe(),
+            "the job was cancelled outside twinflow (`scancel`, an administrator or a limit) (signal 15)"
+        );
         // OOM often reports 0:125: still a failure.
         let oom = outcome(&row("OUT_OF_MEMORY", (0, 125)), false);
         assert!(!oom.success() && oom.describe().contains("out of memory"));
         for s in ["NODE_FAIL", "PREEMPTED", "BOOT_FAIL", "DEADLINE", "REVOKED"] {
             let o = outcome(&row(s, (0, 0)), false);
-            assert!(!o.success() && o.failure.is_some(), "{s}");
+            assert!(!o.success() && o.failure().is_some(), "{s}");
         }
-        assert!(!outcome(&row("FAILED", (0, 0)), false).success());
+        assert_eq!(outcome(&row("REVOKED", (0, 0)), false).describe(), "the job ended in SLURM state REVOKED");
+        let f00 = outcome(&row("FAILED", (0, 0)), false);
+        assert!(!f00.success());
+        assert_eq!(f00.describe(), "SLURM reports the job FAILED without an exit code");
     }
 
     #[test]
     fn phases() {
         for s in ["PENDING", "REQUEUED", "CONFIGURING"] {
-            assert_eq!(phase(s), Phase::Queued);
+            assert_eq!(SlurmState::parse(s).phase(), Phase::Queued);
         }
         for s in ["RUNNING", "COMPLETING", "SUSPENDED"] {
-            assert_eq!(phase(s), Phase::Running);
+            assert_eq!(SlurmState::parse(s).phase(), Phase::Running);
         }
-        for s in ["COMPLETED", "CANCELLED by 0", "TIMEOUT", "OUT_OF_MEMORY"] {
-            assert_eq!(phase(s), Phase::Ended);
+        for s in ["COMPLETED", "CANCELLED by 0", "TIMEOUT", "OUT_OF_MEMORY", "SPECIAL_EXIT"] {
+            assert_eq!(SlurmState::parse(s).phase(), Phase::Ended);
         }
+        // Every named state prints as SLURM names it; unknown ones keep their name.
+        for s in
+            ["PENDING", "REQUEUE_HOLD", "STAGE_OUT", "OUT_OF_MEMORY", "NODE_FAIL", "BOOT_FAIL", "DEADLINE", "REVOKED"]
+        {
+            assert_eq!(SlurmState::parse(s).to_string(), s);
+        }
+        assert_eq!(SlurmState::parse("CANCELLED by 1000"), SlurmState::Cancelled);
+        assert_eq!(SlurmState::parse("REVOKED"), SlurmState::Other("REVOKED".into()));
     }
 
     #[test]
@@ -298,7 +420,7 @@ mod tests {
         let rows = parse_scontrol_array(text);
         assert_eq!(rows.len(), 2, "{rows:?}");
         assert_eq!((rows[0].id.0.as_str(), rows[0].state.as_str(), rows[0].exit), ("1_3", "FAILED", Some((7, 0))));
-        assert_eq!((rows[1].id.0.as_str(), rows[1].state.as_str()), ("1_0", "COMPLETED"));
+        assert_eq!((rows[1].id.0.as_str(), &rows[1].state), ("1_0", &SlurmState::Completed));
         assert_eq!(array_job_of(&JobId("12_3".into())), Some("12"));
         assert_eq!(array_job_of(&JobId("12".into())), None);
     }

@@ -548,7 +548,7 @@ fn a_task_fails_for_good_when_its_retries_are_used_up() {
     assert_eq!(e.state_of("after"), Some(TaskState::UpstreamFailed));
     assert_eq!(e.message_of("after").as_deref(), Some("upstream `flaky` did not succeed"));
     assert_eq!(e.outcome(), RunOutcome::Failed);
-    assert_eq!(e.finish.as_ref().unwrap().failures, [(e.node("flaky"), "exit code 1".to_string())]);
+    assert_eq!(e.finish.as_ref().unwrap().failures, [(e.node("flaky"), TaskFailure::Failed("exit code 1".into()))]);
 }
 
 #[test]

@@ -1,0 +1,381 @@
+//! [`Store`]: the run database's reads and writes.
+
+use std::path::{Path, PathBuf};
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::schema::{self, MigrationError};
+use super::{AttemptRow, AttemptState, CacheEntry, RunRow, RunSettings, RunState, StateError, TaskRow, now_ms};
+use crate::events::TaskState;
+use crate::ids::EngineId;
+
+const RUN_SELECT: &str =
+    "SELECT id, workflow, file, settings, state, created_at, updated_at, engine_pid, engine_start FROM runs";
+
+/// A row of [`RUN_SELECT`].
+fn run_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunRow> {
+    let settings: String = r.get(3)?;
+    Ok(RunRow {
+        id: r.get(0)?,
+        workflow: r.get(1)?,
+        file: r.get(2)?,
+        settings: RunSettings::from_json(&settings)
+            .map_err(|e| rusqlite::Error::FromSqlConversionFailure(3, rusqlite::types::Type::Text, Box::new(e)))?,
+        state: r.get(4)?,
+        created_at: r.get(5)?,
+        updated_at: r.get(6)?,
+        engine_pid: r.get(7)?,
+        engine_start: r.get::<_, Option<i64>>(8)?.map(|s| s as u64),
+    })
+}
+
+/// The run database.
+pub struct Store {
+    conn: Connection,
+    path: PathBuf,
+    in_tx: bool,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("path", &self.path).finish()
+    }
+}
+
+impl Store {
+    /// Opens (creating if needed) `runs_dir/twinflow.db`, migrating it to the current
+    /// schema version ([`schema::migrate`]). A database of a later version is refused
+    /// ([`StateError::TooNew`]).
+    pub fn open(runs_dir: &Path) -> Result<Self, StateError> {
+        Self::open_file(runs_dir.join("twinflow.db"))
+    }
+
+    /// Opens (creating if needed) the database file `path`, as [`Store::open`].
+    pub fn open_file(path: PathBuf) -> Result<Self, StateError> {
+        let err = |source| StateError::Sqlite { path: path.clone(), source };
+        let mut conn = Connection::open(&path).map_err(err)?;
+        conn.busy_timeout(std::time::Duration::from_secs(10)).map_err(err)?;
+        conn.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;")
+            .map_err(err)?;
+        match schema::migrate(&mut conn) {
+            Ok(_) => {}
+            Err(MigrationError::Sqlite(source)) => return Err(StateError::Sqlite { path, source }),
+            Err(MigrationError::TooNew(found)) => {
+                return Err(StateError::TooNew { path, found, supported: schema::VERSION });
+            }
+        }
+        Ok(Self { conn, path, in_tx: false })
+    }
+
+    fn e(&self) -> impl Fn(rusqlite::Error) -> StateError + '_ {
+        |source| StateError::Sqlite { path: self.path.clone(), source }
+    }
+
+    /// Starts a write batch if none is open.
+    pub fn begin(&mut self) -> Result<(), StateError> {
+        if !self.in_tx {
+            self.conn.execute_batch("BEGIN IMMEDIATE").map_err(self.e())?;
+            self.in_tx = true;
+        }
+        Ok(())
+    }
+
+    /// Commits the open batch.
+    pub fn commit(&mut self) -> Result<(), StateError> {
+        if self.in_tx {
+            self.conn.execute_batch("COMMIT").map_err(self.e())?;
+            self.in_tx = false;
+        }
+        Ok(())
+    }
+
+    /// Records a new run, worked on by this process.
+    pub fn create_run(
+        &mut self,
+        id: &str,
+        workflow: &str,
+        file: &str,
+        settings: &RunSettings,
+    ) -> Result<(), StateError> {
+        let now = now_ms();
+        let engine = EngineId::current();
+        self.conn
+            .execute(
+                "INSERT INTO runs(id, workflow, file, settings, state, created_at, updated_at, engine_pid, engine_start) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, ?7, ?8)",
+                params![
+                    id,
+                    workflow,
+                    file,
+                    settings.to_json(),
+                    RunState::Running,
+                    now,
+                    std::process::id(),
+                    engine.map(|e| e.start as i64)
+                ],
+            )
+            .map_err(self.e())?;
+        Ok(())
+    }
+
+    /// Sets a run's state; this process becomes the engine that last worked on it.
+    pub fn set_run_state(&mut self, id: &str, state: RunState) -> Result<(), StateError> {
+        self.conn
+            .execute(
+                "UPDATE runs SET state = ?2, updated_at = ?3, engine_pid = ?4, engine_start = ?5 WHERE id = ?1",
+                params![id, state, now_ms(), std::process::id(), EngineId::current().map(|e| e.start as i64)],
+            )
+            .map_err(self.e())?;
+        Ok(())
+    }
+
+    /// Replaces a run's recorded settings, e.g. when a resumed run gets a new SLURM
+    /// allocation.
+    pub fn set_run_settings(&mut self, id: &str, settings: &RunSettings) -> Result<(), StateError> {
+        self.conn
+            .execute(
+                "UPDATE runs SET settings = ?2, updated_at = ?3 WHERE id = ?1",
+                params![id, settings.to_json(), now_ms()],
+            )
+            .map_err(self.e())?;
+        Ok(())
+    }
+
+    /// A run by id, or the latest when `id` is `None`.
+    pub fn run(&self, id: Option<&str>) -> Result<RunRow, StateError> {
+        let res = match id {
+            Some(id) => self.conn.query_row(&format!("{RUN_SELECT} WHERE id = ?1"), [id], run_row).optional(),
+            None => self
+                .conn
+                .query_row(&format!("{RUN_SELECT} ORDER BY created_at DESC, id DESC LIMIT 1"), [], run_row)
+                .optional(),
+        };
+        res.map_err(self.e())?.ok_or_else(|| StateError::NoSuchRun(id.unwrap_or("(latest)").to_string()))
+    }
+
+    /// All runs, newest first.
+    pub fn runs(&self) -> Result<Vec<RunRow>, StateError> {
+        let mut st = self.conn.prepare(&format!("{RUN_SELECT} ORDER BY created_at DESC, id DESC")).map_err(self.e())?;
+        let rows = st.query_map([], run_row).map_err(self.e())?.collect::<Result<Vec<_>, _>>().map_err(self.e())?;
+        Ok(rows)
+    }
+
+    /// Inserts task rows in state `pending` unless they exist.
+    pub fn ensure_tasks<'a>(
+        &mut self,
+        run_id: &str,
+        tasks: impl Iterator<Item = (&'a str, &'a str, Option<u32>)>,
+    ) -> Result<(), StateError> {
+        let mut st = self
+            .conn
+            .prepare_cached(
+                "INSERT OR IGNORE INTO tasks(run_id, task, step, member, state) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )
+            .map_err(|source| StateError::Sqlite { path: self.path.clone(), source })?;
+        for (task, step, member) in tasks {
+            st.execute(params![run_id, task, step, member, TaskState::Pending])
+                .map_err(|source| StateError::Sqlite { path: self.path.clone(), source })?;
+        }
+        Ok(())
+    }
+
+    /// All task rows of a run.
+    pub fn tasks(&self, run_id: &str) -> Result<Vec<TaskRow>, StateError> {
+        let mut st = self
+            .conn
+            .prepare(
+                "SELECT task, step, state, attempts, cache_key, dir, outputs, job_id, message, started_at, finished_at FROM tasks WHERE run_id = ?1 ORDER BY rowid",
+            )
+            .map_err(self.e())?;
+        let rows = st
+            .query_map([run_id], |r| {
+                Ok(TaskRow {
+                    task: r.get(0)?,
+                    step: r.get(1)?,
+                    state: r.get(2)?,
+                    attempts: r.get(3)?,
+                    cache_key: r.get(4)?,
+                    dir: r.get(5)?,
+                    outputs: r.get(6)?,
+                    job_id: r.get(7)?,
+                    message: r.get(8)?,
+                    started_at: r.get(9)?,
+                    finished_at: r.get(10)?,
+                })
+            })
+            .map_err(self.e())?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(self.e())?;
+        Ok(rows)
+    }
+
+    /// How long each task of a run has run, in milliseconds: the sum over its attempts that
+    /// ended (not the time since its first start, which would count retry waits and the time
+    /// a killed engine was down).
+    pub fn run_times(&self, run_id: &str) -> Result<std::collections::HashMap<String, i64>, StateError> {
+        let mut st = self
+            .conn
+            .prepare(
+                "SELECT task, SUM(finished_at - started_at) FROM attempts WHERE run_id = ?1 AND finished_at IS NOT NULL AND started_at IS NOT NULL GROUP BY task",
+            )
+            .map_err(self.e())?;
+        let rows = st
+            .query_map([run_id], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
+            .map_err(self.e())?
+            .collect::<Result<std::collections::HashMap<_, _>, _>>()
+            .map_err(self.e())?;
+        Ok(rows)
+    }
+
+    /// Records that an attempt started.
+    pub fn attempt_started(&mut self, run_id: &str, task: &str, attempt: u32, job_id: &str) -> Result<(), StateError> {
+        let now = now_ms();
+        self.conn
+            .prepare_cached("UPDATE tasks SET state = ?6, attempts = ?3, job_id = ?4, started_at = COALESCE(started_at, ?5) WHERE run_id = ?1 AND task = ?2")
+            .and_then(|mut s| s.execute(params![run_id, task, attempt, job_id, now, TaskState::Running]))
+            .map_err(self.e())?;
+        self.conn
+            .prepare_cached("INSERT OR REPLACE INTO attempts(run_id, task, attempt, job_id, state, started_at) VALUES (?1, ?2, ?3, ?4, ?6, ?5)")
+            .and_then(|mut s| s.execute(params![run_id, task, attempt, job_id, now, AttemptState::Running]))
+            .map_err(self.e())?;
+        self.transition(run_id, task, TaskState::Running, Some(job_id))
+    }
+
+    /// Records how an attempt ended.
+    pub fn attempt_finished(
+        &mut self,
+        run_id: &str,
+        task: &str,
+        attempt: u32,
+        ok: bool,
+        exit_code: Option<i32>,
+        detail: &str,
+    ) -> Result<(), StateError> {
+        self.conn
+            .prepare_cached("UPDATE attempts SET state = ?4, exit_code = ?5, detail = ?6, finished_at = ?7 WHERE run_id = ?1 AND task = ?2 AND attempt = ?3")
+            .and_then(|mut s| s.execute(params![run_id, task, attempt, if ok { AttemptState::Succeeded } else { AttemptState::Failed }, exit_code, detail, now_ms()]))
+            .map_err(self.e())?;
+        Ok(())
+    }
+
+    /// Sets a task's final (or pending) state.
+    #[allow(clippy::too_many_arguments)]
+    pub fn finish_task(
+        &mut self,
+        run_id: &str,
+        task: &str,
+        state: TaskState,
+        cache_key: Option<&str>,
+        dir: Option<&str>,
+        outputs: Option<&str>,
+        message: Option<&str>,
+    ) -> Result<(), StateError> {
+        self.conn
+            .prepare_cached("UPDATE tasks SET state = ?3, cache_key = ?4, dir = ?5, outputs = ?6, message = ?7, finished_at = ?8 WHERE run_id = ?1 AND task = ?2")
+            .and_then(|mut s| s.execute(params![run_id, task, state, cache_key, dir, outputs, message, now_ms()]))
+            .map_err(self.e())?;
+        self.transition(run_id, task, state, message)
+    }
+
+    /// Puts a task back to pending until its retry is due, saying why (`detail`).
+    pub fn retry_later(&mut self, run_id: &str, task: &str, detail: &str) -> Result<(), StateError> {
+        self.conn
+            .prepare_cached("UPDATE tasks SET state = ?3, job_id = NULL WHERE run_id = ?1 AND task = ?2")
+            .and_then(|mut s| s.execute(params![run_id, task, TaskState::Pending]))
+            .map_err(self.e())?;
+        self.transition(run_id, task, TaskState::Pending, Some(detail))
+    }
+
+    /// Puts a task back to pending (retry after a crash).
+    pub fn reset_task(&mut self, run_id: &str, task: &str) -> Result<(), StateError> {
+        self.conn
+            .prepare_cached("UPDATE tasks SET state = ?3, job_id = NULL WHERE run_id = ?1 AND task = ?2")
+            .and_then(|mut s| s.execute(params![run_id, task, TaskState::Pending]))
+            .map_err(self.e())?;
+        self.transition(run_id, task, TaskState::Pending, Some("reset on resume"))
+    }
+
+    fn transition(
+        &mut self,
+        run_id: &str,
+        task: &str,
+        state: TaskState,
+        detail: Option<&str>,
+    ) -> Result<(), StateError> {
+        self.conn
+            .prepare_cached("INSERT INTO transitions(run_id, task, state, at, detail) VALUES (?1, ?2, ?3, ?4, ?5)")
+            .and_then(|mut s| s.execute(params![run_id, task, state, now_ms(), detail]))
+            .map_err(self.e())?;
+        Ok(())
+    }
+
+    /// The cache entry of a task of a workflow.
+    pub fn cache_get(&self, workflow: &str, task: &str) -> Result<Option<CacheEntry>, StateError> {
+        self.conn
+            .prepare_cached(
+                "SELECT cache_key, components, dir, outputs, run_id FROM cache WHERE workflow = ?1 AND task = ?2",
+            )
+            .and_then(|mut s| {
+                s.query_row(params![workflow, task], |r| {
+                    Ok(CacheEntry {
+                        key: r.get(0)?,
+                        components: r.get(1)?,
+                        dir: r.get(2)?,
+                        outputs: r.get(3)?,
+                        run_id: r.get(4)?,
+                    })
+                })
+                .optional()
+            })
+            .map_err(self.e())
+    }
+
+    /// Records a successful execution in the cache.
+    pub fn cache_put(&mut self, workflow: &str, task: &str, e: &CacheEntry) -> Result<(), StateError> {
+        self.conn
+            .prepare_cached("INSERT OR REPLACE INTO cache(workflow, task, cache_key, components, dir, outputs, run_id, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)")
+            .and_then(|mut s| s.execute(params![workflow, task, e.key, e.components, e.dir, e.outputs, e.run_id, now_ms()]))
+            .map_err(self.e())?;
+        Ok(())
+    }
+
+    /// A remembered content hash for a file with this size and mtime.
+    pub fn file_hash(&self, path: &str, size: u64, mtime_ns: i64) -> Result<Option<String>, StateError> {
+        self.conn
+            .prepare_cached("SELECT hash FROM files WHERE path = ?1 AND size = ?2 AND mtime_ns = ?3")
+            .and_then(|mut s| s.query_row(params![path, size as i64, mtime_ns], |r| r.get(0)).optional())
+            .map_err(self.e())
+    }
+
+    /// Remembers a file's content hash.
+    pub fn put_file_hash(&mut self, path: &str, size: u64, mtime_ns: i64, hash: &str) -> Result<(), StateError> {
+        self.conn
+            .prepare_cached("INSERT OR REPLACE INTO files(path, size, mtime_ns, hash) VALUES (?1, ?2, ?3, ?4)")
+            .and_then(|mut s| s.execute(params![path, size as i64, mtime_ns, hash]))
+            .map_err(self.e())?;
+        Ok(())
+    }
+
+    /// Attempts of a task, oldest first.
+    pub fn attempts(&self, run_id: &str, task: &str) -> Result<Vec<AttemptRow>, StateError> {
+        let mut st = self
+            .conn
+            .prepare("SELECT attempt, job_id, state, exit_code, detail, started_at, finished_at FROM attempts WHERE run_id = ?1 AND task = ?2 ORDER BY attempt")
+            .map_err(self.e())?;
+        let rows = st
+            .query_map(params![run_id, task], |r| {
+                Ok(AttemptRow {
+                    attempt: r.get(0)?,
+                    job_id: r.get(1)?,
+                    state: r.get(2)?,
+                    exit_code: r.get(3)?,
+                    detail: r.get(4)?,
+                    started_at: r.get(5)?,
+                    finished_at: r.get(6)?,
+                })
+            })
+            .map_err(self.e())?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(self.e())?;
+        Ok(rows)
+    }
+}
