@@ -692,6 +692,19 @@ fn status_without_a_run_lists_every_run_newest_first() {
         assert_eq!(l.len(), 5, "date and time: {l:?}");
         assert!(l[3].len() == 10 && l[3].as_bytes()[4] == b'-' && l[4].len() == 8, "{l:?}");
     }
+    // `--local-time`: the same instants in the local time zone (a POSIX TZ nine hours east
+    // of UTC, so no time-zone database is needed), named.
+    let out = twinflow().current_dir(&d).env("TZ", "JST-9").args(["status", "--local-time"]).output().unwrap();
+    assert!(out.status.success(), "{}", show(&out));
+    let local = String::from_utf8(out.stdout).unwrap();
+    let llines: Vec<Vec<&str>> = local.lines().map(|l| l.split_whitespace().collect()).collect();
+    assert_eq!(llines[0], ["RUN", "WORKFLOW", "STATE", "STARTED", "(local)"], "{local}");
+    for (u, l) in lines[1..].iter().zip(&llines[1..]) {
+        assert_eq!(l[5], "JST", "{l:?}");
+        let at = |d: &str, t: &str| -> jiff::civil::DateTime { format!("{d}T{t}").parse().unwrap() };
+        let shift = at(l[3], l[4]).duration_since(at(u[3], u[4]));
+        assert_eq!(shift, jiff::SignedDuration::from_hours(9), "UTC {u:?}, local {l:?}");
+    }
 }
 
 // ---------------------------------------------------------------------------------------

@@ -203,6 +203,9 @@ pub struct StatusArgs {
     /// JSON output.
     #[arg(long)]
     pub json: bool,
+    /// Show times in the local time zone instead of UTC.
+    #[arg(long)]
+    pub local_time: bool,
     /// Directory holding the run database.
     #[arg(long, default_value = "runs", env = "TWINFLOW_RUNS_DIR")]
     pub runs_dir: PathBuf,

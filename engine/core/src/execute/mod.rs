@@ -5,6 +5,7 @@
 //! What a backend would run is rendered by a pure function ([`Backend::render`]) so
 //! `twinflow plan` can show it and tests can snapshot it without running anything.
 
+pub mod batch;
 pub mod launch;
 pub mod local;
 mod outcome;

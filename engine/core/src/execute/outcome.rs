@@ -5,7 +5,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use super::slurm::status::SlurmState;
+use super::batch::SlurmState;
 
 /// How a process ended: its exit code, or the signal that killed it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

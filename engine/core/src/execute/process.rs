@@ -100,12 +100,6 @@ impl Proc {
     }
 }
 
-/// Whether process `pid` exists and has not exited (an exited process stays a zombie until
-/// its parent reaps it).
-pub fn running(pid: u32) -> bool {
-    !is_zombie(pid)
-}
-
 fn is_zombie(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .ok()
@@ -171,17 +165,4 @@ pub fn groups_with_env(key: &str, value: &str) -> Vec<u32> {
         }
     }
     groups.into_iter().collect()
-}
-
-/// Sends SIGTERM to a twinflow engine process (checked by its command line, so a reused pid
-/// of another program is left alone). Returns whether a signal was sent.
-pub fn terminate_engine(pid: u32) -> bool {
-    if pid == 0 || pid == std::process::id() || pid > i32::MAX as u32 {
-        return false;
-    }
-    let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-    if !String::from_utf8_lossy(&cmd).contains("twinflow") {
-        return false;
-    }
-    nix::sys::signal::kill(Pid::from_raw(pid as i32), Signal::SIGTERM).is_ok()
 }

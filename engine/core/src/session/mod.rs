@@ -1,6 +1,232 @@
-//! Sessions: what the command line asks of the engine, one function per command (start or
-//! resume a run, cancel it, report its status, explain the cache, show the plan). A session
-//! chooses the backend from the run's settings, owns a SLURM allocation and its heartbeat,
-//! and opens the run database; the CLI only parses arguments and renders what comes back.
+//! Sessions: what the command line asks of the engine, one function per command.
+//!
+//! - [`check`]: `twinflow validate` (parse → validate → compile, nothing run);
+//! - [`render::plan_view`]: `twinflow plan`, the DAG with each task's command as the chosen
+//!   backend would launch it;
+//! - [`start::run`]: `twinflow run` and `run --resume`: merges the settings given with those
+//!   recorded with the run ([`crate::state::RunSettings`]), chooses and builds the backend,
+//!   gets a SLURM allocation and keeps its heartbeat, runs the plan, releases the allocation;
+//! - [`cancel::cancel`]: `twinflow cancel`;
+//! - [`status`] and [`why`]: reports from the run database.
+//!
+//! Every session loads a workflow the same way ([`load`]): parse, validate, then give every
+//! step the site profile's default resources where the step sets none of its own (a
+//! documented step of the pipeline, applied to the model before it is compiled), then
+//! compile. The CLI only parses arguments and renders what comes back; the library never
+//! prints: what a user should read besides events (a notice that a resumed run goes on
+//! with SLURM, a warning that an allocation could not be released) is handed to the
+//! caller's [`Notices`].
 
+pub mod backend;
+pub mod cancel;
 pub mod render;
+pub mod start;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::diag::Diagnostics;
+use crate::execute::profile::Profile;
+use crate::model::Workflow;
+use crate::plan::{self, Plan};
+use crate::run::RunError;
+use crate::run::why::Verdict;
+use crate::state::{RunRow, StateError, Store, TaskRow};
+use crate::validate::{self, Overrides};
+
+/// Name of the run database in a runs directory.
+pub const DATABASE: &str = "twinflow.db";
+
+/// Why a session could not do what it was asked (task failures are not errors: they are in
+/// the run's summary).
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    /// The workflow (or a value given for it) is invalid: every problem, located.
+    #[error("the workflow is invalid ({} problems)", .0.len())]
+    Invalid(Diagnostics),
+    /// The command line asks for something that cannot be done (a mistake of the user).
+    #[error("{0}")]
+    Usage(String),
+    /// The run database failed.
+    #[error(transparent)]
+    State(#[from] StateError),
+    /// The run stopped on an error of the engine or the backend.
+    #[error(transparent)]
+    Run(RunError),
+    /// The backend failed outside a run (cancelling jobs, finding an allocation).
+    #[error("{0}")]
+    Backend(String),
+    /// A file operation failed.
+    #[error("{action} `{path}`")]
+    Io {
+        /// What was being done.
+        action: &'static str,
+        /// Path.
+        path: PathBuf,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl From<RunError> for SessionError {
+    fn from(e: RunError) -> Self {
+        match e {
+            RunError::Usage(m) => SessionError::Usage(m),
+            other => SessionError::Run(other),
+        }
+    }
+}
+
+/// Receives what a session has to tell besides events.
+pub trait Notices {
+    /// Something worth knowing (`resuming with the SLURM backend ...`).
+    fn notice(&mut self, message: &str);
+    /// Something went wrong that did not stop the session.
+    fn warning(&mut self, message: &str);
+}
+
+/// Drops notices (library use).
+#[derive(Debug, Default)]
+pub struct NoNotices;
+
+impl Notices for NoNotices {
+    fn notice(&mut self, _: &str) {}
+    fn warning(&mut self, _: &str) {}
+}
+
+/// `-p NAME=VALUE` and `-i NAME=PATH` as given on the command line (and recorded with a run)
+/// into the values validation takes.
+pub fn overrides(params: &[String], inputs: &[String]) -> Result<Overrides, SessionError> {
+    fn kv(items: &[String], what: &str) -> Result<Vec<(String, String)>, SessionError> {
+        items
+            .iter()
+            .map(|s| match s.split_once('=') {
+                Some((k, v)) if !k.is_empty() => Ok((k.trim().to_string(), v.to_string())),
+                _ => Err(SessionError::Usage(format!("`{s}` is not `NAME=VALUE` ({what})"))),
+            })
+            .collect()
+    }
+    Ok(Overrides {
+        params: kv(params, "-p")?,
+        inputs: kv(inputs, "-i")?.into_iter().map(|(k, v)| (k, PathBuf::from(v))).collect(),
+    })
+}
+
+/// Loads a workflow for a session: parse and validate `file` with `overrides`, then give
+/// every step `profile`'s default resources (`default_memory`, `default_threads`, ...) where
+/// the step sets none of its own.
+pub fn load(file: &Path, overrides: &Overrides, profile: Option<&Profile>) -> Result<Workflow, SessionError> {
+    let mut wf = validate::load(file, overrides).map_err(SessionError::Invalid)?;
+    if let Some(p) = profile {
+        for s in &mut wf.steps {
+            p.apply_defaults(&mut s.resources);
+        }
+    }
+    Ok(wf)
+}
+
+/// Compiles a loaded workflow.
+pub fn compile(wf: Workflow) -> Result<Plan, SessionError> {
+    plan::compile(Arc::new(wf)).map_err(SessionError::Invalid)
+}
+
+/// What `twinflow validate` reports about a valid workflow.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checked {
+    /// Workflow name.
+    pub name: String,
+    /// Steps (sub-workflow steps included).
+    pub steps: usize,
+    /// Tasks after scatter expansion.
+    pub tasks: usize,
+}
+
+/// `twinflow validate`: loads and compiles, runs nothing.
+pub fn check(file: &Path, params: &[String], inputs: &[String]) -> Result<Checked, SessionError> {
+    let wf = load(file, &overrides(params, inputs)?, None)?;
+    let (name, steps) = (wf.name.clone(), wf.steps.len());
+    let p = compile(wf)?;
+    Ok(Checked { name, steps, tasks: p.task_count() })
+}
+
+/// Whether `runs_dir` has a run database.
+pub fn has_runs(runs_dir: &Path) -> bool {
+    runs_dir.join(DATABASE).exists()
+}
+
+/// What `twinflow status` shows.
+#[derive(Debug)]
+pub enum Status {
+    /// The runs directory has no run database (no run was ever started there).
+    NoRuns,
+    /// Every run, newest first.
+    Runs(Vec<RunRow>),
+    /// One run with its tasks and the time each task's attempts ran (ms).
+    Run {
+        /// The run.
+        run: Box<RunRow>,
+        /// Its tasks.
+        tasks: Vec<TaskRow>,
+        /// Milliseconds the attempts of each task ran, by task name.
+        ran_ms: std::collections::HashMap<String, i64>,
+    },
+}
+
+/// `twinflow status [RUN]`: every run of `runs_dir`, or one (`latest` for the newest).
+/// Asking for a run where there are none is a usage error; listing none is not.
+pub fn status(runs_dir: &Path, run: Option<&str>) -> Result<Status, SessionError> {
+    if !has_runs(runs_dir) {
+        return match run {
+            Some(_) => Err(SessionError::Usage(format!(
+                "no runs in `{}` (run a workflow first, or pass --runs-dir)",
+                runs_dir.display()
+            ))),
+            None => Ok(Status::NoRuns),
+        };
+    }
+    let store = Store::open(runs_dir)?;
+    let Some(id) = run else { return Ok(Status::Runs(store.runs()?)) };
+    let run = find_run(&store, id)?;
+    let tasks = store.tasks(&run.id)?;
+    let ran_ms = store.run_times(&run.id)?;
+    Ok(Status::Run { run: Box::new(run), tasks, ran_ms })
+}
+
+/// A run by id, `latest` for the newest; a missing one is a usage error.
+pub(crate) fn find_run(store: &Store, id: &str) -> Result<RunRow, SessionError> {
+    store.run(if id == "latest" { None } else { Some(id) }).map_err(|e| match e {
+        StateError::NoSuchRun(_) => SessionError::Usage(e.to_string()),
+        other => SessionError::State(other),
+    })
+}
+
+/// `twinflow why FILE [STEP]`: whether each task (of `step`, or all) would run again, and
+/// which part of its cache key changed.
+pub fn why(
+    file: &Path,
+    params: &[String],
+    inputs: &[String],
+    runs_dir: &Path,
+    step: Option<&str>,
+) -> Result<Vec<Verdict>, SessionError> {
+    let wf = load(file, &overrides(params, inputs)?, None)?;
+    if let Some(s) = step
+        && !wf.steps.iter().any(|x| x.name == s)
+    {
+        let names: Vec<&str> = wf.steps.iter().map(|x| x.name.as_str()).collect();
+        let hint = crate::suggest::did_you_mean(s, names.iter().copied())
+            .unwrap_or_else(|| format!("steps: {}", names.join(", ")));
+        return Err(SessionError::Usage(format!("workflow `{}` has no step `{s}` ({hint})", wf.name)));
+    }
+    let p = compile(wf)?;
+    if !has_runs(runs_dir) {
+        // Not created here: a mistyped `--runs-dir` would look like "never ran".
+        return Err(SessionError::Usage(format!(
+            "no runs in `{}` (run the workflow first, or pass --runs-dir)",
+            runs_dir.display()
+        )));
+    }
+    let mut store = Store::open(runs_dir)?;
+    Ok(crate::run::why::why(&p, &mut store, step, &crate::run::job::kernel_binary())?)
+}

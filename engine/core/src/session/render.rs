@@ -245,3 +245,77 @@ pub fn render(plan: &Plan, format: Format, kernel: &Path, opts: &RenderOptions<'
     }
     out
 }
+
+/// What `twinflow plan` is asked to show.
+#[derive(Debug, Clone)]
+pub struct PlanRequest {
+    /// Output format.
+    pub format: Format,
+    /// Members shown per scattered step (text, dot, mermaid).
+    pub members: u32,
+    /// Show each task's command as the backend would launch it (always with SLURM).
+    pub launch: bool,
+    /// The backend and its mode.
+    pub backend: super::backend::BackendSettings,
+}
+
+/// `twinflow plan`: loads `file` with `-p`/`-i` values and the site profile's default
+/// resources, compiles it, and renders the DAG with every task's command; with `launch`
+/// (or the SLURM backend) as the backend would launch it: the `mpiexec` argv locally, the
+/// `srun` argv in allocation mode, the batch script otherwise (with arrays, the first
+/// member of a scattered step also shows the array's driver script).
+pub fn plan_view(
+    file: &Path,
+    params: &[String],
+    inputs: &[String],
+    req: &PlanRequest,
+) -> Result<String, super::SessionError> {
+    use crate::execute::local::render_argv;
+    use crate::execute::slurm::{allocation::Allocation, script};
+    use crate::state::BackendChoice;
+    let profile = super::backend::site_profile(&req.backend)?;
+    let wf = super::load(file, &super::overrides(params, inputs)?, profile.as_ref())?;
+    let p = super::compile(wf)?;
+    let mut local = super::backend::local_options(profile.as_ref(), &super::backend::LocalSettings::default())?;
+    let slurm = profile.filter(|_| req.backend.backend == BackendChoice::Slurm);
+    if req.backend.allocation
+        && let Some(prof) = &slurm
+    {
+        let placeholder = Allocation { job_id: "<allocation>".into(), cpus: 1, mem_per_cpu_mb: None, owned: false };
+        local.srun = Some(placeholder.launcher(prof));
+    }
+    let members: std::collections::HashMap<String, usize> = p
+        .step_order
+        .iter()
+        .filter_map(|&s| p.scatter[s].as_ref().map(|t| (p.workflow.steps[s].name.clone(), t.len as usize)))
+        .collect();
+    let launcher = move |j: &JobRequest| match &slurm {
+        Some(_) if local.srun.is_some() => Rendered::Argv(render_argv(&local, j)),
+        Some(profile) => {
+            let own = script::render_script(j, profile);
+            let driver = match &j.array {
+                Some(m) if profile.arrays && m.index == 0 && members.get(&m.step).is_some_and(|n| *n >= 2) => {
+                    let adir = Path::new("<run.dir>/steps").join(&m.step).join(".twinflow");
+                    Some(script::render_array_script(
+                        j,
+                        &m.step,
+                        members[&m.step],
+                        profile.array_throttle,
+                        &adir.join("array-<pid>-<time>.list"),
+                        &adir.join("array-<pid>-<time>-%a.log"),
+                        profile,
+                    ))
+                }
+                _ => None,
+            };
+            Rendered::Script(match driver {
+                Some(d) => format!("{d}\n# member script, <out>/.twinflow/job.sbatch:\n{own}"),
+                None => own,
+            })
+        }
+        None => Rendered::Argv(render_argv(&local, j)),
+    };
+    let launch = req.launch || req.backend.backend == BackendChoice::Slurm;
+    let opts = RenderOptions { max_members: req.members, launcher: if launch { Some(&launcher) } else { None } };
+    Ok(render(&p, req.format, &crate::run::job::kernel_binary(), &opts))
+}

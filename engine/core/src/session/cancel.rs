@@ -1,0 +1,128 @@
+//! `twinflow cancel`: stops a run's SLURM jobs, and its engine.
+//!
+//! Every SLURM job of the run that may be in flight is cancelled: the recorded job of each
+//! running task, and a job submitted but not recorded yet (the engine died in between). Only
+//! jobs whose attempt directory holds the SLURM backend's job id file are taken, so a local
+//! run's pids are never taken for SLURM job ids; each gets a `cancelled` mark first, so the
+//! engine following it records it as cancelled rather than as a failure to retry. A run in
+//! allocation mode: its engine is stopped first (it cancels its steps), then the holder job
+//! twinflow submitted for it is cancelled (never an allocation the user made). The engine is
+//! known by its pid and start time: a later process that reused the pid is left alone.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use super::backend::call_log;
+use super::{DATABASE, Notices, SessionError, find_run};
+use crate::events::{RunState, TaskState};
+use crate::execute::profile::Profile;
+use crate::execute::slurm::{SlurmBackend, SlurmOptions};
+use crate::execute::{CANCELLED_FILE, JOB_ID_FILE};
+use crate::ids::{EngineId, JobId};
+use crate::state::{Store, TaskRow};
+
+/// What `twinflow cancel` did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cancelled {
+    /// The run.
+    pub run_id: String,
+    /// SLURM jobs cancelled (the allocation's holder job last, if any).
+    pub jobs: Vec<JobId>,
+    /// The allocation's holder job twinflow submitted, if it was cancelled.
+    pub allocation: Option<JobId>,
+    /// The engine sent SIGTERM, and whether that was before the jobs were cancelled (in
+    /// allocation mode, where the engine stops its own steps).
+    pub engine: Option<(u32, bool)>,
+    /// The run is recorded as running but its engine could not be signalled.
+    pub engine_unknown: bool,
+}
+
+/// Cancels run `run` (`latest` for the newest) of `runs_dir`.
+pub async fn cancel(runs_dir: &Path, run: &str, notices: &mut dyn Notices) -> Result<Cancelled, SessionError> {
+    if !runs_dir.join(DATABASE).exists() {
+        return Err(SessionError::Usage(format!("no runs in `{}` (or pass --runs-dir)", runs_dir.display())));
+    }
+    let store = Store::open(runs_dir)?;
+    let run = find_run(&store, run)?;
+    // The run's own profile (command time limit, ids per scancel call); a profile that can no
+    // longer be found is no reason not to cancel.
+    let profile = match run.settings.profile.as_deref() {
+        Some(p) => Profile::find(p).unwrap_or_else(|e| {
+            notices.warning(&format!("{e}; cancelling with the default SLURM settings"));
+            Profile::default()
+        }),
+        None => Profile::default(),
+    };
+    let run_dir = runs_dir.join(&run.id);
+    let mut jobs = vec![];
+    for t in store.tasks(&run.id)? {
+        if let Some(id) = job_in_flight(&run_dir, &t) {
+            jobs.push(id);
+        }
+    }
+    let holder = run.settings.owned_allocation().map(|j| JobId(j.to_string()));
+    let engine = run.engine().filter(|e| run.state == RunState::Running && e.pid != std::process::id());
+    let mut out =
+        Cancelled { run_id: run.id.clone(), jobs: vec![], allocation: None, engine: None, engine_unknown: false };
+    if holder.is_some()
+        && let Some(e) = engine
+        && terminate(e)
+    {
+        // Steps of an allocation are `srun`s of the engine: it stops them and records them
+        // as cancelled; cancelling the allocation under it first would look like failures.
+        out.engine = Some((e.pid, true));
+        let t0 = Instant::now();
+        while t0.elapsed() < Duration::from_secs(60) && e.is_running() {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    jobs.extend(holder.iter().cloned());
+    if jobs.is_empty() {
+        return Ok(out);
+    }
+    let backend = SlurmBackend::new(SlurmOptions { profile, call_log: call_log() });
+    backend.scancel(&jobs).await.map_err(|e| SessionError::Backend(e.to_string()))?;
+    out.jobs = jobs;
+    out.allocation = holder;
+    if out.engine.is_none() && run.state == RunState::Running {
+        match engine {
+            Some(e) if terminate(e) => out.engine = Some((e.pid, false)),
+            _ => out.engine_unknown = true,
+        }
+    }
+    Ok(out)
+}
+
+/// The SLURM job of task `t` that may be in flight: the job of the attempt after the
+/// recorded one (submitted, not recorded), else the recorded running attempt's job. Marks
+/// it cancelled in its attempt directory.
+fn job_in_flight(run_dir: &Path, t: &TaskRow) -> Option<JobId> {
+    if !matches!(t.state, TaskState::Running | TaskState::Pending) {
+        return None;
+    }
+    let mut tdir = run_dir.join("steps").join(&t.step);
+    // `sim[3]` is member 3 of step `sim`: `steps/sim/3`.
+    if let Some(m) = t.task.strip_prefix(t.step.as_str()).and_then(|r| r.strip_prefix('[')?.strip_suffix(']')) {
+        tdir = tdir.join(m);
+    }
+    for n in [t.attempts + 1, t.attempts] {
+        let meta = tdir.join(format!("attempt-{n}")).join(".twinflow");
+        let Ok(id) = std::fs::read_to_string(meta.join(JOB_ID_FILE)) else { continue };
+        let id = id.trim().to_string();
+        let recorded = n == t.attempts && t.state == TaskState::Running && t.job_id.as_deref() == Some(id.as_str());
+        if n == t.attempts + 1 || recorded {
+            let _ = std::fs::write(meta.join(CANCELLED_FILE), "twinflow cancel\n");
+            return Some(JobId(id));
+        }
+    }
+    None
+}
+
+/// Sends SIGTERM to an engine that still runs (same pid and start time). Whether it was
+/// sent.
+fn terminate(e: EngineId) -> bool {
+    e.is_running()
+        && i32::try_from(e.pid).is_ok_and(|pid| {
+            nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGTERM).is_ok()
+        })
+}

@@ -1,0 +1,264 @@
+//! `twinflow run` and `run --resume`: from what the command line gives to a finished run.
+//!
+//! 1. Which run: a new one from `file`, or the recorded run to resume (its workflow file and
+//!    settings come from the run database unless given again: [`RunSettings::resumed`]).
+//! 2. Load the workflow with the settings' `-p`/`-i` and the site profile's default
+//!    resources, check its input files, compile it.
+//! 3. Build the backend: local processes; SLURM jobs (per task or as arrays); or, in
+//!    allocation mode, the local backend launching every step with `srun` into one
+//!    allocation, which is acquired here (Ctrl-C while waiting cancels the request), kept
+//!    alive by a heartbeat file the holder job watches, recorded with the run and released
+//!    at the end.
+//! 4. Run the plan ([`crate::run::execute`]) until it ends or `cancel` says stop.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use super::backend::{BackendSettings, LocalSettings, call_log, local_options, site_profile};
+use super::{DATABASE, Notices, SessionError, compile, find_run, load, overrides};
+use crate::events::Reporter;
+use crate::execute::Backend;
+use crate::execute::local::LocalBackend;
+use crate::execute::profile::Profile;
+use crate::execute::slurm::allocation::{self, Allocation, AllocationRequest};
+use crate::execute::slurm::commands::SlurmCommands;
+use crate::execute::slurm::{SlurmBackend, SlurmOptions};
+use crate::plan::Plan;
+use crate::run::{RunOptions, RunSummary};
+use crate::state::{BackendChoice, RunSettings, Store};
+
+/// What `twinflow run` is asked to do.
+#[derive(Debug, Clone, Default)]
+pub struct RunRequest {
+    /// The workflow file (optional with `resume`: the recorded one is used).
+    pub file: Option<PathBuf>,
+    /// Directory of the run database and the runs.
+    pub runs_dir: PathBuf,
+    /// Resume this run (`latest` for the newest) instead of starting one.
+    pub resume: Option<String>,
+    /// Settings given on the command line (`-p`, `-i`, backend, profile, mode, no-cache).
+    pub given: RunSettings,
+    /// Keep running independent tasks after a failure.
+    pub keep_going: bool,
+    /// At most this many tasks at once.
+    pub jobs: Option<u64>,
+    /// Local backend options.
+    pub local: LocalSettings,
+    /// Size of the allocation twinflow asks for in allocation mode.
+    pub allocation: AllocationSize,
+}
+
+/// `--alloc-nodes`, `--alloc-cpus`, `--alloc-time`.
+#[derive(Debug, Clone, Default)]
+pub struct AllocationSize {
+    /// Nodes (at least 1).
+    pub nodes: u32,
+    /// CPUs (default: what the plan can use at once, within the nodes' CPUs).
+    pub cpus: Option<u32>,
+    /// Time limit, as written (`2h`, `90m`).
+    pub time: Option<String>,
+}
+
+/// Starts (or resumes) a run and runs it to its end. Task failures are in the summary; an
+/// `Err` means the run could not start or stopped on an error of its own.
+pub async fn run(
+    mut req: RunRequest,
+    reporter: &mut dyn Reporter,
+    notices: &mut dyn Notices,
+    cancel: watch::Receiver<Option<String>>,
+) -> Result<RunSummary, SessionError> {
+    // `run --resume hello.yaml`: the value is the workflow file, not a run id.
+    if req.file.is_none()
+        && let Some(v) = req.resume.clone()
+        && Path::new(&v).is_file()
+    {
+        req.file = Some(PathBuf::from(v));
+        req.resume = Some("latest".into());
+    }
+    let runs_dir = &req.runs_dir;
+    if req.resume.is_some() && !runs_dir.join(DATABASE).exists() {
+        return Err(SessionError::Usage(format!("no runs to resume in `{}` (or pass --runs-dir)", runs_dir.display())));
+    }
+    std::fs::create_dir_all(runs_dir).map_err(|source| SessionError::Io {
+        action: "cannot create runs directory",
+        path: runs_dir.clone(),
+        source,
+    })?;
+    let mut store = Store::open(runs_dir)?;
+    let Chosen { file, resume, settings, mut record, slurm_from_saved } = choose(&store, &req)?;
+    // A resumed run keeps the backend (and profile, and SLURM mode) it was started with
+    // unless one is given again: resuming SLURM jobs with the local backend would submit
+    // them again.
+    if slurm_from_saved {
+        notices.notice("resuming with the SLURM backend this run was started with");
+    }
+    let backend_settings = BackendSettings::from(&settings);
+    let profile = site_profile(&backend_settings)?;
+    let wf = load(&file, &overrides(&settings.params, &settings.inputs)?, profile.as_ref())?;
+    crate::validate::files::check_input_files(&wf).map_err(SessionError::Invalid)?;
+    let plan = compile(wf)?;
+    let mut local = local_options(profile.as_ref(), &req.local)?;
+    let slurm_profile = profile.filter(|_| settings.backend == BackendChoice::Slurm);
+    let mut allocation: Option<(Allocation, Profile)> = None;
+    let mut backend: Box<dyn Backend> = match slurm_profile {
+        Some(profile) if settings.allocation => {
+            let previous = settings.allocation_job.clone();
+            let alloc = acquire_allocation(&req, &plan, &profile, previous.as_deref(), cancel.clone()).await?;
+            if alloc.owned {
+                keep_alive(&req.runs_dir, &alloc, &profile);
+            }
+            // Kept with the run: `run --resume` goes on in it, `twinflow cancel` cancels it.
+            record.allocation_job = Some(alloc.job_id.clone());
+            record.allocation_owned = Some(alloc.owned);
+            if let Some(id) = &resume
+                && previous.as_deref() != Some(alloc.job_id.as_str())
+            {
+                store.set_run_settings(id, &record)?;
+            }
+            local.srun = Some(alloc.launcher(&profile));
+            local.cores = alloc.cpus;
+            local.memory = alloc.mem_per_cpu_mb.map(|m| (m * u64::from(alloc.cpus)) << 20);
+            allocation = Some((alloc, profile));
+            Box::new(LocalBackend::new(local))
+        }
+        Some(profile) => Box::new(SlurmBackend::new(SlurmOptions { profile, call_log: call_log() })),
+        None => Box::new(LocalBackend::new(local)),
+    };
+    let opts = RunOptions {
+        runs_dir: std::fs::canonicalize(runs_dir).unwrap_or(runs_dir.clone()),
+        workflow_file: std::fs::canonicalize(&file).unwrap_or(file.clone()),
+        settings: record,
+        resume,
+        keep_going: req.keep_going,
+        // A run started with `--no-cache` keeps running everything when resumed.
+        use_cache: !settings.no_cache,
+        max_parallel: req.jobs.map(|j| usize::try_from(j).unwrap_or(usize::MAX)),
+    };
+    let summary = crate::run::execute(&plan, backend.as_mut(), &mut store, &opts, reporter, cancel).await;
+    if let Some((alloc, profile)) = &allocation {
+        let cmd = SlurmCommands::new(call_log(), profile.command_timeout);
+        if let Err(e) = allocation::release(&cmd, alloc).await {
+            notices
+                .warning(&format!("cannot cancel allocation {}: {e} (run `scancel {}`)", alloc.job_id, alloc.job_id));
+        }
+    }
+    Ok(summary?)
+}
+
+/// The run to start or resume: its file, id, the settings it goes on with and those kept
+/// with it.
+struct Chosen {
+    file: PathBuf,
+    resume: Option<String>,
+    settings: RunSettings,
+    record: RunSettings,
+    slurm_from_saved: bool,
+}
+
+fn choose(store: &Store, req: &RunRequest) -> Result<Chosen, SessionError> {
+    let Some(id) = &req.resume else {
+        let Some(file) = req.file.clone() else {
+            return Err(SessionError::Usage("`twinflow run` needs a workflow file (or `--resume`)".into()));
+        };
+        let (settings, record) = (req.given.clone(), req.given.clone());
+        return Ok(Chosen { file, resume: None, settings, record, slurm_from_saved: false });
+    };
+    let row = find_run(store, id)?;
+    let file = req.file.clone().unwrap_or_else(|| PathBuf::from(&row.file));
+    // A file of another workflow is the mistake to report, not the run's saved parameters
+    // that do not fit it.
+    if req.file.is_some()
+        && let Some(raw) = crate::spec::read_source(&file).ok().and_then(|src| crate::spec::parse(&src).ok())
+        && raw.name.value != row.workflow
+    {
+        return Err(SessionError::Usage(format!(
+            "run `{}` is of workflow `{}`, not `{}` ({})",
+            row.id,
+            row.workflow,
+            raw.name.value,
+            file.display()
+        )));
+    }
+    let r = row.settings.resumed(&req.given);
+    Ok(Chosen {
+        file,
+        resume: Some(row.id),
+        settings: r.settings,
+        record: r.record,
+        slurm_from_saved: r.slurm_from_saved,
+    })
+}
+
+/// Gets the allocation for allocation mode (see [`allocation::acquire`]): the one twinflow
+/// runs inside, the run's previous one if it still runs, else a new holder job sized to
+/// what the plan can use at once.
+async fn acquire_allocation(
+    req: &RunRequest,
+    plan: &Plan,
+    profile: &Profile,
+    previous: Option<&str>,
+    mut cancel: watch::Receiver<Option<String>>,
+) -> Result<Allocation, SessionError> {
+    let steps = &plan.workflow.steps;
+    let largest = plan.graph.node_weights().map(|t| steps[t.step as usize].resources.cores()).max().unwrap_or(1);
+    let total: u64 = plan
+        .graph
+        .node_weights()
+        .filter(|t| !t.is_join())
+        .map(|t| u64::from(steps[t.step as usize].resources.cores()))
+        .sum();
+    let cmd = SlurmCommands::new(call_log(), profile.command_timeout);
+    let nodes = req.allocation.nodes.max(1);
+    let cpus = match req.allocation.cpus {
+        Some(c) => c.max(1),
+        None => {
+            // What the plan could use at once, within what the nodes asked for have.
+            let per_node = cmd.cpus_per_node(0, profile.partition.as_deref()).await.ok().flatten();
+            let cap = per_node.map_or(64, |c| c.saturating_mul(nodes));
+            (total.min(u64::from(cap)) as u32).max(largest).max(1)
+        }
+    };
+    let time = match &req.allocation.time {
+        Some(t) => {
+            Some(crate::units::parse_duration(t).map_err(|e| SessionError::Usage(format!("`--alloc-time {t}`: {e}")))?)
+        }
+        None => None,
+    };
+    let areq = AllocationRequest { nodes, cpus, time };
+    let log_dir = req.runs_dir.join("allocations");
+    // Cancelling (Ctrl-C) while waiting for the allocation withdraws the request.
+    let interrupt = async move {
+        while cancel.borrow().is_none() {
+            if cancel.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    let on_wait = |state: &str, reason: &str| tracing::info!("waiting for the allocation: {state} ({reason})");
+    allocation::acquire(&cmd, profile, &areq, &log_dir, previous, on_wait, interrupt)
+        .await
+        .map_err(|e| SessionError::Backend(format!("cannot get a SLURM allocation: {e}")))
+}
+
+/// Touches the allocation's heartbeat file while this engine lives: the holder job ends
+/// itself when it stops (an engine killed with -9 does not hold the nodes until the time
+/// limit).
+fn keep_alive(runs_dir: &Path, alloc: &Allocation, profile: &Profile) {
+    let hb = allocation::heartbeat_path(&runs_dir.join("allocations"), &alloc.job_id);
+    let every: Duration = allocation::heartbeat_interval(profile);
+    tokio::spawn(async move {
+        loop {
+            let touched = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&hb)
+                .and_then(|f| f.set_modified(std::time::SystemTime::now()));
+            if let Err(e) = touched {
+                tracing::warn!(file = %hb.display(), "cannot touch the allocation's heartbeat: {e}");
+            }
+            tokio::time::sleep(every).await;
+        }
+    });
+}
