@@ -135,13 +135,24 @@ pub fn parse_values(s: Option<&str>) -> IndexMap<String, Value> {
     }
 }
 
+/// Why a value output could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ValueError {
+    /// Value outputs are small by design (they are kept in the run database).
+    #[error("`{}` is larger than 1 MiB", .0.display())]
+    TooLarge(PathBuf),
+    /// It could not be read.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
 /// Reads a value output: JSON if it parses as JSON (scalar or list), else trimmed text.
-fn read_value(p: &Path) -> Result<Value, String> {
-    let meta = std::fs::metadata(p).map_err(|e| e.to_string())?;
+fn read_value(p: &Path) -> Result<Value, ValueError> {
+    let meta = std::fs::metadata(p)?;
     if meta.len() > 1 << 20 {
-        return Err(format!("`{}` is larger than 1 MiB", p.display()));
+        return Err(ValueError::TooLarge(p.to_path_buf()));
     }
-    let text = std::fs::read_to_string(p).map_err(|e| e.to_string())?;
+    let text = std::fs::read_to_string(p)?;
     let t = text.trim();
     Ok(serde_json::from_str::<serde_json::Value>(t)
         .ok()

@@ -143,7 +143,7 @@ impl<'a> Driver<'a> {
             match resolve_task(plan, t, &self.results, &adir, &self.run_id, &self.run_dir, Mode::Exec, &self.kernel) {
                 Ok(r) => r,
                 Err(e) => {
-                    s.fail(i, e);
+                    s.fail(i, e.to_string());
                     return Ok(());
                 }
             };
@@ -160,7 +160,7 @@ impl<'a> Driver<'a> {
             self.results[i.index()] = Some(Box::new(hit));
             match publish(self.publish_ctx(), i, &dir) {
                 Ok(()) => s.reuse(i),
-                Err(msg) => s.fail(i, msg),
+                Err(e) => s.fail(i, e.to_string()),
             }
             return Ok(());
         }
@@ -266,8 +266,8 @@ impl<'a> Driver<'a> {
         self.results[i.index()] = Some(Box::new(TaskResult { dir: out.clone(), values }));
         // Copies outside the run directory are made before success is recorded: a crash in
         // between runs the task again rather than losing a copy.
-        if let Err(msg) = publish(self.publish_ctx(), i, &out) {
-            s.fail(i, msg);
+        if let Err(e) = publish(self.publish_ctx(), i, &out) {
+            s.fail(i, e.to_string());
             return Ok(());
         }
         let dir_s = out.display().to_string();

@@ -16,6 +16,26 @@ use crate::programs::which;
 use crate::state::{StateError, Store};
 use twinflow_contract::env as tfenv;
 
+/// Why a task's command could not be resolved (the task fails without an attempt).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ResolveError {
+    /// An expression could not be evaluated; `site` is where it is written (`` `${{ x }}` ``,
+    /// `in.grid`, `env.MODE`).
+    #[error("{site}: {message}")]
+    Expr {
+        /// Where.
+        site: String,
+        /// Why.
+        message: String,
+    },
+    /// Every argument evaluated to nothing.
+    #[error("the command is empty after evaluation")]
+    EmptyCommand,
+    /// An environment variable would be a list.
+    #[error("env.{0}: a list cannot be an environment variable; use join()")]
+    ListInEnv(String),
+}
+
 /// A task resolved for one attempt.
 #[derive(Debug, Clone)]
 pub struct ResolvedTask {
@@ -52,7 +72,7 @@ pub fn kernel_binary() -> PathBuf {
 /// Evaluates one `run`/`args` element into `out`. In [`Mode::Key`] (what `twinflow plan`
 /// shows) an element that needs run-time values, such as arithmetic on an upstream value,
 /// is shown as written instead of failing the whole command.
-fn push_argv(out: &mut Vec<String>, t: &Tpl, scope: &dyn Scope, mode: Mode) -> Result<(), String> {
+fn push_argv(out: &mut Vec<String>, t: &Tpl, scope: &dyn Scope, mode: Mode) -> Result<(), ResolveError> {
     let v = match t.tpl.eval(scope) {
         Ok(v) => v,
         Err(_)
@@ -61,7 +81,7 @@ fn push_argv(out: &mut Vec<String>, t: &Tpl, scope: &dyn Scope, mode: Mode) -> R
             out.push(t.src.clone());
             return Ok(());
         }
-        Err(e) => return Err(format!("`{}`: {}", t.src, e.message)),
+        Err(e) => return Err(ResolveError::Expr { site: format!("`{}`", t.src), message: e.message }),
     };
     match v {
         // A whole-element expression that yields a list spreads into several arguments
@@ -84,7 +104,7 @@ pub fn resolve_task(
     run_dir: &Path,
     mode: Mode,
     kernel: &Path,
-) -> Result<ResolvedTask, String> {
+) -> Result<ResolvedTask, ResolveError> {
     let wf = &*plan.workflow;
     let s = node.step as usize;
     let step = &wf.steps[s];
@@ -126,12 +146,15 @@ pub fn resolve_task(
         push_argv(&mut argv, t, &scope, mode)?;
     }
     if argv.is_empty() {
-        return Err("the command is empty after evaluation".into());
+        return Err(ResolveError::EmptyCommand);
     }
     let in_scope = TaskScope { ctx: Ctx::Inputs(s), ..scope_clone(&scope) };
     let mut inputs = IndexMap::new();
     for (k, v) in &step.inputs {
-        inputs.insert(k.clone(), eval_value(v, &in_scope).map_err(|e| format!("in.{k}: {}", e.message))?);
+        inputs.insert(
+            k.clone(),
+            eval_value(v, &in_scope).map_err(|e| ResolveError::Expr { site: format!("in.{k}"), message: e.message })?,
+        );
     }
     let mut outputs = IndexMap::new();
     for (k, rel) in step.outputs.iter().chain(step.values.iter()) {
@@ -139,9 +162,9 @@ pub fn resolve_task(
     }
     let mut env: Vec<(String, String)> = vec![];
     for (k, t) in &step.env {
-        let v = t.tpl.eval(&scope).map_err(|e| format!("env.{k}: {}", e.message))?;
+        let v = t.tpl.eval(&scope).map_err(|e| ResolveError::Expr { site: format!("env.{k}"), message: e.message })?;
         if matches!(v, Value::List(_)) {
-            return Err(format!("env.{k}: a list cannot be an environment variable; use join()"));
+            return Err(ResolveError::ListInEnv(k.clone()));
         }
         env.push((k.clone(), v.to_string()));
     }

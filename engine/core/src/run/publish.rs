@@ -31,9 +31,50 @@ pub struct PublishCtx<'a> {
     pub runs_dir: &'a Path,
 }
 
+/// Why an output could not be published (the task fails, without retry).
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    /// The target expression could not be evaluated.
+    #[error("publish.{output}: {message}")]
+    Target {
+        /// The output.
+        output: String,
+        /// Why.
+        message: String,
+    },
+    /// The target is not a path.
+    #[error("publish.{output}: expected a path, got `{value}`")]
+    NotAPath {
+        /// The output.
+        output: String,
+        /// What it evaluated to.
+        value: String,
+    },
+    /// The target is inside the runs directory, which belongs to the engine.
+    #[error("publish.{output}: `{}` is inside the runs directory `{}`; publish outside it", .target.display(), .runs_dir.display())]
+    InsideRuns {
+        /// The output.
+        output: String,
+        /// The target.
+        target: PathBuf,
+        /// The runs directory.
+        runs_dir: PathBuf,
+    },
+    /// The copy failed.
+    #[error("publishing `{output}` to `{}`: {source}", .target.display())]
+    Copy {
+        /// The output.
+        output: String,
+        /// The target.
+        target: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
 /// Copies the outputs of task `i` named in its step's `publish:` from its result directory
-/// `dir` to their targets. The message says which output failed and why.
-pub fn publish(cx: PublishCtx<'_>, i: NodeIndex, dir: &Path) -> Result<(), String> {
+/// `dir` to their targets. The error says which output failed and why.
+pub fn publish(cx: PublishCtx<'_>, i: NodeIndex, dir: &Path) -> Result<(), PublishError> {
     let plan = cx.plan;
     let t = plan.graph[i];
     let step = &plan.workflow.steps[t.step as usize];
@@ -58,21 +99,21 @@ pub fn publish(cx: PublishCtx<'_>, i: NodeIndex, dir: &Path) -> Result<(), Strin
     // another task's published result.
     let runs = resolved(cx.runs_dir);
     for (k, tpl) in &step.publish {
-        let target = tpl.tpl.eval(&scope).map_err(|e| format!("publish.{k}: {}", e.message))?;
+        let target =
+            tpl.tpl.eval(&scope).map_err(|e| PublishError::Target { output: k.clone(), message: e.message })?;
         let target = match target {
             Value::Str(p) | Value::Path(p) if !p.is_empty() => base.join(p),
-            other => return Err(format!("publish.{k}: expected a path, got `{other}`")),
+            other => return Err(PublishError::NotAPath { output: k.clone(), value: other.to_string() }),
         };
         if resolved(&target).starts_with(&runs) {
-            return Err(format!(
-                "publish.{k}: `{}` is inside the runs directory `{}`; publish outside it",
-                target.display(),
-                runs.display()
-            ));
+            return Err(PublishError::InsideRuns { output: k.clone(), target, runs_dir: runs });
         }
         let rel = step.outputs.get(k).or_else(|| step.values.get(k)).map(String::as_str).unwrap_or_default();
-        copy_atomically(&dir.join(rel), &target)
-            .map_err(|e| format!("publishing `{k}` to `{}`: {e}", target.display()))?;
+        copy_atomically(&dir.join(rel), &target).map_err(|source| PublishError::Copy {
+            output: k.clone(),
+            target: target.clone(),
+            source,
+        })?;
         tracing::info!(task = %plan.task_name(t), output = %k, to = %target.display(), "published");
     }
     Ok(())

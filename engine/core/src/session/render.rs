@@ -37,7 +37,12 @@ impl std::fmt::Debug for RenderOptions<'_> {
     }
 }
 
-fn command(plan: &Plan, n: TaskNode, kernel: &Path, opts: &RenderOptions<'_>) -> Result<Rendered, String> {
+fn command(
+    plan: &Plan,
+    n: TaskNode,
+    kernel: &Path,
+    opts: &RenderOptions<'_>,
+) -> Result<Rendered, crate::run::job::ResolveError> {
     let results = vec![];
     let r = resolve_task(plan, n, &results, Path::new("<out>"), "<run.id>", Path::new("<run.dir>"), Mode::Key, kernel)?;
     let step = &plan.workflow.steps[n.step as usize];
@@ -225,7 +230,7 @@ pub fn render(plan: &Plan, format: Format, kernel: &Path, opts: &RenderOptions<'
                 let cmd = match command(plan, n, kernel, opts) {
                     Ok(Rendered::Argv(a)) => serde_json::json!({ "argv": a }),
                     Ok(Rendered::Script(s)) => serde_json::json!({ "script": s }),
-                    Err(e) => serde_json::json!({ "error": e }),
+                    Err(e) => serde_json::json!({ "error": e.to_string() }),
                 };
                 let r = &st.resources;
                 tasks.push(serde_json::json!({
