@@ -710,3 +710,93 @@ fn resuming_with_the_file_of_another_workflow_names_that_mistake_before_paramete
     assert!(err.contains("is of workflow `first`, not `other`"), "{err}");
     assert!(!err.contains("`n`") && !err.contains("`m`"), "a parameter error came first: {err}");
 }
+
+#[test]
+fn twinflow_cancel_stops_a_local_run_from_another_shell() {
+    let d = scratch("cancel_local");
+    let wf = write(
+        &d,
+        "long.yaml",
+        "name: long\nsteps:\n  wait:\n    run: [sleep, \"30\"]\n  after: { run: [\"true\"], after: [wait] }\n",
+    );
+    let first = spawn_run(&d, &wf, &["--grace", "1"]);
+    let t0 = Instant::now();
+    while !d.join("runs/twinflow.db").exists() || db_has_running(&d) == 0 {
+        assert!(t0.elapsed() < Duration::from_secs(10), "run never started");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let cancel = twinflow().current_dir(&d).arg("cancel").output().unwrap();
+    assert!(cancel.status.success(), "{}", show(&cancel));
+    let said = String::from_utf8_lossy(&cancel.stdout).to_string();
+    assert!(said.contains("sent SIGTERM to the engine of run") && said.contains("it stops its tasks"), "{said}");
+    let out = first.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130), "the run ends as cancelled: {}", show(&out));
+    assert!(t0.elapsed() < Duration::from_secs(20), "the step was stopped, not waited for");
+    let st = final_states(&out);
+    assert_eq!(st["wait"], "cancelled", "{st:?}");
+    assert!(!st.contains_key("after"), "nothing starts after cancel: {st:?}");
+    // Cancelling it again: nothing left to stop, and it says so.
+    let again = twinflow().current_dir(&d).arg("cancel").output().unwrap();
+    assert!(again.status.success(), "{}", show(&again));
+    assert!(String::from_utf8_lossy(&again.stdout).contains("no SLURM jobs in flight and no engine running"));
+}
+
+#[test]
+fn parameters_given_again_on_resume_are_kept_with_the_run() {
+    let d = scratch("resume_params");
+    let counter = d.join("seen");
+    let wf = write(
+        &d,
+        "p.yaml",
+        r#"name: p
+params:
+  n: { type: int, default: 1 }
+  log: { type: path }
+steps:
+  fan:
+    scatter: { over: { k: "${{ range(0, params.n) }}" } }
+    run: [sh, -c, 'echo "$1" >> "$2"; test "$1" -lt 2', sh, "${{ scatter.k }}", "${{ params.log }}"]
+"#,
+    );
+    let log = format!("log={}", counter.display());
+    // n=2 succeeds; -p n=3 on resume adds member 2, which fails: the run stays resumable.
+    let first = run_json(&d, &wf, &["-p", "n=2", "-p", &log]);
+    assert!(first.status.success(), "{}", show(&first));
+    let again =
+        twinflow().current_dir(&d).args(["run", "--resume", "--json", "-p", "n=3", "-p", &log]).output().unwrap();
+    assert_eq!(again.status.code(), Some(1), "{}", show(&again));
+    let c = rusqlite::Connection::open(d.join("runs/twinflow.db")).unwrap();
+    let settings: String = c.query_row("SELECT settings FROM runs", [], |r| r.get(0)).unwrap();
+    assert!(settings.contains("\"n=3\""), "the new -p is recorded: {settings}");
+    // A plain resume goes on with n=3: member 2 runs again (and fails again), nothing is
+    // left pending for good.
+    let plain = twinflow().current_dir(&d).args(["run", "--resume", "--json"]).output().unwrap();
+    assert_eq!(plain.status.code(), Some(1), "{}", show(&plain));
+    assert_eq!(final_states(&plain).get("fan[2]").map(String::as_str), Some("failed"), "{}", show(&plain));
+    let seen = std::fs::read_to_string(&counter).unwrap();
+    assert_eq!(seen.lines().filter(|l| *l == "2").count(), 2, "member 2 ran once per resume: {seen}");
+    assert_eq!(seen.lines().filter(|l| *l == "0").count(), 1, "member 0 never ran again: {seen}");
+}
+
+#[test]
+fn a_closed_stdout_ends_a_command_quietly() {
+    let d = scratch("broken_pipe");
+    let mut child = twinflow()
+        .current_dir(crate::common::repo_root())
+        .args(["plan", "examples/hello.yaml", "-p", "members=1000", "--format", "json"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Read one line, then close the pipe, as `| head -1` does.
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut first = String::new();
+    std::io::BufRead::read_line(&mut stdout, &mut first).unwrap();
+    drop(stdout);
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert_eq!(first.trim(), "{");
+    let _ = d;
+}

@@ -91,3 +91,22 @@ fn a_run_database_of_a_later_schema_is_refused() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("has schema version 99, newer than this twinflow knows"), "{err}");
 }
+
+#[test]
+fn one_run_with_settings_this_twinflow_does_not_know_does_not_hide_the_others() {
+    let d = scratch("run_database/odd_settings");
+    old_run(&d);
+    assert!(status(&d, &[]).status.success());
+    // As a later twinflow (or a hand edit) might leave it.
+    let c = rusqlite::Connection::open(d.join("runs/twinflow.db")).unwrap();
+    c.execute("UPDATE runs SET settings = ?1", [r#"{"params":["logs=x"],"future_key":1}"#]).unwrap();
+    drop(c);
+    let list = status(&d, &[]);
+    assert!(list.status.success(), "{}", show(&list));
+    assert!(String::from_utf8_lossy(&list.stdout).contains(RUN), "{}", show(&list));
+    let err = String::from_utf8_lossy(&list.stderr);
+    assert!(err.contains("settings of the run only partly readable") && err.contains("`future_key`"), "{err}");
+    let one = status(&d, &[RUN, "--json"]);
+    let json: serde_json::Value = serde_json::from_slice(&one.stdout).unwrap();
+    assert_eq!(json["run"]["settings"]["params"][0], "logs=x", "what fits is kept: {json:#}");
+}

@@ -383,6 +383,32 @@ fn slurm_allocation_kill_nine_then_resume_goes_on_in_the_same_allocation() {
     assert!(processes_with(&m).is_empty(), "{:?}", processes_with(&m));
 }
 
+/// `run --resume` of an allocation-mode run whose engine still runs is refused before it
+/// touches the backend: the live run keeps its allocation and finishes (a refused resume
+/// used to release the allocation on its way out, killing the live run's steps).
+#[test]
+fn slurm_allocation_a_refused_resume_leaves_the_live_runs_allocation_alone() {
+    require_cluster();
+    let d = scratch("slurm-modes/allocation-refused-resume");
+    let m = marker(4);
+    let child = start_naps_in_an_allocation(&d, &m);
+    let runs = d.join("runs");
+    let holder = holder_of(&runs, &latest_run_id(&runs));
+    let second =
+        wait_output(slurm_cmd(&d, &["--resume"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap(), 60);
+    assert_eq!(second.status.code(), Some(2), "{}", show(&second));
+    assert!(
+        String::from_utf8_lossy(&second.stderr).contains("is still being executed by twinflow"),
+        "{}",
+        show(&second)
+    );
+    assert!(!squeue(std::slice::from_ref(&holder)).is_empty(), "the refused resume cancelled the live allocation");
+    let out = wait_output(child, 120);
+    assert!(out.status.success(), "the live run was hurt: {}", show(&out));
+    members_ran_in(&d, &out, &holder);
+    assert_eq!(count(&calls(&d), "scancel", false), 1, "one scancel: the live run's own release");
+}
+
 /// `twinflow cancel RUN` of an allocation-mode run whose engine was killed: the holder job
 /// is cancelled (its `srun` steps with it). `--resume` then asks for a new allocation and
 /// finishes the run there; at the end neither allocation is in `squeue`.

@@ -154,8 +154,8 @@ pub struct RunArgs {
     /// Run at most N tasks at once.
     #[arg(short = 'j', long = "jobs", value_parser = clap::value_parser!(u64).range(1..))]
     pub jobs: Option<u64>,
-    /// Seconds between SIGTERM and SIGKILL when stopping a step.
-    #[arg(long, default_value_t = 10.0)]
+    /// Seconds between SIGTERM and SIGKILL when stopping a step (0 to 3600).
+    #[arg(long, default_value_t = 10.0, value_parser = grace_seconds)]
     pub grace: f64,
     /// MPI launcher for steps with `ranks > 1` (its flags may follow, space-separated;
     /// default: the profile's `mpiexec.command`, else `mpiexec`). Replaces the profile's
@@ -225,4 +225,13 @@ pub struct WhyArgs {
     /// Directory holding the run database.
     #[arg(long, default_value = "runs", env = "TWINFLOW_RUNS_DIR")]
     pub runs_dir: PathBuf,
+}
+
+/// `--grace`: a number of seconds from 0 to 3600 (not NaN or infinite).
+fn grace_seconds(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(v) if v.is_finite() && (0.0..=3600.0).contains(&v) => Ok(v),
+        Ok(_) => Err("seconds from 0 to 3600".into()),
+        Err(e) => Err(e.to_string()),
+    }
 }

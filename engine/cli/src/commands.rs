@@ -6,18 +6,36 @@ use std::time::Duration;
 use miette::{GraphicalReportHandler, GraphicalTheme};
 use twinflow_engine::diag::Diagnostics;
 use twinflow_engine::events::{Reporter, TaskFailure};
-use twinflow_engine::run::RunOutcome;
 use twinflow_engine::session::backend::{BackendSettings, LocalSettings};
 use twinflow_engine::session::render::{Format, PlanRequest, plan_view};
 use twinflow_engine::session::start::{AllocationSize, RunRequest};
-use twinflow_engine::session::{self, Notices, SessionError, Status};
-use twinflow_engine::state::{BackendChoice, RunSettings};
+use twinflow_engine::session::{self, BackendChoice, Notices, RunOutcome, RunSettings, SessionError, Status};
 
 use crate::cli::{
     BackendArgs, BackendKind, CancelArgs, Cli, Command, PlanFormat, RunArgs, StatusArgs, WhyArgs, WorkflowArgs,
 };
 use crate::exit;
 use crate::report::{HumanReporter, JsonReporter};
+
+/// `println!` for command output: a closed stdout (`twinflow status | head -1`) ends the
+/// command quietly instead of panicking.
+macro_rules! outln {
+    ($($t:tt)*) => { write_out(format_args!($($t)*), true)? };
+}
+
+/// `print!` for command output (see [`outln!`]).
+macro_rules! out {
+    ($($t:tt)*) => { write_out(format_args!($($t)*), false)? };
+}
+
+fn write_out(args: std::fmt::Arguments<'_>, newline: bool) -> Result<(), Failure> {
+    use std::io::Write;
+    let mut o = std::io::stdout().lock();
+    match o.write_fmt(args).and_then(|()| if newline { o.write_all(b"\n") } else { Ok(()) }) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Err(Failure::Closed),
+        r => Ok(r?),
+    }
+}
 
 /// Runs a parsed command line and returns the exit code.
 pub fn run(cli: Cli) -> i32 {
@@ -29,10 +47,7 @@ pub fn run(cli: Cli) -> i32 {
         Command::Status(a) => status_cmd(&a),
         Command::Why(a) => why_cmd(&a),
         Command::Cancel(a) => cancel_cmd(&a),
-        Command::Schema => {
-            print!("{}", twinflow_engine::spec::schema::workflow_schema_json());
-            Ok(exit::OK)
-        }
+        Command::Schema => schema_cmd(),
     };
     match result {
         Ok(code) => code,
@@ -52,6 +67,8 @@ pub fn run(cli: Cli) -> i32 {
             eprintln!("error: {e:#}");
             exit::ERROR
         }
+        // Whoever reads our output has seen enough (`| head`): not an error.
+        Err(Failure::Closed) => exit::OK,
     }
 }
 
@@ -60,6 +77,8 @@ pub fn run(cli: Cli) -> i32 {
 enum Failure {
     Session(SessionError),
     Other(anyhow::Error),
+    /// Standard output was closed by its reader.
+    Closed,
 }
 
 impl From<SessionError> for Failure {
@@ -155,9 +174,14 @@ fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
     Ok(tokio::runtime::Builder::new_current_thread().enable_all().build()?)
 }
 
+fn schema_cmd() -> Result<i32, Failure> {
+    out!("{}", session::workflow_schema_json());
+    Ok(exit::OK)
+}
+
 fn validate_cmd(a: &WorkflowArgs) -> Result<i32, Failure> {
     let c = session::check(&a.file, &a.params, &a.inputs)?;
-    println!("{}: workflow `{}` is valid ({} steps, {} tasks)", a.file.display(), c.name, c.steps, c.tasks);
+    outln!("{}: workflow `{}` is valid ({} steps, {} tasks)", a.file.display(), c.name, c.steps, c.tasks);
     Ok(exit::OK)
 }
 
@@ -173,7 +197,7 @@ fn plan_cmd(a: &crate::cli::PlanArgs) -> Result<i32, Failure> {
         launch: a.launch,
         backend: backend_settings(&a.backend),
     };
-    print!("{}", plan_view(&a.wf.file, &a.wf.params, &a.wf.inputs, &req)?);
+    out!("{}", plan_view(&a.wf.file, &a.wf.params, &a.wf.inputs, &req)?);
     Ok(exit::OK)
 }
 
@@ -240,30 +264,32 @@ fn run_cmd(a: RunArgs) -> Result<i32, Failure> {
 fn cancel_cmd(a: &CancelArgs) -> Result<i32, Failure> {
     let c = runtime()?.block_on(session::cancel::cancel(&a.runs_dir, &a.run, &mut Stderr))?;
     if let Some((pid, true)) = c.engine {
-        println!("sent SIGTERM to the engine of run {} (pid {pid}); it stops its steps", c.run_id);
+        outln!("sent SIGTERM to the engine of run {} (pid {pid}); it stops its steps", c.run_id);
     }
-    if c.jobs.is_empty() {
-        println!("run {} has no SLURM jobs in flight", c.run_id);
-        return Ok(exit::OK);
+    if !c.jobs.is_empty() {
+        let note = c.allocation.as_ref().map(|h| format!(" (allocation {h})")).unwrap_or_default();
+        outln!(
+            "cancelled {} SLURM job{} of run {}{note}: {}",
+            c.jobs.len(),
+            if c.jobs.len() == 1 { "" } else { "s" },
+            c.run_id,
+            c.jobs.iter().map(|j| j.0.as_str()).collect::<Vec<_>>().join(" ")
+        );
     }
-    let note = c.allocation.as_ref().map(|h| format!(" (allocation {h})")).unwrap_or_default();
-    println!(
-        "cancelled {} SLURM job{} of run {}{note}: {}",
-        c.jobs.len(),
-        if c.jobs.len() == 1 { "" } else { "s" },
-        c.run_id,
-        c.jobs.iter().map(|j| j.0.as_str()).collect::<Vec<_>>().join(" ")
-    );
     match c.engine {
         Some((pid, false)) => {
-            println!("sent SIGTERM to the engine of run {} (pid {pid}); it stops its remaining tasks", c.run_id);
+            let remaining = if c.jobs.is_empty() { "" } else { "remaining " };
+            outln!("sent SIGTERM to the engine of run {} (pid {pid}); it stops its {remaining}tasks", c.run_id);
         }
-        None if c.engine_unknown => {
-            println!(
+        None if c.engine_unknown && !c.jobs.is_empty() => {
+            outln!(
                 "hint: if its engine still runs, it records these tasks as cancelled; stop it with Ctrl-C or SIGTERM"
             );
         }
         _ => {}
+    }
+    if c.jobs.is_empty() && c.engine.is_none() {
+        outln!("run {} has no SLURM jobs in flight and no engine running", c.run_id);
     }
     Ok(exit::OK)
 }
@@ -282,16 +308,16 @@ fn fmt_ms(ms: i64, local: bool) -> String {
 fn status_cmd(a: &StatusArgs) -> Result<i32, Failure> {
     match session::status(&a.runs_dir, a.run.as_deref())? {
         // Listing the runs of a directory that has none is an answer, not an error.
-        Status::NoRuns if a.json => println!("[]"),
+        Status::NoRuns if a.json => outln!("[]"),
         Status::NoRuns => {
             eprintln!("no runs in `{}` yet (run a workflow first, or pass --runs-dir)", a.runs_dir.display());
         }
-        Status::Runs(runs) if a.json => println!("{}", serde_json::to_string_pretty(&runs)?),
+        Status::Runs(runs) if a.json => outln!("{}", serde_json::to_string_pretty(&runs)?),
         Status::Runs(runs) => {
             let zone = if a.local_time { "local" } else { "UTC" };
-            println!("{:<22} {:<20} {:<10} STARTED ({zone})", "RUN", "WORKFLOW", "STATE");
+            outln!("{:<22} {:<20} {:<10} STARTED ({zone})", "RUN", "WORKFLOW", "STATE");
             for r in runs {
-                println!("{:<22} {:<20} {:<10} {}", r.id, r.workflow, r.state, fmt_ms(r.created_at, a.local_time));
+                outln!("{:<22} {:<20} {:<10} {}", r.id, r.workflow, r.state, fmt_ms(r.created_at, a.local_time));
             }
         }
         Status::Run { run, tasks, ran_ms } if a.json => {
@@ -303,15 +329,15 @@ fn status_cmd(a: &StatusArgs) -> Result<i32, Failure> {
                     v
                 })
                 .collect();
-            println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "run": run, "tasks": tasks }))?);
+            outln!("{}", serde_json::to_string_pretty(&serde_json::json!({ "run": run, "tasks": tasks }))?);
         }
         Status::Run { run, tasks, ran_ms } => {
-            println!("run {} of `{}` ({}): {}", run.id, run.workflow, run.file, run.state);
+            outln!("run {} of `{}` ({}): {}", run.id, run.workflow, run.file, run.state);
             let mut counts = std::collections::BTreeMap::new();
             for t in &tasks {
                 *counts.entry(t.state.as_str()).or_insert(0) += 1;
             }
-            println!("{}", counts.iter().map(|(k, v)| format!("{v} {k}")).collect::<Vec<_>>().join(", "));
+            outln!("{}", counts.iter().map(|(k, v)| format!("{v} {k}")).collect::<Vec<_>>().join(", "));
             let shown = tasks.len().min(500);
             for t in &tasks[..shown] {
                 // Time its attempts ran, not the time since its first start.
@@ -319,7 +345,7 @@ fn status_cmd(a: &StatusArgs) -> Result<i32, Failure> {
                     Some(ms) => format!("{:.2}s", *ms as f64 / 1000.0),
                     None => "-".into(),
                 };
-                println!(
+                outln!(
                     "  {:<30} {:<16} attempts={} {:>8} {}",
                     t.task,
                     t.state,
@@ -329,7 +355,7 @@ fn status_cmd(a: &StatusArgs) -> Result<i32, Failure> {
                 );
             }
             if tasks.len() > shown {
-                println!("  ... {} more (use --json for all)", tasks.len() - shown);
+                outln!("  ... {} more (use --json for all)", tasks.len() - shown);
             }
         }
     }
@@ -339,15 +365,15 @@ fn status_cmd(a: &StatusArgs) -> Result<i32, Failure> {
 fn why_cmd(a: &WhyArgs) -> Result<i32, Failure> {
     let verdicts = session::why(&a.wf.file, &a.wf.params, &a.wf.inputs, &a.runs_dir, a.step.as_deref())?;
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&verdicts)?);
+        outln!("{}", serde_json::to_string_pretty(&verdicts)?);
     } else {
         for v in verdicts.iter().take(200) {
             if v.up_to_date {
-                println!("{}: up to date", v.task);
+                outln!("{}: up to date", v.task);
             } else {
-                println!("{}: would run because", v.task);
+                outln!("{}: would run because", v.task);
                 for r in &v.reasons {
-                    println!("  - {r}");
+                    outln!("  - {r}");
                 }
             }
         }

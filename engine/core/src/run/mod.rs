@@ -123,7 +123,7 @@ pub enum RunError {
     #[error(transparent)]
     Backend(#[from] BackendError),
     /// A file operation in the run directory failed.
-    #[error("{action} `{path}`: {source}")]
+    #[error("{action} `{path}`")]
     Io {
         /// What was being done.
         action: &'static str,
@@ -166,17 +166,9 @@ pub async fn execute(
     let (run_id, resumed) = match &opts.resume {
         Some(id) => {
             let row = store.run(Some(id))?;
-            // Two engines on one run would start every task twice. The engine is known by its
-            // pid and start time, so a later process that reused the pid does not count.
-            if row.state == RunState::Running
-                && let Some(engine) = row.engine()
-                && engine.pid != std::process::id()
-                && engine.is_running()
-            {
-                return Err(RunError::Usage(format!(
-                    "run `{id}` is still being executed by twinflow (pid {})",
-                    engine.pid
-                )));
+            // Two engines on one run would start every task twice.
+            if let Some(pid) = row.live_engine() {
+                return Err(RunError::Usage(format!("run `{id}` is still being executed by twinflow (pid {pid})")));
             }
             if row.workflow != wf.name {
                 return Err(RunError::Usage(format!(

@@ -1,4 +1,4 @@
-//! `twinflow cancel`: stops a run's SLURM jobs, and its engine.
+//! `twinflow cancel`: stops a run: its SLURM jobs, and its engine.
 //!
 //! Every SLURM job of the run that may be in flight is cancelled: the recorded job of each
 //! running task, and a job submitted but not recorded yet (the engine died in between). Only
@@ -6,8 +6,11 @@
 //! run's pids are never taken for SLURM job ids; each gets a `cancelled` mark first, so the
 //! engine following it records it as cancelled rather than as a failure to retry. A run in
 //! allocation mode: its engine is stopped first (it cancels its steps), then the holder job
-//! twinflow submitted for it is cancelled (never an allocation the user made). The engine is
-//! known by its pid and start time: a later process that reused the pid is left alone.
+//! twinflow submitted for it is cancelled (never an allocation the user made). The engine of
+//! a run still recorded as running gets SIGTERM, as on Ctrl-C: it stops its remaining tasks
+//! (SIGTERM, grace, SIGKILL) and records them as cancelled; this is how a local run is
+//! cancelled from another shell. The engine is known by its pid and start time: a later
+//! process that reused the pid is left alone.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -15,11 +18,11 @@ use std::time::{Duration, Instant};
 use super::backend::call_log;
 use super::{DATABASE, Notices, SessionError, find_run};
 use crate::events::{RunState, TaskState};
+use crate::execute::Leftover;
 use crate::execute::profile::Profile;
-use crate::execute::slurm::{SlurmBackend, SlurmOptions};
-use crate::execute::{CANCELLED_FILE, JOB_ID_FILE};
-use crate::ids::{EngineId, JobId};
-use crate::state::{Store, TaskRow};
+use crate::execute::slurm::{self, SlurmBackend, SlurmOptions};
+use crate::ids::JobId;
+use crate::state::Store;
 
 /// What `twinflow cancel` did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,73 +59,59 @@ pub async fn cancel(runs_dir: &Path, run: &str, notices: &mut dyn Notices) -> Re
     let run_dir = runs_dir.join(&run.id);
     let mut jobs = vec![];
     for t in store.tasks(&run.id)? {
-        if let Some(id) = job_in_flight(&run_dir, &t) {
-            jobs.push(id);
+        if !matches!(t.state, TaskState::Running | TaskState::Pending) {
+            continue;
+        }
+        // `sim[3]` is member 3 of step `sim`: `steps/sim/3`.
+        let mut task_dir = run_dir.join("steps").join(&t.step);
+        if let Some(m) = t.task.strip_prefix(t.step.as_str()).and_then(|r| r.strip_prefix('[')?.strip_suffix(']')) {
+            task_dir = task_dir.join(m);
+        }
+        let open_job = t.job_id.clone().filter(|_| t.state == TaskState::Running).map(JobId);
+        let l = Leftover { task: t.task.clone(), task_dir, attempts: t.attempts, open_job };
+        if let Some(a) = slurm::job_in_flight(&l) {
+            slurm::mark_cancelled(&a.dir);
+            jobs.push(a.job);
         }
     }
     let holder = run.settings.owned_allocation().map(|j| JobId(j.to_string()));
-    let engine = run.engine().filter(|e| run.state == RunState::Running && e.pid != std::process::id());
+    let engine = run.live_engine();
     let mut out =
         Cancelled { run_id: run.id.clone(), jobs: vec![], allocation: None, engine: None, engine_unknown: false };
     if holder.is_some()
-        && let Some(e) = engine
-        && terminate(e)
+        && let Some(pid) = engine
+        && terminate(pid)
     {
         // Steps of an allocation are `srun`s of the engine: it stops them and records them
         // as cancelled; cancelling the allocation under it first would look like failures.
-        out.engine = Some((e.pid, true));
+        out.engine = Some((pid, true));
         let t0 = Instant::now();
-        while t0.elapsed() < Duration::from_secs(60) && e.is_running() {
+        while t0.elapsed() < Duration::from_secs(60) && run.live_engine().is_some() {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
     jobs.extend(holder.iter().cloned());
-    if jobs.is_empty() {
-        return Ok(out);
+    if !jobs.is_empty() {
+        let backend = SlurmBackend::new(SlurmOptions { profile, call_log: call_log() });
+        backend.scancel(&jobs).await.map_err(|e| SessionError::Backend(e.to_string()))?;
     }
-    let backend = SlurmBackend::new(SlurmOptions { profile, call_log: call_log() });
-    backend.scancel(&jobs).await.map_err(|e| SessionError::Backend(e.to_string()))?;
     out.jobs = jobs;
     out.allocation = holder;
+    // The engine of a local run (or of what is left of a SLURM run) stops its own tasks on
+    // SIGTERM, as on Ctrl-C, and records them as cancelled.
     if out.engine.is_none() && run.state == RunState::Running {
         match engine {
-            Some(e) if terminate(e) => out.engine = Some((e.pid, false)),
+            Some(pid) if terminate(pid) => out.engine = Some((pid, false)),
             _ => out.engine_unknown = true,
         }
     }
     Ok(out)
 }
 
-/// The SLURM job of task `t` that may be in flight: the job of the attempt after the
-/// recorded one (submitted, not recorded), else the recorded running attempt's job. Marks
-/// it cancelled in its attempt directory.
-fn job_in_flight(run_dir: &Path, t: &TaskRow) -> Option<JobId> {
-    if !matches!(t.state, TaskState::Running | TaskState::Pending) {
-        return None;
-    }
-    let mut tdir = run_dir.join("steps").join(&t.step);
-    // `sim[3]` is member 3 of step `sim`: `steps/sim/3`.
-    if let Some(m) = t.task.strip_prefix(t.step.as_str()).and_then(|r| r.strip_prefix('[')?.strip_suffix(']')) {
-        tdir = tdir.join(m);
-    }
-    for n in [t.attempts + 1, t.attempts] {
-        let meta = tdir.join(format!("attempt-{n}")).join(".twinflow");
-        let Ok(id) = std::fs::read_to_string(meta.join(JOB_ID_FILE)) else { continue };
-        let id = id.trim().to_string();
-        let recorded = n == t.attempts && t.state == TaskState::Running && t.job_id.as_deref() == Some(id.as_str());
-        if n == t.attempts + 1 || recorded {
-            let _ = std::fs::write(meta.join(CANCELLED_FILE), "twinflow cancel\n");
-            return Some(JobId(id));
-        }
-    }
-    None
-}
-
-/// Sends SIGTERM to an engine that still runs (same pid and start time). Whether it was
-/// sent.
-fn terminate(e: EngineId) -> bool {
-    e.is_running()
-        && i32::try_from(e.pid).is_ok_and(|pid| {
-            nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGTERM).is_ok()
-        })
+/// Sends SIGTERM to the engine `pid` (found live by [`crate::state::RunRow::live_engine`]).
+/// Whether it was sent.
+fn terminate(pid: u32) -> bool {
+    i32::try_from(pid).is_ok_and(|pid| {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGTERM).is_ok()
+    })
 }

@@ -34,6 +34,10 @@ use crate::run::why::Verdict;
 use crate::state::{RunRow, StateError, Store, TaskRow};
 use crate::validate::{self, Overrides};
 
+pub use crate::run::{RunOutcome, RunSummary};
+pub use crate::spec::schema::workflow_schema_json;
+pub use crate::state::{BackendChoice, RunSettings};
+
 /// Name of the run database in a runs directory.
 pub const DATABASE: &str = "twinflow.db";
 

@@ -87,7 +87,7 @@ pub async fn run(
         source,
     })?;
     let mut store = Store::open(runs_dir)?;
-    let Chosen { file, resume, settings, mut record, slurm_from_saved } = choose(&store, &req)?;
+    let Chosen { file, resume, settings, mut record, slurm_from_saved, record_changed } = choose(&store, &req)?;
     // A resumed run keeps the backend (and profile, and SLURM mode) it was started with
     // unless one is given again: resuming SLURM jobs with the local backend would submit
     // them again.
@@ -99,6 +99,10 @@ pub async fn run(
     let wf = load(&file, &overrides(&settings.params, &settings.inputs)?, profile.as_ref())?;
     crate::validate::files::check_input_files(&wf).map_err(SessionError::Invalid)?;
     let plan = compile(wf)?;
+    // New `-p`/`-i` on resume are the run's from now on: a later plain `--resume` uses them.
+    if record_changed && let Some(id) = &resume {
+        store.set_run_settings(id, &record)?;
+    }
     let mut local = local_options(profile.as_ref(), &req.local)?;
     let slurm_profile = profile.filter(|_| settings.backend == BackendChoice::Slurm);
     let mut allocation: Option<(Allocation, Profile)> = None;
@@ -155,6 +159,8 @@ struct Chosen {
     settings: RunSettings,
     record: RunSettings,
     slurm_from_saved: bool,
+    /// The settings kept with the run change (`-p`/`-i` given again on resume).
+    record_changed: bool,
 }
 
 fn choose(store: &Store, req: &RunRequest) -> Result<Chosen, SessionError> {
@@ -163,9 +169,15 @@ fn choose(store: &Store, req: &RunRequest) -> Result<Chosen, SessionError> {
             return Err(SessionError::Usage("`twinflow run` needs a workflow file (or `--resume`)".into()));
         };
         let (settings, record) = (req.given.clone(), req.given.clone());
-        return Ok(Chosen { file, resume: None, settings, record, slurm_from_saved: false });
+        return Ok(Chosen { file, resume: None, settings, record, slurm_from_saved: false, record_changed: false });
     };
     let row = find_run(store, id)?;
+    // Two engines on one run would start every task twice; and this one must give up before
+    // it touches the run's backend (in allocation mode, releasing the allocation at the end
+    // would kill the live run's steps).
+    if let Some(pid) = row.live_engine() {
+        return Err(SessionError::Usage(format!("run `{}` is still being executed by twinflow (pid {pid})", row.id)));
+    }
     let file = req.file.clone().unwrap_or_else(|| PathBuf::from(&row.file));
     // A file of another workflow is the mistake to report, not the run's saved parameters
     // that do not fit it.
@@ -182,12 +194,14 @@ fn choose(store: &Store, req: &RunRequest) -> Result<Chosen, SessionError> {
         )));
     }
     let r = row.settings.resumed(&req.given);
+    let record_changed = r.record != row.settings;
     Ok(Chosen {
         file,
         resume: Some(row.id),
         settings: r.settings,
         record: r.record,
         slurm_from_saved: r.slurm_from_saved,
+        record_changed,
     })
 }
 

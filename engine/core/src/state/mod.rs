@@ -28,7 +28,7 @@ pub use store::Store;
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
     /// SQLite failed.
-    #[error("run database `{path}`: {source}")]
+    #[error("run database `{path}`")]
     Sqlite {
         /// Database file.
         path: PathBuf,

@@ -98,6 +98,20 @@ impl RunRow {
     pub fn engine(&self) -> Option<EngineId> {
         Some(EngineId { pid: self.engine_pid?, start: self.engine_start? })
     }
+
+    /// The pid of another engine still executing this run, if one is: the run is recorded
+    /// as running and its engine still runs (same pid and start time; for runs recorded
+    /// before the start time was, schema version 1: a live process with that pid whose
+    /// command line names twinflow).
+    pub fn live_engine(&self) -> Option<u32> {
+        let pid = self.engine_pid.filter(|p| *p != std::process::id() && self.state == RunState::Running)?;
+        let alive = match self.engine() {
+            Some(e) => e.is_running(),
+            None => std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| String::from_utf8_lossy(&c).contains("twinflow")),
+        };
+        alive.then_some(pid)
+    }
 }
 
 impl Serialize for RunRow {

@@ -19,8 +19,15 @@ fn run_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunRow> {
         id: r.get(0)?,
         workflow: r.get(1)?,
         file: r.get(2)?,
-        settings: RunSettings::from_json(&settings)
-            .map_err(|e| rusqlite::Error::FromSqlConversionFailure(3, rusqlite::types::Type::Text, Box::new(e)))?,
+        // One odd row (written by a later twinflow, or edited by hand) must not make every
+        // run unreadable: keep what fits and say what was dropped.
+        settings: match RunSettings::from_legacy(&settings) {
+            (s, None) => s,
+            (s, Some(note)) => {
+                tracing::warn!(run = %r.get::<_, String>(0)?, "settings of the run only partly readable: {note}");
+                s
+            }
+        },
         state: r.get(4)?,
         created_at: r.get(5)?,
         updated_at: r.get(6)?,

@@ -532,6 +532,12 @@ pub async fn recover_unrecorded(cmd: &SlurmCommands, run_dir: &Path) -> Result<R
     Ok(out)
 }
 
+/// `twinflow cancel`: marks the attempt of a job about to be cancelled, so an engine that
+/// follows the job records it as cancelled rather than as a failure to retry.
+pub fn mark_cancelled(attempt_dir: &Path) {
+    let _ = std::fs::write(attempt_dir.join(".twinflow").join(CANCELLED_FILE), "twinflow cancel\n");
+}
+
 /// Collects attempt directories with a job script but no job id, and array member lists
 /// with members in that state, under a run's `steps/` directory.
 fn scan_unrecorded(dir: &Path, singles: &mut Vec<PathBuf>, arrays: &mut Vec<(PathBuf, Vec<PathBuf>)>, depth: u32) {
@@ -820,7 +826,7 @@ impl Backend for SlurmBackend {
         for (dir, id) in &r.found {
             tracing::info!(job = %id, "job {id} was accepted before the previous engine stopped: following it ({})", dir.display());
         }
-        let out: Vec<Option<Adopted>> = leftovers.iter().map(adoptable).collect();
+        let out: Vec<Option<Adopted>> = leftovers.iter().map(job_in_flight).collect();
         for a in out.iter().flatten() {
             self.jobs.entry(a.job.clone()).or_insert(Tracked {
                 name: None,
@@ -839,8 +845,9 @@ impl Backend for SlurmBackend {
 /// recorded one when the backend wrote its job id but the engine died before recording it,
 /// else the recorded attempt if the database still has it running under the same job id.
 /// Either way the attempt directory must hold the backend's job id file, so a job id of
-/// another backend (a local pid) is never taken for a batch job.
-fn adoptable(l: &Leftover) -> Option<Adopted> {
+/// another backend (a local pid) is never taken for a batch job. Used by resume (to follow
+/// the job) and by `twinflow cancel` (to cancel it).
+pub fn job_in_flight(l: &Leftover) -> Option<Adopted> {
     let dir = |n: u32| l.task_dir.join(format!("attempt-{n}"));
     let read_id = |n: u32| {
         std::fs::read_to_string(dir(n).join(".twinflow").join(JOB_ID_FILE))
