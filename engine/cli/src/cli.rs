@@ -36,8 +36,9 @@ pub enum Command {
     /// Explain why a step would run again (which input, parameter or definition changed).
     #[command(after_help = "Example:\n  twinflow why examples/hello.yaml member -p members=8   # why would the members run again?\n  twinflow why examples/hello.yaml                      # every task\n\n".to_string() + exit::HELP)]
     Why(WhyArgs),
-    /// Cancel the SLURM jobs a run has in flight (`scancel`, one call), or its allocation.
-    #[command(after_help = "Examples:\n  twinflow cancel latest\n  twinflow cancel 20261122-101500-3f2a --runs-dir runs\n\nA run whose engine still runs is stopped best with Ctrl-C (SIGINT) or SIGTERM to the engine,\nwhich cancels its own jobs. `twinflow cancel` is for runs whose engine is gone, or another shell.\n\n".to_string() + exit::HELP)]
+    /// Cancel a run: its SLURM jobs in flight (`scancel`, one call) or its allocation, and its
+    /// engine if it still runs (SIGTERM: it stops its remaining tasks, as on Ctrl-C).
+    #[command(after_help = "Examples:\n  twinflow cancel latest\n  twinflow cancel 20261122-101500-3f2a --runs-dir runs\n\nFrom another shell, this stops a local run as Ctrl-C would. For a SLURM run whose engine is\ngone (killed), it cancels the jobs the engine left; `twinflow run --resume` continues the run.\n\n".to_string() + exit::HELP)]
     Cancel(CancelArgs),
     /// Print the JSON Schema of the workflow format.
     #[command(after_help = "Example:\n  twinflow schema > schemas/workflow.schema.json\n\n".to_string() + exit::HELP)]
