@@ -31,6 +31,7 @@
 //! unchanged, and the LETKF's independence of the order and partition of its domains.
 #![warn(missing_docs)]
 
+pub mod files;
 pub mod filter;
 pub mod localization;
 pub mod lorenz96;
@@ -66,6 +67,19 @@ pub enum AssimError {
     /// The analysis settings are invalid.
     #[error("invalid analysis settings: {0}")]
     Config(String),
+    /// An input file is unusable: names the file and the variable.
+    #[error("`{path}`{}: {reason}", if variable.is_empty() { String::new() } else { format!(", variable `{variable}`") })]
+    Input {
+        /// File concerned.
+        path: std::path::PathBuf,
+        /// Variable concerned (empty for the file as a whole).
+        variable: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// Reading or writing an exchange file failed.
+    #[error(transparent)]
+    Exchange(#[from] twinflow_exchange::ExchangeError),
     /// A matrix that must be positive definite is not (degenerate ensemble, bad data).
     #[error("numerical failure: {0}")]
     Numerical(&'static str),
@@ -81,6 +95,7 @@ impl AssimError {
         use twinflow_contract::exit_code::{FAILURE, INVALID_INPUT};
         match self {
             Self::Numerical(_) => FAILURE,
+            Self::Exchange(e) => e.exit_code(),
             _ => INVALID_INPUT,
         }
     }
