@@ -2,7 +2,8 @@
 //! DAPPER (`dapper/mods/Lorenz96/sakov2008.py`): 40 variables, F = 8, RK4 dt = 0.05, all
 //! variables observed every step with R = I. Published time-mean analysis RMSE: stochastic
 //! EnKF (`PertObs`) N = 40, inflation 1.06 → 0.22; LETKF N = 7, inflation 1.04,
-//! localization radius 4 (Gaspari–Cohn half-width 1.82 × 4) → 0.22; climatology ≈ 3.6.
+//! localization radius 4 (Gaspari–Cohn half-width 1.82 × 4) → 0.22; N = 28, inflation 1.08 →
+//! 0.24; climatology ≈ 3.6.
 //!
 //! Each experiment: 10 400 cycles, the first 400 (20 time units) discarded as burn-in, so
 //! 10 000 analysis times are scored (DAPPER's demo uses 1 000, the paper 300 000). The
@@ -28,6 +29,14 @@ fn stochastic_enkf_40_members_inflation_1_06_matches_sakov_oke() {
     assert!(s.rmse_analysis < s.rmse_forecast);
     let ratio = s.spread_analysis / s.rmse_analysis;
     assert!((0.8..1.3).contains(&ratio), "spread/RMSE {ratio:.3}");
+}
+
+#[test]
+fn stochastic_enkf_28_members_inflation_1_08_matches_sakov_oke() {
+    // Sakov & Oke 2008 / DAPPER: N = 28, inflation 1.08 → 0.24.
+    let cfg = TwinConfig::sakov_oke(Some(Method::EnKF), 28, 1.08, CYCLES, SEED);
+    let s = run_twin(&cfg, &SingleProcess).unwrap();
+    assert!((s.rmse_analysis - 0.24).abs() <= TOLERANCE, "EnKF N=28 analysis RMSE {:.4}", s.rmse_analysis);
 }
 
 #[test]
