@@ -7,8 +7,20 @@
 
 /// The kernels of `twin-kernel` (its subcommands): what a step's `kernel:` may name. The
 /// kernel crate tests that this list and its command line agree.
-pub const KERNELS: &[&str] =
-    &["calo", "flood", "info", "predict", "select", "stage", "summary", "tabulate", "terrain", "train"];
+pub const KERNELS: &[&str] = &[
+    "assimilate",
+    "calo",
+    "flood",
+    "info",
+    "lorenz96",
+    "predict",
+    "select",
+    "stage",
+    "summary",
+    "tabulate",
+    "terrain",
+    "train",
+];
 
 /// Exit codes of `twin-kernel`: how a kernel step ended, which is what the engine sees as
 /// the step's exit status. The kernels' error types map themselves to these
@@ -101,6 +113,18 @@ pub mod datasets {
     /// Leading dimension of a merged ensemble (`stage merge`): one index per member, in
     /// the order of the scatter.
     pub const MEMBER: &str = "member";
+    /// Station identifier of gauge and observation files (CF `timeseries_id`).
+    pub const STATION_NAME: &str = "station_name";
+    /// Observed value of an observation file (`[station, time]`).
+    pub const OBS_VALUE: &str = "value";
+    /// Observation error standard deviation (`[station, time]`, `[station]` or scalar).
+    pub const OBS_ERROR_STD: &str = "error_std";
+    /// State index an observation sees under the identity operator (`[station]`).
+    pub const OBS_STATE_INDEX: &str = "state_index";
+    /// Lorenz-96 state variable (`[site]`, `[member, site]` or `[time, site]`).
+    pub const LORENZ96_STATE: &str = "state";
+    /// Lorenz-96 grid dimension and coordinate (site index 0 … n − 1).
+    pub const LORENZ96_SITE: &str = "site";
 }
 
 /// CF-convention attribute names and fixed values used by every NetCDF exchange file.

@@ -65,6 +65,14 @@ result_gauges.nc (gauge time series, CF timeSeries) when gauges are configured."
     /// Fast Monte Carlo of electromagnetic showers in a sampling calorimeter (cells + truth, HDF5).
     #[command(after_help = super::calo::AFTER_HELP)]
     Calo(Box<super::calo::CaloArgs>),
+    /// Ensemble data assimilation (stochastic EnKF, ETKF, LETKF) of observations into
+    /// forecast members, with diagnostics.
+    #[command(after_help = super::assim::ASSIMILATE_HELP)]
+    Assimilate(Box<super::assim::AssimilateArgs>),
+    /// The Lorenz-96 testbed: advance states, generate a truth with observations, run a
+    /// whole twin experiment in process.
+    #[command(subcommand, after_help = super::assim::LORENZ96_HELP)]
+    Lorenz96(super::assim::Lorenz96Command),
     /// Print the version and the compiled-in features (MPI) and exit.
     Info,
 }

@@ -4,6 +4,7 @@
 
 use std::path::PathBuf;
 
+use twinflow_assim::AssimError;
 use twinflow_calo::CaloError;
 use twinflow_contract::exit_code;
 use twinflow_exchange::ExchangeError;
@@ -24,6 +25,9 @@ pub enum KernelError {
     /// Training, prediction, selection or tabulation failed.
     #[error(transparent)]
     Train(#[from] TrainError),
+    /// The assimilation or the Lorenz-96 testbed failed.
+    #[error(transparent)]
+    Assim(#[from] AssimError),
     /// A staging operation failed.
     #[error(transparent)]
     Stage(#[from] StageError),
@@ -74,6 +78,7 @@ impl KernelError {
         match self {
             Self::Flood(e) => e.exit_code(),
             Self::Calo(e) => e.exit_code(),
+            Self::Assim(e) => e.exit_code(),
             Self::Train(e) => e.exit_code(),
             Self::Stage(e) => e.exit_code(),
             Self::Summary(e) => e.exit_code(),

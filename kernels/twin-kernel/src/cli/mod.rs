@@ -1,6 +1,7 @@
 //! Command-line interface: clap definitions, logging, communicator setup, error reporting.
 
 mod args;
+mod assim;
 mod calo;
 mod error;
 mod stage;
@@ -71,6 +72,8 @@ pub fn run(cli: Cli) -> u8 {
         Command::Select(args) => on_root(rank, || train::run_select(args)),
         Command::Tabulate(command) => on_root(rank, || train::run_tabulate(command, &command_line)),
         Command::Calo(args) => calo::run_calo(comm.as_ref(), *args, &command_line),
+        Command::Assimilate(args) => assim::run_assimilate(comm.as_ref(), *args, &command_line),
+        Command::Lorenz96(command) => on_root(rank, || assim::run_lorenz96(command, &command_line)),
         Command::Info => unreachable!("handled above"),
     };
     match outcome {
