@@ -731,6 +731,10 @@ fn without_json_the_run_prints_plain_lines_on_stderr() {
     assert!(lines.iter().any(|l| l.starts_with("  succeeded one (") && l.ends_with("s)")), "{err}");
     assert!(lines.iter().any(|l| l.starts_with("  failed bad: exit code 3")), "{err}");
     assert!(lines.iter().any(|l| l.starts_with("failed: bad: exit code 3")), "failure summary: {err}");
+    assert!(
+        lines.iter().any(|l| *l == format!("hint: continue with `twinflow run --resume {run}`")),
+        "how to resume: {err}"
+    );
     let summary =
         lines.iter().find(|l| l.starts_with(&format!("run {run} failed in "))).unwrap_or_else(|| panic!("{err}"));
     assert!(

@@ -72,6 +72,15 @@ fn kill_minus_nine_then_resume_never_reruns_finished_tasks() {
         let Some(run_id) = latest_run(&runs) else {
             continue; // killed before the run was recorded: nothing to resume
         };
+        // The killed run is shown as interrupted (not running forever), and fails a CI gate.
+        let st = twinflow().current_dir(&d).args(["status", &run_id]).output().unwrap();
+        let text = String::from_utf8_lossy(&st.stdout).to_string();
+        if !text.contains("): succeeded\n") {
+            assert!(text.contains("): interrupted\n"), "trial {trial}: {text}");
+            assert!(text.contains(&format!("continue it with `twinflow run --resume {run_id}`")), "{text}");
+            let check = twinflow().current_dir(&d).args(["status", "--check"]).output().unwrap();
+            assert_eq!(check.status.code(), Some(1), "trial {trial}: {}", show(&check));
+        }
         let before = db_tasks(&runs, &run_id);
         let done_before: Vec<(String, usize)> = before
             .iter()
@@ -88,6 +97,8 @@ fn kill_minus_nine_then_resume_never_reruns_finished_tasks() {
         assert!(t0.elapsed() < Duration::from_secs(60));
         let after = db_tasks(&runs, &run_id);
         assert_eq!(after.len(), 200);
+        let check = twinflow().current_dir(&d).args(["status", "--check"]).output().unwrap();
+        assert_eq!(check.status.code(), Some(0), "trial {trial}: the resumed run succeeded: {}", show(&check));
         assert!(after.values().all(|(s, _)| s == "succeeded"), "trial {trial}: {after:?}");
         for (task, n) in &done_before {
             assert_eq!(

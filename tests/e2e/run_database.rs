@@ -49,10 +49,11 @@ fn a_run_database_of_the_unversioned_schema_is_reported_on_and_resumed() {
     let list = status(&d, &[]);
     assert!(list.status.success(), "{}", show(&list));
     let text = String::from_utf8_lossy(&list.stdout);
-    assert!(text.contains(&format!("{RUN:<22} {:<20} {:<10} 2026-12-01", "legacy", "running")), "{text}");
+    // Its engine is long gone: the run is interrupted, not running.
+    assert!(text.contains(&format!("{RUN:<22} {:<20} {:<11} 2026-12-01", "legacy", "interrupted")), "{text}");
     let one = status(&d, &[RUN]);
     let text = String::from_utf8_lossy(&one.stdout);
-    assert!(text.starts_with(&format!("run {RUN} of `legacy` ({}/legacy.yaml): running\n", d.display())), "{text}");
+    assert!(text.starts_with(&format!("run {RUN} of `legacy` ({}/legacy.yaml): interrupted\n", d.display())), "{text}");
     assert!(text.contains("1 running, 1 succeeded"), "{text}");
     assert!(text.contains("first") && text.contains("attempts=1"), "{text}");
     let json: serde_json::Value = serde_json::from_slice(&status(&d, &[RUN, "--json"]).stdout).unwrap();

@@ -207,6 +207,10 @@ pub struct StatusArgs {
     /// Show times in the local time zone instead of UTC.
     #[arg(long)]
     pub local_time: bool,
+    /// Exit 0 only if the run (the latest without RUN) succeeded, 1 if it failed, was
+    /// cancelled or interrupted, or still runs: for CI gates.
+    #[arg(long)]
+    pub check: bool,
     /// Directory holding the run database.
     #[arg(long, default_value = "runs", env = "TWINFLOW_RUNS_DIR")]
     pub runs_dir: PathBuf,

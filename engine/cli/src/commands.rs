@@ -253,6 +253,9 @@ fn run_cmd(a: RunArgs) -> Result<i32, Failure> {
                 TaskFailure::Failed(msg) => eprintln!("failed: {task}: {msg}"),
             }
         }
+        if summary.outcome != RunOutcome::Succeeded {
+            eprintln!("hint: continue with `{}`", resume_command(&summary.run_id, &a.runs_dir));
+        }
     }
     Ok(match summary.outcome {
         RunOutcome::Succeeded => exit::OK,
@@ -306,7 +309,9 @@ fn fmt_ms(ms: i64, local: bool) -> String {
 }
 
 fn status_cmd(a: &StatusArgs) -> Result<i32, Failure> {
-    match session::status(&a.runs_dir, a.run.as_deref())? {
+    // `--check` without a run checks the latest.
+    let run = a.run.as_deref().or(a.check.then_some("latest"));
+    match session::status(&a.runs_dir, run)? {
         // Listing the runs of a directory that has none is an answer, not an error.
         Status::NoRuns if a.json => outln!("[]"),
         Status::NoRuns => {
@@ -315,51 +320,68 @@ fn status_cmd(a: &StatusArgs) -> Result<i32, Failure> {
         Status::Runs(runs) if a.json => outln!("{}", serde_json::to_string_pretty(&runs)?),
         Status::Runs(runs) => {
             let zone = if a.local_time { "local" } else { "UTC" };
-            outln!("{:<22} {:<20} {:<10} STARTED ({zone})", "RUN", "WORKFLOW", "STATE");
+            outln!("{:<22} {:<20} {:<11} STARTED ({zone})", "RUN", "WORKFLOW", "STATE");
             for r in runs {
-                outln!("{:<22} {:<20} {:<10} {}", r.id, r.workflow, r.state, fmt_ms(r.created_at, a.local_time));
+                let started = fmt_ms(r.created_at, a.local_time);
+                outln!("{:<22} {:<20} {:<11} {started}", r.id, r.workflow, r.shown_state());
             }
-        }
-        Status::Run { run, tasks, ran_ms } if a.json => {
-            let tasks: Vec<serde_json::Value> = tasks
-                .iter()
-                .map(|t| {
-                    let mut v = serde_json::to_value(t).unwrap_or_default();
-                    v["ran_ms"] = ran_ms.get(&t.task).copied().into();
-                    v
-                })
-                .collect();
-            outln!("{}", serde_json::to_string_pretty(&serde_json::json!({ "run": run, "tasks": tasks }))?);
         }
         Status::Run { run, tasks, ran_ms } => {
-            outln!("run {} of `{}` ({}): {}", run.id, run.workflow, run.file, run.state);
-            let mut counts = std::collections::BTreeMap::new();
-            for t in &tasks {
-                *counts.entry(t.state.as_str()).or_insert(0) += 1;
+            if a.json {
+                let tasks: Vec<serde_json::Value> = tasks
+                    .iter()
+                    .map(|t| {
+                        let mut v = serde_json::to_value(t).unwrap_or_default();
+                        v["ran_ms"] = ran_ms.get(&t.task).copied().into();
+                        v
+                    })
+                    .collect();
+                outln!("{}", serde_json::to_string_pretty(&serde_json::json!({ "run": run, "tasks": tasks }))?);
+            } else {
+                outln!("run {} of `{}` ({}): {}", run.id, run.workflow, run.file, run.shown_state());
+                let mut counts = std::collections::BTreeMap::new();
+                for t in &tasks {
+                    *counts.entry(t.state.as_str()).or_insert(0) += 1;
+                }
+                outln!("{}", counts.iter().map(|(k, v)| format!("{v} {k}")).collect::<Vec<_>>().join(", "));
+                let shown = tasks.len().min(500);
+                for t in &tasks[..shown] {
+                    // Time its attempts ran, not the time since its first start.
+                    let secs = match ran_ms.get(&t.task) {
+                        Some(ms) => format!("{:.2}s", *ms as f64 / 1000.0),
+                        None => "-".into(),
+                    };
+                    outln!(
+                        "  {:<30} {:<16} attempts={} {:>8} {}",
+                        t.task,
+                        t.state,
+                        t.attempts,
+                        secs,
+                        t.message.clone().unwrap_or_default().lines().next().unwrap_or("")
+                    );
+                }
+                if tasks.len() > shown {
+                    outln!("  ... {} more (use --json for all)", tasks.len() - shown);
+                }
+                if run.shown_state() == "interrupted" {
+                    outln!("hint: its engine is gone; continue it with `{}`", resume_command(&run.id, &a.runs_dir));
+                }
             }
-            outln!("{}", counts.iter().map(|(k, v)| format!("{v} {k}")).collect::<Vec<_>>().join(", "));
-            let shown = tasks.len().min(500);
-            for t in &tasks[..shown] {
-                // Time its attempts ran, not the time since its first start.
-                let secs = match ran_ms.get(&t.task) {
-                    Some(ms) => format!("{:.2}s", *ms as f64 / 1000.0),
-                    None => "-".into(),
-                };
-                outln!(
-                    "  {:<30} {:<16} attempts={} {:>8} {}",
-                    t.task,
-                    t.state,
-                    t.attempts,
-                    secs,
-                    t.message.clone().unwrap_or_default().lines().next().unwrap_or("")
-                );
-            }
-            if tasks.len() > shown {
-                outln!("  ... {} more (use --json for all)", tasks.len() - shown);
+            if a.check && run.shown_state() != "succeeded" {
+                return Ok(exit::RUN_FAILED);
             }
         }
     }
     Ok(exit::OK)
+}
+
+/// The command that continues run `id` of `runs_dir`.
+fn resume_command(id: &str, runs_dir: &std::path::Path) -> String {
+    if runs_dir == std::path::Path::new("runs") {
+        format!("twinflow run --resume {id}")
+    } else {
+        format!("twinflow run --resume {id} --runs-dir {}", runs_dir.display())
+    }
 }
 
 fn why_cmd(a: &WhyArgs) -> Result<i32, Failure> {

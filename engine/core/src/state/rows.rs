@@ -99,6 +99,20 @@ impl RunRow {
         Some(EngineId { pid: self.engine_pid?, start: self.engine_start? })
     }
 
+    /// The state to show: `interrupted` for a run recorded as running whose engine is gone
+    /// (killed, or its machine rebooted), else the recorded state. `twinflow run --resume`
+    /// continues an interrupted run.
+    pub fn shown_state(&self) -> &'static str {
+        if self.state == RunState::Running
+            && self.engine_pid != Some(std::process::id())
+            && self.live_engine().is_none()
+        {
+            "interrupted"
+        } else {
+            self.state.as_str()
+        }
+    }
+
     /// The pid of another engine still executing this run, if one is: the run is recorded
     /// as running and its engine still runs (same pid and start time; for runs recorded
     /// before the start time was, schema version 1: a live process with that pid whose
@@ -116,7 +130,8 @@ impl RunRow {
 
 impl Serialize for RunRow {
     /// The shape of `twinflow status --json`: `params` is the settings as a JSON string (as
-    /// before schema version 2), `settings` the same as an object.
+    /// before schema version 2), `settings` the same as an object, `state` the
+    /// [shown state](RunRow::shown_state).
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         #[derive(Serialize)]
         struct View<'a> {
@@ -124,7 +139,7 @@ impl Serialize for RunRow {
             workflow: &'a str,
             file: &'a str,
             params: String,
-            state: RunState,
+            state: &'static str,
             created_at: i64,
             updated_at: i64,
             engine_pid: Option<u32>,
@@ -136,7 +151,7 @@ impl Serialize for RunRow {
             workflow: &self.workflow,
             file: &self.file,
             params: self.settings.to_json(),
-            state: self.state,
+            state: self.shown_state(),
             created_at: self.created_at,
             updated_at: self.updated_at,
             engine_pid: self.engine_pid,
