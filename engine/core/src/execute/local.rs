@@ -33,7 +33,7 @@ pub struct LocalOptions {
     /// Grace period between SIGTERM and SIGKILL.
     pub grace: Duration,
     /// Launch every step into a SLURM allocation with `srun --exact` instead (allocation
-    /// mode, see [`super::slurm::allocation`]).
+    /// mode, see the SLURM backend's `allocation` module).
     pub srun: Option<super::launch::SrunLaunch>,
 }
 
