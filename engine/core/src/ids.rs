@@ -58,8 +58,14 @@ impl EngineId {
 
     /// Whether this very process still runs (not exited, not a zombie, pid not reused).
     pub fn is_running(&self) -> bool {
-        proc_stat(self.pid).is_some_and(|(state, start)| start == self.start && state != 'Z')
+        process_alive(self.pid, self.start)
     }
+}
+
+/// Whether process `pid`, started at `start` ([`process_start_ticks`]), still runs: not
+/// exited, not a zombie, and its pid not reused by a later process.
+pub fn process_alive(pid: u32, start: u64) -> bool {
+    proc_stat(pid).is_some_and(|(state, s)| s == start && state != 'Z')
 }
 
 /// Start time of process `pid` in clock ticks since boot (field 22 of `/proc/PID/stat`), used

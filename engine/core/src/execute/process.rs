@@ -96,15 +96,8 @@ pub struct Proc {
 impl Proc {
     /// Still running (and not a zombie) and still the same process.
     pub fn alive(&self) -> bool {
-        process_start_ticks(self.pid) == Some(self.start) && !is_zombie(self.pid)
+        crate::ids::process_alive(self.pid, self.start)
     }
-}
-
-fn is_zombie(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| s.get(s.rfind(')')? + 2..).and_then(|r| r.split_whitespace().next().map(|st| st == "Z")))
-        .unwrap_or(true)
 }
 
 /// Every live descendant of process `root` (children, their children, ...), from the
