@@ -46,6 +46,10 @@ pub mod env {
     pub const STEP: &str = "TWINFLOW_STEP";
     /// Index of the scatter member, unset for steps that do not scatter.
     pub const MEMBER: &str = "TWINFLOW_MEMBER";
+    /// Cycle index (from 0) of a task of a cycling workflow.
+    pub const CYCLE_INDEX: &str = "TWINFLOW_CYCLE_INDEX";
+    /// Cycle point of a task of a cycling workflow (an integer, or ISO 8601 UTC).
+    pub const CYCLE_POINT: &str = "TWINFLOW_CYCLE_POINT";
     /// Attempt number, starting at 1.
     pub const ATTEMPT: &str = "TWINFLOW_ATTEMPT";
     /// Absolute path of the step's working directory (its outputs are written below it).

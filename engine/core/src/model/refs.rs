@@ -59,6 +59,23 @@ pub enum Resolved {
     StepName(StepIdx),
     /// `member.index` (scattered steps).
     MemberIndex(StepIdx),
+    /// `prev.steps.S.out.NAME`: an output of step S in the previous cycle.
+    PrevOut(StepIdx, String),
+    /// `prev.steps.S.values.NAME`: a value output of step S in the previous cycle.
+    PrevValue(StepIdx, String),
+    /// `cycle.index` (from 0).
+    CycleIndex,
+    /// `cycle.point`: an int (integer cycling) or an ISO 8601 string (datetime cycling).
+    CyclePoint,
+    /// `cycle.first`.
+    CycleFirst,
+    /// `cycle.last` (false in every cycle when cycling has no end).
+    CycleLast,
+    /// `wait.files` of the current step: the paths its `files` trigger matched.
+    WaitFiles(StepIdx),
+    /// `wait.KEY` of the current step: a value from its trigger (a command's JSON output,
+    /// a signal's `--value`).
+    WaitValue(StepIdx, String),
 }
 
 fn err(message: String, help: Option<String>) -> LookupError {

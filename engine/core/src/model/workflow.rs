@@ -11,6 +11,7 @@ use crate::expr::{Template, Type, Value};
 use crate::spec::raw::{FileFormat, ParamType, ScatterMethod};
 use crate::spec::span::{SourceFile, Span};
 
+use super::cycle::{CycleSpec, Once, Wait};
 use super::resources::Resources;
 
 /// Index of a step in [`Workflow::steps`].
@@ -35,6 +36,8 @@ pub struct Workflow {
     pub param_values: IndexMap<String, Value>,
     /// Resolved paths of the root inputs.
     pub input_values: IndexMap<String, PathBuf>,
+    /// `cycle:` of the root file: the workflow cycles when given.
+    pub cycle: Option<CycleSpec>,
 }
 
 /// A declared parameter.
@@ -256,4 +259,11 @@ pub struct Step {
     pub deps: Vec<StepIdx>,
     /// Steps named by `after:` (ordering only).
     pub after: Vec<StepIdx>,
+    /// `once:`: runs only in the first or the last cycle (cycling workflows).
+    pub once: Option<Once>,
+    /// `wait:`: triggers gating each of the step's tasks (cycling workflows).
+    pub wait: Option<Wait>,
+    /// Steps whose results of the previous cycle this one reads (`prev.steps.S...`),
+    /// deduplicated, sorted. Not part of `deps`: they link a cycle to the one before.
+    pub prev_deps: Vec<StepIdx>,
 }

@@ -14,7 +14,7 @@ use super::cache::{self, Decision, Hasher};
 use super::job::{components, key_view, resolve_task};
 use super::publish::{PublishCtx, publish};
 use super::scheduler::{Effect, Scheduler};
-use super::scope::{Mode, TaskResult, TaskScope};
+use super::scope::{CycleData, Mode, Results, TaskResult, TaskScope};
 use super::{RunError, RunOptions, task_dir};
 use crate::events::{Event, Reporter, TaskState};
 use crate::execute::{ArrayMember, Backend, Ending, JobRequest, JobStatus, Outcome, SpawnFailure};
@@ -46,7 +46,7 @@ pub(crate) struct Driver<'a> {
     pub kernel: PathBuf,
     /// Name (in the run directory) of the snapshot of the environment every step inherits.
     pub env_file: String,
-    pub results: Vec<Option<Box<TaskResult>>>,
+    pub data: CycleData,
     pub running: HashMap<JobId, Attempt>,
     /// Attempts prepared by this dispatch turn, submitted together at its end.
     batch: Vec<(Attempt, JobRequest)>,
@@ -76,7 +76,7 @@ impl<'a> Driver<'a> {
             run_dir,
             kernel: super::job::kernel_binary(),
             env_file,
-            results: (0..plan.graph.node_count()).map(|_| None).collect(),
+            data: CycleData::new(0, None, false, plan.graph.node_count()),
             running: HashMap::new(),
             batch: vec![],
             hasher: Hasher::default(),
@@ -112,7 +112,7 @@ impl<'a> Driver<'a> {
             let scope = TaskScope {
                 plan,
                 node: t,
-                results: &self.results,
+                results: Results::single(&self.data),
                 attempt_dir: &tdir,
                 run_id: &self.run_id,
                 run_dir: &self.run_dir,
@@ -139,14 +139,22 @@ impl<'a> Driver<'a> {
         }
         let attempt = s.attempts(i) + 1;
         let adir = attempt_dir(&tdir, attempt);
-        let mut exec =
-            match resolve_task(plan, t, &self.results, &adir, &self.run_id, &self.run_dir, Mode::Exec, &self.kernel) {
-                Ok(r) => r,
-                Err(e) => {
-                    s.fail(i, e.to_string());
-                    return Ok(());
-                }
-            };
+        let mut exec = match resolve_task(
+            plan,
+            t,
+            Results::single(&self.data),
+            &adir,
+            &self.run_id,
+            &self.run_dir,
+            Mode::Exec,
+            &self.kernel,
+        ) {
+            Ok(r) => r,
+            Err(e) => {
+                s.fail(i, e.to_string());
+                return Ok(());
+            }
+        };
         let is_kernel = matches!(step.command, Command::Kernel(_));
         let keyv = key_view(&exec, &adir, &self.run_dir, &self.run_id, is_kernel);
         // Not part of the cache key (which reads `keyv`): attempts differ only in it.
@@ -157,7 +165,7 @@ impl<'a> Driver<'a> {
             && let Decision::UpToDate(hit) = cache::decide(self.store, &plan.workflow.name, &name, step, &comps)?
         {
             let dir = hit.dir.clone();
-            self.results[i.index()] = Some(Box::new(hit));
+            self.data.results[i.index()] = Some(Box::new(hit));
             match publish(self.publish_ctx(), i, &dir) {
                 Ok(()) => s.reuse(i),
                 Err(e) => s.fail(i, e.to_string()),
@@ -263,7 +271,7 @@ impl<'a> Driver<'a> {
         };
         let out = attempt::promote(&a.dir)?;
         let values_s = attempt::values_json(&values);
-        self.results[i.index()] = Some(Box::new(TaskResult { dir: out.clone(), values }));
+        self.data.results[i.index()] = Some(Box::new(TaskResult { dir: out.clone(), values }));
         // Copies outside the run directory are made before success is recorded: a crash in
         // between runs the task again rather than losing a copy.
         if let Err(e) = publish(self.publish_ctx(), i, &out) {
@@ -306,7 +314,7 @@ impl<'a> Driver<'a> {
                         if state == TaskState::Failed {
                             tracing::info!(task = %name, "failed: {}", message.as_deref().unwrap_or_default());
                         }
-                        let (dir, values) = match &self.results[node.index()] {
+                        let (dir, values) = match &self.data.results[node.index()] {
                             Some(r) => (Some(r.dir.display().to_string()), Some(attempt::values_json(&r.values))),
                             None => (None, None),
                         };
@@ -349,7 +357,7 @@ impl<'a> Driver<'a> {
     fn publish_ctx(&self) -> PublishCtx<'_> {
         PublishCtx {
             plan: self.plan,
-            results: &self.results,
+            results: Results::single(&self.data),
             run_id: &self.run_id,
             run_dir: &self.run_dir,
             runs_dir: &self.opts.runs_dir,

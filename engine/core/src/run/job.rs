@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use indexmap::IndexMap;
 
 use super::cache::{Components, Hasher};
-use super::scope::{Mode, TaskResult, TaskScope, Used};
+use super::scope::{Mode, Results, TaskScope, Used};
 use crate::expr::{Scope, Value};
 use crate::model::eval_value;
 use crate::model::{Command, Tpl};
@@ -98,7 +98,7 @@ fn push_argv(out: &mut Vec<String>, t: &Tpl, scope: &dyn Scope, mode: Mode) -> R
 pub fn resolve_task(
     plan: &Plan,
     node: TaskNode,
-    results: &[Option<Box<TaskResult>>],
+    results: Results<'_>,
     attempt_dir: &Path,
     run_id: &str,
     run_dir: &Path,

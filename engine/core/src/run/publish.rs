@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use petgraph::graph::NodeIndex;
 
-use super::scope::{Mode, TaskResult, TaskScope};
+use super::scope::{Mode, Results, TaskScope};
 use crate::expr::Value;
 use crate::model::Ctx;
 use crate::plan::Plan;
@@ -22,7 +22,7 @@ pub struct PublishCtx<'a> {
     /// The plan.
     pub plan: &'a Plan,
     /// Results of finished tasks by node.
-    pub results: &'a [Option<Box<TaskResult>>],
+    pub results: Results<'a>,
     /// Run id.
     pub run_id: &'a str,
     /// Run directory.

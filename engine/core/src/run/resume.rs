@@ -40,7 +40,7 @@ pub(crate) async fn restore(d: &mut Driver<'_>, s: &mut Scheduler<'_>) -> Result
                 if st != TaskState::Skipped {
                     let dir = row.dir.clone().unwrap_or_default().into();
                     let values = parse_values(row.outputs.as_deref());
-                    d.results[i.index()] = Some(Box::new(TaskResult { dir, values }));
+                    d.data.results[i.index()] = Some(Box::new(TaskResult { dir, values }));
                 }
                 s.restore(i, row.attempts, Some(st));
                 done += 1;

@@ -2,12 +2,14 @@
 //! task's own inputs, outputs and scatter element.
 
 use std::cell::RefCell;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use indexmap::IndexMap;
+use petgraph::graph::NodeIndex;
 
 use crate::expr::{LookupError, Scope, Value};
-use crate::model::{Ctx, Resolved, resolve};
+use crate::model::{Ctx, Point, Resolved, resolve};
 use crate::model::{NsIdx, StepIdx};
 use crate::model::{eval_value, param_or_input};
 use crate::plan::{Plan, ScatterList, TaskNode};
@@ -19,6 +21,56 @@ pub struct TaskResult {
     pub dir: PathBuf,
     /// Its value outputs.
     pub values: IndexMap<String, Value>,
+}
+
+/// What a task's trigger (`wait:`) found, readable as `wait.files` and `wait.KEY`.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct GateValues {
+    /// Paths the `files` trigger matched, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<String>,
+    /// Values from a command's JSON output or a signal's `--value`s.
+    #[serde(default, skip_serializing_if = "IndexMap::is_empty")]
+    pub values: IndexMap<String, serde_json::Value>,
+}
+
+/// One cycle of a run (a run of a workflow without `cycle:` has one): where it is, and
+/// what its tasks have produced.
+#[derive(Debug)]
+pub struct CycleData {
+    /// Index from 0.
+    pub index: u64,
+    /// Its point (`None` when the workflow does not cycle).
+    pub point: Option<Point>,
+    /// Whether it is the last cycle.
+    pub last: bool,
+    /// Results of finished tasks by node index.
+    pub results: Vec<Option<Box<TaskResult>>>,
+    /// What the triggers of its tasks found.
+    pub gates: HashMap<NodeIndex, GateValues>,
+}
+
+impl CycleData {
+    /// A cycle with no results yet, for a plan of `nodes` nodes.
+    pub fn new(index: u64, point: Option<Point>, last: bool, nodes: usize) -> Self {
+        CycleData { index, point, last, results: (0..nodes).map(|_| None).collect(), gates: HashMap::new() }
+    }
+}
+
+/// The results a task can read: its cycle's, and the previous cycle's (`prev.*`).
+#[derive(Debug, Clone, Copy)]
+pub struct Results<'a> {
+    /// The task's cycle.
+    pub cur: &'a CycleData,
+    /// The cycle before, when there is one.
+    pub prev: Option<&'a CycleData>,
+}
+
+impl<'a> Results<'a> {
+    /// Results of a run that does not cycle.
+    pub fn single(cur: &'a CycleData) -> Self {
+        Results { cur, prev: None }
+    }
 }
 
 /// How references to things not known yet are shown.
@@ -50,8 +102,8 @@ pub struct TaskScope<'a> {
     pub plan: &'a Plan,
     /// The task.
     pub node: TaskNode,
-    /// Results of finished tasks by node index.
-    pub results: &'a [Option<Box<TaskResult>>],
+    /// Results of finished tasks (this cycle's and the previous one's).
+    pub results: Results<'a>,
     /// The attempt directory (where `out.*` live).
     pub attempt_dir: &'a Path,
     /// Run id.
@@ -84,8 +136,9 @@ impl TaskScope<'_> {
         }
     }
 
-    fn result(&self, step: StepIdx, member: Option<u32>) -> Option<&TaskResult> {
-        self.results.get(self.plan.node(step, member).index()).and_then(|r| r.as_deref())
+    fn result(&self, step: StepIdx, member: Option<u32>, prev: bool) -> Option<&TaskResult> {
+        let data = if prev { self.results.prev? } else { self.results.cur };
+        data.results.get(self.plan.node(step, member).index()).and_then(|r| r.as_deref())
     }
 
     fn output(
@@ -96,16 +149,29 @@ impl TaskScope<'_> {
         name: &str,
         label: &str,
     ) -> Result<Option<Value>, LookupError> {
+        self.output_of(step, member, values, name, label, false)
+    }
+
+    fn output_of(
+        &self,
+        step: StepIdx,
+        member: Option<u32>,
+        values: bool,
+        name: &str,
+        label: &str,
+        prev: bool,
+    ) -> Result<Option<Value>, LookupError> {
         let st = &self.plan.workflow.steps[step];
         if self.mode == Mode::Key {
             return Ok(Some(if values { Value::Str(format!("<{label}>")) } else { Value::Path(format!("<{label}>")) }));
         }
-        let Some(res) = self.result(step, member) else {
+        let Some(res) = self.result(step, member, prev) else {
             return Ok(None);
         };
+        let head = if prev { "prev.steps" } else { "steps" };
         let task = match member {
-            Some(m) => format!("steps.{}[{m}]", st.name),
-            None => format!("steps.{}", st.name),
+            Some(m) => format!("{head}.{}[{m}]", st.name),
+            None => format!("{head}.{}", st.name),
         };
         self.used.borrow_mut().push(Used::ResultDir(task, res.dir.clone()));
         if values {
@@ -179,12 +245,21 @@ impl Scope for TaskScope<'_> {
                 }
                 Ok(v)
             }
-            Resolved::StepOut(a, name) | Resolved::StepValue(a, name) => {
-                let values = matches!(r, Resolved::StepValue(..));
+            Resolved::StepOut(a, name)
+            | Resolved::StepValue(a, name)
+            | Resolved::PrevOut(a, name)
+            | Resolved::PrevValue(a, name) => {
+                let values = matches!(r, Resolved::StepValue(..) | Resolved::PrevValue(..));
+                let prev = matches!(r, Resolved::PrevOut(..) | Resolved::PrevValue(..));
+                if prev && self.mode == Mode::Exec && self.results.prev.is_none() {
+                    return Err(err(format!("`{label}`: there is no previous cycle")));
+                }
+                let skipped = || {
+                    let when = if prev { " in the previous cycle" } else { "" };
+                    err(format!("step `{}` has no result{when} (it was skipped)", wf.steps[*a].name))
+                };
                 match &self.plan.scatter[*a] {
-                    None => self
-                        .output(*a, None, values, name, &label)?
-                        .ok_or_else(|| err(format!("step `{}` has no result (it was skipped)", wf.steps[*a].name))),
+                    None => self.output_of(*a, None, values, name, &label, prev)?.ok_or_else(skipped),
                     Some(t) => {
                         if self.mode == Mode::Key {
                             // `plan` shows a gather without running anything: a list of
@@ -199,7 +274,9 @@ impl Scope for TaskScope<'_> {
                         }
                         let mut items = Vec::with_capacity(t.len as usize);
                         for m in 0..t.len {
-                            if let Some(v) = self.output(*a, Some(m), values, name, &format!("{label}[{m}]"))? {
+                            if let Some(v) =
+                                self.output_of(*a, Some(m), values, name, &format!("{label}[{m}]"), prev)?
+                            {
                                 items.push(v);
                             }
                         }
@@ -258,6 +335,27 @@ impl Scope for TaskScope<'_> {
             }),
             Resolved::StepName(s) => Ok(Value::Str(wf.steps[*s].name.clone())),
             Resolved::MemberIndex(_) => Ok(self.node.member_index().map_or(Value::Null, |m| Value::Int(i64::from(m)))),
+            Resolved::CycleIndex => Ok(Value::Int(self.results.cur.index as i64)),
+            Resolved::CyclePoint => Ok(self.results.cur.point.map_or(Value::Null, Point::value)),
+            Resolved::CycleFirst => Ok(Value::Bool(self.results.cur.index == 0)),
+            Resolved::CycleLast => Ok(Value::Bool(self.results.cur.last)),
+            Resolved::WaitFiles(_) | Resolved::WaitValue(..) => {
+                if self.mode == Mode::Key {
+                    return Ok(Value::Str(format!("<{label}>")));
+                }
+                let gate =
+                    self.results.cur.gates.get(&self.plan.node(self.node.step as usize, self.node.member_index()));
+                Ok(match (&r, gate) {
+                    (Resolved::WaitFiles(_), Some(g)) => {
+                        Value::List(g.files.iter().cloned().map(Value::Path).collect())
+                    }
+                    (Resolved::WaitFiles(_), None) => Value::List(vec![]),
+                    (Resolved::WaitValue(_, k), Some(g)) => {
+                        g.values.get(k).and_then(Value::from_json).unwrap_or(Value::Null)
+                    }
+                    _ => Value::Null,
+                })
+            }
         }
     }
 }

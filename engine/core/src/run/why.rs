@@ -10,7 +10,7 @@ use petgraph::algo::toposort;
 
 use super::cache::{Decision, Hasher, decide};
 use super::job::{components, key_view, resolve_task};
-use super::scope::{Mode, TaskResult};
+use super::scope::{CycleData, Mode, Results};
 use crate::plan::Plan;
 use crate::state::{StateError, Store};
 
@@ -29,7 +29,7 @@ pub struct Verdict {
 pub fn why(plan: &Plan, store: &mut Store, step: Option<&str>, kernel: &Path) -> Result<Vec<Verdict>, StateError> {
     let wf = &*plan.workflow;
     let order = toposort(&plan.graph, None).unwrap_or_default();
-    let mut results: Vec<Option<Box<TaskResult>>> = (0..plan.graph.node_count()).map(|_| None).collect();
+    let mut data = CycleData::new(0, None, false, plan.graph.node_count());
     let mut stale: Vec<Option<String>> = vec![None; plan.graph.node_count()];
     let mut hasher = Hasher::default();
     let mut memo = std::collections::HashMap::new();
@@ -52,13 +52,13 @@ pub fn why(plan: &Plan, store: &mut Store, step: Option<&str>, kernel: &Path) ->
             let run_dir = Path::new("<run-dir>");
             let step = &wf.steps[t.step as usize];
             let is_kernel = matches!(step.command, crate::model::Command::Kernel(_));
-            match resolve_task(plan, t, &results, &placeholder, "<run>", run_dir, Mode::Exec, kernel) {
+            match resolve_task(plan, t, Results::single(&data), &placeholder, "<run>", run_dir, Mode::Exec, kernel) {
                 Err(e) => reasons.push(format!("cannot be resolved yet: {e}")),
                 Ok(exec) => {
                     let keyv = key_view(&exec, &placeholder, run_dir, "<run>", is_kernel);
                     let now = components(plan, t, &keyv, &exec, store, &mut hasher, &mut memo)?;
                     match decide(store, &wf.name, &name, step, &now)? {
-                        Decision::UpToDate(result) => results[i.index()] = Some(Box::new(result)),
+                        Decision::UpToDate(result) => data.results[i.index()] = Some(Box::new(result)),
                         Decision::Stale(why) => reasons.extend(why.reasons(&now)),
                     }
                 }

@@ -7,7 +7,7 @@ use std::path::Path;
 use crate::execute::{JobRequest, Rendered};
 use crate::plan::{Plan, TaskNode};
 use crate::run::job::resolve_task;
-use crate::run::scope::Mode;
+use crate::run::scope::{CycleData, Mode, Results};
 use crate::units::format_duration;
 
 /// Output format.
@@ -43,8 +43,17 @@ fn command(
     kernel: &Path,
     opts: &RenderOptions<'_>,
 ) -> Result<Rendered, crate::run::job::ResolveError> {
-    let results = vec![];
-    let r = resolve_task(plan, n, &results, Path::new("<out>"), "<run.id>", Path::new("<run.dir>"), Mode::Key, kernel)?;
+    let data = CycleData::new(0, None, false, 0);
+    let r = resolve_task(
+        plan,
+        n,
+        Results::single(&data),
+        Path::new("<out>"),
+        "<run.id>",
+        Path::new("<run.dir>"),
+        Mode::Key,
+        kernel,
+    )?;
     let step = &plan.workflow.steps[n.step as usize];
     let req = JobRequest {
         name: plan.task_name(n),

@@ -136,6 +136,7 @@ fn empty_workflow(raw: &RawWorkflow) -> Workflow {
         steps: vec![],
         param_values: IndexMap::new(),
         input_values: IndexMap::new(),
+        cycle: None,
     }
 }
 

@@ -70,7 +70,29 @@ impl TypeScope for Types<'_> {
                 }
             }
             Resolved::RunId | Resolved::StepName(_) => Type::Str,
-            Resolved::MemberIndex(_) => Type::Int,
+            Resolved::MemberIndex(_) | Resolved::CycleIndex => Type::Int,
+            Resolved::PrevOut(s, _) => {
+                if wf.steps[s].scatter.is_some() {
+                    Type::List(Box::new(Type::Path))
+                } else {
+                    Type::Path
+                }
+            }
+            Resolved::PrevValue(s, _) => {
+                if wf.steps[s].scatter.is_some() {
+                    Type::List(Box::new(Type::Any))
+                } else {
+                    Type::Any
+                }
+            }
+            Resolved::CyclePoint => match wf.cycle.as_ref().map(|c| c.every) {
+                Some(crate::model::Every::Int(_)) => Type::Int,
+                Some(crate::model::Every::Time(_)) => Type::Str,
+                None => Type::Any,
+            },
+            Resolved::CycleFirst | Resolved::CycleLast => Type::Bool,
+            Resolved::WaitFiles(_) => Type::List(Box::new(Type::Path)),
+            Resolved::WaitValue(..) => Type::Any,
         })
     }
 }

@@ -63,6 +63,9 @@ impl Validator {
             when,
             deps: vec![],
             after: vec![],
+            once: None,
+            wait: None,
+            prev_deps: vec![],
         };
         let idx = self.wf.steps.len();
         self.pending_after.push((idx, after_names));
