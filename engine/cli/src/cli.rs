@@ -149,6 +149,12 @@ pub struct RunArgs {
     /// Run every task even if an earlier run left an up-to-date result.
     #[arg(long)]
     pub no_cache: bool,
+    /// Cycling workflows: run this many cycles in all (overrides the workflow's end).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..), conflicts_with = "until")]
+    pub cycles: Option<u64>,
+    /// Cycling workflows: the last cycle point to run (`2026-03-02T00:00Z`, or an integer).
+    #[arg(long, value_name = "POINT")]
+    pub until: Option<String>,
     /// Cores the local scheduler may fill (default: all).
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
     pub cores: Option<u32>,

@@ -217,6 +217,9 @@ fn run_cmd(a: RunArgs) -> Result<i32, Failure> {
             no_cache: a.no_cache,
             allocation_job: None,
             allocation_owned: None,
+            cycles: a.cycles,
+            until: a.until.clone(),
+            cycle_start: None,
         },
         keep_going: a.keep_going,
         jobs: a.jobs,
@@ -252,6 +255,9 @@ fn run_cmd(a: RunArgs) -> Result<i32, Failure> {
                 TaskFailure::Cancelled => eprintln!("cancelled: {task}"),
                 TaskFailure::Failed(msg) => eprintln!("failed: {task}: {msg}"),
             }
+        }
+        if let Some(note) = &summary.note {
+            eprintln!("{note}");
         }
         if summary.outcome != RunOutcome::Succeeded {
             eprintln!("hint: continue with `{}`", resume_command(&summary.run_id, &a.runs_dir));

@@ -57,6 +57,11 @@ impl Reporter for HumanReporter {
                 self.total = *tasks as u64;
                 self.done = *already_done as u64;
                 let verb = if *resumed { "resuming" } else { "starting" };
+                if *tasks == 0 {
+                    // A cycling run: its tasks come cycle by cycle.
+                    eprintln!("{verb} run {run_id} of `{workflow}` (cycling)");
+                    return;
+                }
                 eprintln!(
                     "{verb} run {run_id} of `{workflow}`: {tasks} tasks{}",
                     if *resumed { format!(", {already_done} already done") } else { String::new() }
@@ -102,6 +107,19 @@ impl Reporter for HumanReporter {
                 self.running = self.running.saturating_sub(1);
                 self.line(&format!("  retry {task} after attempt {attempt} ({message}); next in {delay_seconds:.1}s"));
                 self.refresh();
+            }
+            Event::CycleStarted { cycle, point } => {
+                self.line(&format!("cycle {cycle} ({point}) started"));
+            }
+            Event::CycleFinished { cycle, point, counts } => {
+                let ran = counts.succeeded + counts.cached + counts.skipped;
+                self.line(&format!("cycle {cycle} ({point}) done: {ran} tasks"));
+            }
+            Event::TaskWaiting { task, waiting_for } => {
+                self.line(&format!("  {task} waits for {waiting_for}"));
+            }
+            Event::Stopping { next_cycle } => {
+                self.line(&format!("stopping: the active cycles finish; cycle {next_cycle} and later will not start"));
             }
             Event::Cancelling { signal } => self.line(&format!(
                 "received {signal}: stopping running steps (SIGTERM, then SIGKILL after the grace period)"

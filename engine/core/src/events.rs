@@ -201,6 +201,34 @@ pub enum Event {
         /// What went wrong.
         message: String,
     },
+    /// A cycle was activated (cycling workflows).
+    CycleStarted {
+        /// Index from 0.
+        cycle: u64,
+        /// Its point.
+        point: String,
+    },
+    /// A cycle finished without failures and retired.
+    CycleFinished {
+        /// Index from 0.
+        cycle: u64,
+        /// Its point.
+        point: String,
+        /// Its tasks by state.
+        counts: Counts,
+    },
+    /// A task's upstream is done; it waits for its triggers (`wait:`).
+    TaskWaiting {
+        /// Task name.
+        task: String,
+        /// What it waits for.
+        waiting_for: String,
+    },
+    /// `twinflow stop`: the active cycles finish, no new one starts.
+    Stopping {
+        /// The next cycle, which will not start.
+        next_cycle: u64,
+    },
     /// Cancellation was requested (signal).
     Cancelling {
         /// Signal name.
@@ -220,7 +248,8 @@ pub enum Event {
 }
 
 /// Number of tasks in each state.
-#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, Serialize, serde::Deserialize, PartialEq, Eq)]
+#[serde(default)]
 #[allow(missing_docs)]
 pub struct Counts {
     pub succeeded: usize,

@@ -66,6 +66,38 @@ impl std::fmt::Display for Point {
     }
 }
 
+impl Point {
+    /// Parses a point written as for `every`: an integer, or an ISO 8601 instant in UTC
+    /// (`2026-03-01T00:00Z`, `2026-03-01T00:00:00Z`, or the label form `20260301T0000Z`).
+    pub fn parse(text: &str, every: Every) -> Result<Point, String> {
+        let text = text.trim();
+        match every {
+            Every::Int(_) => {
+                text.parse::<i64>().map(Point::Int).map_err(|_| format!("`{text}` is not an integer cycle point"))
+            }
+            Every::Time(_) => parse_instant(text).map(Point::Time),
+        }
+    }
+}
+
+/// An ISO 8601 instant in UTC: `2026-03-01T00:00Z`, `2026-03-01T00:00:00Z`,
+/// `2026-03-01T00:00:00.5Z` or the compact label form `20260301T0000Z`.
+pub fn parse_instant(text: &str) -> Result<Timestamp, String> {
+    let bad = || format!("`{text}` is not an ISO 8601 instant in UTC (like `2026-03-01T00:00Z`)");
+    if !text.ends_with('Z') && !text.ends_with("+00:00") {
+        return Err(bad());
+    }
+    if let Ok(t) = text.parse::<Timestamp>() {
+        return Ok(t);
+    }
+    for fmt in ["%Y-%m-%dT%H:%MZ", "%Y%m%dT%H%MZ", "%Y%m%dT%H%M%SZ"] {
+        if let Ok(t) = jiff::civil::DateTime::strptime(fmt, text).and_then(|dt| dt.to_zoned(jiff::tz::TimeZone::UTC)) {
+            return Ok(t.timestamp());
+        }
+    }
+    Err(bad())
+}
+
 /// Where the first cycle is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Start {

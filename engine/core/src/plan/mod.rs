@@ -133,6 +133,39 @@ pub struct Plan {
     pub scatter: Vec<Option<ScatterTable>>,
     /// Steps in dependency order.
     pub step_order: Vec<StepIdx>,
+    /// Links between cycles, when the workflow cycles.
+    pub cycling: Option<CyclePlan>,
+}
+
+/// How the cycles of a cycling workflow depend on each other. Every cycle runs the same
+/// graph ([`Plan::graph`]); these are the edges from one cycle to another.
+#[derive(Debug, Default)]
+pub struct CyclePlan {
+    /// Per node: the nodes of the previous cycle it waits for (`prev.steps.S...`: the join
+    /// of a scattered S, else its only task).
+    pub prev_deps: Vec<Vec<NodeIndex>>,
+    /// The reverse of `prev_deps`: per node, the nodes of the next cycle waiting for it.
+    pub prev_dependants: Vec<Vec<NodeIndex>>,
+}
+
+impl CyclePlan {
+    fn new(wf: &Workflow, graph: &DiGraph<TaskNode, ()>, plan: &Plan) -> Self {
+        let n = graph.node_count();
+        let mut prev_deps = vec![vec![]; n];
+        let mut prev_dependants = vec![vec![]; n];
+        for i in graph.node_indices() {
+            let t = graph[i];
+            if t.is_join() {
+                continue;
+            }
+            for &p in &wf.steps[t.step as usize].prev_deps {
+                let from = plan.join(p).unwrap_or_else(|| plan.node(p, None));
+                prev_deps[i.index()].push(from);
+                prev_dependants[from.index()].push(i);
+            }
+        }
+        CyclePlan { prev_deps, prev_dependants }
+    }
 }
 
 impl Plan {
@@ -151,6 +184,15 @@ impl Plan {
     /// Members of a step (1 when unscattered).
     pub fn members(&self, step: StepIdx) -> u32 {
         self.scatter[step].as_ref().map_or(1, |t| t.len)
+    }
+    /// Whether node `n` has a task in cycle `index` (`once:` steps run in one cycle only;
+    /// `last` says whether `index` is the last cycle).
+    pub fn runs_in(&self, n: NodeIndex, index: u64, last: bool) -> bool {
+        match self.workflow.steps[self.graph[n].step as usize].once {
+            None => true,
+            Some(crate::model::Once::First) => index == 0,
+            Some(crate::model::Once::Last) => last,
+        }
     }
     /// Display name of a task: `sim`, `sim[3]`, `sim[*]` for a join.
     pub fn task_name(&self, n: TaskNode) -> String {
@@ -277,6 +319,7 @@ pub fn compile(workflow: Arc<Workflow>) -> Result<Plan, Diagnostics> {
         step_first: step_first.clone(),
         scatter: scatter.clone(),
         step_order: vec![],
+        cycling: None,
     };
     for s in 0..n {
         let (direct, memberwise) = split_deps(wf, &scatter, s);
@@ -305,7 +348,8 @@ pub fn compile(workflow: Arc<Workflow>) -> Result<Plan, Diagnostics> {
             }
         }
     }
-    Ok(Plan { workflow, graph, step_first, scatter, step_order: order })
+    let cycling = wf.cycle.is_some().then(|| CyclePlan::new(wf, &graph, &plan_tmp));
+    Ok(Plan { workflow, graph, step_first, scatter, step_order: order, cycling })
 }
 
 /// Steps in an order where every step follows its dependencies. Validation reports cycles

@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 pub trait Clock: Send + Sync {
     /// The current instant.
     fn now(&self) -> Instant;
+    /// The current wall-clock time (for `clock:` triggers and cycle points).
+    fn wall(&self) -> jiff::Timestamp;
 }
 
 /// The real monotonic clock.
@@ -21,6 +23,9 @@ pub struct SystemClock;
 impl Clock for SystemClock {
     fn now(&self) -> Instant {
         Instant::now()
+    }
+    fn wall(&self) -> jiff::Timestamp {
+        jiff::Timestamp::now()
     }
 }
 
@@ -64,5 +69,10 @@ impl VirtualClock {
 impl Clock for VirtualClock {
     fn now(&self) -> Instant {
         self.base + self.elapsed()
+    }
+    /// The Unix epoch plus the time since zero.
+    fn wall(&self) -> jiff::Timestamp {
+        jiff::Timestamp::UNIX_EPOCH
+            + jiff::SignedDuration::try_from(self.elapsed()).unwrap_or(jiff::SignedDuration::MAX)
     }
 }

@@ -6,15 +6,16 @@
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-
-use petgraph::graph::NodeIndex;
+use std::time::{Duration, Instant};
 
 use super::attempt::{self, attempt_dir};
 use super::cache::{self, Decision, Hasher};
+use super::clock::Clock;
 use super::job::{components, key_view, resolve_task};
 use super::publish::{PublishCtx, publish};
-use super::scheduler::{Effect, Scheduler};
-use super::scope::{CycleData, Mode, Results, TaskResult, TaskScope};
+use super::scheduler::{Effect, Scheduler, TaskId};
+use super::scope::{CycleData, GateValues, Mode, Results, TaskResult, TaskScope};
+use super::trigger::{FsProbe, Poll, Watch};
 use super::{RunError, RunOptions, task_dir};
 use crate::events::{Event, Reporter, TaskState};
 use crate::execute::{ArrayMember, Backend, Ending, JobRequest, JobStatus, Outcome, SpawnFailure};
@@ -22,12 +23,14 @@ use crate::expr::Value;
 use crate::ids::JobId;
 use crate::model::Command;
 use crate::model::Ctx;
+use crate::model::{CycleSpec, Point};
 use crate::plan::Plan;
+use crate::state::CycleState;
 use crate::state::{CacheEntry, Store};
 
 /// An attempt in flight.
 pub(crate) struct Attempt {
-    pub node: NodeIndex,
+    pub task: TaskId,
     pub attempt: u32,
     pub dir: PathBuf,
     pub key: String,
@@ -46,7 +49,21 @@ pub(crate) struct Driver<'a> {
     pub kernel: PathBuf,
     /// Name (in the run directory) of the snapshot of the environment every step inherits.
     pub env_file: String,
-    pub data: CycleData,
+    /// Where the cycles are, when the workflow cycles.
+    pub cycling: Option<Cycling>,
+    /// Active cycles' results, by index.
+    pub cycles: BTreeMap<u64, CycleData>,
+    /// The last retired cycle (read by `prev.*`).
+    pub retired_prev: Option<CycleData>,
+    /// Cycle 0 once it retired, when later cycles read its `once: first` results.
+    pub retired_first: Option<CycleData>,
+    /// Triggers of gated tasks.
+    watches: HashMap<TaskId, Watch>,
+    /// Gated tasks whose triggers could not be expanded, with why.
+    gate_errors: Vec<(TaskId, String)>,
+    /// Signals delivered to cycles: (cycle, name) → values.
+    delivered: HashMap<(u64, String), indexmap::IndexMap<String, serde_json::Value>>,
+    last_signal_check: Option<Instant>,
     pub running: HashMap<JobId, Attempt>,
     /// Attempts prepared by this dispatch turn, submitted together at its end.
     batch: Vec<(Attempt, JobRequest)>,
@@ -76,7 +93,14 @@ impl<'a> Driver<'a> {
             run_dir,
             kernel: super::job::kernel_binary(),
             env_file,
-            data: CycleData::new(0, None, false, plan.graph.node_count()),
+            cycling: None,
+            cycles: BTreeMap::new(),
+            retired_prev: None,
+            retired_first: None,
+            watches: HashMap::new(),
+            gate_errors: vec![],
+            delivered: HashMap::new(),
+            last_signal_check: None,
             running: HashMap::new(),
             batch: vec![],
             hasher: Hasher::default(),
@@ -84,8 +108,61 @@ impl<'a> Driver<'a> {
         }
     }
 
-    fn name(&self, i: NodeIndex) -> String {
-        self.plan.task_name(self.plan.graph[i])
+    /// Name of a task: `sim[3]`, or `POINT/sim[3]` in a cycling run.
+    pub fn name(&self, t: TaskId) -> String {
+        let base = self.plan.task_name(self.plan.graph[t.node]);
+        match &self.cycling {
+            Some(c) => format!("{}/{base}", c.point(t.cycle).label()),
+            None => base,
+        }
+    }
+
+    /// The results task `t` reads: its cycle's, the one before, and cycle 0's.
+    pub fn results(&self, cycle: u64) -> Results<'_> {
+        let cur = self.cycles.get(&cycle).expect("the task's cycle is active");
+        let older = |i: u64| self.cycles.get(&i).or(self.retired_prev.as_ref().filter(|d| d.index == i));
+        Results {
+            cur,
+            prev: cycle.checked_sub(1).and_then(older),
+            first: if cycle > 0 { self.cycles.get(&0).or(self.retired_first.as_ref()) } else { None },
+        }
+    }
+
+    /// Resume: the result of a task of an active cycle.
+    pub fn active_result(&mut self, t: TaskId, r: Option<Box<TaskResult>>) {
+        self.data_mut(t.cycle).results[t.node.index()] = r;
+    }
+
+    /// Resume: the result of a task of a retired cycle that later cycles read.
+    pub fn retired_result(&mut self, t: TaskId, r: Option<Box<TaskResult>>) {
+        let (n, c) = (self.plan.graph.node_count(), self.cycling.clone());
+        let make =
+            |i: u64| CycleData::new(i, c.as_ref().map(|c| c.point(i)), c.as_ref().is_some_and(|c| c.is_last(i)), n);
+        let first_once =
+            self.plan.workflow.steps[self.plan.graph[t.node].step as usize].once == Some(crate::model::Once::First);
+        if t.cycle == 0 && first_once {
+            self.retired_first.get_or_insert_with(|| make(0)).results[t.node.index()] = r.clone();
+        }
+        let prev = self.retired_prev.get_or_insert_with(|| make(t.cycle));
+        if prev.index == t.cycle {
+            prev.results[t.node.index()] = r;
+        }
+    }
+
+    /// Resume: what a task's trigger found before.
+    pub fn restore_gate(&mut self, t: TaskId, values: GateValues) {
+        self.data_mut(t.cycle).gates.insert(t.node, values);
+    }
+
+    /// Resume: a signal an earlier engine handed to cycle `cycle`.
+    pub fn restore_signal(&mut self, cycle: u64, name: String, values: indexmap::IndexMap<String, serde_json::Value>) {
+        self.delivered.insert((cycle, name), values);
+    }
+
+    fn data_mut(&mut self, cycle: u64) -> &mut CycleData {
+        let (n, last) = (self.plan.graph.node_count(), self.cycling.as_ref().map(|c| c.is_last(cycle)));
+        let point = self.cycling.as_ref().map(|c| c.point(cycle));
+        self.cycles.entry(cycle).or_insert_with(|| CycleData::new(cycle, point, last.unwrap_or(true), n))
     }
 
     /// One dispatch turn: settles every task the core hands out, then submits the attempts
@@ -102,17 +179,17 @@ impl<'a> Driver<'a> {
 
     /// Decides what happens to a ready task: skipped, cached, failed, or an attempt prepared
     /// for submission at the end of the dispatch turn.
-    fn settle(&mut self, s: &mut Scheduler<'_>, i: NodeIndex) -> Result<(), RunError> {
+    fn settle(&mut self, s: &mut Scheduler<'_>, i: TaskId) -> Result<(), RunError> {
         let plan = self.plan;
-        let t = plan.graph[i];
+        let t = plan.graph[i.node];
         let step = &plan.workflow.steps[t.step as usize];
-        let tdir = task_dir(&self.run_dir, plan, t);
+        let tdir = self.task_dir(i);
         if let Some(w) = &step.when {
             let used = RefCell::new(vec![]);
             let scope = TaskScope {
                 plan,
                 node: t,
-                results: Results::single(&self.data),
+                results: self.results(i.cycle),
                 attempt_dir: &tdir,
                 run_id: &self.run_id,
                 run_dir: &self.run_dir,
@@ -142,7 +219,7 @@ impl<'a> Driver<'a> {
         let mut exec = match resolve_task(
             plan,
             t,
-            Results::single(&self.data),
+            self.results(i.cycle),
             &adir,
             &self.run_id,
             &self.run_dir,
@@ -159,14 +236,18 @@ impl<'a> Driver<'a> {
         let keyv = key_view(&exec, &adir, &self.run_dir, &self.run_id, is_kernel);
         // Not part of the cache key (which reads `keyv`): attempts differ only in it.
         exec.env.push((twinflow_contract::env::ATTEMPT.into(), attempt.to_string()));
+        if let Some(c) = &self.cycling {
+            exec.env.push((twinflow_contract::env::CYCLE_INDEX.into(), i.cycle.to_string()));
+            exec.env.push((twinflow_contract::env::CYCLE_POINT.into(), c.point(i.cycle).to_string()));
+        }
         let comps = components(plan, t, &keyv, &exec, self.store, &mut self.hasher, &mut self.params_memo)?;
         let name = self.name(i);
         if self.opts.use_cache
             && let Decision::UpToDate(hit) = cache::decide(self.store, &plan.workflow.name, &name, step, &comps)?
         {
             let dir = hit.dir.clone();
-            self.data.results[i.index()] = Some(Box::new(hit));
-            match publish(self.publish_ctx(), i, &dir) {
+            self.data_mut(i.cycle).results[i.node.index()] = Some(Box::new(hit));
+            match publish(self.publish_ctx(i.cycle), i.node, &dir) {
                 Ok(()) => s.reuse(i),
                 Err(e) => s.fail(i, e.to_string()),
             }
@@ -189,7 +270,7 @@ impl<'a> Driver<'a> {
         debug_assert_eq!(launched, attempt);
         let key = comps.key();
         let components = serde_json::to_string(&comps).unwrap_or_default();
-        self.batch.push((Attempt { node: i, attempt, dir: adir, key, components }, req));
+        self.batch.push((Attempt { task: i, attempt, dir: adir, key, components }, req));
         Ok(())
     }
 
@@ -203,7 +284,7 @@ impl<'a> Driver<'a> {
         let mut error = None;
         let mut results = results.into_iter();
         for a in attempts {
-            let name = self.name(a.node);
+            let name = self.name(a.task);
             match results.next() {
                 Some(Ok(id)) => {
                     tracing::debug!(task = %name, attempt = a.attempt, job = %id, "submitted");
@@ -247,8 +328,8 @@ impl<'a> Driver<'a> {
     /// and published, and only then is success recorded; otherwise the core decides between
     /// a retry and a final failure.
     fn finished(&mut self, s: &mut Scheduler<'_>, a: Attempt, outcome: Outcome) -> Result<(), RunError> {
-        let i = a.node;
-        let step = &self.plan.workflow.steps[self.plan.graph[i].step as usize];
+        let i = a.task;
+        let step = &self.plan.workflow.steps[self.plan.graph[i.node].step as usize];
         let name = self.name(i);
         let verdict = attempt::conclude(&a.dir, step, &outcome);
         let detail = match &verdict {
@@ -271,10 +352,10 @@ impl<'a> Driver<'a> {
         };
         let out = attempt::promote(&a.dir)?;
         let values_s = attempt::values_json(&values);
-        self.data.results[i.index()] = Some(Box::new(TaskResult { dir: out.clone(), values }));
+        self.data_mut(i.cycle).results[i.node.index()] = Some(Box::new(TaskResult { dir: out.clone(), values }));
         // Copies outside the run directory are made before success is recorded: a crash in
         // between runs the task again rather than losing a copy.
-        if let Err(e) = publish(self.publish_ctx(), i, &out) {
+        if let Err(e) = publish(self.publish_ctx(i.cycle), i.node, &out) {
             s.fail(i, e.to_string());
             return Ok(());
         }
@@ -307,14 +388,15 @@ impl<'a> Driver<'a> {
     pub fn record(&mut self, effects: Vec<Effect>) -> Result<(), RunError> {
         for e in effects {
             match e {
-                Effect::Finished { node, state, message, seconds } => {
-                    let name = self.name(node);
+                Effect::Finished { task, state, message, seconds } => {
+                    let name = self.name(task);
                     // A success was recorded with its cache key before the core heard of it.
                     if state != TaskState::Succeeded {
                         if state == TaskState::Failed {
                             tracing::info!(task = %name, "failed: {}", message.as_deref().unwrap_or_default());
                         }
-                        let (dir, values) = match &self.data.results[node.index()] {
+                        let result = self.cycles.get(&task.cycle).and_then(|d| d.results[task.node.index()].as_ref());
+                        let (dir, values) = match result {
                             Some(r) => (Some(r.dir.display().to_string()), Some(attempt::values_json(&r.values))),
                             None => (None, None),
                         };
@@ -328,10 +410,13 @@ impl<'a> Driver<'a> {
                             message.as_deref(),
                         )?;
                     }
+                    if self.watches.remove(&task).is_some() {
+                        self.record_waits(task.cycle)?;
+                    }
                     self.reporter.event(&Event::TaskFinished { task: name, state, seconds, message });
                 }
-                Effect::Retry { node, attempt, delay, message } => {
-                    let name = self.name(node);
+                Effect::Retry { task, attempt, delay, message } => {
+                    let name = self.name(task);
                     tracing::info!(task = %name, attempt, ?delay, "retrying: {message}");
                     self.store.retry_later(
                         &self.run_id,
@@ -345,28 +430,330 @@ impl<'a> Driver<'a> {
                         message,
                     });
                 }
-                Effect::Pending { node } => {
-                    let name = self.name(node);
+                Effect::Pending { task } => {
+                    let name = self.name(task);
                     self.store.reset_task(&self.run_id, &name)?;
+                }
+                Effect::Gated { task } => self.gate(task)?,
+                Effect::CycleStarted { cycle, .. } => {
+                    self.data_mut(cycle);
+                    let Some(c) = &self.cycling else { continue };
+                    let label = c.point(cycle).label();
+                    self.store.cycle_started(&self.run_id, cycle, &label)?;
+                    let plan = self.plan;
+                    let last = c.is_last(cycle);
+                    let names: Vec<(String, String, Option<u32>)> = plan
+                        .graph
+                        .node_indices()
+                        .filter(|&i| !plan.graph[i].is_join() && plan.runs_in(i, cycle, last))
+                        .map(|i| {
+                            let t = plan.graph[i];
+                            (
+                                self.name(TaskId::new(cycle, i)),
+                                plan.workflow.steps[t.step as usize].name.clone(),
+                                t.member_index(),
+                            )
+                        })
+                        .collect();
+                    self.store.ensure_cycle_tasks(
+                        &self.run_id,
+                        cycle,
+                        names.iter().map(|(a, b, c)| (a.as_str(), b.as_str(), *c)),
+                    )?;
+                    tracing::info!(cycle, point = %label, "cycle started");
+                    self.reporter.event(&Event::CycleStarted { cycle, point: label });
+                }
+                Effect::CycleFinished { cycle, counts } => {
+                    let Some(c) = &self.cycling else { continue };
+                    let label = c.point(cycle).label();
+                    self.store.cycle_ended(&self.run_id, cycle, CycleState::Succeeded, Some(&counts))?;
+                    tracing::info!(cycle, point = %label, "cycle finished");
+                    self.reporter.event(&Event::CycleFinished { cycle, point: label, counts });
+                    if let Some(data) = self.cycles.remove(&cycle) {
+                        if cycle == 0
+                            && self.plan.workflow.steps.iter().any(|s| s.once == Some(crate::model::Once::First))
+                        {
+                            self.retired_first = Some(data.clone());
+                        }
+                        self.retired_prev = Some(data);
+                    }
+                    self.housekeeping(cycle)?;
                 }
             }
         }
         Ok(())
     }
 
-    fn publish_ctx(&self) -> PublishCtx<'_> {
+    /// `keep: N`: when cycle `done` retires, the directories of cycle `done - N` are
+    /// removed and its database rows compacted into its summary. Cycle 0 stays when later
+    /// cycles read its `once: first` results; the cycle just retired always stays (the next
+    /// one reads it through `prev.*`).
+    fn housekeeping(&mut self, done: u64) -> Result<(), RunError> {
+        let Some(c) = &self.cycling else { return Ok(()) };
+        let Some(keep) = c.spec.keep else { return Ok(()) };
+        let Some(old) = done.checked_sub(u64::from(keep.max(1))) else { return Ok(()) };
+        if old == 0 && self.retired_first.is_some() {
+            return Ok(());
+        }
+        let dir = self.cycle_dir(old);
+        match std::fs::remove_dir_all(&dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                return Err(RunError::Io { action: "pruning the directory of an old cycle", path: dir, source: e });
+            }
+        }
+        self.store.compact_cycle(&self.run_id, old)?;
+        tracing::debug!(cycle = old, "pruned");
+        Ok(())
+    }
+
+    /// Directory of cycle `cycle`'s tasks: `RUN/cycles/POINT`.
+    pub fn cycle_dir(&self, cycle: u64) -> PathBuf {
+        match &self.cycling {
+            Some(c) => self.run_dir.join("cycles").join(c.point(cycle).label()),
+            None => self.run_dir.clone(),
+        }
+    }
+
+    /// A task's upstream is done: its triggers are expanded into a watch, checked from the
+    /// next loop turn on.
+    fn gate(&mut self, t: TaskId) -> Result<(), RunError> {
+        let plan = self.plan;
+        let node = plan.graph[t.node];
+        let step = &plan.workflow.steps[node.step as usize];
+        let Some(w) = &step.wait else { return Ok(()) };
+        let now = Instant::now();
+        let name = self.name(t);
+        let tdir = self.task_dir(t);
+        let used = RefCell::new(vec![]);
+        let scope = TaskScope {
+            plan,
+            node,
+            results: self.results(t.cycle),
+            attempt_dir: &tdir,
+            run_id: &self.run_id,
+            run_dir: &self.run_dir,
+            mode: Mode::Exec,
+            ns: step.ns,
+            ctx: Ctx::When(node.step as usize),
+            used: &used,
+        };
+        let base = plan.workflow.namespaces[step.ns].file.abs_dir();
+        let mut files = vec![];
+        for f in &w.files {
+            match f.tpl.eval(&scope) {
+                Ok(v) => files.push(base.join(v.to_string()).display().to_string()),
+                Err(e) => {
+                    let message = format!("`wait.files`: {}", e.message);
+                    return self.gate_failed(t, message);
+                }
+            }
+        }
+        let not_before = match (w.clock, self.cycling.as_ref().map(|c| c.point(t.cycle))) {
+            (Some(off), Some(Point::Time(p))) => p.checked_add(off).ok(),
+            (Some(off), _) => jiff::Timestamp::now().checked_add(off).ok(),
+            _ => None,
+        };
+        let mut watch = Watch::new(now, not_before, files, w.settle, w.min_size, w.poll, w.timeout, w.on_timeout);
+        watch.signal = w.signal.clone();
+        watch.command = !w.command.is_empty();
+        if let Some(sig) = &w.signal
+            && let Some(v) = self.delivered.get(&(t.cycle, sig.clone()))
+        {
+            watch.signal_received(v.clone());
+        }
+        let waiting_for = watch.describe();
+        tracing::debug!(task = %name, "waiting for {waiting_for}");
+        self.watches.insert(t, watch);
+        self.record_waits(t.cycle)?;
+        self.reporter.event(&Event::TaskWaiting { task: name, waiting_for });
+        Ok(())
+    }
+
+    fn gate_failed(&mut self, t: TaskId, message: String) -> Result<(), RunError> {
+        // Reported through the core on the next check: a watch that times out at once.
+        let mut w = Watch::new(
+            Instant::now(),
+            None,
+            vec![],
+            Duration::ZERO,
+            0,
+            Duration::from_secs(1),
+            Some(Duration::ZERO),
+            crate::model::OnTimeout::Fail,
+        );
+        w.signal = Some(message);
+        self.watches.insert(t, w);
+        Ok(())
+    }
+
+    /// Writes what the gated tasks of a cycle wait for to its row (for `status`).
+    fn record_waits(&mut self, cycle: u64) -> Result<(), RunError> {
+        if self.cycling.is_none() {
+            return Ok(());
+        }
+        let mut parts: Vec<(TaskId, String)> = self
+            .watches
+            .iter()
+            .filter(|(t, _)| t.cycle == cycle)
+            .map(|(t, w)| (*t, format!("{}: {}", self.plan.task_name(self.plan.graph[t.node]), w.describe())))
+            .collect();
+        parts.sort();
+        let text = parts.into_iter().map(|(_, s)| s).collect::<Vec<_>>().join("; ");
+        self.store.set_cycle_waits(&self.run_id, cycle, (!text.is_empty()).then_some(text.as_str()))?;
+        Ok(())
+    }
+
+    /// Checks the triggers that are due; opens the gates of tasks whose triggers are all
+    /// satisfied and ends those whose timeout passed.
+    pub async fn poll_gates(&mut self, s: &mut Scheduler<'_>, clock: &dyn Clock) -> Result<(), RunError> {
+        for (t, message) in std::mem::take(&mut self.gate_errors) {
+            s.gate_timed_out(t, message, false);
+            let eff = s.take_effects();
+            self.record(eff)?;
+        }
+        if self.watches.is_empty() {
+            return Ok(());
+        }
+        let now = clock.now();
+        self.take_signals(now)?;
+        self.run_commands().await;
+        let wall = clock.wall();
+        let due: Vec<TaskId> = self.watches.iter().filter(|(_, w)| w.next_check <= now).map(|(t, _)| *t).collect();
+        let mut probe = FsProbe;
+        for t in due {
+            let Some(w) = self.watches.get_mut(&t) else { continue };
+            match w.check(now, wall, &mut probe) {
+                Poll::Wait(_) => {}
+                Poll::Ready(values) => {
+                    self.watches.remove(&t);
+                    let name = self.name(t);
+                    let json = serde_json::to_string(&values).unwrap_or_default();
+                    self.store.gate_opened(&self.run_id, &name, &json)?;
+                    tracing::info!(task = %name, "triggers satisfied");
+                    self.data_mut(t.cycle).gates.insert(t.node, values);
+                    s.open_gate(t);
+                    self.record_waits(t.cycle)?;
+                }
+                Poll::TimedOut { message, skip } => {
+                    self.watches.remove(&t);
+                    s.gate_timed_out(t, message, skip);
+                }
+            }
+            let eff = s.take_effects();
+            self.record(eff)?;
+        }
+        Ok(())
+    }
+
+    /// When the next trigger check is due.
+    pub fn next_gate_check(&self) -> Option<Instant> {
+        self.watches.values().map(|w| w.next_check).min()
+    }
+
+    /// Hands signals (`twinflow signal`) to the cycles waiting for them: one for a given
+    /// cycle goes to it; one without goes to the earliest cycle still waiting for that name.
+    fn take_signals(&mut self, now: Instant) -> Result<(), RunError> {
+        if !self.watches.values().any(Watch::awaits_signal) {
+            return Ok(());
+        }
+        if self.last_signal_check.is_some_and(|t| now.saturating_duration_since(t) < Duration::from_millis(200)) {
+            return Ok(());
+        }
+        self.last_signal_check = Some(now);
+        for sig in self.store.signals(&self.run_id, 0)? {
+            if sig.used_by.is_some() {
+                continue;
+            }
+            let waiting: Vec<TaskId> = self
+                .watches
+                .iter()
+                .filter(|(t, w)| {
+                    w.awaits_signal()
+                        && w.signal.as_deref() == Some(sig.name.as_str())
+                        && sig.cycle.is_none_or(|c| c == t.cycle)
+                })
+                .map(|(t, _)| *t)
+                .collect();
+            let Some(cycle) = waiting.iter().map(|t| t.cycle).min() else { continue };
+            let values: indexmap::IndexMap<String, serde_json::Value> =
+                serde_json::from_str(&sig.values).unwrap_or_default();
+            self.store.use_signal(sig.id, cycle)?;
+            tracing::info!(signal = %sig.name, cycle, "signal received");
+            for t in waiting.into_iter().filter(|t| t.cycle == cycle) {
+                if let Some(w) = self.watches.get_mut(&t) {
+                    w.signal_received(values.clone());
+                    w.next_check = now;
+                }
+            }
+            self.delivered.insert((cycle, sig.name.clone()), values);
+        }
+        Ok(())
+    }
+
+    /// Runs the `command` triggers that are due (each at most once per `poll` interval, all
+    /// of one turn at once).
+    async fn run_commands(&mut self) {
+        let due: Vec<TaskId> = self
+            .watches
+            .iter()
+            .filter(|(_, w)| w.awaits_command() && w.next_check <= Instant::now())
+            .map(|(t, _)| *t)
+            .collect();
+        if due.is_empty() {
+            return;
+        }
+        let mut runs = vec![];
+        for t in due {
+            let plan = self.plan;
+            let node = plan.graph[t.node];
+            let step = &plan.workflow.steps[node.step as usize];
+            let Some(w) = &step.wait else { continue };
+            let tdir = self.task_dir(t);
+            let used = RefCell::new(vec![]);
+            let scope = TaskScope {
+                plan,
+                node,
+                results: self.results(t.cycle),
+                attempt_dir: &tdir,
+                run_id: &self.run_id,
+                run_dir: &self.run_dir,
+                mode: Mode::Exec,
+                ns: step.ns,
+                ctx: Ctx::When(node.step as usize),
+                used: &used,
+            };
+            let argv: Result<Vec<String>, _> =
+                w.command.iter().map(|a| a.tpl.eval(&scope).map(|v| v.to_string())).collect();
+            let Ok(argv) = argv else { continue };
+            let poll = w.poll;
+            let cwd = plan.workflow.namespaces[step.ns].file.abs_dir();
+            runs.push(tokio::spawn(async move { (t, super::trigger::run_command(&argv, &cwd, poll).await) }));
+        }
+        for run in runs {
+            let Ok((t, r)) = run.await else { continue };
+            if let (Some(values), Some(w)) = (r, self.watches.get_mut(&t)) {
+                w.command_succeeded(values);
+                w.next_check = Instant::now();
+            }
+        }
+    }
+
+    fn publish_ctx(&self, cycle: u64) -> PublishCtx<'_> {
         PublishCtx {
             plan: self.plan,
-            results: Results::single(&self.data),
+            results: self.results(cycle),
             run_id: &self.run_id,
             run_dir: &self.run_dir,
             runs_dir: &self.opts.runs_dir,
         }
     }
 
-    /// Task directory of node `i`.
-    pub fn task_dir(&self, i: NodeIndex) -> PathBuf {
-        task_dir(&self.run_dir, self.plan, self.plan.graph[i])
+    /// Directory of task `t`: `RUN/steps/STEP[/MEMBER]`, under `RUN/cycles/POINT/` in a
+    /// cycling run.
+    pub fn task_dir(&self, t: TaskId) -> PathBuf {
+        task_dir(&self.cycle_dir(t.cycle), self.plan, self.plan.graph[t.node])
     }
 
     /// Ids of jobs in flight.
@@ -377,5 +764,27 @@ impl<'a> Driver<'a> {
     /// The run directory.
     pub fn run_dir(&self) -> &Path {
         &self.run_dir
+    }
+}
+
+/// Where the cycles of a cycling run are.
+#[derive(Debug, Clone)]
+pub(crate) struct Cycling {
+    /// The workflow's `cycle:`.
+    pub spec: CycleSpec,
+    /// The first point.
+    pub start: Point,
+    /// Number of cycles, when bounded.
+    pub count: Option<u64>,
+}
+
+impl Cycling {
+    /// Point of cycle `index`.
+    pub fn point(&self, index: u64) -> Point {
+        self.spec.point(self.start, index)
+    }
+    /// Whether `index` is the last cycle.
+    pub fn is_last(&self, index: u64) -> bool {
+        self.count.is_some_and(|n| index + 1 == n)
     }
 }

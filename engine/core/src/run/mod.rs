@@ -27,6 +27,7 @@ pub mod publish;
 mod resume;
 pub mod scheduler;
 pub mod scope;
+pub mod trigger;
 pub mod why;
 
 use std::path::{Path, PathBuf};
@@ -36,16 +37,20 @@ use tokio::sync::watch;
 
 use crate::events::{Counts, Event, Reporter, RunState, TaskFailure, secs};
 use crate::execute::{Backend, BackendError};
+use crate::model::{End, Point, Start};
 use crate::plan::{Plan, TaskNode};
-use crate::state::{RunSettings, StateError, Store};
+use crate::state::{CycleState, RunSettings, StateError, Store};
 use clock::{Clock, SystemClock};
 use driver::Driver;
-use scheduler::{SchedOptions, Scheduler};
+use scheduler::{CycleWindow, SchedOptions, Scheduler};
 
 /// State changes are committed in batches at most this far apart (and before any longer
 /// wait): a crash loses at most that much bookkeeping, whose tasks then simply run again,
 /// while thousands of short tasks do not pay one commit each.
 pub const FLUSH_EVERY: Duration = Duration::from_millis(20);
+
+/// How often a cycling run asks the run database whether `twinflow stop` was asked.
+pub const STOP_CHECK_EVERY: Duration = Duration::from_millis(500);
 
 /// How to run.
 #[derive(Debug, Clone)]
@@ -111,6 +116,8 @@ pub struct RunSummary {
     pub elapsed: Duration,
     /// Names of failed (and cancelled) tasks, with why.
     pub failures: Vec<(String, TaskFailure)>,
+    /// For cycling runs: which cycle holds the run, or where a stopped run stopped.
+    pub note: Option<String>,
 }
 
 /// Errors that stop a run (as opposed to task failures, which are part of the summary).
@@ -182,27 +189,61 @@ pub async fn execute(
     };
     let run_dir = opts.runs_dir.join(&run_id);
     std::fs::create_dir_all(run_dir.join("steps")).map_err(io("creating", &run_dir))?;
+    // A cycling run's first point and number of cycles: `start: now` is resolved once and
+    // recorded, so a resumed run keeps its points.
+    let mut settings = opts.settings.clone();
+    let cycling = match &wf.cycle {
+        Some(spec) => {
+            let saved = if resumed { store.run(Some(&run_id))?.settings.cycle_start } else { None };
+            let start = match (saved, spec.start) {
+                (Some(text), _) => Point::parse(&text, spec.every).map_err(RunError::Usage)?,
+                (None, Start::At(p)) => p,
+                (None, Start::Now) => {
+                    let now = jiff::Timestamp::now();
+                    Point::Time(jiff::Timestamp::from_second(now.as_second()).unwrap_or(now))
+                }
+            };
+            settings.cycle_start = Some(start.to_string());
+            let count = match (settings.cycles, &settings.until) {
+                (Some(n), _) => Some(n),
+                (None, Some(until)) => {
+                    let end = Point::parse(until, spec.every).map_err(|e| RunError::Usage(format!("--until: {e}")))?;
+                    crate::model::CycleSpec { end: Some(End::At(end)), ..spec.clone() }.count(start)
+                }
+                (None, None) => spec.count(start),
+            };
+            Some(driver::Cycling { spec: spec.clone(), start, count })
+        }
+        None => None,
+    };
     store.begin()?;
     if resumed {
         store.set_run_state(&run_id, RunState::Running)?;
+        store.request_stop(&run_id, false)?;
     } else {
-        store.create_run(&run_id, &wf.name, &opts.workflow_file.display().to_string(), &opts.settings)?;
+        store.create_run(&run_id, &wf.name, &opts.workflow_file.display().to_string(), &settings)?;
     }
     let env_file =
         attempt::snapshot_environment(&run_dir).map_err(io("writing the environment snapshot in", &run_dir))?;
-    let names: Vec<(String, String, Option<u32>)> = plan
-        .graph
-        .node_weights()
-        .filter(|t| !t.is_join())
-        .map(|t| (plan.task_name(*t), wf.steps[t.step as usize].name.clone(), t.member_index()))
-        .collect();
-    store.ensure_tasks(&run_id, names.iter().map(|(a, b, c)| (a.as_str(), b.as_str(), *c)))?;
-    drop(names);
+    if cycling.is_none() {
+        let names: Vec<(String, String, Option<u32>)> = plan
+            .graph
+            .node_weights()
+            .filter(|t| !t.is_join())
+            .map(|t| (plan.task_name(*t), wf.steps[t.step as usize].name.clone(), t.member_index()))
+            .collect();
+        store.ensure_tasks(&run_id, names.iter().map(|(a, b, c)| (a.as_str(), b.as_str(), *c)))?;
+    }
 
     let clock = SystemClock;
-    let sched_opts = SchedOptions { keep_going: opts.keep_going, max_parallel: opts.max_parallel };
+    let window = match (&wf.cycle, &cycling) {
+        (Some(spec), Some(c)) => CycleWindow { runahead: spec.runahead, count: c.count },
+        _ => CycleWindow::default(),
+    };
+    let sched_opts = SchedOptions { keep_going: opts.keep_going, max_parallel: opts.max_parallel, cycles: window };
     let mut s = Scheduler::new(plan, &clock, backend.capacity(), sched_opts);
     let mut d = Driver::new(plan, store, backend, reporter, opts, run_id.clone(), run_dir, env_file);
+    d.cycling = cycling;
     let mut already_done = 0;
     if resumed {
         already_done = resume::restore(&mut d, &mut s).await?;
@@ -214,26 +255,39 @@ pub async fn execute(
     d.reporter.event(&Event::RunStarted {
         run_id: run_id.clone(),
         workflow: wf.name.clone(),
-        tasks: plan.task_count(),
+        tasks: if d.cycling.is_some() { 0 } else { plan.task_count() },
         already_done,
         resumed,
     });
     let mut last_flush = Instant::now();
+    let mut last_stop_check = Instant::now();
     loop {
         d.store.begin()?;
         s.promote_due();
         if !s.is_cancelling() {
+            d.poll_gates(&mut s, &clock).await?;
             d.dispatch(&mut s).await?;
         }
         if s.is_done() {
+            d.record(s.take_effects())?;
             d.store.commit()?;
             break;
         }
+        d.record(s.take_effects())?;
+        // `twinflow stop`, asked through the run database.
+        if d.cycling.is_some() && last_stop_check.elapsed() >= STOP_CHECK_EVERY {
+            last_stop_check = Instant::now();
+            if d.store.stop_requested(&run_id)? && s.stop() {
+                tracing::info!(run = %run_id, "stopping after the active cycles");
+                let next_cycle = s.active_cycles().last().map_or(0, |c| c + 1);
+                d.reporter.event(&Event::Stopping { next_cycle });
+                continue;
+            }
+        }
         let now = clock.now();
-        let mut wait = s
-            .next_wakeup()
-            .map_or(Duration::from_secs(1), |t| t.saturating_duration_since(now))
-            .min(Duration::from_secs(1));
+        let wake = [s.next_wakeup(), d.next_gate_check()].into_iter().flatten().min();
+        let mut wait =
+            wake.map_or(Duration::from_secs(1), |t| t.saturating_duration_since(now)).min(Duration::from_secs(1));
         let since = last_flush.elapsed();
         if since >= FLUSH_EVERY {
             d.store.commit()?;
@@ -266,6 +320,30 @@ pub async fn execute(
     let fin = s.finish();
     d.store.begin()?;
     d.record(s.take_effects())?;
+    let mut note = None;
+    if let Some(c) = &d.cycling {
+        for cycle in s.active_cycles() {
+            let failed = fin.failures.iter().any(|(t, _)| t.cycle == cycle);
+            if failed {
+                d.store.cycle_ended(&run_id, cycle, CycleState::Failed, None)?;
+            }
+        }
+        if let Some(held) = fin.held_by {
+            let first = fin.failures.iter().find(|(t, _)| t.cycle == held).map(|(t, _)| d.name(*t));
+            note = Some(format!(
+                "cycle {} (point {}) holds the run{}",
+                held,
+                c.point(held),
+                first.map(|f| format!(": `{f}` did not succeed")).unwrap_or_default()
+            ));
+        } else if fin.outcome == RunOutcome::Succeeded && c.count.is_none_or(|n| fin.next_cycle < n) {
+            note = Some(format!(
+                "stopped after cycle {} (point {}); `twinflow run --resume {run_id}` goes on from the next",
+                fin.next_cycle.saturating_sub(1),
+                c.point(fin.next_cycle.saturating_sub(1))
+            ));
+        }
+    }
     d.store.set_run_state(&run_id, fin.outcome.into())?;
     d.store.commit()?;
     let elapsed = t0.elapsed();
@@ -275,6 +353,6 @@ pub async fn execute(
         counts: fin.counts.clone(),
         seconds: secs(elapsed),
     });
-    let failures = fin.failures.iter().map(|(i, m)| (plan.task_name(plan.graph[*i]), m.clone())).collect();
-    Ok(RunSummary { run_id, outcome: fin.outcome, counts: fin.counts, elapsed, failures })
+    let failures = fin.failures.iter().map(|(t, m)| (d.name(*t), m.clone())).collect();
+    Ok(RunSummary { run_id, outcome: fin.outcome, counts: fin.counts, elapsed, failures, note })
 }

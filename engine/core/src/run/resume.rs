@@ -13,48 +13,92 @@ use petgraph::graph::NodeIndex;
 
 use super::attempt;
 use super::driver::{Attempt, Driver};
-use super::scheduler::Scheduler;
+use super::scheduler::{Scheduler, TaskId};
 use super::scope::TaskResult;
 use super::{RunError, attempt::parse_values};
 use crate::events::{Event, TaskState};
 use crate::execute::Leftover;
 use crate::ids::JobId;
-use crate::state::{AttemptState, TaskRow};
+use crate::state::{AttemptState, CycleState, TaskRow};
 
 /// Restores the run's recorded state into the core and the driver; returns how many tasks
 /// were already finished.
 pub(crate) async fn restore(d: &mut Driver<'_>, s: &mut Scheduler<'_>) -> Result<usize, RunError> {
     let rows = d.store.tasks(&d.run_id)?;
-    let by_name: HashMap<&str, &TaskRow> = rows.iter().map(|r| (r.task.as_str(), r)).collect();
+    let plan = d.plan;
+    let by_name: HashMap<String, NodeIndex> = plan
+        .graph
+        .node_indices()
+        .filter(|&i| !plan.graph[i].is_join())
+        .map(|i| (plan.task_name(plan.graph[i]), i))
+        .collect();
+    // A cycling run goes on from its first cycle that did not finish.
+    let first_open = match &d.cycling {
+        Some(_) => {
+            let cycles = d.store.cycles(&d.run_id)?;
+            let open = cycles.iter().find(|c| c.state != CycleState::Succeeded).map(|c| c.cycle);
+            open.unwrap_or_else(|| cycles.last().map_or(0, |c| c.cycle + 1))
+        }
+        None => 0,
+    };
+    if d.cycling.is_some() {
+        s.start_at(first_open);
+        for sig in d.store.signals(&d.run_id, 0)? {
+            if let Some(c) = sig.used_by {
+                let values = serde_json::from_str(&sig.values).unwrap_or_default();
+                d.restore_signal(c, sig.name, values);
+            }
+        }
+    }
     let mut done = 0;
-    let mut leftovers: Vec<(NodeIndex, Leftover, bool)> = vec![];
-    for i in d.plan.graph.node_indices() {
-        let t = d.plan.graph[i];
-        if t.is_join() {
+    let mut leftovers: Vec<(TaskId, Leftover, bool)> = vec![];
+    for row in &rows {
+        let (cycle, base) = match (&d.cycling, row.cycle) {
+            (Some(_), Some(c)) => (c, row.task.split_once('/').map_or(row.task.as_str(), |(_, b)| b)),
+            (Some(_), None) => continue,
+            (None, _) => (0, row.task.as_str()),
+        };
+        let Some(&node) = by_name.get(base) else { continue };
+        let t = TaskId::new(cycle, node);
+        let name = row.task.clone();
+        let result = || {
+            let dir = row.dir.clone().unwrap_or_default().into();
+            let values = parse_values(row.outputs.as_deref());
+            Some(Box::new(TaskResult { dir, values }))
+        };
+        if cycle < first_open {
+            // Retired: later cycles read the cycle before the first open one (`prev.*`)
+            // and cycle 0 (`once: first`).
+            if row.state.is_terminal() && (cycle + 1 == first_open || cycle == 0) {
+                s.restore_retired(t, row.state);
+                if row.state.is_done_ok() {
+                    d.retired_result(t, result());
+                }
+            }
             continue;
         }
-        let name = d.plan.task_name(t);
-        let Some(row) = by_name.get(name.as_str()) else { continue };
+        if let Some(g) = &row.gate {
+            s.restore_gate(t);
+            d.restore_gate(t, serde_json::from_str(g).unwrap_or_default());
+        }
         match row.state {
             st @ (TaskState::Succeeded | TaskState::Cached | TaskState::Skipped) => {
                 if st != TaskState::Skipped {
-                    let dir = row.dir.clone().unwrap_or_default().into();
-                    let values = parse_values(row.outputs.as_deref());
-                    d.data.results[i.index()] = Some(Box::new(TaskResult { dir, values }));
+                    d.active_result(t, result());
                 }
-                s.restore(i, row.attempts, Some(st));
+                s.restore(t, row.attempts, Some(st));
                 done += 1;
             }
             TaskState::Pending | TaskState::Running => {
                 let running = row.state == TaskState::Running;
                 let open_job = if running { open_job(d, &name, row)? } else { None };
-                let l = Leftover { task: name, task_dir: d.task_dir(i), attempts: row.attempts, open_job };
-                leftovers.push((i, l, running));
-                s.restore(i, row.attempts, None);
+                let l = Leftover { task: name, task_dir: d.task_dir(t), attempts: row.attempts, open_job };
+                leftovers.push((t, l, running));
+                s.restore(t, row.attempts, None);
             }
             _ => {
                 d.store.reset_task(&d.run_id, &name)?;
-                s.restore(i, row.attempts, None);
+                s.restore(t, row.attempts, None);
             }
         }
     }
@@ -84,7 +128,7 @@ pub(crate) async fn restore(d: &mut Driver<'_>, s: &mut Scheduler<'_>) -> Result
         s.adopt(i, a.attempt);
         d.reporter.event(&Event::TaskStarted { task: l.task, attempt: a.attempt, job_id: a.job.0.clone() });
         let components = serde_json::to_string(&comps).unwrap_or_default();
-        d.running.insert(a.job, Attempt { node: i, attempt: a.attempt, dir: a.dir, key: comps.key(), components });
+        d.running.insert(a.job, Attempt { task: i, attempt: a.attempt, dir: a.dir, key: comps.key(), components });
     }
     if !d.running.is_empty() {
         tracing::info!(jobs = d.running.len(), "following jobs the previous engine submitted");

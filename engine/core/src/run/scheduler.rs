@@ -26,8 +26,23 @@
 //! finish and are recorded. After [`Scheduler::cancel`] nothing starts and running attempts
 //! end as cancelled. Retries still waiting when the run stops go back to pending
 //! ([`Scheduler::finish`]), so a resumed run starts them again.
+//!
+//! ## Cycles
+//!
+//! A task is a plan node in a cycle ([`TaskId`]); a run of a workflow that does not cycle
+//! has one cycle, 0. Of a cycling workflow, cycles are *activated* on demand: the state of
+//! a cycle's tasks exists only while it is active, and at most `runahead + 1` cycles are
+//! active (the oldest unfinished one and `runahead` beyond it), so memory does not grow
+//! with the number of cycles. The oldest cycle *retires* when all its tasks are done and
+//! none failed ([`Effect::CycleFinished`]); a cycle with a failure stays, holding the
+//! window, and the run reports it ([`Finish::held_by`]). Links between cycles:
+//! `prev.steps.S` makes a task wait for S of the cycle before; a task of a later cycle that
+//! reads a `once: first` step waits for it in cycle 0. A task whose step has `wait:` is
+//! *gated* when its upstream is done ([`Effect::Gated`]): the driver checks its triggers
+//! and calls [`Scheduler::open_gate`] or [`Scheduler::gate_timed_out`].
+//! [`Scheduler::stop`] lets the active cycles finish and activates no more.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use petgraph::Direction;
@@ -43,6 +58,45 @@ use crate::plan::Plan;
 /// [`Scheduler::next_task`], looking for one that does (backfill).
 pub const BACKFILL_WINDOW: usize = 64;
 
+/// A task of a run: a plan node in a cycle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TaskId {
+    /// Cycle index (0 for a workflow that does not cycle).
+    pub cycle: u64,
+    /// The plan node.
+    pub node: NodeIndex,
+}
+
+impl TaskId {
+    /// Node `node` of cycle `cycle`.
+    pub fn new(cycle: u64, node: NodeIndex) -> Self {
+        TaskId { cycle, node }
+    }
+}
+
+impl From<NodeIndex> for TaskId {
+    /// The node's task in cycle 0 (the only cycle of a workflow that does not cycle).
+    fn from(node: NodeIndex) -> Self {
+        TaskId { cycle: 0, node }
+    }
+}
+
+/// Which cycles a run may activate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CycleWindow {
+    /// Cycles that may be active beyond the oldest unfinished one.
+    pub runahead: u32,
+    /// Number of cycles in all (`None`: until stopped).
+    pub count: Option<u64>,
+}
+
+impl Default for CycleWindow {
+    /// One cycle: a workflow that does not cycle.
+    fn default() -> Self {
+        CycleWindow { runahead: 0, count: Some(1) }
+    }
+}
+
 /// Scheduling options.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct SchedOptions {
@@ -50,13 +104,17 @@ pub struct SchedOptions {
     pub keep_going: bool,
     /// At most this many attempts in flight at once (besides resource limits).
     pub max_parallel: Option<usize>,
+    /// The cycles (default: one).
+    pub cycles: CycleWindow,
 }
 
-/// Where a plan node is.
+/// Where a task is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NodeState {
     /// Waiting for upstream tasks.
     Waiting,
+    /// Upstream done; waiting for its triggers (`wait:`).
+    Gated,
     /// May start (in the ready queue, or handed to the driver by `next_task`).
     Ready,
     /// Failed; waits for its retry to come due.
@@ -65,6 +123,8 @@ pub enum NodeState {
     Running,
     /// Finished in this state.
     Done(TaskState),
+    /// Not a task of this cycle (a `once:` step of another cycle).
+    Absent,
 }
 
 /// A state change the driver must record.
@@ -73,7 +133,7 @@ pub enum Effect {
     /// A task reached a final state.
     Finished {
         /// The task.
-        node: NodeIndex,
+        task: TaskId,
         /// Its state.
         state: TaskState,
         /// Why (failures, skips).
@@ -84,7 +144,7 @@ pub enum Effect {
     /// An attempt failed and the task will be tried again after `delay`.
     Retry {
         /// The task.
-        node: NodeIndex,
+        task: TaskId,
         /// The attempt that failed.
         attempt: u32,
         /// The wait before the next attempt.
@@ -95,7 +155,26 @@ pub enum Effect {
     /// A task waiting for a retry when the run stopped is pending again.
     Pending {
         /// The task.
-        node: NodeIndex,
+        task: TaskId,
+    },
+    /// A task's upstream is done and its triggers must be checked.
+    Gated {
+        /// The task.
+        task: TaskId,
+    },
+    /// A cycle was activated: its tasks exist from now on.
+    CycleStarted {
+        /// Its index.
+        cycle: u64,
+        /// Whether it is the last.
+        last: bool,
+    },
+    /// The oldest active cycle is done, without failures, and retired.
+    CycleFinished {
+        /// Its index.
+        cycle: u64,
+        /// Its tasks by state.
+        counts: Counts,
     },
 }
 
@@ -107,7 +186,30 @@ pub struct Finish {
     /// Tasks by state (joins not counted).
     pub counts: Counts,
     /// Tasks that failed (or were cancelled), with why, in the order it happened.
-    pub failures: Vec<(NodeIndex, TaskFailure)>,
+    pub failures: Vec<(TaskId, TaskFailure)>,
+    /// The oldest cycle with a failed task, which kept later cycles from starting.
+    pub held_by: Option<u64>,
+    /// The next cycle that was not activated (how far the run got).
+    pub next_cycle: u64,
+}
+
+/// The state of one active cycle's tasks.
+struct Cycle {
+    index: u64,
+    state: Vec<NodeState>,
+    remaining: Vec<u32>,
+    attempts: Vec<u32>,
+    /// Nodes not done yet (absent ones excluded).
+    open: usize,
+    /// A task failed (or was cancelled) for good.
+    failed: bool,
+}
+
+/// What an earlier engine recorded of a task (resume).
+#[derive(Debug, Clone, Copy)]
+struct Restored {
+    attempts: u32,
+    state: Option<TaskState>,
 }
 
 /// The scheduler core (see the module documentation).
@@ -116,47 +218,67 @@ pub struct Scheduler<'a> {
     clock: &'a dyn Clock,
     opts: SchedOptions,
     capacity: Capacity,
-    state: Vec<NodeState>,
-    remaining: Vec<u32>,
-    attempts: Vec<u32>,
-    started: HashMap<NodeIndex, Instant>,
-    ready: VecDeque<NodeIndex>,
-    delayed: Vec<(Instant, NodeIndex)>,
+    /// Active cycles, oldest first, contiguous.
+    cycles: VecDeque<Cycle>,
+    /// Index of the next cycle to activate.
+    next_cycle: u64,
+    /// Final states of the cycle before the oldest active one (for `prev.*`).
+    prev_final: HashMap<NodeIndex, TaskState>,
+    /// Final states of cycle 0's tasks, once it retired (for `once: first`).
+    first_final: HashMap<NodeIndex, TaskState>,
+    /// Tasks of later cycles waiting for a task of an earlier one.
+    waiters: HashMap<TaskId, Vec<TaskId>>,
+    restored: HashMap<TaskId, Restored>,
+    adopted: Vec<(TaskId, u32)>,
+    gates_open: HashSet<TaskId>,
+    started: HashMap<TaskId, Instant>,
+    ready: VecDeque<TaskId>,
+    delayed: Vec<(Instant, TaskId)>,
+    gated: usize,
     running: usize,
     cores_used: u32,
     mem_used: u64,
     failed: bool,
     cancelling: bool,
-    failures: Vec<(NodeIndex, TaskFailure)>,
+    stopping: bool,
+    retired: Counts,
+    failures: Vec<(TaskId, TaskFailure)>,
     effects: Vec<Effect>,
 }
 
+fn is_failure(st: TaskState) -> bool {
+    matches!(st, TaskState::Failed | TaskState::UpstreamFailed | TaskState::Cancelled)
+}
+
 impl<'a> Scheduler<'a> {
-    /// A scheduler for `plan` with every node waiting. Call [`Scheduler::restore`] and
+    /// A scheduler for `plan` with no cycle active. Call [`Scheduler::restore`] and
     /// [`Scheduler::adopt`] for what an earlier engine finished or left running, then
     /// [`Scheduler::seed`].
     pub fn new(plan: &'a Plan, clock: &'a dyn Clock, capacity: Capacity, opts: SchedOptions) -> Self {
-        let n = plan.graph.node_count();
         Scheduler {
             plan,
             clock,
             opts,
             capacity,
-            state: vec![NodeState::Waiting; n],
-            remaining: plan
-                .graph
-                .node_indices()
-                .map(|i| plan.graph.neighbors_directed(i, Direction::Incoming).count() as u32)
-                .collect(),
-            attempts: vec![0; n],
+            cycles: VecDeque::new(),
+            next_cycle: 0,
+            prev_final: HashMap::new(),
+            first_final: HashMap::new(),
+            waiters: HashMap::new(),
+            restored: HashMap::new(),
+            adopted: vec![],
+            gates_open: HashSet::new(),
             started: HashMap::new(),
             ready: VecDeque::new(),
             delayed: vec![],
+            gated: 0,
             running: 0,
             cores_used: 0,
             mem_used: 0,
             failed: false,
             cancelling: false,
+            stopping: false,
+            retired: Counts::default(),
             failures: vec![],
             effects: vec![],
         }
@@ -167,44 +289,53 @@ impl<'a> Scheduler<'a> {
         self.capacity = capacity;
     }
 
-    /// Resume: `node` made `attempts` attempts in an earlier engine, and is done in `state`
-    /// when given (only finished states count; the rest start again).
-    pub fn restore(&mut self, node: NodeIndex, attempts: u32, state: Option<TaskState>) {
-        self.attempts[node.index()] = attempts;
-        if let Some(st) = state.filter(|s| s.is_terminal()) {
-            self.state[node.index()] = NodeState::Done(st);
+    /// Resume of a cycling run: cycles before `cycle` finished in an earlier engine; the
+    /// run goes on from `cycle`. Give the final states of the cycle before it and of cycle
+    /// 0's `once: first` tasks with [`Scheduler::restore_retired`].
+    pub fn start_at(&mut self, cycle: u64) {
+        self.next_cycle = cycle;
+    }
+
+    /// Resume: the final state of a task of a retired cycle that later cycles read (the
+    /// cycle just before the first active one, or cycle 0).
+    pub fn restore_retired(&mut self, task: TaskId, state: TaskState) {
+        if task.cycle == 0 {
+            self.first_final.insert(task.node, state);
+        }
+        if task.cycle + 1 == self.next_cycle {
+            self.prev_final.insert(task.node, state);
         }
     }
 
-    /// Resume: an earlier engine's attempt `attempt` of `node` is still in flight and is
+    /// Resume: `task` made `attempts` attempts in an earlier engine, and is done in `state`
+    /// when given (only finished states count; the rest start again). Applied when its
+    /// cycle is activated.
+    pub fn restore(&mut self, task: impl Into<TaskId>, attempts: u32, state: Option<TaskState>) {
+        let state = state.filter(|s| s.is_terminal());
+        self.restored.insert(task.into(), Restored { attempts, state });
+    }
+
+    /// Resume: `task`'s triggers were satisfied in an earlier engine; it is not gated again.
+    pub fn restore_gate(&mut self, task: TaskId) {
+        self.gates_open.insert(task);
+    }
+
+    /// Resume: an earlier engine's attempt `attempt` of `task` is still in flight and is
     /// followed, not started again. It holds its resources like any running attempt.
-    pub fn adopt(&mut self, node: NodeIndex, attempt: u32) {
-        self.attempts[node.index()] = attempt;
-        self.state[node.index()] = NodeState::Running;
-        self.reserve(node);
+    pub fn adopt(&mut self, task: impl Into<TaskId>, attempt: u32) {
+        self.adopted.push((task.into(), attempt));
     }
 
-    /// Releases the dependants of restored tasks and queues every task whose upstream is
-    /// done. Call once, after restoring.
+    /// Activates the first cycles (with what was restored) and queues every task whose
+    /// upstream is done. Call once, after restoring.
     pub fn seed(&mut self) {
-        let done: Vec<(NodeIndex, TaskState)> = self
-            .plan
-            .graph
-            .node_indices()
-            .filter_map(|i| match self.state[i.index()] {
-                NodeState::Done(st) => Some((i, st)),
-                _ => None,
-            })
-            .collect();
-        for (i, st) in done {
-            self.release(i, st);
+        // Cycles with adopted attempts are activated whatever the window, so their jobs
+        // have somewhere to report to.
+        let must = self.adopted.iter().map(|(t, _)| t.cycle + 1).max().unwrap_or(0);
+        while self.next_cycle < must {
+            self.activate();
         }
-        for i in self.plan.graph.node_indices() {
-            if self.remaining[i.index()] == 0 && self.state[i.index()] == NodeState::Waiting {
-                self.state[i.index()] = NodeState::Ready;
-                self.ready.push_back(i);
-            }
-        }
+        self.advance();
     }
 
     /// The next ready task that fits the free resources, taken off the ready queue; the
@@ -212,24 +343,25 @@ impl<'a> Scheduler<'a> {
     /// [`fail`](Self::fail) or [`launch`](Self::launch). `None` when nothing may start now
     /// (nothing ready or nothing fits, after a final failure without `keep_going`, or
     /// while cancelling). Joins of scattered steps are completed here, without the driver.
-    pub fn next_task(&mut self) -> Option<NodeIndex> {
+    pub fn next_task(&mut self) -> Option<TaskId> {
+        self.advance();
         let mut passed = 0;
         let mut idx = 0;
         while idx < self.ready.len() {
             if self.cancelling || (self.failed && !self.opts.keep_going) {
                 return None;
             }
-            let i = self.ready[idx];
-            if self.plan.graph[i].is_join() {
+            let t = self.ready[idx];
+            if self.plan.graph[t.node].is_join() {
                 self.ready.remove(idx);
-                let st = self.join_state(i);
-                self.state[i.index()] = NodeState::Done(st);
-                self.release(i, st);
+                let st = self.join_state(t);
+                self.set_done(t, st);
+                self.release(t, st);
                 continue;
             }
-            if self.fits(i) {
+            if self.fits(t) {
                 self.ready.remove(idx);
-                return Some(i);
+                return Some(t);
             }
             passed += 1;
             if passed >= BACKFILL_WINDOW {
@@ -240,75 +372,99 @@ impl<'a> Scheduler<'a> {
         None
     }
 
-    /// `node` is skipped (its `when:` is false); so are its dependants.
-    pub fn skip(&mut self, node: NodeIndex, message: String) {
-        self.done(node, TaskState::Skipped, Some(message), 0.0);
-        self.release(node, TaskState::Skipped);
+    /// `task` is skipped (its `when:` is false); so are its dependants.
+    pub fn skip(&mut self, task: TaskId, message: String) {
+        self.done(task, TaskState::Skipped, Some(message), 0.0);
+        self.release(task, TaskState::Skipped);
     }
 
-    /// `node` is up to date: its earlier result is used without running it.
-    pub fn reuse(&mut self, node: NodeIndex) {
-        self.done(node, TaskState::Cached, None, 0.0);
-        self.release(node, TaskState::Cached);
+    /// `task` is up to date: its earlier result is used without running it.
+    pub fn reuse(&mut self, task: TaskId) {
+        self.done(task, TaskState::Cached, None, 0.0);
+        self.release(task, TaskState::Cached);
     }
 
-    /// `node` failed for good without (another) attempt, e.g. its command could not be
+    /// `task` failed for good without (another) attempt, e.g. its command could not be
     /// resolved or its results could not be published; its dependants are upstream-failed.
-    pub fn fail(&mut self, node: NodeIndex, message: String) {
-        if self.state[node.index()] == NodeState::Running {
-            self.unreserve(node);
+    pub fn fail(&mut self, task: TaskId, message: String) {
+        if self.state(task) == Some(NodeState::Running) {
+            self.unreserve(task);
         }
-        self.fail_final(node, message, 0.0);
+        self.fail_final(task, message, 0.0);
     }
 
-    /// An attempt of `node` starts now; returns its number (1 for the first). Its resources
+    /// An attempt of `task` starts now; returns its number (1 for the first). Its resources
     /// are reserved until it ends.
-    pub fn launch(&mut self, node: NodeIndex) -> u32 {
-        let a = self.attempts[node.index()] + 1;
-        self.attempts[node.index()] = a;
-        self.state[node.index()] = NodeState::Running;
-        self.reserve(node);
+    pub fn launch(&mut self, task: TaskId) -> u32 {
+        let Some(c) = self.cycle_mut(task.cycle) else { return 0 };
+        let a = c.attempts[task.node.index()] + 1;
+        c.attempts[task.node.index()] = a;
+        c.state[task.node.index()] = NodeState::Running;
+        self.reserve(task);
         a
     }
 
-    /// The running attempt of `node` succeeded (its outputs are in place).
-    pub fn succeeded(&mut self, node: NodeIndex) {
-        let seconds = self.unreserve(node);
-        self.done(node, TaskState::Succeeded, None, seconds);
-        self.release(node, TaskState::Succeeded);
+    /// The running attempt of `task` succeeded (its outputs are in place).
+    pub fn succeeded(&mut self, task: TaskId) {
+        let seconds = self.unreserve(task);
+        self.done(task, TaskState::Succeeded, None, seconds);
+        self.release(task, TaskState::Succeeded);
     }
 
-    /// The running attempt of `node` failed with `message`: it is retried after the step's
+    /// The running attempt of `task` failed with `message`: it is retried after the step's
     /// backoff while retries are left (and the run is not being cancelled), else the task
     /// fails for good.
-    pub fn attempt_failed(&mut self, node: NodeIndex, message: String) {
-        let seconds = self.unreserve(node);
+    pub fn attempt_failed(&mut self, task: TaskId, message: String) {
+        let seconds = self.unreserve(task);
         if self.cancelling {
-            self.cancelled(node, seconds);
+            self.cancelled(task, seconds);
             return;
         }
-        if self.retries_left(node) {
-            let attempt = self.attempts[node.index()];
-            let delay = self.plan.workflow.steps[self.plan.graph[node].step as usize].retry.delay(attempt);
-            self.state[node.index()] = NodeState::Delayed;
-            self.delayed.push((self.clock.now() + delay, node));
-            self.effects.push(Effect::Retry { node, attempt, delay, message });
+        if self.retries_left(task) {
+            let attempt = self.attempts(task);
+            let delay = self.plan.workflow.steps[self.plan.graph[task.node].step as usize].retry.delay(attempt);
+            self.set_state(task, NodeState::Delayed);
+            self.delayed.push((self.clock.now() + delay, task));
+            self.effects.push(Effect::Retry { task, attempt, delay, message });
         } else {
-            self.fail_final(node, message, seconds);
+            self.fail_final(task, message, seconds);
         }
     }
 
-    /// Whether a failure of `node`'s running attempt would be retried.
-    pub fn retries_left(&self, node: NodeIndex) -> bool {
-        let retry = &self.plan.workflow.steps[self.plan.graph[node].step as usize].retry;
-        !self.cancelling && self.attempts[node.index()] <= retry.count
+    /// Whether a failure of `task`'s running attempt would be retried.
+    pub fn retries_left(&self, task: TaskId) -> bool {
+        let retry = &self.plan.workflow.steps[self.plan.graph[task.node].step as usize].retry;
+        !self.cancelling && self.attempts(task) <= retry.count
     }
 
-    /// The running attempt of `node` was cancelled (by `twinflow`, or outside it): the task
+    /// The running attempt of `task` was cancelled (by `twinflow`, or outside it): the task
     /// is cancelled and its dependants stay pending, to run on `--resume`.
-    pub fn attempt_cancelled(&mut self, node: NodeIndex) {
-        let seconds = self.unreserve(node);
-        self.cancelled(node, seconds);
+    pub fn attempt_cancelled(&mut self, task: TaskId) {
+        let seconds = self.unreserve(task);
+        self.cancelled(task, seconds);
+    }
+
+    /// `task`'s triggers are satisfied: it may start.
+    pub fn open_gate(&mut self, task: TaskId) {
+        if self.state(task) == Some(NodeState::Gated) {
+            self.gated -= 1;
+            self.set_state(task, NodeState::Ready);
+            self.ready.push_back(task);
+        }
+    }
+
+    /// `task`'s triggers were not satisfied in time: it is skipped (its dependants too) or
+    /// fails, as its `on_timeout` says.
+    pub fn gate_timed_out(&mut self, task: TaskId, message: String, skip: bool) {
+        if self.state(task) != Some(NodeState::Gated) {
+            return;
+        }
+        self.gated -= 1;
+        if skip {
+            self.skip(task, message);
+        } else {
+            self.fail_final(task, message, 0.0);
+        }
     }
 
     /// Stops the run: nothing new starts, running attempts are to be cancelled by the
@@ -317,19 +473,26 @@ impl<'a> Scheduler<'a> {
         !std::mem::replace(&mut self.cancelling, true)
     }
 
+    /// Lets the active cycles finish and activates no more (`twinflow stop`). Returns false
+    /// when already stopping.
+    pub fn stop(&mut self) -> bool {
+        !std::mem::replace(&mut self.stopping, true)
+    }
+
     /// Moves retries that are due to the ready queue.
     pub fn promote_due(&mut self) {
         let now = self.clock.now();
         let mut k = 0;
         while k < self.delayed.len() {
             if self.delayed[k].0 <= now {
-                let (_, i) = self.delayed.remove(k);
-                self.state[i.index()] = NodeState::Ready;
-                self.ready.push_back(i);
+                let (_, t) = self.delayed.remove(k);
+                self.set_state(t, NodeState::Ready);
+                self.ready.push_back(t);
             } else {
                 k += 1;
             }
         }
+        self.advance();
     }
 
     /// When the earliest waiting retry comes due.
@@ -338,29 +501,34 @@ impl<'a> Scheduler<'a> {
     }
 
     /// Whether the run is over: nothing in flight, and nothing left that may start.
-    pub fn is_done(&self) -> bool {
+    pub fn is_done(&mut self) -> bool {
+        self.advance();
         self.running == 0
             && (self.cancelling
-                || (self.ready.is_empty() && self.delayed.is_empty())
-                || (self.failed && !self.opts.keep_going))
+                || (self.failed && !self.opts.keep_going)
+                || (self.ready.is_empty() && self.delayed.is_empty() && self.gated == 0 && !self.may_activate()))
     }
 
     /// Ends the run: retries still waiting go back to pending (an [`Effect::Pending`] each).
     pub fn finish(&mut self) -> Finish {
-        for (_, i) in std::mem::take(&mut self.delayed) {
-            self.state[i.index()] = NodeState::Waiting;
-            self.effects.push(Effect::Pending { node: i });
+        for (_, t) in std::mem::take(&mut self.delayed) {
+            self.set_state(t, NodeState::Waiting);
+            self.effects.push(Effect::Pending { task: t });
         }
-        let mut counts = Counts::default();
-        for i in self.plan.graph.node_indices() {
-            if self.plan.graph[i].is_join() {
-                continue;
+        let mut counts = self.retired.clone();
+        for c in &self.cycles {
+            for i in self.plan.graph.node_indices() {
+                if self.plan.graph[i].is_join() {
+                    continue;
+                }
+                match c.state[i.index()] {
+                    NodeState::Absent => {}
+                    NodeState::Done(st) => counts.add(st),
+                    _ => counts.add(TaskState::Pending),
+                }
             }
-            counts.add(match self.state[i.index()] {
-                NodeState::Done(st) => st,
-                _ => TaskState::Pending,
-            });
         }
+        let held_by = self.cycles.front().filter(|c| c.failed).map(|c| c.index);
         let outcome = if self.cancelling {
             RunOutcome::Cancelled
         } else if self.failed || counts.pending > 0 {
@@ -368,7 +536,7 @@ impl<'a> Scheduler<'a> {
         } else {
             RunOutcome::Succeeded
         };
-        Finish { outcome, counts, failures: self.failures.clone() }
+        Finish { outcome, counts, failures: self.failures.clone(), held_by, next_cycle: self.next_cycle }
     }
 
     /// State changes since the last call, in order.
@@ -376,19 +544,29 @@ impl<'a> Scheduler<'a> {
         std::mem::take(&mut self.effects)
     }
 
-    /// Where `node` is.
-    pub fn state(&self, node: NodeIndex) -> NodeState {
-        self.state[node.index()]
+    /// Where `task` is: `None` when its cycle is not active.
+    pub fn state(&self, task: TaskId) -> Option<NodeState> {
+        self.cycle(task.cycle).map(|c| c.state[task.node.index()])
     }
 
-    /// Attempts `node` has made (including a running one).
-    pub fn attempts(&self, node: NodeIndex) -> u32 {
-        self.attempts[node.index()]
+    /// Attempts `task` has made (including a running one).
+    pub fn attempts(&self, task: TaskId) -> u32 {
+        self.cycle(task.cycle).map_or(0, |c| c.attempts[task.node.index()])
     }
 
     /// Attempts in flight.
     pub fn running(&self) -> usize {
         self.running
+    }
+
+    /// Tasks waiting for their triggers.
+    pub fn gated(&self) -> usize {
+        self.gated
+    }
+
+    /// Indices of the active cycles, oldest first.
+    pub fn active_cycles(&self) -> Vec<u64> {
+        self.cycles.iter().map(|c| c.index).collect()
     }
 
     /// Cores and bytes of memory reserved by attempts in flight.
@@ -401,7 +579,210 @@ impl<'a> Scheduler<'a> {
         self.cancelling
     }
 
-    fn fits(&self, i: NodeIndex) -> bool {
+    fn cycle(&self, index: u64) -> Option<&Cycle> {
+        let first = self.cycles.front()?.index;
+        let k = index.checked_sub(first)?;
+        self.cycles.get(k as usize)
+    }
+
+    fn cycle_mut(&mut self, index: u64) -> Option<&mut Cycle> {
+        let first = self.cycles.front()?.index;
+        let k = index.checked_sub(first)?;
+        self.cycles.get_mut(k as usize)
+    }
+
+    fn set_state(&mut self, t: TaskId, st: NodeState) {
+        if let Some(c) = self.cycle_mut(t.cycle) {
+            c.state[t.node.index()] = st;
+        }
+    }
+
+    /// The final state of `t` when it is done (in an active or a retired cycle).
+    fn final_state(&self, t: TaskId) -> Option<TaskState> {
+        match self.cycle(t.cycle) {
+            Some(c) => match c.state[t.node.index()] {
+                NodeState::Done(st) => Some(st),
+                _ => None,
+            },
+            None if t.cycle == 0 && self.first_final.contains_key(&t.node) => self.first_final.get(&t.node).copied(),
+            None if self.cycles.front().is_none_or(|c| t.cycle + 1 == c.index) && t.cycle < self.next_cycle => {
+                // The cycle before the oldest active one retired without failures; a task
+                // not recorded there succeeded.
+                Some(self.prev_final.get(&t.node).copied().unwrap_or(TaskState::Succeeded))
+            }
+            None => None,
+        }
+    }
+
+    /// Whether another cycle may be activated now.
+    fn may_activate(&self) -> bool {
+        let w = self.opts.cycles;
+        let oldest = self.cycles.front().map_or(self.next_cycle, |c| c.index);
+        !self.stopping
+            && !self.cancelling
+            && (!self.failed || self.opts.keep_going)
+            && w.count.is_none_or(|n| self.next_cycle < n)
+            && self.next_cycle <= oldest + u64::from(w.runahead)
+    }
+
+    /// Retires finished cycles and activates the ones the window allows.
+    fn advance(&mut self) {
+        loop {
+            let mut changed = false;
+            while self.cycles.front().is_some_and(|c| c.open == 0 && !c.failed) {
+                self.retire();
+                changed = true;
+            }
+            if self.may_activate() {
+                self.activate();
+                changed = true;
+            }
+            if !changed {
+                break;
+            }
+        }
+    }
+
+    fn retire(&mut self) {
+        let Some(c) = self.cycles.pop_front() else { return };
+        let mut counts = Counts::default();
+        let mut finals = HashMap::new();
+        for i in self.plan.graph.node_indices() {
+            if let NodeState::Done(st) = c.state[i.index()] {
+                if !self.plan.graph[i].is_join() {
+                    counts.add(st);
+                }
+                finals.insert(i, st);
+            }
+        }
+        for (k, v) in [
+            (counts.succeeded, &mut self.retired.succeeded),
+            (counts.cached, &mut self.retired.cached),
+            (counts.skipped, &mut self.retired.skipped),
+        ] {
+            *v += k;
+        }
+        if c.index == 0 {
+            self.first_final = finals.clone();
+        }
+        self.prev_final = finals;
+        self.effects.push(Effect::CycleFinished { cycle: c.index, counts });
+    }
+
+    fn activate(&mut self) {
+        let index = self.next_cycle;
+        self.next_cycle += 1;
+        let w = self.opts.cycles;
+        let last = w.count.is_some_and(|n| index + 1 == n);
+        let plan = self.plan;
+        let n = plan.graph.node_count();
+        let mut c = Cycle {
+            index,
+            state: vec![NodeState::Waiting; n],
+            remaining: vec![0; n],
+            attempts: vec![0; n],
+            open: 0,
+            failed: false,
+        };
+        // Edges from other cycles: (task of an earlier cycle, node of this one).
+        let mut cross: Vec<(TaskId, NodeIndex)> = vec![];
+        for i in plan.graph.node_indices() {
+            if !plan.runs_in(i, index, last) {
+                c.state[i.index()] = NodeState::Absent;
+                continue;
+            }
+            c.open += 1;
+            for u in plan.graph.neighbors_directed(i, Direction::Incoming) {
+                if plan.runs_in(u, index, last) {
+                    c.remaining[i.index()] += 1;
+                } else if index > 0 {
+                    // A `once: first` step read by a later cycle: its task in cycle 0.
+                    cross.push((TaskId::new(0, u), i));
+                }
+            }
+            if index > 0
+                && let Some(cp) = &plan.cycling
+            {
+                for &p in &cp.prev_deps[i.index()] {
+                    cross.push((TaskId::new(index - 1, p), i));
+                }
+            }
+        }
+        for (_, i) in &cross {
+            c.remaining[i.index()] += 1;
+        }
+        let mut restored_done = vec![];
+        let mut adopted = vec![];
+        for i in plan.graph.node_indices() {
+            let t = TaskId::new(index, i);
+            if let Some(r) = self.restored.remove(&t)
+                && c.state[i.index()] != NodeState::Absent
+            {
+                c.attempts[i.index()] = r.attempts;
+                if let Some(st) = r.state {
+                    c.state[i.index()] = NodeState::Done(st);
+                    c.open -= 1;
+                    if is_failure(st) {
+                        c.failed = true;
+                    }
+                    restored_done.push((t, st));
+                }
+            }
+        }
+        self.adopted.retain(|&(t, a)| {
+            if t.cycle == index {
+                adopted.push((t, a));
+                false
+            } else {
+                true
+            }
+        });
+        for &(t, a) in &adopted {
+            c.attempts[t.node.index()] = a;
+            c.state[t.node.index()] = NodeState::Running;
+        }
+        self.cycles.push_back(c);
+        if plan.cycling.is_some() {
+            self.effects.push(Effect::CycleStarted { cycle: index, last });
+        }
+        for &(t, _) in &adopted {
+            self.reserve(t);
+        }
+        for (src, i) in cross {
+            let dst = TaskId::new(index, i);
+            match self.final_state(src) {
+                Some(st) => self.resolve_edge(src, dst, st),
+                None => self.waiters.entry(src).or_default().push(dst),
+            }
+        }
+        for (t, st) in restored_done {
+            self.release(t, st);
+        }
+        for i in plan.graph.node_indices() {
+            let t = TaskId::new(index, i);
+            let ready = self
+                .cycle(index)
+                .is_some_and(|c| c.remaining[i.index()] == 0 && c.state[i.index()] == NodeState::Waiting);
+            if ready {
+                self.make_ready(t);
+            }
+        }
+    }
+
+    /// Queues a task whose upstream is done, or gates it when its step has triggers.
+    fn make_ready(&mut self, t: TaskId) {
+        let step = &self.plan.workflow.steps[self.plan.graph[t.node].step as usize];
+        if step.wait.is_some() && !self.plan.graph[t.node].is_join() && !self.gates_open.remove(&t) {
+            self.set_state(t, NodeState::Gated);
+            self.gated += 1;
+            self.effects.push(Effect::Gated { task: t });
+        } else {
+            self.set_state(t, NodeState::Ready);
+            self.ready.push_back(t);
+        }
+    }
+
+    fn fits(&self, t: TaskId) -> bool {
         if self.opts.max_parallel.is_some_and(|m| self.running >= m)
             || self.capacity.max_jobs.is_some_and(|m| self.running >= m)
         {
@@ -410,97 +791,139 @@ impl<'a> Scheduler<'a> {
         if self.running == 0 {
             return true; // a task larger than the machine still runs, alone
         }
-        let r = &self.plan.workflow.steps[self.plan.graph[i].step as usize].resources;
+        let r = &self.plan.workflow.steps[self.plan.graph[t.node].step as usize].resources;
         let cores_ok = self.capacity.cores.is_none_or(|c| self.cores_used + r.cores() <= c);
         let mem_ok = self.capacity.memory.is_none_or(|m| r.memory == 0 || self.mem_used + r.memory <= m);
         cores_ok && mem_ok
     }
 
-    fn reserve(&mut self, i: NodeIndex) {
-        let r = &self.plan.workflow.steps[self.plan.graph[i].step as usize].resources;
+    fn reserve(&mut self, t: TaskId) {
+        let r = &self.plan.workflow.steps[self.plan.graph[t.node].step as usize].resources;
         self.cores_used += r.cores();
         self.mem_used += r.memory;
         self.running += 1;
-        self.started.insert(i, self.clock.now());
+        self.started.insert(t, self.clock.now());
     }
 
-    /// Frees what `i`'s attempt held; returns how long it ran, in seconds.
-    fn unreserve(&mut self, i: NodeIndex) -> f64 {
-        let r = &self.plan.workflow.steps[self.plan.graph[i].step as usize].resources;
+    /// Frees what `t`'s attempt held; returns how long it ran, in seconds.
+    fn unreserve(&mut self, t: TaskId) -> f64 {
+        let r = &self.plan.workflow.steps[self.plan.graph[t.node].step as usize].resources;
         self.cores_used = self.cores_used.saturating_sub(r.cores());
         self.mem_used = self.mem_used.saturating_sub(r.memory);
         self.running = self.running.saturating_sub(1);
-        let started = self.started.remove(&i);
-        crate::events::secs(started.map_or(Duration::ZERO, |t| self.clock.now().saturating_duration_since(t)))
+        let started = self.started.remove(&t);
+        crate::events::secs(started.map_or(Duration::ZERO, |at| self.clock.now().saturating_duration_since(at)))
     }
 
-    fn cancelled(&mut self, i: NodeIndex, seconds: f64) {
-        self.failures.push((i, TaskFailure::Cancelled));
-        self.done(i, TaskState::Cancelled, Some(TaskFailure::Cancelled.to_string()), seconds);
+    fn cancelled(&mut self, t: TaskId, seconds: f64) {
+        self.failures.push((t, TaskFailure::Cancelled));
+        self.done(t, TaskState::Cancelled, Some(TaskFailure::Cancelled.to_string()), seconds);
     }
 
-    fn fail_final(&mut self, i: NodeIndex, message: String, seconds: f64) {
+    fn fail_final(&mut self, t: TaskId, message: String, seconds: f64) {
         self.failed = true;
-        self.failures.push((i, TaskFailure::Failed(message.clone())));
-        self.done(i, TaskState::Failed, Some(message), seconds);
-        self.release(i, TaskState::Failed);
+        self.failures.push((t, TaskFailure::Failed(message.clone())));
+        self.done(t, TaskState::Failed, Some(message), seconds);
+        self.release(t, TaskState::Failed);
     }
 
-    fn done(&mut self, i: NodeIndex, st: TaskState, message: Option<String>, seconds: f64) {
-        self.state[i.index()] = NodeState::Done(st);
-        if !self.plan.graph[i].is_join() {
-            self.effects.push(Effect::Finished { node: i, state: st, message, seconds });
+    /// Marks `t` done without an effect.
+    fn set_done(&mut self, t: TaskId, st: TaskState) {
+        if let Some(c) = self.cycle_mut(t.cycle) {
+            let slot = &mut c.state[t.node.index()];
+            if !matches!(*slot, NodeState::Done(_) | NodeState::Absent) {
+                c.open -= 1;
+            }
+            *slot = NodeState::Done(st);
+            if is_failure(st) {
+                c.failed = true;
+            }
         }
     }
 
-    /// Marks the dependants of a finished node: counts down their upstream, completes
-    /// joins, propagates failure and skips.
-    fn release(&mut self, i: NodeIndex, st: TaskState) {
-        let mut stack = vec![(i, st)];
-        while let Some((node, st)) = stack.pop() {
+    fn done(&mut self, t: TaskId, st: TaskState, message: Option<String>, seconds: f64) {
+        self.set_done(t, st);
+        if !self.plan.graph[t.node].is_join() {
+            self.effects.push(Effect::Finished { task: t, state: st, message, seconds });
+        }
+    }
+
+    /// One edge from a finished task `src` (state `st`) to `dst`: counts down `dst`'s
+    /// upstream or propagates a failure or skip. Returns the state `dst` reached when this
+    /// finished it.
+    fn edge(&mut self, src: TaskId, dst: TaskId, st: TaskState) -> Option<TaskState> {
+        let is_join = self.plan.graph[dst.node].is_join();
+        let state = self.state(dst)?;
+        if matches!(state, NodeState::Done(_) | NodeState::Absent) {
+            return None;
+        }
+        let name = || {
+            let n = self.plan.task_name(self.plan.graph[src.node]);
+            if src.cycle == dst.cycle { n } else { format!("{n}` of cycle `{}", src.cycle) }
+        };
+        if is_failure(st) {
+            let msg = format!("upstream `{}` did not succeed", name());
+            self.done(dst, TaskState::UpstreamFailed, Some(msg), 0.0);
+            return Some(TaskState::UpstreamFailed);
+        }
+        if st == TaskState::Skipped && !is_join {
+            let msg = format!("upstream `{}` was skipped", name());
+            self.done(dst, TaskState::Skipped, Some(msg), 0.0);
+            return Some(TaskState::Skipped);
+        }
+        let c = self.cycle_mut(dst.cycle)?;
+        let r = &mut c.remaining[dst.node.index()];
+        *r = r.saturating_sub(1);
+        if *r == 0 && state == NodeState::Waiting {
+            if is_join {
+                let st = self.join_state(dst);
+                self.set_done(dst, st);
+                return Some(st);
+            }
+            self.make_ready(dst);
+        }
+        None
+    }
+
+    fn resolve_edge(&mut self, src: TaskId, dst: TaskId, st: TaskState) {
+        if let Some(reached) = self.edge(src, dst, st) {
+            self.release(dst, reached);
+        }
+    }
+
+    /// Marks the dependants of a finished task (in its cycle and in later ones): counts
+    /// down their upstream, completes joins, propagates failure and skips.
+    fn release(&mut self, t: TaskId, st: TaskState) {
+        let mut stack = vec![(t, st)];
+        while let Some((src, st)) = stack.pop() {
             // In plan order (petgraph lists the newest edge first), so dependants released
             // together start in the order the workflow declares them, members by index.
-            let mut succ: Vec<NodeIndex> = self.plan.graph.neighbors_directed(node, Direction::Outgoing).collect();
+            let mut succ: Vec<TaskId> = self
+                .plan
+                .graph
+                .neighbors_directed(src.node, Direction::Outgoing)
+                .map(|d| TaskId::new(src.cycle, d))
+                .collect();
             succ.sort_unstable();
-            for d in succ {
-                if matches!(self.state[d.index()], NodeState::Done(_)) {
-                    continue;
-                }
-                let is_join = self.plan.graph[d].is_join();
-                if matches!(st, TaskState::Failed | TaskState::UpstreamFailed | TaskState::Cancelled) {
-                    let msg = format!("upstream `{}` did not succeed", self.plan.task_name(self.plan.graph[node]));
-                    self.done(d, TaskState::UpstreamFailed, Some(msg), 0.0);
-                    stack.push((d, TaskState::UpstreamFailed));
-                    continue;
-                }
-                if st == TaskState::Skipped && !is_join {
-                    let msg = format!("upstream `{}` was skipped", self.plan.task_name(self.plan.graph[node]));
-                    self.done(d, TaskState::Skipped, Some(msg), 0.0);
-                    stack.push((d, TaskState::Skipped));
-                    continue;
-                }
-                self.remaining[d.index()] = self.remaining[d.index()].saturating_sub(1);
-                if self.remaining[d.index()] == 0 && self.state[d.index()] == NodeState::Waiting {
-                    if is_join {
-                        let st = self.join_state(d);
-                        self.state[d.index()] = NodeState::Done(st);
-                        stack.push((d, st));
-                    } else {
-                        self.state[d.index()] = NodeState::Ready;
-                        self.ready.push_back(d);
-                    }
+            if let Some(w) = self.waiters.remove(&src) {
+                succ.extend(w);
+            }
+            for dst in succ {
+                if let Some(reached) = self.edge(src, dst, st) {
+                    stack.push((dst, reached));
                 }
             }
         }
     }
 
     /// A join succeeds when every member is done; it is skipped when all were skipped.
-    fn join_state(&self, j: NodeIndex) -> TaskState {
+    fn join_state(&self, j: TaskId) -> TaskState {
+        let Some(c) = self.cycle(j.cycle) else { return TaskState::Succeeded };
         let all_skipped = self
             .plan
             .graph
-            .neighbors_directed(j, Direction::Incoming)
-            .all(|m| self.state[m.index()] == NodeState::Done(TaskState::Skipped));
+            .neighbors_directed(j.node, Direction::Incoming)
+            .all(|m| c.state[m.index()] == NodeState::Done(TaskState::Skipped));
         if all_skipped { TaskState::Skipped } else { TaskState::Succeeded }
     }
 }

@@ -36,7 +36,7 @@ pub struct GateValues {
 
 /// One cycle of a run (a run of a workflow without `cycle:` has one): where it is, and
 /// what its tasks have produced.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct CycleData {
     /// Index from 0.
     pub index: u64,
@@ -64,12 +64,14 @@ pub struct Results<'a> {
     pub cur: &'a CycleData,
     /// The cycle before, when there is one.
     pub prev: Option<&'a CycleData>,
+    /// Cycle 0, whose `once: first` results later cycles read.
+    pub first: Option<&'a CycleData>,
 }
 
 impl<'a> Results<'a> {
     /// Results of a run that does not cycle.
     pub fn single(cur: &'a CycleData) -> Self {
-        Results { cur, prev: None }
+        Results { cur, prev: None, first: None }
     }
 }
 
@@ -137,7 +139,14 @@ impl TaskScope<'_> {
     }
 
     fn result(&self, step: StepIdx, member: Option<u32>, prev: bool) -> Option<&TaskResult> {
-        let data = if prev { self.results.prev? } else { self.results.cur };
+        let once_first = self.plan.workflow.steps[step].once == Some(crate::model::Once::First);
+        let data = if prev {
+            self.results.prev?
+        } else if once_first && self.results.cur.index > 0 {
+            self.results.first?
+        } else {
+            self.results.cur
+        };
         data.results.get(self.plan.node(step, member).index()).and_then(|r| r.as_deref())
     }
 

@@ -12,6 +12,7 @@
 //! hold are types ([`rows`]), and so are the settings a run was started with
 //! ([`settings`]).
 
+mod cycles;
 pub mod rows;
 pub mod schema;
 pub mod settings;
@@ -20,6 +21,7 @@ mod store;
 use std::path::PathBuf;
 
 pub use crate::events::RunState;
+pub use cycles::{CycleRow, CycleState, SignalRow};
 pub use rows::{AttemptRow, AttemptState, CacheEntry, RunRow, TaskRow};
 pub use settings::{BackendChoice, Resumed, RunSettings};
 pub use store::Store;

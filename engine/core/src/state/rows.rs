@@ -187,6 +187,10 @@ pub struct TaskRow {
     pub started_at: Option<i64>,
     /// End (ms).
     pub finished_at: Option<i64>,
+    /// Cycle index (cycling workflows).
+    pub cycle: Option<u64>,
+    /// What its trigger found, as JSON, once its triggers were satisfied.
+    pub gate: Option<String>,
 }
 
 /// One attempt of a task.

@@ -12,13 +12,14 @@
 //! |---------|--------|
 //! | 1 | runs, tasks, attempts, transitions, cache, files ([`V1`]) |
 //! | 2 | `runs.params` becomes `runs.settings`, one [`RunSettings`] JSON value (old rows are rewritten through it); `runs.engine_start`, the engine process's start time |
+//! | 3 | cycling: `cycles` (one row per cycle of a run, kept as a summary when its tasks are compacted), `signals` (`twinflow signal`), `tasks.cycle` and `tasks.gate` (what its trigger found), `runs.stop_requested` (`twinflow stop`) |
 
 use rusqlite::{Connection, Transaction, TransactionBehavior};
 
 use super::settings::RunSettings;
 
 /// The schema version this code reads and writes.
-pub const VERSION: u32 = 2;
+pub const VERSION: u32 = 3;
 
 /// Schema version 1, exactly as the code before versioning created it (commit 779b96a).
 pub const V1: &str = r#"
@@ -42,6 +43,23 @@ CREATE TABLE IF NOT EXISTS cache(
   PRIMARY KEY(workflow, task));
 CREATE TABLE IF NOT EXISTS files(
   path TEXT PRIMARY KEY, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL, hash TEXT NOT NULL);
+"#;
+
+/// Version 3: cycling.
+pub const V3: &str = r#"
+ALTER TABLE tasks ADD COLUMN cycle INTEGER;
+ALTER TABLE tasks ADD COLUMN gate TEXT;
+ALTER TABLE runs ADD COLUMN stop_requested INTEGER NOT NULL DEFAULT 0;
+CREATE INDEX IF NOT EXISTS tasks_by_cycle ON tasks(run_id, cycle);
+CREATE INDEX IF NOT EXISTS transitions_by_task ON transitions(run_id, task);
+CREATE TABLE IF NOT EXISTS cycles(
+  run_id TEXT NOT NULL, cycle INTEGER NOT NULL, point TEXT NOT NULL, state TEXT NOT NULL,
+  started_at INTEGER, finished_at INTEGER, counts TEXT, waits TEXT,
+  pruned INTEGER NOT NULL DEFAULT 0,
+  PRIMARY KEY(run_id, cycle));
+CREATE TABLE IF NOT EXISTS signals(
+  id INTEGER PRIMARY KEY AUTOINCREMENT, run_id TEXT NOT NULL, name TEXT NOT NULL,
+  cycle INTEGER, vals TEXT NOT NULL, at INTEGER NOT NULL, used_by INTEGER);
 "#;
 
 /// Why a database could not be brought to [`VERSION`] (the store adds the file's path:
@@ -80,6 +98,9 @@ pub fn migrate(conn: &mut Connection) -> Result<u32, MigrationError> {
     }
     if from < 2 {
         to_v2(&tx)?;
+    }
+    if from < 3 {
+        tx.execute_batch(V3)?;
     }
     if from < VERSION {
         tx.pragma_update(None, "user_version", VERSION)?;
@@ -198,8 +219,21 @@ mod tests {
         let runs = columns(dir, "runs");
         assert_eq!(
             runs,
-            ["id", "workflow", "file", "settings", "state", "created_at", "updated_at", "engine_pid", "engine_start"]
+            [
+                "id",
+                "workflow",
+                "file",
+                "settings",
+                "state",
+                "created_at",
+                "updated_at",
+                "engine_pid",
+                "engine_start",
+                "stop_requested"
+            ]
         );
+        assert!(columns(dir, "tasks").ends_with(&["cycle".to_string(), "gate".to_string()]));
+        assert_eq!(columns(dir, "cycles")[..3], ["run_id", "cycle", "point"]);
         // Opening again changes nothing.
         Store::open(dir).unwrap();
         assert_eq!(columns(dir, "runs"), runs);

@@ -53,6 +53,15 @@ pub struct RunSettings {
     /// In allocation mode: whether twinflow submitted that allocation (and so may cancel it).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub allocation_owned: Option<bool>,
+    /// Cycling: run this many cycles in all (`--cycles`), overriding the workflow's end.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cycles: Option<u64>,
+    /// Cycling: the last cycle point (`--until`), overriding the workflow's end.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub until: Option<String>,
+    /// Cycling: the first cycle point as resolved when the run started (`start: now`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cycle_start: Option<String>,
 }
 
 impl RunSettings {
@@ -123,9 +132,13 @@ impl RunSettings {
     /// - the profile: the given one, else the saved one;
     /// - the SLURM mode (arrays, allocation): the saved one unless one is given;
     /// - `--no-cache`: given now or when the run started;
+    /// - `--cycles`/`--until`: the given bound if any is given, else the saved one; the
+    ///   first cycle point resolved when the run started is kept;
     /// - the record: unchanged unless `-p`/`-i` are given, then the merged settings.
     pub fn resumed(&self, given: &RunSettings) -> Resumed {
         let keep_values = given.params.is_empty() && given.inputs.is_empty();
+        // `--cycles`/`--until` given again replace the saved bound.
+        let bound_given = given.cycles.is_some() || given.until.is_some();
         let saved_slurm = self.backend == BackendChoice::Slurm;
         let slurm_from_saved = given.backend == BackendChoice::Local && given.profile.is_none() && saved_slurm;
         let backend = if slurm_from_saved { BackendChoice::Slurm } else { given.backend };
@@ -150,8 +163,15 @@ impl RunSettings {
             no_cache: given.no_cache,
             allocation_job: None,
             allocation_owned: None,
+            cycles: if bound_given { given.cycles } else { self.cycles },
+            until: if bound_given { given.until.clone() } else { self.until.clone() },
+            cycle_start: self.cycle_start.clone(),
         };
-        let record = if keep_values { self.clone() } else { merged.clone() };
+        let record = if keep_values {
+            RunSettings { cycles: merged.cycles, until: merged.until.clone(), ..self.clone() }
+        } else {
+            merged.clone()
+        };
         let settings = RunSettings {
             no_cache: given.no_cache || self.no_cache,
             allocation_job: self.allocation_job.clone(),

@@ -38,8 +38,8 @@ fn run_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunRow> {
 
 /// The run database.
 pub struct Store {
-    conn: Connection,
-    path: PathBuf,
+    pub(super) conn: Connection,
+    pub(super) path: PathBuf,
     in_tx: bool,
 }
 
@@ -74,7 +74,7 @@ impl Store {
         Ok(Self { conn, path, in_tx: false })
     }
 
-    fn e(&self) -> impl Fn(rusqlite::Error) -> StateError + '_ {
+    pub(super) fn e(&self) -> impl Fn(rusqlite::Error) -> StateError + '_ {
         |source| StateError::Sqlite { path: self.path.clone(), source }
     }
 
@@ -190,7 +190,7 @@ impl Store {
         let mut st = self
             .conn
             .prepare(
-                "SELECT task, step, state, attempts, cache_key, dir, outputs, job_id, message, started_at, finished_at FROM tasks WHERE run_id = ?1 ORDER BY rowid",
+                "SELECT task, step, state, attempts, cache_key, dir, outputs, job_id, message, started_at, finished_at, cycle, gate FROM tasks WHERE run_id = ?1 ORDER BY rowid",
             )
             .map_err(self.e())?;
         let rows = st
@@ -207,6 +207,8 @@ impl Store {
                     message: r.get(8)?,
                     started_at: r.get(9)?,
                     finished_at: r.get(10)?,
+                    cycle: r.get::<_, Option<i64>>(11)?.map(|c| c as u64),
+                    gate: r.get(12)?,
                 })
             })
             .map_err(self.e())?

@@ -7,8 +7,6 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use petgraph::graph::NodeIndex;
-
 use super::*;
 use crate::plan::{Plan, compile};
 use crate::run::clock::VirtualClock;
@@ -37,6 +35,25 @@ fn plan(yaml: &str) -> Plan {
     let raw = crate::spec::parse(&file).unwrap_or_else(|d| panic!("{d:?}"));
     let wf = validate(file, raw, &Overrides::default()).unwrap_or_else(|d| panic!("{d:?}"));
     compile(Arc::new(wf)).unwrap_or_else(|d| panic!("{d:?}"))
+}
+
+/// `sim[2]`, or `CYCLE/sim[2]` for a cycling plan.
+fn task_name(plan: &Plan, t: TaskId) -> String {
+    let base = plan.task_name(plan.graph[t.node]);
+    if plan.cycling.is_some() { format!("{}/{base}", t.cycle) } else { base }
+}
+
+fn task_id(plan: &Plan, name: &str) -> TaskId {
+    let (cycle, base) = match name.split_once('/') {
+        Some((c, b)) if plan.cycling.is_some() => (c.parse().expect("cycle index"), b),
+        _ => (0, name),
+    };
+    let node = plan
+        .graph
+        .node_indices()
+        .find(|i| !plan.graph[*i].is_join() && plan.task_name(plan.graph[*i]) == base)
+        .unwrap_or_else(|| panic!("no task `{name}`"));
+    TaskId::new(cycle, node)
 }
 
 /// A fake backend, a virtual clock and the driver loop of `run::execute` without I/O.
@@ -102,34 +119,28 @@ impl Env {
         self
     }
 
-    fn node(&self, name: &str) -> NodeIndex {
-        self.plan
-            .graph
-            .node_indices()
-            .find(|i| !self.plan.graph[*i].is_join() && self.plan.task_name(self.plan.graph[*i]) == name)
-            .unwrap_or_else(|| panic!("no task `{name}`"))
+    fn node(&self, name: &str) -> TaskId {
+        task_id(&self.plan, name)
     }
-    fn name(&self, i: NodeIndex) -> String {
-        self.plan.task_name(self.plan.graph[i])
+    fn name(&self, t: TaskId) -> String {
+        task_name(&self.plan, t)
     }
     /// Runs to the end, as `run::execute` drives the core.
     fn run(mut self) -> Self {
         let plan = &self.plan;
         let clock = &self.clock;
         let mut s = Scheduler::new(plan, clock, self.capacity, self.opts);
-        // (end time, start order, node, end)
-        let mut jobs: Vec<(f64, usize, NodeIndex, End)> = vec![];
+        // (end time, start order, task, end)
+        let mut jobs: Vec<(f64, usize, TaskId, End)> = vec![];
         let mut order = 0;
         let t = |c: &VirtualClock| c.elapsed().as_secs_f64();
-        let name_of = |i: NodeIndex| plan.task_name(plan.graph[i]);
-        let by_name: HashMap<String, NodeIndex> =
-            plan.graph.node_indices().filter(|i| !plan.graph[*i].is_join()).map(|i| (name_of(i), i)).collect();
+        let name_of = |i: TaskId| task_name(plan, i);
         for (n, st, a) in &self.restored {
-            s.restore(by_name[n], *a, Some(*st));
+            s.restore(task_id(plan, n), *a, Some(*st));
         }
         for (n, a, secs, end) in &self.adopted {
-            s.adopt(by_name[n], *a);
-            jobs.push((*secs, order, by_name[n], *end));
+            s.adopt(task_id(plan, n), *a);
+            jobs.push((*secs, order, task_id(plan, n), *end));
             order += 1;
         }
         s.seed();
@@ -233,13 +244,13 @@ impl Env {
         let mut m = HashMap::new();
         for e in &self.effects {
             match e {
-                Effect::Finished { node, state, .. } => {
-                    m.insert(self.name(*node), *state);
+                Effect::Finished { task, state, .. } => {
+                    m.insert(self.name(*task), *state);
                 }
-                Effect::Pending { node } => {
-                    m.insert(self.name(*node), TaskState::Pending);
+                Effect::Pending { task } => {
+                    m.insert(self.name(*task), TaskState::Pending);
                 }
-                Effect::Retry { .. } => {}
+                _ => {}
             }
         }
         m
@@ -250,7 +261,7 @@ impl Env {
     fn message_of(&self, task: &str) -> Option<String> {
         let n = self.node(task);
         self.effects.iter().rev().find_map(|e| match e {
-            Effect::Finished { node, message, .. } if *node == n => message.clone(),
+            Effect::Finished { task, message, .. } if *task == n => message.clone(),
             _ => None,
         })
     }
@@ -258,7 +269,7 @@ impl Env {
         self.effects
             .iter()
             .filter_map(|e| match e {
-                Effect::Retry { node, attempt, delay, .. } => Some((self.name(*node), *attempt, delay.as_secs_f64())),
+                Effect::Retry { task, attempt, delay, .. } => Some((self.name(*task), *attempt, delay.as_secs_f64())),
                 _ => None,
             })
             .collect()
@@ -358,7 +369,7 @@ steps:
 fn task_durations_are_reported_in_virtual_seconds() {
     let e = Env::new(CHAIN).script("b", &[(7.5, End::Ok)]).run();
     let secs = e.effects.iter().find_map(|f| match f {
-        Effect::Finished { node, seconds, .. } if *node == e.node("b") => Some(*seconds),
+        Effect::Finished { task, seconds, .. } if *task == e.node("b") => Some(*seconds),
         _ => None,
     });
     assert_eq!(secs, Some(7.5));
@@ -642,7 +653,7 @@ fn fail_fast_returns_a_waiting_retry_to_pending() {
         .run();
     // `flaky` waits for its retry (due at 6 s) when `bad` fails for good at 2 s.
     assert_eq!(e.log(), ["t=0 start flaky#1", "t=0 start bad#1", "t=1 fail flaky", "t=2 fail bad"]);
-    assert!(e.effects.contains(&Effect::Pending { node: e.node("flaky") }));
+    assert!(e.effects.contains(&Effect::Pending { task: e.node("flaky") }));
     assert_eq!(e.state_of("flaky"), Some(TaskState::Pending));
     assert_eq!(e.outcome(), RunOutcome::Failed);
 }
@@ -787,7 +798,7 @@ fn attempt_failed_while_cancelling_is_not_retried() {
     assert!(s.cancel());
     assert!(!s.cancel(), "a second cancel is not a new one");
     s.attempt_failed(i, "killed by signal 15".into());
-    assert_eq!(s.state(i), NodeState::Done(TaskState::Cancelled));
+    assert_eq!(s.state(i), Some(NodeState::Done(TaskState::Cancelled)));
     assert!(s.next_task().is_none());
     assert!(s.is_done());
     assert_eq!(s.finish().outcome, RunOutcome::Cancelled);
@@ -892,7 +903,7 @@ fn resources_are_returned_when_attempts_end_however_they_end() {
     let p = plan(&independent(3, "{ ranks: 2, memory: 1G }"));
     let clock = VirtualClock::new();
     let cap = Capacity { cores: Some(64), memory: Some(64 << 30), max_jobs: None };
-    let mut s = Scheduler::new(&p, &clock, cap, SchedOptions { keep_going: true, max_parallel: None });
+    let mut s = Scheduler::new(&p, &clock, cap, SchedOptions { keep_going: true, ..Default::default() });
     s.seed();
     let (a, b, c) = (s.next_task().unwrap(), s.next_task().unwrap(), s.next_task().unwrap());
     for i in [a, b, c] {
@@ -921,8 +932,8 @@ fn every_task_gets_exactly_one_final_state() {
     let e = Env::new(SCATTER).keep_going().script("post[1]", &[(1.0, End::Fail)]).run();
     let mut seen = HashSet::new();
     for f in &e.effects {
-        if let Effect::Finished { node, .. } = f {
-            assert!(seen.insert(*node), "{} finished twice", e.name(*node));
+        if let Effect::Finished { task, .. } = f {
+            assert!(seen.insert(*task), "{} finished twice", e.name(*task));
         }
     }
     assert_eq!(seen.len(), e.plan.task_count());
