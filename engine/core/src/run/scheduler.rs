@@ -569,6 +569,22 @@ impl<'a> Scheduler<'a> {
         self.cycles.iter().map(|c| c.index).collect()
     }
 
+    /// How many entries the scheduler holds (task states of active cycles, links between
+    /// cycles, queues): what must stay flat however many cycles a run goes through.
+    pub fn footprint(&self) -> usize {
+        self.cycles.len() * self.plan.graph.node_count()
+            + self.waiters.values().map(Vec::len).sum::<usize>()
+            + self.prev_final.len()
+            + self.first_final.len()
+            + self.restored.len()
+            + self.adopted.len()
+            + self.gates_open.len()
+            + self.started.len()
+            + self.ready.len()
+            + self.delayed.len()
+            + self.failures.len()
+    }
+
     /// Cores and bytes of memory reserved by attempts in flight.
     pub fn in_use(&self) -> (u32, u64) {
         (self.cores_used, self.mem_used)
@@ -666,7 +682,9 @@ impl<'a> Scheduler<'a> {
             self.first_final = finals.clone();
         }
         self.prev_final = finals;
-        self.effects.push(Effect::CycleFinished { cycle: c.index, counts });
+        if self.plan.cycling.is_some() {
+            self.effects.push(Effect::CycleFinished { cycle: c.index, counts });
+        }
     }
 
     fn activate(&mut self) {

@@ -8,8 +8,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::*;
+use crate::model::Once;
 use crate::plan::{Plan, compile};
 use crate::run::clock::VirtualClock;
+use crate::run::trigger::{Poll, Probe, Watch};
 use crate::spec::span::SourceFile;
 use crate::validate::{Overrides, validate};
 
@@ -35,6 +37,15 @@ fn plan(yaml: &str) -> Plan {
     let raw = crate::spec::parse(&file).unwrap_or_else(|d| panic!("{d:?}"));
     let wf = validate(file, raw, &Overrides::default()).unwrap_or_else(|d| panic!("{d:?}"));
     compile(Arc::new(wf)).unwrap_or_else(|d| panic!("{d:?}"))
+}
+
+/// No files anywhere (the gates of these tests are clock triggers).
+struct NoFiles;
+
+impl Probe for NoFiles {
+    fn files(&mut self, _: &str) -> Vec<(String, u64, i128)> {
+        vec![]
+    }
 }
 
 /// `sim[2]`, or `CYCLE/sim[2]` for a cycling plan.
@@ -72,6 +83,18 @@ struct Env {
     adopted: Vec<(String, u32, f64, End)>,
     /// Cancel the run at this virtual time.
     cancel_at: Option<f64>,
+    /// `twinflow stop` at this virtual time.
+    stop_at: Option<f64>,
+    /// Gated tasks: when each cycle's gate opens, as a clock trigger (wall-clock seconds
+    /// since the epoch, which is virtual time zero): `(first, every)` → cycle k opens at
+    /// `first + k × every`; `timeout` and `skip` as the trigger's.
+    gates: Option<(f64, f64)>,
+    gate_timeout: Option<(f64, bool)>,
+    /// Cycles whose gate never opens.
+    gate_never: Vec<u64>,
+    /// Most cycles active at once, and the scheduler's footprint at chosen cycles.
+    max_active: usize,
+    footprints: Vec<(u64, usize)>,
     /// What happened: `t=SECONDS event task`.
     log: Vec<String>,
     effects: Vec<Effect>,
@@ -80,7 +103,64 @@ struct Env {
     peak: (usize, u32),
 }
 
+/// A cycling plan: `yaml` without `cycle:`, made cycling by hand (integer cycling from 0,
+/// `count` cycles), with `prev` links (step → steps of the previous cycle it reads), `once`
+/// steps and gated steps.
+fn cycling_plan(
+    yaml: &str,
+    count: Option<u64>,
+    prev: &[(&str, &[&str])],
+    once: &[(&str, Once)],
+    gated: &[&str],
+) -> Plan {
+    use crate::model::{CycleSpec, Every, Point, Start, Wait};
+    let file = SourceFile::new("test.yaml", yaml);
+    let raw = crate::spec::parse(&file).unwrap_or_else(|d| panic!("{d:?}"));
+    let mut wf = validate(file, raw, &Overrides::default()).unwrap_or_else(|d| panic!("{d:?}"));
+    wf.cycle = Some(CycleSpec {
+        every: Every::Int(1),
+        start: Start::At(Point::Int(0)),
+        end: count.map(crate::model::End::Cycles),
+        runahead: 1,
+        keep: None,
+        span: Default::default(),
+    });
+    let idx = |wf: &crate::model::Workflow, n: &str| wf.steps.iter().position(|s| s.name == n).expect(n);
+    for (step, reads) in prev {
+        let i = idx(&wf, step);
+        let mut deps: Vec<usize> = reads.iter().map(|r| idx(&wf, r)).collect();
+        deps.sort();
+        wf.steps[i].prev_deps = deps;
+    }
+    for (step, o) in once {
+        let i = idx(&wf, step);
+        wf.steps[i].once = Some(*o);
+    }
+    for step in gated {
+        let i = idx(&wf, step);
+        wf.steps[i].wait = Some(Wait {
+            clock: Some(jiff::SignedDuration::ZERO),
+            files: vec![],
+            settle: Duration::ZERO,
+            min_size: 0,
+            command: vec![],
+            poll: Duration::from_secs(1),
+            signal: None,
+            timeout: None,
+            on_timeout: Default::default(),
+            span: Default::default(),
+        });
+    }
+    compile(Arc::new(wf)).unwrap_or_else(|d| panic!("{d:?}"))
+}
+
 impl Env {
+    fn cycling(plan: Plan, runahead: u32, count: Option<u64>) -> Self {
+        let mut e = Env::new("name: placeholder\nsteps:\n  x: { run: [x] }\n");
+        e.plan = plan;
+        e.opts.cycles = CycleWindow { runahead, count };
+        e
+    }
     fn new(yaml: &str) -> Self {
         Env {
             plan: plan(yaml),
@@ -92,6 +172,12 @@ impl Env {
             restored: vec![],
             adopted: vec![],
             cancel_at: None,
+            stop_at: None,
+            gates: None,
+            gate_timeout: None,
+            gate_never: vec![],
+            max_active: 0,
+            footprints: vec![],
             log: vec![],
             effects: vec![],
             finish: None,
@@ -126,10 +212,19 @@ impl Env {
         task_name(&self.plan, t)
     }
     /// Runs to the end, as `run::execute` drives the core.
-    fn run(mut self) -> Self {
+    fn run(self) -> Self {
+        self.run_from(0, &[])
+    }
+
+    /// Runs from cycle `first` (resume), cycles before it retired with `retired` states.
+    fn run_from(mut self, first: u64, retired: &[(&str, TaskState)]) -> Self {
         let plan = &self.plan;
         let clock = &self.clock;
         let mut s = Scheduler::new(plan, clock, self.capacity, self.opts);
+        s.start_at(first);
+        for (n, st) in retired {
+            s.restore_retired(task_id(plan, n), *st);
+        }
         // (end time, start order, task, end)
         let mut jobs: Vec<(f64, usize, TaskId, End)> = vec![];
         let mut order = 0;
@@ -147,12 +242,83 @@ impl Env {
         let mut log = vec![];
         let mut effects = vec![];
         let mut cancelled = false;
+        let mut stopped = false;
         let mut peak = (0, 0);
         let mut turns = 0;
+        let mut watches: HashMap<TaskId, Watch> = HashMap::new();
+        let mut probe = NoFiles;
+        let gates = self.gates;
+        let gate_timeout = self.gate_timeout;
+        let gate_never = self.gate_never.clone();
+        let footprint_at: HashSet<u64> = self.footprints.iter().map(|(c, _)| *c).collect();
+        let mut footprints = vec![];
+        let mut max_active = 0;
+        // Effects of the core since the last look: log cycles, watch gated tasks.
+        let mut take = |s: &mut Scheduler<'_>,
+                        effects: &mut Vec<Effect>,
+                        log: &mut Vec<String>,
+                        watches: &mut HashMap<TaskId, Watch>| {
+            for e in s.take_effects() {
+                match &e {
+                    Effect::CycleStarted { cycle, .. } => log.push(format!("t={} cycle {cycle} started", t(clock))),
+                    Effect::CycleFinished { cycle, .. } => {
+                        log.push(format!("t={} cycle {cycle} finished", t(clock)));
+                        if footprint_at.contains(cycle) {
+                            footprints.push((*cycle, s.footprint()));
+                        }
+                    }
+                    Effect::Gated { task } => {
+                        let (first, every) = gates.expect("a gated task needs `gates`");
+                        let at = first + every * task.cycle as f64;
+                        let not_before = if gate_never.contains(&task.cycle) {
+                            "9999-01-01T00:00:00Z".parse().unwrap()
+                        } else {
+                            jiff::Timestamp::UNIX_EPOCH + jiff::SignedDuration::from_secs_f64(at)
+                        };
+                        let (timeout, skip) = gate_timeout.unwrap_or((f64::INFINITY, false));
+                        let on = if skip { crate::model::OnTimeout::Skip } else { crate::model::OnTimeout::Fail };
+                        let timeout = timeout.is_finite().then(|| Duration::from_secs_f64(timeout));
+                        let w = Watch::new(
+                            clock.now(),
+                            Some(not_before),
+                            vec![],
+                            Duration::ZERO,
+                            0,
+                            Duration::from_secs(3600),
+                            timeout,
+                            on,
+                        );
+                        watches.insert(*task, w);
+                    }
+                    _ => {}
+                }
+                effects.push(e);
+            }
+            max_active = max_active.max(s.active_cycles().len());
+        };
         loop {
             turns += 1;
-            assert!(turns < 10_000, "the run does not end: {log:#?}");
+            assert!(turns < 1_000_000, "the run does not end: {log:#?}");
             s.promote_due();
+            // Check the triggers that are due.
+            let now = clock.now();
+            let due: Vec<TaskId> = watches.iter().filter(|(_, w)| w.next_check <= now).map(|(t, _)| *t).collect();
+            for task in due {
+                let w = watches.get_mut(&task).unwrap();
+                match w.check(now, clock.wall(), &mut probe) {
+                    Poll::Wait(_) => {}
+                    Poll::Ready(_) => {
+                        watches.remove(&task);
+                        log.push(format!("t={} open {}", t(clock), name_of(task)));
+                        s.open_gate(task);
+                    }
+                    Poll::TimedOut { message, skip } => {
+                        watches.remove(&task);
+                        log.push(format!("t={} timeout {}", t(clock), name_of(task)));
+                        s.gate_timed_out(task, message, skip);
+                    }
+                }
+            }
             while let Some(i) = s.next_task() {
                 let name = name_of(i);
                 match self.decide.get(&name).cloned().unwrap_or(Decide::Run) {
@@ -172,18 +338,28 @@ impl Env {
                 peak.0 = peak.0.max(s.running());
                 peak.1 = peak.1.max(s.in_use().0);
             }
-            effects.extend(s.take_effects());
+            take(&mut s, &mut effects, &mut log, &mut watches);
             if s.is_done() {
+                take(&mut s, &mut effects, &mut log, &mut watches);
                 break;
             }
-            // Advance the clock to the next event: a job ending, a retry coming due, or the
-            // cancel request.
+            take(&mut s, &mut effects, &mut log, &mut watches);
+            // Advance the clock to the next event: a job ending, a retry coming due, a
+            // trigger check, the cancel or stop request.
+            let since = |w: Instant| clock.since_zero(w).as_secs_f64();
             let next_job = jobs.iter().map(|j| j.0).fold(f64::INFINITY, f64::min);
-            let next_retry = s.next_wakeup().map_or(f64::INFINITY, |w| clock.since_zero(w).as_secs_f64());
+            let next_retry = s.next_wakeup().map_or(f64::INFINITY, since);
+            let next_gate = watches.values().map(|w| since(w.next_check)).fold(f64::INFINITY, f64::min);
             let next_cancel = self.cancel_at.filter(|_| !cancelled).unwrap_or(f64::INFINITY);
-            let next = next_job.min(next_retry).min(next_cancel);
+            let next_stop = self.stop_at.filter(|_| !stopped).unwrap_or(f64::INFINITY);
+            let next = next_job.min(next_retry).min(next_cancel).min(next_gate).min(next_stop);
             assert!(next.is_finite(), "nothing to wait for but the run is not done: {log:#?}");
             clock.advance_to(clock.now() + Duration::from_secs_f64(next - t(clock)).max(Duration::ZERO));
+            if next_stop <= next && !stopped {
+                stopped = true;
+                s.stop();
+                log.push(format!("t={} stop", t(clock)));
+            }
             if next_cancel <= next {
                 cancelled = true;
                 if s.cancel() {
@@ -215,7 +391,7 @@ impl Env {
                     }
                 }
             }
-            effects.extend(s.take_effects());
+            take(&mut s, &mut effects, &mut log, &mut watches);
         }
         let finish = s.finish();
         effects.extend(s.take_effects());
@@ -224,6 +400,8 @@ impl Env {
         self.effects = effects;
         self.finish = Some(finish);
         self.peak = peak;
+        self.max_active = max_active;
+        self.footprints = footprints;
         self
     }
 
@@ -950,4 +1128,239 @@ fn the_same_script_gives_the_same_timeline() {
             .log
     };
     assert_eq!(run(), run());
+}
+
+// ---------------------------------------------------------------- cycles
+
+/// `step` reads its own result of the previous cycle (`prev.steps.step...`), `post` reads
+/// `step` of its cycle.
+const CYCLE_CHAIN: &str = r#"
+name: cyc
+steps:
+  step: { run: [prog], out: { x: x.txt } }
+  post: { run: [prog, "${{ steps.step.out.x }}"] }
+"#;
+
+fn starts_of<'a>(e: &'a Env, task: &str) -> Vec<&'a str> {
+    e.log.iter().filter(|l| l.contains(&format!(" start {task}"))).map(String::as_str).collect()
+}
+
+#[test]
+fn cycles_run_in_order_where_prev_links_them_and_overlap_where_they_do_not() {
+    let plan = cycling_plan(CYCLE_CHAIN, Some(3), &[("step", &["step"])], &[], &[]);
+    let e = Env::cycling(plan, 1, Some(3)).script("0/post", &[(5.0, End::Ok)]).run();
+    assert_eq!(e.outcome(), RunOutcome::Succeeded);
+    assert_eq!(e.counts().succeeded, 6);
+    // step of cycle k starts when step of cycle k-1 ends; post of cycle 0 (5 s) runs
+    // beside cycle 1, but cycle 2 waits for cycle 0 to finish (runahead 1).
+    assert_eq!(
+        e.log(),
+        [
+            "t=0 start 0/step#1",
+            "t=0 cycle 0 started",
+            "t=0 cycle 1 started",
+            "t=1 ok 0/step",
+            "t=1 start 0/post#1",
+            "t=1 start 1/step#1",
+            "t=2 ok 1/step",
+            "t=2 start 1/post#1",
+            "t=3 ok 1/post",
+            "t=6 ok 0/post",
+            "t=6 start 2/step#1",
+            "t=6 cycle 0 finished",
+            "t=6 cycle 1 finished",
+            "t=6 cycle 2 started",
+            "t=7 ok 2/step",
+            "t=7 start 2/post#1",
+            "t=8 ok 2/post",
+            "t=8 cycle 2 finished",
+        ]
+    );
+}
+
+#[test]
+fn never_more_than_runahead_plus_one_cycles_are_active() {
+    for runahead in [0, 1, 3] {
+        let plan = cycling_plan(CYCLE_CHAIN, Some(12), &[], &[], &[]);
+        // Cycle 0's post is slow: later cycles run ahead until the window is full.
+        let e = Env::cycling(plan, runahead, Some(12)).script("0/post", &[(20.0, End::Ok)]).run();
+        assert_eq!(e.outcome(), RunOutcome::Succeeded);
+        assert_eq!(e.counts().succeeded, 24);
+        assert_eq!(e.max_active, runahead as usize + 1, "runahead {runahead}");
+        let at = |l: &str| l[2..].split(' ').next().unwrap().parse::<f64>().unwrap();
+        let before_slow_ends = e.log.iter().filter(|l| l.ends_with(" started") && at(l) < 21.0).count();
+        assert_eq!(before_slow_ends, runahead as usize + 1, "runahead {runahead}: {:#?}", e.log);
+    }
+}
+
+#[test]
+fn once_first_runs_in_cycle_zero_and_later_cycles_wait_for_it() {
+    let yaml = r#"
+name: cyc
+steps:
+  terrain: { run: [prog], out: { dem: dem.nc } }
+  model: { run: [prog, "${{ steps.terrain.out.dem }}"] }
+"#;
+    let plan = cycling_plan(yaml, Some(3), &[], &[("terrain", Once::First)], &[]);
+    let e = Env::cycling(plan, 2, Some(3)).script("0/terrain", &[(4.0, End::Ok)]).run();
+    assert_eq!(e.outcome(), RunOutcome::Succeeded);
+    assert_eq!(starts_of(&e, "0/terrain").len(), 1);
+    assert!(e.log.iter().all(|l| !l.contains("1/terrain") && !l.contains("2/terrain")), "{:#?}", e.log);
+    // Every cycle's model starts once terrain (cycle 0) is done, at t=4.
+    for c in 0..3 {
+        assert_eq!(starts_of(&e, &format!("{c}/model")), [format!("t=4 start {c}/model#1")]);
+    }
+    assert_eq!(e.counts().succeeded, 4, "terrain once, model three times");
+}
+
+#[test]
+fn once_last_runs_only_in_the_last_cycle() {
+    let yaml = r#"
+name: cyc
+steps:
+  step: { run: [prog], out: { x: x.txt } }
+  report: { run: [prog, "${{ steps.step.out.x }}"] }
+"#;
+    let plan = cycling_plan(yaml, Some(4), &[], &[("report", Once::Last)], &[]);
+    let e = Env::cycling(plan, 1, Some(4)).run();
+    assert_eq!(e.outcome(), RunOutcome::Succeeded);
+    let reports: Vec<&str> = e.log.iter().filter(|l| l.contains("report")).map(String::as_str).collect();
+    // Cycles 2 and 3 run at t=1 (no link between cycles, runahead 1).
+    assert_eq!(reports, ["t=2 start 3/report#1", "t=3 ok 3/report"]);
+    assert_eq!(e.counts().succeeded, 5);
+}
+
+#[test]
+fn a_failure_blocks_its_dependants_in_later_cycles_and_holds_the_window() {
+    let plan = cycling_plan(CYCLE_CHAIN, Some(10), &[("step", &["step"])], &[], &[]);
+    let e = Env::cycling(plan, 2, Some(10)).keep_going().script("1/post", &[(1.0, End::Fail)]).run();
+    assert_eq!(e.outcome(), RunOutcome::Failed);
+    let fin = e.finish.as_ref().unwrap();
+    assert_eq!(fin.held_by, Some(1), "cycle 1 holds the run");
+    // Independent work of later cycles went on up to the runahead limit (cycles 2 and 3),
+    // and no further.
+    assert_eq!(e.state_of("3/post"), Some(TaskState::Succeeded));
+    assert!(e.log.iter().all(|l| !l.contains(" 4/")), "cycle 4 must not start: {:#?}", e.log);
+    assert_eq!(fin.next_cycle, 4);
+}
+
+#[test]
+fn a_failure_through_prev_is_upstream_failed_in_the_next_cycle() {
+    let plan = cycling_plan(CYCLE_CHAIN, Some(5), &[("step", &["step"])], &[], &[]);
+    let e = Env::cycling(plan, 1, Some(5)).keep_going().script("1/step", &[(1.0, End::Fail)]).run();
+    assert_eq!(e.state_of("1/step"), Some(TaskState::Failed));
+    assert_eq!(e.state_of("1/post"), Some(TaskState::UpstreamFailed));
+    assert_eq!(e.state_of("2/step"), Some(TaskState::UpstreamFailed));
+    assert_eq!(e.message_of("2/step").as_deref(), Some("upstream `step` of cycle `1` did not succeed"));
+    assert_eq!(e.finish.as_ref().unwrap().held_by, Some(1));
+}
+
+#[test]
+fn past_cycles_catch_up_at_once_and_live_ones_wait_for_their_clock() {
+    // Cycle k's gate opens at wall-clock 10 k - 30 s: cycles 0..=3 are in the past when
+    // the run starts at t=0 (reanalysis), 4 and 5 are live.
+    let plan = cycling_plan(CYCLE_CHAIN, Some(6), &[("step", &["step"])], &[], &["step"]);
+    let mut e = Env::cycling(plan, 1, Some(6));
+    e.gates = Some((-30.0, 10.0));
+    let e = e.run();
+    assert_eq!(e.outcome(), RunOutcome::Succeeded);
+    let opens: Vec<&str> = e.log.iter().filter(|l| l.contains(" open ")).map(String::as_str).collect();
+    assert_eq!(
+        opens,
+        [
+            "t=0 open 0/step",
+            "t=1 open 1/step",
+            "t=2 open 2/step",
+            "t=3 open 3/step",
+            "t=10 open 4/step",
+            "t=20 open 5/step"
+        ],
+        "past cycles run as fast as their dependencies allow (k/step after (k-1)/step), then each waits for its point"
+    );
+}
+
+#[test]
+fn a_trigger_timeout_skips_the_cycle_dependants_and_later_cycles_go_on() {
+    let plan = cycling_plan(CYCLE_CHAIN, Some(3), &[], &[], &["step"]);
+    let mut e = Env::cycling(plan, 0, Some(3));
+    // Every gate is open (past points) but cycle 1's, which never opens.
+    e.gates = Some((-100.0, 0.0));
+    e.gate_never = vec![1];
+    e.gate_timeout = Some((5.0, true));
+    let e = e.run();
+    assert_eq!(e.state_of("1/step"), Some(TaskState::Skipped));
+    assert_eq!(e.state_of("1/post"), Some(TaskState::Skipped));
+    assert_eq!(
+        e.message_of("1/step").as_deref(),
+        Some("timed out waiting for the clock to reach 9999-01-01T00:00:00Z")
+    );
+    assert_eq!(e.state_of("2/post"), Some(TaskState::Succeeded), "later cycles go on");
+    assert!(e.log.contains(&"t=7 timeout 1/step".to_string()), "{:#?}", e.log);
+    assert_eq!(e.outcome(), RunOutcome::Succeeded);
+}
+
+#[test]
+fn a_trigger_timeout_with_fail_fails_the_task() {
+    let plan = cycling_plan(CYCLE_CHAIN, Some(2), &[], &[], &["step"]);
+    let mut e = Env::cycling(plan, 0, Some(2));
+    e.gates = Some((50.0, 1.0));
+    e.gate_timeout = Some((5.0, false));
+    let e = e.run();
+    assert_eq!(e.state_of("0/step"), Some(TaskState::Failed));
+    assert_eq!(e.state_of("0/post"), Some(TaskState::UpstreamFailed));
+    assert_eq!(e.outcome(), RunOutcome::Failed);
+}
+
+#[test]
+fn stop_lets_the_active_cycles_finish_and_starts_no_more() {
+    let plan = cycling_plan(CYCLE_CHAIN, None, &[("step", &["step"])], &[], &[]);
+    let mut e = Env::cycling(plan, 1, None);
+    e.stop_at = Some(4.5);
+    let e = e.run();
+    assert_eq!(e.outcome(), RunOutcome::Succeeded);
+    let fin = e.finish.as_ref().unwrap();
+    // At t=4.5 cycles 3 (post) and 4 (step) were active: both finish, 5 never starts.
+    assert_eq!(fin.next_cycle, 5);
+    assert_eq!(e.state_of("4/post"), Some(TaskState::Succeeded));
+    assert!(e.log.iter().all(|l| !l.contains(" 5/")), "{:#?}", e.log);
+    assert_eq!(fin.counts.pending, 0);
+}
+
+#[test]
+fn ten_thousand_cycles_keep_the_scheduler_the_same_size() {
+    let yaml = r#"
+name: cyc
+steps:
+  a: { run: [prog], out: { x: x } }
+  b: { run: [prog, "${{ steps.a.out.x }}"], out: { x: x } }
+  c: { run: [prog, "${{ steps.b.out.x }}"], out: { x: x } }
+  d: { run: [prog, "${{ steps.c.out.x }}"], out: { x: x } }
+  e: { run: [prog, "${{ steps.d.out.x }}"], out: { x: x } }
+"#;
+    let plan = cycling_plan(yaml, Some(10_000), &[("a", &["e"])], &[], &[]);
+    let mut e = Env::cycling(plan, 2, Some(10_000));
+    e.footprints = vec![(100, 0), (1_000, 0), (9_990, 0)];
+    let e = e.run();
+    assert_eq!(e.outcome(), RunOutcome::Succeeded);
+    assert_eq!(e.counts().succeeded, 50_000);
+    assert_eq!(e.max_active, 3);
+    let sizes: Vec<usize> = e.footprints.iter().map(|(_, f)| *f).collect();
+    assert_eq!(sizes.len(), 3);
+    assert!(sizes.iter().all(|&f| f == sizes[0]), "footprint at cycles 100, 1000, 9990: {sizes:?}");
+}
+
+#[test]
+fn a_resumed_cycling_run_goes_on_from_its_first_unfinished_cycle() {
+    let plan = cycling_plan(CYCLE_CHAIN, Some(5), &[("step", &["step"])], &[], &[]);
+    let mut e = Env::cycling(plan, 1, Some(5));
+    // An earlier engine finished cycles 0-2 and cycle 3's step.
+    e.restored = vec![("3/step".into(), TaskState::Succeeded, 1)];
+    let e = e.run_from(3, &[("2/step", TaskState::Succeeded)]);
+    assert_eq!(e.outcome(), RunOutcome::Succeeded);
+    assert!(e.log.iter().all(|l| !l.contains(" 0/") && !l.contains(" 1/") && !l.contains(" 2/")), "{:#?}", e.log);
+    assert_eq!(
+        e.starts(),
+        ["t=0 start 3/post#1", "t=0 start 4/step#1", "t=1 start 4/post#1"],
+        "3/step is not run again; 4/step reads it"
+    );
 }
