@@ -31,7 +31,7 @@ pub enum Command {
     #[command(after_help = "Examples:\n  twinflow run examples/hello.yaml -p members=4\n  twinflow run --resume            # continue the latest run where it stopped\n  twinflow run examples/hello.yaml --json > events.jsonl\n  twinflow run examples/hello.yaml --backend slurm --profile local\n  twinflow run --resume --backend slurm --profile local   # follows jobs still queued or running\n  twinflow run examples/flood-mini.yaml --backend slurm --profile local --arrays\n  twinflow run examples/flood-mini.yaml --backend slurm --profile local --allocation --alloc-cpus 8\n  twinflow run examples/flood-mini.yaml --profile local   # local backend: the profile's mpiexec and default resources\n\n".to_string() + exit::HELP)]
     Run(RunArgs),
     /// List runs, or the tasks of one run.
-    #[command(after_help = "Examples:\n  twinflow status                 # all runs\n  twinflow status latest          # tasks of the latest run\n  twinflow status 20261122-101500-3f2a --json\n\n".to_string() + exit::HELP)]
+    #[command(after_help = "Examples:\n  twinflow status                 # all runs\n  twinflow status latest          # tasks of the latest run (cycles first, for a cycling run)\n  twinflow status latest --cycle 20260301T0600Z   # the tasks of one cycle\n  twinflow status 20261122-101500-3f2a --json\n\n".to_string() + exit::HELP)]
     Status(StatusArgs),
     /// Explain why a step would run again (which input, parameter or definition changed).
     #[command(after_help = "Example:\n  twinflow why examples/hello.yaml member -p members=8   # why would the members run again?\n  twinflow why examples/hello.yaml                      # every task\n\n".to_string() + exit::HELP)]
@@ -40,6 +40,13 @@ pub enum Command {
     /// engine if it still runs (SIGTERM: it stops its remaining tasks, as on Ctrl-C).
     #[command(after_help = "Examples:\n  twinflow cancel latest\n  twinflow cancel 20261122-101500-3f2a --runs-dir runs\n\nFrom another shell, this stops a local run as Ctrl-C would. For a SLURM run whose engine is\ngone (killed), it cancels the jobs the engine left; `twinflow run --resume` continues the run.\n\n".to_string() + exit::HELP)]
     Cancel(CancelArgs),
+    /// Stop a cycling run gracefully: its active cycles finish, no new cycle starts, and
+    /// the engine exits 0 (`twinflow run --resume` goes on from the next cycle).
+    #[command(after_help = "Example:\n  twinflow stop latest\n\nCtrl-C (or `twinflow cancel`) instead stops the running tasks at once.\n\n".to_string() + exit::HELP)]
+    Stop(StopArgs),
+    /// Send a signal to a cycling run: satisfies `wait: { signal: NAME }` of a cycle.
+    #[command(after_help = "Examples:\n  twinflow signal latest calibrated                       # the earliest cycle waiting for it\n  twinflow signal latest calibrated --cycle 2026-03-01T06:00Z --value run=4711\n\nA signal no cycle waits for yet is kept until one does; `--value`s are read as `wait.KEY`.\n\n".to_string() + exit::HELP)]
+    Signal(SignalArgs),
     /// Print the JSON Schema of the workflow format.
     #[command(after_help = "Example:\n  twinflow schema > schemas/workflow.schema.json\n\n".to_string() + exit::HELP)]
     Schema,
@@ -202,6 +209,35 @@ pub struct CancelArgs {
     pub runs_dir: PathBuf,
 }
 
+/// `stop` arguments.
+#[derive(Debug, Args)]
+pub struct StopArgs {
+    /// A run id, or `latest`.
+    #[arg(default_value = "latest")]
+    pub run: String,
+    /// Directory holding the run database.
+    #[arg(long, default_value = "runs", env = "TWINFLOW_RUNS_DIR")]
+    pub runs_dir: PathBuf,
+}
+
+/// `signal` arguments.
+#[derive(Debug, Args)]
+pub struct SignalArgs {
+    /// A run id, or `latest`.
+    pub run: String,
+    /// The signal's name (as in `wait: { signal: NAME }`).
+    pub name: String,
+    /// The cycle point it is for (default: the earliest cycle waiting for it).
+    #[arg(long, value_name = "POINT")]
+    pub cycle: Option<String>,
+    /// A value the waiting step reads as `wait.KEY`: `--value run=4711` (repeatable).
+    #[arg(long = "value", value_name = "KEY=VALUE")]
+    pub values: Vec<String>,
+    /// Directory holding the run database.
+    #[arg(long, default_value = "runs", env = "TWINFLOW_RUNS_DIR")]
+    pub runs_dir: PathBuf,
+}
+
 /// `status` arguments.
 #[derive(Debug, Args)]
 pub struct StatusArgs {
@@ -213,6 +249,9 @@ pub struct StatusArgs {
     /// Show times in the local time zone instead of UTC.
     #[arg(long)]
     pub local_time: bool,
+    /// Cycling runs: show the tasks of this cycle (its point, as `status` lists it).
+    #[arg(long, value_name = "POINT")]
+    pub cycle: Option<String>,
     /// Exit 0 only if the run (the latest without RUN) succeeded, 1 if it failed, was
     /// cancelled or interrupted, or still runs: for CI gates.
     #[arg(long)]

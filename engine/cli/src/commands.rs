@@ -10,6 +10,7 @@ use twinflow_engine::session::backend::{BackendSettings, LocalSettings};
 use twinflow_engine::session::render::{Format, PlanRequest, plan_view};
 use twinflow_engine::session::start::{AllocationSize, RunRequest};
 use twinflow_engine::session::{self, BackendChoice, Notices, RunOutcome, RunSettings, SessionError, Status};
+use twinflow_engine::state::{CycleRow, CycleState};
 
 use crate::cli::{
     BackendArgs, BackendKind, CancelArgs, Cli, Command, PlanFormat, RunArgs, StatusArgs, WhyArgs, WorkflowArgs,
@@ -47,6 +48,8 @@ pub fn run(cli: Cli) -> i32 {
         Command::Status(a) => status_cmd(&a),
         Command::Why(a) => why_cmd(&a),
         Command::Cancel(a) => cancel_cmd(&a),
+        Command::Stop(a) => stop_cmd(&a),
+        Command::Signal(a) => signal_cmd(&a),
         Command::Schema => schema_cmd(),
     };
     match result {
@@ -270,6 +273,25 @@ fn run_cmd(a: RunArgs) -> Result<i32, Failure> {
     })
 }
 
+fn stop_cmd(a: &crate::cli::StopArgs) -> Result<i32, Failure> {
+    let s = session::control::stop(&a.runs_dir, &a.run)?;
+    outln!("asked the engine of run {} to stop after its active cycles", s.run_id);
+    Ok(exit::OK)
+}
+
+fn signal_cmd(a: &crate::cli::SignalArgs) -> Result<i32, Failure> {
+    let s = session::control::signal(&a.runs_dir, &a.run, &a.name, a.cycle.as_deref(), &a.values)?;
+    let whom = match &s.point {
+        Some(p) => format!("cycle {p}"),
+        None => "the earliest cycle waiting for it".into(),
+    };
+    outln!("signal `{}` sent to run {} ({whom})", a.name, s.run_id);
+    if !s.engine_running {
+        eprintln!("note: no engine is working on run {} now; the signal waits for `twinflow run --resume`", s.run_id);
+    }
+    Ok(exit::OK)
+}
+
 fn cancel_cmd(a: &CancelArgs) -> Result<i32, Failure> {
     let c = runtime()?.block_on(session::cancel::cancel(&a.runs_dir, &a.run, &mut Stderr))?;
     if let Some((pid, true)) = c.engine {
@@ -332,7 +354,27 @@ fn status_cmd(a: &StatusArgs) -> Result<i32, Failure> {
                 outln!("{:<22} {:<20} {:<11} {started}", r.id, r.workflow, r.shown_state());
             }
         }
-        Status::Run { run, tasks, ran_ms } => {
+        Status::Run { run, cycles, tasks, ran_ms } => {
+            // A cycling run lists its cycles; its tasks are those of one cycle (`--cycle`), or
+            // of the cycles that did not finish.
+            let tasks: Vec<_> = match &a.cycle {
+                Some(c) => {
+                    let label = session::control::point_label(c)?;
+                    let Some(row) = cycles.iter().find(|r| r.point == label) else {
+                        return Err(SessionError::Usage(format!("run {} has no cycle `{c}`", run.id)).into());
+                    };
+                    if row.pruned {
+                        eprintln!("cycle {label} was pruned (`keep:`): only its summary is left");
+                    }
+                    tasks.into_iter().filter(|t| t.cycle == Some(row.cycle)).collect()
+                }
+                None if !cycles.is_empty() && !a.json => {
+                    let open: Vec<u64> =
+                        cycles.iter().filter(|c| c.state != CycleState::Succeeded).map(|c| c.cycle).collect();
+                    tasks.into_iter().filter(|t| t.cycle.is_some_and(|c| open.contains(&c))).collect()
+                }
+                None => tasks,
+            };
             if a.json {
                 let tasks: Vec<serde_json::Value> = tasks
                     .iter()
@@ -342,9 +384,16 @@ fn status_cmd(a: &StatusArgs) -> Result<i32, Failure> {
                         v
                     })
                     .collect();
-                outln!("{}", serde_json::to_string_pretty(&serde_json::json!({ "run": run, "tasks": tasks }))?);
+                let mut v = serde_json::json!({ "run": run, "tasks": tasks });
+                if !cycles.is_empty() {
+                    v["cycles"] = serde_json::to_value(&cycles)?;
+                }
+                outln!("{}", serde_json::to_string_pretty(&v)?);
             } else {
                 outln!("run {} of `{}` ({}): {}", run.id, run.workflow, run.file, run.shown_state());
+                if !cycles.is_empty() && a.cycle.is_none() {
+                    print_cycles(&cycles, a.local_time)?;
+                }
                 let mut counts = std::collections::BTreeMap::new();
                 for t in &tasks {
                     *counts.entry(t.state.as_str()).or_insert(0) += 1;
@@ -379,6 +428,33 @@ fn status_cmd(a: &StatusArgs) -> Result<i32, Failure> {
         }
     }
     Ok(exit::OK)
+}
+
+/// The cycles of a run: the first, the last 20, and every one that did not succeed.
+fn print_cycles(cycles: &[CycleRow], local: bool) -> Result<(), Failure> {
+    let n = cycles.len();
+    let done = cycles.iter().filter(|c| c.state == CycleState::Succeeded).count();
+    let pruned = cycles.iter().filter(|c| c.pruned).count();
+    outln!("{n} cycles: {done} succeeded{}", if pruned > 0 { format!(" ({pruned} pruned)") } else { String::new() });
+    let zone = if local { "local" } else { "UTC" };
+    outln!("  {:<18} {:<10} {:<20} {:>9}  NOTE", "CYCLE", "STATE", format!("STARTED ({zone})"), "TOOK");
+    for (k, c) in cycles.iter().enumerate() {
+        if k > 0 && k + 20 < n && c.state == CycleState::Succeeded {
+            continue;
+        }
+        let took = match (c.started_at, c.finished_at) {
+            (Some(a), Some(b)) => format!("{:.1}s", (b - a) as f64 / 1000.0),
+            _ => "-".into(),
+        };
+        let note = match (&c.waits, &c.counts) {
+            (Some(w), _) => format!("waits for {w}"),
+            (None, Some(k)) => format!("{} ran, {} cached, {} skipped", k.succeeded, k.cached, k.skipped),
+            _ => String::new(),
+        };
+        let started = c.started_at.map(|t| fmt_ms(t, local)).unwrap_or_default();
+        outln!("  {:<18} {:<10} {:<20} {:>9}  {note}", c.point, c.state.as_str(), started, took);
+    }
+    Ok(())
 }
 
 /// The command that continues run `id` of `runs_dir`.

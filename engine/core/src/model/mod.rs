@@ -18,7 +18,7 @@ pub mod resources;
 pub mod sites;
 pub mod workflow;
 
-pub use cycle::{CycleSpec, End, Every, OnTimeout, Once, Point, Start, Wait};
+pub use cycle::{CycleSpec, End, Every, OnTimeout, Once, Point, Start, Wait, parse_instant};
 pub use eval::{StaticScope, eval_value, param_or_input};
 pub use refs::{Ctx, Resolved, resolve};
 pub use resources::{Resources, ResourcesGiven};

@@ -666,13 +666,14 @@ impl<'a> Driver<'a> {
             if sig.used_by.is_some() {
                 continue;
             }
+            let label = |c: u64| self.cycling.as_ref().map(|cy| cy.point(c).label());
             let waiting: Vec<TaskId> = self
                 .watches
                 .iter()
                 .filter(|(t, w)| {
                     w.awaits_signal()
                         && w.signal.as_deref() == Some(sig.name.as_str())
-                        && sig.cycle.is_none_or(|c| c == t.cycle)
+                        && sig.point.as_ref().is_none_or(|p| Some(p) == label(t.cycle).as_ref())
                 })
                 .map(|(t, _)| *t)
                 .collect();

@@ -19,6 +19,7 @@
 
 pub mod backend;
 pub mod cancel;
+pub mod control;
 pub mod render;
 pub mod start;
 
@@ -170,6 +171,8 @@ pub enum Status {
     Run {
         /// The run.
         run: Box<RunRow>,
+        /// Its cycles (cycling runs; empty otherwise).
+        cycles: Vec<crate::state::CycleRow>,
         /// Its tasks.
         tasks: Vec<TaskRow>,
         /// Milliseconds the attempts of each task ran, by task name.
@@ -194,7 +197,8 @@ pub fn status(runs_dir: &Path, run: Option<&str>) -> Result<Status, SessionError
     let run = find_run(&store, id)?;
     let tasks = store.tasks(&run.id)?;
     let ran_ms = store.run_times(&run.id)?;
-    Ok(Status::Run { run: Box::new(run), tasks, ran_ms })
+    let cycles = store.cycles(&run.id)?;
+    Ok(Status::Run { run: Box::new(run), cycles, tasks, ran_ms })
 }
 
 /// A run by id, `latest` for the newest; a missing one is a usage error.

@@ -69,8 +69,8 @@ pub struct SignalRow {
     pub id: i64,
     /// Its name.
     pub name: String,
-    /// The cycle it is for (`None`: the earliest cycle waiting for it).
-    pub cycle: Option<u64>,
+    /// The point (label) of the cycle it is for (`None`: the earliest cycle waiting for it).
+    pub point: Option<String>,
     /// Its values, a JSON object.
     pub values: String,
     /// The cycle that took it.
@@ -213,13 +213,13 @@ impl Store {
         &mut self,
         run_id: &str,
         name: &str,
-        cycle: Option<u64>,
+        point: Option<&str>,
         values: &str,
     ) -> Result<i64, StateError> {
         self.conn
             .execute(
-                "INSERT INTO signals(run_id, name, cycle, vals, at) VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![run_id, name, cycle.map(|c| c as i64), values, now_ms()],
+                "INSERT INTO signals(run_id, name, point, vals, at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![run_id, name, point, values, now_ms()],
             )
             .map_err(self.e())?;
         Ok(self.conn.last_insert_rowid())
@@ -230,7 +230,7 @@ impl Store {
         let mut st = self
             .conn
             .prepare_cached(
-                "SELECT id, name, cycle, vals, used_by FROM signals WHERE run_id = ?1 AND id > ?2 ORDER BY id",
+                "SELECT id, name, point, vals, used_by FROM signals WHERE run_id = ?1 AND id > ?2 ORDER BY id",
             )
             .map_err(self.e())?;
         let rows = st
@@ -238,7 +238,7 @@ impl Store {
                 Ok(SignalRow {
                     id: r.get(0)?,
                     name: r.get(1)?,
-                    cycle: r.get::<_, Option<i64>>(2)?.map(|c| c as u64),
+                    point: r.get(2)?,
                     values: r.get(3)?,
                     used_by: r.get::<_, Option<i64>>(4)?.map(|c| c as u64),
                 })

@@ -59,7 +59,7 @@ CREATE TABLE IF NOT EXISTS cycles(
   PRIMARY KEY(run_id, cycle));
 CREATE TABLE IF NOT EXISTS signals(
   id INTEGER PRIMARY KEY AUTOINCREMENT, run_id TEXT NOT NULL, name TEXT NOT NULL,
-  cycle INTEGER, vals TEXT NOT NULL, at INTEGER NOT NULL, used_by INTEGER);
+  point TEXT, vals TEXT NOT NULL, at INTEGER NOT NULL, used_by INTEGER);
 "#;
 
 /// Why a database could not be brought to [`VERSION`] (the store adds the file's path:
