@@ -1,0 +1,358 @@
+//! The `cycle:` block of the root workflow → [`CycleSpec`]: kinds of `every`, `start` and
+//! `end` agree (integers, or a duration with UTC instants), `end` is not before `start`,
+//! at most one of `end` and `cycles`, and counts in range.
+
+use std::time::Duration;
+
+use super::Validator;
+use crate::diag::{Diag, DiagKind};
+use crate::model::{CycleSpec, End, Every, Point, Start};
+use crate::spec::raw::{RawCycle, Scalar};
+use crate::spec::span::{SourceFile, Sp};
+use crate::units;
+
+/// Which kind of cycling a value belongs to, for messages.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Int,
+    Time,
+}
+
+impl Kind {
+    fn of_every(e: Every) -> Kind {
+        match e {
+            Every::Int(_) => Kind::Int,
+            Every::Time(_) => Kind::Time,
+        }
+    }
+    fn of_point(p: Point) -> Kind {
+        match p {
+            Point::Int(_) => Kind::Int,
+            Point::Time(_) => Kind::Time,
+        }
+    }
+}
+
+impl Validator {
+    /// Validates `cycle:`. Always gives a spec (with stand-ins for broken parts) so the
+    /// workflow's `cycle.*` references are still checked; problems are pushed.
+    pub(super) fn cycle_spec(&mut self, file: &SourceFile, raw: &Sp<RawCycle>) -> CycleSpec {
+        let c = &raw.value;
+        let every = self.cycle_every(file, &c.every);
+        let start = self.cycle_start(file, &c.start, every);
+        let end = self.cycle_end(file, c, every, start);
+        let runahead = match &c.runahead {
+            None => 1,
+            Some(r) => match u32::try_from(r.value) {
+                Ok(n) => n,
+                Err(_) => {
+                    self.push(Diag::new(
+                        DiagKind::InvalidValue,
+                        file,
+                        r.span,
+                        "cycle.runahead",
+                        format!("`runahead` must be at least 0, found `{}`", r.value),
+                    ));
+                    1
+                }
+            },
+        };
+        let keep = match &c.keep {
+            None => None,
+            Some(k) => match u32::try_from(k.value) {
+                Ok(n) if n >= 1 => Some(n),
+                _ => {
+                    self.push(
+                        Diag::new(
+                            DiagKind::InvalidValue,
+                            file,
+                            k.span,
+                            "cycle.keep",
+                            format!("`keep` must be at least 1, found `{}`", k.value),
+                        )
+                        .with_help("leave `keep` out to keep the directories of every cycle"),
+                    );
+                    None
+                }
+            },
+        };
+        CycleSpec {
+            every: every.unwrap_or(Every::Int(1)),
+            start: start.unwrap_or(Start::At(Point::Int(0))),
+            end,
+            runahead,
+            keep,
+            span: raw.span,
+        }
+    }
+
+    fn cycle_every(&mut self, file: &SourceFile, v: &Sp<Scalar>) -> Option<Every> {
+        let bad = |msg: String| Diag::new(DiagKind::InvalidValue, file, v.span, "cycle.every", msg);
+        match &v.value {
+            Scalar::Int(i) if *i >= 1 => Some(Every::Int(*i)),
+            Scalar::Int(i) => {
+                self.push(bad(format!("`every` must be at least 1, found `{i}`")));
+                None
+            }
+            Scalar::Str(s) => match units::parse_duration(s) {
+                Ok(d) if d > Duration::ZERO => Some(Every::Time(d)),
+                Ok(_) => {
+                    self.push(bad(format!("`every` must be longer than zero, found `{s}`")));
+                    None
+                }
+                Err(e) => {
+                    self.push(bad(e.to_string()).with_help("write an integer step (`1`) or a duration (`10m`)"));
+                    None
+                }
+            },
+            other => {
+                self.push(
+                    Diag::new(
+                        DiagKind::Type,
+                        file,
+                        v.span,
+                        "cycle.every",
+                        format!("expected an integer step or a duration, found `{other}`"),
+                    )
+                    .with_help("write an integer step (`1`) or a duration (`10m`)"),
+                );
+                None
+            }
+        }
+    }
+
+    /// A point written at `field` (`start`, `end`): an int or a UTC instant.
+    fn cycle_point(&mut self, file: &SourceFile, field: &str, v: &Sp<Scalar>) -> Option<Point> {
+        match &v.value {
+            Scalar::Int(i) => Some(Point::Int(*i)),
+            Scalar::Str(s) => match units::parse_instant(s) {
+                Ok(t) => Some(Point::Time(t)),
+                Err(e) => {
+                    self.push(Diag::new(DiagKind::InvalidValue, file, v.span, format!("cycle.{field}"), e.to_string()));
+                    None
+                }
+            },
+            other => {
+                self.push(
+                    Diag::new(
+                        DiagKind::Type,
+                        file,
+                        v.span,
+                        format!("cycle.{field}"),
+                        format!("expected an integer or an ISO 8601 instant, found `{other}`"),
+                    )
+                    .with_help("write an integer (`0`) or a UTC instant (`2026-03-01T00:00Z`)"),
+                );
+                None
+            }
+        }
+    }
+
+    /// Reports a point whose kind differs from `every`'s.
+    fn point_kind_agrees(&mut self, file: &SourceFile, field: &str, v: &Sp<Scalar>, p: Point, every: Every) -> bool {
+        let (pk, ek) = (Kind::of_point(p), Kind::of_every(every));
+        if pk == ek {
+            return true;
+        }
+        let (msg, help) = match pk {
+            Kind::Int => (
+                format!("`{field}` is an integer but `every` is a duration (datetime cycling)"),
+                format!("write `{field}` as a UTC instant (`2026-03-01T00:00Z`), or `every` as an integer step"),
+            ),
+            Kind::Time => (
+                format!("`{field}` is an instant but `every` is an integer step (integer cycling)"),
+                format!("write `every` as a duration (`10m`), or `{field}` as an integer"),
+            ),
+        };
+        self.push(Diag::new(DiagKind::InvalidValue, file, v.span, format!("cycle.{field}"), msg).with_help(help));
+        false
+    }
+
+    fn cycle_start(&mut self, file: &SourceFile, v: &Sp<Scalar>, every: Option<Every>) -> Option<Start> {
+        if matches!(&v.value, Scalar::Str(s) if s.trim() == "now") {
+            if let Some(Every::Int(_)) = every {
+                self.push(
+                    Diag::new(
+                        DiagKind::InvalidValue,
+                        file,
+                        v.span,
+                        "cycle.start",
+                        "`start: now` needs datetime cycling, but `every` is an integer step",
+                    )
+                    .with_help("write `every` as a duration (`10m`), or `start` as an integer"),
+                );
+                return None;
+            }
+            return Some(Start::Now);
+        }
+        let p = self.cycle_point(file, "start", v)?;
+        match every {
+            Some(e) if !self.point_kind_agrees(file, "start", v, p, e) => None,
+            _ => Some(Start::At(p)),
+        }
+    }
+
+    fn cycle_end(
+        &mut self,
+        file: &SourceFile,
+        c: &RawCycle,
+        every: Option<Every>,
+        start: Option<Start>,
+    ) -> Option<End> {
+        if let (Some(e), Some(n)) = (&c.end, &c.cycles) {
+            self.push(
+                Diag::new(
+                    DiagKind::InvalidValue,
+                    file,
+                    n.span,
+                    "cycle.cycles",
+                    "`end` and `cycles` cannot both be given",
+                )
+                .with_secondary(e.span, "`end` is given here")
+                .with_help("keep one: `end` is the last point, `cycles` the number of cycles"),
+            );
+            return None;
+        }
+        if let Some(n) = &c.cycles {
+            return match u64::try_from(n.value) {
+                Ok(k) if k >= 1 => Some(End::Cycles(k)),
+                _ => {
+                    self.push(Diag::new(
+                        DiagKind::InvalidValue,
+                        file,
+                        n.span,
+                        "cycle.cycles",
+                        format!("`cycles` must be at least 1, found `{}`", n.value),
+                    ));
+                    None
+                }
+            };
+        }
+        let v = c.end.as_ref()?;
+        if matches!(&v.value, Scalar::Str(s) if s.trim() == "now") {
+            self.push(
+                Diag::new(DiagKind::InvalidValue, file, v.span, "cycle.end", "`end` cannot be `now`")
+                    .with_help("give the last point, a number of `cycles`, or no end (run until stopped)"),
+            );
+            return None;
+        }
+        let p = self.cycle_point(file, "end", v)?;
+        if let Some(e) = every
+            && !self.point_kind_agrees(file, "end", v, p, e)
+        {
+            return None;
+        }
+        if let Some(Start::At(s)) = start
+            && Kind::of_point(s) == Kind::of_point(p)
+            && p < s
+        {
+            self.push(
+                Diag::new(
+                    DiagKind::InvalidValue,
+                    file,
+                    v.span,
+                    "cycle.end",
+                    format!("`end` ({p}) is before `start` ({s})"),
+                )
+                .with_secondary(c.start.span, "`start` is here"),
+            );
+            return None;
+        }
+        Some(End::At(p))
+    }
+}
+
+impl Validator {
+    /// Checks that need the whole cycling model, after references and dependencies: fills
+    /// [`Step::prev_deps`](crate::model::Step::prev_deps), refuses `prev.*` reachable in the
+    /// first cycle (see [`super::first_cycle`]) and same-cycle dependencies on `once: last`
+    /// steps from steps that run earlier.
+    pub(super) fn check_cycling(&mut self) {
+        use super::first_cycle::{unguarded_prev_refs, when_skips_first};
+        use crate::model::{Once, prev_sources, sites, sources};
+        use std::collections::BTreeSet;
+
+        let single_cycle = self.wf.cycle.as_ref().is_some_and(|c| match c.start {
+            Start::At(p) => c.count(p) == Some(1),
+            Start::Now => c.end == Some(End::Cycles(1)),
+        });
+        let mut prev: Vec<BTreeSet<usize>> = vec![BTreeSet::new(); self.wf.steps.len()];
+        for (ns, ctx, t, field, _) in sites(&self.wf) {
+            let Some(to) = ctx.step() else { continue };
+            prev[to].extend(prev_sources(&self.wf, ns, ctx, &t).into_iter().map(|(s, _)| s));
+            let st = &self.wf.steps[to];
+            let to_once = st.once;
+            // A `once: last` step runs in the first cycle only when there is one cycle.
+            let runs_first = match to_once {
+                Some(Once::Last) => single_cycle,
+                // `prev.*` in a `once: first` step is refused where it is resolved.
+                Some(Once::First) => false,
+                None => !st.when.as_ref().is_some_and(|w| w.tpl.single_expr().is_some() && when_skips_first(&w.tpl)),
+            };
+            if runs_first {
+                for r in unguarded_prev_refs(&t.tpl) {
+                    let file = self.file(ns);
+                    let path = r.path.join(".");
+                    self.push(
+                        Diag::new(
+                            DiagKind::Expression,
+                            &file,
+                            t.span.sub(r.span.start, r.span.end),
+                            field.clone(),
+                            format!("`{path}` is read in the first cycle, which has no previous cycle"),
+                        )
+                        .with_help(format!(
+                            "give a fallback for the first cycle: `${{{{ cycle.first ? ... : {path} }}}}`, \
+                             or skip the step then: `when: ${{{{ !cycle.first }}}}`"
+                        )),
+                    );
+                }
+            }
+            if to_once == Some(Once::Last) {
+                continue;
+            }
+            for (from, span) in sources(&self.wf, ns, ctx, &t) {
+                if self.wf.steps[from].once != Some(Once::Last) {
+                    continue;
+                }
+                let file = self.file(ns);
+                let (to_name, from_name) = (&self.wf.steps[to].name, &self.wf.steps[from].name);
+                let runs = if to_once == Some(Once::First) { "runs in the first cycle" } else { "runs every cycle" };
+                self.push(
+                    Diag::new(
+                        DiagKind::InvalidValue,
+                        &file,
+                        span,
+                        field.clone(),
+                        format!("`{to_name}` {runs} but reads `{from_name}`, which runs only in the last cycle (`once: last`)"),
+                    )
+                    .with_help(format!("make `{to_name}` `once: last` too, or read something that runs every cycle")),
+                );
+            }
+        }
+        for (i, p) in prev.into_iter().enumerate() {
+            self.wf.steps[i].prev_deps = p.into_iter().collect();
+        }
+        // `after:` on a `once: last` step, from a step that runs before the last cycle.
+        for i in 0..self.wf.steps.len() {
+            let st = &self.wf.steps[i];
+            if st.once == Some(Once::Last) {
+                continue;
+            }
+            if let Some(&from) = st.after.iter().find(|&&a| self.wf.steps[a].once == Some(Once::Last)) {
+                let file = self.file(st.ns);
+                let d = Diag::new(
+                    DiagKind::InvalidValue,
+                    &file,
+                    st.span,
+                    format!("steps.{}.after", st.local_name),
+                    format!(
+                        "`{}` runs before the last cycle but comes `after` `{}`, which runs only in the last cycle (`once: last`)",
+                        st.name, self.wf.steps[from].name
+                    ),
+                );
+                self.push(d);
+            }
+        }
+    }
+}
