@@ -356,3 +356,178 @@ impl Validator {
         }
     }
 }
+
+#[cfg(test)]
+pub(super) mod tests {
+    use std::time::Duration;
+
+    use crate::diag::Diagnostics;
+    use crate::model::{CycleSpec, End, Every, Point, Start, Workflow};
+    use crate::spec::{self, span::SourceFile};
+    use crate::validate::{Overrides, validate};
+
+    /// Validates a workflow written in a test.
+    pub(in crate::validate) fn check(text: &str) -> Result<Workflow, Diagnostics> {
+        let file = SourceFile::new("wf.yaml", text);
+        let raw = spec::parse(&file)?;
+        validate(file, raw, &Overrides::default())
+    }
+
+    /// The problems of an invalid workflow as `line:col field: message`.
+    pub(in crate::validate) fn problems(text: &str) -> Vec<String> {
+        let file = SourceFile::new("wf.yaml", text);
+        let Err(d) = check(text) else { panic!("valid: {text}") };
+        d.0.iter()
+            .map(|d| {
+                let (l, c) = d.labels.first().map_or((0, 0), |(s, _)| file.line_col(s.offset));
+                format!("{l}:{c} {}: {}", d.field, d.message)
+            })
+            .collect()
+    }
+
+    fn spec_of(cycle: &str) -> CycleSpec {
+        let wf = check(&format!("name: w\ncycle: {cycle}\nsteps:\n  a:\n    run: [\"true\"]\n"))
+            .unwrap_or_else(|d| panic!("{cycle}: {d:?}"));
+        wf.cycle.expect("cycles")
+    }
+
+    fn at(s: &str) -> Point {
+        Point::Time(s.parse().expect("instant"))
+    }
+
+    #[test]
+    fn datetime_cycling_lands_in_the_model() {
+        let c = spec_of("{ every: 10m, start: 2026-03-01T00:00Z, end: 2026-03-03T00:00:00Z, runahead: 2, keep: 24 }");
+        assert_eq!(c.every, Every::Time(Duration::from_secs(600)));
+        assert_eq!(c.start, Start::At(at("2026-03-01T00:00:00Z")));
+        assert_eq!(c.end, Some(End::At(at("2026-03-03T00:00:00Z"))));
+        assert_eq!((c.runahead, c.keep), (2, Some(24)));
+        assert_eq!(c.count(at("2026-03-01T00:00:00Z")), Some(289));
+        let c = spec_of("{ every: 2s, start: now }");
+        assert_eq!((c.start, c.end, c.runahead, c.keep), (Start::Now, None, 1, None));
+    }
+
+    #[test]
+    fn integer_cycling_lands_in_the_model() {
+        let c = spec_of("{ every: 1, start: 0, cycles: 48 }");
+        assert_eq!((c.every, c.start, c.end), (Every::Int(1), Start::At(Point::Int(0)), Some(End::Cycles(48))));
+        let c = spec_of("{ every: 6, start: 0, end: 24, runahead: 0 }");
+        assert_eq!((c.end, c.runahead), (Some(End::At(Point::Int(24))), 0));
+        assert_eq!(c.count(Point::Int(0)), Some(5));
+    }
+
+    #[test]
+    fn a_workflow_without_cycle_has_none() {
+        assert!(check("name: w\nsteps:\n  a:\n    run: [\"true\"]\n").expect("valid").cycle.is_none());
+    }
+
+    #[test]
+    fn bad_cycle_blocks_are_located() {
+        let p = |c: &str| problems(&format!("name: w\ncycle: {c}\nsteps:\n  a:\n    run: [\"true\"]\n"));
+        assert_eq!(p("{ every: 0, start: 0 }"), ["2:17 cycle.every: `every` must be at least 1, found `0`"]);
+        assert_eq!(
+            p("{ every: 10x, start: now }"),
+            ["2:17 cycle.every: invalid duration `10x`: unknown unit `x` (use ms, s, m, h, d)"]
+        );
+        assert_eq!(
+            p("{ every: 1, start: 2026-03-01T00:00Z }"),
+            ["2:27 cycle.start: `start` is an instant but `every` is an integer step (integer cycling)"]
+        );
+        assert_eq!(
+            p("{ every: 1h, start: 0 }"),
+            ["2:28 cycle.start: `start` is an integer but `every` is a duration (datetime cycling)"]
+        );
+        assert_eq!(
+            p("{ every: 1, start: now }"),
+            ["2:27 cycle.start: `start: now` needs datetime cycling, but `every` is an integer step"]
+        );
+        assert_eq!(p("{ every: 1, start: 10, end: 5 }"), ["2:36 cycle.end: `end` (5) is before `start` (10)"]);
+        assert_eq!(
+            p("{ every: 1, start: 0, end: 5, cycles: 3 }"),
+            ["2:46 cycle.cycles: `end` and `cycles` cannot both be given"]
+        );
+        assert_eq!(
+            p("{ every: 1, start: 0, cycles: 0 }"),
+            ["2:38 cycle.cycles: `cycles` must be at least 1, found `0`"]
+        );
+        assert_eq!(
+            p("{ every: 1, start: 0, runahead: -1 }"),
+            ["2:40 cycle.runahead: `runahead` must be at least 0, found `-1`"]
+        );
+        assert_eq!(p("{ every: 1, start: 0, keep: 0 }"), ["2:36 cycle.keep: `keep` must be at least 1, found `0`"]);
+        assert_eq!(
+            p("{ every: 1m, start: 2026-03-01T00:00+01:00 }"),
+            ["2:28 cycle.start: instant `2026-03-01T00:00+01:00` is not in UTC: end it with `Z` (`2026-03-01T00:00Z`)"]
+        );
+    }
+
+    const HEAD: &str = "name: w\ncycle: { every: 1, start: 0, cycles: 3 }\nsteps:\n";
+
+    #[test]
+    fn prev_references_fill_prev_deps_not_deps() {
+        let wf = check(&format!(
+            "{HEAD}  init:\n    once: first\n    run: [\"true\"]\n    out: {{ s: s.txt }}\n  \
+             analysis:\n    in:\n      state: \"${{{{ cycle.first ? steps.init.out.s : prev.steps.analysis.out.s }}}}\"\n      \
+             f: \"${{{{ cycle.index > 0 ? prev.steps.fc.values.v : 0 }}}}\"\n    run: [cp, \"${{{{ in.state }}}}\", \"${{{{ out.s }}}}\"]\n    \
+             out: {{ s: s.txt }}\n  fc:\n    when: \"${{{{ !cycle.first }}}}\"\n    \
+             run: [echo, \"${{{{ prev.steps.analysis.out.s }}}}\", \"${{{{ cycle.point + 1 }}}}\"]\n    values: {{ v: v.json }}\n"
+        ))
+        .unwrap_or_else(|d| panic!("{d:?}"));
+        let idx = |n: &str| wf.steps.iter().position(|s| s.name == n).expect("step");
+        let a = &wf.steps[idx("analysis")];
+        assert_eq!(a.deps, [idx("init")]);
+        let mut want = vec![idx("analysis"), idx("fc")];
+        want.sort();
+        assert_eq!(a.prev_deps, want);
+        assert_eq!(wf.steps[idx("fc")].prev_deps, [idx("analysis")]);
+        assert!(wf.steps[idx("fc")].deps.is_empty());
+    }
+
+    #[test]
+    fn prev_reachable_in_the_first_cycle_is_refused() {
+        let p = problems(&format!(
+            "{HEAD}  a:\n    run: [echo, \"${{{{ prev.steps.a.out.x }}}}\"]\n    out: {{ x: x.txt }}\n"
+        ));
+        assert_eq!(
+            p,
+            ["5:22 steps.a.run[1]: `prev.steps.a.out.x` is read in the first cycle, which has no previous cycle"]
+        );
+    }
+
+    #[test]
+    fn prev_and_once_rules() {
+        let p = problems(&format!(
+            "{HEAD}  t:\n    once: first\n    run: [echo, \"${{{{ prev.steps.a.out.x }}}}\"]\n    out: {{ x: x }}\n  \
+             a:\n    when: \"${{{{ !cycle.first }}}}\"\n    run: [echo, \"${{{{ prev.steps.t.out.x }}}}\", \"${{{{ steps.r.out.x }}}}\"]\n    \
+             out: {{ x: x }}\n  r:\n    once: last\n    run: [\"true\"]\n    out: {{ x: x }}\n"
+        ));
+        assert_eq!(
+            p,
+            [
+                "6:22 steps.t.run[1]: `prev.steps.a.out.x` is read by a `once: first` step, which runs only in the first cycle",
+                "10:22 steps.a.run[1]: `prev.steps.t` reads step `t`, which does not run every cycle (`once: first`)",
+                "10:51 steps.a.run[2]: `a` runs every cycle but reads `r`, which runs only in the last cycle (`once: last`)",
+            ]
+        );
+    }
+
+    #[test]
+    fn cycle_and_prev_need_a_cycling_workflow() {
+        let p = problems(
+            "name: w\nsteps:\n  a:\n    run: [echo, \"${{ cycle.index }}\", \"${{ prev.steps.a.out.x }}\"]\n    out: { x: x }\n",
+        );
+        assert_eq!(
+            p,
+            [
+                "4:22 steps.a.run[1]: `cycle.index` is only available in a cycling workflow",
+                "4:44 steps.a.run[2]: `prev.steps.a.out.x` is only available in a cycling workflow",
+            ]
+        );
+    }
+
+    #[test]
+    fn cycle_point_has_the_type_of_the_cycling() {
+        let p = problems(&format!("{HEAD}  a:\n    run: [echo, \"${{{{ format_time(cycle.point, '%H') }}}}\"]\n"));
+        assert_eq!(p, ["5:34 steps.a.run[1]: `format_time` expects an ISO 8601 instant, found `int`"]);
+    }
+}

@@ -84,7 +84,9 @@ pub fn validate(file: SourceFile, raw: RawWorkflow, overrides: &Overrides) -> Re
     if v.diags.is_empty() {
         v.compute_deps_and_cycles();
     }
-    if v.diags.is_empty() && v.wf.cycle.is_some() {
+    // Like expressions, checked even when other things are wrong (it reads only what
+    // resolves), so one run reports every problem.
+    if v.wf.cycle.is_some() {
         v.check_cycling();
     }
     v.diags.0.truncate(MAX_DIAGNOSTICS);

@@ -202,3 +202,108 @@ impl Validator {
             .collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use crate::model::{OnTimeout, Once};
+    use crate::validate::cycle::tests::{check, problems};
+
+    const HEAD: &str = "name: w\ncycle: { every: 10m, start: 2026-03-01T00:00Z, cycles: 3 }\nsteps:\n";
+
+    #[test]
+    fn wait_and_once_land_in_the_model() {
+        let wf = check(&format!(
+            "{HEAD}  terrain:\n    once: first\n    run: [\"true\"]\n  observe:\n    wait:\n      clock: -5m\n      \
+             files: [\"/obs/g-${{{{ format_time(cycle.point, '%Y%m%dT%H%M') }}}}.nc\"]\n      settle: 10s\n      \
+             min_size: 1K\n      timeout: 2h\n      on_timeout: skip\n    run: [cat, \"${{{{ join(wait.files, ' ') }}}}\"]\n  \
+             report:\n    once: last\n    wait: {{ signal: go, command: [check, \"${{{{ cycle.point }}}}\"], poll: 30s }}\n    \
+             run: [echo, \"${{{{ wait.level }}}}\"]\n"
+        ))
+        .unwrap_or_else(|d| panic!("{d:?}"));
+        let s = |n: &str| wf.steps.iter().find(|s| s.name == n).expect("step");
+        assert_eq!(s("terrain").once, Some(Once::First));
+        assert!(s("terrain").wait.is_none());
+        let w = s("observe").wait.as_ref().expect("wait");
+        assert_eq!(w.clock, Some(jiff::SignedDuration::from_secs(-300)));
+        assert_eq!(w.files.len(), 1);
+        assert_eq!((w.settle, w.min_size, w.poll), (Duration::from_secs(10), 1024, Duration::from_secs(1)));
+        assert_eq!((w.timeout, w.on_timeout), (Some(Duration::from_secs(7200)), OnTimeout::Skip));
+        let r = s("report");
+        assert_eq!(r.once, Some(Once::Last));
+        let w = r.wait.as_ref().expect("wait");
+        assert_eq!((w.signal.as_deref(), w.command.len(), w.poll), (Some("go"), 2, Duration::from_secs(30)));
+        assert_eq!((w.timeout, w.on_timeout), (None, OnTimeout::Fail));
+    }
+
+    #[test]
+    fn bad_triggers_are_located() {
+        let step = |body: &str| problems(&format!("{HEAD}  a:\n    run: [\"true\"]\n{body}"));
+        assert_eq!(step("    wait: {}\n"), ["6:11 steps.a.wait: `wait` has no trigger"]);
+        assert_eq!(
+            step("    wait: { clock: 5x }\n"),
+            ["6:20 steps.a.wait.clock: invalid duration `5x`: unknown unit `x` (use ms, s, m, h, d)"]
+        );
+        assert_eq!(
+            step("    wait: { signal: go, timeout: 0s }\n"),
+            ["6:34 steps.a.wait.timeout: `timeout` must be longer than zero, found `0s`"]
+        );
+        assert_eq!(
+            step("    wait: { files: [x], poll: -1s }\n"),
+            ["6:31 steps.a.wait.poll: `poll` must be longer than zero, found `-1s`"]
+        );
+        assert_eq!(
+            step("    wait: { signal: go, settle: 1s }\n"),
+            ["6:33 steps.a.wait.settle: `settle` applies to `files` only"]
+        );
+        assert_eq!(
+            step("    wait: { files: [x], min_size: 4Q }\n"),
+            ["6:35 steps.a.wait.min_size: invalid size `4Q`: unknown unit `Q` (use K, M, G, T)"]
+        );
+        assert_eq!(
+            step("    wait: { signal: \"no way\" }\n"),
+            ["6:21 steps.a.wait.signal: invalid signal name `no way`"]
+        );
+        assert_eq!(
+            step("    wait: { signal: go, on_timeout: skip }\n"),
+            ["6:37 steps.a.wait.on_timeout: `on_timeout` without a `timeout`"]
+        );
+        // `wait:` on a `once:` step is fine.
+        check(&format!("{HEAD}  a:\n    once: first\n    wait: {{ clock: +1m }}\n    run: [\"true\"]\n"))
+            .expect("valid");
+    }
+
+    #[test]
+    fn once_and_wait_need_a_cycling_workflow() {
+        let p = problems("name: w\nsteps:\n  a:\n    once: first\n    wait: { clock: 0s }\n    run: [\"true\"]\n");
+        assert_eq!(
+            p,
+            [
+                "4:11 steps.a.once: `once` is only meaningful in a cycling workflow",
+                "5:11 steps.a.wait: `wait` is only meaningful in a cycling workflow"
+            ]
+        );
+        let p = problems("name: w\ncycle: { every: 1, start: 0 }\nsteps:\n  a:\n    once: last\n    run: [\"true\"]\n");
+        assert_eq!(
+            p,
+            ["5:11 steps.a.once: `once: last` needs cycling that ends, but `cycle:` has no `end` or `cycles`"]
+        );
+    }
+
+    #[test]
+    fn wait_references_need_their_trigger() {
+        let p = problems(&format!(
+            "{HEAD}  a:\n    wait: {{ clock: 0s }}\n    run: [echo, \"${{{{ wait.files }}}}\", \"${{{{ wait.x }}}}\"]\n  \
+             b:\n    run: [echo, \"${{{{ wait.files }}}}\"]\n"
+        ));
+        assert_eq!(
+            p,
+            [
+                "6:22 steps.a.run[1]: `wait.files` used in a step whose `wait:` has no `files`",
+                "6:43 steps.a.run[2]: `wait.x` needs a `command` or `signal` trigger",
+                "8:22 steps.b.run[1]: `wait.files` used in a step without `wait:`"
+            ]
+        );
+    }
+}
