@@ -172,6 +172,18 @@ fn canonical(p: &Path) -> PathBuf {
     std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf())
 }
 
+/// The span of `key` in `key: VALUE` when the value (a mapping, at `value`) starts on a
+/// later line or after spaces: spans of mappings start at their first entry, but a message
+/// about the whole block reads better at its key. `value` itself when the key is not found.
+fn key_span(file: &SourceFile, value: Span, key: &str) -> Span {
+    let before = file.text.get(..value.offset).unwrap_or("");
+    let gap = before.trim_end_matches([' ', '\t', '\n', '\r']);
+    match gap.strip_suffix(':').and_then(|g| g.strip_suffix(key)) {
+        Some(rest) if rest.is_empty() || rest.ends_with([' ', '\n', '{', ',']) => Span::new(rest.len(), key.len()),
+        _ => value,
+    }
+}
+
 /// Whether `name` is a valid step/param/output name: a letter, then letters, digits, `_`, `-`.
 pub fn valid_name(name: &str) -> bool {
     let mut c = name.chars();

@@ -37,7 +37,7 @@ impl Validator {
                 Diag::new(
                     DiagKind::InvalidValue,
                     &file,
-                    c.span,
+                    key_span(&file, c.span, "cycle"),
                     "cycle",
                     "`cycle:` in an imported sub-workflow: only the workflow that is run may cycle",
                 )

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use super::super::{Validator, valid_name};
+use super::super::{Validator, key_span, valid_name};
 use crate::diag::{Diag, DiagKind};
 use crate::model::{OnTimeout, Once, Tpl, Wait};
 use crate::spec::raw::{RawOnTimeout, RawOnce, RawStep, RawWait, Scalar};
@@ -59,7 +59,7 @@ impl Validator {
     /// `wait:`: the triggers of the step's tasks.
     pub(super) fn step_wait(&mut self, file: &SourceFile, name: &Sp<String>, raw: &RawStep) -> Option<Wait> {
         let w = raw.wait.as_ref()?;
-        if !self.needs_cycling(file, name, "wait", w.span) {
+        if !self.needs_cycling(file, name, "wait", key_span(file, w.span, "wait")) {
             return None;
         }
         let f = |k: &str| format!("steps.{}.wait.{k}", name.value);
@@ -68,8 +68,14 @@ impl Validator {
         let has_command = r.command.as_ref().is_some_and(|l| !l.is_empty());
         if r.clock.is_none() && !has_files && !has_command && r.signal.is_none() {
             self.push(
-                Diag::new(DiagKind::MissingKey, file, w.span, f("").trim_end_matches('.'), "`wait` has no trigger")
-                    .with_help("give at least one of `clock`, `files`, `command` and `signal`"),
+                Diag::new(
+                    DiagKind::MissingKey,
+                    file,
+                    key_span(file, w.span, "wait"),
+                    f("").trim_end_matches('.'),
+                    "`wait` has no trigger",
+                )
+                .with_help("give at least one of `clock`, `files`, `command` and `signal`"),
             );
         }
         for (given, key) in [(&r.settle, "settle"), (&r.min_size, "min_size")] {
@@ -240,7 +246,7 @@ mod tests {
     #[test]
     fn bad_triggers_are_located() {
         let step = |body: &str| problems(&format!("{HEAD}  a:\n    run: [\"true\"]\n{body}"));
-        assert_eq!(step("    wait: {}\n"), ["6:11 steps.a.wait: `wait` has no trigger"]);
+        assert_eq!(step("    wait: {}\n"), ["6:5 steps.a.wait: `wait` has no trigger"]);
         assert_eq!(
             step("    wait: { clock: 5x }\n"),
             ["6:20 steps.a.wait.clock: invalid duration `5x`: unknown unit `x` (use ms, s, m, h, d)"]
@@ -281,7 +287,7 @@ mod tests {
             p,
             [
                 "4:11 steps.a.once: `once` is only meaningful in a cycling workflow",
-                "5:11 steps.a.wait: `wait` is only meaningful in a cycling workflow"
+                "5:5 steps.a.wait: `wait` is only meaningful in a cycling workflow"
             ]
         );
         let p = problems("name: w\ncycle: { every: 1, start: 0 }\nsteps:\n  a:\n    once: last\n    run: [\"true\"]\n");
