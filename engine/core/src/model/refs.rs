@@ -138,10 +138,14 @@ pub fn resolve(wf: &Workflow, ns: NsIdx, ctx: Ctx, path: &[&str]) -> Result<Reso
                 None => Err(err(format!("unknown step `{sname}`"), one_of(sname, n.names.keys().map(String::as_str)))),
                 Some(LocalName::Step(s)) => {
                     if ctx.step() == Some(*s) {
-                        return Err(err(
-                            format!("step `{sname}` refers to its own output"),
-                            Some(format!("use `out.{oname}` inside the step")),
-                        ));
+                        let help = if wf.cycle.is_some() {
+                            format!(
+                                "use `out.{oname}` inside the step, or `prev.steps.{sname}.{kind}.{oname}` for the previous cycle's"
+                            )
+                        } else {
+                            format!("use `out.{oname}` inside the step")
+                        };
+                        return Err(err(format!("step `{sname}` refers to its own output"), Some(help)));
                     }
                     let st = &wf.steps[*s];
                     let map = if kind == "out" { &st.outputs } else { &st.values };

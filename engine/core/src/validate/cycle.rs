@@ -76,14 +76,17 @@ impl Validator {
                 }
             },
         };
-        CycleSpec {
-            every: every.unwrap_or(Every::Int(1)),
-            start: start.unwrap_or(Start::At(Point::Int(0))),
-            end,
-            runahead,
-            keep,
-            span: raw.span,
-        }
+        // Stand-ins of the kind the user meant, so `cycle.point` keeps the type they expect
+        // and a mistake here is not reported again at every use.
+        let every = every.unwrap_or(match &c.every.value {
+            Scalar::Str(_) => Every::Time(Duration::from_secs(60)),
+            _ => Every::Int(1),
+        });
+        let start = start.unwrap_or(match every {
+            Every::Time(_) => Start::Now,
+            Every::Int(_) => Start::At(Point::Int(0)),
+        });
+        CycleSpec { every, start, end, runahead, keep, span: raw.span }
     }
 
     fn cycle_every(&mut self, file: &SourceFile, v: &Sp<Scalar>) -> Option<Every> {
@@ -523,6 +526,14 @@ pub(super) mod tests {
                 "4:44 steps.a.run[2]: `prev.steps.a.out.x` is only available in a cycling workflow",
             ]
         );
+    }
+
+    #[test]
+    fn a_broken_every_is_reported_once() {
+        let p = problems(
+            "name: w\ncycle: { every: 10x, start: now }\nsteps:\n  a:\n    run: [echo, \"${{ format_time(cycle.point, '%H') }}\"]\n",
+        );
+        assert_eq!(p, ["2:17 cycle.every: invalid duration `10x`: unknown unit `x` (use ms, s, m, h, d)"]);
     }
 
     #[test]
