@@ -1,4 +1,5 @@
-//! Durations (`90s`, `10m`, `1h30m`) and sizes (`512M`, `4G`) as written in workflows.
+//! Durations (`90s`, `10m`, `1h30m`), signed offsets (`-10m`), sizes (`512M`, `4G`) and
+//! UTC instants (`2026-03-01T00:00Z`) as written in workflows.
 //!
 //! Hand-written on purpose: the grammar is ours (SLURM-like binary sizes, concatenated
 //! duration units) and small; crates such as `humantime` and `bytesize` accept other
@@ -146,6 +147,57 @@ pub fn parse_bytes(s: &str) -> Result<u64, SizeError> {
     Ok(bytes as u64)
 }
 
+/// Parses a signed duration: an optional `+` or `-` followed by a [`parse_duration`]
+/// duration (`+5m`, `-1h`, `0s`).
+pub fn parse_signed_duration(s: &str) -> Result<jiff::SignedDuration, DurationError> {
+    let t = s.trim();
+    let (neg, rest) = match t.as_bytes().first() {
+        Some(b'-') => (true, &t[1..]),
+        Some(b'+') => (false, &t[1..]),
+        _ => (false, t),
+    };
+    let d = parse_duration(rest).map_err(|e| match e {
+        // Name the text as written, sign included.
+        DurationError::Invalid(_) => DurationError::Invalid(t.to_string()),
+        DurationError::MissingUnit(_) => DurationError::MissingUnit(t.to_string()),
+        DurationError::UnknownUnit { unit, .. } => DurationError::UnknownUnit { text: t.to_string(), unit },
+        DurationError::Empty if !t.is_empty() => DurationError::Invalid(t.to_string()),
+        other => other,
+    });
+    let d = d?;
+    // `parse_duration` caps durations at a year, so this always fits.
+    let sd = jiff::SignedDuration::try_from(d).unwrap_or(jiff::SignedDuration::MAX);
+    Ok(if neg { -sd } else { sd })
+}
+
+/// An instant that does not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InstantError {
+    /// Not an ISO 8601 date and time.
+    #[error("invalid instant `{0}` (use ISO 8601 UTC, e.g. `2026-03-01T00:00Z`)")]
+    Invalid(String),
+    /// A valid instant, but not written in UTC.
+    #[error("instant `{0}` is not in UTC: end it with `Z` (`2026-03-01T00:00Z`)")]
+    NotUtc(String),
+}
+
+/// Parses an ISO 8601 instant in UTC: `2026-03-01T00:00Z`, `2026-03-01T00:00:00Z` (seconds
+/// and fractions optional; the `Z` is required, so a point never depends on a time zone).
+pub fn parse_instant(s: &str) -> Result<jiff::Timestamp, InstantError> {
+    let t = s.trim();
+    let ts: jiff::Timestamp = t.parse().map_err(|_| InstantError::Invalid(t.to_string()))?;
+    if !(t.ends_with('Z') || t.ends_with('z')) {
+        return Err(InstantError::NotUtc(t.to_string()));
+    }
+    Ok(ts)
+}
+
+/// Formats an instant as cycle points are shown: `2026-03-01T00:00:00Z`.
+pub fn format_instant(t: jiff::Timestamp) -> String {
+    let z = t.to_zoned(jiff::tz::TimeZone::UTC);
+    jiff::fmt::strtime::format("%Y-%m-%dT%H:%M:%SZ", &z).unwrap_or_else(|_| t.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -189,6 +241,29 @@ mod tests {
             parse_bytes("4GBB").unwrap_err().to_string(),
             "invalid size `4GBB`: unknown unit `GBB` (use K, M, G, T)"
         );
+    }
+
+    #[test]
+    fn signed_durations_and_instants() {
+        assert_eq!(parse_signed_duration("+5m").unwrap(), jiff::SignedDuration::from_secs(300));
+        assert_eq!(parse_signed_duration("-1h").unwrap(), jiff::SignedDuration::from_secs(-3600));
+        assert_eq!(parse_signed_duration("0s").unwrap(), jiff::SignedDuration::ZERO);
+        assert_eq!(
+            parse_signed_duration("-5x").unwrap_err().to_string(),
+            "invalid duration `-5x`: unknown unit `x` (use ms, s, m, h, d)"
+        );
+        assert!(parse_signed_duration("--5m").is_err());
+        assert!(parse_signed_duration("-").is_err());
+        let t = parse_instant("2026-03-01T00:00Z").unwrap();
+        assert_eq!(t, parse_instant("2026-03-01T00:00:00Z").unwrap());
+        assert_eq!(format_instant(t), "2026-03-01T00:00:00Z");
+        assert_eq!(
+            parse_instant("2026-03-01T00:00+01:00").unwrap_err(),
+            InstantError::NotUtc("2026-03-01T00:00+01:00".into())
+        );
+        assert!(matches!(parse_instant("2026-13-01T00:00Z"), Err(InstantError::Invalid(_))));
+        assert!(matches!(parse_instant("yesterday"), Err(InstantError::Invalid(_))));
+        assert!(matches!(parse_instant("2026-03-01"), Err(InstantError::Invalid(_))));
     }
 
     #[test]

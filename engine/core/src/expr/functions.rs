@@ -46,6 +46,8 @@ const FUNCTIONS: &[FnSpec] = &[
     spec("sample_loguniform", 4, Some(4), "`sample_loguniform(seed, n, low, high)`"),
     spec("sample_int", 4, Some(4), "`sample_int(seed, n, low, high)` (both ends included)"),
     spec("sample_choice", 3, Some(3), "`sample_choice(seed, n, list)`"),
+    spec("format_time", 2, Some(2), "`format_time(point, fmt)` with strftime codes (`'%Y%m%dT%H%M'`)"),
+    spec("add_time", 2, Some(2), "`add_time(point, duration)` (`add_time(cycle.point, '-10m')`)"),
 ];
 
 /// Names of all built-in functions.
@@ -220,6 +222,16 @@ pub(crate) fn infer_call(name: &str, args: &[(Type, Span)], span: Span) -> Resul
                 t => return Err(expects(name, "a list to choose from", &t, args.get(2).map_or(span, |a| a.1))),
             }
         }
+        "format_time" => {
+            want(0, text, "an ISO 8601 instant")?;
+            want(1, text, "a format string")?;
+            Str
+        }
+        "add_time" => {
+            want(0, text, "an ISO 8601 instant")?;
+            want(1, |t| text(t) || int(t), "a duration (`'10m'`, `'-1h'`) or seconds")?;
+            Str
+        }
         _ => return Err(unknown(name, span)),
     })
 }
@@ -290,6 +302,21 @@ fn preview(s: &str) -> String {
     }
     let head: String = s.chars().take(MAX_CHARS).collect();
     format!("{head:?}...")
+}
+
+/// A string for messages without Rust quoting (the message wraps it in backticks).
+fn preview_raw(s: &str) -> String {
+    const MAX_CHARS: usize = 40;
+    if s.chars().count() <= MAX_CHARS {
+        return s.to_string();
+    }
+    s.chars().take(MAX_CHARS).collect::<String>() + "..."
+}
+
+/// Argument `i` as a UTC instant (`2026-03-01T00:00Z`).
+fn instant(a: &Args, i: usize) -> Result<jiff::Timestamp, ExprError> {
+    let s = a.get(i)?.as_str().ok_or_else(|| a.err(i, "an ISO 8601 instant"))?;
+    crate::units::parse_instant(s).map_err(|e| ExprError::runtime(a.span(i), e.to_string()))
 }
 
 fn as_number(v: &Value) -> Option<f64> {
@@ -448,6 +475,31 @@ pub(crate) fn call(name: &str, args: Vec<(Value, Span)>, span: Span) -> Result<V
             Value::Int(if x % y != 0 && ((x < 0) != (y < 0)) { q - 1 } else { q })
         }
         "sample_uniform" | "sample_loguniform" | "sample_int" | "sample_choice" => sample(&a)?,
+        "format_time" => {
+            let t = instant(&a, 0)?;
+            let fmt = a.text(1)?;
+            let z = t.to_zoned(jiff::tz::TimeZone::UTC);
+            let out = jiff::fmt::strtime::format(fmt, &z).map_err(|e| {
+                ExprError::runtime(a.span(1), format!("invalid time format `{}`: {e}", preview_raw(fmt)))
+                    .with_help("use strftime codes such as `%Y`, `%m`, `%d`, `%H`, `%M`, `%S`, `%j`")
+            })?;
+            check_string_len(&out, span)?;
+            Value::Str(out)
+        }
+        "add_time" => {
+            let t = instant(&a, 0)?;
+            let d = match a.get(1)? {
+                Value::Int(secs) => jiff::SignedDuration::from_secs(*secs),
+                Value::Str(s) | Value::Path(s) => {
+                    crate::units::parse_signed_duration(s).map_err(|e| ExprError::runtime(a.span(1), e.to_string()))?
+                }
+                _ => return Err(a.err(1, "a duration (`'10m'`, `'-1h'`) or seconds")),
+            };
+            let sum = t
+                .checked_add(d)
+                .map_err(|_| ExprError::runtime(span, "`add_time` goes beyond the supported range of instants"))?;
+            Value::Str(crate::units::format_instant(sum))
+        }
         _ => return Err(unknown(name, span)),
     })
 }

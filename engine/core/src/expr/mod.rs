@@ -104,6 +104,12 @@
 //! `upper(s)`, `lower(s)`, `replace(s, from, to)`; `div(a, b)`. Unknown
 //! names and wrong argument counts are reported when parsing.
 //!
+//! Time, for the points of cycling workflows (ISO 8601 instants in UTC such
+//! as `2026-03-01T00:00Z`): `format_time(point, fmt)` formats with strftime
+//! codes (`format_time(cycle.point, '%Y%m%dT%H%M')`); `add_time(point, d)`
+//! adds a signed duration (`'-10m'`, `'1h'`, or seconds as an int) and gives
+//! the instant as `YYYY-MM-DDTHH:MM:SSZ`.
+//!
 //! Random samples for random searches and ensembles, reproducible from
 //! their seed: `sample_uniform(seed, n, low, high)` (floats in
 //! `[low, high)`), `sample_loguniform(seed, n, low, high)` (`low > 0`),

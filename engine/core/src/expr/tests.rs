@@ -689,10 +689,12 @@ fn function_names_are_listed() {
         "sample_loguniform",
         "sample_int",
         "sample_choice",
+        "format_time",
+        "add_time",
     ] {
         assert!(names.contains(&f), "{f}");
     }
-    assert_eq!(names.len(), 25);
+    assert_eq!(names.len(), 27);
 }
 
 // ---------------------------------------------------------------- templates
@@ -1109,4 +1111,58 @@ fn fuzz_token_soup_never_panics() {
         }
         run_fuzz_input(&src);
     }
+}
+
+// ----------------------------------------------------------------- time
+
+#[test]
+fn format_time_formats_utc_instants() {
+    assert_eq!(ev("format_time('2026-03-01T00:10Z', '%Y%m%dT%H%M')"), s("20260301T0010"));
+    assert_eq!(ev("format_time('2026-03-01T06:30:15Z', '%Y-%m-%d %H:%M:%S %j')"), s("2026-03-01 06:30:15 060"));
+    assert_eq!(ty("format_time('2026-03-01T00:00Z', '%H')").unwrap(), Type::Str);
+}
+
+#[test]
+fn add_time_adds_signed_durations() {
+    assert_eq!(ev("add_time('2026-03-01T00:00Z', '-10m')"), s("2026-02-28T23:50:00Z"));
+    assert_eq!(ev("add_time('2026-03-01T00:00:00Z', '1h30m')"), s("2026-03-01T01:30:00Z"));
+    assert_eq!(ev("add_time('2026-03-01T00:00Z', 90)"), s("2026-03-01T00:01:30Z"));
+    assert_eq!(ev("format_time(add_time('2026-03-01T00:00Z', '+1d'), '%d')"), s("02"));
+    assert_eq!(ty("add_time('2026-03-01T00:00Z', '1h')").unwrap(), Type::Str);
+}
+
+#[test]
+fn time_function_errors_point_at_the_argument() {
+    let src = "format_time('yesterday', '%Y')";
+    let e = err(src);
+    assert_eq!(e.kind, ExprErrorKind::Runtime);
+    assert_eq!(e.span, sp(src, "'yesterday'"));
+    assert_eq!(e.message, "invalid instant `yesterday` (use ISO 8601 UTC, e.g. `2026-03-01T00:00Z`)");
+
+    let src = "add_time('2026-03-01T00:00+02:00', '1h')";
+    assert_eq!(
+        err(src).message,
+        "instant `2026-03-01T00:00+02:00` is not in UTC: end it with `Z` (`2026-03-01T00:00Z`)"
+    );
+
+    let src = "add_time('2026-03-01T00:00Z', '10 parsecs')";
+    let e = err(src);
+    assert_eq!(e.span, sp(src, "'10 parsecs'"));
+    assert!(e.message.starts_with("invalid duration `10 parsecs`"), "{}", e.message);
+
+    let src = "format_time('2026-03-01T00:00Z', '%!')";
+    let e = err(src);
+    assert_eq!(e.span, sp(src, "'%!'"));
+    assert!(e.message.starts_with("invalid time format `%!`"), "{}", e.message);
+
+    let e = err("add_time('9999-06-01T00:00Z', '300d')");
+    assert_eq!(e.message, "`add_time` goes beyond the supported range of instants");
+
+    // Statically: a number is not an instant.
+    let e = ty("format_time(params.n, '%Y')").unwrap_err();
+    assert_eq!(e.message, "`format_time` expects an ISO 8601 instant, found `int`");
+    assert_eq!(err("format_time(params.n, '%Y')").message, "`format_time` expects an ISO 8601 instant, found `int`");
+    let e = ty("add_time('2026-03-01T00:00Z', params.flag)").unwrap_err();
+    assert_eq!(e.message, "`add_time` expects a duration (`'10m'`, `'-1h'`) or seconds, found `bool`");
+    assert_eq!(err("add_time('x')").kind, ExprErrorKind::Arity);
 }

@@ -22,5 +22,5 @@ pub use cycle::{CycleSpec, End, Every, OnTimeout, Once, Point, Start, Wait, pars
 pub use eval::{StaticScope, eval_value, param_or_input};
 pub use refs::{Ctx, Resolved, resolve};
 pub use resources::{Resources, ResourcesGiven};
-pub use sites::{Site, sites, sources, step_sites};
+pub use sites::{Site, prev_sources, sites, sources, step_sites};
 pub use workflow::*;

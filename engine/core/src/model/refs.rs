@@ -5,6 +5,7 @@
 use crate::expr::LookupError;
 use crate::suggest::did_you_mean;
 
+use super::cycle::Once;
 use super::workflow::{LocalName, NsIdx, StepIdx, Workflow};
 
 /// Where inside a step an expression is written; decides which names are visible.
@@ -20,6 +21,9 @@ pub enum Ctx {
     When(StepIdx),
     /// `run`, `args`, `env`: everything visible.
     Body(StepIdx),
+    /// `wait.files` and `wait.command` of a step: like `in:` (no `wait.*`: the trigger
+    /// is what produces those).
+    Wait(StepIdx),
 }
 
 impl Ctx {
@@ -27,7 +31,7 @@ impl Ctx {
     pub fn step(self) -> Option<StepIdx> {
         match self {
             Ctx::Namespace => None,
-            Ctx::ScatterOver(s) | Ctx::Inputs(s) | Ctx::When(s) | Ctx::Body(s) => Some(s),
+            Ctx::ScatterOver(s) | Ctx::Inputs(s) | Ctx::When(s) | Ctx::Body(s) | Ctx::Wait(s) => Some(s),
         }
     }
 }
@@ -122,7 +126,10 @@ pub fn resolve(wf: &Workflow, ns: NsIdx, ctx: Ctx, path: &[&str]) -> Result<Reso
         "steps" => {
             if path.len() != 4 || !(path[2] == "out" || path[2] == "values") {
                 return Err(err(
-                    format!("`{}` should have the form `steps.STEP.out.NAME` or `steps.STEP.values.NAME`", path.join(".")),
+                    format!(
+                        "`{}` should have the form `steps.STEP.out.NAME` or `steps.STEP.values.NAME`",
+                        path.join(".")
+                    ),
                     None,
                 ));
             }
@@ -131,10 +138,14 @@ pub fn resolve(wf: &Workflow, ns: NsIdx, ctx: Ctx, path: &[&str]) -> Result<Reso
                 None => Err(err(format!("unknown step `{sname}`"), one_of(sname, n.names.keys().map(String::as_str)))),
                 Some(LocalName::Step(s)) => {
                     if ctx.step() == Some(*s) {
-                        return Err(err(
-                            format!("step `{sname}` refers to its own output"),
-                            Some(format!("use `out.{oname}` inside the step")),
-                        ));
+                        let help = if wf.cycle.is_some() {
+                            format!(
+                                "use `out.{oname}` inside the step, or `prev.steps.{sname}.{kind}.{oname}` for the previous cycle's"
+                            )
+                        } else {
+                            format!("use `out.{oname}` inside the step")
+                        };
+                        return Err(err(format!("step `{sname}` refers to its own output"), Some(help)));
                     }
                     let st = &wf.steps[*s];
                     let map = if kind == "out" { &st.outputs } else { &st.values };
@@ -146,7 +157,10 @@ pub fn resolve(wf: &Workflow, ns: NsIdx, ctx: Ctx, path: &[&str]) -> Result<Reso
                         })
                     } else {
                         Err(err(
-                            format!("step `{sname}` has no {} `{oname}`", if kind == "out" { "output" } else { "value" }),
+                            format!(
+                                "step `{sname}` has no {} `{oname}`",
+                                if kind == "out" { "output" } else { "value" }
+                            ),
                             one_of(oname, map.keys().map(String::as_str)),
                         ))
                     }
@@ -176,7 +190,10 @@ pub fn resolve(wf: &Workflow, ns: NsIdx, ctx: Ctx, path: &[&str]) -> Result<Reso
                     if st.inputs.contains_key(name) {
                         Ok(Resolved::In(s, name.to_string()))
                     } else {
-                        Err(err(format!("step has no input `{name}`"), one_of(name, st.inputs.keys().map(String::as_str))))
+                        Err(err(
+                            format!("step has no input `{name}`"),
+                            one_of(name, st.inputs.keys().map(String::as_str)),
+                        ))
                     }
                 }
                 ("out", Ctx::Body(_)) => {
@@ -189,9 +206,12 @@ pub fn resolve(wf: &Workflow, ns: NsIdx, ctx: Ctx, path: &[&str]) -> Result<Reso
                         ))
                     }
                 }
-                ("scatter", Ctx::Body(_) | Ctx::Inputs(_) | Ctx::When(_)) => match &st.scatter {
+                ("scatter", Ctx::Body(_) | Ctx::Inputs(_) | Ctx::When(_) | Ctx::Wait(_)) => match &st.scatter {
                     Some(sc) if sc.vars.contains_key(name) => Ok(Resolved::Scatter(s, name.to_string())),
-                    Some(sc) => Err(err(format!("unknown scatter variable `{name}`"), one_of(name, sc.vars.keys().map(String::as_str)))),
+                    Some(sc) => Err(err(
+                        format!("unknown scatter variable `{name}`"),
+                        one_of(name, sc.vars.keys().map(String::as_str)),
+                    )),
                     None => Err(err(format!("`scatter.{name}` used in a step without `scatter:`"), None)),
                 },
                 _ => Err(err(
@@ -199,13 +219,13 @@ pub fn resolve(wf: &Workflow, ns: NsIdx, ctx: Ctx, path: &[&str]) -> Result<Reso
                     Some(match head {
                         "in" => "`in.*` is visible in `run`, `args` and `env`".to_string(),
                         "out" => "`out.*` is visible in `run`, `args` and `env`".to_string(),
-                        _ => "`scatter.*` is visible in `in`, `when`, `run`, `args` and `env`".to_string(),
+                        _ => "`scatter.*` is visible in `in`, `when`, `wait`, `run`, `args` and `env`".to_string(),
                     }),
                 )),
             }
         }
         // A scatter is expanded when the run is planned, before it has an id or a directory.
-        "run" | "step" if matches!(ctx, Ctx::ScatterOver(_)) => Err(err(
+        "run" | "step" | "cycle" | "prev" | "wait" if matches!(ctx, Ctx::ScatterOver(_)) => Err(err(
             format!("`{}` is not known when scatters are expanded", path.join(".")),
             Some("a scatter list may use parameters, inputs and outputs of scattered steps".into()),
         )),
@@ -216,7 +236,10 @@ pub fn resolve(wf: &Workflow, ns: NsIdx, ctx: Ctx, path: &[&str]) -> Result<Reso
         },
         "step" => match (path, ctx.step()) {
             ([_, "name"], Some(s)) => Ok(Resolved::StepName(s)),
-            _ => Err(err(format!("unknown reference `{}`", path.join(".")), Some("known inside a step: `step.name`".into()))),
+            _ => Err(err(
+                format!("unknown reference `{}`", path.join(".")),
+                Some("known inside a step: `step.name`".into()),
+            )),
         },
         "member" => match (path, ctx.step()) {
             ([_, "index"], Some(s)) if wf.steps[s].scatter.is_some() && !matches!(ctx, Ctx::ScatterOver(_)) => {
@@ -224,10 +247,134 @@ pub fn resolve(wf: &Workflow, ns: NsIdx, ctx: Ctx, path: &[&str]) -> Result<Reso
             }
             _ => Err(err(format!("`{}` is only available in a scattered step", path.join(".")), None)),
         },
-        _ => Err(err(
-            format!("unknown reference `{}`", path.join(".")),
-            did_you_mean(head, ["params", "inputs", "steps", "in", "out", "scatter", "run", "step", "member"])
-                .or_else(|| Some("references start with `params.`, `inputs.`, `steps.`, `in.`, `out.`, `scatter.`, `run.`, `step.` or `member.`".into())),
+        "cycle" | "prev" if wf.cycle.is_none() => Err(err(
+            format!("`{}` is only available in a cycling workflow", path.join(".")),
+            Some(
+                "add a `cycle:` block to the workflow that is run (`cycle: { every: 1, start: 0, cycles: 5 }`)".into(),
+            ),
         )),
+        "cycle" => match path {
+            [_, "index"] => Ok(Resolved::CycleIndex),
+            [_, "point"] => Ok(Resolved::CyclePoint),
+            [_, "first"] => Ok(Resolved::CycleFirst),
+            [_, "last"] => Ok(Resolved::CycleLast),
+            _ => Err(err(
+                format!("unknown reference `{}`", path.join(".")),
+                Some("known: `cycle.index`, `cycle.point`, `cycle.first`, `cycle.last`".into()),
+            )),
+        },
+        "prev" => resolve_prev(wf, ns, ctx, path),
+        "wait" => resolve_wait(wf, ctx, path),
+        _ => {
+            let cycling = wf.cycle.is_some();
+            let mut heads = vec!["params", "inputs", "steps", "in", "out", "scatter", "run", "step", "member"];
+            if cycling {
+                heads.extend(["prev", "cycle", "wait"]);
+            }
+            Err(err(
+                format!("unknown reference `{}`", path.join(".")),
+                did_you_mean(head, heads).or_else(|| {
+                    Some(if cycling {
+                        "references start with `params.`, `inputs.`, `steps.`, `prev.`, `cycle.`, `wait.`, `in.`, `out.`, `scatter.`, `run.`, `step.` or `member.`".into()
+                    } else {
+                        "references start with `params.`, `inputs.`, `steps.`, `in.`, `out.`, `scatter.`, `run.`, `step.` or `member.`".into()
+                    })
+                }),
+            ))
+        }
     }
+}
+
+/// `prev.steps.S.out.NAME` / `prev.steps.S.values.NAME`: step S's result in the previous
+/// cycle. Unlike `steps.*`, a step may read its own previous result.
+fn resolve_prev(wf: &Workflow, ns: NsIdx, ctx: Ctx, path: &[&str]) -> Result<Resolved, LookupError> {
+    let shape = || {
+        err(
+            format!(
+                "`{}` should have the form `prev.steps.STEP.out.NAME` or `prev.steps.STEP.values.NAME`",
+                path.join(".")
+            ),
+            None,
+        )
+    };
+    let [_, "steps", sname, kind @ ("out" | "values"), oname] = path else { return Err(shape()) };
+    let Some(here) = ctx.step() else {
+        return Err(err(
+            format!("`{}` can only be used inside a step", path.join(".")),
+            Some("read the previous cycle in the step that needs it".into()),
+        ));
+    };
+    if wf.steps[here].once == Some(Once::First) {
+        return Err(err(
+            format!("`{}` is read by a `once: first` step, which runs only in the first cycle", path.join(".")),
+            Some("the first cycle has no previous one; remove `once: first` or the `prev.*` reference".into()),
+        ));
+    }
+    let n = &wf.namespaces[ns];
+    let s = match n.names.get(*sname) {
+        None => {
+            return Err(err(format!("unknown step `{sname}`"), one_of(sname, n.names.keys().map(String::as_str))));
+        }
+        Some(LocalName::Call(_)) => {
+            return Err(err(
+                format!("`prev.*` cannot read the sub-workflow call `{sname}`"),
+                Some("name a step instead (`prev.steps.STEP.out.NAME`)".into()),
+            ));
+        }
+        Some(LocalName::Step(s)) => *s,
+    };
+    let st = &wf.steps[s];
+    if let Some(once) = st.once {
+        let (word, help) = match once {
+            Once::First => {
+                ("first", format!("later cycles read the first cycle's result with `steps.{sname}.{kind}.{oname}`"))
+            }
+            Once::Last => ("last", "nothing runs after the last cycle".to_string()),
+        };
+        return Err(err(
+            format!("`prev.steps.{sname}` reads step `{sname}`, which does not run every cycle (`once: {word}`)"),
+            Some(help),
+        ));
+    }
+    let map = if *kind == "out" { &st.outputs } else { &st.values };
+    if !map.contains_key(*oname) {
+        return Err(err(
+            format!("step `{sname}` has no {} `{oname}`", if *kind == "out" { "output" } else { "value" }),
+            one_of(oname, map.keys().map(String::as_str)),
+        ));
+    }
+    Ok(if *kind == "out" { Resolved::PrevOut(s, oname.to_string()) } else { Resolved::PrevValue(s, oname.to_string()) })
+}
+
+/// `wait.files` and `wait.KEY`: what the current step's trigger found.
+fn resolve_wait(wf: &Workflow, ctx: Ctx, path: &[&str]) -> Result<Resolved, LookupError> {
+    let [_, key] = path else {
+        return Err(err(format!("`{}` should have the form `wait.files` or `wait.KEY`", path.join(".")), None));
+    };
+    let s = match ctx {
+        Ctx::Inputs(s) | Ctx::Body(s) => s,
+        _ => {
+            return Err(err(
+                format!("`wait.{key}` is not available here"),
+                Some("`wait.*` is visible in `in`, `run`, `args` and `env` of a step with `wait:`".into()),
+            ));
+        }
+    };
+    let Some(w) = &wf.steps[s].wait else {
+        return Err(err(format!("`wait.{key}` used in a step without `wait:`"), None));
+    };
+    if *key == "files" {
+        return if w.files.is_empty() {
+            Err(err("`wait.files` used in a step whose `wait:` has no `files`".into(), None))
+        } else {
+            Ok(Resolved::WaitFiles(s))
+        };
+    }
+    if w.command.is_empty() && w.signal.is_none() {
+        return Err(err(
+            format!("`wait.{key}` needs a `command` or `signal` trigger"),
+            Some("values come from a command's JSON output or a signal's `--value k=v`".into()),
+        ));
+    }
+    Ok(Resolved::WaitValue(s, key.to_string()))
 }

@@ -42,6 +42,14 @@ fn step_sites_into(wf: &Workflow, i: StepIdx, out: &mut Vec<Site>) {
         if let Some(w) = &s.when {
             out.push((s.ns, Ctx::When(i), w.clone(), f("when"), Some(Type::Bool)));
         }
+        if let Some(w) = &s.wait {
+            for (j, t) in w.files.iter().enumerate() {
+                out.push((s.ns, Ctx::Wait(i), t.clone(), format!("{}[{j}]", f("wait.files")), None));
+            }
+            for (j, t) in w.command.iter().enumerate() {
+                out.push((s.ns, Ctx::Wait(i), t.clone(), format!("{}[{j}]", f("wait.command")), None));
+            }
+        }
         if let Command::Run { argv, .. } = &s.command {
             for (j, t) in argv.iter().enumerate() {
                 out.push((s.ns, Ctx::Body(i), t.clone(), format!("{}[{j}]", f("run")), None));
@@ -98,6 +106,24 @@ pub fn sites(wf: &Workflow) -> Vec<Site> {
 pub fn sources(wf: &Workflow, ns: NsIdx, ctx: Ctx, t: &Tpl) -> Vec<(StepIdx, Span)> {
     let mut out = vec![];
     sources_into(wf, ns, ctx, t, 0, &mut out);
+    out
+}
+
+/// Steps whose previous-cycle results a template reads (`prev.steps.S...`), each with the
+/// span of the reference. These link a cycle to the one before, so [`sources`] leaves them
+/// out: they are not same-cycle dependencies. (`prev.*` is only visible inside a step, so no
+/// binding needs following.)
+pub fn prev_sources(wf: &Workflow, ns: NsIdx, ctx: Ctx, t: &Tpl) -> Vec<(StepIdx, Span)> {
+    let mut out = vec![];
+    for r in t.tpl.references() {
+        if r.path.first().map(String::as_str) != Some("prev") {
+            continue;
+        }
+        let path: Vec<&str> = r.path.iter().map(String::as_str).collect();
+        if let Ok(Resolved::PrevOut(s, _) | Resolved::PrevValue(s, _)) = resolve(wf, ns, ctx, &path) {
+            out.push((s, t.span.sub(r.span.start, r.span.end)));
+        }
+    }
     out
 }
 

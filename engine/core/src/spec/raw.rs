@@ -43,6 +43,89 @@ pub struct RawWorkflow {
     /// (`summary: ${{ steps.reduce.out.summary }}`).
     #[serde(default)]
     pub outputs: SpMap<String>,
+    /// Makes the workflow cycle: its steps run once per cycle point (only the workflow that
+    /// is run may cycle, not an imported one).
+    #[serde(default)]
+    pub cycle: Option<Sp<RawCycle>>,
+}
+
+/// The `cycle:` block: when cycles start, how they advance and when they end.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawCycle {
+    /// Step between cycle points: an integer (integer cycling: `1`) or a duration
+    /// (datetime cycling: `10m`).
+    pub every: Sp<Scalar>,
+    /// First point: an integer (integer cycling), an ISO 8601 UTC instant
+    /// (`2026-03-01T00:00Z`) or `now` (datetime cycling).
+    pub start: Sp<Scalar>,
+    /// Last point (included), of the same kind as `start`; absent (and no `cycles`): runs
+    /// until stopped.
+    #[serde(default)]
+    pub end: Option<Sp<Scalar>>,
+    /// Number of cycles, instead of `end`.
+    #[serde(default)]
+    pub cycles: Option<Sp<i64>>,
+    /// Cycles that may be active beyond the oldest unfinished one (default 1).
+    #[serde(default)]
+    pub runahead: Option<Sp<i64>>,
+    /// Keep the run directories of the last N finished cycles; older ones are pruned.
+    #[serde(default)]
+    pub keep: Option<Sp<i64>>,
+}
+
+/// `once:` of a step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum RawOnce {
+    /// Only in the first cycle; later cycles read its results with `steps.S.out.NAME`.
+    First,
+    /// Only in the last cycle (the cycle needs an `end` or `cycles`).
+    Last,
+}
+
+/// What a trigger does when its `timeout` passes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum RawOnTimeout {
+    /// The task fails (default).
+    Fail,
+    /// The task and its dependants in the cycle are skipped; later cycles go on.
+    Skip,
+}
+
+/// `wait:` of a step: triggers that must all be satisfied before each task starts.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawWait {
+    /// Not before the cycle point plus this offset of wall-clock time (`+5m`, `-1h`, `0s`).
+    #[serde(default)]
+    pub clock: Option<Sp<Scalar>>,
+    /// Files (paths or globs; templates) that must exist.
+    #[serde(default)]
+    pub files: Option<Sp<Vec<Sp<String>>>>,
+    /// A file counts only when its size and mtime have been stable this long (default `0s`).
+    #[serde(default)]
+    pub settle: Option<Sp<Scalar>>,
+    /// A file counts only when at least this large (`1K`, or bytes).
+    #[serde(default)]
+    pub min_size: Option<Sp<Scalar>>,
+    /// A command (argv list of templates) polled until it exits 0; a JSON object on its
+    /// stdout becomes `wait.KEY` values.
+    #[serde(default)]
+    pub command: Option<Sp<Vec<Sp<String>>>>,
+    /// How often files and the command are checked (default `1s`).
+    #[serde(default)]
+    pub poll: Option<Sp<Scalar>>,
+    /// A named signal, satisfied by `twinflow signal RUN NAME`.
+    #[serde(default)]
+    pub signal: Option<Sp<String>>,
+    /// Give up after this long.
+    #[serde(default)]
+    pub timeout: Option<Sp<Scalar>>,
+    /// `fail` (default) or `skip` when the timeout passes.
+    #[serde(default)]
+    pub on_timeout: Option<Sp<RawOnTimeout>>,
 }
 
 /// A YAML scalar that may be written as a number or a string (`version: 1.2`).
@@ -209,6 +292,12 @@ pub struct RawStep {
     /// Extra ordering dependencies on other steps, by name.
     #[serde(default)]
     pub after: Vec<Sp<String>>,
+    /// Cycling workflows: run only in the `first` or the `last` cycle.
+    #[serde(default)]
+    pub once: Option<Sp<RawOnce>>,
+    /// Cycling workflows: triggers gating each of the step's tasks.
+    #[serde(default)]
+    pub wait: Option<Sp<RawWait>>,
 }
 
 /// Resources of one step (one attempt of one scatter member).

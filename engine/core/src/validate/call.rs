@@ -44,6 +44,8 @@ impl Validator {
             (step.timeout.is_some(), "timeout"),
             (step.shell.is_some(), "shell"),
             (!step.after.is_empty(), "after"),
+            (step.once.is_some(), "once"),
+            (step.wait.is_some(), "wait"),
         ];
         for (present, key) in unsupported {
             if present {

@@ -3,12 +3,15 @@
 //! Checks, each reported at `file:line:col`: names, duplicate and dangling references (with
 //! "did you mean"), expression syntax and types, parameter defaults against their types
 //! and bounds, `-p` overrides, scatter list lengths, output paths that would escape the
-//! step directory, imports (missing files, import cycles), and dependency cycles between
-//! steps (with the cycle's path).
+//! step directory, imports (missing files, import cycles), dependency cycles between
+//! steps (with the cycle's path), and cycling (`cycle:`, `once:`, `wait:`, `prev.*` read
+//! in the first cycle).
 
 mod call;
 pub(crate) mod checks;
+mod cycle;
 pub mod files;
+mod first_cycle;
 mod namespace;
 mod params;
 mod step;
@@ -61,7 +64,12 @@ pub fn validate(file: SourceFile, raw: RawWorkflow, overrides: &Overrides) -> Re
         counts_of_step: vec![],
         broken: HashSet::new(),
         imported_by: HashMap::new(),
+        cycle_has_end: None,
     };
+    if let Some(c) = &raw.cycle {
+        v.cycle_has_end = Some(c.end.is_some() || c.cycles.is_some());
+        v.wf.cycle = Some(v.cycle_spec(&file, c));
+    }
     v.import_stack.push((canonical(&file.path), file.display_path()));
     v.add_namespace(None, String::new(), file, raw, IndexMap::new());
     if v.diags.is_empty() {
@@ -75,6 +83,11 @@ pub fn validate(file: SourceFile, raw: RawWorkflow, overrides: &Overrides) -> Re
     }
     if v.diags.is_empty() {
         v.compute_deps_and_cycles();
+    }
+    // Like expressions, checked even when other things are wrong (it reads only what
+    // resolves), so one run reports every problem.
+    if v.wf.cycle.is_some() {
+        v.check_cycling();
     }
     v.diags.0.truncate(MAX_DIAGNOSTICS);
     sort_by_place(&mut v.diags.0);
@@ -159,6 +172,18 @@ fn canonical(p: &Path) -> PathBuf {
     std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf())
 }
 
+/// The span of `key` in `key: VALUE` when the value (a mapping, at `value`) starts on a
+/// later line or after spaces: spans of mappings start at their first entry, but a message
+/// about the whole block reads better at its key. `value` itself when the key is not found.
+fn key_span(file: &SourceFile, value: Span, key: &str) -> Span {
+    let before = file.text.get(..value.offset).unwrap_or("");
+    let gap = before.trim_end_matches([' ', '\t', '\n', '\r']);
+    match gap.strip_suffix(':').and_then(|g| g.strip_suffix(key)) {
+        Some(rest) if rest.is_empty() || rest.ends_with([' ', '\n', '{', ',']) => Span::new(rest.len(), key.len()),
+        _ => value,
+    }
+}
+
 /// Whether `name` is a valid step/param/output name: a letter, then letters, digits, `_`, `-`.
 pub fn valid_name(name: &str) -> bool {
     let mut c = name.chars();
@@ -208,6 +233,9 @@ struct Validator {
     broken: HashSet<(NsIdx, String)>,
     /// Imported file → (importing file, `file:line:col` of the `uses:`), for "imported by" notes.
     imported_by: HashMap<PathBuf, (PathBuf, String)>,
+    /// `Some` when the root workflow cycles: whether its `cycle:` has an end (`end` or
+    /// `cycles`, even if invalid, so one mistake is reported once).
+    cycle_has_end: Option<bool>,
 }
 
 impl Validator {

@@ -31,6 +31,21 @@ impl Validator {
                 .with_help("use letters, digits, `-` and `_`, starting with a letter"),
             );
         }
+        // The cycle of a run is one clock for every step: only the root may set it.
+        if let (Some(_), Some(c)) = (parent, &raw.cycle) {
+            self.push(
+                Diag::new(
+                    DiagKind::InvalidValue,
+                    &file,
+                    key_span(&file, c.span, "cycle"),
+                    "cycle",
+                    "`cycle:` in an imported sub-workflow: only the workflow that is run may cycle",
+                )
+                .with_help(
+                    "move `cycle:` to the root workflow; the sub-workflow's steps then run in each of its cycles",
+                ),
+            );
+        }
         let mut params = IndexMap::new();
         for (name, p) in &raw.params {
             if let Some(def) = self.param_def(&file, name, p) {

@@ -1,5 +1,5 @@
 //! One step of a workflow file → a [`Step`] of the model. Each element of a step (command,
-//! environment, inputs, outputs, publish, resources, retry, scatter, when) is checked by its
+//! environment, inputs, outputs, publish, resources, retry, scatter, when, once and wait) is checked by its
 //! own function, in its own file; [`Validator::build_step`] only assembles them.
 
 mod command;
@@ -10,6 +10,7 @@ mod publish;
 mod resources;
 mod retry;
 mod scatter;
+mod wait;
 mod when;
 
 use super::Validator;
@@ -40,6 +41,8 @@ impl Validator {
         let timeout = self.step_timeout(file, name, raw);
         let scatter = self.step_scatter(file, name, raw);
         let when = self.step_when(file, name, raw);
+        let once = self.step_once(file, name, raw);
+        let wait = self.step_wait(file, name, raw);
         // `after:` is resolved once all steps of the namespace are known (compute_deps).
         let after_names: Vec<Sp<String>> = raw.after.clone();
         // A step with problems is still added (its name and outputs exist), so expressions
@@ -63,8 +66,8 @@ impl Validator {
             when,
             deps: vec![],
             after: vec![],
-            once: None,
-            wait: None,
+            once,
+            wait,
             prev_deps: vec![],
         };
         let idx = self.wf.steps.len();
