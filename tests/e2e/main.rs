@@ -1,6 +1,7 @@
 //! End-to-end tests of the `twinflow` binary.
 
 mod common;
+mod cycling;
 mod detector;
 mod engine_behaviour;
 mod execution;

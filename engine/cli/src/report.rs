@@ -108,12 +108,14 @@ impl Reporter for HumanReporter {
                 self.line(&format!("  retry {task} after attempt {attempt} ({message}); next in {delay_seconds:.1}s"));
                 self.refresh();
             }
-            Event::CycleStarted { cycle, point } => {
-                self.line(&format!("cycle {cycle} ({point}) started"));
+            Event::CycleStarted { point, .. } => {
+                self.line(&format!("cycle {point} started"));
             }
-            Event::CycleFinished { cycle, point, counts } => {
-                let ran = counts.succeeded + counts.cached + counts.skipped;
-                self.line(&format!("cycle {cycle} ({point}) done: {ran} tasks"));
+            Event::CycleFinished { point, counts, .. } => {
+                self.line(&format!(
+                    "cycle {point} done: {} succeeded, {} cached, {} skipped",
+                    counts.succeeded, counts.cached, counts.skipped
+                ));
             }
             Event::TaskWaiting { task, waiting_for } => {
                 self.line(&format!("  {task} waits for {waiting_for}"));

@@ -133,8 +133,9 @@ impl<'a> Driver<'a> {
         self.data_mut(t.cycle).results[t.node.index()] = r;
     }
 
-    /// Resume: the result of a task of a retired cycle that later cycles read.
-    pub fn retired_result(&mut self, t: TaskId, r: Option<Box<TaskResult>>) {
+    /// Resume: the result of a task of a retired cycle that later cycles read: of the
+    /// cycle before the first open one (`prev`), or of cycle 0 (`once: first`).
+    pub fn retired_result(&mut self, t: TaskId, r: Option<Box<TaskResult>>, prev: bool) {
         let (n, c) = (self.plan.graph.node_count(), self.cycling.clone());
         let make =
             |i: u64| CycleData::new(i, c.as_ref().map(|c| c.point(i)), c.as_ref().is_some_and(|c| c.is_last(i)), n);
@@ -143,9 +144,8 @@ impl<'a> Driver<'a> {
         if t.cycle == 0 && first_once {
             self.retired_first.get_or_insert_with(|| make(0)).results[t.node.index()] = r.clone();
         }
-        let prev = self.retired_prev.get_or_insert_with(|| make(t.cycle));
-        if prev.index == t.cycle {
-            prev.results[t.node.index()] = r;
+        if prev {
+            self.retired_prev.get_or_insert_with(|| make(t.cycle)).results[t.node.index()] = r;
         }
     }
 
@@ -170,6 +170,8 @@ impl<'a> Driver<'a> {
     pub async fn dispatch(&mut self, s: &mut Scheduler<'_>) -> Result<(), RunError> {
         s.set_capacity(self.backend.capacity());
         while let Some(i) = s.next_task() {
+            // A cycle the core activated to hand out this task exists here first.
+            self.record(s.take_effects())?;
             self.settle(s, i)?;
             self.record(s.take_effects())?;
         }
@@ -536,7 +538,7 @@ impl<'a> Driver<'a> {
             run_dir: &self.run_dir,
             mode: Mode::Exec,
             ns: step.ns,
-            ctx: Ctx::When(node.step as usize),
+            ctx: Ctx::Wait(node.step as usize),
             used: &used,
         };
         let base = plan.workflow.namespaces[step.ns].file.abs_dir();
@@ -722,7 +724,7 @@ impl<'a> Driver<'a> {
                 run_dir: &self.run_dir,
                 mode: Mode::Exec,
                 ns: step.ns,
-                ctx: Ctx::When(node.step as usize),
+                ctx: Ctx::Wait(node.step as usize),
                 used: &used,
             };
             let argv: Result<Vec<String>, _> =

@@ -249,9 +249,6 @@ pub async fn execute(
         already_done = resume::restore(&mut d, &mut s).await?;
         tracing::info!(run = %run_id, already_done, "resuming");
     }
-    s.seed();
-    d.record(s.take_effects())?;
-    d.store.commit()?;
     d.reporter.event(&Event::RunStarted {
         run_id: run_id.clone(),
         workflow: wf.name.clone(),
@@ -259,6 +256,9 @@ pub async fn execute(
         already_done,
         resumed,
     });
+    s.seed();
+    d.record(s.take_effects())?;
+    d.store.commit()?;
     let mut last_flush = Instant::now();
     let mut last_stop_check = Instant::now();
     loop {
@@ -327,6 +327,9 @@ pub async fn execute(
             if failed {
                 d.store.cycle_ended(&run_id, cycle, CycleState::Failed, None)?;
             }
+        }
+        for (cycle, counts) in &fin.complete {
+            d.store.cycle_ended(&run_id, *cycle, CycleState::Succeeded, Some(counts))?;
         }
         if let Some(held) = fin.held_by {
             let first = fin.failures.iter().find(|(t, _)| t.cycle == held).map(|(t, _)| d.name(*t));

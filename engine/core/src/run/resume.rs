@@ -72,7 +72,7 @@ pub(crate) async fn restore(d: &mut Driver<'_>, s: &mut Scheduler<'_>) -> Result
             if row.state.is_terminal() && (cycle + 1 == first_open || cycle == 0) {
                 s.restore_retired(t, row.state);
                 if row.state.is_done_ok() {
-                    d.retired_result(t, result());
+                    d.retired_result(t, result(), cycle + 1 == first_open);
                 }
             }
             continue;

@@ -191,6 +191,9 @@ pub struct Finish {
     pub held_by: Option<u64>,
     /// The next cycle that was not activated (how far the run got).
     pub next_cycle: u64,
+    /// Active cycles whose tasks all finished without failure, which could not retire
+    /// because an older cycle holds the run, with their counts.
+    pub complete: Vec<(u64, Counts)>,
 }
 
 /// The state of one active cycle's tasks.
@@ -529,6 +532,20 @@ impl<'a> Scheduler<'a> {
             }
         }
         let held_by = self.cycles.front().filter(|c| c.failed).map(|c| c.index);
+        let complete = self
+            .cycles
+            .iter()
+            .filter(|c| c.open == 0 && !c.failed)
+            .map(|c| {
+                let mut k = Counts::default();
+                for i in self.plan.graph.node_indices() {
+                    if let (NodeState::Done(st), false) = (c.state[i.index()], self.plan.graph[i].is_join()) {
+                        k.add(st);
+                    }
+                }
+                (c.index, k)
+            })
+            .collect();
         let outcome = if self.cancelling {
             RunOutcome::Cancelled
         } else if self.failed || counts.pending > 0 {
@@ -536,7 +553,7 @@ impl<'a> Scheduler<'a> {
         } else {
             RunOutcome::Succeeded
         };
-        Finish { outcome, counts, failures: self.failures.clone(), held_by, next_cycle: self.next_cycle }
+        Finish { outcome, counts, failures: self.failures.clone(), held_by, next_cycle: self.next_cycle, complete }
     }
 
     /// State changes since the last call, in order.

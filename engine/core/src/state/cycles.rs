@@ -80,6 +80,7 @@ pub struct SignalRow {
 impl Store {
     /// Records that cycle `cycle` (point `point`) is active; keeps its first start time.
     pub fn cycle_started(&mut self, run_id: &str, cycle: u64, point: &str) -> Result<(), StateError> {
+        self.tx()?;
         self.conn
             .prepare_cached(
                 "INSERT INTO cycles(run_id, cycle, point, state, started_at) VALUES (?1, ?2, ?3, ?4, ?5)
@@ -98,6 +99,7 @@ impl Store {
         state: CycleState,
         counts: Option<&Counts>,
     ) -> Result<(), StateError> {
+        self.tx()?;
         let counts = counts.map(|c| serde_json::to_string(c).unwrap_or_default());
         self.conn
             .prepare_cached(
@@ -110,6 +112,7 @@ impl Store {
 
     /// Records what the gated tasks of an active cycle wait for (`None`: nothing).
     pub fn set_cycle_waits(&mut self, run_id: &str, cycle: u64, waits: Option<&str>) -> Result<(), StateError> {
+        self.tx()?;
         self.conn
             .prepare_cached("UPDATE cycles SET waits = ?3 WHERE run_id = ?1 AND cycle = ?2")
             .and_then(|mut st| st.execute(params![run_id, cycle as i64, waits]))
@@ -152,6 +155,7 @@ impl Store {
         cycle: u64,
         tasks: impl Iterator<Item = (&'a str, &'a str, Option<u32>)>,
     ) -> Result<(), StateError> {
+        self.tx()?;
         let mut st = self
             .conn
             .prepare_cached(
@@ -168,6 +172,7 @@ impl Store {
     /// Deletes the task, attempt and transition rows of cycle `cycle` (its counts stay in
     /// its row) and marks it pruned.
     pub fn compact_cycle(&mut self, run_id: &str, cycle: u64) -> Result<(), StateError> {
+        self.tx()?;
         let c = cycle as i64;
         for sql in [
             "DELETE FROM attempts WHERE run_id = ?1 AND task IN (SELECT task FROM tasks WHERE run_id = ?1 AND cycle = ?2)",
@@ -183,6 +188,7 @@ impl Store {
     /// Records what a task's trigger found (a JSON object): its triggers stay satisfied
     /// when the run is resumed.
     pub fn gate_opened(&mut self, run_id: &str, task: &str, values: &str) -> Result<(), StateError> {
+        self.tx()?;
         self.conn
             .prepare_cached("UPDATE tasks SET gate = ?3 WHERE run_id = ?1 AND task = ?2")
             .and_then(|mut st| st.execute(params![run_id, task, values]))
@@ -192,6 +198,7 @@ impl Store {
 
     /// Asks the engine of a run to stop after its active cycles (`twinflow stop`).
     pub fn request_stop(&mut self, run_id: &str, stop: bool) -> Result<(), StateError> {
+        self.tx()?;
         self.conn
             .execute("UPDATE runs SET stop_requested = ?2 WHERE id = ?1", params![run_id, stop as i64])
             .map_err(self.e())?;
@@ -216,6 +223,7 @@ impl Store {
         point: Option<&str>,
         values: &str,
     ) -> Result<i64, StateError> {
+        self.tx()?;
         self.conn
             .execute(
                 "INSERT INTO signals(run_id, name, point, vals, at) VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -251,6 +259,7 @@ impl Store {
 
     /// Records that cycle `cycle` took signal `id`.
     pub fn use_signal(&mut self, id: i64, cycle: u64) -> Result<(), StateError> {
+        self.tx()?;
         self.conn
             .prepare_cached("UPDATE signals SET used_by = ?2 WHERE id = ?1")
             .and_then(|mut st| st.execute(params![id, cycle as i64]))

@@ -41,6 +41,8 @@ pub struct Store {
     pub(super) conn: Connection,
     pub(super) path: PathBuf,
     in_tx: bool,
+    /// A batch was begun ([`Store::begin`]).
+    batch: bool,
 }
 
 impl std::fmt::Debug for Store {
@@ -71,28 +73,39 @@ impl Store {
                 return Err(StateError::TooNew { path, found, supported: schema::VERSION });
             }
         }
-        Ok(Self { conn, path, in_tx: false })
+        Ok(Self { conn, path, in_tx: false, batch: false })
     }
 
     pub(super) fn e(&self) -> impl Fn(rusqlite::Error) -> StateError + '_ {
         |source| StateError::Sqlite { path: self.path.clone(), source }
     }
 
-    /// Starts a write batch if none is open.
+    /// Starts a write batch: the writes until [`Store::commit`] are one transaction. The
+    /// transaction (and SQLite's write lock) is taken at the first write, not here, so an
+    /// engine that waits with nothing to write never keeps `twinflow signal`, `stop` or
+    /// another engine from writing.
     pub fn begin(&mut self) -> Result<(), StateError> {
-        if !self.in_tx {
+        self.batch = true;
+        Ok(())
+    }
+
+    /// Opens the batch's transaction before a write, if a batch was begun and its
+    /// transaction is not open yet.
+    pub(super) fn tx(&mut self) -> Result<(), StateError> {
+        if self.batch && !self.in_tx {
             self.conn.execute_batch("BEGIN IMMEDIATE").map_err(self.e())?;
             self.in_tx = true;
         }
         Ok(())
     }
 
-    /// Commits the open batch.
+    /// Commits the batch's writes, if any, and ends the batch.
     pub fn commit(&mut self) -> Result<(), StateError> {
         if self.in_tx {
             self.conn.execute_batch("COMMIT").map_err(self.e())?;
             self.in_tx = false;
         }
+        self.batch = false;
         Ok(())
     }
 
@@ -104,6 +117,7 @@ impl Store {
         file: &str,
         settings: &RunSettings,
     ) -> Result<(), StateError> {
+        self.tx()?;
         let now = now_ms();
         let engine = EngineId::current();
         self.conn
@@ -126,6 +140,7 @@ impl Store {
 
     /// Sets a run's state; this process becomes the engine that last worked on it.
     pub fn set_run_state(&mut self, id: &str, state: RunState) -> Result<(), StateError> {
+        self.tx()?;
         self.conn
             .execute(
                 "UPDATE runs SET state = ?2, updated_at = ?3, engine_pid = ?4, engine_start = ?5 WHERE id = ?1",
@@ -138,6 +153,7 @@ impl Store {
     /// Replaces a run's recorded settings, e.g. when a resumed run gets a new SLURM
     /// allocation.
     pub fn set_run_settings(&mut self, id: &str, settings: &RunSettings) -> Result<(), StateError> {
+        self.tx()?;
         self.conn
             .execute(
                 "UPDATE runs SET settings = ?2, updated_at = ?3 WHERE id = ?1",
@@ -172,6 +188,7 @@ impl Store {
         run_id: &str,
         tasks: impl Iterator<Item = (&'a str, &'a str, Option<u32>)>,
     ) -> Result<(), StateError> {
+        self.tx()?;
         let mut st = self
             .conn
             .prepare_cached(
@@ -237,6 +254,7 @@ impl Store {
 
     /// Records that an attempt started.
     pub fn attempt_started(&mut self, run_id: &str, task: &str, attempt: u32, job_id: &str) -> Result<(), StateError> {
+        self.tx()?;
         let now = now_ms();
         self.conn
             .prepare_cached("UPDATE tasks SET state = ?6, attempts = ?3, job_id = ?4, started_at = COALESCE(started_at, ?5) WHERE run_id = ?1 AND task = ?2")
@@ -259,6 +277,7 @@ impl Store {
         exit_code: Option<i32>,
         detail: &str,
     ) -> Result<(), StateError> {
+        self.tx()?;
         self.conn
             .prepare_cached("UPDATE attempts SET state = ?4, exit_code = ?5, detail = ?6, finished_at = ?7 WHERE run_id = ?1 AND task = ?2 AND attempt = ?3")
             .and_then(|mut s| s.execute(params![run_id, task, attempt, if ok { AttemptState::Succeeded } else { AttemptState::Failed }, exit_code, detail, now_ms()]))
@@ -278,6 +297,7 @@ impl Store {
         outputs: Option<&str>,
         message: Option<&str>,
     ) -> Result<(), StateError> {
+        self.tx()?;
         self.conn
             .prepare_cached("UPDATE tasks SET state = ?3, cache_key = ?4, dir = ?5, outputs = ?6, message = ?7, finished_at = ?8 WHERE run_id = ?1 AND task = ?2")
             .and_then(|mut s| s.execute(params![run_id, task, state, cache_key, dir, outputs, message, now_ms()]))
@@ -287,6 +307,7 @@ impl Store {
 
     /// Puts a task back to pending until its retry is due, saying why (`detail`).
     pub fn retry_later(&mut self, run_id: &str, task: &str, detail: &str) -> Result<(), StateError> {
+        self.tx()?;
         self.conn
             .prepare_cached("UPDATE tasks SET state = ?3, job_id = NULL WHERE run_id = ?1 AND task = ?2")
             .and_then(|mut s| s.execute(params![run_id, task, TaskState::Pending]))
@@ -296,6 +317,7 @@ impl Store {
 
     /// Puts a task back to pending (retry after a crash).
     pub fn reset_task(&mut self, run_id: &str, task: &str) -> Result<(), StateError> {
+        self.tx()?;
         self.conn
             .prepare_cached("UPDATE tasks SET state = ?3, job_id = NULL WHERE run_id = ?1 AND task = ?2")
             .and_then(|mut s| s.execute(params![run_id, task, TaskState::Pending]))
@@ -310,6 +332,7 @@ impl Store {
         state: TaskState,
         detail: Option<&str>,
     ) -> Result<(), StateError> {
+        self.tx()?;
         self.conn
             .prepare_cached("INSERT INTO transitions(run_id, task, state, at, detail) VALUES (?1, ?2, ?3, ?4, ?5)")
             .and_then(|mut s| s.execute(params![run_id, task, state, now_ms(), detail]))
@@ -340,6 +363,7 @@ impl Store {
 
     /// Records a successful execution in the cache.
     pub fn cache_put(&mut self, workflow: &str, task: &str, e: &CacheEntry) -> Result<(), StateError> {
+        self.tx()?;
         self.conn
             .prepare_cached("INSERT OR REPLACE INTO cache(workflow, task, cache_key, components, dir, outputs, run_id, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)")
             .and_then(|mut s| s.execute(params![workflow, task, e.key, e.components, e.dir, e.outputs, e.run_id, now_ms()]))
@@ -357,6 +381,7 @@ impl Store {
 
     /// Remembers a file's content hash.
     pub fn put_file_hash(&mut self, path: &str, size: u64, mtime_ns: i64, hash: &str) -> Result<(), StateError> {
+        self.tx()?;
         self.conn
             .prepare_cached("INSERT OR REPLACE INTO files(path, size, mtime_ns, hash) VALUES (?1, ?2, ?3, ?4)")
             .and_then(|mut s| s.execute(params![path, size as i64, mtime_ns, hash]))
