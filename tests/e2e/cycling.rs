@@ -545,3 +545,24 @@ steps:
     }
     assert!(partial >= TRIALS / 2, "only {partial} of {TRIALS} trials were killed mid-run");
 }
+
+#[test]
+fn plan_draws_cycles_with_the_edges_between_them() {
+    let wf = repo_root().join("examples/cycling-hello.yaml");
+    let text = twinflow().args(["plan"]).arg(&wf).args(["--cycles", "3"]).output().unwrap();
+    assert!(text.status.success(), "{}", show(&text));
+    let t = String::from_utf8_lossy(&text.stdout);
+    assert!(t.contains("cycling every 1, 5 cycles, runahead 1"), "{t}");
+    // Each cycle's command with its own point; the first reads the seed, later ones the
+    // previous count.
+    assert!(t.contains("1/count: sh -c") && t.contains("<steps.seed.out.n> <out>/n.txt 1 "), "{t}");
+    assert!(t.contains("3/count: sh -c") && t.contains("<prev.steps.count.out.n> <out>/n.txt 3 "), "{t}");
+    assert!(t.contains("step count: after 2/count"), "{t}");
+    assert!(!t.contains("4/count") && !t.contains("report"), "three cycles, and report only runs in the fifth: {t}");
+    for (format, edge) in [("mermaid", "c1_count -.-> c2_count"), ("dot", "c1_count -> c2_count [style=dashed];")] {
+        let out = twinflow().args(["plan"]).arg(&wf).args(["--cycles", "3", "--format", format]).output().unwrap();
+        let g = String::from_utf8_lossy(&out.stdout);
+        assert!(g.contains(edge), "{format}: {g}");
+        assert!(g.contains("c0_seed") && !g.contains("c1_seed"), "{format}: seed runs in the first cycle only: {g}");
+    }
+}

@@ -25,7 +25,7 @@ pub enum Command {
     #[command(after_help = "Example:\n  twinflow validate examples/flood-mini.yaml -p members=8\n\n".to_string() + exit::HELP)]
     Validate(WorkflowArgs),
     /// Show the DAG and every task's resolved command, without running anything.
-    #[command(after_help = "Examples:\n  twinflow plan examples/hello.yaml\n  twinflow plan examples/hello.yaml --format dot | dot -Tpng > dag.png\n  twinflow plan examples/hello.yaml --format json\n\n".to_string() + exit::HELP)]
+    #[command(after_help = "Examples:\n  twinflow plan examples/hello.yaml\n  twinflow plan examples/cycling-hello.yaml --cycles 3 --format mermaid\n  twinflow plan examples/hello.yaml --format dot | dot -Tpng > dag.png\n  twinflow plan examples/hello.yaml --format json\n\n".to_string() + exit::HELP)]
     Plan(PlanArgs),
     /// Run a workflow (or resume one) on the local machine or through SLURM.
     #[command(after_help = "Examples:\n  twinflow run examples/hello.yaml -p members=4\n  twinflow run --resume            # continue the latest run where it stopped\n  twinflow run examples/hello.yaml --json > events.jsonl\n  twinflow run examples/hello.yaml --backend slurm --profile local\n  twinflow run --resume --backend slurm --profile local   # follows jobs still queued or running\n  twinflow run examples/flood-mini.yaml --backend slurm --profile local --arrays\n  twinflow run examples/flood-mini.yaml --backend slurm --profile local --allocation --alloc-cpus 8\n  twinflow run examples/flood-mini.yaml --profile local   # local backend: the profile's mpiexec and default resources\n\n".to_string() + exit::HELP)]
@@ -125,6 +125,9 @@ pub struct PlanArgs {
     /// Members shown per scattered step in text/dot/mermaid (JSON always lists all).
     #[arg(long, default_value_t = 3)]
     pub members: u32,
+    /// Cycling workflows: cycles shown, with the edges between them.
+    #[arg(long, default_value_t = 2, value_name = "N")]
+    pub cycles: u32,
     /// Also show how the backend would launch each task (mpiexec prefix; with
     /// `--backend slurm` always on: the sbatch script of each task).
     #[arg(long)]

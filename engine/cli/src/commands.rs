@@ -197,6 +197,7 @@ fn plan_cmd(a: &crate::cli::PlanArgs) -> Result<i32, Failure> {
             PlanFormat::Json => Format::Json,
         },
         members: a.members,
+        cycles: a.cycles,
         launch: a.launch,
         backend: backend_settings(&a.backend),
     };

@@ -12,6 +12,12 @@
 //!   floor: creating, serially, the directories and files the engine keeps for every
 //!   attempt (the engine's cost for a `true` task is mostly that, on this VM's ext4).
 //!
+//! - cycles: 10,000 integer cycles of a 5-step chain of `true` against the same 50,000
+//!   tasks as a plain workflow (5 scatters of 10,000, each after the one before), both with
+//!   2 workers; peak RSS growth of the engine and size of the run database after 1,000 and
+//!   10,000 cycles with `keep: 24`; trigger latency (a file complete → its task started)
+//!   over 200 files with `settle: 1s`; the engine's CPU while 100 triggers wait.
+//!
 //! The runs directory is under `$TMPDIR` (`TMPDIR=/dev/shm` measures the engine without the
 //! disk). On an ext4 without a journal, inodes deleted in the last ~30 s are skipped when
 //! new ones are allocated, which can make creating files several times slower: wait a
@@ -200,6 +206,200 @@ async fn engine_run(file: &Path, runs: &Path) -> (Duration, Duration, Duration, 
     (t.elapsed(), self_cpu() - cpu0, children_cpu() - child0, tasks)
 }
 
+/// Runs a workflow (cycling or not) as `engine_run`, with the run's id; returns wall time,
+/// engine CPU, tasks that ran, the growth of peak RSS (KiB) and the run's id.
+async fn engine_run_measured(file: &Path, runs: &Path) -> (Duration, Duration, usize, u64, String) {
+    let wf = load(file, &Overrides::default()).expect("valid");
+    let plan = twinflow_engine::plan::compile(Arc::new(wf)).unwrap();
+    assert!(!runs.exists(), "fresh runs directory expected");
+    std::fs::create_dir_all(runs).unwrap();
+    let mut store = Store::open(runs).unwrap();
+    let mut backend = LocalBackend::new(LocalOptions { cores: 2, ..LocalOptions::default() });
+    let opts = RunOptions {
+        runs_dir: runs.to_path_buf(),
+        workflow_file: file.to_path_buf(),
+        settings: Default::default(),
+        resume: None,
+        keep_going: false,
+        use_cache: false,
+        max_parallel: Some(2),
+    };
+    let (_tx, rx) = tokio::sync::watch::channel(None);
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+    let rss0 = status_kib("VmRSS:");
+    let cpu0 = self_cpu();
+    let t = Instant::now();
+    let s = execute(&plan, &mut backend, &mut store, &opts, &mut NullReporter, rx).await.unwrap();
+    assert_eq!(s.outcome, RunOutcome::Succeeded);
+    let c = &s.counts;
+    let ran = c.succeeded + c.skipped;
+    (t.elapsed(), self_cpu() - cpu0, ran, status_kib("VmHWM:").saturating_sub(rss0), s.run_id)
+}
+
+/// Size of the run database (with its WAL) in KiB.
+fn db_kib(runs: &Path) -> u64 {
+    ["twinflow.db", "twinflow.db-wal"]
+        .iter()
+        .map(|f| std::fs::metadata(runs.join(f)).map_or(0, |m| m.len()))
+        .sum::<u64>()
+        / 1024
+}
+
+fn cycling_chain(dir: &Path, cycles: u64, keep: Option<u32>) -> std::path::PathBuf {
+    let keep = keep.map(|k| format!("\n  keep: {k}")).unwrap_or_default();
+    let mut y = format!("name: cyc\ncycle:\n  every: 1\n  start: 0\n  cycles: {cycles}\n  runahead: 2{keep}\nsteps:\n");
+    for i in 0..5 {
+        y += &format!("  s{i}:\n    run: [\"true\"]\n");
+        if i > 0 {
+            y += &format!("    after: [s{}]\n", i - 1);
+        }
+    }
+    let p = dir.join(format!("cyc-{cycles}-{}.yaml", keep.len()));
+    std::fs::write(&p, y).unwrap();
+    p
+}
+
+/// The same tasks as `cycling_chain`, not cycling: 5 scatters of `n`, each after the last.
+fn plain_chain(dir: &Path, n: u64) -> std::path::PathBuf {
+    let mut y = String::from("name: plain\nsteps:\n");
+    for i in 0..5 {
+        y +=
+            &format!("  s{i}:\n    scatter:\n      over: {{ i: \"${{{{ range(0, {n}) }}}}\" }}\n    run: [\"true\"]\n");
+        if i > 0 {
+            y += &format!("    after: [s{}]\n", i - 1);
+        }
+    }
+    let p = dir.join(format!("plain-{n}.yaml"));
+    std::fs::write(&p, y).unwrap();
+    p
+}
+
+fn bench_cycles(dir: &Path) {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    println!("== cycles: 5-step chains of `true`, 2 workers");
+    let n = 10_000;
+    let (plain, plain_cpu, tasks, plain_rss, _) =
+        rt.block_on(engine_run_measured(&plain_chain(dir, n), &dir.join("runs-plain")));
+    let (cyc, cyc_cpu, ctasks, cyc_rss, _) =
+        rt.block_on(engine_run_measured(&cycling_chain(dir, n, None), &dir.join("runs-cyc")));
+    assert_eq!(tasks, ctasks);
+    println!(
+        "  {n} cycles x 5 steps: {:>6.2} s, cpu {:.3} ms/task, peak +{:.1} MiB | baseline (same {tasks} tasks, not cycling) {:>6.2} s, cpu {:.3} ms/task, peak +{:.1} MiB | ratio {:.2}x (target <= 1.2x)",
+        cyc.as_secs_f64(),
+        cyc_cpu.as_secs_f64() * 1000.0 / tasks as f64,
+        cyc_rss as f64 / 1024.0,
+        plain.as_secs_f64(),
+        plain_cpu.as_secs_f64() * 1000.0 / tasks as f64,
+        plain_rss as f64 / 1024.0,
+        cyc.as_secs_f64() / plain.as_secs_f64()
+    );
+    let mut peaks = vec![];
+    for cycles in [1_000u64, 10_000] {
+        let runs = dir.join(format!("runs-keep-{cycles}"));
+        let (took, _, _, rss, run_id) = rt.block_on(engine_run_measured(&cycling_chain(dir, cycles, Some(24)), &runs));
+        let kept = std::fs::read_dir(runs.join(&run_id).join("cycles")).map_or(0, |d| d.count());
+        println!(
+            "  keep: 24, {cycles:>6} cycles: {:>6.2} s, engine peak RSS +{:.1} MiB, run database {:.0} KiB, {kept} cycle directories left",
+            took.as_secs_f64(),
+            rss as f64 / 1024.0,
+            db_kib(&runs) as f64
+        );
+        peaks.push((rss, db_kib(&runs)));
+    }
+    println!(
+        "  10,000 against 1,000 cycles: peak RSS ratio {:.2} (target <= 1.2, flat), database size ratio {:.2} (cycles x10; only one summary row per cycle grows)",
+        peaks[1].0 as f64 / peaks[0].0.max(1) as f64,
+        peaks[1].1 as f64 / peaks[0].1.max(1) as f64
+    );
+    bench_trigger_latency(&rt, dir);
+    bench_idle_triggers(&rt, dir);
+}
+
+/// 200 cycles, all active (runahead 199), each waiting for its file; a writer completes one
+/// file every 25 ms (written in two parts 5 ms apart). Latency = the task's start (its
+/// attempt's `started_at`) minus the instant its file was complete.
+fn bench_trigger_latency(rt: &tokio::runtime::Runtime, dir: &Path) {
+    let obs = dir.join("obs");
+    std::fs::create_dir_all(&obs).unwrap();
+    let wf = dir.join("latency.yaml");
+    std::fs::write(
+        &wf,
+        format!(
+            "name: lat\ncycle: {{ every: 1, start: 0, cycles: 200, runahead: 199 }}\nsteps:\n  take:\n    wait: {{ files: [\"{}/obs-${{{{ cycle.index }}}}.txt\"], settle: 1s }}\n    run: [\"true\"]\n",
+            obs.display()
+        ),
+    )
+    .unwrap();
+    let writer = {
+        let obs = obs.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(500));
+            let mut done = vec![];
+            for k in 0..200 {
+                let p = obs.join(format!("obs-{k}.txt"));
+                std::fs::write(&p, b"part1").unwrap();
+                std::thread::sleep(Duration::from_millis(5));
+                let mut f = std::fs::OpenOptions::new().append(true).open(&p).unwrap();
+                std::io::Write::write_all(&mut f, b"part2").unwrap();
+                drop(f);
+                done.push(
+                    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            done
+        })
+    };
+    let runs = dir.join("runs-latency");
+    let (_, _, _, _, run_id) = rt.block_on(engine_run_measured(&wf, &runs));
+    let done = writer.join().unwrap();
+    let c = rusqlite::Connection::open(runs.join("twinflow.db")).unwrap();
+    let mut lat: Vec<i64> = (0..200)
+        .map(|k| {
+            let started: i64 = c
+                .query_row(
+                    "SELECT started_at FROM attempts WHERE run_id = ?1 AND task = ?2",
+                    rusqlite::params![run_id, format!("{k}/take")],
+                    |r| r.get(0),
+                )
+                .unwrap();
+            started - done[k]
+        })
+        .collect();
+    lat.sort();
+    let (median, p99) = (lat[100], lat[197]);
+    println!(
+        "  trigger latency, 200 files, settle 1 s: median {:.2} s, p99 {:.2} s, max {:.2} s (target p99 <= settle + 1 s = 2 s)",
+        median as f64 / 1000.0,
+        p99 as f64 / 1000.0,
+        lat[199] as f64 / 1000.0
+    );
+}
+
+/// 100 cycles active at once, each waiting for a file that never comes (`timeout: 10s`,
+/// `on_timeout: skip`): the engine's CPU over those 10 s, against the same process idle.
+fn bench_idle_triggers(rt: &tokio::runtime::Runtime, dir: &Path) {
+    let wf = dir.join("idle.yaml");
+    std::fs::write(
+        &wf,
+        format!(
+            "name: idle\ncycle: {{ every: 1, start: 0, cycles: 100, runahead: 99 }}\nsteps:\n  take:\n    wait: {{ files: [\"{}/never-${{{{ cycle.index }}}}.txt\"], timeout: 10s, on_timeout: skip }}\n    run: [\"true\"]\n",
+            dir.display()
+        ),
+    )
+    .unwrap();
+    let cpu0 = self_cpu();
+    std::thread::sleep(Duration::from_secs(2));
+    let base = (self_cpu() - cpu0).as_secs_f64() / 2.0;
+    let (took, cpu, _, _, _) = rt.block_on(engine_run_measured(&wf, &dir.join("runs-idle")));
+    println!(
+        "  100 pending triggers for {:.1} s: engine {:.2} % of one core (target < 2 %) | baseline (this process asleep) {:.2} %",
+        took.as_secs_f64(),
+        100.0 * cpu.as_secs_f64() / took.as_secs_f64(),
+        100.0 * base
+    );
+}
+
 fn main() {
     let dir = std::env::temp_dir().join(format!("twinflow-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -255,6 +455,9 @@ fn main() {
             base.as_secs_f64(),
             (took.as_secs_f64() - base.as_secs_f64()).max(0.0) * 1000.0 / tasks as f64
         );
+    }
+    if only.as_deref().is_none_or(|o| o == "cycles") {
+        bench_cycles(&dir);
     }
     let _ = std::fs::remove_dir_all(&dir);
 }

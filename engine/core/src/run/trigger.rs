@@ -93,7 +93,8 @@ pub struct Watch {
     pub on_timeout: OnTimeout,
     /// When to check next.
     pub next_check: Instant,
-    /// Per file: size, mtime, and since when they have been unchanged.
+    /// Per file: size, mtime, and since when they have been unchanged (its mtime, or when
+    /// it was first seen with them, whichever is later).
     seen: HashMap<String, (u64, i128, Instant)>,
     signal_values: Option<IndexMap<String, serde_json::Value>>,
     command_values: Option<IndexMap<String, serde_json::Value>>,
@@ -161,6 +162,13 @@ impl Watch {
             wake = wake.min(now + left);
         }
         let mut matched = vec![];
+        let wall_ns = wall.as_nanosecond();
+        // A file is unchanged since its mtime: one last written long enough ago counts at
+        // once, without waiting `settle` after twinflow first sees it.
+        let since_mtime = |mtime: i128| {
+            let age = u64::try_from((wall_ns - mtime).max(0)).unwrap_or(u64::MAX);
+            now.checked_sub(Duration::from_nanos(age).min(self.settle)).unwrap_or(now)
+        };
         for pattern in &self.files {
             let found = probe.files(pattern);
             let mut ok = false;
@@ -168,9 +176,9 @@ impl Watch {
                 if size < self.min_size {
                     continue;
                 }
-                let entry = self.seen.entry(path.clone()).or_insert((size, mtime, now));
+                let entry = self.seen.entry(path.clone()).or_insert_with(|| (size, mtime, since_mtime(mtime)));
                 if entry.0 != size || entry.1 != mtime {
-                    *entry = (size, mtime, now);
+                    *entry = (size, mtime, since_mtime(mtime));
                 }
                 let stable_for = now.saturating_duration_since(entry.2);
                 if stable_for >= self.settle {
@@ -311,16 +319,17 @@ mod tests {
         let c = VirtualClock::new();
         let mut fs = FakeFs::default();
         let mut w = watch(&c, &["/obs/a.nc"], 10, None, OnTimeout::Fail);
+        let written_now = |c: &VirtualClock| c.elapsed().as_nanos() as i128;
         assert!(matches!(w.check(c.now(), at(&c), &mut fs), Poll::Wait(_)));
-        fs.0.insert("/obs/a.nc".into(), (100, 1));
         c.advance(Duration::from_secs(1));
-        // Seen for the first time: it must stay so for 10 s, and is looked at again after
-        // the poll interval to see whether it changes.
+        fs.0.insert("/obs/a.nc".into(), (100, written_now(&c)));
+        // Just written: it must stay so for 10 s, and is looked at again after the poll
+        // interval to see whether it changes.
         let Poll::Wait(next) = w.check(c.now(), at(&c), &mut fs) else { panic!() };
         assert_eq!(c.since_zero(next), Duration::from_secs(2));
         // Still being written at t=5: the settle time starts again.
         c.advance(Duration::from_secs(4));
-        fs.0.insert("/obs/a.nc".into(), (200, 2));
+        fs.0.insert("/obs/a.nc".into(), (200, written_now(&c)));
         assert!(matches!(w.check(c.now(), at(&c), &mut fs), Poll::Wait(_)));
         c.advance(Duration::from_secs(9));
         assert!(matches!(w.check(c.now(), at(&c), &mut fs), Poll::Wait(_)), "t=14: only 9 s unchanged");
@@ -329,6 +338,16 @@ mod tests {
             w.check(c.now(), at(&c), &mut fs),
             Poll::Ready(GateValues { files: vec!["/obs/a.nc".into()], values: IndexMap::new() })
         );
+    }
+
+    #[test]
+    fn a_file_last_written_longer_ago_than_the_settle_time_counts_at_once() {
+        let c = VirtualClock::new();
+        c.advance(Duration::from_secs(100));
+        let mut fs = FakeFs::default();
+        fs.0.insert("/obs/old.nc".into(), (100, 50_000_000_000));
+        let mut w = watch(&c, &["/obs/old.nc"], 10, None, OnTimeout::Fail);
+        assert!(matches!(w.check(c.now(), at(&c), &mut fs), Poll::Ready(_)), "written 50 s ago, settle 10 s");
     }
 
     #[test]

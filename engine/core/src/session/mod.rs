@@ -20,6 +20,7 @@
 pub mod backend;
 pub mod cancel;
 pub mod control;
+mod cycles_view;
 pub mod render;
 pub mod start;
 

@@ -27,6 +27,8 @@ pub enum Format {
 pub struct RenderOptions<'a> {
     /// Show at most this many members per scattered step in text/dot/mermaid (JSON shows all).
     pub max_members: u32,
+    /// Cycling workflows: show this many cycles, with the edges between them.
+    pub cycles: u32,
     /// How the backend would launch a job (argv or script), if any.
     pub launcher: Option<&'a dyn Fn(&JobRequest) -> Rendered>,
 }
@@ -43,11 +45,21 @@ fn command(
     kernel: &Path,
     opts: &RenderOptions<'_>,
 ) -> Result<Rendered, crate::run::job::ResolveError> {
-    let data = CycleData::new(0, None, false, 0);
+    command_in(plan, n, kernel, opts, &CycleData::new(0, None, false, 0))
+}
+
+/// A task's command as run in cycle `data` (its point and index; results are placeholders).
+pub(super) fn command_in(
+    plan: &Plan,
+    n: TaskNode,
+    kernel: &Path,
+    opts: &RenderOptions<'_>,
+    data: &CycleData,
+) -> Result<Rendered, crate::run::job::ResolveError> {
     let r = resolve_task(
         plan,
         n,
-        Results::single(&data),
+        Results { cur: data, prev: None, first: None },
         Path::new("<out>"),
         "<run.id>",
         Path::new("<run.dir>"),
@@ -72,7 +84,7 @@ fn command(
     })
 }
 
-fn shown_members(plan: &Plan, step: usize, max: u32) -> (Vec<TaskNode>, u32) {
+pub(super) fn shown_members(plan: &Plan, step: usize, max: u32) -> (Vec<TaskNode>, u32) {
     match &plan.scatter[step] {
         None => (vec![TaskNode { step: step as u32, member: TaskNode::NO_MEMBER }], 0),
         Some(t) => {
@@ -82,7 +94,7 @@ fn shown_members(plan: &Plan, step: usize, max: u32) -> (Vec<TaskNode>, u32) {
     }
 }
 
-fn quote(a: &str) -> String {
+pub(super) fn quote(a: &str) -> String {
     if !a.is_empty() && a.chars().all(|c| c.is_ascii_alphanumeric() || "-_./=:<>,+@%".contains(c)) {
         a.to_string()
     } else {
@@ -92,6 +104,9 @@ fn quote(a: &str) -> String {
 
 /// Renders the plan.
 pub fn render(plan: &Plan, format: Format, kernel: &Path, opts: &RenderOptions<'_>) -> String {
+    if plan.cycling.is_some() {
+        return super::cycles_view::render(plan, format, kernel, opts);
+    }
     let wf = &*plan.workflow;
     let mut out = String::new();
     match format {
@@ -267,6 +282,8 @@ pub struct PlanRequest {
     pub format: Format,
     /// Members shown per scattered step (text, dot, mermaid).
     pub members: u32,
+    /// Cycles shown (cycling workflows).
+    pub cycles: u32,
     /// Show each task's command as the backend would launch it (always with SLURM).
     pub launch: bool,
     /// The backend and its mode.
@@ -330,6 +347,10 @@ pub fn plan_view(
         None => Rendered::Argv(render_argv(&local, j)),
     };
     let launch = req.launch || req.backend.backend == BackendChoice::Slurm;
-    let opts = RenderOptions { max_members: req.members, launcher: if launch { Some(&launcher) } else { None } };
+    let opts = RenderOptions {
+        max_members: req.members,
+        cycles: req.cycles,
+        launcher: if launch { Some(&launcher) } else { None },
+    };
     Ok(render(&p, req.format, &crate::run::job::kernel_binary(), &opts))
 }
