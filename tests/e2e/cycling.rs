@@ -566,3 +566,86 @@ fn plan_draws_cycles_with_the_edges_between_them() {
         assert!(g.contains("c0_seed") && !g.contains("c1_seed"), "{format}: seed runs in the first cycle only: {g}");
     }
 }
+
+/// `examples/lorenz96-twin.yaml` run by the cycling engine (truth once, then forecast →
+/// EnKF analysis every cycle, files between the steps) gives, cycle for cycle, the
+/// analysis RMSE of the same experiment run in one process (`twin-kernel lorenz96 twin`,
+/// same seed): the engine carries the ensemble from cycle to cycle without changing it.
+#[test]
+fn the_lorenz96_twin_as_a_cycling_workflow_reproduces_the_in_process_experiment() {
+    let d = scratch("cycling/lorenz96");
+    let kernel = crate::flood::mpi_kernel();
+    let wf = repo_root().join("examples/lorenz96-twin.yaml");
+    let out = twinflow()
+        .current_dir(&d)
+        .env("TWINFLOW_KERNEL_BIN", &kernel)
+        .args(["run"])
+        .arg(&wf)
+        .args(["--json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", show(&out));
+    let id = run_id(&out);
+    let reference = d.join("twin.nc");
+    let twin = std::process::Command::new(&kernel)
+        .args(["lorenz96", "twin", "--method", "enkf", "--members", "40", "--inflation", "1.06"])
+        .args(["--cycles", "40", "--burn-in", "0", "--seed", "3", "--out"])
+        .arg(&reference)
+        .output()
+        .unwrap();
+    assert!(twin.status.success(), "{}", show(&twin));
+    let dump = std::process::Command::new("ncdump").args(["-v", "rmse_analysis"]).arg(&reference).output().unwrap();
+    let text = String::from_utf8_lossy(&dump.stdout);
+    let series: Vec<f64> = text
+        .split("rmse_analysis =")
+        .nth(1)
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .split(',')
+        .map(|v| v.trim().parse().unwrap())
+        .collect();
+    assert_eq!(series.len(), 40);
+    // keep: 5 — the last five cycles are left; each equals the reference to the last bit.
+    for k in 36..=40 {
+        let diag = d.join(format!("runs/{id}/cycles/{k}/steps/analysis/out/diagnostics.nc"));
+        let dump =
+            std::process::Command::new("ncdump").args(["-v", "rmse_truth_analysis"]).arg(&diag).output().unwrap();
+        let text = String::from_utf8_lossy(&dump.stdout);
+        let v: f64 =
+            text.split("rmse_truth_analysis =").nth(1).unwrap().split(';').next().unwrap().trim().parse().unwrap();
+        assert_eq!(v, series[k - 1], "cycle {k}");
+    }
+    assert!(!d.join(format!("runs/{id}/cycles/30")).exists(), "older cycles were pruned");
+    // Well below the observation error (σ = 1) once spun up (Sakov & Oke 2008 report a
+    // long-run mean of about 0.2 for this set-up; 40 cycles are not enough to reach it).
+    let late: f64 = series[30..].iter().sum::<f64>() / 10.0;
+    assert!(late < 0.5, "mean analysis RMSE of cycles 31-40: {late}");
+    let report =
+        std::fs::read_to_string(d.join(format!("runs/{id}/cycles/40/steps/report/out/.twinflow/stdout"))).unwrap();
+    let shown: f64 =
+        report.split("rmse_truth_analysis =").nth(1).unwrap().split(';').next().unwrap().trim().parse().unwrap();
+    assert!((shown - series[39]).abs() < 1e-12, "the last cycle's report: {report}");
+}
+
+#[test]
+fn why_explains_the_tasks_of_one_cycle() {
+    let d = scratch("cycling/why");
+    let wf = repo_root().join("examples/cycling-hello.yaml");
+    let out = run_json(&d, &wf, &[]);
+    assert!(out.status.success(), "{}", show(&out));
+    // Cycle 3's count reads cycle 2's count (from the cache): up to date.
+    let why =
+        twinflow().current_dir(&d).args(["why"]).arg(&wf).args(["count", "--cycle", "3", "--json"]).output().unwrap();
+    assert!(why.status.success(), "{}", show(&why));
+    let v: serde_json::Value = serde_json::from_slice(&why.stdout).unwrap();
+    assert_eq!(v[0]["task"], "3/count");
+    assert_eq!(v[0]["up_to_date"], true, "{v}");
+    // The cache is per cycle: a cycle that never ran would run.
+    let why = twinflow().current_dir(&d).args(["why"]).arg(&wf).args(["seed", "--json"]).output().unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&why.stdout).unwrap();
+    assert_eq!((v[0]["task"].as_str(), v[0]["up_to_date"].as_bool()), (Some("1/seed"), Some(true)), "{v}");
+    let bad = twinflow().current_dir(&d).args(["why"]).arg(&wf).args(["--cycle", "x"]).output().unwrap();
+    assert_eq!(bad.status.code(), Some(2), "{}", show(&bad));
+}

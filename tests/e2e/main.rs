@@ -12,6 +12,7 @@ mod mpiexec;
 mod project;
 mod run_database;
 mod slurm;
+mod slurm_cycling;
 mod slurm_faults;
 mod slurm_modes;
 mod support;

@@ -272,6 +272,9 @@ pub struct WhyArgs {
     pub wf: WorkflowArgs,
     /// The step to explain (all steps when omitted).
     pub step: Option<String>,
+    /// Cycling workflows: the cycle point whose tasks are explained (default: the first).
+    #[arg(long, value_name = "POINT")]
+    pub cycle: Option<String>,
     /// JSON output.
     #[arg(long)]
     pub json: bool,

@@ -468,7 +468,8 @@ fn resume_command(id: &str, runs_dir: &std::path::Path) -> String {
 }
 
 fn why_cmd(a: &WhyArgs) -> Result<i32, Failure> {
-    let verdicts = session::why(&a.wf.file, &a.wf.params, &a.wf.inputs, &a.runs_dir, a.step.as_deref())?;
+    let verdicts =
+        session::why(&a.wf.file, &a.wf.params, &a.wf.inputs, &a.runs_dir, a.step.as_deref(), a.cycle.as_deref())?;
     if a.json {
         outln!("{}", serde_json::to_string_pretty(&verdicts)?);
     } else {

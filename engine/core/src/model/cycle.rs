@@ -149,6 +149,21 @@ impl CycleSpec {
         }
     }
 
+    /// Index of the cycle at `point` when the first is `start`, if it is one.
+    pub fn index_of(&self, start: Point, point: Point) -> Option<u64> {
+        match (self.every, start, point) {
+            (Every::Int(step), Point::Int(s), Point::Int(x)) if x >= s && step > 0 && (x - s) % step == 0 => {
+                Some(((x - s) / step) as u64)
+            }
+            (Every::Time(d), Point::Time(s), Point::Time(x)) if x >= s => {
+                let ns = x.duration_since(s).as_nanos();
+                let every = d.as_nanos() as i128;
+                (every > 0 && ns % every == 0).then(|| (ns / every) as u64)
+            }
+            _ => None,
+        }
+    }
+
     /// Number of cycles when the first is `start`, if cycling ends.
     pub fn count(&self, start: Point) -> Option<u64> {
         match self.end? {

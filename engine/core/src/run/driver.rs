@@ -172,6 +172,7 @@ impl<'a> Driver<'a> {
         while let Some(i) = s.next_task() {
             // A cycle the core activated to hand out this task exists here first.
             self.record(s.take_effects())?;
+            self.data_mut(i.cycle);
             self.settle(s, i)?;
             self.record(s.take_effects())?;
         }
@@ -471,6 +472,7 @@ impl<'a> Driver<'a> {
                     self.store.cycle_ended(&self.run_id, cycle, CycleState::Succeeded, Some(&counts))?;
                     tracing::info!(cycle, point = %label, "cycle finished");
                     self.reporter.event(&Event::CycleFinished { cycle, point: label, counts });
+                    self.delivered.retain(|(c, _), _| *c > cycle);
                     if let Some(data) = self.cycles.remove(&cycle) {
                         if cycle == 0
                             && self.plan.workflow.steps.iter().any(|s| s.once == Some(crate::model::Once::First))
@@ -664,10 +666,7 @@ impl<'a> Driver<'a> {
             return Ok(());
         }
         self.last_signal_check = Some(now);
-        for sig in self.store.signals(&self.run_id, 0)? {
-            if sig.used_by.is_some() {
-                continue;
-            }
+        for sig in self.store.signals(&self.run_id, true)? {
             let label = |c: u64| self.cycling.as_ref().map(|cy| cy.point(c).label());
             let waiting: Vec<TaskId> = self
                 .watches

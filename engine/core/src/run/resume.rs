@@ -43,7 +43,7 @@ pub(crate) async fn restore(d: &mut Driver<'_>, s: &mut Scheduler<'_>) -> Result
     };
     if d.cycling.is_some() {
         s.start_at(first_open);
-        for sig in d.store.signals(&d.run_id, 0)? {
+        for sig in d.store.signals(&d.run_id, false)? {
             if let Some(c) = sig.used_by {
                 let values = serde_json::from_str(&sig.values).unwrap_or_default();
                 d.restore_signal(c, sig.name, values);

@@ -10,7 +10,8 @@ use petgraph::algo::toposort;
 
 use super::cache::{Decision, Hasher, decide};
 use super::job::{components, key_view, resolve_task};
-use super::scope::{CycleData, Mode, Results};
+use super::scope::{CycleData, Mode, Results, TaskResult};
+use crate::model::Point;
 use crate::plan::Plan;
 use crate::state::{StateError, Store};
 
@@ -25,11 +26,63 @@ pub struct Verdict {
     pub reasons: Vec<String>,
 }
 
-/// Explains, for every task of step `step` (all tasks when `None`), whether it would run.
-pub fn why(plan: &Plan, store: &mut Store, step: Option<&str>, kernel: &Path) -> Result<Vec<Verdict>, StateError> {
+/// The cycle `why` looks at, in a cycling workflow.
+#[derive(Debug, Clone, Copy)]
+pub struct WhyCycle {
+    /// Its index.
+    pub index: u64,
+    /// Its point.
+    pub point: Point,
+    /// Whether it is the last.
+    pub last: bool,
+    /// The first cycle's point (its `once: first` results are read from the cache).
+    pub first: Point,
+    /// The previous cycle's point (its results, read by `prev.*`, too).
+    pub prev: Option<Point>,
+}
+
+/// The results of a cycle's tasks as the cache has them (what a run would read from a
+/// finished cycle).
+fn cached_cycle(plan: &Plan, store: &Store, index: u64, point: Point) -> Result<CycleData, StateError> {
+    let mut data = CycleData::new(index, Some(point), false, plan.graph.node_count());
+    for i in plan.graph.node_indices() {
+        let t = plan.graph[i];
+        if t.is_join() {
+            continue;
+        }
+        let name = format!("{}/{}", point.label(), plan.task_name(t));
+        if let Some(e) = store.cache_get(&plan.workflow.name, &name)? {
+            let values = super::attempt::parse_values(Some(&e.outputs));
+            data.results[i.index()] = Some(Box::new(TaskResult { dir: PathBuf::from(e.dir), values }));
+        }
+    }
+    Ok(data)
+}
+
+/// Explains, for every task of step `step` (all tasks when `None`), whether it would run;
+/// in a cycling workflow, the tasks of `cycle`.
+pub fn why(
+    plan: &Plan,
+    store: &mut Store,
+    step: Option<&str>,
+    kernel: &Path,
+    cycle: Option<WhyCycle>,
+) -> Result<Vec<Verdict>, StateError> {
     let wf = &*plan.workflow;
     let order = toposort(&plan.graph, None).unwrap_or_default();
-    let mut data = CycleData::new(0, None, false, plan.graph.node_count());
+    let mut data = match cycle {
+        Some(c) => CycleData::new(c.index, Some(c.point), c.last, plan.graph.node_count()),
+        None => CycleData::new(0, None, false, plan.graph.node_count()),
+    };
+    let prev = match cycle.and_then(|c| c.prev.map(|p| (c.index - 1, p))) {
+        Some((k, p)) => Some(cached_cycle(plan, store, k, p)?),
+        None => None,
+    };
+    let first = match cycle.filter(|c| c.index > 0) {
+        Some(c) => Some(cached_cycle(plan, store, 0, c.first)?),
+        None => None,
+    };
+    let label = cycle.map(|c| c.point.label());
     let mut stale: Vec<Option<String>> = vec![None; plan.graph.node_count()];
     let mut hasher = Hasher::default();
     let mut memo = std::collections::HashMap::new();
@@ -43,7 +96,15 @@ pub fn why(plan: &Plan, store: &mut Store, step: Option<&str>, kernel: &Path) ->
             stale[i.index()] = upstream;
             continue;
         }
-        let name = plan.task_name(t);
+        if let Some(c) = cycle
+            && !plan.runs_in(i, c.index, c.last)
+        {
+            continue;
+        }
+        let name = match &label {
+            Some(l) => format!("{l}/{}", plan.task_name(t)),
+            None => plan.task_name(t),
+        };
         let wanted = step.is_none_or(|s| wf.steps[t.step as usize].name == s);
         let mut reasons = vec![];
         if let Some(u) = &upstream {
@@ -52,7 +113,16 @@ pub fn why(plan: &Plan, store: &mut Store, step: Option<&str>, kernel: &Path) ->
             let run_dir = Path::new("<run-dir>");
             let step = &wf.steps[t.step as usize];
             let is_kernel = matches!(step.command, crate::model::Command::Kernel(_));
-            match resolve_task(plan, t, Results::single(&data), &placeholder, "<run>", run_dir, Mode::Exec, kernel) {
+            match resolve_task(
+                plan,
+                t,
+                Results { cur: &data, prev: prev.as_ref(), first: first.as_ref() },
+                &placeholder,
+                "<run>",
+                run_dir,
+                Mode::Exec,
+                kernel,
+            ) {
                 Err(e) => reasons.push(format!("cannot be resolved yet: {e}")),
                 Ok(exec) => {
                     let keyv = key_view(&exec, &placeholder, run_dir, "<run>", is_kernel);

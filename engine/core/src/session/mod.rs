@@ -218,6 +218,7 @@ pub fn why(
     inputs: &[String],
     runs_dir: &Path,
     step: Option<&str>,
+    cycle: Option<&str>,
 ) -> Result<Vec<Verdict>, SessionError> {
     let wf = load(file, &overrides(params, inputs)?, None)?;
     if let Some(s) = step
@@ -237,5 +238,50 @@ pub fn why(
         )));
     }
     let mut store = Store::open(runs_dir)?;
-    Ok(crate::run::why::why(&p, &mut store, step, &crate::run::job::kernel_binary())?)
+    let at = why_cycle(&p, &store, cycle)?;
+    Ok(crate::run::why::why(&p, &mut store, step, &crate::run::job::kernel_binary(), at)?)
+}
+
+/// The cycle `why` looks at: `--cycle POINT`, else the first. With `start: now`, the points
+/// are those of the latest run of the workflow.
+fn why_cycle(
+    p: &crate::plan::Plan,
+    store: &Store,
+    cycle: Option<&str>,
+) -> Result<Option<crate::run::why::WhyCycle>, SessionError> {
+    use crate::model::{Point, Start};
+    let Some(spec) = &p.workflow.cycle else {
+        return match cycle {
+            Some(_) => Err(SessionError::Usage(format!("workflow `{}` does not cycle: drop --cycle", p.workflow.name))),
+            None => Ok(None),
+        };
+    };
+    let start = match spec.start {
+        Start::At(pt) => pt,
+        Start::Now => {
+            let runs = store.runs()?;
+            let run = runs.iter().find(|r| r.workflow == p.workflow.name).ok_or_else(|| {
+                SessionError::Usage(format!("workflow `{}` starts `now` and has not run here yet", p.workflow.name))
+            })?;
+            let text = run.settings.cycle_start.clone().unwrap_or_default();
+            Point::parse(&text, spec.every).map_err(SessionError::Usage)?
+        }
+    };
+    let point = match cycle {
+        Some(c) => Point::parse(c, spec.every).map_err(|e| SessionError::Usage(format!("--cycle: {e}")))?,
+        None => start,
+    };
+    let index = spec.index_of(start, point).ok_or_else(|| {
+        SessionError::Usage(format!(
+            "`{point}` is not a cycle point of `{}` (its points start at {start}, one `every` apart)",
+            p.workflow.name
+        ))
+    })?;
+    Ok(Some(crate::run::why::WhyCycle {
+        index,
+        point,
+        last: spec.count(start).is_some_and(|n| index + 1 == n),
+        first: start,
+        prev: index.checked_sub(1).map(|k| spec.point(start, k)),
+    }))
 }

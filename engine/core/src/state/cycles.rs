@@ -178,6 +178,7 @@ impl Store {
             "DELETE FROM attempts WHERE run_id = ?1 AND task IN (SELECT task FROM tasks WHERE run_id = ?1 AND cycle = ?2)",
             "DELETE FROM transitions WHERE run_id = ?1 AND task IN (SELECT task FROM tasks WHERE run_id = ?1 AND cycle = ?2)",
             "DELETE FROM tasks WHERE run_id = ?1 AND cycle = ?2",
+            "DELETE FROM signals WHERE run_id = ?1 AND used_by = ?2",
             "UPDATE cycles SET pruned = 1 WHERE run_id = ?1 AND cycle = ?2",
         ] {
             self.conn.prepare_cached(sql).and_then(|mut st| st.execute(params![run_id, c])).map_err(self.e())?;
@@ -233,16 +234,17 @@ impl Store {
         Ok(self.conn.last_insert_rowid())
     }
 
-    /// Signals of a run with an id above `after`, in order of arrival.
-    pub fn signals(&self, run_id: &str, after: i64) -> Result<Vec<SignalRow>, StateError> {
+    /// Signals of a run, in order of arrival: those no cycle took yet (`unused`), or all
+    /// (those of pruned cycles are deleted with them).
+    pub fn signals(&self, run_id: &str, unused: bool) -> Result<Vec<SignalRow>, StateError> {
         let mut st = self
             .conn
             .prepare_cached(
-                "SELECT id, name, point, vals, used_by FROM signals WHERE run_id = ?1 AND id > ?2 ORDER BY id",
+                "SELECT id, name, point, vals, used_by FROM signals WHERE run_id = ?1 AND (?2 = 0 OR used_by IS NULL) ORDER BY id",
             )
             .map_err(self.e())?;
         let rows = st
-            .query_map(params![run_id, after], |r| {
+            .query_map(params![run_id, unused], |r| {
                 Ok(SignalRow {
                     id: r.get(0)?,
                     name: r.get(1)?,
