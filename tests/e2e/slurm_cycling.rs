@@ -35,8 +35,20 @@ fn slurm_cycling_hello_per_step_as_arrays_and_in_an_allocation() {
         assert_eq!(counts_of(&d, &out), ["1", "2", "3", "4", "5"], "{mode}");
         let c = calls(&d);
         if mode == "allocation" {
+            // Every task ran as an `srun` step of the one job submitted, the allocation.
             assert_eq!(count(&c, "sbatch", false), 1, "{mode}: one allocation: {c:#?}");
-            assert!(count(&c, "srun", false) >= 7, "{mode}: every task an srun step: {c:#?}");
+            let holder = c.iter().find(|c| c.program == "scancel").map(|c| c.args.trim().to_string()).unwrap();
+            let steps = || {
+                let o = std::process::Command::new("sacct")
+                    .args(["-j", &holder, "-n", "-P", "--format=JobID"])
+                    .output()
+                    .unwrap();
+                String::from_utf8_lossy(&o.stdout)
+                    .lines()
+                    .filter(|l| l.split_once('.').is_some_and(|(_, s)| s.parse::<u32>().is_ok()))
+                    .count()
+            };
+            wait_until("sacct to list the allocation's steps", 30, || steps() >= 7);
         } else {
             assert_eq!(count(&c, "sbatch", false), 7, "{mode}: seed, 5 counts, report: {c:#?}");
         }
