@@ -329,7 +329,6 @@ cycle:
   start: 0
   cycles: 8
   runahead: 2
-  keep: 3
 steps:
   step:
     in:
@@ -356,17 +355,29 @@ fn the_runahead_window_is_never_exceeded_and_old_cycles_are_pruned() {
         let active = cycles.iter().filter(|o| o.3.unwrap() <= t && o.4.is_none_or(|f| f > t)).count();
         assert!(active <= 3, "{} active when cycle {} started: {cycles:?}", active, c.0);
     }
-    // keep: 3 — directories and task rows of cycles 0..=4 are gone, their summaries stay.
-    for c in &cycles {
-        let dir = runs.join(&id).join("cycles").join(&c.1);
-        let kept = c.0 >= 5;
-        assert_eq!(dir.exists(), kept, "cycle {}", c.0);
-        assert_eq!(c.5, !kept, "cycle {} pruned flag", c.0);
+    // keep: 3 — directories and task rows of cycles 0..=4 are gone; their summaries merge
+    // into one row for the range.
+    let d = scratch("cycling/keep");
+    let wf = write(&d, "chain.yaml", &CHAIN.replace("  runahead: 2\n", "  runahead: 2\n  keep: 3\n"));
+    let out = run_json(&d, &wf, &[]);
+    assert!(out.status.success(), "{}", show(&out));
+    let id = run_id(&out);
+    let runs = d.join("runs");
+    for k in 0..8 {
+        assert_eq!(runs.join(&id).join("cycles").join(k.to_string()).exists(), k >= 5, "cycle {k}");
     }
+    let cycles = db_cycles(&runs, &id);
+    let rows: Vec<(u64, bool)> = cycles.iter().map(|c| (c.0, c.5)).collect();
+    assert_eq!(rows, [(0, true), (5, false), (6, false), (7, false)], "{cycles:?}");
     let tasks = db_tasks(&runs, &id);
     assert_eq!(tasks.len(), 6, "task rows of the three kept cycles only: {tasks:?}");
+    let c = rusqlite::Connection::open(runs.join("twinflow.db")).unwrap();
+    let cache: i64 = c.query_row("SELECT COUNT(*) FROM cache", [], |r| r.get(0)).unwrap();
+    assert_eq!(cache, 6, "cache rows of pruned cycles go with them");
     let st = twinflow().current_dir(&d).args(["status", "latest"]).output().unwrap();
-    assert!(String::from_utf8_lossy(&st.stdout).contains("8 cycles: 8 succeeded (5 pruned)"), "{}", show(&st));
+    let text = String::from_utf8_lossy(&st.stdout);
+    assert!(text.contains("8 cycles: 8 succeeded (5 pruned)"), "{text}");
+    assert!(text.contains("0..4") && text.contains("5 cycles, pruned: 10 ran"), "{text}");
 }
 
 #[test]

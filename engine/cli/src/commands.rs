@@ -433,14 +433,15 @@ fn status_cmd(a: &StatusArgs) -> Result<i32, Failure> {
 
 /// The cycles of a run: the first, the last 20, and every one that did not succeed.
 fn print_cycles(cycles: &[CycleRow], local: bool) -> Result<(), Failure> {
-    let n = cycles.len();
-    let done = cycles.iter().filter(|c| c.state == CycleState::Succeeded).count();
-    let pruned = cycles.iter().filter(|c| c.pruned).count();
+    let n: u64 = cycles.iter().map(CycleRow::len).sum();
+    let done: u64 = cycles.iter().filter(|c| c.state == CycleState::Succeeded).map(CycleRow::len).sum();
+    let pruned: u64 = cycles.iter().filter(|c| c.pruned).map(CycleRow::len).sum();
     outln!("{n} cycles: {done} succeeded{}", if pruned > 0 { format!(" ({pruned} pruned)") } else { String::new() });
     let zone = if local { "local" } else { "UTC" };
     outln!("  {:<18} {:<10} {:<20} {:>9}  NOTE", "CYCLE", "STATE", format!("STARTED ({zone})"), "TOOK");
+    let rows = cycles.len();
     for (k, c) in cycles.iter().enumerate() {
-        if k > 0 && k + 20 < n && c.state == CycleState::Succeeded {
+        if k > 0 && k + 20 < rows && c.state == CycleState::Succeeded {
             continue;
         }
         let took = match (c.started_at, c.finished_at) {
@@ -452,8 +453,12 @@ fn print_cycles(cycles: &[CycleRow], local: bool) -> Result<(), Failure> {
             (None, Some(k)) => format!("{} ran, {} cached, {} skipped", k.succeeded, k.cached, k.skipped),
             _ => String::new(),
         };
+        let (point, note) = match &c.last_point {
+            Some(last) => (format!("{}..{last}", c.point), format!("{} cycles, pruned: {note}", c.len())),
+            None => (c.point.clone(), note),
+        };
         let started = c.started_at.map(|t| fmt_ms(t, local)).unwrap_or_default();
-        outln!("  {:<18} {:<10} {:<20} {:>9}  {note}", c.point, c.state.as_str(), started, took);
+        outln!("  {:<18} {:<10} {:<20} {:>9}  {note}", point, c.state.as_str(), started, took);
     }
     Ok(())
 }

@@ -274,42 +274,58 @@ fn plain_chain(dir: &Path, n: u64) -> std::path::PathBuf {
     p
 }
 
+/// One measurement in a process of its own (so peak RSS is this run's alone): runs `kind`
+/// (`plain` or `cycling`) with `n` cycles (or members) and `keep`, and prints
+/// `secs cpu_ms_per_task tasks peak_rss_kib db_kib`.
+fn cycles_child(dir: &Path, kind: &str, n: u64, keep: Option<u32>) {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let file = if kind == "plain" { plain_chain(dir, n) } else { cycling_chain(dir, n, keep) };
+    let runs = dir.join(format!("runs-{kind}-{n}-{}", keep.unwrap_or(0)));
+    let (took, cpu, tasks, _, _) = rt.block_on(engine_run_measured(&file, &runs));
+    println!(
+        "{} {} {tasks} {} {}",
+        took.as_secs_f64(),
+        cpu.as_secs_f64() * 1000.0 / tasks as f64,
+        status_kib("VmHWM:"),
+        db_kib(&runs)
+    );
+}
+
+/// Runs [`cycles_child`] in a new process of this benchmark.
+fn measure(dir: &Path, kind: &str, n: u64, keep: Option<u32>) -> (f64, f64, usize, f64, f64) {
+    let exe = std::env::current_exe().unwrap();
+    let mut cmd = std::process::Command::new(exe);
+    cmd.args(["cycles-child", kind, &n.to_string(), &keep.unwrap_or(0).to_string()]).env("TMPDIR", dir);
+    let out = cmd.output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let f: Vec<f64> = text.lines().last().unwrap_or("").split_whitespace().filter_map(|v| v.parse().ok()).collect();
+    (f[0], f[1], f[2] as usize, f[3] / 1024.0, f[4])
+}
+
 fn bench_cycles(dir: &Path) {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    println!("== cycles: 5-step chains of `true`, 2 workers");
+    println!("== cycles: 5-step chains of `true`, 2 workers; each figure from a process of its own");
     let n = 10_000;
-    let (plain, plain_cpu, tasks, plain_rss, _) =
-        rt.block_on(engine_run_measured(&plain_chain(dir, n), &dir.join("runs-plain")));
-    let (cyc, cyc_cpu, ctasks, cyc_rss, _) =
-        rt.block_on(engine_run_measured(&cycling_chain(dir, n, None), &dir.join("runs-cyc")));
+    let (plain, plain_cpu, tasks, plain_rss, _) = measure(dir, "plain", n, None);
+    let (cyc, cyc_cpu, ctasks, cyc_rss, _) = measure(dir, "cycling", n, None);
     assert_eq!(tasks, ctasks);
     println!(
-        "  {n} cycles x 5 steps: {:>6.2} s, cpu {:.3} ms/task, peak +{:.1} MiB | baseline (same {tasks} tasks, not cycling) {:>6.2} s, cpu {:.3} ms/task, peak +{:.1} MiB | ratio {:.2}x (target <= 1.2x)",
-        cyc.as_secs_f64(),
-        cyc_cpu.as_secs_f64() * 1000.0 / tasks as f64,
-        cyc_rss as f64 / 1024.0,
-        plain.as_secs_f64(),
-        plain_cpu.as_secs_f64() * 1000.0 / tasks as f64,
-        plain_rss as f64 / 1024.0,
-        cyc.as_secs_f64() / plain.as_secs_f64()
+        "  {n} cycles x 5 steps: {cyc:>6.2} s, cpu {cyc_cpu:.3} ms/task, peak RSS {cyc_rss:.1} MiB | baseline (the same {tasks} tasks, not cycling: 5 scatters of {n}) {plain:>6.2} s, cpu {plain_cpu:.3} ms/task, peak RSS {plain_rss:.1} MiB | time ratio {:.2}x (target <= 1.2x)",
+        cyc / plain
     );
     let mut peaks = vec![];
     for cycles in [1_000u64, 10_000] {
-        let runs = dir.join(format!("runs-keep-{cycles}"));
-        let (took, _, _, rss, run_id) = rt.block_on(engine_run_measured(&cycling_chain(dir, cycles, Some(24)), &runs));
-        let kept = std::fs::read_dir(runs.join(&run_id).join("cycles")).map_or(0, |d| d.count());
+        let (took, _, _, rss, db) = measure(dir, "cycling", cycles, Some(24));
         println!(
-            "  keep: 24, {cycles:>6} cycles: {:>6.2} s, engine peak RSS +{:.1} MiB, run database {:.0} KiB, {kept} cycle directories left",
-            took.as_secs_f64(),
-            rss as f64 / 1024.0,
-            db_kib(&runs) as f64
+            "  keep: 24, {cycles:>6} cycles: {took:>6.2} s, engine peak RSS {rss:.1} MiB, run database (with its WAL) {db:.0} KiB"
         );
-        peaks.push((rss, db_kib(&runs)));
+        peaks.push((rss, db));
     }
     println!(
-        "  10,000 against 1,000 cycles: peak RSS ratio {:.2} (target <= 1.2, flat), database size ratio {:.2} (cycles x10; only one summary row per cycle grows)",
-        peaks[1].0 as f64 / peaks[0].0.max(1) as f64,
-        peaks[1].1 as f64 / peaks[0].1.max(1) as f64
+        "  10,000 against 1,000 cycles: peak RSS ratio {:.2} (target <= 1.2, absolute < 100 MiB), database size ratio {:.2} (not linear: pruned cycles are one row)",
+        peaks[1].0 / peaks[0].0.max(1e-9),
+        peaks[1].1 / peaks[0].1.max(1e-9)
     );
     bench_trigger_latency(&rt, dir);
     bench_idle_triggers(&rt, dir);
@@ -403,6 +419,12 @@ fn bench_idle_triggers(rt: &tokio::runtime::Runtime, dir: &Path) {
 fn main() {
     let dir = std::env::temp_dir().join(format!("twinflow-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("cycles-child") {
+        let keep: u32 = args[4].parse().unwrap();
+        cycles_child(&std::env::temp_dir(), &args[2], args[3].parse().unwrap(), (keep > 0).then_some(keep));
+        return;
+    }
     let only = std::env::args().nth(1).filter(|a| !a.starts_with('-'));
     if only.as_deref().is_none_or(|o| o == "plan") {
         bench_plan(&dir);

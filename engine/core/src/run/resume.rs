@@ -37,7 +37,7 @@ pub(crate) async fn restore(d: &mut Driver<'_>, s: &mut Scheduler<'_>) -> Result
         Some(_) => {
             let cycles = d.store.cycles(&d.run_id)?;
             let open = cycles.iter().find(|c| c.state != CycleState::Succeeded).map(|c| c.cycle);
-            open.unwrap_or_else(|| cycles.last().map_or(0, |c| c.cycle + 1))
+            open.unwrap_or_else(|| cycles.last().map_or(0, |c| c.end() + 1))
         }
         None => 0,
     };

@@ -1,10 +1,11 @@
 //! Cycles of cycling runs, their compaction, `twinflow stop` and `twinflow signal`.
 //!
 //! A cycle's row is written when it is activated and when it ends; it outlives its tasks:
-//! [`Store::compact_cycle`] deletes the task, attempt and transition rows of a cycle whose
-//! directories were pruned and keeps its counts in the cycle's row, so the database of a
-//! run that cycles for weeks stays the size of its last `keep` cycles plus one summary row
-//! per cycle.
+//! [`Store::compact_cycle`] deletes the task, attempt, transition, cache and signal rows of
+//! a cycle whose directories were pruned and keeps its counts, merged into the row of the
+//! run of pruned cycles just before it when both succeeded. The database of a run that
+//! cycles for weeks stays the size of its last `keep` cycles, plus one row for all the
+//! pruned cycles before them (and one per cycle that failed).
 
 use rusqlite::{OptionalExtension, params};
 
@@ -60,6 +61,21 @@ pub struct CycleRow {
     pub waits: Option<String>,
     /// Its directories were pruned and its task rows compacted into this row.
     pub pruned: bool,
+    /// A row of pruned cycles `cycle..=last_cycle`, with their counts summed.
+    pub last_cycle: Option<u64>,
+    /// The point of `last_cycle`.
+    pub last_point: Option<String>,
+}
+
+impl CycleRow {
+    /// Cycles this row stands for (more than one for a range of pruned cycles).
+    pub fn len(&self) -> u64 {
+        self.last_cycle.map_or(1, |l| l.saturating_sub(self.cycle) + 1)
+    }
+    /// The last cycle this row stands for.
+    pub fn end(&self) -> u64 {
+        self.last_cycle.unwrap_or(self.cycle)
+    }
 }
 
 /// A `twinflow signal`.
@@ -125,7 +141,7 @@ impl Store {
         let mut st = self
             .conn
             .prepare(
-                "SELECT cycle, point, state, started_at, finished_at, counts, waits, pruned FROM cycles WHERE run_id = ?1 ORDER BY cycle",
+                "SELECT cycle, point, state, started_at, finished_at, counts, waits, pruned, last_cycle, last_point FROM cycles WHERE run_id = ?1 ORDER BY cycle",
             )
             .map_err(self.e())?;
         let rows = st
@@ -140,6 +156,8 @@ impl Store {
                     counts: counts.and_then(|c| serde_json::from_str(&c).ok()),
                     waits: r.get(6)?,
                     pruned: r.get::<_, i64>(7)? != 0,
+                    last_cycle: r.get::<_, Option<i64>>(8)?.map(|c| c as u64),
+                    last_point: r.get(9)?,
                 })
             })
             .map_err(self.e())?
@@ -169,20 +187,63 @@ impl Store {
         Ok(())
     }
 
-    /// Deletes the task, attempt and transition rows of cycle `cycle` (its counts stay in
-    /// its row) and marks it pruned.
+    /// Deletes the task, attempt, transition, cache and signal rows of cycle `cycle` and
+    /// marks it pruned; when it succeeded and the cycle before it is a pruned cycle (or
+    /// range) that succeeded too, its row is merged into that one (counts summed).
     pub fn compact_cycle(&mut self, run_id: &str, cycle: u64) -> Result<(), StateError> {
         self.tx()?;
         let c = cycle as i64;
         for sql in [
             "DELETE FROM attempts WHERE run_id = ?1 AND task IN (SELECT task FROM tasks WHERE run_id = ?1 AND cycle = ?2)",
             "DELETE FROM transitions WHERE run_id = ?1 AND task IN (SELECT task FROM tasks WHERE run_id = ?1 AND cycle = ?2)",
+            "DELETE FROM cache WHERE run_id = ?1 AND task IN (SELECT task FROM tasks WHERE run_id = ?1 AND cycle = ?2)",
             "DELETE FROM tasks WHERE run_id = ?1 AND cycle = ?2",
             "DELETE FROM signals WHERE run_id = ?1 AND used_by = ?2",
             "UPDATE cycles SET pruned = 1 WHERE run_id = ?1 AND cycle = ?2",
         ] {
             self.conn.prepare_cached(sql).and_then(|mut st| st.execute(params![run_id, c])).map_err(self.e())?;
         }
+        let this: Option<(String, String, Option<i64>, Option<String>)> = self
+            .conn
+            .prepare_cached("SELECT state, point, finished_at, counts FROM cycles WHERE run_id = ?1 AND cycle = ?2")
+            .and_then(|mut st| {
+                st.query_row(params![run_id, c], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))).optional()
+            })
+            .map_err(self.e())?;
+        let Some((state, point, finished, counts)) = this else { return Ok(()) };
+        if state != CycleState::Succeeded.as_str() {
+            return Ok(());
+        }
+        let before: Option<(i64, Option<String>)> = self
+            .conn
+            .prepare_cached(
+                "SELECT cycle, counts FROM cycles WHERE run_id = ?1 AND pruned = 1 AND state = 'succeeded' AND COALESCE(last_cycle, cycle) = ?2 - 1",
+            )
+            .and_then(|mut st| st.query_row(params![run_id, c], |r| Ok((r.get(0)?, r.get(1)?))).optional())
+            .map_err(self.e())?;
+        let Some((first, range_counts)) = before else { return Ok(()) };
+        let parse = |t: Option<String>| t.and_then(|t| serde_json::from_str::<Counts>(&t).ok()).unwrap_or_default();
+        let (a, b) = (parse(range_counts), parse(counts));
+        let sum = Counts {
+            succeeded: a.succeeded + b.succeeded,
+            cached: a.cached + b.cached,
+            skipped: a.skipped + b.skipped,
+            failed: a.failed + b.failed,
+            upstream_failed: a.upstream_failed + b.upstream_failed,
+            cancelled: a.cancelled + b.cancelled,
+            pending: a.pending + b.pending,
+        };
+        let sum = serde_json::to_string(&sum).unwrap_or_default();
+        self.conn
+            .prepare_cached(
+                "UPDATE cycles SET last_cycle = ?3, last_point = ?4, finished_at = ?5, counts = ?6 WHERE run_id = ?1 AND cycle = ?2",
+            )
+            .and_then(|mut st| st.execute(params![run_id, first, c, point, finished, sum]))
+            .map_err(self.e())?;
+        self.conn
+            .prepare_cached("DELETE FROM cycles WHERE run_id = ?1 AND cycle = ?2")
+            .and_then(|mut st| st.execute(params![run_id, c]))
+            .map_err(self.e())?;
         Ok(())
     }
 

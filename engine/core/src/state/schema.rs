@@ -12,7 +12,7 @@
 //! |---------|--------|
 //! | 1 | runs, tasks, attempts, transitions, cache, files ([`V1`]) |
 //! | 2 | `runs.params` becomes `runs.settings`, one [`RunSettings`] JSON value (old rows are rewritten through it); `runs.engine_start`, the engine process's start time |
-//! | 3 | cycling: `cycles` (one row per cycle of a run, kept as a summary when its tasks are compacted), `signals` (`twinflow signal`), `tasks.cycle` and `tasks.gate` (what its trigger found), `runs.stop_requested` (`twinflow stop`) |
+//! | 3 | cycling: `cycles` (one row per cycle of a run; pruned cycles that succeeded merge into one row for a range of cycles), `signals` (`twinflow signal`), `tasks.cycle` and `tasks.gate` (what its trigger found), `runs.stop_requested` (`twinflow stop`) |
 
 use rusqlite::{Connection, Transaction, TransactionBehavior};
 
@@ -55,7 +55,7 @@ CREATE INDEX IF NOT EXISTS transitions_by_task ON transitions(run_id, task);
 CREATE TABLE IF NOT EXISTS cycles(
   run_id TEXT NOT NULL, cycle INTEGER NOT NULL, point TEXT NOT NULL, state TEXT NOT NULL,
   started_at INTEGER, finished_at INTEGER, counts TEXT, waits TEXT,
-  pruned INTEGER NOT NULL DEFAULT 0,
+  pruned INTEGER NOT NULL DEFAULT 0, last_cycle INTEGER, last_point TEXT,
   PRIMARY KEY(run_id, cycle));
 CREATE TABLE IF NOT EXISTS signals(
   id INTEGER PRIMARY KEY AUTOINCREMENT, run_id TEXT NOT NULL, name TEXT NOT NULL,
