@@ -433,9 +433,9 @@ fn status_cmd(a: &StatusArgs) -> Result<i32, Failure> {
 
 /// The cycles of a run: the first, the last 20, and every one that did not succeed.
 fn print_cycles(cycles: &[CycleRow], local: bool) -> Result<(), Failure> {
-    let n: u64 = cycles.iter().map(CycleRow::len).sum();
-    let done: u64 = cycles.iter().filter(|c| c.state == CycleState::Succeeded).map(CycleRow::len).sum();
-    let pruned: u64 = cycles.iter().filter(|c| c.pruned).map(CycleRow::len).sum();
+    let n: u64 = cycles.iter().map(CycleRow::count).sum();
+    let done: u64 = cycles.iter().filter(|c| c.state == CycleState::Succeeded).map(CycleRow::count).sum();
+    let pruned: u64 = cycles.iter().filter(|c| c.pruned).map(CycleRow::count).sum();
     outln!("{n} cycles: {done} succeeded{}", if pruned > 0 { format!(" ({pruned} pruned)") } else { String::new() });
     let zone = if local { "local" } else { "UTC" };
     outln!("  {:<18} {:<10} {:<20} {:>9}  NOTE", "CYCLE", "STATE", format!("STARTED ({zone})"), "TOOK");
@@ -454,7 +454,7 @@ fn print_cycles(cycles: &[CycleRow], local: bool) -> Result<(), Failure> {
             _ => String::new(),
         };
         let (point, note) = match &c.last_point {
-            Some(last) => (format!("{}..{last}", c.point), format!("{} cycles, pruned: {note}", c.len())),
+            Some(last) => (format!("{}..{last}", c.point), format!("{} cycles, pruned: {note}", c.count())),
             None => (c.point.clone(), note),
         };
         let started = c.started_at.map(|t| fmt_ms(t, local)).unwrap_or_default();

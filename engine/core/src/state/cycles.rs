@@ -69,7 +69,7 @@ pub struct CycleRow {
 
 impl CycleRow {
     /// Cycles this row stands for (more than one for a range of pruned cycles).
-    pub fn len(&self) -> u64 {
+    pub fn count(&self) -> u64 {
         self.last_cycle.map_or(1, |l| l.saturating_sub(self.cycle) + 1)
     }
     /// The last cycle this row stands for.
