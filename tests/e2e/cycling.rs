@@ -91,6 +91,10 @@ fn cycles_and_until_bound_a_run_from_the_command_line() {
     let out = run_json(&d, &wf, &["--until", "3"]);
     let states = final_states(&out);
     assert!(states.contains_key("3/report") && !states.keys().any(|t| t.starts_with("4/")), "{states:?}");
+    // Another first point for a new run: points 10 and 11.
+    let out = run_json(&d, &wf, &["--start", "10", "--cycles", "2"]);
+    let states = final_states(&out);
+    assert_eq!(states.keys().map(String::as_str).collect::<Vec<_>>(), ["10/count", "10/seed", "11/count", "11/report"]);
     let out =
         twinflow().current_dir(&d).args(["run"]).arg(&wf).args(["--until", "2026-03-01T00:00Z"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2), "{}", show(&out));
@@ -388,7 +392,7 @@ fn a_failure_holds_its_cycle_independent_work_goes_on_and_resume_retries_it() {
         twinflow().current_dir(&d).arg("run").arg(&wf).args(["-p", "fail_at=2", "--keep-going"]).output().unwrap();
     assert_eq!(out.status.code(), Some(1), "{}", show(&out));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("cycle 2 (point 2) holds the run: `2/side` did not succeed"), "{err}");
+    assert!(err.contains("cycle 2 holds the run: `2/side` did not succeed"), "{err}");
     let runs = d.join("runs");
     let id = latest(&runs);
     let cycles = db_cycles(&runs, &id);
@@ -441,6 +445,7 @@ steps:
     let out = child.wait_with_output().unwrap();
     assert!(t0.elapsed() < Duration::from_secs(5), "the engine stops within a cycle or two");
     assert!(out.status.success(), "stop exits 0: {}", show(&out));
+    assert_eq!(finished(&out)["state"], "stopped");
     let runs = d.join("runs");
     let id = run_id(&out);
     let before = db_cycles(&runs, &id);
@@ -659,4 +664,70 @@ fn why_explains_the_tasks_of_one_cycle() {
     assert_eq!((v[0]["task"].as_str(), v[0]["up_to_date"].as_bool()), (Some("1/seed"), Some(true)), "{v}");
     let bad = twinflow().current_dir(&d).args(["why"]).arg(&wf).args(["--cycle", "x"]).output().unwrap();
     assert_eq!(bad.status.code(), Some(2), "{}", show(&bad));
+}
+
+#[test]
+fn cycling_command_line_mistakes_are_usage_errors_that_touch_nothing() {
+    let d = scratch("cycling/mistakes");
+    let hello = repo_root().join("examples/cycling-hello.yaml");
+    let plain = repo_root().join("examples/hello.yaml");
+    let code = |args: &[&str]| {
+        let o = twinflow().current_dir(&d).args(args).output().unwrap();
+        (o.status.code(), String::from_utf8_lossy(&o.stderr).to_string())
+    };
+    let h = hello.to_str().unwrap();
+    let p = plain.to_str().unwrap();
+    for (args, says) in [
+        (vec!["run", h, "--until", "0"], "--until 0 is before the first cycle point, 1"),
+        (vec!["run", p, "--cycles", "2"], "does not cycle"),
+        (vec!["run", p, "--start", "2"], "does not cycle"),
+        (vec!["plan", p, "--cycles", "2"], "does not cycle: drop --cycles"),
+        (vec!["why", h, "count", "--cycle", "9"], "cycle 9 is after the last cycle"),
+        (vec!["why", h, "count", "--cycle", "x"], "--cycle"),
+    ] {
+        let (c, err) = code(&args);
+        assert_eq!(c, Some(2), "{args:?}: {err}");
+        assert!(err.contains(says), "{args:?}: {err}");
+    }
+    assert!(
+        !d.join("runs").read_dir().is_ok_and(|mut r| r.any(|e| e.unwrap().path().is_dir())),
+        "no run directory made"
+    );
+    // A run that reached cycle 3 cannot be bounded below it.
+    let out = run_json(&d, &hello, &["--cycles", "3"]);
+    assert!(out.status.success(), "{}", show(&out));
+    let (c, err) = code(&["run", "--resume", "latest", "--cycles", "2"]);
+    assert_eq!(c, Some(2), "{err}");
+    assert!(err.contains("has already reached cycle 3 (3 cycles)"), "{err}");
+    // Signals no cycle can take.
+    let (c, err) = code(&["signal", "latest", "go"]);
+    assert_eq!(c, Some(2), "{err}");
+    assert!(err.contains("is finished"), "{err}");
+    let (c, err) = code(&["signal", "latest", "go", "--value", "=x"]);
+    assert_eq!(c, Some(2), "{err}");
+    assert!(err.contains("expected KEY=VALUE"), "{err}");
+    let sig = write(
+        &d,
+        "sig.yaml",
+        "name: sig\ncycle: { every: 1, start: 0, cycles: 2 }\nsteps:\n  calib:\n    wait: { signal: calibrated, timeout: 1s, on_timeout: skip }\n    run: [echo, x]\n",
+    );
+    let out = twinflow().current_dir(&d).args(["run"]).arg(&sig).args(["--json"]).output().unwrap();
+    assert!(out.status.success(), "{}", show(&out));
+    let out =
+        twinflow().current_dir(&d).args(["run", "--resume", "latest", "--cycles", "3", "--json"]).output().unwrap();
+    assert!(out.status.success(), "{}", show(&out));
+}
+
+#[test]
+fn a_closed_stderr_does_not_lose_a_cycling_run() {
+    let d = scratch("cycling/pipe");
+    let wf = repo_root().join("examples/cycling-hello.yaml");
+    // `twinflow run ... 2>&1 | head -1`: stderr closed after the first line.
+    let mut child =
+        twinflow().current_dir(&d).args(["run"]).arg(&wf).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    drop(child.stderr.take());
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+    let st = twinflow().current_dir(&d).args(["status", "latest", "--check"]).output().unwrap();
+    assert_eq!(st.status.code(), Some(0), "{}", show(&st));
 }

@@ -125,9 +125,9 @@ pub struct PlanArgs {
     /// Members shown per scattered step in text/dot/mermaid (JSON always lists all).
     #[arg(long, default_value_t = 3)]
     pub members: u32,
-    /// Cycling workflows: cycles shown, with the edges between them.
-    #[arg(long, default_value_t = 2, value_name = "N")]
-    pub cycles: u32,
+    /// Cycling workflows: cycles shown, with the edges between them (default 2).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub cycles: Option<u32>,
     /// Also show how the backend would launch each task (mpiexec prefix; with
     /// `--backend slurm` always on: the sbatch script of each task).
     #[arg(long)]
@@ -165,6 +165,10 @@ pub struct RunArgs {
     /// Cycling workflows: the last cycle point to run (`2026-03-02T00:00Z`, or an integer).
     #[arg(long, value_name = "POINT")]
     pub until: Option<String>,
+    /// Cycling workflows: the first cycle point, instead of the workflow's `start:` (a new
+    /// run only; a resumed run keeps its points).
+    #[arg(long, value_name = "POINT", conflicts_with = "resume")]
+    pub start: Option<String>,
     /// Cores the local scheduler may fill (default: all).
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
     pub cores: Option<u32>,

@@ -223,7 +223,8 @@ fn run_cmd(a: RunArgs) -> Result<i32, Failure> {
             allocation_owned: None,
             cycles: a.cycles,
             until: a.until.clone(),
-            cycle_start: None,
+            cycle_start: a.start.clone(),
+            cycle_every: None,
         },
         keep_going: a.keep_going,
         jobs: a.jobs,
@@ -263,12 +264,12 @@ fn run_cmd(a: RunArgs) -> Result<i32, Failure> {
         if let Some(note) = &summary.note {
             eprintln!("{note}");
         }
-        if summary.outcome != RunOutcome::Succeeded {
+        if !matches!(summary.outcome, RunOutcome::Succeeded | RunOutcome::Stopped) {
             eprintln!("hint: continue with `{}`", resume_command(&summary.run_id, &a.runs_dir));
         }
     }
     Ok(match summary.outcome {
-        RunOutcome::Succeeded => exit::OK,
+        RunOutcome::Succeeded | RunOutcome::Stopped => exit::OK,
         RunOutcome::Failed => exit::RUN_FAILED,
         RunOutcome::Cancelled => exit::CANCELLED,
     })
@@ -361,8 +362,23 @@ fn status_cmd(a: &StatusArgs) -> Result<i32, Failure> {
             let tasks: Vec<_> = match &a.cycle {
                 Some(c) => {
                     let label = session::control::point_label(c)?;
+                    if cycles.is_empty() {
+                        return Err(SessionError::Usage(format!("run {} does not cycle: drop --cycle", run.id)).into());
+                    }
                     let Some(row) = cycles.iter().find(|r| r.point == label) else {
-                        return Err(SessionError::Usage(format!("run {} has no cycle `{c}`", run.id)).into());
+                        let ranges: Vec<String> = cycles
+                            .iter()
+                            .filter_map(|r| r.last_point.as_ref().map(|l| format!("{}..{l}", r.point)))
+                            .collect();
+                        let hint = if ranges.is_empty() {
+                            String::new()
+                        } else {
+                            format!(
+                                " (if it was pruned by `keep:`, its counts are in the summary of {})",
+                                ranges.join(", ")
+                            )
+                        };
+                        return Err(SessionError::Usage(format!("run {} has no cycle `{c}`{hint}", run.id)).into());
                     };
                     if row.pruned {
                         eprintln!("cycle {label} was pruned (`keep:`): only its summary is left");
@@ -436,7 +452,11 @@ fn print_cycles(cycles: &[CycleRow], local: bool) -> Result<(), Failure> {
     let n: u64 = cycles.iter().map(CycleRow::count).sum();
     let done: u64 = cycles.iter().filter(|c| c.state == CycleState::Succeeded).map(CycleRow::count).sum();
     let pruned: u64 = cycles.iter().filter(|c| c.pruned).map(CycleRow::count).sum();
-    outln!("{n} cycles: {done} succeeded{}", if pruned > 0 { format!(" ({pruned} pruned)") } else { String::new() });
+    outln!(
+        "{n} cycle{}: {done} succeeded{}",
+        if n == 1 { "" } else { "s" },
+        if pruned > 0 { format!(" ({pruned} pruned)") } else { String::new() }
+    );
     let zone = if local { "local" } else { "UTC" };
     outln!("  {:<18} {:<10} {:<20} {:>9}  NOTE", "CYCLE", "STATE", format!("STARTED ({zone})"), "TOOK");
     let rows = cycles.len();

@@ -7,6 +7,14 @@ use std::time::Instant;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use twinflow_engine::events::{Event, Reporter, TaskState};
 
+/// Writes a line to stderr; a closed stderr (`twinflow run ... 2>&1 | head`) is not an
+/// error of the run, which goes on and is recorded as usual.
+fn err_line(args: std::fmt::Arguments<'_>) {
+    let mut e = std::io::stderr().lock();
+    let _ = e.write_fmt(args);
+    let _ = e.write_all(b"\n");
+}
+
 /// JSON lines on stdout, one event per line.
 pub struct JsonReporter;
 
@@ -38,7 +46,7 @@ impl HumanReporter {
     fn line(&self, s: &str) {
         match &self.bar {
             Some(b) => b.println(s),
-            None => eprintln!("{s}"),
+            None => err_line(format_args!("{s}")),
         }
     }
 
@@ -59,13 +67,13 @@ impl Reporter for HumanReporter {
                 let verb = if *resumed { "resuming" } else { "starting" };
                 if *tasks == 0 {
                     // A cycling run: its tasks come cycle by cycle.
-                    eprintln!("{verb} run {run_id} of `{workflow}` (cycling)");
+                    err_line(format_args!("{verb} run {run_id} of `{workflow}` (cycling)"));
                     return;
                 }
-                eprintln!(
+                err_line(format_args!(
                     "{verb} run {run_id} of `{workflow}`: {tasks} tasks{}",
                     if *resumed { format!(", {already_done} already done") } else { String::new() }
-                );
+                ));
                 if std::io::stderr().is_terminal() {
                     let b = ProgressBar::with_draw_target(Some(self.total), ProgressDrawTarget::stderr());
                     b.set_style(
@@ -120,8 +128,8 @@ impl Reporter for HumanReporter {
             Event::TaskWaiting { task, waiting_for } => {
                 self.line(&format!("  {task} waits for {waiting_for}"));
             }
-            Event::Stopping { next_cycle } => {
-                self.line(&format!("stopping: the active cycles finish; cycle {next_cycle} and later will not start"));
+            Event::Stopping { point, .. } => {
+                self.line(&format!("stopping: the active cycles finish; cycle {point} and later will not start"));
             }
             Event::Cancelling { signal } => self.line(&format!(
                 "received {signal}: stopping running steps (SIGTERM, then SIGKILL after the grace period)"
@@ -130,7 +138,7 @@ impl Reporter for HumanReporter {
                 if let Some(b) = self.bar.take() {
                     b.finish_and_clear();
                 }
-                eprintln!(
+                err_line(format_args!(
                     "run {run_id} {state} in {seconds:.1}s: {} succeeded, {} cached, {} skipped, {} failed, {} upstream-failed, {} cancelled, {} not run",
                     counts.succeeded,
                     counts.cached,
@@ -139,7 +147,7 @@ impl Reporter for HumanReporter {
                     counts.upstream_failed,
                     counts.cancelled,
                     counts.pending
-                );
+                ));
                 let _ = self.start;
             }
         }

@@ -88,6 +88,8 @@ pub enum RunState {
     Failed,
     /// Stopped by cancellation.
     Cancelled,
+    /// A cycling run stopped by `twinflow stop` after its active cycles (resumable).
+    Stopped,
 }
 
 impl RunState {
@@ -98,6 +100,7 @@ impl RunState {
             RunState::Succeeded => "succeeded",
             RunState::Failed => "failed",
             RunState::Cancelled => "cancelled",
+            RunState::Stopped => "stopped",
         }
     }
 }
@@ -111,6 +114,7 @@ impl std::str::FromStr for RunState {
             "succeeded" => RunState::Succeeded,
             "failed" => RunState::Failed,
             "cancelled" => RunState::Cancelled,
+            "stopped" => RunState::Stopped,
             _ => return Err(UnknownState { kind: "run", value: s.to_string() }),
         })
     }
@@ -226,8 +230,10 @@ pub enum Event {
     },
     /// `twinflow stop`: the active cycles finish, no new one starts.
     Stopping {
-        /// The next cycle, which will not start.
+        /// The next cycle (index), which will not start.
         next_cycle: u64,
+        /// Its point.
+        point: String,
     },
     /// Cancellation was requested (signal).
     Cancelling {

@@ -80,6 +80,9 @@ pub enum RunOutcome {
     Failed,
     /// Cancelled by a signal.
     Cancelled,
+    /// A cycling run stopped by `twinflow stop`: its active cycles finished (tasks still
+    /// waiting for triggers were left for `--resume`), no new one started.
+    Stopped,
 }
 
 impl RunOutcome {
@@ -89,6 +92,7 @@ impl RunOutcome {
             RunOutcome::Succeeded => "succeeded",
             RunOutcome::Failed => "failed",
             RunOutcome::Cancelled => "cancelled",
+            RunOutcome::Stopped => "stopped",
         }
     }
 }
@@ -99,6 +103,7 @@ impl From<RunOutcome> for RunState {
             RunOutcome::Succeeded => RunState::Succeeded,
             RunOutcome::Failed => RunState::Failed,
             RunOutcome::Cancelled => RunState::Cancelled,
+            RunOutcome::Stopped => RunState::Stopped,
         }
     }
 }
@@ -188,15 +193,18 @@ pub async fn execute(
         None => (crate::ids::RunId::generate().0, false),
     };
     let run_dir = opts.runs_dir.join(&run_id);
-    std::fs::create_dir_all(run_dir.join("steps")).map_err(io("creating", &run_dir))?;
     // A cycling run's first point and number of cycles: `start: now` is resolved once and
     // recorded, so a resumed run keeps its points.
     let mut settings = opts.settings.clone();
     let cycling = match &wf.cycle {
         Some(spec) => {
-            let saved = if resumed { store.run(Some(&run_id))?.settings.cycle_start } else { None };
+            // A resumed run keeps its first point; a new one may be given it (`--start`).
+            let saved =
+                if resumed { store.run(Some(&run_id))?.settings.cycle_start } else { settings.cycle_start.clone() };
             let start = match (saved, spec.start) {
-                (Some(text), _) => Point::parse(&text, spec.every).map_err(RunError::Usage)?,
+                (Some(text), _) => {
+                    Point::parse(&text, spec.every).map_err(|e| RunError::Usage(format!("--start: {e}")))?
+                }
                 (None, Start::At(p)) => p,
                 (None, Start::Now) => {
                     let now = jiff::Timestamp::now();
@@ -204,18 +212,58 @@ pub async fn execute(
                 }
             };
             settings.cycle_start = Some(start.to_string());
+            // The points of a resumed run must stay those it has: a changed `every` would
+            // mix two sequences.
+            let every = match spec.every {
+                crate::model::Every::Int(i) => i.to_string(),
+                crate::model::Every::Time(d) => crate::units::format_duration(d),
+            };
+            if resumed
+                && let Some(was) = store.run(Some(&run_id))?.settings.cycle_every
+                && was != every
+            {
+                return Err(RunError::Usage(format!(
+                    "run `{run_id}` cycles every {was}; the workflow now says every {every}: start a new run (resuming would mix two sequences of cycle points)"
+                )));
+            }
+            settings.cycle_every = Some(every);
             let count = match (settings.cycles, &settings.until) {
                 (Some(n), _) => Some(n),
                 (None, Some(until)) => {
                     let end = Point::parse(until, spec.every).map_err(|e| RunError::Usage(format!("--until: {e}")))?;
-                    crate::model::CycleSpec { end: Some(End::At(end)), ..spec.clone() }.count(start)
+                    let n = crate::model::CycleSpec { end: Some(End::At(end)), ..spec.clone() }.count(start);
+                    if n == Some(0) {
+                        return Err(RunError::Usage(format!(
+                            "--until {until} is before the first cycle point, {start}"
+                        )));
+                    }
+                    n
                 }
                 (None, None) => spec.count(start),
             };
+            // A bound below what the run already reached would leave started cycles behind.
+            if resumed && let Some(n) = count {
+                let reached = store.cycles(&run_id)?.iter().map(|c| c.end() + 1).max().unwrap_or(0);
+                if n < reached {
+                    let last = spec.point(start, reached - 1);
+                    return Err(RunError::Usage(format!(
+                        "run `{run_id}` has already reached cycle {last} ({reached} cycles): --cycles/--until must leave at least {reached}"
+                    )));
+                }
+            }
             Some(driver::Cycling { spec: spec.clone(), start, count })
         }
-        None => None,
+        None => {
+            if settings.cycles.is_some() || settings.until.is_some() || (!resumed && settings.cycle_start.is_some()) {
+                return Err(RunError::Usage(format!(
+                    "workflow `{}` does not cycle (no `cycle:`): --cycles, --until and --start are for cycling workflows",
+                    wf.name
+                )));
+            }
+            None
+        }
     };
+    std::fs::create_dir_all(run_dir.join("steps")).map_err(io("creating", &run_dir))?;
     store.begin()?;
     if resumed {
         store.set_run_state(&run_id, RunState::Running)?;
@@ -234,6 +282,8 @@ pub async fn execute(
             .collect();
         store.ensure_tasks(&run_id, names.iter().map(|(a, b, c)| (a.as_str(), b.as_str(), *c)))?;
     }
+    // The run is recorded before anything is reported about it.
+    store.commit()?;
 
     let clock = SystemClock;
     let window = match (&wf.cycle, &cycling) {
@@ -279,8 +329,9 @@ pub async fn execute(
             last_stop_check = Instant::now();
             if d.store.stop_requested(&run_id)? && s.stop() {
                 tracing::info!(run = %run_id, "stopping after the active cycles");
-                let next_cycle = s.active_cycles().last().map_or(0, |c| c + 1);
-                d.reporter.event(&Event::Stopping { next_cycle });
+                let next = s.active_cycles().last().map_or(0, |c| c + 1);
+                let point = d.cycling.as_ref().map(|c| c.point(next).label()).unwrap_or_default();
+                d.reporter.event(&Event::Stopping { next_cycle: next, point });
                 continue;
             }
         }
@@ -322,28 +373,36 @@ pub async fn execute(
     d.record(s.take_effects())?;
     let mut note = None;
     if let Some(c) = &d.cycling {
-        for cycle in s.active_cycles() {
-            let failed = fin.failures.iter().any(|(t, _)| t.cycle == cycle);
-            if failed {
-                d.store.cycle_ended(&run_id, cycle, CycleState::Failed, None)?;
-            }
-        }
-        for (cycle, counts) in &fin.complete {
-            d.store.cycle_ended(&run_id, *cycle, CycleState::Succeeded, Some(counts))?;
+        for a in &fin.active {
+            let state = if a.failed && fin.outcome != RunOutcome::Cancelled {
+                CycleState::Failed
+            } else if a.complete && !a.failed {
+                CycleState::Succeeded
+            } else if fin.outcome == RunOutcome::Cancelled {
+                CycleState::Cancelled
+            } else {
+                CycleState::Stopped
+            };
+            d.store.cycle_ended(&run_id, a.index, state, Some(&a.counts))?;
         }
         if let Some(held) = fin.held_by {
             let first = fin.failures.iter().find(|(t, _)| t.cycle == held).map(|(t, _)| d.name(*t));
             note = Some(format!(
-                "cycle {} (point {}) holds the run{}",
-                held,
+                "cycle {} holds the run{}",
                 c.point(held),
                 first.map(|f| format!(": `{f}` did not succeed")).unwrap_or_default()
             ));
-        } else if fin.outcome == RunOutcome::Succeeded && c.count.is_none_or(|n| fin.next_cycle < n) {
+        } else if fin.outcome == RunOutcome::Stopped {
+            let done: Vec<String> =
+                fin.active.iter().filter(|a| !a.complete).map(|a| c.point(a.index).to_string()).collect();
             note = Some(format!(
-                "stopped after cycle {} (point {}); `twinflow run --resume {run_id}` goes on from the next",
-                fin.next_cycle.saturating_sub(1),
-                c.point(fin.next_cycle.saturating_sub(1))
+                "stopped: no cycle after {} started{}; `twinflow run --resume {run_id}` goes on",
+                c.point(fin.next_cycle.saturating_sub(1)),
+                if done.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (cycles {} still wait for their triggers)", done.join(", "))
+                }
             ));
         }
     }

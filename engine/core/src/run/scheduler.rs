@@ -191,9 +191,21 @@ pub struct Finish {
     pub held_by: Option<u64>,
     /// The next cycle that was not activated (how far the run got).
     pub next_cycle: u64,
-    /// Active cycles whose tasks all finished without failure, which could not retire
-    /// because an older cycle holds the run, with their counts.
-    pub complete: Vec<(u64, Counts)>,
+    /// The cycles still active when the run ended.
+    pub active: Vec<ActiveCycle>,
+}
+
+/// A cycle still active when the run ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActiveCycle {
+    /// Its index.
+    pub index: u64,
+    /// Its tasks by state (not started: pending).
+    pub counts: Counts,
+    /// All its tasks finished (it could not retire: an older cycle holds the run).
+    pub complete: bool,
+    /// A task failed or was cancelled.
+    pub failed: bool,
 }
 
 /// The state of one active cycle's tasks.
@@ -503,13 +515,18 @@ impl<'a> Scheduler<'a> {
         self.delayed.iter().map(|(t, _)| *t).min()
     }
 
-    /// Whether the run is over: nothing in flight, and nothing left that may start.
+    /// Whether the run is over: nothing in flight, and nothing left that may start. After
+    /// [`Scheduler::stop`], tasks waiting for their triggers do not keep the run going (they
+    /// stay pending, for `--resume`).
     pub fn is_done(&mut self) -> bool {
         self.advance();
         self.running == 0
             && (self.cancelling
                 || (self.failed && !self.opts.keep_going)
-                || (self.ready.is_empty() && self.delayed.is_empty() && self.gated == 0 && !self.may_activate()))
+                || (self.ready.is_empty()
+                    && self.delayed.is_empty()
+                    && (self.gated == 0 || self.stopping)
+                    && !self.may_activate()))
     }
 
     /// Ends the run: retries still waiting go back to pending (an [`Effect::Pending`] each).
@@ -532,28 +549,37 @@ impl<'a> Scheduler<'a> {
             }
         }
         let held_by = self.cycles.front().filter(|c| c.failed).map(|c| c.index);
-        let complete = self
+        let active = self
             .cycles
             .iter()
-            .filter(|c| c.open == 0 && !c.failed)
             .map(|c| {
                 let mut k = Counts::default();
                 for i in self.plan.graph.node_indices() {
-                    if let (NodeState::Done(st), false) = (c.state[i.index()], self.plan.graph[i].is_join()) {
-                        k.add(st);
+                    if self.plan.graph[i].is_join() {
+                        continue;
+                    }
+                    match c.state[i.index()] {
+                        NodeState::Absent => {}
+                        NodeState::Done(st) => k.add(st),
+                        _ => k.add(TaskState::Pending),
                     }
                 }
-                (c.index, k)
+                ActiveCycle { index: c.index, counts: k, complete: c.open == 0, failed: c.failed }
             })
             .collect();
+        let unfinished = counts.pending > 0 || self.opts.cycles.count.is_some_and(|n| self.next_cycle < n);
         let outcome = if self.cancelling {
             RunOutcome::Cancelled
-        } else if self.failed || counts.pending > 0 {
+        } else if self.failed {
+            RunOutcome::Failed
+        } else if self.stopping && (unfinished || self.opts.cycles.count.is_none()) {
+            RunOutcome::Stopped
+        } else if counts.pending > 0 {
             RunOutcome::Failed
         } else {
             RunOutcome::Succeeded
         };
-        Finish { outcome, counts, failures: self.failures.clone(), held_by, next_cycle: self.next_cycle, complete }
+        Finish { outcome, counts, failures: self.failures.clone(), held_by, next_cycle: self.next_cycle, active }
     }
 
     /// State changes since the last call, in order.
@@ -894,15 +920,19 @@ impl<'a> Scheduler<'a> {
         }
         let name = || {
             let n = self.plan.task_name(self.plan.graph[src.node]);
-            if src.cycle == dst.cycle { n } else { format!("{n}` of cycle `{}", src.cycle) }
+            match dst.cycle - src.cycle.min(dst.cycle) {
+                0 => format!("`{n}`"),
+                1 => format!("`{n}` of the previous cycle"),
+                _ => format!("`{n}` of the first cycle"),
+            }
         };
         if is_failure(st) {
-            let msg = format!("upstream `{}` did not succeed", name());
+            let msg = format!("upstream {} did not succeed", name());
             self.done(dst, TaskState::UpstreamFailed, Some(msg), 0.0);
             return Some(TaskState::UpstreamFailed);
         }
         if st == TaskState::Skipped && !is_join {
-            let msg = format!("upstream `{}` was skipped", name());
+            let msg = format!("upstream {} was skipped", name());
             self.done(dst, TaskState::Skipped, Some(msg), 0.0);
             return Some(TaskState::Skipped);
         }

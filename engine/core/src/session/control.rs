@@ -8,7 +8,7 @@ use indexmap::IndexMap;
 
 use super::{SessionError, find_run, has_runs};
 use crate::model::{Point, parse_instant};
-use crate::state::Store;
+use crate::state::{RunRow, RunState, Store};
 
 fn open(runs_dir: &Path) -> Result<Store, SessionError> {
     if !has_runs(runs_dir) {
@@ -68,12 +68,17 @@ pub fn signal(
     cycle: Option<&str>,
     values: &[String],
 ) -> Result<Signalled, SessionError> {
-    if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.') {
-        return Err(SessionError::Usage(format!("signal name `{name}`: use letters, digits, `-`, `_` and `.`")));
+    let valid = name.len() <= 64
+        && name.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    if !valid {
+        return Err(SessionError::Usage(format!(
+            "signal name `{name}`: names start with a letter and contain only letters, digits, `-` and `_` (at most 64)"
+        )));
     }
     let mut map = IndexMap::new();
     for v in values {
-        let Some((k, val)) = v.split_once('=') else {
+        let Some((k, val)) = v.split_once('=').filter(|(k, _)| !k.trim().is_empty()) else {
             return Err(SessionError::Usage(format!("--value `{v}`: expected KEY=VALUE")));
         };
         // Numbers and booleans as such; anything else is text.
@@ -86,10 +91,75 @@ pub fn signal(
     let point = cycle.map(point_label).transpose()?;
     let mut store = open(runs_dir)?;
     let row = find_run(&store, run)?;
+    check_signal(&store, &row, name, point.as_deref())?;
     let text = serde_json::to_string(&map).unwrap_or_else(|_| "{}".into());
     store.put_signal(&row.id, name, point.as_deref(), &text)?;
     let engine_running = row.live_engine().is_some();
     Ok(Signalled { run_id: row.id, point, engine_running })
+}
+
+/// Refuses a signal no cycle of the run can take: the run does not cycle or is over, no
+/// step waits for that name, or the cycle named is not one of the run's or is over.
+fn check_signal(store: &Store, row: &RunRow, name: &str, point: Option<&str>) -> Result<(), SessionError> {
+    let cycles = store.cycles(&row.id)?;
+    let usage = |m: String| Err(SessionError::Usage(m));
+    if row.state == RunState::Succeeded {
+        return usage(format!("run {} is finished (succeeded): no cycle will take the signal", row.id));
+    }
+    // The workflow as the run was started (its file, parameters and inputs).
+    let settings = &row.settings;
+    let wf =
+        super::overrides(&settings.params, &settings.inputs).and_then(|o| super::load(Path::new(&row.file), &o, None));
+    match wf {
+        Ok(wf) => {
+            let Some(spec) = &wf.cycle else {
+                return usage(format!(
+                    "run {} is of `{}`, which does not cycle: nothing waits for signals",
+                    row.id, wf.name
+                ));
+            };
+            let known: Vec<&str> = wf.steps.iter().filter_map(|s| s.wait.as_ref()?.signal.as_deref()).collect();
+            if !known.contains(&name) {
+                let hint = crate::suggest::did_you_mean(name, known.iter().copied()).unwrap_or_else(|| {
+                    if known.is_empty() {
+                        "no step of it waits for a signal".into()
+                    } else {
+                        format!(
+                            "its steps wait for {}",
+                            known.iter().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(", ")
+                        )
+                    }
+                });
+                return usage(format!("no step of `{}` waits for signal `{name}` ({hint})", wf.name));
+            }
+            if let Some(p) = point {
+                let start = settings.cycle_start.as_deref().and_then(|t| Point::parse(t, spec.every).ok());
+                let pt = Point::parse(p, spec.every).ok();
+                if let (Some(start), Some(pt)) = (start, pt) {
+                    let Some(index) = spec.index_of(start, pt) else {
+                        return usage(format!(
+                            "`{p}` is not a cycle point of run {} (its points start at {start})",
+                            row.id
+                        ));
+                    };
+                    let count = settings.cycles.or_else(|| spec.count(start));
+                    if count.is_some_and(|n| index >= n) {
+                        return usage(format!("cycle {p} is after the last cycle of run {}", row.id));
+                    }
+                }
+            }
+        }
+        Err(e) => {
+            tracing::warn!(run = %row.id, "the run's workflow cannot be read ({e}); the signal is stored unchecked")
+        }
+    }
+    if let Some(p) = point
+        && let Some(c) = cycles.iter().find(|c| c.point == p)
+        && c.state == crate::state::CycleState::Succeeded
+    {
+        return usage(format!("cycle {p} of run {} is already finished", row.id));
+    }
+    Ok(())
 }
 
 /// A cycle point as the run labels it: `7`, or `20260301T0000Z` for any ISO 8601 form.

@@ -64,16 +64,15 @@ pub(super) fn render(plan: &Plan, format: Format, kernel: &Path, opts: &RenderOp
             let mut tasks = vec![];
             let _ = writeln!(
                 out,
-                "workflow {} (cycling every {every}, {total}, runahead {}{}); the first {} cycle{}:",
+                "workflow {} (cycling every {every}, {total}, runahead {}{}); the first {}:",
                 wf.name,
                 spec.runahead,
                 spec.keep.map(|k| format!(", keep {k}")).unwrap_or_default(),
-                shown.len(),
-                if shown.len() == 1 { "" } else { "s" }
+                if shown.len() == 1 { "cycle".to_string() } else { format!("{} cycles", shown.len()) }
             );
             for (k, point, last) in &shown {
                 let data = CycleData::new(*k, Some(*point), *last, 0);
-                let _ = writeln!(out, "\ncycle {k}: {point}");
+                let _ = writeln!(out, "\ncycle {point}");
                 for &s in &plan.step_order {
                     let first = plan.node(s, plan.scatter[s].as_ref().map(|_| 0));
                     if !plan.runs_in(first, *k, *last) {

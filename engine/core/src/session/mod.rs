@@ -277,6 +277,15 @@ fn why_cycle(
             p.workflow.name
         ))
     })?;
+    if let Some(n) = spec.count(start)
+        && index >= n
+    {
+        return Err(SessionError::Usage(format!(
+            "cycle {point} is after the last cycle of `{}` ({})",
+            p.workflow.name,
+            spec.point(start, n - 1)
+        )));
+    }
     Ok(Some(crate::run::why::WhyCycle {
         index,
         point,

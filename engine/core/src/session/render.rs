@@ -282,8 +282,9 @@ pub struct PlanRequest {
     pub format: Format,
     /// Members shown per scattered step (text, dot, mermaid).
     pub members: u32,
-    /// Cycles shown (cycling workflows).
-    pub cycles: u32,
+    /// Cycles shown (cycling workflows; default 2). Given for a workflow that does not
+    /// cycle, it is a usage error.
+    pub cycles: Option<u32>,
     /// Show each task's command as the backend would launch it (always with SLURM).
     pub launch: bool,
     /// The backend and its mode.
@@ -306,6 +307,9 @@ pub fn plan_view(
     use crate::state::BackendChoice;
     let profile = super::backend::site_profile(&req.backend)?;
     let wf = super::load(file, &super::overrides(params, inputs)?, profile.as_ref())?;
+    if wf.cycle.is_none() && req.cycles.is_some() {
+        return Err(super::SessionError::Usage(format!("workflow `{}` does not cycle: drop --cycles", wf.name)));
+    }
     let p = super::compile(wf)?;
     let mut local = super::backend::local_options(profile.as_ref(), &super::backend::LocalSettings::default())?;
     let slurm = profile.filter(|_| req.backend.backend == BackendChoice::Slurm);
@@ -349,7 +353,7 @@ pub fn plan_view(
     let launch = req.launch || req.backend.backend == BackendChoice::Slurm;
     let opts = RenderOptions {
         max_members: req.members,
-        cycles: req.cycles,
+        cycles: req.cycles.unwrap_or(2),
         launcher: if launch { Some(&launcher) } else { None },
     };
     Ok(render(&p, req.format, &crate::run::job::kernel_binary(), &opts))

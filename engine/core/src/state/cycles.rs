@@ -22,6 +22,11 @@ pub enum CycleState {
     Succeeded,
     /// A task failed (the cycle holds the run until it is resumed).
     Failed,
+    /// The run was cancelled while the cycle was active.
+    Cancelled,
+    /// The run ended (stopped, or after a failure elsewhere) before the cycle finished;
+    /// `--resume` goes on with it.
+    Stopped,
 }
 
 impl CycleState {
@@ -31,12 +36,16 @@ impl CycleState {
             CycleState::Active => "active",
             CycleState::Succeeded => "succeeded",
             CycleState::Failed => "failed",
+            CycleState::Cancelled => "cancelled",
+            CycleState::Stopped => "stopped",
         }
     }
     fn parse(s: &str) -> Self {
         match s {
             "succeeded" => CycleState::Succeeded,
             "failed" => CycleState::Failed,
+            "cancelled" => CycleState::Cancelled,
+            "stopped" => CycleState::Stopped,
             _ => CycleState::Active,
         }
     }

@@ -62,6 +62,9 @@ pub struct RunSettings {
     /// Cycling: the first cycle point as resolved when the run started (`start: now`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cycle_start: Option<String>,
+    /// Cycling: the step between points when the run started (a resumed run must keep it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cycle_every: Option<String>,
 }
 
 impl RunSettings {
@@ -166,6 +169,7 @@ impl RunSettings {
             cycles: if bound_given { given.cycles } else { self.cycles },
             until: if bound_given { given.until.clone() } else { self.until.clone() },
             cycle_start: self.cycle_start.clone(),
+            cycle_every: self.cycle_every.clone(),
         };
         let record = if keep_values {
             RunSettings { cycles: merged.cycles, until: merged.until.clone(), ..self.clone() }

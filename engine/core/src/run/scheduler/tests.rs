@@ -1251,7 +1251,7 @@ fn a_failure_through_prev_is_upstream_failed_in_the_next_cycle() {
     assert_eq!(e.state_of("1/step"), Some(TaskState::Failed));
     assert_eq!(e.state_of("1/post"), Some(TaskState::UpstreamFailed));
     assert_eq!(e.state_of("2/step"), Some(TaskState::UpstreamFailed));
-    assert_eq!(e.message_of("2/step").as_deref(), Some("upstream `step` of cycle `1` did not succeed"));
+    assert_eq!(e.message_of("2/step").as_deref(), Some("upstream `step` of the previous cycle did not succeed"));
     assert_eq!(e.finish.as_ref().unwrap().held_by, Some(1));
 }
 
@@ -1317,7 +1317,7 @@ fn stop_lets_the_active_cycles_finish_and_starts_no_more() {
     let mut e = Env::cycling(plan, 1, None);
     e.stop_at = Some(4.5);
     let e = e.run();
-    assert_eq!(e.outcome(), RunOutcome::Succeeded);
+    assert_eq!(e.outcome(), RunOutcome::Stopped);
     let fin = e.finish.as_ref().unwrap();
     // At t=4.5 cycles 3 (post) and 4 (step) were active: both finish, 5 never starts.
     assert_eq!(fin.next_cycle, 5);
@@ -1362,5 +1362,27 @@ fn a_resumed_cycling_run_goes_on_from_its_first_unfinished_cycle() {
         e.starts(),
         ["t=0 start 3/post#1", "t=0 start 4/step#1", "t=1 start 4/post#1"],
         "3/step is not run again; 4/step reads it"
+    );
+}
+
+#[test]
+fn stop_does_not_wait_for_tasks_still_waiting_for_their_triggers() {
+    let plan = cycling_plan(CYCLE_CHAIN, None, &[], &[], &["step"]);
+    let mut e = Env::cycling(plan, 2, None);
+    // Cycle 0's gate is open; 1 and 2 wait for gates that never open.
+    e.gates = Some((-10.0, 0.0));
+    e.gate_never = vec![1, 2];
+    e.stop_at = Some(5.0);
+    let e = e.run();
+    assert_eq!(e.outcome(), RunOutcome::Stopped);
+    let fin = e.finish.as_ref().unwrap();
+    // Cycle 3 (open gate) ran when cycle 0 retired; it cannot retire before 1 and 2.
+    assert_eq!(fin.next_cycle, 4);
+    assert_eq!(e.state_of("3/post"), Some(TaskState::Succeeded));
+    // Left pending for `--resume`, not failed.
+    assert_eq!(fin.counts.pending, 4, "{:?}", fin.counts);
+    assert_eq!(
+        fin.active.iter().map(|a| (a.index, a.complete, a.failed)).collect::<Vec<_>>(),
+        [(1, false, false), (2, false, false), (3, true, false)]
     );
 }
