@@ -141,33 +141,29 @@ steps:
     )
 }
 
-/// Writes `obs/obs-k.txt` for k in 0..n, one every `gap`, each in two parts (a reading
-/// still being written must not be taken).
-fn start_sensor(d: &Path, n: u32, gap: Duration) -> std::thread::JoinHandle<Vec<u128>> {
-    let obs = d.join("obs");
-    std::fs::create_dir_all(&obs).unwrap();
-    std::thread::spawn(move || {
-        let mut done = vec![];
-        for k in 0..n {
-            std::thread::sleep(gap);
-            let p = obs.join(format!("obs-{k}.txt"));
-            std::fs::write(&p, format!("reading {k} part1\n")).unwrap();
-            std::thread::sleep(Duration::from_millis(300));
-            let mut f = std::fs::OpenOptions::new().append(true).open(&p).unwrap();
-            std::io::Write::write_all(&mut f, format!("reading {k} part2\n").as_bytes()).unwrap();
-            done.push(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos());
-        }
-        done
-    })
-}
-
 #[test]
 fn a_live_sensor_is_followed_file_by_file_exactly_once_and_in_order() {
+    // examples/live-sensor.yaml with examples/sensor.sh writing a reading every 2 s.
     let d = scratch("cycling/live");
-    let wf = write(&d, "live.yaml", &sensor_workflow(6, "1s", "60s", "fail"));
-    let sensor = start_sensor(&d, 6, Duration::from_secs(2));
-    let out = run_json(&d, &wf, &[]);
-    let written = sensor.join().unwrap();
+    let wf = repo_root().join("examples/live-sensor.yaml");
+    let obs = d.join("obs");
+    let sensor = std::process::Command::new("sh")
+        .arg(repo_root().join("examples/sensor.sh"))
+        .arg(&obs)
+        .args(["6", "2"])
+        .spawn()
+        .unwrap();
+    let param = format!("obs={}", obs.display());
+    let out = run_json(&d, &wf, &["-p", &param]);
+    let mut sensor = sensor;
+    assert!(sensor.wait().unwrap().success());
+    // When each reading was complete: its file's mtime.
+    let written: Vec<u128> = (0..6)
+        .map(|k| {
+            let m = std::fs::metadata(obs.join(format!("obs-{k}.txt"))).unwrap().modified().unwrap();
+            m.duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()
+        })
+        .collect();
     assert!(out.status.success(), "{}", show(&out));
     let id = run_id(&out);
     let starts = started_order(&out);
@@ -730,4 +726,18 @@ fn a_closed_stderr_does_not_lose_a_cycling_run() {
     assert!(status.success(), "{status:?}");
     let st = twinflow().current_dir(&d).args(["status", "latest", "--check"]).output().unwrap();
     assert_eq!(st.status.code(), Some(0), "{}", show(&st));
+}
+
+#[test]
+fn plan_shows_trigger_values_as_placeholders() {
+    let d = scratch("cycling/plan-wait");
+    let wf = write(
+        &d,
+        "w.yaml",
+        "name: w\ncycle: { every: 1, start: 0, cycles: 2 }\nsteps:\n  a:\n    wait: { files: [\"obs-${{ cycle.index }}.txt\"], signal: go }\n    run: [sh, -c, 'cat \"$1\" > \"$2\"', x, \"${{ wait.files[0] }}\", \"${{ out.o }}\", \"${{ wait.run }}\"]\n    out: { o: o.txt }\n",
+    );
+    let out = twinflow().args(["plan"]).arg(&wf).args(["--cycles", "1"]).output().unwrap();
+    let t = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", show(&out));
+    assert!(t.contains("x <wait.files> <out>/o.txt <wait.run>"), "{t}");
 }

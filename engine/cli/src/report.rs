@@ -104,6 +104,10 @@ impl Reporter for HumanReporter {
                     TaskState::Failed | TaskState::UpstreamFailed | TaskState::Cancelled => {
                         self.line(&format!("  {} {task}{msg}", state.as_str()))
                     }
+                    // A skip says why (`when:` false, a trigger that timed out, ...).
+                    TaskState::Skipped if self.bar.is_none() && self.total <= 200 => {
+                        self.line(&format!("  {} {task}{msg}", state.as_str()))
+                    }
                     _ if self.bar.is_none() && self.total <= 200 => {
                         self.line(&format!("  {} {task} ({seconds:.2}s)", state.as_str()))
                     }

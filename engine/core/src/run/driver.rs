@@ -690,6 +690,7 @@ impl<'a> Driver<'a> {
                 }
             }
             self.delivered.insert((cycle, sig.name.clone()), values);
+            self.record_waits(cycle)?;
         }
         Ok(())
     }

@@ -350,7 +350,11 @@ impl Scope for TaskScope<'_> {
             Resolved::CycleLast => Ok(Value::Bool(self.results.cur.last)),
             Resolved::WaitFiles(_) | Resolved::WaitValue(..) => {
                 if self.mode == Mode::Key {
-                    return Ok(Value::Str(format!("<{label}>")));
+                    // `wait.files` is a list even as a placeholder, so `wait.files[0]` reads.
+                    return Ok(match r {
+                        Resolved::WaitFiles(_) => Value::List(vec![Value::Path(format!("<{label}>"))]),
+                        _ => Value::Str(format!("<{label}>")),
+                    });
                 }
                 let gate =
                     self.results.cur.gates.get(&self.plan.node(self.node.step as usize, self.node.member_index()));

@@ -220,7 +220,8 @@ impl Watch {
         Poll::Wait(wake)
     }
 
-    /// What the watch still waits for, for `status` (without checking again).
+    /// What the watch still waits for, for `status` (without checking again: a signal or
+    /// command already satisfied is left out).
     pub fn describe(&self) -> String {
         let mut parts = vec![];
         if let Some(at) = self.not_before {
@@ -229,10 +230,10 @@ impl Watch {
         for f in &self.files {
             parts.push(format!("file {f}"));
         }
-        if let Some(s) = &self.signal {
+        if let Some(s) = self.signal.as_ref().filter(|_| self.awaits_signal()) {
             parts.push(format!("signal {s}"));
         }
-        if self.command {
+        if self.awaits_command() {
             parts.push("command".into());
         }
         parts.join(", ")
