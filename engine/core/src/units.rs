@@ -28,6 +28,12 @@ pub enum DurationError {
     /// A number without a unit after other parts (`5m3`).
     #[error("invalid duration `{0}`: a number needs a unit (`30s`, `10m`, `2h`)")]
     MissingUnit(String),
+    /// A minus sign where only a length of time fits (`every: -10m`).
+    #[error("invalid duration `{0}`: a duration cannot be negative")]
+    Negative(String),
+    /// ISO 8601 (`PT10M`, `P1D`), as Cylc writes them.
+    #[error("invalid duration `{0}`: ISO 8601 durations are not read here; write `10m`, `1h30m`, `1d`")]
+    Iso(String),
 }
 
 /// Parses a duration: a number of seconds, or numbers with units `ms`, `s`, `m`, `h`, `d`
@@ -38,6 +44,12 @@ pub fn parse_duration(s: &str) -> Result<Duration, DurationError> {
         return Err(DurationError::Empty);
     }
     let invalid = || DurationError::Invalid(s.to_string());
+    if s.starts_with('-') {
+        return Err(DurationError::Negative(s.to_string()));
+    }
+    if s.len() > 1 && s.starts_with(['P', 'p']) && s[1..].starts_with(|c: char| c.is_ascii_digit() || c == 'T') {
+        return Err(DurationError::Iso(s.to_string()));
+    }
     if let Ok(secs) = s.parse::<f64>() {
         return secs_to_duration(secs).ok_or_else(invalid);
     }
@@ -161,7 +173,8 @@ pub fn parse_signed_duration(s: &str) -> Result<jiff::SignedDuration, DurationEr
         DurationError::Invalid(_) => DurationError::Invalid(t.to_string()),
         DurationError::MissingUnit(_) => DurationError::MissingUnit(t.to_string()),
         DurationError::UnknownUnit { unit, .. } => DurationError::UnknownUnit { text: t.to_string(), unit },
-        DurationError::Empty if !t.is_empty() => DurationError::Invalid(t.to_string()),
+        DurationError::Empty | DurationError::Negative(_) if !t.is_empty() => DurationError::Invalid(t.to_string()),
+        DurationError::Iso(_) => DurationError::Iso(t.to_string()),
         other => other,
     });
     let d = d?;
@@ -277,6 +290,16 @@ mod tests {
             parse_duration("5m3").unwrap_err().to_string(),
             "invalid duration `5m3`: a number needs a unit (`30s`, `10m`, `2h`)"
         );
-        assert_eq!(parse_duration("-5").unwrap_err().to_string(), "invalid duration `-5`");
+        assert_eq!(
+            parse_duration("-5").unwrap_err().to_string(),
+            "invalid duration `-5`: a duration cannot be negative"
+        );
+        assert_eq!(parse_duration("-10m").unwrap_err(), DurationError::Negative("-10m".into()));
+        assert_eq!(
+            parse_duration("PT10M").unwrap_err().to_string(),
+            "invalid duration `PT10M`: ISO 8601 durations are not read here; write `10m`, `1h30m`, `1d`"
+        );
+        assert_eq!(parse_duration("P1D").unwrap_err(), DurationError::Iso("P1D".into()));
+        assert!(matches!(parse_signed_duration("--5m").unwrap_err(), DurationError::Invalid(_)));
     }
 }
