@@ -70,6 +70,9 @@ fn cycling_hello_carries_a_count_from_cycle_to_cycle() {
         .map(|e| (e["cycle"].as_u64().unwrap(), e["point"].as_str().unwrap().to_string()))
         .collect();
     assert_eq!(started, (0..5).map(|k| (k, (k + 1).to_string())).collect::<Vec<_>>());
+    // Task events carry their cycle point.
+    let count3 = ev.iter().find(|e| e["event"] == "task-finished" && e["task"] == "3/count").unwrap();
+    assert_eq!(count3["cycle"], "3", "{count3}");
     // `status` lists the cycles; `--cycle` shows one cycle's tasks.
     let st = twinflow().current_dir(&d).args(["status", "latest"]).output().unwrap();
     let text = String::from_utf8_lossy(&st.stdout);

@@ -91,7 +91,7 @@ impl Reporter for HumanReporter {
                 self.running += 1;
                 self.refresh();
             }
-            Event::TaskFinished { task, state, seconds, message } => {
+            Event::TaskFinished { task, state, seconds, message, .. } => {
                 if matches!(state, TaskState::Succeeded | TaskState::Failed | TaskState::Cancelled) {
                     self.running = self.running.saturating_sub(1);
                 }
@@ -115,7 +115,7 @@ impl Reporter for HumanReporter {
                 }
                 self.refresh();
             }
-            Event::TaskRetry { task, attempt, delay_seconds, message } => {
+            Event::TaskRetry { task, attempt, delay_seconds, message, .. } => {
                 self.running = self.running.saturating_sub(1);
                 self.line(&format!("  retry {task} after attempt {attempt} ({message}); next in {delay_seconds:.1}s"));
                 self.refresh();
@@ -129,7 +129,7 @@ impl Reporter for HumanReporter {
                     counts.succeeded, counts.cached, counts.skipped
                 ));
             }
-            Event::TaskWaiting { task, waiting_for } => {
+            Event::TaskWaiting { task, waiting_for, .. } => {
                 self.line(&format!("  {task} waits for {waiting_for}"));
             }
             Event::Stopping { point, .. } => {

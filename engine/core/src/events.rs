@@ -177,6 +177,9 @@ pub enum Event {
     TaskStarted {
         /// Task name (`sim[3]`).
         task: String,
+        /// Its cycle point, in a cycling run (also the prefix of `task`).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        cycle: Option<String>,
         /// Attempt number (1-based).
         attempt: u32,
         /// Backend job id.
@@ -186,6 +189,9 @@ pub enum Event {
     TaskFinished {
         /// Task name.
         task: String,
+        /// Its cycle point, in a cycling run (also the prefix of `task`).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        cycle: Option<String>,
         /// Final state.
         state: TaskState,
         /// Seconds it ran (0 for cached/skipped).
@@ -198,6 +204,9 @@ pub enum Event {
     TaskRetry {
         /// Task name.
         task: String,
+        /// Its cycle point, in a cycling run (also the prefix of `task`).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        cycle: Option<String>,
         /// The attempt that failed.
         attempt: u32,
         /// Delay before the next attempt in seconds.
@@ -225,6 +234,9 @@ pub enum Event {
     TaskWaiting {
         /// Task name.
         task: String,
+        /// Its cycle point, in a cycling run (also the prefix of `task`).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        cycle: Option<String>,
         /// What it waits for.
         waiting_for: String,
     },

@@ -117,6 +117,11 @@ impl<'a> Driver<'a> {
         }
     }
 
+    /// The cycle point of task `t` (`None` when the workflow does not cycle).
+    pub fn point_label(&self, t: TaskId) -> Option<String> {
+        self.cycling.as_ref().map(|c| c.point(t.cycle).label())
+    }
+
     /// The results task `t` reads: its cycle's, the one before, and cycle 0's.
     pub fn results(&self, cycle: u64) -> Results<'_> {
         let cur = self.cycles.get(&cycle).expect("the task's cycle is active");
@@ -292,7 +297,13 @@ impl<'a> Driver<'a> {
                 Some(Ok(id)) => {
                     tracing::debug!(task = %name, attempt = a.attempt, job = %id, "submitted");
                     self.store.attempt_started(&self.run_id, &name, a.attempt, &id.0)?;
-                    self.reporter.event(&Event::TaskStarted { task: name, attempt: a.attempt, job_id: id.0.clone() });
+                    let cycle = self.point_label(a.task);
+                    self.reporter.event(&Event::TaskStarted {
+                        task: name,
+                        cycle,
+                        attempt: a.attempt,
+                        job_id: id.0.clone(),
+                    });
                     self.running.insert(id, a);
                 }
                 // The run stops with the backend's error; these tasks were not submitted
@@ -416,7 +427,13 @@ impl<'a> Driver<'a> {
                     if self.watches.remove(&task).is_some() {
                         self.record_waits(task.cycle)?;
                     }
-                    self.reporter.event(&Event::TaskFinished { task: name, state, seconds, message });
+                    self.reporter.event(&Event::TaskFinished {
+                        task: name,
+                        cycle: self.point_label(task),
+                        state,
+                        seconds,
+                        message,
+                    });
                 }
                 Effect::Retry { task, attempt, delay, message } => {
                     let name = self.name(task);
@@ -428,6 +445,7 @@ impl<'a> Driver<'a> {
                     )?;
                     self.reporter.event(&Event::TaskRetry {
                         task: name,
+                        cycle: self.point_label(task),
                         attempt,
                         delay_seconds: crate::events::secs(delay),
                         message,
@@ -571,7 +589,8 @@ impl<'a> Driver<'a> {
         tracing::debug!(task = %name, "waiting for {waiting_for}");
         self.watches.insert(t, watch);
         self.record_waits(t.cycle)?;
-        self.reporter.event(&Event::TaskWaiting { task: name, waiting_for });
+        let cycle = self.point_label(t);
+        self.reporter.event(&Event::TaskWaiting { task: name, cycle, waiting_for });
         Ok(())
     }
 

@@ -126,7 +126,8 @@ pub(crate) async fn restore(d: &mut Driver<'_>, s: &mut Scheduler<'_>) -> Result
             d.store.attempt_started(&d.run_id, &l.task, a.attempt, &a.job.0)?;
         }
         s.adopt(i, a.attempt);
-        d.reporter.event(&Event::TaskStarted { task: l.task, attempt: a.attempt, job_id: a.job.0.clone() });
+        let cycle = d.point_label(i);
+        d.reporter.event(&Event::TaskStarted { task: l.task, cycle, attempt: a.attempt, job_id: a.job.0.clone() });
         let components = serde_json::to_string(&comps).unwrap_or_default();
         d.running.insert(a.job, Attempt { task: i, attempt: a.attempt, dir: a.dir, key: comps.key(), components });
     }
