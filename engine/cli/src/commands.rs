@@ -9,8 +9,9 @@ use twinflow_engine::events::{Reporter, TaskFailure};
 use twinflow_engine::session::backend::{BackendSettings, LocalSettings};
 use twinflow_engine::session::render::{Format, PlanRequest, plan_view};
 use twinflow_engine::session::start::{AllocationSize, RunRequest};
-use twinflow_engine::session::{self, BackendChoice, Notices, RunOutcome, RunSettings, SessionError, Status};
-use twinflow_engine::state::{CycleRow, CycleState};
+use twinflow_engine::session::{
+    self, BackendChoice, CycleRow, CycleState, Notices, RunOutcome, RunSettings, SessionError, Status,
+};
 
 use crate::cli::{
     BackendArgs, BackendKind, CancelArgs, Cli, Command, PlanFormat, RunArgs, StatusArgs, WhyArgs, WorkflowArgs,

@@ -176,15 +176,28 @@ async fn baseline_spawns(n: usize, workers: usize, sequential: bool) -> Duration
     t.elapsed()
 }
 
-/// Runs a workflow in a fresh runs directory; returns wall time, engine CPU time, the CPU
-/// time of its children (the tasks) and the number of tasks.
+/// What one engine run measured.
+struct Measured {
+    /// Wall time.
+    took: Duration,
+    /// CPU time of the engine (this process, children excluded).
+    cpu: Duration,
+    /// CPU time of its children (the tasks).
+    child_cpu: Duration,
+    /// Tasks that ran (succeeded or skipped).
+    tasks: usize,
+    /// The run's id.
+    run_id: String,
+}
+
+/// Runs a workflow (cycling or not) in a fresh runs directory on the local backend with 2
+/// workers.
 /// Nothing is deleted before or during the measurement: on an ext4 without a journal (this
 /// VM), creating inodes right after deleting thousands scans the recently deleted ones and
 /// would bill an earlier run's clean-up to this one.
-async fn engine_run(file: &Path, runs: &Path) -> (Duration, Duration, Duration, usize) {
+async fn engine_run(file: &Path, runs: &Path) -> Measured {
     let wf = load(file, &Overrides::default()).expect("valid");
     let plan = twinflow_engine::plan::compile(Arc::new(wf)).unwrap();
-    let tasks = plan.task_count();
     assert!(!runs.exists(), "fresh runs directory expected");
     std::fs::create_dir_all(runs).unwrap();
     let mut store = Store::open(runs).unwrap();
@@ -199,41 +212,19 @@ async fn engine_run(file: &Path, runs: &Path) -> (Duration, Duration, Duration, 
         max_parallel: Some(2),
     };
     let (_tx, rx) = tokio::sync::watch::channel(None);
+    // The peak RSS (`VmHWM`) from here on is this run's.
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
     let (cpu0, child0) = (self_cpu(), children_cpu());
     let t = Instant::now();
     let s = execute(&plan, &mut backend, &mut store, &opts, &mut NullReporter, rx).await.unwrap();
     assert_eq!(s.outcome, RunOutcome::Succeeded);
-    (t.elapsed(), self_cpu() - cpu0, children_cpu() - child0, tasks)
-}
-
-/// Runs a workflow (cycling or not) as `engine_run`, with the run's id; returns wall time,
-/// engine CPU, tasks that ran, the growth of peak RSS (KiB) and the run's id.
-async fn engine_run_measured(file: &Path, runs: &Path) -> (Duration, Duration, usize, u64, String) {
-    let wf = load(file, &Overrides::default()).expect("valid");
-    let plan = twinflow_engine::plan::compile(Arc::new(wf)).unwrap();
-    assert!(!runs.exists(), "fresh runs directory expected");
-    std::fs::create_dir_all(runs).unwrap();
-    let mut store = Store::open(runs).unwrap();
-    let mut backend = LocalBackend::new(LocalOptions { cores: 2, ..LocalOptions::default() });
-    let opts = RunOptions {
-        runs_dir: runs.to_path_buf(),
-        workflow_file: file.to_path_buf(),
-        settings: Default::default(),
-        resume: None,
-        keep_going: false,
-        use_cache: false,
-        max_parallel: Some(2),
-    };
-    let (_tx, rx) = tokio::sync::watch::channel(None);
-    let _ = std::fs::write("/proc/self/clear_refs", "5");
-    let rss0 = status_kib("VmRSS:");
-    let cpu0 = self_cpu();
-    let t = Instant::now();
-    let s = execute(&plan, &mut backend, &mut store, &opts, &mut NullReporter, rx).await.unwrap();
-    assert_eq!(s.outcome, RunOutcome::Succeeded);
-    let c = &s.counts;
-    let ran = c.succeeded + c.skipped;
-    (t.elapsed(), self_cpu() - cpu0, ran, status_kib("VmHWM:").saturating_sub(rss0), s.run_id)
+    Measured {
+        took: t.elapsed(),
+        cpu: self_cpu() - cpu0,
+        child_cpu: children_cpu() - child0,
+        tasks: s.counts.succeeded + s.counts.skipped,
+        run_id: s.run_id,
+    }
 }
 
 /// Size of the run database (with its WAL) in KiB.
@@ -281,11 +272,12 @@ fn cycles_child(dir: &Path, kind: &str, n: u64, keep: Option<u32>) {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let file = if kind == "plain" { plain_chain(dir, n) } else { cycling_chain(dir, n, keep) };
     let runs = dir.join(format!("runs-{kind}-{n}-{}", keep.unwrap_or(0)));
-    let (took, cpu, tasks, _, _) = rt.block_on(engine_run_measured(&file, &runs));
+    let m = rt.block_on(engine_run(&file, &runs));
     println!(
-        "{} {} {tasks} {} {}",
-        took.as_secs_f64(),
-        cpu.as_secs_f64() * 1000.0 / tasks as f64,
+        "{} {} {} {} {}",
+        m.took.as_secs_f64(),
+        m.cpu.as_secs_f64() * 1000.0 / m.tasks as f64,
+        m.tasks,
         status_kib("VmHWM:"),
         db_kib(&runs)
     );
@@ -367,7 +359,7 @@ fn bench_trigger_latency(rt: &tokio::runtime::Runtime, dir: &Path) {
         })
     };
     let runs = dir.join("runs-latency");
-    let (_, _, _, _, run_id) = rt.block_on(engine_run_measured(&wf, &runs));
+    let run_id = rt.block_on(engine_run(&wf, &runs)).run_id;
     let done = writer.join().unwrap();
     let c = rusqlite::Connection::open(runs.join("twinflow.db")).unwrap();
     let mut lat: Vec<i64> = (0..200)
@@ -407,7 +399,7 @@ fn bench_idle_triggers(rt: &tokio::runtime::Runtime, dir: &Path) {
     let cpu0 = self_cpu();
     std::thread::sleep(Duration::from_secs(2));
     let base = (self_cpu() - cpu0).as_secs_f64() / 2.0;
-    let (took, cpu, _, _, _) = rt.block_on(engine_run_measured(&wf, &dir.join("runs-idle")));
+    let Measured { took, cpu, .. } = rt.block_on(engine_run(&wf, &dir.join("runs-idle")));
     println!(
         "  100 pending triggers for {:.1} s: engine {:.2} % of one core (target < 2 %) | baseline (this process asleep) {:.2} %",
         took.as_secs_f64(),
@@ -437,7 +429,8 @@ fn main() {
         println!("   {cores} cores: (engine cpu + children cpu) per task bounds the rate even with every core busy");
         for n in [1_000u64, 10_000] {
             let file = scatter_gather(&dir, n, false);
-            let (took, cpu, child_cpu, tasks) = rt.block_on(engine_run(&file, &dir.join(format!("runs-{n}"))));
+            let Measured { took, cpu, child_cpu, tasks, .. } =
+                rt.block_on(engine_run(&file, &dir.join(format!("runs-{n}"))));
             let (cpu0, child0) = (self_cpu(), children_cpu());
             let base = rt.block_on(baseline_spawns(tasks, 2, false));
             let (base_cpu, base_child) = (self_cpu() - cpu0, children_cpu() - child0);
@@ -468,7 +461,7 @@ fn main() {
             );
         }
         let file = chain(&dir, 1000);
-        let (took, cpu, _, tasks) = rt.block_on(engine_run(&file, &dir.join("runs-chain")));
+        let Measured { took, cpu, tasks, .. } = rt.block_on(engine_run(&file, &dir.join("runs-chain")));
         let base = rt.block_on(baseline_spawns(tasks, 1, true));
         println!(
             "  chain  {tasks:>6}: {:>6.2} s, cpu {:.3} ms/step | baseline (sequential spawns) {:>6.2} s | engine overhead {:.2} ms per dependent step",

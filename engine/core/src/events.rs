@@ -280,6 +280,17 @@ pub struct Counts {
 }
 
 impl Counts {
+    /// Adds the tasks counted in `other`.
+    pub fn merge(&mut self, other: &Counts) {
+        self.succeeded += other.succeeded;
+        self.cached += other.cached;
+        self.skipped += other.skipped;
+        self.failed += other.failed;
+        self.upstream_failed += other.upstream_failed;
+        self.cancelled += other.cancelled;
+        self.pending += other.pending;
+    }
+
     /// Adds one task in `state`.
     pub fn add(&mut self, state: TaskState) {
         match state {

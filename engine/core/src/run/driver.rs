@@ -59,6 +59,8 @@ pub(crate) struct Driver<'a> {
     pub retired_first: Option<CycleData>,
     /// Triggers of gated tasks.
     watches: HashMap<TaskId, Watch>,
+    /// Cycles whose watches changed since [`Driver::flush_waits`].
+    waits_dirty: std::collections::BTreeSet<u64>,
     /// Gated tasks whose triggers could not be expanded, with why.
     gate_errors: Vec<(TaskId, String)>,
     /// Signals delivered to cycles: (cycle, name) → values.
@@ -99,6 +101,7 @@ impl<'a> Driver<'a> {
             retired_first: None,
             watches: HashMap::new(),
             gate_errors: vec![],
+            waits_dirty: Default::default(),
             delivered: HashMap::new(),
             last_signal_check: None,
             running: HashMap::new(),
@@ -425,7 +428,7 @@ impl<'a> Driver<'a> {
                         )?;
                     }
                     if self.watches.remove(&task).is_some() {
-                        self.record_waits(task.cycle)?;
+                        self.waits_dirty.insert(task.cycle);
                     }
                     self.reporter.event(&Event::TaskFinished {
                         task: name,
@@ -538,15 +541,10 @@ impl<'a> Driver<'a> {
         }
     }
 
-    /// A task's upstream is done: its triggers are expanded into a watch, checked from the
-    /// next loop turn on.
-    fn gate(&mut self, t: TaskId) -> Result<(), RunError> {
+    /// Evaluates `wait:` templates of task `t`, which see what `in:` sees.
+    fn eval_wait(&self, t: TaskId, tpls: &[crate::model::Tpl]) -> Result<Vec<String>, String> {
         let plan = self.plan;
         let node = plan.graph[t.node];
-        let step = &plan.workflow.steps[node.step as usize];
-        let Some(w) = &step.wait else { return Ok(()) };
-        let now = Instant::now();
-        let name = self.name(t);
         let tdir = self.task_dir(t);
         let used = RefCell::new(vec![]);
         let scope = TaskScope {
@@ -557,21 +555,27 @@ impl<'a> Driver<'a> {
             run_id: &self.run_id,
             run_dir: &self.run_dir,
             mode: Mode::Exec,
-            ns: step.ns,
+            ns: plan.workflow.steps[node.step as usize].ns,
             ctx: Ctx::Wait(node.step as usize),
             used: &used,
         };
+        tpls.iter().map(|x| x.tpl.eval(&scope).map(|v| v.to_string()).map_err(|e| e.message)).collect()
+    }
+
+    /// A task's upstream is done: its triggers are expanded into a watch, checked from the
+    /// next loop turn on.
+    fn gate(&mut self, t: TaskId) -> Result<(), RunError> {
+        let plan = self.plan;
+        let node = plan.graph[t.node];
+        let step = &plan.workflow.steps[node.step as usize];
+        let Some(w) = &step.wait else { return Ok(()) };
+        let now = Instant::now();
+        let name = self.name(t);
         let base = plan.workflow.namespaces[step.ns].file.abs_dir();
-        let mut files = vec![];
-        for f in &w.files {
-            match f.tpl.eval(&scope) {
-                Ok(v) => files.push(base.join(v.to_string()).display().to_string()),
-                Err(e) => {
-                    let message = format!("`wait.files`: {}", e.message);
-                    return self.gate_failed(t, message);
-                }
-            }
-        }
+        let files = match self.eval_wait(t, &w.files) {
+            Ok(f) => f.into_iter().map(|p| base.join(p).display().to_string()).collect(),
+            Err(e) => return self.gate_failed(t, format!("`wait.files`: {e}")),
+        };
         let not_before = match (w.clock, self.cycling.as_ref().map(|c| c.point(t.cycle))) {
             (Some(off), Some(Point::Time(p))) => p.checked_add(off).ok(),
             (Some(off), _) => jiff::Timestamp::now().checked_add(off).ok(),
@@ -588,7 +592,7 @@ impl<'a> Driver<'a> {
         let waiting_for = watch.describe();
         tracing::debug!(task = %name, "waiting for {waiting_for}");
         self.watches.insert(t, watch);
-        self.record_waits(t.cycle)?;
+        self.waits_dirty.insert(t.cycle);
         let cycle = self.point_label(t);
         self.reporter.event(&Event::TaskWaiting { task: name, cycle, waiting_for });
         Ok(())
@@ -611,20 +615,23 @@ impl<'a> Driver<'a> {
         Ok(())
     }
 
-    /// Writes what the gated tasks of a cycle wait for to its row (for `status`).
-    fn record_waits(&mut self, cycle: u64) -> Result<(), RunError> {
+    /// Writes what the gated tasks of the cycles whose watches changed since the last call
+    /// wait for to their rows (for `status`): once per loop turn, however many changed.
+    pub fn flush_waits(&mut self) -> Result<(), RunError> {
         if self.cycling.is_none() {
             return Ok(());
         }
-        let mut parts: Vec<(TaskId, String)> = self
-            .watches
-            .iter()
-            .filter(|(t, _)| t.cycle == cycle)
-            .map(|(t, w)| (*t, format!("{}: {}", self.plan.task_name(self.plan.graph[t.node]), w.describe())))
-            .collect();
-        parts.sort();
-        let text = parts.into_iter().map(|(_, s)| s).collect::<Vec<_>>().join("; ");
-        self.store.set_cycle_waits(&self.run_id, cycle, (!text.is_empty()).then_some(text.as_str()))?;
+        for cycle in std::mem::take(&mut self.waits_dirty) {
+            let mut parts: Vec<(TaskId, String)> = self
+                .watches
+                .iter()
+                .filter(|(t, _)| t.cycle == cycle)
+                .map(|(t, w)| (*t, format!("{}: {}", self.plan.task_name(self.plan.graph[t.node]), w.describe())))
+                .collect();
+            parts.sort();
+            let text = parts.into_iter().map(|(_, s)| s).collect::<Vec<_>>().join("; ");
+            self.store.set_cycle_waits(&self.run_id, cycle, (!text.is_empty()).then_some(text.as_str()))?;
+        }
         Ok(())
     }
 
@@ -657,7 +664,7 @@ impl<'a> Driver<'a> {
                     tracing::info!(task = %name, "triggers satisfied");
                     self.data_mut(t.cycle).gates.insert(t.node, values);
                     s.open_gate(t);
-                    self.record_waits(t.cycle)?;
+                    self.waits_dirty.insert(t.cycle);
                 }
                 Poll::TimedOut { message, skip } => {
                     self.watches.remove(&t);
@@ -709,7 +716,7 @@ impl<'a> Driver<'a> {
                 }
             }
             self.delivered.insert((cycle, sig.name.clone()), values);
-            self.record_waits(cycle)?;
+            self.waits_dirty.insert(cycle);
         }
         Ok(())
     }
@@ -729,26 +736,17 @@ impl<'a> Driver<'a> {
         let mut runs = vec![];
         for t in due {
             let plan = self.plan;
-            let node = plan.graph[t.node];
-            let step = &plan.workflow.steps[node.step as usize];
+            let step = &plan.workflow.steps[plan.graph[t.node].step as usize];
             let Some(w) = &step.wait else { continue };
-            let tdir = self.task_dir(t);
-            let used = RefCell::new(vec![]);
-            let scope = TaskScope {
-                plan,
-                node,
-                results: self.results(t.cycle),
-                attempt_dir: &tdir,
-                run_id: &self.run_id,
-                run_dir: &self.run_dir,
-                mode: Mode::Exec,
-                ns: step.ns,
-                ctx: Ctx::Wait(node.step as usize),
-                used: &used,
+            let argv = match self.eval_wait(t, &w.command) {
+                Ok(a) => a,
+                Err(e) => {
+                    // Fails the task at the next check, rather than polling forever.
+                    self.watches.remove(&t);
+                    self.gate_errors.push((t, format!("`wait.command`: {e}")));
+                    continue;
+                }
             };
-            let argv: Result<Vec<String>, _> =
-                w.command.iter().map(|a| a.tpl.eval(&scope).map(|v| v.to_string())).collect();
-            let Ok(argv) = argv else { continue };
             let poll = w.poll;
             let cwd = plan.workflow.namespaces[step.ns].file.abs_dir();
             runs.push(tokio::spawn(async move { (t, super::trigger::run_command(&argv, &cwd, poll).await) }));

@@ -175,7 +175,8 @@ pub async fn execute(
 ) -> Result<RunSummary, RunError> {
     let t0 = Instant::now();
     let wf = &*plan.workflow;
-    let (run_id, resumed) = match &opts.resume {
+    // A resumed run: its id and the settings it was started with.
+    let (run_id, saved) = match &opts.resume {
         Some(id) => {
             let row = store.run(Some(id))?;
             // Two engines on one run would start every task twice.
@@ -188,10 +189,11 @@ pub async fn execute(
                     row.workflow, wf.name
                 )));
             }
-            (row.id, true)
+            (row.id, Some(row.settings))
         }
-        None => (crate::ids::RunId::generate().0, false),
+        None => (crate::ids::RunId::generate().0, None),
     };
+    let resumed = saved.is_some();
     let run_dir = opts.runs_dir.join(&run_id);
     // A cycling run's first point and number of cycles: `start: now` is resolved once and
     // recorded, so a resumed run keeps its points.
@@ -199,9 +201,11 @@ pub async fn execute(
     let cycling = match &wf.cycle {
         Some(spec) => {
             // A resumed run keeps its first point; a new one may be given it (`--start`).
-            let saved =
-                if resumed { store.run(Some(&run_id))?.settings.cycle_start } else { settings.cycle_start.clone() };
-            let start = match (saved, spec.start) {
+            let first = match &saved {
+                Some(saved) => saved.cycle_start.clone(),
+                None => settings.cycle_start.clone(),
+            };
+            let start = match (first, spec.start) {
                 (Some(text), _) => {
                     Point::parse(&text, spec.every).map_err(|e| RunError::Usage(format!("--start: {e}")))?
                 }
@@ -218,9 +222,8 @@ pub async fn execute(
                 crate::model::Every::Int(i) => i.to_string(),
                 crate::model::Every::Time(d) => crate::units::format_duration(d),
             };
-            if resumed
-                && let Some(was) = store.run(Some(&run_id))?.settings.cycle_every
-                && was != every
+            if let Some(was) = saved.as_ref().and_then(|s| s.cycle_every.as_ref())
+                && *was != every
             {
                 return Err(RunError::Usage(format!(
                     "run `{run_id}` cycles every {was}; the workflow now says every {every}: start a new run (resuming would mix two sequences of cycle points)"
@@ -318,6 +321,7 @@ pub async fn execute(
             d.poll_gates(&mut s, &clock).await?;
             d.dispatch(&mut s).await?;
         }
+        d.flush_waits()?;
         if s.is_done() {
             d.record(s.take_effects())?;
             d.store.commit()?;
@@ -361,6 +365,7 @@ pub async fn execute(
         }
         d.store.begin()?;
         d.collect(&mut s).await?;
+        d.flush_waits()?;
         if last_flush.elapsed() >= FLUSH_EVERY {
             d.store.commit()?;
             last_flush = Instant::now();

@@ -602,11 +602,6 @@ impl<'a> Scheduler<'a> {
         self.running
     }
 
-    /// Tasks waiting for their triggers.
-    pub fn gated(&self) -> usize {
-        self.gated
-    }
-
     /// Indices of the active cycles, oldest first.
     pub fn active_cycles(&self) -> Vec<u64> {
         self.cycles.iter().map(|c| c.index).collect()
@@ -714,13 +709,7 @@ impl<'a> Scheduler<'a> {
                 finals.insert(i, st);
             }
         }
-        for (k, v) in [
-            (counts.succeeded, &mut self.retired.succeeded),
-            (counts.cached, &mut self.retired.cached),
-            (counts.skipped, &mut self.retired.skipped),
-        ] {
-            *v += k;
-        }
+        self.retired.merge(&counts);
         if c.index == 0 {
             self.first_final = finals.clone();
         }

@@ -8,7 +8,7 @@ use std::path::Path;
 use petgraph::Direction;
 use petgraph::graph::NodeIndex;
 
-use super::render::{Format, RenderOptions, command_in, quote, shown_members};
+use super::render::{Format, RenderOptions, command_in, node_id, quote, shown_members};
 use crate::execute::Rendered;
 use crate::model::{Point, Start};
 use crate::plan::{Plan, TaskNode};
@@ -130,18 +130,7 @@ pub(super) fn render(plan: &Plan, format: Format, kernel: &Path, opts: &RenderOp
             } else {
                 "flowchart LR\n"
             });
-            let id = |k: u64, n: TaskNode| -> String {
-                let base: String = wf.steps[n.step as usize]
-                    .name
-                    .chars()
-                    .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
-                    .collect();
-                match n.member {
-                    TaskNode::NO_MEMBER => format!("c{k}_{base}"),
-                    TaskNode::JOIN => format!("c{k}_{base}_all"),
-                    m => format!("c{k}_{base}_{m}"),
-                }
-            };
+            let id = |k: u64, n: TaskNode| node_id(plan, &format!("c{k}"), n);
             let mut shown_nodes = std::collections::HashSet::new();
             for (k, point, last) in &shown {
                 let _ = if dot {

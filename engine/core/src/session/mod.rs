@@ -38,7 +38,7 @@ use crate::validate::{self, Overrides};
 
 pub use crate::run::{RunOutcome, RunSummary};
 pub use crate::spec::schema::workflow_schema_json;
-pub use crate::state::{BackendChoice, RunSettings};
+pub use crate::state::{BackendChoice, CycleRow, CycleState, RunSettings};
 
 /// Name of the run database in a runs directory.
 pub const DATABASE: &str = "twinflow.db";

@@ -84,6 +84,20 @@ pub(super) fn command_in(
     })
 }
 
+/// Identifier of a node in DOT and Mermaid: `PREFIX_step`, `PREFIX_step_3`, `PREFIX_step_all`.
+pub(super) fn node_id(plan: &Plan, prefix: &str, n: TaskNode) -> String {
+    let base: String = plan.workflow.steps[n.step as usize]
+        .name
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    match n.member {
+        TaskNode::NO_MEMBER => format!("{prefix}_{base}"),
+        TaskNode::JOIN => format!("{prefix}_{base}_all"),
+        m => format!("{prefix}_{base}_{m}"),
+    }
+}
+
 pub(super) fn shown_members(plan: &Plan, step: usize, max: u32) -> (Vec<TaskNode>, u32) {
     match &plan.scatter[step] {
         None => (vec![TaskNode { step: step as u32, member: TaskNode::NO_MEMBER }], 0),
@@ -185,18 +199,7 @@ pub fn render(plan: &Plan, format: Format, kernel: &Path, opts: &RenderOptions<'
             } else {
                 "flowchart LR\n"
             });
-            let id = |n: TaskNode| -> String {
-                let base: String = wf.steps[n.step as usize]
-                    .name
-                    .chars()
-                    .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
-                    .collect();
-                match n.member {
-                    TaskNode::NO_MEMBER => format!("s_{base}"),
-                    TaskNode::JOIN => format!("s_{base}_all"),
-                    m => format!("s_{base}_{m}"),
-                }
-            };
+            let id = |n: TaskNode| node_id(plan, "s", n);
             let mut shown_nodes = std::collections::HashSet::new();
             for &s in &plan.step_order {
                 let (shown, rest) = shown_members(plan, s, opts.max_members);

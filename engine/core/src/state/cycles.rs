@@ -232,16 +232,8 @@ impl Store {
             .map_err(self.e())?;
         let Some((first, range_counts)) = before else { return Ok(()) };
         let parse = |t: Option<String>| t.and_then(|t| serde_json::from_str::<Counts>(&t).ok()).unwrap_or_default();
-        let (a, b) = (parse(range_counts), parse(counts));
-        let sum = Counts {
-            succeeded: a.succeeded + b.succeeded,
-            cached: a.cached + b.cached,
-            skipped: a.skipped + b.skipped,
-            failed: a.failed + b.failed,
-            upstream_failed: a.upstream_failed + b.upstream_failed,
-            cancelled: a.cancelled + b.cancelled,
-            pending: a.pending + b.pending,
-        };
+        let mut sum = parse(range_counts);
+        sum.merge(&parse(counts));
         let sum = serde_json::to_string(&sum).unwrap_or_default();
         self.conn
             .prepare_cached(
