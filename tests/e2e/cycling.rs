@@ -488,6 +488,24 @@ steps:
     out: {{ x: x.txt }}
 "#
     );
+    // How long the run takes undisturbed now: kills land between 5 % and 90 % of it.
+    let full = {
+        let d = scratch("cycling/kill/calibrate");
+        let logs = d.join("logs");
+        std::fs::create_dir_all(&logs).unwrap();
+        std::fs::write(logs.join("ready"), "").unwrap();
+        let wf = write(&d, "kill.yaml", &wf_text);
+        let t0 = Instant::now();
+        let out = twinflow()
+            .current_dir(&d)
+            .arg("run")
+            .arg(&wf)
+            .args(["-p", &format!("logs={}", logs.display()), "--json"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", show(&out));
+        t0.elapsed()
+    };
     let mut rng: u64 = 0x2545_f491_4f6c_dd1d;
     let mut partial = 0;
     for trial in 0..TRIALS {
@@ -499,7 +517,7 @@ steps:
         rng ^= rng << 13;
         rng ^= rng >> 7;
         rng ^= rng << 17;
-        let delay = Duration::from_millis(50 + rng % 650);
+        let delay = full.mul_f64(0.05 + 0.85 * (rng % 1000) as f64 / 1000.0);
         // The trigger is satisfied part way through in half the trials (a kill during a
         // trigger wait), from the start in the others.
         let late_trigger = trial % 2 == 1;

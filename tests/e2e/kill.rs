@@ -43,6 +43,24 @@ fn latest_run(runs: &Path) -> Option<String> {
 
 #[test]
 fn kill_minus_nine_then_resume_never_reruns_finished_tasks() {
+    // How long the run takes undisturbed on this machine now: kills land between 5 % and
+    // 90 % of it, so the trials stop the run part way however fast or loaded the machine is.
+    let full = {
+        let d = scratch("kill/calibrate");
+        let logs = d.join("logs");
+        std::fs::create_dir_all(&logs).unwrap();
+        let wf = write(&d, "kill.yaml", WORKFLOW);
+        let t0 = Instant::now();
+        let out = twinflow()
+            .current_dir(&d)
+            .arg("run")
+            .arg(&wf)
+            .args(["-p", &format!("logs={}", logs.display()), "-j", "8", "--cores", "8", "--json"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", show(&out));
+        t0.elapsed()
+    };
     let mut rng: u64 = 0x9e37_79b9_7f4a_7c15;
     let mut partial_trials = 0;
     for trial in 0..TRIALS {
@@ -51,11 +69,11 @@ fn kill_minus_nine_then_resume_never_reruns_finished_tasks() {
         std::fs::create_dir_all(&logs).unwrap();
         let wf = write(&d, "kill.yaml", WORKFLOW);
         let param = format!("logs={}", logs.display());
-        // xorshift: a kill time between 50 and 1200 ms, reproducible per trial.
+        // xorshift: a kill time between 5 % and 90 % of an undisturbed run.
         rng ^= rng << 13;
         rng ^= rng >> 7;
         rng ^= rng << 17;
-        let delay = Duration::from_millis(50 + rng % 1150);
+        let delay = full.mul_f64(0.05 + 0.85 * (rng % 1000) as f64 / 1000.0);
         let mut child = twinflow()
             .current_dir(&d)
             .arg("run")
