@@ -35,7 +35,7 @@ use crate::filter::AnalysisReport;
 use crate::obs::{Observations, bilinear_row};
 
 /// Global attribute holding the model time of a state file.
-pub const MODEL_TIME_ATTR: &str = "model_time";
+pub const MODEL_TIME_ATTR: &str = datasets::MODEL_TIME;
 
 /// Where the ensemble members are.
 #[derive(Debug, Clone, PartialEq)]

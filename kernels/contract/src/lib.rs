@@ -106,9 +106,19 @@ pub mod datasets {
     pub const VELOCITY_X: &str = "u";
     /// Depth-averaged velocity along y, metres per second.
     pub const VELOCITY_Y: &str = "v";
+    /// Discharge per unit width along x (`h u`, the conserved variable), m² s⁻¹.
+    pub const MOMENTUM_X: &str = "hu";
+    /// Discharge per unit width along y (`h v`), m² s⁻¹.
+    pub const MOMENTUM_Y: &str = "hv";
+    /// Manning roughness of a flood member's state file (0-d, or `[member]` when merged).
+    pub const MANNING_N: &str = "manning_n";
+    /// Factor on the inflow hydrograph of a flood member's state file.
+    pub const INFLOW_SCALE: &str = "inflow_scale";
+    /// Global attribute: model time of a state file, s.
+    pub const MODEL_TIME: &str = "model_time";
     /// Maximum water depth over the run, metres.
     pub const MAX_DEPTH: &str = "max_depth";
-    /// Time at which a cell first became inundated, seconds since the start of the run.
+    /// Model time at which a cell first became inundated, seconds.
     pub const ARRIVAL_TIME: &str = "arrival_time";
     /// Station dimension of gauge time series.
     pub const STATION: &str = "station";

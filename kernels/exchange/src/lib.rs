@@ -47,7 +47,7 @@ pub use error::ExchangeError;
 pub use h5::{ElementType, H5Dataset, H5DatasetInfo, H5Element, H5File, H5Group, H5Layout};
 pub use meta::{Compression, Provenance, VarSpec};
 pub use partial::PartialFile;
-pub use read::{GridData, read_grid, read_grid_rows};
+pub use read::{GridData, Record, read_grid, read_grid_record_rows, read_grid_rows};
 pub use slab::{ArrayFile, NcArray, write_netcdf_arrays};
 
 /// File format of an exchange file.

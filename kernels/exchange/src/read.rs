@@ -37,6 +37,27 @@ pub fn read_grid_rows(
     optional: &[&str],
     select: impl FnOnce(usize) -> Range<usize>,
 ) -> Result<GridData, ExchangeError> {
+    read_grid_record_rows(path, required, optional, Record::Last, select)
+}
+
+/// Which record of a variable with a leading dimension (`time`, `member`) to read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Record {
+    /// The last one (a result file's final snapshot).
+    Last,
+    /// Record `k` (member `k` of a stacked ensemble file).
+    Index(usize),
+}
+
+/// Like [`read_grid_rows`], choosing the `record` of `(record, y, x)` variables;
+/// `(y, x)` variables are read whatever `record` says.
+pub fn read_grid_record_rows(
+    path: &Path,
+    required: &[&str],
+    optional: &[&str],
+    which: Record,
+    select: impl FnOnce(usize) -> Range<usize>,
+) -> Result<GridData, ExchangeError> {
     let file = match Format::from_path(path) {
         Format::Netcdf => Source::Netcdf(netcdf::open(path).ctx(path, "opening the file")?),
         Format::Hdf5 => Source::Hdf5(hdf5::File::open(path).ctx(path, "opening the file")?),
@@ -67,9 +88,13 @@ pub fn read_grid_rows(
             continue;
         };
         let record = match shape.as_slice() {
-            [r, yy, xx] if *yy == ny && *xx == nx => {
-                Some(r.checked_sub(1).ok_or_else(|| layout(format!("`{name}` has no records")))?)
-            }
+            [r, yy, xx] if *yy == ny && *xx == nx => match which {
+                Record::Last => Some(r.checked_sub(1).ok_or_else(|| layout(format!("`{name}` has no records")))?),
+                Record::Index(k) if k < *r => Some(k),
+                Record::Index(k) => {
+                    return Err(layout(format!("`{name}` has {r} records (members), record {k} asked for")));
+                }
+            },
             [yy, xx] if *yy == ny && *xx == nx => None,
             _ => {
                 return Err(layout(format!(

@@ -127,6 +127,32 @@ impl ArrayFile {
         ExchangeError::Layout { path: self.path.clone(), reason: format!("`{name}` is not a dataset (a group?)") }
     }
 
+    /// Reads the whole array `name` (any rank, scalars included), flattened row-major;
+    /// fill values become NaN. Errors as [`ArrayFile::read_rows`].
+    pub fn read_all(&self, name: &str) -> Result<Vec<f64>, ExchangeError> {
+        let action = || format!("reading `{name}`");
+        let (mut values, fill) = match &self.inner {
+            Inner::Hdf5(f) => {
+                let ds = f.dataset(name).map_err(|_| self.not_a_dataset(name))?;
+                let values = ds.read_raw::<f64>().ctx(&self.path, action())?;
+                (values, ds.attr(cf::FILL_VALUE).and_then(|a| a.read_scalar::<f64>()).ok())
+            }
+            Inner::Netcdf(f) => {
+                let var = nc_variable(f, name).ok_or_else(|| ExchangeError::MissingVariable {
+                    path: self.path.clone(),
+                    name: name.into(),
+                    available: self.names().join(", "),
+                })?;
+                let values = var.get_values::<f64, _>(..).ctx(&self.path, action())?;
+                (values, var.fill_value::<f64>().ok().flatten())
+            }
+        };
+        if let Some(fill) = fill {
+            values.iter_mut().filter(|v| **v == fill).for_each(|v| *v = f64::NAN);
+        }
+        Ok(values)
+    }
+
     /// Reads the rows `rows` (first axis) of the array `name` of `ndim` dimensions,
     /// flattened row-major; fill values become NaN. Errors: [`ExchangeError::MissingVariable`]
     /// when the name is gone, [`ExchangeError::Layout`] for an HDF5 group, the library's

@@ -46,13 +46,19 @@ pub struct InitialConfig {
     /// Flat water-surface elevation, m: h = max(0, level − z). Added to `file` depths
     /// where those are zero.
     pub water_level: Option<f64>,
+    /// Member of a stacked `file` (leading `member` dimension) to start from.
+    pub member: Option<usize>,
 }
 
 /// Flood-run configuration as written in `flood.json` (all fields optional).
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct FloodConfig {
-    /// Simulated duration, s.
+    /// Model time at the start, s (default: the initial file's `model_time` attribute,
+    /// else 0). Hydrographs, snapshots and gauge samples use this absolute time axis, so a
+    /// run continued from a saved state carries on where the last one stopped.
+    pub start_time: Option<f64>,
+    /// Model time at the end, s (the simulated duration when the run starts at 0).
     pub end_time: f64,
     /// Interval between snapshots of h, u, v, s (the initial and final states are always
     /// written).
@@ -65,6 +71,8 @@ pub struct FloodConfig {
     pub gauges: Vec<GaugeConfig>,
     /// Manning roughness, s m^(-1/3).
     pub manning_n: f64,
+    /// Factor on the inflow hydrograph's discharge (an uncertain parameter of a twin).
+    pub inflow_scale: f64,
     /// Uniform rainfall, mm/h.
     pub rainfall_mm_per_h: f64,
     /// Courant number.
@@ -93,12 +101,14 @@ impl Default for FloodConfig {
     fn default() -> Self {
         let p = Params::default();
         Self {
+            start_time: None,
             end_time: 3600.0,
             output_interval: None,
             output_times: Vec::new(),
             gauge_interval: 60.0,
             gauges: Vec::new(),
             manning_n: 0.03,
+            inflow_scale: 1.0,
             rainfall_mm_per_h: 0.0,
             cfl: p.cfl,
             max_dt: p.max_dt,
@@ -131,28 +141,42 @@ pub struct RunPlan {
     pub params: Params,
     /// Simulated duration, s.
     pub end_time: f64,
-    /// Snapshot times, ascending, starting with 0.
+    /// Model time at the start, s.
+    pub start_time: f64,
+    /// Snapshot times, ascending, starting with the start time.
     pub snapshot_times: Vec<f64>,
-    /// Gauge sample times, ascending, starting with 0.
+    /// Gauge sample times, ascending, starting with the start time.
     pub gauge_times: Vec<f64>,
     /// Gauges with their cell `(row, column)`.
     pub gauges: Vec<(GaugeConfig, (usize, usize))>,
 }
 
 impl FloodConfig {
-    /// Checks the configuration against the grid; reports every problem at once.
+    /// Checks the configuration against the grid, starting at `start_time` (or 0);
+    /// reports every problem at once.
     pub fn validate(&self, grid: &Grid) -> Result<RunPlan, Vec<ConfigIssue>> {
+        self.validate_from(grid, self.start_time.unwrap_or(0.0))
+    }
+
+    /// Like [`FloodConfig::validate`], starting at model time `start` (a hot start's).
+    pub fn validate_from(&self, grid: &Grid, start: f64) -> Result<RunPlan, Vec<ConfigIssue>> {
         let mut issues = Vec::new();
         let mut bad = |field: &str, message: String| issues.push(ConfigIssue { field: field.into(), message });
         let positive = |v: f64| v.is_finite() && v > 0.0;
-        if !positive(self.end_time) {
-            bad("end_time", format!("must be > 0 s, got {}", self.end_time));
+        if !start.is_finite() {
+            bad("start_time", format!("must be finite, got {start}"));
+        } else if !(self.end_time.is_finite() && self.end_time > start) {
+            let what = if start == 0.0 { "0 s".to_string() } else { format!("the start time {start} s") };
+            bad("end_time", format!("must be > {what}, got {}", self.end_time));
+        }
+        if !(self.inflow_scale.is_finite() && self.inflow_scale >= 0.0) {
+            bad("inflow_scale", format!("must be >= 0, got {}", self.inflow_scale));
         }
         if let Some(dt) = self.output_interval.filter(|&dt| !positive(dt)) {
             bad("output_interval", format!("must be > 0 s, got {dt}"));
         }
         for (k, &t) in self.output_times.iter().enumerate() {
-            if !(t.is_finite() && t >= 0.0 && t <= self.end_time) {
+            if !(t.is_finite() && t >= start.min(0.0) && t <= self.end_time) {
                 bad(&format!("output_times[{k}]"), format!("must lie in [0, end_time], got {t}"));
             }
         }
@@ -194,7 +218,8 @@ impl FloodConfig {
                 bad("inflow", message);
                 None
             }
-            Ok(cells) => match Hydrograph::new(f.hydrograph.iter().map(|p| (p[0], p[1])).collect()) {
+            Ok(cells) => match Hydrograph::new(f.hydrograph.iter().map(|p| (p[0], p[1] * self.inflow_scale)).collect())
+            {
                 Ok(hydrograph) => Some(Inflow { side: f.side, cells, hydrograph }),
                 Err(e) => {
                     bad("inflow.hydrograph", e.to_string());
@@ -207,20 +232,26 @@ impl FloodConfig {
         }
 
         let end = self.end_time;
-        let mut snapshot_times = vec![0.0];
+        // Multiples of `dt` after `start`, up to `end` (on the absolute time axis, so the
+        // samples of consecutive restarts line up).
+        let multiples = |dt: f64| {
+            let tol = 1e-9 * end.abs().max(1.0);
+            let first = ((start + tol) / dt).floor() as i64 + 1;
+            let last = ((end + tol) / dt).floor() as i64;
+            (first..=last).map(move |k| (k as f64 * dt).min(end))
+        };
+        let mut snapshot_times = vec![start];
         if let Some(dt) = self.output_interval {
-            let n = (end / dt + 1e-9).floor() as usize;
-            snapshot_times.extend((1..=n).map(|k| (k as f64 * dt).min(end)));
+            snapshot_times.extend(multiples(dt));
         }
-        snapshot_times.extend(self.output_times.iter().copied());
+        snapshot_times.extend(self.output_times.iter().copied().filter(|&t| t >= start));
         snapshot_times.push(end);
         snapshot_times.sort_by(f64::total_cmp);
-        snapshot_times.dedup_by(|a, b| (*a - *b).abs() <= 1e-9 * end);
-        let n = (end / self.gauge_interval + 1e-9).floor() as usize;
+        snapshot_times.dedup_by(|a, b| (*a - *b).abs() <= 1e-9 * end.abs().max(1.0));
         let gauge_times = if self.gauges.is_empty() {
             Vec::new()
         } else {
-            (0..=n).map(|k| (k as f64 * self.gauge_interval).min(end)).collect()
+            std::iter::once(start).chain(multiples(self.gauge_interval)).collect()
         };
         let params = Params {
             manning_n: self.manning_n,
@@ -233,7 +264,7 @@ impl FloodConfig {
             inflow,
             ..Params::default()
         };
-        Ok(RunPlan { params, end_time: end, snapshot_times, gauge_times, gauges })
+        Ok(RunPlan { params, start_time: start, end_time: end, snapshot_times, gauge_times, gauges })
     }
 
     fn config_level_issue(&self) -> Option<String> {
@@ -295,5 +326,23 @@ mod tests {
         assert_eq!(plan.snapshot_times, [0.0, 30.0, 45.0, 60.0, 90.0, 100.0]);
         assert_eq!(plan.gauge_times, [0.0, 50.0, 100.0]);
         assert_eq!(plan.gauges[0].1, (1, 1));
+    }
+
+    #[test]
+    fn a_restart_keeps_to_the_absolute_time_axis() {
+        let cfg: FloodConfig = serde_json::from_str(
+            r#"{"end_time": 1200, "output_interval": 600, "gauges": [{"name": "g", "x": 7, "y": 7}], "gauge_interval": 250, "inflow_scale": 2,
+                "inflow": {"side": "west", "from": 0, "to": 40, "hydrograph": [[0, 0], [1000, 10]]}}"#,
+        )
+        .unwrap();
+        let plan = cfg.validate_from(&grid(), 650.0).unwrap();
+        assert_eq!(plan.start_time, 650.0);
+        assert_eq!(plan.snapshot_times, [650.0, 1200.0]);
+        assert_eq!(plan.gauge_times, [650.0, 750.0, 1000.0]);
+        // The hydrograph is scaled by `inflow_scale` and read at model time.
+        assert_eq!(plan.params.inflow.unwrap().hydrograph.at(500.0), 10.0);
+        let issues = cfg.validate_from(&grid(), 1200.0).unwrap_err();
+        assert_eq!(issues[0].field, "end_time");
+        assert!(issues[0].message.contains("start time 1200"), "{}", issues[0].message);
     }
 }

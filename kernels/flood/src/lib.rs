@@ -73,7 +73,7 @@ mod solver;
 pub use config::{ConfigIssue, FloodConfig, GaugeConfig, InflowConfig, InitialConfig, RunPlan};
 pub use hydrograph::{Hydrograph, HydrographError};
 pub use kernel::Simd;
-pub use run::{FloodError, KERNEL_NAME, RunPaths, RunSummary, run_flood};
+pub use run::{FloodError, KERNEL_NAME, MemberParameters, RunPaths, RunSummary, run_flood};
 pub use solver::{
     Boundaries, BoundaryKind, Counters, Field, FloodSolver, GRAVITY, Grid, Inflow, InitialState, MIN_DT, NEVER, Params,
     Side, SolverError, Strip, mm_per_hour,

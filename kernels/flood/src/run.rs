@@ -9,7 +9,8 @@ use super::config::{ConfigIssue, FloodConfig};
 use super::solver::{Field, FloodSolver, Grid, InitialState, NEVER, SolverError, Strip};
 use twinflow_comm::Communicator;
 use twinflow_exchange::{
-    self as exchange, ExchangeError, Format, GridWriter, Provenance, StationSeries, VarSpec, read_grid_rows,
+    self as exchange, ArrayFile, Attr, Compression, Dataset, Dim, ExchangeError, Format, GridWriter, Provenance,
+    Record, StationSeries, VarSpec, Variable, read_grid_record_rows, read_grid_rows, write_dataset,
 };
 
 /// Kernel name recorded in provenance attributes.
@@ -66,6 +67,8 @@ pub struct RunPaths {
     pub gauges_out: PathBuf,
     /// Directory that relative paths in the configuration are resolved against.
     pub config_dir: PathBuf,
+    /// Final state for a hot start (`h`, `hu`, `hv`, the parameters and `model_time`).
+    pub state_out: Option<PathBuf>,
 }
 
 impl RunPaths {
@@ -106,12 +109,100 @@ fn spec(field: Field) -> VarSpec {
         Field::VelocityY => VarSpec::new(datasets::VELOCITY_Y, "depth-averaged water velocity along y", "m s-1"),
         Field::Bed => VarSpec::new(datasets::BED_ELEVATION, "bed elevation", "m").standard("surface_altitude"),
         Field::MaxDepth => VarSpec::new(datasets::MAX_DEPTH, "maximum water depth over the run", "m"),
-        Field::ArrivalTime => VarSpec::new(
-            datasets::ARRIVAL_TIME,
-            "time since the start of the run at which the depth first reached the arrival depth",
-            "s",
-        ),
+        Field::ArrivalTime => {
+            VarSpec::new(datasets::ARRIVAL_TIME, "model time at which the depth first reached the arrival depth", "s")
+        }
+        Field::MomentumX => VarSpec::new(datasets::MOMENTUM_X, "discharge per unit width along x (h u)", "m2 s-1"),
+        Field::MomentumY => VarSpec::new(datasets::MOMENTUM_Y, "discharge per unit width along y (h v)", "m2 s-1"),
     }
+}
+
+/// Per-member parameters a state file may carry (0-d variables, or `[member]` in a
+/// stacked file).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct MemberParameters {
+    /// Manning roughness n.
+    pub manning_n: Option<f64>,
+    /// Factor on the inflow hydrograph.
+    pub inflow_scale: Option<f64>,
+    /// The file's `model_time` attribute, s.
+    pub model_time: Option<f64>,
+}
+
+impl MemberParameters {
+    /// Reads the parameters of `member` (of a stacked file; `None`: a single-member file)
+    /// from `path`. Absent variables are `None`; a present one must be finite.
+    pub fn read(path: &Path, member: Option<usize>) -> Result<Self, FloodError> {
+        let file = ArrayFile::open(path)?;
+        let bad = |reason: String| FloodError::Input { path: path.to_path_buf(), reason };
+        let value = |name: &str| -> Result<Option<f64>, FloodError> {
+            let Some(shape) = file.shape(name)? else { return Ok(None) };
+            let values = file.read_all(name)?;
+            let v = match (shape.as_slice(), member) {
+                ([], _) | ([1], None) => values[0],
+                ([n], Some(k)) if k < *n => values[k],
+                ([n], Some(k)) => return Err(bad(format!("`{name}` has {n} members, member {k} asked for"))),
+                (s, _) => return Err(bad(format!("`{name}` has shape {s:?}, expected a scalar or [member]"))),
+            };
+            if !v.is_finite() {
+                return Err(bad(format!("`{name}` is not finite ({v})")));
+            }
+            Ok(Some(v))
+        };
+        Ok(Self {
+            manning_n: value(datasets::MANNING_N)?,
+            inflow_scale: value(datasets::INFLOW_SCALE)?,
+            model_time: file.root_attr_f64(datasets::MODEL_TIME),
+        })
+    }
+}
+
+/// Writes a hot-start state: `h`, `hu`, `hv` on the grid, the member's parameters as 0-d
+/// variables and the model time as the `model_time` attribute, in CF NetCDF or HDF5.
+fn write_state(
+    path: &Path,
+    coords: &exchange::Coords,
+    fields: [(Field, Array2<f64>); 3],
+    config: &FloodConfig,
+    time: f64,
+    provenance: &Provenance,
+) -> Result<PathBuf, FloodError> {
+    let (ny, nx) = (coords.y.len(), coords.x.len());
+    let axis = |name: &str, axis: &str, values: Vec<f64>| {
+        Variable::f64(name, &[name], &format!("{name} coordinate of cell centres"), "m", values)
+            .with_attr(cf::STANDARD_NAME, Attr::Str(format!("projection_{name}_coordinate")))
+            .with_attr(cf::AXIS, Attr::Str(axis.into()))
+    };
+    let mut variables = vec![axis(datasets::X, "X", coords.x.clone()), axis(datasets::Y, "Y", coords.y.clone())];
+    for (field, a) in fields {
+        let s = spec(field);
+        variables.push(Variable::f64(
+            &s.name,
+            &[datasets::Y, datasets::X],
+            &s.long_name,
+            &s.units,
+            a.into_raw_vec_and_offset().0,
+        ));
+    }
+    variables.push(Variable::f64(datasets::MANNING_N, &[], "Manning roughness n", "s m-1/3", vec![config.manning_n]));
+    variables.push(Variable::f64(
+        datasets::INFLOW_SCALE,
+        &[],
+        "factor on the inflow hydrograph discharge",
+        "1",
+        vec![config.inflow_scale],
+    ));
+    let mut ds = Dataset {
+        dims: vec![
+            Dim { name: datasets::Y.into(), len: ny, unlimited: false },
+            Dim { name: datasets::X.into(), len: nx, unlimited: false },
+        ],
+        variables,
+        attrs: provenance.to_attrs(),
+    };
+    ds.set_attr(cf::CONVENTIONS, Attr::Str(twinflow_contract::provenance::CONVENTIONS.into()));
+    ds.set_attr(datasets::MODEL_TIME, Attr::F64(vec![time]));
+    Ok(write_dataset(path, &ds, &Compression::default())?)
 }
 
 /// Runs a flood simulation. Collective: every rank calls it with the same arguments; rank
@@ -148,15 +239,23 @@ pub fn run_flood(
         _ => (dx, dy),
     };
     let grid = Grid { nx: coords.x.len(), ny: coords.y.len(), dx, dy, x0: coords.x[0], y0: coords.y[0] };
-    let plan = config.validate(&grid).map_err(FloodError::Config)?;
+    let initial_path = config.initial.file.as_ref().map(|f| paths.config_dir.join(f));
+    // A hot start continues at the state's model time unless the configuration says.
+    let file_time = match &initial_path {
+        Some(path) if config.start_time.is_none() => ArrayFile::open(path)?.root_attr_f64(datasets::MODEL_TIME),
+        _ => None,
+    };
+    let start = config.start_time.or(file_time).unwrap_or(0.0);
+    let plan = config.validate_from(&grid, start).map_err(FloodError::Config)?;
 
     // Initial state.
     let mut depth = Array2::<f64>::zeros(bed.dim());
     let mut velocity = (None, None);
-    if let Some(file) = &config.initial.file {
-        let path = paths.config_dir.join(file);
-        let init =
-            read_grid_rows(&path, &[datasets::DEPTH], &[datasets::VELOCITY_X, datasets::VELOCITY_Y], strip_rows)?;
+    let mut momentum = None;
+    if let Some(path) = initial_path {
+        let record = config.initial.member.map_or(Record::Last, Record::Index);
+        let optional = [datasets::VELOCITY_X, datasets::VELOCITY_Y, datasets::MOMENTUM_X, datasets::MOMENTUM_Y];
+        let mut init = read_grid_record_rows(&path, &[datasets::DEPTH], &optional, record, strip_rows)?;
         if init.coords.x.len() != grid.nx || init.coords.y.len() != grid.ny {
             return Err(FloodError::Input {
                 path,
@@ -174,6 +273,12 @@ pub fn run_flood(
             init.fields.get(datasets::VELOCITY_X).map(nan_to_zero),
             init.fields.get(datasets::VELOCITY_Y).map(nan_to_zero),
         );
+        // Discharges (a saved state) take precedence over velocities: the restart is exact.
+        if let (Some(hu), Some(hv)) =
+            (init.fields.remove(datasets::MOMENTUM_X), init.fields.remove(datasets::MOMENTUM_Y))
+        {
+            momentum = Some((hu, hv));
+        }
     }
     if let Some(level) = config.initial.water_level {
         ndarray::Zip::from(&mut depth).and(&bed).for_each(|h, &z| {
@@ -191,7 +296,8 @@ pub fn run_flood(
         velocity_y: velocity.1.as_ref().map(|a| a.view()),
     };
     let mut solver = FloodSolver::new(comm, grid, plan.params.clone(), init)?;
-    drop((bed, depth, velocity));
+    solver.hot_start(plan.start_time, momentum.as_ref().map(|(hu, hv)| (hu.view(), hv.view())), first_row)?;
+    drop((bed, depth, velocity, momentum));
     if is_root {
         tracing::info!(
             nx = grid.nx,
@@ -199,6 +305,7 @@ pub fn run_flood(
             dx = grid.dx,
             dy = grid.dy,
             ranks = comm.size(),
+            start_time = plan.start_time,
             end_time = plan.end_time,
             snapshots = plan.snapshot_times.len(),
             gauges = plan.gauges.len(),
@@ -275,6 +382,10 @@ pub fn run_flood(
     let max_depth = solver.gather(Field::MaxDepth);
     let arrival = solver.gather(Field::ArrivalTime).map(|a| a.mapv(|t| if t == NEVER { cf::FILL_F64 } else { t }));
     let volume1 = solver.volume();
+    let state = paths
+        .state_out
+        .as_ref()
+        .map(|_| [Field::Depth, Field::MomentumX, Field::MomentumY].map(|f| (f, solver.gather(f))));
     let counters = solver.counters();
     let mut totals = [counters.source_volume, counters.clipped_volume];
     comm.allreduce_f64(&mut totals, twinflow_comm::ReduceOp::Sum);
@@ -306,6 +417,10 @@ pub fn run_flood(
                 ],
             };
             outputs.push(exchange::write_stations(&paths.gauges_out, format, &series, &provenance)?);
+        }
+        if let (Some(path), Some(state)) = (&paths.state_out, state) {
+            let fields = state.map(|(f, a)| (f, a.expect("rank 0 gathers")));
+            outputs.push(write_state(path, &coords, fields, config, plan.end_time, &provenance)?);
         }
         let balance = volume1 - volume0 - totals[0];
         tracing::info!(

@@ -288,6 +288,10 @@ pub enum Field {
     MaxDepth,
     /// Arrival time (first time h ≥ arrival depth), s; negative if never.
     ArrivalTime,
+    /// Discharge per unit width hu, m² s⁻¹ (the conserved variable).
+    MomentumX,
+    /// Discharge per unit width hv, m² s⁻¹ (the conserved variable).
+    MomentumY,
 }
 
 /// Value of [`Field::ArrivalTime`] for cells never inundated.
@@ -500,6 +504,46 @@ impl<'c> FloodSolver<'c> {
     /// Simulation time, s.
     pub fn time(&self) -> f64 {
         self.time
+    }
+
+    /// Turns a freshly built solver into a restart: the clock starts at `time` (the
+    /// model time of the state, so hydrographs continue on the run's absolute time axis)
+    /// and, when given, the discharges `hu`, `hv` (`[rows, nx]` from global row
+    /// `first_row`, like [`InitialState`]) replace the ones built from the velocities, so
+    /// a run continued from a saved state takes the same steps as one never stopped.
+    /// Dry cells keep zero discharge; non-finite discharges count as zero. Collective.
+    pub fn hot_start(
+        &mut self,
+        time: f64,
+        momentum: Option<(ArrayView2<'_, f64>, ArrayView2<'_, f64>)>,
+        first_row: usize,
+    ) -> Result<(), SolverError> {
+        if !time.is_finite() {
+            return Err(SolverError::Parameter { name: "start time", reason: format!("must be finite, got {time}") });
+        }
+        self.time = time;
+        if let Some((hu, hv)) = momentum {
+            let needed = self.strip.halo_rows(self.grid.ny);
+            for (name, a) in [("momentum_x", &hu), ("momentum_y", &hv)] {
+                if a.ncols() != self.grid.nx || first_row > needed.start || first_row + a.nrows() < needed.end {
+                    let got = a.shape().to_vec();
+                    return Err(SolverError::Shape { name, got, first_row, needed: needed.clone(), nx: self.grid.nx });
+                }
+            }
+            let finite = |v: f64| if v.is_finite() { v } else { 0.0 };
+            for lj in 1..=self.strip.len {
+                let gj = self.strip.start + lj - 1 - first_row;
+                for i in 1..=self.grid.nx {
+                    let c = lj * self.width + i;
+                    let wet = self.h[c] > self.params.dry_depth;
+                    self.hu[c] = if wet { finite(hu[[gj, i - 1]]) } else { 0.0 };
+                    self.hv[c] = if wet { finite(hv[[gj, i - 1]]) } else { 0.0 };
+                }
+            }
+        }
+        self.speed_ratio = self.compute_speed_ratio();
+        self.speed_ratio = self.comm.allreduce_scalar(self.speed_ratio, ReduceOp::Max);
+        Ok(())
     }
     /// The grid.
     pub fn grid(&self) -> &Grid {
@@ -777,6 +821,8 @@ impl<'c> FloodSolver<'c> {
             Field::Bed => self.z[c],
             Field::MaxDepth => self.max_h[k],
             Field::ArrivalTime => self.arrival[k],
+            Field::MomentumX => self.hu[c],
+            Field::MomentumY => self.hv[c],
         }
     }
 

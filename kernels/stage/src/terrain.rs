@@ -109,7 +109,7 @@ impl Valley {
                 gauge("downstream-3", 0.85),
             ],
             boundaries: Boundaries { east: BoundaryKind::Open, ..Boundaries::all(BoundaryKind::Closed) },
-            initial: InitialConfig { file: None, water_level: None },
+            initial: InitialConfig::default(),
             inflow,
             ..FloodConfig::default()
         };

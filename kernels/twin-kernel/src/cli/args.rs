@@ -266,7 +266,7 @@ pub struct FloodArgs {
     /// Gauge time series output (default: `<out stem>_gauges.<ext>` next to `--out`).
     #[arg(long, value_name = "PATH")]
     pub gauges_out: Option<PathBuf>,
-    /// Simulated duration, s.
+    /// Model time at the end, s (the simulated duration when starting at 0).
     #[arg(long, value_name = "S")]
     pub end_time: Option<f64>,
     /// Interval between snapshots, s.
@@ -284,6 +284,24 @@ pub struct FloodArgs {
     /// Scale the configured inflow hydrograph so that its peak discharge is Q, m³/s.
     #[arg(long, value_name = "Q")]
     pub inflow_peak: Option<f64>,
+    /// Factor on the inflow hydrograph's discharge (a member's uncertain parameter).
+    #[arg(long, value_name = "S")]
+    pub inflow_scale: Option<f64>,
+    /// Continue from a saved state (`--state-out` of an earlier run, or an analysis):
+    /// `h`, `hu`, `hv`, its `manning_n` and `inflow_scale` (flags override them), and its
+    /// `model_time` as the start time.
+    #[arg(long, value_name = "PATH", conflicts_with = "initial")]
+    pub hot_start: Option<PathBuf>,
+    /// Member of a stacked `--hot-start` file (leading `member` dimension).
+    #[arg(long, value_name = "K", requires = "hot_start")]
+    pub member: Option<usize>,
+    /// Model time at the start, s (default: the hot-start state's, else 0); `--end-time`
+    /// is a model time too.
+    #[arg(long, value_name = "S", allow_hyphen_values = true)]
+    pub start_time: Option<f64>,
+    /// Write the final state here for a later `--hot-start`.
+    #[arg(long, value_name = "PATH")]
+    pub state_out: Option<PathBuf>,
     /// Courant number, (0, 0.5].
     #[arg(long)]
     pub cfl: Option<f64>,
@@ -326,7 +344,22 @@ impl FloodArgs {
             config.output_interval = self.output_interval;
         }
         set(&mut config.gauge_interval, self.gauge_interval);
+        if let Some(path) = &self.hot_start {
+            // The state's parameters override the configuration file; flags override both.
+            let own = twinflow_flood::MemberParameters::read(path, self.member)?;
+            set(&mut config.manning_n, own.manning_n);
+            set(&mut config.inflow_scale, own.inflow_scale);
+            config.initial = twinflow_flood::InitialConfig {
+                file: Some(std::path::absolute(path)?),
+                water_level: None,
+                member: self.member,
+            };
+        }
+        if self.start_time.is_some() {
+            config.start_time = self.start_time;
+        }
         set(&mut config.manning_n, self.manning_n);
+        set(&mut config.inflow_scale, self.inflow_scale);
         set(&mut config.rainfall_mm_per_h, self.rain);
         set(&mut config.cfl, self.cfl);
         if let Some(path) = &self.initial {

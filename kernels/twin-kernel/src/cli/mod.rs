@@ -114,6 +114,7 @@ fn run_flood(comm: &dyn Communicator, args: FloodArgs, command_line: &str) -> Re
         dem: args.dem,
         out: args.out,
         config_dir,
+        state_out: args.state_out,
     };
     let summary = flood::run_flood(comm, &paths, &config, command_line)?;
     if comm.rank() == 0 {
