@@ -303,28 +303,36 @@ impl EnsembleFiles {
         let ds = read_dataset(path)?;
         let mut truth = Vec::with_capacity(self.ensemble.nrows());
         for b in &self.blocks {
-            let var = variable(&ds, path, &b.name)?;
-            let values = numbers(var, path)?;
-            let shape = ds.shape_of(var);
-            let part = if shape == b.shape {
-                values
-            } else if var.dims.first().map(String::as_str) == Some(datasets::TIME) && shape[1..] == b.shape[..] {
-                let times = ds.coordinate(datasets::TIME).ok_or_else(|| input(path, datasets::TIME, "is missing"))?;
-                let t = pick_time(times, time, path, &b.name)?;
-                values[t * b.len..(t + 1) * b.len].to_vec()
-            } else {
-                return Err(input(
-                    path,
-                    &b.name,
-                    format!("has shape {} but the members have {}", fmt_shape(&shape), fmt_shape(&b.shape)),
-                ));
-            };
-            if part.iter().any(|v| !v.is_finite()) {
-                return Err(input(path, &b.name, "holds non-finite values"));
-            }
-            truth.extend(part);
+            truth.extend(self.truth_of(&ds, path, &b.name, time)?);
         }
         Ok(truth)
+    }
+
+    /// The truth of the state variable `name` in `ds` (read from `path`): the same shape
+    /// as the members', or that shape with a leading `time` dimension, of which the record
+    /// at `time` is taken.
+    pub fn truth_of(&self, ds: &Dataset, path: &Path, name: &str, time: Option<f64>) -> Result<Vec<f64>, AssimError> {
+        let b = self.block(name).ok_or_else(|| AssimError::Config(format!("`{name}` is not a state variable")))?;
+        let var = variable(ds, path, &b.name)?;
+        let values = numbers(var, path)?;
+        let shape = ds.shape_of(var);
+        let part = if shape == b.shape {
+            values
+        } else if var.dims.first().map(String::as_str) == Some(datasets::TIME) && shape[1..] == b.shape[..] {
+            let times = ds.coordinate(datasets::TIME).ok_or_else(|| input(path, datasets::TIME, "is missing"))?;
+            let t = pick_time(times, time, path, &b.name)?;
+            values[t * b.len..(t + 1) * b.len].to_vec()
+        } else {
+            return Err(input(
+                path,
+                &b.name,
+                format!("has shape {} but the members have {}", fmt_shape(&shape), fmt_shape(&b.shape)),
+            ));
+        };
+        if part.iter().any(|v| !v.is_finite()) {
+            return Err(input(path, &b.name, "holds non-finite values"));
+        }
+        Ok(part)
     }
 }
 
@@ -357,12 +365,19 @@ fn pick_time(times: &[f64], time: Option<f64>, path: &Path, var: &str) -> Result
         None if times.len() == 1 => Ok(0),
         None => Err(input(path, var, format!("has {} times; hint: pass `--time`", times.len()))),
         Some(t) => times.iter().position(|&s| (s - t).abs() <= 1e-9 * t.abs().max(1.0)).ok_or_else(|| {
-            let range = match (times.first(), times.last()) {
-                (Some(a), Some(b)) => format!("{a} … {b}"),
-                _ => "none".into(),
-            };
-            input(path, var, format!("has no record at time {t}; hint: the file has times {range}"))
+            input(path, var, format!("has no record at time {t}; hint: the file has the times {}", list_times(times)))
         }),
+    }
+}
+
+/// The times of a file for a message: all of them up to 12, else the first five, the last
+/// two and the count (`0, 300, 600, …, 2700, 3000 (11 times)`).
+pub fn list_times(times: &[f64]) -> String {
+    let join = |v: &[f64]| v.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");
+    match times.len() {
+        0 => "none".into(),
+        n if n <= 12 => join(times),
+        n => format!("{}, …, {} ({n} times)", join(&times[..5]), join(&times[n - 2..])),
     }
 }
 
