@@ -14,7 +14,9 @@
 //! (dx_i/dt = (x_{i+1} − x_{i−2})x_{i−1} − x_i + F, RK4); random numbers in [`rng`]
 //! (counter-based, keyed by seed, cycle, member and observation, so results do not depend
 //! on rank count or order); twin experiments in [`twin`]. For the flood twin: [`sensor`]
-//! delivers noisy gauge readings of a nature run on a wall clock.
+//! delivers noisy gauge readings of a nature run on a wall clock, and [`verify`] scores an
+//! ensemble against the truth (RMSE and spread over wet cells and at gauges, volume,
+//! parameters).
 //!
 //! # Units
 //! The analysis is unit-agnostic: states, observations and their error standard
@@ -40,6 +42,7 @@ pub mod obs;
 pub mod rng;
 pub mod sensor;
 pub mod twin;
+pub mod verify;
 
 pub use filter::{AnalysisConfig, AnalysisReport, Constraint, Ensemble, LetkfPlan, Method, analyse};
 pub use localization::{Geometry, gaspari_cohn, half_width_from_dapper_radius};
