@@ -80,6 +80,14 @@ least `--warn-level`.")]
     /// whole twin experiment in process.
     #[command(subcommand, after_help = super::assim::LORENZ96_HELP)]
     Lorenz96(super::assim::Lorenz96Command),
+    /// The physical twin's gauge network: one observation file (truth + noise) per
+    /// interval, delivered on a wall clock.
+    #[command(after_help = super::twin::SENSOR_HELP)]
+    Sensor(super::twin::SensorArgs),
+    /// Score an ensemble against the truth of a twin experiment: RMSE and spread over wet
+    /// cells and at gauges, volume, parameters (one CSV row).
+    #[command(after_help = super::twin::VERIFY_HELP)]
+    Verify(super::twin::VerifyArgs),
     /// Print the version and the compiled-in features (MPI) and exit.
     Info,
 }

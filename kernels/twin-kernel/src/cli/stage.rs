@@ -136,8 +136,6 @@ pub(super) fn run_summary(args: SummaryArgs, command_line: &str) -> Result<(), s
 /// `twin-kernel info`: version and compiled-in features, one `key: value` per line.
 pub(super) fn info() -> String {
     let mpi = if cfg!(feature = "mpi") { "yes" } else { "no (build with `--features mpi`)" };
-    format!(
-        "twin-kernel {}\nmpi: {mpi}\nkernels: flood terrain stage summary calo train predict select tabulate\n",
-        env!("CARGO_PKG_VERSION")
-    )
+    let kernels: Vec<&str> = twinflow_contract::KERNELS.iter().copied().filter(|k| *k != "info").collect();
+    format!("twin-kernel {}\nmpi: {mpi}\nkernels: {}\n", env!("CARGO_PKG_VERSION"), kernels.join(" "))
 }
