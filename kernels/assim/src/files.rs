@@ -101,11 +101,11 @@ pub struct EnsembleFiles {
     pub location: Vec<Option<[f64; 2]>>,
 }
 
-fn input(path: &Path, variable: &str, reason: impl Into<String>) -> AssimError {
+pub(crate) fn input(path: &Path, variable: &str, reason: impl Into<String>) -> AssimError {
     AssimError::Input { path: path.to_path_buf(), variable: variable.to_string(), reason: reason.into() }
 }
 
-fn variable<'d>(ds: &'d Dataset, path: &Path, name: &str) -> Result<&'d Variable, AssimError> {
+pub(crate) fn variable<'d>(ds: &'d Dataset, path: &Path, name: &str) -> Result<&'d Variable, AssimError> {
     ds.variable(name).ok_or_else(|| {
         AssimError::Exchange(ExchangeError::MissingVariable {
             path: path.to_path_buf(),
@@ -115,7 +115,7 @@ fn variable<'d>(ds: &'d Dataset, path: &Path, name: &str) -> Result<&'d Variable
     })
 }
 
-fn numbers(var: &Variable, path: &Path) -> Result<Vec<f64>, AssimError> {
+pub(crate) fn numbers(var: &Variable, path: &Path) -> Result<Vec<f64>, AssimError> {
     var.masked().ok_or_else(|| input(path, &var.name, "holds strings, not numbers"))
 }
 
@@ -360,7 +360,9 @@ fn locations(ds: &Dataset, dims: &[String], shape: &[usize], parameter: bool) ->
     (0..len).map(|f| Some([coord.map_or((f % m) as f64, |c| c[f % m]), 0.0])).collect()
 }
 
-fn pick_time(times: &[f64], time: Option<f64>, path: &Path, var: &str) -> Result<usize, AssimError> {
+/// The index of `time` (to 10⁻⁹ relative) among `times`, or of the only time when `time`
+/// is `None`; the error names the file and the variable and lists the times.
+pub(crate) fn pick_time(times: &[f64], time: Option<f64>, path: &Path, var: &str) -> Result<usize, AssimError> {
     match time {
         None if times.len() == 1 => Ok(0),
         None => Err(input(path, var, format!("has {} times; hint: pass `--time`", times.len()))),
@@ -379,6 +381,40 @@ pub fn list_times(times: &[f64]) -> String {
         n if n <= 12 => join(times),
         n => format!("{}, …, {} ({n} times)", join(&times[..5]), join(&times[n - 2..])),
     }
+}
+
+/// The stations of a CF `timeSeries` file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Stations {
+    /// `station_name`, or `station-<index>` when the file has none.
+    pub names: Vec<String>,
+    /// Station x.
+    pub x: Vec<f64>,
+    /// Station y.
+    pub y: Vec<f64>,
+}
+
+/// The stations of `ds` (read from `path`): the `station` dimension, finite `x` and `y`
+/// along it, and the names.
+pub fn read_stations(ds: &Dataset, path: &Path) -> Result<Stations, AssimError> {
+    let ns = ds.dim(datasets::STATION).map(|d| d.len).ok_or_else(|| {
+        input(path, datasets::STATION, "dimension is missing; hint: stations are a CF `timeSeries` file")
+    })?;
+    let along_station = |name: &str| -> Result<Vec<f64>, AssimError> {
+        let v = ds.variable(name).filter(|v| v.dims == [datasets::STATION]).ok_or_else(|| {
+            input(path, name, "is missing or not along `station`; hint: stations need `x` and `y` along `station`")
+        })?;
+        let c = numbers(v, path)?;
+        match c.iter().position(|v| !v.is_finite()) {
+            Some(s) => Err(input(path, name, format!("station {s} has no finite coordinate"))),
+            None => Ok(c),
+        }
+    };
+    let names = match ds.variable(datasets::STATION_NAME).map(|v| &v.values) {
+        Some(Values::Str(s)) if s.len() == ns => s.clone(),
+        _ => (0..ns).map(|s| format!("station-{s}")).collect(),
+    };
+    Ok(Stations { names, x: along_station(datasets::X)?, y: along_station(datasets::Y)? })
 }
 
 /// One observation as read from a file.

@@ -31,6 +31,7 @@ use twinflow_exchange::{
 };
 
 use crate::AssimError;
+use crate::files::{Stations, input, numbers, pick_time, read_stations, variable};
 use crate::rng::{Key, Purpose};
 
 /// Global attribute marking a file as synthetic observations.
@@ -70,12 +71,8 @@ pub struct GaugeTruth {
     pub path: PathBuf,
     /// The variable read.
     pub variable: String,
-    /// Station names.
-    pub names: Vec<String>,
-    /// Station x.
-    pub x: Vec<f64>,
-    /// Station y.
-    pub y: Vec<f64>,
+    /// The stations.
+    pub stations: Stations,
     /// Sample times, s.
     pub times: Vec<f64>,
     /// Values `[station][time]`, NaN where missing.
@@ -86,10 +83,6 @@ pub struct GaugeTruth {
     pub coordinate_units: String,
 }
 
-fn input(path: &Path, variable: &str, reason: impl Into<String>) -> AssimError {
-    AssimError::Input { path: path.to_path_buf(), variable: variable.to_string(), reason: reason.into() }
-}
-
 fn str_attr(v: &Variable, name: &str) -> Option<String> {
     v.attr(name).and_then(Attr::as_str).map(str::to_string)
 }
@@ -97,55 +90,29 @@ fn str_attr(v: &Variable, name: &str) -> Option<String> {
 impl GaugeTruth {
     /// Reads `variable[station, time]` with the station `x`, `y`, `station_name` and the
     /// `time` coordinate of a gauge file (the flood kernel's `result_gauges.nc`).
-    pub fn read(path: &Path, variable: &str) -> Result<Self, AssimError> {
+    pub fn read(path: &Path, name: &str) -> Result<Self, AssimError> {
         let ds = read_dataset(path)?;
-        let ns = ds.dim(datasets::STATION).map(|d| d.len).ok_or_else(|| {
-            input(path, datasets::STATION, "dimension is missing; hint: the truth is a CF `timeSeries` gauge file")
-        })?;
-        let var = ds.variable(variable).ok_or_else(|| {
-            AssimError::Exchange(ExchangeError::MissingVariable {
-                path: path.to_path_buf(),
-                name: variable.to_string(),
-                available: ds.variables.iter().map(|v| format!("`{}`", v.name)).collect::<Vec<_>>().join(", "),
-            })
-        })?;
+        let stations = read_stations(&ds, path)?;
+        let var = variable(&ds, path, name)?;
         if var.dims != [datasets::STATION, datasets::TIME] {
             return Err(input(
                 path,
-                variable,
+                name,
                 format!("has the dimensions ({}), expected (station, time)", var.dims.join(", ")),
             ));
         }
-        let values = var.masked().ok_or_else(|| input(path, variable, "holds strings, not numbers"))?;
+        let values = numbers(var, path)?;
         if let Some(at) = values.iter().position(|v| v.is_infinite()) {
-            return Err(input(path, variable, format!("value {at} is infinite")));
+            return Err(input(path, name, format!("value {at} is infinite")));
         }
         let times =
             ds.coordinate(datasets::TIME).ok_or_else(|| input(path, datasets::TIME, "coordinate is missing"))?.to_vec();
-        let along_station = |name: &str| -> Result<Vec<f64>, AssimError> {
-            let v = ds
-                .variable(name)
-                .filter(|v| v.dims == [datasets::STATION])
-                .ok_or_else(|| input(path, name, "is missing; hint: stations need `x` and `y` along `station`"))?;
-            let c = v.masked().ok_or_else(|| input(path, name, "holds strings, not numbers"))?;
-            match c.iter().position(|v| !v.is_finite()) {
-                Some(s) => Err(input(path, name, format!("station {s} has no finite coordinate"))),
-                None => Ok(c),
-            }
-        };
-        let (x, y) = (along_station(datasets::X)?, along_station(datasets::Y)?);
-        let names = match ds.variable(datasets::STATION_NAME).map(|v| &v.values) {
-            Some(Values::Str(s)) if s.len() == ns => s.clone(),
-            _ => (0..ns).map(|s| format!("station-{s}")).collect(),
-        };
         let coordinate_units =
             ds.variable(datasets::X).and_then(|v| str_attr(v, cf::UNITS)).unwrap_or_else(|| "m".into());
         Ok(Self {
             path: path.to_path_buf(),
-            variable: variable.to_string(),
-            names,
-            x,
-            y,
+            variable: name.to_string(),
+            stations,
             times,
             values,
             units: str_attr(var, cf::UNITS).unwrap_or_else(|| "1".into()),
@@ -154,22 +121,13 @@ impl GaugeTruth {
     }
 
     /// Number of stations.
-    pub fn stations(&self) -> usize {
-        self.names.len()
+    pub fn station_count(&self) -> usize {
+        self.stations.names.len()
     }
 
-    /// Index of time `t` (to 10⁻⁹ relative), or an error naming the file and its times.
+    /// Index of time `t`, or an error naming the file and listing its times.
     pub fn time_index(&self, t: f64) -> Result<usize, AssimError> {
-        self.times.iter().position(|&s| (s - t).abs() <= 1e-9 * t.abs().max(1.0)).ok_or_else(|| {
-            input(
-                &self.path,
-                &self.variable,
-                format!(
-                    "has no sample at time {t}; hint: the file has the times {}",
-                    crate::files::list_times(&self.times)
-                ),
-            )
-        })
+        pick_time(&self.times, Some(t), &self.path, &self.variable)
     }
 }
 
@@ -288,7 +246,7 @@ impl Sensor {
     /// The observation file of delivery `d` (without provenance attributes).
     pub fn observation(&self, d: &Delivery) -> Dataset {
         let (c, truth) = (&self.config, &self.truth);
-        let (ns, nt) = (truth.stations(), truth.times.len());
+        let (ns, nt) = (truth.station_count(), truth.times.len());
         let value = (0..ns)
             .map(|s| {
                 let v = truth.values[s * nt + d.time_index] + c.noise_std * noise(c.seed, d.model_time, s);
@@ -309,10 +267,10 @@ impl Sensor {
                     (cf::CF_ROLE.into(), Attr::Str("timeseries_id".into())),
                     (cf::LONG_NAME.into(), Attr::Str("gauge name".into())),
                 ],
-                values: Values::Str(truth.names.clone()),
+                values: Values::Str(truth.stations.names.clone()),
             },
-            coordinate(datasets::X, "x coordinate of gauge", &truth.x, "projection_x_coordinate"),
-            coordinate(datasets::Y, "y coordinate of gauge", &truth.y, "projection_y_coordinate"),
+            coordinate(datasets::X, "x coordinate of gauge", &truth.stations.x, "projection_x_coordinate"),
+            coordinate(datasets::Y, "y coordinate of gauge", &truth.stations.y, "projection_y_coordinate"),
             Variable::f64(
                 datasets::TIME,
                 &[datasets::TIME],

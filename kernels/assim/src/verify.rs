@@ -23,10 +23,10 @@ use std::io::{Read as _, Write as _};
 use std::path::{Path, PathBuf};
 
 use twinflow_contract::datasets;
-use twinflow_exchange::{Dataset, ExchangeError, PartialFile, Values, read_dataset};
+use twinflow_exchange::{Dataset, ExchangeError, PartialFile, read_dataset};
 
 use crate::AssimError;
-use crate::files::{EnsembleFiles, MODEL_TIME_ATTR, MemberFiles, StateSelection};
+use crate::files::{EnsembleFiles, MODEL_TIME_ATTR, MemberFiles, StateSelection, Stations, input, read_stations};
 use crate::obs::bilinear_row;
 
 /// What to score.
@@ -122,10 +122,6 @@ impl Scores {
     }
 }
 
-fn input(path: &Path, variable: &str, reason: impl Into<String>) -> AssimError {
-    AssimError::Input { path: path.to_path_buf(), variable: variable.to_string(), reason: reason.into() }
-}
-
 /// Mean and variance (k − 1) of a sample of at least two values.
 fn mean_var(v: &[f64]) -> (f64, f64) {
     let k = v.len() as f64;
@@ -181,7 +177,7 @@ pub fn verify(
 
     let gauges = stations
         .map(|path| {
-            let (xs, ys) = station_coordinates(path)?;
+            let Stations { x: xs, y: ys, .. } = read_stations(&read_dataset(path)?, path)?;
             let (mut sq, mut var, mut used) = (0.0, 0.0, 0_usize);
             for (&x, &y) in xs.iter().zip(&ys) {
                 let Some(w) = bilinear_row(0, (nx, ny), (x0, dx), (y0, dy), (x, y)) else {
@@ -259,28 +255,6 @@ fn same_grid(ds: &Dataset, path: &Path, x: (usize, f64, f64), y: (usize, f64, f6
     Ok(())
 }
 
-/// Station `x` and `y` of a CF `timeSeries` file.
-fn station_coordinates(path: &Path) -> Result<(Vec<f64>, Vec<f64>), AssimError> {
-    let ds = read_dataset(path)?;
-    if ds.dim(datasets::STATION).is_none() {
-        return Err(input(path, datasets::STATION, "dimension is missing; hint: stations are a CF `timeSeries` file"));
-    }
-    let along_station = |name: &str| -> Result<Vec<f64>, AssimError> {
-        let v = ds.variable(name).filter(|v| v.dims == [datasets::STATION]).ok_or_else(|| {
-            input(path, name, "is missing or not along `station`; hint: stations need `x` and `y` along `station`")
-        })?;
-        let c = match &v.values {
-            Values::Num(_) => v.masked().unwrap_or_default(),
-            Values::Str(_) => return Err(input(path, name, "holds strings, not numbers")),
-        };
-        match c.iter().position(|v| !v.is_finite()) {
-            Some(s) => Err(input(path, name, format!("station {s} has no finite coordinate"))),
-            None => Ok(c),
-        }
-    };
-    Ok((along_station(datasets::X)?, along_station(datasets::Y)?))
-}
-
 fn csv_line(fields: &[String]) -> Result<String, AssimError> {
     let mut w = csv::Writer::from_writer(Vec::new());
     w.write_record(fields).map_err(|e| AssimError::Config(format!("cannot format a CSV row: {e}")))?;
@@ -340,7 +314,7 @@ pub fn write_scores(path: &Path, scores: &Scores, append: bool) -> Result<PathBu
 mod tests {
     use super::*;
     use twinflow_contract::cf;
-    use twinflow_exchange::{Attr, Compression, DType, Dim, Variable, write_dataset};
+    use twinflow_exchange::{Attr, Compression, DType, Dim, Values, Variable, write_dataset};
 
     const NX: usize = 4;
     const NY: usize = 3;

@@ -125,7 +125,7 @@ pub(super) fn run_sensor(args: SensorArgs, command_line: &str) -> Result<(), Ker
     })
     .to_string();
     let provenance = Provenance::from_env("synthetic gauge readings", "twin-kernel sensor", parameters, command_line);
-    let stations = truth.stations();
+    let stations = truth.station_count();
     let sensor = Sensor::new(config, truth)?;
     tracing::info!(
         readings = args.count,
