@@ -232,8 +232,8 @@ pub struct SummaryArgs {
     /// exceeds the threshold reaches P, in (0, 1] (logged; count in the `warnings` attribute).
     #[arg(long, value_name = "P", requires = "gauges")]
     pub warn_level: Option<f64>,
-    /// The warning list as CSV: gauge,x,y,threshold,probability,arrival_earliest,
-    /// arrival_median,warn (one row per gauge and threshold).
+    /// The warning list as CSV, one row per gauge and threshold (columns: gauge, x, y,
+    /// threshold, probability, arrival_earliest, arrival_median, warn).
     #[arg(long, value_name = "CSV", requires_all = ["gauges", "warn_level"])]
     pub warnings_out: Option<PathBuf>,
 }

@@ -29,11 +29,13 @@ seconds); `--period 0s` delivers everything at once. Stop it with SIGTERM or Ctr
 pub const VERIFY_HELP: &str = "\
 Examples:
   twin-kernel verify --ensemble states.nc --truth truth.nc --variable h \\
-      --stations truth_gauges.nc --parameters inflow_scale,manning_n --label analysis --out score.csv
-  twin-kernel verify --ensemble m0.nc m1.nc m2.nc --truth truth.nc --time 1200 --out score.csv --append
+      --stations truth_gauges.nc --parameters inflow_scale,manning_n \\
+      --label analysis --out score.csv
+  twin-kernel verify --ensemble m0.nc m1.nc m2.nc --truth truth.nc --time 1200 \\
+      --out score.csv --append
 
-Writes a CSV header and one row:
-  label,time,rmse_wet,spread_wet,wet_cells,rmse_gauges,spread_gauges,volume,volume_truth[,<p>_mean,<p>_std…]
+Writes a CSV header and one row: label,time,rmse_wet,spread_wet,wet_cells,rmse_gauges,
+spread_gauges,volume,volume_truth, then <p>_mean,<p>_std for each of `--parameters`.
 RMSE of the ensemble mean and spread (root mean ensemble variance, k − 1) over the wet cells
 (truth or mean ≥ `--wet`) and, with `--stations`, at the stations (bilinear); volume = mean
 over members of Σ value·dx·dy (m³ for the depth `h`). Empty fields have no value.
