@@ -101,11 +101,11 @@ pub struct EnsembleFiles {
     pub location: Vec<Option<[f64; 2]>>,
 }
 
-fn input(path: &Path, variable: &str, reason: impl Into<String>) -> AssimError {
+pub(crate) fn input(path: &Path, variable: &str, reason: impl Into<String>) -> AssimError {
     AssimError::Input { path: path.to_path_buf(), variable: variable.to_string(), reason: reason.into() }
 }
 
-fn variable<'d>(ds: &'d Dataset, path: &Path, name: &str) -> Result<&'d Variable, AssimError> {
+pub(crate) fn variable<'d>(ds: &'d Dataset, path: &Path, name: &str) -> Result<&'d Variable, AssimError> {
     ds.variable(name).ok_or_else(|| {
         AssimError::Exchange(ExchangeError::MissingVariable {
             path: path.to_path_buf(),
@@ -115,7 +115,7 @@ fn variable<'d>(ds: &'d Dataset, path: &Path, name: &str) -> Result<&'d Variable
     })
 }
 
-fn numbers(var: &Variable, path: &Path) -> Result<Vec<f64>, AssimError> {
+pub(crate) fn numbers(var: &Variable, path: &Path) -> Result<Vec<f64>, AssimError> {
     var.masked().ok_or_else(|| input(path, &var.name, "holds strings, not numbers"))
 }
 
@@ -303,28 +303,36 @@ impl EnsembleFiles {
         let ds = read_dataset(path)?;
         let mut truth = Vec::with_capacity(self.ensemble.nrows());
         for b in &self.blocks {
-            let var = variable(&ds, path, &b.name)?;
-            let values = numbers(var, path)?;
-            let shape = ds.shape_of(var);
-            let part = if shape == b.shape {
-                values
-            } else if var.dims.first().map(String::as_str) == Some(datasets::TIME) && shape[1..] == b.shape[..] {
-                let times = ds.coordinate(datasets::TIME).ok_or_else(|| input(path, datasets::TIME, "is missing"))?;
-                let t = pick_time(times, time, path, &b.name)?;
-                values[t * b.len..(t + 1) * b.len].to_vec()
-            } else {
-                return Err(input(
-                    path,
-                    &b.name,
-                    format!("has shape {} but the members have {}", fmt_shape(&shape), fmt_shape(&b.shape)),
-                ));
-            };
-            if part.iter().any(|v| !v.is_finite()) {
-                return Err(input(path, &b.name, "holds non-finite values"));
-            }
-            truth.extend(part);
+            truth.extend(self.truth_of(&ds, path, &b.name, time)?);
         }
         Ok(truth)
+    }
+
+    /// The truth of the state variable `name` in `ds` (read from `path`): the same shape
+    /// as the members', or that shape with a leading `time` dimension, of which the record
+    /// at `time` is taken.
+    pub fn truth_of(&self, ds: &Dataset, path: &Path, name: &str, time: Option<f64>) -> Result<Vec<f64>, AssimError> {
+        let b = self.block(name).ok_or_else(|| AssimError::Config(format!("`{name}` is not a state variable")))?;
+        let var = variable(ds, path, &b.name)?;
+        let values = numbers(var, path)?;
+        let shape = ds.shape_of(var);
+        let part = if shape == b.shape {
+            values
+        } else if var.dims.first().map(String::as_str) == Some(datasets::TIME) && shape[1..] == b.shape[..] {
+            let times = ds.coordinate(datasets::TIME).ok_or_else(|| input(path, datasets::TIME, "is missing"))?;
+            let t = pick_time(times, time, path, &b.name)?;
+            values[t * b.len..(t + 1) * b.len].to_vec()
+        } else {
+            return Err(input(
+                path,
+                &b.name,
+                format!("has shape {} but the members have {}", fmt_shape(&shape), fmt_shape(&b.shape)),
+            ));
+        };
+        if part.iter().any(|v| !v.is_finite()) {
+            return Err(input(path, &b.name, "holds non-finite values"));
+        }
+        Ok(part)
     }
 }
 
@@ -352,18 +360,61 @@ fn locations(ds: &Dataset, dims: &[String], shape: &[usize], parameter: bool) ->
     (0..len).map(|f| Some([coord.map_or((f % m) as f64, |c| c[f % m]), 0.0])).collect()
 }
 
-fn pick_time(times: &[f64], time: Option<f64>, path: &Path, var: &str) -> Result<usize, AssimError> {
+/// The index of `time` (to 10⁻⁹ relative) among `times`, or of the only time when `time`
+/// is `None`; the error names the file and the variable and lists the times.
+pub(crate) fn pick_time(times: &[f64], time: Option<f64>, path: &Path, var: &str) -> Result<usize, AssimError> {
     match time {
         None if times.len() == 1 => Ok(0),
         None => Err(input(path, var, format!("has {} times; hint: pass `--time`", times.len()))),
         Some(t) => times.iter().position(|&s| (s - t).abs() <= 1e-9 * t.abs().max(1.0)).ok_or_else(|| {
-            let range = match (times.first(), times.last()) {
-                (Some(a), Some(b)) => format!("{a} … {b}"),
-                _ => "none".into(),
-            };
-            input(path, var, format!("has no record at time {t}; hint: the file has times {range}"))
+            input(path, var, format!("has no record at time {t}; hint: the file has the times {}", list_times(times)))
         }),
     }
+}
+
+/// The times of a file for a message: all of them up to 12, else the first five, the last
+/// two and the count (`0, 300, 600, …, 2700, 3000 (11 times)`).
+pub fn list_times(times: &[f64]) -> String {
+    let join = |v: &[f64]| v.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");
+    match times.len() {
+        0 => "none".into(),
+        n if n <= 12 => join(times),
+        n => format!("{}, …, {} ({n} times)", join(&times[..5]), join(&times[n - 2..])),
+    }
+}
+
+/// The stations of a CF `timeSeries` file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Stations {
+    /// `station_name`, or `station-<index>` when the file has none.
+    pub names: Vec<String>,
+    /// Station x.
+    pub x: Vec<f64>,
+    /// Station y.
+    pub y: Vec<f64>,
+}
+
+/// The stations of `ds` (read from `path`): the `station` dimension, finite `x` and `y`
+/// along it, and the names.
+pub fn read_stations(ds: &Dataset, path: &Path) -> Result<Stations, AssimError> {
+    let ns = ds.dim(datasets::STATION).map(|d| d.len).ok_or_else(|| {
+        input(path, datasets::STATION, "dimension is missing; hint: stations are a CF `timeSeries` file")
+    })?;
+    let along_station = |name: &str| -> Result<Vec<f64>, AssimError> {
+        let v = ds.variable(name).filter(|v| v.dims == [datasets::STATION]).ok_or_else(|| {
+            input(path, name, "is missing or not along `station`; hint: stations need `x` and `y` along `station`")
+        })?;
+        let c = numbers(v, path)?;
+        match c.iter().position(|v| !v.is_finite()) {
+            Some(s) => Err(input(path, name, format!("station {s} has no finite coordinate"))),
+            None => Ok(c),
+        }
+    };
+    let names = match ds.variable(datasets::STATION_NAME).map(|v| &v.values) {
+        Some(Values::Str(s)) if s.len() == ns => s.clone(),
+        _ => (0..ns).map(|s| format!("station-{s}")).collect(),
+    };
+    Ok(Stations { names, x: along_station(datasets::X)?, y: along_station(datasets::Y)? })
 }
 
 /// One observation as read from a file.

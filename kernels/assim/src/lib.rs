@@ -13,7 +13,10 @@
 //! Details in [`filter`] and [`localization`]; the model in [`lorenz96`]
 //! (dx_i/dt = (x_{i+1} − x_{i−2})x_{i−1} − x_i + F, RK4); random numbers in [`rng`]
 //! (counter-based, keyed by seed, cycle, member and observation, so results do not depend
-//! on rank count or order); twin experiments in [`twin`].
+//! on rank count or order); twin experiments in [`twin`]. For the flood twin: [`sensor`]
+//! delivers noisy gauge readings of a nature run on a wall clock, and [`verify`] scores an
+//! ensemble against the truth (RMSE and spread over wet cells and at gauges, volume,
+//! parameters).
 //!
 //! # Units
 //! The analysis is unit-agnostic: states, observations and their error standard
@@ -37,7 +40,9 @@ pub mod localization;
 pub mod lorenz96;
 pub mod obs;
 pub mod rng;
+pub mod sensor;
 pub mod twin;
+pub mod verify;
 
 pub use filter::{AnalysisConfig, AnalysisReport, Constraint, Ensemble, LetkfPlan, Method, analyse};
 pub use localization::{Geometry, gaspari_cohn, half_width_from_dapper_radius};

@@ -21,6 +21,8 @@ pub enum Purpose {
     Truth = 3,
     /// Initial ensemble perturbations.
     InitialEnsemble = 4,
+    /// Noise of the synthetic gauge readings delivered by `twin-kernel sensor`.
+    SensorNoise = 5,
 }
 
 /// The key of one deviate.

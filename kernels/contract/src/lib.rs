@@ -15,11 +15,13 @@ pub const KERNELS: &[&str] = &[
     "lorenz96",
     "predict",
     "select",
+    "sensor",
     "stage",
     "summary",
     "tabulate",
     "terrain",
     "train",
+    "verify",
 ];
 
 /// Exit codes of `twin-kernel`: how a kernel step ended, which is what the engine sees as

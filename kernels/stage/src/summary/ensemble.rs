@@ -6,6 +6,7 @@ use twinflow_contract::{cf, datasets};
 
 use super::SummaryError;
 use super::stats::{Stats, exceedance, gauge_event, mean_and_max};
+use super::warnings::{GaugeSeries, GaugeWarning, gauge_warnings};
 use crate::MEMBER_DIM;
 use twinflow_exchange::{Attr, DType, Dataset, Dim, ExchangeError, Provenance, Values, Variable};
 
@@ -16,6 +17,9 @@ pub struct SummaryOptions {
     pub thresholds: Vec<f64>,
     /// Depth at which a gauge counts as reached by the water, m.
     pub arrival_depth: f64,
+    /// Warning level P in (0, 1]: a gauge is warned of for a threshold when the probability
+    /// that its peak depth exceeds the threshold reaches P (needs gauges).
+    pub warn_level: Option<f64>,
 }
 
 /// The summary: the file to write and what the map needs.
@@ -35,6 +39,8 @@ pub struct Summary {
     pub exceedance: Vec<f64>,
     /// Bed elevation `[y][x]`, when known.
     pub bed: Option<Vec<f64>>,
+    /// The gauge warning list (with a warning level; gauge-major, thresholds in order).
+    pub warnings: Vec<GaugeWarning>,
 }
 
 fn input_error(path: &Path, reason: String) -> SummaryError {
@@ -91,6 +97,14 @@ pub fn summarize(
     }
     if !options.arrival_depth.is_finite() || options.arrival_depth <= 0.0 {
         return Err(SummaryError::Request(format!("`--arrival-depth` must be > 0 m, got {}", options.arrival_depth)));
+    }
+    if let Some(p) = options.warn_level {
+        if !(p > 0.0 && p <= 1.0) {
+            return Err(SummaryError::Request(format!("`--warn-level` must be a probability in (0, 1], got {p}")));
+        }
+        if gauges.is_none() {
+            return Err(SummaryError::Request("`--warn-level` needs the gauge series (`--gauges`)".into()));
+        }
     }
     let (Some(xs), Some(ys)) = (maps.coordinate(datasets::X), maps.coordinate(datasets::Y)) else {
         return Err(input_error(maps_path, "has no `x`/`y` grid coordinates".into()));
@@ -167,8 +181,14 @@ pub fn summarize(
                 .with_attr(cf::STANDARD_NAME, Attr::Str("surface_altitude".into())),
         );
     }
-    if let Some((g, path)) = gauges {
-        add_gauge_statistics(&mut out, g, path, members, options.arrival_depth)?;
+    let warnings = match gauges {
+        Some((g, path)) => add_gauge_statistics(&mut out, g, path, members, options)?,
+        None => Vec::new(),
+    };
+    if let Some(level) = options.warn_level {
+        let count = warnings.iter().filter(|w| w.warn).count();
+        out.set_attr("warnings", Attr::I32(vec![i32::try_from(count).unwrap_or(i32::MAX)]));
+        out.set_attr("warn_level", Attr::F64(vec![level]));
     }
     let step = |v: &[f64]| if v.len() > 1 { v[1] - v[0] } else { 1.0 };
     Ok(Summary {
@@ -179,16 +199,19 @@ pub fn summarize(
         y_ascending: ys.len() < 2 || ys[1] > ys[0],
         exceedance: probability,
         bed,
+        warnings,
     })
 }
 
+/// Adds the gauge statistics to `out`; returns the warning list (empty without a level).
 fn add_gauge_statistics(
     out: &mut Dataset,
     g: &Dataset,
     path: &Path,
     members: usize,
-    arrival_depth: f64,
-) -> Result<(), SummaryError> {
+    options: &SummaryOptions,
+) -> Result<Vec<GaugeWarning>, SummaryError> {
+    let arrival_depth = options.arrival_depth;
     let (_, h) = member_field(g, path, datasets::DEPTH, &[datasets::STATION, datasets::TIME])?;
     if g.dim_len(MEMBER_DIM) != members {
         return Err(input_error(
@@ -216,6 +239,17 @@ fn add_gauge_statistics(
     }
     out.dims.push(Dim { name: datasets::STATION.into(), len: ns, unlimited: false });
     let aux = "station_x station_y station_name";
+    let (xs, ys) = (
+        along_station(datasets::X).unwrap_or_else(|| vec![f64::NAN; ns]),
+        along_station(datasets::Y).unwrap_or_else(|| vec![f64::NAN; ns]),
+    );
+    let warnings = match options.warn_level {
+        Some(level) => {
+            let series = GaugeSeries { names: &names, x: &xs, y: &ys, time, depth: &h, members };
+            gauge_warnings(&series, &options.thresholds, level)
+        }
+        None => Vec::new(),
+    };
     out.variables.push(Variable {
         name: "station_name".into(),
         dims: vec![datasets::STATION.into()],
@@ -226,10 +260,10 @@ fn add_gauge_statistics(
         ],
         values: Values::Str(names),
     });
-    for (name, coord, sn) in
-        [("station_x", datasets::X, "projection_x_coordinate"), ("station_y", datasets::Y, "projection_y_coordinate")]
-    {
-        let values = along_station(coord).unwrap_or_else(|| vec![f64::NAN; ns]);
+    for (name, coord, sn, values) in [
+        ("station_x", datasets::X, "projection_x_coordinate", xs),
+        ("station_y", datasets::Y, "projection_y_coordinate", ys),
+    ] {
         out.variables.push(
             field(name, &[datasets::STATION], &format!("{coord} coordinate of gauge"), "m", values)
                 .with_attr(cf::STANDARD_NAME, Attr::Str(sn.into())),
@@ -272,7 +306,7 @@ fn add_gauge_statistics(
         .with_attr(cf::COORDINATES, Attr::Str(aux.into()))
         .with_attr("arrival_depth", Attr::F64(vec![arrival_depth])),
     );
-    Ok(())
+    Ok(warnings)
 }
 
 #[cfg(test)]
@@ -315,7 +349,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (maps_path, gauges_path) = ensemble(dir.path());
         let (maps, gauges) = (read_dataset(&maps_path).unwrap(), read_dataset(&gauges_path).unwrap());
-        let options = SummaryOptions { thresholds: vec![1.5, -1.0, 3.0], arrival_depth: 0.5 };
+        let options = SummaryOptions { thresholds: vec![1.5, -1.0, 3.0], arrival_depth: 0.5, warn_level: None };
         let prov = Provenance::from_env("s", "twin-kernel summary", "{}".into(), "test");
         let s = summarize((&maps, &maps_path), Some((&gauges, &gauges_path)), None, &options, &prov).unwrap();
         assert_eq!(s.members, 4);
@@ -344,15 +378,65 @@ mod tests {
     }
 
     #[test]
+    fn gauge_warnings_of_a_known_ensemble() {
+        let dir = tempfile::tempdir().unwrap();
+        let (maps_path, gauges_path) = ensemble(dir.path());
+        let (maps, gauges) = (read_dataset(&maps_path).unwrap(), read_dataset(&gauges_path).unwrap());
+        let prov = Provenance::from_env("s", "twin-kernel summary", "{}".into(), "test");
+        let options = SummaryOptions { thresholds: vec![1.5, 3.0], arrival_depth: 0.5, warn_level: Some(0.5) };
+        let s = summarize((&maps, &maps_path), Some((&gauges, &gauges_path)), None, &options, &prov).unwrap();
+        // Gauge 0 of member m reads m·t/10 at t = 0, 10, 20, 30 s: peaks 0, 3, 6, 9 m.
+        // τ = 1.5: 3 of 4 peaks exceed it; depth ≥ 1.5 first at 20 s (member 1), 10 s
+        // (members 2, 3), never (member 0): earliest 10, median of [10, 10, 20] = 10.
+        // τ = 3: peaks 6 and 9 exceed (member 1 peaks at exactly 3: arrives at 30 s, does
+        // not exceed); arrivals 30, 20, 10 → median 20. Gauge 1 stays dry.
+        let rows: Vec<_> = s
+            .warnings
+            .iter()
+            .map(|w| (w.gauge.as_str(), w.threshold, w.probability, w.arrival_earliest, w.arrival_median, w.warn))
+            .collect();
+        assert_eq!(rows[..2], [("g0", 1.5, 0.75, 10.0, 10.0, true), ("g0", 3.0, 0.5, 10.0, 20.0, true)]);
+        for (w, tau) in s.warnings[2..].iter().zip([1.5, 3.0]) {
+            assert_eq!((w.gauge.as_str(), w.threshold, w.probability, w.warn), ("g1", tau, 0.0, false));
+            assert!(w.arrival_earliest.is_nan() && w.arrival_median.is_nan());
+        }
+        assert_eq!((s.warnings[0].x, s.warnings[0].y), (5.0, 5.0));
+        assert_eq!(s.dataset.attr("warnings"), Some(&Attr::I32(vec![2])));
+
+        let csv = crate::summary::write_warnings(&dir.path().join("warnings.csv"), &s.warnings).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(csv).unwrap(),
+            "gauge,x,y,threshold,probability,arrival_earliest,arrival_median,warn\n\
+             g0,5,5,1.5,0.75,10,10,yes\ng0,5,5,3,0.5,10,20,yes\ng1,45,25,1.5,0,,,no\ng1,45,25,3,0,,,no\n"
+        );
+
+        // A higher level warns of τ = 1.5 only; without a level there is no list.
+        let high = SummaryOptions { warn_level: Some(0.6), ..options.clone() };
+        let s = summarize((&maps, &maps_path), Some((&gauges, &gauges_path)), None, &high, &prov).unwrap();
+        assert_eq!(s.warnings.iter().filter(|w| w.warn).count(), 1);
+        assert_eq!(s.dataset.attr("warnings"), Some(&Attr::I32(vec![1])));
+        let none = SummaryOptions { warn_level: None, ..options.clone() };
+        let s = summarize((&maps, &maps_path), Some((&gauges, &gauges_path)), None, &none, &prov).unwrap();
+        assert!(s.warnings.is_empty() && s.dataset.attr("warnings").is_none());
+        // A level outside (0, 1], or no gauges, is refused.
+        for (level, with_gauges) in [(0.0, true), (1.5, true), (0.5, false)] {
+            let bad = SummaryOptions { warn_level: Some(level), ..options.clone() };
+            let g = with_gauges.then_some((&gauges, gauges_path.as_path()));
+            let err = summarize((&maps, &maps_path), g, None, &bad, &prov).unwrap_err();
+            assert!(err.is_invalid_input() && err.to_string().contains("`--warn-level`"), "{err}");
+        }
+    }
+
+    #[test]
     fn unmerged_inputs_and_bad_options_are_refused() {
         let dir = tempfile::tempdir().unwrap();
         let (maps_path, _) = ensemble(dir.path());
         let maps = read_dataset(&maps_path).unwrap();
         let prov = Provenance::from_env("s", "k", "{}".into(), "test");
-        let none = SummaryOptions { thresholds: vec![], arrival_depth: 0.1 };
+        let none = SummaryOptions { thresholds: vec![], arrival_depth: 0.1, warn_level: None };
         assert!(summarize((&maps, &maps_path), None, None, &none, &prov).unwrap_err().is_invalid_input());
         let single = read_dataset(&dir.path().join("m0.nc")).unwrap();
-        let ok = SummaryOptions { thresholds: vec![1.0], arrival_depth: 0.1 };
+        let ok = SummaryOptions { thresholds: vec![1.0], arrival_depth: 0.1, warn_level: None };
         let err = summarize((&single, Path::new("m0.nc")), None, None, &ok, &prov).unwrap_err();
         assert!(err.to_string().contains(&format!("expected ({MEMBER_DIM}, y, x)")), "{err}");
     }

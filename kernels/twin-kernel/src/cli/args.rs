@@ -51,7 +51,14 @@ result_gauges.nc (gauge time series, CF timeSeries) when gauges are configured."
   twin-kernel stage merge maps.nc m0/result.nc m1/result.nc m2/result.nc
   twin-kernel stage merge gauges.nc m0/result_gauges.nc m1/result_gauges.nc m2/result_gauges.nc
   twin-kernel summary --maps maps.nc --gauges gauges.nc --dem dem.nc \\
-      --threshold 0.1 --threshold 0.5 --out summary.nc --png exceedance.png")]
+      --threshold 0.1 --threshold 0.5 --out summary.nc --png exceedance.png
+  twin-kernel summary --maps maps.nc --gauges gauges.nc --threshold 0.5,1 --out summary.nc \\
+      --warn-level 0.3 --warnings-out warnings.csv
+
+Warnings: per gauge and threshold, the probability over members that the gauge's peak depth
+exceeds the threshold, the earliest and median arrival (first sample with depth ≥ the
+threshold, among the members where it arrives) and `warn = yes` when the probability is at
+least `--warn-level`.")]
     Summary(SummaryArgs),
     /// Train an MLP or linear surrogate on HDF5/NetCDF data, data-parallel over MPI ranks.
     Train(Box<super::train::TrainArgs>),
@@ -73,6 +80,14 @@ result_gauges.nc (gauge time series, CF timeSeries) when gauges are configured."
     /// whole twin experiment in process.
     #[command(subcommand, after_help = super::assim::LORENZ96_HELP)]
     Lorenz96(super::assim::Lorenz96Command),
+    /// The physical twin's gauge network: one observation file (truth + noise) per
+    /// interval, delivered on a wall clock.
+    #[command(after_help = super::twin::SENSOR_HELP)]
+    Sensor(super::twin::SensorArgs),
+    /// Score an ensemble against the truth of a twin experiment: RMSE and spread over wet
+    /// cells and at gauges, volume, parameters (one CSV row).
+    #[command(after_help = super::twin::VERIFY_HELP)]
+    Verify(super::twin::VerifyArgs),
     /// Print the version and the compiled-in features (MPI) and exit.
     Info,
 }
@@ -213,6 +228,14 @@ pub struct SummaryArgs {
     /// Pixels per cell in the PNG (default: about 640 px across, at most 16).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=64))]
     pub png_scale: Option<u16>,
+    /// Warn of a gauge and threshold when the probability that the gauge's peak depth
+    /// exceeds the threshold reaches P, in (0, 1] (logged; count in the `warnings` attribute).
+    #[arg(long, value_name = "P", requires = "gauges")]
+    pub warn_level: Option<f64>,
+    /// The warning list as CSV, one row per gauge and threshold (columns: gauge, x, y,
+    /// threshold, probability, arrival_earliest, arrival_median, warn).
+    #[arg(long, value_name = "CSV", requires_all = ["gauges", "warn_level"])]
+    pub warnings_out: Option<PathBuf>,
 }
 
 /// Boundary condition of one side.

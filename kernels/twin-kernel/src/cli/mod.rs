@@ -6,6 +6,7 @@ mod calo;
 mod error;
 mod stage;
 mod train;
+mod twin;
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -74,6 +75,8 @@ pub fn run(cli: Cli) -> u8 {
         Command::Calo(args) => calo::run_calo(comm.as_ref(), *args, &command_line),
         Command::Assimilate(args) => assim::run_assimilate(comm.as_ref(), *args, &command_line),
         Command::Lorenz96(command) => on_root(rank, || assim::run_lorenz96(command, &command_line)),
+        Command::Sensor(args) => on_root(rank, || twin::run_sensor(args, &command_line)),
+        Command::Verify(args) => on_root(rank, || twin::run_verify(args)),
         Command::Info => unreachable!("handled above"),
     };
     match outcome {

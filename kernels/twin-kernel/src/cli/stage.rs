@@ -68,10 +68,15 @@ pub(super) fn run_summary(args: SummaryArgs, command_line: &str) -> Result<(), s
     let maps = read_dataset(&args.maps)?;
     let gauges = args.gauges.as_ref().map(|p| read_dataset(p).map(|d| (d, p))).transpose()?;
     let dem = args.dem.as_ref().map(|p| read_dataset(p).map(|d| (d, p))).transpose()?;
-    let options = SummaryOptions { thresholds: args.thresholds.clone(), arrival_depth: args.arrival_depth };
+    let options = SummaryOptions {
+        thresholds: args.thresholds.clone(),
+        arrival_depth: args.arrival_depth,
+        warn_level: args.warn_level,
+    };
     let parameters = serde_json::json!({
         "thresholds": args.thresholds,
         "arrival_depth": args.arrival_depth,
+        "warn_level": args.warn_level,
         "maps": args.maps,
         "gauges": args.gauges,
         "dem": args.dem,
@@ -88,6 +93,27 @@ pub(super) fn run_summary(args: SummaryArgs, command_line: &str) -> Result<(), s
     )?;
     let out = write_dataset(&args.out, &s.dataset, &Compression::default())?;
     tracing::info!(path = %out.display(), members = s.members, "wrote summary");
+    for w in s.warnings.iter().filter(|w| w.warn) {
+        let arrival = |t: f64| if t.is_nan() { "-".to_string() } else { format!("{t} s") };
+        tracing::info!(
+            gauge = %w.gauge,
+            threshold = w.threshold,
+            probability = w.probability,
+            "WARNING: gauge `{}` exceeds {} m with probability {} (earliest arrival {}, median {})",
+            w.gauge,
+            w.threshold,
+            w.probability,
+            arrival(w.arrival_earliest),
+            arrival(w.arrival_median)
+        );
+    }
+    if let Some(level) = args.warn_level {
+        tracing::info!(warnings = s.warnings.iter().filter(|w| w.warn).count(), level, "gauge warnings");
+    }
+    if let Some(path) = &args.warnings_out {
+        let out = summary::write_warnings(path, &s.warnings)?;
+        tracing::info!(path = %out.display(), rows = s.warnings.len(), "wrote warnings");
+    }
     if let Some(png) = &args.png {
         let shown = args.png_threshold.unwrap_or(args.thresholds[0]);
         let Some(k) = args.thresholds.iter().position(|&t| t == shown) else {
@@ -110,8 +136,6 @@ pub(super) fn run_summary(args: SummaryArgs, command_line: &str) -> Result<(), s
 /// `twin-kernel info`: version and compiled-in features, one `key: value` per line.
 pub(super) fn info() -> String {
     let mpi = if cfg!(feature = "mpi") { "yes" } else { "no (build with `--features mpi`)" };
-    format!(
-        "twin-kernel {}\nmpi: {mpi}\nkernels: flood terrain stage summary calo train predict select tabulate\n",
-        env!("CARGO_PKG_VERSION")
-    )
+    let kernels: Vec<&str> = twinflow_contract::KERNELS.iter().copied().filter(|k| *k != "info").collect();
+    format!("twin-kernel {}\nmpi: {mpi}\nkernels: {}\n", env!("CARGO_PKG_VERSION"), kernels.join(" "))
 }
