@@ -15,8 +15,9 @@ deps:
 deps-test:
 	bash hpc/setup-deps.sh --python --slurmdbd
 
-# The flood twin at CI size (examples/flood-mini.yaml): terrain, 4 flood members on 2 MPI
-# ranks each, merged, summarized into a CF NetCDF and a PNG exceedance map.
+# The flood twin at CI size: the what-if ensemble (examples/flood-mini.yaml: terrain, 4 flood
+# members on 2 MPI ranks each, merged, summarized into a CF NetCDF and a PNG exceedance
+# map), then the cycling twin kept in step with its gauges (examples/flood-twin-mini.yaml).
 demo: deps
 	$(CARGO) build --release -p twinflow-cli
 	$(CARGO) build --release -p twinflow-kernels --features mpi
@@ -31,6 +32,18 @@ demo: deps
 	echo "summary (NetCDF): $$dir/summary.nc"; \
 	echo "exceedance map (PNG): $$dir/exceedance.png"; \
 	test -f "$$dir/summary.nc" && test -f "$$dir/exceedance.png"
+	@# Then the twin kept in step with its gauges: the physical twin (nature run + a sensor
+	@# delivering a gauge file every 2 s into examples/obs/flood) in the background, and the
+	@# cycling twin (examples/flood-twin-mini.yaml) assimilating each file as it arrives.
+	TWINFLOW_KERNEL_BIN=$(CURDIR)/target/release/twin-kernel; export TWINFLOW_KERNEL_BIN; \
+	mkdir -p $(RUNS_DIR); \
+	./target/release/twinflow run examples/flood-nature-mini.yaml --runs-dir $(RUNS_DIR) > $(RUNS_DIR)/flood-nature.log 2>&1 & nature=$$!; \
+	./target/release/twinflow run examples/flood-twin-mini.yaml --runs-dir $(RUNS_DIR); status=$$?; \
+	wait $$nature || status=1; exit $$status
+	@dir=$$(./target/release/twinflow status latest --json --runs-dir $(RUNS_DIR) | python3 -c \
+		'import json, sys; print(next(t["dir"] for t in json.load(sys.stdin)["tasks"] if t["task"] == "3600/twin/scores"))'); \
+	echo "scores of the twin against the nature run, every cycle: $$dir/scores.csv"; \
+	column -s, -t "$$dir/scores.csv" | cut -c1-120
 
 # The SLURM tests run against a real one-node cluster (hpc/slurm-local.sh) with slurmdbd and
 # a private MariaDB, so finished jobs are read with plain `sacct` as on production clusters

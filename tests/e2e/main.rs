@@ -6,6 +6,7 @@ mod detector;
 mod engine_behaviour;
 mod execution;
 mod flood;
+mod flood_twin;
 mod invalid;
 mod kill;
 mod mpiexec;
