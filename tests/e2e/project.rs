@@ -1,5 +1,7 @@
 //! Project-level checks: the checked-in JSON Schema is current, and every workflow shipped
-//! in `examples/` and `workflows/` validates (against the schema and the engine).
+//! in `examples/` and `workflows/` validates (against the schema and the engine). Parts in
+//! `workflows/parts/` (sub-workflows that only run inside a cycling caller) are validated
+//! through the shipped workflows that import them; each must have one.
 
 use std::path::{Path, PathBuf};
 
@@ -46,12 +48,29 @@ fn every_shipped_workflow_validates() {
     }
 }
 
+fn parts() -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(root().join("workflows/parts"))
+        .map(|rd| rd.flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "yaml")).collect())
+        .unwrap_or_default();
+    files.sort();
+    files
+}
+
+#[test]
+fn every_part_is_imported_by_a_shipped_workflow() {
+    let texts: Vec<String> = shipped_workflows().iter().map(|f| std::fs::read_to_string(f).unwrap()).collect();
+    for part in parts() {
+        let name = format!("parts/{}", part.file_name().unwrap().to_string_lossy());
+        assert!(texts.iter().any(|t| t.contains(&name)), "{name} is imported by no shipped workflow: nothing validates it");
+    }
+}
+
 #[test]
 fn every_shipped_workflow_matches_the_json_schema() {
     let schema: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(root().join("schemas/workflow.schema.json")).unwrap()).unwrap();
     let validator = jsonschema::validator_for(&schema).expect("the schema itself is valid");
-    for f in shipped_workflows() {
+    for f in shipped_workflows().into_iter().chain(parts()) {
         let text = std::fs::read_to_string(&f).unwrap();
         let doc: serde_json::Value = serde_saphyr::from_str(&text).unwrap();
         let errors: Vec<String> =
