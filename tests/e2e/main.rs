@@ -10,6 +10,7 @@ mod invalid;
 mod kill;
 mod mpiexec;
 mod project;
+mod reports;
 mod run_database;
 mod slurm;
 mod slurm_cycling;
