@@ -5,6 +5,7 @@ mod cycling;
 mod detector;
 mod engine_behaviour;
 mod execution;
+mod failures;
 mod flood;
 mod invalid;
 mod kill;

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use miette::{GraphicalReportHandler, GraphicalTheme};
 use twinflow_engine::diag::Diagnostics;
-use twinflow_engine::events::{Reporter, TaskFailure};
+use twinflow_engine::events::{Reporter, TaskFailure, TaskState};
 use twinflow_engine::session::backend::{BackendSettings, LocalSettings};
 use twinflow_engine::session::render::{Format, PlanRequest, plan_view};
 use twinflow_engine::session::start::{AllocationSize, RunRequest};
@@ -17,7 +17,7 @@ use crate::cli::{
     BackendArgs, BackendKind, CancelArgs, Cli, Command, PlanFormat, RunArgs, StatusArgs, WhyArgs, WorkflowArgs,
 };
 use crate::exit;
-use crate::report::{HumanReporter, JsonReporter};
+use crate::report::{HumanReporter, JsonReporter, indent_rest};
 
 /// `println!` for command output: a closed stdout (`twinflow status | head -1`) ends the
 /// command quietly instead of panicking.
@@ -28,6 +28,16 @@ macro_rules! outln {
 /// `print!` for command output (see [`outln!`]).
 macro_rules! out {
     ($($t:tt)*) => { write_out(format_args!($($t)*), false)? };
+}
+
+/// `eprintln!` that does not panic when stderr is closed (`twinflow run ... 2>&1 | head`):
+/// what the run reports there is a courtesy, the run and its record go on.
+macro_rules! errln {
+    ($($t:tt)*) => {{
+        use std::io::Write;
+        let mut e = std::io::stderr().lock();
+        let _ = e.write_fmt(format_args!($($t)*)).and_then(|()| e.write_all(b"\n"));
+    }};
 }
 
 fn write_out(args: std::fmt::Arguments<'_>, newline: bool) -> Result<(), Failure> {
@@ -60,15 +70,15 @@ pub fn run(cli: Cli) -> i32 {
             exit::INVALID
         }
         Err(Failure::Session(SessionError::Usage(m))) => {
-            eprintln!("error: {m}");
+            errln!("error: {m}");
             exit::INVALID
         }
         Err(Failure::Session(e)) => {
-            eprintln!("error: {:#}", anyhow::Error::from(e));
+            errln!("error: {:#}", anyhow::Error::from(e));
             exit::ERROR
         }
         Err(Failure::Other(e)) => {
-            eprintln!("error: {e:#}");
+            errln!("error: {e:#}");
             exit::ERROR
         }
         // Whoever reads our output has seen enough (`| head`): not an error.
@@ -120,7 +130,8 @@ fn init_tracing(level: &str) {
 /// Prints diagnostics with caret snippets; plain (no colour) when stderr is not a terminal,
 /// so logs and snapshot tests are stable.
 pub fn print_diagnostics(d: &Diagnostics) {
-    eprint!("{}", render_diagnostics(d));
+    use std::io::Write;
+    let _ = std::io::stderr().lock().write_all(render_diagnostics(d).as_bytes());
 }
 
 fn render_diagnostics(d: &Diagnostics) -> String {
@@ -155,10 +166,10 @@ struct Stderr;
 
 impl Notices for Stderr {
     fn notice(&mut self, message: &str) {
-        eprintln!("{message}");
+        errln!("{message}");
     }
     fn warning(&mut self, message: &str) {
-        eprintln!("warning: {message}");
+        errln!("warning: {message}");
     }
 }
 
@@ -256,17 +267,32 @@ fn run_cmd(a: RunArgs) -> Result<i32, Failure> {
         session::start::run(req, reporter.as_mut(), &mut Stderr, rx).await
     })?;
     if !a.json {
-        for (task, why) in summary.failures.iter().take(10) {
+        // Each failure was shown in full when it happened; here one line each.
+        let shown = 10;
+        for (task, why) in summary.failures.iter().take(shown) {
             match why {
-                TaskFailure::Cancelled => eprintln!("cancelled: {task}"),
-                TaskFailure::Failed(msg) => eprintln!("failed: {task}: {msg}"),
+                TaskFailure::Cancelled => errln!("cancelled: {task}"),
+                TaskFailure::Failed(msg) => errln!("failed: {task}: {}", msg.lines().next().unwrap_or_default()),
             }
         }
+        if summary.failures.len() > shown {
+            errln!(
+                "... and {} more (`{}`)",
+                summary.failures.len() - shown,
+                with_runs_dir(format!("twinflow status {}", summary.run_id), &a.runs_dir)
+            );
+        }
         if let Some(note) = &summary.note {
-            eprintln!("{note}");
+            errln!("{note}");
+        }
+        if let Some((task, _)) = summary.failures.iter().find(|(_, f)| matches!(f, TaskFailure::Failed(_))) {
+            errln!(
+                "hint: `{}` prints a task's output (`--stdout`, `--attempt N`)",
+                with_runs_dir(format!("twinflow logs {} {}", summary.run_id, shell_word(task)), &a.runs_dir)
+            );
         }
         if !matches!(summary.outcome, RunOutcome::Succeeded | RunOutcome::Stopped) {
-            eprintln!("hint: continue with `{}`", resume_command(&summary.run_id, &a.runs_dir));
+            errln!("hint: continue with `{}`", resume_command(&summary.run_id, &a.runs_dir));
         }
     }
     Ok(match summary.outcome {
@@ -290,7 +316,7 @@ fn signal_cmd(a: &crate::cli::SignalArgs) -> Result<i32, Failure> {
     };
     outln!("signal `{}` sent to run {} ({whom})", a.name, s.run_id);
     if !s.engine_running {
-        eprintln!("note: no engine is working on run {} now; the signal waits for `twinflow run --resume`", s.run_id);
+        errln!("note: no engine is working on run {} now; the signal waits for `twinflow run --resume`", s.run_id);
     }
     Ok(exit::OK)
 }
@@ -346,7 +372,7 @@ fn status_cmd(a: &StatusArgs) -> Result<i32, Failure> {
         // Listing the runs of a directory that has none is an answer, not an error.
         Status::NoRuns if a.json => outln!("[]"),
         Status::NoRuns => {
-            eprintln!("no runs in `{}` yet (run a workflow first, or pass --runs-dir)", a.runs_dir.display());
+            errln!("no runs in `{}` yet (run a workflow first, or pass --runs-dir)", a.runs_dir.display());
         }
         Status::Runs(runs) if a.json => outln!("{}", serde_json::to_string_pretty(&runs)?),
         Status::Runs(runs) => {
@@ -382,7 +408,7 @@ fn status_cmd(a: &StatusArgs) -> Result<i32, Failure> {
                         return Err(SessionError::Usage(format!("run {} has no cycle `{c}`{hint}", run.id)).into());
                     };
                     if row.pruned {
-                        eprintln!("cycle {label} was pruned (`keep:`): only its summary is left");
+                        errln!("cycle {label} was pruned (`keep:`): only its summary is left");
                     }
                     tasks.into_iter().filter(|t| t.cycle == Some(row.cycle)).collect()
                 }
@@ -399,6 +425,11 @@ fn status_cmd(a: &StatusArgs) -> Result<i32, Failure> {
                     .map(|t| {
                         let mut v = serde_json::to_value(t).unwrap_or_default();
                         v["ran_ms"] = ran_ms.get(&t.task).copied().into();
+                        if let Some(dir) = &t.dir {
+                            let (stdout, stderr) = session::log_files(std::path::Path::new(dir));
+                            v["stdout"] = stdout.display().to_string().into();
+                            v["stderr"] = stderr.display().to_string().into();
+                        }
                         v
                     })
                     .collect();
@@ -424,20 +455,33 @@ fn status_cmd(a: &StatusArgs) -> Result<i32, Failure> {
                         Some(ms) => format!("{:.2}s", *ms as f64 / 1000.0),
                         None => "-".into(),
                     };
-                    outln!(
-                        "  {:<30} {:<16} attempts={} {:>8} {}",
-                        t.task,
-                        t.state,
-                        t.attempts,
-                        secs,
-                        t.message.clone().unwrap_or_default().lines().next().unwrap_or("")
-                    );
+                    let message = t.message.as_deref().unwrap_or_default();
+                    let (first, rest) = message.split_once('\n').unwrap_or((message, ""));
+                    outln!("  {:<30} {:<16} attempts={} {:>8} {first}", t.task, t.state, t.attempts, secs);
+                    // A failure in full: where its attempt ran, its files, the end of its output.
+                    if t.state == TaskState::Failed || t.state == TaskState::Cancelled {
+                        if !rest.is_empty() {
+                            outln!("      {}", indent_rest(rest, "      "));
+                        } else if let Some(dir) = &t.dir {
+                            outln!("      attempt directory: {dir}");
+                        }
+                    }
                 }
                 if tasks.len() > shown {
                     outln!("  ... {} more (use --json for all)", tasks.len() - shown);
                 }
-                if run.shown_state() == "interrupted" {
-                    outln!("hint: its engine is gone; continue it with `{}`", resume_command(&run.id, &a.runs_dir));
+                if let Some(t) = tasks.iter().find(|t| t.state == TaskState::Failed && t.dir.is_some()) {
+                    outln!(
+                        "hint: `{}` prints a task's output (`--stdout`, `--attempt N`)",
+                        with_runs_dir(format!("twinflow logs {} {}", run.id, shell_word(&t.task)), &a.runs_dir)
+                    );
+                }
+                match run.shown_state() {
+                    "interrupted" => {
+                        outln!("hint: its engine is gone; continue it with `{}`", resume_command(&run.id, &a.runs_dir))
+                    }
+                    "failed" | "cancelled" => outln!("hint: continue with `{}`", resume_command(&run.id, &a.runs_dir)),
+                    _ => {}
                 }
             }
             if a.check && run.shown_state() != "succeeded" {
@@ -486,10 +530,25 @@ fn print_cycles(cycles: &[CycleRow], local: bool) -> Result<(), Failure> {
 
 /// The command that continues run `id` of `runs_dir`.
 fn resume_command(id: &str, runs_dir: &std::path::Path) -> String {
+    with_runs_dir(format!("twinflow run --resume {id}"), runs_dir)
+}
+
+/// `command`, with `--runs-dir DIR` unless `runs_dir` is the default.
+fn with_runs_dir(command: String, runs_dir: &std::path::Path) -> String {
     if runs_dir == std::path::Path::new("runs") {
-        format!("twinflow run --resume {id}")
+        command
     } else {
-        format!("twinflow run --resume {id} --runs-dir {}", runs_dir.display())
+        format!("{command} --runs-dir {}", shell_word(&runs_dir.display().to_string()))
+    }
+}
+
+/// `s` as one word for a shell: quoted when it has characters a shell would read
+/// (`'member[3]'`: zsh expands brackets).
+fn shell_word(s: &str) -> String {
+    if !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_./:=,+@%".contains(c)) {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', "'\\''"))
     }
 }
 

@@ -15,13 +15,37 @@ fn err_line(args: std::fmt::Arguments<'_>) {
     let _ = e.write_all(b"\n");
 }
 
-/// JSON lines on stdout, one event per line.
+/// `text` with every line after the first indented by `indent` (empty lines stay empty).
+pub fn indent_rest(text: &str, indent: &str) -> String {
+    let mut lines = text.split('\n');
+    let mut out = lines.next().unwrap_or_default().to_string();
+    for l in lines {
+        out.push('\n');
+        if !l.is_empty() {
+            out.push_str(indent);
+            out.push_str(l);
+        }
+    }
+    out
+}
+
+/// JSON lines on stdout, one event per line, each with the time it was reported (`time`,
+/// RFC 3339 in UTC with milliseconds).
 pub struct JsonReporter;
+
+/// An event with its time: the event's fields, then `time`.
+#[derive(serde::Serialize)]
+struct Stamped<'a> {
+    #[serde(flatten)]
+    event: &'a Event,
+    time: String,
+}
 
 impl Reporter for JsonReporter {
     fn event(&mut self, e: &Event) {
         let mut out = std::io::stdout().lock();
-        let _ = serde_json::to_writer(&mut out, e);
+        let time = format!("{:.3}", jiff::Timestamp::now());
+        let _ = serde_json::to_writer(&mut out, &Stamped { event: e, time });
         let _ = out.write_all(b"\n");
     }
 }
@@ -99,7 +123,9 @@ impl Reporter for HumanReporter {
                 if matches!(state, TaskState::Failed) {
                     self.failed += 1;
                 }
-                let msg = message.as_ref().map(|m| format!(": {m}")).unwrap_or_default();
+                // A failure's message is several lines (attempt directory, files, the end of
+                // its output): the lines after the first are indented under the task.
+                let msg = message.as_ref().map(|m| format!(": {}", indent_rest(m, "    "))).unwrap_or_default();
                 match state {
                     TaskState::Failed | TaskState::UpstreamFailed | TaskState::Cancelled => {
                         self.line(&format!("  {} {task}{msg}", state.as_str()))

@@ -184,6 +184,9 @@ pub enum Event {
         attempt: u32,
         /// Backend job id.
         job_id: String,
+        /// The attempt's directory (`RUN/steps/STEP[/MEMBER]/attempt-N`).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        dir: Option<String>,
     },
     /// A task reached a final state.
     TaskFinished {
@@ -196,9 +199,14 @@ pub enum Event {
         state: TaskState,
         /// Seconds it ran (0 for cached/skipped).
         seconds: f64,
-        /// Why, for failures and skips.
+        /// Why, for failures and skips. A failure's message names the attempt directory
+        /// and its stdout/stderr files and shows the end of its output.
         #[serde(skip_serializing_if = "Option::is_none")]
         message: Option<String>,
+        /// Where it is: its result (`out/`, or an earlier run's for a cached task), or the
+        /// directory of its last attempt when that failed or was cancelled.
+        #[serde(flatten)]
+        files: TaskFiles,
     },
     /// A task failed and will be retried.
     TaskRetry {
@@ -213,6 +221,9 @@ pub enum Event {
         delay_seconds: f64,
         /// What went wrong.
         message: String,
+        /// The failed attempt's directory, output files and exit status.
+        #[serde(flatten)]
+        files: TaskFiles,
     },
     /// A cycle was activated (cycling workflows).
     CycleStarted {
@@ -263,6 +274,28 @@ pub enum Event {
         /// Wall-clock seconds.
         seconds: f64,
     },
+}
+
+/// Where a task's attempt ran and how its process ended, in task events (each field only
+/// where it applies: a cached task has a directory but no exit code, a task that never ran
+/// has none of them).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct TaskFiles {
+    /// The directory: the attempt's, or its result's (`out/`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dir: Option<String>,
+    /// Its standard output (`DIR/.twinflow/stdout`), for an attempt of this run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stdout: Option<String>,
+    /// Its standard error (`DIR/.twinflow/stderr`), for an attempt of this run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stderr: Option<String>,
+    /// The exit code of its process, when it exited.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    /// The signal that killed its process, when one did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signal: Option<i32>,
 }
 
 /// Number of tasks in each state.

@@ -7,6 +7,7 @@
 
 pub mod batch;
 pub mod launch;
+pub mod launcher_output;
 pub mod local;
 mod outcome;
 pub mod process;
@@ -20,7 +21,7 @@ use async_trait::async_trait;
 
 use crate::ids::JobId;
 use crate::model::Resources;
-pub use outcome::{Ending, Exit, Outcome, SpawnFailure};
+pub use outcome::{Ending, Exit, Outcome, SpawnFailure, exit_code_signal, signal_name};
 
 /// File in an attempt's `.twinflow/` directory where a backend whose jobs outlive the engine
 /// writes the job id as soon as it has it (before the scheduler records the attempt), so

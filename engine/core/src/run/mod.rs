@@ -8,6 +8,8 @@
 //!   results or failures, recording each of the core's state changes;
 //! - [`attempt`]: what each attempt leaves in its directory (manifest, status), and the
 //!   rename of a successful attempt to `out/` before its success is recorded;
+//! - [`failure`]: the message of a final failure (cause, attempt directory, output files
+//!   and the end of the output, what an MPI launcher said);
 //! - [`publish`]: copies of outputs outside the run directory;
 //! - `resume`: restoring a killed run, following or stopping what it left in flight;
 //! - [`cache`], [`job`], [`scope`]: cache keys, resolved commands, reference values;
@@ -22,6 +24,7 @@ pub mod attempt;
 pub mod cache;
 pub mod clock;
 mod driver;
+pub mod failure;
 pub mod job;
 pub mod publish;
 mod resume;

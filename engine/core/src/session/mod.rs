@@ -156,6 +156,12 @@ pub fn check(file: &Path, params: &[String], inputs: &[String]) -> Result<Checke
     Ok(Checked { name, steps, tasks: p.task_count() })
 }
 
+/// The standard output and error files of an attempt (or result) directory `dir`:
+/// `DIR/.twinflow/stdout` and `DIR/.twinflow/stderr`.
+pub fn log_files(dir: &Path) -> (PathBuf, PathBuf) {
+    crate::run::failure::log_files(dir)
+}
+
 /// Whether `runs_dir` has a run database.
 pub fn has_runs(runs_dir: &Path) -> bool {
     runs_dir.join(DATABASE).exists()

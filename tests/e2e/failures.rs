@@ -1,0 +1,162 @@
+//! Failures debuggable in one step: every failure names its attempt directory and its
+//! stdout/stderr files (run output, `status`, `--json`) and shows the output that explains
+//! it; MPI failures say what the launcher reported (real MPICH `mpiexec`).
+
+use crate::support::*;
+
+/// A step whose cause is on line 2 of a 42-line standard error, above a traceback.
+const TRACEBACK: &str = r#"
+name: traceback
+steps:
+  mesh:
+    out: { m: m.txt }
+    run: [sh, -c, 'echo "loading config"; echo "loading config" >&2; echo "FATAL: mesh file missing" >&2; echo "Traceback (most recent call last):" >&2; i=0; while [ $i -lt 38 ]; do echo "  File \"model.py\", line $i, in step" >&2; i=$((i+1)); done; echo "SystemExit: 1" >&2; sleep 0.2; exit 1']
+  after:
+    in: { m: "${{ steps.mesh.out.m }}" }
+    run: [cat, "${{ in.m }}"]
+"#;
+
+fn task_event<'a>(events: &'a [serde_json::Value], kind: &str, task: &str) -> &'a serde_json::Value {
+    events
+        .iter()
+        .find(|e| e["event"] == kind && e["task"] == task)
+        .unwrap_or_else(|| panic!("no {kind} event of `{task}` in {events:#?}"))
+}
+
+#[test]
+fn a_failure_names_its_attempt_and_files_and_shows_its_cause_in_the_run_output_status_and_json() {
+    let d = scratch("failures/traceback");
+    let wf = write(&d, "wf.yaml", TRACEBACK);
+
+    // --json: the event carries the directory, the files, the exit code and a time.
+    let out = run_json(&d, &wf, &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    let evs = events(&out);
+    let run = run_id(&out);
+    let adir = d.join("runs").join(&run).join("steps/mesh/attempt-1");
+    let adir = std::fs::canonicalize(&adir).unwrap().display().to_string();
+    let f = task_event(&evs, "task-finished", "mesh");
+    assert_eq!(f["state"], "failed");
+    assert_eq!(f["dir"], adir.as_str(), "{f:#}");
+    assert_eq!(f["stdout"], format!("{adir}/.twinflow/stdout").as_str());
+    assert_eq!(f["stderr"], format!("{adir}/.twinflow/stderr").as_str());
+    assert_eq!(f["exit_code"], 1);
+    assert!(f["seconds"].as_f64().unwrap() >= 0.15, "it ran about 0.2 s: {f:#}");
+    let msg = f["message"].as_str().unwrap();
+    assert!(msg.starts_with("exit code 1\n"), "{msg}");
+    assert!(msg.contains(&format!("\nattempt directory: {adir}\n")), "{msg}");
+    assert!(msg.contains(&format!("\nstderr: {adir}/.twinflow/stderr (42 lines)\n")), "{msg}");
+    // The cause above the 20-line tail is shown with its line number.
+    assert!(msg.contains("stderr, earlier lines that look like the cause:\n  2: FATAL: mesh file missing\n"), "{msg}");
+    assert!(msg.contains("stderr, lines 23-42 of 42:\n"), "{msg}");
+    assert!(msg.ends_with("  SystemExit: 1"), "{msg}");
+    // stderr explains the failure: stdout is not repeated.
+    assert!(!msg.contains("\nstdout:\n"), "{msg}");
+    let started = task_event(&evs, "task-started", "mesh");
+    assert_eq!(started["dir"], adir.as_str());
+    for e in &evs {
+        let t = e["time"].as_str().unwrap_or_else(|| panic!("no time: {e}"));
+        let ts: jiff::Timestamp = t.parse().unwrap_or_else(|err| panic!("`{t}`: {err}"));
+        assert!(t.ends_with('Z') && ts.as_second() > 1_700_000_000, "{t}");
+    }
+    // A task that never ran has no directory.
+    let up = task_event(&evs, "task-finished", "after");
+    assert_eq!(up["state"], "upstream-failed");
+    assert!(up.get("dir").is_none() && up.get("exit_code").is_none(), "{up:#}");
+
+    // `status`: the whole message under the task, and how to see the output.
+    let st = twinflow().current_dir(&d).args(["status", &run]).output().unwrap();
+    let text = String::from_utf8_lossy(&st.stdout);
+    assert!(text.contains(&format!("      attempt directory: {adir}\n")), "{text}");
+    assert!(text.contains("        2: FATAL: mesh file missing\n"), "{text}");
+    assert!(text.contains(&format!("hint: `twinflow logs {run} mesh` prints a task's output")), "{text}");
+    assert!(text.contains(&format!("hint: continue with `twinflow run --resume {run}`")), "{text}");
+    // `status --json`: the failed task's directory and files.
+    let js = twinflow().current_dir(&d).args(["status", &run, "--json"]).output().unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&js.stdout).unwrap();
+    let mesh = v["tasks"].as_array().unwrap().iter().find(|t| t["task"] == "mesh").unwrap();
+    assert_eq!(mesh["dir"], adir.as_str(), "{mesh:#}");
+    assert_eq!(mesh["stderr"], format!("{adir}/.twinflow/stderr").as_str());
+    assert!(mesh["message"].as_str().unwrap().contains("FATAL: mesh file missing"));
+
+    // Without --json: the failure in full as it happens, then one line and the hints.
+    let human = twinflow().current_dir(&d).args(["run", "wf.yaml", "--no-cache"]).output().unwrap();
+    let err = String::from_utf8_lossy(&human.stderr);
+    let run2 = err.split_whitespace().nth(2).unwrap().to_string();
+    let adir2 = std::fs::canonicalize(d.join("runs").join(&run2).join("steps/mesh/attempt-1")).unwrap();
+    assert!(err.contains("  failed mesh: exit code 1\n"), "{err}");
+    assert!(err.contains(&format!("\n    attempt directory: {}\n", adir2.display())), "{err}");
+    assert!(err.contains(&format!("\n    stdout: {}/.twinflow/stdout (1 line)\n", adir2.display())), "{err}");
+    assert!(err.contains("\n      2: FATAL: mesh file missing\n"), "{err}");
+    assert!(err.contains("\nfailed: mesh: exit code 1\n"), "{err}");
+    assert!(err.contains(&format!("hint: `twinflow logs {run2} mesh` prints a task's output")), "{err}");
+    assert!(err.contains(&format!("hint: continue with `twinflow run --resume {run2}`")), "{err}");
+}
+
+/// Real MPICH: a rank killed by SIGSEGV. Hydra reports it on stdout (`BAD TERMINATION`)
+/// and exits with the signal's number; stderr is empty.
+#[test]
+fn an_mpi_rank_killed_by_sigsegv_is_reported_with_the_launchers_words_from_stdout() {
+    let d = scratch("failures/mpi_segv");
+    let wf = write(
+        &d,
+        "wf.yaml",
+        r#"
+name: mpi-segv
+steps:
+  solver:
+    resources: { ranks: 2 }
+    run: [sh, -c, 'echo "rank $PMI_RANK up"; if [ "$PMI_RANK" = 1 ]; then kill -SEGV $$; fi; sleep 5']
+  wrapped:
+    run: [sh, -c, 'echo working; sh -c "kill -SEGV \$\$"; exit $?']
+"#,
+    );
+    let out = run_json(&d, &wf, &["--keep-going"]);
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    let evs = events(&out);
+    let f = task_event(&evs, "task-finished", "solver");
+    let msg = f["message"].as_str().unwrap();
+    let first = msg.lines().next().unwrap();
+    assert!(first.contains("was killed by signal 11: SIGSEGV (segmentation fault), as `mpiexec` reports"), "{msg}");
+    // MPICH 4.0 names the process, 4.1 and later the rank.
+    assert!(first.contains("rank 1 was killed") || first.contains("a rank (pid "), "{first}");
+    assert!(msg.contains("/.twinflow/stderr (empty)"), "{msg}");
+    assert!(msg.contains("\nstdout:\n") || msg.contains("\nstdout, lines"), "stdout is shown: {msg}");
+    assert!(msg.contains("BAD TERMINATION OF ONE OF YOUR APPLICATION PROCESSES"), "{msg}");
+    assert_eq!(f["exit_code"], 11, "{f:#}");
+    // A wrapper that exits 128 + 11 for a child killed by SIGSEGV.
+    let w = task_event(&evs, "task-finished", "wrapped");
+    let wmsg = w["message"].as_str().unwrap();
+    assert!(wmsg.starts_with("exit code 139: 128 + 11, a process killed by SIGSEGV (segmentation fault)\n"), "{wmsg}");
+    assert_eq!(w["exit_code"], 139);
+}
+
+/// A 2-rank step over its time limit: the message says the limit, how long it ran, that
+/// every rank was stopped, and shows what the ranks printed.
+#[test]
+fn a_timed_out_two_rank_step_says_its_limit_that_every_rank_was_stopped_and_shows_the_output() {
+    let d = scratch("failures/mpi_timeout");
+    let wf = write(
+        &d,
+        "wf.yaml",
+        "name: slow\nsteps:\n  slow:\n    resources: { ranks: 2 }\n    timeout: 1s\n    run: [sh, -c, 'echo \"rank $PMI_RANK iteration 1\"; sleep 30']\n",
+    );
+    let out = run_json(&d, &wf, &["--grace", "1"]);
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    let f = task_event(&events(&out), "task-finished", "slow").clone();
+    let msg = f["message"].as_str().unwrap();
+    let first = msg.lines().next().unwrap();
+    let ran: f64 = first
+        .strip_prefix("timed out after ")
+        .and_then(|r| r.split_once('s'))
+        .and_then(|(n, _)| n.parse().ok())
+        .unwrap_or_else(|| panic!("{first}"));
+    assert!((1.0..10.0).contains(&ran), "{first}");
+    assert!(
+        first.ends_with(
+            "s (limit `timeout: 1s`): every process of the step, all 2 ranks, was stopped (SIGTERM, then SIGKILL after the grace period)"
+        ),
+        "{first}"
+    );
+    assert!(msg.contains("rank 0 iteration 1") && msg.contains("rank 1 iteration 1"), "{msg}");
+}
