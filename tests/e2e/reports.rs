@@ -87,3 +87,38 @@ fn an_unknown_parameter_of_a_workflow_without_parameters_says_it_has_none() {
     assert!(err.contains("help: inputs: `dem`"), "{err}");
     let _ = (wf, wf2);
 }
+
+#[test]
+fn the_run_list_shows_how_long_each_run_took_its_tasks_and_its_parameters() {
+    let d = scratch("reports/run_list");
+    let wf = write(
+        &d,
+        "wf.yaml",
+        "name: listed\nparams:\n  n: { type: int, default: 2 }\n  mode: { type: string, default: a }\nsteps:\n  s:\n    scatter: { over: { i: \"${{ range(0, params.n) }}\" } }\n    run: [sh, -c, 'sleep 0.3; [ \"$1\" != 2 ]', sh, \"${{ scatter.i }}\"]\n  t:\n    after: [s]\n    run: [\"true\"]\n",
+    );
+    let ok = run_json(&d, &wf, &["-p", "n=2", "-p", "mode=b c"]);
+    assert!(ok.status.success(), "{}", show(&ok));
+    let bad = run_json(&d, &wf, &["-p", "n=4"]);
+    assert_eq!(bad.status.code(), Some(1), "{}", show(&bad));
+    let out = twinflow().current_dir(&d).arg("status").output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let row =
+        |id: &str| text.lines().find(|l| l.starts_with(id)).unwrap_or_else(|| panic!("{id} in {text}")).to_string();
+    let (ok_row, bad_row) = (row(&run_id(&ok)), row(&run_id(&bad)));
+    assert!(ok_row.contains(" 3/3 done ") && ok_row.ends_with(" n=2 mode=b c"), "{text}");
+    assert!(bad_row.contains(" 3/5 done, 1 failed, 1 upstream-failed ") && bad_row.ends_with(" n=4"), "{text}");
+    // How long it took: at least the 0.3 s its members slept.
+    let took: f64 = ok_row.split_whitespace().nth(5).and_then(|t| t.strip_suffix('s')).unwrap().parse().unwrap();
+    assert!((0.3..30.0).contains(&took), "{ok_row}");
+    // The same in JSON, beside the run's fields.
+    let js = twinflow().current_dir(&d).args(["status", "--json"]).output().unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&js.stdout).unwrap();
+    let first = &v[0];
+    assert_eq!(first["id"], run_id(&bad).as_str());
+    assert_eq!(first["counts"]["failed"], 1);
+    assert_eq!(first["counts"]["upstream_failed"], 1);
+    // Members 0 and 1 come from the first run.
+    assert_eq!((first["counts"]["succeeded"].as_u64(), first["counts"]["cached"].as_u64()), (Some(1), Some(2)));
+    assert!(first["seconds"].as_f64().unwrap() >= 0.3, "{first:#}");
+    assert_eq!(first["settings"]["params"][0], "n=4");
+}

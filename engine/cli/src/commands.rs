@@ -365,6 +365,32 @@ fn fmt_ms(ms: i64, local: bool) -> String {
     }
 }
 
+/// `0.4s`, `12.0s`, `3m05s`, `2h10m`.
+fn fmt_seconds(s: f64) -> String {
+    let whole = s as u64;
+    match whole {
+        0..60 => format!("{s:.1}s"),
+        60..3600 => format!("{}m{:02}s", whole / 60, whole % 60),
+        _ => format!("{}h{:02}m", whole / 3600, whole / 60 % 60),
+    }
+}
+
+/// `18/20 done, 1 failed, 1 not run`: tasks finished well of all, then those that did not.
+fn task_counts(c: &twinflow_engine::events::Counts) -> String {
+    let mut s = format!("{}/{} done", c.succeeded + c.cached + c.skipped, c.total());
+    for (n, what) in [
+        (c.failed, "failed"),
+        (c.upstream_failed, "upstream-failed"),
+        (c.cancelled, "cancelled"),
+        (c.pending, "not run"),
+    ] {
+        if n > 0 {
+            s.push_str(&format!(", {n} {what}"));
+        }
+    }
+    s
+}
+
 fn status_cmd(a: &StatusArgs) -> Result<i32, Failure> {
     // `--check` without a run checks the latest.
     let run = a.run.as_deref().or(a.check.then_some("latest"));
@@ -377,10 +403,29 @@ fn status_cmd(a: &StatusArgs) -> Result<i32, Failure> {
         Status::Runs(runs) if a.json => outln!("{}", serde_json::to_string_pretty(&runs)?),
         Status::Runs(runs) => {
             let zone = if a.local_time { "local" } else { "UTC" };
-            outln!("{:<22} {:<20} {:<11} STARTED ({zone})", "RUN", "WORKFLOW", "STATE");
-            for r in runs {
+            let started = format!("STARTED ({zone})");
+            // Local times carry their zone's name: a wider column.
+            let w = if a.local_time { 23 } else { 19 };
+            outln!(
+                "{:<22} {:<20} {:<11} {started:<w$} {:>9}  {:<30} PARAMS",
+                "RUN",
+                "WORKFLOW",
+                "STATE",
+                "TOOK",
+                "TASKS"
+            );
+            for l in runs {
+                let r = &l.run;
                 let started = fmt_ms(r.created_at, a.local_time);
-                outln!("{:<22} {:<20} {:<11} {started}", r.id, r.workflow, r.shown_state());
+                let params = if r.settings.params.is_empty() { "-".to_string() } else { r.settings.params.join(" ") };
+                outln!(
+                    "{:<22} {:<20} {:<11} {started:<w$} {:>9}  {:<30} {params}",
+                    r.id,
+                    r.workflow,
+                    r.shown_state(),
+                    fmt_seconds(l.seconds),
+                    task_counts(&l.counts)
+                );
             }
         }
         Status::Run { run, cycles, tasks, ran_ms } => {

@@ -326,15 +326,25 @@ impl Counts {
 
     /// Adds one task in `state`.
     pub fn add(&mut self, state: TaskState) {
+        self.add_many(state, 1);
+    }
+
+    /// Adds `n` tasks in `state`.
+    pub fn add_many(&mut self, state: TaskState, n: usize) {
         match state {
-            TaskState::Succeeded => self.succeeded += 1,
-            TaskState::Cached => self.cached += 1,
-            TaskState::Skipped => self.skipped += 1,
-            TaskState::Failed => self.failed += 1,
-            TaskState::UpstreamFailed => self.upstream_failed += 1,
-            TaskState::Cancelled => self.cancelled += 1,
-            TaskState::Pending | TaskState::Running => self.pending += 1,
+            TaskState::Succeeded => self.succeeded += n,
+            TaskState::Cached => self.cached += n,
+            TaskState::Skipped => self.skipped += n,
+            TaskState::Failed => self.failed += n,
+            TaskState::UpstreamFailed => self.upstream_failed += n,
+            TaskState::Cancelled => self.cancelled += n,
+            TaskState::Pending | TaskState::Running => self.pending += n,
         }
+    }
+
+    /// Tasks counted.
+    pub fn total(&self) -> usize {
+        self.succeeded + self.cached + self.skipped + self.failed + self.upstream_failed + self.cancelled + self.pending
     }
 }
 
