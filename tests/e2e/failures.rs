@@ -1,6 +1,11 @@
 //! Failures debuggable in one step: every failure names its attempt directory and its
 //! stdout/stderr files (run output, `status`, `--json`) and shows the output that explains
-//! it; MPI failures say what the launcher reported (real MPICH `mpiexec`).
+//! it; MPI failures say what the launcher reported (real MPICH `mpiexec`); `twinflow logs`
+//! prints or follows a task's output.
+
+use std::path::Path;
+use std::process::{Output, Stdio};
+use std::time::{Duration, Instant};
 
 use crate::support::*;
 
@@ -159,4 +164,113 @@ fn a_timed_out_two_rank_step_says_its_limit_that_every_rank_was_stopped_and_show
         "{first}"
     );
     assert!(msg.contains("rank 0 iteration 1") && msg.contains("rank 1 iteration 1"), "{msg}");
+}
+
+fn logs(d: &Path, args: &[&str]) -> Output {
+    twinflow().current_dir(d).arg("logs").args(args).output().unwrap()
+}
+
+const SWEEP: &str = r#"
+name: sweep
+steps:
+  sim:
+    scatter:
+      over: { seed: [1, 2], rain: [10.0, 40.0, 80.5] }
+      method: cartesian
+    retry: { count: 1, backoff: 0s }
+    run: [sh, -c, 'echo "seed $1 rain $2 attempt $TWINFLOW_ATTEMPT"; echo "warn $1" >&2; if [ "$1" = 2 ] && [ "$2" = 40.0 ] && [ "$TWINFLOW_ATTEMPT" = 1 ]; then exit 5; fi', sh, "${{ scatter.seed }}", "${{ scatter.rain }}"]
+"#;
+
+#[test]
+fn logs_prints_a_tasks_output_by_name_index_scatter_values_and_attempt() {
+    let d = scratch("failures/logs");
+    let wf = write(&d, "sweep.yaml", SWEEP);
+    let out = run_json(&d, &wf, &[]);
+    assert!(out.status.success(), "{}", show(&out));
+    let run = run_id(&out);
+    let member = |m: u32| std::fs::canonicalize(d.join("runs").join(&run).join(format!("steps/sim/{m}"))).unwrap();
+    // By scatter values: seed=2, rain=40.0 is member 4 (cartesian, the last variable fastest).
+    let o = logs(&d, &["latest", "sim[seed=2,rain=40.0]", "--stdout"]);
+    assert!(o.status.success(), "{}", show(&o));
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "seed 2 rain 40.0 attempt 2\n");
+    let note = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(
+        note,
+        format!("run {run}, task `sim[4]` (attempt 2 of 2, succeeded): {}\n", member(4).join("out").display())
+    );
+    // The same by index and with the value written as the number it is; the first attempt.
+    let o = logs(&d, &[&run, "sim[4]", "--stdout", "--attempt", "1"]);
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "seed 2 rain 40.0 attempt 1\n", "{}", show(&o));
+    let o = logs(&d, &["latest", "sim[rain=40,seed=2]", "--stderr", "--attempt", "1"]);
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "warn 2\n", "{}", show(&o));
+    // Both files, each under a header.
+    let o = logs(&d, &["latest", "sim[0]"]);
+    let dir = member(0).join("out/.twinflow");
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout),
+        format!(
+            "==> {}/stdout <==\nseed 1 rain 10.0 attempt 1\n\n==> {}/stderr <==\nwarn 1\n",
+            dir.display(),
+            dir.display()
+        )
+    );
+    // Mistakes are usage errors that say what there is.
+    let bad = |args: &[&str], want: &str| {
+        let o = logs(&d, args);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", show(&o));
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains(want), "{args:?}: `{want}` not in {err}");
+    };
+    bad(&["latest", "sim"], "`sim` names 6 tasks of run");
+    bad(&["latest", "sim[seed=2]"], "3 members of `sim` have seed=2 (`sim[3]`, `sim[4]`, `sim[5]`): give more values");
+    bad(&["latest", "sim[seed=3,rain=10]"], "no member of `sim` has seed=3,rain=10");
+    bad(&["latest", "sim[sed=1]"], "step `sim` scatters over `seed`, `rain`, not `sed`");
+    bad(&["latest", "sim[9]"], "has no task `sim[9]` (`sim` has 6 tasks");
+    bad(&["latest", "smi"], "has no step `smi` (did you mean `sim`?)");
+    bad(&["latest", "sim[4]", "--attempt", "3"], "`sim[4]` of run");
+    bad(&["nope", "sim[0]"], "no run `nope`");
+    // A cached task: the result of the earlier run.
+    let again = run_json(&d, &wf, &[]);
+    let o = logs(&d, &["latest", "sim[1]", "--stdout"]);
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "seed 1 rain 40.0 attempt 1\n", "{}", show(&o));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("(cached: the result of an earlier run)"), "{}", show(&o));
+    let _ = again;
+}
+
+/// `--follow` waits for a task that has not started, prints what it writes while it runs
+/// and stops when its attempt ends.
+#[test]
+fn logs_follow_prints_a_running_attempts_output_until_it_ends() {
+    let d = scratch("failures/follow");
+    let wf = write(
+        &d,
+        "wf.yaml",
+        "name: ticker\nsteps:\n  first:\n    run: [sleep, '1']\n  tick:\n    after: [first]\n    run: [sh, -c, 'for i in 1 2 3 4; do echo \"tick $i\"; sleep 0.5; done; echo done >&2']\n",
+    );
+    let mut run = spawn_run(&d, &wf, &[]);
+    // The run must be recorded before `logs` can look for the task.
+    let t0 = Instant::now();
+    while !d.join("runs/twinflow.db").exists() && t0.elapsed() < Duration::from_secs(20) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let follow = twinflow()
+        .current_dir(&d)
+        .args(["logs", "latest", "tick", "-f"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let o = crate::slurm::wait_output(follow, 60);
+    let status = run.wait().unwrap();
+    assert!(status.success());
+    let text = String::from_utf8_lossy(&o.stdout);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{}", show(&o));
+    assert!(err.starts_with("waiting for `tick` to start\n"), "{err}");
+    assert!(err.trim_end().ends_with("attempt 1 of `tick` ended: succeeded"), "{err}");
+    // Under `==> FILE <==` headers, again whenever the other file grows.
+    let lines: Vec<&str> = text.lines().filter(|l| !l.is_empty() && !l.starts_with("==> ")).collect();
+    assert_eq!(lines, ["tick 1", "tick 2", "tick 3", "tick 4", "done"], "{text}");
+    assert!(text.contains("/stderr <==\ndone\n"), "{text}");
 }

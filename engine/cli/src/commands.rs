@@ -14,7 +14,8 @@ use twinflow_engine::session::{
 };
 
 use crate::cli::{
-    BackendArgs, BackendKind, CancelArgs, Cli, Command, PlanFormat, RunArgs, StatusArgs, WhyArgs, WorkflowArgs,
+    BackendArgs, BackendKind, CancelArgs, Cli, Command, LogsArgs, PlanFormat, RunArgs, StatusArgs, WhyArgs,
+    WorkflowArgs,
 };
 use crate::exit;
 use crate::report::{HumanReporter, JsonReporter, indent_rest};
@@ -57,6 +58,7 @@ pub fn run(cli: Cli) -> i32 {
         Command::Plan(a) => plan_cmd(&a),
         Command::Run(a) => run_cmd(a),
         Command::Status(a) => status_cmd(&a),
+        Command::Logs(a) => logs_cmd(&a),
         Command::Why(a) => why_cmd(&a),
         Command::Cancel(a) => cancel_cmd(&a),
         Command::Stop(a) => stop_cmd(&a),
@@ -594,6 +596,118 @@ fn shell_word(s: &str) -> String {
         s.to_string()
     } else {
         format!("'{}'", s.replace('\'', "'\\''"))
+    }
+}
+
+fn logs_cmd(a: &LogsArgs) -> Result<i32, Failure> {
+    use std::io::{Read, Seek, SeekFrom};
+    if a.follow && a.attempt.is_none() && session::logs::waiting(&a.runs_dir, &a.run, &a.task)? {
+        errln!("waiting for `{}` to start", a.task);
+        while session::logs::waiting(&a.runs_dir, &a.run, &a.task)? {
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+    let logs = session::logs::find(&a.runs_dir, &a.run, &a.task, a.attempt)?;
+    let which = match logs.state {
+        TaskState::Cached => "cached: the result of an earlier run".to_string(),
+        st => format!("attempt {} of {}, {st}", logs.attempt, logs.attempts),
+    };
+    errln!("run {}, task `{}` ({which}): {}", logs.run_id, logs.task, logs.dir.display());
+    let files: Vec<&std::path::Path> = match (a.stdout, a.stderr) {
+        (true, _) => vec![&logs.stdout],
+        (_, true) => vec![&logs.stderr],
+        _ => vec![&logs.stdout, &logs.stderr],
+    };
+    // Both files: each under a `==> FILE <==` header, as `tail` does; while following, a
+    // header again whenever the other file grows.
+    let headers = files.len() > 1;
+    let mut last: Option<usize> = None;
+    let mut copy = |k: usize, f: &mut std::fs::File, path: &std::path::Path, always: bool| {
+        let mut buf = vec![];
+        f.read_to_end(&mut buf)?;
+        if buf.is_empty() && !always {
+            return Ok::<(), Failure>(());
+        }
+        if headers && last != Some(k) {
+            if last.is_some() {
+                outln!("");
+            }
+            outln!("==> {} <==", path.display());
+            last = Some(k);
+        }
+        write_bytes(&buf)
+    };
+    let mut open: Vec<(&std::path::Path, Option<std::fs::File>)> = vec![];
+    for (k, p) in files.iter().enumerate() {
+        match std::fs::File::open(p) {
+            Ok(mut f) => {
+                copy(k, &mut f, p, true)?;
+                open.push((p, Some(f)));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                errln!("note: `{}` does not exist (the attempt has not written it)", p.display());
+                open.push((p, None));
+            }
+            Err(e) => return Err(Failure::Other(anyhow::Error::new(e).context(format!("reading `{}`", p.display())))),
+        }
+    }
+    if !a.follow {
+        return Ok(exit::OK);
+    }
+    if !logs.running()? {
+        errln!("note: attempt {} of `{}` is not running: nothing to follow", logs.attempt, logs.task);
+        return Ok(exit::OK);
+    }
+    // Poll the files for what was appended; ask the run database every second whether the
+    // attempt still runs (a successful attempt's directory is renamed to `out/`: the open
+    // files stay valid).
+    let mut checked = std::time::Instant::now();
+    loop {
+        std::thread::sleep(Duration::from_millis(200));
+        let running = if checked.elapsed() >= Duration::from_secs(1) {
+            checked = std::time::Instant::now();
+            logs.running()?
+        } else {
+            true
+        };
+        for (k, (p, f)) in open.iter_mut().enumerate() {
+            if f.is_none() {
+                *f = std::fs::File::open(*p).ok();
+            }
+            if let Some(f) = f {
+                // A file that shrank (truncated by the step) is read again from its start.
+                let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+                if len < f.stream_position().unwrap_or(0) {
+                    f.seek(SeekFrom::Start(0))?;
+                }
+                copy(k, f, p, false)?;
+            }
+        }
+        if !running {
+            break;
+        }
+    }
+    let (state, attempts) = logs.now()?;
+    if attempts > logs.attempt {
+        errln!(
+            "attempt {} of `{}` ended; attempt {attempts} started: `{}`",
+            logs.attempt,
+            logs.task,
+            with_runs_dir(format!("twinflow logs {} {} -f", logs.run_id, shell_word(&logs.task)), &a.runs_dir)
+        );
+    } else {
+        errln!("attempt {} of `{}` ended: {state}", logs.attempt, logs.task);
+    }
+    Ok(exit::OK)
+}
+
+/// Raw bytes to stdout (see [`outln!`] for a closed stdout).
+fn write_bytes(b: &[u8]) -> Result<(), Failure> {
+    use std::io::Write;
+    let mut o = std::io::stdout().lock();
+    match o.write_all(b).and_then(|()| o.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Err(Failure::Closed),
+        r => Ok(r?),
     }
 }
 

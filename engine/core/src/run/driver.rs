@@ -594,7 +594,7 @@ impl<'a> Driver<'a> {
     /// Directory of cycle `cycle`'s tasks: `RUN/cycles/POINT`.
     pub fn cycle_dir(&self, cycle: u64) -> PathBuf {
         match &self.cycling {
-            Some(c) => self.run_dir.join("cycles").join(c.point(cycle).label()),
+            Some(c) => super::cycle_dir_of(&self.run_dir, &c.point(cycle).label()),
             None => self.run_dir.clone(),
         }
     }

@@ -157,14 +157,24 @@ fn io<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -
     move |source| RunError::Io { action, path: path.to_path_buf(), source }
 }
 
-/// Directory of a task: `RUN/steps/STEP[/MEMBER]`.
+/// Directory of a task: `RUN/steps/STEP[/MEMBER]` (`run_dir` is a cycle's directory,
+/// `RUN/cycles/POINT`, in a cycling run).
 pub fn task_dir(run_dir: &Path, plan: &Plan, n: TaskNode) -> PathBuf {
-    let step = &plan.workflow.steps[n.step as usize].name;
+    task_dir_of(run_dir, &plan.workflow.steps[n.step as usize].name, n.member_index())
+}
+
+/// [`task_dir`] from the step's name and the member index.
+pub fn task_dir_of(run_dir: &Path, step: &str, member: Option<u32>) -> PathBuf {
     let d = run_dir.join("steps").join(step);
-    match n.member_index() {
+    match member {
         Some(m) => d.join(m.to_string()),
         None => d,
     }
+}
+
+/// Directory of cycle `point`'s tasks in run directory `run_dir`: `RUN/cycles/POINT`.
+pub fn cycle_dir_of(run_dir: &Path, point: &str) -> PathBuf {
+    run_dir.join("cycles").join(point)
 }
 
 /// Runs (or resumes) a planned workflow to completion.

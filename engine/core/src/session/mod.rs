@@ -7,7 +7,8 @@
 //!   recorded with the run ([`crate::state::RunSettings`]), chooses and builds the backend,
 //!   gets a SLURM allocation and keeps its heartbeat, runs the plan, releases the allocation;
 //! - [`cancel::cancel`]: `twinflow cancel`;
-//! - [`status`] and [`why`]: reports from the run database.
+//! - [`status`] and [`why`]: reports from the run database;
+//! - [`logs::find`]: `twinflow logs`, the files holding a task's output.
 //!
 //! Every session loads a workflow the same way ([`load`]): parse, validate, then give every
 //! step the site profile's default resources where the step sets none of its own (a
@@ -21,6 +22,7 @@ pub mod backend;
 pub mod cancel;
 pub mod control;
 mod cycles_view;
+pub mod logs;
 pub mod render;
 pub mod start;
 

@@ -192,6 +192,8 @@ pub struct TaskRow {
     pub cycle: Option<u64>,
     /// What its trigger found, as JSON, once its triggers were satisfied.
     pub gate: Option<String>,
+    /// Member index, for a member of a scattered step.
+    pub member: Option<u32>,
 }
 
 /// One attempt of a task.

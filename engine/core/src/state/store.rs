@@ -232,7 +232,7 @@ impl Store {
         let mut st = self
             .conn
             .prepare(
-                "SELECT task, step, state, attempts, cache_key, dir, outputs, job_id, message, started_at, finished_at, cycle, gate FROM tasks WHERE run_id = ?1 ORDER BY rowid",
+                "SELECT task, step, state, attempts, cache_key, dir, outputs, job_id, message, started_at, finished_at, cycle, gate, member FROM tasks WHERE run_id = ?1 ORDER BY rowid",
             )
             .map_err(self.e())?;
         let rows = st
@@ -251,6 +251,7 @@ impl Store {
                     finished_at: r.get(10)?,
                     cycle: r.get::<_, Option<i64>>(11)?.map(|c| c as u64),
                     gate: r.get(12)?,
+                    member: r.get(13)?,
                 })
             })
             .map_err(self.e())?
