@@ -274,3 +274,28 @@ fn logs_follow_prints_a_running_attempts_output_until_it_ends() {
     assert_eq!(lines, ["tick 1", "tick 2", "tick 3", "tick 4", "done"], "{text}");
     assert!(text.contains("/stderr <==\ndone\n"), "{text}");
 }
+
+/// A cycling run's tasks are `POINT/step[member]`; without the point, a step that ran in
+/// several cycles is ambiguous.
+#[test]
+fn logs_of_a_cycling_run_name_the_cycle_point() {
+    let d = scratch("failures/logs_cycling");
+    let wf = write(
+        &d,
+        "wf.yaml",
+        "name: cyc\ncycle: { every: 1, start: 1, cycles: 3 }\nsteps:\n  ens:\n    scatter: { over: { m: [a, b] } }\n    run: [sh, -c, 'echo \"cycle $1 member $2\"', sh, \"${{ cycle.point }}\", \"${{ scatter.m }}\"]\n  last:\n    once: last\n    run: [sh, -c, 'echo bye; echo oops >&2; exit 4']\n",
+    );
+    let out = run_json(&d, &wf, &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    let o = logs(&d, &["latest", "2/ens[1]", "--stdout"]);
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "cycle 2 member b\n", "{}", show(&o));
+    let o = logs(&d, &["latest", "3/ens[m=a]", "--stdout"]);
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "cycle 3 member a\n", "{}", show(&o));
+    // Only one cycle has `last`: the point may be left out.
+    let o = logs(&d, &["latest", "last", "--stderr"]);
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "oops\n", "{}", show(&o));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("task `3/last` (attempt 1 of 1, failed)"), "{}", show(&o));
+    let o = logs(&d, &["latest", "ens[0]"]);
+    assert_eq!(o.status.code(), Some(2), "{}", show(&o));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("`ens[0]` names 3 tasks of run"), "{}", show(&o));
+}
