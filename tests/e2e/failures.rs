@@ -1,7 +1,7 @@
 //! Failures debuggable in one step: every failure names its attempt directory and its
 //! stdout/stderr files (run output, `status`, `--json`) and shows the output that explains
 //! it; MPI failures say what the launcher reported (real MPICH `mpiexec`); `twinflow logs`
-//! prints or follows a task's output.
+//! prints or follows a task's output; Ctrl-C, a second Ctrl-C and the grace period.
 
 use std::path::Path;
 use std::process::{Output, Stdio};
@@ -298,4 +298,94 @@ fn logs_of_a_cycling_run_name_the_cycle_point() {
     let o = logs(&d, &["latest", "ens[0]"]);
     assert_eq!(o.status.code(), Some(2), "{}", show(&o));
     assert!(String::from_utf8_lossy(&o.stderr).contains("`ens[0]` names 3 tasks of run"), "{}", show(&o));
+}
+
+/// A step whose whole process group ignores SIGTERM; `marker` tells its `sleep` apart.
+fn stubborn(marker: &str) -> String {
+    format!("name: stubborn\nsteps:\n  hold:\n    run: [sh, -c, \"trap '' TERM; sleep {marker}\"]\n")
+}
+
+fn alive(marker: &str) -> bool {
+    !crate::slurm::processes_with(&format!("sleep {marker}")).is_empty()
+}
+
+/// Ctrl-C stops running steps with SIGTERM and waits the grace period before SIGKILL; a
+/// second Ctrl-C kills them at once.
+#[test]
+fn a_second_ctrl_c_kills_the_running_steps_at_once() {
+    let d = scratch("failures/second_ctrl_c");
+    let marker = format!("3600.{}5", std::process::id());
+    let wf = write(&d, "s.yaml", &stubborn(&marker));
+    let child = spawn_run(&d, &wf, &["--grace", "60"]);
+    crate::slurm::wait_until("the step to start", 30, || alive(&marker));
+    crate::execution::nix_kill(child.id(), "INT");
+    // The first Ctrl-C alone would wait 60 s for a step that ignores SIGTERM.
+    std::thread::sleep(Duration::from_millis(1000));
+    assert!(alive(&marker), "the step ignores SIGTERM: only SIGKILL ends it");
+    let t0 = Instant::now();
+    crate::execution::nix_kill(child.id(), "INT");
+    let out = crate::slurm::wait_output(child, 30);
+    assert!(t0.elapsed() < Duration::from_secs(10), "the second Ctrl-C took {:?}", t0.elapsed());
+    assert_eq!(out.status.code(), Some(130), "{}", show(&out));
+    assert!(!alive(&marker), "the step survived the second Ctrl-C");
+    let evs = events(&out);
+    let c = evs.iter().find(|e| e["event"] == "cancelling").unwrap();
+    assert_eq!(
+        (c["signal"].as_str(), c["running"].as_u64(), c["grace_seconds"].as_f64()),
+        (Some("SIGINT"), Some(1), Some(60.0))
+    );
+    let k = evs.iter().find(|e| e["event"] == "killing").unwrap();
+    assert_eq!((k["signal"].as_str(), k["running"].as_u64()), (Some("SIGINT"), Some(1)), "{k}");
+    assert_eq!(final_states(&out)["hold"], "cancelled");
+    let run = run_id(&out);
+    let st: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(d.join("runs").join(&run).join("steps/hold/attempt-1/.twinflow/status.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!((st["cancelled"].as_bool(), st["signal"].as_i64()), (Some(true), Some(9)), "{st}");
+    let f = evs.iter().find(|e| e["event"] == "task-finished").unwrap();
+    assert!(f["dir"].as_str().unwrap().ends_with("steps/hold/attempt-1"), "{f}");
+}
+
+/// On a terminal, the grace period counts down to the SIGKILL (the run under `script`, which
+/// gives it a terminal and records what it draws).
+#[test]
+fn on_a_terminal_the_grace_period_counts_down() {
+    let d = scratch("failures/countdown");
+    let marker = format!("3600.{}6", std::process::id());
+    let wf = write(&d, "s.yaml", &stubborn(&marker));
+    let record = d.join("typescript");
+    let cmd = format!("{} run {} --grace 3", env!("CARGO_BIN_EXE_twinflow"), wf.display());
+    let mut script = std::process::Command::new("script")
+        .current_dir(&d)
+        .env("NO_COLOR", "1")
+        .env_remove("TWINFLOW_RUNS_DIR")
+        .args(["-qfec", &cmd])
+        .arg(&record)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    crate::slurm::wait_until("the step to start", 30, || alive(&marker));
+    let engine = crate::slurm::processes_with(&format!("^{} run", env!("CARGO_BIN_EXE_twinflow")));
+    let pid: u32 = engine
+        .iter()
+        .find(|l| l.contains(&wf.display().to_string()))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no engine in {engine:?}"));
+    crate::execution::nix_kill(pid, "INT");
+    let t0 = Instant::now();
+    while script.try_wait().unwrap().is_none() {
+        assert!(t0.elapsed() < Duration::from_secs(30), "the run did not end");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(!alive(&marker));
+    let text = String::from_utf8_lossy(&std::fs::read(&record).unwrap()).to_string();
+    assert!(text.contains("received SIGINT: stopping the running task: SIGTERM now, SIGKILL in 3s unless it exits; Ctrl-C again kills it at once"), "{text}");
+    for left in ["3s", "2s", "1s"] {
+        let line = format!("stopping the running task: SIGKILL in {left} unless it exits (Ctrl-C again: now)");
+        assert!(text.contains(&line), "no `{line}` in {text}");
+    }
 }

@@ -251,20 +251,22 @@ fn run_cmd(a: RunArgs) -> Result<i32, Failure> {
     };
     let mut reporter: Box<dyn Reporter> = if a.json { Box::new(JsonReporter) } else { Box::new(HumanReporter::new()) };
     let summary = runtime()?.block_on(async {
-        // SIGINT/SIGTERM cancel the run (and a wait for an allocation).
+        // SIGINT/SIGTERM cancel the run (and a wait for an allocation); a second one kills
+        // the running tasks at once instead of waiting out the grace period.
         let (tx, rx) = tokio::sync::watch::channel(None);
         tokio::spawn(async move {
             use tokio::signal::unix::{SignalKind, signal};
             let (Ok(mut int), Ok(mut term)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) else {
                 return;
             };
-            let name = tokio::select! {
-                _ = int.recv() => "SIGINT",
-                _ = term.recv() => "SIGTERM",
-            };
-            let _ = tx.send(Some(name.to_string()));
-            // Keep the channel open so the run can finish cancelling.
-            std::future::pending::<()>().await;
+            // The loop keeps the channel open so the run can finish cancelling.
+            loop {
+                let name = tokio::select! {
+                    _ = int.recv() => "SIGINT",
+                    _ = term.recv() => "SIGTERM",
+                };
+                let _ = tx.send(Some(name.to_string()));
+            }
         });
         session::start::run(req, reporter.as_mut(), &mut Stderr, rx).await
     })?;

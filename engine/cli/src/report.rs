@@ -4,7 +4,7 @@
 use std::io::{IsTerminal, Write};
 use std::time::Instant;
 
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
 use twinflow_engine::events::{Event, Reporter, TaskState};
 
 /// Writes a line to stderr; a closed stderr (`twinflow run ... 2>&1 | head`) is not an
@@ -78,6 +78,48 @@ impl HumanReporter {
         if let Some(b) = &self.bar {
             b.set_position(self.done);
             b.set_message(format!("{} running, {} failed", self.running, self.failed));
+        }
+    }
+}
+
+/// `1 running task`, `3 running tasks` (`what` singular).
+fn tasks_word(n: usize, what: &str) -> String {
+    match n {
+        1 => what.to_string(),
+        n => format!("{n} {}s", what.trim_start_matches("the ")),
+    }
+}
+
+impl HumanReporter {
+    /// Cancellation: says what happens to the running tasks and how to cut it short; on a
+    /// terminal, the bar counts the grace period down to the SIGKILL.
+    fn cancelling(&mut self, signal: &str, running: usize, grace: Option<f64>) {
+        let tasks = tasks_word(running, "the running task");
+        let (they, exit) = if running == 1 { ("it", "exits") } else { ("they", "exit") };
+        let how = match grace {
+            Some(g) if running > 0 => format!(": SIGTERM now, SIGKILL in {g:.0}s unless {they} {exit}"),
+            _ => String::new(),
+        };
+        let again = if running > 0 {
+            format!("; Ctrl-C again kills {} at once", if running == 1 { "it" } else { "them" })
+        } else {
+            String::new()
+        };
+        self.line(&format!("received {signal}: stopping {tasks}{how}{again}"));
+        let (Some(g), true) = (grace, running > 0 && std::io::stderr().is_terminal()) else { return };
+        let bar = self.bar.get_or_insert_with(|| ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr()));
+        let since = Instant::now();
+        let left = move |_: &ProgressState, w: &mut dyn std::fmt::Write| {
+            let left = (g - since.elapsed().as_secs_f64()).max(0.0).ceil();
+            let _ = write!(w, "{left:.0}s");
+        };
+        let style = ProgressStyle::with_template(&format!(
+            "stopping {tasks}: SIGKILL in {{left}} unless {they} {exit} (Ctrl-C again: now)"
+        ))
+        .map(|s| s.with_key("left", left));
+        if let Ok(style) = style {
+            bar.set_style(style);
+            bar.enable_steady_tick(std::time::Duration::from_millis(200));
         }
     }
 }
@@ -161,9 +203,17 @@ impl Reporter for HumanReporter {
             Event::Stopping { point, .. } => {
                 self.line(&format!("stopping: the active cycles finish; cycle {point} and later will not start"));
             }
-            Event::Cancelling { signal } => self.line(&format!(
-                "received {signal}: stopping running steps (SIGTERM, then SIGKILL after the grace period)"
-            )),
+            Event::Cancelling { signal, running, grace_seconds } => self.cancelling(signal, *running, *grace_seconds),
+            Event::Killing { signal, running } => {
+                let tasks = tasks_word(*running, "the running task");
+                if let Some(b) = &self.bar {
+                    // The countdown is over.
+                    b.disable_steady_tick();
+                    b.set_style(ProgressStyle::with_template("{msg}").unwrap_or_else(|_| ProgressStyle::default_bar()));
+                    b.set_message(format!("killing {tasks} (SIGKILL)"));
+                }
+                self.line(&format!("received {signal} again: killing {tasks} at once (SIGKILL)"));
+            }
             Event::RunFinished { run_id, state, counts, seconds } => {
                 if let Some(b) = self.bar.take() {
                     b.finish_and_clear();

@@ -258,10 +258,25 @@ pub enum Event {
         /// Its point.
         point: String,
     },
-    /// Cancellation was requested (signal).
+    /// Cancellation was requested (signal): running tasks get SIGTERM, then SIGKILL after
+    /// the grace period.
     Cancelling {
         /// Signal name.
         signal: String,
+        /// Tasks being stopped.
+        running: usize,
+        /// The grace period between SIGTERM and SIGKILL, when the engine applies it (the
+        /// local backend; SLURM applies its own).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        grace_seconds: Option<f64>,
+    },
+    /// Cancellation was requested again while tasks were being stopped: they are killed at
+    /// once (SIGKILL), without waiting for the rest of the grace period.
+    Killing {
+        /// Signal name.
+        signal: String,
+        /// Tasks being killed.
+        running: usize,
     },
     /// The run ended.
     RunFinished {

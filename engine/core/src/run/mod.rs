@@ -327,6 +327,7 @@ pub async fn execute(
     d.store.commit()?;
     let mut last_flush = Instant::now();
     let mut last_stop_check = Instant::now();
+    let mut killing = false;
     loop {
         d.store.begin()?;
         s.promote_due();
@@ -366,13 +367,21 @@ pub async fn execute(
         tokio::select! {
             _ = d.backend.wait(wait) => {}
             changed = cancel.changed() => {
-                if changed.is_ok()
-                    && let Some(sig) = cancel.borrow().clone()
-                    && s.cancel()
-                {
-                    d.reporter.event(&Event::Cancelling { signal: sig });
+                // The first signal stops the running tasks (SIGTERM, grace, SIGKILL); another
+                // one while they stop kills them at once.
+                let sig = cancel.borrow().clone();
+                if changed.is_ok() && let Some(signal) = sig {
                     let ids = d.job_ids();
-                    d.backend.cancel(&ids).await?;
+                    if s.cancel() {
+                        let grace_seconds = d.backend.grace().map(secs);
+                        d.reporter.event(&Event::Cancelling { signal, running: ids.len(), grace_seconds });
+                        d.backend.cancel(&ids).await?;
+                    } else if !killing {
+                        killing = true;
+                        tracing::info!(jobs = ids.len(), "killing the running tasks at once");
+                        d.reporter.event(&Event::Killing { signal, running: ids.len() });
+                        d.backend.kill(&ids).await?;
+                    }
                 }
             }
         }
