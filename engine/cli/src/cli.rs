@@ -179,7 +179,8 @@ pub struct RunArgs {
     /// Run at most N tasks at once.
     #[arg(short = 'j', long = "jobs", value_parser = clap::value_parser!(u64).range(1..))]
     pub jobs: Option<u64>,
-    /// Seconds between SIGTERM and SIGKILL when stopping a step (0 to 3600).
+    /// Seconds between SIGTERM and SIGKILL when stopping a step (0 to 3600); a second
+    /// Ctrl-C kills at once.
     #[arg(long, default_value_t = 10.0, value_parser = grace_seconds)]
     pub grace: f64,
     /// MPI launcher for steps with `ranks > 1` (its flags may follow, space-separated;
