@@ -389,3 +389,21 @@ fn on_a_terminal_the_grace_period_counts_down() {
         assert!(text.contains(&line), "no `{line}` in {text}");
     }
 }
+
+/// `status RUN` shows the first ten failures in full, then where each later one ran.
+#[test]
+fn status_shows_ten_failures_in_full_then_their_directories() {
+    let d = scratch("failures/status_many");
+    let wf = write(
+        &d,
+        "wf.yaml",
+        "name: many\nsteps:\n  m:\n    scatter: { over: { i: \"${{ range(0, 12) }}\" } }\n    run: [sh, -c, 'echo \"broken $1\" >&2; exit 2', sh, \"${{ scatter.i }}\"]\n",
+    );
+    let out = run_json(&d, &wf, &["--keep-going"]);
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    let st = twinflow().current_dir(&d).args(["status", "latest"]).output().unwrap();
+    let text = String::from_utf8_lossy(&st.stdout);
+    assert_eq!(text.matches("\n      stderr:\n        broken ").count(), 10, "{text}");
+    assert_eq!(text.matches("      attempt directory: ").count(), 12, "{text}");
+    assert!(text.contains("broken 9\n") && !text.contains("broken 10\n"), "{text}");
+}

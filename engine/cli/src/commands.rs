@@ -498,6 +498,7 @@ fn status_cmd(a: &StatusArgs) -> Result<i32, Failure> {
                 }
                 outln!("{}", counts.iter().map(|(k, v)| format!("{v} {k}")).collect::<Vec<_>>().join(", "));
                 let shown = tasks.len().min(500);
+                let mut in_full = 0;
                 for t in &tasks[..shown] {
                     // Time its attempts ran, not the time since its first start.
                     let secs = match ran_ms.get(&t.task) {
@@ -507,9 +508,11 @@ fn status_cmd(a: &StatusArgs) -> Result<i32, Failure> {
                     let message = t.message.as_deref().unwrap_or_default();
                     let (first, rest) = message.split_once('\n').unwrap_or((message, ""));
                     outln!("  {:<30} {:<16} attempts={} {:>8} {first}", t.task, t.state, t.attempts, secs);
-                    // A failure in full: where its attempt ran, its files, the end of its output.
+                    // A failure in full (the first ten; then where each ran): its attempt
+                    // directory, its files, the end of its output.
                     if t.state == TaskState::Failed || t.state == TaskState::Cancelled {
-                        if !rest.is_empty() {
+                        in_full += 1;
+                        if !rest.is_empty() && in_full <= 10 {
                             outln!("      {}", indent_rest(rest, "      "));
                         } else if let Some(dir) = &t.dir {
                             outln!("      attempt directory: {dir}");
