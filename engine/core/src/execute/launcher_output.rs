@@ -170,10 +170,7 @@ fn aborts(text: &str) -> Option<RankFailure> {
             rank: number(rest).map(str::to_string),
             signal: None,
             exit_code: None,
-            what: Some(format!(
-                "called `MPI_Abort`{}",
-                code.map(|c| format!(" with error code {c}")).unwrap_or_default()
-            )),
+            what: Some(abort_words(code)),
             place: None,
         });
     }
@@ -184,9 +181,14 @@ fn aborts(text: &str) -> Option<RankFailure> {
         rank: after(line, "(rank ").and_then(number).map(str::to_string),
         signal: None,
         exit_code: None,
-        what: Some(format!("called `MPI_Abort`{}", code.map(|c| format!(" with error code {c}")).unwrap_or_default())),
+        what: Some(abort_words(code)),
         place: None,
     })
+}
+
+/// `called `MPI_Abort` with error code 3`.
+fn abort_words(code: Option<String>) -> String {
+    format!("called `MPI_Abort`{}", code.map(|c| format!(" with error code {c}")).unwrap_or_default())
 }
 
 #[cfg(test)]
