@@ -290,10 +290,7 @@ fn run_cmd(a: RunArgs) -> Result<i32, Failure> {
             errln!("{note}");
         }
         if let Some((task, _)) = summary.failures.iter().find(|(_, f)| matches!(f, TaskFailure::Failed(_))) {
-            errln!(
-                "hint: `{}` prints a task's output (`--stdout`, `--attempt N`)",
-                with_runs_dir(format!("twinflow logs {} {}", summary.run_id, shell_word(task)), &a.runs_dir)
-            );
+            errln!("{}", logs_hint(&summary.run_id, task, &a.runs_dir));
         }
         if !matches!(summary.outcome, RunOutcome::Succeeded | RunOutcome::Stopped) {
             errln!("hint: continue with `{}`", resume_command(&summary.run_id, &a.runs_dir));
@@ -523,10 +520,7 @@ fn status_cmd(a: &StatusArgs) -> Result<i32, Failure> {
                     outln!("  ... {} more (use --json for all)", tasks.len() - shown);
                 }
                 if let Some(t) = tasks.iter().find(|t| t.state == TaskState::Failed && t.dir.is_some()) {
-                    outln!(
-                        "hint: `{}` prints a task's output (`--stdout`, `--attempt N`)",
-                        with_runs_dir(format!("twinflow logs {} {}", run.id, shell_word(&t.task)), &a.runs_dir)
-                    );
+                    outln!("{}", logs_hint(&run.id, &t.task, &a.runs_dir));
                 }
                 match run.shown_state() {
                     "interrupted" => {
@@ -583,6 +577,12 @@ fn print_cycles(cycles: &[CycleRow], local: bool) -> Result<(), Failure> {
 /// The command that continues run `id` of `runs_dir`.
 fn resume_command(id: &str, runs_dir: &std::path::Path) -> String {
     with_runs_dir(format!("twinflow run --resume {id}"), runs_dir)
+}
+
+/// The hint naming the command that prints `task`'s output.
+fn logs_hint(run: &str, task: &str, runs_dir: &std::path::Path) -> String {
+    let cmd = with_runs_dir(format!("twinflow logs {run} {}", shell_word(task)), runs_dir);
+    format!("hint: `{cmd}` prints a task's output (`--stdout`, `--attempt N`)")
 }
 
 /// `command`, with `--runs-dir DIR` unless `runs_dir` is the default.
