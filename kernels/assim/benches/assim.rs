@@ -33,7 +33,7 @@ use twinflow_assim::{
     climatology_rmse, half_width_from_dapper_radius, run_twin,
 };
 use twinflow_comm::SingleProcess;
-use twinflow_flood::{Field, FloodSolver, Grid, Hydrograph, InitialState};
+use twinflow_flood::{Field, FloodConfig, FloodSolver, Grid, InitialState};
 use twinflow_stage::terrain::{Terrain, Valley};
 
 fn main() {
@@ -186,7 +186,7 @@ fn lorenz96_table() {
 // ---------------------------------------------------------------------------------------
 // A flood-sized state and its observations
 
-/// The flood twin's default grid (`workflows/flood-twin.yaml`, `Valley::default()`).
+/// The flood twin's default grid (`Valley::default()`, `twin-kernel terrain`).
 const NX: usize = 200;
 const NY: usize = 100;
 const DX: f64 = 10.0;
@@ -368,12 +368,8 @@ const INFLOW_PEAK: f64 = 800.0;
 /// solver's step count.
 fn forecast_member(terrain: &Terrain, manning_n: f64, inflow_scale: f64) -> (Vec<f64>, u64) {
     let grid = Grid { nx: NX, ny: NY, dx: DX, dy: DX, x0: terrain.coords.x[0], y0: terrain.coords.y[0] };
-    let mut params = terrain.config.validate(&grid).expect("the valley's configuration is valid").params;
-    params.manning_n = manning_n;
-    if let Some(inflow) = &mut params.inflow {
-        let scaled = inflow.hydrograph.points().iter().map(|&(t, q)| (t, q * inflow_scale)).collect();
-        inflow.hydrograph = Hydrograph::new(scaled).expect("a scaled hydrograph is valid");
-    }
+    let config = FloodConfig { manning_n, inflow_scale, ..terrain.config.clone() };
+    let params = config.validate(&grid).expect("the valley's configuration is valid").params;
     let comm = SingleProcess;
     let init = InitialState {
         first_row: 0,
