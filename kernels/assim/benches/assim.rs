@@ -140,10 +140,10 @@ fn lorenz96_table() {
             None => ("-".into(), "-".into(), "baseline"),
         };
         println!(
-            "   {:<22} {:>3} {:>5.2} {:>5} {:>6} {:>7.3} {:>7.3} {:>9} {:>7} {:>8} {:>9.3}",
+            "   {:<22} {:>3} {:>5} {:>5} {:>6} {:>7.3} {:>7.3} {:>9} {:>7} {:>8} {:>9.3}",
             e.label,
             e.members,
-            e.inflation,
+            if e.method.is_some() { format!("{}", e.inflation) } else { "-".into() },
             e.dapper_radius.map_or("-".into(), |r| format!("{r}")),
             s.scored,
             s.rmse_analysis,
