@@ -21,6 +21,29 @@
 //! (see the MPICH FAQ on eager/rendezvous protocols), so self-exchange is a local copy.
 #![warn(missing_docs)]
 
+/// Environment variables a process started by an MPI launcher has: MPICH's Hydra and
+/// srun's PMI-1/PMI-2 (`PMI_*`), PMIx (`PMIX_RANK`), Open MPI's `mpirun`.
+pub const LAUNCHER_VARIABLES: &[&str] =
+    &["PMI_RANK", "PMI_SIZE", "PMI_FD", "PMI_PORT", "PMIX_RANK", "OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_RANK"];
+
+/// Whether this process was started by an MPI launcher (one of [`LAUNCHER_VARIABLES`] is
+/// set). A process started on its own is one rank of one: it needs no MPI at all, and an
+/// MPI singleton start-up costs time and, with MPICH's UCX device, has been seen to hang in
+/// `MPI_Finalize` on a loaded machine.
+pub fn launched_by_mpi() -> bool {
+    LAUNCHER_VARIABLES.iter().any(|v| std::env::var_os(v).is_some())
+}
+
+/// The number of ranks a launcher started, from its environment (`PMI_SIZE`,
+/// `OMPI_COMM_WORLD_SIZE`, `PMIX_SIZE`); `None` outside a launcher.
+pub fn launcher_size() -> Option<usize> {
+    size_from(|name| std::env::var(name).ok())
+}
+
+fn size_from(get: impl Fn(&str) -> Option<String>) -> Option<usize> {
+    ["PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_SIZE"].iter().find_map(|v| get(v)?.trim().parse().ok())
+}
+
 /// A reduction operator for [`Communicator::allreduce_f64`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReduceOp {
@@ -241,6 +264,17 @@ mod mpi_comm {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_launcher_size_is_read_from_its_environment() {
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |name: &str| pairs.iter().find(|(k, _)| *k == name).map(|(_, v)| v.to_string())
+        };
+        assert_eq!(super::size_from(env(&[("PMI_SIZE", "4")])), Some(4));
+        assert_eq!(super::size_from(env(&[("OMPI_COMM_WORLD_SIZE", " 2")])), Some(2));
+        assert_eq!(super::size_from(env(&[("PMI_SIZE", "x"), ("PMIX_SIZE", "3")])), Some(3));
+        assert_eq!(super::size_from(env(&[])), None);
+    }
+
     use super::*;
 
     #[test]

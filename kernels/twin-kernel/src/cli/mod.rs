@@ -36,10 +36,13 @@ fn init_logging() {
         .init();
 }
 
-/// The communicator of this process: MPI when built with the `mpi` feature.
+/// The communicator of this process: MPI when built with the `mpi` feature and started
+/// by an MPI launcher; a process started on its own runs as a single process.
 fn communicator() -> Box<dyn Communicator> {
     #[cfg(feature = "mpi")]
-    if let Some(c) = twinflow_comm::MpiComm::init() {
+    if twinflow_comm::launched_by_mpi()
+        && let Some(c) = twinflow_comm::MpiComm::init()
+    {
         return Box::new(c);
     }
     Box::new(SingleProcess)
@@ -55,6 +58,18 @@ pub fn run(cli: Cli) -> u8 {
         };
     }
     init_logging();
+    // A build without MPI started as several ranks would run that many independent copies
+    // writing the same files.
+    #[cfg(not(feature = "mpi"))]
+    if let Some(n) = twinflow_comm::launcher_size().filter(|&n| n > 1) {
+        let _ = writeln!(
+            std::io::stderr(),
+            "error: this twin-kernel was built without MPI but started as one of {n} ranks by an MPI launcher; \
+             every rank would run the whole job alone and overwrite the others' files\n\
+             hint: build it with MPI: cargo build --release -p twinflow-kernels --features mpi"
+        );
+        return exit_code::USAGE;
+    }
     let comm = communicator();
     let (rank, size) = (comm.rank(), comm.size());
     let _span = (size > 1).then(|| tracing::info_span!("mpi", rank).entered());
