@@ -5,7 +5,10 @@
 //! result directories and values. Tasks it did not see finish are handed to the backend's
 //! [`Backend::recover`](crate::execute::Backend::recover): a batch system's backend follows
 //! jobs still in flight (so nothing is submitted twice), the local backend stops the
-//! processes a killed engine left behind. Failed and cancelled tasks start again.
+//! processes a killed engine left behind. Failed and cancelled tasks start again. A service
+//! that was running starts again (after the backend stopped what was left of it): in its
+//! cycle like any task that did not finish, or, when its cycle retired (the first cycle of
+//! a cycling run), as a restart whose dependants keep what they read.
 
 use std::collections::HashMap;
 
@@ -66,6 +69,17 @@ pub(crate) async fn restore(d: &mut Driver<'_>, s: &mut Scheduler<'_>) -> Result
             let values = parse_values(row.outputs.as_deref());
             Some(Box::new(TaskResult { dir, values }))
         };
+        let service = plan.workflow.steps[plan.graph[node].step as usize].service.is_some();
+        if cycle < first_open && service && !row.state.is_terminal() {
+            // A service of a retired cycle (the first: `once: first`) was still running: its
+            // dependants read it as succeeded, and it starts again (what the killed engine
+            // left of it is stopped by the backend's `recover` below, as every step of the
+            // run is).
+            s.restore_retired(t, TaskState::Succeeded);
+            d.retired_result(t, result(), cycle + 1 == first_open);
+            s.restore_service(t, row.attempts);
+            continue;
+        }
         if cycle < first_open {
             // Retired: later cycles read the cycle before the first open one (`prev.*`)
             // and cycle 0 (`once: first`).
