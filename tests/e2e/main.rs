@@ -12,6 +12,7 @@ mod kill;
 mod mpiexec;
 mod project;
 mod run_database;
+mod services;
 mod slurm;
 mod slurm_cycling;
 mod slurm_faults;

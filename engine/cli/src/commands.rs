@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use miette::{GraphicalReportHandler, GraphicalTheme};
 use twinflow_engine::diag::Diagnostics;
-use twinflow_engine::events::{Reporter, TaskFailure};
+use twinflow_engine::events::{Reporter, TaskFailure, TaskState};
 use twinflow_engine::session::backend::{BackendSettings, LocalSettings};
 use twinflow_engine::session::render::{Format, PlanRequest, plan_view};
 use twinflow_engine::session::start::{AllocationSize, RunRequest};
@@ -389,7 +389,11 @@ fn status_cmd(a: &StatusArgs) -> Result<i32, Failure> {
                 None if !cycles.is_empty() && !a.json => {
                     let open: Vec<u64> =
                         cycles.iter().filter(|c| c.state != CycleState::Succeeded).map(|c| c.cycle).collect();
-                    tasks.into_iter().filter(|t| t.cycle.is_some_and(|c| open.contains(&c))).collect()
+                    // A service of a finished cycle that still runs is shown too.
+                    tasks
+                        .into_iter()
+                        .filter(|t| t.cycle.is_some_and(|c| open.contains(&c)) || t.state == TaskState::Running)
+                        .collect()
                 }
                 None => tasks,
             };

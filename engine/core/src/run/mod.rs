@@ -201,7 +201,7 @@ pub async fn execute(
         && !backend.runs_services()
     {
         return Err(RunError::Usage(format!(
-            "step `{}` is a service, which the {} backend in this mode cannot run; run it with the local backend or in a SLURM allocation (`--backend slurm --allocation`)",
+            "step `{}` is a service, which the {} backend cannot run (each step its own batch job)\nhint: run it with the local backend, or in one SLURM allocation: `--backend slurm --allocation`",
             step.name,
             backend.name()
         )));
@@ -333,7 +333,6 @@ pub async fn execute(
             d.poll_gates(&mut s, &clock).await?;
             d.dispatch(&mut s).await?;
         }
-        d.poll_services(&mut s).await?;
         d.flush_waits()?;
         // Only services left: they are stopped (those waiting for a restart at once).
         if s.work_done() && !s.is_done() {
@@ -382,6 +381,9 @@ pub async fn execute(
         }
         d.store.begin()?;
         d.collect(&mut s).await?;
+        // After the jobs that ended were collected: a service whose process could not start
+        // (or ended at once) is never taken for ready.
+        d.poll_services(&mut s).await?;
         d.flush_waits()?;
         if last_flush.elapsed() >= FLUSH_EVERY {
             d.store.commit()?;
