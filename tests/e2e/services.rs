@@ -454,3 +454,81 @@ fn a_service_that_cannot_start_is_never_ready() {
     let s = events(&out).into_iter().find(|e| e["event"] == "task-finished" && e["task"] == "s").unwrap();
     assert!(s["message"].as_str().unwrap().contains("`no-such-program-for-twinflow` not found"), "{s}");
 }
+
+#[test]
+fn kill_minus_nine_then_resume_restarts_the_service_of_a_retired_first_cycle() {
+    let d = scratch("services/kill-cycling");
+    let wf = write(
+        &d,
+        "feed.yaml",
+        r#"
+name: services-kill-cycling
+cycle: { every: 1, start: 0, cycles: 8, runahead: 1 }
+steps:
+  feed:
+    once: first
+    service: true
+    run:
+      - sh
+      - -c
+      - |
+        mkdir -p "$TWINFLOW_OUT_OBS"
+        echo $$ > "$TWINFLOW_OUT_OBS/pid-$TWINFLOW_ATTEMPT"
+        k=0
+        while true; do
+          sleep 0.1
+          echo "obs $k from attempt $TWINFLOW_ATTEMPT" > "$TWINFLOW_OUT_OBS/.obs-$k.txt"
+          mv "$TWINFLOW_OUT_OBS/.obs-$k.txt" "$TWINFLOW_OUT_OBS/obs-$k.txt"
+          k=$((k+1))
+        done
+    out: { obs: obs }
+  analyse:
+    wait:
+      files: ["${{ steps.feed.out.obs }}/obs-${{ cycle.index }}.txt"]
+      poll: 50ms
+      timeout: 1m
+    run: [sh, -c, 'cat "$1" > seen.txt', analyse, "${{ wait.files[0] }}"]
+    out: { seen: seen.txt }
+"#,
+    );
+    let mut engine = spawn_run(&d, &wf, &["--grace", "1"]);
+    let runs = d.join("runs");
+    wait_until(Duration::from_secs(30), "the run to be recorded", || runs.join("twinflow.db").exists());
+    let id = || -> Option<String> {
+        rusqlite::Connection::open(runs.join("twinflow.db"))
+            .ok()?
+            .query_row("SELECT id FROM runs", [], |r| r.get(0))
+            .ok()
+    };
+    wait_until(Duration::from_secs(30), "the run id", || id().is_some());
+    let id = id().unwrap();
+    // Kill once the first cycle retired (its service runs on) and a later one finished.
+    wait_until(Duration::from_secs(30), "cycle 2 to finish", || {
+        db_tasks(&runs, &id).get("2/analyse").is_some_and(|(s, _)| s == "succeeded")
+    });
+    let _ = std::process::Command::new("kill").args(["-KILL", &engine.id().to_string()]).status();
+    let _ = engine.wait();
+    let obs = runs.join(&id).join("cycles/0/steps/feed/out/obs");
+    let first = pid_in(&obs.join("pid-1"));
+    assert!(step_alive(first, &id), "the service died with the engine; nothing to test");
+    assert_eq!(db_tasks(&runs, &id)["0/feed"].0, "running");
+    let out = twinflow().current_dir(&d).args(["run", "--resume", &id, "--json", "--grace", "1"]).output().unwrap();
+    assert!(out.status.success(), "{}", show(&out));
+    let second = pid_in(&obs.join("pid-2"));
+    assert!(!step_alive(first, &id) && !step_alive(second, &id), "a service process is left over");
+    let db = db_tasks(&runs, &id);
+    assert_eq!(db["0/feed"], ("succeeded".to_string(), 2), "{db:?}");
+    for k in 0..8 {
+        assert_eq!(db[&format!("{k}/analyse")].0, "succeeded", "cycle {k}: {db:?}");
+    }
+    // The resumed engine started the service again at once (its cycle had retired), and
+    // stopped it after the last cycle.
+    let ev = events(&out);
+    assert!(
+        ev.iter().any(|e| e["event"] == "task-started" && e["task"] == "0/feed" && e["attempt"] == 2),
+        "{}",
+        show(&out)
+    );
+    let last = ev.iter().rposition(|e| e["event"] == "task-finished").unwrap();
+    assert_eq!((ev[last]["task"].as_str(), ev[last]["state"].as_str()), (Some("0/feed"), Some("succeeded")));
+}
