@@ -532,3 +532,81 @@ steps:
     let last = ev.iter().rposition(|e| e["event"] == "task-finished").unwrap();
     assert_eq!((ev[last]["task"].as_str(), ev[last]["state"].as_str()), (Some("0/feed"), Some("succeeded")));
 }
+
+#[test]
+fn a_stopped_cycling_run_resumed_starts_its_service_again() {
+    let d = scratch("services/stop-resume");
+    let wf = write(
+        &d,
+        "feed.yaml",
+        r#"
+name: services-stop-resume
+cycle: { every: 1, start: 0, runahead: 1 }
+steps:
+  feed:
+    once: first
+    service: true
+    run:
+      - sh
+      - -c
+      - |
+        mkdir -p "$TWINFLOW_OUT_OBS"
+        echo $$ > "$TWINFLOW_OUT_OBS/pid-$TWINFLOW_ATTEMPT"
+        k=$(ls "$TWINFLOW_OUT_OBS" | grep -c '^obs-')
+        while true; do
+          sleep 0.1
+          echo "obs $k" > "$TWINFLOW_OUT_OBS/.obs-$k.txt"
+          mv "$TWINFLOW_OUT_OBS/.obs-$k.txt" "$TWINFLOW_OUT_OBS/obs-$k.txt"
+          k=$((k+1))
+        done
+    out: { obs: obs }
+  analyse:
+    wait:
+      files: ["${{ steps.feed.out.obs }}/obs-${{ cycle.index }}.txt"]
+      poll: 50ms
+    run: [sh, -c, 'cat "$1" > seen.txt', analyse, "${{ wait.files[0] }}"]
+    out: { seen: seen.txt }
+"#,
+    );
+    let engine = spawn_run(&d, &wf, &["--grace", "1"]);
+    let runs = d.join("runs");
+    wait_until(Duration::from_secs(30), "the run to be recorded", || runs.join("twinflow.db").exists());
+    let id = || -> Option<String> {
+        rusqlite::Connection::open(runs.join("twinflow.db"))
+            .ok()?
+            .query_row("SELECT id FROM runs", [], |r| r.get(0))
+            .ok()
+    };
+    wait_until(Duration::from_secs(30), "the run id", || id().is_some());
+    let id = id().unwrap();
+    wait_until(Duration::from_secs(30), "cycle 2 to finish", || {
+        db_tasks(&runs, &id).get("2/analyse").is_some_and(|(s, _)| s == "succeeded")
+    });
+    let st = twinflow().current_dir(&d).args(["stop", &id]).output().unwrap();
+    assert!(st.status.success(), "{}", show(&st));
+    let out = engine.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", show(&out));
+    assert_eq!(finished(&out)["state"], "stopped");
+    let obs = runs.join(&id).join("cycles/0/steps/feed/out/obs");
+    let first = pid_in(&obs.join("pid-1"));
+    assert!(!step_alive(first, &id), "the service outlived its stopped run");
+    assert_eq!(db_tasks(&runs, &id)["0/feed"].0, "succeeded");
+    // The run goes on, three cycles beyond where it stopped: so does its service, in a new
+    // attempt.
+    let reached: i64 = rusqlite::Connection::open(runs.join("twinflow.db"))
+        .unwrap()
+        .query_row("SELECT MAX(cycle) FROM cycles WHERE run_id = ?1", [&id], |r| r.get(0))
+        .unwrap();
+    let cycles = (reached + 4).to_string();
+    let out = twinflow()
+        .current_dir(&d)
+        .args(["run", "--resume", &id, "--json", "--grace", "1", "--cycles", &cycles])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", show(&out));
+    let second = pid_in(&obs.join("pid-2"));
+    assert!(!step_alive(second, &id));
+    let db = db_tasks(&runs, &id);
+    assert_eq!(db["0/feed"], ("succeeded".to_string(), 2), "{db:?}");
+    assert_eq!(db[&format!("{}/analyse", reached + 3)].0, "succeeded", "{db:?}");
+}
