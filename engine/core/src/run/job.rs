@@ -193,7 +193,9 @@ pub fn resolve_task_in(
     let expr = |t: &Tpl| {
         t.tpl.eval(&scope).map_err(|e| ResolveError::Expr { site: format!("`{}`", t.src), message: e.message })
     };
-    let ready = match step.service.as_ref().and_then(|s| s.ready.as_ref()) {
+    // Only a run checks readiness (`plan` and `why` show commands).
+    let probe = step.service.as_ref().and_then(|s| s.ready.as_ref()).filter(|_| mode == Mode::Exec);
+    let ready = match probe {
         Some(Ready::File(t)) => Some(ReadyProbe::File(attempt_dir.join(expr(t)?.to_string()))),
         Some(Ready::Command(argv)) => {
             let mut a = vec![];

@@ -1694,3 +1694,31 @@ fn the_first_cycle_retires_while_its_service_runs_on() {
     let c = e.counts();
     assert_eq!((c.succeeded, c.pending), (7, 0), "{c:?}");
 }
+
+#[test]
+fn a_service_failing_after_its_cycle_retired_is_counted_as_failed() {
+    let yaml = r#"
+name: cyc
+steps:
+  ingest: { service: true, run: [serve], out: { w: windows } }
+  use: { run: [prog, "${{ steps.ingest.out.w }}"] }
+"#;
+    let plan = cycling_plan(yaml, Some(6), &[], &[("ingest", Once::First)], &[]);
+    let e = Env::cycling(plan, 1, Some(6))
+        .script("0/ingest", &[(1.0, End::Ok)])
+        .script("3/use", &[(10.0, End::Ok)])
+        .lives("0/ingest", &[4.0])
+        .run();
+    // Cycle 0 retired at t=2 with the service counted as succeeded; it dies at t=5, with no
+    // restart allowed: the run fails, and the counts say so.
+    assert!(e.log().contains(&"t=2 cycle 0 finished"), "{:#?}", e.log);
+    assert!(e.log().contains(&"t=5 died 0/ingest"), "{:#?}", e.log);
+    assert_eq!(e.outcome(), RunOutcome::Failed);
+    assert_eq!(e.state_of("0/ingest"), Some(TaskState::Failed));
+    assert_eq!(e.state_of("3/use"), Some(TaskState::Cancelled));
+    let c = e.counts();
+    assert_eq!((c.failed, c.cancelled), (1, 1), "{c:?}");
+    assert_eq!(c.succeeded, 4, "0/use, 1/use, 2/use, 4/use: {c:?}");
+    let fin = e.finish.as_ref().unwrap();
+    assert_eq!(fin.failures.first().map(|(t, _)| e.name(*t)).as_deref(), Some("0/ingest"));
+}
