@@ -610,3 +610,46 @@ steps:
     assert_eq!(db["0/feed"], ("succeeded".to_string(), 2), "{db:?}");
     assert_eq!(db[&format!("{}/analyse", reached + 3)].0, "succeeded", "{db:?}");
 }
+
+#[test]
+fn resume_after_a_kill_while_services_were_being_stopped_does_not_start_them_again() {
+    let d = scratch("services/kill-while-stopping");
+    let wf = write(
+        &d,
+        "stopping.yaml",
+        r#"
+name: services-kill-while-stopping
+steps:
+  stubborn:
+    service: true
+    run: [sh, -c, 'trap "" TERM; echo $$ > "$TWINFLOW_OUT_PID"; while true; do sleep 0.05; done']
+    out: { pid: pid }
+  quick:
+    run: [cat, "${{ steps.stubborn.out.pid }}"]
+"#,
+    );
+    // A long grace: the engine waits for the service that ignores SIGTERM.
+    let mut engine = spawn_run(&d, &wf, &["--grace", "600"]);
+    let runs = d.join("runs");
+    let id = || -> Option<String> {
+        rusqlite::Connection::open(runs.join("twinflow.db"))
+            .ok()?
+            .query_row("SELECT id FROM runs", [], |r| r.get(0))
+            .ok()
+    };
+    wait_until(Duration::from_secs(30), "the run id", || id().is_some());
+    let id = id().unwrap();
+    wait_until(Duration::from_secs(30), "the consumer to finish", || {
+        db_tasks(&runs, &id).get("quick").is_some_and(|(s, _)| s == "succeeded")
+    });
+    let pid = pid_in(&runs.join(&id).join("steps/stubborn/out/pid"));
+    let _ = std::process::Command::new("kill").args(["-KILL", &engine.id().to_string()]).status();
+    let _ = engine.wait();
+    assert!(step_alive(pid, &id));
+    assert_eq!(db_tasks(&runs, &id)["stubborn"].0, "running");
+    let out = twinflow().current_dir(&d).args(["run", "--resume", &id, "--json"]).output().unwrap();
+    assert!(out.status.success(), "{}", show(&out));
+    assert!(!events(&out).iter().any(|e| e["event"] == "task-started"), "{}", show(&out));
+    wait_until(Duration::from_secs(10), "the leftover to be gone", || !step_alive(pid, &id));
+    assert_eq!(db_tasks(&runs, &id)["stubborn"], ("succeeded".to_string(), 1));
+}

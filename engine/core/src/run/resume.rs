@@ -82,6 +82,21 @@ pub(crate) async fn restore(d: &mut Driver<'_>, s: &mut Scheduler<'_>) -> Result
             Some(Box::new(TaskResult { dir, values }))
         };
         let service = plan.workflow.steps[plan.graph[node].step as usize].service.is_some();
+        if service && !work_left && !row.state.is_terminal() {
+            // The killed engine had done everything but stop it: what is left of it is
+            // stopped by the backend's `recover` below, and it ends as it would have.
+            let (dir, outputs) = (row.dir.as_deref(), row.outputs.as_deref());
+            d.store.finish_task(&d.run_id, &name, TaskState::Succeeded, None, dir, outputs, None)?;
+            if cycle < first_open {
+                s.restore_retired(t, TaskState::Succeeded);
+                d.retired_result(t, result(), cycle + 1 == first_open);
+            } else {
+                d.active_result(t, result());
+                s.restore(t, row.attempts, Some(TaskState::Succeeded));
+                done += 1;
+            }
+            continue;
+        }
         if service && work_left && cycle < first_open {
             // A service of a retired cycle (the first: `once: first`): its dependants read it
             // as succeeded, and it starts again at once (what a killed engine left of it is

@@ -725,9 +725,9 @@ impl<'a> Scheduler<'a> {
         self.delayed.iter().map(|(t, _)| *t).chain(restarts).min()
     }
 
-    /// Whether the run is over: nothing in flight, and nothing left that may start. After
-    /// [`Scheduler::stop`], tasks waiting for their triggers do not keep the run going (they
-    /// stay pending, for `--resume`).
+    /// Whether the run is over: nothing in flight (services included), and nothing left that
+    /// may start. After [`Scheduler::stop`], tasks waiting for their triggers do not keep the
+    /// run going (they stay pending, for `--resume`).
     pub fn is_done(&mut self) -> bool {
         self.work_done() && self.services.is_empty()
     }
