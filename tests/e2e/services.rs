@@ -458,16 +458,23 @@ fn a_service_that_cannot_start_is_never_ready() {
 #[test]
 fn kill_minus_nine_then_resume_restarts_the_service_of_a_retired_first_cycle() {
     let d = scratch("services/kill-cycling");
+    let gate = d.join("gate");
+    std::fs::create_dir_all(&gate).unwrap();
+    // The service delivers observations for cycles 0 to 2 at once, the rest only once the
+    // test writes `gate/go`: the run cannot end before the test kills its engine.
     let wf = write(
         &d,
         "feed.yaml",
         r#"
 name: services-kill-cycling
+params:
+  gate: { type: path }
 cycle: { every: 1, start: 0, cycles: 8, runahead: 1 }
 steps:
   feed:
     once: first
     service: true
+    env: { GATE: "${{ params.gate }}" }
     run:
       - sh
       - -c
@@ -477,6 +484,7 @@ steps:
         k=0
         while true; do
           sleep 0.1
+          if [ $k -ge 3 ]; then while [ ! -f "$GATE/go" ]; do sleep 0.05; done; fi
           echo "obs $k from attempt $TWINFLOW_ATTEMPT" > "$TWINFLOW_OUT_OBS/.obs-$k.txt"
           mv "$TWINFLOW_OUT_OBS/.obs-$k.txt" "$TWINFLOW_OUT_OBS/obs-$k.txt"
           k=$((k+1))
@@ -491,9 +499,9 @@ steps:
     out: { seen: seen.txt }
 "#,
     );
-    let mut engine = spawn_run(&d, &wf, &["--grace", "1"]);
+    let param = format!("gate={}", gate.display());
+    let mut engine = spawn_run(&d, &wf, &["--grace", "1", "-p", &param]);
     let runs = d.join("runs");
-    wait_until(Duration::from_secs(30), "the run to be recorded", || runs.join("twinflow.db").exists());
     let id = || -> Option<String> {
         rusqlite::Connection::open(runs.join("twinflow.db"))
             .ok()?
@@ -512,10 +520,18 @@ steps:
     let first = pid_in(&obs.join("pid-1"));
     assert!(step_alive(first, &id), "the service died with the engine; nothing to test");
     assert_eq!(db_tasks(&runs, &id)["0/feed"].0, "running");
-    let out = twinflow().current_dir(&d).args(["run", "--resume", &id, "--json", "--grace", "1"]).output().unwrap();
-    assert!(out.status.success(), "{}", show(&out));
+    let resumed = twinflow()
+        .current_dir(&d)
+        .args(["run", "--resume", &id, "--json", "--grace", "1"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
     let second = pid_in(&obs.join("pid-2"));
-    assert!(!step_alive(first, &id) && !step_alive(second, &id), "a service process is left over");
+    wait_until(Duration::from_secs(10), "the leftover service to be stopped", || !step_alive(first, &id));
+    std::fs::write(gate.join("go"), "").unwrap();
+    let out = resumed.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", show(&out));
+    assert!(!step_alive(second, &id), "the restarted service was not stopped");
     let db = db_tasks(&runs, &id);
     assert_eq!(db["0/feed"], ("succeeded".to_string(), 2), "{db:?}");
     for k in 0..8 {
