@@ -14,6 +14,7 @@ mod mpiexec;
 mod project;
 mod reports;
 mod run_database;
+mod services;
 mod slurm;
 mod slurm_cycling;
 mod slurm_faults;

@@ -649,3 +649,46 @@ fn slurm_allocation_of_a_killed_engine_ends_itself_when_the_heartbeat_stops() {
     let log = std::fs::read_to_string(runs.join("allocations").join(format!("allocation-{holder}.log"))).unwrap();
     assert!(log.contains("no heartbeat from the engine for 4 s; ending the allocation"), "{log}");
 }
+
+/// A service in an allocation: ready through its file, read by a step, stopped when the
+/// rest is done. (`srun` answers the SIGTERM by killing the step's tasks: Slurm 22.05 says
+/// "forcing job termination"; the service gets no graceful shutdown there.)
+const ALLOC_SERVICE: &str = r#"
+name: alloc-service
+steps:
+  server:
+    service: { ready: { file: ready, poll: 100ms } }
+    run: [sh, -c, 'echo "$SLURM_JOB_ID" > "$TWINFLOW_OUT_JOB"; touch ready; while true; do sleep 0.173; done']
+    out: { job: job.txt }
+  reader:
+    run: [sh, -c, 'cat "$1" > jobs.txt; echo "$SLURM_JOB_ID" >> jobs.txt', reader, "${{ steps.server.out.job }}"]
+    out: { jobs: jobs.txt }
+"#;
+
+#[test]
+fn slurm_allocation_runs_a_service_until_the_rest_is_done() {
+    require_cluster();
+    let d = scratch("slurm-modes/service");
+    let wf = write(&d, "service.yaml", ALLOC_SERVICE);
+    let child = slurm_cmd(&d, &[wf.to_str().unwrap(), "--allocation", "--alloc-cpus", "2", "--grace", "5"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = wait_output(child, 180);
+    assert!(out.status.success(), "{}", show(&out));
+    let ev = events(&out);
+    let at = |kind: &str, task: &str| ev.iter().position(|e| e["event"] == kind && e["task"] == task).unwrap();
+    assert!(at("service-ready", "server") < at("task-started", "reader"), "{}", show(&out));
+    let states = final_states(&out);
+    assert_eq!((states["server"].as_str(), states["reader"].as_str()), ("succeeded", "succeeded"));
+    // Both ran as steps of the one allocation, the service until it was stopped.
+    let holder = holder_of(&d.join("runs"), &run_id(&out));
+    let jobs = step_file(&d, &out, "reader/out/jobs.txt");
+    assert_eq!(jobs.split_whitespace().collect::<Vec<_>>(), [holder.as_str(), holder.as_str()]);
+    let st = d.join("runs").join(run_id(&out)).join("steps/server/attempt-1/.twinflow/status.json");
+    let st: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&st).unwrap()).unwrap();
+    assert_eq!(st["cancelled"], true, "{st}");
+    wait_until("the allocation to end", 30, || squeue(std::slice::from_ref(&holder)).is_empty());
+    assert!(processes_with("sleep 0.173").is_empty(), "the service outlived its run");
+}

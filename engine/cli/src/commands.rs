@@ -461,7 +461,11 @@ fn status_cmd(a: &StatusArgs) -> Result<i32, Failure> {
                 None if !cycles.is_empty() && !a.json => {
                     let open: Vec<u64> =
                         cycles.iter().filter(|c| c.state != CycleState::Succeeded).map(|c| c.cycle).collect();
-                    tasks.into_iter().filter(|t| t.cycle.is_some_and(|c| open.contains(&c))).collect()
+                    // A service of a finished cycle that still runs is shown too.
+                    tasks
+                        .into_iter()
+                        .filter(|t| t.cycle.is_some_and(|c| open.contains(&c)) || t.state == TaskState::Running)
+                        .collect()
                 }
                 None => tasks,
             };

@@ -188,6 +188,14 @@ impl Reporter for HumanReporter {
                 self.line(&format!("  retry {task} after attempt {attempt} ({message}); next in {delay_seconds:.1}s"));
                 self.refresh();
             }
+            Event::ServiceReady { task, .. } => self.line(&format!("  ready {task} (service)")),
+            Event::ServiceRestarted { task, attempt, restarts, delay_seconds, message, .. } => {
+                self.running = self.running.saturating_sub(1);
+                self.line(&format!(
+                    "  restart {task}: attempt {attempt} ended ({message}); restart {restarts} in {delay_seconds:.1}s"
+                ));
+                self.refresh();
+            }
             Event::CycleStarted { point, .. } => {
                 self.line(&format!("cycle {point} started"));
             }

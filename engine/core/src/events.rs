@@ -225,6 +225,32 @@ pub enum Event {
         #[serde(flatten)]
         files: TaskFiles,
     },
+    /// A service is ready: its dependants may start; it runs on until the run ends.
+    ServiceReady {
+        /// Task name.
+        task: String,
+        /// Its cycle point, in a cycling run (also the prefix of `task`).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        cycle: Option<String>,
+        /// The attempt that is ready.
+        attempt: u32,
+    },
+    /// A ready service ended by itself and will be started again.
+    ServiceRestarted {
+        /// Task name.
+        task: String,
+        /// Its cycle point, in a cycling run (also the prefix of `task`).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        cycle: Option<String>,
+        /// The attempt that ended.
+        attempt: u32,
+        /// Restarts so far, this one included.
+        restarts: u32,
+        /// Delay before the restart in seconds.
+        delay_seconds: f64,
+        /// How it ended.
+        message: String,
+    },
     /// A cycle was activated (cycling workflows).
     CycleStarted {
         /// Index from 0.

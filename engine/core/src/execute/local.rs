@@ -141,6 +141,11 @@ impl Backend for LocalBackend {
         Rendered::Argv(render_argv(&self.opts, job))
     }
 
+    /// Locally and in a SLURM allocation (`srun` children of the engine) alike.
+    fn runs_services(&self) -> bool {
+        true
+    }
+
     async fn submit(&mut self, job: JobRequest) -> Result<JobId, BackendError> {
         let mut argv = render_argv(&self.opts, &job);
         if let Some(first) = argv.first_mut() {

@@ -188,6 +188,11 @@ pub trait Backend: Send {
     }
     /// Waits until a job may have changed state, at most `max`.
     async fn wait(&mut self, max: Duration);
+    /// Whether it can run services (`service:` steps): jobs that run until cancelled while
+    /// the engine watches their files and rotates their logs. The default says no.
+    fn runs_services(&self) -> bool {
+        false
+    }
     /// Resume (`run --resume`): deals with what an earlier engine of run `run_id` (in
     /// `run_dir`) left behind, given the tasks it did not see finish. A backend whose jobs
     /// outlive the engine (a batch system) finds the jobs still in flight, follows them from

@@ -18,6 +18,14 @@ use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use tokio::process::{Child, Command};
 
+/// Opens (creating) a file a child writes its output to, in append mode: every write goes to
+/// the current end of the file, so when a long-running step's log is rotated by truncating
+/// it (copy, then truncate), the child goes on at the new end instead of at its old offset,
+/// which would leave a sparse file as large as before.
+fn output_file(path: &Path) -> std::io::Result<File> {
+    std::fs::OpenOptions::new().create(true).append(true).open(path)
+}
+
 /// Starts `argv` in a new process group with stdout/stderr to files and `env` added.
 pub fn spawn(
     argv: &[String],
@@ -33,8 +41,8 @@ pub fn spawn(
         .envs(env.iter().map(|(k, v)| (k, v)))
         .current_dir(cwd)
         .stdin(Stdio::null())
-        .stdout(Stdio::from(File::create(stdout)?))
-        .stderr(Stdio::from(File::create(stderr)?))
+        .stdout(Stdio::from(output_file(stdout)?))
+        .stderr(Stdio::from(output_file(stderr)?))
         // pgid = pid: the child leads a new group that we can signal as a whole.
         .process_group(0)
         .kill_on_drop(false);

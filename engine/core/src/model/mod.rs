@@ -6,6 +6,7 @@
 //! - [`refs`]: what a `${{ }}` reference names in a given context ([`resolve`]);
 //! - [`sites`](mod@sites): where expressions are written and which steps each reads ([`sources`]);
 //! - [`cycle`]: cycling (`cycle:`, `once:`, `wait:`, cycle points);
+//! - [`service`]: service steps (`service:`, readiness, log rotation);
 //! - [`eval`]: values known before the run (parameters, inputs, bindings: [`StaticScope`]).
 //!
 //! Validation and planning both ask these questions; keeping the answers here means
@@ -15,6 +16,7 @@ pub mod cycle;
 pub mod eval;
 pub mod refs;
 pub mod resources;
+pub mod service;
 pub mod sites;
 pub mod workflow;
 
@@ -22,5 +24,6 @@ pub use cycle::{CycleSpec, End, Every, OnTimeout, Once, Point, Start, Wait, pars
 pub use eval::{StaticScope, eval_value, param_or_input};
 pub use refs::{Ctx, Resolved, resolve};
 pub use resources::{Resources, ResourcesGiven};
+pub use service::{Ready, Service};
 pub use sites::{Site, prev_sources, sites, sources, step_sites};
 pub use workflow::*;

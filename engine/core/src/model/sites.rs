@@ -6,6 +6,7 @@ use crate::expr::Type;
 use crate::spec::span::Span;
 
 use super::refs::{Ctx, Resolved, resolve};
+use super::service::Ready;
 use super::workflow::{Command, NsIdx, StepIdx, Tpl, ValueExpr, Workflow};
 
 /// One expression site: its namespace, its context, the template, the field path shown in
@@ -63,6 +64,16 @@ fn step_sites_into(wf: &Workflow, i: StepIdx, out: &mut Vec<Site>) {
         }
         for (k, t) in &s.publish {
             out.push((s.ns, Ctx::Body(i), t.clone(), format!("{}.{k}", f("publish")), None));
+        }
+        // A readiness probe sees what the command sees (`out.*` included).
+        match s.service.as_ref().and_then(|v| v.ready.as_ref()) {
+            Some(Ready::File(t)) => out.push((s.ns, Ctx::Body(i), t.clone(), f("service.ready.file"), None)),
+            Some(Ready::Command(argv)) => {
+                for (j, t) in argv.iter().enumerate() {
+                    out.push((s.ns, Ctx::Body(i), t.clone(), format!("{}[{j}]", f("service.ready.command")), None));
+                }
+            }
+            None => {}
         }
     }
 }

@@ -13,6 +13,7 @@ use crate::spec::span::{SourceFile, Span};
 
 use super::cycle::{CycleSpec, Once, Wait};
 use super::resources::Resources;
+use super::service::Service;
 
 /// Index of a step in [`Workflow::steps`].
 pub type StepIdx = usize;
@@ -266,4 +267,6 @@ pub struct Step {
     /// Steps whose results of the previous cycle this one reads (`prev.steps.S...`),
     /// deduplicated, sorted. Not part of `deps`: they link a cycle to the one before.
     pub prev_deps: Vec<StepIdx>,
+    /// `service:`: a long-running service rather than a step that ends by itself.
+    pub service: Option<Service>,
 }

@@ -74,7 +74,7 @@ pub fn prepare(
 /// left every declared output and reads the value outputs. Returns the values, or what is
 /// wrong (the attempt failed).
 pub fn conclude(adir: &Path, step: &Step, outcome: &Outcome) -> Result<IndexMap<String, Value>, String> {
-    let _ = std::fs::write(meta_dir(adir).join("status.json"), status_json(outcome));
+    write_status(adir, outcome);
     if !outcome.success() {
         return Err(outcome.describe());
     }
@@ -91,6 +91,26 @@ pub fn conclude(adir: &Path, step: &Step, outcome: &Outcome) -> Result<IndexMap<
     let mut values = IndexMap::new();
     for (k, rel) in &step.values {
         let v = read_value(&adir.join(rel)).map_err(|e| format!("value output `{k}`: {e}"))?;
+        values.insert(k.clone(), v);
+    }
+    Ok(values)
+}
+
+/// Writes `.twinflow/status.json` of an attempt that ended.
+pub fn write_status(adir: &Path, outcome: &Outcome) {
+    let _ = std::fs::write(meta_dir(adir).join("status.json"), status_json(outcome));
+}
+
+/// What a service has made of its declared outputs in `out_dir` (where they live across its
+/// attempts): the values once every output and value file exists; `Err(None)` while one is
+/// missing (not ready yet), `Err(Some(why))` when a value file cannot be read.
+pub fn service_outputs(out_dir: &Path, step: &Step) -> Result<IndexMap<String, Value>, Option<String>> {
+    if step.outputs.values().chain(step.values.values()).any(|rel| !out_dir.join(rel).exists()) {
+        return Err(None);
+    }
+    let mut values = IndexMap::new();
+    for (k, rel) in &step.values {
+        let v = read_value(&out_dir.join(rel)).map_err(|e| Some(format!("value output `{k}`: {e}")))?;
         values.insert(k.clone(), v);
     }
     Ok(values)

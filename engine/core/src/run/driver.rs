@@ -9,13 +9,14 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use super::attempt::{self, attempt_dir};
-use super::cache::{self, Decision, Hasher};
+use super::cache::{self, Components, Decision, Hasher};
 use super::clock::Clock;
 use super::failure::{self, StepFacts};
-use super::job::{components, key_view, resolve_task};
+use super::job::{ResolvedTask, components, key_view, resolve_task_in};
 use super::publish::{PublishCtx, publish};
 use super::scheduler::{Effect, Scheduler, TaskId};
 use super::scope::{CycleData, GateValues, Mode, Results, TaskResult, TaskScope};
+use super::service::Supervised;
 use super::trigger::{FsProbe, Poll, Watch};
 use super::{RunError, RunOptions, task_dir};
 use crate::events::{Event, Reporter, TaskFiles, TaskState};
@@ -92,6 +93,8 @@ pub(crate) struct Driver<'a> {
     pub running: HashMap<JobId, Attempt>,
     /// Attempts that ended, until their task's next effect is recorded.
     ended: HashMap<TaskId, AttemptEnd>,
+    /// Services in flight: their readiness, restarts and logs (see [`super::service`]).
+    pub services: HashMap<TaskId, Supervised>,
     /// Attempts prepared by this dispatch turn, submitted together at its end.
     batch: Vec<(Attempt, JobRequest)>,
     hasher: Hasher,
@@ -131,10 +134,20 @@ impl<'a> Driver<'a> {
             last_signal_check: None,
             running: HashMap::new(),
             ended: HashMap::new(),
+            services: HashMap::new(),
             batch: vec![],
             hasher: Hasher::default(),
             params_memo: HashMap::new(),
         }
+    }
+
+    /// The final failure message of `task`'s attempt in `dir`: the cause, the attempt's
+    /// directory and files, and the output that explains it.
+    pub(crate) fn final_message(&self, task: TaskId, dir: &Path, outcome: &Outcome, cause: String) -> String {
+        let step = &self.plan.workflow.steps[self.plan.graph[task.node].step as usize];
+        let facts =
+            StepFacts { ranks: step.resources.ranks, timeout: step.timeout, slurm: self.backend.name() == "slurm" };
+        failure::message(dir, outcome, cause, facts)
     }
 
     /// Name of a task: `sim[3]`, or `POINT/sim[3]` in a cycling run.
@@ -153,13 +166,27 @@ impl<'a> Driver<'a> {
 
     /// The results task `t` reads: its cycle's, the one before, and cycle 0's.
     pub fn results(&self, cycle: u64) -> Results<'_> {
-        let cur = self.cycles.get(&cycle).expect("the task's cycle is active");
         let older = |i: u64| self.cycles.get(&i).or(self.retired_prev.as_ref().filter(|d| d.index == i));
+        // A task of a retired cycle still runs when it is a service (of the first cycle).
+        let cur = older(cycle)
+            .or(self.retired_first.as_ref().filter(|d| d.index == cycle))
+            .expect("the task's cycle is active, or retired with its results kept");
         Results {
             cur,
             prev: cycle.checked_sub(1).and_then(older),
             first: if cycle > 0 { self.cycles.get(&0).or(self.retired_first.as_ref()) } else { None },
         }
+    }
+
+    /// The result of task `t`, when it has one: in its active cycle, or in a retired cycle
+    /// whose results are kept (a service of the first cycle ends after it retired).
+    fn result_of(&self, t: TaskId) -> Option<&TaskResult> {
+        let data = self
+            .cycles
+            .get(&t.cycle)
+            .or(self.retired_prev.as_ref().filter(|d| d.index == t.cycle))
+            .or(self.retired_first.as_ref().filter(|d| d.index == t.cycle))?;
+        data.results[t.node.index()].as_deref()
     }
 
     /// Resume: the result of a task of an active cycle.
@@ -193,7 +220,7 @@ impl<'a> Driver<'a> {
         self.delivered.insert((cycle, name), values);
     }
 
-    fn data_mut(&mut self, cycle: u64) -> &mut CycleData {
+    pub(super) fn data_mut(&mut self, cycle: u64) -> &mut CycleData {
         let (n, last) = (self.plan.graph.node_count(), self.cycling.as_ref().map(|c| c.is_last(cycle)));
         let point = self.cycling.as_ref().map(|c| c.point(cycle));
         self.cycles.entry(cycle).or_insert_with(|| CycleData::new(cycle, point, last.unwrap_or(true), n))
@@ -203,6 +230,10 @@ impl<'a> Driver<'a> {
     /// prepared in one backend call.
     pub async fn dispatch(&mut self, s: &mut Scheduler<'_>) -> Result<(), RunError> {
         s.set_capacity(self.backend.capacity());
+        for t in s.due_restarts() {
+            self.relaunch(s, t).await?;
+            self.record(s.take_effects())?;
+        }
         while let Some(i) = s.next_task() {
             // A cycle the core activated to hand out this task exists here first.
             self.record(s.take_effects())?;
@@ -253,33 +284,20 @@ impl<'a> Driver<'a> {
         }
         let attempt = s.attempts(i) + 1;
         let adir = attempt_dir(&tdir, attempt);
-        let mut exec = match resolve_task(
-            plan,
-            t,
-            self.results(i.cycle),
-            &adir,
-            &self.run_id,
-            &self.run_dir,
-            Mode::Exec,
-            &self.kernel,
-        ) {
+        let service = step.service.is_some();
+        // A service's outputs live in `out/` across its attempts (see `super::service`).
+        let out_dir = if service { tdir.join("out") } else { adir.clone() };
+        let (exec, comps) = match self.resolve_attempt(i, attempt, &adir, &out_dir)? {
             Ok(r) => r,
             Err(e) => {
-                s.fail(i, e.to_string());
+                s.fail(i, e);
                 return Ok(());
             }
         };
-        let is_kernel = matches!(step.command, Command::Kernel(_));
-        let keyv = key_view(&exec, &adir, &self.run_dir, &self.run_id, is_kernel);
-        // Not part of the cache key (which reads `keyv`): attempts differ only in it.
-        exec.env.push((twinflow_contract::env::ATTEMPT.into(), attempt.to_string()));
-        if let Some(c) = &self.cycling {
-            exec.env.push((twinflow_contract::env::CYCLE_INDEX.into(), i.cycle.to_string()));
-            exec.env.push((twinflow_contract::env::CYCLE_POINT.into(), c.point(i.cycle).to_string()));
-        }
-        let comps = components(plan, t, &keyv, &exec, self.store, &mut self.hasher, &mut self.params_memo)?;
         let name = self.name(i);
+        // A service is never reused: what it serves is its running process.
         if self.opts.use_cache
+            && !service
             && let Decision::UpToDate(hit) = cache::decide(self.store, &plan.workflow.name, &name, step, &comps)?
         {
             let dir = hit.dir.clone();
@@ -290,8 +308,78 @@ impl<'a> Driver<'a> {
             }
             return Ok(());
         }
+        self.enqueue(i, attempt, adir, &out_dir, exec, comps)?;
+        let launched = s.launch(i);
+        debug_assert_eq!(launched, attempt);
+        Ok(())
+    }
+
+    /// Resolves attempt `attempt` of task `i` (in `adir`, its outputs in `out_dir`): its
+    /// command and environment, and its cache components. `Err(message)` when it cannot be
+    /// resolved (the task fails).
+    pub(super) fn resolve_attempt(
+        &mut self,
+        i: TaskId,
+        attempt: u32,
+        adir: &Path,
+        out_dir: &Path,
+    ) -> Result<Result<(ResolvedTask, Components), String>, RunError> {
+        let plan = self.plan;
+        let t = plan.graph[i.node];
+        let step = &plan.workflow.steps[t.step as usize];
+        let mut exec = match resolve_task_in(
+            plan,
+            t,
+            self.results(i.cycle),
+            adir,
+            out_dir,
+            &self.run_id,
+            &self.run_dir,
+            Mode::Exec,
+            &self.kernel,
+        ) {
+            Ok(r) => r,
+            Err(e) => return Ok(Err(e.to_string())),
+        };
+        let is_kernel = matches!(step.command, Command::Kernel(_));
+        let keyv = key_view(&exec, adir, &self.run_dir, &self.run_id, is_kernel);
+        // Not part of the cache key (which reads `keyv`): attempts differ only in it.
+        exec.env.push((twinflow_contract::env::ATTEMPT.into(), attempt.to_string()));
+        if let Some(c) = &self.cycling {
+            exec.env.push((twinflow_contract::env::CYCLE_INDEX.into(), i.cycle.to_string()));
+            exec.env.push((twinflow_contract::env::CYCLE_POINT.into(), c.point(i.cycle).to_string()));
+        }
+        let comps = components(plan, t, &keyv, &exec, self.store, &mut self.hasher, &mut self.params_memo)?;
+        Ok(Ok((exec, comps)))
+    }
+
+    /// Prepares the directory of attempt `attempt` of task `i` and queues it for submission
+    /// at the end of the dispatch turn; a service's attempt is also supervised from now on.
+    pub(super) fn enqueue(
+        &mut self,
+        i: TaskId,
+        attempt: u32,
+        adir: PathBuf,
+        out_dir: &Path,
+        exec: ResolvedTask,
+        comps: Components,
+    ) -> Result<(), RunError> {
+        let plan = self.plan;
+        let t = plan.graph[i.node];
+        let step = &plan.workflow.steps[t.step as usize];
+        let name = self.name(i);
         attempt::prepare(&adir, &name, &self.run_id, &self.env_file, &exec, &comps)?;
         let meta = attempt::meta_dir(&adir);
+        if let Some(svc) = &step.service {
+            std::fs::create_dir_all(out_dir).map_err(super::io("creating", out_dir))?;
+            let sup = Supervised::new(svc, attempt, &adir, out_dir, &exec);
+            match self.services.get_mut(&i) {
+                Some(old) => old.next_attempt(sup),
+                None => {
+                    self.services.insert(i, sup);
+                }
+            }
+        }
         let req = JobRequest {
             name,
             argv: exec.argv,
@@ -303,8 +391,6 @@ impl<'a> Driver<'a> {
             timeout: step.timeout,
             array: t.member_index().map(|index| ArrayMember { step: step.name.clone(), index }),
         };
-        let launched = s.launch(i);
-        debug_assert_eq!(launched, attempt);
         let key = comps.key();
         let components = serde_json::to_string(&comps).unwrap_or_default();
         self.batch.push((Attempt { task: i, attempt, dir: adir, key, components }, req));
@@ -362,7 +448,11 @@ impl<'a> Driver<'a> {
                 JobStatus::Queued | JobStatus::Running => continue,
             };
             let Some(a) = self.running.remove(&id) else { continue };
-            self.finished(s, a, outcome)?;
+            if s.service_phase(a.task).is_some() {
+                self.service_ended(s, a, outcome).await?;
+            } else {
+                self.finished(s, a, outcome)?;
+            }
             self.record(s.take_effects())?;
         }
         Ok(())
@@ -395,12 +485,7 @@ impl<'a> Driver<'a> {
                 let msg = if s.retries_left(i) {
                     msg
                 } else {
-                    let facts = StepFacts {
-                        ranks: step.resources.ranks,
-                        timeout: step.timeout,
-                        slurm: self.backend.name() == "slurm",
-                    };
-                    failure::message(&a.dir, &outcome, msg, facts)
+                    self.final_message(i, &a.dir, &outcome, msg)
                 };
                 self.ended.insert(i, end(a.dir));
                 s.attempt_failed(i, msg);
@@ -446,14 +531,51 @@ impl<'a> Driver<'a> {
     pub fn record(&mut self, effects: Vec<Effect>) -> Result<(), RunError> {
         for e in effects {
             match e {
+                Effect::ServiceReady { task } => {
+                    let attempt = self.services.get(&task).map_or(0, |v| v.attempt);
+                    let (task_name, cycle) = (self.name(task), self.point_label(task));
+                    tracing::info!(task = %task_name, attempt, "service ready");
+                    self.reporter.event(&Event::ServiceReady { task: task_name, cycle, attempt });
+                }
+                Effect::ServiceRestart { task, attempt, restarts, delay, message } => {
+                    let name = self.name(task);
+                    tracing::info!(task = %name, attempt, restarts, ?delay, "service ended, restarting: {message}");
+                    if let Some(v) = self.services.get_mut(&task) {
+                        v.restarts = restarts;
+                    }
+                    let note = format!(
+                        "attempt {attempt} ended ({message}); restart {restarts} in {:.1} s",
+                        delay.as_secs_f64()
+                    );
+                    self.store.service_note(&self.run_id, &name, None, None, &note)?;
+                    self.reporter.event(&Event::ServiceRestarted {
+                        task: name,
+                        cycle: self.point_label(task),
+                        attempt,
+                        restarts,
+                        delay_seconds: crate::events::secs(delay),
+                        message,
+                    });
+                }
                 Effect::Finished { task, state, message, seconds } => {
                     let name = self.name(task);
-                    // A success was recorded with its cache key before the core heard of it.
-                    if state != TaskState::Succeeded {
+                    // A service ends here (stopped, or failed for good); it says how often it
+                    // was restarted.
+                    let service = self.services.remove(&task);
+                    let note = service.filter(|v| v.restarts > 0).map(|v| match v.restarts {
+                        1 => "service restarted once".to_string(),
+                        n => format!("service restarted {n} times"),
+                    });
+                    // A success was recorded with its cache key before the core heard of it
+                    // (a service, never cached, is recorded now).
+                    if state != TaskState::Succeeded
+                        || self.plan.workflow.steps[self.plan.graph[task.node].step as usize].service.is_some()
+                    {
                         if state == TaskState::Failed {
                             tracing::info!(task = %name, "failed: {}", message.as_deref().unwrap_or_default());
                         }
-                        let result = self.cycles.get(&task.cycle).and_then(|d| d.results[task.node.index()].as_ref());
+                        let message = message.clone().or(note);
+                        let result = self.result_of(task);
                         // A failed or cancelled task points at its last attempt.
                         let (dir, values) = match (result, self.ended.get(&task)) {
                             (Some(r), _) => (Some(r.dir.display().to_string()), Some(attempt::values_json(&r.values))),

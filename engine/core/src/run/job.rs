@@ -9,7 +9,7 @@ use super::cache::{Components, Hasher};
 use super::scope::{Mode, Results, TaskScope, Used};
 use crate::expr::{Scope, Value};
 use crate::model::eval_value;
-use crate::model::{Command, Tpl};
+use crate::model::{Command, Ready, Tpl};
 use crate::model::{Ctx, Resolved, resolve};
 use crate::plan::{Plan, TaskNode};
 use crate::programs::which;
@@ -49,6 +49,17 @@ pub struct ResolvedTask {
     pub outputs: IndexMap<String, PathBuf>,
     /// Files and values read.
     pub used: Vec<Used>,
+    /// A service's readiness probe, evaluated.
+    pub ready: Option<ReadyProbe>,
+}
+
+/// A service's readiness probe, evaluated for one attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReadyProbe {
+    /// Ready once this file exists.
+    File(PathBuf),
+    /// Ready once this command exits 0.
+    Command(Vec<String>),
 }
 
 /// Where the `twin-kernel` binary is: `$TWINFLOW_KERNEL_BIN`, next to the running
@@ -105,6 +116,25 @@ pub fn resolve_task(
     mode: Mode,
     kernel: &Path,
 ) -> Result<ResolvedTask, ResolveError> {
+    resolve_task_in(plan, node, results, attempt_dir, attempt_dir, run_id, run_dir, mode, kernel)
+}
+
+/// As [`resolve_task`], with the outputs (`out.*`, `TWINFLOW_OUT_*`) in `out_dir` instead of
+/// the attempt directory: a service's outputs live in `out/` across its attempts, while each
+/// attempt runs in a directory of its own. Also evaluates a service's readiness probe (a
+/// relative file is taken against the attempt directory, fresh for each attempt).
+#[allow(clippy::too_many_arguments)]
+pub fn resolve_task_in(
+    plan: &Plan,
+    node: TaskNode,
+    results: Results<'_>,
+    attempt_dir: &Path,
+    out_dir: &Path,
+    run_id: &str,
+    run_dir: &Path,
+    mode: Mode,
+    kernel: &Path,
+) -> Result<ResolvedTask, ResolveError> {
     let wf = &*plan.workflow;
     let s = node.step as usize;
     let step = &wf.steps[s];
@@ -113,7 +143,7 @@ pub fn resolve_task(
         plan,
         node,
         results,
-        attempt_dir,
+        attempt_dir: out_dir,
         run_id,
         run_dir,
         mode,
@@ -158,8 +188,24 @@ pub fn resolve_task(
     }
     let mut outputs = IndexMap::new();
     for (k, rel) in step.outputs.iter().chain(step.values.iter()) {
-        outputs.insert(k.clone(), attempt_dir.join(rel));
+        outputs.insert(k.clone(), out_dir.join(rel));
     }
+    let expr = |t: &Tpl| {
+        t.tpl.eval(&scope).map_err(|e| ResolveError::Expr { site: format!("`{}`", t.src), message: e.message })
+    };
+    // Only a run checks readiness (`plan` and `why` show commands).
+    let probe = step.service.as_ref().and_then(|s| s.ready.as_ref()).filter(|_| mode == Mode::Exec);
+    let ready = match probe {
+        Some(Ready::File(t)) => Some(ReadyProbe::File(attempt_dir.join(expr(t)?.to_string()))),
+        Some(Ready::Command(argv)) => {
+            let mut a = vec![];
+            for t in argv {
+                push_argv(&mut a, t, &scope, mode)?;
+            }
+            Some(ReadyProbe::Command(a))
+        }
+        None => None,
+    };
     let mut env: Vec<(String, String)> = vec![];
     for (k, t) in &step.env {
         let v = t.tpl.eval(&scope).map_err(|e| ResolveError::Expr { site: format!("env.{k}"), message: e.message })?;
@@ -190,7 +236,7 @@ pub fn resolve_task(
     for (k, p) in &outputs {
         env.push((format!("{}{}", tfenv::OUTPUT_PREFIX, env_name(k)), p.display().to_string()));
     }
-    Ok(ResolvedTask { argv, env, inputs, outputs, used: used.into_inner() })
+    Ok(ResolvedTask { argv, env, inputs, outputs, used: used.into_inner(), ready })
 }
 
 fn scope_clone<'a>(s: &TaskScope<'a>) -> TaskScope<'a> {
@@ -284,6 +330,7 @@ pub fn key_view(exec: &ResolvedTask, attempt_dir: &Path, run_dir: &Path, run_id:
         inputs: exec.inputs.clone(),
         outputs: exec.outputs.clone(),
         used: vec![],
+        ready: None,
     }
 }
 

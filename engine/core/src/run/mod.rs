@@ -12,13 +12,15 @@
 //!   and the end of the output, what an MPI launcher said);
 //! - [`publish`]: copies of outputs outside the run directory;
 //! - `resume`: restoring a killed run, following or stopping what it left in flight;
+//! - [`service`]: services' readiness, restarts, stop and log rotation;
 //! - [`cache`], [`job`], [`scope`]: cache keys, resolved commands, reference values;
 //! - [`why`]: the cache decision explained, without running.
 //!
 //! [`execute`] wires them. Each loop turn: dispatch ready tasks while the backend's
 //! capacity allows; commit the turn's state changes to the run database (batched, at most
 //! [`FLUSH_EVERY`] apart); wait for a job to change state, a retry to come due, or a cancel
-//! signal; poll every job in flight in one call and hand the outcomes to the core.
+//! signal; poll every job in flight in one call and hand the outcomes to the core. Once only
+//! services are left, they are stopped, and the run ends when they have.
 
 pub mod attempt;
 pub mod cache;
@@ -30,6 +32,7 @@ pub mod publish;
 mod resume;
 pub mod scheduler;
 pub mod scope;
+pub mod service;
 pub mod trigger;
 pub mod why;
 
@@ -207,6 +210,15 @@ pub async fn execute(
         None => (crate::ids::RunId::generate().0, None),
     };
     let resumed = saved.is_some();
+    if let Some(step) = wf.steps.iter().find(|s| s.service.is_some())
+        && !backend.runs_services()
+    {
+        return Err(RunError::Usage(format!(
+            "step `{}` is a service, which the {} backend cannot run (each step its own batch job)\nhint: run it with the local backend, or in one SLURM allocation: `--backend slurm --allocation`",
+            step.name,
+            backend.name()
+        )));
+    }
     let run_dir = opts.runs_dir.join(&run_id);
     // A cycling run's first point and number of cycles: `start: now` is resolved once and
     // recorded, so a resumed run keeps its points.
@@ -336,6 +348,10 @@ pub async fn execute(
             d.dispatch(&mut s).await?;
         }
         d.flush_waits()?;
+        // Only services left: they are stopped (those waiting for a restart at once).
+        if s.work_done() && !s.is_done() {
+            d.stop_services(&mut s).await?;
+        }
         if s.is_done() {
             d.record(s.take_effects())?;
             d.store.commit()?;
@@ -354,7 +370,7 @@ pub async fn execute(
             }
         }
         let now = clock.now();
-        let wake = [s.next_wakeup(), d.next_gate_check()].into_iter().flatten().min();
+        let wake = [s.next_wakeup(), d.next_gate_check(), d.next_service_check(&s)].into_iter().flatten().min();
         let mut wait =
             wake.map_or(Duration::from_secs(1), |t| t.saturating_duration_since(now)).min(Duration::from_secs(1));
         let since = last_flush.elapsed();
@@ -387,6 +403,9 @@ pub async fn execute(
         }
         d.store.begin()?;
         d.collect(&mut s).await?;
+        // After the jobs that ended were collected: a service whose process could not start
+        // (or ended at once) is never taken for ready.
+        d.poll_services(&mut s).await?;
         d.flush_waits()?;
         if last_flush.elapsed() >= FLUSH_EVERY {
             d.store.commit()?;

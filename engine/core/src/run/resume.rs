@@ -5,7 +5,11 @@
 //! result directories and values. Tasks it did not see finish are handed to the backend's
 //! [`Backend::recover`](crate::execute::Backend::recover): a batch system's backend follows
 //! jobs still in flight (so nothing is submitted twice), the local backend stops the
-//! processes a killed engine left behind. Failed and cancelled tasks start again.
+//! processes a killed engine left behind. Failed and cancelled tasks start again. A service
+//! starts again whatever its row says (after the backend stopped what was left of it), as
+//! long as anything else is left to do: in its cycle like any task that did not finish, or,
+//! when its cycle retired (the first cycle of a cycling run), at once, as a restart whose
+//! dependants keep what they read.
 
 use std::collections::HashMap;
 
@@ -50,6 +54,17 @@ pub(crate) async fn restore(d: &mut Driver<'_>, s: &mut Scheduler<'_>) -> Result
             }
         }
     }
+    // A service serves the run that goes on: it starts again whatever its row says (its
+    // engine was killed, or it was stopped when the run stopped, failed or was cancelled),
+    // unless nothing else is left to do.
+    let is_service = |task: &str| {
+        let base = if d.cycling.is_some() { task.split_once('/').map_or(task, |(_, b)| b) } else { task };
+        by_name.get(base).is_some_and(|&i| plan.workflow.steps[plan.graph[i].step as usize].service.is_some())
+    };
+    let work_left = match &d.cycling {
+        Some(c) => c.count.is_none_or(|n| first_open < n),
+        None => rows.iter().any(|r| !is_service(&r.task) && !r.state.is_done_ok() && r.state != TaskState::Skipped),
+    };
     let mut done = 0;
     let mut leftovers: Vec<(TaskId, Leftover, bool)> = vec![];
     for row in &rows {
@@ -66,6 +81,38 @@ pub(crate) async fn restore(d: &mut Driver<'_>, s: &mut Scheduler<'_>) -> Result
             let values = parse_values(row.outputs.as_deref());
             Some(Box::new(TaskResult { dir, values }))
         };
+        let service = plan.workflow.steps[plan.graph[node].step as usize].service.is_some();
+        if service && !work_left && !row.state.is_terminal() {
+            // The killed engine had done everything but stop it: what is left of it is
+            // stopped by the backend's `recover` below, and it ends as it would have.
+            let (dir, outputs) = (row.dir.as_deref(), row.outputs.as_deref());
+            d.store.finish_task(&d.run_id, &name, TaskState::Succeeded, None, dir, outputs, None)?;
+            if cycle < first_open {
+                s.restore_retired(t, TaskState::Succeeded);
+                d.retired_result(t, result(), cycle + 1 == first_open);
+            } else {
+                d.active_result(t, result());
+                s.restore(t, row.attempts, Some(TaskState::Succeeded));
+                done += 1;
+            }
+            continue;
+        }
+        if service && work_left && cycle < first_open {
+            // A service of a retired cycle (the first: `once: first`): its dependants read it
+            // as succeeded, and it starts again at once (what a killed engine left of it is
+            // stopped by the backend's `recover` below, as every step of the run is).
+            s.restore_retired(t, TaskState::Succeeded);
+            d.retired_result(t, result(), cycle + 1 == first_open);
+            s.restore_service(t, row.attempts);
+            continue;
+        }
+        if service && work_left && row.state.is_terminal() {
+            // Stopped with the run (or failed): it starts again as a task of its cycle, and
+            // its dependants still to run wait until it is ready.
+            d.store.reset_task(&d.run_id, &name)?;
+            s.restore(t, row.attempts, None);
+            continue;
+        }
         if cycle < first_open {
             // Retired: later cycles read the cycle before the first open one (`prev.*`)
             // and cycle 0 (`once: first`).

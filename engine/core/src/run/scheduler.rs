@@ -41,6 +41,21 @@
 //! *gated* when its upstream is done ([`Effect::Gated`]): the driver checks its triggers
 //! and calls [`Scheduler::open_gate`] or [`Scheduler::gate_timed_out`].
 //! [`Scheduler::stop`] lets the active cycles finish and activates no more.
+//!
+//! ## Services
+//!
+//! A task of a `service:` step starts like any task. While it starts, it is an attempt in
+//! flight like any other (a failure is retried with the step's backoff). Once the driver
+//! finds it ready ([`Scheduler::service_ready`]) it is *done* for its dependants (they
+//! start, its cycle may retire) but its process goes on and keeps its resources; it does
+//! not count against `max_parallel` (a service holding the only slot would starve its own
+//! dependants). When it dies the driver says so ([`Scheduler::service_died`]) and the core
+//! restarts it after the step's backoff ([`Scheduler::due_restarts`],
+//! [`Scheduler::relaunch`]) while `retry.count` allows (every attempt counts, before and
+//! after it was ready), else fails it for good. When nothing but services is left
+//! ([`Scheduler::work_done`]), the driver stops them ([`Scheduler::stop_services`]) and
+//! reports each end ([`Scheduler::service_stopped`]): a service stopped so succeeded. A
+//! service still starting is stopped too when the run fails (fail-fast) or is cancelled.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
@@ -169,6 +184,24 @@ pub enum Effect {
         /// Whether it is the last.
         last: bool,
     },
+    /// A service is ready: its dependants may start; its process goes on.
+    ServiceReady {
+        /// The task.
+        task: TaskId,
+    },
+    /// A ready service died; it is restarted after `delay`.
+    ServiceRestart {
+        /// The task.
+        task: TaskId,
+        /// The attempt that died.
+        attempt: u32,
+        /// Restarts so far, this one included.
+        restarts: u32,
+        /// The wait before the restart.
+        delay: Duration,
+        /// How it ended.
+        message: String,
+    },
     /// The oldest active cycle is done, without failures, and retired.
     CycleFinished {
         /// Its index.
@@ -227,6 +260,29 @@ struct Restored {
     state: Option<TaskState>,
 }
 
+/// Where a service task is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServicePhase {
+    /// Its attempt runs but it is not ready yet (it is a running task of its cycle).
+    Starting,
+    /// Ready: done for its dependants; its process runs.
+    Ready,
+    /// It died after it was ready; restarted at this instant.
+    Restarting(Instant),
+}
+
+/// A service task in flight.
+#[derive(Debug, Clone, Copy)]
+struct Svc {
+    phase: ServicePhase,
+    /// Attempts so far (its cycle may have retired, taking its count along).
+    attempts: u32,
+    /// Deaths after it was ready.
+    restarts: u32,
+    /// The driver was told to stop it.
+    stop_asked: bool,
+}
+
 /// The scheduler core (see the module documentation).
 pub struct Scheduler<'a> {
     plan: &'a Plan,
@@ -249,6 +305,8 @@ pub struct Scheduler<'a> {
     started: HashMap<TaskId, Instant>,
     ready: VecDeque<TaskId>,
     delayed: Vec<(Instant, TaskId)>,
+    /// Service tasks in flight (starting, ready or waiting for a restart).
+    services: std::collections::BTreeMap<TaskId, Svc>,
     gated: usize,
     running: usize,
     cores_used: u32,
@@ -286,6 +344,7 @@ impl<'a> Scheduler<'a> {
             started: HashMap::new(),
             ready: VecDeque::new(),
             delayed: vec![],
+            services: Default::default(),
             gated: 0,
             running: 0,
             cores_used: 0,
@@ -403,7 +462,12 @@ impl<'a> Scheduler<'a> {
     /// resolved or its results could not be published; its dependants are upstream-failed.
     /// A task whose attempt ran (its results could not be published) keeps the time it ran.
     pub fn fail(&mut self, task: TaskId, message: String) {
-        let seconds = if self.state(task) == Some(NodeState::Running) { self.unreserve(task) } else { 0.0 };
+        let seconds = if self.state(task) == Some(NodeState::Running) {
+            self.services.remove(&task);
+            self.unreserve(task)
+        } else {
+            0.0
+        };
         self.fail_final(task, message, seconds);
     }
 
@@ -415,11 +479,16 @@ impl<'a> Scheduler<'a> {
         c.attempts[task.node.index()] = a;
         c.state[task.node.index()] = NodeState::Running;
         self.reserve(task);
+        if self.is_service(task) {
+            self.services
+                .insert(task, Svc { phase: ServicePhase::Starting, attempts: a, restarts: 0, stop_asked: false });
+        }
         a
     }
 
     /// The running attempt of `task` succeeded (its outputs are in place).
     pub fn succeeded(&mut self, task: TaskId) {
+        self.services.remove(&task);
         let seconds = self.unreserve(task);
         self.done(task, TaskState::Succeeded, None, seconds);
         self.release(task, TaskState::Succeeded);
@@ -429,6 +498,7 @@ impl<'a> Scheduler<'a> {
     /// backoff while retries are left (and the run is not being cancelled), else the task
     /// fails for good.
     pub fn attempt_failed(&mut self, task: TaskId, message: String) {
+        self.services.remove(&task);
         let seconds = self.unreserve(task);
         if self.cancelling {
             self.cancelled(task, seconds);
@@ -448,12 +518,15 @@ impl<'a> Scheduler<'a> {
     /// Whether a failure of `task`'s running attempt would be retried.
     pub fn retries_left(&self, task: TaskId) -> bool {
         let retry = &self.plan.workflow.steps[self.plan.graph[task.node].step as usize].retry;
-        !self.cancelling && self.attempts(task) <= retry.count
+        // A service's count survives its cycle's retirement.
+        let attempts = self.services.get(&task).map_or_else(|| self.attempts(task), |v| v.attempts);
+        !self.cancelling && attempts <= retry.count
     }
 
     /// The running attempt of `task` was cancelled (by `twinflow`, or outside it): the task
     /// is cancelled and its dependants stay pending, to run on `--resume`.
     pub fn attempt_cancelled(&mut self, task: TaskId) {
+        self.services.remove(&task);
         let seconds = self.unreserve(task);
         self.cancelled(task, seconds);
     }
@@ -479,6 +552,143 @@ impl<'a> Scheduler<'a> {
         } else {
             self.fail_final(task, message, 0.0);
         }
+    }
+
+    /// Whether `task` is a task of a `service:` step.
+    pub fn is_service(&self, task: TaskId) -> bool {
+        self.plan.workflow.steps[self.plan.graph[task.node].step as usize].service.is_some()
+    }
+
+    /// Where service `task` is; `None` when it is not a service in flight.
+    pub fn service_phase(&self, task: TaskId) -> Option<ServicePhase> {
+        self.services.get(&task).map(|v| v.phase)
+    }
+
+    /// Whether the driver was told to stop service `task` ([`Scheduler::stop_services`]).
+    pub fn service_stop_asked(&self, task: TaskId) -> bool {
+        self.services.get(&task).is_some_and(|v| v.stop_asked)
+    }
+
+    /// Times service `task` was restarted after it died (in this engine).
+    pub fn service_restarts(&self, task: TaskId) -> u32 {
+        self.services.get(&task).map_or(0, |v| v.restarts)
+    }
+
+    /// The starting service `task` is ready: it is done for its dependants (released as
+    /// after a success; its cycle may retire), while its process runs on, holding its
+    /// resources.
+    pub fn service_ready(&mut self, task: TaskId) {
+        let Some(v) = self.services.get_mut(&task) else { return };
+        if v.phase != ServicePhase::Starting {
+            return;
+        }
+        v.phase = ServicePhase::Ready;
+        self.set_done(task, TaskState::Succeeded);
+        self.effects.push(Effect::ServiceReady { task });
+        self.release(task, TaskState::Succeeded);
+    }
+
+    /// The process of the ready service `task` ended: it is restarted after the step's
+    /// backoff while `retry.count` allows ([`Effect::ServiceRestart`]), else it fails for
+    /// good. An end the driver asked for (or one while cancelling) is a stop
+    /// ([`Scheduler::service_stopped`]). Returns true when the run now fails and the tasks
+    /// still running should be stopped: they may depend on the service (without
+    /// `keep_going`).
+    pub fn service_died(&mut self, task: TaskId, message: String) -> bool {
+        let Some(v) = self.services.get(&task).copied() else { return false };
+        if v.phase == ServicePhase::Starting {
+            return false; // not ready yet: an attempt like any other
+        }
+        if v.stop_asked || self.cancelling {
+            self.service_stopped(task);
+            return false;
+        }
+        let retry = &self.plan.workflow.steps[self.plan.graph[task.node].step as usize].retry;
+        if v.attempts <= retry.count {
+            let delay = retry.delay(v.attempts);
+            let restarts = v.restarts + 1;
+            let phase = ServicePhase::Restarting(self.clock.now() + delay);
+            self.services.insert(task, Svc { phase, restarts, ..v });
+            self.effects.push(Effect::ServiceRestart { task, attempt: v.attempts, restarts, delay, message });
+            return false;
+        }
+        self.services.remove(&task);
+        let seconds = self.unreserve(task);
+        self.failed = true;
+        self.failures.push((task, TaskFailure::Failed(message.clone())));
+        self.restate(task, TaskState::Failed);
+        self.effects.push(Effect::Finished { task, state: TaskState::Failed, message: Some(message), seconds });
+        !self.opts.keep_going
+    }
+
+    /// Services whose restart is due, in task order; start each with
+    /// [`Scheduler::relaunch`].
+    pub fn due_restarts(&self) -> Vec<TaskId> {
+        if self.cancelling {
+            return vec![];
+        }
+        let now = self.clock.now();
+        self.services
+            .iter()
+            .filter(|(_, v)| !v.stop_asked && matches!(v.phase, ServicePhase::Restarting(at) if at <= now))
+            .map(|(t, _)| *t)
+            .collect()
+    }
+
+    /// A new attempt of the service `task` starts now (a restart); returns its number.
+    pub fn relaunch(&mut self, task: TaskId) -> u32 {
+        let Some(v) = self.services.get_mut(&task) else { return 0 };
+        v.attempts += 1;
+        v.phase = ServicePhase::Ready;
+        let a = v.attempts;
+        if let Some(c) = self.cycle_mut(task.cycle) {
+            c.attempts[task.node.index()] = a;
+        }
+        a
+    }
+
+    /// Resume: the service `task` of a cycle that retired in an earlier engine (its
+    /// dependants read it there) is started again as soon as the driver asks
+    /// ([`Scheduler::due_restarts`]); it made `attempts` attempts so far.
+    pub fn restore_service(&mut self, task: TaskId, attempts: u32) {
+        self.reserve(task);
+        let phase = ServicePhase::Restarting(self.clock.now());
+        self.services.insert(task, Svc { phase, attempts, restarts: 0, stop_asked: false });
+    }
+
+    /// The services to stop now that the rest of the run is over ([`Scheduler::work_done`]):
+    /// those whose process the driver stops (SIGTERM, grace, SIGKILL), each reported with
+    /// [`Scheduler::service_died`] when it ended. Ready ones then succeed; starting ones
+    /// (stopped only when the run fails or is cancelled) end as cancelled attempts. Services
+    /// waiting for a restart are stopped at once. Each is returned once.
+    pub fn stop_services(&mut self) -> Vec<TaskId> {
+        let failing = self.failing();
+        let mut out = vec![];
+        let mut idle = vec![];
+        for (t, v) in &mut self.services {
+            if v.stop_asked {
+                continue;
+            }
+            match v.phase {
+                ServicePhase::Starting if !failing => continue,
+                ServicePhase::Restarting(_) => idle.push(*t),
+                _ => out.push(*t),
+            }
+            v.stop_asked = true;
+        }
+        for t in idle {
+            self.service_stopped(t);
+        }
+        out
+    }
+
+    /// The ready service `task` was stopped: it succeeded.
+    pub fn service_stopped(&mut self, task: TaskId) {
+        if self.services.remove(&task).is_none() {
+            return;
+        }
+        let seconds = self.unreserve(task);
+        self.effects.push(Effect::Finished { task, state: TaskState::Succeeded, message: None, seconds });
     }
 
     /// Stops the run: nothing new starts, running attempts are to be cancelled by the
@@ -511,15 +721,26 @@ impl<'a> Scheduler<'a> {
 
     /// When the earliest waiting retry comes due.
     pub fn next_wakeup(&self) -> Option<Instant> {
-        self.delayed.iter().map(|(t, _)| *t).min()
+        let restarts = self.services.values().filter_map(|v| match v.phase {
+            ServicePhase::Restarting(at) if !v.stop_asked => Some(at),
+            _ => None,
+        });
+        self.delayed.iter().map(|(t, _)| *t).chain(restarts).min()
     }
 
-    /// Whether the run is over: nothing in flight, and nothing left that may start. After
-    /// [`Scheduler::stop`], tasks waiting for their triggers do not keep the run going (they
-    /// stay pending, for `--resume`).
+    /// Whether the run is over: nothing in flight (services included), and nothing left that
+    /// may start. After [`Scheduler::stop`], tasks waiting for their triggers do not keep the
+    /// run going (they stay pending, for `--resume`).
     pub fn is_done(&mut self) -> bool {
+        self.work_done() && self.services.is_empty()
+    }
+
+    /// Whether everything but services is over: nothing in flight except services (ready
+    /// ones; also starting ones when the run fails or is cancelled), and nothing left that
+    /// may start. Then the driver stops the services ([`Scheduler::stop_services`]).
+    pub fn work_done(&mut self) -> bool {
         self.advance();
-        self.running == 0
+        self.work_running() == 0
             && (self.cancelling
                 || (self.failed && !self.opts.keep_going)
                 || (self.ready.is_empty()
@@ -619,6 +840,7 @@ impl<'a> Scheduler<'a> {
             + self.started.len()
             + self.ready.len()
             + self.delayed.len()
+            + self.services.len()
             + self.failures.len()
     }
 
@@ -831,14 +1053,57 @@ impl<'a> Scheduler<'a> {
         }
     }
 
+    /// No new task may start: cancelling, or failed without `keep_going`.
+    fn failing(&self) -> bool {
+        self.cancelling || (self.failed && !self.opts.keep_going)
+    }
+
+    /// Services past their start (ready, or waiting for a restart).
+    fn serving(&self) -> usize {
+        self.services.values().filter(|v| v.phase != ServicePhase::Starting).count()
+    }
+
+    /// Attempts in flight that the run waits for: all but the services that are ready (and
+    /// the starting ones too when the run fails or is cancelled).
+    fn work_running(&self) -> usize {
+        let services = if self.failing() { self.services.len() } else { self.serving() };
+        self.running.saturating_sub(services)
+    }
+
+    /// A task done as succeeded (a ready service) ends otherwise after all: its cycle's
+    /// state, or the counts of the retired cycles, and what later cycles read of it.
+    fn restate(&mut self, t: TaskId, st: TaskState) {
+        match self.cycle_mut(t.cycle) {
+            Some(c) => {
+                c.state[t.node.index()] = NodeState::Done(st);
+                if is_failure(st) {
+                    c.failed = true;
+                }
+            }
+            None => {
+                self.retired.succeeded = self.retired.succeeded.saturating_sub(1);
+                self.retired.add(st);
+            }
+        }
+        if t.cycle == 0
+            && let Some(f) = self.first_final.get_mut(&t.node)
+        {
+            *f = st;
+        }
+        // The retired cycle just before the oldest active one (what `prev.*` reads).
+        if self.cycle(t.cycle).is_none() && t.cycle + 1 == self.cycles.front().map_or(self.next_cycle, |c| c.index) {
+            self.prev_final.insert(t.node, st);
+        }
+    }
+
     fn fits(&self, t: TaskId) -> bool {
-        if self.opts.max_parallel.is_some_and(|m| self.running >= m)
-            || self.capacity.max_jobs.is_some_and(|m| self.running >= m)
+        let running = self.running.saturating_sub(self.serving());
+        if self.opts.max_parallel.is_some_and(|m| running >= m) || self.capacity.max_jobs.is_some_and(|m| running >= m)
         {
             return false;
         }
-        if self.running == 0 {
-            return true; // a task larger than the machine still runs, alone
+        if running == 0 {
+            return true; // a task larger than the machine still runs, alone (but for services)
         }
         let r = &self.plan.workflow.steps[self.plan.graph[t.node].step as usize].resources;
         let cores_ok = self.capacity.cores.is_none_or(|c| self.cores_used + r.cores() <= c);

@@ -109,6 +109,8 @@ pub fn why(
         let mut reasons = vec![];
         if let Some(u) = &upstream {
             reasons.push(format!("upstream `{u}` would run"));
+        } else if wf.steps[t.step as usize].service.is_some() {
+            reasons.push("a service is never reused: it runs in every run".into());
         } else {
             let run_dir = Path::new("<run-dir>");
             let step = &wf.steps[t.step as usize];

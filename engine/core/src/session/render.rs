@@ -163,6 +163,16 @@ pub fn render(plan: &Plan, format: Format, kernel: &Path, opts: &RenderOptions<'
                 if let Some(w) = &st.when {
                     let _ = writeln!(out, "  when: {}", w.src);
                 }
+                if let Some(v) = &st.service {
+                    let ready = match &v.ready {
+                        None => "as soon as it runs".to_string(),
+                        Some(crate::model::Ready::File(t)) => format!("once file {} exists", t.src),
+                        Some(crate::model::Ready::Command(c)) => {
+                            format!("once {} exits 0", c.iter().map(|t| t.src.as_str()).collect::<Vec<_>>().join(" "))
+                        }
+                    };
+                    let _ = writeln!(out, "  service: ready {ready}; runs until the rest of the run is done");
+                }
                 let (shown, rest) = shown_members(plan, s, opts.max_members);
                 for n in shown {
                     match command(plan, n, kernel, opts) {

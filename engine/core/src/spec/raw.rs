@@ -298,6 +298,94 @@ pub struct RawStep {
     /// Cycling workflows: triggers gating each of the step's tasks.
     #[serde(default)]
     pub wait: Option<Sp<RawWait>>,
+    /// A long-running service: `true`, or a map saying when it is ready and how its logs
+    /// rotate. Dependants start once it is ready; it runs until the run ends.
+    #[serde(default)]
+    pub service: Option<Sp<RawService>>,
+}
+
+/// `service:` of a step.
+#[derive(Debug, JsonSchema)]
+#[serde(untagged)]
+pub enum RawService {
+    /// `true`: a service, ready as soon as it runs and its declared outputs exist; `false`:
+    /// an ordinary step.
+    Flag(bool),
+    /// A service with settings.
+    Spec(Box<RawServiceSpec>),
+}
+
+// Written by hand rather than `#[serde(untagged)]`: an untagged enum buffers the value, which
+// loses the spans inside it and turns every mistake into "did not match any variant"; this
+// visitor hands a map straight to `RawServiceSpec`, whose unknown keys are then reported as
+// anywhere else.
+impl<'de> Deserialize<'de> for RawService {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = RawService;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("`true`, `false` or a map with `ready`, `log_max`, `log_keep`")
+            }
+            fn visit_bool<E: serde::de::Error>(self, b: bool) -> Result<RawService, E> {
+                Ok(RawService::Flag(b))
+            }
+            // Scalars that are not booleans are shown as written: found `yes`.
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<RawService, E> {
+                Err(E::invalid_type(serde::de::Unexpected::Other(&format!("`{v}`")), &self))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<RawService, E> {
+                self.visit_str(&v.to_string())
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<RawService, E> {
+                self.visit_str(&v.to_string())
+            }
+            fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<RawService, E> {
+                self.visit_str(&v.to_string())
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, m: A) -> Result<RawService, A::Error> {
+                RawServiceSpec::deserialize(serde::de::value::MapAccessDeserializer::new(m))
+                    .map(|s| RawService::Spec(Box::new(s)))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// `service:` written as a map.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawServiceSpec {
+    /// When the service is ready for its dependants (default: as soon as it runs and its
+    /// declared outputs exist).
+    #[serde(default)]
+    pub ready: Option<Sp<RawReady>>,
+    /// Rotate `stdout`/`stderr` when one grows beyond this size (`10M` by default).
+    #[serde(default)]
+    pub log_max: Option<Sp<Scalar>>,
+    /// Rotated logs kept per stream (`stdout.1` ... `stdout.N`; default 3).
+    #[serde(default)]
+    pub log_keep: Option<Sp<i64>>,
+}
+
+/// `service.ready`: the probe that says a service is ready (exactly one of `file` and
+/// `command`).
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawReady {
+    /// Ready once this file exists (a template; relative to the attempt directory, the
+    /// service's working directory).
+    #[serde(default)]
+    pub file: Option<Sp<String>>,
+    /// Ready once this command (argv list of templates) exits 0.
+    #[serde(default)]
+    pub command: Option<Sp<Vec<Sp<String>>>>,
+    /// How often the probe is checked (default `1s`).
+    #[serde(default)]
+    pub poll: Option<Sp<Scalar>>,
+    /// The attempt fails (and is retried) when it is not ready this long after it started.
+    #[serde(default)]
+    pub timeout: Option<Sp<Scalar>>,
 }
 
 /// Resources of one step (one attempt of one scatter member).

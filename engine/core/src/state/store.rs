@@ -331,6 +331,26 @@ impl Store {
         self.transition(run_id, task, state, message)
     }
 
+    /// Notes what a running service is doing (`ready`, restarting after an attempt ended)
+    /// without changing its state, which stays `running` while it lives (a resumed run and
+    /// `status` see a process that may be left over); once it is ready, with its result
+    /// directory and values (what later cycles of a resumed run read).
+    pub fn service_note(
+        &mut self,
+        run_id: &str,
+        task: &str,
+        dir: Option<&str>,
+        outputs: Option<&str>,
+        message: &str,
+    ) -> Result<(), StateError> {
+        self.tx()?;
+        self.conn
+            .prepare_cached("UPDATE tasks SET dir = COALESCE(?3, dir), outputs = COALESCE(?4, outputs), message = ?5 WHERE run_id = ?1 AND task = ?2")
+            .and_then(|mut s| s.execute(params![run_id, task, dir, outputs, message]))
+            .map_err(self.e())?;
+        self.transition(run_id, task, TaskState::Running, Some(message))
+    }
+
     /// Puts a task back to pending until its retry is due, saying why (`detail`).
     pub fn retry_later(&mut self, run_id: &str, task: &str, detail: &str) -> Result<(), StateError> {
         self.tx()?;

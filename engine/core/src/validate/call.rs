@@ -46,6 +46,7 @@ impl Validator {
             (!step.after.is_empty(), "after"),
             (step.once.is_some(), "once"),
             (step.wait.is_some(), "wait"),
+            (step.service.is_some(), "service"),
         ];
         for (present, key) in unsupported {
             if present {

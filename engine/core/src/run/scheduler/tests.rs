@@ -15,12 +15,17 @@ use crate::run::trigger::{Poll, Probe, Watch};
 use crate::spec::span::SourceFile;
 use crate::validate::{Overrides, validate};
 
-/// What a fake job does: runs for `secs` of virtual time, then ends so.
+/// What a fake job does: runs for `secs` of virtual time, then ends so. A service's attempt
+/// that ends `Ok` becomes ready then (and runs on for its `lives` entry).
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum End {
     Ok,
     Fail,
     Cancelled,
+    /// A ready service's process ends by itself.
+    Died,
+    /// A ready service's process ends because the driver stopped it.
+    Stopped,
 }
 
 /// How the driver settles a ready task before running it.
@@ -76,11 +81,16 @@ struct Env {
     /// Per task name, the scripted attempts: (virtual seconds, how it ends). Tasks without
     /// a script run 1 s and succeed; the last entry repeats.
     script: HashMap<String, Vec<(f64, End)>>,
+    /// Per service task, how long attempt k's process lives once ready (the last entry
+    /// repeats; infinite: until stopped, the default).
+    lives: HashMap<String, Vec<f64>>,
     decide: HashMap<String, Decide>,
     /// Resume: tasks finished by an earlier engine (name → state, attempts).
     restored: Vec<(String, TaskState, u32)>,
     /// Resume: attempts an earlier engine left in flight (name, attempt, seconds left, end).
     adopted: Vec<(String, u32, f64, End)>,
+    /// Resume: services of retired cycles the earlier engine left running (name, attempts).
+    restored_services: Vec<(String, u32)>,
     /// Cancel the run at this virtual time.
     cancel_at: Option<f64>,
     /// `twinflow stop` at this virtual time.
@@ -168,9 +178,11 @@ impl Env {
             capacity: Capacity { cores: Some(4), memory: None, max_jobs: None },
             opts: SchedOptions::default(),
             script: HashMap::new(),
+            lives: HashMap::new(),
             decide: HashMap::new(),
             restored: vec![],
             adopted: vec![],
+            restored_services: vec![],
             cancel_at: None,
             stop_at: None,
             gates: None,
@@ -198,6 +210,14 @@ impl Env {
     }
     fn script(mut self, task: &str, attempts: &[(f64, End)]) -> Self {
         self.script.insert(task.into(), attempts.to_vec());
+        self
+    }
+    fn lives(mut self, task: &str, lives: &[f64]) -> Self {
+        self.lives.insert(task.into(), lives.to_vec());
+        self
+    }
+    fn max_parallel(mut self, n: usize) -> Self {
+        self.opts.max_parallel = Some(n);
         self
     }
     fn decide(mut self, task: &str, d: Decide) -> Self {
@@ -232,6 +252,9 @@ impl Env {
         let name_of = |i: TaskId| task_name(plan, i);
         for (n, st, a) in &self.restored {
             s.restore(task_id(plan, n), *a, Some(*st));
+        }
+        for (n, a) in &self.restored_services {
+            s.restore_service(task_id(plan, n), *a);
         }
         for (n, a, secs, end) in &self.adopted {
             s.adopt(task_id(plan, n), *a);
@@ -338,10 +361,34 @@ impl Env {
                 peak.0 = peak.0.max(s.running());
                 peak.1 = peak.1.max(s.in_use().0);
             }
+            // Services whose restart is due start again, ready at once.
+            for i in s.due_restarts() {
+                let a = s.relaunch(i);
+                let name = name_of(i);
+                log.push(format!("t={} restart {name}#{a}", t(clock)));
+                let life = self.lives.get(&name).and_then(|l| l.get(a as usize - 1).or(l.last()).copied());
+                jobs.push((t(clock) + life.unwrap_or(f64::INFINITY), order, i, End::Died));
+                order += 1;
+            }
             take(&mut s, &mut effects, &mut log, &mut watches);
             if s.is_done() {
                 take(&mut s, &mut effects, &mut log, &mut watches);
                 break;
+            }
+            // Only services are left: the backend stops them now.
+            if s.work_done() {
+                for i in s.stop_services() {
+                    log.push(format!("t={} stop {}", t(clock), name_of(i)));
+                    let ready = s.service_phase(i) != Some(ServicePhase::Starting);
+                    jobs.retain(|j| j.2 != i);
+                    jobs.push((t(clock), order, i, if ready { End::Stopped } else { End::Cancelled }));
+                    order += 1;
+                }
+                take(&mut s, &mut effects, &mut log, &mut watches);
+                // Services waiting for a restart were stopped at once.
+                if s.is_done() {
+                    break;
+                }
             }
             take(&mut s, &mut effects, &mut log, &mut watches);
             // Advance the clock to the next event: a job ending, a retry coming due, a
@@ -377,6 +424,33 @@ impl Env {
             for (_, _, i, end) in due {
                 let name = name_of(i);
                 match end {
+                    End::Ok if s.is_service(i) => {
+                        log.push(format!("t={} ready {name}", t(clock)));
+                        s.service_ready(i);
+                        let a = s.attempts(i);
+                        let life = self.lives.get(&name).and_then(|l| l.get(a as usize - 1).or(l.last()).copied());
+                        jobs.push((t(clock) + life.unwrap_or(f64::INFINITY), order, i, End::Died));
+                        order += 1;
+                    }
+                    End::Died | End::Stopped => {
+                        log.push(format!(
+                            "t={} {} {name}",
+                            t(clock),
+                            if end == End::Died { "died" } else { "stopped" }
+                        ));
+                        if s.service_died(i, "exit code 1".into()) {
+                            // Failed for good: the driver stops whatever still runs.
+                            log.push(format!("t={} stop running", t(clock)));
+                            for j in jobs.iter_mut().filter(|j| !s.is_service(j.2)) {
+                                j.0 = next;
+                                j.3 = End::Cancelled;
+                            }
+                        }
+                    }
+                    End::Cancelled if matches!(s.service_phase(i), Some(p) if p != ServicePhase::Starting) => {
+                        log.push(format!("t={} stopped {name}", t(clock)));
+                        s.service_died(i, "cancelled".into());
+                    }
                     End::Ok => {
                         log.push(format!("t={} ok {name}", t(clock)));
                         s.succeeded(i);
@@ -1411,4 +1485,266 @@ fn stop_does_not_wait_for_tasks_still_waiting_for_their_triggers() {
         fin.active.iter().map(|a| (a.index, a.complete, a.failed)).collect::<Vec<_>>(),
         [(1, false, false), (2, false, false), (3, true, false)]
     );
+}
+
+// ---------------------------------------------------------------- services
+
+/// A service, a consumer that reads it and an independent task.
+const SERVICE: &str = r#"
+name: svc
+steps:
+  broker:
+    service: true
+    run: [serve]
+    out: { w: windows }
+    retry: { count: 2, backoff: 1s, factor: 2 }
+  consume: { run: [prog, "${{ steps.broker.out.w }}"] }
+  other: { run: [prog] }
+"#;
+
+fn restarts(e: &Env) -> Vec<(String, u32, u32, f64)> {
+    e.effects
+        .iter()
+        .filter_map(|f| match f {
+            Effect::ServiceRestart { task, attempt, restarts, delay, .. } => {
+                Some((e.name(*task), *attempt, *restarts, delay.as_secs_f64()))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_service_lets_its_dependants_start_once_ready_and_is_stopped_when_the_rest_is_done() {
+    let e = Env::new(SERVICE).script("broker", &[(2.0, End::Ok)]).script("consume", &[(5.0, End::Ok)]).run();
+    assert_eq!(
+        e.log(),
+        [
+            "t=0 start broker#1",
+            "t=0 start other#1",
+            "t=1 ok other",
+            "t=2 ready broker",
+            "t=2 start consume#1",
+            "t=7 ok consume",
+            "t=7 stop broker",
+            "t=7 stopped broker"
+        ]
+    );
+    assert_eq!(e.outcome(), RunOutcome::Succeeded);
+    assert_eq!(e.counts().succeeded, 3);
+    // Ready is not the end: the service finishes (succeeded) when it is stopped, having
+    // run from its start to then.
+    let ready = e.effects.iter().position(|f| matches!(f, Effect::ServiceReady { task } if *task == e.node("broker")));
+    let done = e.effects.iter().position(|f| matches!(f, Effect::Finished { task, .. } if *task == e.node("broker")));
+    assert!(ready.unwrap() < done.unwrap(), "{:?}", e.effects);
+    let secs = e.effects.iter().find_map(|f| match f {
+        Effect::Finished { task, seconds, .. } if *task == e.node("broker") => Some(*seconds),
+        _ => None,
+    });
+    assert_eq!(secs, Some(7.0));
+    assert_eq!(e.state_of("broker"), Some(TaskState::Succeeded));
+}
+
+#[test]
+fn a_service_that_dies_is_restarted_after_the_backoff_and_counted() {
+    let e = Env::new(SERVICE)
+        .script("broker", &[(1.0, End::Ok)])
+        .script("consume", &[(20.0, End::Ok)])
+        .lives("broker", &[3.0, 4.0, f64::INFINITY])
+        .run();
+    let svc: Vec<&str> = e.log().into_iter().filter(|l| l.ends_with("broker") || l.contains("broker#")).collect();
+    assert_eq!(
+        svc,
+        [
+            "t=0 start broker#1",
+            "t=1 ready broker",
+            "t=4 died broker",
+            "t=5 restart broker#2",
+            "t=9 died broker",
+            "t=11 restart broker#3",
+            "t=21 stop broker",
+            "t=21 stopped broker"
+        ]
+    );
+    assert_eq!(restarts(&e), [("broker".into(), 1, 1, 1.0), ("broker".into(), 2, 2, 2.0)]);
+    assert_eq!(e.outcome(), RunOutcome::Succeeded);
+    assert_eq!(e.state_of("broker"), Some(TaskState::Succeeded));
+}
+
+#[test]
+fn a_service_out_of_restarts_fails_the_run_and_what_still_runs_is_stopped() {
+    let e = Env::new(SERVICE)
+        .script("broker", &[(1.0, End::Ok)])
+        .script("consume", &[(20.0, End::Ok)])
+        .lives("broker", &[2.0])
+        .run();
+    // Attempts 1, 2 and 3 (`count: 2`) each die 2 s after they start (ready), with 1 s and
+    // 2 s between.
+    let died: Vec<&str> = e.log().into_iter().filter(|l| l.contains("died")).collect();
+    assert_eq!(died, ["t=3 died broker", "t=6 died broker", "t=10 died broker"]);
+    assert!(e.log().contains(&"t=10 stop running"), "{:#?}", e.log);
+    assert_eq!(restarts(&e).len(), 2);
+    assert_eq!(e.outcome(), RunOutcome::Failed);
+    assert_eq!(e.state_of("broker"), Some(TaskState::Failed));
+    assert_eq!(e.message_of("broker").as_deref(), Some("exit code 1"));
+    assert_eq!(e.state_of("consume"), Some(TaskState::Cancelled));
+    let c = e.counts();
+    assert_eq!((c.succeeded, c.failed, c.cancelled), (1, 1, 1), "{c:?}");
+}
+
+#[test]
+fn with_keep_going_a_failed_service_leaves_running_tasks_alone() {
+    let e = Env::new(SERVICE)
+        .keep_going()
+        .script("broker", &[(1.0, End::Ok)])
+        .script("consume", &[(20.0, End::Ok)])
+        .lives("broker", &[2.0])
+        .run();
+    assert!(!e.log().iter().any(|l| l.contains("stop running")), "{:#?}", e.log);
+    assert_eq!(e.state_of("consume"), Some(TaskState::Succeeded));
+    assert_eq!(e.outcome(), RunOutcome::Failed);
+}
+
+#[test]
+fn a_service_failing_before_it_is_ready_is_retried_like_any_task() {
+    let e = Env::new(SERVICE).script("broker", &[(1.0, End::Fail), (2.0, End::Ok)]).run();
+    assert_eq!(
+        e.starts(),
+        ["t=0 start broker#1", "t=0 start other#1", "t=2 start broker#2", "t=4 start consume#1"],
+        "{:#?}",
+        e.log
+    );
+    assert_eq!(e.retries(), [("broker".into(), 1, 1.0)]);
+    assert!(restarts(&e).is_empty());
+    assert_eq!(e.outcome(), RunOutcome::Succeeded);
+}
+
+#[test]
+fn a_ready_service_holds_its_cores_but_not_a_slot_of_max_parallel() {
+    let yaml = r#"
+name: slots
+steps:
+  broker: { service: true, run: [serve], out: { w: w }, resources: { ranks: 2 } }
+  a: { run: [prog, "${{ steps.broker.out.w }}"], resources: { ranks: 2 } }
+  b: { run: [prog, "${{ steps.broker.out.w }}"], resources: { ranks: 2 } }
+  big: { run: [prog, "${{ steps.broker.out.w }}"], resources: { ranks: 8 } }
+"#;
+    // One slot: the service does not starve its dependants, which run one at a time.
+    let e = Env::new(yaml).cores(16).max_parallel(1).run();
+    assert_eq!(e.starts(), ["t=0 start broker#1", "t=1 start a#1", "t=2 start b#1", "t=3 start big#1"], "{:#?}", e.log);
+    // Four cores: the service's two stay reserved; a task larger than what is left runs
+    // once nothing but services runs.
+    let e = Env::new(yaml).cores(4).run();
+    assert_eq!(e.starts(), ["t=0 start broker#1", "t=1 start a#1", "t=2 start b#1", "t=3 start big#1"], "{:#?}", e.log);
+    assert_eq!(e.peak.1, 10, "the big task runs beside the service");
+    assert_eq!(e.outcome(), RunOutcome::Succeeded);
+}
+
+#[test]
+fn cancel_stops_ready_services_as_succeeded_and_starting_ones_as_cancelled() {
+    let yaml = r#"
+name: cancel
+steps:
+  fast: { service: true, run: [serve], out: { w: w } }
+  slow: { service: true, run: [serve] }
+  use: { run: [prog, "${{ steps.fast.out.w }}"] }
+"#;
+    let mut e = Env::new(yaml).script("slow", &[(100.0, End::Ok)]).script("use", &[(50.0, End::Ok)]);
+    e.cancel_at = Some(10.0);
+    let e = e.run();
+    assert_eq!(e.outcome(), RunOutcome::Cancelled);
+    assert_eq!(e.state_of("fast"), Some(TaskState::Succeeded));
+    assert_eq!(e.state_of("slow"), Some(TaskState::Cancelled));
+    assert_eq!(e.state_of("use"), Some(TaskState::Cancelled));
+}
+
+#[test]
+fn fail_fast_stops_a_service_that_is_not_ready_yet() {
+    let yaml = r#"
+name: failfast
+steps:
+  waits: { service: true, run: [serve] }
+  breaks: { run: [prog] }
+"#;
+    let e = Env::new(yaml).script("waits", &[(1000.0, End::Ok)]).script("breaks", &[(3.0, End::Fail)]).run();
+    assert!(e.log().contains(&"t=3 stop waits"), "{:#?}", e.log);
+    assert_eq!(e.state_of("waits"), Some(TaskState::Cancelled));
+    assert_eq!(e.outcome(), RunOutcome::Failed);
+}
+
+#[test]
+fn a_service_waiting_for_its_restart_when_the_rest_is_done_is_stopped_at_once() {
+    let e = Env::new(SERVICE)
+        .script("broker", &[(1.0, End::Ok)])
+        .script("consume", &[(3.0, End::Ok)])
+        .lives("broker", &[3.0])
+        .run();
+    // It dies at t=4, the consumer ends then too; its restart (due at t=5) never comes.
+    assert!(!e.log().iter().any(|l| l.contains("restart broker")), "{:#?}", e.log);
+    assert_eq!(e.state_of("broker"), Some(TaskState::Succeeded));
+    assert_eq!(e.outcome(), RunOutcome::Succeeded);
+}
+
+#[test]
+fn resume_restarts_a_service_of_a_retired_cycle() {
+    let plan = cycling_plan(CYCLE_SERVICE, Some(4), &[], &[("ingest", Once::First)], &[]);
+    let mut e = Env::cycling(plan, 1, Some(4));
+    e.restored_services = vec![("0/ingest".into(), 2)];
+    let e = e.run_from(2, &[("0/ingest", TaskState::Succeeded)]);
+    assert_eq!(e.starts()[..1], ["t=0 start 2/use#1"], "{:#?}", e.log);
+    assert!(e.log().contains(&"t=0 restart 0/ingest#3"), "{:#?}", e.log);
+    assert!(e.log().contains(&"t=1 stop 0/ingest"), "{:#?}", e.log);
+    assert_eq!(e.outcome(), RunOutcome::Succeeded);
+}
+
+/// A `once: first` service (made so by [`cycling_plan`]) read by a task of every cycle.
+const CYCLE_SERVICE: &str = r#"
+name: cyc
+steps:
+  ingest: { service: true, run: [serve], out: { w: windows } }
+  use: { run: [prog, "${{ steps.ingest.out.w }}"] }
+"#;
+
+#[test]
+fn the_first_cycle_retires_while_its_service_runs_on() {
+    let plan = cycling_plan(CYCLE_SERVICE, Some(6), &[], &[("ingest", Once::First)], &[]);
+    let e = Env::cycling(plan, 1, Some(6)).script("0/ingest", &[(2.0, End::Ok)]).run();
+    assert_eq!(e.outcome(), RunOutcome::Succeeded);
+    assert!(e.max_active <= 2, "runahead 1: {}", e.max_active);
+    // Cycle 0 retires once its `use` is done, not when the service ends.
+    assert!(e.log().contains(&"t=3 cycle 0 finished"), "{:#?}", e.log);
+    // Every cycle's `use` ran while the service ran; it is stopped after the last.
+    let log = e.log();
+    let stop = log.iter().position(|l| *l == "t=5 stop 0/ingest").unwrap_or_else(|| panic!("{log:#?}"));
+    assert!(log[..stop].contains(&"t=5 ok 5/use"), "{log:#?}");
+    let c = e.counts();
+    assert_eq!((c.succeeded, c.pending), (7, 0), "{c:?}");
+}
+
+#[test]
+fn a_service_failing_after_its_cycle_retired_is_counted_as_failed() {
+    let yaml = r#"
+name: cyc
+steps:
+  ingest: { service: true, run: [serve], out: { w: windows } }
+  use: { run: [prog, "${{ steps.ingest.out.w }}"] }
+"#;
+    let plan = cycling_plan(yaml, Some(6), &[], &[("ingest", Once::First)], &[]);
+    let e = Env::cycling(plan, 1, Some(6))
+        .script("0/ingest", &[(1.0, End::Ok)])
+        .script("3/use", &[(10.0, End::Ok)])
+        .lives("0/ingest", &[4.0])
+        .run();
+    // Cycle 0 retired at t=2 with the service counted as succeeded; it dies at t=5, with no
+    // restart allowed: the run fails, and the counts say so.
+    assert!(e.log().contains(&"t=2 cycle 0 finished"), "{:#?}", e.log);
+    assert!(e.log().contains(&"t=5 died 0/ingest"), "{:#?}", e.log);
+    assert_eq!(e.outcome(), RunOutcome::Failed);
+    assert_eq!(e.state_of("0/ingest"), Some(TaskState::Failed));
+    assert_eq!(e.state_of("3/use"), Some(TaskState::Cancelled));
+    let c = e.counts();
+    assert_eq!((c.failed, c.cancelled), (1, 1), "{c:?}");
+    assert_eq!(c.succeeded, 4, "0/use, 1/use, 2/use, 4/use: {c:?}");
+    let fin = e.finish.as_ref().unwrap();
+    assert_eq!(fin.failures.first().map(|(t, _)| e.name(*t)).as_deref(), Some("0/ingest"));
 }

@@ -1,5 +1,5 @@
 //! One step of a workflow file → a [`Step`] of the model. Each element of a step (command,
-//! environment, inputs, outputs, publish, resources, retry, scatter, when, once and wait) is checked by its
+//! environment, inputs, outputs, publish, resources, retry, scatter, when, once, wait and service) is checked by its
 //! own function, in its own file; [`Validator::build_step`] only assembles them.
 
 mod command;
@@ -10,6 +10,7 @@ mod publish;
 mod resources;
 mod retry;
 mod scatter;
+mod service;
 mod wait;
 mod when;
 
@@ -43,6 +44,7 @@ impl Validator {
         let when = self.step_when(file, name, raw);
         let once = self.step_once(file, name, raw);
         let wait = self.step_wait(file, name, raw);
+        let service = self.step_service(file, name, raw, once);
         // `after:` is resolved once all steps of the namespace are known (compute_deps).
         let after_names: Vec<Sp<String>> = raw.after.clone();
         // A step with problems is still added (its name and outputs exist), so expressions
@@ -69,6 +71,7 @@ impl Validator {
             once,
             wait,
             prev_deps: vec![],
+            service,
         };
         let idx = self.wf.steps.len();
         self.pending_after.push((idx, after_names));

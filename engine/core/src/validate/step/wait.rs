@@ -180,7 +180,13 @@ impl Validator {
     }
 
     /// A duration that must be longer than zero (`timeout`, `poll`).
-    fn positive_duration(&mut self, file: &SourceFile, field: &str, key: &str, v: &Sp<Scalar>) -> Option<Duration> {
+    pub(super) fn positive_duration(
+        &mut self,
+        file: &SourceFile,
+        field: &str,
+        key: &str,
+        v: &Sp<Scalar>,
+    ) -> Option<Duration> {
         let text = v.value.to_string();
         let negative = text.trim_start().starts_with('-');
         match units::parse_duration(&text) {
@@ -200,7 +206,7 @@ impl Validator {
     }
 
     /// A list of templates (`files`, `command`), each element at its own span.
-    fn tpl_list(&mut self, file: &SourceFile, field: &str, l: &Option<Sp<Vec<Sp<String>>>>) -> Vec<Tpl> {
+    pub(super) fn tpl_list(&mut self, file: &SourceFile, field: &str, l: &Option<Sp<Vec<Sp<String>>>>) -> Vec<Tpl> {
         let Some(l) = l else { return vec![] };
         l.iter()
             .enumerate()
