@@ -61,7 +61,10 @@ fn every_part_is_imported_by_a_shipped_workflow() {
     let texts: Vec<String> = shipped_workflows().iter().map(|f| std::fs::read_to_string(f).unwrap()).collect();
     for part in parts() {
         let name = format!("parts/{}", part.file_name().unwrap().to_string_lossy());
-        assert!(texts.iter().any(|t| t.contains(&name)), "{name} is imported by no shipped workflow: nothing validates it");
+        assert!(
+            texts.iter().any(|t| t.contains(&name)),
+            "{name} is imported by no shipped workflow: nothing validates it"
+        );
     }
 }
 

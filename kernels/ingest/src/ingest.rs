@@ -35,13 +35,13 @@ use std::time::{Duration, Instant, SystemTime};
 use twinflow_contract::stream;
 use twinflow_exchange::{Attr, Compression, DatasetWriter, Format, Provenance, Values};
 
+use crate::IngestError;
 use crate::dead_letter::{self, DeadLetter};
 use crate::mqtt::{self, AckRequest, AckToken, Connect, Incoming, Links, Settled};
 use crate::record::{self, RejectKind, Rejection};
 use crate::schema::Schema;
 use crate::state::{self, RecentWindow, State};
 use crate::window::{Columns, iso_time};
-use crate::IngestError;
 
 /// Everything `twin-kernel ingest` is asked to do.
 #[derive(Debug, Clone)]
@@ -210,6 +210,7 @@ pub fn run(config: &IngestConfig, stop: &AtomicBool) -> Result<Summary, IngestEr
         port: config.port,
         client_id: config.client_id.clone(),
         topics: config.topics.clone(),
+        subscribed: state.topics.clone(),
         connect_timeout: config.connect_timeout,
     };
     let network = std::thread::Builder::new()
@@ -464,6 +465,7 @@ impl Ingest<'_> {
             next_window: open.index + 1,
             last_time: self.last_time.iter().map(|(k, v)| (k.clone(), *v)).collect(),
             recent,
+            topics: self.config.topics.clone(),
             ..State::fresh(&self.config.client_id)
         };
         let schema = &self.config.schema;
@@ -491,10 +493,7 @@ impl Ingest<'_> {
         tracing::debug!(window = open.index, records = written, dead_lettered = dead, "sealed");
         self.pending.push_back(Pending { index: open.index, acks: open.acks, fingerprints: open.fingerprints });
         let sealed = Sealed { index: open.index, columns: open.columns, dead: open.dead, attrs, state };
-        self.to_writer
-            .as_ref()
-            .and_then(|w| w.send(sealed).ok())
-            .ok_or(IngestError::Panicked("writer"))
+        self.to_writer.as_ref().and_then(|w| w.send(sealed).ok()).ok_or(IngestError::Panicked("writer"))
     }
 
     /// A window is on disk: acknowledge its messages.

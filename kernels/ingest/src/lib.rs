@@ -36,7 +36,9 @@ pub enum IngestError {
     #[error(transparent)]
     Schema(#[from] SchemaError),
     /// The broker cannot be reached, or refuses the connection or a subscription.
-    #[error("cannot use the MQTT broker `{broker}`: {reason}; hint: is it running? (`hpc/mqtt-local.sh start` runs a local one)")]
+    #[error(
+        "cannot use the MQTT broker `{broker}`: {reason}; hint: is it running? (`hpc/mqtt-local.sh start` runs a local one)"
+    )]
     Broker {
         /// `host:port`.
         broker: String,

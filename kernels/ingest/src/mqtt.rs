@@ -79,6 +79,9 @@ pub struct Connect {
     pub client_id: String,
     /// Topic filters subscribed with QoS 1.
     pub topics: Vec<String>,
+    /// Filters the output directory's session was subscribed to (from its state), so a
+    /// resumed session is subscribed anew when they differ, and unsubscribed from the old.
+    pub subscribed: Vec<String>,
     /// How long the first connection may take before the ingest gives up.
     pub connect_timeout: Duration,
 }
@@ -112,10 +115,8 @@ pub fn run(connect: &Connect, links: &Links) -> Result<(), IngestError> {
         .set_max_packet_size(MAX_PACKET, MAX_PACKET);
     // The request channel carries acknowledgements (try_ack, never blocking this thread).
     let (client, mut connection) = Client::new(options, 16_384);
-    let unreachable = |reason: String| IngestError::Broker {
-        broker: format!("{}:{}", connect.host, connect.port),
-        reason,
-    };
+    let unreachable =
+        |reason: String| IngestError::Broker { broker: format!("{}:{}", connect.host, connect.port), reason };
     let started = Instant::now();
     let mut epoch = 0u64;
     let mut connected = false;
@@ -159,15 +160,27 @@ pub fn run(connect: &Connect, links: &Links) -> Result<(), IngestError> {
                 backoff = Duration::from_millis(100);
                 to_send.clear();
                 written.clear();
+                // Subscribing again to a session that has the subscriptions would make the
+                // broker resend retained messages: only for a new session, or when the
+                // filters differ from those the output directory's session was given (a
+                // first run, or a client id used before for another stream).
+                let mut want = connect.topics.clone();
+                want.sort();
+                let mut had = connect.subscribed.clone();
+                had.sort();
+                let subscribe = !ack.session_present || (epoch == 1 && want != had);
                 if ack.session_present {
                     tracing::info!(epoch, client_id = %connect.client_id, "connected; the broker resumes the persistent session");
-                } else {
-                    if epoch > 1 {
-                        tracing::warn!(client_id = %connect.client_id, "the broker lost the persistent session (restarted without persistence?); messages sent while it was away are lost");
+                } else if epoch > 1 {
+                    tracing::warn!(client_id = %connect.client_id, "the broker lost the persistent session (restarted without persistence?); messages sent while it was away are lost");
+                }
+                if subscribe {
+                    tracing::info!(epoch, client_id = %connect.client_id, topics = ?connect.topics, "subscribing with QoS 1");
+                    if ack.session_present {
+                        for t in had.iter().filter(|t| !want.contains(t)) {
+                            client.try_unsubscribe(t.clone()).map_err(|e| unreachable(e.to_string()))?;
+                        }
                     }
-                    tracing::info!(epoch, client_id = %connect.client_id, topics = ?connect.topics, "connected; subscribing with QoS 1");
-                    // Subscribing again to a session that has the subscriptions would make
-                    // the broker resend retained messages: only for a new session.
                     for t in &connect.topics {
                         client.try_subscribe(t.clone(), QoS::AtLeastOnce).map_err(|e| unreachable(e.to_string()))?;
                     }
@@ -180,6 +193,7 @@ pub fn run(connect: &Connect, links: &Links) -> Result<(), IngestError> {
                         connect.topics.join(", ")
                     )));
                 }
+                tracing::info!(topics = ?connect.topics, "subscribed");
             }
             Ok(Ok(Event::Incoming(Packet::Publish(p)))) => {
                 if consumer_gone {

@@ -234,10 +234,9 @@ fn scalar<'de, D: de::Deserializer<'de>>(field: &Field, d: D) -> Result<Result<V
     let at = || format!("field `{}`", field.name);
     Ok(match (field.kind, seen) {
         (FieldType::String, Seen::Str(s)) => Ok(Value::Str(s)),
-        (FieldType::String, other) => Err(Rejection::new(
-            RejectKind::WrongType,
-            format!("{} is {}, expected a string", at(), other.describe()),
-        )),
+        (FieldType::String, other) => {
+            Err(Rejection::new(RejectKind::WrongType, format!("{} is {}, expected a string", at(), other.describe())))
+        }
         (_, Seen::Num(x)) => check_number(field, x, &at).map(Value::Num),
         (kind, other) => Err(Rejection::new(
             RejectKind::WrongType,
@@ -389,7 +388,9 @@ impl<'de> Visitor<'de> for RecordSeed<'_> {
                 if schema.unknown_fields == UnknownFields::Reject {
                     note(Rejection::new(
                         RejectKind::UnknownField,
-                        format!("field `{key}` is not in the schema; hint: declare it, or set `unknown_fields: ignore`"),
+                        format!(
+                            "field `{key}` is not in the schema; hint: declare it, or set `unknown_fields: ignore`"
+                        ),
                     ));
                 }
             }
@@ -397,7 +398,8 @@ impl<'de> Visitor<'de> for RecordSeed<'_> {
         if let Some(p) = problem {
             return Ok(Err(p));
         }
-        let missing = |name: &str| Ok(Err(Rejection::new(RejectKind::MissingField, format!("field `{name}` is missing"))));
+        let missing =
+            |name: &str| Ok(Err(Rejection::new(RejectKind::MissingField, format!("field `{name}` is missing"))));
         let Some(sensor) = sensor else { return missing(&schema.sensor_field) };
         let Some(time) = time else { return missing(&schema.time_field) };
         if let Some(allowed) = &schema.sensors
@@ -475,10 +477,7 @@ mod tests {
         .unwrap();
         assert_eq!(r.sensor, "g1");
         assert_eq!(r.time, 1733400000.5);
-        assert_eq!(
-            r.values,
-            [Value::Num(1.25), Value::Num(7.0), Value::Array(vec![1.0, 2.0, 4095.0]), Value::Missing]
-        );
+        assert_eq!(r.values, [Value::Num(1.25), Value::Num(7.0), Value::Array(vec![1.0, 2.0, 4095.0]), Value::Missing]);
     }
 
     #[test]
@@ -505,7 +504,10 @@ mod tests {
             kind(r#"{"sensor": "g1", "time": "noon", "level": 1, "count": 1, "adc": [0, 0, 0]}"#),
             RejectKind::WrongType
         );
-        assert_eq!(kind(r#"{"sensor": 3, "time": 1, "level": 1, "count": 1, "adc": [0, 0, 0]}"#), RejectKind::WrongType);
+        assert_eq!(
+            kind(r#"{"sensor": 3, "time": 1, "level": 1, "count": 1, "adc": [0, 0, 0]}"#),
+            RejectKind::WrongType
+        );
         assert_eq!(
             kind(r#"{"sensor": "g1", "time": 1, "level": 1, "count": 1, "adc": [0, null, 0]}"#),
             RejectKind::WrongType
@@ -541,8 +543,8 @@ mod tests {
 
     #[test]
     fn messages_name_the_field_and_the_value() {
-        let r = parse(&schema(), br#"{"sensor": "g1", "time": 1, "level": 51, "count": 1, "adc": [0, 0, 0]}"#)
-            .unwrap_err();
+        let r =
+            parse(&schema(), br#"{"sensor": "g1", "time": 1, "level": 51, "count": 1, "adc": [0, 0, 0]}"#).unwrap_err();
         assert_eq!(r.to_string(), "out_of_range: field `level` is 51, above the maximum 50");
         let r = parse(&schema(), br#"{"sensor": "g1", "time": 1, "level": 1, "count": 1, "adc": [0, 9999, 0]}"#)
             .unwrap_err();

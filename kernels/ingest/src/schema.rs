@@ -205,8 +205,8 @@ fn valid_name(name: &str) -> bool {
 impl Schema {
     /// Reads a schema: JSON when the file ends in `.json`, YAML otherwise.
     pub fn load(path: &Path) -> Result<Self, SchemaError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| SchemaError::Read { path: path.to_path_buf(), source })?;
+        let text =
+            std::fs::read_to_string(path).map_err(|source| SchemaError::Read { path: path.to_path_buf(), source })?;
         Self::parse(&text, path)
     }
 
@@ -390,8 +390,8 @@ mod tests {
 
     #[test]
     fn arrays_sharing_a_dimension_must_agree_on_its_length() {
-        let err = parse("fields:\n  a: {type: f32, length: 4, dim: s}\n  b: {type: f32, length: 5, dim: s}\n")
-            .unwrap_err();
+        let err =
+            parse("fields:\n  a: {type: f32, length: 4, dim: s}\n  b: {type: f32, length: 5, dim: s}\n").unwrap_err();
         assert!(err.to_string().contains("dimension `s` has length 4 in field `a`"), "{err}");
     }
 }

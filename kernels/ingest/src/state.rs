@@ -56,6 +56,9 @@ pub struct State {
     pub last_time: BTreeMap<String, f64>,
     /// Recent windows whose messages may still be redelivered.
     pub recent: Vec<RecentWindow>,
+    /// Topic filters the session is subscribed to.
+    #[serde(default)]
+    pub topics: Vec<String>,
 }
 
 impl State {
@@ -68,6 +71,7 @@ impl State {
             dead_letter_bytes: 0,
             last_time: BTreeMap::new(),
             recent: Vec::new(),
+            topics: Vec::new(),
         }
     }
 
@@ -75,7 +79,8 @@ impl State {
     pub fn save(&self, out_dir: &Path) -> Result<(), IngestError> {
         let path = out_dir.join(STATE_FILE);
         let partial = with_suffix(&path, PARTIAL_SUFFIX);
-        let text = serde_json::to_vec(self).map_err(|e| IngestError::State { path: path.clone(), reason: e.to_string() })?;
+        let text =
+            serde_json::to_vec(self).map_err(|e| IngestError::State { path: path.clone(), reason: e.to_string() })?;
         let io = |action: &'static str, p: &Path| {
             let p = p.to_path_buf();
             move |source| IngestError::Io { path: p, action, source }
@@ -97,9 +102,11 @@ pub fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
 
 /// Flushes a directory's entries (renames, new files) to disk.
 pub fn sync_dir(dir: &Path) -> Result<(), IngestError> {
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|source| IngestError::Io { path: dir.to_path_buf(), action: "flush", source })
+    std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(|source| IngestError::Io {
+        path: dir.to_path_buf(),
+        action: "flush",
+        source,
+    })
 }
 
 /// The file of window `index`: `window-000042.nc` (`.h5` for HDF5).
@@ -123,12 +130,18 @@ fn window_index_of(name: &str) -> Option<u64> {
 /// Loads the state of `out_dir` (creating the directory) and repairs an interrupted
 /// commit (see the module documentation).
 pub fn recover(out_dir: &Path, dead_letter: &Path, client_id: &str, format: Format) -> Result<State, IngestError> {
-    std::fs::create_dir_all(out_dir)
-        .map_err(|source| IngestError::Io { path: out_dir.to_path_buf(), action: "create", source })?;
+    std::fs::create_dir_all(out_dir).map_err(|source| IngestError::Io {
+        path: out_dir.to_path_buf(),
+        action: "create",
+        source,
+    })?;
     let path = out_dir.join(STATE_FILE);
     let mut windows: Vec<(u64, bool, PathBuf)> = Vec::new();
-    let entries =
-        std::fs::read_dir(out_dir).map_err(|source| IngestError::Io { path: out_dir.into(), action: "list", source })?;
+    let entries = std::fs::read_dir(out_dir).map_err(|source| IngestError::Io {
+        path: out_dir.into(),
+        action: "list",
+        source,
+    })?;
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().to_string();
         if let Some(k) = window_index_of(&name) {
@@ -176,7 +189,11 @@ pub fn recover(out_dir: &Path, dead_letter: &Path, client_id: &str, format: Form
         if *k + 1 == state.next_window {
             let done = window_path(out_dir, *k, format);
             tracing::info!(window = k, path = %done.display(), "finishing the commit of a window interrupted after its state was saved");
-            std::fs::rename(p, &done).map_err(|source| IngestError::Io { path: p.clone(), action: "rename", source })?;
+            std::fs::rename(p, &done).map_err(|source| IngestError::Io {
+                path: p.clone(),
+                action: "rename",
+                source,
+            })?;
         } else {
             tracing::info!(window = k, path = %p.display(), "removing a window that was not committed (its messages are redelivered)");
             std::fs::remove_file(p).map_err(|source| IngestError::Io { path: p.clone(), action: "remove", source })?;
