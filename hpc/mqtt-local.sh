@@ -20,10 +20,12 @@
 # The configuration is what an at-least-once ingest needs from any broker:
 #   - persistence on, so persistent sessions (clean session off) and their queued QoS 1
 #     messages also survive a restart of the broker;
-#   - max_inflight_messages 0 and max_queued_messages 0 (no limits): the ingest
-#     acknowledges a message only once the window holding it is on disk, so it holds a
-#     whole window unacknowledged; mosquitto's defaults (20 in flight, 1000 queued, the
-#     rest dropped while the client is away) would throttle it and lose messages.
+#   - max_inflight_messages 32768 and max_queued_messages 0 (no limit): the ingest
+#     acknowledges a message only once the window holding it is on disk, so it holds up to
+#     two windows and its queue unacknowledged (2 × 10000 + 4096 by default); mosquitto's
+#     defaults (20 in flight, 1000 queued, the rest dropped while the client is away)
+#     would throttle it and lose messages. A finite in-flight limit keeps a flooding
+#     stream from starving the ingest's acknowledgements (see kernels/ingest/src/ingest.rs).
 #
 # Knobs (environment):
 #   MQTT_LOCAL_DIR    where everything lives             (default <repository>/target/mqtt)
@@ -88,8 +90,10 @@ log_type warning
 log_type notice
 connection_messages true
 # an at-least-once ingest holds a whole window unacknowledged (see the header of this script)
-max_inflight_messages 0
+max_inflight_messages 32768
 max_queued_messages 0
+# sessions of test runs (one client id each) are forgotten a day after their client left
+persistent_client_expiration 1d
 max_queued_bytes 0
 EOF
 }

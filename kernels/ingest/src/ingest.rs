@@ -5,7 +5,8 @@
 //!   `queue` messages and writes acknowledgements;
 //! - this thread checks each message ([`crate::record::parse`], then the sensor's
 //!   monotonic time), fills the open window and seals it after `window` (from its first
-//!   message) or once its payloads reach `window_bytes`, whichever comes first;
+//!   message), once its payloads reach `window_bytes` or once it holds `window_records`
+//!   messages, whichever comes first;
 //! - the writer thread writes a sealed window through the exchange layer and commits it
 //!   ([`crate::state`]); only then are its messages acknowledged.
 //!
@@ -13,6 +14,14 @@
 //! behind, this thread waits for it, the queue fills, the network thread stops reading
 //! and the broker buffers: memory is bounded by the queue (× the largest message) plus
 //! two windows (each about `window_bytes` of payload, held as parsed columns).
+//!
+//! The broker sends at most its in-flight limit of unacknowledged messages (mosquitto's
+//! `max_inflight_messages`; `hpc/mqtt-local.sh` sets 32768), and this ingest holds up to
+//! two windows and the queue unacknowledged: the limit must be at least
+//! 2 × `window_records` + `queue`, or windows close only on their time. Under a flood the
+//! limit is also what lets acknowledgements out promptly: rumqttc writes a queued PUBACK
+//! only when it is not reading (its event loop picks one or the other), and it stops
+//! reading once the broker stops sending.
 //!
 //! Delivery is at least once (a message is acknowledged only once its window is on disk)
 //! and the output exactly once: a message is recognised by a 64-bit fingerprint of its
@@ -68,6 +77,8 @@ pub struct IngestConfig {
     pub window: Duration,
     /// ... or once its payloads reach this many bytes.
     pub window_bytes: usize,
+    /// ... or once it holds this many messages.
+    pub window_records: usize,
     /// Messages the in-memory queue holds.
     pub queue: usize,
     /// Stop after this many windows.
@@ -158,6 +169,9 @@ struct Sealed {
 struct Written {
     index: u64,
     path: PathBuf,
+    /// The window's value buffers, emptied, for the next window to reuse: filling
+    /// fresh memory (page faults, zeroing) costs as much as parsing.
+    spare: Vec<Values>,
 }
 
 fn fingerprint(topic: &str, payload: &[u8]) -> u64 {
@@ -183,6 +197,10 @@ struct Ingest<'a> {
     committed: VecDeque<Committed>,
     last_time: HashMap<String, f64>,
     next_index: u64,
+    /// Records of the last sealed window: the next window's columns reserve as much.
+    last_records: usize,
+    /// Emptied buffers of a written window.
+    spare: Option<Vec<Values>>,
     sealed: u64,
     fresh_seen: bool,
     duplicates_between: u64,
@@ -249,6 +267,8 @@ pub fn run(config: &IngestConfig, stop: &AtomicBool) -> Result<Summary, IngestEr
             .collect(),
         last_time: state.last_time.iter().map(|(k, v)| (k.clone(), *v)).collect(),
         next_index: state.next_window,
+        last_records: 0,
+        spare: None,
         sealed: 0,
         fresh_seen: false,
         duplicates_between: 0,
@@ -323,7 +343,9 @@ impl Ingest<'_> {
                 Ok(m) => {
                     last_message = Instant::now();
                     self.handle(m);
-                    if self.open.as_ref().is_some_and(|o| o.bytes >= self.config.window_bytes) {
+                    let full =
+                        |o: &Open| o.bytes >= self.config.window_bytes || o.acks.len() >= self.config.window_records;
+                    if self.open.as_ref().is_some_and(full) {
                         self.seal()?;
                         if self.reached_max() {
                             return Ok(StopReason::MaxWindows);
@@ -379,6 +401,8 @@ impl Ingest<'_> {
             }
         }
         let schema = &self.config.schema;
+        let reserve = self.last_records;
+        let spare = &mut self.spare;
         let open = self.open.get_or_insert_with(|| {
             let index = self.next_index;
             self.next_index += 1;
@@ -386,7 +410,12 @@ impl Ingest<'_> {
                 index,
                 opened: Instant::now(),
                 opened_wall: unix_now(),
-                columns: Columns::new(schema),
+                // As many records as the last window: no reallocation (a copy of tens of
+                // MB) while this one fills at the same rate.
+                columns: match spare.take() {
+                    Some(buffers) => Columns::reuse(schema, buffers, reserve),
+                    None => Columns::with_capacity(schema, reserve),
+                },
                 dead: Vec::new(),
                 bytes: 0,
                 acks: Vec::new(),
@@ -439,6 +468,7 @@ impl Ingest<'_> {
             self.committed_window(done?);
         }
         self.sealed += 1;
+        self.last_records = open.columns.len();
         let written = open.columns.len() as u64;
         let dead = open.dead.len() as u64;
         let duplicates = open.duplicates + std::mem::take(&mut self.duplicates_between);
@@ -498,6 +528,7 @@ impl Ingest<'_> {
 
     /// A window is on disk: acknowledge its messages.
     fn committed_window(&mut self, done: Written) {
+        self.spare = Some(done.spare);
         let Some(p) = self.pending.pop_front() else { return };
         debug_assert_eq!(p.index, done.index);
         for &(token, fp) in &p.acks {
@@ -553,7 +584,17 @@ fn write_window(config: &IngestConfig, sealed: Sealed) -> Result<Written, Ingest
         "wrote {}",
         path.display()
     );
-    Ok(Written { index: sealed.index, path })
+    let spare = values
+        .into_iter()
+        .map(|mut v| {
+            match &mut v {
+                Values::Num(x) => x.clear(),
+                Values::Str(x) => x.clear(),
+            }
+            v
+        })
+        .collect();
+    Ok(Written { index: sealed.index, path, spare })
 }
 
 #[cfg(test)]

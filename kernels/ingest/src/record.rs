@@ -1,10 +1,12 @@
 //! One message's payload checked against the [`Schema`]: a [`Record`] or the reason it
 //! is rejected ([`Rejection`]).
 //!
-//! The JSON is read once, straight into the record's values (a `serde` visitor driven by
-//! the schema, no intermediate JSON tree), so a 16 KiB array of samples costs one pass.
-//! The first problem found is the reason; the rest of the payload is still consumed so a
-//! syntax error later in the text is not mistaken for it. Monotonic time per sensor is
+//! A valid record is read in one pass by a strict scanner of flat JSON objects
+//! ([`fast`]: keys without escapes, numbers, strings without escapes, arrays of numbers),
+//! straight into the record's values. Anything else, and every record with a problem, goes
+//! through `serde_json` with a visitor driven by the schema (no intermediate JSON tree),
+//! which decides and names the reason: the first problem found, the rest of the payload
+//! still consumed so a syntax error later in the text is not mistaken for it. Monotonic time per sensor is
 //! the ingest's check ([`crate::ingest`]), as it needs the stream's history.
 
 use std::fmt;
@@ -12,6 +14,8 @@ use std::fmt;
 use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
 
 use crate::schema::{Field, FieldType, Schema, UnknownFields};
+
+mod fast;
 
 /// A field's value in a record.
 #[derive(Debug, Clone, PartialEq)]
@@ -115,6 +119,14 @@ pub fn parse(schema: &Schema, payload: &[u8]) -> Result<Record, Rejection> {
             format!("the payload has {} bytes, more than `max_bytes` {max}", payload.len()),
         ));
     }
+    match fast::parse(schema, payload) {
+        Some(record) => Ok(record),
+        None => parse_with_serde(schema, payload),
+    }
+}
+
+/// The `serde_json` path: decides every payload, explains every rejection.
+fn parse_with_serde(schema: &Schema, payload: &[u8]) -> Result<Record, Rejection> {
     let mut de = serde_json::Deserializer::from_slice(payload);
     let outcome = RecordSeed { schema }.deserialize(&mut de).and_then(|r| de.end().map(|()| r));
     match outcome {
@@ -549,6 +561,28 @@ mod tests {
         let r = parse(&schema(), br#"{"sensor": "g1", "time": 1, "level": 1, "count": 1, "adc": [0, 9999, 0]}"#)
             .unwrap_err();
         assert_eq!(r.detail, "field `adc`[1] is 9999, above the maximum 4095");
+    }
+
+    #[test]
+    fn the_fast_scanner_and_serde_json_read_valid_records_alike() {
+        let mut s = schema();
+        s.fields[2].length = Some(6);
+        s.fields[2].kind = FieldType::F64;
+        (s.fields[2].min, s.fields[2].max) = (None, None);
+        for text in [
+            r#"{"sensor": "g1", "time": 1, "level": 1, "count": 1, "adc": [ 0 , 123456789012345678, 1.5e3, -0.25, 7E-1 ,3]}"#,
+            r#"{"adc":[0,0,0,0,0,0],"count":2147483647,"level":-5,"time":-1e-300,"sensor":"g2","note":"é ü"}"#,
+            "{\"sensor\":\"g1\",\"time\":0.1,\"level\":0.30000000000000004,\"count\":0,\"adc\":[1,2,3,4,5,6]}\n",
+        ] {
+            let fast = fast::parse(&s, text.as_bytes()).unwrap_or_else(|| panic!("not taken: {text}"));
+            assert_eq!(Ok(fast), parse_with_serde(&s, text.as_bytes()), "{text}");
+        }
+        // Elements that are not numbers are reported by the visitor, with their index.
+        let r = parse(&s, br#"{"sensor": "g1", "time": 1, "level": 1, "count": 1, "adc": [1, 2, "x", 4, 5, 6]}"#)
+            .unwrap_err();
+        assert_eq!(r.detail, "field `adc`[2] is the string \"x\", expected a number (`f64`)");
+        let r = parse(&s, br#"{"sensor": "g1", "time": 1, "level": 1, "count": 1, "adc": []}"#).unwrap_err();
+        assert_eq!(r.kind, RejectKind::WrongLength);
     }
 
     #[test]

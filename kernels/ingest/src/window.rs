@@ -34,12 +34,55 @@ pub struct Columns {
 impl Columns {
     /// No records yet, with a column per field of `schema`.
     pub fn new(schema: &Schema) -> Self {
+        Self::with_capacity(schema, 0)
+    }
+
+    /// No records yet, with room for `records` without reallocating.
+    pub fn with_capacity(schema: &Schema, records: usize) -> Self {
         let values = schema
             .fields
             .iter()
-            .map(|f| if f.kind == FieldType::String { Values::Str(Vec::new()) } else { Values::Num(Vec::new()) })
+            .map(|f| match f.kind {
+                FieldType::String => Values::Str(Vec::with_capacity(records)),
+                _ => Values::Num(Vec::with_capacity(records * f.length.unwrap_or(1))),
+            })
             .collect();
-        Self { sensors: IndexMap::new(), sensor_index: Vec::new(), time: Vec::new(), values }
+        Self {
+            sensors: IndexMap::new(),
+            sensor_index: Vec::with_capacity(records),
+            time: Vec::with_capacity(records),
+            values,
+        }
+    }
+
+    /// No records yet, in the emptied buffers of a written window (as
+    /// [`Columns::into_dataset`] lays out its variables: `sensor_name`, `sensor_index`,
+    /// `time`, then the fields), with room for at least `records`.
+    pub fn reuse(schema: &Schema, buffers: Vec<Values>, records: usize) -> Self {
+        let mut fresh = Self::with_capacity(schema, 0);
+        if buffers.len() != schema.fields.len() + 3 {
+            return Self::with_capacity(schema, records);
+        }
+        let mut it = buffers.into_iter().skip(1);
+        let num = |v: Option<Values>| match v {
+            Some(Values::Num(mut x)) => {
+                x.clear();
+                x
+            }
+            _ => Vec::new(),
+        };
+        fresh.sensor_index = num(it.next());
+        fresh.time = num(it.next());
+        for (slot, (f, v)) in fresh.values.iter_mut().zip(schema.fields.iter().zip(it)) {
+            if let (Values::Num(_), Values::Num(mut x)) = (&slot, v) {
+                x.clear();
+                x.reserve(records * f.length.unwrap_or(1));
+                *slot = Values::Num(x);
+            }
+        }
+        fresh.sensor_index.reserve(records);
+        fresh.time.reserve(records);
+        fresh
     }
 
     /// Number of records.
@@ -197,6 +240,27 @@ mod tests {
         assert_eq!(ds.variable("w").unwrap().values, Values::Num(vec![1.0, -1.0, 2.0, -2.0, 3.0, -3.0]));
         assert_eq!(ds.variable("w").unwrap().dims, ["record", "k"]);
         ds.check(Path::new("w.nc")).unwrap();
+    }
+
+    #[test]
+    fn reused_buffers_give_the_same_window() {
+        let schema = Schema::parse("fields:\n  v: {type: f64}\n  s: {type: string}\n", Path::new("s.yaml")).unwrap();
+        let rec = |t: f64| Record { sensor: "a".into(), time: t, values: vec![Value::Num(t), Value::Str("x".into())] };
+        let prov = Provenance::from_env("t", "twin-kernel ingest", "{}".into(), "test");
+        let mut first = Columns::new(&schema);
+        first.push(&schema, rec(1.0));
+        let mut used = first.into_dataset(&schema, &prov, vec![]);
+        let buffers: Vec<Values> =
+            used.variables.iter_mut().map(|v| std::mem::replace(&mut v.values, Values::Num(vec![]))).collect();
+        let mut again = Columns::reuse(&schema, buffers, 4);
+        let mut fresh = Columns::new(&schema);
+        for c in [&mut again, &mut fresh] {
+            c.push(&schema, rec(2.0));
+        }
+        let a = again.into_dataset(&schema, &prov, vec![]);
+        let b = fresh.into_dataset(&schema, &prov, vec![]);
+        assert_eq!(a.variables, b.variables);
+        assert_eq!(a.variable("v").unwrap().values, Values::Num(vec![2.0]));
     }
 
     #[test]

@@ -384,6 +384,45 @@ fn windows_close_by_size_and_by_time() {
     assert!((0.69..2.0).contains(&(sealed - opened)), "sealed {:.3} s after opening", sealed - opened);
 }
 
+/// Back-pressure: with a queue of one message the network thread blocks at every message
+/// while windows are written; the broker holds the rest, and everything arrives once.
+#[test]
+fn a_queue_of_one_message_still_delivers_everything_once() {
+    let addr = broker();
+    let dir = scratch("queue-1");
+    std::fs::write(dir.join("schema.yaml"), SCHEMA).unwrap();
+    let topic = unique("t/queue");
+    let mut ingest = Ingest::start(
+        &dir,
+        &[
+            "--broker",
+            &addr,
+            "--topic",
+            &topic,
+            "--schema",
+            "schema.yaml",
+            "--out-dir",
+            "out",
+            "--queue",
+            "1",
+            "--window-bytes",
+            "2k",
+            "--until-idle",
+            "2s",
+        ],
+        "ingest.log",
+    );
+    ingest.wait_for("subscribed");
+    let n = 600;
+    publish(&addr, &topic, (0..n).map(|k| record(["g1", "g2", "g3"][k % 3], k as f64, 0.0, [1, 2, 3, 4])).collect());
+    let (status, log) = ingest.wait(Duration::from_secs(120));
+    assert!(status.success(), "{log}");
+    let files = windows(&dir.join("out"), ".nc");
+    assert!(files.len() > 10, "{} windows", files.len());
+    let times: Vec<f64> = files.iter().flat_map(|f| keys(f)).map(|(_, t)| t).collect();
+    assert_eq!(times, (0..n).map(|k| k as f64).collect::<Vec<_>>(), "{log}");
+}
+
 #[test]
 fn hdf5_windows_are_read_by_h5dump() {
     let addr = broker();

@@ -25,7 +25,8 @@ Examples:
 Writes stream/window-000000.nc, window-000001.nc, …: each window's records (one variable per
 schema field along an unlimited `record` dimension, `time`, `sensor_index` into
 `sensor_name`; CF timeSeries, chunked and deflated), sealed `--window` after its first message
-or at `--window-bytes` of payload, whichever comes first, written as `.partial` and renamed.
+at `--window-bytes` of payload or at `--window-records` messages, whichever comes first, written
+as `.partial` and renamed.
 Global attributes: window_index, records_in = records_written + records_dead_lettered,
 records_duplicate (redeliveries dropped), window_time_min/max, time_coverage_start/end.
 
@@ -33,8 +34,9 @@ Invalid records go to the dead-letter file (JSON lines: window, topic, received,
 detail, payload), never dropped. Messages are acknowledged (QoS 1, persistent session of
 `--client-id`) only after their window is on disk, so a restart, even after kill -9, loses
 nothing and repeats nothing (ingest-state.json in the output directory). The broker must let
-a client hold a window unacknowledged (mosquitto: max_inflight_messages 0,
-max_queued_messages 0; hpc/mqtt-local.sh sets both).
+a client hold 2 windows and the queue unacknowledged and queue for it while it is away
+(mosquitto: max_inflight_messages ≥ 2 × --window-records + --queue, max_queued_messages 0;
+hpc/mqtt-local.sh sets 32768 and 0).
 
 Schema (YAML, or JSON by extension):
   sensor_field: sensor          # default; a non-empty string
@@ -70,6 +72,10 @@ pub struct IngestArgs {
     /// ... or once its payloads reach this size.
     #[arg(long, value_name = "SIZE", value_parser = parse_size, default_value = "64M")]
     pub window_bytes: usize,
+    /// ... or once it holds this many messages (keep 2 × N + `--queue` within the
+    /// broker's in-flight limit).
+    #[arg(long, value_name = "N", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub window_records: u32,
     /// Window file format.
     #[arg(long, value_enum, default_value = "netcdf")]
     pub format: FormatArg,
@@ -141,7 +147,7 @@ pub(super) fn run_ingest(args: IngestArgs, command_line: &str) -> Result<(), Ker
     let parameters = serde_json::json!({
         "broker": format!("{}:{}", args.broker.0, args.broker.1), "topics": args.topics,
         "schema": args.schema, "client_id": client_id, "window_s": args.window.as_secs_f64(),
-        "window_bytes": args.window_bytes, "queue": args.queue, "deflate": args.deflate,
+        "window_bytes": args.window_bytes, "window_records": args.window_records, "queue": args.queue, "deflate": args.deflate,
     })
     .to_string();
     let provenance = Provenance::from_env(&schema.title, "twin-kernel ingest", parameters, command_line);
@@ -160,6 +166,7 @@ pub(super) fn run_ingest(args: IngestArgs, command_line: &str) -> Result<(), Ker
         },
         window: args.window,
         window_bytes: args.window_bytes,
+        window_records: args.window_records as usize,
         queue: args.queue as usize,
         max_windows: args.max_windows,
         until_idle: args.until_idle,
