@@ -22,7 +22,7 @@
 #     messages also survive a restart of the broker;
 #   - max_inflight_messages 32768 and max_queued_messages 0 (no limit): the ingest
 #     acknowledges a message only once the window holding it is on disk, so it holds up to
-#     two windows and its queue unacknowledged (2 × 10000 + 4096 by default); mosquitto's
+#     two windows and its queue unacknowledged (2 × 10000 + 1024 by default); mosquitto's
 #     defaults (20 in flight, 1000 queued, the rest dropped while the client is away)
 #     would throttle it and lose messages. A finite in-flight limit keeps a flooding
 #     stream from starving the ingest's acknowledgements (see kernels/ingest/src/ingest.rs).

@@ -88,7 +88,7 @@ pub struct IngestArgs {
     pub client_id: Option<String>,
     /// Messages held in memory between the network and the validation (back-pressure
     /// beyond it: the broker buffers).
-    #[arg(long, value_name = "N", default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, value_name = "N", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
     pub queue: u32,
     /// Dead-letter file [default: `<out-dir>/dead-letter.jsonl`].
     #[arg(long, value_name = "FILE")]
