@@ -85,8 +85,11 @@ test: deps-test
 	if [ $$started = 1 ]; then bash hpc/slurm-local.sh stop; fi; \
 	exit $$status
 
+# Engine, then data assimilation (Lorenz-96 RMSE table, LETKF throughput, flood-twin cycle;
+# under a minute). LETKF on 1 and 2 MPI ranks: kernels/twin-kernel/bench/assim-scaling.sh.
 bench:
 	$(CARGO) bench -p twinflow-engine --bench engine
+	$(CARGO) bench -p twinflow-assim --bench assim
 
 # The stream ingest against `mosquitto_sub > /dev/null` on the same stream, through a private
 # broker (started here and stopped afterwards unless one was already running).

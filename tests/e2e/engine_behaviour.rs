@@ -684,21 +684,27 @@ fn status_without_a_run_lists_every_run_newest_first() {
     let text = String::from_utf8(out.stdout).unwrap();
     let lines: Vec<Vec<&str>> = text.lines().map(|l| l.split_whitespace().collect()).collect();
     assert_eq!(lines.len(), 3, "{text}");
-    assert_eq!(lines[0], ["RUN", "WORKFLOW", "STATE", "STARTED", "(UTC)"], "{text}");
+    assert_eq!(lines[0], ["RUN", "WORKFLOW", "STATE", "STARTED", "(UTC)", "TOOK", "TASKS", "PARAMS"], "{text}");
     // Run ids sort by start time; the later run is listed first.
     assert_eq!(lines[1][..3], [rb.as_str(), "bad", "failed"], "{text}");
     assert_eq!(lines[2][..3], [ra.as_str(), "good", "succeeded"], "{text}");
     for l in &lines[1..] {
-        assert_eq!(l.len(), 5, "date and time: {l:?}");
-        assert!(l[3].len() == 10 && l[3].as_bytes()[4] == b'-' && l[4].len() == 8, "{l:?}");
+        assert!(l[3].len() == 10 && l[3].as_bytes()[4] == b'-' && l[4].len() == 8, "date and time: {l:?}");
     }
+    // How long each took, its tasks, its parameters (none given).
+    for l in &lines[1..] {
+        let took: f64 = l[5].strip_suffix('s').and_then(|t| t.parse().ok()).unwrap_or(-1.0);
+        assert!((0.0..30.0).contains(&took), "{l:?}");
+    }
+    assert_eq!(lines[1][6..], ["0/1", "done,", "1", "failed", "-"], "{text}");
+    assert_eq!(lines[2][6..], ["1/1", "done", "-"], "{text}");
     // `--local-time`: the same instants in the local time zone (a POSIX TZ nine hours east
     // of UTC, so no time-zone database is needed), named.
     let out = twinflow().current_dir(&d).env("TZ", "JST-9").args(["status", "--local-time"]).output().unwrap();
     assert!(out.status.success(), "{}", show(&out));
     let local = String::from_utf8(out.stdout).unwrap();
     let llines: Vec<Vec<&str>> = local.lines().map(|l| l.split_whitespace().collect()).collect();
-    assert_eq!(llines[0], ["RUN", "WORKFLOW", "STATE", "STARTED", "(local)"], "{local}");
+    assert_eq!(llines[0], ["RUN", "WORKFLOW", "STATE", "STARTED", "(local)", "TOOK", "TASKS", "PARAMS"], "{local}");
     for (u, l) in lines[1..].iter().zip(&llines[1..]) {
         assert_eq!(l[5], "JST", "{l:?}");
         let at = |d: &str, t: &str| -> jiff::civil::DateTime { format!("{d}T{t}").parse().unwrap() };

@@ -56,6 +56,7 @@ fn pick<'r>(rows: &'r [Row], label: &str, time: f64) -> &'r Row {
 }
 
 #[test]
+#[allow(clippy::print_stderr)] // the figures of the last cycle, for the record (`--nocapture`)
 fn the_flood_twin_follows_its_gauges_and_beats_the_open_loop() {
     let kernel = mpi_kernel();
     let d = scratch("flood-twin");

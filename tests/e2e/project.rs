@@ -84,7 +84,7 @@ fn every_shipped_workflow_matches_the_json_schema() {
 
 #[test]
 fn every_command_has_help_with_an_example() {
-    for cmd in ["validate", "plan", "run", "status", "why", "cancel", "schema"] {
+    for cmd in ["validate", "plan", "run", "status", "logs", "why", "cancel", "stop", "signal", "schema"] {
         let out = twinflow().args([cmd, "--help"]).output().unwrap();
         let text = String::from_utf8_lossy(&out.stdout);
         assert!(out.status.success(), "{cmd} --help failed");

@@ -33,6 +33,10 @@ pub enum Command {
     /// List runs, or the tasks of one run.
     #[command(after_help = "Examples:\n  twinflow status                 # all runs\n  twinflow status latest          # tasks of the latest run (cycles first, for a cycling run)\n  twinflow status latest --cycle 20260301T0600Z   # the tasks of one cycle\n  twinflow status 20261122-101500-3f2a --json\n\n".to_string() + exit::HELP)]
     Status(StatusArgs),
+    /// Print (or follow) a task's output: the stdout and stderr files of its latest attempt,
+    /// or of another (`--attempt N`).
+    #[command(after_help = "Examples:\n  twinflow logs latest mesh                          # stdout, then stderr, of its latest attempt\n  twinflow logs latest 'member[7]' --stderr\n  twinflow logs latest 'member[seed=2,rain=40.0]'    # a member by its scatter values\n  twinflow logs 20261122-101500-3f2a 'sim[3]' --attempt 1\n  twinflow logs latest 20260301T0600Z/assimilate -f  # a cycling run's task, followed while it runs\n\nTASK is named as `twinflow status RUN` lists it; quote names with brackets for the shell.\nThe task, its attempt and directory are named on stderr, so stdout holds only the output.\n\n".to_string() + exit::HELP)]
+    Logs(LogsArgs),
     /// Explain why a step would run again (which input, parameter or definition changed).
     #[command(after_help = "Example:\n  twinflow why examples/hello.yaml member -p members=8   # why would the members run again?\n  twinflow why examples/hello.yaml                      # every task\n\n".to_string() + exit::HELP)]
     Why(WhyArgs),
@@ -175,7 +179,8 @@ pub struct RunArgs {
     /// Run at most N tasks at once.
     #[arg(short = 'j', long = "jobs", value_parser = clap::value_parser!(u64).range(1..))]
     pub jobs: Option<u64>,
-    /// Seconds between SIGTERM and SIGKILL when stopping a step (0 to 3600).
+    /// Seconds between SIGTERM and SIGKILL when stopping a step (0 to 3600); a second
+    /// Ctrl-C kills at once.
     #[arg(long, default_value_t = 10.0, value_parser = grace_seconds)]
     pub grace: f64,
     /// MPI launcher for steps with `ranks > 1` (its flags may follow, space-separated;
@@ -263,6 +268,31 @@ pub struct StatusArgs {
     /// cancelled or interrupted, or still runs: for CI gates.
     #[arg(long)]
     pub check: bool,
+    /// Directory holding the run database.
+    #[arg(long, default_value = "runs", env = "TWINFLOW_RUNS_DIR")]
+    pub runs_dir: PathBuf,
+}
+
+/// `logs` arguments.
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    /// A run id, or `latest`.
+    pub run: String,
+    /// The task: `step`, `step[7]`, `POINT/step[7]` (cycling runs), or a member by its
+    /// scatter values: `step[seed=2,rain=40.0]`.
+    pub task: String,
+    /// Which attempt (default: the latest; a successful one is the task's `out/`).
+    #[arg(long, value_name = "N")]
+    pub attempt: Option<u32>,
+    /// Only the standard output, as it is (no header).
+    #[arg(long, conflicts_with = "stderr")]
+    pub stdout: bool,
+    /// Only the standard error, as it is (no header).
+    #[arg(long)]
+    pub stderr: bool,
+    /// Keep printing what the attempt writes until it ends.
+    #[arg(short = 'f', long)]
+    pub follow: bool,
     /// Directory holding the run database.
     #[arg(long, default_value = "runs", env = "TWINFLOW_RUNS_DIR")]
     pub runs_dir: PathBuf,

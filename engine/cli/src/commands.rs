@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use miette::{GraphicalReportHandler, GraphicalTheme};
 use twinflow_engine::diag::Diagnostics;
-use twinflow_engine::events::{Reporter, TaskFailure};
+use twinflow_engine::events::{Reporter, TaskFailure, TaskState};
 use twinflow_engine::session::backend::{BackendSettings, LocalSettings};
 use twinflow_engine::session::render::{Format, PlanRequest, plan_view};
 use twinflow_engine::session::start::{AllocationSize, RunRequest};
@@ -14,10 +14,11 @@ use twinflow_engine::session::{
 };
 
 use crate::cli::{
-    BackendArgs, BackendKind, CancelArgs, Cli, Command, PlanFormat, RunArgs, StatusArgs, WhyArgs, WorkflowArgs,
+    BackendArgs, BackendKind, CancelArgs, Cli, Command, LogsArgs, PlanFormat, RunArgs, StatusArgs, WhyArgs,
+    WorkflowArgs,
 };
 use crate::exit;
-use crate::report::{HumanReporter, JsonReporter};
+use crate::report::{HumanReporter, JsonReporter, indent_rest};
 
 /// `println!` for command output: a closed stdout (`twinflow status | head -1`) ends the
 /// command quietly instead of panicking.
@@ -28,6 +29,16 @@ macro_rules! outln {
 /// `print!` for command output (see [`outln!`]).
 macro_rules! out {
     ($($t:tt)*) => { write_out(format_args!($($t)*), false)? };
+}
+
+/// `eprintln!` that does not panic when stderr is closed (`twinflow run ... 2>&1 | head`):
+/// what the run reports there is a courtesy, the run and its record go on.
+macro_rules! errln {
+    ($($t:tt)*) => {{
+        use std::io::Write;
+        let mut e = std::io::stderr().lock();
+        let _ = e.write_fmt(format_args!($($t)*)).and_then(|()| e.write_all(b"\n"));
+    }};
 }
 
 fn write_out(args: std::fmt::Arguments<'_>, newline: bool) -> Result<(), Failure> {
@@ -47,6 +58,7 @@ pub fn run(cli: Cli) -> i32 {
         Command::Plan(a) => plan_cmd(&a),
         Command::Run(a) => run_cmd(a),
         Command::Status(a) => status_cmd(&a),
+        Command::Logs(a) => logs_cmd(&a),
         Command::Why(a) => why_cmd(&a),
         Command::Cancel(a) => cancel_cmd(&a),
         Command::Stop(a) => stop_cmd(&a),
@@ -60,15 +72,15 @@ pub fn run(cli: Cli) -> i32 {
             exit::INVALID
         }
         Err(Failure::Session(SessionError::Usage(m))) => {
-            eprintln!("error: {m}");
+            errln!("error: {m}");
             exit::INVALID
         }
         Err(Failure::Session(e)) => {
-            eprintln!("error: {:#}", anyhow::Error::from(e));
+            errln!("error: {:#}", anyhow::Error::from(e));
             exit::ERROR
         }
         Err(Failure::Other(e)) => {
-            eprintln!("error: {e:#}");
+            errln!("error: {e:#}");
             exit::ERROR
         }
         // Whoever reads our output has seen enough (`| head`): not an error.
@@ -120,7 +132,8 @@ fn init_tracing(level: &str) {
 /// Prints diagnostics with caret snippets; plain (no colour) when stderr is not a terminal,
 /// so logs and snapshot tests are stable.
 pub fn print_diagnostics(d: &Diagnostics) {
-    eprint!("{}", render_diagnostics(d));
+    use std::io::Write;
+    let _ = std::io::stderr().lock().write_all(render_diagnostics(d).as_bytes());
 }
 
 fn render_diagnostics(d: &Diagnostics) -> String {
@@ -155,10 +168,10 @@ struct Stderr;
 
 impl Notices for Stderr {
     fn notice(&mut self, message: &str) {
-        eprintln!("{message}");
+        errln!("{message}");
     }
     fn warning(&mut self, message: &str) {
-        eprintln!("warning: {message}");
+        errln!("warning: {message}");
     }
 }
 
@@ -238,35 +251,49 @@ fn run_cmd(a: RunArgs) -> Result<i32, Failure> {
     };
     let mut reporter: Box<dyn Reporter> = if a.json { Box::new(JsonReporter) } else { Box::new(HumanReporter::new()) };
     let summary = runtime()?.block_on(async {
-        // SIGINT/SIGTERM cancel the run (and a wait for an allocation).
+        // SIGINT/SIGTERM cancel the run (and a wait for an allocation); a second one kills
+        // the running tasks at once instead of waiting out the grace period.
         let (tx, rx) = tokio::sync::watch::channel(None);
         tokio::spawn(async move {
             use tokio::signal::unix::{SignalKind, signal};
             let (Ok(mut int), Ok(mut term)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) else {
                 return;
             };
-            let name = tokio::select! {
-                _ = int.recv() => "SIGINT",
-                _ = term.recv() => "SIGTERM",
-            };
-            let _ = tx.send(Some(name.to_string()));
-            // Keep the channel open so the run can finish cancelling.
-            std::future::pending::<()>().await;
+            // The loop keeps the channel open so the run can finish cancelling.
+            loop {
+                let name = tokio::select! {
+                    _ = int.recv() => "SIGINT",
+                    _ = term.recv() => "SIGTERM",
+                };
+                let _ = tx.send(Some(name.to_string()));
+            }
         });
         session::start::run(req, reporter.as_mut(), &mut Stderr, rx).await
     })?;
     if !a.json {
-        for (task, why) in summary.failures.iter().take(10) {
+        // Each failure was shown in full when it happened; here one line each.
+        let shown = 10;
+        for (task, why) in summary.failures.iter().take(shown) {
             match why {
-                TaskFailure::Cancelled => eprintln!("cancelled: {task}"),
-                TaskFailure::Failed(msg) => eprintln!("failed: {task}: {msg}"),
+                TaskFailure::Cancelled => errln!("cancelled: {task}"),
+                TaskFailure::Failed(msg) => errln!("failed: {task}: {}", msg.lines().next().unwrap_or_default()),
             }
         }
+        if summary.failures.len() > shown {
+            errln!(
+                "... and {} more (`{}`)",
+                summary.failures.len() - shown,
+                with_runs_dir(format!("twinflow status {}", summary.run_id), &a.runs_dir)
+            );
+        }
         if let Some(note) = &summary.note {
-            eprintln!("{note}");
+            errln!("{note}");
+        }
+        if let Some((task, _)) = summary.failures.iter().find(|(_, f)| matches!(f, TaskFailure::Failed(_))) {
+            errln!("{}", logs_hint(&summary.run_id, task, &a.runs_dir));
         }
         if !matches!(summary.outcome, RunOutcome::Succeeded | RunOutcome::Stopped) {
-            eprintln!("hint: continue with `{}`", resume_command(&summary.run_id, &a.runs_dir));
+            errln!("hint: continue with `{}`", resume_command(&summary.run_id, &a.runs_dir));
         }
     }
     Ok(match summary.outcome {
@@ -290,7 +317,7 @@ fn signal_cmd(a: &crate::cli::SignalArgs) -> Result<i32, Failure> {
     };
     outln!("signal `{}` sent to run {} ({whom})", a.name, s.run_id);
     if !s.engine_running {
-        eprintln!("note: no engine is working on run {} now; the signal waits for `twinflow run --resume`", s.run_id);
+        errln!("note: no engine is working on run {} now; the signal waits for `twinflow run --resume`", s.run_id);
     }
     Ok(exit::OK)
 }
@@ -339,6 +366,32 @@ fn fmt_ms(ms: i64, local: bool) -> String {
     }
 }
 
+/// `0.4s`, `12.0s`, `3m05s`, `2h10m`.
+fn fmt_seconds(s: f64) -> String {
+    let whole = s as u64;
+    match whole {
+        0..60 => format!("{s:.1}s"),
+        60..3600 => format!("{}m{:02}s", whole / 60, whole % 60),
+        _ => format!("{}h{:02}m", whole / 3600, whole / 60 % 60),
+    }
+}
+
+/// `18/20 done, 1 failed, 1 not run`: tasks finished well of all, then those that did not.
+fn task_counts(c: &twinflow_engine::events::Counts) -> String {
+    let mut s = format!("{}/{} done", c.succeeded + c.cached + c.skipped, c.total());
+    for (n, what) in [
+        (c.failed, "failed"),
+        (c.upstream_failed, "upstream-failed"),
+        (c.cancelled, "cancelled"),
+        (c.pending, "not run"),
+    ] {
+        if n > 0 {
+            s.push_str(&format!(", {n} {what}"));
+        }
+    }
+    s
+}
+
 fn status_cmd(a: &StatusArgs) -> Result<i32, Failure> {
     // `--check` without a run checks the latest.
     let run = a.run.as_deref().or(a.check.then_some("latest"));
@@ -346,15 +399,34 @@ fn status_cmd(a: &StatusArgs) -> Result<i32, Failure> {
         // Listing the runs of a directory that has none is an answer, not an error.
         Status::NoRuns if a.json => outln!("[]"),
         Status::NoRuns => {
-            eprintln!("no runs in `{}` yet (run a workflow first, or pass --runs-dir)", a.runs_dir.display());
+            errln!("no runs in `{}` yet (run a workflow first, or pass --runs-dir)", a.runs_dir.display());
         }
         Status::Runs(runs) if a.json => outln!("{}", serde_json::to_string_pretty(&runs)?),
         Status::Runs(runs) => {
             let zone = if a.local_time { "local" } else { "UTC" };
-            outln!("{:<22} {:<20} {:<11} STARTED ({zone})", "RUN", "WORKFLOW", "STATE");
-            for r in runs {
+            let started = format!("STARTED ({zone})");
+            // Local times carry their zone's name: a wider column.
+            let w = if a.local_time { 23 } else { 19 };
+            outln!(
+                "{:<22} {:<20} {:<11} {started:<w$} {:>9}  {:<30} PARAMS",
+                "RUN",
+                "WORKFLOW",
+                "STATE",
+                "TOOK",
+                "TASKS"
+            );
+            for l in runs {
+                let r = &l.run;
                 let started = fmt_ms(r.created_at, a.local_time);
-                outln!("{:<22} {:<20} {:<11} {started}", r.id, r.workflow, r.shown_state());
+                let params = if r.settings.params.is_empty() { "-".to_string() } else { r.settings.params.join(" ") };
+                outln!(
+                    "{:<22} {:<20} {:<11} {started:<w$} {:>9}  {:<30} {params}",
+                    r.id,
+                    r.workflow,
+                    r.shown_state(),
+                    fmt_seconds(l.seconds),
+                    task_counts(&l.counts)
+                );
             }
         }
         Status::Run { run, cycles, tasks, ran_ms } => {
@@ -382,7 +454,7 @@ fn status_cmd(a: &StatusArgs) -> Result<i32, Failure> {
                         return Err(SessionError::Usage(format!("run {} has no cycle `{c}`{hint}", run.id)).into());
                     };
                     if row.pruned {
-                        eprintln!("cycle {label} was pruned (`keep:`): only its summary is left");
+                        errln!("cycle {label} was pruned (`keep:`): only its summary is left");
                     }
                     tasks.into_iter().filter(|t| t.cycle == Some(row.cycle)).collect()
                 }
@@ -399,6 +471,11 @@ fn status_cmd(a: &StatusArgs) -> Result<i32, Failure> {
                     .map(|t| {
                         let mut v = serde_json::to_value(t).unwrap_or_default();
                         v["ran_ms"] = ran_ms.get(&t.task).copied().into();
+                        if let Some(dir) = &t.dir {
+                            let (stdout, stderr) = session::log_files(std::path::Path::new(dir));
+                            v["stdout"] = stdout.display().to_string().into();
+                            v["stderr"] = stderr.display().to_string().into();
+                        }
                         v
                     })
                     .collect();
@@ -418,26 +495,39 @@ fn status_cmd(a: &StatusArgs) -> Result<i32, Failure> {
                 }
                 outln!("{}", counts.iter().map(|(k, v)| format!("{v} {k}")).collect::<Vec<_>>().join(", "));
                 let shown = tasks.len().min(500);
+                let mut in_full = 0;
                 for t in &tasks[..shown] {
                     // Time its attempts ran, not the time since its first start.
                     let secs = match ran_ms.get(&t.task) {
                         Some(ms) => format!("{:.2}s", *ms as f64 / 1000.0),
                         None => "-".into(),
                     };
-                    outln!(
-                        "  {:<30} {:<16} attempts={} {:>8} {}",
-                        t.task,
-                        t.state,
-                        t.attempts,
-                        secs,
-                        t.message.clone().unwrap_or_default().lines().next().unwrap_or("")
-                    );
+                    let message = t.message.as_deref().unwrap_or_default();
+                    let (first, rest) = message.split_once('\n').unwrap_or((message, ""));
+                    outln!("  {:<30} {:<16} attempts={} {:>8} {first}", t.task, t.state, t.attempts, secs);
+                    // A failure in full (the first ten; then where each ran): its attempt
+                    // directory, its files, the end of its output.
+                    if t.state == TaskState::Failed || t.state == TaskState::Cancelled {
+                        in_full += 1;
+                        if !rest.is_empty() && in_full <= 10 {
+                            outln!("      {}", indent_rest(rest, "      "));
+                        } else if let Some(dir) = &t.dir {
+                            outln!("      attempt directory: {dir}");
+                        }
+                    }
                 }
                 if tasks.len() > shown {
                     outln!("  ... {} more (use --json for all)", tasks.len() - shown);
                 }
-                if run.shown_state() == "interrupted" {
-                    outln!("hint: its engine is gone; continue it with `{}`", resume_command(&run.id, &a.runs_dir));
+                if let Some(t) = tasks.iter().find(|t| t.state == TaskState::Failed && t.dir.is_some()) {
+                    outln!("{}", logs_hint(&run.id, &t.task, &a.runs_dir));
+                }
+                match run.shown_state() {
+                    "interrupted" => {
+                        outln!("hint: its engine is gone; continue it with `{}`", resume_command(&run.id, &a.runs_dir))
+                    }
+                    "failed" | "cancelled" => outln!("hint: continue with `{}`", resume_command(&run.id, &a.runs_dir)),
+                    _ => {}
                 }
             }
             if a.check && run.shown_state() != "succeeded" {
@@ -486,10 +576,143 @@ fn print_cycles(cycles: &[CycleRow], local: bool) -> Result<(), Failure> {
 
 /// The command that continues run `id` of `runs_dir`.
 fn resume_command(id: &str, runs_dir: &std::path::Path) -> String {
+    with_runs_dir(format!("twinflow run --resume {id}"), runs_dir)
+}
+
+/// The hint naming the command that prints `task`'s output.
+fn logs_hint(run: &str, task: &str, runs_dir: &std::path::Path) -> String {
+    let cmd = with_runs_dir(format!("twinflow logs {run} {}", shell_word(task)), runs_dir);
+    format!("hint: `{cmd}` prints a task's output (`--stdout`, `--attempt N`)")
+}
+
+/// `command`, with `--runs-dir DIR` unless `runs_dir` is the default.
+fn with_runs_dir(command: String, runs_dir: &std::path::Path) -> String {
     if runs_dir == std::path::Path::new("runs") {
-        format!("twinflow run --resume {id}")
+        command
     } else {
-        format!("twinflow run --resume {id} --runs-dir {}", runs_dir.display())
+        format!("{command} --runs-dir {}", shell_word(&runs_dir.display().to_string()))
+    }
+}
+
+/// `s` as one word for a shell: quoted when it has characters a shell would read
+/// (`'member[3]'`: zsh expands brackets).
+fn shell_word(s: &str) -> String {
+    if !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_./:=,+@%".contains(c)) {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', "'\\''"))
+    }
+}
+
+fn logs_cmd(a: &LogsArgs) -> Result<i32, Failure> {
+    use std::io::{Read, Seek, SeekFrom};
+    if a.follow && a.attempt.is_none() && session::logs::waiting(&a.runs_dir, &a.run, &a.task)? {
+        errln!("waiting for `{}` to start", a.task);
+        while session::logs::waiting(&a.runs_dir, &a.run, &a.task)? {
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+    let logs = session::logs::find(&a.runs_dir, &a.run, &a.task, a.attempt)?;
+    let which = match logs.state {
+        TaskState::Cached => "cached: the result of an earlier run".to_string(),
+        st => format!("attempt {} of {}, {st}", logs.attempt, logs.attempts),
+    };
+    errln!("run {}, task `{}` ({which}): {}", logs.run_id, logs.task, logs.dir.display());
+    let files: Vec<&std::path::Path> = match (a.stdout, a.stderr) {
+        (true, _) => vec![&logs.stdout],
+        (_, true) => vec![&logs.stderr],
+        _ => vec![&logs.stdout, &logs.stderr],
+    };
+    // Both files: each under a `==> FILE <==` header, as `tail` does; while following, a
+    // header again whenever the other file grows.
+    let headers = files.len() > 1;
+    let mut last: Option<usize> = None;
+    let mut copy = |k: usize, f: &mut std::fs::File, path: &std::path::Path, always: bool| {
+        let mut buf = vec![];
+        f.read_to_end(&mut buf)?;
+        if buf.is_empty() && !always {
+            return Ok::<(), Failure>(());
+        }
+        if headers && last != Some(k) {
+            if last.is_some() {
+                outln!("");
+            }
+            outln!("==> {} <==", path.display());
+            last = Some(k);
+        }
+        write_bytes(&buf)
+    };
+    let mut open: Vec<(&std::path::Path, Option<std::fs::File>)> = vec![];
+    for (k, p) in files.iter().enumerate() {
+        match std::fs::File::open(p) {
+            Ok(mut f) => {
+                copy(k, &mut f, p, true)?;
+                open.push((p, Some(f)));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                errln!("note: `{}` does not exist (the attempt has not written it)", p.display());
+                open.push((p, None));
+            }
+            Err(e) => return Err(Failure::Other(anyhow::Error::new(e).context(format!("reading `{}`", p.display())))),
+        }
+    }
+    if !a.follow {
+        return Ok(exit::OK);
+    }
+    if !logs.running()? {
+        errln!("note: attempt {} of `{}` is not running: nothing to follow", logs.attempt, logs.task);
+        return Ok(exit::OK);
+    }
+    // Poll the files for what was appended; ask the run database every second whether the
+    // attempt still runs (a successful attempt's directory is renamed to `out/`: the open
+    // files stay valid).
+    let mut checked = std::time::Instant::now();
+    loop {
+        std::thread::sleep(Duration::from_millis(200));
+        let running = if checked.elapsed() >= Duration::from_secs(1) {
+            checked = std::time::Instant::now();
+            logs.running()?
+        } else {
+            true
+        };
+        for (k, (p, f)) in open.iter_mut().enumerate() {
+            if f.is_none() {
+                *f = std::fs::File::open(*p).ok();
+            }
+            if let Some(f) = f {
+                // A file that shrank (truncated by the step) is read again from its start.
+                let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+                if len < f.stream_position().unwrap_or(0) {
+                    f.seek(SeekFrom::Start(0))?;
+                }
+                copy(k, f, p, false)?;
+            }
+        }
+        if !running {
+            break;
+        }
+    }
+    let (state, attempts) = logs.now()?;
+    if attempts > logs.attempt {
+        errln!(
+            "attempt {} of `{}` ended; attempt {attempts} started: `{}`",
+            logs.attempt,
+            logs.task,
+            with_runs_dir(format!("twinflow logs {} {} -f", logs.run_id, shell_word(&logs.task)), &a.runs_dir)
+        );
+    } else {
+        errln!("attempt {} of `{}` ended: {state}", logs.attempt, logs.task);
+    }
+    Ok(exit::OK)
+}
+
+/// Raw bytes to stdout (see [`outln!`] for a closed stdout).
+fn write_bytes(b: &[u8]) -> Result<(), Failure> {
+    use std::io::Write;
+    let mut o = std::io::stdout().lock();
+    match o.write_all(b).and_then(|()| o.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Err(Failure::Closed),
+        r => Ok(r?),
     }
 }
 

@@ -4,7 +4,7 @@
 use std::io::{IsTerminal, Write};
 use std::time::Instant;
 
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
 use twinflow_engine::events::{Event, Reporter, TaskState};
 
 /// Writes a line to stderr; a closed stderr (`twinflow run ... 2>&1 | head`) is not an
@@ -15,13 +15,37 @@ fn err_line(args: std::fmt::Arguments<'_>) {
     let _ = e.write_all(b"\n");
 }
 
-/// JSON lines on stdout, one event per line.
+/// `text` with every line after the first indented by `indent` (empty lines stay empty).
+pub fn indent_rest(text: &str, indent: &str) -> String {
+    let mut lines = text.split('\n');
+    let mut out = lines.next().unwrap_or_default().to_string();
+    for l in lines {
+        out.push('\n');
+        if !l.is_empty() {
+            out.push_str(indent);
+            out.push_str(l);
+        }
+    }
+    out
+}
+
+/// JSON lines on stdout, one event per line, each with the time it was reported (`time`,
+/// RFC 3339 in UTC with milliseconds).
 pub struct JsonReporter;
+
+/// An event with its time: the event's fields, then `time`.
+#[derive(serde::Serialize)]
+struct Stamped<'a> {
+    #[serde(flatten)]
+    event: &'a Event,
+    time: String,
+}
 
 impl Reporter for JsonReporter {
     fn event(&mut self, e: &Event) {
         let mut out = std::io::stdout().lock();
-        let _ = serde_json::to_writer(&mut out, e);
+        let time = format!("{:.3}", jiff::Timestamp::now());
+        let _ = serde_json::to_writer(&mut out, &Stamped { event: e, time });
         let _ = out.write_all(b"\n");
     }
 }
@@ -54,6 +78,48 @@ impl HumanReporter {
         if let Some(b) = &self.bar {
             b.set_position(self.done);
             b.set_message(format!("{} running, {} failed", self.running, self.failed));
+        }
+    }
+}
+
+/// `1 running task`, `3 running tasks` (`what` singular).
+fn tasks_word(n: usize, what: &str) -> String {
+    match n {
+        1 => what.to_string(),
+        n => format!("{n} {}s", what.trim_start_matches("the ")),
+    }
+}
+
+impl HumanReporter {
+    /// Cancellation: says what happens to the running tasks and how to cut it short; on a
+    /// terminal, the bar counts the grace period down to the SIGKILL.
+    fn cancelling(&mut self, signal: &str, running: usize, grace: Option<f64>) {
+        let tasks = tasks_word(running, "the running task");
+        let (they, exit) = if running == 1 { ("it", "exits") } else { ("they", "exit") };
+        let how = match grace {
+            Some(g) if running > 0 => format!(": SIGTERM now, SIGKILL in {g:.0}s unless {they} {exit}"),
+            _ => String::new(),
+        };
+        let again = if running > 0 {
+            format!("; Ctrl-C again kills {} at once", if running == 1 { "it" } else { "them" })
+        } else {
+            String::new()
+        };
+        self.line(&format!("received {signal}: stopping {tasks}{how}{again}"));
+        let (Some(g), true) = (grace, running > 0 && std::io::stderr().is_terminal()) else { return };
+        let bar = self.bar.get_or_insert_with(|| ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr()));
+        let since = Instant::now();
+        let left = move |_: &ProgressState, w: &mut dyn std::fmt::Write| {
+            let left = (g - since.elapsed().as_secs_f64()).max(0.0).ceil();
+            let _ = write!(w, "{left:.0}s");
+        };
+        let style = ProgressStyle::with_template(&format!(
+            "stopping {tasks}: SIGKILL in {{left}} unless {they} {exit} (Ctrl-C again: now)"
+        ))
+        .map(|s| s.with_key("left", left));
+        if let Ok(style) = style {
+            bar.set_style(style);
+            bar.enable_steady_tick(std::time::Duration::from_millis(200));
         }
     }
 }
@@ -99,7 +165,9 @@ impl Reporter for HumanReporter {
                 if matches!(state, TaskState::Failed) {
                     self.failed += 1;
                 }
-                let msg = message.as_ref().map(|m| format!(": {m}")).unwrap_or_default();
+                // A failure's message is several lines (attempt directory, files, the end of
+                // its output): the lines after the first are indented under the task.
+                let msg = message.as_ref().map(|m| format!(": {}", indent_rest(m, "    "))).unwrap_or_default();
                 match state {
                     TaskState::Failed | TaskState::UpstreamFailed | TaskState::Cancelled => {
                         self.line(&format!("  {} {task}{msg}", state.as_str()))
@@ -135,9 +203,17 @@ impl Reporter for HumanReporter {
             Event::Stopping { point, .. } => {
                 self.line(&format!("stopping: the active cycles finish; cycle {point} and later will not start"));
             }
-            Event::Cancelling { signal } => self.line(&format!(
-                "received {signal}: stopping running steps (SIGTERM, then SIGKILL after the grace period)"
-            )),
+            Event::Cancelling { signal, running, grace_seconds } => self.cancelling(signal, *running, *grace_seconds),
+            Event::Killing { signal, running } => {
+                let tasks = tasks_word(*running, "the running task");
+                if let Some(b) = &self.bar {
+                    // The countdown is over.
+                    b.disable_steady_tick();
+                    b.set_style(ProgressStyle::with_template("{msg}").unwrap_or_else(|_| ProgressStyle::default_bar()));
+                    b.set_message(format!("killing {tasks} (SIGKILL)"));
+                }
+                self.line(&format!("received {signal} again: killing {tasks} at once (SIGKILL)"));
+            }
             Event::RunFinished { run_id, state, counts, seconds } => {
                 if let Some(b) = self.bar.take() {
                     b.finish_and_clear();

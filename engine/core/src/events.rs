@@ -184,6 +184,9 @@ pub enum Event {
         attempt: u32,
         /// Backend job id.
         job_id: String,
+        /// The attempt's directory (`RUN/steps/STEP[/MEMBER]/attempt-N`).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        dir: Option<String>,
     },
     /// A task reached a final state.
     TaskFinished {
@@ -196,9 +199,14 @@ pub enum Event {
         state: TaskState,
         /// Seconds it ran (0 for cached/skipped).
         seconds: f64,
-        /// Why, for failures and skips.
+        /// Why, for failures and skips. A failure's message names the attempt directory
+        /// and its stdout/stderr files and shows the end of its output.
         #[serde(skip_serializing_if = "Option::is_none")]
         message: Option<String>,
+        /// Where it is: its result (`out/`, or an earlier run's for a cached task), or the
+        /// directory of its last attempt when that failed or was cancelled.
+        #[serde(flatten)]
+        files: TaskFiles,
     },
     /// A task failed and will be retried.
     TaskRetry {
@@ -213,6 +221,9 @@ pub enum Event {
         delay_seconds: f64,
         /// What went wrong.
         message: String,
+        /// The failed attempt's directory, output files and exit status.
+        #[serde(flatten)]
+        files: TaskFiles,
     },
     /// A cycle was activated (cycling workflows).
     CycleStarted {
@@ -247,10 +258,25 @@ pub enum Event {
         /// Its point.
         point: String,
     },
-    /// Cancellation was requested (signal).
+    /// Cancellation was requested (signal): running tasks get SIGTERM, then SIGKILL after
+    /// the grace period.
     Cancelling {
         /// Signal name.
         signal: String,
+        /// Tasks being stopped.
+        running: usize,
+        /// The grace period between SIGTERM and SIGKILL, when the engine applies it (the
+        /// local backend; SLURM applies its own).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        grace_seconds: Option<f64>,
+    },
+    /// Cancellation was requested again while tasks were being stopped: they are killed at
+    /// once (SIGKILL), without waiting for the rest of the grace period.
+    Killing {
+        /// Signal name.
+        signal: String,
+        /// Tasks being killed.
+        running: usize,
     },
     /// The run ended.
     RunFinished {
@@ -263,6 +289,28 @@ pub enum Event {
         /// Wall-clock seconds.
         seconds: f64,
     },
+}
+
+/// Where a task's attempt ran and how its process ended, in task events (each field only
+/// where it applies: a cached task has a directory but no exit code, a task that never ran
+/// has none of them).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct TaskFiles {
+    /// The directory: the attempt's, or its result's (`out/`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dir: Option<String>,
+    /// Its standard output (`DIR/.twinflow/stdout`), for an attempt of this run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stdout: Option<String>,
+    /// Its standard error (`DIR/.twinflow/stderr`), for an attempt of this run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stderr: Option<String>,
+    /// The exit code of its process, when it exited.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    /// The signal that killed its process, when one did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signal: Option<i32>,
 }
 
 /// Number of tasks in each state.
@@ -293,15 +341,25 @@ impl Counts {
 
     /// Adds one task in `state`.
     pub fn add(&mut self, state: TaskState) {
+        self.add_many(state, 1);
+    }
+
+    /// Adds `n` tasks in `state`.
+    pub fn add_many(&mut self, state: TaskState, n: usize) {
         match state {
-            TaskState::Succeeded => self.succeeded += 1,
-            TaskState::Cached => self.cached += 1,
-            TaskState::Skipped => self.skipped += 1,
-            TaskState::Failed => self.failed += 1,
-            TaskState::UpstreamFailed => self.upstream_failed += 1,
-            TaskState::Cancelled => self.cancelled += 1,
-            TaskState::Pending | TaskState::Running => self.pending += 1,
+            TaskState::Succeeded => self.succeeded += n,
+            TaskState::Cached => self.cached += n,
+            TaskState::Skipped => self.skipped += n,
+            TaskState::Failed => self.failed += n,
+            TaskState::UpstreamFailed => self.upstream_failed += n,
+            TaskState::Cancelled => self.cancelled += n,
+            TaskState::Pending | TaskState::Running => self.pending += n,
         }
+    }
+
+    /// Tasks counted.
+    pub fn total(&self) -> usize {
+        self.succeeded + self.cached + self.skipped + self.failed + self.upstream_failed + self.cancelled + self.pending
     }
 }
 

@@ -41,6 +41,8 @@ pub mod lorenz96;
 pub mod obs;
 pub mod rng;
 pub mod sensor;
+#[cfg(test)]
+mod testdata;
 pub mod twin;
 pub mod verify;
 

@@ -369,27 +369,14 @@ mod tests {
         let mut h: Vec<f64> =
             (0..ns).flat_map(|s| times.iter().map(move |t| s as f64 + t / 1000.0)).collect::<Vec<_>>();
         h[nt + 3] = cf::FILL_F64;
-        let ds = Dataset {
-            dims: vec![
-                Dim { name: datasets::STATION.into(), len: ns, unlimited: false },
-                Dim { name: datasets::TIME.into(), len: nt, unlimited: false },
-            ],
-            variables: vec![
-                Variable {
-                    name: datasets::STATION_NAME.into(),
-                    dims: vec![datasets::STATION.into()],
-                    dtype: DType::Str,
-                    attrs: vec![],
-                    values: Values::Str((0..ns).map(|s| format!("g{s}")).collect()),
-                },
-                Variable::f64(datasets::X, &[datasets::STATION], "x", "m", (0..ns).map(|s| 10.0 * s as f64).collect()),
-                Variable::f64(datasets::Y, &[datasets::STATION], "y", "m", vec![5.0; ns]),
-                Variable::f64(datasets::TIME, &[datasets::TIME], "time", cf::TIME_REFERENCE, times),
-                Variable::f64(datasets::DEPTH, &[datasets::STATION, datasets::TIME], "depth", "m", h)
-                    .with_attr(cf::FILL_VALUE, Attr::F64(vec![cf::FILL_F64])),
-            ],
-            attrs: vec![(cf::FEATURE_TYPE.into(), Attr::Str("timeSeries".into()))],
-        };
+        let xy: Vec<(f64, f64)> = (0..ns).map(|s| (10.0 * s as f64, 5.0)).collect();
+        let mut ds = crate::testdata::stations(&xy);
+        ds.dims.push(Dim { name: datasets::TIME.into(), len: nt, unlimited: false });
+        ds.variables.extend([
+            Variable::f64(datasets::TIME, &[datasets::TIME], "time", cf::TIME_REFERENCE, times),
+            Variable::f64(datasets::DEPTH, &[datasets::STATION, datasets::TIME], "depth", "m", h)
+                .with_attr(cf::FILL_VALUE, Attr::F64(vec![cf::FILL_F64])),
+        ]);
         write_dataset(&dir.join("truth_gauges.nc"), &ds, &Compression::default()).unwrap()
     }
 

@@ -314,7 +314,7 @@ pub fn write_scores(path: &Path, scores: &Scores, append: bool) -> Result<PathBu
 mod tests {
     use super::*;
     use twinflow_contract::cf;
-    use twinflow_exchange::{Attr, Compression, DType, Dim, Values, Variable, write_dataset};
+    use twinflow_exchange::{Attr, Compression, Dim, Variable, write_dataset};
 
     const NX: usize = 4;
     const NY: usize = 3;
@@ -378,22 +378,7 @@ mod tests {
     }
 
     fn stations(dir: &Path, xy: &[(f64, f64)]) -> PathBuf {
-        let ns = xy.len();
-        let ds = Dataset {
-            dims: vec![Dim { name: datasets::STATION.into(), len: ns, unlimited: false }],
-            variables: vec![
-                Variable {
-                    name: datasets::STATION_NAME.into(),
-                    dims: vec![datasets::STATION.into()],
-                    dtype: DType::Str,
-                    attrs: vec![],
-                    values: Values::Str((0..ns).map(|s| format!("g{s}")).collect()),
-                },
-                Variable::f64(datasets::X, &[datasets::STATION], "x", "m", xy.iter().map(|p| p.0).collect()),
-                Variable::f64(datasets::Y, &[datasets::STATION], "y", "m", xy.iter().map(|p| p.1).collect()),
-            ],
-            attrs: vec![(cf::FEATURE_TYPE.into(), Attr::Str("timeSeries".into()))],
-        };
+        let ds = crate::testdata::stations(xy);
         write_dataset(&dir.join("gauges.nc"), &ds, &Compression::default()).unwrap()
     }
 

@@ -130,11 +130,33 @@ impl ArrayFile {
     /// Reads the whole array `name` (any rank, scalars included), flattened row-major;
     /// fill values become NaN. Errors as [`ArrayFile::read_rows`].
     pub fn read_all(&self, name: &str) -> Result<Vec<f64>, ExchangeError> {
+        self.read(name, None)
+    }
+
+    /// Reads the rows `rows` (first axis) of the array `name` of `ndim` dimensions,
+    /// flattened row-major; fill values become NaN. Errors: [`ExchangeError::MissingVariable`]
+    /// when the name is gone, [`ExchangeError::Layout`] for an HDF5 group, the library's
+    /// error (e.g. for a non-numeric type) otherwise.
+    pub fn read_rows(&self, name: &str, ndim: usize, rows: Range<usize>) -> Result<Vec<f64>, ExchangeError> {
+        self.read(name, Some((ndim, rows)))
+    }
+
+    /// The whole array, or the rows of a slab `(ndim, rows)`.
+    fn read(&self, name: &str, slab: Option<(usize, Range<usize>)>) -> Result<Vec<f64>, ExchangeError> {
         let action = || format!("reading `{name}`");
         let (mut values, fill) = match &self.inner {
             Inner::Hdf5(f) => {
                 let ds = f.dataset(name).map_err(|_| self.not_a_dataset(name))?;
-                let values = ds.read_raw::<f64>().ctx(&self.path, action())?;
+                let values = match slab {
+                    None => ds.read_raw::<f64>(),
+                    Some((ndim, rows)) => {
+                        let mut dims = vec![hdf5::SliceOrIndex::from(rows)];
+                        dims.extend(std::iter::repeat_n(hdf5::SliceOrIndex::from(..), ndim.saturating_sub(1)));
+                        ds.read_slice::<f64, _, ndarray::IxDyn>(hdf5::Hyperslab::from(dims))
+                            .map(|a| a.into_raw_vec_and_offset().0)
+                    }
+                }
+                .ctx(&self.path, action())?;
                 (values, ds.attr(cf::FILL_VALUE).and_then(|a| a.read_scalar::<f64>()).ok())
             }
             Inner::Netcdf(f) => {
@@ -143,44 +165,15 @@ impl ArrayFile {
                     name: name.into(),
                     available: self.names().join(", "),
                 })?;
-                let values = var.get_values::<f64, _>(..).ctx(&self.path, action())?;
-                (values, var.fill_value::<f64>().ok().flatten())
-            }
-        };
-        if let Some(fill) = fill {
-            values.iter_mut().filter(|v| **v == fill).for_each(|v| *v = f64::NAN);
-        }
-        Ok(values)
-    }
-
-    /// Reads the rows `rows` (first axis) of the array `name` of `ndim` dimensions,
-    /// flattened row-major; fill values become NaN. Errors: [`ExchangeError::MissingVariable`]
-    /// when the name is gone, [`ExchangeError::Layout`] for an HDF5 group, the library's
-    /// error (e.g. for a non-numeric type) otherwise.
-    pub fn read_rows(&self, name: &str, ndim: usize, rows: Range<usize>) -> Result<Vec<f64>, ExchangeError> {
-        let action = || format!("reading `{name}`");
-        let (mut values, fill) = match &self.inner {
-            Inner::Hdf5(f) => {
-                let ds = f.dataset(name).map_err(|_| self.not_a_dataset(name))?;
-                let mut dims = vec![hdf5::SliceOrIndex::from(rows.clone())];
-                dims.extend(std::iter::repeat_n(hdf5::SliceOrIndex::from(..), ndim.saturating_sub(1)));
-                let values = ds
-                    .read_slice::<f64, _, ndarray::IxDyn>(hdf5::Hyperslab::from(dims))
-                    .ctx(&self.path, action())?
-                    .into_raw_vec_and_offset()
-                    .0;
-                let fill = ds.attr(cf::FILL_VALUE).and_then(|a| a.read_scalar::<f64>()).ok();
-                (values, fill)
-            }
-            Inner::Netcdf(f) => {
-                let var = nc_variable(f, name).ok_or_else(|| ExchangeError::MissingVariable {
-                    path: self.path.clone(),
-                    name: name.into(),
-                    available: self.names().join(", "),
-                })?;
-                let mut extents = vec![netcdf::Extent::from(rows.clone())];
-                extents.extend(std::iter::repeat_n(netcdf::Extent::from(..), ndim.saturating_sub(1)));
-                let values = var.get_values::<f64, _>(netcdf::Extents::from(extents)).ctx(&self.path, action())?;
+                let values = match slab {
+                    None => var.get_values::<f64, _>(..),
+                    Some((ndim, rows)) => {
+                        let mut extents = vec![netcdf::Extent::from(rows)];
+                        extents.extend(std::iter::repeat_n(netcdf::Extent::from(..), ndim.saturating_sub(1)));
+                        var.get_values::<f64, _>(netcdf::Extents::from(extents))
+                    }
+                }
+                .ctx(&self.path, action())?;
                 (values, var.fill_value::<f64>().ok().flatten())
             }
         };

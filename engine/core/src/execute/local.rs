@@ -95,7 +95,8 @@ fn resolve_program(cache: &mut HashMap<String, String>, prog: &str) -> String {
 }
 
 struct Running {
-    cancel: watch::Sender<bool>,
+    /// How far stopping the job was asked to go ([`process::StopLevel`]).
+    stop: watch::Sender<process::StopLevel>,
     pid: u32,
 }
 
@@ -171,7 +172,7 @@ impl Backend for LocalBackend {
         };
         let pid = child.id().unwrap_or(0);
         let id = JobId(pid.to_string());
-        let (tx, mut rx) = watch::channel(false);
+        let (tx, mut rx) = watch::channel(process::RUN);
         let done = self.done.clone();
         let notify = self.notify.clone();
         let grace = self.opts.grace;
@@ -184,11 +185,15 @@ impl Backend for LocalBackend {
                     None => std::future::pending().await,
                 }
             };
-            // How it ended, given its exit status: by itself, or stopped by us.
+            // How it ended, given its exit status: by itself, or stopped by us. A kill asked
+            // while it is being stopped cuts the grace period short.
+            let stop = rx.clone();
             let (status, ending): (_, fn(Option<Exit>) -> Ending) = tokio::select! {
                 s = child.wait() => (s, Ending::from_exit),
-                _ = sleep => (process::terminate(&mut child, pid, grace).await, Ending::TimedOut),
-                _ = rx.changed() => (process::terminate(&mut child, pid, grace).await, Ending::Cancelled),
+                _ = sleep => (process::terminate(&mut child, pid, grace, stop).await, Ending::TimedOut),
+                () = process::stop_asked(&mut rx) => {
+                    (process::terminate(&mut child, pid, grace, stop).await, Ending::Cancelled)
+                }
             };
             let ending = match status {
                 Ok(st) => ending(Exit::from_std(st)),
@@ -200,7 +205,7 @@ impl Backend for LocalBackend {
             }
             notify.notify_one();
         });
-        self.running.insert(id.clone(), Running { cancel: tx, pid });
+        self.running.insert(id.clone(), Running { stop: tx, pid });
         Ok(id)
     }
 
@@ -222,10 +227,30 @@ impl Backend for LocalBackend {
     async fn cancel(&mut self, ids: &[JobId]) -> Result<(), BackendError> {
         for id in ids {
             if let Some(r) = self.running.get(id) {
-                let _ = r.cancel.send(true);
+                // Never lowers a kill already asked for.
+                r.stop.send_if_modified(|s| {
+                    let raise = *s < process::TERMINATE;
+                    if raise {
+                        *s = process::TERMINATE;
+                    }
+                    raise
+                });
             }
         }
         Ok(())
+    }
+
+    async fn kill(&mut self, ids: &[JobId]) -> Result<(), BackendError> {
+        for id in ids {
+            if let Some(r) = self.running.get(id) {
+                let _ = r.stop.send(process::KILL);
+            }
+        }
+        Ok(())
+    }
+
+    fn grace(&self) -> Option<Duration> {
+        Some(self.opts.grace)
     }
 
     async fn wait(&mut self, max: Duration) {

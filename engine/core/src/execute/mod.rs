@@ -7,6 +7,7 @@
 
 pub mod batch;
 pub mod launch;
+pub mod launcher_output;
 pub mod local;
 mod outcome;
 pub mod process;
@@ -20,7 +21,7 @@ use async_trait::async_trait;
 
 use crate::ids::JobId;
 use crate::model::Resources;
-pub use outcome::{Ending, Exit, Outcome, SpawnFailure};
+pub use outcome::{Ending, Exit, Outcome, SpawnFailure, signal_name};
 
 /// File in an attempt's `.twinflow/` directory where a backend whose jobs outlive the engine
 /// writes the job id as soon as it has it (before the scheduler records the attempt), so
@@ -175,6 +176,16 @@ pub trait Backend: Send {
     async fn poll(&mut self, ids: &[JobId]) -> Result<Vec<(JobId, JobStatus)>, BackendError>;
     /// Stops jobs: SIGTERM, a grace period, then SIGKILL (or the batch system's equivalent).
     async fn cancel(&mut self, ids: &[JobId]) -> Result<(), BackendError>;
+    /// Stops jobs being cancelled at once, cutting their grace period short (a second
+    /// Ctrl-C). The default cancels them again: a batch system applies its own grace.
+    async fn kill(&mut self, ids: &[JobId]) -> Result<(), BackendError> {
+        self.cancel(ids).await
+    }
+    /// The grace period [`Backend::cancel`] gives a job between SIGTERM and SIGKILL, when
+    /// this engine applies it (`None`: the batch system does).
+    fn grace(&self) -> Option<Duration> {
+        None
+    }
     /// Waits until a job may have changed state, at most `max`.
     async fn wait(&mut self, max: Duration);
     /// Resume (`run --resume`): deals with what an earlier engine of run `run_id` (in

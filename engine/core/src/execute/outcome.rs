@@ -182,8 +182,11 @@ impl Outcome {
                     _ => f,
                 }
             }
-            Ending::Exited(c) => format!("exit code {c}"),
-            Ending::Signalled(s) => format!("killed by signal {s}"),
+            Ending::Exited(c) => match exit_code_signal(*c) {
+                Some(sig) => format!("exit code {c}: 128 + {sig}, a process killed by {}", signal_name(sig)),
+                None => format!("exit code {c}"),
+            },
+            Ending::Signalled(s) => format!("killed by signal {s}: {}", signal_name(*s)),
             Ending::NoStatus => "ended without status".into(),
         }
     }
@@ -196,6 +199,36 @@ impl Outcome {
     }
 }
 
+/// The signal an exit code stands for by the shells' convention (128 + N: a shell, an
+/// `mpiexec` or a wrapper script reports a child killed by signal N so), when N is a signal.
+pub fn exit_code_signal(code: i32) -> Option<i32> {
+    let sig = code.checked_sub(128).filter(|s| (1..=64).contains(s))?;
+    nix::sys::signal::Signal::try_from(sig).ok().map(|_| sig)
+}
+
+/// `SIGSEGV (segmentation fault)`: a signal's name and, for the signals that end programs
+/// by accident, what it usually means; `signal N` for a number that is no signal here.
+pub fn signal_name(sig: i32) -> String {
+    use nix::sys::signal::Signal as S;
+    let Ok(s) = S::try_from(sig) else { return format!("signal {sig}") };
+    let meaning = match s {
+        S::SIGSEGV => "segmentation fault",
+        S::SIGBUS => "bus error",
+        S::SIGABRT => "aborted",
+        S::SIGFPE => "floating-point exception",
+        S::SIGILL => "illegal instruction",
+        S::SIGKILL => "the out-of-memory killer or `kill -9`",
+        S::SIGTERM => "terminated",
+        S::SIGINT => "interrupted",
+        S::SIGHUP => "hangup",
+        S::SIGPIPE => "broken pipe",
+        S::SIGXCPU => "CPU time limit exceeded",
+        S::SIGXFSZ => "file size limit exceeded",
+        _ => return s.as_str().to_string(),
+    };
+    format!("{} ({meaning})", s.as_str())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -205,7 +238,14 @@ mod tests {
     fn outcomes_describe_themselves_as_before() {
         let d = |e: Ending| Outcome::new(e).describe();
         assert_eq!(d(Ending::Exited(3)), "exit code 3");
-        assert_eq!(d(Ending::Signalled(9)), "killed by signal 9");
+        assert_eq!(d(Ending::Signalled(9)), "killed by signal 9: SIGKILL (the out-of-memory killer or `kill -9`)");
+        assert_eq!(d(Ending::Signalled(11)), "killed by signal 11: SIGSEGV (segmentation fault)");
+        assert_eq!(d(Ending::Signalled(10)), "killed by signal 10: SIGUSR1");
+        // 128 + N is how a shell or a launcher reports a child killed by signal N.
+        assert_eq!(d(Ending::Exited(139)), "exit code 139: 128 + 11, a process killed by SIGSEGV (segmentation fault)");
+        assert_eq!(d(Ending::Exited(134)), "exit code 134: 128 + 6, a process killed by SIGABRT (aborted)");
+        assert_eq!(d(Ending::Exited(128)), "exit code 128");
+        assert_eq!(d(Ending::Exited(255)), "exit code 255");
         assert_eq!(d(Ending::TimedOut(Some(Exit::Signal(15)))), "timed out");
         assert_eq!(d(Ending::Cancelled(None)), "cancelled");
         assert_eq!(d(Ending::NoStatus), "ended without status");

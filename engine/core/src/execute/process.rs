@@ -50,18 +50,50 @@ pub fn signal_group(pgid: u32, sig: Signal) {
     let _ = killpg(Pid::from_raw(pgid as i32), sig);
 }
 
+/// How far a job's stop has been asked to go (see [`terminate`]).
+pub type StopLevel = u8;
+/// Running on.
+pub const RUN: StopLevel = 0;
+/// SIGTERM, the grace period, then SIGKILL.
+pub const TERMINATE: StopLevel = 1;
+/// SIGKILL now (a second Ctrl-C): cuts the grace period short.
+pub const KILL: StopLevel = 2;
+
+/// Resolves once `stop` asks for [`KILL`]; never when its sender is gone.
+async fn kill_asked(stop: &mut tokio::sync::watch::Receiver<StopLevel>) {
+    if stop.wait_for(|s| *s >= KILL).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
+/// Resolves once `stop` asks for [`TERMINATE`] or more, or its sender is gone (the backend
+/// was dropped: nobody will follow the job).
+pub async fn stop_asked(stop: &mut tokio::sync::watch::Receiver<StopLevel>) {
+    let _ = stop.wait_for(|s| *s >= TERMINATE).await;
+}
+
 /// SIGTERM to the group and every descendant of its leader, wait up to `grace` for `child`
 /// and those descendants to exit, then SIGKILL the group and whatever descendant is left.
-pub async fn terminate(child: &mut Child, pgid: u32, grace: Duration) -> std::io::Result<std::process::ExitStatus> {
+/// `stop` reaching [`KILL`] ends the grace period at once.
+pub async fn terminate(
+    child: &mut Child,
+    pgid: u32,
+    grace: Duration,
+    mut stop: tokio::sync::watch::Receiver<StopLevel>,
+) -> std::io::Result<std::process::ExitStatus> {
     let deadline = tokio::time::Instant::now() + grace;
     // Taken before the signal: once the leader is gone its orphans are no longer its
     // descendants.
     let mut tree = descendants(pgid);
     signal_group(pgid, Signal::SIGTERM);
     signal_each(&tree, Signal::SIGTERM);
-    let status = match tokio::time::timeout_at(deadline, child.wait()).await {
-        Ok(status) => Some(status),
-        Err(_) => {
+    let waited = tokio::select! {
+        w = tokio::time::timeout_at(deadline, child.wait()) => w.ok(),
+        () = kill_asked(&mut stop) => None,
+    };
+    let status = match waited {
+        Some(status) => Some(status),
+        None => {
             // Still running: whatever it started since is part of the tree too.
             for p in descendants(pgid) {
                 if !tree.contains(&p) {
@@ -73,7 +105,10 @@ pub async fn terminate(child: &mut Child, pgid: u32, grace: Duration) -> std::io
     };
     // Ranks may still be shutting down (writing a checkpoint) after `mpiexec` exited.
     while tokio::time::Instant::now() < deadline && tree.iter().any(|p| p.alive()) {
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_millis(50)) => {}
+            () = kill_asked(&mut stop) => break,
+        }
     }
     signal_group(pgid, Signal::SIGKILL);
     signal_each(&tree, Signal::SIGKILL);

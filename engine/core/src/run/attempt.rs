@@ -112,12 +112,6 @@ pub fn promote(adir: &Path) -> Result<PathBuf, RunError> {
     Ok(out)
 }
 
-/// A failure message with the end of the attempt's standard error, for final failures.
-pub fn with_stderr_tail(adir: &Path, message: String) -> String {
-    let tail = tail(&meta_dir(adir).join("stderr"), 5);
-    if tail.is_empty() { message } else { format!("{message}; stderr ends with:\n{tail}") }
-}
-
 /// Value outputs as stored in the run database (a JSON object).
 pub fn values_json(v: &IndexMap<String, Value>) -> String {
     let m: serde_json::Map<String, serde_json::Value> = v.iter().map(|(k, v)| (k.clone(), v.to_json())).collect();
@@ -275,14 +269,6 @@ fn ser_values<S: serde::Serializer>(v: &&IndexMap<String, Value>, s: S) -> Resul
 
 fn ser_paths<S: serde::Serializer>(v: &&IndexMap<String, PathBuf>, s: S) -> Result<S::Ok, S::Error> {
     s.collect_map(v.iter().map(|(k, p)| (k, p.display().to_string())))
-}
-
-fn tail(p: &Path, lines: usize) -> String {
-    let Ok(text) = std::fs::read(p) else { return String::new() };
-    let start = text.len().saturating_sub(4096);
-    let s = String::from_utf8_lossy(&text[start..]);
-    let v: Vec<&str> = s.lines().collect();
-    v[v.len().saturating_sub(lines)..].join("\n")
 }
 
 #[cfg(test)]

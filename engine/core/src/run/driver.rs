@@ -11,13 +11,14 @@ use std::time::{Duration, Instant};
 use super::attempt::{self, attempt_dir};
 use super::cache::{self, Decision, Hasher};
 use super::clock::Clock;
+use super::failure::{self, StepFacts};
 use super::job::{components, key_view, resolve_task};
 use super::publish::{PublishCtx, publish};
 use super::scheduler::{Effect, Scheduler, TaskId};
 use super::scope::{CycleData, GateValues, Mode, Results, TaskResult, TaskScope};
 use super::trigger::{FsProbe, Poll, Watch};
 use super::{RunError, RunOptions, task_dir};
-use crate::events::{Event, Reporter, TaskState};
+use crate::events::{Event, Reporter, TaskFiles, TaskState};
 use crate::execute::{ArrayMember, Backend, Ending, JobRequest, JobStatus, Outcome, SpawnFailure};
 use crate::expr::Value;
 use crate::ids::JobId;
@@ -35,6 +36,28 @@ pub(crate) struct Attempt {
     pub dir: PathBuf,
     pub key: String,
     pub components: String,
+}
+
+/// How a task's latest attempt ended, kept from when the backend reports it until the
+/// core's effect for it (a retry, a final state) is recorded and reported.
+struct AttemptEnd {
+    /// Its directory (`out/` once it succeeded).
+    dir: PathBuf,
+    exit_code: Option<i32>,
+    signal: Option<i32>,
+}
+
+impl AttemptEnd {
+    fn files(&self) -> TaskFiles {
+        let (stdout, stderr) = failure::log_files(&self.dir);
+        TaskFiles {
+            dir: Some(self.dir.display().to_string()),
+            stdout: Some(stdout.display().to_string()),
+            stderr: Some(stderr.display().to_string()),
+            exit_code: self.exit_code,
+            signal: self.signal,
+        }
+    }
 }
 
 /// Everything the driver acts on.
@@ -67,6 +90,8 @@ pub(crate) struct Driver<'a> {
     delivered: HashMap<(u64, String), indexmap::IndexMap<String, serde_json::Value>>,
     last_signal_check: Option<Instant>,
     pub running: HashMap<JobId, Attempt>,
+    /// Attempts that ended, until their task's next effect is recorded.
+    ended: HashMap<TaskId, AttemptEnd>,
     /// Attempts prepared by this dispatch turn, submitted together at its end.
     batch: Vec<(Attempt, JobRequest)>,
     hasher: Hasher,
@@ -105,6 +130,7 @@ impl<'a> Driver<'a> {
             delivered: HashMap::new(),
             last_signal_check: None,
             running: HashMap::new(),
+            ended: HashMap::new(),
             batch: vec![],
             hasher: Hasher::default(),
             params_memo: HashMap::new(),
@@ -306,6 +332,7 @@ impl<'a> Driver<'a> {
                         cycle,
                         attempt: a.attempt,
                         job_id: id.0.clone(),
+                        dir: Some(a.dir.display().to_string()),
                     });
                     self.running.insert(id, a);
                 }
@@ -354,20 +381,34 @@ impl<'a> Driver<'a> {
             Err(msg) => msg.clone(),
         };
         self.store.attempt_finished(&self.run_id, &name, a.attempt, verdict.is_ok(), outcome.exit_code(), &detail)?;
+        let end = |dir: PathBuf| AttemptEnd { dir, exit_code: outcome.exit_code(), signal: outcome.signal() };
         let values = match verdict {
             Ok(values) => values,
             Err(_) if outcome.is_cancelled() => {
+                self.ended.insert(i, end(a.dir));
                 s.attempt_cancelled(i);
                 return Ok(());
             }
             Err(msg) => {
-                // A final failure says how the step's standard error ends.
-                let msg = if s.retries_left(i) { msg } else { attempt::with_stderr_tail(&a.dir, msg) };
+                // A final failure names the attempt's directory and files and shows the end
+                // of its output.
+                let msg = if s.retries_left(i) {
+                    msg
+                } else {
+                    let facts = StepFacts {
+                        ranks: step.resources.ranks,
+                        timeout: step.timeout,
+                        slurm: self.backend.name() == "slurm",
+                    };
+                    failure::message(&a.dir, &outcome, msg, facts)
+                };
+                self.ended.insert(i, end(a.dir));
                 s.attempt_failed(i, msg);
                 return Ok(());
             }
         };
         let out = attempt::promote(&a.dir)?;
+        self.ended.insert(i, end(out.clone()));
         let values_s = attempt::values_json(&values);
         self.data_mut(i.cycle).results[i.node.index()] = Some(Box::new(TaskResult { dir: out.clone(), values }));
         // Copies outside the run directory are made before success is recorded: a crash in
@@ -413,9 +454,11 @@ impl<'a> Driver<'a> {
                             tracing::info!(task = %name, "failed: {}", message.as_deref().unwrap_or_default());
                         }
                         let result = self.cycles.get(&task.cycle).and_then(|d| d.results[task.node.index()].as_ref());
-                        let (dir, values) = match result {
-                            Some(r) => (Some(r.dir.display().to_string()), Some(attempt::values_json(&r.values))),
-                            None => (None, None),
+                        // A failed or cancelled task points at its last attempt.
+                        let (dir, values) = match (result, self.ended.get(&task)) {
+                            (Some(r), _) => (Some(r.dir.display().to_string()), Some(attempt::values_json(&r.values))),
+                            (None, Some(e)) => (Some(e.dir.display().to_string()), None),
+                            (None, None) => (None, None),
                         };
                         self.store.finish_task(
                             &self.run_id,
@@ -430,12 +473,25 @@ impl<'a> Driver<'a> {
                     if self.watches.remove(&task).is_some() {
                         self.waits_dirty.insert(task.cycle);
                     }
+                    let files = match self.ended.remove(&task) {
+                        Some(e) => e.files(),
+                        // Cached: the earlier result.
+                        None => TaskFiles {
+                            dir: self
+                                .cycles
+                                .get(&task.cycle)
+                                .and_then(|d| d.results[task.node.index()].as_ref())
+                                .map(|r| r.dir.display().to_string()),
+                            ..TaskFiles::default()
+                        },
+                    };
                     self.reporter.event(&Event::TaskFinished {
                         task: name,
                         cycle: self.point_label(task),
                         state,
                         seconds,
                         message,
+                        files,
                     });
                 }
                 Effect::Retry { task, attempt, delay, message } => {
@@ -446,12 +502,14 @@ impl<'a> Driver<'a> {
                         &name,
                         &format!("attempt {attempt} failed: {message}; retry in {:.1} s", delay.as_secs_f64()),
                     )?;
+                    let files = self.ended.remove(&task).map(|e| e.files()).unwrap_or_default();
                     self.reporter.event(&Event::TaskRetry {
                         task: name,
                         cycle: self.point_label(task),
                         attempt,
                         delay_seconds: crate::events::secs(delay),
                         message,
+                        files,
                     });
                 }
                 Effect::Pending { task } => {
@@ -536,7 +594,7 @@ impl<'a> Driver<'a> {
     /// Directory of cycle `cycle`'s tasks: `RUN/cycles/POINT`.
     pub fn cycle_dir(&self, cycle: u64) -> PathBuf {
         match &self.cycling {
-            Some(c) => self.run_dir.join("cycles").join(c.point(cycle).label()),
+            Some(c) => super::cycle_dir_of(&self.run_dir, &c.point(cycle).label()),
             None => self.run_dir.clone(),
         }
     }

@@ -8,6 +8,8 @@
 //!   results or failures, recording each of the core's state changes;
 //! - [`attempt`]: what each attempt leaves in its directory (manifest, status), and the
 //!   rename of a successful attempt to `out/` before its success is recorded;
+//! - [`failure`]: the message of a final failure (cause, attempt directory, output files
+//!   and the end of the output, what an MPI launcher said);
 //! - [`publish`]: copies of outputs outside the run directory;
 //! - `resume`: restoring a killed run, following or stopping what it left in flight;
 //! - [`cache`], [`job`], [`scope`]: cache keys, resolved commands, reference values;
@@ -22,6 +24,7 @@ pub mod attempt;
 pub mod cache;
 pub mod clock;
 mod driver;
+pub mod failure;
 pub mod job;
 pub mod publish;
 mod resume;
@@ -154,14 +157,24 @@ fn io<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -
     move |source| RunError::Io { action, path: path.to_path_buf(), source }
 }
 
-/// Directory of a task: `RUN/steps/STEP[/MEMBER]`.
+/// Directory of a task: `RUN/steps/STEP[/MEMBER]` (`run_dir` is a cycle's directory,
+/// `RUN/cycles/POINT`, in a cycling run).
 pub fn task_dir(run_dir: &Path, plan: &Plan, n: TaskNode) -> PathBuf {
-    let step = &plan.workflow.steps[n.step as usize].name;
+    task_dir_of(run_dir, &plan.workflow.steps[n.step as usize].name, n.member_index())
+}
+
+/// [`task_dir`] from the step's name and the member index.
+pub fn task_dir_of(run_dir: &Path, step: &str, member: Option<u32>) -> PathBuf {
     let d = run_dir.join("steps").join(step);
-    match n.member_index() {
+    match member {
         Some(m) => d.join(m.to_string()),
         None => d,
     }
+}
+
+/// Directory of cycle `point`'s tasks in run directory `run_dir`: `RUN/cycles/POINT`.
+pub fn cycle_dir_of(run_dir: &Path, point: &str) -> PathBuf {
+    run_dir.join("cycles").join(point)
 }
 
 /// Runs (or resumes) a planned workflow to completion.
@@ -314,6 +327,7 @@ pub async fn execute(
     d.store.commit()?;
     let mut last_flush = Instant::now();
     let mut last_stop_check = Instant::now();
+    let mut killing = false;
     loop {
         d.store.begin()?;
         s.promote_due();
@@ -353,13 +367,21 @@ pub async fn execute(
         tokio::select! {
             _ = d.backend.wait(wait) => {}
             changed = cancel.changed() => {
-                if changed.is_ok()
-                    && let Some(sig) = cancel.borrow().clone()
-                    && s.cancel()
-                {
-                    d.reporter.event(&Event::Cancelling { signal: sig });
+                // The first signal stops the running tasks (SIGTERM, grace, SIGKILL); another
+                // one while they stop kills them at once.
+                let sig = cancel.borrow().clone();
+                if changed.is_ok() && let Some(signal) = sig {
                     let ids = d.job_ids();
-                    d.backend.cancel(&ids).await?;
+                    if s.cancel() {
+                        let grace_seconds = d.backend.grace().map(secs);
+                        d.reporter.event(&Event::Cancelling { signal, running: ids.len(), grace_seconds });
+                        d.backend.cancel(&ids).await?;
+                    } else if !killing {
+                        killing = true;
+                        tracing::info!(jobs = ids.len(), "killing the running tasks at once");
+                        d.reporter.event(&Event::Killing { signal, running: ids.len() });
+                        d.backend.kill(&ids).await?;
+                    }
                 }
             }
         }

@@ -127,7 +127,13 @@ pub(crate) async fn restore(d: &mut Driver<'_>, s: &mut Scheduler<'_>) -> Result
         }
         s.adopt(i, a.attempt);
         let cycle = d.point_label(i);
-        d.reporter.event(&Event::TaskStarted { task: l.task, cycle, attempt: a.attempt, job_id: a.job.0.clone() });
+        d.reporter.event(&Event::TaskStarted {
+            task: l.task,
+            cycle,
+            attempt: a.attempt,
+            job_id: a.job.0.clone(),
+            dir: Some(a.dir.display().to_string()),
+        });
         let components = serde_json::to_string(&comps).unwrap_or_default();
         d.running.insert(a.job, Attempt { task: i, attempt: a.attempt, dir: a.dir, key: comps.key(), components });
     }

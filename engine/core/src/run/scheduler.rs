@@ -401,11 +401,10 @@ impl<'a> Scheduler<'a> {
 
     /// `task` failed for good without (another) attempt, e.g. its command could not be
     /// resolved or its results could not be published; its dependants are upstream-failed.
+    /// A task whose attempt ran (its results could not be published) keeps the time it ran.
     pub fn fail(&mut self, task: TaskId, message: String) {
-        if self.state(task) == Some(NodeState::Running) {
-            self.unreserve(task);
-        }
-        self.fail_final(task, message, 0.0);
+        let seconds = if self.state(task) == Some(NodeState::Running) { self.unreserve(task) } else { 0.0 };
+        self.fail_final(task, message, seconds);
     }
 
     /// An attempt of `task` starts now; returns its number (1 for the first). Its resources

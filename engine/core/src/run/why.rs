@@ -138,8 +138,11 @@ pub fn why(
             stale[i.index()] = Some(name.clone());
         }
         if wanted {
-            out.push(Verdict { task: name, up_to_date: reasons.is_empty(), reasons });
+            out.push((i.index(), Verdict { task: name, up_to_date: reasons.is_empty(), reasons }));
         }
     }
-    Ok(out)
+    // Walked in dependency order (which lists a step's members backwards); reported in plan
+    // order: steps as compiled, members by index.
+    out.sort_by_key(|(i, _)| *i);
+    Ok(out.into_iter().map(|(_, v)| v).collect())
 }

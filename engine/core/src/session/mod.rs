@@ -7,7 +7,8 @@
 //!   recorded with the run ([`crate::state::RunSettings`]), chooses and builds the backend,
 //!   gets a SLURM allocation and keeps its heartbeat, runs the plan, releases the allocation;
 //! - [`cancel::cancel`]: `twinflow cancel`;
-//! - [`status`] and [`why`]: reports from the run database.
+//! - [`status`] and [`why`]: reports from the run database;
+//! - [`logs::find`]: `twinflow logs`, the files holding a task's output.
 //!
 //! Every session loads a workflow the same way ([`load`]): parse, validate, then give every
 //! step the site profile's default resources where the step sets none of its own (a
@@ -21,6 +22,7 @@ pub mod backend;
 pub mod cancel;
 pub mod control;
 mod cycles_view;
+pub mod logs;
 pub mod render;
 pub mod start;
 
@@ -156,6 +158,12 @@ pub fn check(file: &Path, params: &[String], inputs: &[String]) -> Result<Checke
     Ok(Checked { name, steps, tasks: p.task_count() })
 }
 
+/// The standard output and error files of an attempt (or result) directory `dir`:
+/// `DIR/.twinflow/stdout` and `DIR/.twinflow/stderr`.
+pub fn log_files(dir: &Path) -> (PathBuf, PathBuf) {
+    crate::run::failure::log_files(dir)
+}
+
 /// Whether `runs_dir` has a run database.
 pub fn has_runs(runs_dir: &Path) -> bool {
     runs_dir.join(DATABASE).exists()
@@ -167,7 +175,7 @@ pub enum Status {
     /// The runs directory has no run database (no run was ever started there).
     NoRuns,
     /// Every run, newest first.
-    Runs(Vec<RunRow>),
+    Runs(Vec<RunListing>),
     /// One run with its tasks and the time each task's attempts ran (ms).
     Run {
         /// The run.
@@ -179,6 +187,19 @@ pub enum Status {
         /// Milliseconds the attempts of each task ran, by task name.
         ran_ms: std::collections::HashMap<String, i64>,
     },
+}
+
+/// A run as `twinflow status` lists it: the run, its tasks by state and how long it took.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RunListing {
+    /// The run.
+    #[serde(flatten)]
+    pub run: RunRow,
+    /// Its tasks by state (a cycling run: those of the cycles that started).
+    pub counts: crate::events::Counts,
+    /// Seconds from its start to its last change (to now while an engine runs it; a resumed
+    /// run counts the time in between).
+    pub seconds: f64,
 }
 
 /// `twinflow status [RUN]`: every run of `runs_dir`, or one (`latest` for the newest).
@@ -194,7 +215,21 @@ pub fn status(runs_dir: &Path, run: Option<&str>) -> Result<Status, SessionError
         };
     }
     let store = Store::open(runs_dir)?;
-    let Some(id) = run else { return Ok(Status::Runs(store.runs()?)) };
+    let Some(id) = run else {
+        let mut counts = store.task_counts()?;
+        let now = crate::state::now_ms();
+        let runs = store
+            .runs()?
+            .into_iter()
+            .map(|run| {
+                // A run still executing has run until now; any other until its last update.
+                let end = if run.live_engine().is_some() { now } else { run.updated_at };
+                let seconds = (end - run.created_at).max(0) as f64 / 1000.0;
+                RunListing { counts: counts.remove(&run.id).unwrap_or_default(), seconds, run }
+            })
+            .collect();
+        return Ok(Status::Runs(runs));
+    };
     let run = find_run(&store, id)?;
     let tasks = store.tasks(&run.id)?;
     let ran_ms = store.run_times(&run.id)?;

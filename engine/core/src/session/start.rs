@@ -63,6 +63,9 @@ pub struct AllocationSize {
 
 /// Starts (or resumes) a run and runs it to its end. Task failures are in the summary; an
 /// `Err` means the run could not start or stopped on an error of its own.
+///
+/// A signal's name sent on `cancel` cancels the run: running tasks get SIGTERM, then
+/// SIGKILL after the grace period. A name sent again while they stop kills them at once.
 pub async fn run(
     mut req: RunRequest,
     reporter: &mut dyn Reporter,

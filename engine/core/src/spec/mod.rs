@@ -351,6 +351,14 @@ mod tests {
             "name: w\nsteps:\n  a:\n    run: [x]\n  \"b c\":\n    run: [x]\n  d:\n    run: [y]\n    timeout: [1]\n";
         assert_eq!(field_of(two), "steps.d.timeout");
         assert_eq!(field_of("name: w\nparams:\n  n:\n    type: integer\nsteps: {}\n"), "params.n.type");
+        // Not `params.n.n` (as once reported): in flow style, after another parameter, and
+        // for a parameter named like the key.
+        assert_eq!(field_of("name: w\nparams:\n  n: { type: integer, default: 3 }\nsteps: {}\n"), "params.n.type");
+        assert_eq!(
+            field_of("name: w\nparams:\n  m: { type: int }\n  n:\n    default: 1\n    type: integr\nsteps: {}\n"),
+            "params.n.type"
+        );
+        assert_eq!(field_of("name: w\nparams:\n  type: { type: integer }\nsteps: {}\n"), "params.type.type");
         assert_eq!(field_of("name: w\nsteps:\n  - run: [a]\n"), "steps");
         assert_eq!(field_of("name: w\nstepz: 1\nsteps: {}\n"), "stepz");
         assert_eq!(field_of("steps:\n  a:\n    run: [echo]\n"), "");

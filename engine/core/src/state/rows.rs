@@ -175,7 +175,8 @@ pub struct TaskRow {
     pub attempts: u32,
     /// Cache key of the successful attempt.
     pub cache_key: Option<String>,
-    /// Output directory of the successful attempt.
+    /// Its directory: the result's (`out/` of the successful attempt, or of an earlier run
+    /// for a cached task), or the last attempt's when that failed or was cancelled.
     pub dir: Option<String>,
     /// Value outputs as JSON.
     pub outputs: Option<String>,
@@ -191,6 +192,8 @@ pub struct TaskRow {
     pub cycle: Option<u64>,
     /// What its trigger found, as JSON, once its triggers were satisfied.
     pub gate: Option<String>,
+    /// Member index, for a member of a scattered step.
+    pub member: Option<u32>,
 }
 
 /// One attempt of a task.

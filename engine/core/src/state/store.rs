@@ -182,6 +182,31 @@ impl Store {
         Ok(rows)
     }
 
+    /// The tasks of every run by state (for the run list): the task rows, and the counts
+    /// the summaries of pruned cycles keep for the task rows they replaced.
+    pub fn task_counts(&self) -> Result<std::collections::HashMap<String, crate::events::Counts>, StateError> {
+        let mut out: std::collections::HashMap<String, crate::events::Counts> = Default::default();
+        let mut st =
+            self.conn.prepare("SELECT run_id, state, COUNT(*) FROM tasks GROUP BY run_id, state").map_err(self.e())?;
+        let rows = st
+            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, TaskState>(1)?, r.get::<_, i64>(2)?)))
+            .map_err(self.e())?;
+        for row in rows {
+            let (run, state, n) = row.map_err(self.e())?;
+            out.entry(run).or_default().add_many(state, usize::try_from(n).unwrap_or(0));
+        }
+        let mut st = self.conn.prepare("SELECT run_id, counts FROM cycles WHERE pruned = 1").map_err(self.e())?;
+        let rows =
+            st.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, Option<String>>(1)?))).map_err(self.e())?;
+        for row in rows {
+            let (run, counts) = row.map_err(self.e())?;
+            if let Some(c) = counts.and_then(|c| serde_json::from_str(&c).ok()) {
+                out.entry(run).or_default().merge(&c);
+            }
+        }
+        Ok(out)
+    }
+
     /// Inserts task rows in state `pending` unless they exist.
     pub fn ensure_tasks<'a>(
         &mut self,
@@ -207,7 +232,7 @@ impl Store {
         let mut st = self
             .conn
             .prepare(
-                "SELECT task, step, state, attempts, cache_key, dir, outputs, job_id, message, started_at, finished_at, cycle, gate FROM tasks WHERE run_id = ?1 ORDER BY rowid",
+                "SELECT task, step, state, attempts, cache_key, dir, outputs, job_id, message, started_at, finished_at, cycle, gate, member FROM tasks WHERE run_id = ?1 ORDER BY rowid",
             )
             .map_err(self.e())?;
         let rows = st
@@ -226,6 +251,7 @@ impl Store {
                     finished_at: r.get(10)?,
                     cycle: r.get::<_, Option<i64>>(11)?.map(|c| c as u64),
                     gate: r.get(12)?,
+                    member: r.get(13)?,
                 })
             })
             .map_err(self.e())?

@@ -149,6 +149,22 @@ fn scalar_param(ty: ParamType, def: &ParamDef, v: &serde_json::Value, base: &Pat
     }
 }
 
+/// The help for `-p NAME`/`-i NAME` naming nothing the workflow declares: a close name,
+/// else the names it has (`what`: `parameters`, `inputs`), else that it declares none.
+fn known_names_hint<'a>(
+    workflow: &str,
+    name: &str,
+    known: impl Iterator<Item = &'a String> + Clone,
+    what: &str,
+    key: &str,
+) -> String {
+    if known.clone().next().is_none() {
+        return format!("`{workflow}` declares no {what} (`{key}:`)");
+    }
+    did_you_mean(name, known.clone().map(String::as_str))
+        .unwrap_or_else(|| format!("{what}: {}", known.map(|k| format!("`{k}`")).collect::<Vec<_>>().join(", ")))
+}
+
 fn type_word(t: ParamType) -> &'static str {
     match t {
         ParamType::Int => "an integer",
@@ -276,12 +292,7 @@ impl Validator {
                         format!("-p {name}"),
                         format!("workflow `{}` has no parameter `{name}`", self.wf.name),
                     );
-                    d = d.with_help(did_you_mean(name, root.params.keys().map(String::as_str)).unwrap_or_else(|| {
-                        format!(
-                            "parameters: {}",
-                            root.params.keys().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(", ")
-                        )
-                    }));
+                    d = d.with_help(known_names_hint(&self.wf.name, name, root.params.keys(), "parameters", "params"));
                     diags.push(d);
                 }
                 Some(def) => match parse_override(def, raw)
@@ -320,11 +331,20 @@ impl Validator {
             if root.inputs.contains_key(name) {
                 inputs.insert(name.clone(), crate::spec::span::absolute(path));
             } else {
-                diags.push(Diag::detached(
-                    DiagKind::Param,
-                    format!("-i {name}"),
-                    format!("workflow `{}` has no input `{name}`", self.wf.name),
-                ));
+                diags.push(
+                    Diag::detached(
+                        DiagKind::Param,
+                        format!("-i {name}"),
+                        format!("workflow `{}` has no input `{name}`", self.wf.name),
+                    )
+                    .with_help(known_names_hint(
+                        &self.wf.name,
+                        name,
+                        root.inputs.keys(),
+                        "inputs",
+                        "inputs",
+                    )),
+                );
             }
         }
         for (name, def) in &root.inputs {

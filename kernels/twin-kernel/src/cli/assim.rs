@@ -9,10 +9,10 @@ use twinflow_assim::files::{
     self, DiagnosticsInfo, EnsembleFiles, MODEL_TIME_ATTR, MemberFiles, ObservationQuery, Operator, StateSelection,
 };
 use twinflow_assim::{
-    AnalysisConfig, AssimError, Constraint, Geometry, Lorenz96, Method, TwinConfig, analyse,
+    AnalysisConfig, AssimError, Constraint, Geometry, LetkfPlan, Lorenz96, Method, TwinConfig, analyse,
     half_width_from_dapper_radius, run_twin,
 };
-use twinflow_comm::Communicator;
+use twinflow_comm::{Communicator, ReduceOp};
 use twinflow_contract::datasets;
 use twinflow_exchange::{Attr, Provenance};
 
@@ -231,7 +231,26 @@ pub(super) fn run_assimilate(
     };
     let truth = args.truth.as_ref().map(|p| ens.read_truth(p, time)).transpose()?;
     let mut analysis = ens.ensemble.clone();
-    let report = analyse(&config, &mut analysis, &obs, comm)?;
+    // Throughput for `bench/assim-scaling.sh`: local analyses are the LETKF's domains (one
+    // per grid cell, one for the parameters), a global method does one. The ranks start
+    // together (else a rank still reading its files would be charged to the others, which
+    // wait for it in the gather); the time is the slowest rank's, taken before `?` so that
+    // every rank reaches the reduction.
+    let local_analyses = match method {
+        Method::Letkf { .. } => LetkfPlan::new(&config.location).domains.len(),
+        Method::EnKF | Method::Etkf => 1,
+    };
+    comm.barrier();
+    let started = std::time::Instant::now();
+    let report = analyse(&config, &mut analysis, &obs, comm);
+    let analysis_seconds = comm.allreduce_scalar(started.elapsed().as_secs_f64(), ReduceOp::Max);
+    let report = report?;
+    tracing::info!(
+        local_analyses,
+        analysis_seconds,
+        local_analyses_per_second = local_analyses as f64 / analysis_seconds.max(1e-12),
+        "analysis throughput"
+    );
     let truth_rmse = truth.map(|t| {
         (twinflow_assim::twin::mean_error(&ens.ensemble, &t), twinflow_assim::twin::mean_error(&analysis, &t))
     });

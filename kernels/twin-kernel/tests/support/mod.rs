@@ -53,3 +53,12 @@ pub fn ok(out: Output, what: &str) -> Output {
     );
     out
 }
+
+/// Fails the test unless the process failed, and failed cleanly (no panic); returns its
+/// exit code and stderr.
+pub fn failed(out: Output, what: &str) -> (i32, String) {
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(!out.status.success(), "{what} succeeded");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    (out.status.code().unwrap_or(-1), stderr)
+}

@@ -1096,6 +1096,32 @@ fn resources_are_returned_when_attempts_end_however_they_end() {
     assert!(s.is_done());
 }
 
+/// A task that ran and then failed (its results could not be published) reports the time
+/// it ran, not 0 (`--json` showed `"seconds": 0.0` for a task that ran 0.18 s).
+#[test]
+fn a_task_failed_after_it_ran_keeps_its_running_time() {
+    let p = plan(&independent(2, "{ ranks: 1 }"));
+    let clock = VirtualClock::new();
+    let cap = Capacity { cores: Some(4), memory: None, max_jobs: None };
+    let mut s = Scheduler::new(&p, &clock, cap, SchedOptions { keep_going: true, ..Default::default() });
+    s.seed();
+    let (a, b) = (s.next_task().unwrap(), s.next_task().unwrap());
+    s.launch(a);
+    clock.advance(Duration::from_millis(180));
+    s.fail(a, "publishing `x` failed".into());
+    // Never launched: it did not run.
+    s.fail(b, "cannot resolve".into());
+    let secs: Vec<(TaskId, f64)> = s
+        .take_effects()
+        .into_iter()
+        .filter_map(|e| match e {
+            Effect::Finished { task, state: TaskState::Failed, seconds, .. } => Some((task, seconds)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(secs, [(a, 0.18), (b, 0.0)]);
+}
+
 #[test]
 fn counts_leave_out_joins_and_add_up_to_the_task_count() {
     let e = Env::new(SCATTER).keep_going().script("sim[0]", &[(1.0, End::Fail)]).decide("post[2]", Decide::Skip).run();
