@@ -6,14 +6,15 @@
 CARGO ?= cargo
 RUNS_DIR ?= runs
 
-.PHONY: deps deps-test demo test bench schema fmt lint
+.PHONY: deps deps-test demo test bench bench-ingest schema fmt lint
 
 deps:
 	bash hpc/setup-deps.sh --python
 
-# What the tests need besides: slurmdbd + MariaDB for plain `sacct` on the test cluster.
+# What the tests need besides: slurmdbd + MariaDB for plain `sacct` on the test cluster, and
+# the mosquitto broker (+ clients) for the stream ingest.
 deps-test:
-	bash hpc/setup-deps.sh --python --slurmdbd
+	bash hpc/setup-deps.sh --python --slurmdbd --mqtt
 
 # The flood twin at CI size: the what-if ensemble (examples/flood-mini.yaml: terrain, 4 flood
 # members on 2 MPI ranks each, merged, summarized into a CF NetCDF and a PNG exceedance
@@ -51,7 +52,9 @@ demo: deps
 # cluster is started here, checked with hpc/slurm-selftest.sh (~7 s) and stopped afterwards
 # whatever the result, unless it was already running: then it is used and left running.
 # Everything is built once with MPI enabled so the `twin-kernel` next to `twinflow` can run
-# multi-rank steps under mpiexec/srun.
+# multi-rank steps under mpiexec/srun. The ingest's tests need an MQTT broker: a private
+# mosquitto on a free loopback port (hpc/mqtt-local.sh, port in target/mqtt/port), started
+# and stopped here the same way (a broker already running is used and left running).
 test: deps-test
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
@@ -64,11 +67,21 @@ test: deps-test
 		SLURM_LOCAL_DBD=1 bash hpc/slurm-local.sh start || exit 1; \
 		started=1; \
 	fi; \
+	mqtt_started=0; \
+	if bash hpc/mqtt-local.sh status >/dev/null 2>&1; then \
+		echo "make test: using the MQTT broker that is already running (it stays running)"; \
+	elif bash hpc/mqtt-local.sh start; then \
+		mqtt_started=1; \
+	else \
+		if [ $$started = 1 ]; then bash hpc/slurm-local.sh stop; fi; \
+		exit 1; \
+	fi; \
 	status=0; \
 	bash hpc/slurm-selftest.sh target/slurm-selftest || status=$$?; \
 	if [ $$status = 0 ]; then \
 		$(CARGO) test --workspace --no-fail-fast --features twinflow-kernels/mpi || status=$$?; \
 	fi; \
+	if [ $$mqtt_started = 1 ]; then bash hpc/mqtt-local.sh stop; fi; \
 	if [ $$started = 1 ]; then bash hpc/slurm-local.sh stop; fi; \
 	exit $$status
 
@@ -77,6 +90,15 @@ test: deps-test
 bench:
 	$(CARGO) bench -p twinflow-engine --bench engine
 	$(CARGO) bench -p twinflow-assim --bench assim
+
+# The stream ingest against `mosquitto_sub > /dev/null` on the same stream, through a private
+# broker (started here and stopped afterwards unless one was already running).
+bench-ingest: deps-test
+	@started=0; \
+	if ! bash hpc/mqtt-local.sh status >/dev/null 2>&1; then bash hpc/mqtt-local.sh start >/dev/null || exit 1; started=1; fi; \
+	status=0; $(CARGO) bench -p twinflow-kernels --bench ingest || status=$$?; \
+	if [ $$started = 1 ]; then bash hpc/mqtt-local.sh stop; fi; \
+	exit $$status
 
 schema:
 	$(CARGO) run -q -p twinflow-cli -- schema > schemas/workflow.schema.json

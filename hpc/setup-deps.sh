@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# hpc/setup-deps.sh [--openmpi] [--slurmdbd] [--with-slurm|--no-slurm] [--python]
+# hpc/setup-deps.sh [--openmpi] [--slurmdbd] [--with-slurm|--no-slurm] [--python] [--mqtt]
 #
 # Idempotent installer (Debian 12 "bookworm" packages) for what twinflow needs to build
 # and test against real HPC components:
@@ -15,6 +15,9 @@
 #   --python      also Debian's python3-xarray/netcdf4/h5netcdf/h5py, to read outputs.
 #                 They live in /usr/lib/python3/dist-packages: use /usr/bin/python3, not a
 #                 pyenv/venv python3 that may come first on PATH.
+#   --mqtt        also Debian's mosquitto 2.0 broker and mosquitto-clients (mosquitto_pub,
+#                 mosquitto_sub), for the stream ingest (run a private broker with
+#                 hpc/mqtt-local.sh; no broker service is started here)
 #
 # Cheap when everything is present: dpkg-query decides what is missing, and apt-get
 # (update + install) runs only for the missing packages. Installing needs root; without
@@ -22,8 +25,8 @@
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 
-usage() { echo "usage: $0 [--openmpi] [--slurmdbd] [--with-slurm|--no-slurm] [--python]" >&2; exit 2; }
-with_openmpi=0 with_dbd=0 with_slurm=1 with_python=0
+usage() { echo "usage: $0 [--openmpi] [--slurmdbd] [--with-slurm|--no-slurm] [--python] [--mqtt]" >&2; exit 2; }
+with_openmpi=0 with_dbd=0 with_slurm=1 with_python=0 with_mqtt=0
 for a in "$@"; do
   case $a in
     --openmpi) with_openmpi=1 ;;
@@ -31,7 +34,8 @@ for a in "$@"; do
     --with-slurm) with_slurm=1 ;;
     --no-slurm) with_slurm=0 ;;
     --python) with_python=1 ;;
-    -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
+    --mqtt) with_mqtt=1 ;;
+    -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
     *) usage ;;
   esac
 done
@@ -53,6 +57,7 @@ elif [[ $with_dbd == 1 ]]; then
 fi
 if [[ $with_openmpi == 1 ]]; then pkgs+=(openmpi-bin libopenmpi-dev); fi
 if [[ $with_python == 1 ]]; then pkgs+=(python3-xarray python3-netcdf4 python3-h5netcdf python3-h5py); fi
+if [[ $with_mqtt == 1 ]]; then pkgs+=(mosquitto mosquitto-clients); fi   # mosquitto 2.0.11
 
 # Which packages are not installed? (dpkg-query fails for a package dpkg never heard of.)
 missing=()
@@ -84,7 +89,7 @@ if (( ${#missing[@]} > 0 )); then
   fi
   log "installing: ${missing[*]}"
   wait_for_apt
-  # Keep package scripts from starting munge/slurm/mariadb as services: there is no systemd
+  # Keep package scripts from starting munge/slurm/mariadb/mosquitto as services: there is no systemd
   # here, and slurm-local.sh runs its own private instances. policy-rc.d exiting 101 means
   # "action forbidden"; Docker images often ship one already (then it is left alone).
   made_policy=0
@@ -131,6 +136,7 @@ summary+=" | hdf5 ${mv[0]:-?} | netcdf ${mv[1]:-?} | mpicc=$(readlink -f "$(comm
 if command -v slurmctld >/dev/null; then summary+=" | $(slurmctld -V)"; fi
 if command -v munged >/dev/null; then summary+=" | munge $(dpkg-query -W -f='${Version}' munge 2>/dev/null)"; fi
 if command -v slurmdbd >/dev/null; then summary+=" | slurmdbd+$(mariadbd --version 2>/dev/null | awk '{print $3}')"; fi
+if command -v mosquitto >/dev/null; then summary+=" | mosquitto $(dpkg-query -W -f='${Version}' mosquitto 2>/dev/null)"; fi
 if command -v mpirun.openmpi >/dev/null; then summary+=" | openmpi $(dpkg-query -W -f='${Version}' openmpi-bin 2>/dev/null)"; fi
 if [[ $with_python == 1 ]]; then
   # versions from dpkg: Debian's xarray 2023.01 reports xarray.__version__ == "999"

@@ -12,6 +12,7 @@ pub const KERNELS: &[&str] = &[
     "calo",
     "flood",
     "info",
+    "ingest",
     "lorenz96",
     "predict",
     "select",
@@ -141,6 +142,40 @@ pub mod datasets {
     pub const LORENZ96_STATE: &str = "state";
     /// Lorenz-96 grid dimension and coordinate (site index 0 … n − 1).
     pub const LORENZ96_SITE: &str = "site";
+}
+
+/// Window files of the stream ingest (`twin-kernel ingest`): names the files, variables and
+/// attributes a later step (a `files:` trigger, the detector twin) relies on.
+pub mod stream {
+    /// Prefix of a window file: `window-000042.nc` (six digits, zero-padded, from 0).
+    pub const WINDOW_PREFIX: &str = "window-";
+    /// Unlimited dimension along which a window's records lie, in arrival order.
+    pub const RECORD: &str = "record";
+    /// Dimension of the sensors that sent the window's records.
+    pub const SENSOR: &str = "sensor";
+    /// Sensor identifiers, `[sensor]` strings (CF `cf_role = timeseries_id`).
+    pub const SENSOR_NAME: &str = "sensor_name";
+    /// Index of a record's sensor in [`SENSOR_NAME`], `[record]` (CF indexed ragged array:
+    /// `instance_dimension = "sensor"`).
+    pub const SENSOR_INDEX: &str = "sensor_index";
+    /// Time of a record, `[record]`, in the units the schema declares (by default seconds
+    /// since 1970-01-01 00:00:00 UTC).
+    pub const TIME: &str = "time";
+    /// Global attribute: index of the window (the number in its file name).
+    pub const WINDOW_INDEX_ATTR: &str = "window_index";
+    /// Global attribute: records received in the window (excluding redeliveries), equal to
+    /// [`RECORDS_WRITTEN_ATTR`] + [`RECORDS_DEAD_LETTERED_ATTR`].
+    pub const RECORDS_IN_ATTR: &str = "records_in";
+    /// Global attribute: records written to the file.
+    pub const RECORDS_WRITTEN_ATTR: &str = "records_written";
+    /// Global attribute: records sent to the dead-letter file, with the reason.
+    pub const RECORDS_DEAD_LETTERED_ATTR: &str = "records_dead_lettered";
+    /// Global attribute: redeliveries of records already held (dropped, not counted in).
+    pub const RECORDS_DUPLICATE_ATTR: &str = "records_duplicate";
+    /// Global attribute: earliest record time of the window (units of [`TIME`]).
+    pub const TIME_MIN_ATTR: &str = "window_time_min";
+    /// Global attribute: latest record time of the window (units of [`TIME`]).
+    pub const TIME_MAX_ATTR: &str = "window_time_max";
 }
 
 /// CF-convention attribute names and fixed values used by every NetCDF exchange file.

@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 
 use twinflow_contract::cf;
 
-use super::{Compression, ExchangeError, Format, Provenance};
+use super::{Compression, ExchangeError, Format, PartialFile, Provenance};
 
 use super::{dataset_h5 as h5, dataset_nc as nc};
 
@@ -381,17 +381,35 @@ impl DatasetWriter {
 
     /// Closes the file and renames it into place; returns the final path.
     pub fn finish(self) -> Result<PathBuf, ExchangeError> {
+        self.close_file()?.commit()
+    }
+
+    /// Closes the file and flushes it to disk (`fsync`) without renaming it: the caller
+    /// records whatever must be durable before the file becomes visible (a stream
+    /// ingest's state), then calls [`PartialFile::commit`]. Dropping the returned handle
+    /// instead removes the partial file.
+    pub fn close(self) -> Result<PartialFile, ExchangeError> {
+        let partial = self.close_file()?;
+        partial.sync()?;
+        Ok(partial)
+    }
+
+    fn close_file(self) -> Result<PartialFile, ExchangeError> {
         match self.0 {
-            WriterImpl::Netcdf(w) => w.finish(),
-            WriterImpl::Hdf5(w) => w.finish(),
+            WriterImpl::Netcdf(w) => w.close(),
+            WriterImpl::Hdf5(w) => w.close(),
         }
     }
 }
 
 /// Chunk shape of a variable: whole rows of up to 256 × 256 over the last two
-/// dimensions, one element along the others (a record, a member); never 0.
+/// dimensions, one element along the others (a record, a member); a 1-D variable (a
+/// column of records) in chunks of up to 4096 values; never 0.
 pub(super) fn chunk_shape(shape: &[usize]) -> Vec<usize> {
     let n = shape.len();
+    if n == 1 {
+        return vec![shape[0].clamp(1, 4096)];
+    }
     shape.iter().enumerate().map(|(k, &len)| if k + 2 >= n { len.clamp(1, 256) } else { 1 }).collect()
 }
 
@@ -415,6 +433,7 @@ mod tests {
         assert_eq!(chunk_shape(&[4, 7, 48, 600]), [1, 1, 48, 256]);
         assert_eq!(chunk_shape(&[0, 5]), [1, 5]);
         assert_eq!(chunk_shape(&[9]), [9]);
+        assert_eq!(chunk_shape(&[100_000]), [4096]);
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! unlimited dimensions as resizable axes. Files from older versions that name their
 //! dimensions in a `DIMENSION_NAMES` attribute are still read.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use hdf5::types::{FloatSize, IntSize, TypeDescriptor as T, VarLenArray, VarLenAscii, VarLenUnicode};
 use hdf5::{Extent, H5Type, Hyperslab, ObjectReference1, ReferencedObject, SliceOrIndex};
@@ -300,11 +300,11 @@ impl Writer {
         .ctx(&p, action())
     }
 
-    pub(super) fn finish(mut self) -> Result<PathBuf, ExchangeError> {
+    pub(super) fn close(mut self) -> Result<PartialFile, ExchangeError> {
         let p = self.path().to_path_buf();
         if let Some(file) = self.file.take() {
             file.close().ctx(&p, "closing the file")?;
         }
-        self.partial.commit()
+        Ok(self.partial)
     }
 }

@@ -1,6 +1,6 @@
 //! [`Dataset`] ↔ NetCDF-4 through the `netcdf` crate.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use netcdf::AttributeValue as A;
 use netcdf::types::{FloatType, IntType, NcVariableType};
@@ -138,7 +138,10 @@ fn define(
     }
     .ctx(p, action())?;
     let shape = header.shape_of(var);
-    if var.dtype != DType::Str && shape.len() >= 2 {
+    // Fields and columns along a record (unlimited) dimension are chunked and compressed;
+    // fixed 1-D coordinates stay contiguous.
+    let along_records = var.dims.first().and_then(|d| header.dim(d)).is_some_and(|d| d.unlimited);
+    if var.dtype != DType::Str && (shape.len() >= 2 || (shape.len() == 1 && along_records)) {
         v.set_chunking(&chunk_shape(&shape)).ctx(p, format!("chunking `{name}`"))?;
         if let Some(level) = compression.deflate_level {
             v.set_compression(i32::from(level.min(9)), compression.shuffle).ctx(p, format!("compressing `{name}`"))?;
@@ -235,11 +238,11 @@ impl Writer {
         }
     }
 
-    pub(super) fn finish(mut self) -> Result<PathBuf, ExchangeError> {
+    pub(super) fn close(mut self) -> Result<PartialFile, ExchangeError> {
         let p = self.path().to_path_buf();
         if let Some(file) = self.file.take() {
             file.close().ctx(&p, "closing the file")?;
         }
-        self.partial.commit()
+        Ok(self.partial)
     }
 }

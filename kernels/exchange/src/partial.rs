@@ -43,6 +43,13 @@ impl PartialFile {
         &self.final_path
     }
 
+    /// Flushes the (closed) partial file to disk, so a rename after it publishes data that
+    /// survive a power cut, not only a crash of the process.
+    pub fn sync(&self) -> Result<(), ExchangeError> {
+        let io = |source| ExchangeError::Io { path: self.partial_path.clone(), action: "flush", source };
+        std::fs::File::open(&self.partial_path).map_err(io)?.sync_all().map_err(io)
+    }
+
     /// Renames the (closed) partial file to its final name.
     pub fn commit(mut self) -> Result<PathBuf, ExchangeError> {
         std::fs::rename(&self.partial_path, &self.final_path).map_err(|source| ExchangeError::Io {

@@ -88,6 +88,10 @@ least `--warn-level`.")]
     /// cells and at gauges, volume, parameters (one CSV row).
     #[command(after_help = super::twin::VERIFY_HELP)]
     Verify(super::twin::VerifyArgs),
+    /// Stream ingest: records from an MQTT broker, checked against a schema, written as
+    /// windows of HDF5/NetCDF files that appear atomically; invalid ones dead-lettered.
+    #[command(after_help = super::ingest::INGEST_HELP)]
+    Ingest(Box<super::ingest::IngestArgs>),
     /// Print the version and the compiled-in features (MPI) and exit.
     Info,
 }

@@ -9,6 +9,7 @@ use twinflow_calo::CaloError;
 use twinflow_contract::exit_code;
 use twinflow_exchange::ExchangeError;
 use twinflow_flood::FloodError;
+use twinflow_ingest::IngestError;
 use twinflow_stage::StageError;
 use twinflow_stage::summary::SummaryError;
 use twinflow_train::TrainError;
@@ -28,6 +29,9 @@ pub enum KernelError {
     /// The assimilation or the Lorenz-96 testbed failed.
     #[error(transparent)]
     Assim(#[from] AssimError),
+    /// The stream ingest failed.
+    #[error(transparent)]
+    Ingest(#[from] IngestError),
     /// A staging operation failed.
     #[error(transparent)]
     Stage(#[from] StageError),
@@ -79,6 +83,7 @@ impl KernelError {
             Self::Flood(e) => e.exit_code(),
             Self::Calo(e) => e.exit_code(),
             Self::Assim(e) => e.exit_code(),
+            Self::Ingest(e) => e.exit_code(),
             Self::Train(e) => e.exit_code(),
             Self::Stage(e) => e.exit_code(),
             Self::Summary(e) => e.exit_code(),

@@ -4,6 +4,7 @@ mod args;
 mod assim;
 mod calo;
 mod error;
+mod ingest;
 mod stage;
 mod train;
 mod twin;
@@ -92,6 +93,7 @@ pub fn run(cli: Cli) -> u8 {
         Command::Lorenz96(command) => on_root(rank, || assim::run_lorenz96(command, &command_line)),
         Command::Sensor(args) => on_root(rank, || twin::run_sensor(args, &command_line)),
         Command::Verify(args) => on_root(rank, || twin::run_verify(args)),
+        Command::Ingest(args) => on_root(rank, || ingest::run_ingest(*args, &command_line)),
         Command::Info => unreachable!("handled above"),
     };
     match outcome {
