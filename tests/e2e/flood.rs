@@ -34,24 +34,17 @@ pub(crate) fn mpi_kernel() -> PathBuf {
     bin
 }
 
-/// Runs `cmd`, killing it and failing the test after `timeout`.
+/// Runs `cmd` with piped output, killing it and failing the test after `timeout`.
 pub(crate) fn run_with_deadline(mut cmd: Command, timeout: Duration) -> Output {
     let described = format!("{cmd:?}");
-    let mut child = cmd
+    let child = cmd
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap_or_else(|e| panic!("cannot start {described}: {e}"));
-    let start = Instant::now();
-    while child.try_wait().unwrap().is_none() {
-        if start.elapsed() > timeout {
-            let _ = child.kill();
-            let out = child.wait_with_output().unwrap();
-            panic!("{described} timed out after {timeout:?}:\n{}", show(&out));
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    child.wait_with_output().unwrap()
+    let (out, finished) = wait_with_deadline(child, timeout);
+    assert!(finished, "{described} timed out after {timeout:?}:\n{}", show(&out));
+    out
 }
 
 fn run_mini(dir: &Path, kernel: &Path) -> Output {

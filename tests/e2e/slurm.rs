@@ -54,20 +54,11 @@ fn slurm_run(dir: &Path, args: &[&str]) -> Output {
     wait_output(slurm_cmd(dir, args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap(), 180)
 }
 
-/// Waits for a child, killing it and failing after `secs`.
-pub(crate) fn wait_output(mut child: Child, secs: u64) -> Output {
-    let t0 = Instant::now();
-    loop {
-        if child.try_wait().unwrap().is_some() {
-            return child.wait_with_output().unwrap();
-        }
-        if t0.elapsed() > Duration::from_secs(secs) {
-            let _ = child.kill();
-            let out = child.wait_with_output().unwrap();
-            panic!("twinflow did not finish within {secs}s\n{}", show(&out));
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+/// Waits for a child, killing it and failing after `secs` (its output is read meanwhile).
+pub(crate) fn wait_output(child: Child, secs: u64) -> Output {
+    let (out, finished) = wait_with_deadline(child, Duration::from_secs(secs));
+    assert!(finished, "twinflow did not finish within {secs}s\n{}", show(&out));
+    out
 }
 
 /// Polls `cond` every 100 ms for at most `secs`.

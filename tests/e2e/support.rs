@@ -99,3 +99,31 @@ pub fn step_file(dir: &Path, out: &Output, path: &str) -> String {
     let p = dir.join("runs").join(run_id(out)).join("steps").join(path);
     std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("read {}: {e}", p.display()))
 }
+
+/// Waits for `child` at most `timeout` (then kills it), reading its piped stdout and stderr
+/// meanwhile: a child whose output outgrew the pipe would otherwise block on its next write
+/// and never finish. Returns the output and whether it finished by itself.
+pub fn wait_with_deadline(mut child: std::process::Child, timeout: std::time::Duration) -> (Output, bool) {
+    fn drain(pipe: Option<impl std::io::Read + Send + 'static>) -> std::thread::JoinHandle<Vec<u8>> {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            if let Some(mut p) = pipe {
+                let _ = p.read_to_end(&mut buf);
+            }
+            buf
+        })
+    }
+    let (stdout, stderr) = (drain(child.stdout.take()), drain(child.stderr.take()));
+    let start = std::time::Instant::now();
+    let (status, finished) = loop {
+        if let Some(status) = child.try_wait().expect("wait for the child") {
+            break (status, true);
+        }
+        if start.elapsed() > timeout {
+            let _ = child.kill();
+            break (child.wait().expect("wait for the killed child"), false);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    (Output { status, stdout: stdout.join().unwrap_or_default(), stderr: stderr.join().unwrap_or_default() }, finished)
+}

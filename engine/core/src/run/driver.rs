@@ -482,11 +482,7 @@ impl<'a> Driver<'a> {
             Err(msg) => {
                 // A final failure names the attempt's directory and files and shows the end
                 // of its output.
-                let msg = if s.retries_left(i) {
-                    msg
-                } else {
-                    self.final_message(i, &a.dir, &outcome, msg)
-                };
+                let msg = if s.retries_left(i) { msg } else { self.final_message(i, &a.dir, &outcome, msg) };
                 self.ended.insert(i, end(a.dir));
                 s.attempt_failed(i, msg);
                 return Ok(());
