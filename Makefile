@@ -44,7 +44,8 @@ demo: deps
 	@dir=$$(./target/release/twinflow status latest --json --runs-dir $(RUNS_DIR) | python3 -c \
 		'import json, sys; print(next(t["dir"] for t in json.load(sys.stdin)["tasks"] if t["task"] == "3600/twin/scores"))'); \
 	echo "scores of the twin against the nature run, every cycle: $$dir/scores.csv"; \
-	column -s, -t "$$dir/scores.csv" | cut -c1-120
+	python3 -c 'import csv, sys; rows = list(csv.reader(open(sys.argv[1]))); \
+		[print("".join(f"{c[:10]:>11}" for c in r[:9])) for r in rows]' "$$dir/scores.csv"
 
 # The SLURM tests run against a real one-node cluster (hpc/slurm-local.sh) with slurmdbd and
 # a private MariaDB, so finished jobs are read with plain `sacct` as on production clusters
