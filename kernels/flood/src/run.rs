@@ -9,8 +9,8 @@ use super::config::{ConfigIssue, FloodConfig};
 use super::solver::{Field, FloodSolver, Grid, InitialState, NEVER, SolverError, Strip};
 use twinflow_comm::Communicator;
 use twinflow_exchange::{
-    self as exchange, ArrayFile, Attr, Compression, Dataset, Dim, ExchangeError, Format, GridWriter, Provenance,
-    Record, StationSeries, VarSpec, Variable, read_grid_record_rows, read_grid_rows, write_dataset,
+    self as exchange, ArrayFile, Attr, Dataset, Dim, ExchangeError, Format, GridWriter, Provenance, Record,
+    StationSeries, VarSpec, Variable, read_grid_record_rows, read_grid_rows, write_dataset,
 };
 
 /// Kernel name recorded in provenance attributes.
@@ -202,7 +202,7 @@ fn write_state(
     };
     ds.set_attr(cf::CONVENTIONS, Attr::Str(twinflow_contract::provenance::CONVENTIONS.into()));
     ds.set_attr(datasets::MODEL_TIME, Attr::F64(vec![time]));
-    Ok(write_dataset(path, &ds, &Compression::default())?)
+    Ok(write_dataset(path, &ds, &config.compression)?)
 }
 
 /// Runs a flood simulation. Collective: every rank calls it with the same arguments; rank
