@@ -153,7 +153,7 @@ impl Backend for LocalBackend {
         }
         let started = SystemTime::now();
         let env = job_env(&self.opts, &job);
-        let mut child = match process::spawn(&argv, &env, &job.cwd, &job.stdout, &job.stderr) {
+        let child = match process::spawn(&argv, &env, &job.cwd, &job.stdout, &job.stderr) {
             Ok(c) => c,
             Err(e) => {
                 // A program that cannot start is a failed attempt, not a backend error:
@@ -175,7 +175,10 @@ impl Backend for LocalBackend {
                 return Ok(id);
             }
         };
-        let pid = child.id().unwrap_or(0);
+        let pid = child.id();
+        // Reaped by `wait4` on a thread, which also reports what it used; the handle is
+        // dropped (that neither waits nor kills).
+        let mut child = process::reap(pid);
         let id = JobId(pid.to_string());
         let (tx, mut rx) = watch::channel(process::RUN);
         let done = self.done.clone();
@@ -194,17 +197,17 @@ impl Backend for LocalBackend {
             // while it is being stopped cuts the grace period short.
             let stop = rx.clone();
             let (status, ending): (_, fn(Option<Exit>) -> Ending) = tokio::select! {
-                s = child.wait() => (s, Ending::from_exit),
+                s = process::wait(&mut child) => (s, Ending::from_exit),
                 _ = sleep => (process::terminate(&mut child, pid, grace, stop).await, Ending::TimedOut),
                 () = process::stop_asked(&mut rx) => {
                     (process::terminate(&mut child, pid, grace, stop).await, Ending::Cancelled)
                 }
             };
-            let ending = match status {
-                Ok(st) => ending(Exit::from_std(st)),
-                Err(e) => Ending::SpawnFailed(SpawnFailure::Wait(e.to_string())),
+            let (ending, usage) = match status {
+                Ok(x) => (ending(Exit::from_std(x.status)), Some(x.usage)),
+                Err(e) => (Ending::SpawnFailed(SpawnFailure::Wait(e.to_string())), None),
             };
-            let outcome = Outcome::between(ending, Some(started), Some(SystemTime::now()));
+            let outcome = Outcome::between(ending, Some(started), Some(SystemTime::now())).with_usage(usage);
             if let Ok(mut d) = done.lock() {
                 d.insert(jid, outcome);
             }

@@ -21,7 +21,7 @@ use async_trait::async_trait;
 
 use crate::ids::JobId;
 use crate::model::Resources;
-pub use outcome::{Ending, Exit, Outcome, SpawnFailure, signal_name};
+pub use outcome::{Ending, Exit, Outcome, SpawnFailure, Usage, signal_name};
 
 /// File in an attempt's `.twinflow/` directory where a backend whose jobs outlive the engine
 /// writes the job id as soon as it has it (before the scheduler records the attempt), so

@@ -114,6 +114,34 @@ impl Ending {
     }
 }
 
+/// What an attempt's job used: CPU time and peak memory, as the backend measured them
+/// (locally `wait4(2)` when the process is reaped, which counts the descendants it waited
+/// for; under SLURM `sacct`'s `TotalCPU`, `UserCPU`, `SystemCPU` and the largest `MaxRSS` of
+/// the job's steps). A field the backend could not measure is `None`.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Usage {
+    /// User CPU time, seconds.
+    pub user_seconds: Option<f64>,
+    /// System CPU time, seconds.
+    pub system_seconds: Option<f64>,
+    /// Total CPU time (user + system), seconds.
+    pub cpu_seconds: Option<f64>,
+    /// Peak resident set size, bytes.
+    pub max_rss_bytes: Option<u64>,
+}
+
+impl Usage {
+    /// User and system time, their sum, and the peak RSS.
+    pub fn from_times(user: f64, system: f64, max_rss_bytes: Option<u64>) -> Self {
+        Usage {
+            user_seconds: Some(user),
+            system_seconds: Some(system),
+            cpu_seconds: Some(user + system),
+            max_rss_bytes,
+        }
+    }
+}
+
 /// How an attempt's job ended, and when it ran.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Outcome {
@@ -123,16 +151,23 @@ pub struct Outcome {
     pub started: Option<SystemTime>,
     /// When it ended.
     pub finished: Option<SystemTime>,
+    /// What it used, when the backend measured it.
+    pub usage: Option<Usage>,
 }
 
 impl Outcome {
     /// An outcome without times.
     pub fn new(ending: Ending) -> Self {
-        Self { ending, started: None, finished: None }
+        Self { ending, started: None, finished: None, usage: None }
     }
     /// An outcome with its start and end.
     pub fn between(ending: Ending, started: Option<SystemTime>, finished: Option<SystemTime>) -> Self {
-        Self { ending, started, finished }
+        Self { ending, started, finished, usage: None }
+    }
+    /// The same outcome with what the job used.
+    pub fn with_usage(mut self, usage: Option<Usage>) -> Self {
+        self.usage = usage;
+        self
     }
     /// Exit 0 and nothing else wrong.
     pub fn success(&self) -> bool {

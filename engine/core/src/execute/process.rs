@@ -16,7 +16,10 @@ use std::time::Duration;
 
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
-use tokio::process::{Child, Command};
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Command, ExitStatus};
+
+use super::Usage;
 
 /// Opens (creating) a file a child writes its output to, in append mode: every write goes to
 /// the current end of the file, so when a long-running step's log is rotated by truncating
@@ -26,7 +29,9 @@ fn output_file(path: &Path) -> std::io::Result<File> {
     std::fs::OpenOptions::new().create(true).append(true).open(path)
 }
 
-/// Starts `argv` in a new process group with stdout/stderr to files and `env` added.
+/// Starts `argv` in a new process group with stdout/stderr to files and `env` added. The
+/// child is reaped by [`reap`], not by the returned handle (whose drop neither waits nor
+/// kills).
 pub fn spawn(
     argv: &[String],
     env: &[(String, String)],
@@ -44,9 +49,75 @@ pub fn spawn(
         .stdout(Stdio::from(output_file(stdout)?))
         .stderr(Stdio::from(output_file(stderr)?))
         // pgid = pid: the child leads a new group that we can signal as a whole.
-        .process_group(0)
-        .kill_on_drop(false);
+        .process_group(0);
     cmd.spawn()
+}
+
+/// How a child process ended and what it used.
+#[derive(Debug, Clone, Copy)]
+pub struct Exited {
+    /// Its exit status.
+    pub status: ExitStatus,
+    /// CPU time and peak RSS as `wait4(2)` reports them.
+    pub usage: Usage,
+}
+
+/// Where [`reap`] delivers how a child ended.
+pub type Reaping = tokio::sync::oneshot::Receiver<std::io::Result<Exited>>;
+
+/// Waits for child `pid` to end on a thread of its own and reaps it with `wait4(2)`, which
+/// gives the child's own resource usage (CPU time, peak RSS) together with that of the
+/// descendants it waited for (an `mpiexec`'s ranks, a shell's commands): the per-attempt
+/// figures of the run's report. (`getrusage(RUSAGE_CHILDREN)` would mix concurrent
+/// attempts, and tokio's `Child::wait` drops the usage.) The thread blocks in the kernel,
+/// so it costs no polling; it is small (64 KiB stack) and ends with the child.
+pub fn reap(pid: u32) -> Reaping {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let spawned = std::thread::Builder::new().name(format!("reap-{pid}")).stack_size(64 * 1024).spawn(move || {
+        let _ = tx.send(wait4(pid));
+    });
+    if let Err(e) = spawned {
+        // Sender dropped with the closure: the receiver reports an error, which the caller
+        // records as a failure to wait.
+        tracing::warn!(pid, "cannot start the thread reaping process {pid}: {e}");
+    }
+    rx
+}
+
+/// Blocks until child `pid` ends and reaps it, with its resource usage.
+#[allow(unsafe_code)]
+fn wait4(pid: u32) -> std::io::Result<Exited> {
+    use nix::libc;
+    use std::os::unix::process::ExitStatusExt;
+    let pid = i32::try_from(pid).map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+    let mut status: libc::c_int = 0;
+    // SAFETY: `rusage` is a plain struct of integers, for which all zero bytes is a valid
+    // value.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    loop {
+        // SAFETY: both pointers are to live locals of the right types for the whole call;
+        // neither nix nor rustix offers `wait4` with its `rusage`.
+        let r = unsafe { libc::wait4(pid, &mut status, 0, &mut ru) };
+        if r == pid {
+            break;
+        }
+        let e = std::io::Error::last_os_error();
+        if e.kind() != std::io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    // Linux reports `ru_maxrss` in KiB.
+    let rss = u64::try_from(ru.ru_maxrss).ok().filter(|k| *k > 0).map(|k| k * 1024);
+    Ok(Exited {
+        status: ExitStatus::from_raw(status),
+        usage: Usage::from_times(secs(ru.ru_utime), secs(ru.ru_stime), rss),
+    })
+}
+
+/// Awaits how a child ended (see [`reap`]); a lost reaper thread is an error.
+pub async fn wait(r: &mut Reaping) -> std::io::Result<Exited> {
+    r.await.unwrap_or_else(|_| Err(std::io::Error::other("the thread waiting for the process ended")))
 }
 
 /// Sends `sig` to process group `pgid`, ignoring groups that no longer exist.
@@ -84,11 +155,11 @@ pub async fn stop_asked(stop: &mut tokio::sync::watch::Receiver<StopLevel>) {
 /// and those descendants to exit, then SIGKILL the group and whatever descendant is left.
 /// `stop` reaching [`KILL`] ends the grace period at once.
 pub async fn terminate(
-    child: &mut Child,
+    child: &mut Reaping,
     pgid: u32,
     grace: Duration,
     mut stop: tokio::sync::watch::Receiver<StopLevel>,
-) -> std::io::Result<std::process::ExitStatus> {
+) -> std::io::Result<Exited> {
     let deadline = tokio::time::Instant::now() + grace;
     // Taken before the signal: once the leader is gone its orphans are no longer its
     // descendants.
@@ -96,7 +167,7 @@ pub async fn terminate(
     signal_group(pgid, Signal::SIGTERM);
     signal_each(&tree, Signal::SIGTERM);
     let waited = tokio::select! {
-        w = tokio::time::timeout_at(deadline, child.wait()) => w.ok(),
+        w = tokio::time::timeout_at(deadline, wait(child)) => w.ok(),
         () = kill_asked(&mut stop) => None,
     };
     let status = match waited {
@@ -122,7 +193,7 @@ pub async fn terminate(
     signal_each(&tree, Signal::SIGKILL);
     match status {
         Some(s) => s,
-        None => child.wait().await,
+        None => wait(child).await,
     }
 }
 

@@ -269,4 +269,15 @@ pub struct Step {
     pub prev_deps: Vec<StepIdx>,
     /// `service:`: a long-running service rather than a step that ends by itself.
     pub service: Option<Service>,
+    /// `report:`: outputs shown in the run's report.
+    pub report: ReportDecl,
+}
+
+/// A step's `report:`: names of its outputs (`out:`) shown in the run's report.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ReportDecl {
+    /// Outputs embedded as figures (PNG, SVG).
+    pub figures: Vec<String>,
+    /// Outputs shown as tables (CSV).
+    pub tables: Vec<String>,
 }

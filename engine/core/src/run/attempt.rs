@@ -189,6 +189,8 @@ fn status_json(o: &Outcome) -> String {
         started_ms: ms(o.started),
         finished_ms: ms(o.finished),
         seconds: o.duration().as_secs_f64(),
+        cpu_seconds: o.usage.and_then(|u| u.cpu_seconds),
+        max_rss_bytes: o.usage.and_then(|u| u.max_rss_bytes),
     };
     serde_json::to_string(&st).unwrap_or_default()
 }
@@ -205,6 +207,12 @@ struct Status<'a> {
     started_ms: Option<u64>,
     finished_ms: Option<u64>,
     seconds: f64,
+    /// CPU time (user + system), when the backend measured it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cpu_seconds: Option<f64>,
+    /// Peak resident set size, when measured.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_rss_bytes: Option<u64>,
 }
 
 /// Reads the cache components an attempt's manifest recorded when it started (a resumed

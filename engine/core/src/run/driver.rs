@@ -471,6 +471,7 @@ impl<'a> Driver<'a> {
             Err(msg) => msg.clone(),
         };
         self.store.attempt_finished(&self.run_id, &name, a.attempt, verdict.is_ok(), outcome.exit_code(), &detail)?;
+        self.record_usage(&name, a.attempt, &outcome)?;
         let end = |dir: PathBuf| AttemptEnd { dir, exit_code: outcome.exit_code(), signal: outcome.signal() };
         let values = match verdict {
             Ok(values) => values,
@@ -520,6 +521,20 @@ impl<'a> Driver<'a> {
             },
         )?;
         s.succeeded(i);
+        Ok(())
+    }
+
+    /// Records what an attempt used, when its backend measured it.
+    pub(crate) fn record_usage(&mut self, name: &str, attempt: u32, outcome: &Outcome) -> Result<(), RunError> {
+        let Some(u) = outcome.usage else { return Ok(()) };
+        let ms = |s: Option<f64>| s.map(|s| (s * 1000.0).round() as i64);
+        let rss = u.max_rss_bytes.and_then(|b| i64::try_from(b).ok());
+        self.store.attempt_usage(
+            &self.run_id,
+            name,
+            attempt,
+            [ms(u.user_seconds), ms(u.system_seconds), ms(u.cpu_seconds), rss],
+        )?;
         Ok(())
     }
 

@@ -314,6 +314,7 @@ impl Driver<'_> {
                 None => format!("ended before it was ready: {}", outcome.describe()),
             };
             self.store.attempt_finished(&self.run_id, &name, a.attempt, false, outcome.exit_code(), &detail)?;
+            self.record_usage(&name, a.attempt, &outcome)?;
             if reason.is_none() && outcome.is_cancelled() {
                 s.attempt_cancelled(t);
             } else {
@@ -325,6 +326,7 @@ impl Driver<'_> {
         let stopped = s.is_cancelling() || s.service_stop_asked(t);
         let detail = if stopped { "stopped".to_string() } else { outcome.describe() };
         self.store.attempt_finished(&self.run_id, &name, a.attempt, stopped, outcome.exit_code(), &detail)?;
+        self.record_usage(&name, a.attempt, &outcome)?;
         let msg = if stopped || s.retries_left(t) {
             detail
         } else {

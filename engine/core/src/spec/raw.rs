@@ -302,6 +302,23 @@ pub struct RawStep {
     /// rotate. Dependants start once it is ready; it runs until the run ends.
     #[serde(default)]
     pub service: Option<Sp<RawService>>,
+    /// What the run's report (`RUN/report.html`) shows of this step's outputs:
+    /// `report: { figures: [out.map], tables: [out.metrics] }`. Figures are PNG or SVG files
+    /// (embedded), tables CSV files (shown as HTML tables).
+    #[serde(default)]
+    pub report: Option<Sp<RawReport>>,
+}
+
+/// `report:` of a step: outputs shown in the run's report, as `out.NAME`.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawReport {
+    /// Outputs embedded as figures (`out.map`: a PNG or SVG file).
+    #[serde(default)]
+    pub figures: Vec<Sp<String>>,
+    /// Outputs shown as tables (`out.metrics`: a CSV file).
+    #[serde(default)]
+    pub tables: Vec<Sp<String>>,
 }
 
 /// `service:` of a step.

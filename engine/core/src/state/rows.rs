@@ -213,6 +213,14 @@ pub struct AttemptRow {
     pub started_at: Option<i64>,
     /// End (ms).
     pub finished_at: Option<i64>,
+    /// User CPU time (ms), when measured (schema version 4).
+    pub cpu_user_ms: Option<i64>,
+    /// System CPU time (ms), when measured.
+    pub cpu_system_ms: Option<i64>,
+    /// Total CPU time, user + system (ms), when measured.
+    pub cpu_ms: Option<i64>,
+    /// Peak resident set size (bytes), when measured.
+    pub max_rss: Option<i64>,
 }
 
 /// A cache entry: the last successful execution of a task.

@@ -13,13 +13,14 @@
 //! | 1 | runs, tasks, attempts, transitions, cache, files ([`V1`]) |
 //! | 2 | `runs.params` becomes `runs.settings`, one [`RunSettings`] JSON value (old rows are rewritten through it); `runs.engine_start`, the engine process's start time |
 //! | 3 | cycling: `cycles` (one row per cycle of a run; pruned cycles that succeeded merge into one row for a range of cycles), `signals` (`twinflow signal`), `tasks.cycle` and `tasks.gate` (what its trigger found), `runs.stop_requested` (`twinflow stop`) |
+//! | 4 | what each attempt used ([`to_v4`]): `attempts.cpu_user_ms`, `cpu_system_ms`, `cpu_ms` (user + system) and `max_rss` (bytes), NULL where not measured (older rows, a backend that could not) |
 
 use rusqlite::{Connection, Transaction, TransactionBehavior};
 
 use super::settings::RunSettings;
 
 /// The schema version this code reads and writes.
-pub const VERSION: u32 = 3;
+pub const VERSION: u32 = 4;
 
 /// Schema version 1, exactly as the code before versioning created it (commit 779b96a).
 pub const V1: &str = r#"
@@ -102,6 +103,9 @@ pub fn migrate(conn: &mut Connection) -> Result<u32, MigrationError> {
     if from < 3 {
         tx.execute_batch(V3)?;
     }
+    if from < 4 {
+        to_v4(&tx)?;
+    }
     if from < VERSION {
         tx.pragma_update(None, "user_version", VERSION)?;
     }
@@ -114,6 +118,24 @@ pub fn migrate(conn: &mut Connection) -> Result<u32, MigrationError> {
 
 fn has_runs(conn: &Connection) -> rusqlite::Result<bool> {
     conn.query_row("SELECT EXISTS(SELECT 1 FROM runs)", [], |r| r.get(0))
+}
+
+/// Columns version 4 adds to `attempts`: what each attempt used.
+pub const V4_ATTEMPT_USAGE: [&str; 4] = ["cpu_user_ms", "cpu_system_ms", "cpu_ms", "max_rss"];
+
+/// Version 4: what each attempt used (the run's report shows it). Each column is added
+/// only when missing, so the step stays correct if migrations are renumbered or merged.
+fn to_v4(tx: &Transaction<'_>) -> rusqlite::Result<()> {
+    let have: Vec<String> = tx
+        .prepare("SELECT name FROM pragma_table_info('attempts')")?
+        .query_map([], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    for col in V4_ATTEMPT_USAGE {
+        if !have.iter().any(|h| h == col) {
+            tx.execute_batch(&format!("ALTER TABLE attempts ADD COLUMN {col} INTEGER;"))?;
+        }
+    }
+    Ok(())
 }
 
 /// Version 2: typed run settings and the engine's start time.

@@ -311,6 +311,56 @@ impl Store {
         Ok(())
     }
 
+    /// Records what an attempt used (CPU times in ms, peak RSS in bytes; `None` where not
+    /// measured).
+    pub fn attempt_usage(
+        &mut self,
+        run_id: &str,
+        task: &str,
+        attempt: u32,
+        usage: [Option<i64>; 4],
+    ) -> Result<(), StateError> {
+        self.tx()?;
+        let [user, system, cpu, rss] = usage;
+        self.conn
+            .prepare_cached("UPDATE attempts SET cpu_user_ms = ?4, cpu_system_ms = ?5, cpu_ms = ?6, max_rss = ?7 WHERE run_id = ?1 AND task = ?2 AND attempt = ?3")
+            .and_then(|mut s| s.execute(params![run_id, task, attempt, user, system, cpu, rss]))
+            .map_err(self.e())?;
+        Ok(())
+    }
+
+    /// Every attempt of a run (task name, attempt), in the order they started: what the
+    /// run's report and its trace list.
+    pub fn run_attempts(&self, run_id: &str) -> Result<Vec<(String, AttemptRow)>, StateError> {
+        let mut st = self
+            .conn
+            .prepare("SELECT task, attempt, job_id, state, exit_code, detail, started_at, finished_at, cpu_user_ms, cpu_system_ms, cpu_ms, max_rss FROM attempts WHERE run_id = ?1 ORDER BY started_at, task, attempt")
+            .map_err(self.e())?;
+        let rows = st
+            .query_map(params![run_id], |r| {
+                Ok((
+                    r.get(0)?,
+                    AttemptRow {
+                        attempt: r.get(1)?,
+                        job_id: r.get(2)?,
+                        state: r.get(3)?,
+                        exit_code: r.get(4)?,
+                        detail: r.get(5)?,
+                        started_at: r.get(6)?,
+                        finished_at: r.get(7)?,
+                        cpu_user_ms: r.get(8)?,
+                        cpu_system_ms: r.get(9)?,
+                        cpu_ms: r.get(10)?,
+                        max_rss: r.get(11)?,
+                    },
+                ))
+            })
+            .map_err(self.e())?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(self.e())?;
+        Ok(rows)
+    }
+
     /// Sets a task's final (or pending) state.
     #[allow(clippy::too_many_arguments)]
     pub fn finish_task(
@@ -439,7 +489,7 @@ impl Store {
     pub fn attempts(&self, run_id: &str, task: &str) -> Result<Vec<AttemptRow>, StateError> {
         let mut st = self
             .conn
-            .prepare("SELECT attempt, job_id, state, exit_code, detail, started_at, finished_at FROM attempts WHERE run_id = ?1 AND task = ?2 ORDER BY attempt")
+            .prepare("SELECT attempt, job_id, state, exit_code, detail, started_at, finished_at, cpu_user_ms, cpu_system_ms, cpu_ms, max_rss FROM attempts WHERE run_id = ?1 AND task = ?2 ORDER BY attempt")
             .map_err(self.e())?;
         let rows = st
             .query_map(params![run_id, task], |r| {
@@ -451,6 +501,10 @@ impl Store {
                     detail: r.get(4)?,
                     started_at: r.get(5)?,
                     finished_at: r.get(6)?,
+                    cpu_user_ms: r.get(7)?,
+                    cpu_system_ms: r.get(8)?,
+                    cpu_ms: r.get(9)?,
+                    max_rss: r.get(10)?,
                 })
             })
             .map_err(self.e())?

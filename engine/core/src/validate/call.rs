@@ -47,6 +47,7 @@ impl Validator {
             (step.once.is_some(), "once"),
             (step.wait.is_some(), "wait"),
             (step.service.is_some(), "service"),
+            (step.report.is_some(), "report"),
         ];
         for (present, key) in unsupported {
             if present {

@@ -168,13 +168,18 @@ impl SlurmCommands {
         if jobcomp {
             args.push("-c".into());
         }
-        args.extend([
-            "--noheader".into(),
-            "--parsable2".into(),
-            "-X".into(),
-            format!("--jobs={}", join(ids)),
-            "--format=JobID,State,ExitCode,Start,End".into(),
-        ]);
+        args.extend(["--noheader".into(), "--parsable2".into()]);
+        if jobcomp {
+            // The completion log has one line per job and no usage fields.
+            args.extend(["-X".into(), format!("--jobs={}", join(ids)), "--format=JobID,State,ExitCode,Start,End".into()]);
+        } else {
+            // With slurmdbd: the steps' lines too, for the largest MaxRSS (the job's own line
+            // has none); the run's report shows CPU time and peak memory per attempt.
+            args.extend([
+                format!("--jobs={}", join(ids)),
+                "--format=JobID,State,ExitCode,Start,End,TotalCPU,UserCPU,SystemCPU,MaxRSS".into(),
+            ]);
+        }
         Ok(parse_sacct(&self.run(tick, "sacct", args).await?))
     }
 

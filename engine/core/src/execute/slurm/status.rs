@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 pub use crate::execute::batch::SlurmState;
-use crate::execute::{Ending, Exit, JobStatus, Outcome};
+use crate::execute::{Ending, Exit, JobStatus, Outcome, Usage};
 use crate::ids::JobId;
 
 /// One line of `squeue --format=%i|%T|%r`.
@@ -25,7 +25,7 @@ pub struct QueueRow {
 }
 
 /// How a job ended, from `sacct` or `scontrol show job`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct FinalRow {
     /// Job id.
     pub id: JobId,
@@ -37,6 +37,9 @@ pub struct FinalRow {
     pub start: Option<SystemTime>,
     /// End time.
     pub end: Option<SystemTime>,
+    /// What the job used (`sacct` with slurmdbd: `TotalCPU`, `UserCPU`, `SystemCPU`, the
+    /// largest `MaxRSS` of its steps); `None` from the completion log or `scontrol`.
+    pub usage: Option<Usage>,
 }
 
 /// Parses `squeue --noheader --format=%i|%T|%r`.
@@ -69,14 +72,34 @@ fn exit_code(s: &str) -> Option<(i32, i32)> {
     Some((a.parse().ok()?, b.parse().ok()?))
 }
 
-/// Parses `sacct --noheader --parsable2 -X --format=JobID,State,ExitCode,Start,End`
-/// (with or without `-c`). A job listed twice (requeued) keeps its last line.
+/// Parses `sacct --noheader --parsable2 [-X] --format=JobID,State,ExitCode,Start,End`
+/// (with or without `-c`), optionally followed by `TotalCPU,UserCPU,SystemCPU,MaxRSS`. A job
+/// listed twice (requeued) keeps its last line. Lines of job steps (`12.batch`, `12_3.0`)
+/// only add to their job's usage: its `MaxRSS` is the largest of its steps' (the job's own
+/// line has none), and its CPU times are those of its own line, or the sum of its steps'
+/// where that line has none.
 pub fn parse_sacct(text: &str) -> Vec<FinalRow> {
     let mut by_id: HashMap<String, FinalRow> = HashMap::new();
+    let mut steps: HashMap<String, Usage> = HashMap::new();
     let mut order = vec![];
     for l in text.lines() {
         let f: Vec<&str> = l.trim().split('|').collect();
         if f.len() < 3 || f[0].is_empty() || f[1].is_empty() {
+            continue;
+        }
+        let usage = sacct_usage(&f);
+        if let Some((job, _step)) = f[0].split_once('.') {
+            if let Some(u) = usage {
+                let s = steps.entry(job.to_string()).or_default();
+                let add = |a: Option<f64>, b: Option<f64>| match (a, b) {
+                    (Some(a), Some(b)) => Some(a + b),
+                    (a, b) => a.or(b),
+                };
+                s.user_seconds = add(s.user_seconds, u.user_seconds);
+                s.system_seconds = add(s.system_seconds, u.system_seconds);
+                s.cpu_seconds = add(s.cpu_seconds, u.cpu_seconds);
+                s.max_rss_bytes = s.max_rss_bytes.max(u.max_rss_bytes);
+            }
             continue;
         }
         let row = FinalRow {
@@ -85,12 +108,66 @@ pub fn parse_sacct(text: &str) -> Vec<FinalRow> {
             exit: exit_code(f[2]),
             start: f.get(3).and_then(|s| epoch(s)),
             end: f.get(4).and_then(|s| epoch(s)),
+            usage,
         };
         if by_id.insert(f[0].to_string(), row).is_none() {
             order.push(f[0].to_string());
         }
     }
-    order.into_iter().filter_map(|id| by_id.remove(&id)).collect()
+    order
+        .into_iter()
+        .filter_map(|id| {
+            let mut row = by_id.remove(&id)?;
+            if let Some(s) = steps.get(&id) {
+                let u = row.usage.get_or_insert_with(Usage::default);
+                if u.cpu_seconds.is_none() {
+                    (u.user_seconds, u.system_seconds, u.cpu_seconds) =
+                        (s.user_seconds, s.system_seconds, s.cpu_seconds);
+                }
+                u.max_rss_bytes = u.max_rss_bytes.max(s.max_rss_bytes);
+            }
+            Some(row)
+        })
+        .collect()
+}
+
+/// The usage fields of a `sacct` line (`TotalCPU|UserCPU|SystemCPU|MaxRSS` after the first
+/// five), `None` when it has none of them.
+fn sacct_usage(f: &[&str]) -> Option<Usage> {
+    let field = |i: usize| f.get(i).map(|s| s.trim()).filter(|s| !s.is_empty());
+    let u = Usage {
+        cpu_seconds: field(5).and_then(slurm_duration),
+        user_seconds: field(6).and_then(slurm_duration),
+        system_seconds: field(7).and_then(slurm_duration),
+        max_rss_bytes: field(8).and_then(slurm_size),
+    };
+    (u != Usage::default()).then_some(u)
+}
+
+/// Seconds of a SLURM duration: `[D-][HH:]MM:SS[.mmm]` (`00:01.234`, `1-02:03:04`).
+pub fn slurm_duration(s: &str) -> Option<f64> {
+    let (days, rest) = match s.split_once('-') {
+        Some((d, r)) => (d.parse::<f64>().ok()?, r),
+        None => (0.0, s),
+    };
+    let mut secs = 0.0;
+    for part in rest.split(':') {
+        secs = secs * 60.0 + part.parse::<f64>().ok()?;
+    }
+    Some(days * 86400.0 + secs)
+}
+
+/// Bytes of a SLURM size (`2156K`, `1.5G`; a bare number is bytes).
+pub fn slurm_size(s: &str) -> Option<u64> {
+    let (num, mult) = match s.chars().last()? {
+        'K' | 'k' => (&s[..s.len() - 1], 1u64 << 10),
+        'M' | 'm' => (&s[..s.len() - 1], 1 << 20),
+        'G' | 'g' => (&s[..s.len() - 1], 1 << 30),
+        'T' | 't' => (&s[..s.len() - 1], 1 << 40),
+        _ => (s, 1),
+    };
+    let v: f64 = num.parse().ok()?;
+    (v >= 0.0).then(|| (v * mult as f64).round() as u64)
 }
 
 /// Parses `scontrol show job ID` (`Key=Value` words over several lines). `None` when the
@@ -108,6 +185,7 @@ pub fn parse_scontrol(text: &str) -> Option<FinalRow> {
         exit: kv.get("ExitCode").and_then(|s| exit_code(s)),
         start: kv.get("StartTime").and_then(|s| epoch(s)),
         end: kv.get("EndTime").and_then(|s| epoch(s)),
+        usage: None,
     })
 }
 
@@ -202,7 +280,7 @@ pub fn outcome(row: &FinalRow, cancel_requested: bool) -> Outcome {
         // FAILED with 0:0, CANCELLED by someone else, OUT_OF_MEMORY (often 0:125), ...
         state => Ending::BatchFailure { state: state.clone(), exit: Some(exit) },
     };
-    Outcome::between(ending, row.start, row.end)
+    Outcome::between(ending, row.start, row.end).with_usage(row.usage)
 }
 
 #[cfg(test)]
@@ -211,7 +289,14 @@ mod tests {
     pub use crate::execute::batch::SlurmState;
 
     fn row(state: &str, exit: (i32, i32)) -> FinalRow {
-        FinalRow { id: JobId("7".into()), state: SlurmState::parse(state), exit: Some(exit), start: None, end: None }
+        FinalRow {
+            id: JobId("7".into()),
+            state: SlurmState::parse(state),
+            exit: Some(exit),
+            start: None,
+            end: None,
+            usage: None,
+        }
     }
 
     #[test]
@@ -234,6 +319,29 @@ mod tests {
         assert_eq!(rows[2].state, SlurmState::Cancelled);
         assert_eq!(rows[2].start, None);
         assert_eq!(rows[1].end, Some(UNIX_EPOCH + Duration::from_secs(1795309459)));
+    }
+
+    #[test]
+    fn sacct_usage_comes_from_the_job_line_and_the_largest_step() {
+        // Plain sacct (slurmdbd) without -X: the job's line has the CPU times, its steps the
+        // memory; array element steps fold into their element.
+        let text = "41|COMPLETED|0:0|100|160|00:12.500|00:10.250|00:02.250|\n41.batch|COMPLETED|0:0|100|160|00:00.100|00:00.050|00:00.050|2156K\n41.0|COMPLETED|0:0|101|159|00:12.400|00:10.200|00:02.200|1.5G\n42_3|FAILED|2:0|100|101||||\n42_3.batch|FAILED|2:0|100|101|1-00:00:01|00:00:01|00:00:00|10M\n43|COMPLETED|0:0|100|101\n";
+        let rows = parse_sacct(text);
+        assert_eq!(rows.len(), 3, "{rows:?}");
+        let u = rows[0].usage.unwrap();
+        assert_eq!((u.cpu_seconds, u.user_seconds, u.system_seconds), (Some(12.5), Some(10.25), Some(2.25)));
+        assert_eq!(u.max_rss_bytes, Some(3 << 29), "the largest step's MaxRSS");
+        // The element's own line has no times: its steps' sums.
+        let a = rows[1].usage.unwrap();
+        assert_eq!((a.cpu_seconds, a.max_rss_bytes), (Some(86401.0), Some(10 << 20)));
+        assert_eq!(rows[1].id.0, "42_3");
+        // The completion log's short lines: no usage.
+        assert_eq!(rows[2].usage, None);
+        assert_eq!(outcome(&rows[0], false).usage, rows[0].usage);
+        assert_eq!(slurm_duration("01:02:03"), Some(3723.0));
+        assert_eq!(slurm_duration("garbage"), None);
+        assert_eq!(slurm_size("0"), Some(0));
+        assert_eq!(slurm_size("x"), None);
     }
 
     #[test]

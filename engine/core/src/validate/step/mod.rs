@@ -7,6 +7,7 @@ mod env;
 mod inputs;
 mod outputs;
 mod publish;
+mod report;
 mod resources;
 mod retry;
 mod scatter;
@@ -37,6 +38,7 @@ impl Validator {
         let inputs = self.step_inputs(file, name, raw);
         let (outputs, values) = self.step_outputs(file, name, raw);
         let publish = self.step_publish(file, name, raw, &outputs, &values);
+        let report = self.step_report(file, name, raw, &outputs);
         let resources = self.step_resources(file, name, raw);
         let retry = self.step_retry(file, name, raw);
         let timeout = self.step_timeout(file, name, raw);
@@ -72,6 +74,7 @@ impl Validator {
             wait,
             prev_deps: vec![],
             service,
+            report,
         };
         let idx = self.wf.steps.len();
         self.pending_after.push((idx, after_names));
