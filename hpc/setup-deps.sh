@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# hpc/setup-deps.sh [--openmpi] [--slurmdbd] [--with-slurm|--no-slurm] [--python] [--mqtt]
+# hpc/setup-deps.sh [--openmpi] [--slurmdbd] [--with-slurm|--no-slurm] [--python] [--mqtt] [--browser]
 #
 # Idempotent installer (Debian 12 "bookworm" packages) for what twinflow needs to build
 # and test against real HPC components:
@@ -18,6 +18,8 @@
 #   --mqtt        also Debian's mosquitto 2.0 broker and mosquitto-clients (mosquitto_pub,
 #                 mosquitto_sub), for the stream ingest (run a private broker with
 #                 hpc/mqtt-local.sh; no broker service is started here)
+#   --browser     also Debian's chromium (headless), which the e2e tests load run reports in
+#                 (`twinflow report`: no console errors, DAG, timeline and task table rendered)
 #
 # Cheap when everything is present: dpkg-query decides what is missing, and apt-get
 # (update + install) runs only for the missing packages. Installing needs root; without
@@ -25,8 +27,8 @@
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 
-usage() { echo "usage: $0 [--openmpi] [--slurmdbd] [--with-slurm|--no-slurm] [--python] [--mqtt]" >&2; exit 2; }
-with_openmpi=0 with_dbd=0 with_slurm=1 with_python=0 with_mqtt=0
+usage() { echo "usage: $0 [--openmpi] [--slurmdbd] [--with-slurm|--no-slurm] [--python] [--mqtt] [--browser]" >&2; exit 2; }
+with_openmpi=0 with_dbd=0 with_slurm=1 with_python=0 with_mqtt=0 with_browser=0
 for a in "$@"; do
   case $a in
     --openmpi) with_openmpi=1 ;;
@@ -35,7 +37,8 @@ for a in "$@"; do
     --no-slurm) with_slurm=0 ;;
     --python) with_python=1 ;;
     --mqtt) with_mqtt=1 ;;
-    -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
+    --browser) with_browser=1 ;;
+    -h|--help) sed -n '2,26p' "$0"; exit 0 ;;
     *) usage ;;
   esac
 done
@@ -58,6 +61,7 @@ fi
 if [[ $with_openmpi == 1 ]]; then pkgs+=(openmpi-bin libopenmpi-dev); fi
 if [[ $with_python == 1 ]]; then pkgs+=(python3-xarray python3-netcdf4 python3-h5netcdf python3-h5py); fi
 if [[ $with_mqtt == 1 ]]; then pkgs+=(mosquitto mosquitto-clients); fi   # mosquitto 2.0.11
+if [[ $with_browser == 1 ]]; then pkgs+=(chromium); fi                    # headless report checks
 
 # Which packages are not installed? (dpkg-query fails for a package dpkg never heard of.)
 missing=()

@@ -14,6 +14,7 @@ mod mpiexec;
 mod project;
 mod reports;
 mod run_database;
+mod run_report;
 mod services;
 mod slurm;
 mod slurm_cycling;

@@ -51,6 +51,10 @@ pub enum Command {
     /// Send a signal to a cycling run: satisfies `wait: { signal: NAME }` of a cycle.
     #[command(after_help = "Examples:\n  twinflow signal latest calibrated                       # the earliest cycle waiting for it\n  twinflow signal latest calibrated --cycle 2026-03-01T06:00Z --value run=4711\n\nA signal no cycle waits for yet is kept until one does; `--value`s are read as `wait.KEY`.\n\n".to_string() + exit::HELP)]
     Signal(SignalArgs),
+    /// Write a run's report: one self-contained HTML file (summary, DAG, timeline, task
+    /// table, the figures and tables steps declare), for a finished run or one in progress.
+    #[command(after_help = "Examples:\n  twinflow report latest                      # writes runs/RUN/report.html\n  twinflow report latest -o report.html --trace trace.tsv --junit junit.xml\n  chromium --headless --screenshot=shot.png runs/20261122-101500-3f2a/report.html\n\nEvery run writes RUN/report.html when it ends; this writes it again, or for a run in progress.\n\n".to_string() + exit::HELP)]
+    Report(ReportArgs),
     /// Print the JSON Schema of the workflow format.
     #[command(after_help = "Example:\n  twinflow schema > schemas/workflow.schema.json\n\n".to_string() + exit::HELP)]
     Schema,
@@ -293,6 +297,25 @@ pub struct LogsArgs {
     /// Keep printing what the attempt writes until it ends.
     #[arg(short = 'f', long)]
     pub follow: bool,
+    /// Directory holding the run database.
+    #[arg(long, default_value = "runs", env = "TWINFLOW_RUNS_DIR")]
+    pub runs_dir: PathBuf,
+}
+
+/// `report` arguments.
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// A run id, or `latest`.
+    pub run: String,
+    /// Where the HTML report goes (default: `RUNS_DIR/RUN/report.html`).
+    #[arg(short = 'o', long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// Also write the trace: one TSV line per attempt (Nextflow-trace-like columns).
+    #[arg(long, value_name = "FILE")]
+    pub trace: Option<PathBuf>,
+    /// Also write JUnit XML (one test case per task) for CI dashboards.
+    #[arg(long, value_name = "FILE")]
+    pub junit: Option<PathBuf>,
     /// Directory holding the run database.
     #[arg(long, default_value = "runs", env = "TWINFLOW_RUNS_DIR")]
     pub runs_dir: PathBuf,

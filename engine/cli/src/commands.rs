@@ -14,7 +14,7 @@ use twinflow_engine::session::{
 };
 
 use crate::cli::{
-    BackendArgs, BackendKind, CancelArgs, Cli, Command, LogsArgs, PlanFormat, RunArgs, StatusArgs, WhyArgs,
+    BackendArgs, BackendKind, CancelArgs, Cli, Command, LogsArgs, PlanFormat, ReportArgs, RunArgs, StatusArgs, WhyArgs,
     WorkflowArgs,
 };
 use crate::exit;
@@ -63,6 +63,7 @@ pub fn run(cli: Cli) -> i32 {
         Command::Cancel(a) => cancel_cmd(&a),
         Command::Stop(a) => stop_cmd(&a),
         Command::Signal(a) => signal_cmd(&a),
+        Command::Report(a) => report_cmd(&a),
         Command::Schema => schema_cmd(),
     };
     match result {
@@ -606,6 +607,20 @@ fn shell_word(s: &str) -> String {
     } else {
         format!("'{}'", s.replace('\'', "'\\''"))
     }
+}
+
+fn report_cmd(a: &ReportArgs) -> Result<i32, Failure> {
+    let files = session::report::ReportFiles {
+        html: a.output.as_deref(),
+        trace: a.trace.as_deref(),
+        junit: a.junit.as_deref(),
+    };
+    let w = session::report::write(&a.runs_dir, &a.run, &files)?;
+    errln!("report of run {} ({}): {}", w.run_id, w.state, w.html.display());
+    for p in [&w.trace, &w.junit].into_iter().flatten() {
+        errln!("wrote {}", p.display());
+    }
+    Ok(exit::OK)
 }
 
 fn logs_cmd(a: &LogsArgs) -> Result<i32, Failure> {

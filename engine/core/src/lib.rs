@@ -25,6 +25,7 @@ pub mod ids;
 pub mod model;
 pub mod plan;
 pub mod programs;
+pub mod report;
 pub mod run;
 pub mod session;
 pub mod spec;

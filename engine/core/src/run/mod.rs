@@ -301,6 +301,10 @@ pub async fn execute(
     }
     let env_file =
         attempt::snapshot_environment(&run_dir).map_err(io("writing the environment snapshot in", &run_dir))?;
+    // What the run's report needs of the workflow, as started (the file may change later).
+    crate::report::WorkflowSnapshot::of(wf, &opts.workflow_file)
+        .write(&run_dir)
+        .map_err(io("writing the workflow snapshot in", &run_dir))?;
     if cycling.is_none() {
         let names: Vec<(String, String, Option<u32>)> = plan
             .graph
@@ -461,6 +465,12 @@ pub async fn execute(
         counts: fin.counts.clone(),
         seconds: secs(elapsed),
     });
+    // The report of the run (`RUN/report.html`); a report that cannot be written does not
+    // change how the run went.
+    match crate::report::write_html(d.store, &opts.runs_dir, Some(&run_id), None) {
+        Ok(path) => tracing::info!(report = %path.display(), "wrote the run's report"),
+        Err(e) => tracing::warn!("the run's report: {}", crate::report::error_chain(&e)),
+    }
     let failures = fin.failures.iter().map(|(t, m)| (d.name(*t), m.clone())).collect();
     Ok(RunSummary { run_id, outcome: fin.outcome, counts: fin.counts, elapsed, failures, note })
 }

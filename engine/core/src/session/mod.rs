@@ -24,6 +24,7 @@ pub mod control;
 mod cycles_view;
 pub mod logs;
 pub mod render;
+pub mod report;
 pub mod start;
 
 use std::path::{Path, PathBuf};
