@@ -68,7 +68,8 @@ fn render(dir: &Path, page: &Path, shot: &Path) -> String {
 }
 
 /// A 2×2 PNG (red, green, blue, white).
-const PNG_B64: &str = "iVBORw0KGgoAAAANSUhEUgAAAAIAAAACCAIAAAD91JpzAAAAEklEQVR4nGP4z8DAAMIM/4EAAB/uBfsL2WiLAAAAAElFTkSuQmCC";
+const PNG_B64: &str =
+    "iVBORw0KGgoAAAANSUhEUgAAAAIAAAACCAIAAAD91JpzAAAAEklEQVR4nGP4z8DAAMIM/4EAAB/uBfsL2WiLAAAAAElFTkSuQmCC";
 
 const WORKFLOW: &str = r#"name: reported
 version: "2.1"
@@ -136,9 +137,11 @@ fn a_run_writes_its_report_and_it_renders_in_chromium() {
     // CPU time and peak memory of each attempt were recorded (wait4).
     let db = rusqlite::Connection::open(d.join("runs/twinflow.db")).unwrap();
     let (n, with_rss): (i64, i64) = db
-        .query_row("SELECT COUNT(*), COUNT(max_rss) FROM attempts WHERE run_id = ?1 AND cpu_ms IS NOT NULL", [&run], |r| {
-            Ok((r.get(0)?, r.get(1)?))
-        })
+        .query_row(
+            "SELECT COUNT(*), COUNT(max_rss) FROM attempts WHERE run_id = ?1 AND cpu_ms IS NOT NULL",
+            [&run],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
         .unwrap();
     assert_eq!((n, with_rss), (5, 5), "every attempt has its usage");
 

@@ -273,3 +273,39 @@ pub fn groups_with_env(key: &str, value: &str) -> Vec<u32> {
     }
     groups.into_iter().collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(script: &str) -> Exited {
+        let tmp = tempfile::tempdir().unwrap();
+        let argv: Vec<String> = ["sh", "-c", script].iter().map(|s| s.to_string()).collect();
+        let (o, e) = (tmp.path().join("o"), tmp.path().join("e"));
+        let child = spawn(&argv, &[], tmp.path(), &o, &e).unwrap();
+        let mut r = reap(child.id());
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(wait(&mut r)).unwrap()
+    }
+
+    #[test]
+    fn reaping_a_child_gives_its_exit_status_and_what_it_used() {
+        // A busy loop in the shell: CPU time of its own, counted for this child only.
+        let busy = run("i=0; while [ $i -lt 300000 ]; do i=$((i+1)); done; exit 7");
+        assert_eq!(busy.status.code(), Some(7));
+        let u = busy.usage;
+        let (user, sys, cpu) = (u.user_seconds.unwrap(), u.system_seconds.unwrap(), u.cpu_seconds.unwrap());
+        assert!(cpu > 0.05, "{u:?}");
+        assert!((cpu - (user + sys)).abs() < 1e-9, "{u:?}");
+        assert!(u.max_rss_bytes.unwrap() > 1 << 20, "{u:?}");
+        // A command the shell waits for is counted in the shell's usage.
+        let child = run("sh -c 'i=0; while [ $i -lt 300000 ]; do i=$((i+1)); done'");
+        assert!(child.usage.cpu_seconds.unwrap() > 0.05, "{:?}", child.usage);
+        // An idle child used next to nothing, whatever the busy ones before it used.
+        let idle = run("exit 0");
+        assert!(idle.usage.cpu_seconds.unwrap() < cpu / 2.0, "{:?} vs {u:?}", idle.usage);
+        // A signal is reported as such.
+        let killed = run("kill -9 $$");
+        assert_eq!(std::os::unix::process::ExitStatusExt::signal(&killed.status), Some(9));
+    }
+}

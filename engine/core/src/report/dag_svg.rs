@@ -102,7 +102,13 @@ pub fn steps(rec: &RunRecord) -> Vec<StepNode> {
 pub fn depths(nodes: &[StepNode]) -> Vec<usize> {
     let index: HashMap<&str, usize> = nodes.iter().enumerate().map(|(i, n)| (n.name.as_str(), i)).collect();
     let mut depth: Vec<Option<usize>> = vec![None; nodes.len()];
-    fn visit(i: usize, nodes: &[StepNode], index: &HashMap<&str, usize>, depth: &mut Vec<Option<usize>>, guard: usize) -> usize {
+    fn visit(
+        i: usize,
+        nodes: &[StepNode],
+        index: &HashMap<&str, usize>,
+        depth: &mut Vec<Option<usize>>,
+        guard: usize,
+    ) -> usize {
         if let Some(d) = depth[i] {
             return d;
         }

@@ -29,7 +29,7 @@ details summary{cursor:pointer;color:#37474f}
 .legend span{display:inline-block;margin-right:12px;font-size:12px}
 .legend i{display:inline-block;width:11px;height:11px;border-radius:2px;margin-right:4px;vertical-align:-1px}
 figure{display:inline-block;margin:8px 16px 8px 0;vertical-align:top}
-figure img{max-width:640px;border:1px solid #ddd}
+figure img{max-width:640px;min-width:48px;border:1px solid #ddd}
 figcaption{font-size:12px;color:#555}
 .muted{color:#777}
 tr.attempt td{color:#555;font-size:12px;background:#fcfcfc}
@@ -111,7 +111,8 @@ fn summary(rec: &RunRecord, nodes: &[StepNode]) -> String {
     let w = rec.workflow.as_ref();
     let run = rec.run.as_ref();
     let name = w.map(|w| w.name.clone()).or_else(|| run.map(|r| r.workflow.clone())).unwrap_or_default();
-    let version = w.and_then(|w| w.version.clone()).map(|v| format!(" <span class=\"muted\">version {}</span>", escape(&v)));
+    let version =
+        w.and_then(|w| w.version.clone()).map(|v| format!(" <span class=\"muted\">version {}</span>", escape(&v)));
     row(&mut s, "workflow", &format!("<b>{}</b>{}", escape(&name), version.unwrap_or_default()));
     if let Some(d) = w.and_then(|w| w.description.as_deref()) {
         row(&mut s, "description", &escape(d));
@@ -188,7 +189,11 @@ fn summary(rec: &RunRecord, nodes: &[StepNode]) -> String {
     row(
         &mut s,
         "tasks",
-        &format!("{} tasks: {}; {attempts} attempts", rec.tasks.len(), if parts.is_empty() { "none".into() } else { parts.join(", ") }),
+        &format!(
+            "{} tasks: {}; {attempts} attempts",
+            rec.tasks.len(),
+            if parts.is_empty() { "none".into() } else { parts.join(", ") }
+        ),
     );
     if !rec.cycles.is_empty() {
         row(&mut s, "cycles", &rec.cycles.iter().map(|c| c.count()).sum::<u64>().to_string());
@@ -201,7 +206,11 @@ fn summary(rec: &RunRecord, nodes: &[StepNode]) -> String {
 fn legend(states: &[&str]) -> String {
     let mut s = String::from(r#"<div class="legend">"#);
     for st in states {
-        let fill = if *st == "waiting" { "repeating-linear-gradient(45deg,#fff8e1 0 3px,#ffb300 3px 5px)" } else { state_colour(st) };
+        let fill = if *st == "waiting" {
+            "repeating-linear-gradient(45deg,#fff8e1 0 3px,#ffb300 3px 5px)"
+        } else {
+            state_colour(st)
+        };
         let _ = write!(s, r#"<span><i style="background:{fill}"></i>{st}</span>"#);
     }
     s.push_str("</div>");
@@ -269,10 +278,14 @@ fn figures(rec: &RunRecord) -> String {
 fn tail_html(label: &str, t: &Option<super::Tail>) -> String {
     match t {
         Some(t) => format!(
-            "<details><summary>{label}: <code>{}</code> ({}, last {} lines)</summary><pre>{}</pre></details>",
+            "<details><summary>{label}: <code>{}</code> ({}{})</summary><pre>{}</pre></details>",
             escape(&t.path),
             bytes(t.size),
-            t.lines.len(),
+            match t.lines.len() {
+                0 => String::new(),
+                1 => ", its line".to_string(),
+                n => format!(", last {n} lines"),
+            },
             escape(&t.lines.join("\n"))
         ),
         None => String::new(),
@@ -353,7 +366,16 @@ pub fn render(rec: &RunRecord) -> String {
     );
     s.push_str(&summary(rec, &nodes));
     s.push_str(r#"<section id="graph"><h2>Workflow graph</h2>"#);
-    s.push_str(&legend(&["succeeded", "cached", "skipped", "failed", "upstream-failed", "cancelled", "running", "pending"]));
+    s.push_str(&legend(&[
+        "succeeded",
+        "cached",
+        "skipped",
+        "failed",
+        "upstream-failed",
+        "cancelled",
+        "running",
+        "pending",
+    ]));
     s.push_str(&dag_svg::render(rec));
     s.push_str("</section>");
     s.push_str(r#"<section id="gantt"><h2>Timeline</h2><p class="muted">One bar per attempt, one lane per slot in use at once; retries have a dashed outline and their number.</p>"#);

@@ -17,7 +17,11 @@ pub fn render(rec: &RunRecord) -> String {
         .filter(|t| {
             matches!(
                 t.row.state,
-                TaskState::Skipped | TaskState::UpstreamFailed | TaskState::Cancelled | TaskState::Pending | TaskState::Running
+                TaskState::Skipped
+                    | TaskState::UpstreamFailed
+                    | TaskState::Cancelled
+                    | TaskState::Pending
+                    | TaskState::Running
             )
         })
         .count();
@@ -25,7 +29,10 @@ pub fn render(rec: &RunRecord) -> String {
         t.attempts.iter().filter_map(|a| Some(a.finished_at? - a.started_at?)).sum::<i64>() as f64 / 1000.0
     };
     let total: f64 = rec.tasks.iter().map(secs).sum();
-    let name = rec.workflow.as_ref().map_or_else(|| rec.run.as_ref().map(|r| r.workflow.clone()).unwrap_or_default(), |w| w.name.clone());
+    let name = rec
+        .workflow
+        .as_ref()
+        .map_or_else(|| rec.run.as_ref().map(|r| r.workflow.clone()).unwrap_or_default(), |w| w.name.clone());
     let mut s = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
     let _ = writeln!(
         s,

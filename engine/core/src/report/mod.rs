@@ -95,12 +95,30 @@ impl EngineInfo {
     pub fn current() -> Self {
         let user = std::env::var("USER")
             .or_else(|_| std::env::var("LOGNAME"))
-            .unwrap_or_else(|_| "unknown".into());
+            .ok()
+            .filter(|u| !u.is_empty())
+            .or_else(user_of_uid)
+            .unwrap_or_else(|| "unknown".into());
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
             .map(|h| h.trim().to_string())
             .unwrap_or_else(|_| "unknown".into());
         EngineInfo { version: env!("CARGO_PKG_VERSION").to_string(), user, host }
     }
+}
+
+/// This process's user name from its uid (`/proc/self/status`) and `/etc/passwd`, where
+/// `USER` is not set (a container, a batch job).
+fn user_of_uid() -> Option<String> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let uid = status.lines().find_map(|l| l.strip_prefix("Uid:"))?.split_whitespace().next()?.to_string();
+    let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
+    passwd
+        .lines()
+        .find_map(|l| {
+            let f: Vec<&str> = l.split(':').collect();
+            (f.len() > 2 && f[2] == uid).then(|| f[0].to_string())
+        })
+        .or(Some(format!("uid {uid}")))
 }
 
 impl WorkflowSnapshot {
@@ -438,7 +456,8 @@ pub fn write_html(
 ) -> Result<PathBuf, ReportError> {
     let rec = collect(store, runs_dir, run_id)?;
     let path = out.map_or_else(|| rec.run_dir.join(REPORT_FILE), Path::to_path_buf);
-    write_atomic(&path, html::render(&rec).as_bytes()).map_err(|source| ReportError::Write { path: path.clone(), source })?;
+    write_atomic(&path, html::render(&rec).as_bytes())
+        .map_err(|source| ReportError::Write { path: path.clone(), source })?;
     Ok(path)
 }
 
@@ -485,10 +504,12 @@ pub fn state_colour(state: &str) -> &'static str {
     }
 }
 
-/// `1.2s`, `3m 04s`, `2h 05m` from milliseconds.
+/// `250ms`, `1.2s`, `3m 04s`, `2h 05m` from milliseconds.
 pub fn duration(ms: i64) -> String {
     let s = ms as f64 / 1000.0;
-    if s < 60.0 {
+    if ms < 1000 {
+        format!("{ms}ms")
+    } else if s < 60.0 {
         format!("{s:.1}s")
     } else if s < 3600.0 {
         format!("{}m {:02}s", (s / 60.0) as i64, (s % 60.0) as i64)
@@ -513,3 +534,6 @@ pub fn bytes(n: u64) -> String {
 pub fn time(ms: i64) -> String {
     jiff::Timestamp::from_millisecond(ms).map(|t| format!("{:.0}", t)).unwrap_or_else(|_| ms.to_string())
 }
+
+#[cfg(test)]
+mod tests;

@@ -55,7 +55,14 @@ pub fn bars(rec: &RunRecord) -> Vec<Bar> {
             && let (Some(from), Some(to)) = (c.started_at, t.attempts.first().and_then(|a| a.started_at))
             && to > from
         {
-            out.push(Bar { task: t.row.task.clone(), attempt: 0, state: "waiting", start: from, end: to, cycle: t.row.cycle });
+            out.push(Bar {
+                task: t.row.task.clone(),
+                attempt: 0,
+                state: "waiting",
+                start: from,
+                end: to,
+                cycle: t.row.cycle,
+            });
         }
     }
     out.sort_by_key(|b| (b.cycle, b.start, b.attempt));
@@ -187,7 +194,11 @@ pub fn render(rec: &RunRecord) -> String {
         s.push_str("</g>");
     }
     if bars.is_empty() {
-        let _ = write!(s, r##"<text x="{LABEL_W}" y="{}" font-size="12" fill="#777">no attempt has started</text>"##, AXIS_H + 14.0);
+        let _ = write!(
+            s,
+            r##"<text x="{LABEL_W}" y="{}" font-size="12" fill="#777">no attempt has started</text>"##,
+            AXIS_H + 14.0
+        );
     }
     s.push_str("</svg>");
     s

@@ -221,6 +221,8 @@ mod tests {
             (1, 1, AttemptState::Running, Some("41002"))
         );
         let first = &store.attempts(&run.id, "first").unwrap()[0];
+        // Attempts recorded before usage was: not measured.
+        assert_eq!((first.cpu_ms, first.cpu_user_ms, first.cpu_system_ms, first.max_rss), (None, None, None, None));
         assert_eq!(
             (first.state, first.exit_code, first.detail.as_deref()),
             (AttemptState::Succeeded, Some(0), Some("ok"))
@@ -255,6 +257,7 @@ mod tests {
             ]
         );
         assert!(columns(dir, "tasks").ends_with(&["cycle".to_string(), "gate".to_string()]));
+        assert!(columns(dir, "attempts").ends_with(&super::V4_ATTEMPT_USAGE.map(String::from)));
         assert_eq!(columns(dir, "cycles")[..3], ["run_id", "cycle", "point"]);
         // Opening again changes nothing.
         Store::open(dir).unwrap();
@@ -302,6 +305,33 @@ mod tests {
             assert_eq!(settings.params, [format!("logs={}/logs", dir.display())]);
         }
         assert_eq!(columns(&dir, "runs").iter().filter(|c| *c == "engine_start").count(), 1);
+    }
+
+    #[test]
+    fn a_version_3_database_gets_the_usage_columns_and_keeps_its_attempts() {
+        let tmp = tempfile::tempdir().unwrap();
+        write_v1(tmp.path());
+        Store::open(tmp.path()).unwrap();
+        // Back to version 3: without the usage columns, except one that a migration of
+        // another branch may have added already.
+        let c = Connection::open(tmp.path().join("twinflow.db")).unwrap();
+        for col in &super::V4_ATTEMPT_USAGE[1..] {
+            c.execute_batch(&format!("ALTER TABLE attempts DROP COLUMN {col}")).unwrap();
+        }
+        c.pragma_update(None, "user_version", 3).unwrap();
+        drop(c);
+        let mut store = Store::open(tmp.path()).unwrap();
+        assert!(columns(tmp.path(), "attempts").ends_with(&super::V4_ATTEMPT_USAGE.map(String::from)));
+        let run = store.run(None).unwrap().id;
+        store.attempt_usage(&run, "first", 1, [Some(700), Some(50), Some(750), Some(1 << 20)]).unwrap();
+        let all = store.run_attempts(&run).unwrap();
+        let (task, a) = all.iter().find(|(t, _)| t == "first").unwrap();
+        assert_eq!((task.as_str(), a.state), ("first", AttemptState::Succeeded));
+        assert_eq!(
+            (a.cpu_user_ms, a.cpu_system_ms, a.cpu_ms, a.max_rss),
+            (Some(700), Some(50), Some(750), Some(1 << 20))
+        );
+        assert_eq!(all.len(), 2, "{all:?}");
     }
 
     #[test]

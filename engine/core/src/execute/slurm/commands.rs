@@ -171,7 +171,11 @@ impl SlurmCommands {
         args.extend(["--noheader".into(), "--parsable2".into()]);
         if jobcomp {
             // The completion log has one line per job and no usage fields.
-            args.extend(["-X".into(), format!("--jobs={}", join(ids)), "--format=JobID,State,ExitCode,Start,End".into()]);
+            args.extend([
+                "-X".into(),
+                format!("--jobs={}", join(ids)),
+                "--format=JobID,State,ExitCode,Start,End".into(),
+            ]);
         } else {
             // With slurmdbd: the steps' lines too, for the largest MaxRSS (the job's own line
             // has none); the run's report shows CPU time and peak memory per attempt.

@@ -900,6 +900,7 @@ mod tests {
             exit: Some(exit),
             start: None,
             end: None,
+            usage: None,
         };
         status::outcome(&row, false)
     }

@@ -67,7 +67,11 @@ impl Validator {
                         field,
                         format!(
                             "output `{out}` (`{path}`) is not a {} file, which the report can show as {list}",
-                            kinds.iter().map(|k| k.trim_start_matches('.').to_uppercase()).collect::<Vec<_>>().join(" or ")
+                            kinds
+                                .iter()
+                                .map(|k| k.trim_start_matches('.').to_uppercase())
+                                .collect::<Vec<_>>()
+                                .join(" or ")
                         ),
                     ));
                     continue;
