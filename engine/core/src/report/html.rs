@@ -89,11 +89,16 @@ pub fn critical_path(rec: &RunRecord, nodes: &[StepNode]) -> (i64, Vec<String>) 
         if let Some((end, &len)) = finish.iter().enumerate().max_by_key(|(_, f)| **f).map(|(i, f)| (i, f))
             && len > best.0
         {
-            let mut path = vec![nodes[end].name.clone()];
-            let mut at = end;
-            while let Some(p) = prev[at] {
-                path.push(nodes[p].name.clone());
-                at = p;
+            // The steps on it that ran in this cycle (a cycle's chain may start at a step
+            // that ran only in an earlier one).
+            let ran_here = |i: usize| weight.contains_key(&(c, nodes[i].name.as_str()));
+            let mut path = vec![];
+            let mut at = Some(end);
+            while let Some(i) = at {
+                if ran_here(i) {
+                    path.push(nodes[i].name.clone());
+                }
+                at = prev[i];
             }
             path.reverse();
             best = (len, path);
