@@ -176,9 +176,8 @@ impl Backend for LocalBackend {
             }
         };
         let pid = child.id();
-        // Reaped by `wait4` on a thread, which also reports what it used; the handle is
-        // dropped (that neither waits nor kills).
-        let mut child = process::reap(pid);
+        // Reaped by `wait4` on a thread, which also reports what it used.
+        let mut child = process::reap(child);
         let id = JobId(pid.to_string());
         let (tx, mut rx) = watch::channel(process::RUN);
         let done = self.done.clone();

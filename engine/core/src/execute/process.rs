@@ -29,9 +29,8 @@ fn output_file(path: &Path) -> std::io::Result<File> {
     std::fs::OpenOptions::new().create(true).append(true).open(path)
 }
 
-/// Starts `argv` in a new process group with stdout/stderr to files and `env` added. The
-/// child is reaped by [`reap`], not by the returned handle (whose drop neither waits nor
-/// kills).
+/// Starts `argv` in a new process group with stdout/stderr to files and `env` added. Hand
+/// the child to [`reap`], which waits for it.
 pub fn spawn(
     argv: &[String],
     env: &[(String, String)],
@@ -71,10 +70,13 @@ pub type Reaping = tokio::sync::oneshot::Receiver<std::io::Result<Exited>>;
 /// figures of the run's report. (`getrusage(RUSAGE_CHILDREN)` would mix concurrent
 /// attempts, and tokio's `Child::wait` drops the usage.) The thread blocks in the kernel,
 /// so it costs no polling; it is small (64 KiB stack) and ends with the child.
-pub fn reap(pid: u32) -> Reaping {
+pub fn reap(child: Child) -> Reaping {
     let (tx, rx) = tokio::sync::oneshot::channel();
+    let pid = child.id();
     let spawned = std::thread::Builder::new().name(format!("reap-{pid}")).stack_size(64 * 1024).spawn(move || {
         let _ = tx.send(wait4(pid));
+        // Reaped by `wait4`: the handle has nothing left to wait for.
+        drop(child);
     });
     if let Err(e) = spawned {
         // Sender dropped with the closure: the receiver reports an error, which the caller
@@ -282,8 +284,7 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let argv: Vec<String> = ["sh", "-c", script].iter().map(|s| s.to_string()).collect();
         let (o, e) = (tmp.path().join("o"), tmp.path().join("e"));
-        let child = spawn(&argv, &[], tmp.path(), &o, &e).unwrap();
-        let mut r = reap(child.id());
+        let mut r = reap(spawn(&argv, &[], tmp.path(), &o, &e).unwrap());
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         rt.block_on(wait(&mut r)).unwrap()
     }

@@ -86,7 +86,7 @@ pub fn critical_path(rec: &RunRecord, nodes: &[StepNode]) -> (i64, Vec<String>) 
             prev[i] = p;
             finish[i] = start + weight.get(&(c, nodes[i].name.as_str())).copied().unwrap_or(0);
         }
-        if let Some((end, &len)) = finish.iter().enumerate().max_by_key(|(_, f)| **f).map(|(i, f)| (i, f))
+        if let Some((end, &len)) = finish.iter().enumerate().max_by_key(|(_, f)| **f)
             && len > best.0
         {
             // The steps on it that ran in this cycle (a cycle's chain may start at a step

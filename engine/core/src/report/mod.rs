@@ -136,7 +136,7 @@ impl WorkflowSnapshot {
                 .iter()
                 .map(|s| StepSnapshot {
                     name: s.name.clone(),
-                    deps: s.deps.iter().map(|d| wf.steps[*d as usize].name.clone()).collect(),
+                    deps: s.deps.iter().map(|d| wf.steps[*d].name.clone()).collect(),
                     scatter: s.scatter.is_some(),
                     service: s.service.is_some(),
                     outputs: s.outputs.clone(),
