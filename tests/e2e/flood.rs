@@ -197,6 +197,18 @@ print("summary ok", d.sizes["x"], d.sizes["y"])
             && st.iter().all(|(t, s)| s == if surrogate.contains(&t.as_str()) { "skipped" } else { "cached" }),
         "{st:?}"
     );
+    // The reports: the map the summary step declares (`report: { figures: [out.map] }`)
+    // embedded, from its result in the first run and from the cache in the second.
+    let png_len = std::fs::metadata(summary_dir.join("exceedance.png")).unwrap().len() as usize;
+    for (o, cached) in [(&out, false), (&again, true)] {
+        let id = finished(o)["run_id"].as_str().unwrap().to_string();
+        let html = std::fs::read_to_string(d.join("runs").join(&id).join("report.html")).unwrap();
+        let at = html.find("data:image/png;base64,").expect("the exceedance map in the report");
+        let b64 = html[at..].split('"').next().unwrap().len() - "data:image/png;base64,".len();
+        assert_eq!(b64, png_len.div_ceil(3) * 4, "the whole PNG");
+        assert!(html.contains("exceedance.png</code></figcaption>"), "{id}");
+        assert_eq!(html.contains("cache hit: result in"), cached, "{id}");
+    }
     // Timings for the log of `cargo test -- --nocapture`; nothing asserts on them.
     let _ = writeln!(std::io::stderr(), "flood-mini: first run {first_run:.1?}, cached run {second_run:.1?}");
 }
