@@ -5,6 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::common::repo_root;
 use crate::support::*;
 
 /// Debian's Chromium (`make deps-test` installs it: `hpc/setup-deps.sh --browser`).
@@ -229,4 +230,61 @@ fn report_of_an_unknown_run_is_a_usage_error() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("no runs in `runs`"), "{}", show(&o));
     let help = twinflow().args(["report", "--help"]).output().unwrap();
     assert!(String::from_utf8_lossy(&help.stdout).contains("twinflow report latest -o report.html"));
+}
+
+#[test]
+fn a_run_in_progress_is_reported_with_its_running_attempt() {
+    let d = scratch("run_report/in_progress");
+    let flag = d.join("go");
+    let wf = write(
+        &d,
+        "wf.yaml",
+        &format!(
+            "name: slow\nsteps:\n  quick:\n    run: [\"true\"]\n  slow:\n    after: [quick]\n    run: [sh, -c, 'touch \"$1\"; while [ -e \"$1\" ]; do sleep 0.05; done', sh, \"{}\"]\n  last:\n    after: [slow]\n    run: [\"true\"]\n",
+            flag.display()
+        ),
+    );
+    let child = spawn_run(&d, &wf, &[]);
+    let t0 = std::time::Instant::now();
+    while !flag.exists() {
+        assert!(t0.elapsed() < Duration::from_secs(60), "`slow` never started");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let o = twinflow().current_dir(&d).args(["report", "latest", "-o", "now.html"]).output().unwrap();
+    assert!(o.status.success(), "{}", show(&o));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("(running): now.html"), "{}", show(&o));
+    let html = std::fs::read_to_string(d.join("now.html")).unwrap();
+    std::fs::remove_file(&flag).unwrap();
+    let (out, finished) = wait_with_deadline(child, Duration::from_secs(60));
+    assert!(finished && out.status.success(), "{}", show(&out));
+    for want in [
+        "so far (the run is in progress)",
+        r#"<g class="node" data-step="slow" data-state="running">"#,
+        r#"<g class="node" data-step="last" data-state="pending">"#,
+        r#"<g class="bar" data-task="slow" data-attempt="1" data-state="running">"#,
+        r#"<tr class="task" data-task="quick" data-state="succeeded">"#,
+    ] {
+        assert!(html.contains(want), "{want} not in the report of the run in progress:\n{html}");
+    }
+    // The report the run wrote when it ended has it all done; each attempt's status.json
+    // has what it used.
+    let run = run_id(&out);
+    let end = std::fs::read_to_string(d.join("runs").join(&run).join("report.html")).unwrap();
+    assert!(end.contains(r#"<g class="node" data-step="last" data-state="succeeded">"#), "{end}");
+    let status: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(d.join("runs").join(&run).join("steps/slow/out/.twinflow/status.json")).unwrap(),
+    )
+    .unwrap();
+    assert!(status["cpu_seconds"].as_f64().is_some() && status["max_rss_bytes"].as_u64().unwrap() > 0, "{status}");
+}
+
+#[test]
+fn a_cycling_run_report_has_a_band_per_cycle() {
+    let d = scratch("run_report/cycling");
+    let wf = repo_root().join("examples/cycling-hello.yaml");
+    let out = run_json(&d, &wf, &["--cycles", "3"]);
+    assert!(out.status.success(), "{}", show(&out));
+    let html = std::fs::read_to_string(d.join("runs").join(run_id(&out)).join("report.html")).unwrap();
+    assert_eq!(html.matches(r#"<g class="cycle""#).count(), 3, "{html}");
+    assert!(html.contains(r#"data-task="3/count" data-attempt="1" data-state="succeeded""#), "{html}");
 }
