@@ -107,6 +107,7 @@ fn a_run_writes_its_report_and_it_renders_in_chromium() {
         assert!(!found, "{remote} in the report");
     }
     let dom = render(&d, &page, &d.join("report-ok.png"));
+    assert_eq!(dom.matches(r#"<path class="edge""#).count(), 2, "{dom}");
     for want in [
         r#"id="dag""#,
         r#"id="timeline""#,
@@ -115,6 +116,8 @@ fn a_run_writes_its_report_and_it_renders_in_chromium() {
         r#"<g class="node" data-step="member" data-state="succeeded">"#,
         "member ×3",
         r#"data-step="summary""#,
+        // Dependencies from the workflow as started: prepare → member → summary.
+        r#"<path class="edge" d="M"#,
         // Every attempt a bar, every task a row.
         r#"<g class="bar" data-task="member[2]" data-attempt="1" data-state="succeeded">"#,
         r#"<tr class="task" data-task="summary" data-state="succeeded">"#,

@@ -8,8 +8,10 @@
 //! [`dag_svg`] and [`timeline`]), [`trace::render`] and [`junit::render`], so they are
 //! tested on records built in memory.
 //!
-//! The engine writes the report at the end of every run ([`write_html`]); `twinflow report`
-//! writes it on demand, for a run in progress too.
+//! The session writes the report when a run ends ([`write_html`]); `twinflow report`
+//! writes it on demand, for a run in progress too. Layering: this module reads what `run`
+//! left (its snapshot type and directory layout) and is used by `session`; `run` does not
+//! use it.
 
 pub mod dag_svg;
 pub mod html;
@@ -20,15 +22,10 @@ pub mod trace;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
-use indexmap::IndexMap;
-use serde::{Deserialize, Serialize};
-
 use crate::events::TaskState;
-use crate::model::{ReportDecl, Workflow};
+pub use crate::run::snapshot::{EngineInfo, SNAPSHOT_FILE, StepSnapshot, WorkflowSnapshot, write_atomic};
 use crate::state::{AttemptRow, CycleRow, RunRow, StateError, Store, TaskRow};
 
-/// File in the run directory holding the workflow as the run was started.
-pub const SNAPSHOT_FILE: &str = "workflow.json";
 /// File in the run directory the engine writes the report to.
 pub const REPORT_FILE: &str = "report.html";
 /// Lines of `stdout`/`stderr` the report shows of each attempt.
@@ -39,132 +36,6 @@ pub const TAILS_FOR_ALL_UP_TO: usize = 300;
 pub const EMBED_MAX_BYTES: u64 = 16 << 20;
 /// Rows of a CSV table shown.
 pub const TABLE_MAX_ROWS: usize = 200;
-
-/// The workflow as a run was started: what the report needs of it once the workflow file
-/// may have changed (`RUN/workflow.json`).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct WorkflowSnapshot {
-    /// `name:`.
-    pub name: String,
-    /// `version:`.
-    pub version: Option<String>,
-    /// `description:`.
-    pub description: Option<String>,
-    /// The workflow file.
-    pub file: String,
-    /// Parameters as resolved (defaults and `-p`).
-    pub params: IndexMap<String, serde_json::Value>,
-    /// Inputs as resolved.
-    pub inputs: IndexMap<String, String>,
-    /// Steps in workflow order.
-    pub steps: Vec<StepSnapshot>,
-    /// Who ran it, where, with which twinflow.
-    pub engine: EngineInfo,
-}
-
-/// A step of a [`WorkflowSnapshot`].
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct StepSnapshot {
-    /// Name.
-    pub name: String,
-    /// Steps it depends on.
-    pub deps: Vec<String>,
-    /// Scattered (its tasks are members).
-    pub scatter: bool,
-    /// A service.
-    pub service: bool,
-    /// Declared outputs: name → path relative to the task's directory.
-    pub outputs: IndexMap<String, String>,
-    /// `report:`.
-    pub report: ReportDecl,
-}
-
-/// Who started the engine, where, with which twinflow.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct EngineInfo {
-    /// twinflow's version.
-    pub version: String,
-    /// User name.
-    pub user: String,
-    /// Host name.
-    pub host: String,
-}
-
-impl EngineInfo {
-    /// This process's.
-    pub fn current() -> Self {
-        let user = std::env::var("USER")
-            .or_else(|_| std::env::var("LOGNAME"))
-            .ok()
-            .filter(|u| !u.is_empty())
-            .or_else(user_of_uid)
-            .unwrap_or_else(|| "unknown".into());
-        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-            .map(|h| h.trim().to_string())
-            .unwrap_or_else(|_| "unknown".into());
-        EngineInfo { version: env!("CARGO_PKG_VERSION").to_string(), user, host }
-    }
-}
-
-/// This process's user name from its uid (`/proc/self/status`) and `/etc/passwd`, where
-/// `USER` is not set (a container, a batch job).
-fn user_of_uid() -> Option<String> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let uid = status.lines().find_map(|l| l.strip_prefix("Uid:"))?.split_whitespace().next()?.to_string();
-    let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
-    passwd
-        .lines()
-        .find_map(|l| {
-            let f: Vec<&str> = l.split(':').collect();
-            (f.len() > 2 && f[2] == uid).then(|| f[0].to_string())
-        })
-        .or(Some(format!("uid {uid}")))
-}
-
-impl WorkflowSnapshot {
-    /// The snapshot of a validated workflow, started from `file`.
-    pub fn of(wf: &Workflow, file: &Path) -> Self {
-        WorkflowSnapshot {
-            name: wf.name.clone(),
-            version: wf.version.clone(),
-            description: wf.description.clone(),
-            file: file.display().to_string(),
-            params: wf.param_values.iter().map(|(k, v)| (k.clone(), v.to_json())).collect(),
-            inputs: wf.input_values.iter().map(|(k, v)| (k.clone(), v.display().to_string())).collect(),
-            steps: wf
-                .steps
-                .iter()
-                .map(|s| StepSnapshot {
-                    name: s.name.clone(),
-                    deps: s.deps.iter().map(|d| wf.steps[*d].name.clone()).collect(),
-                    scatter: s.scatter.is_some(),
-                    service: s.service.is_some(),
-                    outputs: s.outputs.clone(),
-                    report: s.report.clone(),
-                })
-                .collect(),
-            engine: EngineInfo::current(),
-        }
-    }
-
-    /// Writes it to `run_dir/workflow.json`.
-    pub fn write(&self, run_dir: &Path) -> std::io::Result<()> {
-        let text = serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?;
-        write_atomic(&run_dir.join(SNAPSHOT_FILE), &text)
-    }
-
-    /// Reads `run_dir/workflow.json` (`None` for runs started before it was written).
-    pub fn read(run_dir: &Path) -> Option<Self> {
-        let text = std::fs::read(run_dir.join(SNAPSHOT_FILE)).ok()?;
-        match serde_json::from_slice(&text) {
-            Ok(s) => Some(s),
-            Err(e) => {
-                tracing::warn!("{}: {e}", run_dir.join(SNAPSHOT_FILE).display());
-                None
-            }
-        }
-    }
-}
 
 /// Everything the report shows of one run.
 #[derive(Debug, Clone, Default)]
@@ -435,15 +306,6 @@ pub fn read_table(name: &str, path: &Path) -> Table {
         Ok(rows)
     });
     Table { name: name.to_string(), path: path.display().to_string(), rows, more }
-}
-
-/// Writes `path` through a temporary file beside it and a rename, so a reader (a browser
-/// reloading the report of a run in progress) never sees half a file.
-pub fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let tmp = path.with_file_name(format!(".{name}.partial"));
-    std::fs::write(&tmp, data)?;
-    std::fs::rename(&tmp, path)
 }
 
 /// Writes the HTML report of run `run_id` to `out` (default `RUN/report.html`); returns

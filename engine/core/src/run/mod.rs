@@ -13,6 +13,7 @@
 //! - [`publish`]: copies of outputs outside the run directory;
 //! - `resume`: restoring a killed run, following or stopping what it left in flight;
 //! - [`service`]: services' readiness, restarts, stop and log rotation;
+//! - [`snapshot`]: the workflow as the run was started (`RUN/workflow.json`);
 //! - [`cache`], [`job`], [`scope`]: cache keys, resolved commands, reference values;
 //! - [`why`]: the cache decision explained, without running.
 //!
@@ -33,6 +34,7 @@ mod resume;
 pub mod scheduler;
 pub mod scope;
 pub mod service;
+pub mod snapshot;
 pub mod trigger;
 pub mod why;
 
@@ -302,7 +304,7 @@ pub async fn execute(
     let env_file =
         attempt::snapshot_environment(&run_dir).map_err(io("writing the environment snapshot in", &run_dir))?;
     // What the run's report needs of the workflow, as started (the file may change later).
-    crate::report::WorkflowSnapshot::of(wf, &opts.workflow_file)
+    snapshot::WorkflowSnapshot::of(wf, &opts.workflow_file)
         .write(&run_dir)
         .map_err(io("writing the workflow snapshot in", &run_dir))?;
     if cycling.is_none() {
@@ -465,12 +467,6 @@ pub async fn execute(
         counts: fin.counts.clone(),
         seconds: secs(elapsed),
     });
-    // The report of the run (`RUN/report.html`); a report that cannot be written does not
-    // change how the run went.
-    match crate::report::write_html(d.store, &opts.runs_dir, Some(&run_id), None) {
-        Ok(path) => tracing::info!(report = %path.display(), "wrote the run's report"),
-        Err(e) => tracing::warn!("the run's report: {}", crate::report::error_chain(&e)),
-    }
     let failures = fin.failures.iter().map(|(t, m)| (d.name(*t), m.clone())).collect();
     Ok(RunSummary { run_id, outcome: fin.outcome, counts: fin.counts, elapsed, failures, note })
 }

@@ -144,6 +144,14 @@ pub async fn run(
         max_parallel: req.jobs.map(|j| usize::try_from(j).unwrap_or(usize::MAX)),
     };
     let summary = crate::run::execute(&plan, backend.as_mut(), &mut store, &opts, reporter, cancel).await;
+    // The run's report (`RUN/report.html`); one that cannot be written does not change how
+    // the run went.
+    if let Ok(s) = &summary {
+        match crate::report::write_html(&store, &opts.runs_dir, Some(&s.run_id), None) {
+            Ok(path) => tracing::info!(report = %path.display(), "wrote the run's report"),
+            Err(e) => notices.warning(&format!("the run's report: {}", crate::report::error_chain(&e))),
+        }
+    }
     if let Some((alloc, profile)) = &allocation {
         let cmd = SlurmCommands::new(call_log(), profile.command_timeout);
         if let Err(e) = allocation::release(&cmd, alloc).await {
