@@ -134,4 +134,11 @@ fn the_flood_twin_follows_its_gauges_and_beats_the_open_loop() {
         let png = std::fs::read(dir.join("exceedance.png")).unwrap();
         assert!(png.starts_with(b"\x89PNG"), "cycle {k}: not a PNG");
     }
+    // The run's report has each cycle's map and warning list (`report:` of the warnings
+    // step), and the scores table of each cycle, as the twin declares them.
+    let html = std::fs::read_to_string(d.join(format!("runs/{id}/report.html"))).unwrap();
+    assert_eq!(html.matches("data:image/png;base64,").count(), 6, "a map per cycle");
+    assert_eq!(html.matches("<th>gauge</th><th>x</th>").count(), 6, "a warning list per cycle");
+    assert_eq!(html.matches("scores.csv</code></p>").count(), 6, "the scores table of each cycle");
+    assert_eq!(html.matches(r#"<g class="cycle""#).count(), 6, "a timeline band per cycle");
 }
