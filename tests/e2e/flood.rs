@@ -245,4 +245,8 @@ fn flood_mini_with_eight_members_trains_a_surrogate_that_beats_the_mean() {
     let model = steps.join("surrogate/out/surrogate.h5");
     let (val, baseline) = (h5_attr(&model, "val_rmse"), h5_attr(&model, "baseline_val_rmse"));
     assert!(val > 0.0 && val * 5.0 < baseline, "surrogate {val} m vs mean predictor {baseline} m");
+    // The metrics the surrogate step declares (`report: { tables: [out.metrics] }`) are a
+    // table of the run's report.
+    let html = std::fs::read_to_string(steps.join("../../report.html")).unwrap();
+    assert!(html.contains("surrogate_metrics.csv</code></p><table class=\"data\"><tr><th>epoch</th>"), "{html}");
 }
