@@ -167,3 +167,29 @@ fn members_are_labelled_with_their_scatter_values_and_steps_are_summarised() {
     }
     assert!(ev.iter().filter(|e| e["task"] == "after").all(|e| e.get("label").is_none()));
 }
+
+/// A step learns where its attempt directory goes when it succeeds (`TWINFLOW_RESULT_DIR`,
+/// the `out/` directory its results are read from), so its logs can name final paths.
+#[test]
+fn a_step_is_told_its_result_directory() {
+    let d = scratch("reports/result_dir");
+    let wf = write(
+        &d,
+        "wf.yaml",
+        "name: rd\nsteps:\n  s:\n    run: [sh, -c, 'echo \"$TWINFLOW_RESULT_DIR\" > \"$1\"', sh, \"${{ out.f }}\"]\n    out: { f: f.txt }\n",
+    );
+    let out = run_json(&d, &wf, &[]);
+    assert!(out.status.success(), "{}", show(&out));
+    let dir = final_dir(&out, "s");
+    assert!(dir.ends_with("/steps/s/out"), "{dir}");
+    let told = std::fs::read_to_string(std::path::Path::new(&dir).join("f.txt")).unwrap();
+    assert_eq!(told.trim(), dir);
+}
+
+fn final_dir(out: &Output, task: &str) -> String {
+    events(out)
+        .into_iter()
+        .find(|e| e["event"] == "task-finished" && e["task"] == task)
+        .and_then(|e| e["dir"].as_str().map(String::from))
+        .unwrap_or_else(|| panic!("no dir for {task}: {}", show(out)))
+}
