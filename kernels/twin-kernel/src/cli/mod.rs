@@ -187,7 +187,7 @@ fn run_flood(comm: &dyn Communicator, args: FloodArgs, command_line: &str) -> Re
     let summary = flood::run_flood(comm, &paths, &config, command_line)?;
     if comm.rank() == 0 {
         for p in &summary.outputs {
-            tracing::info!(path = %shown(&p), "wrote");
+            tracing::info!(path = %shown(p), "wrote");
         }
     }
     Ok(())
@@ -241,7 +241,7 @@ fn run_terrain(args: TerrainArgs, command_line: &str) -> Result<(), KernelError>
             action: "write",
             source,
         })?;
-        tracing::info!(path = %shown(&config_out), "wrote flood configuration");
+        tracing::info!(path = %shown(config_out), "wrote flood configuration");
     }
     Ok(())
 }

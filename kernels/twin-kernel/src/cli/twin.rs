@@ -137,7 +137,7 @@ pub(super) fn run_sensor(args: SensorArgs, command_line: &str) -> Result<(), Ker
         "sensor started"
     );
     sensor.run(&mut WallClock::start(), &provenance, |d, path| {
-        tracing::info!(model_time = d.model_time, reading = d.index, path = %super::shown(&path), "delivered");
+        tracing::info!(model_time = d.model_time, reading = d.index, path = %super::shown(path), "delivered");
     })?;
     Ok(())
 }
