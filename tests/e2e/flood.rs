@@ -17,8 +17,6 @@ use crate::support::*;
 pub(crate) const MINI: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/flood-mini.yaml");
 const BUILD_HINT: &str =
     "hint: build it with `cargo build -p twinflow-kernels --features mpi` before running the tests (`make test` does)";
-/// Rows under the map in the PNG (colour bar); `twin-kernel`'s `summary::LEGEND_HEIGHT`.
-const LEGEND_HEIGHT: u32 = 14;
 
 /// The `twin-kernel` next to the `twinflow` under test, which must have MPI compiled in.
 pub(crate) fn mpi_kernel() -> PathBuf {
@@ -190,8 +188,16 @@ print("summary ok", d.sizes["x"], d.sizes["y"])
     // The PNG: valid chunks and image data, the grid times a whole scale plus the legend.
     let wh = tool(&python_with_xarray(), &["-c", PNG_CHECK, "exceedance.png"], &summary_dir);
     let wh: Vec<u32> = wh.split_whitespace().map(|s| s.parse().unwrap()).collect();
-    let scale = wh[0] / 64;
-    assert!(scale >= 1 && wh[0] == 64 * scale && wh[1] == 48 * scale + LEGEND_HEIGHT, "PNG is {wh:?}");
+    // A figure: the 640 m × 480 m valley 720 px wide with axes, title and colour bar.
+    assert!(wh[0] == 720 + 80 + 20 + 150 && (560..680).contains(&wh[1]), "PNG is {wh:?}");
+    let hydro = tool(&python_with_xarray(), &["-c", PNG_CHECK, "hydrographs.png"], &summary_dir);
+    assert!(hydro.split_whitespace().next().is_some_and(|w| w == "1120"), "hydrographs {hydro}");
+    // The gauge statistics table, a row per gauge, beside the summary and published.
+    let md = std::fs::read_to_string(summary_dir.join("gauge_statistics.md")).unwrap();
+    let rows =
+        md.lines().filter(|l| l.starts_with("| ") && !l.starts_with("| gauge") && !l.starts_with("| ---")).count();
+    assert!(rows >= 2, "{md}");
+    assert_eq!(std::fs::read_to_string(d.join("results/gauge_statistics.md")).unwrap(), md);
 
     // Nothing changed: everything comes from the cache.
     let t1 = Instant::now();
