@@ -33,11 +33,18 @@ fn detector_mini_sweeps_the_regression_and_beats_the_naive_estimator_on_the_drif
     assert!(out.status.success(), "{}", show(&out));
     let states = final_states(&out);
     // calibration, physics, 4 trials, cut1, 2 rung-1 trainings, cut2, 1 survivor, best,
-    // apply, and the example's `results` (publishing the report and the ranking).
-    assert_eq!(states.len(), 14, "{states:?}");
+    // apply, the figures of the report and of the training, and the example's `results`
+    // (publishing the report and the ranking).
+    assert_eq!(states.len(), 16, "{states:?}");
     assert!(states.values().all(|s| s == "succeeded"), "{states:?}");
     let steps = d.join("runs").join(finished(&out)["run_id"].as_str().unwrap()).join("steps/twin");
-    for (file, made_by) in [("report.json", "apply"), ("ranked.csv", "best")] {
+    for (file, made_by) in [
+        ("report.json", "apply"),
+        ("ranked.csv", "best"),
+        ("resolution.png", "figures"),
+        ("bias_temperature.png", "figures"),
+        ("training.png", "training-figures"),
+    ] {
         let published = std::fs::read(d.join("results").join(file)).unwrap_or_else(|e| panic!("results/{file}: {e}"));
         assert_eq!(published, std::fs::read(steps.join(made_by).join("out").join(file)).unwrap(), "{file}");
     }

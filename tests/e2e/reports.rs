@@ -134,7 +134,8 @@ fn members_are_labelled_with_their_scatter_values_and_steps_are_summarised() {
         "name: sweep\nsteps:\n  sim:\n    scatter:\n      method: cartesian\n      over: { seed: \"${{ [1, 2] }}\", rain: \"${{ [40.0, 80.5] }}\", site: \"${{ ['upper reach', 'delta'] }}\" }\n    run: [sh, -c, '[ \"$1\" != 80.5 ] || [ \"$2\" != 2 ]', sh, \"${{ scatter.rain }}\", \"${{ scatter.seed }}\"]\n  after:\n    after: [sim]\n    run: [\"true\"]\n",
     );
     // Human output: every finished member with its values, then the per-step table.
-    let out = twinflow().current_dir(&d).arg("run").arg(&wf).output().unwrap();
+    // `--keep-going`: both failing members run whatever the order they finish in.
+    let out = twinflow().current_dir(&d).arg("run").arg(&wf).arg("--keep-going").output().unwrap();
     assert_eq!(out.status.code(), Some(1), "{}", show(&out));
     let err = String::from_utf8_lossy(&out.stderr);
     // Cartesian: the last variable varies fastest.
@@ -159,7 +160,7 @@ fn members_are_labelled_with_their_scatter_values_and_steps_are_summarised() {
     assert_eq!(row["label"], "seed=2 rain=40.0 site=delta");
     assert!(v["tasks"].as_array().unwrap().iter().find(|t| t["task"] == "after").unwrap()["label"].is_null());
     // JSON events: started, finished (and retried) members carry `label`.
-    let out = run_json(&d, &wf, &["--no-cache"]);
+    let out = run_json(&d, &wf, &["--no-cache", "--keep-going"]);
     let ev = events(&out);
     for kind in ["task-started", "task-finished"] {
         let e = ev.iter().find(|e| e["event"] == kind && e["task"] == "sim[2]").unwrap_or_else(|| panic!("{kind}"));

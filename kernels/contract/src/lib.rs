@@ -14,6 +14,7 @@ pub const KERNELS: &[&str] = &[
     "info",
     "ingest",
     "lorenz96",
+    "plot",
     "predict",
     "select",
     "sensor",

@@ -8,14 +8,19 @@
 //! - [`hydrographs`]: each gauge's depth over time, the ensemble median and its 5–95 %
 //!   band, with observations and the truth when given.
 //! - [`gauge_table`]: the summary's gauge statistics as CSV and as a Markdown table.
+//! - [`line_panels`]: line charts (a twin's RMSE and spread per cycle, a detector's
+//!   resolution against energy with its [`fit_resolution`] curve, bias against
+//!   temperature, training curves) and [`ranked_markdown`], a sweep's ranked trials.
 //!
 //! Tested at the pixel level (axes, text and data are drawn where they belong, the image is
 //! not one colour) in this module and end to end in `tests/e2e/flood.rs`.
 
+mod charts;
 mod flood;
 mod font;
 mod table;
 
+pub use charts::{Line, PALETTE, Panel, fit_resolution, line_panels, ranked_markdown};
 pub use flood::{FloodMap, GaugeSeriesPlot, Series, flood_map, hydrographs};
 pub use table::gauge_table;
 

@@ -88,6 +88,10 @@ least `--warn-level`.")]
     /// cells and at gauges, volume, parameters (one CSV row).
     #[command(after_help = super::twin::VERIFY_HELP)]
     Verify(super::twin::VerifyArgs),
+    /// Figures of results: a twin's scores per cycle, a detector's resolution and bias, a
+    /// sweep's training curves (PNG with axes, units and legends; text in a bundled font).
+    #[command(subcommand, after_help = super::plot::PLOT_HELP)]
+    Plot(super::plot::PlotCommand),
     /// Stream ingest: records from an MQTT broker, checked against a schema, written as
     /// windows of HDF5/NetCDF files that appear atomically; invalid ones dead-lettered.
     #[command(after_help = super::ingest::INGEST_HELP)]

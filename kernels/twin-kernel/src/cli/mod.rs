@@ -5,6 +5,7 @@ mod assim;
 mod calo;
 mod error;
 mod ingest;
+mod plot;
 mod stage;
 mod train;
 mod twin;
@@ -141,6 +142,7 @@ pub fn run(cli: Cli) -> u8 {
         Command::Lorenz96(command) => on_root(rank, || assim::run_lorenz96(command, &command_line)),
         Command::Sensor(args) => on_root(rank, || twin::run_sensor(args, &command_line)),
         Command::Verify(args) => on_root(rank, || twin::run_verify(args)),
+        Command::Plot(command) => on_root(rank, || plot::run_plot(command)),
         Command::Ingest(args) => on_root(rank, || ingest::run_ingest(*args, &command_line)),
         Command::Info => unreachable!("handled above"),
     };
