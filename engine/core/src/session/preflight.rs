@@ -45,11 +45,11 @@ pub struct Preflight {
     pub warnings: Vec<String>,
 }
 
-/// Looks up what `wf` runs (see the module documentation); `path` is the `PATH` to search.
+/// Looks up what `wf` runs (see the module documentation) on this process's `PATH`.
 pub fn check(wf: &Workflow, needs: &Needs) -> Preflight {
     let mut out = Preflight::default();
     let mut launcher_missing = false;
-    for (i, step) in wf.steps.iter().enumerate() {
+    for step in &wf.steps {
         let file = &wf.namespaces[step.ns].file;
         let field = |k: &str| format!("steps.{}.{k}", step.local_name);
         for (t, name) in relative_file_args(wf, step) {
@@ -104,7 +104,7 @@ pub fn check(wf: &Workflow, needs: &Needs) -> Preflight {
             Command::Run { shell: true, .. } => {}
             Command::Run { argv, shell: false } => {
                 let Some(first) = argv.first() else { continue };
-                let Some(prog) = static_text(wf, step, i, first) else { continue };
+                let Some(prog) = static_text(wf, step, first) else { continue };
                 if prog.is_empty() || (prog.contains('/') && !Path::new(&prog).is_absolute()) {
                     continue;
                 }
@@ -132,7 +132,7 @@ pub fn check(wf: &Workflow, needs: &Needs) -> Preflight {
 
 /// The text of a template when it is known before the run: literal, or made only of
 /// parameters, inputs and `workflow.dir`. The first element of a list value.
-fn static_text(wf: &Workflow, step: &Step, _i: usize, t: &Tpl) -> Option<String> {
+fn static_text(wf: &Workflow, step: &Step, t: &Tpl) -> Option<String> {
     if let Some(l) = t.tpl.literal() {
         return Some(l.to_string());
     }
