@@ -78,18 +78,31 @@ fn a_missing_program_is_an_environment_error_before_anything_runs() {
 fn a_relative_kernel_bin_is_made_absolute_and_a_missing_one_is_an_environment_error() {
     let d = scratch("checks/kernel_bin");
     let seen = d.join("kernel-argv0");
-    // A stand-in kernel that records how it was called.
-    script(&d.join("bin"), "twin-kernel", &format!("#!/bin/sh\necho \"$0\" > {}\n", seen.display()));
-    let wf = write(&d, "k.yaml", "name: k\nsteps:\n  a:\n    kernel: flood\n    args: [--help]\n");
-    let out = twinflow()
-        .current_dir(&d)
-        .env("TWINFLOW_KERNEL_BIN", "bin/twin-kernel")
-        .args(["run", "k.yaml", "--json"])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
-    let argv0 = std::fs::read_to_string(&seen).unwrap();
-    assert_eq!(argv0.trim(), d.join("bin/twin-kernel").display().to_string());
+    // A stand-in kernel that records how it was called (once per rank under mpiexec).
+    script(&d.join("bin"), "twin-kernel", &format!("#!/bin/sh\necho \"$0\" >> {}\n", seen.display()));
+    let want = d.join("bin/twin-kernel").display().to_string();
+    // One process, and two ranks under the real `mpiexec` (where a relative path once failed:
+    // steps run in their attempt directories).
+    for (file, ranks) in [("k.yaml", 1), ("k2.yaml", 2)] {
+        let _ = std::fs::remove_file(&seen);
+        write(
+            &d,
+            file,
+            &format!(
+                "name: k\nsteps:\n  a:\n    kernel: flood\n    args: [--help]\n    resources: {{ ranks: {ranks} }}\n"
+            ),
+        );
+        let out = twinflow()
+            .current_dir(&d)
+            .env("TWINFLOW_KERNEL_BIN", "bin/twin-kernel")
+            .args(["run", file, "--json"])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+        let calls = std::fs::read_to_string(&seen).unwrap();
+        assert_eq!(calls.lines().collect::<Vec<_>>(), vec![want.as_str(); ranks], "{calls}");
+    }
+    let _ = std::fs::remove_file(&seen);
     let out = twinflow()
         .current_dir(&d)
         .env("TWINFLOW_KERNEL_BIN", "bin/no-such-kernel")
@@ -104,7 +117,7 @@ fn a_relative_kernel_bin_is_made_absolute_and_a_missing_one_is_an_environment_er
     );
     assert!(err.contains(&format!("`{}`", d.join("bin/no-such-kernel").display())), "{err}");
     assert!(err.contains("TWINFLOW_KERNEL_BIN"), "{err}");
-    let _ = wf;
+    assert!(!seen.exists(), "nothing ran");
 }
 
 #[test]
