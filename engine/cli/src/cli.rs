@@ -22,7 +22,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Check a workflow and report every problem with file:line:col.
-    #[command(after_help = "Examples:\n  twinflow validate examples/flood-mini.yaml -p members=8\n  twinflow validate examples/flood-mini.yaml --check-env   # are its programs, twin-kernel and mpiexec here?\n\n".to_string() + exit::HELP)]
+    #[command(after_help = "Examples:\n  twinflow validate examples/flood-mini.yaml -p members=8\n  twinflow validate examples/flood-mini.yaml --check-env   # programs, twin-kernel, mpiexec here?\n\n".to_string() + exit::HELP)]
     Validate(ValidateArgs),
     /// Show the DAG and every task's resolved command, without running anything.
     #[command(after_help = "Examples:\n  twinflow plan examples/hello.yaml\n  twinflow plan examples/cycling-hello.yaml --cycles 3 --format mermaid\n  twinflow plan examples/hello.yaml --format dot | dot -Tpng > dag.png\n  twinflow plan examples/hello.yaml --format json\n\n".to_string() + exit::HELP)]
@@ -81,7 +81,7 @@ pub struct ValidateArgs {
     #[arg(long)]
     pub check_env: bool,
     /// With `--check-env`: the MPI launcher to look up (default: `mpiexec`).
-    #[arg(long, env = "TWINFLOW_MPIEXEC", value_name = "LAUNCHER", requires = "check_env")]
+    #[arg(long, env = "TWINFLOW_MPIEXEC", value_name = "LAUNCHER")]
     pub mpiexec: Option<String>,
 }
 
