@@ -50,6 +50,7 @@ pub(crate) fn run_with_deadline(mut cmd: Command, timeout: Duration) -> Output {
 fn run_mini(dir: &Path, kernel: &Path) -> Output {
     let mut cmd = twinflow();
     cmd.current_dir(dir).env("TWINFLOW_KERNEL_BIN", kernel).args(["run", MINI, "--json"]);
+    cmd.arg("-p").arg(format!("results={}", dir.join("results").display()));
     run_with_deadline(cmd, Duration::from_secs(300))
 }
 
@@ -107,7 +108,7 @@ fn flood_mini_runs_on_two_ranks_per_member_and_is_cached_the_second_time() {
     let first_run = t0.elapsed();
     assert!(out.status.success(), "{}", show(&out));
     let states = final_states(&out);
-    assert_eq!(states.len(), 10, "terrain + 4 members + 2 merges + summary + 2 surrogate steps: {states:?}");
+    assert_eq!(states.len(), 11, "terrain + 4 members + 2 merges + summary + 2 surrogate steps + results: {states:?}");
     // Four members are too few for the surrogate (`surrogate_members`, default 8).
     let surrogate = ["twin/surrogate-table", "twin/surrogate"];
     for (task, st) in &states {
@@ -116,6 +117,12 @@ fn flood_mini_runs_on_two_ranks_per_member_and_is_cached_the_second_time() {
     }
     let run_id = finished(&out)["run_id"].as_str().unwrap().to_string();
     let steps = d.join("runs").join(&run_id).join("steps/twin");
+    // The headline results are published under `results=` (by default `results/flood-mini`
+    // of the repository): the summary and the map, byte for byte.
+    for (file, made_by) in [("summary.nc", "summary"), ("exceedance.png", "summary")] {
+        let published = std::fs::read(d.join("results").join(file)).unwrap_or_else(|e| panic!("results/{file}: {e}"));
+        assert_eq!(published, std::fs::read(steps.join(made_by).join("out").join(file)).unwrap(), "{file}");
+    }
 
     // Every member ran under `mpiexec -n 2`: both ranks announced themselves, and the
     // output records the communicator size.
@@ -193,7 +200,7 @@ print("summary ok", d.sizes["x"], d.sizes["y"])
     assert!(again.status.success(), "{}", show(&again));
     let st = final_states(&again);
     assert!(
-        st.len() == 10
+        st.len() == 11
             && st.iter().all(|(t, s)| s == if surrogate.contains(&t.as_str()) { "skipped" } else { "cached" }),
         "{st:?}"
     );
@@ -221,10 +228,11 @@ fn flood_mini_with_eight_members_trains_a_surrogate_that_beats_the_mean() {
     let d = scratch("flood_surrogate");
     let mut cmd = twinflow();
     cmd.current_dir(&d).env("TWINFLOW_KERNEL_BIN", &kernel).args(["run", MINI, "--json", "-p", "members=8"]);
+    cmd.arg("-p").arg(format!("results={}", d.join("results").display()));
     let out = run_with_deadline(cmd, Duration::from_secs(300));
     assert!(out.status.success(), "{}", show(&out));
     let states = final_states(&out);
-    assert_eq!(states.len(), 14, "{states:?}");
+    assert_eq!(states.len(), 15, "{states:?}");
     assert!(states.values().all(|s| s == "succeeded"), "{states:?}");
     let steps = d.join("runs").join(finished(&out)["run_id"].as_str().unwrap()).join("steps/twin");
     let table = tool("h5dump", &["-H", "surrogate_table.h5"], &steps.join("surrogate-table/out"));

@@ -13,13 +13,14 @@
 //! | 1 | runs, tasks, attempts, transitions, cache, files ([`V1`]) |
 //! | 2 | `runs.params` becomes `runs.settings`, one [`RunSettings`] JSON value (old rows are rewritten through it); `runs.engine_start`, the engine process's start time |
 //! | 3 | cycling: `cycles` (one row per cycle of a run; pruned cycles that succeeded merge into one row for a range of cycles), `signals` (`twinflow signal`), `tasks.cycle` and `tasks.gate` (what its trigger found), `runs.stop_requested` (`twinflow stop`) |
+//! | 4 | `tasks.label`: a member's scatter values (`seed=2 rain=40.0`), as people read them |
 
 use rusqlite::{Connection, Transaction, TransactionBehavior};
 
 use super::settings::RunSettings;
 
 /// The schema version this code reads and writes.
-pub const VERSION: u32 = 3;
+pub const VERSION: u32 = 4;
 
 /// Schema version 1, exactly as the code before versioning created it (commit 779b96a).
 pub const V1: &str = r#"
@@ -62,6 +63,9 @@ CREATE TABLE IF NOT EXISTS signals(
   point TEXT, vals TEXT NOT NULL, at INTEGER NOT NULL, used_by INTEGER);
 "#;
 
+/// Version 4: members labelled with their scatter values.
+pub const V4: &str = "ALTER TABLE tasks ADD COLUMN label TEXT;";
+
 /// Why a database could not be brought to [`VERSION`] (the store adds the file's path:
 /// [`super::StateError`]).
 #[derive(Debug, thiserror::Error)]
@@ -101,6 +105,9 @@ pub fn migrate(conn: &mut Connection) -> Result<u32, MigrationError> {
     }
     if from < 3 {
         tx.execute_batch(V3)?;
+    }
+    if from < 4 {
+        tx.execute_batch(V4)?;
     }
     if from < VERSION {
         tx.pragma_update(None, "user_version", VERSION)?;
@@ -232,7 +239,7 @@ mod tests {
                 "stop_requested"
             ]
         );
-        assert!(columns(dir, "tasks").ends_with(&["cycle".to_string(), "gate".to_string()]));
+        assert!(columns(dir, "tasks").ends_with(&["cycle".to_string(), "gate".to_string(), "label".to_string()]));
         assert_eq!(columns(dir, "cycles")[..3], ["run_id", "cycle", "point"]);
         // Opening again changes nothing.
         Store::open(dir).unwrap();
