@@ -345,7 +345,7 @@ fn workflow_dir_finds_scripts_beside_the_workflow_from_any_directory() {
     let v = twinflow().current_dir(&elsewhere).arg("validate").arg(flows.join("rel.yaml")).output().unwrap();
     assert_eq!(v.status.code(), Some(0), "{}", show(&v));
     let err = stderr(&v);
-    assert!(err.contains("rel.yaml:4:15: steps.a.run: `hello.sh` is a relative path"), "{err}");
+    assert!(err.contains("rel.yaml:4:15: steps.a.run[1]: `hello.sh` is a relative path"), "{err}");
     assert!(err.contains("${{ workflow.dir }}/hello.sh"), "{err}");
     // An unknown `workflow.*` name is an error that names the known one.
     write(&flows, "bad.yaml", "name: bad\nsteps:\n  a:\n    run: [sh, \"${{ workflow.path }}/x\"]\n");

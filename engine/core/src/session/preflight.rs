@@ -52,12 +52,12 @@ pub fn check(wf: &Workflow, needs: &Needs) -> Preflight {
     for step in &wf.steps {
         let file = &wf.namespaces[step.ns].file;
         let field = |k: &str| format!("steps.{}.{k}", step.local_name);
-        for (t, name) in relative_file_args(wf, step) {
+        for (t, name, at) in relative_file_args(wf, step) {
             let (line, col) = file.line_col(t.span.offset);
             out.warnings.push(format!(
                 "{}:{line}:{col}: {}: `{name}` is a relative path: steps run in their attempt directory, which does not have it; write `${{{{ workflow.dir }}}}/{name}`",
                 file.display_path(),
-                field("run")
+                field(&at)
             ));
         }
         // The kernel is a file of this machine (a shared file system on a cluster): always
@@ -150,7 +150,7 @@ fn static_text(wf: &Workflow, step: &Step, t: &Tpl) -> Option<String> {
 /// Literal relative arguments of a step (`run` after the program, and `run[0]` when it is a
 /// relative path) that name an existing file beside the workflow or in the current
 /// directory: a step runs in its attempt directory, where they do not resolve.
-fn relative_file_args<'a>(wf: &Workflow, step: &'a Step) -> Vec<(&'a Tpl, String)> {
+fn relative_file_args<'a>(wf: &Workflow, step: &'a Step) -> Vec<(&'a Tpl, String, String)> {
     let Command::Run { argv, shell: false } = &step.command else { return vec![] };
     let dir = wf.namespaces[step.ns].file.abs_dir();
     let mut out = vec![];
@@ -164,7 +164,8 @@ fn relative_file_args<'a>(wf: &Workflow, step: &'a Step) -> Vec<(&'a Tpl, String
             && !p.is_absolute()
             && (k > 0 || text.contains('/'));
         if plausible && (dir.join(p).is_file() || Path::new(".").join(p).is_file()) {
-            out.push((t, text.to_string()));
+            let at = if k < argv.len() { format!("run[{k}]") } else { format!("args[{}]", k - argv.len()) };
+            out.push((t, text.to_string(), at));
         }
     }
     out
@@ -223,7 +224,7 @@ mod tests {
             ]
         );
         assert_eq!(p.warnings.len(), 1, "{:?}", p.warnings);
-        assert!(p.warnings[0].contains("steps.f.run: `fit.py` is a relative path"), "{:?}", p.warnings);
+        assert!(p.warnings[0].contains("steps.f.run[1]: `fit.py` is a relative path"), "{:?}", p.warnings);
         assert!(p.warnings[0].contains("wf.yaml:10:"), "{:?}", p.warnings);
         // Not looked up (a SLURM profile with modules): only the kernel and the warnings.
         let p = check(&w, &Needs { programs: false, ..needs });
