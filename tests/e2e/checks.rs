@@ -353,3 +353,32 @@ fn workflow_dir_finds_scripts_beside_the_workflow_from_any_directory() {
     assert_eq!(b.status.code(), Some(2), "{}", show(&b));
     assert!(stderr(&b).contains("help: known: `workflow.dir`"), "{}", show(&b));
 }
+
+#[test]
+fn a_parameter_of_a_call_inside_a_call_is_set_with_a_dotted_path() {
+    let d = scratch("checks/nested_call_param");
+    write(
+        &d,
+        "leaf.yaml",
+        "name: leaf\nparams:\n  nx: { type: int, default: 8, min: 1 }\nsteps:\n  grid:\n    run: [echo, \"nx=${{ params.nx }}\"]\n",
+    );
+    write(
+        &d,
+        "mid.yaml",
+        "name: mid\nimports: { leaf: leaf.yaml }\nsteps:\n  leaf:\n    uses: leaf\n    with: { nx: 16 }\n",
+    );
+    write(&d, "main.yaml", "name: main\nimports: { mid: mid.yaml }\nsteps:\n  mid:\n    uses: mid\n");
+    let plan = |args: &[&str]| twinflow().current_dir(&d).args(["plan", "main.yaml"]).args(args).output().unwrap();
+    let base = plan(&[]);
+    assert_eq!(base.status.code(), Some(0), "{}", show(&base));
+    assert!(String::from_utf8_lossy(&base.stdout).contains("nx=16"), "{}", show(&base));
+    let set = plan(&["-p", "mid.leaf.nx=32"]);
+    assert_eq!(set.status.code(), Some(0), "{}", show(&set));
+    let text = String::from_utf8_lossy(&set.stdout);
+    assert!(text.contains("nx=32") && !text.contains("nx=16"), "{text}");
+    let miss = plan(&["-p", "leaf.nx=32"]);
+    assert_eq!(miss.status.code(), Some(2), "{}", show(&miss));
+    let err = stderr(&miss);
+    assert!(err.contains("workflow `main` has no sub-workflow call `leaf`"), "{err}");
+    assert!(err.contains("mid.leaf"), "the calls are listed: {err}");
+}
