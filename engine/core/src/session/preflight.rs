@@ -12,7 +12,8 @@
 //!   directory, where the step runs, which is created empty when the task starts: it cannot
 //!   be checked, and if such a file sits beside the workflow instead, a warning says to write
 //!   `${{ workflow.dir }}/...`;
-//! - a step whose `env:` sets `PATH`, or that runs through `shell: true`, is not checked.
+//! - a step whose `env:` sets `PATH`, that runs through `shell: true`, or whose `when:` the
+//!   parameters make false, is not checked.
 //!
 //! Warnings (not errors) are also given for literal relative arguments that name a file
 //! beside the workflow or in the current directory: the attempt directory does not have it.
@@ -64,6 +65,7 @@ pub fn check(wf: &Workflow, needs: &Needs) -> Preflight {
         // checked.
         if let (Command::Kernel(k), Some(kernel)) = (&step.command, &needs.kernel)
             && !is_executable(kernel)
+            && !switched_off(wf, step)
         {
             out.missing.push(
                 Diag::new(
@@ -76,7 +78,9 @@ pub fn check(wf: &Workflow, needs: &Needs) -> Preflight {
                 .with_help("build it (`cargo build -p twinflow-kernels`), put it on PATH or beside `twinflow`, or set `TWINFLOW_KERNEL_BIN`"),
             );
         }
-        if !needs.programs {
+        // A step that the parameters switch off (`when: ${{ params.mode == 'full' }}` with
+        // `mode=quick`) never runs: what it would run need not be here.
+        if !needs.programs || switched_off(wf, step) {
             continue;
         }
         if step.resources.ranks > 1
@@ -128,6 +132,18 @@ pub fn check(wf: &Workflow, needs: &Needs) -> Preflight {
         }
     }
     out
+}
+
+/// Whether the step's `when:` is known before the run (parameters and inputs only) and false.
+fn switched_off(wf: &Workflow, step: &Step) -> bool {
+    let Some(w) = &step.when else { return false };
+    let known = w
+        .tpl
+        .references()
+        .iter()
+        .all(|r| matches!(r.path.first().map(String::as_str), Some("params" | "inputs" | "workflow")));
+    let scope = StaticScope { wf, ns: step.ns, ctx: Ctx::Namespace };
+    known && matches!(w.tpl.eval(&scope), Ok(crate::expr::Value::Bool(false)))
 }
 
 /// The text of a template when it is known before the run: literal, or made only of
@@ -204,7 +220,9 @@ mod tests {
              f: { run: [sh, fit.py] }\n  \
              g: { run: [\"no-such-in-path\"], env: { PATH: /opt/bin } }\n  \
              h: { kernel: flood }\n  \
-             m: { run: [sh, -c, 'true'], resources: { ranks: 2 } }\n",
+             m: { run: [sh, -c, 'true'], resources: { ranks: 2 } }\n  \
+             off: { run: [no-such-program-when-off], when: \"${{ params.tool == 'x' }}\" }\n  \
+             on: { run: [no-such-program-when-on], when: \"${{ params.tool != 'x' }}\" }\n",
         );
         let needs = Needs {
             launcher: Some("no-such-mpiexec-qq".into()),
@@ -221,6 +239,7 @@ mod tests {
                 "steps.e.run[0]: program `/no/such/abs/prog` does not exist or is not executable",
                 "steps.h.kernel: `twin-kernel` (for `kernel: flood`) is not found: `/no/such/twin-kernel`",
                 "steps.m.resources.ranks: the MPI launcher `no-such-mpiexec-qq` is not found (step `m` has 2 ranks)",
+                "steps.on.run[0]: program `no-such-program-when-on` is not on PATH",
             ]
         );
         assert_eq!(p.warnings.len(), 1, "{:?}", p.warnings);
