@@ -1,5 +1,6 @@
 //! End-to-end tests of the `twinflow` binary.
 
+mod checks;
 mod common;
 mod cycling;
 mod detector;

@@ -22,8 +22,8 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Check a workflow and report every problem with file:line:col.
-    #[command(after_help = "Example:\n  twinflow validate examples/flood-mini.yaml -p members=8\n\n".to_string() + exit::HELP)]
-    Validate(WorkflowArgs),
+    #[command(after_help = "Examples:\n  twinflow validate examples/flood-mini.yaml -p members=8\n  twinflow validate examples/flood-mini.yaml --check-env   # programs, twin-kernel, mpiexec here?\n\n".to_string() + exit::HELP)]
+    Validate(ValidateArgs),
     /// Show the DAG and every task's resolved command, without running anything.
     #[command(after_help = "Examples:\n  twinflow plan examples/hello.yaml\n  twinflow plan examples/cycling-hello.yaml --cycles 3 --format mermaid\n  twinflow plan examples/hello.yaml --format dot | dot -Tpng > dag.png\n  twinflow plan examples/hello.yaml --format json\n\n".to_string() + exit::HELP)]
     Plan(PlanArgs),
@@ -69,6 +69,22 @@ pub struct WorkflowArgs {
     pub inputs: Vec<String>,
 }
 
+/// `validate` arguments.
+#[derive(Debug, Args)]
+pub struct ValidateArgs {
+    /// Workflow and settings.
+    #[command(flatten)]
+    pub wf: WorkflowArgs,
+    /// Also look up what the run needs on this machine, as `twinflow run` does when it
+    /// starts: the programs of `run:` known before the run, `twin-kernel` for kernel steps
+    /// and the MPI launcher for multi-rank steps (a missing one: exit 3).
+    #[arg(long)]
+    pub check_env: bool,
+    /// With `--check-env`: the MPI launcher to look up (default: `mpiexec`).
+    #[arg(long, env = "TWINFLOW_MPIEXEC", value_name = "LAUNCHER")]
+    pub mpiexec: Option<String>,
+}
+
 /// Output formats of `plan`.
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum PlanFormat {
@@ -97,8 +113,9 @@ pub struct BackendArgs {
     /// Where tasks run.
     #[arg(long, value_enum, default_value = "local")]
     pub backend: BackendKind,
-    /// Site profile: a name (`local` → `hpc/profiles/local.yaml`, or in
-    /// $TWINFLOW_PROFILE_PATH) or a path to a YAML file. With `--backend slurm`: partition,
+    /// Site profile: a path to a YAML file, or a name looked up as `NAME.yaml` in
+    /// $TWINFLOW_PROFILE_PATH, beside the workflow, in `hpc/profiles/`, then in
+    /// $XDG_CONFIG_HOME/twinflow/profiles (default ~/.config/twinflow/profiles). With `--backend slurm`: partition,
     /// modules, limits, ...; with either backend: default resources and (local) the
     /// `mpiexec` launcher, flavour, flags and environment.
     #[arg(long, value_name = "NAME_OR_PATH")]

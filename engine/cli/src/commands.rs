@@ -14,8 +14,8 @@ use twinflow_engine::session::{
 };
 
 use crate::cli::{
-    BackendArgs, BackendKind, CancelArgs, Cli, Command, LogsArgs, PlanFormat, RunArgs, StatusArgs, WhyArgs,
-    WorkflowArgs,
+    BackendArgs, BackendKind, CancelArgs, Cli, Command, LogsArgs, PlanFormat, RunArgs, StatusArgs, ValidateArgs,
+    WhyArgs,
 };
 use crate::exit;
 use crate::report::{HumanReporter, JsonReporter, indent_rest};
@@ -70,6 +70,11 @@ pub fn run(cli: Cli) -> i32 {
         Err(Failure::Session(SessionError::Invalid(d))) => {
             print_diagnostics(&d);
             exit::INVALID
+        }
+        // What the run needs is not on this machine: an environment error, located.
+        Err(Failure::Session(SessionError::Environment(d))) => {
+            print_diagnostics(&d);
+            exit::ERROR
         }
         Err(Failure::Session(SessionError::Usage(m))) => {
             errln!("error: {m}");
@@ -196,8 +201,13 @@ fn schema_cmd() -> Result<i32, Failure> {
     Ok(exit::OK)
 }
 
-fn validate_cmd(a: &WorkflowArgs) -> Result<i32, Failure> {
-    let c = session::check(&a.file, &a.params, &a.inputs)?;
+fn validate_cmd(v: &ValidateArgs) -> Result<i32, Failure> {
+    let a = &v.wf;
+    let env = v.check_env.then(|| LocalSettings { mpiexec: v.mpiexec.clone(), ..Default::default() });
+    let c = session::check(&a.file, &a.params, &a.inputs, env.as_ref())?;
+    for w in &c.warnings {
+        errln!("warning: {w}");
+    }
     outln!("{}: workflow `{}` is valid ({} steps, {} tasks)", a.file.display(), c.name, c.steps, c.tasks);
     Ok(exit::OK)
 }

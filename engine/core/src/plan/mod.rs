@@ -295,6 +295,29 @@ pub fn compile(workflow: Arc<Workflow>) -> Result<Plan, Diagnostics> {
                 vars.iter().try_fold(1u64, |acc, (_, l)| acc.checked_mul(l.len())).unwrap_or(u64::MAX)
             }
         };
+        // An empty list here (not one inherited from an upstream scatter, which was checked
+        // there) is usually a parameter set to 0 by mistake: the step and everything that
+        // gathers it would silently do nothing.
+        if len == 0 && !sc.allow_empty {
+            let empty: Vec<usize> =
+                (0..vars.len()).filter(|&i| matches!(&vars[i].1, ScatterList::Values(v) if v.is_empty())).collect();
+            if let Some(&first) = empty.first() {
+                let span_of = |i: usize| sc.vars.get_index(i).map_or(sc.span, |(_, v)| v.span());
+                let names = empty.iter().map(|&i| format!("`{}`", vars[i].0)).collect::<Vec<_>>().join(", ");
+                diags.push(
+                    Diag::new(
+                        DiagKind::ScatterLength,
+                        file,
+                        span_of(first),
+                        format!("steps.{}.scatter.over.{}", step.local_name, vars[first].0),
+                        format!("scatter expands to 0 members: {names} is empty"),
+                    )
+                    .with_label("an empty list")
+                    .with_help("check the parameters that make the list; if the step may run no member, add `allow_empty: true` to its `scatter:`"),
+                );
+                continue;
+            }
+        }
         if len > MAX_TASKS {
             diags.push(Diag::new(
                 DiagKind::ScatterLength,

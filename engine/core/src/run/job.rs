@@ -63,10 +63,12 @@ pub enum ReadyProbe {
 }
 
 /// Where the `twin-kernel` binary is: `$TWINFLOW_KERNEL_BIN`, next to the running
-/// executable, or on `PATH`.
+/// executable, or on `PATH`. A relative `$TWINFLOW_KERNEL_BIN` is taken against the
+/// engine's current directory and made absolute: steps run in their attempt directories,
+/// where it would not resolve (`mpiexec` would fail to find it).
 pub fn kernel_binary() -> PathBuf {
-    if let Some(p) = std::env::var_os(tfenv::KERNEL_BIN) {
-        return PathBuf::from(p);
+    if let Some(p) = std::env::var_os(tfenv::KERNEL_BIN).filter(|p| !p.is_empty()) {
+        return crate::spec::span::absolute(Path::new(&p));
     }
     if let Ok(exe) = std::env::current_exe()
         && let Some(dir) = exe.parent()

@@ -23,6 +23,7 @@ pub mod cancel;
 pub mod control;
 mod cycles_view;
 pub mod logs;
+pub mod preflight;
 pub mod render;
 pub mod start;
 
@@ -61,6 +62,10 @@ pub enum SessionError {
     /// The run stopped on an error of the engine or the backend.
     #[error(transparent)]
     Run(RunError),
+    /// What the run needs is missing from this machine (a program, the MPI launcher,
+    /// `twin-kernel`): every one, located in the workflow.
+    #[error("programs the workflow runs are missing ({} problems)", .0.len())]
+    Environment(Diagnostics),
     /// The backend failed outside a run (cancelling jobs, finding an allocation).
     #[error("{0}")]
     Backend(String),
@@ -148,14 +153,34 @@ pub struct Checked {
     pub steps: usize,
     /// Tasks after scatter expansion.
     pub tasks: usize,
+    /// What may go wrong when it runs (relative file arguments), as
+    /// `file:line:col: field: message`.
+    pub warnings: Vec<String>,
 }
 
-/// `twinflow validate`: loads and compiles, runs nothing.
-pub fn check(file: &Path, params: &[String], inputs: &[String]) -> Result<Checked, SessionError> {
+/// `twinflow validate`: loads and compiles, runs nothing. With `check_env`, also looks up
+/// the programs the steps run, `twin-kernel` and the MPI launcher (`mpiexec`, or
+/// `mpiexec` given, as with `twinflow run` on the local backend): missing ones are a
+/// [`SessionError::Environment`].
+pub fn check(
+    file: &Path,
+    params: &[String],
+    inputs: &[String],
+    check_env: Option<&backend::LocalSettings>,
+) -> Result<Checked, SessionError> {
     let wf = load(file, &overrides(params, inputs)?, None)?;
     let (name, steps) = (wf.name.clone(), wf.steps.len());
     let p = compile(wf)?;
-    Ok(Checked { name, steps, tasks: p.task_count() })
+    let needs = match check_env {
+        Some(given) => start::preflight_needs(None, &backend::local_options(None, given)?),
+        // Without `--check-env` only the warnings are wanted: nothing is looked up.
+        None => preflight::Needs { programs: false, launcher: None, kernel: None },
+    };
+    let found = preflight::check(&p.workflow, &needs);
+    if !found.missing.is_empty() {
+        return Err(SessionError::Environment(Diagnostics(found.missing)));
+    }
+    Ok(Checked { name, steps, tasks: p.task_count(), warnings: found.warnings })
 }
 
 /// The standard output and error files of an attempt (or result) directory `dir`:

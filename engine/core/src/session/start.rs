@@ -98,7 +98,7 @@ pub async fn run(
         notices.notice("resuming with the SLURM backend this run was started with");
     }
     let backend_settings = BackendSettings::from(&settings);
-    let profile = site_profile(&backend_settings)?;
+    let profile = site_profile(&backend_settings, Some(&file))?;
     let wf = load(&file, &overrides(&settings.params, &settings.inputs)?, profile.as_ref())?;
     crate::validate::files::check_input_files(&wf).map_err(SessionError::Invalid)?;
     let plan = compile(wf)?;
@@ -108,6 +108,15 @@ pub async fn run(
     }
     let mut local = local_options(profile.as_ref(), &req.local)?;
     let slurm_profile = profile.filter(|_| settings.backend == BackendChoice::Slurm);
+    // Every program the run needs, looked up before anything runs (or is submitted).
+    let needs = preflight_needs(slurm_profile.as_ref(), &local);
+    let found = super::preflight::check(&plan.workflow, &needs);
+    for w in &found.warnings {
+        notices.warning(w);
+    }
+    if !found.missing.is_empty() {
+        return Err(SessionError::Environment(crate::diag::Diagnostics(found.missing)));
+    }
     let mut allocation: Option<(Allocation, Profile)> = None;
     let mut backend: Box<dyn Backend> = match slurm_profile {
         Some(profile) if settings.allocation => {
@@ -152,6 +161,21 @@ pub async fn run(
         }
     }
     Ok(summary?)
+}
+
+/// What [`super::preflight::check`] looks for with this backend: with the local backend,
+/// the steps' programs and `mpiexec`; with SLURM (jobs or an allocation), the programs
+/// unless the profile loads modules or runs set-up lines (they change `PATH` where the
+/// steps run), and no launcher (`srun` comes with SLURM). The kernel always.
+pub fn preflight_needs(
+    slurm: Option<&Profile>,
+    local: &crate::execute::local::LocalOptions,
+) -> super::preflight::Needs {
+    super::preflight::Needs {
+        launcher: slurm.is_none().then(|| local.mpiexec.command.clone()),
+        kernel: Some(crate::run::job::kernel_binary()),
+        programs: slurm.is_none_or(|p| p.modules.is_empty() && p.setup.is_empty()),
+    }
 }
 
 /// The run to start or resume: its file, id, the settings it goes on with and those kept
