@@ -1,7 +1,10 @@
 //! Cache keys and file fingerprints.
 //!
-//! A task is up to date when its key matches the key of its last successful execution. The
-//! key is a blake3 hash of: the resolved definition with run-specific paths replaced by
+//! The cache is content-addressed, as Nextflow's `-resume`: a task is up to date when some
+//! earlier successful execution of its step (any member, any run of this runs directory;
+//! in a cycling run, of the same cycle point) had the same key and its outputs still exist.
+//! Extending, reordering or reverting a sweep therefore runs only the combinations never
+//! run before. The key is a blake3 hash of: the resolved definition with run-specific paths replaced by
 //! placeholders (so it is the same in every run), the identity of the program (content
 //! hash of the executable), and the content hashes of every file and value it reads.
 //! Content hashes are remembered per (path, size, mtime) in the run database, so an
@@ -15,7 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use super::scope::TaskResult;
 use crate::model::Step;
-use crate::state::{StateError, Store};
+use crate::state::{CacheEntry, StateError, Store};
 
 /// The parts of a cache key, kept so `twinflow why` can say which one changed.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
@@ -39,7 +42,8 @@ impl Components {
         blake3::hash(json.as_bytes()).to_hex()[..32].to_string()
     }
 
-    /// Human-readable differences from an older set of components.
+    /// Human-readable differences from an older set of components: only the parts that
+    /// differ (a parameter, an input, the arguments of the command that changed).
     pub fn diff(&self, old: &Components) -> Vec<String> {
         let mut out = vec![];
         if self.program != old.program {
@@ -64,25 +68,60 @@ impl Components {
                 out.push(format!("input `{k}` is no longer used"));
             }
         }
-        if self.definition != old.definition && out.is_empty() && self.command == old.command {
-            out.push(format!(
-                "the step definition changed (its `env`, outputs or `shell`), the command is still `{}`",
-                self.command.join(" ")
-            ));
-        } else if self.definition != old.definition && out.is_empty() {
-            out.push(format!(
-                "the step definition changed: now `{}`, was `{}`",
-                self.command.join(" "),
-                old.command.join(" ")
-            ));
-        } else if self.definition != old.definition && self.command != old.command {
-            out.push(format!("the command changed: now `{}`, was `{}`", self.command.join(" "), old.command.join(" ")));
+        if self.definition != old.definition {
+            if self.command == old.command {
+                if out.is_empty() {
+                    out.push(format!(
+                        "the step definition changed (its `env`, `in`, outputs or `shell`), the command is still `{}`",
+                        self.command.join(" ")
+                    ));
+                }
+            } else if self.command.len() == old.command.len() {
+                // The same command with other arguments (a sweep's value): name only those.
+                let changed: Vec<String> = self
+                    .command
+                    .iter()
+                    .zip(&old.command)
+                    .enumerate()
+                    .filter(|(_, (a, b))| a != b)
+                    .map(|(i, (a, b))| format!("argument {i} changed: `{b}` → `{a}`"))
+                    .collect();
+                const SHOWN: usize = 5;
+                let n = changed.len();
+                out.extend(changed.into_iter().take(SHOWN));
+                if n > SHOWN {
+                    out.push(format!("... and {} more arguments changed", n - SHOWN));
+                }
+            } else {
+                out.push(format!("the command changed: now `{}`, was `{}`", self.command.join(" "), old.command.join(" ")));
+            }
         }
         out
     }
 }
 
-/// The one cache decision, used by `twinflow run` and `twinflow why` alike: may the last
+/// Where a task's results are looked for: its workflow, step and cycle point (`""` in a run
+/// that does not cycle). The member index is not part of it: any member of the step (of any
+/// earlier run) whose execution had the same cache key stands in.
+#[derive(Debug, Clone, Copy)]
+pub struct CacheScope<'a> {
+    /// Workflow name.
+    pub workflow: &'a str,
+    /// Full step name (`sim`, `call/inner`).
+    pub step: &'a str,
+    /// Cycle point label, `""` when the workflow does not cycle.
+    pub point: &'a str,
+}
+
+impl<'a> CacheScope<'a> {
+    /// The scope of task `task` (`sim[3]`, `POINT/sim[3]` in a cycling run) of step `step`.
+    pub fn of(workflow: &'a str, step: &'a str, task: &'a str, cycling: bool) -> Self {
+        let point = if cycling { task.split_once('/').map_or("", |(p, _)| p) } else { "" };
+        CacheScope { workflow, step, point }
+    }
+}
+
+/// The one cache decision, used by `twinflow run` and `twinflow why` alike: may an earlier
 /// successful execution of a task stand in for running it with components `now`?
 #[derive(Debug)]
 pub enum Decision {
@@ -95,47 +134,69 @@ pub enum Decision {
 /// Why a task is not up to date (see [`Decision`]).
 #[derive(Debug)]
 pub enum Staleness {
-    /// It never succeeded (in any run of this workflow in this runs directory).
-    NeverRan,
-    /// Its cache key changed; the components of its last success, as stored.
-    KeyChanged(String),
-    /// The key matches but the result directory or one of its outputs is gone.
+    /// No earlier success of its step (in this runs directory) had its cache key.
+    NotFound,
+    /// Earlier successes had its key, but the result directory or an output of each is gone
+    /// (the newest such directory).
     OutputsGone(PathBuf),
+    /// `run --rerun` asked for it (or for a step it depends on).
+    Forced,
 }
 
 impl Staleness {
-    /// Reasons in words, given the components it would run with now.
-    pub fn reasons(&self, now: &Components) -> Vec<String> {
+    /// Reasons in words. `closest` is the earlier success of the same step that differs the
+    /// least from components `now`, with its task and run (see [`closest`]).
+    pub fn reasons(&self, now: &Components, closest: Option<&(CacheEntry, Components)>) -> Vec<String> {
         match self {
-            Staleness::NeverRan => vec!["it has never run successfully".into()],
-            Staleness::KeyChanged(old) => {
-                let old: Components = serde_json::from_str(old).unwrap_or_default();
-                let d = now.diff(&old);
-                if d.is_empty() { vec!["its cache key changed".into()] } else { d }
-            }
+            Staleness::NotFound => match closest {
+                None => vec!["it has never run successfully".into()],
+                Some((e, old)) => {
+                    let mut d = now.diff(old);
+                    if d.is_empty() {
+                        d.push("its cache key changed".into());
+                    }
+                    d.insert(0, format!("no earlier result has its cache key; closest: `{}` of run {}", e.task, e.run_id));
+                    d
+                }
+            },
             Staleness::OutputsGone(dir) => vec![format!("its outputs are gone from `{}`", dir.display())],
+            Staleness::Forced => vec!["`--rerun` forces it".into()],
         }
     }
 }
 
-/// Decides whether task `name` (of step `step`) is up to date with components `now`: its
-/// last success had the same key and every declared output is still where it left it.
-pub fn decide(
-    store: &Store,
-    workflow: &str,
-    name: &str,
-    step: &Step,
+/// Whether an entry's result directory still holds every declared output of `step`.
+fn intact(dir: &Path, step: &Step) -> bool {
+    dir.is_dir() && step.outputs.values().chain(step.values.values()).all(|rel| dir.join(rel).exists())
+}
+
+/// Decides whether a task of step `step` is up to date with components `now`: some earlier
+/// success in `scope` had the same key, and every declared output is still where it left
+/// it (the newest such result is taken). A result whose directory was deleted (by hand, or
+/// by `twinflow clean`) is never handed out.
+pub fn decide(store: &Store, scope: CacheScope<'_>, step: &Step, now: &Components) -> Result<Decision, StateError> {
+    let key = now.key();
+    let found = store.cache_find(scope.workflow, scope.step, scope.point, &key)?;
+    let Some(first) = found.first() else { return Ok(Decision::Stale(Staleness::NotFound)) };
+    for e in &found {
+        let dir = PathBuf::from(&e.dir);
+        if intact(&dir, step) {
+            let values = super::attempt::parse_values(Some(&e.outputs));
+            return Ok(Decision::UpToDate(TaskResult { dir, values }));
+        }
+    }
+    Ok(Decision::Stale(Staleness::OutputsGone(PathBuf::from(&first.dir))))
+}
+
+/// The earlier success of the step in `scope` whose components differ least from `now`
+/// (fewest differences; then one of task `task` itself; then the newest), from `entries`
+/// ([`Store::cache_of_step`], parsed).
+pub fn closest<'e>(
+    entries: &'e [(CacheEntry, Components)],
+    task: &str,
     now: &Components,
-) -> Result<Decision, StateError> {
-    let Some(e) = store.cache_get(workflow, name)? else { return Ok(Decision::Stale(Staleness::NeverRan)) };
-    if e.key != now.key() {
-        return Ok(Decision::Stale(Staleness::KeyChanged(e.components)));
-    }
-    let dir = PathBuf::from(&e.dir);
-    if !dir.is_dir() || !step.outputs.values().chain(step.values.values()).all(|rel| dir.join(rel).exists()) {
-        return Ok(Decision::Stale(Staleness::OutputsGone(dir)));
-    }
-    Ok(Decision::UpToDate(TaskResult { dir, values: super::attempt::parse_values(Some(&e.outputs)) }))
+) -> Option<&'e (CacheEntry, Components)> {
+    entries.iter().enumerate().min_by_key(|(i, (e, c))| (now.diff(c).len(), e.task != task, *i)).map(|(_, x)| x)
 }
 
 fn short(s: &str) -> String {

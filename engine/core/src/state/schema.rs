@@ -13,13 +13,14 @@
 //! | 1 | runs, tasks, attempts, transitions, cache, files ([`V1`]) |
 //! | 2 | `runs.params` becomes `runs.settings`, one [`RunSettings`] JSON value (old rows are rewritten through it); `runs.engine_start`, the engine process's start time |
 //! | 3 | cycling: `cycles` (one row per cycle of a run; pruned cycles that succeeded merge into one row for a range of cycles), `signals` (`twinflow signal`), `tasks.cycle` and `tasks.gate` (what its trigger found), `runs.stop_requested` (`twinflow stop`) |
+//! | 4 | content-addressed cache: `cache` (one row per task name, the last success) becomes `cache_entries`, one row per successful execution, found by (workflow, step, cycle point, cache key) ([`V4_CACHE`], [`to_v4_cache`]) |
 
 use rusqlite::{Connection, Transaction, TransactionBehavior};
 
 use super::settings::RunSettings;
 
 /// The schema version this code reads and writes.
-pub const VERSION: u32 = 3;
+pub const VERSION: u32 = 4;
 
 /// Schema version 1, exactly as the code before versioning created it (commit 779b96a).
 pub const V1: &str = r#"
@@ -62,6 +63,19 @@ CREATE TABLE IF NOT EXISTS signals(
   point TEXT, vals TEXT NOT NULL, at INTEGER NOT NULL, used_by INTEGER);
 "#;
 
+/// Version 4: the cache keeps every successful execution, found by content (its cache key)
+/// within its workflow, step and cycle point (`scope`, `""` in a run that does not cycle),
+/// whatever member index or run produced it.
+pub const V4_CACHE: &str = r#"
+CREATE TABLE IF NOT EXISTS cache_entries(
+  workflow TEXT NOT NULL, step TEXT NOT NULL, scope TEXT NOT NULL, cache_key TEXT NOT NULL,
+  task TEXT NOT NULL, components TEXT NOT NULL, dir TEXT NOT NULL, outputs TEXT NOT NULL,
+  run_id TEXT NOT NULL, at INTEGER NOT NULL,
+  PRIMARY KEY(workflow, step, scope, cache_key, dir));
+CREATE INDEX IF NOT EXISTS cache_entries_by_task ON cache_entries(workflow, task);
+CREATE INDEX IF NOT EXISTS cache_entries_by_run ON cache_entries(run_id);
+"#;
+
 /// Why a database could not be brought to [`VERSION`] (the store adds the file's path:
 /// [`super::StateError`]).
 #[derive(Debug, thiserror::Error)]
@@ -102,6 +116,9 @@ pub fn migrate(conn: &mut Connection) -> Result<u32, MigrationError> {
     if from < 3 {
         tx.execute_batch(V3)?;
     }
+    if from < 4 {
+        to_v4_cache(&tx)?;
+    }
     if from < VERSION {
         tx.pragma_update(None, "user_version", VERSION)?;
     }
@@ -135,6 +152,21 @@ fn to_v2(tx: &Transaction<'_>) -> rusqlite::Result<()> {
         update.execute((&id, settings.to_json()))?;
     }
     Ok(())
+}
+
+/// Version 4: the rows of the old `cache` table (the last success of each task name) become
+/// entries of `cache_entries`; their step and cycle point come from the task row of the run
+/// that produced them (an entry whose task row is gone is dropped: that task runs again).
+pub fn to_v4_cache(tx: &Transaction<'_>) -> rusqlite::Result<()> {
+    tx.execute_batch(V4_CACHE)?;
+    tx.execute_batch(
+        "INSERT OR REPLACE INTO cache_entries(workflow, step, scope, cache_key, task, components, dir, outputs, run_id, at)
+           SELECT c.workflow, t.step,
+                  CASE WHEN t.cycle IS NULL OR instr(c.task, '/') = 0 THEN '' ELSE substr(c.task, 1, instr(c.task, '/') - 1) END,
+                  c.cache_key, c.task, c.components, c.dir, c.outputs, c.run_id, c.at
+           FROM cache c JOIN tasks t ON t.run_id = c.run_id AND t.task = c.task;
+         DROP TABLE cache;",
+    )
 }
 
 #[cfg(test)]
@@ -204,7 +236,11 @@ mod tests {
             (AttemptState::Succeeded, Some(0), Some("ok"))
         );
         assert_eq!(store.run_times(&run.id).unwrap().get("first"), Some(&105));
+        // The last success of each task is an entry of the content-addressed cache.
         assert!(store.cache_get("legacy", "first").unwrap().is_some_and(|e| e.key == "6f1c0d2e9a7b4c3d"));
+        let found = store.cache_find("legacy", "first", "", "6f1c0d2e9a7b4c3d").unwrap();
+        assert_eq!(found.len(), 1);
+        assert_eq!((found[0].task.as_str(), found[0].run_id.as_str()), ("first", "20261201-101500-ab12"));
         // Written by this code from now on: the engine is known by pid and start time.
         store.begin().unwrap();
         store.set_run_state(&run.id, RunState::Failed).unwrap();
@@ -245,7 +281,7 @@ mod tests {
         let mut store = Store::open(fresh.path()).unwrap();
         write_v1(old.path());
         Store::open(old.path()).unwrap();
-        for t in ["runs", "tasks", "attempts", "transitions", "cache", "files"] {
+        for t in ["runs", "tasks", "attempts", "transitions", "cache_entries", "files"] {
             assert_eq!(columns(fresh.path(), t), columns(old.path(), t), "{t}");
         }
         let settings = RunSettings {
