@@ -93,7 +93,11 @@ impl Components {
                     out.push(format!("... and {} more arguments changed", n - SHOWN));
                 }
             } else {
-                out.push(format!("the command changed: now `{}`, was `{}`", self.command.join(" "), old.command.join(" ")));
+                out.push(format!(
+                    "the command changed: now `{}`, was `{}`",
+                    self.command.join(" "),
+                    old.command.join(" ")
+                ));
             }
         }
         out
@@ -155,7 +159,10 @@ impl Staleness {
                     if d.is_empty() {
                         d.push("its cache key changed".into());
                     }
-                    d.insert(0, format!("no earlier result has its cache key; closest: `{}` of run {}", e.task, e.run_id));
+                    d.insert(
+                        0,
+                        format!("no earlier result has its cache key; closest: `{}` of run {}", e.task, e.run_id),
+                    );
                     d
                 }
             },

@@ -24,11 +24,11 @@
 
 pub mod attempt;
 pub mod cache;
-pub mod outputs;
 pub mod clock;
 mod driver;
 pub mod failure;
 pub mod job;
+pub mod outputs;
 pub mod publish;
 mod resume;
 pub mod scheduler;
@@ -148,7 +148,9 @@ pub fn rerun_nodes(plan: &Plan, steps: &[String]) -> Vec<bool> {
     if steps.is_empty() {
         return forced;
     }
-    let named = |name: &str| steps.iter().any(|s| name == s || name.strip_prefix(s.as_str()).is_some_and(|r| r.starts_with('/')));
+    let named = |name: &str| {
+        steps.iter().any(|s| name == s || name.strip_prefix(s.as_str()).is_some_and(|r| r.starts_with('/')))
+    };
     let mut stack: Vec<_> = plan
         .graph
         .node_indices()

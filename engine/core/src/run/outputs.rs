@@ -85,11 +85,8 @@ pub fn task_outputs(dir: &Path) -> IndexMap<String, PathBuf> {
     let Ok(m) = serde_json::from_str::<serde_json::Value>(&text) else { return out };
     // The attempt directory the paths were written for (the result directory was renamed
     // from it).
-    let attempt = m
-        .get("env")
-        .and_then(|e| e.get(twinflow_contract::env::STEP_DIR))
-        .and_then(|v| v.as_str())
-        .map(PathBuf::from);
+    let attempt =
+        m.get("env").and_then(|e| e.get(twinflow_contract::env::STEP_DIR)).and_then(|v| v.as_str()).map(PathBuf::from);
     if let Some(map) = m.get("outputs").and_then(|o| o.as_object()) {
         for (k, v) in map {
             let Some(p) = v.as_str().map(PathBuf::from) else { continue };

@@ -405,14 +405,22 @@ impl Store {
     /// cycling run read from a finished cycle).
     pub fn cache_get(&self, workflow: &str, task: &str) -> Result<Option<CacheEntry>, StateError> {
         self.conn
-            .prepare_cached(&format!("{CACHE_SELECT} WHERE workflow = ?1 AND task = ?2 ORDER BY at DESC, rowid DESC LIMIT 1"))
+            .prepare_cached(&format!(
+                "{CACHE_SELECT} WHERE workflow = ?1 AND task = ?2 ORDER BY at DESC, rowid DESC LIMIT 1"
+            ))
             .and_then(|mut s| s.query_row(params![workflow, task], cache_row).optional())
             .map_err(self.e())
     }
 
     /// Every entry with cache key `key` of step `step` (in cycle point `scope`, `""` when the
     /// workflow does not cycle), newest first.
-    pub fn cache_find(&self, workflow: &str, step: &str, scope: &str, key: &str) -> Result<Vec<CacheEntry>, StateError> {
+    pub fn cache_find(
+        &self,
+        workflow: &str,
+        step: &str,
+        scope: &str,
+        key: &str,
+    ) -> Result<Vec<CacheEntry>, StateError> {
         self.conn
             .prepare_cached(&format!(
                 "{CACHE_SELECT} WHERE workflow = ?1 AND step = ?2 AND scope = ?3 AND cache_key = ?4 ORDER BY at DESC, rowid DESC"
