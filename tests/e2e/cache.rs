@@ -97,7 +97,7 @@ fn a_sweep_extended_by_one_value_runs_exactly_the_new_members() {
         text.contains("sim[4]: would run because\n  - no earlier result has its cache key; closest: `sim[3]` of run "),
         "{text}"
     );
-    assert!(text.contains("  - argument 5 changed: `40` → `50`\n"), "{text}");
+    assert!(text.contains("  - argv[5] changed: `40` → `50`\n"), "{text}");
     // One task, by name.
     let one = why(&d, &wf, &["sim[7]", "-p", "rains=10,20,30,40,50"]);
     assert_eq!(one, "sim[7]: up to date\n0 of 1 would run\n");
@@ -336,13 +336,13 @@ fn clean_keeps_what_kept_runs_use_and_status_and_why_stay_truthful() {
     assert_eq!(runs(&d).len(), 3);
     let text = String::from_utf8_lossy(&clean(&d, &["--keep", "1", "--dry-run"]).stdout).to_string();
     assert!(text.contains(&format!("would remove {a} (sweep, succeeded): ")), "{text}");
-    assert!(text.contains("2 runs would remove, would free "), "{text}");
+    assert!(text.contains("would remove 2 runs, freeing "), "{text}");
 
     // Keep the two newest: a would go, but b reuses its results, so it is kept.
     let out = clean(&d, &["--keep", "2"]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains(&format!("kept {a}: run {b} reuses its results")), "{text}");
-    assert!(text.contains("0 runs removed, freed 0 B"), "{text}");
+    assert!(text.contains("removed 0 runs, freed 0 B"), "{text}");
     assert!(runs_dir.join(&a).is_dir());
 
     // The failed run goes: its directory and rows.
@@ -360,7 +360,7 @@ fn clean_keeps_what_kept_runs_use_and_status_and_why_stay_truthful() {
 
     // Everything goes (no run uses a any more): why says it would all run, and it does.
     let out = clean(&d, &["--keep", "0"]);
-    assert!(String::from_utf8_lossy(&out.stdout).contains("2 runs removed"), "{}", show(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("removed 2 runs, freed "), "{}", show(&out));
     assert!(runs(&d).is_empty());
     assert!(!runs_dir.join(&a).exists() && !runs_dir.join(&b).exists());
     let text = why(&d, &wf, &small);
@@ -383,7 +383,7 @@ fn clean_never_removes_a_run_in_progress() {
     }
     let out = clean(&d, &["--keep", "0"]);
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains(": in progress") && text.contains("0 runs removed"), "{text}");
+    assert!(text.contains(": in progress") && text.contains("removed 0 runs"), "{text}");
     assert_eq!(runs(&d).len(), 1);
     crate::execution::nix_kill(child.id(), "TERM");
     let _ = child.wait();

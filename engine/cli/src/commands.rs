@@ -817,8 +817,8 @@ fn clean_cmd(a: &crate::cli::CleanArgs) -> Result<i32, Failure> {
         for k in &r.kept {
             outln!("kept {}: {}", k.id, k.reason);
         }
-        let freed = if r.dry_run { "would free" } else { "freed" };
-        outln!("{} runs {verb}, {freed} {}", r.removed.len(), fmt_bytes(r.bytes));
+        let freed = if r.dry_run { "freeing" } else { "freed" };
+        outln!("{verb} {} runs, {freed} {}", r.removed.len(), fmt_bytes(r.bytes));
     }
     for e in &r.errors {
         errln!("warning: {e}");

@@ -84,13 +84,13 @@ impl Components {
                     .zip(&old.command)
                     .enumerate()
                     .filter(|(_, (a, b))| a != b)
-                    .map(|(i, (a, b))| format!("argument {i} changed: `{b}` → `{a}`"))
+                    .map(|(i, (a, b))| format!("argv[{i}] changed: `{b}` → `{a}`"))
                     .collect();
                 const SHOWN: usize = 5;
                 let n = changed.len();
                 out.extend(changed.into_iter().take(SHOWN));
                 if n > SHOWN {
-                    out.push(format!("... and {} more arguments changed", n - SHOWN));
+                    out.push(format!("... and {} more arguments of argv changed", n - SHOWN));
                 }
             } else {
                 out.push(format!(
@@ -297,4 +297,122 @@ fn hash_file(path: &Path) -> std::io::Result<String> {
         hasher.update(&buf[..n]);
     }
     Ok(hasher.finalize().to_hex()[..32].to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+
+    fn comps(argv: &[&str]) -> Components {
+        let command: Vec<String> = argv.iter().map(|s| s.to_string()).collect();
+        Components {
+            definition: blake3::hash(command.join("\0").as_bytes()).to_hex()[..32].to_string(),
+            command,
+            program: "/bin/sh:abc".into(),
+            ..Components::default()
+        }
+    }
+
+    fn plan(text: &str) -> (tempfile::TempDir, crate::plan::Plan) {
+        let tmp = tempfile::tempdir().unwrap();
+        let f = tmp.path().join("wf.yaml");
+        std::fs::write(&f, text).unwrap();
+        let wf = crate::validate::load(&f, &Default::default()).unwrap();
+        (tmp, crate::plan::compile(Arc::new(wf)).unwrap())
+    }
+
+    fn entry(c: &Components, task: &str, dir: &Path, run: &str) -> CacheEntry {
+        CacheEntry {
+            key: c.key(),
+            task: task.into(),
+            components: serde_json::to_string(c).unwrap(),
+            dir: dir.display().to_string(),
+            outputs: "{}".into(),
+            run_id: run.into(),
+            at: 0,
+        }
+    }
+
+    #[test]
+    fn a_changed_argument_is_named_alone() {
+        let old = comps(&["sh", "-c", "x", "sim", "1", "40"]);
+        let now = comps(&["sh", "-c", "x", "sim", "1", "50"]);
+        assert_eq!(now.diff(&old), ["argv[5] changed: `40` → `50`"]);
+        let longer = comps(&["sh", "-c", "x", "sim", "1", "50", "--extra"]);
+        assert_eq!(longer.diff(&old), ["the command changed: now `sh -c x sim 1 50 --extra`, was `sh -c x sim 1 40`"]);
+        assert!(old.diff(&old).is_empty());
+    }
+
+    #[test]
+    fn the_closest_earlier_success_differs_least_then_is_the_same_task_then_newest() {
+        let now = comps(&["sim", "2", "50"]);
+        let far = comps(&["sim", "3", "40"]);
+        let near_other = comps(&["sim", "1", "50"]);
+        let near_same = comps(&["sim", "2", "40"]);
+        let d = Path::new("/d");
+        let entries = vec![
+            (entry(&far, "sim[0]", d, "r1"), far.clone()),
+            (entry(&near_other, "sim[1]", d, "r1"), near_other.clone()),
+            (entry(&near_same, "sim[4]", d, "r1"), near_same.clone()),
+        ];
+        assert_eq!(closest(&entries, "sim[4]", &now).unwrap().0.task, "sim[4]");
+        assert_eq!(closest(&entries, "sim[9]", &now).unwrap().0.task, "sim[1]", "newest of the nearest");
+        assert!(closest(&[], "sim[9]", &now).is_none());
+    }
+
+    #[test]
+    fn any_member_s_result_with_the_key_stands_in_unless_its_outputs_are_gone() {
+        let (tmp, p) = plan(
+            "name: w\nsteps:\n  sim:\n    scatter: { over: { k: [1, 2] } }\n    run: [echo]\n    out: { r: r.txt }\n",
+        );
+        let step = &p.workflow.steps[0];
+        let mut store = Store::open(tmp.path()).unwrap();
+        let c = comps(&["echo", "1"]);
+        let (old, new) = (tmp.path().join("old"), tmp.path().join("new"));
+        for d in [&old, &new] {
+            std::fs::create_dir_all(d).unwrap();
+            std::fs::write(d.join("r.txt"), "x").unwrap();
+        }
+        let scope = CacheScope::of("w", "sim", "sim[1]", false);
+        assert!(matches!(decide(&store, scope, step, &c).unwrap(), Decision::Stale(Staleness::NotFound)));
+        store.cache_put("w", "sim", "", &entry(&c, "sim[0]", &old, "r1")).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        store.cache_put("w", "sim", "", &entry(&c, "sim[3]", &new, "r2")).unwrap();
+        // Another member's result, the newest first.
+        let Decision::UpToDate(r) = decide(&store, scope, step, &c).unwrap() else { panic!("not up to date") };
+        assert_eq!(r.dir, new);
+        // The newest is deleted by hand: the older one still stands in.
+        std::fs::remove_dir_all(&new).unwrap();
+        let Decision::UpToDate(r) = decide(&store, scope, step, &c).unwrap() else { panic!("not up to date") };
+        assert_eq!(r.dir, old);
+        // An output gone from the last one: never handed out.
+        std::fs::remove_file(old.join("r.txt")).unwrap();
+        assert!(
+            matches!(decide(&store, scope, step, &c).unwrap(), Decision::Stale(Staleness::OutputsGone(d)) if d == new)
+        );
+        // Another step, or another cycle point, is another scope.
+        assert!(store.cache_find("w", "other", "", &c.key()).unwrap().is_empty());
+        assert_eq!(CacheScope::of("w", "sim", "20260301T0600Z/sim[1]", true).point, "20260301T0600Z");
+    }
+
+    #[test]
+    fn rerun_forces_the_step_named_and_what_depends_on_it() {
+        let (_tmp, p) = plan(
+            "name: w\nsteps:\n  a:\n    run: [echo]\n    out: { o: o }\n  b:\n    run: [cat, '${{ steps.a.out.o }}']\n  c:\n    run: [echo]\n",
+        );
+        let forced = crate::run::rerun_nodes(&p, &["a".to_string()]);
+        let names: Vec<String> = p
+            .graph
+            .node_indices()
+            .filter(|i| forced[i.index()] && !p.graph[*i].is_join())
+            .map(|i| p.task_name(p.graph[i]))
+            .collect();
+        let mut names = names;
+        names.sort();
+        assert_eq!(names, ["a", "b"]);
+        assert!(crate::run::rerun_nodes(&p, &[]).iter().all(|f| !f));
+        assert!(crate::run::is_rerun_target(&p, "c") && !crate::run::is_rerun_target(&p, "d"));
+    }
 }

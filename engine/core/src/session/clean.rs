@@ -211,6 +211,34 @@ mod tests {
     }
 
     #[test]
+    fn forgetting_a_run_drops_its_rows_and_every_cache_entry_in_its_directory() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut store = Store::open(tmp.path()).unwrap();
+        for id in ["r1", "r2"] {
+            store.create_run(id, "w", "/w.yaml", &Default::default()).unwrap();
+            store.ensure_tasks(id, [("a", "a", None)].into_iter()).unwrap();
+        }
+        let entry = |run: &str, dir: &str, key: &str| crate::state::CacheEntry {
+            key: key.into(),
+            task: "a".into(),
+            components: "{}".into(),
+            dir: dir.into(),
+            outputs: "{}".into(),
+            run_id: run.into(),
+            at: 0,
+        };
+        store.cache_put("w", "a", "", &entry("r1", "/runs/r1/steps/a/out", "k1")).unwrap();
+        store.cache_put("w", "a", "", &entry("r2", "/runs/r1/steps/a/out", "k2")).unwrap();
+        store.cache_put("w", "a", "", &entry("r2", "/runs/r10/steps/a/out", "k3")).unwrap();
+        assert_eq!(store.delete_run("r1", "/runs/r1").unwrap(), 2);
+        assert!(store.run(Some("r1")).is_err());
+        assert!(store.tasks("r1").unwrap().is_empty());
+        assert_eq!(store.tasks("r2").unwrap().len(), 1);
+        let left: Vec<String> = store.cache_dirs().unwrap().into_iter().map(|(_, d)| d).collect();
+        assert_eq!(left, ["/runs/r10/steps/a/out"]);
+    }
+
+    #[test]
     fn clean_without_a_condition_is_a_usage_error() {
         let tmp = tempfile::tempdir().unwrap();
         let e = clean(tmp.path(), &CleanRequest::default()).unwrap_err();

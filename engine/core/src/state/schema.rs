@@ -319,6 +319,34 @@ mod tests {
     }
 
     #[test]
+    fn a_version_3_cache_of_a_cycling_run_keeps_its_cycle_point() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut c = Connection::open(tmp.path().join("twinflow.db")).unwrap();
+        let tx = c.transaction().unwrap();
+        tx.execute_batch(super::V1).unwrap();
+        super::to_v2(&tx).unwrap();
+        tx.execute_batch(super::V3).unwrap();
+        tx.pragma_update(None, "user_version", 3).unwrap();
+        tx.execute_batch(
+            "INSERT INTO runs(id, workflow, file, settings, state, created_at, updated_at) VALUES ('r', 'cyc', 'f', '{}', 'succeeded', 1, 1);
+             INSERT INTO tasks(run_id, task, step, state, cycle) VALUES ('r', '20260301T0600Z/call/sim[2]', 'call/sim', 'succeeded', 0);
+             INSERT INTO tasks(run_id, task, step, state) VALUES ('r', 'plain', 'plain', 'succeeded');
+             INSERT INTO cache VALUES ('cyc', '20260301T0600Z/call/sim[2]', 'k1', '{}', '/d1', '{}', 'r', 5);
+             INSERT INTO cache VALUES ('cyc', 'plain', 'k2', '{}', '/d2', '{}', 'r', 6);
+             INSERT INTO cache VALUES ('cyc', 'orphan', 'k3', '{}', '/d3', '{}', 'gone', 7);",
+        )
+        .unwrap();
+        tx.commit().unwrap();
+        drop(c);
+        let store = Store::open(tmp.path()).unwrap();
+        let e = store.cache_find("cyc", "call/sim", "20260301T0600Z", "k1").unwrap();
+        assert_eq!((e.len(), e[0].task.as_str(), e[0].dir.as_str()), (1, "20260301T0600Z/call/sim[2]", "/d1"));
+        assert_eq!(store.cache_find("cyc", "plain", "", "k2").unwrap().len(), 1);
+        // An entry whose task row is gone is dropped: that task runs again.
+        assert_eq!(store.cache_dirs().unwrap().len(), 2);
+    }
+
+    #[test]
     fn a_database_of_a_later_version_is_refused() {
         let tmp = tempfile::tempdir().unwrap();
         let c = Connection::open(tmp.path().join("twinflow.db")).unwrap();
