@@ -195,15 +195,25 @@ pub fn decide(store: &Store, scope: CacheScope<'_>, step: &Step, now: &Component
     Ok(Decision::Stale(Staleness::OutputsGone(PathBuf::from(&first.dir))))
 }
 
+/// How many of the newest entries of a step [`closest`] compares with (besides those of the
+/// task itself): `why` on a big sweep with a long history stays quick.
+pub const CLOSEST_AMONG: usize = 1000;
+
 /// The earlier success of the step in `scope` whose components differ least from `now`
 /// (fewest differences; then one of task `task` itself; then the newest), from `entries`
-/// ([`Store::cache_of_step`], parsed).
+/// ([`Store::cache_of_step`], parsed, newest first): among the task's own and the
+/// [`CLOSEST_AMONG`] newest.
 pub fn closest<'e>(
     entries: &'e [(CacheEntry, Components)],
     task: &str,
     now: &Components,
 ) -> Option<&'e (CacheEntry, Components)> {
-    entries.iter().enumerate().min_by_key(|(i, (e, c))| (now.diff(c).len(), e.task != task, *i)).map(|(_, x)| x)
+    entries
+        .iter()
+        .enumerate()
+        .filter(|(i, (e, _))| *i < CLOSEST_AMONG || e.task == task)
+        .min_by_key(|(i, (e, c))| (now.diff(c).len(), e.task != task, *i))
+        .map(|(_, x)| x)
 }
 
 fn short(s: &str) -> String {

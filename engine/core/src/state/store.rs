@@ -466,8 +466,9 @@ impl Store {
         Ok(rows)
     }
 
-    /// Forgets run `id`: its row, tasks, attempts, transitions, cycles, signals and the cache
-    /// entries whose result lies in `dir` (its run directory), in one transaction. Returns how
+    /// Forgets run `id`: its row, tasks, attempts, transitions, cycles, signals, the cache
+    /// entries whose result lies in `dir` (its run directory) and the remembered hashes of
+    /// files there, in one transaction. Returns how
     /// many cache entries were dropped.
     pub fn delete_run(&mut self, id: &str, dir: &str) -> Result<usize, StateError> {
         let tx = self.conn.transaction().map_err(|source| StateError::Sqlite { path: self.path.clone(), source })?;
@@ -481,6 +482,8 @@ impl Store {
                 "DELETE FROM cache_entries WHERE run_id = ?1 OR substr(dir, 1, length(?2)) = ?2",
                 params![id, prefix],
             )?;
+            // Remembered hashes of files that go with the directory.
+            tx.execute("DELETE FROM files WHERE substr(path, 1, length(?1)) = ?1", [&prefix])?;
             tx.execute("DELETE FROM runs WHERE id = ?1", [id])?;
             Ok(())
         };
