@@ -132,6 +132,14 @@ fn a_reordered_or_reverted_sweep_runs_nothing_while_its_results_exist() {
     let results = member_results(&out);
     assert_eq!(results, ["3 20", "3 10", "1 20", "1 10", "2 20", "2 10"]);
 
+    // Without a gather (whose input list changed order, so it runs), nothing at all runs.
+    let members_only = write(&d, "members.yaml", &SWEEP[..SWEEP.find("  total:").unwrap()]);
+    assert!(run_json(&d, &members_only, &["-p", "seeds=1,2,3", "-p", "rains=10,20"]).status.success());
+    let text = why(&d, &members_only, &reordered);
+    assert!(text.ends_with("\n0 of 6 would run\n"), "{text}");
+    let out = run_json(&d, &members_only, &reordered);
+    assert_eq!(counts(&out, "sim"), states(&[("cached", 6)]), "{}", show(&out));
+
     // Changed to another value and back: the first results still exist, nothing runs.
     let changed = run_json(&d, &wf, &["-p", "seeds=1,2,4", "-p", "rains=10,20"]);
     assert_eq!(counts(&changed, "sim"), states(&[("cached", 4), ("succeeded", 2)]), "{}", show(&changed));
@@ -154,6 +162,14 @@ fn a_run_directory_deleted_by_hand_is_not_handed_out_by_the_cache() {
     let text = why(&d, &wf, &["sim", "-p", "seeds=1,2", "-p", "rains=10"]);
     assert!(text.contains("sim[0]: would run because\n  - its outputs are gone from `"), "{text}");
     assert!(text.ends_with("\n2 of 2 would run\n"), "{text}");
+    // `twinflow outputs` of the run that reused them says they are gone.
+    let o = twinflow().current_dir(&d).args(["outputs", &run_id(&again)]).output().unwrap();
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        text.contains(&format!("  sim[0] cached (reused from run {}): its result directory `", run_id(&first))),
+        "{text}"
+    );
+    assert!(text.contains("` is gone"), "{text}");
     let third = run_json(&d, &wf, &args);
     assert!(third.status.success(), "{}", show(&third));
     assert_eq!(counts(&third, "sim"), states(&[("succeeded", 2)]), "{}", show(&third));

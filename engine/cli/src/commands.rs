@@ -782,7 +782,8 @@ fn outputs_cmd(a: &crate::cli::OutputsArgs) -> Result<i32, Failure> {
     outln!("tasks:");
     for t in &r.tasks {
         let from = t.reused_from.as_ref().map(|f| format!(" (reused from run {f})")).unwrap_or_default();
-        outln!("  {} {}{from}", t.task, t.state);
+        let gone = if t.gone { format!(": its result directory `{}` is gone", t.dir) } else { String::new() };
+        outln!("  {} {}{from}{gone}", t.task, t.state);
         for (k, v) in &t.outputs {
             let text = v.as_str().map_or_else(|| v.to_string(), str::to_string);
             outln!("    {k}: {text}");

@@ -27,6 +27,9 @@ pub struct TaskResults {
     pub reused_from: Option<String>,
     /// Declared outputs (`out:` and `values:` files) at their real paths, and value outputs.
     pub outputs: IndexMap<String, serde_json::Value>,
+    /// The result directory no longer exists (deleted by hand): its outputs are gone.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub gone: bool,
 }
 
 /// What `twinflow outputs RUN` shows.
@@ -90,6 +93,7 @@ pub fn outputs(runs_dir: &Path, run: &str) -> Result<RunResults, SessionError> {
                 task: t.task.clone(),
                 state: t.state,
                 reused_from: reused_from(runs_dir, &run.id, &dir),
+                gone: !Path::new(&dir).is_dir(),
                 dir,
                 outputs: task_outputs_json(t),
             }
