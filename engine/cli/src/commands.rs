@@ -513,7 +513,12 @@ fn status_cmd(a: &StatusArgs) -> Result<i32, Failure> {
                     };
                     let message = t.message.as_deref().unwrap_or_default();
                     let (first, rest) = message.split_once('\n').unwrap_or((message, ""));
-                    outln!("  {:<30} {:<16} attempts={} {:>8} {first}", t.task, t.state, t.attempts, secs);
+                    // A member with its scatter values: `member[7] seed=2 rain=40.0`.
+                    let name = match &t.label {
+                        Some(l) => format!("{} {l}", t.task),
+                        None => t.task.clone(),
+                    };
+                    outln!("  {name:<30} {:<16} attempts={} {:>8} {first}", t.state, t.attempts, secs);
                     // A failure in full (the first ten; then where each ran): its attempt
                     // directory, its files, the end of its output.
                     if t.state == TaskState::Failed || t.state == TaskState::Cancelled {

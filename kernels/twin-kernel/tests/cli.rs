@@ -410,3 +410,37 @@ mod mpi {
         }
     }
 }
+
+/// In an engine's step the attempt directory is renamed to `out/` when it succeeds: the
+/// kernel's log and the NetCDF `history` name the files by that final path.
+#[test]
+fn logs_and_history_name_the_result_directory_not_the_attempt() {
+    let root = scratch("result_paths");
+    let attempt = root.join("attempt-1");
+    std::fs::create_dir_all(&attempt).unwrap();
+    let (attempt_s, out_s) = (attempt.display().to_string(), root.join("out").display().to_string());
+    let abs = attempt.join("abs.nc");
+    let mut cmd = kernel(&["terrain", "--out", "dem.nc", "--nx", "12", "--ny", "8", "--dx", "10"]);
+    cmd.env("TWINFLOW_STEP_DIR", &attempt).env("TWINFLOW_RESULT_DIR", root.join("out"));
+    let rel = ok(run(cmd, &attempt, Duration::from_secs(60)), "terrain (relative)");
+    let log = String::from_utf8_lossy(&rel.stderr);
+    assert!(log.contains(&format!("path={out_s}/dem.nc")), "{log}");
+    let mut cmd = kernel(&["terrain", "--out", &abs.display().to_string(), "--nx", "12", "--ny", "8", "--dx", "10"]);
+    cmd.env("TWINFLOW_STEP_DIR", &attempt).env("TWINFLOW_RESULT_DIR", root.join("out"));
+    let full = ok(run(cmd, &attempt, Duration::from_secs(60)), "terrain (absolute)");
+    let log = String::from_utf8_lossy(&full.stderr);
+    assert!(log.contains(&format!("path={out_s}/abs.nc")) && !log.contains(&attempt_s), "{log}");
+    let ds = read_dataset(&abs).unwrap();
+    let history = ds.attr("history").and_then(|a| a.as_str()).unwrap().to_string();
+    assert!(history.contains(&format!("--out {out_s}/abs.nc")) && !history.contains(&attempt_s), "{history}");
+    // Outside an engine's step, paths are shown as given.
+    let plain = ok(
+        run(
+            kernel(&["terrain", "--out", "dem2.nc", "--nx", "12", "--ny", "8", "--dx", "10"]),
+            &attempt,
+            Duration::from_secs(60),
+        ),
+        "terrain",
+    );
+    assert!(String::from_utf8_lossy(&plain.stderr).contains("path=dem2.nc"));
+}

@@ -194,6 +194,36 @@ impl Plan {
             Some(crate::model::Once::Last) => last,
         }
     }
+    /// The scatter values of a member, as a person reads them: `seed=2 rain=40.0`; a value
+    /// that comes from a scattered upstream step names its member (`tile=prepare[3]`).
+    /// `None` for a task that is not a member. A long value is cut to 40 characters.
+    pub fn member_label(&self, n: TaskNode) -> Option<String> {
+        let m = n.member_index()?;
+        let table = self.scatter[n.step as usize].as_ref()?;
+        let idx = table.indices(m);
+        let parts: Vec<String> = table
+            .vars
+            .iter()
+            .zip(idx)
+            .map(|((name, list), i)| {
+                let v = match list {
+                    ScatterList::Values(vs) => vs.get(i as usize).map(|v| match v {
+                        Value::Str(s) | Value::Path(s) if s.is_empty() || s.contains(char::is_whitespace) => {
+                            format!("{s:?}")
+                        }
+                        v => v.to_string(),
+                    }),
+                    ScatterList::Outputs { step, .. } => Some(format!("{}[{i}]", self.workflow.steps[*step].name)),
+                };
+                let mut v = v.unwrap_or_else(|| "?".into());
+                if v.chars().count() > 40 {
+                    v = v.chars().take(39).collect::<String>() + "…";
+                }
+                format!("{name}={v}")
+            })
+            .collect();
+        Some(parts.join(" "))
+    }
     /// Display name of a task: `sim`, `sim[3]`, `sim[*]` for a join.
     pub fn task_name(&self, n: TaskNode) -> String {
         let step = &self.workflow.steps[n.step as usize].name;

@@ -165,6 +165,11 @@ impl<'a> Driver<'a> {
         }
     }
 
+    /// A member's scatter values (`seed=2 rain=40.0`), `None` for other tasks.
+    pub fn label(&self, t: TaskId) -> Option<String> {
+        self.plan.member_label(self.plan.graph[t.node])
+    }
+
     /// The cycle point of task `t` (`None` when the workflow does not cycle).
     pub fn point_label(&self, t: TaskId) -> Option<String> {
         self.cycling.as_ref().map(|c| c.point(t.cycle).label())
@@ -427,6 +432,7 @@ impl<'a> Driver<'a> {
                     self.reporter.event(&Event::TaskStarted {
                         task: name,
                         cycle,
+                        label: self.label(a.task),
                         attempt: a.attempt,
                         job_id: id.0.clone(),
                         dir: Some(a.dir.display().to_string()),
@@ -624,6 +630,7 @@ impl<'a> Driver<'a> {
                     self.reporter.event(&Event::TaskFinished {
                         task: name,
                         cycle: self.point_label(task),
+                        label: self.label(task),
                         state,
                         seconds,
                         message,
@@ -642,6 +649,7 @@ impl<'a> Driver<'a> {
                     self.reporter.event(&Event::TaskRetry {
                         task: name,
                         cycle: self.point_label(task),
+                        label: self.label(task),
                         attempt,
                         delay_seconds: crate::events::secs(delay),
                         message,
@@ -660,7 +668,7 @@ impl<'a> Driver<'a> {
                     self.store.cycle_started(&self.run_id, cycle, &label)?;
                     let plan = self.plan;
                     let last = c.is_last(cycle);
-                    let names: Vec<(String, String, Option<u32>)> = plan
+                    let names: Vec<(String, String, Option<u32>, Option<String>)> = plan
                         .graph
                         .node_indices()
                         .filter(|&i| !plan.graph[i].is_join() && plan.runs_in(i, cycle, last))
@@ -670,13 +678,14 @@ impl<'a> Driver<'a> {
                                 self.name(TaskId::new(cycle, i)),
                                 plan.workflow.steps[t.step as usize].name.clone(),
                                 t.member_index(),
+                                plan.member_label(t),
                             )
                         })
                         .collect();
                     self.store.ensure_cycle_tasks(
                         &self.run_id,
                         cycle,
-                        names.iter().map(|(a, b, c)| (a.as_str(), b.as_str(), *c)),
+                        names.iter().map(|(a, b, c, d)| (a.as_str(), b.as_str(), *c, d.as_deref())),
                     )?;
                     tracing::info!(cycle, point = %label, "cycle started");
                     self.reporter.event(&Event::CycleStarted { cycle, point: label });

@@ -221,6 +221,13 @@ pub fn resolve_task_in(
         env.push((tfenv::MEMBER.into(), m.to_string()));
     }
     env.push((tfenv::STEP_DIR.into(), attempt_dir.display().to_string()));
+    // A successful attempt's directory is renamed to `out/` beside it: kernels name their
+    // files by that path in logs and NetCDF `history`. (A service writes into `out/` as it runs.)
+    if step.service.is_none()
+        && let Some(parent) = attempt_dir.parent()
+    {
+        env.push((tfenv::RESULT_DIR.into(), parent.join("out").display().to_string()));
+    }
     env.push((tfenv::MANIFEST.into(), attempt_dir.join(".twinflow/manifest.json").display().to_string()));
     env.push((tfenv::THREADS.into(), r.threads.to_string()));
     env.push((tfenv::RANKS.into(), r.ranks.to_string()));

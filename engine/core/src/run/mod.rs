@@ -42,7 +42,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
-use crate::events::{Counts, Event, Reporter, RunState, TaskFailure, secs};
+use crate::events::{Counts, Event, Reporter, RunState, StepTasks, TaskFailure, secs};
 use crate::execute::{Backend, BackendError};
 use crate::model::{End, Point, Start};
 use crate::plan::{Plan, TaskNode};
@@ -345,13 +345,15 @@ pub async fn execute(
     let env_file =
         attempt::snapshot_environment(&run_dir).map_err(io("writing the environment snapshot in", &run_dir))?;
     if cycling.is_none() {
-        let names: Vec<(String, String, Option<u32>)> = plan
+        let names: Vec<(String, String, Option<u32>, Option<String>)> = plan
             .graph
             .node_weights()
             .filter(|t| !t.is_join())
-            .map(|t| (plan.task_name(*t), wf.steps[t.step as usize].name.clone(), t.member_index()))
+            .map(|t| {
+                (plan.task_name(*t), wf.steps[t.step as usize].name.clone(), t.member_index(), plan.member_label(*t))
+            })
             .collect();
-        store.ensure_tasks(&run_id, names.iter().map(|(a, b, c)| (a.as_str(), b.as_str(), *c)))?;
+        store.ensure_tasks(&run_id, names.iter().map(|(a, b, c, d)| (a.as_str(), b.as_str(), *c, d.as_deref())))?;
     }
     // The run is recorded before anything is reported about it.
     store.commit()?;
@@ -376,6 +378,7 @@ pub async fn execute(
         tasks: if d.cycling.is_some() { 0 } else { plan.task_count() },
         already_done,
         resumed,
+        steps: if d.cycling.is_some() { vec![] } else { step_tasks(plan, &d.store.tasks(&run_id)?) },
     });
     s.seed();
     d.record(s.take_effects())?;
@@ -514,4 +517,17 @@ pub async fn execute(
     });
     let failures = fin.failures.iter().map(|(t, m)| (d.name(*t), m.clone())).collect();
     Ok(RunSummary { run_id, outcome: fin.outcome, counts: fin.counts, elapsed, failures, note, outputs, published })
+}
+
+/// Each step's task count in plan order, with those already finished (`rows`: the run's
+/// task rows, for a resume).
+fn step_tasks(plan: &Plan, rows: &[crate::state::TaskRow]) -> Vec<StepTasks> {
+    plan.step_order
+        .iter()
+        .map(|&s| {
+            let step = plan.workflow.steps[s].name.clone();
+            let done = rows.iter().filter(|r| r.step == step && r.state.is_terminal()).count();
+            StepTasks { step, tasks: plan.members(s) as usize, done }
+        })
+        .collect()
 }

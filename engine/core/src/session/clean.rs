@@ -216,7 +216,7 @@ mod tests {
         let mut store = Store::open(tmp.path()).unwrap();
         for id in ["r1", "r2"] {
             store.create_run(id, "w", "/w.yaml", &Default::default()).unwrap();
-            store.ensure_tasks(id, [("a", "a", None)].into_iter()).unwrap();
+            store.ensure_tasks(id, [("a", "a", None, None)].into_iter()).unwrap();
         }
         let entry = |run: &str, dir: &str, key: &str| crate::state::CacheEntry {
             key: key.into(),

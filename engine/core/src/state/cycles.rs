@@ -180,17 +180,17 @@ impl Store {
         &mut self,
         run_id: &str,
         cycle: u64,
-        tasks: impl Iterator<Item = (&'a str, &'a str, Option<u32>)>,
+        tasks: impl Iterator<Item = (&'a str, &'a str, Option<u32>, Option<&'a str>)>,
     ) -> Result<(), StateError> {
         self.tx()?;
         let mut st = self
             .conn
             .prepare_cached(
-                "INSERT OR IGNORE INTO tasks(run_id, task, step, member, state, cycle) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                "INSERT OR IGNORE INTO tasks(run_id, task, step, member, state, cycle, label) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             )
             .map_err(self.e())?;
-        for (task, step, member) in tasks {
-            st.execute(params![run_id, task, step, member, TaskState::Pending, cycle as i64])
+        for (task, step, member, label) in tasks {
+            st.execute(params![run_id, task, step, member, TaskState::Pending, cycle as i64, label])
                 .map_err(|source| StateError::Sqlite { path: self.path.clone(), source })?;
         }
         Ok(())

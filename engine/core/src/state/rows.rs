@@ -194,6 +194,8 @@ pub struct TaskRow {
     pub gate: Option<String>,
     /// Member index, for a member of a scattered step.
     pub member: Option<u32>,
+    /// A member's scatter values (`seed=2 rain=40.0`).
+    pub label: Option<String>,
 }
 
 /// One attempt of a task.

@@ -13,14 +13,15 @@
 //! | 1 | runs, tasks, attempts, transitions, cache, files ([`V1`]) |
 //! | 2 | `runs.params` becomes `runs.settings`, one [`RunSettings`] JSON value (old rows are rewritten through it); `runs.engine_start`, the engine process's start time |
 //! | 3 | cycling: `cycles` (one row per cycle of a run; pruned cycles that succeeded merge into one row for a range of cycles), `signals` (`twinflow signal`), `tasks.cycle` and `tasks.gate` (what its trigger found), `runs.stop_requested` (`twinflow stop`) |
-//! | 4 | content-addressed cache: `cache` (one row per task name, the last success) becomes `cache_entries`, one row per successful execution, found by (workflow, step, cycle point, cache key) ([`V4_CACHE`], [`to_v4_cache`]) |
+//! | 4 | `tasks.label`: a member's scatter values (`seed=2 rain=40.0`), as people read them |
+//! | 5 | content-addressed cache: `cache` (one row per task name, the last success) becomes `cache_entries`, one row per successful execution, found by (workflow, step, cycle point, cache key) ([`V5_CACHE`], [`to_v5_cache`]) |
 
 use rusqlite::{Connection, Transaction, TransactionBehavior};
 
 use super::settings::RunSettings;
 
 /// The schema version this code reads and writes.
-pub const VERSION: u32 = 4;
+pub const VERSION: u32 = 5;
 
 /// Schema version 1, exactly as the code before versioning created it (commit 779b96a).
 pub const V1: &str = r#"
@@ -63,10 +64,13 @@ CREATE TABLE IF NOT EXISTS signals(
   point TEXT, vals TEXT NOT NULL, at INTEGER NOT NULL, used_by INTEGER);
 "#;
 
-/// Version 4: the cache keeps every successful execution, found by content (its cache key)
+/// Version 4: members labelled with their scatter values.
+pub const V4: &str = "ALTER TABLE tasks ADD COLUMN label TEXT;";
+
+/// Version 5: the cache keeps every successful execution, found by content (its cache key)
 /// within its workflow, step and cycle point (`scope`, `""` in a run that does not cycle),
 /// whatever member index or run produced it.
-pub const V4_CACHE: &str = r#"
+pub const V5_CACHE: &str = r#"
 CREATE TABLE IF NOT EXISTS cache_entries(
   workflow TEXT NOT NULL, step TEXT NOT NULL, scope TEXT NOT NULL, cache_key TEXT NOT NULL,
   task TEXT NOT NULL, components TEXT NOT NULL, dir TEXT NOT NULL, outputs TEXT NOT NULL,
@@ -117,7 +121,10 @@ pub fn migrate(conn: &mut Connection) -> Result<u32, MigrationError> {
         tx.execute_batch(V3)?;
     }
     if from < 4 {
-        to_v4_cache(&tx)?;
+        tx.execute_batch(V4)?;
+    }
+    if from < 5 {
+        to_v5_cache(&tx)?;
     }
     if from < VERSION {
         tx.pragma_update(None, "user_version", VERSION)?;
@@ -154,11 +161,11 @@ fn to_v2(tx: &Transaction<'_>) -> rusqlite::Result<()> {
     Ok(())
 }
 
-/// Version 4: the rows of the old `cache` table (the last success of each task name) become
+/// Version 5: the rows of the old `cache` table (the last success of each task name) become
 /// entries of `cache_entries`; their step and cycle point come from the task row of the run
 /// that produced them (an entry whose task row is gone is dropped: that task runs again).
-pub fn to_v4_cache(tx: &Transaction<'_>) -> rusqlite::Result<()> {
-    tx.execute_batch(V4_CACHE)?;
+pub fn to_v5_cache(tx: &Transaction<'_>) -> rusqlite::Result<()> {
+    tx.execute_batch(V5_CACHE)?;
     tx.execute_batch(
         "INSERT OR REPLACE INTO cache_entries(workflow, step, scope, cache_key, task, components, dir, outputs, run_id, at)
            SELECT c.workflow, t.step,
@@ -268,7 +275,7 @@ mod tests {
                 "stop_requested"
             ]
         );
-        assert!(columns(dir, "tasks").ends_with(&["cycle".to_string(), "gate".to_string()]));
+        assert!(columns(dir, "tasks").ends_with(&["cycle".to_string(), "gate".to_string(), "label".to_string()]));
         assert_eq!(columns(dir, "cycles")[..3], ["run_id", "cycle", "point"]);
         // Opening again changes nothing.
         Store::open(dir).unwrap();
@@ -319,14 +326,15 @@ mod tests {
     }
 
     #[test]
-    fn a_version_3_cache_of_a_cycling_run_keeps_its_cycle_point() {
+    fn a_version_4_cache_of_a_cycling_run_keeps_its_cycle_point() {
         let tmp = tempfile::tempdir().unwrap();
         let mut c = Connection::open(tmp.path().join("twinflow.db")).unwrap();
         let tx = c.transaction().unwrap();
         tx.execute_batch(super::V1).unwrap();
         super::to_v2(&tx).unwrap();
         tx.execute_batch(super::V3).unwrap();
-        tx.pragma_update(None, "user_version", 3).unwrap();
+        tx.execute_batch(super::V4).unwrap();
+        tx.pragma_update(None, "user_version", 4).unwrap();
         tx.execute_batch(
             "INSERT INTO runs(id, workflow, file, settings, state, created_at, updated_at) VALUES ('r', 'cyc', 'f', '{}', 'succeeded', 1, 1);
              INSERT INTO tasks(run_id, task, step, state, cycle) VALUES ('r', '20260301T0600Z/call/sim[2]', 'call/sim', 'succeeded', 0);

@@ -226,17 +226,17 @@ impl Store {
     pub fn ensure_tasks<'a>(
         &mut self,
         run_id: &str,
-        tasks: impl Iterator<Item = (&'a str, &'a str, Option<u32>)>,
+        tasks: impl Iterator<Item = (&'a str, &'a str, Option<u32>, Option<&'a str>)>,
     ) -> Result<(), StateError> {
         self.tx()?;
         let mut st = self
             .conn
             .prepare_cached(
-                "INSERT OR IGNORE INTO tasks(run_id, task, step, member, state) VALUES (?1, ?2, ?3, ?4, ?5)",
+                "INSERT OR IGNORE INTO tasks(run_id, task, step, member, state, label) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             )
             .map_err(|source| StateError::Sqlite { path: self.path.clone(), source })?;
-        for (task, step, member) in tasks {
-            st.execute(params![run_id, task, step, member, TaskState::Pending])
+        for (task, step, member, label) in tasks {
+            st.execute(params![run_id, task, step, member, TaskState::Pending, label])
                 .map_err(|source| StateError::Sqlite { path: self.path.clone(), source })?;
         }
         Ok(())
@@ -247,7 +247,7 @@ impl Store {
         let mut st = self
             .conn
             .prepare(
-                "SELECT task, step, state, attempts, cache_key, dir, outputs, job_id, message, started_at, finished_at, cycle, gate, member FROM tasks WHERE run_id = ?1 ORDER BY rowid",
+                "SELECT task, step, state, attempts, cache_key, dir, outputs, job_id, message, started_at, finished_at, cycle, gate, member, label FROM tasks WHERE run_id = ?1 ORDER BY rowid",
             )
             .map_err(self.e())?;
         let rows = st
@@ -267,6 +267,7 @@ impl Store {
                     cycle: r.get::<_, Option<i64>>(11)?.map(|c| c as u64),
                     gate: r.get(12)?,
                     member: r.get(13)?,
+                    label: r.get(14)?,
                 })
             })
             .map_err(self.e())?

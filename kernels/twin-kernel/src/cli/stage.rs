@@ -15,23 +15,23 @@ pub(super) fn run_stage(command: StageCommand, command_line: &str) -> Result<(),
     match command {
         StageCommand::Convert { input, output } => {
             let out = stage::convert(&input, &output, command_line, &compression)?;
-            tracing::info!(path = %out.display(), "wrote");
+            tracing::info!(path = %super::shown(&out), "wrote");
         }
         StageCommand::Subset(args) => {
             let sel = subset_of(&args);
             let out = stage::subset_file(&args.input, &args.output, &sel, command_line, &compression)?;
-            tracing::info!(path = %out.display(), "wrote");
+            tracing::info!(path = %super::shown(&out), "wrote");
         }
         StageCommand::Regrid { input, output, like } => {
             let out = stage::regrid_file(&input, &output, &like, command_line, &compression)?;
-            tracing::info!(path = %out.display(), "wrote");
+            tracing::info!(path = %super::shown(&out), "wrote");
         }
         StageCommand::Merge { output, mut inputs, list } => {
             if let Some(list) = list {
                 inputs.extend(read_list(&list)?);
             }
             let out = stage::merge(&inputs, &output, command_line, &compression)?;
-            tracing::info!(path = %out.display(), members = inputs.len(), "wrote");
+            tracing::info!(path = %super::shown(&out), members = inputs.len(), "wrote");
         }
         StageCommand::Checksum { files, out } => {
             let sums = files.iter().map(|f| stage::checksum(f)).collect::<Result<Vec<_>, _>>()?;
@@ -92,7 +92,7 @@ pub(super) fn run_summary(args: SummaryArgs, command_line: &str) -> Result<(), s
         &provenance,
     )?;
     let out = write_dataset(&args.out, &s.dataset, &Compression::default())?;
-    tracing::info!(path = %out.display(), members = s.members, "wrote summary");
+    tracing::info!(path = %super::shown(&out), members = s.members, "wrote summary");
     for w in s.warnings.iter().filter(|w| w.warn) {
         let arrival = |t: f64| if t.is_nan() { "-".to_string() } else { format!("{t} s") };
         tracing::info!(
@@ -112,7 +112,7 @@ pub(super) fn run_summary(args: SummaryArgs, command_line: &str) -> Result<(), s
     }
     if let Some(path) = &args.warnings_out {
         let out = summary::write_warnings(path, &s.warnings)?;
-        tracing::info!(path = %out.display(), rows = s.warnings.len(), "wrote warnings");
+        tracing::info!(path = %super::shown(&out), rows = s.warnings.len(), "wrote warnings");
     }
     if let Some(png) = &args.png {
         let shown = args.png_threshold.unwrap_or(args.thresholds[0]);
@@ -128,7 +128,7 @@ pub(super) fn run_summary(args: SummaryArgs, command_line: &str) -> Result<(), s
         let prob = &s.exceedance[k * nx * ny..(k + 1) * nx * ny];
         let image = summary::render(prob, s.bed.as_deref(), s.shape, s.spacing, s.y_ascending, scale);
         let out = summary::write_png(png, &image)?;
-        tracing::info!(path = %out.display(), width = image.width, height = image.height, threshold = shown, "wrote map");
+        tracing::info!(path = %super::shown(&out), width = image.width, height = image.height, threshold = shown, "wrote map");
     }
     Ok(())
 }
