@@ -51,6 +51,11 @@ fn why(d: &Path, wf: &Path, args: &[&str]) -> String {
 /// What each member of the sweep wrote, read from where its result is (this run's or an
 /// earlier one's directory).
 fn member_results(out: &Output) -> Vec<String> {
+    member_results_named(out, "r.txt")
+}
+
+/// What each member of `sim` wrote to `file` (see [`member_results`]).
+fn member_results_named(out: &Output, file: &str) -> Vec<String> {
     let mut rows: Vec<(u32, String)> = crate::support::events(out)
         .into_iter()
         .filter(|e| e["event"] == "task-finished" && e["task"].as_str().is_some_and(|t| t.starts_with("sim[")))
@@ -58,7 +63,7 @@ fn member_results(out: &Output) -> Vec<String> {
             let t = e["task"].as_str().unwrap();
             let m: u32 = t[4..t.len() - 1].parse().unwrap();
             let dir = e["dir"].as_str().unwrap();
-            (m, std::fs::read_to_string(Path::new(dir).join("r.txt")).unwrap().trim().to_string())
+            (m, std::fs::read_to_string(Path::new(dir).join(file)).unwrap().trim().to_string())
         })
         .collect();
     rows.sort();
@@ -194,19 +199,24 @@ fn members_that_differ_only_in_an_in_value_do_not_share_a_result() {
         "in.yaml",
         r#"
 name: invalues
+params:
+  ks: { type: list, default: [a] }
 steps:
   sim:
-    scatter: { over: { k: [a, b, c] } }
+    scatter: { over: { k: "${{ params.ks }}" } }
     in: { k: "${{ scatter.k }}" }
     run: [sh, -c, 'echo "$TWINFLOW_IN_K" > k.txt']
     out: { k: k.txt }
 "#,
     );
-    let out = run_json(&d, &wf, &["-j", "1"]);
+    let first = run_json(&d, &wf, &[]);
+    assert!(first.status.success(), "{}", show(&first));
+    // The same argv for every member: only the `in:` value (read as `TWINFLOW_IN_K`) tells
+    // them apart, so `a`'s result must not stand in for `b` and `c`.
+    let out = run_json(&d, &wf, &["-p", "ks=a,b,c"]);
     assert!(out.status.success(), "{}", show(&out));
-    assert_eq!(counts(&out, "sim"), states(&[("succeeded", 3)]), "{}", show(&out));
-    let got: Vec<String> = (0..3).map(|m| crate::support::step_file(&d, &out, &format!("sim/{m}/out/k.txt"))).collect();
-    assert_eq!(got, ["a\n", "b\n", "c\n"]);
+    assert_eq!(counts(&out, "sim"), states(&[("cached", 1), ("succeeded", 2)]), "{}", show(&out));
+    assert_eq!(member_results_named(&out, "k.txt"), ["a", "b", "c"]);
 }
 
 #[test]

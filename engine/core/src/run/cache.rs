@@ -180,10 +180,19 @@ fn intact(dir: &Path, step: &Step) -> bool {
 /// Decides whether a task of step `step` is up to date with components `now`: some earlier
 /// success in `scope` had the same key, and every declared output is still where it left
 /// it (the newest such result is taken). A result whose directory was deleted (by hand, or
-/// by `twinflow clean`) is never handed out.
-pub fn decide(store: &Store, scope: CacheScope<'_>, step: &Step, now: &Components) -> Result<Decision, StateError> {
+/// by `twinflow clean`) is never handed out. Results of run `running` (the run deciding)
+/// are not taken: two members of one run with the same key both run, so what runs does not
+/// depend on the order members finish in.
+pub fn decide(
+    store: &Store,
+    scope: CacheScope<'_>,
+    step: &Step,
+    now: &Components,
+    running: Option<&str>,
+) -> Result<Decision, StateError> {
     let key = now.key();
-    let found = store.cache_find(scope.workflow, scope.step, scope.point, &key)?;
+    let mut found = store.cache_find(scope.workflow, scope.step, scope.point, &key)?;
+    found.retain(|e| Some(e.run_id.as_str()) != running);
     let Some(first) = found.first() else { return Ok(Decision::Stale(Staleness::NotFound)) };
     for e in &found {
         let dir = PathBuf::from(&e.dir);
@@ -386,22 +395,31 @@ mod tests {
             std::fs::write(d.join("r.txt"), "x").unwrap();
         }
         let scope = CacheScope::of("w", "sim", "sim[1]", false);
-        assert!(matches!(decide(&store, scope, step, &c).unwrap(), Decision::Stale(Staleness::NotFound)));
+        assert!(matches!(decide(&store, scope, step, &c, None).unwrap(), Decision::Stale(Staleness::NotFound)));
         store.cache_put("w", "sim", "", &entry(&c, "sim[0]", &old, "r1")).unwrap();
         std::thread::sleep(std::time::Duration::from_millis(5));
         store.cache_put("w", "sim", "", &entry(&c, "sim[3]", &new, "r2")).unwrap();
         // Another member's result, the newest first.
-        let Decision::UpToDate(r) = decide(&store, scope, step, &c).unwrap() else { panic!("not up to date") };
+        let Decision::UpToDate(r) = decide(&store, scope, step, &c, None).unwrap() else { panic!("not up to date") };
         assert_eq!(r.dir, new);
         // The newest is deleted by hand: the older one still stands in.
         std::fs::remove_dir_all(&new).unwrap();
-        let Decision::UpToDate(r) = decide(&store, scope, step, &c).unwrap() else { panic!("not up to date") };
+        let Decision::UpToDate(r) = decide(&store, scope, step, &c, None).unwrap() else { panic!("not up to date") };
         assert_eq!(r.dir, old);
         // An output gone from the last one: never handed out.
         std::fs::remove_file(old.join("r.txt")).unwrap();
         assert!(
-            matches!(decide(&store, scope, step, &c).unwrap(), Decision::Stale(Staleness::OutputsGone(d)) if d == new)
+            matches!(decide(&store, scope, step, &c, None).unwrap(), Decision::Stale(Staleness::OutputsGone(d)) if d == new)
         );
+        // The run deciding does not take its own results.
+        std::fs::write(old.join("r.txt"), "x").unwrap();
+        assert!(
+            matches!(decide(&store, scope, step, &c, Some("r1")).unwrap(), Decision::Stale(Staleness::OutputsGone(d)) if d == new)
+        );
+        let Decision::UpToDate(r) = decide(&store, scope, step, &c, Some("r2")).unwrap() else {
+            panic!("not up to date")
+        };
+        assert_eq!(r.dir, old);
         // Another step, or another cycle point, is another scope.
         assert!(store.cache_find("w", "other", "", &c.key()).unwrap().is_empty());
         assert_eq!(CacheScope::of("w", "sim", "20260301T0600Z/sim[1]", true).point, "20260301T0600Z");

@@ -311,7 +311,7 @@ impl<'a> Driver<'a> {
         if self.opts.use_cache
             && !service
             && !self.forced[i.node.index()]
-            && let Decision::UpToDate(hit) = cache::decide(self.store, scope, step, &comps)?
+            && let Decision::UpToDate(hit) = cache::decide(self.store, scope, step, &comps, Some(&self.run_id))?
         {
             let dir = hit.dir.clone();
             self.data_mut(i.cycle).results[i.node.index()] = Some(Box::new(hit));

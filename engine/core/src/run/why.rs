@@ -139,7 +139,7 @@ pub fn why(
                     let keyv = key_view(&exec, &placeholder, run_dir, "<run>", is_kernel);
                     let now = components(plan, t, &keyv, &exec, store, &mut hasher, &mut memo)?;
                     let scope = CacheScope::of(&wf.name, &step.name, &name, cycle.is_some());
-                    match decide(store, scope, step, &now)? {
+                    match decide(store, scope, step, &now, None)? {
                         Decision::UpToDate(result) => data.results[i.index()] = Some(Box::new(result)),
                         Decision::Stale(why) => {
                             let near = match why {
