@@ -434,7 +434,7 @@ impl Reporter for HumanReporter {
                 }
                 self.line(&format!("received {signal} again: killing {tasks} at once (SIGKILL)"));
             }
-            Event::RunFinished { run_id, state, counts, seconds } => {
+            Event::RunFinished { run_id, state, counts, seconds, outputs, published } => {
                 self.clear_bars();
                 if !self.steps.is_empty() {
                     err_line(format_args!("{}", self.summary()));
@@ -449,6 +449,29 @@ impl Reporter for HumanReporter {
                     counts.cancelled,
                     counts.pending
                 ));
+                // Where the results are: the workflow's `outputs:` and every published copy.
+                if !outputs.is_empty() {
+                    err_line(format_args!("outputs:"));
+                    for (name, v) in outputs {
+                        let text = match v {
+                            serde_json::Value::String(s) => s.clone(),
+                            serde_json::Value::Null => "(not available: a step it reads did not succeed)".into(),
+                            serde_json::Value::Array(items) => items
+                                .iter()
+                                .map(|i| i.as_str().map_or_else(|| i.to_string(), str::to_string))
+                                .collect::<Vec<_>>()
+                                .join(" "),
+                            other => other.to_string(),
+                        };
+                        err_line(format_args!("  {name}: {text}"));
+                    }
+                }
+                if !published.is_empty() {
+                    err_line(format_args!("published:"));
+                    for p in published {
+                        err_line(format_args!("  {p}"));
+                    }
+                }
             }
         }
     }

@@ -327,6 +327,13 @@ pub enum Event {
         counts: Counts,
         /// Wall-clock seconds.
         seconds: f64,
+        /// The root workflow's `outputs:`, resolved: name → path or value (`null` when a
+        /// step it reads did not succeed).
+        #[serde(skip_serializing_if = "indexmap::IndexMap::is_empty")]
+        outputs: indexmap::IndexMap<String, serde_json::Value>,
+        /// Every path `publish:` copied a result to.
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        published: Vec<String>,
     },
 }
 

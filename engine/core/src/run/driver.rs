@@ -99,6 +99,10 @@ pub(crate) struct Driver<'a> {
     batch: Vec<(Attempt, JobRequest)>,
     hasher: Hasher,
     params_memo: HashMap<usize, BTreeMap<String, String>>,
+    /// Nodes `--rerun` forces to run (the steps named and what depends on them).
+    forced: Vec<bool>,
+    /// Paths `publish:` copied results to, in the order they were made.
+    pub published: Vec<PathBuf>,
 }
 
 impl<'a> Driver<'a> {
@@ -138,6 +142,8 @@ impl<'a> Driver<'a> {
             batch: vec![],
             hasher: Hasher::default(),
             params_memo: HashMap::new(),
+            forced: super::rerun_nodes(plan, &opts.rerun),
+            published: vec![],
         }
     }
 
@@ -301,14 +307,19 @@ impl<'a> Driver<'a> {
         };
         let name = self.name(i);
         // A service is never reused: what it serves is its running process.
+        let scope = cache::CacheScope::of(&plan.workflow.name, &step.name, &name, self.cycling.is_some());
         if self.opts.use_cache
             && !service
-            && let Decision::UpToDate(hit) = cache::decide(self.store, &plan.workflow.name, &name, step, &comps)?
+            && !self.forced[i.node.index()]
+            && let Decision::UpToDate(hit) = cache::decide(self.store, scope, step, &comps, Some(&self.run_id))?
         {
             let dir = hit.dir.clone();
             self.data_mut(i.cycle).results[i.node.index()] = Some(Box::new(hit));
             match publish(self.publish_ctx(i.cycle), i.node, &dir) {
-                Ok(()) => s.reuse(i),
+                Ok(paths) => {
+                    self.published.extend(paths);
+                    s.reuse(i)
+                }
                 Err(e) => s.fail(i, e.to_string()),
             }
             return Ok(());
@@ -500,9 +511,12 @@ impl<'a> Driver<'a> {
         self.data_mut(i.cycle).results[i.node.index()] = Some(Box::new(TaskResult { dir: out.clone(), values }));
         // Copies outside the run directory are made before success is recorded: a crash in
         // between runs the task again rather than losing a copy.
-        if let Err(e) = publish(self.publish_ctx(i.cycle), i.node, &out) {
-            s.fail(i, e.to_string());
-            return Ok(());
+        match publish(self.publish_ctx(i.cycle), i.node, &out) {
+            Ok(paths) => self.published.extend(paths),
+            Err(e) => {
+                s.fail(i, e.to_string());
+                return Ok(());
+            }
         }
         let dir_s = out.display().to_string();
         self.store.finish_task(
@@ -514,15 +528,19 @@ impl<'a> Driver<'a> {
             Some(&values_s),
             None,
         )?;
+        let scope = cache::CacheScope::of(&self.plan.workflow.name, &step.name, &name, self.cycling.is_some());
         self.store.cache_put(
-            &self.plan.workflow.name,
-            &name,
+            scope.workflow,
+            scope.step,
+            scope.point,
             &CacheEntry {
                 key: a.key,
+                task: name.clone(),
                 components: a.components,
                 dir: dir_s,
                 outputs: values_s,
                 run_id: self.run_id.clone(),
+                at: 0,
             },
         )?;
         s.succeeded(i);

@@ -362,7 +362,11 @@ pub fn components(
     }
     def.update(b"\x01env\0");
     for (k, v) in &key_view.env {
-        if k.starts_with("TWINFLOW_") {
+        // The variables twinflow sets name where the task runs (its run, attempt directory,
+        // member index): not what it computes. The values of its `in:` (`TWINFLOW_IN_*`,
+        // with run-specific paths as placeholders) are what it reads, so they are kept: two
+        // members differing only in an `in:` value must not share a result.
+        if k.starts_with("TWINFLOW_") && !k.starts_with(tfenv::INPUT_PREFIX) {
             continue;
         }
         def.update(k.as_bytes());

@@ -48,6 +48,8 @@ pub struct RunRequest {
     pub local: LocalSettings,
     /// Size of the allocation twinflow asks for in allocation mode.
     pub allocation: AllocationSize,
+    /// Steps to run even when up to date, with what depends on them (`--rerun`).
+    pub rerun: Vec<String>,
 }
 
 /// `--alloc-nodes`, `--alloc-cpus`, `--alloc-time`.
@@ -102,6 +104,7 @@ pub async fn run(
     let wf = load(&file, &overrides(&settings.params, &settings.inputs)?, profile.as_ref())?;
     crate::validate::files::check_input_files(&wf).map_err(SessionError::Invalid)?;
     let plan = compile(wf)?;
+    check_rerun(&plan, &req.rerun)?;
     // New `-p`/`-i` on resume are the run's from now on: a later plain `--resume` uses them.
     if record_changed && let Some(id) = &resume {
         store.set_run_settings(id, &record)?;
@@ -151,6 +154,7 @@ pub async fn run(
         // A run started with `--no-cache` keeps running everything when resumed.
         use_cache: !settings.no_cache,
         max_parallel: req.jobs.map(|j| usize::try_from(j).unwrap_or(usize::MAX)),
+        rerun: req.rerun.clone(),
     };
     let summary = crate::run::execute(&plan, backend.as_mut(), &mut store, &opts, reporter, cancel).await;
     if let Some((alloc, profile)) = &allocation {
@@ -176,6 +180,22 @@ pub fn preflight_needs(
         kernel: Some(crate::run::job::kernel_binary()),
         programs: slurm.is_none_or(|p| p.modules.is_empty() && p.setup.is_empty()),
     }
+}
+
+/// `--rerun STEP`: every name must be a step of the plan (or a call of a sub-workflow).
+pub(crate) fn check_rerun(plan: &Plan, steps: &[String]) -> Result<(), SessionError> {
+    for s in steps {
+        if !crate::run::is_rerun_target(plan, s) {
+            let names: Vec<&str> = plan.workflow.steps.iter().map(|x| x.name.as_str()).collect();
+            let hint = crate::suggest::did_you_mean(s, names.iter().copied())
+                .unwrap_or_else(|| format!("steps: {}", names.join(", ")));
+            return Err(SessionError::Usage(format!(
+                "--rerun {s}: workflow `{}` has no step `{s}` ({hint})",
+                plan.workflow.name
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// The run to start or resume: its file, id, the settings it goes on with and those kept

@@ -205,7 +205,7 @@ impl Store {
         for sql in [
             "DELETE FROM attempts WHERE run_id = ?1 AND task IN (SELECT task FROM tasks WHERE run_id = ?1 AND cycle = ?2)",
             "DELETE FROM transitions WHERE run_id = ?1 AND task IN (SELECT task FROM tasks WHERE run_id = ?1 AND cycle = ?2)",
-            "DELETE FROM cache WHERE run_id = ?1 AND task IN (SELECT task FROM tasks WHERE run_id = ?1 AND cycle = ?2)",
+            "DELETE FROM cache_entries WHERE run_id = ?1 AND task IN (SELECT task FROM tasks WHERE run_id = ?1 AND cycle = ?2)",
             "DELETE FROM tasks WHERE run_id = ?1 AND cycle = ?2",
             "DELETE FROM signals WHERE run_id = ?1 AND used_by = ?2",
             "UPDATE cycles SET pruned = 1 WHERE run_id = ?1 AND cycle = ?2",
