@@ -40,6 +40,7 @@ fn task(name: &str, step: &str, member: Option<u32>, state: TaskState, attempts:
             cycle: None,
             gate: None,
             member,
+            label: None,
         },
         attempts,
         stdout: None,

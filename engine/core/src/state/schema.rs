@@ -13,14 +13,16 @@
 //! | 1 | runs, tasks, attempts, transitions, cache, files ([`V1`]) |
 //! | 2 | `runs.params` becomes `runs.settings`, one [`RunSettings`] JSON value (old rows are rewritten through it); `runs.engine_start`, the engine process's start time |
 //! | 3 | cycling: `cycles` (one row per cycle of a run; pruned cycles that succeeded merge into one row for a range of cycles), `signals` (`twinflow signal`), `tasks.cycle` and `tasks.gate` (what its trigger found), `runs.stop_requested` (`twinflow stop`) |
-//! | 4 | what each attempt used ([`to_v4`]): `attempts.cpu_user_ms`, `cpu_system_ms`, `cpu_ms` (user + system) and `max_rss` (bytes), NULL where not measured (older rows, a backend that could not) |
+//! | 4 | `tasks.label`: a member's scatter values (`seed=2 rain=40.0`), as people read them |
+//! | 5 | content-addressed cache: `cache` (one row per task name, the last success) becomes `cache_entries`, one row per successful execution, found by (workflow, step, cycle point, cache key) ([`V5_CACHE`], [`to_v5_cache`]) |
+//! | 6 | what each attempt used ([`to_v6_usage`]): `attempts.cpu_user_ms`, `cpu_system_ms`, `cpu_ms` (user + system) and `max_rss` (bytes), NULL where not measured (older rows, a backend that could not) |
 
 use rusqlite::{Connection, Transaction, TransactionBehavior};
 
 use super::settings::RunSettings;
 
 /// The schema version this code reads and writes.
-pub const VERSION: u32 = 4;
+pub const VERSION: u32 = 6;
 
 /// Schema version 1, exactly as the code before versioning created it (commit 779b96a).
 pub const V1: &str = r#"
@@ -61,6 +63,22 @@ CREATE TABLE IF NOT EXISTS cycles(
 CREATE TABLE IF NOT EXISTS signals(
   id INTEGER PRIMARY KEY AUTOINCREMENT, run_id TEXT NOT NULL, name TEXT NOT NULL,
   point TEXT, vals TEXT NOT NULL, at INTEGER NOT NULL, used_by INTEGER);
+"#;
+
+/// Version 4: members labelled with their scatter values.
+pub const V4: &str = "ALTER TABLE tasks ADD COLUMN label TEXT;";
+
+/// Version 5: the cache keeps every successful execution, found by content (its cache key)
+/// within its workflow, step and cycle point (`scope`, `""` in a run that does not cycle),
+/// whatever member index or run produced it.
+pub const V5_CACHE: &str = r#"
+CREATE TABLE IF NOT EXISTS cache_entries(
+  workflow TEXT NOT NULL, step TEXT NOT NULL, scope TEXT NOT NULL, cache_key TEXT NOT NULL,
+  task TEXT NOT NULL, components TEXT NOT NULL, dir TEXT NOT NULL, outputs TEXT NOT NULL,
+  run_id TEXT NOT NULL, at INTEGER NOT NULL,
+  PRIMARY KEY(workflow, step, scope, cache_key, dir));
+CREATE INDEX IF NOT EXISTS cache_entries_by_task ON cache_entries(workflow, task);
+CREATE INDEX IF NOT EXISTS cache_entries_by_run ON cache_entries(run_id);
 "#;
 
 /// Why a database could not be brought to [`VERSION`] (the store adds the file's path:
@@ -104,7 +122,13 @@ pub fn migrate(conn: &mut Connection) -> Result<u32, MigrationError> {
         tx.execute_batch(V3)?;
     }
     if from < 4 {
-        to_v4(&tx)?;
+        tx.execute_batch(V4)?;
+    }
+    if from < 5 {
+        to_v5_cache(&tx)?;
+    }
+    if from < 6 {
+        to_v6_usage(&tx)?;
     }
     if from < VERSION {
         tx.pragma_update(None, "user_version", VERSION)?;
@@ -120,17 +144,17 @@ fn has_runs(conn: &Connection) -> rusqlite::Result<bool> {
     conn.query_row("SELECT EXISTS(SELECT 1 FROM runs)", [], |r| r.get(0))
 }
 
-/// Columns version 4 adds to `attempts`: what each attempt used.
-pub const V4_ATTEMPT_USAGE: [&str; 4] = ["cpu_user_ms", "cpu_system_ms", "cpu_ms", "max_rss"];
+/// Columns version 6 adds to `attempts`: what each attempt used.
+pub const V6_ATTEMPT_USAGE: [&str; 4] = ["cpu_user_ms", "cpu_system_ms", "cpu_ms", "max_rss"];
 
-/// Version 4: what each attempt used (the run's report shows it). Each column is added
+/// Version 6: what each attempt used (the run's report shows it). Each column is added
 /// only when missing, so the step stays correct if migrations are renumbered or merged.
-fn to_v4(tx: &Transaction<'_>) -> rusqlite::Result<()> {
+fn to_v6_usage(tx: &Transaction<'_>) -> rusqlite::Result<()> {
     let have: Vec<String> = tx
         .prepare("SELECT name FROM pragma_table_info('attempts')")?
         .query_map([], |r| r.get(0))?
         .collect::<Result<_, _>>()?;
-    for col in V4_ATTEMPT_USAGE {
+    for col in V6_ATTEMPT_USAGE {
         if !have.iter().any(|h| h == col) {
             tx.execute_batch(&format!("ALTER TABLE attempts ADD COLUMN {col} INTEGER;"))?;
         }
@@ -157,6 +181,21 @@ fn to_v2(tx: &Transaction<'_>) -> rusqlite::Result<()> {
         update.execute((&id, settings.to_json()))?;
     }
     Ok(())
+}
+
+/// Version 5: the rows of the old `cache` table (the last success of each task name) become
+/// entries of `cache_entries`; their step and cycle point come from the task row of the run
+/// that produced them (an entry whose task row is gone is dropped: that task runs again).
+pub fn to_v5_cache(tx: &Transaction<'_>) -> rusqlite::Result<()> {
+    tx.execute_batch(V5_CACHE)?;
+    tx.execute_batch(
+        "INSERT OR REPLACE INTO cache_entries(workflow, step, scope, cache_key, task, components, dir, outputs, run_id, at)
+           SELECT c.workflow, t.step,
+                  CASE WHEN t.cycle IS NULL OR instr(c.task, '/') = 0 THEN '' ELSE substr(c.task, 1, instr(c.task, '/') - 1) END,
+                  c.cache_key, c.task, c.components, c.dir, c.outputs, c.run_id, c.at
+           FROM cache c JOIN tasks t ON t.run_id = c.run_id AND t.task = c.task;
+         DROP TABLE cache;",
+    )
 }
 
 #[cfg(test)]
@@ -228,7 +267,11 @@ mod tests {
             (AttemptState::Succeeded, Some(0), Some("ok"))
         );
         assert_eq!(store.run_times(&run.id).unwrap().get("first"), Some(&105));
+        // The last success of each task is an entry of the content-addressed cache.
         assert!(store.cache_get("legacy", "first").unwrap().is_some_and(|e| e.key == "6f1c0d2e9a7b4c3d"));
+        let found = store.cache_find("legacy", "first", "", "6f1c0d2e9a7b4c3d").unwrap();
+        assert_eq!(found.len(), 1);
+        assert_eq!((found[0].task.as_str(), found[0].run_id.as_str()), ("first", "20261201-101500-ab12"));
         // Written by this code from now on: the engine is known by pid and start time.
         store.begin().unwrap();
         store.set_run_state(&run.id, RunState::Failed).unwrap();
@@ -256,8 +299,8 @@ mod tests {
                 "stop_requested"
             ]
         );
-        assert!(columns(dir, "tasks").ends_with(&["cycle".to_string(), "gate".to_string()]));
-        assert!(columns(dir, "attempts").ends_with(&super::V4_ATTEMPT_USAGE.map(String::from)));
+        assert!(columns(dir, "tasks").ends_with(&["cycle".to_string(), "gate".to_string(), "label".to_string()]));
+        assert!(columns(dir, "attempts").ends_with(&super::V6_ATTEMPT_USAGE.map(String::from)));
         assert_eq!(columns(dir, "cycles")[..3], ["run_id", "cycle", "point"]);
         // Opening again changes nothing.
         Store::open(dir).unwrap();
@@ -270,7 +313,7 @@ mod tests {
         let mut store = Store::open(fresh.path()).unwrap();
         write_v1(old.path());
         Store::open(old.path()).unwrap();
-        for t in ["runs", "tasks", "attempts", "transitions", "cache", "files"] {
+        for t in ["runs", "tasks", "attempts", "transitions", "cache_entries", "files"] {
             assert_eq!(columns(fresh.path(), t), columns(old.path(), t), "{t}");
         }
         let settings = RunSettings {
@@ -308,20 +351,20 @@ mod tests {
     }
 
     #[test]
-    fn a_version_3_database_gets_the_usage_columns_and_keeps_its_attempts() {
+    fn a_version_5_database_gets_the_usage_columns_and_keeps_its_attempts() {
         let tmp = tempfile::tempdir().unwrap();
         write_v1(tmp.path());
         Store::open(tmp.path()).unwrap();
-        // Back to version 3: without the usage columns, except one that a migration of
+        // Back to version 5: without the usage columns, except one that a migration of
         // another branch may have added already.
         let c = Connection::open(tmp.path().join("twinflow.db")).unwrap();
-        for col in &super::V4_ATTEMPT_USAGE[1..] {
+        for col in &super::V6_ATTEMPT_USAGE[1..] {
             c.execute_batch(&format!("ALTER TABLE attempts DROP COLUMN {col}")).unwrap();
         }
-        c.pragma_update(None, "user_version", 3).unwrap();
+        c.pragma_update(None, "user_version", 5).unwrap();
         drop(c);
         let mut store = Store::open(tmp.path()).unwrap();
-        assert!(columns(tmp.path(), "attempts").ends_with(&super::V4_ATTEMPT_USAGE.map(String::from)));
+        assert!(columns(tmp.path(), "attempts").ends_with(&super::V6_ATTEMPT_USAGE.map(String::from)));
         let run = store.run(None).unwrap().id;
         store.attempt_usage(&run, "first", 1, [Some(700), Some(50), Some(750), Some(1 << 20)]).unwrap();
         let all = store.run_attempts(&run).unwrap();
@@ -332,6 +375,35 @@ mod tests {
             (Some(700), Some(50), Some(750), Some(1 << 20))
         );
         assert_eq!(all.len(), 2, "{all:?}");
+    }
+
+    #[test]
+    fn a_version_4_cache_of_a_cycling_run_keeps_its_cycle_point() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut c = Connection::open(tmp.path().join("twinflow.db")).unwrap();
+        let tx = c.transaction().unwrap();
+        tx.execute_batch(super::V1).unwrap();
+        super::to_v2(&tx).unwrap();
+        tx.execute_batch(super::V3).unwrap();
+        tx.execute_batch(super::V4).unwrap();
+        tx.pragma_update(None, "user_version", 4).unwrap();
+        tx.execute_batch(
+            "INSERT INTO runs(id, workflow, file, settings, state, created_at, updated_at) VALUES ('r', 'cyc', 'f', '{}', 'succeeded', 1, 1);
+             INSERT INTO tasks(run_id, task, step, state, cycle) VALUES ('r', '20260301T0600Z/call/sim[2]', 'call/sim', 'succeeded', 0);
+             INSERT INTO tasks(run_id, task, step, state) VALUES ('r', 'plain', 'plain', 'succeeded');
+             INSERT INTO cache VALUES ('cyc', '20260301T0600Z/call/sim[2]', 'k1', '{}', '/d1', '{}', 'r', 5);
+             INSERT INTO cache VALUES ('cyc', 'plain', 'k2', '{}', '/d2', '{}', 'r', 6);
+             INSERT INTO cache VALUES ('cyc', 'orphan', 'k3', '{}', '/d3', '{}', 'gone', 7);",
+        )
+        .unwrap();
+        tx.commit().unwrap();
+        drop(c);
+        let store = Store::open(tmp.path()).unwrap();
+        let e = store.cache_find("cyc", "call/sim", "20260301T0600Z", "k1").unwrap();
+        assert_eq!((e.len(), e[0].task.as_str(), e[0].dir.as_str()), (1, "20260301T0600Z/call/sim[2]", "/d1"));
+        assert_eq!(store.cache_find("cyc", "plain", "", "k2").unwrap().len(), 1);
+        // An entry whose task row is gone is dropped: that task runs again.
+        assert_eq!(store.cache_dirs().unwrap().len(), 2);
     }
 
     #[test]
