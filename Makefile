@@ -11,10 +11,12 @@ RUNS_DIR ?= runs
 deps:
 	bash hpc/setup-deps.sh --python
 
-# What the tests need besides: slurmdbd + MariaDB for plain `sacct` on the test cluster, and
-# the mosquitto broker (+ clients) for the stream ingest.
+# What the tests need besides: slurmdbd + MariaDB for plain `sacct` on the test cluster, the
+# mosquitto broker (+ clients) for the stream ingest, and the RO-Crate tools from PyPI
+# (rocrate, roc-validator) in target/provenance-venv that check `twinflow export`.
 deps-test:
 	bash hpc/setup-deps.sh --python --slurmdbd --mqtt
+	bash hpc/setup-provenance.sh
 
 # The flood twin at CI size: the what-if ensemble (examples/flood-mini.yaml: terrain, 4 flood
 # members on 2 MPI ranks each, merged, summarized into a CF NetCDF and a PNG exceedance

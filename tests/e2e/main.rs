@@ -14,6 +14,7 @@ mod invalid;
 mod kill;
 mod mpiexec;
 mod project;
+mod provenance;
 mod reports;
 mod run_database;
 mod services;
