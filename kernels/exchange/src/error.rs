@@ -103,3 +103,36 @@ impl<T> Context<T> for Result<T, hdf5::Error> {
         self.map_err(|source| ExchangeError::Hdf5 { path: path.to_path_buf(), action: action.into(), source })
     }
 }
+
+/// The machine's memory in bytes (`MemTotal` of `/proc/meminfo`); `None` when unknown.
+pub fn machine_memory() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let kib: u64 = text.lines().find_map(|l| l.strip_prefix("MemTotal:"))?.split_whitespace().next()?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// Refuses, before anything is allocated, to read `values` values (as `f64`) of `name`
+/// from `path` when they would take more memory than the machine has: a header claiming
+/// absurd dimensions (a damaged or hostile file) must be an error naming the size, not an
+/// allocation failure that aborts the process.
+pub fn check_allocation(
+    path: &std::path::Path,
+    name: &str,
+    shape: &[usize],
+    values: u128,
+) -> Result<(), ExchangeError> {
+    let bytes = values.saturating_mul(8);
+    let Some(memory) = machine_memory() else { return Ok(()) };
+    if bytes <= u128::from(memory) {
+        return Ok(());
+    }
+    let gib = |b: u128| b as f64 / f64::from(1u32 << 30);
+    Err(ExchangeError::Layout {
+        path: path.to_path_buf(),
+        reason: format!(
+            "`{name}` has shape {shape:?}: reading it would take {:.1} GiB, more than this machine's memory ({:.1} GiB); nothing was allocated; hint: check the file's dimensions, or run on more ranks so each reads fewer rows",
+            gib(bytes),
+            gib(u128::from(memory))
+        ),
+    })
+}

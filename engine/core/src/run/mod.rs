@@ -75,6 +75,8 @@ pub struct RunOptions {
     pub use_cache: bool,
     /// Run at most this many tasks at once (in addition to resource limits).
     pub max_parallel: Option<usize>,
+    /// What the run's environment snapshot records.
+    pub env_snapshot: attempt::EnvSnapshot,
 }
 
 /// How a run ended.
@@ -195,15 +197,16 @@ pub async fn execute(
     let (run_id, saved) = match &opts.resume {
         Some(id) => {
             let row = store.run(Some(id))?;
-            // Two engines on one run would start every task twice.
-            if let Some(pid) = row.live_engine() {
-                return Err(RunError::Usage(format!("run `{id}` is still being executed by twinflow (pid {pid})")));
-            }
             if row.workflow != wf.name {
                 return Err(RunError::Usage(format!(
                     "run `{id}` is of workflow `{}`, not `{}`",
                     row.workflow, wf.name
                 )));
+            }
+            // Two engines on one run would start every task twice: the run is claimed under
+            // the database's write lock, so of two resuming it at once one is refused here.
+            if let Some(pid) = store.claim_run(&row.id)? {
+                return Err(RunError::Usage(format!("run `{id}` is still being executed by twinflow (pid {pid})")));
             }
             (row.id, Some(row.settings))
         }
@@ -299,8 +302,8 @@ pub async fn execute(
     } else {
         store.create_run(&run_id, &wf.name, &opts.workflow_file.display().to_string(), &settings)?;
     }
-    let env_file =
-        attempt::snapshot_environment(&run_dir).map_err(io("writing the environment snapshot in", &run_dir))?;
+    let env_file = attempt::snapshot_environment(&run_dir, &opts.env_snapshot)
+        .map_err(io("writing the environment snapshot in", &run_dir))?;
     if cycling.is_none() {
         let names: Vec<(String, String, Option<u32>)> = plan
             .graph
