@@ -48,6 +48,24 @@ pub enum ExchangeError {
         /// Variables present, comma-separated.
         available: String,
     },
+    /// Reading an array would take more memory than the machine has (refused before
+    /// anything was allocated).
+    #[error(
+        "`{path}`: `{name}` has shape {shape:?}: reading it would take {:.1} GiB, more than this machine's memory ({:.1} GiB); nothing was allocated; hint: check the file's dimensions, or run on more ranks so each reads fewer rows",
+        gib(*.bytes), gib(u128::from(*.memory))
+    )]
+    TooLarge {
+        /// File concerned.
+        path: PathBuf,
+        /// The array.
+        name: String,
+        /// Its shape, as the file declares it.
+        shape: Vec<usize>,
+        /// Bytes the read would take.
+        bytes: u128,
+        /// The machine's memory, bytes.
+        memory: u64,
+    },
     /// The file's layout does not match what twinflow expects.
     #[error("`{path}`: {reason}")]
     Layout {
@@ -66,14 +84,14 @@ impl ExchangeError {
             Self::Netcdf { source, .. } => source.to_string(),
             Self::Hdf5 { source, .. } => source.to_string(),
             Self::Io { source, .. } => source.to_string(),
-            Self::MissingVariable { .. } | Self::Layout { .. } => self.to_string(),
+            Self::MissingVariable { .. } | Self::Layout { .. } | Self::TooLarge { .. } => self.to_string(),
         }
     }
 
     /// Whether the error is the caller's input (a missing variable, an unusable layout)
     /// rather than a failure to read or write.
     pub fn is_invalid_input(&self) -> bool {
-        matches!(self, Self::MissingVariable { .. } | Self::Layout { .. })
+        matches!(self, Self::MissingVariable { .. } | Self::Layout { .. } | Self::TooLarge { .. })
     }
 
     /// The exit code of `twin-kernel` for this error: [`INVALID_INPUT`] for the user's
@@ -126,13 +144,15 @@ pub fn check_allocation(
     if bytes <= u128::from(memory) {
         return Ok(());
     }
-    let gib = |b: u128| b as f64 / f64::from(1u32 << 30);
-    Err(ExchangeError::Layout {
+    Err(ExchangeError::TooLarge {
         path: path.to_path_buf(),
-        reason: format!(
-            "`{name}` has shape {shape:?}: reading it would take {:.1} GiB, more than this machine's memory ({:.1} GiB); nothing was allocated; hint: check the file's dimensions, or run on more ranks so each reads fewer rows",
-            gib(bytes),
-            gib(u128::from(memory))
-        ),
+        name: name.to_string(),
+        shape: shape.to_vec(),
+        bytes,
+        memory,
     })
+}
+
+fn gib(bytes: u128) -> f64 {
+    bytes as f64 / f64::from(1u32 << 30)
 }

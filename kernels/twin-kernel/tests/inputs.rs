@@ -3,7 +3,8 @@
 //! 2 is a command-line usage error), no panic and no output left behind: NaN or infinite
 //! DEM values, infinite initial depths, an initial state on another grid, dimensions that
 //! would take more memory than the machine has (refused before anything is allocated),
-//! and zero or negative cell sizes.
+//! and zero or negative cell sizes; and calorimeter and training settings out of range,
+//! and training data too large for the machine.
 //!
 //! The files are written as CDL and compiled with `ncgen` (netcdf-bin, which these tests
 //! need anyway): a variable left out of the CDL's `data:` section is declared but never
@@ -158,4 +159,81 @@ fn zero_or_negative_cell_sizes_are_refused() {
     refused(&dir, &dem, &["zero_dx.nc", "coordinate `x` must be strictly monotonic"]);
     let dem = netcdf(&dir, "zero_dy.nc", &axis(8, 10.0), &[3.0; 6], &[("z", Some(bed()))]);
     refused(&dir, &dem, &["zero_dy.nc", "coordinate `y`"]);
+}
+
+/// A calorimeter configuration file with values out of range: every field is named with
+/// its flag, and the file too (the value may be written in it).
+#[test]
+fn a_calorimeter_configuration_out_of_range_names_the_file_and_every_field() {
+    let dir = scratch("calo");
+    std::fs::write(
+        dir.join("calo.json"),
+        r#"{"calorimeter": {"layers": 0, "absorber_mm": -3}, "beam": {"energy_gev": 1e9}}"#,
+    )
+    .unwrap();
+    let mut cmd = Command::new(BIN);
+    cmd.args(["calo", "--config", "calo.json", "--out", "never.h5", "--events", "5"]);
+    let out = run(cmd, &dir, Duration::from_secs(60));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    for needle in [
+        "invalid calorimeter configuration `calo.json`",
+        "`calorimeter.layers`: must be in [1, 10000], got 0",
+        "`calorimeter.absorber_mm`",
+        "`beam.energy_gev`",
+    ] {
+        assert!(stderr.contains(needle), "stderr lacks `{needle}`:\n{stderr}");
+    }
+    assert!(!stderr.contains("panicked") && !dir.join("never.h5").exists());
+}
+
+/// Training settings out of range are refused before the data is read, each named.
+#[test]
+fn training_settings_out_of_range_are_refused_naming_each() {
+    let dir = scratch("train");
+    let cdl = format!(
+        "netcdf d {{\ndimensions:\n  sample = 20 ;\n  col = 2 ;\nvariables:\n  double x(sample, col) ;\n  double y(sample) ;\ndata:\n  x = {} ;\n  y = {} ;\n}}\n",
+        (0..40).map(|i| (i as f64 * 0.1).to_string()).collect::<Vec<_>>().join(", "),
+        (0..20).map(|i| (i as f64).to_string()).collect::<Vec<_>>().join(", ")
+    );
+    std::fs::write(dir.join("d.cdl"), cdl).unwrap();
+    let st = Command::new("ncgen").args(["-4", "-o", "d.nc", "d.cdl"]).current_dir(&dir).status().expect("ncgen");
+    assert!(st.success());
+    let mut cmd = Command::new(BIN);
+    cmd.args(["train", "--data", "d.nc", "--features", "x", "--target", "y", "--out", "m.h5"]);
+    cmd.args(["--epochs", "0", "--val-fraction", "1.5", "--shards", "0", "--weight-decay=-1"]);
+    let out = run(cmd, &dir, Duration::from_secs(60));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    for needle in
+        ["`--epochs` must be in [1,", "`--val-fraction` must be in (0, 1), got 1.5", "`--shards`", "`--weight-decay`"]
+    {
+        assert!(stderr.contains(needle), "stderr lacks `{needle}`:\n{stderr}");
+    }
+    assert!(!stderr.contains("panicked") && !dir.join("m.h5").exists());
+}
+
+/// Training data whose header claims 10⁶ × 10⁶ features (declared, never written) is
+/// refused before anything is allocated, with the size.
+#[test]
+fn training_data_larger_than_the_machines_memory_is_refused_before_allocating() {
+    let dir = scratch("train_huge");
+    std::fs::write(
+        dir.join("h.cdl"),
+        "netcdf h {\ndimensions:\n  sample = 1000000 ;\n  col = 1000000 ;\nvariables:\n  double x(sample, col) ;\n  double y(sample) ;\n}\n",
+    )
+    .unwrap();
+    let st = Command::new("ncgen").args(["-4", "-o", "h.nc", "h.cdl"]).current_dir(&dir).status().expect("ncgen");
+    assert!(st.success());
+    let mut cmd = Command::new(BIN);
+    cmd.args(["train", "--data", "h.nc", "--features", "x", "--target", "y", "--out", "m.h5", "--epochs", "1"]);
+    let out = run(cmd, &dir, Duration::from_secs(60));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    for needle in
+        ["`h.nc`", "`x` has shape [1000000, 1000000]: reading it would take", "more than this machine's memory"]
+    {
+        assert!(stderr.contains(needle), "stderr lacks `{needle}`:\n{stderr}");
+    }
+    assert!(!stderr.contains("panicked") && !dir.join("m.h5").exists());
 }
