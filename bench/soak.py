@@ -16,7 +16,10 @@ and record a run; and inside one engine, what it keeps open. How it is measured:
 - the time of each run (wall clock around the `twinflow run` process).
 
 It prints the first and last 10 runs' figures and a summary (start = mean of the first 10
-runs, end = mean of the last 10). Nothing but the database's rows should grow.
+runs, end = mean of the last 10). Nothing but the database's rows should grow. The time of
+a run also depends on the machine's load, so a baseline is measured in the same session:
+before the first and after the last soak run, 10 runs of the same workflow each in a runs
+directory of its own (an empty database); the soak's start and end are read against them.
 """
 
 import argparse
@@ -74,7 +77,21 @@ def main():
     runs = os.path.join(work, "runs")
     db = os.path.join(runs, "twinflow.db")
     figures = []
+
+    def baseline(tag):
+        times = []
+        for k in range(10):
+            fresh = os.path.join(work, f"baseline-{tag}-{k}")
+            t = time.monotonic()
+            p = subprocess.run([exe, "run", wf, "--json", "--no-cache", "--runs-dir", fresh], capture_output=True, text=True)
+            times.append(time.monotonic() - t)
+            if p.returncode != 0:
+                sys.exit(f"baseline run failed ({p.returncode}):\n{p.stdout}\n{p.stderr}")
+            shutil.rmtree(fresh, ignore_errors=True)
+        return statistics.mean(times)
+
     try:
+        base_start = baseline("start")
         for i in range(a.runs):
             t = time.monotonic()
             p = subprocess.run([exe, "run", wf, "--json", "--no-cache", "--runs-dir", runs], capture_output=True, text=True)
@@ -92,13 +109,19 @@ def main():
                 print(f"run {i + 1:5}: {took:6.3f} s  fds {fds:3}  threads {threads:3}  db {size(db):9} B  wal {size(db + '-wal'):9} B  rows {r}", flush=True)
             elif i % 100 == 0:
                 print(f"run {i + 1:5}: ...", flush=True)
+        base_end = baseline("end")
+        report(figures, base_start, base_end)
     finally:
         if not a.dir:
             shutil.rmtree(work, ignore_errors=True)
+
+
+def report(figures, base_start, base_end):
     head, tail = figures[:10], figures[-10:]
     mean = lambda xs, k: statistics.mean(x[k] for x in xs)
     print()
     print(f"{'figure':<28}{'start (runs 1-10)':>20}{'end (last 10)':>20}")
+    print(f"{'baseline seconds (empty db)':<28}{base_start:>20.3f}{base_end:>20.3f}")
     for k in ("seconds", "fds", "threads"):
         print(f"{'engine ' + k:<28}{mean(head, k):>20.3f}{mean(tail, k):>20.3f}")
     print(f"{'fds min-max over all runs':<28}{min(x['fds'] for x in figures):>20}{max(x['fds'] for x in figures):>20}")

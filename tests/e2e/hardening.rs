@@ -143,7 +143,7 @@ steps:
 #[test]
 fn records_are_owner_only_and_created_files_honour_the_umask() {
     let d = scratch("hardening/umask");
-    let wf = write(&d, "records.yaml", RECORDS);
+    write(&d, "records.yaml", RECORDS);
     let dest = d.join("pub");
     // `sh` sets the umask, then becomes twinflow (argv passed through, no shell string).
     let out = std::process::Command::new("sh")
