@@ -203,9 +203,9 @@ pub async fn execute(
                     row.workflow, wf.name
                 )));
             }
-            // Two engines on one run would start every task twice: the run is claimed under
-            // the database's write lock, so of two resuming it at once one is refused here.
-            if let Some(pid) = store.claim_run(&row.id)? {
+            // Two engines on one run would start every task twice (the run is claimed below,
+            // once every check has passed).
+            if let Some(pid) = row.live_engine() {
                 return Err(RunError::Usage(format!("run `{id}` is still being executed by twinflow (pid {pid})")));
             }
             (row.id, Some(row.settings))
@@ -294,6 +294,13 @@ pub async fn execute(
             None
         }
     };
+    // The check above and this claim are apart: the claim is one transaction under the
+    // database's write lock, so of two engines resuming the run at once one is refused here.
+    // It comes after every check that could refuse the resume, which would otherwise leave
+    // the run marked as running.
+    if resumed && let Some(pid) = store.claim_run(&run_id)? {
+        return Err(RunError::Usage(format!("run `{run_id}` is still being executed by twinflow (pid {pid})")));
+    }
     std::fs::create_dir_all(run_dir.join("steps")).map_err(io("creating", &run_dir))?;
     store.begin()?;
     if resumed {
