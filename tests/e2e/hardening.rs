@@ -123,6 +123,64 @@ fn a_run_database_locked_longer_than_the_busy_timeout_is_an_environment_error() 
     assert!(again.status.success(), "{}", show(&again));
 }
 
+const ORPHANS: &str = r#"
+name: orphans
+params:
+  logs: { type: string }
+steps:
+  quick:
+    run: [sh, -c, 'sleep 1; echo q > q.txt']
+    out: { q: q.txt }
+  long:
+    run: [sh, -c, 'echo $$ > "$1/long.pid.tmp"; mv "$1/long.pid.tmp" "$1/long.pid"; exec sleep 120', sh, "${{ params.logs }}"]
+"#;
+
+/// Whether process `pid` still runs (a zombie does not).
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .is_ok_and(|s| s.rsplit_once(')').is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z')))
+}
+
+/// The engine stops on an error of its own (here the database locked for longer than the
+/// busy timeout) while a step runs: it stops that step (SIGTERM, grace, SIGKILL) before it
+/// exits, so no step goes on without an engine.
+#[test]
+fn an_engine_that_stops_on_an_error_stops_its_running_steps() {
+    let d = scratch("hardening/orphans");
+    let wf = write(&d, "orphans.yaml", ORPHANS);
+    let logs = d.join("logs");
+    std::fs::create_dir(&logs).unwrap();
+    // The database exists before the lock is taken.
+    let first = run_json(&d, &write(&d, "small.yaml", SMALL), &[]);
+    assert!(first.status.success(), "{}", show(&first));
+    let child = twinflow()
+        .current_dir(&d)
+        .arg("run")
+        .arg(&wf)
+        .args(["--json", "--grace", "1", "-p", &format!("logs={}", logs.display())])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t = Instant::now();
+    while !logs.join("long.pid").exists() {
+        assert!(t.elapsed() < Duration::from_secs(30), "`long` did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let pid: u32 = std::fs::read_to_string(logs.join("long.pid")).unwrap().trim().parse().unwrap();
+    let holder = rusqlite::Connection::open(d.join("runs/twinflow.db")).unwrap();
+    holder
+        .execute_batch("BEGIN IMMEDIATE; INSERT INTO files(path, size, mtime_ns, hash) VALUES ('y', 1, 1, 'h')")
+        .unwrap();
+    assert!(alive(pid), "`long` ended early");
+    let (out, finished) = wait_with_deadline(child, Duration::from_secs(60));
+    holder.execute_batch("ROLLBACK").unwrap();
+    assert!(finished, "{}", show(&out));
+    assert_eq!(out.status.code(), Some(3), "{}", show(&out));
+    assert!(stderr(&out).contains("locked by another process"), "{}", show(&out));
+    assert!(!alive(pid), "the engine exited and left its step `long` (pid {pid}) running");
+}
+
 // ---------------------------------------------------------------------------------------
 // What twinflow records and publishes.
 

@@ -148,6 +148,9 @@ pub async fn run(
         env_snapshot: req.env_snapshot.clone(),
     };
     let summary = crate::run::execute(&plan, backend.as_mut(), &mut store, &opts, reporter, cancel).await;
+    if summary.is_err() {
+        backend.shutdown().await;
+    }
     if let Some((alloc, profile)) = &allocation {
         let cmd = SlurmCommands::new(call_log(), profile.command_timeout);
         if let Err(e) = allocation::release(&cmd, alloc).await {
