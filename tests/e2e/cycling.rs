@@ -375,7 +375,7 @@ fn the_runahead_window_is_never_exceeded_and_old_cycles_are_pruned() {
     let tasks = db_tasks(&runs, &id);
     assert_eq!(tasks.len(), 6, "task rows of the three kept cycles only: {tasks:?}");
     let c = rusqlite::Connection::open(runs.join("twinflow.db")).unwrap();
-    let cache: i64 = c.query_row("SELECT COUNT(*) FROM cache", [], |r| r.get(0)).unwrap();
+    let cache: i64 = c.query_row("SELECT COUNT(*) FROM cache_entries", [], |r| r.get(0)).unwrap();
     assert_eq!(cache, 6, "cache rows of pruned cycles go with them");
     let st = twinflow().current_dir(&d).args(["status", "latest"]).output().unwrap();
     let text = String::from_utf8_lossy(&st.stdout);

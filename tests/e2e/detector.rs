@@ -28,13 +28,26 @@ fn detector_mini_sweeps_the_regression_and_beats_the_naive_estimator_on_the_drif
     let d = scratch("detector_mini");
     let mut cmd = twinflow();
     cmd.current_dir(&d).env("TWINFLOW_KERNEL_BIN", &kernel).args(["run", MINI, "--json"]);
+    cmd.arg("-p").arg(format!("results={}", d.join("results").display()));
     let out = run_with_deadline(cmd, Duration::from_secs(600));
     assert!(out.status.success(), "{}", show(&out));
     let states = final_states(&out);
-    // calibration, physics, 4 trials, cut1, 2 rung-1 trainings, cut2, 1 survivor, best, apply.
-    assert_eq!(states.len(), 13, "{states:?}");
+    // calibration, physics, 4 trials, cut1, 2 rung-1 trainings, cut2, 1 survivor, best,
+    // apply, the figures of the report and of the training, and the example's `results`
+    // (publishing the report and the ranking).
+    assert_eq!(states.len(), 16, "{states:?}");
     assert!(states.values().all(|s| s == "succeeded"), "{states:?}");
     let steps = d.join("runs").join(finished(&out)["run_id"].as_str().unwrap()).join("steps/twin");
+    for (file, made_by) in [
+        ("report.json", "apply"),
+        ("ranked.csv", "best"),
+        ("resolution.png", "figures"),
+        ("bias_temperature.png", "figures"),
+        ("training.png", "training-figures"),
+    ] {
+        let published = std::fs::read(d.join("results").join(file)).unwrap_or_else(|e| panic!("results/{file}: {e}"));
+        assert_eq!(published, std::fs::read(steps.join(made_by).join("out").join(file)).unwrap(), "{file}");
+    }
 
     // The simulations and every training ran as 2-rank MPI jobs, each rank on its shards.
     for task in ["calibration/out", "physics/out", "trial/0/out", "trial/3/out", "rung1/1/out", "survivor/0/out"] {

@@ -220,7 +220,7 @@ fn cache_follows_content_not_timestamps_and_why_names_the_change() {
     let f = std::fs::File::options().write(true).open(&data).unwrap();
     f.set_modified(SystemTime::now() + Duration::from_secs(3600)).unwrap();
     drop(f);
-    assert_eq!(why(&d, &wf, &data), "digest: up to date\n");
+    assert_eq!(why(&d, &wf, &data), "digest: up to date\n0 of 1 would run\n");
     let touched = run_json(&d, &wf, &["-i", &input]);
     assert_eq!(final_states(&touched)["digest"], "cached", "{}", show(&touched));
 
@@ -229,7 +229,9 @@ fn cache_follows_content_not_timestamps_and_why_names_the_change() {
     let text = why(&d, &wf, &data);
     assert!(text.starts_with("digest: would run because\n"), "{text}");
     assert!(text.contains("  - input `inputs.data` changed (content "), "{text}");
-    assert_eq!(text.lines().count(), 2, "only the input changed: {text}");
+    assert!(text.contains("  - no earlier result has its cache key; closest: `digest` of run "), "{text}");
+    assert_eq!(text.lines().filter(|l| l.starts_with("  - ")).count(), 2, "only the input changed: {text}");
+    assert!(text.ends_with("\n1 of 1 would run\n"), "{text}");
     let changed = run_json(&d, &wf, &["-i", &input]);
     assert_eq!(final_states(&changed)["digest"], "succeeded", "{}", show(&changed));
     assert_eq!(read(&task_dir(&d, &run_id(&changed), "digest/out/copy.txt")), "jello\n");
@@ -239,7 +241,7 @@ fn cache_follows_content_not_timestamps_and_why_names_the_change() {
     let text = why(&d, &wf, &data);
     assert!(
         text.contains(
-            "  - the step definition changed: now `sh -c cat \"$1\" > copy.txt sh <inputs.data> --extra`, was `sh -c cat \"$1\" > copy.txt sh <inputs.data>`"
+            "  - the command changed: now `sh -c cat \"$1\" > copy.txt sh <inputs.data> --extra`, was `sh -c cat \"$1\" > copy.txt sh <inputs.data>`"
         ),
         "{text}"
     );
@@ -252,7 +254,7 @@ fn cache_follows_content_not_timestamps_and_why_names_the_change() {
     assert!(text.contains("  - the step definition changed"), "{text}");
     let again = run_json(&d, &wf, &["-i", &input]);
     assert_eq!(final_states(&again)["digest"], "succeeded", "{}", show(&again));
-    assert_eq!(why(&d, &wf, &data), "digest: up to date\n");
+    assert_eq!(why(&d, &wf, &data), "digest: up to date\n0 of 1 would run\n");
 }
 
 // ---------------------------------------------------------------------------------------

@@ -324,7 +324,7 @@ fn why_names_the_changed_parameter() {
     assert!(text.contains("parameter `greeting` changed: hi → salut"), "{text}");
     let same =
         twinflow().current_dir(&d).args(["why"]).arg(HELLO).args(["prepare", "-p", "greeting=hi"]).output().unwrap();
-    assert_eq!(String::from_utf8_lossy(&same.stdout), "prepare: up to date\n");
+    assert_eq!(String::from_utf8_lossy(&same.stdout), "prepare: up to date\n0 of 1 would run\n");
 }
 
 #[test]
@@ -337,7 +337,7 @@ fn why_agrees_with_the_cache_for_steps_that_read_upstream_values() {
     assert_eq!(final_states(&again)["report"], "cached", "{}", show(&again));
     // `report` reads `steps.gather.values.count`: `why` must see the same value the run did.
     let why = twinflow().current_dir(&d).args(["why"]).arg(HELLO).arg("report").args(args).output().unwrap();
-    assert_eq!(String::from_utf8_lossy(&why.stdout), "report: up to date\n", "{}", show(&why));
+    assert_eq!(String::from_utf8_lossy(&why.stdout), "report: up to date\n0 of 1 would run\n", "{}", show(&why));
 }
 
 #[test]

@@ -17,8 +17,6 @@ use crate::support::*;
 pub(crate) const MINI: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/flood-mini.yaml");
 const BUILD_HINT: &str =
     "hint: build it with `cargo build -p twinflow-kernels --features mpi` before running the tests (`make test` does)";
-/// Rows under the map in the PNG (colour bar); `twin-kernel`'s `summary::LEGEND_HEIGHT`.
-const LEGEND_HEIGHT: u32 = 14;
 
 /// The `twin-kernel` next to the `twinflow` under test, which must have MPI compiled in.
 pub(crate) fn mpi_kernel() -> PathBuf {
@@ -50,6 +48,7 @@ pub(crate) fn run_with_deadline(mut cmd: Command, timeout: Duration) -> Output {
 fn run_mini(dir: &Path, kernel: &Path) -> Output {
     let mut cmd = twinflow();
     cmd.current_dir(dir).env("TWINFLOW_KERNEL_BIN", kernel).args(["run", MINI, "--json"]);
+    cmd.arg("-p").arg(format!("results={}", dir.join("results").display()));
     run_with_deadline(cmd, Duration::from_secs(300))
 }
 
@@ -107,7 +106,7 @@ fn flood_mini_runs_on_two_ranks_per_member_and_is_cached_the_second_time() {
     let first_run = t0.elapsed();
     assert!(out.status.success(), "{}", show(&out));
     let states = final_states(&out);
-    assert_eq!(states.len(), 10, "terrain + 4 members + 2 merges + summary + 2 surrogate steps: {states:?}");
+    assert_eq!(states.len(), 11, "terrain + 4 members + 2 merges + summary + 2 surrogate steps + results: {states:?}");
     // Four members are too few for the surrogate (`surrogate_members`, default 8).
     let surrogate = ["twin/surrogate-table", "twin/surrogate"];
     for (task, st) in &states {
@@ -116,6 +115,12 @@ fn flood_mini_runs_on_two_ranks_per_member_and_is_cached_the_second_time() {
     }
     let run_id = finished(&out)["run_id"].as_str().unwrap().to_string();
     let steps = d.join("runs").join(&run_id).join("steps/twin");
+    // The headline results are published under `results=` (by default `results/flood-mini`
+    // of the repository): the summary and the map, byte for byte.
+    for (file, made_by) in [("summary.nc", "summary"), ("exceedance.png", "summary")] {
+        let published = std::fs::read(d.join("results").join(file)).unwrap_or_else(|e| panic!("results/{file}: {e}"));
+        assert_eq!(published, std::fs::read(steps.join(made_by).join("out").join(file)).unwrap(), "{file}");
+    }
 
     // Every member ran under `mpiexec -n 2`: both ranks announced themselves, and the
     // output records the communicator size.
@@ -183,8 +188,16 @@ print("summary ok", d.sizes["x"], d.sizes["y"])
     // The PNG: valid chunks and image data, the grid times a whole scale plus the legend.
     let wh = tool(&python_with_xarray(), &["-c", PNG_CHECK, "exceedance.png"], &summary_dir);
     let wh: Vec<u32> = wh.split_whitespace().map(|s| s.parse().unwrap()).collect();
-    let scale = wh[0] / 64;
-    assert!(scale >= 1 && wh[0] == 64 * scale && wh[1] == 48 * scale + LEGEND_HEIGHT, "PNG is {wh:?}");
+    // A figure: the 640 m × 480 m valley 720 px wide with axes, title and colour bar.
+    assert!(wh[0] == 720 + 80 + 20 + 150 && (560..680).contains(&wh[1]), "PNG is {wh:?}");
+    let hydro = tool(&python_with_xarray(), &["-c", PNG_CHECK, "hydrographs.png"], &summary_dir);
+    assert!(hydro.split_whitespace().next().is_some_and(|w| w == "1120"), "hydrographs {hydro}");
+    // The gauge statistics table, a row per gauge, beside the summary and published.
+    let md = std::fs::read_to_string(summary_dir.join("gauge_statistics.md")).unwrap();
+    let rows =
+        md.lines().filter(|l| l.starts_with("| ") && !l.starts_with("| gauge") && !l.starts_with("| ---")).count();
+    assert!(rows >= 2, "{md}");
+    assert_eq!(std::fs::read_to_string(d.join("results/gauge_statistics.md")).unwrap(), md);
 
     // Nothing changed: everything comes from the cache.
     let t1 = Instant::now();
@@ -193,7 +206,7 @@ print("summary ok", d.sizes["x"], d.sizes["y"])
     assert!(again.status.success(), "{}", show(&again));
     let st = final_states(&again);
     assert!(
-        st.len() == 10
+        st.len() == 11
             && st.iter().all(|(t, s)| s == if surrogate.contains(&t.as_str()) { "skipped" } else { "cached" }),
         "{st:?}"
     );
@@ -221,10 +234,11 @@ fn flood_mini_with_eight_members_trains_a_surrogate_that_beats_the_mean() {
     let d = scratch("flood_surrogate");
     let mut cmd = twinflow();
     cmd.current_dir(&d).env("TWINFLOW_KERNEL_BIN", &kernel).args(["run", MINI, "--json", "-p", "members=8"]);
+    cmd.arg("-p").arg(format!("results={}", d.join("results").display()));
     let out = run_with_deadline(cmd, Duration::from_secs(300));
     assert!(out.status.success(), "{}", show(&out));
     let states = final_states(&out);
-    assert_eq!(states.len(), 14, "{states:?}");
+    assert_eq!(states.len(), 15, "{states:?}");
     assert!(states.values().all(|s| s == "succeeded"), "{states:?}");
     let steps = d.join("runs").join(finished(&out)["run_id"].as_str().unwrap()).join("steps/twin");
     let table = tool("h5dump", &["-H", "surrogate_table.h5"], &steps.join("surrogate-table/out"));

@@ -81,7 +81,9 @@ fn the_flood_twin_follows_its_gauges_and_beats_the_open_loop() {
         .env("TWINFLOW_KERNEL_BIN", &kernel)
         .arg("run")
         .arg(examples.join("flood-twin-mini.yaml"))
-        .args(["-p", &obs_param, "--json"]);
+        .args(["-p", &obs_param, "--json"])
+        .arg("-p")
+        .arg(format!("results={}", d.join("results").display()));
     let out = run_with_deadline(twin, Duration::from_secs(600));
     let nature = nature.wait_with_output().unwrap();
     assert!(nature.status.success(), "physical twin:\n{}", show(&nature));
@@ -91,6 +93,13 @@ fn the_flood_twin_follows_its_gauges_and_beats_the_open_loop() {
     assert!(tasks.values().all(|(s, _)| s == "succeeded"), "{tasks:#?}");
     let analyses = tasks.keys().filter(|t| t.ends_with("/twin/analysis")).count();
     assert_eq!(analyses, 6, "one analysis per cycle: {:?}", tasks.keys());
+    // Each cycle's warnings and map are published under `results=POINT/`.
+    for point in (600..=3600).step_by(600) {
+        for file in ["warnings.csv", "exceedance.png"] {
+            let p = d.join(format!("results/{point}/{file}"));
+            assert!(std::fs::metadata(&p).is_ok_and(|m| m.len() > 0), "{} is missing", p.display());
+        }
+    }
 
     let last = d.join(format!("runs/{id}/cycles/3600/steps/twin"));
     let rows = read_scores(&last.join("scores/out/scores.csv"));

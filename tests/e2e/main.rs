@@ -1,5 +1,7 @@
 //! End-to-end tests of the `twinflow` binary.
 
+mod cache;
+mod checks;
 mod common;
 mod cycling;
 mod detector;

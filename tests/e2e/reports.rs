@@ -122,3 +122,75 @@ fn the_run_list_shows_how_long_each_run_took_its_tasks_and_its_parameters() {
     assert!(first["seconds"].as_f64().unwrap() >= 0.3, "{first:#}");
     assert_eq!(first["settings"]["params"][0], "n=4");
 }
+
+/// A sweep's members carry their scatter values wherever a person reads them (the run's
+/// lines, `status`, `--json` events and task rows), and the run ends with a table per step.
+#[test]
+fn members_are_labelled_with_their_scatter_values_and_steps_are_summarised() {
+    let d = scratch("reports/member_labels");
+    let wf = write(
+        &d,
+        "sweep.yaml",
+        "name: sweep\nsteps:\n  sim:\n    scatter:\n      method: cartesian\n      over: { seed: \"${{ [1, 2] }}\", rain: \"${{ [40.0, 80.5] }}\", site: \"${{ ['upper reach', 'delta'] }}\" }\n    run: [sh, -c, '[ \"$1\" != 80.5 ] || [ \"$2\" != 2 ]', sh, \"${{ scatter.rain }}\", \"${{ scatter.seed }}\"]\n  after:\n    after: [sim]\n    run: [\"true\"]\n",
+    );
+    // Human output: every finished member with its values, then the per-step table.
+    // `--keep-going`: both failing members run whatever the order they finish in.
+    let out = twinflow().current_dir(&d).arg("run").arg(&wf).arg("--keep-going").output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    // Cartesian: the last variable varies fastest.
+    assert!(err.contains("  succeeded sim[0] seed=1 rain=40.0 site=\"upper reach\" ("), "{err}");
+    assert!(err.contains("  succeeded sim[3] seed=1 rain=80.5 site=delta ("), "{err}");
+    assert!(err.contains("  failed sim[6] seed=2 rain=80.5 site=\"upper reach\": "), "{err}");
+    let header = err.lines().position(|l| l.trim_start().starts_with("step ")).expect("a per-step table");
+    let table: Vec<Vec<&str>> = err.lines().skip(header).take(3).map(|l| l.split_whitespace().collect()).collect();
+    assert_eq!(table[0][..8], ["step", "tasks", "succeeded", "cached", "skipped", "failed", "not", "run"], "{err}");
+    assert_eq!(table[1][..7], ["sim", "8", "6", "0", "0", "2", "0"], "{err}");
+    assert_eq!(table[2][..7], ["after", "1", "0", "0", "0", "0", "1"], "{err}");
+    // `status`: the member's row begins with its name and values.
+    let st = twinflow().current_dir(&d).arg("status").arg("latest").output().unwrap();
+    let text = String::from_utf8_lossy(&st.stdout);
+    assert!(
+        text.lines().any(|l| l.starts_with("  sim[7] seed=2 rain=80.5 site=delta ") && l.contains("failed")),
+        "{text}"
+    );
+    let js = twinflow().current_dir(&d).args(["status", "latest", "--json"]).output().unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&js.stdout).unwrap();
+    let row = v["tasks"].as_array().unwrap().iter().find(|t| t["task"] == "sim[5]").unwrap().clone();
+    assert_eq!(row["label"], "seed=2 rain=40.0 site=delta");
+    assert!(v["tasks"].as_array().unwrap().iter().find(|t| t["task"] == "after").unwrap()["label"].is_null());
+    // JSON events: started, finished (and retried) members carry `label`.
+    let out = run_json(&d, &wf, &["--no-cache", "--keep-going"]);
+    let ev = events(&out);
+    for kind in ["task-started", "task-finished"] {
+        let e = ev.iter().find(|e| e["event"] == kind && e["task"] == "sim[2]").unwrap_or_else(|| panic!("{kind}"));
+        assert_eq!(e["label"], "seed=1 rain=80.5 site=\"upper reach\"", "{e}");
+    }
+    assert!(ev.iter().filter(|e| e["task"] == "after").all(|e| e.get("label").is_none()));
+}
+
+/// A step learns where its attempt directory goes when it succeeds (`TWINFLOW_RESULT_DIR`,
+/// the `out/` directory its results are read from), so its logs can name final paths.
+#[test]
+fn a_step_is_told_its_result_directory() {
+    let d = scratch("reports/result_dir");
+    let wf = write(
+        &d,
+        "wf.yaml",
+        "name: rd\nsteps:\n  s:\n    run: [sh, -c, 'echo \"$TWINFLOW_RESULT_DIR\" > \"$1\"', sh, \"${{ out.f }}\"]\n    out: { f: f.txt }\n",
+    );
+    let out = run_json(&d, &wf, &[]);
+    assert!(out.status.success(), "{}", show(&out));
+    let dir = final_dir(&out, "s");
+    assert!(dir.ends_with("/steps/s/out"), "{dir}");
+    let told = std::fs::read_to_string(std::path::Path::new(&dir).join("f.txt")).unwrap();
+    assert_eq!(told.trim(), dir);
+}
+
+fn final_dir(out: &Output, task: &str) -> String {
+    events(out)
+        .into_iter()
+        .find(|e| e["event"] == "task-finished" && e["task"] == task)
+        .and_then(|e| e["dir"].as_str().map(String::from))
+        .unwrap_or_else(|| panic!("no dir for {task}: {}", show(out)))
+}

@@ -444,7 +444,9 @@ fn a_service_that_cannot_start_is_never_ready() {
     let wf = write(
         &d,
         "nf.yaml",
-        "name: nf\nsteps:\n  s:\n    service: true\n    run: [no-such-program-for-twinflow]\n    out: { w: w }\n  \
+        // A path in the attempt directory: not looked up before the run (a missing program
+        // on PATH would stop the run before it starts).
+        "name: nf\nsteps:\n  s:\n    service: true\n    run: [./no-such-program-for-twinflow]\n    out: { w: w }\n  \
          use:\n    run: [cat, \"${{ steps.s.out.w }}\"]\n",
     );
     let out = run_json(&d, &wf, &[]);
@@ -453,7 +455,7 @@ fn a_service_that_cannot_start_is_never_ready() {
     let states = final_states(&out);
     assert_eq!((states["s"].as_str(), states["use"].as_str()), ("failed", "upstream-failed"));
     let s = events(&out).into_iter().find(|e| e["event"] == "task-finished" && e["task"] == "s").unwrap();
-    assert!(s["message"].as_str().unwrap().contains("`no-such-program-for-twinflow` not found"), "{s}");
+    assert!(s["message"].as_str().unwrap().contains("`./no-such-program-for-twinflow` not found"), "{s}");
 }
 
 #[test]

@@ -54,6 +54,7 @@ fn slurm_flood_mini_matches_the_local_run_per_step_as_arrays_and_in_an_allocatio
     let local_dir = scratch("slurm-modes/flood-local");
     let mut cmd = twinflow();
     cmd.current_dir(&local_dir).env("TWINFLOW_KERNEL_BIN", &kernel).args(["run", MINI, "--json"]);
+    cmd.arg("-p").arg(format!("results={}", local_dir.join("results").display()));
     let local = run_with_deadline(cmd, Duration::from_secs(300));
     assert!(local.status.success(), "{}", show(&local));
     let reference: BTreeMap<String, BTreeMap<String, String>> =
@@ -63,7 +64,8 @@ fn slurm_flood_mini_matches_the_local_run_per_step_as_arrays_and_in_an_allocatio
     require_cluster();
     for mode in ["per-step", "arrays", "allocation"] {
         let d = scratch(&format!("slurm-modes/flood-{mode}"));
-        let mut args = vec![MINI];
+        let results = format!("results={}", d.join("results").display());
+        let mut args = vec![MINI, "-p", &results];
         match mode {
             "arrays" => args.push("--arrays"),
             "allocation" => args.extend(["--allocation", "--alloc-cpus", "8"]),
@@ -85,14 +87,14 @@ fn slurm_flood_mini_matches_the_local_run_per_step_as_arrays_and_in_an_allocatio
         let run = d.join("runs").join(run_id(&out));
         match mode {
             "per-step" => {
-                // terrain, 4 members, 2 merges, summary.
-                assert_eq!(sbatch.len(), 8, "{sbatch:#?}");
+                // terrain, 4 members, 2 merges, summary, results.
+                assert_eq!(sbatch.len(), 9, "{sbatch:#?}");
                 let script = std::fs::read_to_string(run.join("steps/twin/flood/0/out/.twinflow/job.sbatch")).unwrap();
                 assert!(script.contains("srun --mpi=pmi2 -n 2"), "{script}");
             }
             "arrays" => {
-                // The 4 members in one array: terrain, array, 2 merges, summary.
-                assert_eq!(sbatch.len(), 5, "{sbatch:#?}");
+                // The 4 members in one array: terrain, array, 2 merges, summary, results.
+                assert_eq!(sbatch.len(), 6, "{sbatch:#?}");
                 let ids = job_ids(&run.join("steps/twin/flood"));
                 let array = ids[0].split('_').next().unwrap().to_string();
                 assert_eq!(ids, (0..4).map(|i| format!("{array}_{i}")).collect::<Vec<_>>());

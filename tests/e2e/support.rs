@@ -127,3 +127,12 @@ pub fn wait_with_deadline(mut child: std::process::Child, timeout: std::time::Du
     };
     (Output { status, stdout: stdout.join().unwrap_or_default(), stderr: stderr.join().unwrap_or_default() }, finished)
 }
+
+/// Bytes of the files under `dir` (links not followed).
+pub fn dir_bytes(dir: &Path) -> u64 {
+    let Ok(m) = std::fs::symlink_metadata(dir) else { return 0 };
+    if !m.is_dir() {
+        return m.len();
+    }
+    std::fs::read_dir(dir).unwrap().flatten().map(|e| dir_bytes(&e.path())).sum()
+}

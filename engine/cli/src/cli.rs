@@ -22,8 +22,8 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Check a workflow and report every problem with file:line:col.
-    #[command(after_help = "Example:\n  twinflow validate examples/flood-mini.yaml -p members=8\n\n".to_string() + exit::HELP)]
-    Validate(WorkflowArgs),
+    #[command(after_help = "Examples:\n  twinflow validate examples/flood-mini.yaml -p members=8\n  twinflow validate examples/flood-mini.yaml --check-env   # programs, twin-kernel, mpiexec here?\n\n".to_string() + exit::HELP)]
+    Validate(ValidateArgs),
     /// Show the DAG and every task's resolved command, without running anything.
     #[command(after_help = "Examples:\n  twinflow plan examples/hello.yaml\n  twinflow plan examples/cycling-hello.yaml --cycles 3 --format mermaid\n  twinflow plan examples/hello.yaml --format dot | dot -Tpng > dag.png\n  twinflow plan examples/hello.yaml --format json\n\n".to_string() + exit::HELP)]
     Plan(PlanArgs),
@@ -38,7 +38,7 @@ pub enum Command {
     #[command(after_help = "Examples:\n  twinflow logs latest mesh                          # stdout, then stderr, of its latest attempt\n  twinflow logs latest 'member[7]' --stderr\n  twinflow logs latest 'member[seed=2,rain=40.0]'    # a member by its scatter values\n  twinflow logs 20261122-101500-3f2a 'sim[3]' --attempt 1\n  twinflow logs latest 20260301T0600Z/assimilate -f  # a cycling run's task, followed while it runs\n\nTASK is named as `twinflow status RUN` lists it; quote names with brackets for the shell.\nThe task, its attempt and directory are named on stderr, so stdout holds only the output.\n\n".to_string() + exit::HELP)]
     Logs(LogsArgs),
     /// Explain why a step would run again (which input, parameter or definition changed).
-    #[command(after_help = "Example:\n  twinflow why examples/hello.yaml member -p members=8   # why would the members run again?\n  twinflow why examples/hello.yaml                      # every task\n\n".to_string() + exit::HELP)]
+    #[command(after_help = "Example:\n  twinflow why examples/hello.yaml member -p members=8   # why would the members run again?\n  twinflow why examples/hello.yaml 'member[7]'          # one task\n  twinflow why examples/hello.yaml                      # every task\n\nEnds with a summary line: `5 of 22 would run`.\n\n".to_string() + exit::HELP)]
     Why(WhyArgs),
     /// Cancel a run: its SLURM jobs in flight (`scancel`, one call) or its allocation, and its
     /// engine if it still runs (SIGTERM: it stops its remaining tasks, as on Ctrl-C).
@@ -51,6 +51,15 @@ pub enum Command {
     /// Send a signal to a cycling run: satisfies `wait: { signal: NAME }` of a cycle.
     #[command(after_help = "Examples:\n  twinflow signal latest calibrated                       # the earliest cycle waiting for it\n  twinflow signal latest calibrated --cycle 2026-03-01T06:00Z --value run=4711\n\nA signal no cycle waits for yet is kept until one does; `--value`s are read as `wait.KEY`.\n\n".to_string() + exit::HELP)]
     Signal(SignalArgs),
+    /// Show where a run's results are: the workflow's `outputs:` and each task's declared
+    /// outputs at their real paths (an earlier run's directory for a result reused from the
+    /// cache).
+    #[command(after_help = "Examples:\n  twinflow outputs latest\n  twinflow outputs 20261122-101500-3f2a --json\n\n".to_string() + exit::HELP)]
+    Outputs(OutputsArgs),
+    /// Remove old runs' directories and database rows. Never removes a run in progress, nor
+    /// one whose results a kept run reuses; cache entries of removed results are dropped.
+    #[command(after_help = "Examples:\n  twinflow clean --keep 5 --dry-run     # what would go, and how much it would free\n  twinflow clean --keep 5\n  twinflow clean --failed\n  twinflow clean --before 2026-12-01\n\nThe conditions given must all hold for a run to be removed.\n\n".to_string() + exit::HELP)]
+    Clean(CleanArgs),
     /// Print the JSON Schema of the workflow format.
     #[command(after_help = "Example:\n  twinflow schema > schemas/workflow.schema.json\n\n".to_string() + exit::HELP)]
     Schema,
@@ -67,6 +76,22 @@ pub struct WorkflowArgs {
     /// Set an input file: `-i dem=data/dem.nc`.
     #[arg(short = 'i', long = "input", value_name = "NAME=PATH")]
     pub inputs: Vec<String>,
+}
+
+/// `validate` arguments.
+#[derive(Debug, Args)]
+pub struct ValidateArgs {
+    /// Workflow and settings.
+    #[command(flatten)]
+    pub wf: WorkflowArgs,
+    /// Also look up what the run needs on this machine, as `twinflow run` does when it
+    /// starts: the programs of `run:` known before the run, `twin-kernel` for kernel steps
+    /// and the MPI launcher for multi-rank steps (a missing one: exit 3).
+    #[arg(long)]
+    pub check_env: bool,
+    /// With `--check-env`: the MPI launcher to look up (default: `mpiexec`).
+    #[arg(long, env = "TWINFLOW_MPIEXEC", value_name = "LAUNCHER")]
+    pub mpiexec: Option<String>,
 }
 
 /// Output formats of `plan`.
@@ -97,8 +122,9 @@ pub struct BackendArgs {
     /// Where tasks run.
     #[arg(long, value_enum, default_value = "local")]
     pub backend: BackendKind,
-    /// Site profile: a name (`local` → `hpc/profiles/local.yaml`, or in
-    /// $TWINFLOW_PROFILE_PATH) or a path to a YAML file. With `--backend slurm`: partition,
+    /// Site profile: a path to a YAML file, or a name looked up as `NAME.yaml` in
+    /// $TWINFLOW_PROFILE_PATH, beside the workflow, in `hpc/profiles/`, then in
+    /// $XDG_CONFIG_HOME/twinflow/profiles (default ~/.config/twinflow/profiles). With `--backend slurm`: partition,
     /// modules, limits, ...; with either backend: default resources and (local) the
     /// `mpiexec` launcher, flavour, flags and environment.
     #[arg(long, value_name = "NAME_OR_PATH")]
@@ -163,6 +189,10 @@ pub struct RunArgs {
     /// Run every task even if an earlier run left an up-to-date result.
     #[arg(long)]
     pub no_cache: bool,
+    /// Run this step (a step name, or a call: all its steps) even when an earlier result is
+    /// up to date, and every task that depends on it; repeatable.
+    #[arg(long, value_name = "STEP")]
+    pub rerun: Vec<String>,
     /// Cycling workflows: run this many cycles in all (overrides the workflow's end).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..), conflicts_with = "until")]
     pub cycles: Option<u64>,
@@ -313,8 +343,11 @@ pub struct WhyArgs {
     /// Workflow and settings.
     #[command(flatten)]
     pub wf: WorkflowArgs,
-    /// The step to explain (all steps when omitted).
+    /// The step to explain (all steps when omitted), or one task of it: `sim[7]`.
     pub step: Option<String>,
+    /// As `run --rerun STEP` would: that step and what depends on it run.
+    #[arg(long, value_name = "STEP")]
+    pub rerun: Vec<String>,
     /// Cycling workflows: the cycle point whose tasks are explained (default: the first).
     #[arg(long, value_name = "POINT")]
     pub cycle: Option<String>,
@@ -322,6 +355,43 @@ pub struct WhyArgs {
     #[arg(long)]
     pub json: bool,
     /// Directory holding the run database.
+    #[arg(long, default_value = "runs", env = "TWINFLOW_RUNS_DIR")]
+    pub runs_dir: PathBuf,
+}
+
+/// `outputs` arguments.
+#[derive(Debug, Args)]
+pub struct OutputsArgs {
+    /// A run id, or `latest`.
+    #[arg(default_value = "latest")]
+    pub run: String,
+    /// JSON output.
+    #[arg(long)]
+    pub json: bool,
+    /// Directory holding the run database.
+    #[arg(long, default_value = "runs", env = "TWINFLOW_RUNS_DIR")]
+    pub runs_dir: PathBuf,
+}
+
+/// `clean` arguments.
+#[derive(Debug, Args)]
+pub struct CleanArgs {
+    /// Keep the N newest runs.
+    #[arg(long, value_name = "N")]
+    pub keep: Option<usize>,
+    /// Only runs started before DATE (`2026-12-01`, midnight UTC, or `2026-12-01T12:00:00Z`).
+    #[arg(long, value_name = "DATE")]
+    pub before: Option<String>,
+    /// Only runs that failed, were cancelled or interrupted.
+    #[arg(long)]
+    pub failed: bool,
+    /// Say what would be removed and how much it would free; remove nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// JSON output.
+    #[arg(long)]
+    pub json: bool,
+    /// Directory holding the run database and run directories.
     #[arg(long, default_value = "runs", env = "TWINFLOW_RUNS_DIR")]
     pub runs_dir: PathBuf,
 }

@@ -14,8 +14,8 @@ use twinflow_engine::session::{
 };
 
 use crate::cli::{
-    BackendArgs, BackendKind, CancelArgs, Cli, Command, LogsArgs, PlanFormat, RunArgs, StatusArgs, WhyArgs,
-    WorkflowArgs,
+    BackendArgs, BackendKind, CancelArgs, Cli, Command, LogsArgs, PlanFormat, RunArgs, StatusArgs, ValidateArgs,
+    WhyArgs,
 };
 use crate::exit;
 use crate::report::{HumanReporter, JsonReporter, indent_rest};
@@ -63,6 +63,8 @@ pub fn run(cli: Cli) -> i32 {
         Command::Cancel(a) => cancel_cmd(&a),
         Command::Stop(a) => stop_cmd(&a),
         Command::Signal(a) => signal_cmd(&a),
+        Command::Outputs(a) => outputs_cmd(&a),
+        Command::Clean(a) => clean_cmd(&a),
         Command::Schema => schema_cmd(),
     };
     match result {
@@ -70,6 +72,11 @@ pub fn run(cli: Cli) -> i32 {
         Err(Failure::Session(SessionError::Invalid(d))) => {
             print_diagnostics(&d);
             exit::INVALID
+        }
+        // What the run needs is not on this machine: an environment error, located.
+        Err(Failure::Session(SessionError::Environment(d))) => {
+            print_diagnostics(&d);
+            exit::ERROR
         }
         Err(Failure::Session(SessionError::Usage(m))) => {
             errln!("error: {m}");
@@ -196,8 +203,13 @@ fn schema_cmd() -> Result<i32, Failure> {
     Ok(exit::OK)
 }
 
-fn validate_cmd(a: &WorkflowArgs) -> Result<i32, Failure> {
-    let c = session::check(&a.file, &a.params, &a.inputs)?;
+fn validate_cmd(v: &ValidateArgs) -> Result<i32, Failure> {
+    let a = &v.wf;
+    let env = v.check_env.then(|| LocalSettings { mpiexec: v.mpiexec.clone(), ..Default::default() });
+    let c = session::check(&a.file, &a.params, &a.inputs, env.as_ref())?;
+    for w in &c.warnings {
+        errln!("warning: {w}");
+    }
     outln!("{}: workflow `{}` is valid ({} steps, {} tasks)", a.file.display(), c.name, c.steps, c.tasks);
     Ok(exit::OK)
 }
@@ -249,6 +261,7 @@ fn run_cmd(a: RunArgs) -> Result<i32, Failure> {
             mpiexec: a.mpiexec.clone(),
         },
         allocation: AllocationSize { nodes: a.alloc_nodes, cpus: a.alloc_cpus, time: a.alloc_time.clone() },
+        rerun: a.rerun.clone(),
     };
     let mut reporter: Box<dyn Reporter> = if a.json { Box::new(JsonReporter) } else { Box::new(HumanReporter::new()) };
     let summary = runtime()?.block_on(async {
@@ -476,6 +489,8 @@ fn status_cmd(a: &StatusArgs) -> Result<i32, Failure> {
                     .map(|t| {
                         let mut v = serde_json::to_value(t).unwrap_or_default();
                         v["ran_ms"] = ran_ms.get(&t.task).copied().into();
+                        // Declared outputs at their real paths, and value outputs.
+                        v["outputs"] = serde_json::to_value(session::results::task_outputs_json(t)).unwrap_or_default();
                         if let Some(dir) = &t.dir {
                             let (stdout, stderr) = session::log_files(std::path::Path::new(dir));
                             v["stdout"] = stdout.display().to_string().into();
@@ -509,7 +524,12 @@ fn status_cmd(a: &StatusArgs) -> Result<i32, Failure> {
                     };
                     let message = t.message.as_deref().unwrap_or_default();
                     let (first, rest) = message.split_once('\n').unwrap_or((message, ""));
-                    outln!("  {:<30} {:<16} attempts={} {:>8} {first}", t.task, t.state, t.attempts, secs);
+                    // A member with its scatter values: `member[7] seed=2 rain=40.0`.
+                    let name = match &t.label {
+                        Some(l) => format!("{} {l}", t.task),
+                        None => t.task.clone(),
+                    };
+                    outln!("  {name:<30} {:<16} attempts={} {:>8} {first}", t.state, t.attempts, secs);
                     // A failure in full (the first ten; then where each ran): its attempt
                     // directory, its files, the end of its output.
                     if t.state == TaskState::Failed || t.state == TaskState::Cancelled {
@@ -722,12 +742,29 @@ fn write_bytes(b: &[u8]) -> Result<(), Failure> {
 }
 
 fn why_cmd(a: &WhyArgs) -> Result<i32, Failure> {
-    let verdicts =
-        session::why(&a.wf.file, &a.wf.params, &a.wf.inputs, &a.runs_dir, a.step.as_deref(), a.cycle.as_deref())?;
+    let verdicts = session::why(
+        &a.wf.file,
+        &a.wf.params,
+        &a.wf.inputs,
+        &a.runs_dir,
+        a.step.as_deref(),
+        a.cycle.as_deref(),
+        &a.rerun,
+    )?;
     if a.json {
         outln!("{}", serde_json::to_string_pretty(&verdicts)?);
     } else {
-        for v in verdicts.iter().take(200) {
+        // Up-to-date tasks of a big sweep would bury the few that run: they are counted,
+        // and listed only when few.
+        let stale = verdicts.iter().filter(|v| !v.up_to_date).count();
+        let list_fresh = verdicts.len() <= 50;
+        let mut shown = 0;
+        for v in verdicts.iter().filter(|v| list_fresh || !v.up_to_date) {
+            shown += 1;
+            if shown > 200 {
+                outln!("... (use --json for all)");
+                break;
+            }
             if v.up_to_date {
                 outln!("{}: up to date", v.task);
             } else {
@@ -737,6 +774,71 @@ fn why_cmd(a: &WhyArgs) -> Result<i32, Failure> {
                 }
             }
         }
+        outln!("{stale} of {} would run", verdicts.len());
+    }
+    Ok(exit::OK)
+}
+
+fn outputs_cmd(a: &crate::cli::OutputsArgs) -> Result<i32, Failure> {
+    let r = session::results::outputs(&a.runs_dir, &a.run)?;
+    if a.json {
+        outln!("{}", serde_json::to_string_pretty(&r)?);
+        return Ok(exit::OK);
+    }
+    outln!("run {} of `{}`: {}", r.run.id, r.run.workflow, r.run.shown_state());
+    if let Some(e) = &r.outputs_error {
+        errln!("warning: the workflow's `outputs:` cannot be resolved: {e}");
+    }
+    if !r.outputs.is_empty() {
+        outln!("outputs:");
+        for o in &r.outputs {
+            outln!("  {}: {}", o.name, o.text().replace('\n', " "));
+        }
+    }
+    outln!("tasks:");
+    for t in &r.tasks {
+        let from = t.reused_from.as_ref().map(|f| format!(" (reused from run {f})")).unwrap_or_default();
+        let gone = if t.gone { format!(": its result directory `{}` is gone", t.dir) } else { String::new() };
+        outln!("  {} {}{from}{gone}", t.task, t.state);
+        for (k, v) in &t.outputs {
+            let text = v.as_str().map_or_else(|| v.to_string(), str::to_string);
+            outln!("    {k}: {text}");
+        }
+    }
+    Ok(exit::OK)
+}
+
+/// `1536` → `1.5 KiB`.
+fn fmt_bytes(b: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = b as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 { format!("{b} B") } else { format!("{v:.1} {}", UNITS[u]) }
+}
+
+fn clean_cmd(a: &crate::cli::CleanArgs) -> Result<i32, Failure> {
+    let before = a.before.as_deref().map(session::clean::parse_before).transpose()?;
+    let req = session::clean::CleanRequest { keep: a.keep, before, failed: a.failed, dry_run: a.dry_run };
+    let r = session::clean::clean(&a.runs_dir, &req)?;
+    if a.json {
+        outln!("{}", serde_json::to_string_pretty(&r)?);
+    } else {
+        let verb = if r.dry_run { "would remove" } else { "removed" };
+        for x in &r.removed {
+            outln!("{verb} {} ({}, {}): {}", x.id, x.workflow, x.state, fmt_bytes(x.bytes));
+        }
+        for k in &r.kept {
+            outln!("kept {}: {}", k.id, k.reason);
+        }
+        let freed = if r.dry_run { "freeing" } else { "freed" };
+        outln!("{verb} {} runs, {freed} {}", r.removed.len(), fmt_bytes(r.bytes));
+    }
+    for e in &r.errors {
+        errln!("warning: {e}");
     }
     Ok(exit::OK)
 }

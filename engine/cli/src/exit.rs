@@ -16,6 +16,7 @@ pub const HELP: &str = "Exit codes:
   0    success
   1    the run finished with failed tasks
   2    invalid workflow or command line (every problem is reported with file:line:col)
-  3    internal or environment error (run database, file system, backend)
+  3    internal or environment error (run database, file system, backend, a program the
+       run needs is missing)
   130  cancelled by Ctrl-C / SIGTERM (running steps were stopped: SIGTERM, grace, SIGKILL;
        a second Ctrl-C kills them at once)";

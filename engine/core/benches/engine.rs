@@ -211,6 +211,7 @@ async fn engine_run(file: &Path, runs: &Path) -> Measured {
         use_cache: false,
         max_parallel: Some(2),
         env_snapshot: Default::default(),
+        rerun: vec![],
     };
     let (_tx, rx) = tokio::sync::watch::channel(None);
     // The peak RSS (`VmHWM`) from here on is this run's.

@@ -31,6 +31,7 @@ pub enum DiagKind {
     InvalidValue,
     Import,
     Param,
+    Program,
 }
 
 impl DiagKind {
@@ -53,6 +54,7 @@ impl DiagKind {
             DiagKind::InvalidValue => "twinflow::invalid-value",
             DiagKind::Import => "twinflow::import",
             DiagKind::Param => "twinflow::param",
+            DiagKind::Program => "twinflow::program",
         }
     }
 }

@@ -172,6 +172,10 @@ pub enum Event {
         already_done: usize,
         /// Whether this is a resume.
         resumed: bool,
+        /// Each step's task count, in plan order (empty for a cycling run, whose tasks come
+        /// cycle by cycle).
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        steps: Vec<StepTasks>,
     },
     /// A task was submitted to the backend.
     TaskStarted {
@@ -180,6 +184,9 @@ pub enum Event {
         /// Its cycle point, in a cycling run (also the prefix of `task`).
         #[serde(skip_serializing_if = "Option::is_none")]
         cycle: Option<String>,
+        /// A member's scatter values (`seed=2 rain=40.0`).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        label: Option<String>,
         /// Attempt number (1-based).
         attempt: u32,
         /// Backend job id.
@@ -195,6 +202,9 @@ pub enum Event {
         /// Its cycle point, in a cycling run (also the prefix of `task`).
         #[serde(skip_serializing_if = "Option::is_none")]
         cycle: Option<String>,
+        /// A member's scatter values (`seed=2 rain=40.0`).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        label: Option<String>,
         /// Final state.
         state: TaskState,
         /// Seconds it ran (0 for cached/skipped).
@@ -215,6 +225,9 @@ pub enum Event {
         /// Its cycle point, in a cycling run (also the prefix of `task`).
         #[serde(skip_serializing_if = "Option::is_none")]
         cycle: Option<String>,
+        /// A member's scatter values (`seed=2 rain=40.0`).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        label: Option<String>,
         /// The attempt that failed.
         attempt: u32,
         /// Delay before the next attempt in seconds.
@@ -314,7 +327,25 @@ pub enum Event {
         counts: Counts,
         /// Wall-clock seconds.
         seconds: f64,
+        /// The root workflow's `outputs:`, resolved: name → path or value (`null` when a
+        /// step it reads did not succeed).
+        #[serde(skip_serializing_if = "indexmap::IndexMap::is_empty")]
+        outputs: indexmap::IndexMap<String, serde_json::Value>,
+        /// Every path `publish:` copied a result to.
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        published: Vec<String>,
     },
+}
+
+/// A step's share of a run: its tasks, and how many an earlier engine finished (resume).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct StepTasks {
+    /// Step name (`twin/summary` inside a sub-workflow).
+    pub step: String,
+    /// Its tasks (members of a scatter).
+    pub tasks: usize,
+    /// Of those, finished before this engine started.
+    pub done: usize,
 }
 
 /// Where a task's attempt ran and how its process ended, in task events (each field only

@@ -14,6 +14,7 @@ pub const KERNELS: &[&str] = &[
     "info",
     "ingest",
     "lorenz96",
+    "plot",
     "predict",
     "select",
     "sensor",
@@ -57,6 +58,10 @@ pub mod env {
     pub const ATTEMPT: &str = "TWINFLOW_ATTEMPT";
     /// Absolute path of the step's working directory (its outputs are written below it).
     pub const STEP_DIR: &str = "TWINFLOW_STEP_DIR";
+    /// Absolute path the step's directory gets when the attempt succeeds (`.../out`): the
+    /// engine renames [`STEP_DIR`] there, so logs and file metadata that name an output
+    /// should name it by this path. Not set for services, which write into `out/` directly.
+    pub const RESULT_DIR: &str = "TWINFLOW_RESULT_DIR";
     /// Absolute path of the JSON manifest describing the step's resolved inputs and outputs.
     pub const MANIFEST: &str = "TWINFLOW_MANIFEST";
     /// Number of threads the step may use (`resources.threads`); also exported as

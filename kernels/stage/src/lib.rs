@@ -20,6 +20,7 @@
 mod checksum;
 mod convert;
 mod error;
+pub mod figures;
 mod merge;
 mod regrid;
 mod select;

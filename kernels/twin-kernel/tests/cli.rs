@@ -341,8 +341,10 @@ fn stage_and_summary_commands_chain() {
         "map.png",
         "--png-threshold",
         "1",
-        "--png-scale",
-        "5",
+        "--hydrographs",
+        "hydro.png",
+        "--gauge-table",
+        "gauges.csv",
     ]);
     ok(run(summary, &dir, Duration::from_secs(30)), "summary");
     let header = ok(run(tool("ncdump", &["-h", "summary.nc"]), &dir, Duration::from_secs(30)), "ncdump");
@@ -351,7 +353,17 @@ fn stage_and_summary_commands_chain() {
     let png = std::fs::read(dir.join("map.png")).unwrap();
     assert_eq!(&png[1..4], b"PNG");
     let be = |k: usize| u32::from_be_bytes(png[k..k + 4].try_into().unwrap());
-    assert_eq!((be(16), be(20)), (200, 24 * 5 + 14), "IHDR width and height");
+    // A figure: the 400 m × 240 m grid drawn 720 px wide, plus axes and the colour bar.
+    assert_eq!(be(16), 720 + 80 + 20 + 150, "IHDR width");
+    assert!((450..700).contains(&be(20)), "IHDR height {}", be(20));
+    let hydro = std::fs::read(dir.join("hydro.png")).unwrap();
+    assert_eq!(&hydro[1..4], b"PNG");
+    // The gauge statistics: one row per gauge in CSV and Markdown.
+    let csv = std::fs::read_to_string(dir.join("gauges.csv")).unwrap();
+    let md = std::fs::read_to_string(dir.join("gauges.md")).unwrap();
+    assert!(csv.starts_with("gauge,x (m),y (m),peak depth mean (m)"), "{csv}");
+    assert_eq!(csv.lines().count(), md.lines().count() - 1, "{csv}\n{md}");
+    assert!(md.starts_with("| gauge | x (m) |"), "{md}");
 
     let out = run(kernel(&["stage", "merge", "bad.nc", "m0.nc", "gauges.nc"]), &dir, Duration::from_secs(30));
     assert_eq!(out.status.code(), Some(3), "{}", String::from_utf8_lossy(&out.stderr));
@@ -409,4 +421,38 @@ mod mpi {
             }
         }
     }
+}
+
+/// In an engine's step the attempt directory is renamed to `out/` when it succeeds: the
+/// kernel's log and the NetCDF `history` name the files by that final path.
+#[test]
+fn logs_and_history_name_the_result_directory_not_the_attempt() {
+    let root = scratch("result_paths");
+    let attempt = root.join("attempt-1");
+    std::fs::create_dir_all(&attempt).unwrap();
+    let (attempt_s, out_s) = (attempt.display().to_string(), root.join("out").display().to_string());
+    let abs = attempt.join("abs.nc");
+    let mut cmd = kernel(&["terrain", "--out", "dem.nc", "--nx", "12", "--ny", "8", "--dx", "10"]);
+    cmd.env("TWINFLOW_STEP_DIR", &attempt).env("TWINFLOW_RESULT_DIR", root.join("out"));
+    let rel = ok(run(cmd, &attempt, Duration::from_secs(60)), "terrain (relative)");
+    let log = String::from_utf8_lossy(&rel.stderr);
+    assert!(log.contains(&format!("path={out_s}/dem.nc")), "{log}");
+    let mut cmd = kernel(&["terrain", "--out", &abs.display().to_string(), "--nx", "12", "--ny", "8", "--dx", "10"]);
+    cmd.env("TWINFLOW_STEP_DIR", &attempt).env("TWINFLOW_RESULT_DIR", root.join("out"));
+    let full = ok(run(cmd, &attempt, Duration::from_secs(60)), "terrain (absolute)");
+    let log = String::from_utf8_lossy(&full.stderr);
+    assert!(log.contains(&format!("path={out_s}/abs.nc")) && !log.contains(&attempt_s), "{log}");
+    let ds = read_dataset(&abs).unwrap();
+    let history = ds.attr("history").and_then(|a| a.as_str()).unwrap().to_string();
+    assert!(history.contains(&format!("--out {out_s}/abs.nc")) && !history.contains(&attempt_s), "{history}");
+    // Outside an engine's step, paths are shown as given.
+    let plain = ok(
+        run(
+            kernel(&["terrain", "--out", "dem2.nc", "--nx", "12", "--ny", "8", "--dx", "10"]),
+            &attempt,
+            Duration::from_secs(60),
+        ),
+        "terrain",
+    );
+    assert!(String::from_utf8_lossy(&plain.stderr).contains("path=dem2.nc"));
 }

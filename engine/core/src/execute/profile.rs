@@ -8,7 +8,8 @@
 //! uses. Every problem of a file is reported at once.
 //!
 //! A profile is named on the command line (`--profile local`, looked up as `local.yaml` in
-//! `$TWINFLOW_PROFILE_PATH` then `hpc/profiles/`) or given as a path. `hpc/profiles/
+//! `$TWINFLOW_PROFILE_PATH`, the workflow's directory, `hpc/profiles/` and
+//! `~/.config/twinflow/profiles`: [`Profile::search_dirs`]) or given as a path. `hpc/profiles/
 //! example-site.yaml` documents every key.
 
 use std::path::{Path, PathBuf};
@@ -260,7 +261,7 @@ pub struct RawEscalate {
 pub enum ProfileError {
     /// No file for a profile name.
     #[error(
-        "no SLURM profile `{name}` (looked for `{name}.yaml` in {searched})\nhint: pass a path (`--profile site.yaml`) or set `TWINFLOW_PROFILE_PATH`"
+        "no site profile `{name}` (looked for `{name}.yaml` in {searched})\nhint: pass a path (`--profile site.yaml`), put the file in one of these directories, or set `TWINFLOW_PROFILE_PATH`"
     )]
     NotFound {
         /// The name.
@@ -318,17 +319,14 @@ impl Profile {
     }
 
     /// Finds and loads a profile: a path (contains `/` or ends in `.yaml`/`.yml`), or a name
-    /// looked up as `NAME.yaml` in `$TWINFLOW_PROFILE_PATH`, then `./hpc/profiles`.
-    pub fn find(name_or_path: &str) -> Result<Self, ProfileError> {
+    /// looked up as `NAME.yaml` in the directories of [`Profile::search_dirs`].
+    pub fn find(name_or_path: &str, workflow_dir: Option<&Path>) -> Result<Self, ProfileError> {
         let looks_like_path =
             name_or_path.contains('/') || name_or_path.ends_with(".yaml") || name_or_path.ends_with(".yml");
         if looks_like_path {
             return Self::load(Path::new(name_or_path));
         }
-        let mut dirs: Vec<PathBuf> = std::env::var_os(PROFILE_PATH_ENV)
-            .map(|v| std::env::split_paths(&v).filter(|p| !p.as_os_str().is_empty()).collect())
-            .unwrap_or_default();
-        dirs.push(PathBuf::from("hpc/profiles"));
+        let dirs = Self::search_dirs(workflow_dir, &|k| std::env::var_os(k));
         for d in &dirs {
             for ext in ["yaml", "yml"] {
                 let p = d.join(format!("{name_or_path}.{ext}"));
@@ -341,6 +339,32 @@ impl Profile {
             name: name_or_path.to_string(),
             searched: dirs.iter().map(|d| format!("`{}`", d.display())).collect::<Vec<_>>().join(", "),
         })
+    }
+
+    /// Where a profile given by name is looked for, in order: the directories of
+    /// `$TWINFLOW_PROFILE_PATH` (`:`-separated), the workflow file's directory, `hpc/profiles`
+    /// of the current directory (the repository's own profiles), then the user's
+    /// configuration: `$XDG_CONFIG_HOME/twinflow/profiles`, else
+    /// `~/.config/twinflow/profiles`. `var` reads the environment (a parameter for tests).
+    pub fn search_dirs(workflow_dir: Option<&Path>, var: &dyn Fn(&str) -> Option<std::ffi::OsString>) -> Vec<PathBuf> {
+        let mut dirs: Vec<PathBuf> = var(PROFILE_PATH_ENV)
+            .map(|v| std::env::split_paths(&v).filter(|p| !p.as_os_str().is_empty()).collect())
+            .unwrap_or_default();
+        if let Some(w) = workflow_dir {
+            // `examples/x.yaml` has the directory `` (the current one): shown as `.`.
+            dirs.push(if w.as_os_str().is_empty() { PathBuf::from(".") } else { w.to_path_buf() });
+        }
+        dirs.push(PathBuf::from("hpc/profiles"));
+        let config = var("XDG_CONFIG_HOME")
+            .map(PathBuf::from)
+            .filter(|p| p.is_absolute())
+            .or_else(|| var("HOME").map(|h| PathBuf::from(h).join(".config")));
+        if let Some(c) = config {
+            dirs.push(c.join("twinflow").join("profiles"));
+        }
+        let mut seen = std::collections::HashSet::new();
+        dirs.retain(|d| seen.insert(d.clone()));
+        dirs
     }
 
     /// Loads a profile file.
@@ -643,5 +667,37 @@ mod tests {
         assert_eq!(problems.len(), 5, "{problems:#?}");
         let e = Profile::parse("mpiexec: { flavour: lam }\n", "p").unwrap_err().to_string();
         assert!(e.contains("lam") && e.contains("mpich"), "{e}");
+    }
+
+    #[test]
+    fn a_profile_name_is_looked_for_beside_the_workflow_and_in_the_users_config() {
+        let env = |vars: &'static [(&'static str, &'static str)]| {
+            move |k: &str| vars.iter().find(|(n, _)| *n == k).map(|(_, v)| std::ffi::OsString::from(v))
+        };
+        let dirs = Profile::search_dirs(
+            Some(Path::new("/w/flows")),
+            &env(&[("TWINFLOW_PROFILE_PATH", "/a:/b"), ("XDG_CONFIG_HOME", "/cfg"), ("HOME", "/home/u")]),
+        );
+        let want: Vec<PathBuf> =
+            ["/a", "/b", "/w/flows", "hpc/profiles", "/cfg/twinflow/profiles"].iter().map(PathBuf::from).collect();
+        assert_eq!(dirs, want);
+        // Without XDG_CONFIG_HOME (or with a relative one, which the spec says to ignore):
+        // `~/.config`.
+        let dirs = Profile::search_dirs(Some(Path::new("")), &env(&[("XDG_CONFIG_HOME", "rel"), ("HOME", "/home/u")]));
+        let want: Vec<PathBuf> =
+            [".", "hpc/profiles", "/home/u/.config/twinflow/profiles"].iter().map(PathBuf::from).collect();
+        assert_eq!(dirs, want);
+        assert_eq!(Profile::search_dirs(None, &env(&[])), [PathBuf::from("hpc/profiles")]);
+    }
+
+    #[test]
+    fn a_profile_beside_the_workflow_is_found_from_any_directory_and_a_miss_says_where_it_looked() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("mysite.yaml"), "partition: debug\n").unwrap();
+        let p = Profile::find("mysite", Some(d.path())).unwrap();
+        assert_eq!(p.partition.as_deref(), Some("debug"));
+        let e = Profile::find("nosuch", Some(d.path())).unwrap_err().to_string();
+        assert!(e.contains(&format!("`{}`", d.path().display())), "{e}");
+        assert!(e.contains("`hpc/profiles`") && e.contains("twinflow/profiles"), "{e}");
     }
 }

@@ -47,6 +47,11 @@ pub fn param_or_input(
     v.ok_or_else(|| LookupError { message: format!("`{name}` has no value"), help: None })
 }
 
+/// `workflow.dir` of namespace `ns`: the absolute directory of its file.
+pub fn workflow_dir(wf: &Workflow, ns: NsIdx) -> Value {
+    Value::Path(wf.namespaces[ns].file.abs_dir().display().to_string())
+}
+
 /// Evaluates a YAML value (template, literal or list) with `scope`.
 pub fn eval_value(v: &ValueExpr, scope: &dyn Scope) -> Result<Value, crate::expr::ExprError> {
     match v {
@@ -79,6 +84,7 @@ impl Scope for StaticScope<'_> {
             }),
             Resolved::RunId => Ok(Value::Str(RUN_ID_PLACEHOLDER.to_string())),
             Resolved::RunDir => Ok(Value::Path(RUN_DIR_PLACEHOLDER.to_string())),
+            Resolved::WorkflowDir(ns) => Ok(workflow_dir(self.wf, *ns)),
             _ => Err(LookupError {
                 message: format!("`{}` is not known before the run", path.join(".")),
                 help: Some("only parameters, inputs and outputs of scattered steps can define a scatter".into()),

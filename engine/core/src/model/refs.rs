@@ -59,6 +59,9 @@ pub enum Resolved {
     RunId,
     /// `run.dir`.
     RunDir,
+    /// `workflow.dir`: the absolute directory of the file of namespace `ns` (for a
+    /// sub-workflow, its own file's), so steps can call scripts kept beside the workflow.
+    WorkflowDir(NsIdx),
     /// `step.name`.
     StepName(StepIdx),
     /// `member.index` (scattered steps).
@@ -234,6 +237,10 @@ pub fn resolve(wf: &Workflow, ns: NsIdx, ctx: Ctx, path: &[&str]) -> Result<Reso
             [_, "dir"] => Ok(Resolved::RunDir),
             _ => Err(err(format!("unknown reference `{}`", path.join(".")), Some("known: `run.id`, `run.dir`".into()))),
         },
+        "workflow" => match path {
+            [_, "dir"] => Ok(Resolved::WorkflowDir(ns)),
+            _ => Err(err(format!("unknown reference `{}`", path.join(".")), Some("known: `workflow.dir`".into()))),
+        },
         "step" => match (path, ctx.step()) {
             ([_, "name"], Some(s)) => Ok(Resolved::StepName(s)),
             _ => Err(err(
@@ -267,7 +274,8 @@ pub fn resolve(wf: &Workflow, ns: NsIdx, ctx: Ctx, path: &[&str]) -> Result<Reso
         "wait" => resolve_wait(wf, ctx, path),
         _ => {
             let cycling = wf.cycle.is_some();
-            let mut heads = vec!["params", "inputs", "steps", "in", "out", "scatter", "run", "step", "member"];
+            let mut heads =
+                vec!["params", "inputs", "steps", "in", "out", "scatter", "run", "step", "member", "workflow"];
             if cycling {
                 heads.extend(["prev", "cycle", "wait"]);
             }
@@ -275,9 +283,9 @@ pub fn resolve(wf: &Workflow, ns: NsIdx, ctx: Ctx, path: &[&str]) -> Result<Reso
                 format!("unknown reference `{}`", path.join(".")),
                 did_you_mean(head, heads).or_else(|| {
                     Some(if cycling {
-                        "references start with `params.`, `inputs.`, `steps.`, `prev.`, `cycle.`, `wait.`, `in.`, `out.`, `scatter.`, `run.`, `step.` or `member.`".into()
+                        "references start with `params.`, `inputs.`, `steps.`, `prev.`, `cycle.`, `wait.`, `in.`, `out.`, `scatter.`, `run.`, `step.`, `member.` or `workflow.`".into()
                     } else {
-                        "references start with `params.`, `inputs.`, `steps.`, `in.`, `out.`, `scatter.`, `run.`, `step.` or `member.`".into()
+                        "references start with `params.`, `inputs.`, `steps.`, `in.`, `out.`, `scatter.`, `run.`, `step.`, `member.` or `workflow.`".into()
                     })
                 }),
             ))

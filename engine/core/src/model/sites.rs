@@ -107,6 +107,9 @@ pub fn sites(wf: &Workflow) -> Vec<Site> {
         for (k, t) in &n.outputs {
             out.push((ns, Ctx::Namespace, t.clone(), format!("outputs.{k}"), None));
         }
+        for (k, a) in n.asserts.iter().enumerate() {
+            out.push((ns, Ctx::Namespace, a.that.clone(), format!("assert[{k}]"), Some(Type::Bool)));
+        }
     }
     out
 }

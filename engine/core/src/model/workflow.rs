@@ -110,6 +110,17 @@ pub struct Namespace {
     pub names: IndexMap<String, LocalName>,
     /// `outputs:` of this file.
     pub outputs: IndexMap<String, Tpl>,
+    /// `assert:` of this file: conditions on its parameters and inputs.
+    pub asserts: Vec<Assert>,
+}
+
+/// One `assert:` condition.
+#[derive(Debug, Clone)]
+pub struct Assert {
+    /// The boolean expression.
+    pub that: Tpl,
+    /// Why it must hold, if the file says.
+    pub message: Option<String>,
 }
 
 impl Namespace {
@@ -217,6 +228,8 @@ pub struct Scatter {
     pub vars: IndexMap<String, ValueExpr>,
     /// How lists combine.
     pub method: ScatterMethod,
+    /// `allow_empty: true`: 0 members is not an error.
+    pub allow_empty: bool,
     /// Where `scatter:` was written.
     pub span: Span,
 }

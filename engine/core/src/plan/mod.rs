@@ -194,6 +194,36 @@ impl Plan {
             Some(crate::model::Once::Last) => last,
         }
     }
+    /// The scatter values of a member, as a person reads them: `seed=2 rain=40.0`; a value
+    /// that comes from a scattered upstream step names its member (`tile=prepare[3]`).
+    /// `None` for a task that is not a member. A long value is cut to 40 characters.
+    pub fn member_label(&self, n: TaskNode) -> Option<String> {
+        let m = n.member_index()?;
+        let table = self.scatter[n.step as usize].as_ref()?;
+        let idx = table.indices(m);
+        let parts: Vec<String> = table
+            .vars
+            .iter()
+            .zip(idx)
+            .map(|((name, list), i)| {
+                let v = match list {
+                    ScatterList::Values(vs) => vs.get(i as usize).map(|v| match v {
+                        Value::Str(s) | Value::Path(s) if s.is_empty() || s.contains(char::is_whitespace) => {
+                            format!("{s:?}")
+                        }
+                        v => v.to_string(),
+                    }),
+                    ScatterList::Outputs { step, .. } => Some(format!("{}[{i}]", self.workflow.steps[*step].name)),
+                };
+                let mut v = v.unwrap_or_else(|| "?".into());
+                if v.chars().count() > 40 {
+                    v = v.chars().take(39).collect::<String>() + "…";
+                }
+                format!("{name}={v}")
+            })
+            .collect();
+        Some(parts.join(" "))
+    }
     /// Display name of a task: `sim`, `sim[3]`, `sim[*]` for a join.
     pub fn task_name(&self, n: TaskNode) -> String {
         let step = &self.workflow.steps[n.step as usize].name;
@@ -265,6 +295,29 @@ pub fn compile(workflow: Arc<Workflow>) -> Result<Plan, Diagnostics> {
                 vars.iter().try_fold(1u64, |acc, (_, l)| acc.checked_mul(l.len())).unwrap_or(u64::MAX)
             }
         };
+        // An empty list here (not one inherited from an upstream scatter, which was checked
+        // there) is usually a parameter set to 0 by mistake: the step and everything that
+        // gathers it would silently do nothing.
+        if len == 0 && !sc.allow_empty {
+            let empty: Vec<usize> =
+                (0..vars.len()).filter(|&i| matches!(&vars[i].1, ScatterList::Values(v) if v.is_empty())).collect();
+            if let Some(&first) = empty.first() {
+                let span_of = |i: usize| sc.vars.get_index(i).map_or(sc.span, |(_, v)| v.span());
+                let names = empty.iter().map(|&i| format!("`{}`", vars[i].0)).collect::<Vec<_>>().join(", ");
+                diags.push(
+                    Diag::new(
+                        DiagKind::ScatterLength,
+                        file,
+                        span_of(first),
+                        format!("steps.{}.scatter.over.{}", step.local_name, vars[first].0),
+                        format!("scatter expands to 0 members: {names} is empty"),
+                    )
+                    .with_label("an empty list")
+                    .with_help("check the parameters that make the list; if the step may run no member, add `allow_empty: true` to its `scatter:`"),
+                );
+                continue;
+            }
+        }
         if len > MAX_TASKS {
             diags.push(Diag::new(
                 DiagKind::ScatterLength,

@@ -1,7 +1,10 @@
 //! Cache keys and file fingerprints.
 //!
-//! A task is up to date when its key matches the key of its last successful execution. The
-//! key is a blake3 hash of: the resolved definition with run-specific paths replaced by
+//! The cache is content-addressed, as Nextflow's `-resume`: a task is up to date when some
+//! earlier successful execution of its step (any member, any run of this runs directory;
+//! in a cycling run, of the same cycle point) had the same key and its outputs still exist.
+//! Extending, reordering or reverting a sweep therefore runs only the combinations never
+//! run before. The key is a blake3 hash of: the resolved definition with run-specific paths replaced by
 //! placeholders (so it is the same in every run), the identity of the program (content
 //! hash of the executable), and the content hashes of every file and value it reads.
 //! Content hashes are remembered per (path, size, mtime) in the run database, so an
@@ -15,7 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use super::scope::TaskResult;
 use crate::model::Step;
-use crate::state::{StateError, Store};
+use crate::state::{CacheEntry, StateError, Store};
 
 /// The parts of a cache key, kept so `twinflow why` can say which one changed.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
@@ -39,7 +42,8 @@ impl Components {
         blake3::hash(json.as_bytes()).to_hex()[..32].to_string()
     }
 
-    /// Human-readable differences from an older set of components.
+    /// Human-readable differences from an older set of components: only the parts that
+    /// differ (a parameter, an input, the arguments of the command that changed).
     pub fn diff(&self, old: &Components) -> Vec<String> {
         let mut out = vec![];
         if self.program != old.program {
@@ -64,25 +68,64 @@ impl Components {
                 out.push(format!("input `{k}` is no longer used"));
             }
         }
-        if self.definition != old.definition && out.is_empty() && self.command == old.command {
-            out.push(format!(
-                "the step definition changed (its `env`, outputs or `shell`), the command is still `{}`",
-                self.command.join(" ")
-            ));
-        } else if self.definition != old.definition && out.is_empty() {
-            out.push(format!(
-                "the step definition changed: now `{}`, was `{}`",
-                self.command.join(" "),
-                old.command.join(" ")
-            ));
-        } else if self.definition != old.definition && self.command != old.command {
-            out.push(format!("the command changed: now `{}`, was `{}`", self.command.join(" "), old.command.join(" ")));
+        if self.definition != old.definition {
+            if self.command == old.command {
+                if out.is_empty() {
+                    out.push(format!(
+                        "the step definition changed (its `env`, `in`, outputs or `shell`), the command is still `{}`",
+                        self.command.join(" ")
+                    ));
+                }
+            } else if self.command.len() == old.command.len() {
+                // The same command with other arguments (a sweep's value): name only those.
+                let changed: Vec<String> = self
+                    .command
+                    .iter()
+                    .zip(&old.command)
+                    .enumerate()
+                    .filter(|(_, (a, b))| a != b)
+                    .map(|(i, (a, b))| format!("argv[{i}] changed: `{b}` → `{a}`"))
+                    .collect();
+                const SHOWN: usize = 5;
+                let n = changed.len();
+                out.extend(changed.into_iter().take(SHOWN));
+                if n > SHOWN {
+                    out.push(format!("... and {} more arguments of argv changed", n - SHOWN));
+                }
+            } else {
+                out.push(format!(
+                    "the command changed: now `{}`, was `{}`",
+                    self.command.join(" "),
+                    old.command.join(" ")
+                ));
+            }
         }
         out
     }
 }
 
-/// The one cache decision, used by `twinflow run` and `twinflow why` alike: may the last
+/// Where a task's results are looked for: its workflow, step and cycle point (`""` in a run
+/// that does not cycle). The member index is not part of it: any member of the step (of any
+/// earlier run) whose execution had the same cache key stands in.
+#[derive(Debug, Clone, Copy)]
+pub struct CacheScope<'a> {
+    /// Workflow name.
+    pub workflow: &'a str,
+    /// Full step name (`sim`, `call/inner`).
+    pub step: &'a str,
+    /// Cycle point label, `""` when the workflow does not cycle.
+    pub point: &'a str,
+}
+
+impl<'a> CacheScope<'a> {
+    /// The scope of task `task` (`sim[3]`, `POINT/sim[3]` in a cycling run) of step `step`.
+    pub fn of(workflow: &'a str, step: &'a str, task: &'a str, cycling: bool) -> Self {
+        let point = if cycling { task.split_once('/').map_or("", |(p, _)| p) } else { "" };
+        CacheScope { workflow, step, point }
+    }
+}
+
+/// The one cache decision, used by `twinflow run` and `twinflow why` alike: may an earlier
 /// successful execution of a task stand in for running it with components `now`?
 #[derive(Debug)]
 pub enum Decision {
@@ -95,47 +138,91 @@ pub enum Decision {
 /// Why a task is not up to date (see [`Decision`]).
 #[derive(Debug)]
 pub enum Staleness {
-    /// It never succeeded (in any run of this workflow in this runs directory).
-    NeverRan,
-    /// Its cache key changed; the components of its last success, as stored.
-    KeyChanged(String),
-    /// The key matches but the result directory or one of its outputs is gone.
+    /// No earlier success of its step (in this runs directory) had its cache key.
+    NotFound,
+    /// Earlier successes had its key, but the result directory or an output of each is gone
+    /// (the newest such directory).
     OutputsGone(PathBuf),
+    /// `run --rerun` asked for it (or for a step it depends on).
+    Forced,
 }
 
 impl Staleness {
-    /// Reasons in words, given the components it would run with now.
-    pub fn reasons(&self, now: &Components) -> Vec<String> {
+    /// Reasons in words. `closest` is the earlier success of the same step that differs the
+    /// least from components `now`, with its task and run (see [`closest`]).
+    pub fn reasons(&self, now: &Components, closest: Option<&(CacheEntry, Components)>) -> Vec<String> {
         match self {
-            Staleness::NeverRan => vec!["it has never run successfully".into()],
-            Staleness::KeyChanged(old) => {
-                let old: Components = serde_json::from_str(old).unwrap_or_default();
-                let d = now.diff(&old);
-                if d.is_empty() { vec!["its cache key changed".into()] } else { d }
-            }
+            Staleness::NotFound => match closest {
+                None => vec!["it has never run successfully".into()],
+                Some((e, old)) => {
+                    let mut d = now.diff(old);
+                    if d.is_empty() {
+                        d.push("its cache key changed".into());
+                    }
+                    d.insert(
+                        0,
+                        format!("no earlier result has its cache key; closest: `{}` of run {}", e.task, e.run_id),
+                    );
+                    d
+                }
+            },
             Staleness::OutputsGone(dir) => vec![format!("its outputs are gone from `{}`", dir.display())],
+            Staleness::Forced => vec!["`--rerun` forces it".into()],
         }
     }
 }
 
-/// Decides whether task `name` (of step `step`) is up to date with components `now`: its
-/// last success had the same key and every declared output is still where it left it.
+/// Whether an entry's result directory still holds every declared output of `step`.
+fn intact(dir: &Path, step: &Step) -> bool {
+    dir.is_dir() && step.outputs.values().chain(step.values.values()).all(|rel| dir.join(rel).exists())
+}
+
+/// Decides whether a task of step `step` is up to date with components `now`: some earlier
+/// success in `scope` had the same key, and every declared output is still where it left
+/// it (the newest such result is taken). A result whose directory was deleted (by hand, or
+/// by `twinflow clean`) is never handed out. Results of run `running` (the run deciding)
+/// are not taken: two members of one run with the same key both run, so what runs does not
+/// depend on the order members finish in.
 pub fn decide(
     store: &Store,
-    workflow: &str,
-    name: &str,
+    scope: CacheScope<'_>,
     step: &Step,
     now: &Components,
+    running: Option<&str>,
 ) -> Result<Decision, StateError> {
-    let Some(e) = store.cache_get(workflow, name)? else { return Ok(Decision::Stale(Staleness::NeverRan)) };
-    if e.key != now.key() {
-        return Ok(Decision::Stale(Staleness::KeyChanged(e.components)));
+    let key = now.key();
+    let mut found = store.cache_find(scope.workflow, scope.step, scope.point, &key)?;
+    found.retain(|e| Some(e.run_id.as_str()) != running);
+    let Some(first) = found.first() else { return Ok(Decision::Stale(Staleness::NotFound)) };
+    for e in &found {
+        let dir = PathBuf::from(&e.dir);
+        if intact(&dir, step) {
+            let values = super::attempt::parse_values(Some(&e.outputs));
+            return Ok(Decision::UpToDate(TaskResult { dir, values }));
+        }
     }
-    let dir = PathBuf::from(&e.dir);
-    if !dir.is_dir() || !step.outputs.values().chain(step.values.values()).all(|rel| dir.join(rel).exists()) {
-        return Ok(Decision::Stale(Staleness::OutputsGone(dir)));
-    }
-    Ok(Decision::UpToDate(TaskResult { dir, values: super::attempt::parse_values(Some(&e.outputs)) }))
+    Ok(Decision::Stale(Staleness::OutputsGone(PathBuf::from(&first.dir))))
+}
+
+/// How many of the newest entries of a step [`closest`] compares with (besides those of the
+/// task itself): `why` on a big sweep with a long history stays quick.
+pub const CLOSEST_AMONG: usize = 1000;
+
+/// The earlier success of the step in `scope` whose components differ least from `now`
+/// (fewest differences; then one of task `task` itself; then the newest), from `entries`
+/// ([`Store::cache_of_step`], parsed, newest first): among the task's own and the
+/// [`CLOSEST_AMONG`] newest.
+pub fn closest<'e>(
+    entries: &'e [(CacheEntry, Components)],
+    task: &str,
+    now: &Components,
+) -> Option<&'e (CacheEntry, Components)> {
+    entries
+        .iter()
+        .enumerate()
+        .filter(|(i, (e, _))| *i < CLOSEST_AMONG || e.task == task)
+        .min_by_key(|(i, (e, c))| (now.diff(c).len(), e.task != task, *i))
+        .map(|(_, x)| x)
 }
 
 fn short(s: &str) -> String {
@@ -229,4 +316,131 @@ fn hash_file(path: &Path) -> std::io::Result<String> {
         hasher.update(&buf[..n]);
     }
     Ok(hasher.finalize().to_hex()[..32].to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+
+    fn comps(argv: &[&str]) -> Components {
+        let command: Vec<String> = argv.iter().map(|s| s.to_string()).collect();
+        Components {
+            definition: blake3::hash(command.join("\0").as_bytes()).to_hex()[..32].to_string(),
+            command,
+            program: "/bin/sh:abc".into(),
+            ..Components::default()
+        }
+    }
+
+    fn plan(text: &str) -> (tempfile::TempDir, crate::plan::Plan) {
+        let tmp = tempfile::tempdir().unwrap();
+        let f = tmp.path().join("wf.yaml");
+        std::fs::write(&f, text).unwrap();
+        let wf = crate::validate::load(&f, &Default::default()).unwrap();
+        (tmp, crate::plan::compile(Arc::new(wf)).unwrap())
+    }
+
+    fn entry(c: &Components, task: &str, dir: &Path, run: &str) -> CacheEntry {
+        CacheEntry {
+            key: c.key(),
+            task: task.into(),
+            components: serde_json::to_string(c).unwrap(),
+            dir: dir.display().to_string(),
+            outputs: "{}".into(),
+            run_id: run.into(),
+            at: 0,
+        }
+    }
+
+    #[test]
+    fn a_changed_argument_is_named_alone() {
+        let old = comps(&["sh", "-c", "x", "sim", "1", "40"]);
+        let now = comps(&["sh", "-c", "x", "sim", "1", "50"]);
+        assert_eq!(now.diff(&old), ["argv[5] changed: `40` → `50`"]);
+        let longer = comps(&["sh", "-c", "x", "sim", "1", "50", "--extra"]);
+        assert_eq!(longer.diff(&old), ["the command changed: now `sh -c x sim 1 50 --extra`, was `sh -c x sim 1 40`"]);
+        assert!(old.diff(&old).is_empty());
+    }
+
+    #[test]
+    fn the_closest_earlier_success_differs_least_then_is_the_same_task_then_newest() {
+        let now = comps(&["sim", "2", "50"]);
+        let far = comps(&["sim", "3", "40"]);
+        let near_other = comps(&["sim", "1", "50"]);
+        let near_same = comps(&["sim", "2", "40"]);
+        let d = Path::new("/d");
+        let entries = vec![
+            (entry(&far, "sim[0]", d, "r1"), far.clone()),
+            (entry(&near_other, "sim[1]", d, "r1"), near_other.clone()),
+            (entry(&near_same, "sim[4]", d, "r1"), near_same.clone()),
+        ];
+        assert_eq!(closest(&entries, "sim[4]", &now).unwrap().0.task, "sim[4]");
+        assert_eq!(closest(&entries, "sim[9]", &now).unwrap().0.task, "sim[1]", "newest of the nearest");
+        assert!(closest(&[], "sim[9]", &now).is_none());
+    }
+
+    #[test]
+    fn any_member_s_result_with_the_key_stands_in_unless_its_outputs_are_gone() {
+        let (tmp, p) = plan(
+            "name: w\nsteps:\n  sim:\n    scatter: { over: { k: [1, 2] } }\n    run: [echo]\n    out: { r: r.txt }\n",
+        );
+        let step = &p.workflow.steps[0];
+        let mut store = Store::open(tmp.path()).unwrap();
+        let c = comps(&["echo", "1"]);
+        let (old, new) = (tmp.path().join("old"), tmp.path().join("new"));
+        for d in [&old, &new] {
+            std::fs::create_dir_all(d).unwrap();
+            std::fs::write(d.join("r.txt"), "x").unwrap();
+        }
+        let scope = CacheScope::of("w", "sim", "sim[1]", false);
+        assert!(matches!(decide(&store, scope, step, &c, None).unwrap(), Decision::Stale(Staleness::NotFound)));
+        store.cache_put("w", "sim", "", &entry(&c, "sim[0]", &old, "r1")).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        store.cache_put("w", "sim", "", &entry(&c, "sim[3]", &new, "r2")).unwrap();
+        // Another member's result, the newest first.
+        let Decision::UpToDate(r) = decide(&store, scope, step, &c, None).unwrap() else { panic!("not up to date") };
+        assert_eq!(r.dir, new);
+        // The newest is deleted by hand: the older one still stands in.
+        std::fs::remove_dir_all(&new).unwrap();
+        let Decision::UpToDate(r) = decide(&store, scope, step, &c, None).unwrap() else { panic!("not up to date") };
+        assert_eq!(r.dir, old);
+        // An output gone from the last one: never handed out.
+        std::fs::remove_file(old.join("r.txt")).unwrap();
+        assert!(
+            matches!(decide(&store, scope, step, &c, None).unwrap(), Decision::Stale(Staleness::OutputsGone(d)) if d == new)
+        );
+        // The run deciding does not take its own results.
+        std::fs::write(old.join("r.txt"), "x").unwrap();
+        assert!(
+            matches!(decide(&store, scope, step, &c, Some("r1")).unwrap(), Decision::Stale(Staleness::OutputsGone(d)) if d == new)
+        );
+        let Decision::UpToDate(r) = decide(&store, scope, step, &c, Some("r2")).unwrap() else {
+            panic!("not up to date")
+        };
+        assert_eq!(r.dir, old);
+        // Another step, or another cycle point, is another scope.
+        assert!(store.cache_find("w", "other", "", &c.key()).unwrap().is_empty());
+        assert_eq!(CacheScope::of("w", "sim", "20260301T0600Z/sim[1]", true).point, "20260301T0600Z");
+    }
+
+    #[test]
+    fn rerun_forces_the_step_named_and_what_depends_on_it() {
+        let (_tmp, p) = plan(
+            "name: w\nsteps:\n  a:\n    run: [echo]\n    out: { o: o }\n  b:\n    run: [cat, '${{ steps.a.out.o }}']\n  c:\n    run: [echo]\n",
+        );
+        let forced = crate::run::rerun_nodes(&p, &["a".to_string()]);
+        let names: Vec<String> = p
+            .graph
+            .node_indices()
+            .filter(|i| forced[i.index()] && !p.graph[*i].is_join())
+            .map(|i| p.task_name(p.graph[i]))
+            .collect();
+        let mut names = names;
+        names.sort();
+        assert_eq!(names, ["a", "b"]);
+        assert!(crate::run::rerun_nodes(&p, &[]).iter().all(|f| !f));
+        assert!(crate::run::is_rerun_target(&p, "c") && !crate::run::is_rerun_target(&p, "d"));
+    }
 }

@@ -99,6 +99,10 @@ pub(crate) struct Driver<'a> {
     batch: Vec<(Attempt, JobRequest)>,
     hasher: Hasher,
     params_memo: HashMap<usize, BTreeMap<String, String>>,
+    /// Nodes `--rerun` forces to run (the steps named and what depends on them).
+    forced: Vec<bool>,
+    /// Paths `publish:` copied results to, in the order they were made.
+    pub published: Vec<PathBuf>,
 }
 
 impl<'a> Driver<'a> {
@@ -138,6 +142,8 @@ impl<'a> Driver<'a> {
             batch: vec![],
             hasher: Hasher::default(),
             params_memo: HashMap::new(),
+            forced: super::rerun_nodes(plan, &opts.rerun),
+            published: vec![],
         }
     }
 
@@ -157,6 +163,11 @@ impl<'a> Driver<'a> {
             Some(c) => format!("{}/{base}", c.point(t.cycle).label()),
             None => base,
         }
+    }
+
+    /// A member's scatter values (`seed=2 rain=40.0`), `None` for other tasks.
+    pub fn label(&self, t: TaskId) -> Option<String> {
+        self.plan.member_label(self.plan.graph[t.node])
     }
 
     /// The cycle point of task `t` (`None` when the workflow does not cycle).
@@ -296,14 +307,19 @@ impl<'a> Driver<'a> {
         };
         let name = self.name(i);
         // A service is never reused: what it serves is its running process.
+        let scope = cache::CacheScope::of(&plan.workflow.name, &step.name, &name, self.cycling.is_some());
         if self.opts.use_cache
             && !service
-            && let Decision::UpToDate(hit) = cache::decide(self.store, &plan.workflow.name, &name, step, &comps)?
+            && !self.forced[i.node.index()]
+            && let Decision::UpToDate(hit) = cache::decide(self.store, scope, step, &comps, Some(&self.run_id))?
         {
             let dir = hit.dir.clone();
             self.data_mut(i.cycle).results[i.node.index()] = Some(Box::new(hit));
             match publish(self.publish_ctx(i.cycle), i.node, &dir) {
-                Ok(()) => s.reuse(i),
+                Ok(paths) => {
+                    self.published.extend(paths);
+                    s.reuse(i)
+                }
                 Err(e) => s.fail(i, e.to_string()),
             }
             return Ok(());
@@ -416,6 +432,7 @@ impl<'a> Driver<'a> {
                     self.reporter.event(&Event::TaskStarted {
                         task: name,
                         cycle,
+                        label: self.label(a.task),
                         attempt: a.attempt,
                         job_id: id.0.clone(),
                         dir: Some(a.dir.display().to_string()),
@@ -494,9 +511,12 @@ impl<'a> Driver<'a> {
         self.data_mut(i.cycle).results[i.node.index()] = Some(Box::new(TaskResult { dir: out.clone(), values }));
         // Copies outside the run directory are made before success is recorded: a crash in
         // between runs the task again rather than losing a copy.
-        if let Err(e) = publish(self.publish_ctx(i.cycle), i.node, &out) {
-            s.fail(i, e.to_string());
-            return Ok(());
+        match publish(self.publish_ctx(i.cycle), i.node, &out) {
+            Ok(paths) => self.published.extend(paths),
+            Err(e) => {
+                s.fail(i, e.to_string());
+                return Ok(());
+            }
         }
         let dir_s = out.display().to_string();
         self.store.finish_task(
@@ -508,15 +528,19 @@ impl<'a> Driver<'a> {
             Some(&values_s),
             None,
         )?;
+        let scope = cache::CacheScope::of(&self.plan.workflow.name, &step.name, &name, self.cycling.is_some());
         self.store.cache_put(
-            &self.plan.workflow.name,
-            &name,
+            scope.workflow,
+            scope.step,
+            scope.point,
             &CacheEntry {
                 key: a.key,
+                task: name.clone(),
                 components: a.components,
                 dir: dir_s,
                 outputs: values_s,
                 run_id: self.run_id.clone(),
+                at: 0,
             },
         )?;
         s.succeeded(i);
@@ -606,6 +630,7 @@ impl<'a> Driver<'a> {
                     self.reporter.event(&Event::TaskFinished {
                         task: name,
                         cycle: self.point_label(task),
+                        label: self.label(task),
                         state,
                         seconds,
                         message,
@@ -624,6 +649,7 @@ impl<'a> Driver<'a> {
                     self.reporter.event(&Event::TaskRetry {
                         task: name,
                         cycle: self.point_label(task),
+                        label: self.label(task),
                         attempt,
                         delay_seconds: crate::events::secs(delay),
                         message,
@@ -642,7 +668,7 @@ impl<'a> Driver<'a> {
                     self.store.cycle_started(&self.run_id, cycle, &label)?;
                     let plan = self.plan;
                     let last = c.is_last(cycle);
-                    let names: Vec<(String, String, Option<u32>)> = plan
+                    let names: Vec<(String, String, Option<u32>, Option<String>)> = plan
                         .graph
                         .node_indices()
                         .filter(|&i| !plan.graph[i].is_join() && plan.runs_in(i, cycle, last))
@@ -652,13 +678,14 @@ impl<'a> Driver<'a> {
                                 self.name(TaskId::new(cycle, i)),
                                 plan.workflow.steps[t.step as usize].name.clone(),
                                 t.member_index(),
+                                plan.member_label(t),
                             )
                         })
                         .collect();
                     self.store.ensure_cycle_tasks(
                         &self.run_id,
                         cycle,
-                        names.iter().map(|(a, b, c)| (a.as_str(), b.as_str(), *c)),
+                        names.iter().map(|(a, b, c, d)| (a.as_str(), b.as_str(), *c, d.as_deref())),
                     )?;
                     tracing::info!(cycle, point = %label, "cycle started");
                     self.reporter.event(&Event::CycleStarted { cycle, point: label });

@@ -63,10 +63,12 @@ pub enum ReadyProbe {
 }
 
 /// Where the `twin-kernel` binary is: `$TWINFLOW_KERNEL_BIN`, next to the running
-/// executable, or on `PATH`.
+/// executable, or on `PATH`. A relative `$TWINFLOW_KERNEL_BIN` is taken against the
+/// engine's current directory and made absolute: steps run in their attempt directories,
+/// where it would not resolve (`mpiexec` would fail to find it).
 pub fn kernel_binary() -> PathBuf {
-    if let Some(p) = std::env::var_os(tfenv::KERNEL_BIN) {
-        return PathBuf::from(p);
+    if let Some(p) = std::env::var_os(tfenv::KERNEL_BIN).filter(|p| !p.is_empty()) {
+        return crate::spec::span::absolute(Path::new(&p));
     }
     if let Ok(exe) = std::env::current_exe()
         && let Some(dir) = exe.parent()
@@ -221,6 +223,13 @@ pub fn resolve_task_in(
         env.push((tfenv::MEMBER.into(), m.to_string()));
     }
     env.push((tfenv::STEP_DIR.into(), attempt_dir.display().to_string()));
+    // A successful attempt's directory is renamed to `out/` beside it: kernels name their
+    // files by that path in logs and NetCDF `history`. (A service writes into `out/` as it runs.)
+    if step.service.is_none()
+        && let Some(parent) = attempt_dir.parent()
+    {
+        env.push((tfenv::RESULT_DIR.into(), parent.join("out").display().to_string()));
+    }
     env.push((tfenv::MANIFEST.into(), attempt_dir.join(".twinflow/manifest.json").display().to_string()));
     env.push((tfenv::THREADS.into(), r.threads.to_string()));
     env.push((tfenv::RANKS.into(), r.ranks.to_string()));
@@ -353,7 +362,11 @@ pub fn components(
     }
     def.update(b"\x01env\0");
     for (k, v) in &key_view.env {
-        if k.starts_with("TWINFLOW_") {
+        // The variables twinflow sets name where the task runs (its run, attempt directory,
+        // member index): not what it computes. The values of its `in:` (`TWINFLOW_IN_*`,
+        // with run-specific paths as placeholders) are what it reads, so they are kept: two
+        // members differing only in an `in:` value must not share a result.
+        if k.starts_with("TWINFLOW_") && !k.starts_with(tfenv::INPUT_PREFIX) {
             continue;
         }
         def.update(k.as_bytes());

@@ -28,6 +28,7 @@ pub mod clock;
 mod driver;
 pub mod failure;
 pub mod job;
+pub mod outputs;
 pub mod publish;
 mod resume;
 pub mod scheduler;
@@ -41,7 +42,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
-use crate::events::{Counts, Event, Reporter, RunState, TaskFailure, secs};
+use crate::events::{Counts, Event, Reporter, RunState, StepTasks, TaskFailure, secs};
 use crate::execute::{Backend, BackendError};
 use crate::model::{End, Point, Start};
 use crate::plan::{Plan, TaskNode};
@@ -49,6 +50,7 @@ use crate::state::{CycleState, RunSettings, StateError, Store};
 use clock::{Clock, SystemClock};
 use driver::Driver;
 use scheduler::{CycleWindow, SchedOptions, Scheduler};
+use scope::Results;
 
 /// State changes are committed in batches at most this far apart (and before any longer
 /// wait): a crash loses at most that much bookkeeping, whose tasks then simply run again,
@@ -77,6 +79,9 @@ pub struct RunOptions {
     pub max_parallel: Option<usize>,
     /// What the run's environment snapshot records.
     pub env_snapshot: attempt::EnvSnapshot,
+    /// Steps to run even when an earlier result is up to date (`--rerun`), with everything
+    /// that depends on them. A name also covers the steps of a call (`call` → `call/*`).
+    pub rerun: Vec<String>,
 }
 
 /// How a run ended.
@@ -131,6 +136,44 @@ pub struct RunSummary {
     pub failures: Vec<(String, TaskFailure)>,
     /// For cycling runs: which cycle holds the run, or where a stopped run stopped.
     pub note: Option<String>,
+    /// The root workflow's `outputs:`, resolved against the run's results (of its last
+    /// cycle, in a cycling run).
+    pub outputs: Vec<outputs::RootOutput>,
+    /// Every path `publish:` copied a result to.
+    pub published: Vec<PathBuf>,
+}
+
+/// The nodes `--rerun STEPS` forces to run: the tasks of each step named (or of the steps
+/// of a call named), and every task that depends on one of them.
+pub fn rerun_nodes(plan: &Plan, steps: &[String]) -> Vec<bool> {
+    let mut forced = vec![false; plan.graph.node_count()];
+    if steps.is_empty() {
+        return forced;
+    }
+    let named = |name: &str| {
+        steps.iter().any(|s| name == s || name.strip_prefix(s.as_str()).is_some_and(|r| r.starts_with('/')))
+    };
+    let mut stack: Vec<_> = plan
+        .graph
+        .node_indices()
+        .filter(|&i| {
+            let t = plan.graph[i];
+            !t.is_join() && named(&plan.workflow.steps[t.step as usize].name)
+        })
+        .collect();
+    while let Some(i) = stack.pop() {
+        if std::mem::replace(&mut forced[i.index()], true) {
+            continue;
+        }
+        stack.extend(plan.graph.neighbors_directed(i, petgraph::Direction::Outgoing));
+    }
+    forced
+}
+
+/// Whether `name` names a step of the plan for `--rerun` (a step, or a call whose steps it
+/// covers).
+pub fn is_rerun_target(plan: &Plan, name: &str) -> bool {
+    plan.workflow.steps.iter().any(|s| s.name == name || s.name.strip_prefix(name).is_some_and(|r| r.starts_with('/')))
 }
 
 /// Errors that stop a run (as opposed to task failures, which are part of the summary).
@@ -312,13 +355,15 @@ pub async fn execute(
     let env_file = attempt::snapshot_environment(&run_dir, &opts.env_snapshot)
         .map_err(io("writing the environment snapshot in", &run_dir))?;
     if cycling.is_none() {
-        let names: Vec<(String, String, Option<u32>)> = plan
+        let names: Vec<(String, String, Option<u32>, Option<String>)> = plan
             .graph
             .node_weights()
             .filter(|t| !t.is_join())
-            .map(|t| (plan.task_name(*t), wf.steps[t.step as usize].name.clone(), t.member_index()))
+            .map(|t| {
+                (plan.task_name(*t), wf.steps[t.step as usize].name.clone(), t.member_index(), plan.member_label(*t))
+            })
             .collect();
-        store.ensure_tasks(&run_id, names.iter().map(|(a, b, c)| (a.as_str(), b.as_str(), *c)))?;
+        store.ensure_tasks(&run_id, names.iter().map(|(a, b, c, d)| (a.as_str(), b.as_str(), *c, d.as_deref())))?;
     }
     // The run is recorded before anything is reported about it.
     store.commit()?;
@@ -343,6 +388,7 @@ pub async fn execute(
         tasks: if d.cycling.is_some() { 0 } else { plan.task_count() },
         already_done,
         resumed,
+        steps: if d.cycling.is_some() { vec![] } else { step_tasks(plan, &d.store.tasks(&run_id)?) },
     });
     s.seed();
     d.record(s.take_effects())?;
@@ -465,12 +511,33 @@ pub async fn execute(
     d.store.set_run_state(&run_id, fin.outcome.into())?;
     d.store.commit()?;
     let elapsed = t0.elapsed();
+    // The root `outputs:` of the results this run has (its last cycle's in a cycling run).
+    let outputs = match d.cycles.values().next_back().or(d.retired_prev.as_ref()) {
+        Some(cur) => outputs::root_outputs(plan, Results::single(cur), &run_id, &d.run_dir),
+        None => vec![],
+    };
+    let published = std::mem::take(&mut d.published);
     d.reporter.event(&Event::RunFinished {
         run_id: run_id.clone(),
         state: fin.outcome.into(),
         counts: fin.counts.clone(),
         seconds: secs(elapsed),
+        outputs: outputs.iter().map(|o| (o.name.clone(), o.value.clone().unwrap_or_default())).collect(),
+        published: published.iter().map(|p| p.display().to_string()).collect(),
     });
     let failures = fin.failures.iter().map(|(t, m)| (d.name(*t), m.clone())).collect();
-    Ok(RunSummary { run_id, outcome: fin.outcome, counts: fin.counts, elapsed, failures, note })
+    Ok(RunSummary { run_id, outcome: fin.outcome, counts: fin.counts, elapsed, failures, note, outputs, published })
+}
+
+/// Each step's task count in plan order, with those already finished (`rows`: the run's
+/// task rows, for a resume).
+fn step_tasks(plan: &Plan, rows: &[crate::state::TaskRow]) -> Vec<StepTasks> {
+    plan.step_order
+        .iter()
+        .map(|&s| {
+            let step = plan.workflow.steps[s].name.clone();
+            let done = rows.iter().filter(|r| r.step == step && r.state.is_terminal()).count();
+            StepTasks { step, tasks: plan.members(s) as usize, done }
+        })
+        .collect()
 }

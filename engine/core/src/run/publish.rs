@@ -98,13 +98,14 @@ pub enum PublishError {
 }
 
 /// Copies the outputs of task `i` named in its step's `publish:` from its result directory
-/// `dir` to their targets. The error says which output failed and why.
-pub fn publish(cx: PublishCtx<'_>, i: NodeIndex, dir: &Path) -> Result<(), PublishError> {
+/// `dir` to their targets; returns the targets. The error says which output failed and why.
+pub fn publish(cx: PublishCtx<'_>, i: NodeIndex, dir: &Path) -> Result<Vec<PathBuf>, PublishError> {
     let plan = cx.plan;
     let t = plan.graph[i];
     let step = &plan.workflow.steps[t.step as usize];
+    let mut made = vec![];
     if step.publish.is_empty() {
-        return Ok(());
+        return Ok(made);
     }
     let base = plan.workflow.namespaces[step.ns].file.abs_dir();
     let used = RefCell::new(vec![]);
@@ -146,8 +147,9 @@ pub fn publish(cx: PublishCtx<'_>, i: NodeIndex, dir: &Path) -> Result<(), Publi
             source,
         })?;
         tracing::info!(task = %plan.task_name(t), output = %k, to = %target.display(), "published");
+        made.push(target);
     }
-    Ok(())
+    Ok(made)
 }
 
 /// `p` absolute, with `.` and `..` removed and symbolic links of its longest existing prefix

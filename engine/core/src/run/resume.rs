@@ -177,6 +177,7 @@ pub(crate) async fn restore(d: &mut Driver<'_>, s: &mut Scheduler<'_>) -> Result
         d.reporter.event(&Event::TaskStarted {
             task: l.task,
             cycle,
+            label: d.label(i),
             attempt: a.attempt,
             job_id: a.job.0.clone(),
             dir: Some(a.dir.display().to_string()),

@@ -342,6 +342,7 @@ impl Scope for TaskScope<'_> {
             } else {
                 Value::Path(self.run_dir.display().to_string())
             }),
+            Resolved::WorkflowDir(ns) => Ok(crate::model::eval::workflow_dir(wf, *ns)),
             Resolved::StepName(s) => Ok(Value::Str(wf.steps[*s].name.clone())),
             Resolved::MemberIndex(_) => Ok(self.node.member_index().map_or(Value::Null, |m| Value::Int(i64::from(m)))),
             Resolved::CycleIndex => Ok(Value::Int(self.results.cur.index as i64)),

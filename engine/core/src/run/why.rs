@@ -1,14 +1,15 @@
 //! `twinflow why`: would a task run again, and why?
 //!
 //! Walks the plan in dependency order as a run would, taking each task's result from the
-//! cache when it is up to date, and reports for the requested tasks which component of the
-//! cache key differs from the last successful execution.
+//! cache when it is up to date, and reports for the requested tasks why they would run:
+//! when no earlier success has the task's cache key, only the components that differ from
+//! the closest earlier success of its step (a sweep's new value: the one argument).
 
 use std::path::{Path, PathBuf};
 
 use petgraph::algo::toposort;
 
-use super::cache::{Decision, Hasher, decide};
+use super::cache::{CacheScope, Components, Decision, Hasher, Staleness, closest, decide};
 use super::job::{components, key_view, resolve_task};
 use super::scope::{CycleData, Mode, Results, TaskResult};
 use crate::model::Point;
@@ -59,16 +60,22 @@ fn cached_cycle(plan: &Plan, store: &Store, index: u64, point: Point) -> Result<
     Ok(data)
 }
 
-/// Explains, for every task of step `step` (all tasks when `None`), whether it would run;
-/// in a cycling workflow, the tasks of `cycle`.
+/// Explains, for every task of step `step` (all tasks when `None`; a task when it names one,
+/// `sim[7]`), whether it would run; in a cycling workflow, the tasks of `cycle`. Tasks of
+/// the steps `rerun` names, and what depends on them, would run (`run --rerun`).
 pub fn why(
     plan: &Plan,
     store: &mut Store,
     step: Option<&str>,
     kernel: &Path,
     cycle: Option<WhyCycle>,
+    rerun: &[String],
 ) -> Result<Vec<Verdict>, StateError> {
     let wf = &*plan.workflow;
+    let forced = super::rerun_nodes(plan, rerun);
+    // Earlier successes of each step, parsed once, for the closest one's differences.
+    let mut of_step: std::collections::HashMap<(String, String), Vec<(crate::state::CacheEntry, Components)>> =
+        Default::default();
     let order = toposort(&plan.graph, None).unwrap_or_default();
     let mut data = match cycle {
         Some(c) => CycleData::new(c.index, Some(c.point), c.last, plan.graph.node_count()),
@@ -105,10 +112,12 @@ pub fn why(
             Some(l) => format!("{l}/{}", plan.task_name(t)),
             None => plan.task_name(t),
         };
-        let wanted = step.is_none_or(|s| wf.steps[t.step as usize].name == s);
+        let wanted = step.is_none_or(|s| wf.steps[t.step as usize].name == s || plan.task_name(t) == s);
         let mut reasons = vec![];
         if let Some(u) = &upstream {
             reasons.push(format!("upstream `{u}` would run"));
+        } else if forced[i.index()] {
+            reasons.push("`--rerun` forces it".into());
         } else if wf.steps[t.step as usize].service.is_some() {
             reasons.push("a service is never reused: it runs in every run".into());
         } else {
@@ -129,9 +138,33 @@ pub fn why(
                 Ok(exec) => {
                     let keyv = key_view(&exec, &placeholder, run_dir, "<run>", is_kernel);
                     let now = components(plan, t, &keyv, &exec, store, &mut hasher, &mut memo)?;
-                    match decide(store, &wf.name, &name, step, &now)? {
+                    let scope = CacheScope::of(&wf.name, &step.name, &name, cycle.is_some());
+                    match decide(store, scope, step, &now, None)? {
                         Decision::UpToDate(result) => data.results[i.index()] = Some(Box::new(result)),
-                        Decision::Stale(why) => reasons.extend(why.reasons(&now)),
+                        Decision::Stale(why) => {
+                            let near = match why {
+                                // Only what is asked about is compared (parsing every entry
+                                // of a big sweep's steps costs).
+                                Staleness::NotFound if wanted => {
+                                    let entries = match of_step.entry((step.name.clone(), scope.point.to_string())) {
+                                        std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
+                                        std::collections::hash_map::Entry::Vacant(v) => v.insert(
+                                            store
+                                                .cache_of_step(&wf.name, &step.name, scope.point)?
+                                                .into_iter()
+                                                .map(|e| {
+                                                    let c = serde_json::from_str(&e.components).unwrap_or_default();
+                                                    (e, c)
+                                                })
+                                                .collect(),
+                                        ),
+                                    };
+                                    closest(entries, &name, &now).cloned()
+                                }
+                                _ => None,
+                            };
+                            reasons.extend(why.reasons(&now, near.as_ref()));
+                        }
                     }
                 }
             }

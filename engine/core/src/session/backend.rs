@@ -1,7 +1,7 @@
 //! Choosing the backend from a run's settings: the site profile, the local backend's
 //! options (cores, grace period, the `mpiexec` launcher), and the SLURM mode.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::SessionError;
@@ -42,9 +42,10 @@ pub struct LocalSettings {
 }
 
 /// The site profile: `--profile` (for the local backend: its `mpiexec` and default
-/// resources), the built-in default for the SLURM backend without one, else none. The SLURM
+/// resources), the built-in default for the SLURM backend without one, else none. A name is
+/// also looked for in the directory of `workflow` (see [`Profile::search_dirs`]). The SLURM
 /// modes without the SLURM backend, or both at once, are usage errors.
-pub fn site_profile(b: &BackendSettings) -> Result<Option<Profile>, SessionError> {
+pub fn site_profile(b: &BackendSettings, workflow: Option<&Path>) -> Result<Option<Profile>, SessionError> {
     if b.backend == BackendChoice::Local && (b.arrays || b.allocation) {
         let flag = if b.arrays { "--arrays" } else { "--allocation" };
         return Err(SessionError::Usage(format!("`{flag}` is a SLURM mode; add `--backend slurm`")));
@@ -55,7 +56,9 @@ pub fn site_profile(b: &BackendSettings) -> Result<Option<Profile>, SessionError
     let mut profile = match (b.backend, &b.profile) {
         (BackendChoice::Local, None) => return Ok(None),
         (BackendChoice::Slurm, None) => Profile::default(),
-        (_, Some(p)) => Profile::find(p).map_err(|e| SessionError::Usage(e.to_string()))?,
+        (_, Some(p)) => {
+            Profile::find(p, workflow.and_then(Path::parent)).map_err(|e| SessionError::Usage(e.to_string()))?
+        }
     };
     profile.arrays |= b.arrays;
     Ok(Some(profile))
@@ -94,13 +97,13 @@ mod tests {
     #[test]
     fn slurm_modes_need_the_slurm_backend_and_exclude_each_other() {
         let local_arrays = BackendSettings { arrays: true, ..Default::default() };
-        let e = site_profile(&local_arrays).unwrap_err().to_string();
+        let e = site_profile(&local_arrays, None).unwrap_err().to_string();
         assert_eq!(e, "`--arrays` is a SLURM mode; add `--backend slurm`");
         let both = BackendSettings { backend: BackendChoice::Slurm, arrays: true, allocation: true, profile: None };
-        assert!(site_profile(&both).unwrap_err().to_string().contains("exclude each other"));
-        assert!(site_profile(&BackendSettings::default()).unwrap().is_none());
+        assert!(site_profile(&both, None).unwrap_err().to_string().contains("exclude each other"));
+        assert!(site_profile(&BackendSettings::default(), None).unwrap().is_none());
         let slurm = BackendSettings { backend: BackendChoice::Slurm, arrays: true, ..Default::default() };
-        assert!(site_profile(&slurm).unwrap().unwrap().arrays);
+        assert!(site_profile(&slurm, None).unwrap().unwrap().arrays);
     }
 
     #[test]

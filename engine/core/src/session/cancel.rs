@@ -50,7 +50,7 @@ pub async fn cancel(runs_dir: &Path, run: &str, notices: &mut dyn Notices) -> Re
     // The run's own profile (command time limit, ids per scancel call); a profile that can no
     // longer be found is no reason not to cancel.
     let profile = match run.settings.profile.as_deref() {
-        Some(p) => Profile::find(p).unwrap_or_else(|e| {
+        Some(p) => Profile::find(p, Path::new(&run.file).parent()).unwrap_or_else(|e| {
             notices.warning(&format!("{e}; cancelling with the default SLURM settings"));
             Profile::default()
         }),

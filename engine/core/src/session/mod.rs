@@ -8,7 +8,9 @@
 //!   gets a SLURM allocation and keeps its heartbeat, runs the plan, releases the allocation;
 //! - [`cancel::cancel`]: `twinflow cancel`;
 //! - [`status`] and [`why`]: reports from the run database;
-//! - [`logs::find`]: `twinflow logs`, the files holding a task's output.
+//! - [`logs::find`]: `twinflow logs`, the files holding a task's output;
+//! - [`results::outputs`]: `twinflow outputs`, where a run's results are;
+//! - [`clean::clean`]: `twinflow clean`, removing old runs safely.
 //!
 //! Every session loads a workflow the same way ([`load`]): parse, validate, then give every
 //! step the site profile's default resources where the step sets none of its own (a
@@ -20,10 +22,13 @@
 
 pub mod backend;
 pub mod cancel;
+pub mod clean;
 pub mod control;
 mod cycles_view;
 pub mod logs;
+pub mod preflight;
 pub mod render;
+pub mod results;
 pub mod start;
 
 use std::path::{Path, PathBuf};
@@ -61,6 +66,10 @@ pub enum SessionError {
     /// The run stopped on an error of the engine or the backend.
     #[error(transparent)]
     Run(RunError),
+    /// What the run needs is missing from this machine (a program, the MPI launcher,
+    /// `twin-kernel`): every one, located in the workflow.
+    #[error("programs the workflow runs are missing ({} problems)", .0.len())]
+    Environment(Diagnostics),
     /// The backend failed outside a run (cancelling jobs, finding an allocation).
     #[error("{0}")]
     Backend(String),
@@ -148,14 +157,34 @@ pub struct Checked {
     pub steps: usize,
     /// Tasks after scatter expansion.
     pub tasks: usize,
+    /// What may go wrong when it runs (relative file arguments), as
+    /// `file:line:col: field: message`.
+    pub warnings: Vec<String>,
 }
 
-/// `twinflow validate`: loads and compiles, runs nothing.
-pub fn check(file: &Path, params: &[String], inputs: &[String]) -> Result<Checked, SessionError> {
+/// `twinflow validate`: loads and compiles, runs nothing. With `check_env`, also looks up
+/// the programs the steps run, `twin-kernel` and the MPI launcher (`mpiexec`, or
+/// `mpiexec` given, as with `twinflow run` on the local backend): missing ones are a
+/// [`SessionError::Environment`].
+pub fn check(
+    file: &Path,
+    params: &[String],
+    inputs: &[String],
+    check_env: Option<&backend::LocalSettings>,
+) -> Result<Checked, SessionError> {
     let wf = load(file, &overrides(params, inputs)?, None)?;
     let (name, steps) = (wf.name.clone(), wf.steps.len());
     let p = compile(wf)?;
-    Ok(Checked { name, steps, tasks: p.task_count() })
+    let needs = match check_env {
+        Some(given) => start::preflight_needs(None, &backend::local_options(None, given)?),
+        // Without `--check-env` only the warnings are wanted: nothing is looked up.
+        None => preflight::Needs { programs: false, launcher: None, kernel: None },
+    };
+    let found = preflight::check(&p.workflow, &needs);
+    if !found.missing.is_empty() {
+        return Err(SessionError::Environment(Diagnostics(found.missing)));
+    }
+    Ok(Checked { name, steps, tasks: p.task_count(), warnings: found.warnings })
 }
 
 /// The standard output and error files of an attempt (or result) directory `dir`:
@@ -254,9 +283,12 @@ pub fn why(
     runs_dir: &Path,
     step: Option<&str>,
     cycle: Option<&str>,
+    rerun: &[String],
 ) -> Result<Vec<Verdict>, SessionError> {
     let wf = load(file, &overrides(params, inputs)?, None)?;
-    if let Some(s) = step
+    // A step, or one task of it: `sim[7]`.
+    let base = step.map(|s| s.split_once('[').map_or(s, |(b, _)| b));
+    if let Some(s) = base
         && !wf.steps.iter().any(|x| x.name == s)
     {
         let names: Vec<&str> = wf.steps.iter().map(|x| x.name.as_str()).collect();
@@ -265,6 +297,16 @@ pub fn why(
         return Err(SessionError::Usage(format!("workflow `{}` has no step `{s}` ({hint})", wf.name)));
     }
     let p = compile(wf)?;
+    start::check_rerun(&p, rerun)?;
+    if let Some(s) = step
+        && base != Some(s)
+        && !p.graph.node_weights().any(|t| !t.is_join() && p.task_name(*t) == s)
+    {
+        return Err(SessionError::Usage(format!(
+            "workflow `{}` has no task `{s}` (`twinflow plan` lists the tasks)",
+            p.workflow.name
+        )));
+    }
     if !has_runs(runs_dir) {
         // Not created here: a mistyped `--runs-dir` would look like "never ran".
         return Err(SessionError::Usage(format!(
@@ -274,7 +316,7 @@ pub fn why(
     }
     let mut store = Store::open(runs_dir)?;
     let at = why_cycle(&p, &store, cycle)?;
-    Ok(crate::run::why::why(&p, &mut store, step, &crate::run::job::kernel_binary(), at)?)
+    Ok(crate::run::why::why(&p, &mut store, step, &crate::run::job::kernel_binary(), at, rerun)?)
 }
 
 /// The cycle `why` looks at: `--cycle POINT`, else the first. With `start: now`, the points

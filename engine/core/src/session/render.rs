@@ -318,7 +318,7 @@ pub fn plan_view(
     use crate::execute::local::render_argv;
     use crate::execute::slurm::{allocation::Allocation, script};
     use crate::state::BackendChoice;
-    let profile = super::backend::site_profile(&req.backend)?;
+    let profile = super::backend::site_profile(&req.backend, Some(file))?;
     let wf = super::load(file, &super::overrides(params, inputs)?, profile.as_ref())?;
     if wf.cycle.is_none() && req.cycles.is_some() {
         return Err(super::SessionError::Usage(format!("workflow `{}` does not cycle: drop --cycles", wf.name)));

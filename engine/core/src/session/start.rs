@@ -51,6 +51,8 @@ pub struct RunRequest {
     pub allocation: AllocationSize,
     /// What the run's environment snapshot records.
     pub env_snapshot: EnvSnapshot,
+    /// Steps to run even when up to date, with what depends on them (`--rerun`).
+    pub rerun: Vec<String>,
 }
 
 /// `--alloc-nodes`, `--alloc-cpus`, `--alloc-time`.
@@ -101,16 +103,26 @@ pub async fn run(
         notices.notice("resuming with the SLURM backend this run was started with");
     }
     let backend_settings = BackendSettings::from(&settings);
-    let profile = site_profile(&backend_settings)?;
+    let profile = site_profile(&backend_settings, Some(&file))?;
     let wf = load(&file, &overrides(&settings.params, &settings.inputs)?, profile.as_ref())?;
     crate::validate::files::check_input_files(&wf).map_err(SessionError::Invalid)?;
     let plan = compile(wf)?;
+    check_rerun(&plan, &req.rerun)?;
     // New `-p`/`-i` on resume are the run's from now on: a later plain `--resume` uses them.
     if record_changed && let Some(id) = &resume {
         store.set_run_settings(id, &record)?;
     }
     let mut local = local_options(profile.as_ref(), &req.local)?;
     let slurm_profile = profile.filter(|_| settings.backend == BackendChoice::Slurm);
+    // Every program the run needs, looked up before anything runs (or is submitted).
+    let needs = preflight_needs(slurm_profile.as_ref(), &local);
+    let found = super::preflight::check(&plan.workflow, &needs);
+    for w in &found.warnings {
+        notices.warning(w);
+    }
+    if !found.missing.is_empty() {
+        return Err(SessionError::Environment(crate::diag::Diagnostics(found.missing)));
+    }
     let mut allocation: Option<(Allocation, Profile)> = None;
     let mut backend: Box<dyn Backend> = match slurm_profile {
         Some(profile) if settings.allocation => {
@@ -146,6 +158,7 @@ pub async fn run(
         use_cache: !settings.no_cache,
         max_parallel: req.jobs.map(|j| usize::try_from(j).unwrap_or(usize::MAX)),
         env_snapshot: req.env_snapshot.clone(),
+        rerun: req.rerun.clone(),
     };
     let summary = crate::run::execute(&plan, backend.as_mut(), &mut store, &opts, reporter, cancel).await;
     if summary.is_err() {
@@ -159,6 +172,37 @@ pub async fn run(
         }
     }
     Ok(summary?)
+}
+
+/// What [`super::preflight::check`] looks for with this backend: with the local backend,
+/// the steps' programs and `mpiexec`; with SLURM (jobs or an allocation), the programs
+/// unless the profile loads modules or runs set-up lines (they change `PATH` where the
+/// steps run), and no launcher (`srun` comes with SLURM). The kernel always.
+pub fn preflight_needs(
+    slurm: Option<&Profile>,
+    local: &crate::execute::local::LocalOptions,
+) -> super::preflight::Needs {
+    super::preflight::Needs {
+        launcher: slurm.is_none().then(|| local.mpiexec.command.clone()),
+        kernel: Some(crate::run::job::kernel_binary()),
+        programs: slurm.is_none_or(|p| p.modules.is_empty() && p.setup.is_empty()),
+    }
+}
+
+/// `--rerun STEP`: every name must be a step of the plan (or a call of a sub-workflow).
+pub(crate) fn check_rerun(plan: &Plan, steps: &[String]) -> Result<(), SessionError> {
+    for s in steps {
+        if !crate::run::is_rerun_target(plan, s) {
+            let names: Vec<&str> = plan.workflow.steps.iter().map(|x| x.name.as_str()).collect();
+            let hint = crate::suggest::did_you_mean(s, names.iter().copied())
+                .unwrap_or_else(|| format!("steps: {}", names.join(", ")));
+            return Err(SessionError::Usage(format!(
+                "--rerun {s}: workflow `{}` has no step `{s}` ({hint})",
+                plan.workflow.name
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// The run to start or resume: its file, id, the settings it goes on with and those kept

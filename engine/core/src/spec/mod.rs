@@ -255,11 +255,43 @@ fn convert_error(file: &SourceFile, e: &serde_saphyr::Error, path: Option<&serde
             (kind, field, message, help)
         }
     };
+    // In a flow list or map (`[...]`, `{...}`), YAML reads the `{` of an unquoted `${{` as
+    // the start of a map: the parser's words say nothing of the expression.
+    let help = match unquoted_flow_expression(text, span.offset) {
+        Some(expr) if kind == DiagKind::Syntax || kind == DiagKind::Type => Some(format!(
+            "quote it: an unquoted `${{{{ }}}}` inside `[...]` or `{{...}}` is read as YAML, not as an expression; write `\"{expr}\"`"
+        )),
+        _ => help,
+    };
     let mut d = Diag::new(kind, file, span, field, message);
     if let Some(h) = help {
         d = d.with_help(h);
     }
     d
+}
+
+/// The first unquoted `${{ ... }}` on the line of `offset` (or the line before: the parser
+/// may stop at the next line) that sits inside a flow list or map, as written.
+fn unquoted_flow_expression(text: &str, offset: usize) -> Option<String> {
+    let offset = offset.min(text.len());
+    let line_start = text[..offset].rfind('\n').map_or(0, |i| i + 1);
+    let prev_start = text[..line_start.saturating_sub(1)].rfind('\n').map_or(0, |i| i + 1);
+    let line_end = text[offset..].find('\n').map_or(text.len(), |i| offset + i);
+    for line in text[prev_start..line_end].lines() {
+        let code = line.split(" #").next().unwrap_or(line);
+        let mut from = 0;
+        while let Some(i) = code[from..].find("${{").map(|i| from + i) {
+            let before = code[..i].trim_end();
+            let quoted = before.ends_with(['"', '\'']);
+            let in_flow = before.ends_with(['[', ',']) || (before.ends_with(':') && before.contains('{'));
+            if !quoted && in_flow && (before.contains('[') || before.contains('{')) {
+                let end = code[i..].find("}}").map_or(code.len(), |j| i + j + 2);
+                return Some(code[i..end].to_string());
+            }
+            from = i + 3;
+        }
+    }
+    None
 }
 
 /// Byte span of an error. Scanner errors carry only a line and a column (in characters).
@@ -363,5 +395,20 @@ mod tests {
         assert_eq!(field_of("name: w\nstepz: 1\nsteps: {}\n"), "stepz");
         assert_eq!(field_of("steps:\n  a:\n    run: [echo]\n"), "");
         assert_eq!(field_of("name: w\nsteps:\n  a:\n    run: [x]\n  a:\n    run: [y]\n"), "steps");
+    }
+
+    #[test]
+    fn an_unquoted_expression_in_a_flow_list_or_map_is_told_to_be_quoted() {
+        let help = |text: &str| {
+            let d = parse(&SourceFile::new("wf.yaml", text)).expect_err("invalid");
+            d.0[0].help.clone().unwrap_or_default()
+        };
+        let h = help("name: w\nsteps:\n  a:\n    run: [echo, ${{ params.n }}]\n");
+        assert!(h.starts_with("quote it") && h.contains("`\"${{ params.n }}\"`"), "{h}");
+        let h = help("name: w\nsteps:\n  a:\n    run: [echo]\n    env: { N: ${{ params.n }} }\n");
+        assert!(h.starts_with("quote it"), "{h}");
+        // Quoted, or outside a flow collection: other problems keep their own help.
+        assert_eq!(unquoted_flow_expression("run: [echo, \"${{ x }}\"]", 5), None);
+        assert_eq!(unquoted_flow_expression("in: ${{ x }}", 4), None);
     }
 }

@@ -47,6 +47,66 @@ pub struct RawWorkflow {
     /// is run may cycle, not an imported one).
     #[serde(default)]
     pub cycle: Option<Sp<RawCycle>>,
+    /// Conditions on the parameters and inputs, checked when the workflow is validated
+    /// (before anything runs): `- ${{ params.survivors <= params.trials }}`, or
+    /// `- { that: "${{ ... }}", message: "why it must hold" }`. In a sub-workflow they are
+    /// checked with the values its caller passes.
+    #[serde(default, rename = "assert")]
+    pub asserts: Vec<Sp<RawAssert>>,
+}
+
+/// One entry of `assert:`.
+#[derive(Debug, JsonSchema)]
+#[serde(untagged)]
+pub enum RawAssert {
+    /// A boolean expression (`${{ params.survivors <= params.trials }}`).
+    Expr(String),
+    /// An expression with a message saying why it must hold.
+    Spec(RawAssertSpec),
+}
+
+/// `assert:` entry written as a map.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawAssertSpec {
+    /// The boolean expression that must be true.
+    pub that: Sp<String>,
+    /// Shown when it is false.
+    #[serde(default)]
+    pub message: Option<String>,
+}
+
+// By hand rather than `#[serde(untagged)]` (see `RawService`): the map form keeps its spans
+// and its unknown keys are reported as anywhere else.
+impl<'de> Deserialize<'de> for RawAssert {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = RawAssert;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an expression (`${{ params.a <= params.b }}`) or a map with `that` and `message`")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<RawAssert, E> {
+                Ok(RawAssert::Expr(v.to_string()))
+            }
+            fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<RawAssert, E> {
+                Err(E::invalid_type(serde::de::Unexpected::Other(&format!("`{v}`")), &self))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<RawAssert, E> {
+                Err(E::invalid_type(serde::de::Unexpected::Other(&format!("`{v}`")), &self))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<RawAssert, E> {
+                self.visit_i64(v as i64)
+            }
+            fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<RawAssert, E> {
+                Err(E::invalid_type(serde::de::Unexpected::Other(&format!("`{v}`")), &self))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, m: A) -> Result<RawAssert, A::Error> {
+                RawAssertSpec::deserialize(serde::de::value::MapAccessDeserializer::new(m)).map(RawAssert::Spec)
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 /// The `cycle:` block: when cycles start, how they advance and when they end.
@@ -461,4 +521,8 @@ pub struct RawScatter {
     /// `dotproduct` (default) or `cartesian`.
     #[serde(default)]
     pub method: Option<Sp<ScatterMethod>>,
+    /// The lists may be empty: the step then runs no member (and a gather of it sees an
+    /// empty list). Without it, a scatter that expands to 0 members is an error.
+    #[serde(default)]
+    pub allow_empty: Option<Sp<bool>>,
 }

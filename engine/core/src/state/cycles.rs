@@ -180,17 +180,17 @@ impl Store {
         &mut self,
         run_id: &str,
         cycle: u64,
-        tasks: impl Iterator<Item = (&'a str, &'a str, Option<u32>)>,
+        tasks: impl Iterator<Item = (&'a str, &'a str, Option<u32>, Option<&'a str>)>,
     ) -> Result<(), StateError> {
         self.tx()?;
         let mut st = self
             .conn
             .prepare_cached(
-                "INSERT OR IGNORE INTO tasks(run_id, task, step, member, state, cycle) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                "INSERT OR IGNORE INTO tasks(run_id, task, step, member, state, cycle, label) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             )
             .map_err(self.e())?;
-        for (task, step, member) in tasks {
-            st.execute(params![run_id, task, step, member, TaskState::Pending, cycle as i64])
+        for (task, step, member, label) in tasks {
+            st.execute(params![run_id, task, step, member, TaskState::Pending, cycle as i64, label])
                 .map_err(|source| StateError::Sqlite { path: self.path.clone(), source })?;
         }
         Ok(())
@@ -205,7 +205,7 @@ impl Store {
         for sql in [
             "DELETE FROM attempts WHERE run_id = ?1 AND task IN (SELECT task FROM tasks WHERE run_id = ?1 AND cycle = ?2)",
             "DELETE FROM transitions WHERE run_id = ?1 AND task IN (SELECT task FROM tasks WHERE run_id = ?1 AND cycle = ?2)",
-            "DELETE FROM cache WHERE run_id = ?1 AND task IN (SELECT task FROM tasks WHERE run_id = ?1 AND cycle = ?2)",
+            "DELETE FROM cache_entries WHERE run_id = ?1 AND task IN (SELECT task FROM tasks WHERE run_id = ?1 AND cycle = ?2)",
             "DELETE FROM tasks WHERE run_id = ?1 AND cycle = ?2",
             "DELETE FROM signals WHERE run_id = ?1 AND used_by = ?2",
             "UPDATE cycles SET pruned = 1 WHERE run_id = ?1 AND cycle = ?2",

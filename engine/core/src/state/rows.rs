@@ -194,6 +194,8 @@ pub struct TaskRow {
     pub gate: Option<String>,
     /// Member index, for a member of a scattered step.
     pub member: Option<u32>,
+    /// A member's scatter values (`seed=2 rain=40.0`).
+    pub label: Option<String>,
 }
 
 /// One attempt of a task.
@@ -215,11 +217,14 @@ pub struct AttemptRow {
     pub finished_at: Option<i64>,
 }
 
-/// A cache entry: the last successful execution of a task.
-#[derive(Debug, Clone)]
+/// A cache entry: one successful execution of a task, found by its cache key.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CacheEntry {
     /// Key.
     pub key: String,
+    /// The task that produced it (`sim[3]`, `POINT/sim[3]`): another member, or the same
+    /// member of a sweep ordered otherwise, may reuse it.
+    pub task: String,
     /// Components of the key as JSON, for `twinflow why`.
     pub components: String,
     /// Output directory.
@@ -228,4 +233,6 @@ pub struct CacheEntry {
     pub outputs: String,
     /// Run that produced it.
     pub run_id: String,
+    /// When it was recorded (ms).
+    pub at: i64,
 }

@@ -13,13 +13,15 @@
 //! | 1 | runs, tasks, attempts, transitions, cache, files ([`V1`]) |
 //! | 2 | `runs.params` becomes `runs.settings`, one [`RunSettings`] JSON value (old rows are rewritten through it); `runs.engine_start`, the engine process's start time |
 //! | 3 | cycling: `cycles` (one row per cycle of a run; pruned cycles that succeeded merge into one row for a range of cycles), `signals` (`twinflow signal`), `tasks.cycle` and `tasks.gate` (what its trigger found), `runs.stop_requested` (`twinflow stop`) |
+//! | 4 | `tasks.label`: a member's scatter values (`seed=2 rain=40.0`), as people read them |
+//! | 5 | content-addressed cache: `cache` (one row per task name, the last success) becomes `cache_entries`, one row per successful execution, found by (workflow, step, cycle point, cache key) ([`V5_CACHE`], [`to_v5_cache`]) |
 
 use rusqlite::{Connection, Transaction, TransactionBehavior};
 
 use super::settings::RunSettings;
 
 /// The schema version this code reads and writes.
-pub const VERSION: u32 = 3;
+pub const VERSION: u32 = 5;
 
 /// Schema version 1, exactly as the code before versioning created it (commit 779b96a).
 pub const V1: &str = r#"
@@ -62,6 +64,22 @@ CREATE TABLE IF NOT EXISTS signals(
   point TEXT, vals TEXT NOT NULL, at INTEGER NOT NULL, used_by INTEGER);
 "#;
 
+/// Version 4: members labelled with their scatter values.
+pub const V4: &str = "ALTER TABLE tasks ADD COLUMN label TEXT;";
+
+/// Version 5: the cache keeps every successful execution, found by content (its cache key)
+/// within its workflow, step and cycle point (`scope`, `""` in a run that does not cycle),
+/// whatever member index or run produced it.
+pub const V5_CACHE: &str = r#"
+CREATE TABLE IF NOT EXISTS cache_entries(
+  workflow TEXT NOT NULL, step TEXT NOT NULL, scope TEXT NOT NULL, cache_key TEXT NOT NULL,
+  task TEXT NOT NULL, components TEXT NOT NULL, dir TEXT NOT NULL, outputs TEXT NOT NULL,
+  run_id TEXT NOT NULL, at INTEGER NOT NULL,
+  PRIMARY KEY(workflow, step, scope, cache_key, dir));
+CREATE INDEX IF NOT EXISTS cache_entries_by_task ON cache_entries(workflow, task);
+CREATE INDEX IF NOT EXISTS cache_entries_by_run ON cache_entries(run_id);
+"#;
+
 /// Why a database could not be brought to [`VERSION`] (the store adds the file's path:
 /// [`super::StateError`]).
 #[derive(Debug, thiserror::Error)]
@@ -102,6 +120,12 @@ pub fn migrate(conn: &mut Connection) -> Result<u32, MigrationError> {
     if from < 3 {
         tx.execute_batch(V3)?;
     }
+    if from < 4 {
+        tx.execute_batch(V4)?;
+    }
+    if from < 5 {
+        to_v5_cache(&tx)?;
+    }
     if from < VERSION {
         tx.pragma_update(None, "user_version", VERSION)?;
     }
@@ -135,6 +159,21 @@ fn to_v2(tx: &Transaction<'_>) -> rusqlite::Result<()> {
         update.execute((&id, settings.to_json()))?;
     }
     Ok(())
+}
+
+/// Version 5: the rows of the old `cache` table (the last success of each task name) become
+/// entries of `cache_entries`; their step and cycle point come from the task row of the run
+/// that produced them (an entry whose task row is gone is dropped: that task runs again).
+pub fn to_v5_cache(tx: &Transaction<'_>) -> rusqlite::Result<()> {
+    tx.execute_batch(V5_CACHE)?;
+    tx.execute_batch(
+        "INSERT OR REPLACE INTO cache_entries(workflow, step, scope, cache_key, task, components, dir, outputs, run_id, at)
+           SELECT c.workflow, t.step,
+                  CASE WHEN t.cycle IS NULL OR instr(c.task, '/') = 0 THEN '' ELSE substr(c.task, 1, instr(c.task, '/') - 1) END,
+                  c.cache_key, c.task, c.components, c.dir, c.outputs, c.run_id, c.at
+           FROM cache c JOIN tasks t ON t.run_id = c.run_id AND t.task = c.task;
+         DROP TABLE cache;",
+    )
 }
 
 #[cfg(test)]
@@ -204,7 +243,11 @@ mod tests {
             (AttemptState::Succeeded, Some(0), Some("ok"))
         );
         assert_eq!(store.run_times(&run.id).unwrap().get("first"), Some(&105));
+        // The last success of each task is an entry of the content-addressed cache.
         assert!(store.cache_get("legacy", "first").unwrap().is_some_and(|e| e.key == "6f1c0d2e9a7b4c3d"));
+        let found = store.cache_find("legacy", "first", "", "6f1c0d2e9a7b4c3d").unwrap();
+        assert_eq!(found.len(), 1);
+        assert_eq!((found[0].task.as_str(), found[0].run_id.as_str()), ("first", "20261201-101500-ab12"));
         // Written by this code from now on: the engine is known by pid and start time.
         store.begin().unwrap();
         store.set_run_state(&run.id, RunState::Failed).unwrap();
@@ -232,7 +275,7 @@ mod tests {
                 "stop_requested"
             ]
         );
-        assert!(columns(dir, "tasks").ends_with(&["cycle".to_string(), "gate".to_string()]));
+        assert!(columns(dir, "tasks").ends_with(&["cycle".to_string(), "gate".to_string(), "label".to_string()]));
         assert_eq!(columns(dir, "cycles")[..3], ["run_id", "cycle", "point"]);
         // Opening again changes nothing.
         Store::open(dir).unwrap();
@@ -245,7 +288,7 @@ mod tests {
         let mut store = Store::open(fresh.path()).unwrap();
         write_v1(old.path());
         Store::open(old.path()).unwrap();
-        for t in ["runs", "tasks", "attempts", "transitions", "cache", "files"] {
+        for t in ["runs", "tasks", "attempts", "transitions", "cache_entries", "files"] {
             assert_eq!(columns(fresh.path(), t), columns(old.path(), t), "{t}");
         }
         let settings = RunSettings {
@@ -280,6 +323,35 @@ mod tests {
             assert_eq!(settings.params, [format!("logs={}/logs", dir.display())]);
         }
         assert_eq!(columns(&dir, "runs").iter().filter(|c| *c == "engine_start").count(), 1);
+    }
+
+    #[test]
+    fn a_version_4_cache_of_a_cycling_run_keeps_its_cycle_point() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut c = Connection::open(tmp.path().join("twinflow.db")).unwrap();
+        let tx = c.transaction().unwrap();
+        tx.execute_batch(super::V1).unwrap();
+        super::to_v2(&tx).unwrap();
+        tx.execute_batch(super::V3).unwrap();
+        tx.execute_batch(super::V4).unwrap();
+        tx.pragma_update(None, "user_version", 4).unwrap();
+        tx.execute_batch(
+            "INSERT INTO runs(id, workflow, file, settings, state, created_at, updated_at) VALUES ('r', 'cyc', 'f', '{}', 'succeeded', 1, 1);
+             INSERT INTO tasks(run_id, task, step, state, cycle) VALUES ('r', '20260301T0600Z/call/sim[2]', 'call/sim', 'succeeded', 0);
+             INSERT INTO tasks(run_id, task, step, state) VALUES ('r', 'plain', 'plain', 'succeeded');
+             INSERT INTO cache VALUES ('cyc', '20260301T0600Z/call/sim[2]', 'k1', '{}', '/d1', '{}', 'r', 5);
+             INSERT INTO cache VALUES ('cyc', 'plain', 'k2', '{}', '/d2', '{}', 'r', 6);
+             INSERT INTO cache VALUES ('cyc', 'orphan', 'k3', '{}', '/d3', '{}', 'gone', 7);",
+        )
+        .unwrap();
+        tx.commit().unwrap();
+        drop(c);
+        let store = Store::open(tmp.path()).unwrap();
+        let e = store.cache_find("cyc", "call/sim", "20260301T0600Z", "k1").unwrap();
+        assert_eq!((e.len(), e[0].task.as_str(), e[0].dir.as_str()), (1, "20260301T0600Z/call/sim[2]", "/d1"));
+        assert_eq!(store.cache_find("cyc", "plain", "", "k2").unwrap().len(), 1);
+        // An entry whose task row is gone is dropped: that task runs again.
+        assert_eq!(store.cache_dirs().unwrap().len(), 2);
     }
 
     #[test]

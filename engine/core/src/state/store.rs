@@ -71,6 +71,21 @@ fn create_owner_only(path: &Path) -> std::io::Result<()> {
     }
 }
 
+const CACHE_SELECT: &str = "SELECT cache_key, task, components, dir, outputs, run_id, at FROM cache_entries";
+
+/// A row of [`CACHE_SELECT`].
+fn cache_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<CacheEntry> {
+    Ok(CacheEntry {
+        key: r.get(0)?,
+        task: r.get(1)?,
+        components: r.get(2)?,
+        dir: r.get(3)?,
+        outputs: r.get(4)?,
+        run_id: r.get(5)?,
+        at: r.get(6)?,
+    })
+}
+
 /// The run database.
 pub struct Store {
     pub(super) conn: Connection,
@@ -268,17 +283,17 @@ impl Store {
     pub fn ensure_tasks<'a>(
         &mut self,
         run_id: &str,
-        tasks: impl Iterator<Item = (&'a str, &'a str, Option<u32>)>,
+        tasks: impl Iterator<Item = (&'a str, &'a str, Option<u32>, Option<&'a str>)>,
     ) -> Result<(), StateError> {
         self.tx()?;
         let mut st = self
             .conn
             .prepare_cached(
-                "INSERT OR IGNORE INTO tasks(run_id, task, step, member, state) VALUES (?1, ?2, ?3, ?4, ?5)",
+                "INSERT OR IGNORE INTO tasks(run_id, task, step, member, state, label) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             )
             .map_err(|source| StateError::Sqlite { path: self.path.clone(), source })?;
-        for (task, step, member) in tasks {
-            st.execute(params![run_id, task, step, member, TaskState::Pending])
+        for (task, step, member, label) in tasks {
+            st.execute(params![run_id, task, step, member, TaskState::Pending, label])
                 .map_err(|source| StateError::Sqlite { path: self.path.clone(), source })?;
         }
         Ok(())
@@ -289,7 +304,7 @@ impl Store {
         let mut st = self
             .conn
             .prepare(
-                "SELECT task, step, state, attempts, cache_key, dir, outputs, job_id, message, started_at, finished_at, cycle, gate, member FROM tasks WHERE run_id = ?1 ORDER BY rowid",
+                "SELECT task, step, state, attempts, cache_key, dir, outputs, job_id, message, started_at, finished_at, cycle, gate, member, label FROM tasks WHERE run_id = ?1 ORDER BY rowid",
             )
             .map_err(self.e())?;
         let rows = st
@@ -309,6 +324,7 @@ impl Store {
                     cycle: r.get::<_, Option<i64>>(11)?.map(|c| c as u64),
                     gate: r.get(12)?,
                     member: r.get(13)?,
+                    label: r.get(14)?,
                 })
             })
             .map_err(self.e())?
@@ -443,35 +459,95 @@ impl Store {
         Ok(())
     }
 
-    /// The cache entry of a task of a workflow.
+    /// The latest cache entry produced by a task name of a workflow (what a cycle of a
+    /// cycling run read from a finished cycle).
     pub fn cache_get(&self, workflow: &str, task: &str) -> Result<Option<CacheEntry>, StateError> {
         self.conn
-            .prepare_cached(
-                "SELECT cache_key, components, dir, outputs, run_id FROM cache WHERE workflow = ?1 AND task = ?2",
-            )
+            .prepare_cached(&format!(
+                "{CACHE_SELECT} WHERE workflow = ?1 AND task = ?2 ORDER BY at DESC, rowid DESC LIMIT 1"
+            ))
+            .and_then(|mut s| s.query_row(params![workflow, task], cache_row).optional())
+            .map_err(self.e())
+    }
+
+    /// Every entry with cache key `key` of step `step` (in cycle point `scope`, `""` when the
+    /// workflow does not cycle), newest first.
+    pub fn cache_find(
+        &self,
+        workflow: &str,
+        step: &str,
+        scope: &str,
+        key: &str,
+    ) -> Result<Vec<CacheEntry>, StateError> {
+        self.conn
+            .prepare_cached(&format!(
+                "{CACHE_SELECT} WHERE workflow = ?1 AND step = ?2 AND scope = ?3 AND cache_key = ?4 ORDER BY at DESC, rowid DESC"
+            ))
             .and_then(|mut s| {
-                s.query_row(params![workflow, task], |r| {
-                    Ok(CacheEntry {
-                        key: r.get(0)?,
-                        components: r.get(1)?,
-                        dir: r.get(2)?,
-                        outputs: r.get(3)?,
-                        run_id: r.get(4)?,
-                    })
-                })
-                .optional()
+                s.query_map(params![workflow, step, scope, key], cache_row)?.collect::<Result<Vec<_>, _>>()
             })
             .map_err(self.e())
     }
 
-    /// Records a successful execution in the cache.
-    pub fn cache_put(&mut self, workflow: &str, task: &str, e: &CacheEntry) -> Result<(), StateError> {
+    /// Every entry of step `step` (in cycle point `scope`), newest first: what `twinflow why`
+    /// compares a task with when none has its key.
+    pub fn cache_of_step(&self, workflow: &str, step: &str, scope: &str) -> Result<Vec<CacheEntry>, StateError> {
+        self.conn
+            .prepare_cached(&format!(
+                "{CACHE_SELECT} WHERE workflow = ?1 AND step = ?2 AND scope = ?3 ORDER BY at DESC, rowid DESC"
+            ))
+            .and_then(|mut s| s.query_map(params![workflow, step, scope], cache_row)?.collect::<Result<Vec<_>, _>>())
+            .map_err(self.e())
+    }
+
+    /// Records a successful execution of a task of step `step` (in cycle point `scope`) in
+    /// the cache; earlier entries stay.
+    pub fn cache_put(&mut self, workflow: &str, step: &str, scope: &str, e: &CacheEntry) -> Result<(), StateError> {
         self.tx()?;
         self.conn
-            .prepare_cached("INSERT OR REPLACE INTO cache(workflow, task, cache_key, components, dir, outputs, run_id, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)")
-            .and_then(|mut s| s.execute(params![workflow, task, e.key, e.components, e.dir, e.outputs, e.run_id, now_ms()]))
+            .prepare_cached("INSERT OR REPLACE INTO cache_entries(workflow, step, scope, cache_key, task, components, dir, outputs, run_id, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)")
+            .and_then(|mut s| {
+                s.execute(params![workflow, step, scope, e.key, e.task, e.components, e.dir, e.outputs, e.run_id, now_ms()])
+            })
             .map_err(self.e())?;
         Ok(())
+    }
+
+    /// Directories of every cache entry (for `twinflow clean`).
+    pub fn cache_dirs(&self) -> Result<Vec<(String, String)>, StateError> {
+        let mut st = self.conn.prepare("SELECT run_id, dir FROM cache_entries").map_err(self.e())?;
+        let rows = st
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .map_err(self.e())?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(self.e())?;
+        Ok(rows)
+    }
+
+    /// Forgets run `id`: its row, tasks, attempts, transitions, cycles, signals, the cache
+    /// entries whose result lies in `dir` (its run directory) and the remembered hashes of
+    /// files there, in one transaction. Returns how
+    /// many cache entries were dropped.
+    pub fn delete_run(&mut self, id: &str, dir: &str) -> Result<usize, StateError> {
+        let tx = self.conn.transaction().map_err(|source| StateError::Sqlite { path: self.path.clone(), source })?;
+        let prefix = format!("{}/", dir.trim_end_matches('/'));
+        let mut dropped = 0;
+        let run = |tx: &rusqlite::Transaction<'_>, dropped: &mut usize| -> rusqlite::Result<()> {
+            for t in ["tasks", "attempts", "transitions", "cycles", "signals"] {
+                tx.execute(&format!("DELETE FROM {t} WHERE run_id = ?1"), [id])?;
+            }
+            *dropped = tx.execute(
+                "DELETE FROM cache_entries WHERE run_id = ?1 OR substr(dir, 1, length(?2)) = ?2",
+                params![id, prefix],
+            )?;
+            // Remembered hashes of files that go with the directory.
+            tx.execute("DELETE FROM files WHERE substr(path, 1, length(?1)) = ?1", [&prefix])?;
+            tx.execute("DELETE FROM runs WHERE id = ?1", [id])?;
+            Ok(())
+        };
+        run(&tx, &mut dropped).map_err(|source| StateError::Sqlite { path: self.path.clone(), source })?;
+        tx.commit().map_err(|source| StateError::Sqlite { path: self.path.clone(), source })?;
+        Ok(dropped)
     }
 
     /// A remembered content hash for a file with this size and mtime.

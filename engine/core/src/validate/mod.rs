@@ -7,6 +7,7 @@
 //! steps (with the cycle's path), and cycling (`cycle:`, `once:`, `wait:`, `prev.*` read
 //! in the first cycle).
 
+mod asserts;
 mod call;
 pub(crate) mod checks;
 mod cycle;
@@ -78,6 +79,9 @@ pub fn validate(file: SourceFile, raw: RawWorkflow, overrides: &Overrides) -> Re
     // Expressions are checked even when some steps are broken (references to those are
     // skipped), so one run reports every problem.
     v.check_references();
+    if v.diags.is_empty() {
+        v.check_asserts();
+    }
     if v.diags.is_empty() {
         v.resolve_counts();
     }

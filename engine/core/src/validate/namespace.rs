@@ -73,6 +73,7 @@ impl Validator {
             bindings,
             names: IndexMap::new(),
             outputs: IndexMap::new(),
+            asserts: vec![],
         });
 
         if raw.steps.is_empty() {
@@ -135,6 +136,23 @@ impl Validator {
                     d = d.with_help(h);
                 }
                 self.push(d);
+            }
+        }
+        for (k, a) in raw.asserts.iter().enumerate() {
+            let field = format!("assert[{k}]");
+            let (text, span, message) = match &a.value {
+                crate::spec::raw::RawAssert::Expr(t) => (t.as_str(), a.span, None),
+                crate::spec::raw::RawAssert::Spec(s) => (s.that.value.as_str(), s.that.span, s.message.clone()),
+            };
+            if !text.contains("${{") {
+                self.push(
+                    Diag::new(DiagKind::Type, &file, span, field, format!("`{text}` is not an expression"))
+                        .with_help(format!("write the condition as `${{{{ {text} }}}}`")),
+                );
+                continue;
+            }
+            if let Some(t) = self.tpl(&file, &field, text, span) {
+                self.wf.namespaces[ns].asserts.push(Assert { that: t, message });
             }
         }
         for (name, out) in &raw.outputs {

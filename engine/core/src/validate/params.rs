@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use crate::expr::Value;
-use crate::model::ParamDef;
+use crate::model::{NsIdx, ParamDef, ValueExpr};
 use crate::spec::raw::ParamType;
 use crate::suggest::did_you_mean;
 
@@ -279,12 +279,57 @@ impl Validator {
         Some(def)
     }
 
+    /// `-p CALL.NAME=VALUE` (`-p twin.nx=32`; nested calls as `outer.inner.nx`): the
+    /// namespace of that sub-workflow call and the value, checked against the parameter's
+    /// declaration in the sub-workflow.
+    fn call_param_override(&self, call: &str, param: &str, raw: &str) -> Result<(NsIdx, Value), Box<Diag>> {
+        let flag = format!("-p {call}.{param}");
+        let prefix = format!("{}/", call.replace('.', "/"));
+        let calls: Vec<String> =
+            self.wf.namespaces[1..].iter().map(|n| n.prefix.trim_end_matches('/').replace('/', ".")).collect();
+        let Some(ns) = self.wf.namespaces.iter().position(|n| n.parent.is_some() && n.prefix == prefix) else {
+            let mut d = Diag::detached(
+                DiagKind::Param,
+                flag,
+                format!("workflow `{}` has no sub-workflow call `{call}`", self.wf.name),
+            );
+            d = d.with_help(if calls.is_empty() {
+                format!("`{}` calls no sub-workflow (`uses:`); `-p NAME=VALUE` sets its own parameters", self.wf.name)
+            } else {
+                known_names_hint(&self.wf.name, call, calls.iter(), "calls", "uses")
+            });
+            return Err(Box::new(d));
+        };
+        let n = &self.wf.namespaces[ns];
+        let Some(def) = n.params.get(param) else {
+            let d = Diag::detached(
+                DiagKind::Param,
+                flag,
+                format!("the sub-workflow of call `{call}` has no parameter `{param}`"),
+            )
+            .with_help(known_names_hint(call, param, n.params.keys(), "parameters", "params"));
+            return Err(Box::new(d));
+        };
+        parse_override(def, raw)
+            .and_then(|j| check_param_value(def, &j, &crate::spec::span::absolute(Path::new("."))))
+            .map(|v| (ns, v))
+            .map_err(|e| Box::new(Diag::detached(DiagKind::Param, flag, e.to_string())))
+    }
+
     pub(super) fn resolve_root_params(&mut self, overrides: &Overrides) {
         let file = self.file(0);
         let root = &self.wf.namespaces[0];
         let mut values = IndexMap::new();
         let mut diags = vec![];
+        let mut call_values = vec![];
         for (name, raw) in &overrides.params {
+            if let Some((call, param)) = name.rsplit_once('.') {
+                match self.call_param_override(call, param, raw) {
+                    Ok((ns, v)) => call_values.push((ns, param.to_string(), v)),
+                    Err(d) => diags.push(*d),
+                }
+                continue;
+            }
             match root.params.get(name) {
                 None => {
                     let mut d = Diag::detached(
@@ -369,6 +414,11 @@ impl Validator {
         }
         self.wf.param_values = values;
         self.wf.input_values = inputs;
+        // `-p call.NAME=VALUE` replaces what the call passes (or the default) for the run.
+        for (ns, name, v) in call_values {
+            let span = self.wf.namespaces[ns].params.get(&name).map(|d| d.span).unwrap_or_default();
+            self.wf.namespaces[ns].bindings.insert(name, ValueExpr::Lit(v, span));
+        }
         for d in diags {
             self.push(d);
         }

@@ -41,7 +41,7 @@ impl TypeScope for Types<'_> {
                     _ => Type::Any,
                 }
             }
-            Resolved::Input(..) | Resolved::RunDir => Type::Path,
+            Resolved::Input(..) | Resolved::RunDir | Resolved::WorkflowDir(_) => Type::Path,
             Resolved::StepOut(s, _) => {
                 if wf.steps[s].scatter.is_some() {
                     Type::List(Box::new(Type::Path))

@@ -1,6 +1,5 @@
-//! The exceedance map as a PNG: probability in a viridis-like colour ramp, blended over a
-//! hillshade of the terrain, north up, with a colour bar (0 left, 1 right, ticks every
-//! 0.25) underneath. No text: the NetCDF summary carries the numbers.
+//! What the map figure ([`crate::figures::flood_map`]) is made of: the viridis colour ramp
+//! of a probability, the hillshade of the terrain, an RGB image and its PNG writer.
 
 use std::io::BufWriter;
 use std::path::{Path, PathBuf};
@@ -8,15 +7,12 @@ use std::path::{Path, PathBuf};
 use super::SummaryError;
 use twinflow_exchange::PartialFile;
 
-/// Rows below the map: a 4-pixel gap and a 10-pixel colour bar.
-pub const LEGEND_HEIGHT: usize = 14;
-
 /// An RGB image.
 #[derive(Debug, Clone, PartialEq)]
 pub struct MapImage {
     /// Width, px.
     pub width: usize,
-    /// Height, px (map rows + [`LEGEND_HEIGHT`]).
+    /// Height, px.
     pub height: usize,
     /// Row-major RGB bytes, top row first.
     pub rgb: Vec<u8>,
@@ -68,60 +64,10 @@ fn hillshade(bed: &[f64], nx: usize, ny: usize, dx: f64, dy: f64) -> Vec<f64> {
     out
 }
 
-/// Renders `prob` (`[ny, nx]`, NaN = no data) over `bed` (same shape) with `scale` pixels
-/// per cell. `(dx, dy)` are the signed coordinate steps; `y_ascending`: row 0 of the data
-/// is the southernmost.
-pub fn render(
-    prob: &[f64],
-    bed: Option<&[f64]>,
-    (nx, ny): (usize, usize),
-    (dx, dy): (f64, f64),
-    y_ascending: bool,
-    scale: usize,
-) -> MapImage {
-    let scale = scale.max(1);
-    let (width, map_height) = (nx * scale, ny * scale);
-    let height = map_height + LEGEND_HEIGHT;
-    let shade = bed.map(|b| hillshade(b, nx, ny, dx, dy));
-    let mut rgb = vec![255u8; width * height * 3];
-    for r in 0..ny {
-        // Image row 0 is north.
-        let j = if y_ascending { ny - 1 - r } else { r };
-        for i in 0..nx {
-            let cell = j * nx + i;
-            let grey = shade.as_ref().map_or(0.86, |s| s[cell]) * 255.0;
-            let base = [grey; 3];
-            let p = prob[cell];
-            let colour = if p.is_nan() || p <= 0.0 {
-                base
-            } else {
-                let c = colormap(p);
-                let alpha = 0.45 + 0.5 * p.min(1.0);
-                [0, 1, 2].map(|k| (1.0 - alpha) * base[k] + alpha * f64::from(c[k]))
-            };
-            let px = colour.map(|v| v.round().clamp(0.0, 255.0) as u8);
-            for yy in r * scale..(r + 1) * scale {
-                for xx in i * scale..(i + 1) * scale {
-                    let o = (yy * width + xx) * 3;
-                    rgb[o..o + 3].copy_from_slice(&px);
-                }
-            }
-        }
-    }
-    // Colour bar with a black frame and ticks at 0, 0.25, 0.5, 0.75, 1.
-    let top = map_height + 4;
-    for yy in top..height {
-        for xx in 0..width {
-            let p = xx as f64 / (width.max(2) - 1) as f64;
-            let frame = yy == top || yy == height - 1 || xx == 0 || xx == width - 1;
-            let tick =
-                yy >= height - 4 && [0.25, 0.5, 0.75].iter().any(|t| xx == (t * (width - 1) as f64).round() as usize);
-            let px = if frame || tick { [0, 0, 0] } else { colormap(p) };
-            let o = (yy * width + xx) * 3;
-            rgb[o..o + 3].copy_from_slice(&px);
-        }
-    }
-    MapImage { width, height, rgb }
+/// [`hillshade`] of `bed` (`[y][x]`) on the grid of cell centres `x`, `y` (m, either order).
+pub fn hillshade_grey(bed: &[f64], x: &[f64], y: &[f64]) -> Vec<f64> {
+    let step = |c: &[f64]| if c.len() > 1 { (c[c.len() - 1] - c[0]) / (c.len() - 1) as f64 } else { 1.0 };
+    hillshade(bed, x.len(), y.len(), step(x), step(y))
 }
 
 /// Writes the image as an 8-bit RGB PNG (under `<path>.partial`, then renamed).
@@ -154,16 +100,5 @@ mod tests {
         assert_eq!(colormap(1.0), [253, 231, 37]);
         assert_eq!(colormap(7.0), colormap(1.0));
         assert_eq!(colormap(0.5), [33, 145, 140]);
-    }
-
-    #[test]
-    fn north_is_up_and_the_legend_is_below() {
-        // 2 × 2 cells; only the northern-eastern cell (row 1, ascending y) is flooded.
-        let prob = [0.0, 0.0, 0.0, 1.0];
-        let img = render(&prob, None, (2, 2), (1.0, 1.0), true, 3);
-        assert_eq!((img.width, img.height), (6, 6 + LEGEND_HEIGHT));
-        let at = |x: usize, y: usize| &img.rgb[(y * img.width + x) * 3..(y * img.width + x) * 3 + 3];
-        assert_ne!(at(4, 0), at(4, 4), "top-right is flooded, bottom-right is not");
-        assert_eq!(at(0, 0), at(0, 4));
     }
 }

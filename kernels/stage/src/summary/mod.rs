@@ -9,8 +9,8 @@
 //! the mean, minimum, maximum and 90th percentile (linear, NumPy's default) over members
 //! of the peak depth and of the arrival time (first sample with depth ≥ the arrival
 //! depth; members where the water never arrives are left out, and `arrival_fraction`
-//! says how many did arrive). Outputs: a CF NetCDF (or HDF5) summary and a PNG map of one
-//! exceedance probability over the terrain. With a warning level, the gauge warning list
+//! says how many did arrive). Outputs: a CF NetCDF (or HDF5) summary; the figures (map,
+//! hydrographs, gauge table) are in [`crate::figures`]. With a warning level, the gauge warning list
 //! ([`gauge_warnings`]: per gauge and threshold, the probability that the peak depth
 //! exceeds it, earliest and median arrival, and whether the probability reaches the level).
 //!
@@ -27,6 +27,6 @@ mod warnings;
 
 pub use ensemble::{Summary, SummaryOptions, summarize};
 pub use error::SummaryError;
-pub use map::{LEGEND_HEIGHT, MapImage, colormap, render, write_png};
+pub use map::{MapImage, colormap, hillshade_grey, write_png};
 pub use stats::{GaugeEvent, Stats, exceedance, gauge_event, mean_and_max, percentile_sorted};
 pub use warnings::{GaugeSeries, GaugeWarning, WARNING_COLUMNS, gauge_warnings, write_warnings};

@@ -88,6 +88,10 @@ least `--warn-level`.")]
     /// cells and at gauges, volume, parameters (one CSV row).
     #[command(after_help = super::twin::VERIFY_HELP)]
     Verify(super::twin::VerifyArgs),
+    /// Figures of results: a twin's scores per cycle, a detector's resolution and bias, a
+    /// sweep's training curves (PNG with axes, units and legends; text in a bundled font).
+    #[command(subcommand, after_help = super::plot::PLOT_HELP)]
+    Plot(super::plot::PlotCommand),
     /// Stream ingest: records from an MQTT broker, checked against a schema, written as
     /// windows of HDF5/NetCDF files that appear atomically; invalid ones dead-lettered.
     #[command(after_help = super::ingest::INGEST_HELP)]
@@ -223,15 +227,26 @@ pub struct SummaryArgs {
     /// Summary output (`.nc` → NetCDF-4, `.h5` → HDF5).
     #[arg(long, value_name = "PATH")]
     pub out: PathBuf,
-    /// PNG map of the exceedance probability over the terrain.
+    /// The exceedance map as a PNG figure: the probability over the hillshaded terrain,
+    /// x/y in metres, title, colour bar, the gauges with their names.
     #[arg(long, value_name = "PATH")]
     pub png: Option<PathBuf>,
     /// Threshold shown in the PNG (one of `--threshold`; default: the first).
     #[arg(long, value_name = "M")]
     pub png_threshold: Option<f64>,
-    /// Pixels per cell in the PNG (default: about 640 px across, at most 16).
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=64))]
-    pub png_scale: Option<u16>,
+    /// Gauge hydrographs as a PNG figure: per gauge the ensemble median and 5–95 % band of
+    /// the depth over time (with `--truth-gauges`/`--observed-gauges` also those).
+    #[arg(long, value_name = "PATH", requires = "gauges")]
+    pub hydrographs: Option<PathBuf>,
+    /// The truth at the gauges for the hydrographs: `h(station, time)` (a nature run's gauges).
+    #[arg(long, value_name = "PATH", requires = "hydrographs")]
+    pub truth_gauges: Option<PathBuf>,
+    /// Observations at the gauges for the hydrographs: `h(station, time)`.
+    #[arg(long, value_name = "PATH", requires = "hydrographs")]
+    pub observed_gauges: Option<PathBuf>,
+    /// The gauge statistics as CSV, and as a Markdown table beside it (`.md`).
+    #[arg(long, value_name = "CSV", requires = "gauges")]
+    pub gauge_table: Option<PathBuf>,
     /// Warn of a gauge and threshold when the probability that the gauge's peak depth
     /// exceeds the threshold reaches P, in (0, 1] (logged; count in the `warnings` attribute).
     #[arg(long, value_name = "P", requires = "gauges")]

@@ -269,7 +269,7 @@ pub(super) fn run_assimilate(
     }
     let attrs = vec![(twinflow_contract::provenance::MPI_RANKS_ATTR.to_string(), Attr::I32(vec![comm.size() as i32]))];
     for p in ens.write(&analysis, &args.out, &attrs, command_line)? {
-        tracing::info!(path = %p.display(), "wrote");
+        tracing::info!(path = %super::shown(&p), "wrote");
     }
     if let Some(path) = &args.diagnostics {
         let info = DiagnosticsInfo {
@@ -294,7 +294,7 @@ pub(super) fn run_assimilate(
             )
         };
         let p = files::write_diagnostics(path, &report, &obs, &info, &prov)?;
-        tracing::info!(path = %p.display(), "wrote");
+        tracing::info!(path = %super::shown(&p), "wrote");
     }
     Ok(())
 }
@@ -447,7 +447,7 @@ pub(super) fn run_lorenz96(command: Lorenz96Command, command_line: &str) -> Resu
                     }
                     let attrs = vec![(MODEL_TIME_ATTR.to_string(), Attr::F64(vec![t1(t0(&e))]))];
                     for p in e.write(&x, &a.out, &attrs, command_line)? {
-                        tracing::info!(path = %p.display(), "wrote");
+                        tracing::info!(path = %super::shown(&p), "wrote");
                     }
                 }
                 None => {
@@ -460,7 +460,7 @@ pub(super) fn run_lorenz96(command: Lorenz96Command, command_line: &str) -> Resu
                     let prov =
                         Provenance::from_env("Lorenz-96 state", "twin-kernel lorenz96", String::new(), command_line);
                     let out = files::write_lorenz96(&a.out, &[x], None, None, t1(t0(&e)), &prov)?;
-                    tracing::info!(path = %out.display(), "wrote");
+                    tracing::info!(path = %super::shown(&out), "wrote");
                 }
             }
         }

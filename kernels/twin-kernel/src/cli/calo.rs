@@ -328,7 +328,7 @@ pub fn run_calo(comm: &dyn Communicator, args: CaloArgs, command_line: &str) -> 
     };
     let summary = calo::run_calo(comm, &plan, &args.out, command_line)?;
     if let Some(path) = summary.output {
-        tracing::info!(path = %path.display(), "wrote");
+        tracing::info!(path = %super::shown(&path), "wrote");
     }
     Ok(())
 }

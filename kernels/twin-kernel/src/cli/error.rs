@@ -70,6 +70,14 @@ pub enum KernelError {
         #[source]
         source: std::io::Error,
     },
+    /// A figure cannot be made of its input file (missing columns, no values).
+    #[error("`{path}`: {reason}")]
+    Plot {
+        /// The input file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// An operating-system call without a file of its own failed (resolving a path,
     /// writing to stdout).
     #[error(transparent)]
@@ -89,7 +97,7 @@ impl KernelError {
             Self::Summary(e) => e.exit_code(),
             Self::Exchange(e) => e.exit_code(),
             Self::Stopped(_) => exit_code::STOPPED,
-            Self::Config { .. } | Self::Json(_) => exit_code::INVALID_INPUT,
+            Self::Config { .. } | Self::Json(_) | Self::Plot { .. } => exit_code::INVALID_INPUT,
             // As before the crate split, a terrain request out of range is a failure (1),
             // not invalid input.
             Self::Terrain(_) | Self::Io { .. } | Self::Os(_) => exit_code::FAILURE,

@@ -5,6 +5,7 @@ mod assim;
 mod calo;
 mod error;
 mod ingest;
+mod plot;
 mod stage;
 mod train;
 mod twin;
@@ -25,6 +26,52 @@ use twinflow_stage::terrain::Valley;
 /// Exit codes of `twin-kernel`, documented in `--help` (defined in the contract, as the
 /// engine sees them as a step's exit status).
 pub use twinflow_contract::exit_code;
+
+/// `text` with the attempt directory (`$TWINFLOW_STEP_DIR`) replaced by the directory it
+/// becomes when the attempt succeeds (`$TWINFLOW_RESULT_DIR`, `.../out`); unchanged outside
+/// an engine's step.
+pub(crate) fn as_result_paths(text: &str) -> String {
+    match (std::env::var(twinflow_contract::env::STEP_DIR), std::env::var(twinflow_contract::env::RESULT_DIR)) {
+        (Ok(step), Ok(result)) => replace_dir(text, &step, &result),
+        _ => text.to_string(),
+    }
+}
+
+/// A file the kernel wrote, named as a person will find it: under `$TWINFLOW_RESULT_DIR`
+/// when it lies in the attempt directory (a relative path is relative to it, the working
+/// directory of a step), else as given.
+pub(crate) fn shown(path: &Path) -> String {
+    let (Ok(step), Ok(_)) =
+        (std::env::var(twinflow_contract::env::STEP_DIR), std::env::var(twinflow_contract::env::RESULT_DIR))
+    else {
+        return path.display().to_string();
+    };
+    let in_step = std::env::current_dir().is_ok_and(|d| d == Path::new(&step));
+    match path.is_relative() && in_step {
+        true => as_result_paths(&Path::new(&step).join(path).display().to_string()),
+        false => as_result_paths(&path.display().to_string()),
+    }
+}
+
+/// `text` with every occurrence of the directory `from` (as a whole path component: not
+/// `attempt-1` inside `attempt-12`) replaced by `to`.
+fn replace_dir(text: &str, from: &str, to: &str) -> String {
+    let from = from.trim_end_matches('/');
+    if from.is_empty() {
+        return text.to_string();
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(i) = rest.find(from) {
+        let after = &rest[i + from.len()..];
+        let whole = after.chars().next().is_none_or(|c| c == '/' || c.is_whitespace() || c == '"' || c == '\'');
+        out.push_str(&rest[..i]);
+        out.push_str(if whole { to } else { from });
+        rest = after;
+    }
+    out.push_str(rest);
+    out
+}
 
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("TWINFLOW_LOG")
@@ -77,7 +124,9 @@ pub fn run(cli: Cli) -> u8 {
     // Every rank announces itself: a launcher that does not match the MPI library starts N
     // independent 1-rank jobs, which only this line reveals (see hpc-notes, "MPI pitfalls").
     tracing::info!("rank {rank} of {size}");
-    let command_line = std::env::args().collect::<Vec<_>>().join(" ");
+    // NetCDF `history` names the files by where they will be once the engine accepts the
+    // attempt (`.../out/`), not by the attempt directory it renames.
+    let command_line = as_result_paths(&std::env::args().collect::<Vec<_>>().join(" "));
     let outcome = match cli.command {
         Command::Flood(args) => run_flood(comm.as_ref(), args, &command_line),
         // Serial tools: rank 0 works, the other ranks of an MPI launch have nothing to do.
@@ -93,6 +142,7 @@ pub fn run(cli: Cli) -> u8 {
         Command::Lorenz96(command) => on_root(rank, || assim::run_lorenz96(command, &command_line)),
         Command::Sensor(args) => on_root(rank, || twin::run_sensor(args, &command_line)),
         Command::Verify(args) => on_root(rank, || twin::run_verify(args)),
+        Command::Plot(command) => on_root(rank, || plot::run_plot(command)),
         Command::Ingest(args) => on_root(rank, || ingest::run_ingest(*args, &command_line)),
         Command::Info => unreachable!("handled above"),
     };
@@ -139,7 +189,7 @@ fn run_flood(comm: &dyn Communicator, args: FloodArgs, command_line: &str) -> Re
     let summary = flood::run_flood(comm, &paths, &config, command_line)?;
     if comm.rank() == 0 {
         for p in &summary.outputs {
-            tracing::info!(path = %p.display(), "wrote");
+            tracing::info!(path = %shown(p), "wrote");
         }
     }
     Ok(())
@@ -181,7 +231,7 @@ fn run_terrain(args: TerrainArgs, command_line: &str) -> Result<(), KernelError>
     )?;
     w.write_static(&VarSpec::new(datasets::DEPTH, "initial water depth (reservoir)", "m"), terrain.depth.view())?;
     let out = w.finish()?;
-    tracing::info!(path = %out.display(), nx = args.nx, ny = args.ny, dx = args.dx, "wrote terrain");
+    tracing::info!(path = %shown(&out), nx = args.nx, ny = args.ny, dx = args.dx, "wrote terrain");
     if let Some(config_out) = &args.config_out {
         // The configuration names the DEM relative to itself when they share a directory.
         let dem_abs = std::path::absolute(&out)?;
@@ -193,7 +243,25 @@ fn run_terrain(args: TerrainArgs, command_line: &str) -> Result<(), KernelError>
             action: "write",
             source,
         })?;
-        tracing::info!(path = %config_out.display(), "wrote flood configuration");
+        tracing::info!(path = %shown(config_out), "wrote flood configuration");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::replace_dir;
+
+    #[test]
+    fn only_the_whole_attempt_directory_is_replaced() {
+        let (a, o) = ("/r/steps/sim/attempt-1", "/r/steps/sim/out");
+        assert_eq!(replace_dir("k --out /r/steps/sim/attempt-1/x.nc", a, o), "k --out /r/steps/sim/out/x.nc");
+        assert_eq!(replace_dir("/r/steps/sim/attempt-1", a, o), o);
+        assert_eq!(replace_dir("/r/steps/sim/attempt-12/x.nc", a, o), "/r/steps/sim/attempt-12/x.nc");
+        assert_eq!(
+            replace_dir("a=/r/steps/sim/attempt-1/x b=/r/steps/sim/attempt-1/y", a, o),
+            "a=/r/steps/sim/out/x b=/r/steps/sim/out/y"
+        );
+        assert_eq!(replace_dir("nothing here", a, o), "nothing here");
+    }
 }

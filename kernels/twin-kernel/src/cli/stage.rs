@@ -3,7 +3,9 @@
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
-use twinflow_exchange::{Compression, Provenance, read_dataset, write_dataset};
+use twinflow_contract::datasets;
+use twinflow_exchange::{Compression, Dataset, Provenance, Values, read_dataset, write_dataset};
+use twinflow_stage::figures::{FloodMap, GaugeSeriesPlot, Series, flood_map, gauge_table, hydrographs};
 use twinflow_stage::summary::{self, SummaryError, SummaryOptions};
 use twinflow_stage::{self as stage, StageError, Subset};
 
@@ -15,23 +17,23 @@ pub(super) fn run_stage(command: StageCommand, command_line: &str) -> Result<(),
     match command {
         StageCommand::Convert { input, output } => {
             let out = stage::convert(&input, &output, command_line, &compression)?;
-            tracing::info!(path = %out.display(), "wrote");
+            tracing::info!(path = %super::shown(&out), "wrote");
         }
         StageCommand::Subset(args) => {
             let sel = subset_of(&args);
             let out = stage::subset_file(&args.input, &args.output, &sel, command_line, &compression)?;
-            tracing::info!(path = %out.display(), "wrote");
+            tracing::info!(path = %super::shown(&out), "wrote");
         }
         StageCommand::Regrid { input, output, like } => {
             let out = stage::regrid_file(&input, &output, &like, command_line, &compression)?;
-            tracing::info!(path = %out.display(), "wrote");
+            tracing::info!(path = %super::shown(&out), "wrote");
         }
         StageCommand::Merge { output, mut inputs, list } => {
             if let Some(list) = list {
                 inputs.extend(read_list(&list)?);
             }
             let out = stage::merge(&inputs, &output, command_line, &compression)?;
-            tracing::info!(path = %out.display(), members = inputs.len(), "wrote");
+            tracing::info!(path = %super::shown(&out), members = inputs.len(), "wrote");
         }
         StageCommand::Checksum { files, out } => {
             let sums = files.iter().map(|f| stage::checksum(f)).collect::<Result<Vec<_>, _>>()?;
@@ -92,7 +94,7 @@ pub(super) fn run_summary(args: SummaryArgs, command_line: &str) -> Result<(), s
         &provenance,
     )?;
     let out = write_dataset(&args.out, &s.dataset, &Compression::default())?;
-    tracing::info!(path = %out.display(), members = s.members, "wrote summary");
+    tracing::info!(path = %super::shown(&out), members = s.members, "wrote summary");
     for w in s.warnings.iter().filter(|w| w.warn) {
         let arrival = |t: f64| if t.is_nan() { "-".to_string() } else { format!("{t} s") };
         tracing::info!(
@@ -112,7 +114,7 @@ pub(super) fn run_summary(args: SummaryArgs, command_line: &str) -> Result<(), s
     }
     if let Some(path) = &args.warnings_out {
         let out = summary::write_warnings(path, &s.warnings)?;
-        tracing::info!(path = %out.display(), rows = s.warnings.len(), "wrote warnings");
+        tracing::info!(path = %super::shown(&out), rows = s.warnings.len(), "wrote warnings");
     }
     if let Some(png) = &args.png {
         let shown = args.png_threshold.unwrap_or(args.thresholds[0]);
@@ -124,13 +126,109 @@ pub(super) fn run_summary(args: SummaryArgs, command_line: &str) -> Result<(), s
             .into());
         };
         let (nx, ny) = s.shape;
-        let scale = args.png_scale.map_or_else(|| 640usize.div_ceil(nx.max(1)).clamp(1, 16), usize::from);
-        let prob = &s.exceedance[k * nx * ny..(k + 1) * nx * ny];
-        let image = summary::render(prob, s.bed.as_deref(), s.shape, s.spacing, s.y_ascending, scale);
+        let coord =
+            |name: &str| s.dataset.variable(name).and_then(|v| v.num()).map(<[f64]>::to_vec).unwrap_or_default();
+        let (x, y) = (coord(datasets::X), coord(datasets::Y));
+        let gauges =
+            match (s.dataset.variable("station_name").map(|v| &v.values), coord("station_x"), coord("station_y")) {
+                (Some(Values::Str(names)), xs, ys) if xs.len() == names.len() && ys.len() == names.len() => {
+                    names.iter().zip(xs).zip(ys).map(|((n, x), y)| (n.clone(), x, y)).collect()
+                }
+                _ => vec![],
+            };
+        let map = FloodMap {
+            x: &x,
+            y: &y,
+            field: &s.exceedance[k * nx * ny..(k + 1) * nx * ny],
+            bed: s.bed.as_deref(),
+            title: format!("P(maximum depth > {shown} m), {} members", s.members),
+            colour_label: "exceedance probability".into(),
+            gauges,
+        };
+        let image = flood_map(&map).map_err(|e| SummaryError::Request(e.to_string()))?;
         let out = summary::write_png(png, &image)?;
-        tracing::info!(path = %out.display(), width = image.width, height = image.height, threshold = shown, "wrote map");
+        tracing::info!(path = %super::shown(&out), width = image.width, height = image.height, threshold = shown, "wrote map");
+    }
+    if let (Some(path), Some((g, gpath))) = (&args.hydrographs, &gauges) {
+        let image =
+            hydrograph_figure(g, gpath, args.truth_gauges.as_deref(), args.observed_gauges.as_deref(), s.members)?;
+        let out = summary::write_png(path, &image)?;
+        tracing::info!(path = %super::shown(&out), width = image.width, height = image.height, "wrote hydrographs");
+    }
+    if let Some(path) = &args.gauge_table {
+        let Some((csv, md)) = gauge_table(&s.dataset) else {
+            return Err(SummaryError::Request("`--gauge-table`: the summary has no gauges".into()).into());
+        };
+        for (p, text) in [(path.clone(), csv), (path.with_extension("md"), md)] {
+            let partial = twinflow_exchange::PartialFile::new(&p)?;
+            std::fs::write(partial.partial_path(), text).map_err(|source| StageError::Io {
+                path: p.clone(),
+                action: "write",
+                source,
+            })?;
+            let done = partial.commit()?;
+            tracing::info!(path = %super::shown(&done), "wrote gauge table");
+        }
     }
     Ok(())
+}
+
+/// The hydrographs of the merged gauge series `g` (`h(member, station, time)`), with the
+/// truth and observations (`h(station, time)`, matched by station name) when given.
+fn hydrograph_figure(
+    g: &Dataset,
+    path: &Path,
+    truth: Option<&Path>,
+    observed: Option<&Path>,
+    members: usize,
+) -> Result<summary::MapImage, super::KernelError> {
+    let bad = |reason: String| SummaryError::Input { path: path.to_path_buf(), reason };
+    let v = g.variable(datasets::DEPTH).ok_or_else(|| bad(format!("has no `{}`", datasets::DEPTH)))?;
+    let depth = v.masked().ok_or_else(|| bad(format!("`{}` is not numeric", datasets::DEPTH)))?;
+    let time = g.coordinate(datasets::TIME).ok_or_else(|| bad("has no `time` coordinate".into()))?.to_vec();
+    let ns = g.dim_len(datasets::STATION);
+    let names: Vec<String> = match g.variable("station_name").map(|v| &v.values) {
+        Some(Values::Str(s)) if s.len() == ns => s.clone(),
+        _ => (0..ns).map(|k| format!("station-{k}")).collect(),
+    };
+    let series = |p: Option<&Path>| -> Result<Vec<Option<Series>>, super::KernelError> {
+        let Some(p) = p else { return Ok(vec![None; ns]) };
+        let d = read_dataset(p)?;
+        let bad = |reason: String| SummaryError::Input { path: p.to_path_buf(), reason };
+        let h = d
+            .variable(datasets::DEPTH)
+            .and_then(|v| v.masked())
+            .ok_or_else(|| bad(format!("has no numeric `{}`", datasets::DEPTH)))?;
+        let t = d.coordinate(datasets::TIME).ok_or_else(|| bad("has no `time` coordinate".into()))?.to_vec();
+        let theirs: Vec<String> = match d.variable("station_name").map(|v| &v.values) {
+            Some(Values::Str(s)) => s.clone(),
+            _ => return Err(bad("has no `station_name`".into()).into()),
+        };
+        if h.len() != theirs.len() * t.len() {
+            return Err(
+                bad(format!("`{}` is not (station, time) = ({}, {})", datasets::DEPTH, theirs.len(), t.len())).into()
+            );
+        }
+        Ok(names
+            .iter()
+            .map(|n| {
+                theirs
+                    .iter()
+                    .position(|t2| t2 == n)
+                    .map(|k| Series { time: t.clone(), values: h[k * t.len()..(k + 1) * t.len()].to_vec() })
+            })
+            .collect())
+    };
+    let plot = GaugeSeriesPlot {
+        names: &names,
+        time: &time,
+        depth: &depth,
+        members,
+        truth: series(truth)?,
+        observed: series(observed)?,
+        title: format!("Depth at the gauges: ensemble of {members} members"),
+    };
+    Ok(hydrographs(&plot).map_err(|e| SummaryError::Request(e.to_string()))?)
 }
 
 /// `twin-kernel info`: version and compiled-in features, one `key: value` per line.

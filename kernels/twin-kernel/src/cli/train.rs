@@ -508,10 +508,10 @@ fn finish(args: &TrainArgs, state: &TrainState, provenance: &Provenance) -> Resu
     let out = store::write_model(&args.out, state, provenance)?;
     let (best_epoch, best) = state.best().unwrap_or((0, f64::NAN));
     if state.diverged {
-        tracing::warn!(path = %out.display(), epoch = state.epoch, "wrote the model of a diverged run (val_rmse NaN)");
+        tracing::warn!(path = %super::shown(&out), epoch = state.epoch, "wrote the model of a diverged run (val_rmse NaN)");
     }
     tracing::info!(
-        path = %out.display(),
+        path = %super::shown(&out),
         epochs = state.epoch,
         val_rmse = state.val_rmse(),
         baseline_val_rmse = state.baseline_val_rmse,
@@ -521,7 +521,7 @@ fn finish(args: &TrainArgs, state: &TrainState, provenance: &Provenance) -> Resu
     );
     if let Some(path) = &args.metrics {
         let out = metrics::write_metrics(path, state)?;
-        tracing::info!(path = %out.display(), "wrote metrics");
+        tracing::info!(path = %super::shown(&out), "wrote metrics");
     }
     Ok(())
 }
@@ -552,7 +552,7 @@ pub(super) fn run_predict(args: PredictArgs, command_line: &str) -> Result<(), s
     let ds = predict::prediction_dataset(&state, &pred, truth, naive.as_deref(), provenance.to_attrs());
     let out = write_dataset(&args.out, &ds, &Compression::default())?;
     let errors = truth.map(|t| Errors::of(&pred, t));
-    tracing::info!(path = %out.display(), samples = pred.nrows(), rmse = errors.as_ref().map(|e| e.rmse), "wrote predictions");
+    tracing::info!(path = %super::shown(&out), samples = pred.nrows(), rmse = errors.as_ref().map(|e| e.rmse), "wrote predictions");
     if let Some(c) = &calo {
         tracing::info!(
             model_resolution = c.model.map(|m| m.resolution),
@@ -571,7 +571,7 @@ pub(super) fn run_predict(args: PredictArgs, command_line: &str) -> Result<(), s
             "errors": errors, "model_val_rmse": state.val_rmse(), "calorimeter": calo,
         });
         let out = metrics::write_text(path, &(serde_json::to_string_pretty(&report)? + "\n"))?;
-        tracing::info!(path = %out.display(), "wrote report");
+        tracing::info!(path = %super::shown(&out), "wrote report");
     }
     Ok(())
 }
@@ -592,13 +592,13 @@ pub(super) fn run_select(args: SelectArgs) -> Result<(), super::KernelError> {
     }
     let ranking = select::rank(trials, top);
     let out = metrics::write_text(&args.out, &ranking.csv())?;
-    tracing::info!(path = %out.display(), trials = ranking.trials.len(), survivors = ?ranking.top, "wrote ranking");
+    tracing::info!(path = %super::shown(&out), trials = ranking.trials.len(), survivors = ?ranking.top, "wrote ranking");
     if let Some(path) = &args.json {
         let out = metrics::write_text(path, &(serde_json::to_string_pretty(&ranking.json())? + "\n"))?;
-        tracing::info!(path = %out.display(), "wrote ranking");
+        tracing::info!(path = %super::shown(&out), "wrote ranking");
     }
     let best = &ranking.trials[0];
-    tracing::info!(trial = best.trial, path = %best.path.display(), val_rmse = best.state.val_rmse(), "best trial");
+    tracing::info!(trial = best.trial, path = %super::shown(&best.path), val_rmse = best.state.val_rmse(), "best trial");
     if let Some(dest) = &args.best {
         let partial = twinflow_exchange::PartialFile::new(dest)?;
         std::fs::copy(&best.path, partial.partial_path()).map_err(|source| TrainError::Io {
@@ -607,7 +607,7 @@ pub(super) fn run_select(args: SelectArgs) -> Result<(), super::KernelError> {
             source,
         })?;
         let out = partial.commit()?;
-        tracing::info!(path = %out.display(), "copied the best model");
+        tracing::info!(path = %super::shown(&out), "copied the best model");
     }
     Ok(())
 }
@@ -642,7 +642,7 @@ pub(super) fn run_tabulate(command: TabulateCommand, command_line: &str) -> Resu
                 command_line,
             );
             let out = write_dataset(&args.out, &table.dataset(provenance.to_attrs()), &Compression::default())?;
-            tracing::info!(path = %out.display(), members = table.members.len(), gauges = ?table.gauges, "wrote table");
+            tracing::info!(path = %super::shown(&out), members = table.members.len(), gauges = ?table.gauges, "wrote table");
         }
     }
     Ok(())

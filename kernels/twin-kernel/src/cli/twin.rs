@@ -137,7 +137,7 @@ pub(super) fn run_sensor(args: SensorArgs, command_line: &str) -> Result<(), Ker
         "sensor started"
     );
     sensor.run(&mut WallClock::start(), &provenance, |d, path| {
-        tracing::info!(model_time = d.model_time, reading = d.index, path = %path.display(), "delivered");
+        tracing::info!(model_time = d.model_time, reading = d.index, path = %super::shown(path), "delivered");
     })?;
     Ok(())
 }
@@ -196,7 +196,7 @@ pub(super) fn run_verify(args: VerifyArgs) -> Result<(), KernelError> {
     }
     let path = verify::write_scores(&args.out, &scores, args.append)?;
     let row: Vec<String> = scores.header().iter().zip(scores.row()).map(|(h, v)| format!("{h}={v}")).collect();
-    tracing::info!(path = %path.display(), "scores {}", row.join(" "));
+    tracing::info!(path = %super::shown(&path), "scores {}", row.join(" "));
     Ok(())
 }
 

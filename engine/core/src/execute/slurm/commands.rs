@@ -79,6 +79,31 @@ impl CommandError {
         .iter()
         .any(|m| e.contains(m))
     }
+
+    /// Whether the failure is one of this machine's set-up that no retry can mend: the
+    /// SLURM client finds no configuration (`Could not establish a configuration source`,
+    /// no `slurm.conf`), or the program cannot be started at all. Such an error stops the
+    /// run at once instead of being retried for the whole backoff (7 tries over 12 s).
+    pub fn is_environment(&self) -> bool {
+        match self {
+            CommandError::Spawn { source, .. } => {
+                matches!(source.kind(), std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied)
+            }
+            CommandError::Failed { stderr, .. } => {
+                let e = stderr.to_ascii_lowercase();
+                [
+                    "could not establish a configuration source",
+                    "unable to establish a configuration source",
+                    "can't find slurm.conf",
+                    "unable to process configuration file",
+                    "no such file or directory: slurm.conf",
+                ]
+                .iter()
+                .any(|m| e.contains(m))
+            }
+            _ => false,
+        }
+    }
 }
 
 /// Runs SLURM client commands and logs each call.
@@ -292,6 +317,29 @@ mod tests {
             !f("sbatch: error: Batch job submission failed: Socket timed out on send/recv operation").is_rejection()
         );
         assert!(!f("sbatch: error: Unable to contact slurm controller (connect failure)").is_rejection());
+    }
+
+    #[test]
+    fn a_client_without_configuration_is_an_environment_error_not_a_transient_one() {
+        let f = |s: &str| CommandError::Failed { program: "sbatch".into(), code: 1, stderr: s.into() };
+        let no_conf = f("sbatch: error: resolve_ctls_from_dns_srv: res_nsearch error: Unknown host
+                         sbatch: error: fetch_config: DNS SRV lookup failed
+                         sbatch: error: _establish_config_source: failed to fetch config
+                         sbatch: fatal: Could not establish a configuration source");
+        assert!(no_conf.is_environment());
+        assert!(!no_conf.is_rejection());
+        assert!(!f("sbatch: error: Unable to contact slurm controller (connect failure)").is_environment());
+        assert!(
+            !f("sbatch: error: Batch job submission failed: Socket timed out on send/recv operation").is_environment()
+        );
+        assert!(!f("sbatch: error: Batch job submission failed: Invalid partition name specified").is_environment());
+        let missing = CommandError::Spawn {
+            program: "sbatch".into(),
+            source: std::io::Error::from(std::io::ErrorKind::NotFound),
+        };
+        assert!(missing.is_environment());
+        let timed_out = CommandError::TimedOut { program: "sbatch".into(), seconds: 60 };
+        assert!(!timed_out.is_environment());
     }
 }
 

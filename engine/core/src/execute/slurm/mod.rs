@@ -349,6 +349,18 @@ impl SlurmBackend {
             match self.cmd.sbatch(self.tick, path).await {
                 Ok(id) => return Ok(Submission::Accepted(id)),
                 Err(e) if e.is_rejection() => return Ok(Submission::Rejected(e.to_string())),
+                // A client that is not set up fails the same way every time: say so now.
+                Err(e) if e.is_environment() => {
+                    // A spawn error carries its own hint (are the tools installed?).
+                    let message = if matches!(e, CommandError::Failed { .. }) {
+                        format!(
+                            "{e}\nhint: the SLURM client on this machine is not set up (no `slurm.conf`, `SLURM_CONF` or DNS SRV record); no retry can help"
+                        )
+                    } else {
+                        e.to_string()
+                    };
+                    return Err(BackendError::Submit { name: name.to_string(), message });
+                }
                 Err(e) if tries > self.profile.submit_retries => {
                     return Err(BackendError::Submit {
                         name: name.to_string(),

@@ -1004,7 +1004,11 @@ fn a_gather_of_only_skipped_members_is_skipped() {
 
 #[test]
 fn a_scatter_over_an_empty_list_lets_the_gather_skip() {
-    let e = Env::new(&SCATTER.replace("default: 3", "default: 0")).run();
+    let wf = SCATTER
+        .replace("default: 3", "default: 0")
+        .replace("params.n) }}\" } }", "params.n) }}\" }, allow_empty: true }");
+    assert!(wf.contains("allow_empty"), "{wf}");
+    let e = Env::new(&wf).run();
     assert!(e.starts().is_empty(), "{:?}", e.log());
     assert_eq!(e.outcome(), RunOutcome::Succeeded);
 }

@@ -35,6 +35,7 @@ impl Validator {
                 Some(Scatter {
                     vars,
                     method: sc.method.as_ref().map(|m| m.value).unwrap_or(ScatterMethod::Dotproduct),
+                    allow_empty: sc.allow_empty.as_ref().is_some_and(|a| a.value),
                     span: sc.span,
                 })
             }

@@ -14,6 +14,22 @@ impl Validator {
         match &raw.when {
             None => None,
             Some(w) => match &w.value {
+                // YAML 1.1 booleans are strings in YAML 1.2 (which twinflow reads): the step
+                // would be refused later as "expected `bool`, found `str`", which hides why.
+                Scalar::Str(s) if is_yaml11_bool(s) => {
+                    let b = matches!(s.to_ascii_lowercase().as_str(), "yes" | "y" | "on");
+                    self.push(
+                        Diag::new(
+                            DiagKind::Type,
+                            file,
+                            w.span,
+                            f("when"),
+                            format!("`when: {s}` is the string `{s}`, not a boolean (YAML 1.2)"),
+                        )
+                        .with_help(format!("write `when: {b}`, or an expression (`${{{{ params.mode == 'full' }}}}`)")),
+                    );
+                    None
+                }
                 Scalar::Str(s) => self.tpl(file, &f("when"), s, w.span),
                 Scalar::Bool(b) => Some(Tpl {
                     src: b.to_string(),
@@ -33,4 +49,9 @@ impl Validator {
             },
         }
     }
+}
+
+/// `yes`, `no`, `on`, `off`, `y`, `n` in any case: booleans in YAML 1.1, strings in 1.2.
+fn is_yaml11_bool(s: &str) -> bool {
+    matches!(s.to_ascii_lowercase().as_str(), "yes" | "no" | "on" | "off" | "y" | "n")
 }
