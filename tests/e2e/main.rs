@@ -10,6 +10,7 @@ mod execution;
 mod failures;
 mod flood;
 mod flood_twin;
+mod hardening;
 mod invalid;
 mod kill;
 mod mpiexec;

@@ -229,6 +229,15 @@ pub struct RunArgs {
     /// Directory holding the run database and run directories.
     #[arg(long, default_value = "runs", env = "TWINFLOW_RUNS_DIR")]
     pub runs_dir: PathBuf,
+    /// Leave variables whose names match PATTERN (`*` any characters, case ignored) out of the
+    /// run's environment snapshot, besides those that look like credentials (`*TOKEN*`,
+    /// `*SECRET*`, `*PASSWORD*`, `*PASSWD*`, `*KEY*`, `*CREDENTIAL*`); repeat or separate with
+    /// commas. Steps still get them.
+    #[arg(long, value_name = "PATTERN", env = "TWINFLOW_ENV_EXCLUDE", value_delimiter = ',')]
+    pub env_exclude: Vec<String>,
+    /// Write no environment snapshot (`env-*.json`) at all.
+    #[arg(long, env = "TWINFLOW_NO_ENV_SNAPSHOT")]
+    pub no_env_snapshot: bool,
     /// Where tasks run.
     #[command(flatten)]
     pub backend: BackendArgs,

@@ -8,7 +8,7 @@ use twinflow_engine::diag::Diagnostics;
 use twinflow_engine::events::{Reporter, TaskFailure, TaskState};
 use twinflow_engine::session::backend::{BackendSettings, LocalSettings};
 use twinflow_engine::session::render::{Format, PlanRequest, plan_view};
-use twinflow_engine::session::start::{AllocationSize, RunRequest};
+use twinflow_engine::session::start::{AllocationSize, EnvSnapshot, RunRequest};
 use twinflow_engine::session::{
     self, BackendChoice, CycleRow, CycleState, Notices, RunOutcome, RunSettings, SessionError, Status,
 };
@@ -255,6 +255,7 @@ fn run_cmd(a: RunArgs) -> Result<i32, Failure> {
         },
         keep_going: a.keep_going,
         jobs: a.jobs,
+        env_snapshot: EnvSnapshot { enabled: !a.no_env_snapshot, exclude: a.env_exclude.clone() },
         local: LocalSettings {
             cores: a.cores,
             grace: Some(Duration::from_secs_f64(a.grace.clamp(0.0, 3600.0))),
