@@ -12,9 +12,12 @@ deps:
 	bash hpc/setup-deps.sh --python
 
 # What the tests need besides: slurmdbd + MariaDB for plain `sacct` on the test cluster, the
-# mosquitto broker (+ clients) for the stream ingest, and Chromium to load run reports in.
+# mosquitto broker (+ clients) for the stream ingest, Chromium to load run reports in, and
+# the RO-Crate tools from PyPI (rocrate, roc-validator) in target/provenance-venv that check
+# `twinflow export`.
 deps-test:
 	bash hpc/setup-deps.sh --python --slurmdbd --mqtt --browser
+	bash hpc/setup-provenance.sh
 
 # The flood twin at CI size: the what-if ensemble (examples/flood-mini.yaml: terrain, 4 flood
 # members on 2 MPI ranks each, merged, summarized into a CF NetCDF and a PNG exceedance

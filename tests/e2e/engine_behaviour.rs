@@ -508,17 +508,25 @@ fn env_and_args_reach_the_step_verbatim_and_the_step_directory_records_them() {
     use std::os::unix::fs::PermissionsExt;
     assert_eq!(std::fs::metadata(&snap_path).unwrap().permissions().mode() & 0o777, 0o600);
     let snap = json_file(&snap_path);
-    let mut exact: std::collections::BTreeMap<String, String> = snap
+    let mut exact: std::collections::BTreeMap<String, String> = snap["variables"]
         .as_object()
-        .expect("snapshot is an object")
+        .expect("snapshot has its variables")
         .iter()
         .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
         .collect();
     exact.extend(env.iter().map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string())));
+    // Variables that look like credentials are only named in the snapshot; the step got them.
+    let left_out: Vec<&str> = snap["left_out"].as_array().unwrap().iter().filter_map(|n| n.as_str()).collect();
+    for name in &left_out {
+        assert!(seen.contains_key(*name), "`{name}` was left out of the step's environment");
+    }
     // `sh` itself adds PWD, SHLVL and `_`; everything else must match exactly.
     let shell_own = ["PWD", "SHLVL", "_", "OLDPWD"];
     let strip = |m: &std::collections::BTreeMap<String, String>| -> std::collections::BTreeMap<String, String> {
-        m.iter().filter(|(k, _)| !shell_own.contains(&k.as_str())).map(|(k, v)| (k.clone(), v.clone())).collect()
+        m.iter()
+            .filter(|(k, _)| !shell_own.contains(&k.as_str()) && !left_out.contains(&k.as_str()))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
     };
     assert_eq!(strip(&seen), strip(&exact), "manifest env + snapshot = the step's exact environment");
     assert!(!attempt_dir.exists(), "the attempt directory was published as `out`");

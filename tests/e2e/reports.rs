@@ -24,7 +24,7 @@ fn why_lists_members_in_plan_order() {
     assert!(why.status.success(), "{}", show(&why));
     let tasks: Vec<String> = String::from_utf8_lossy(&why.stdout)
         .lines()
-        .filter_map(|l| l.split_once(':').map(|(t, _)| t.to_string()))
+        .filter_map(|l| l.split_once(':').and_then(|(t, _)| t.split_whitespace().next()).map(String::from))
         .collect();
     let want: Vec<String> = (0..12).map(|m| format!("member[{m}]")).collect();
     assert_eq!(tasks, want);
@@ -167,6 +167,13 @@ fn members_are_labelled_with_their_scatter_values_and_steps_are_summarised() {
         assert_eq!(e["label"], "seed=1 rain=80.5 site=\"upper reach\"", "{e}");
     }
     assert!(ev.iter().filter(|e| e["task"] == "after").all(|e| e.get("label").is_none()));
+    // `why`: the member with its values, in text and JSON.
+    let why = twinflow().current_dir(&d).arg("why").arg(&wf).arg("sim[5]").output().unwrap();
+    let text = String::from_utf8_lossy(&why.stdout);
+    assert!(text.starts_with("sim[5] seed=2 rain=40.0 site=delta: "), "{text}");
+    let why = twinflow().current_dir(&d).arg("why").arg(&wf).args(["sim", "--json"]).output().unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&why.stdout).unwrap();
+    assert_eq!(v[3]["label"], "seed=1 rain=80.5 site=delta");
 }
 
 /// A step learns where its attempt directory goes when it succeeds (`TWINFLOW_RESULT_DIR`,

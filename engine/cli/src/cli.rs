@@ -56,6 +56,11 @@ pub enum Command {
     /// cache).
     #[command(after_help = "Examples:\n  twinflow outputs latest\n  twinflow outputs 20261122-101500-3f2a --json\n\n".to_string() + exit::HELP)]
     Outputs(OutputsArgs),
+    /// Export a run's provenance as a Workflow Run RO-Crate (Provenance Run Crate 0.5): the
+    /// workflow, parameters, every task's attempts with command, environment, times, exit
+    /// status, inputs and outputs (by URI, with SHA-256), and the software versions.
+    #[command(after_help = "Examples:\n  twinflow export latest --ro-crate crate/\n  twinflow export 20261122-101500-3f2a --ro-crate run.crate.zip\n\nThe crate's identifier, urn:twinflow:run:RUN_ID, is in the `twinflow_provenance`\nattribute of every NetCDF/HDF5 output of the run's kernels.\n\n".to_string() + exit::HELP)]
+    Export(ExportArgs),
     /// Remove old runs' directories and database rows. Never removes a run in progress, nor
     /// one whose results a kept run reuses; cache entries of removed results are dropped.
     #[command(after_help = "Examples:\n  twinflow clean --keep 5 --dry-run     # what would go, and how much it would free\n  twinflow clean --keep 5\n  twinflow clean --failed\n  twinflow clean --before 2026-12-01\n\nThe conditions given must all hold for a run to be removed.\n\n".to_string() + exit::HELP)]
@@ -228,6 +233,15 @@ pub struct RunArgs {
     /// Directory holding the run database and run directories.
     #[arg(long, default_value = "runs", env = "TWINFLOW_RUNS_DIR")]
     pub runs_dir: PathBuf,
+    /// Leave variables whose names match PATTERN (`*` any characters, case ignored) out of the
+    /// run's environment snapshot, besides those that look like credentials (`*TOKEN*`,
+    /// `*SECRET*`, `*PASSWORD*`, `*PASSWD*`, `*KEY*`, `*CREDENTIAL*`); repeat or separate with
+    /// commas. Steps still get them.
+    #[arg(long, value_name = "PATTERN", env = "TWINFLOW_ENV_EXCLUDE", value_delimiter = ',')]
+    pub env_exclude: Vec<String>,
+    /// Write no environment snapshot (`env-*.json`) at all.
+    #[arg(long, env = "TWINFLOW_NO_ENV_SNAPSHOT")]
+    pub no_env_snapshot: bool,
     /// Where tasks run.
     #[command(flatten)]
     pub backend: BackendArgs,
@@ -380,6 +394,23 @@ pub struct OutputsArgs {
     #[arg(default_value = "latest")]
     pub run: String,
     /// JSON output.
+    #[arg(long)]
+    pub json: bool,
+    /// Directory holding the run database.
+    #[arg(long, default_value = "runs", env = "TWINFLOW_RUNS_DIR")]
+    pub runs_dir: PathBuf,
+}
+
+/// `export` arguments.
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// A run id, or `latest`.
+    #[arg(default_value = "latest")]
+    pub run: String,
+    /// Write the RO-Crate to this new directory, or to this `.zip` file.
+    #[arg(long, value_name = "DIR|FILE.zip")]
+    pub ro_crate: PathBuf,
+    /// JSON output (what was written).
     #[arg(long)]
     pub json: bool,
     /// Directory holding the run database.

@@ -8,7 +8,7 @@ use twinflow_engine::diag::Diagnostics;
 use twinflow_engine::events::{Reporter, TaskFailure, TaskState};
 use twinflow_engine::session::backend::{BackendSettings, LocalSettings};
 use twinflow_engine::session::render::{Format, PlanRequest, plan_view};
-use twinflow_engine::session::start::{AllocationSize, RunRequest};
+use twinflow_engine::session::start::{AllocationSize, EnvSnapshot, RunRequest};
 use twinflow_engine::session::{
     self, BackendChoice, CycleRow, CycleState, Notices, RunOutcome, RunSettings, SessionError, Status,
 };
@@ -64,6 +64,7 @@ pub fn run(cli: Cli) -> i32 {
         Command::Stop(a) => stop_cmd(&a),
         Command::Signal(a) => signal_cmd(&a),
         Command::Outputs(a) => outputs_cmd(&a),
+        Command::Export(a) => export_cmd(&a),
         Command::Clean(a) => clean_cmd(&a),
         Command::Report(a) => report_cmd(&a),
         Command::Schema => schema_cmd(),
@@ -255,6 +256,7 @@ fn run_cmd(a: RunArgs) -> Result<i32, Failure> {
         },
         keep_going: a.keep_going,
         jobs: a.jobs,
+        env_snapshot: EnvSnapshot { enabled: !a.no_env_snapshot, exclude: a.env_exclude.clone() },
         local: LocalSettings {
             cores: a.cores,
             grace: Some(Duration::from_secs_f64(a.grace.clamp(0.0, 3600.0))),
@@ -779,16 +781,38 @@ fn why_cmd(a: &WhyArgs) -> Result<i32, Failure> {
                 outln!("... (use --json for all)");
                 break;
             }
+            // A member with its scatter values: `member[7] seed=2 rain=40.0: up to date`.
+            let name = match &v.label {
+                Some(l) => format!("{} {l}", v.task),
+                None => v.task.clone(),
+            };
             if v.up_to_date {
-                outln!("{}: up to date", v.task);
+                outln!("{name}: up to date");
             } else {
-                outln!("{}: would run because", v.task);
+                outln!("{name}: would run because");
                 for r in &v.reasons {
                     outln!("  - {r}");
                 }
             }
         }
         outln!("{stale} of {} would run", verdicts.len());
+    }
+    Ok(exit::OK)
+}
+
+fn export_cmd(a: &crate::cli::ExportArgs) -> Result<i32, Failure> {
+    let e = session::export::ro_crate(&a.runs_dir, &a.run, &a.ro_crate)?;
+    if a.json {
+        outln!("{}", serde_json::to_string_pretty(&e)?);
+    } else {
+        outln!(
+            "wrote the RO-Crate {} of {} tasks ({} attempts, {} files) to {}",
+            e.identifier,
+            e.tasks,
+            e.attempts,
+            e.files,
+            e.path.display()
+        );
     }
     Ok(exit::OK)
 }

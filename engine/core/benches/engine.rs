@@ -210,6 +210,7 @@ async fn engine_run(file: &Path, runs: &Path) -> Measured {
         keep_going: false,
         use_cache: false,
         max_parallel: Some(2),
+        env_snapshot: Default::default(),
         rerun: vec![],
     };
     let (_tx, rx) = tokio::sync::watch::channel(None);

@@ -121,6 +121,14 @@ pub enum CaloError {
     /// The configuration is invalid (every issue is listed).
     #[error("invalid calorimeter configuration:\n{}", .0.iter().map(|i| format!("  - {i}")).collect::<Vec<_>>().join("\n"))]
     Config(Vec<ConfigIssue>),
+    /// The configuration read from a file (and the flags given with it) is invalid.
+    #[error("invalid calorimeter configuration `{path}` (with the flags given):\n{}", .issues.iter().map(|i| format!("  - {i}")).collect::<Vec<_>>().join("\n"))]
+    ConfigFile {
+        /// The configuration file.
+        path: std::path::PathBuf,
+        /// Every issue.
+        issues: Vec<ConfigIssue>,
+    },
     /// Writing the output failed.
     #[error(transparent)]
     Exchange(#[from] ExchangeError),
@@ -132,7 +140,7 @@ pub enum CaloError {
 impl CaloError {
     /// Whether the error is the user's input (exit code 3) rather than a failed run.
     pub fn is_invalid_input(&self) -> bool {
-        matches!(self, Self::ConfigRead { .. } | Self::ConfigParse { .. } | Self::Config(_))
+        matches!(self, Self::ConfigRead { .. } | Self::ConfigParse { .. } | Self::Config(_) | Self::ConfigFile { .. })
     }
 
     /// The exit code of `twin-kernel` for this error: [`INVALID_INPUT`] for the user's

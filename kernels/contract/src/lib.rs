@@ -95,6 +95,14 @@ pub mod provenance {
     pub const PARAMETERS_ATTR: &str = "twinflow_parameters";
     /// Integer attribute: number of MPI ranks the kernel ran on (1 without MPI).
     pub const MPI_RANKS_ATTR: &str = "mpi_ranks";
+    /// Attribute holding the identifier of the run's provenance RO-Crate
+    /// (`twinflow export RUN --ro-crate`): [`crate_id`] of the run id.
+    pub const CRATE_ATTR: &str = "twinflow_provenance";
+
+    /// The identifier of a run's provenance crate: `urn:twinflow:run:RUN_ID`.
+    pub fn crate_id(run_id: &str) -> String {
+        format!("urn:twinflow:run:{run_id}")
+    }
 }
 
 /// Names of the variables (NetCDF) and datasets (HDF5) in exchange files, so a later stage

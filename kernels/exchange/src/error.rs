@@ -48,6 +48,24 @@ pub enum ExchangeError {
         /// Variables present, comma-separated.
         available: String,
     },
+    /// Reading an array would take more memory than the machine has (refused before
+    /// anything was allocated).
+    #[error(
+        "`{path}`: `{name}` has shape {shape:?}: reading it would take {:.1} GiB, more than this machine's memory ({:.1} GiB); nothing was allocated; hint: check the file's dimensions, or run on more ranks so each reads fewer rows",
+        gib(*.bytes), gib(u128::from(*.memory))
+    )]
+    TooLarge {
+        /// File concerned.
+        path: PathBuf,
+        /// The array.
+        name: String,
+        /// Its shape, as the file declares it.
+        shape: Vec<usize>,
+        /// Bytes the read would take.
+        bytes: u128,
+        /// The machine's memory, bytes.
+        memory: u64,
+    },
     /// The file's layout does not match what twinflow expects.
     #[error("`{path}`: {reason}")]
     Layout {
@@ -66,14 +84,14 @@ impl ExchangeError {
             Self::Netcdf { source, .. } => source.to_string(),
             Self::Hdf5 { source, .. } => source.to_string(),
             Self::Io { source, .. } => source.to_string(),
-            Self::MissingVariable { .. } | Self::Layout { .. } => self.to_string(),
+            Self::MissingVariable { .. } | Self::Layout { .. } | Self::TooLarge { .. } => self.to_string(),
         }
     }
 
     /// Whether the error is the caller's input (a missing variable, an unusable layout)
     /// rather than a failure to read or write.
     pub fn is_invalid_input(&self) -> bool {
-        matches!(self, Self::MissingVariable { .. } | Self::Layout { .. })
+        matches!(self, Self::MissingVariable { .. } | Self::Layout { .. } | Self::TooLarge { .. })
     }
 
     /// The exit code of `twin-kernel` for this error: [`INVALID_INPUT`] for the user's
@@ -102,4 +120,39 @@ impl<T> Context<T> for Result<T, hdf5::Error> {
     fn ctx(self, path: &std::path::Path, action: impl Into<String>) -> Result<T, ExchangeError> {
         self.map_err(|source| ExchangeError::Hdf5 { path: path.to_path_buf(), action: action.into(), source })
     }
+}
+
+/// The machine's memory in bytes (`MemTotal` of `/proc/meminfo`); `None` when unknown.
+pub fn machine_memory() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let kib: u64 = text.lines().find_map(|l| l.strip_prefix("MemTotal:"))?.split_whitespace().next()?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// Refuses, before anything is allocated, to read `values` values (as `f64`) of `name`
+/// from `path` when they would take more memory than the machine has: a header claiming
+/// absurd dimensions (a damaged or hostile file) must be an error naming the size, not an
+/// allocation failure that aborts the process.
+pub fn check_allocation(
+    path: &std::path::Path,
+    name: &str,
+    shape: &[usize],
+    values: u128,
+) -> Result<(), ExchangeError> {
+    let bytes = values.saturating_mul(8);
+    let Some(memory) = machine_memory() else { return Ok(()) };
+    if bytes <= u128::from(memory) {
+        return Ok(());
+    }
+    Err(ExchangeError::TooLarge {
+        path: path.to_path_buf(),
+        name: name.to_string(),
+        shape: shape.to_vec(),
+        bytes,
+        memory,
+    })
+}
+
+fn gib(bytes: u128) -> f64 {
+    bytes as f64 / f64::from(1u32 << 30)
 }

@@ -180,6 +180,7 @@ mod tests {
         let f = netcdf::open(dir.path().join("g.nc")).unwrap();
         let attr = |n: &str| f.attribute(n).unwrap().value().unwrap();
         assert_eq!(attr("twinflow_run_id"), netcdf::AttributeValue::Str("run-1".into()));
+        assert_eq!(attr("twinflow_provenance"), netcdf::AttributeValue::Str("urn:twinflow:run:run-1".into()));
         assert_eq!(attr("Conventions"), netcdf::AttributeValue::Str("CF-1.10".into()));
         assert_eq!(attr("mpi_ranks"), netcdf::AttributeValue::Int(2));
     }

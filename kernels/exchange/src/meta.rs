@@ -136,12 +136,15 @@ impl Provenance {
 
     /// Global attributes as (name, value) pairs.
     pub(super) fn attributes(&self) -> Vec<(&'static str, String)> {
+        // In a run, the identifier of the run's provenance crate (`twinflow export`).
+        let crate_id = if self.run_id.is_empty() { String::new() } else { provenance::crate_id(&self.run_id) };
         vec![
             (cf::CONVENTIONS, provenance::CONVENTIONS.to_string()),
             (cf::TITLE, self.title.clone()),
             (cf::SOURCE, self.source.clone()),
             (cf::HISTORY, self.history.clone()),
             (provenance::RUN_ID_ATTR, self.run_id.clone()),
+            (provenance::CRATE_ATTR, crate_id),
             (provenance::STEP_ATTR, self.step.clone()),
             (provenance::KERNEL_ATTR, self.kernel.clone()),
             (provenance::KERNEL_VERSION_ATTR, self.kernel_version.clone()),

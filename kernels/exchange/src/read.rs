@@ -63,6 +63,12 @@ pub fn read_grid_record_rows(
         Format::Hdf5 => Source::Hdf5(hdf5::File::open(path).ctx(path, "opening the file")?),
     };
     let layout = |reason: String| ExchangeError::Layout { path: path.to_path_buf(), reason };
+    for axis in [datasets::X, datasets::Y] {
+        if let Some(shape) = file.shape(axis) {
+            let n = shape.iter().map(|d| *d as u128).product();
+            crate::error::check_allocation(path, axis, &shape, n)?;
+        }
+    }
     let x = file.coordinate(path, datasets::X)?;
     let y = file.coordinate(path, datasets::Y)?;
     check_axis(&x).map_err(|r| layout(format!("coordinate `x` {r}")))?;
@@ -102,6 +108,7 @@ pub fn read_grid_record_rows(
                 )));
             }
         };
+        crate::error::check_allocation(path, name, &shape, file_rows.len() as u128 * nx as u128)?;
         let mut arr = file.read_rows(path, name, record, file_rows.clone())?;
         if flip {
             arr.invert_axis(Axis(0));

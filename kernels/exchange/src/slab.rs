@@ -144,6 +144,14 @@ impl ArrayFile {
     /// The whole array, or the rows of a slab `(ndim, rows)`.
     fn read(&self, name: &str, slab: Option<(usize, Range<usize>)>) -> Result<Vec<f64>, ExchangeError> {
         let action = || format!("reading `{name}`");
+        if let Some(shape) = self.shape(name)? {
+            let rest: u128 = shape.iter().skip(1).map(|d| *d as u128).product();
+            let rows = match &slab {
+                Some((_, rows)) => rows.len() as u128,
+                None => shape.first().map_or(1, |d| *d as u128),
+            };
+            crate::error::check_allocation(&self.path, name, &shape, rows * rest)?;
+        }
         let (mut values, fill) = match &self.inner {
             Inner::Hdf5(f) => {
                 let ds = f.dataset(name).map_err(|_| self.not_a_dataset(name))?;

@@ -42,7 +42,13 @@ impl FloodError {
     /// Whether the error is the user's input (the configuration, an input file the kernel
     /// rejects) rather than a failed run.
     pub fn is_invalid_input(&self) -> bool {
-        matches!(self, Self::Config(_) | Self::Input { .. })
+        match self {
+            Self::Config(_) | Self::Input { .. } => true,
+            // A DEM or state file of the wrong layout (uneven or descending coordinates,
+            // dimensions larger than the machine's memory) is the user's input too.
+            Self::Exchange(e) => e.is_invalid_input(),
+            Self::Solver(_) => false,
+        }
     }
 
     /// The exit code of `twin-kernel` for this error: [`INVALID_INPUT`] for the user's
@@ -267,6 +273,18 @@ pub fn run_flood(
                     grid.ny
                 ),
             });
+        }
+        // NaN (a fill value) means no water and no motion; an infinity is not data.
+        for (name, field) in &init.fields {
+            if let Some(((j, i), v)) = field.indexed_iter().find(|(_, v)| v.is_infinite()) {
+                return Err(FloodError::Input {
+                    path,
+                    reason: format!(
+                        "`{name}` is {v} at row {}, column {i}; hint: missing values (NaN or the fill value) mean no water, infinities are not allowed",
+                        init.first_row + j
+                    ),
+                });
+            }
         }
         depth = nan_to_zero(&init.fields[datasets::DEPTH]);
         velocity = (

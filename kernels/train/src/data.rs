@@ -197,6 +197,7 @@ impl DataFile {
         let values = self.file.read_rows(name, shape.len(), rows.clone()).map_err(|e| match e {
             ExchangeError::MissingVariable { .. } => data_err("disappeared".into()),
             ExchangeError::Layout { .. } => data_err("is not a dataset (a group?)".into()),
+            too_large @ ExchangeError::TooLarge { .. } => TrainError::Exchange(too_large),
             other => data_err(format!("is not numeric ({})", other.library_message())),
         })?;
         if values.len() != rows.len() * cols {

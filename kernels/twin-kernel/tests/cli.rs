@@ -82,6 +82,7 @@ fn netcdf_outputs_are_cf_and_readable_by_ncdump_and_xarray() {
         "u:units = \"m s-1\" ;",
         ":Conventions = \"CF-1.10\" ;",
         ":twinflow_run_id = \"run-42\" ;",
+        ":twinflow_provenance = \"urn:twinflow:run:run-42\" ;",
         ":twinflow_step = \"simulate\" ;",
         ":twinflow_kernel = \"twin-kernel flood\" ;",
     ] {

@@ -260,6 +260,25 @@ impl Backend for LocalBackend {
         Some(self.opts.grace)
     }
 
+    async fn shutdown(&mut self) {
+        let ids: Vec<JobId> = self.running.keys().cloned().collect();
+        if ids.is_empty() {
+            return;
+        }
+        tracing::warn!(jobs = ids.len(), "the run stopped on an error: stopping its running steps");
+        let _ = self.cancel(&ids).await;
+        // Each job's watcher sends SIGTERM, waits the grace period, then SIGKILLs its group
+        // and records the outcome; a little more than that is waited for here.
+        let deadline = tokio::time::Instant::now() + self.opts.grace + Duration::from_secs(5);
+        loop {
+            let ended = self.done.lock().map(|d| ids.iter().all(|i| d.contains_key(i))).unwrap_or(true);
+            if ended || tokio::time::Instant::now() >= deadline {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     async fn wait(&mut self, max: Duration) {
         let pending = self.done.lock().map(|d| !d.is_empty()).unwrap_or(false);
         if pending {

@@ -188,6 +188,11 @@ pub trait Backend: Send {
     }
     /// Waits until a job may have changed state, at most `max`.
     async fn wait(&mut self, max: Duration);
+    /// The run stopped on an error of the engine (its database full or locked, a file it
+    /// could not write): stops the jobs this backend still runs and waits for them, so no
+    /// step goes on without an engine. The default does nothing: a batch system's jobs
+    /// outlive the engine, and `run --resume` follows them.
+    async fn shutdown(&mut self) {}
     /// Whether it can run services (`service:` steps): jobs that run until cancelled while
     /// the engine watches their files and rotates their logs. The default says no.
     fn runs_services(&self) -> bool {

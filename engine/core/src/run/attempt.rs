@@ -223,26 +223,96 @@ pub fn manifest_components(adir: &Path) -> Option<Components> {
     serde_json::from_value(m.get("cache")?.clone()).ok()
 }
 
+/// Name patterns of variables the environment snapshot leaves out by default: their values
+/// look like credentials. `*` matches any run of characters; names are compared ignoring case.
+pub const SECRET_PATTERNS: &[&str] = &["*TOKEN*", "*SECRET*", "*PASSWORD*", "*PASSWD*", "*KEY*", "*CREDENTIAL*"];
+
+/// What the environment snapshot of a run records (`--env-exclude`, `--no-env-snapshot`).
+#[derive(Debug, Clone)]
+pub struct EnvSnapshot {
+    /// Write a snapshot at all.
+    pub enabled: bool,
+    /// Patterns of names to leave out besides [`SECRET_PATTERNS`].
+    pub exclude: Vec<String>,
+}
+
+impl Default for EnvSnapshot {
+    fn default() -> Self {
+        Self { enabled: true, exclude: vec![] }
+    }
+}
+
+impl EnvSnapshot {
+    /// Whether the variable `name` is left out of the snapshot.
+    pub fn leaves_out(&self, name: &str) -> bool {
+        SECRET_PATTERNS.iter().copied().chain(self.exclude.iter().map(String::as_str)).any(|p| glob_match(p, name))
+    }
+}
+
+/// Shell-style matching of a variable name (`*KEY*`, `AWS_*`), ignoring case; a pattern
+/// that is not valid glob syntax matches only itself.
+fn glob_match(pattern: &str, name: &str) -> bool {
+    let opts = glob::MatchOptions { case_sensitive: false, ..Default::default() };
+    match glob::Pattern::new(pattern) {
+        Ok(p) => p.matches_with(name, opts),
+        Err(_) => pattern.eq_ignore_ascii_case(name),
+    }
+}
+
+/// What an `env-HASH.json` snapshot holds.
+#[derive(serde::Serialize)]
+struct EnvFile<'a> {
+    /// Every inherited variable but those left out, with its value.
+    variables: std::collections::BTreeMap<String, String>,
+    /// The names (never the values) of the variables left out.
+    left_out: Vec<String>,
+    /// The patterns they matched.
+    patterns: Vec<&'a str>,
+}
+
 /// Writes the environment the engine passes on to every step (its own) to
 /// `env-HASH.json` in the run directory, once per distinct environment, readable by the
-/// owner only (it may hold credentials). Returns the file name; manifests refer to it, so
-/// each attempt's exact environment is that file plus the manifest's `env`.
-pub fn snapshot_environment(run_dir: &Path) -> std::io::Result<String> {
+/// owner only, and without the variables `snap` leaves out (names that look like
+/// credentials: their names are listed, their values never written). Returns the file
+/// name (empty when `snap` is disabled: no file); manifests refer to it, so each attempt's
+/// exact environment is that file, the left-out variables and the manifest's `env`.
+pub fn snapshot_environment(run_dir: &Path, snap: &EnvSnapshot) -> std::io::Result<String> {
+    if !snap.enabled {
+        return Ok(String::new());
+    }
+    let mut file = EnvFile {
+        variables: Default::default(),
+        left_out: vec![],
+        patterns: SECRET_PATTERNS.iter().copied().chain(snap.exclude.iter().map(String::as_str)).collect(),
+    };
+    for (k, v) in std::env::vars_os() {
+        let k = k.to_string_lossy().into_owned();
+        if snap.leaves_out(&k) {
+            file.left_out.push(k);
+        } else {
+            file.variables.insert(k, v.to_string_lossy().into_owned());
+        }
+    }
+    file.left_out.sort();
+    let text = serde_json::to_string_pretty(&file)?;
+    let name = format!("env-{}.json", &blake3::hash(text.as_bytes()).to_hex()[..16]);
+    write_owner_only(run_dir, &name, text.as_bytes())?;
+    Ok(name)
+}
+
+/// Writes `dir/name` (unless it exists) readable by the owner only, through a temporary
+/// file and a rename.
+fn write_owner_only(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
-    let vars: std::collections::BTreeMap<String, String> = std::env::vars_os()
-        .map(|(k, v)| (k.to_string_lossy().into_owned(), v.to_string_lossy().into_owned()))
-        .collect();
-    let text = serde_json::to_string_pretty(&vars)?;
-    let name = format!("env-{}.json", &blake3::hash(text.as_bytes()).to_hex()[..16]);
-    let path = run_dir.join(&name);
+    let path = dir.join(name);
     if !path.exists() {
-        let tmp = run_dir.join(format!("{name}.partial"));
+        let tmp = dir.join(format!("{name}.partial"));
         let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
-        f.write_all(text.as_bytes())?;
+        f.write_all(bytes)?;
         std::fs::rename(&tmp, &path)?;
     }
-    Ok(name)
+    Ok(())
 }
 
 /// Writes `.twinflow/manifest.json`: the exact argv and environment of the attempt (the
@@ -262,7 +332,7 @@ fn write_manifest(
         run_id,
         argv: &r.argv,
         env: &r.env,
-        inherited_env: env_file,
+        inherited_env: (!env_file.is_empty()).then_some(env_file),
         inputs: &r.inputs,
         outputs: &r.outputs,
         cache: c,
@@ -279,7 +349,7 @@ struct Manifest<'a> {
     argv: &'a [String],
     #[serde(serialize_with = "ser_pairs")]
     env: &'a [(String, String)],
-    inherited_env: &'a str,
+    inherited_env: Option<&'a str>,
     #[serde(serialize_with = "ser_values")]
     inputs: &'a IndexMap<String, Value>,
     #[serde(serialize_with = "ser_paths")]
@@ -302,6 +372,20 @@ fn ser_paths<S: serde::Serializer>(v: &&IndexMap<String, PathBuf>, s: S) -> Resu
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_that_look_like_secrets_are_left_out_and_the_list_is_configurable() {
+        let snap = EnvSnapshot { enabled: true, exclude: vec!["AWS_*".into(), "exact_name".into()] };
+        for name in
+            ["GITHUB_TOKEN", "my_secret", "DB_PASSWORD", "SSH_KEY_FILE", "apikey", "AWS_REGION", "EXACT_NAME", "PASSWD"]
+        {
+            assert!(snap.leaves_out(name), "{name} is recorded");
+        }
+        for name in ["PATH", "HOME", "SLURM_JOB_ID", "EXACT_NAME_2", "OMP_NUM_THREADS", "TOKE"] {
+            assert!(!snap.leaves_out(name), "{name} is left out");
+        }
+        assert!(glob_match("[oops", "[OOPS") && !glob_match("[oops", "OOPS"), "an invalid pattern matches itself");
+    }
 
     #[test]
     fn a_fresh_attempt_directory_is_created_with_its_task_directory_and_replaces_leftovers() {

@@ -74,6 +74,12 @@ pub fn message(adir: &Path, outcome: &Outcome, cause: String, step: StepFacts) -
     {
         first = format!("{first}; {}", r.describe());
     }
+    if !outcome.timed_out()
+        && !outcome.is_cancelled()
+        && let Some(full) = full_file_system(adir)
+    {
+        first = format!("{first}; {full}");
+    }
     let mut m = first;
     m.push_str(&format!("\nattempt directory: {}", adir.display()));
     m.push_str(&format!("\nstdout: {} ({})", out_path.display(), out.size_words()));
@@ -101,6 +107,26 @@ fn timeout_cause(outcome: &Outcome, step: StepFacts) -> String {
     } else {
         format!("timed out{after}{limit}: {who}{ranks} was stopped (SIGTERM, then SIGKILL after the grace period)")
     }
+}
+
+/// Below this much free space a failed step's file system counts as full.
+const FULL_BELOW: u64 = 1 << 20;
+
+/// `the file system holding `ADIR` is full (ENOSPC: 12 KiB free of 6 MiB)` when the file
+/// system of the attempt directory has less than [`FULL_BELOW`] left for its user: the
+/// likely cause of the failure, whatever the step printed about it.
+fn full_file_system(adir: &Path) -> Option<String> {
+    let st = nix::sys::statvfs::statvfs(adir).ok()?;
+    let unit = st.fragment_size() as u64;
+    let (free, total) = (st.blocks_available() as u64 * unit, st.blocks() as u64 * unit);
+    (free < FULL_BELOW).then(|| {
+        format!(
+            "the file system holding `{}` is full (ENOSPC: {} KiB free of {} KiB); hint: free space there, then `twinflow run --resume`",
+            adir.display(),
+            free >> 10,
+            total >> 10
+        )
+    })
 }
 
 /// `3.1s` below a minute, `2m5s` above.

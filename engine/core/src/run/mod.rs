@@ -79,6 +79,8 @@ pub struct RunOptions {
     pub use_cache: bool,
     /// Run at most this many tasks at once (in addition to resource limits).
     pub max_parallel: Option<usize>,
+    /// What the run's environment snapshot records.
+    pub env_snapshot: attempt::EnvSnapshot,
     /// Steps to run even when an earlier result is up to date (`--rerun`), with everything
     /// that depends on them. A name also covers the steps of a call (`call` → `call/*`).
     pub rerun: Vec<String>,
@@ -240,15 +242,16 @@ pub async fn execute(
     let (run_id, saved) = match &opts.resume {
         Some(id) => {
             let row = store.run(Some(id))?;
-            // Two engines on one run would start every task twice.
-            if let Some(pid) = row.live_engine() {
-                return Err(RunError::Usage(format!("run `{id}` is still being executed by twinflow (pid {pid})")));
-            }
             if row.workflow != wf.name {
                 return Err(RunError::Usage(format!(
                     "run `{id}` is of workflow `{}`, not `{}`",
                     row.workflow, wf.name
                 )));
+            }
+            // Two engines on one run would start every task twice (the run is claimed below,
+            // once every check has passed).
+            if let Some(pid) = row.live_engine() {
+                return Err(RunError::Usage(format!("run `{id}` is still being executed by twinflow (pid {pid})")));
             }
             (row.id, Some(row.settings))
         }
@@ -336,6 +339,13 @@ pub async fn execute(
             None
         }
     };
+    // The check above and this claim are apart: the claim is one transaction under the
+    // database's write lock, so of two engines resuming the run at once one is refused here.
+    // It comes after every check that could refuse the resume, which would otherwise leave
+    // the run marked as running.
+    if resumed && let Some(pid) = store.claim_run(&run_id)? {
+        return Err(RunError::Usage(format!("run `{run_id}` is still being executed by twinflow (pid {pid})")));
+    }
     std::fs::create_dir_all(run_dir.join("steps")).map_err(io("creating", &run_dir))?;
     store.begin()?;
     if resumed {
@@ -344,8 +354,8 @@ pub async fn execute(
     } else {
         store.create_run(&run_id, &wf.name, &opts.workflow_file.display().to_string(), &settings)?;
     }
-    let env_file =
-        attempt::snapshot_environment(&run_dir).map_err(io("writing the environment snapshot in", &run_dir))?;
+    let env_file = attempt::snapshot_environment(&run_dir, &opts.env_snapshot)
+        .map_err(io("writing the environment snapshot in", &run_dir))?;
     // What the run's report needs of the workflow, as started (the file may change later).
     snapshot::WorkflowSnapshot::of(wf, &opts.workflow_file)
         .write(&run_dir)

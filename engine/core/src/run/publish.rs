@@ -4,6 +4,18 @@
 //! Each copy goes to a uniquely named temporary file beside its target, is synced, then
 //! renamed over the target (atomic on one file system): a target never holds a partial
 //! copy, and two publishes to one target cannot trample each other's temporary file.
+//!
+//! Symbolic links (the published directory may be shared with other users):
+//! - a link at the target itself is replaced by the rename, never written through;
+//! - a link among the target's directories is followed only when it stays inside the
+//!   directory holding it, or when it belongs to the user running twinflow or to root (a
+//!   link of one's own, or of the system's, as the kernel's `fs.protected_symlinks` trusts);
+//!   a link another user placed that leads elsewhere is refused
+//!   ([`PublishError::ForeignLink`]). The check is made just before the copy: a link
+//!   swapped in between the check and the rename (a race) is not caught.
+//!
+//! The copy gets the source's permissions less the umask (as `cp` does), and directories
+//! created for it honour the umask.
 
 use std::cell::RefCell;
 use std::io::Write;
@@ -60,6 +72,19 @@ pub enum PublishError {
         /// The runs directory.
         runs_dir: PathBuf,
     },
+    /// A directory of the target is a symbolic link another user placed, leading out of the
+    /// directory that holds it.
+    #[error("publish.{output}: `{}` is a symbolic link to `{}` owned by another user (uid {owner}); twinflow does not follow it out of the path the workflow names\nhint: publish to a directory that is not a link, or replace the link with a directory", .link.display(), .to.display())]
+    ForeignLink {
+        /// The output.
+        output: String,
+        /// The link.
+        link: PathBuf,
+        /// Where it leads.
+        to: PathBuf,
+        /// Its owner.
+        owner: u32,
+    },
     /// The copy failed.
     #[error("publishing `{output}` to `{}`: {source}", .target.display())]
     Copy {
@@ -109,6 +134,12 @@ pub fn publish(cx: PublishCtx<'_>, i: NodeIndex, dir: &Path) -> Result<Vec<PathB
         if resolved(&target).starts_with(&runs) {
             return Err(PublishError::InsideRuns { output: k.clone(), target, runs_dir: runs });
         }
+        check_links(&target).map_err(|(link, to, owner)| PublishError::ForeignLink {
+            output: k.clone(),
+            link,
+            to,
+            owner,
+        })?;
         let rel = step.outputs.get(k).or_else(|| step.values.get(k)).map(String::as_str).unwrap_or_default();
         copy_atomically(&dir.join(rel), &target).map_err(|source| PublishError::Copy {
             output: k.clone(),
@@ -151,6 +182,53 @@ fn resolved(p: &Path) -> PathBuf {
     r
 }
 
+/// Walks the directories of `target` as the kernel would and refuses a symbolic link
+/// among them that another user owns and that leads out of the directory holding it
+/// (see the module docs): returns the link, where it leads and its owner.
+fn check_links(target: &Path) -> Result<(), (PathBuf, PathBuf, u32)> {
+    use std::os::unix::fs::MetadataExt;
+    let Some(dir) = target.parent() else { return Ok(()) };
+    let me = process_status().0;
+    let mut cur = PathBuf::from("/");
+    for c in crate::spec::span::absolute(dir).components() {
+        match c {
+            std::path::Component::ParentDir => {
+                cur.pop();
+            }
+            std::path::Component::Normal(name) => {
+                let next = cur.join(name);
+                let Ok(meta) = std::fs::symlink_metadata(&next) else {
+                    // The rest does not exist yet: twinflow creates real directories.
+                    return Ok(());
+                };
+                if meta.file_type().is_symlink() {
+                    let to = std::fs::canonicalize(&next).unwrap_or_else(|_| next.clone());
+                    let trusted = meta.uid() == me || meta.uid() == 0 || to.starts_with(&cur);
+                    if !trusted {
+                        return Err((next, to, meta.uid()));
+                    }
+                    cur = to;
+                } else {
+                    cur = next;
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// This process's effective user id and umask, from `/proc/self/status` (reading the umask
+/// through `umask(2)` would change it for every thread meanwhile).
+pub(crate) fn process_status() -> (u32, u32) {
+    let text = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let field = |name: &str| text.lines().find_map(|l| l.strip_prefix(name)).map(str::split_whitespace);
+    let euid = field("Uid:").and_then(|mut f| f.nth(1)).and_then(|v| v.parse().ok()).unwrap_or(u32::MAX);
+    let umask =
+        field("Umask:").and_then(|mut f| f.next()).and_then(|v| u32::from_str_radix(v, 8).ok()).unwrap_or(0o022);
+    (euid, umask)
+}
+
 /// Copies `from` to `to` through a uniquely named temporary file in `to`'s directory and a
 /// rename (atomic on one file system), creating that directory if needed. Directories are
 /// not copied.
@@ -164,8 +242,11 @@ fn copy_atomically(from: &Path, to: &Path) -> std::io::Result<()> {
     std::io::copy(&mut src, tmp.as_file_mut())?;
     tmp.as_file_mut().flush()?;
     tmp.as_file().sync_all()?;
-    // Keep the source's permissions (an executable stays executable), as `fs::copy` did.
-    tmp.as_file().set_permissions(src.metadata()?.permissions())?;
+    // The source's permissions (an executable stays executable) less the umask, as `cp`
+    // gives a new file (the temporary file was made 0600).
+    use std::os::unix::fs::PermissionsExt;
+    let mode = src.metadata()?.permissions().mode() & 0o7777 & !process_status().1;
+    tmp.as_file().set_permissions(std::fs::Permissions::from_mode(mode))?;
     tmp.persist(to).map_err(|e| e.error)?;
     Ok(())
 }
@@ -215,5 +296,63 @@ mod tests {
         assert!(copy_atomically(&tmp.path().join("gone"), &to).is_err());
         assert_eq!(std::fs::read(&to).unwrap(), b"old");
         assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn a_symbolic_link_at_the_target_is_replaced_not_written_through() {
+        let tmp = tempfile::tempdir().unwrap();
+        let victim = tmp.path().join("victim.txt");
+        std::fs::write(&victim, b"precious").unwrap();
+        let from = tmp.path().join("result.txt");
+        std::fs::write(&from, b"published").unwrap();
+        let to = tmp.path().join("pub/result.txt");
+        std::fs::create_dir(tmp.path().join("pub")).unwrap();
+        std::os::unix::fs::symlink(&victim, &to).unwrap();
+        copy_atomically(&from, &to).unwrap();
+        assert_eq!(std::fs::read(&victim).unwrap(), b"precious", "written through the link");
+        assert!(!std::fs::symlink_metadata(&to).unwrap().file_type().is_symlink());
+        assert_eq!(std::fs::read(&to).unwrap(), b"published");
+    }
+
+    /// Needs root (the test suite runs as root): the link must belong to another user.
+    #[test]
+    fn a_link_another_user_placed_is_followed_only_when_it_stays_inside_its_directory() {
+        let tmp = tempfile::tempdir().unwrap();
+        let shared = tmp.path().join("shared");
+        let elsewhere = tmp.path().join("home/.ssh");
+        std::fs::create_dir_all(&elsewhere).unwrap();
+        std::fs::create_dir_all(shared.join("run-1")).unwrap();
+        let out = shared.join("latest");
+        std::os::unix::fs::symlink(&elsewhere, &out).unwrap();
+        let inside = shared.join("current");
+        std::os::unix::fs::symlink("run-1", &inside).unwrap();
+        for l in [&out, &inside] {
+            std::os::unix::fs::lchown(l, Some(65534), Some(65534)).expect("lchown (the test needs root)");
+        }
+        let (link, to, owner) = check_links(&out.join("authorized_keys")).unwrap_err();
+        assert_eq!((link, owner), (out.clone(), 65534));
+        assert_eq!(to, std::fs::canonicalize(&elsewhere).unwrap());
+        // Deeper below the link, and through `..`, the same link is found.
+        assert!(check_links(&shared.join("run-1/../latest/sub/k")).is_err());
+        // A foreign link inside its directory, a path not created yet, and a link of one's
+        // own leading out are fine.
+        check_links(&inside.join("map.png")).unwrap();
+        check_links(&shared.join("new/deeper/map.png")).unwrap();
+        let mine = shared.join("mine");
+        std::os::unix::fs::symlink(&elsewhere, &mine).unwrap();
+        check_links(&mine.join("map.png")).unwrap();
+    }
+
+    #[test]
+    fn the_copy_has_the_sources_permissions_less_the_umask() {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let from = tmp.path().join("tool.sh");
+        std::fs::write(&from, b"#!/bin/sh").unwrap();
+        std::fs::set_permissions(&from, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let to = tmp.path().join("tool-copy.sh");
+        copy_atomically(&from, &to).unwrap();
+        let umask = process_status().1;
+        assert_eq!(std::fs::metadata(&to).unwrap().permissions().mode() & 0o777, 0o777 & !umask);
     }
 }

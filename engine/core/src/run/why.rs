@@ -25,6 +25,9 @@ pub struct Verdict {
     pub up_to_date: bool,
     /// Reasons it would run.
     pub reasons: Vec<String>,
+    /// A member's scatter values (`seed=2 rain=40.0`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
 }
 
 /// The cycle `why` looks at, in a cycling workflow.
@@ -173,7 +176,8 @@ pub fn why(
             stale[i.index()] = Some(name.clone());
         }
         if wanted {
-            out.push((i.index(), Verdict { task: name, up_to_date: reasons.is_empty(), reasons }));
+            let label = plan.member_label(plan.graph[i]);
+            out.push((i.index(), Verdict { task: name, up_to_date: reasons.is_empty(), reasons, label }));
         }
     }
     // Walked in dependency order (which lists a step's members backwards); reported in plan

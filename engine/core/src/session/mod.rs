@@ -25,6 +25,7 @@ pub mod cancel;
 pub mod clean;
 pub mod control;
 mod cycles_view;
+pub mod export;
 pub mod logs;
 pub mod preflight;
 pub mod render;

@@ -26,6 +26,7 @@ use crate::execute::slurm::allocation::{self, Allocation, AllocationRequest};
 use crate::execute::slurm::commands::SlurmCommands;
 use crate::execute::slurm::{SlurmBackend, SlurmOptions};
 use crate::plan::Plan;
+pub use crate::run::attempt::EnvSnapshot;
 use crate::run::{RunOptions, RunSummary};
 use crate::state::{BackendChoice, RunSettings, Store};
 
@@ -48,6 +49,8 @@ pub struct RunRequest {
     pub local: LocalSettings,
     /// Size of the allocation twinflow asks for in allocation mode.
     pub allocation: AllocationSize,
+    /// What the run's environment snapshot records.
+    pub env_snapshot: EnvSnapshot,
     /// Steps to run even when up to date, with what depends on them (`--rerun`).
     pub rerun: Vec<String>,
 }
@@ -154,9 +157,13 @@ pub async fn run(
         // A run started with `--no-cache` keeps running everything when resumed.
         use_cache: !settings.no_cache,
         max_parallel: req.jobs.map(|j| usize::try_from(j).unwrap_or(usize::MAX)),
+        env_snapshot: req.env_snapshot.clone(),
         rerun: req.rerun.clone(),
     };
     let summary = crate::run::execute(&plan, backend.as_mut(), &mut store, &opts, reporter, cancel).await;
+    if summary.is_err() {
+        backend.shutdown().await;
+    }
     // The run's report (`RUN/report.html`); one that cannot be written does not change how
     // the run went.
     if let Ok(s) = &summary {

@@ -36,6 +36,41 @@ fn run_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunRow> {
     })
 }
 
+/// Refuses a file that cannot be a SQLite database before SQLite sees it: shorter than
+/// SQLite's 100-byte header, or without its magic string (zeroed, overwritten). An empty
+/// file is a new database (one being created by another engine at this moment).
+fn check_header(path: &Path) -> Result<(), StateError> {
+    use std::io::Read;
+    let damaged = |reason: String| StateError::Damaged { path: path.to_path_buf(), reason };
+    let mut f = match std::fs::File::open(path) {
+        Ok(f) => f,
+        // Missing: created below. Unreadable: SQLite says why.
+        Err(_) => return Ok(()),
+    };
+    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+    if len == 0 {
+        return Ok(());
+    }
+    let mut head = [0u8; 16];
+    if len < 100 || f.read_exact(&mut head).is_err() {
+        return Err(damaged(format!("{len} bytes, shorter than a SQLite header")));
+    }
+    if &head != b"SQLite format 3\0" {
+        let what = if head.iter().all(|b| *b == 0) { "starts with zeros" } else { "starts with other bytes" };
+        return Err(damaged(format!("no SQLite header: the file {what}")));
+    }
+    Ok(())
+}
+
+/// Creates `path` empty with mode 0600 unless it exists (SQLite would create it with 0644).
+fn create_owner_only(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    match std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        r => r.map(drop),
+    }
+}
+
 const CACHE_SELECT: &str = "SELECT cache_key, task, components, dir, outputs, run_id, at FROM cache_entries";
 
 /// A row of [`CACHE_SELECT`].
@@ -75,15 +110,22 @@ impl Store {
     }
 
     /// Opens (creating if needed) the database file `path`, as [`Store::open`].
+    ///
+    /// A new file is created readable and writable by its owner only (SQLite gives its
+    /// `-wal` and `-shm` files the same mode): it records the command lines, parameters and
+    /// paths of every run. A file that is not a SQLite database, or that SQLite finds
+    /// damaged, is refused as it is ([`StateError::Damaged`]), never rewritten.
     pub fn open_file(path: PathBuf) -> Result<Self, StateError> {
-        let err = |source| StateError::Sqlite { path: path.clone(), source };
+        check_header(&path)?;
+        create_owner_only(&path).map_err(|source| StateError::Create { path: path.clone(), source })?;
+        let err = |source| StateError::sqlite(path.clone(), source);
         let mut conn = Connection::open(&path).map_err(err)?;
-        conn.busy_timeout(std::time::Duration::from_secs(10)).map_err(err)?;
+        conn.busy_timeout(super::BUSY_TIMEOUT).map_err(err)?;
         conn.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;")
             .map_err(err)?;
         match schema::migrate(&mut conn) {
             Ok(_) => {}
-            Err(MigrationError::Sqlite(source)) => return Err(StateError::Sqlite { path, source }),
+            Err(MigrationError::Sqlite(source)) => return Err(StateError::sqlite(path, source)),
             Err(MigrationError::TooNew(found)) => {
                 return Err(StateError::TooNew { path, found, supported: schema::VERSION });
             }
@@ -92,7 +134,7 @@ impl Store {
     }
 
     pub(super) fn e(&self) -> impl Fn(rusqlite::Error) -> StateError + '_ {
-        |source| StateError::Sqlite { path: self.path.clone(), source }
+        |source| StateError::sqlite(self.path.clone(), source)
     }
 
     /// Starts a write batch: the writes until [`Store::commit`] are one transaction. The
@@ -163,6 +205,21 @@ impl Store {
             )
             .map_err(self.e())?;
         Ok(())
+    }
+
+    /// Makes this process the engine of run `id` (state `running`) unless another engine
+    /// that still lives is, whose pid is returned. One transaction under the write lock, so
+    /// of two engines resuming one run at once exactly one gets it.
+    pub fn claim_run(&mut self, id: &str) -> Result<Option<u32>, StateError> {
+        debug_assert!(!self.in_tx, "claim_run inside a batch");
+        self.conn.execute_batch("BEGIN IMMEDIATE").map_err(self.e())?;
+        let claimed = self.run(Some(id)).and_then(|row| match row.live_engine() {
+            Some(pid) => Ok(Some(pid)),
+            None => self.set_run_state(id, RunState::Running).map(|()| None),
+        });
+        let end = if matches!(claimed, Ok(None)) { "COMMIT" } else { "ROLLBACK" };
+        self.conn.execute_batch(end).map_err(self.e())?;
+        claimed
     }
 
     /// Replaces a run's recorded settings, e.g. when a resumed run gets a new SLURM

@@ -313,12 +313,17 @@ pub fn run_calo(comm: &dyn Communicator, args: CaloArgs, command_line: &str) -> 
         None => CaloConfig::default(),
     };
     let mut issues = args.apply(&mut config);
+    // The file is named when there is one: the value out of range may be written in it.
+    let invalid = |issues: Vec<ConfigIssue>| match &args.config {
+        Some(path) => CaloError::ConfigFile { path: path.clone(), issues: name_flags(issues) },
+        None => CaloError::Config(name_flags(issues)),
+    };
     let plan = match config.validate() {
         Ok(plan) if issues.is_empty() => plan,
-        Ok(_) => return Err(CaloError::Config(name_flags(issues)).into()),
+        Ok(_) => return Err(invalid(issues).into()),
         Err(more) => {
             issues.extend(more);
-            return Err(CaloError::Config(name_flags(issues)).into());
+            return Err(invalid(issues).into());
         }
     };
     let summary = calo::run_calo(comm, &plan, &args.out, command_line)?;
