@@ -35,6 +35,9 @@ pub struct LocalOptions {
     /// Launch every step into a SLURM allocation with `srun --exact` instead (allocation
     /// mode, see the SLURM backend's `allocation` module).
     pub srun: Option<super::launch::SrunLaunch>,
+    /// Variables of the engine's environment its steps do not inherit (a pilot worker's
+    /// own `srun` step variables, see [`super::pilot::worker::STEP_VARIABLE_PREFIXES`]).
+    pub env_remove: Vec<String>,
 }
 
 impl Default for LocalOptions {
@@ -45,6 +48,7 @@ impl Default for LocalOptions {
             mpiexec: super::launch::Mpiexec::default(),
             grace: Duration::from_secs(10),
             srun: None,
+            env_remove: vec![],
         }
     }
 }
@@ -153,28 +157,29 @@ impl Backend for LocalBackend {
         }
         let started = SystemTime::now();
         let env = job_env(&self.opts, &job);
-        let mut child = match process::spawn(&argv, &env, &job.cwd, &job.stdout, &job.stderr) {
-            Ok(c) => c,
-            Err(e) => {
-                // A program that cannot start is a failed attempt, not a backend error:
-                // report it through the normal path so retries and messages apply.
-                let id = JobId(format!(
-                    "local-failed-{}",
-                    self.done.lock().map(|d| d.len()).unwrap_or(0) + self.running.len()
-                ));
-                let cause = if e.kind() == std::io::ErrorKind::NotFound {
-                    SpawnFailure::NotFound { program: argv[0].clone() }
-                } else {
-                    SpawnFailure::Io(e.to_string())
-                };
-                let outcome = Outcome::between(Ending::SpawnFailed(cause), Some(started), Some(SystemTime::now()));
-                if let Ok(mut d) = self.done.lock() {
-                    d.insert(id.clone(), outcome);
+        let mut child =
+            match process::spawn_clean(&argv, &env, &self.opts.env_remove, &job.cwd, &job.stdout, &job.stderr) {
+                Ok(c) => c,
+                Err(e) => {
+                    // A program that cannot start is a failed attempt, not a backend error:
+                    // report it through the normal path so retries and messages apply.
+                    let id = JobId(format!(
+                        "local-failed-{}",
+                        self.done.lock().map(|d| d.len()).unwrap_or(0) + self.running.len()
+                    ));
+                    let cause = if e.kind() == std::io::ErrorKind::NotFound {
+                        SpawnFailure::NotFound { program: argv[0].clone() }
+                    } else {
+                        SpawnFailure::Io(e.to_string())
+                    };
+                    let outcome = Outcome::between(Ending::SpawnFailed(cause), Some(started), Some(SystemTime::now()));
+                    if let Ok(mut d) = self.done.lock() {
+                        d.insert(id.clone(), outcome);
+                    }
+                    self.notify.notify_one();
+                    return Ok(id);
                 }
-                self.notify.notify_one();
-                return Ok(id);
-            }
-        };
+            };
         let pid = child.id().unwrap_or(0);
         let id = JobId(pid.to_string());
         let (tx, mut rx) = watch::channel(process::RUN);

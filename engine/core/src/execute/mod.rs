@@ -10,6 +10,7 @@ pub mod launch;
 pub mod launcher_output;
 pub mod local;
 mod outcome;
+pub mod pilot;
 pub mod process;
 pub mod profile;
 pub mod slurm;
@@ -186,6 +187,9 @@ pub trait Backend: Send {
     fn grace(&self) -> Option<Duration> {
         None
     }
+    /// The run is over (every job ended or was stopped): releases what the backend holds
+    /// besides its jobs (pilot workers are told to exit). The default does nothing.
+    async fn shutdown(&mut self) {}
     /// Waits until a job may have changed state, at most `max`.
     async fn wait(&mut self, max: Duration);
     /// Whether it can run services (`service:` steps): jobs that run until cancelled while

@@ -23,6 +23,7 @@ pub mod cancel;
 pub mod control;
 mod cycles_view;
 pub mod logs;
+pub mod pilot;
 pub mod render;
 pub mod start;
 

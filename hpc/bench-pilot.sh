@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# Tiny-task throughput inside one SLURM allocation, and the controller RPCs it costs:
+# pilot workers against the local backend on the same CPUs (the baseline, measured in the
+# same run), against `srun` per task (allocation mode without `pilot:`), and against job
+# arrays (`--arrays`). Needs the test cluster (`bash hpc/slurm-local.sh start`) and a built
+# `twinflow` (TWINFLOW=path, default target/release/twinflow, else target/debug/twinflow).
+#
+#   bash hpc/bench-pilot.sh                 # 1000 tasks, 8 CPUs, every mode
+#   TASKS="1000 10000" MODES="local pilot" bash hpc/bench-pilot.sh
+#   TASKS=1000 MODES="srun arrays" CPUS=4 bash hpc/bench-pilot.sh
+#
+# Prints one line per (mode, tasks): wall time of the whole `twinflow run` (allocation
+# included), tasks per second, the ratio to the local baseline of the same size, and the
+# RPCs the controller served during the run (`sdiag`, reset before each run; `-` for the
+# local backend, which does not talk to SLURM). Pilot's RPC count must not grow with the
+# number of tasks; srun-per-task's does.
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/.." && pwd)
+TASKS=${TASKS:-1000}
+MODES=${MODES:-local pilot srun arrays}
+CPUS=${CPUS:-8}
+WORK=${WORK:-$(mktemp -d /tmp/twinflow-bench-pilot.XXXXXX)}
+if [ -z "${TWINFLOW:-}" ]; then
+    if [ -x "$root/target/release/twinflow" ]; then TWINFLOW=$root/target/release/twinflow
+    else TWINFLOW=$root/target/debug/twinflow; fi
+fi
+[ -x "$TWINFLOW" ] || { echo "bench-pilot: no twinflow at $TWINFLOW (cargo build -p twinflow-cli)" >&2; exit 3; }
+eval "$(bash "$here/slurm-local.sh" env)"
+squeue >/dev/null 2>&1 || { echo "bench-pilot: the SLURM test cluster is not running (bash hpc/slurm-local.sh start)" >&2; exit 3; }
+
+cp "$root/hpc/profiles/local.yaml" "$WORK/srun.yaml"
+# Array members are submitted as fast as the controller takes them.
+sed -e 's/max_jobs: 500/max_jobs: 100000/' -e 's/submit_rate: 50/submit_rate: 100000/' \
+    "$root/hpc/profiles/local.yaml" > "$WORK/arrays.yaml"
+{ cat "$root/hpc/profiles/local.yaml"; printf '\npilot:\n  address: 127.0.0.1\n  heartbeat: 10s\n'; } > "$WORK/pilot.yaml"
+
+# Total RPCs served since the last reset: the sum of the per-message-type counts.
+rpcs() {
+    sdiag | awk '/Remote Procedure Call statistics by message type/ {on=1; next}
+                 /Remote Procedure Call statistics by user/ {on=0}
+                 on && /count:/ { for (i=1;i<=NF;i++) if ($i ~ /^count:/) { sub("count:","",$i); n+=$i } }
+                 END { print n+0 }'
+}
+
+printf '%-7s %6s %9s %9s %9s %8s\n' mode tasks seconds tasks/s vs-local rpcs
+for n in $TASKS; do
+    wf="$WORK/tiny-$n.yaml"
+    cat > "$wf" <<EOF
+name: tiny
+steps:
+  t:
+    scatter:
+      over: { i: "\${{ range(0, $n) }}" }
+    run: ["true"]
+EOF
+    base=""
+    for mode in $MODES; do
+        dir="$WORK/$mode-$n"
+        mkdir -p "$dir"
+        case $mode in
+            local) args=(--cores "$CPUS") ;;
+            pilot) args=(--backend slurm --profile "$WORK/pilot.yaml" --allocation --alloc-cpus "$CPUS") ;;
+            srun) args=(--backend slurm --profile "$WORK/srun.yaml" --allocation --alloc-cpus "$CPUS") ;;
+            arrays) args=(--backend slurm --profile "$WORK/arrays.yaml" --arrays) ;;
+            *) echo "bench-pilot: unknown mode $mode (local pilot srun arrays)" >&2; exit 2 ;;
+        esac
+        sdiag --reset >/dev/null
+        t0=$(date +%s.%N)
+        if ! (cd "$dir" && "$TWINFLOW" run "$wf" --runs-dir runs --no-cache "${args[@]}" > run.log 2>&1); then
+            echo "bench-pilot: $mode with $n tasks failed; see $dir/run.log" >&2
+            exit 1
+        fi
+        t1=$(date +%s.%N)
+        calls=$(rpcs)
+        [ "$mode" = local ] && calls=-
+        secs=$(echo "$t1 - $t0" | bc -l)
+        rate=$(echo "$n / $secs" | bc -l)
+        [ "$mode" = local ] && base=$rate
+        ratio=$([ -n "$base" ] && echo "$rate / $base" | bc -l || echo 0)
+        printf '%-7s %6d %9.2f %9.1f %8.2fx %8s\n' "$mode" "$n" "$secs" "$rate" "$ratio" "$calls"
+    done
+done
+echo "(work directory: $WORK)"
