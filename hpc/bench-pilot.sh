@@ -9,10 +9,12 @@
 #   TASKS="1000 10000" MODES="local pilot" bash hpc/bench-pilot.sh
 #   TASKS=1000 MODES="srun arrays" CPUS=4 bash hpc/bench-pilot.sh
 #
-# Prints one line per (mode, tasks): wall time of the whole `twinflow run` (allocation
-# included), tasks per second, the ratio to the local baseline of the same size, and the
-# RPCs the controller served during the run (`sdiag`, reset before each run; `-` for the
-# local backend, which does not talk to SLURM). Pilot's RPC count must not grow with the
+# Prints one line per (mode, tasks): the run's own time (from its `run-finished` event: the
+# tasks inside the allocation, without waiting for the allocation), the wall time of the
+# whole `twinflow run` (allocation included), tasks per second of the run's own time, its
+# ratio to the local baseline of the same size, and the RPCs the controller served during
+# the run (`sdiag`, reset before each run; `-` for the local backend, which does not talk
+# to SLURM). Pilot's RPC count must not grow with the
 # number of tasks; srun-per-task's does.
 set -euo pipefail
 
@@ -44,7 +46,7 @@ rpcs() {
                  END { print n+0 }'
 }
 
-printf '%-7s %6s %9s %9s %9s %8s\n' mode tasks seconds tasks/s vs-local rpcs
+printf '%-7s %6s %8s %8s %9s %9s %8s\n' mode tasks run-s wall-s tasks/s vs-local rpcs
 for n in $TASKS; do
     wf="$WORK/tiny-$n.yaml"
     cat > "$wf" <<EOF
@@ -68,18 +70,20 @@ EOF
         esac
         sdiag --reset >/dev/null
         t0=$(date +%s.%N)
-        if ! (cd "$dir" && "$TWINFLOW" run "$wf" --runs-dir runs --no-cache "${args[@]}" > run.log 2>&1); then
-            echo "bench-pilot: $mode with $n tasks failed; see $dir/run.log" >&2
+        if ! (cd "$dir" && "$TWINFLOW" run "$wf" --runs-dir runs --no-cache --json "${args[@]}" > run.jsonl 2> run.log); then
+            echo "bench-pilot: $mode with $n tasks failed; see $dir/run.log and run.jsonl" >&2
             exit 1
         fi
         t1=$(date +%s.%N)
         calls=$(rpcs)
         [ "$mode" = local ] && calls=-
-        secs=$(echo "$t1 - $t0" | bc -l)
+        wall=$(echo "$t1 - $t0" | bc -l)
+        secs=$(grep '"event":"run-finished"' "$dir/run.jsonl" | grep -o '"seconds":[0-9.e+-]*' | cut -d: -f2)
+        [ -n "$secs" ] || { echo "bench-pilot: no run-finished event in $dir/run.jsonl" >&2; exit 1; }
         rate=$(echo "$n / $secs" | bc -l)
         [ "$mode" = local ] && base=$rate
         ratio=$([ -n "$base" ] && echo "$rate / $base" | bc -l || echo 0)
-        printf '%-7s %6d %9.2f %9.1f %8.2fx %8s\n' "$mode" "$n" "$secs" "$rate" "$ratio" "$calls"
+        printf '%-7s %6d %8.2f %8.2f %9.1f %8.2fx %8s\n' "$mode" "$n" "$secs" "$wall" "$rate" "$ratio" "$calls"
     done
 done
 echo "(work directory: $WORK)"

@@ -42,7 +42,7 @@ steps:
       - sh
       - -c
       - |
-        echo "$SLURM_JOB_ID $SLURM_STEP_ID ${SLURM_PROCID:-none} ${PMI_FD:-none}" > o.txt
+        echo "$SLURM_JOB_ID ${SLURM_STEP_ID:-none} ${SLURM_PROCID:-none} ${PMI_FD:-none}" > o.txt
         if [ "$1" = 2 ] && [ ! -e ../failed-once ]; then touch ../failed-once; exit 3; fi
       - sh
       - "${{ scatter.i }}"
@@ -73,16 +73,28 @@ fn slurm_pilot_workers_run_one_rank_tasks_in_one_step_and_mpi_tasks_as_srun_step
     assert_eq!(scancel.len(), 1, "{scancel:#?}");
     let holder = scancel[0].args.trim().to_string();
     let run = d.join("runs").join(run_id(&out));
-    let mut steps = std::collections::BTreeSet::new();
     for m in 0..6 {
         let line = std::fs::read_to_string(run.join(format!("steps/small/{m}/out/o.txt"))).unwrap();
         let f: Vec<&str> = line.split_whitespace().collect();
         assert_eq!(f[0], holder, "member {m} ran outside the allocation: {line}");
-        // The worker step's own task variables do not leak into its tasks.
-        assert_eq!(f[2..], ["none", "none"], "member {m}: {line}");
-        steps.insert(f[1].to_string());
+        // The worker step's own step and task variables do not leak into its tasks.
+        assert_eq!(f[1..], ["none", "none", "none"], "member {m}: {line}");
     }
-    assert_eq!(steps.len(), 1, "every member ran in the one step of the workers: {steps:?}");
+    // The allocation's job steps: the workers' one, and one for the two-rank step; none per
+    // one-rank task.
+    let steps = || {
+        let o = Command::new("sacct").args(["-j", &holder, "--format=JobID,JobName", "-n", "-P"]).output().unwrap();
+        let mut names: Vec<String> = String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .filter(|l| l.starts_with(&format!("{holder}.")))
+            .map(|l| l.split('|').nth(1).unwrap_or("").to_string())
+            .filter(|n| n != "batch" && n != "extern")
+            .collect();
+        names.sort();
+        names
+    };
+    wait_until("sacct to list the allocation's steps", 30, || steps().len() >= 2);
+    assert_eq!(steps(), ["mpi", "twinflow-workers"]);
     let tasks = db_tasks(&d.join("runs"), &run_id(&out));
     assert_eq!(tasks["small[2]"], ("succeeded".to_string(), 2), "{tasks:?}");
     // Job ids name the worker's node, not a SLURM job.
