@@ -97,12 +97,12 @@ fn slurm_pilot_workers_run_one_rank_tasks_in_one_step_and_mpi_tasks_as_srun_step
     assert_eq!(steps(), ["mpi", "twinflow-workers"]);
     let tasks = db_tasks(&d.join("runs"), &run_id(&out));
     assert_eq!(tasks["small[2]"], ("succeeded".to_string(), 2), "{tasks:?}");
-    // Job ids name the worker's node, not a SLURM job.
+    // Job ids are the pilot backend's, not SLURM jobs.
     let events = events(&out);
     let started: Vec<&str> =
         events.iter().filter(|e| e["event"] == "task-started").filter_map(|e| e["job_id"].as_str()).collect();
     assert_eq!(started.len(), 8, "{started:?}");
-    assert!(started.iter().all(|j| j.contains('@')), "{started:?}");
+    assert!(started.iter().all(|j| j.starts_with("pilot-")), "{started:?}");
     // The two-rank step: one MPI job of two ranks in the allocation, a step of its own.
     let mut ranks: Vec<String> =
         std::fs::read_to_string(run.join("steps/mpi/out/r.txt")).unwrap().lines().map(String::from).collect();

@@ -71,26 +71,76 @@ fn task_env(opts: &PilotOptions, job: &JobRequest) -> Vec<(String, String)> {
     }
 }
 
+/// What a task takes of its node while it runs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Need {
+    cores: u32,
+    memory_mb: u64,
+    gpus: u32,
+}
+
+impl Need {
+    fn of(job: &JobRequest) -> Self {
+        let r = &job.resources;
+        Need { cores: r.cores().max(1), memory_mb: r.memory.div_ceil(1 << 20), gpus: r.gpus }
+    }
+
+    fn add(&mut self, o: Need) {
+        self.cores += o.cores;
+        self.memory_mb += o.memory_mb;
+        self.gpus += o.gpus;
+    }
+
+    fn sub(&mut self, o: Need) {
+        self.cores = self.cores.saturating_sub(o.cores);
+        self.memory_mb = self.memory_mb.saturating_sub(o.memory_mb);
+        self.gpus = self.gpus.saturating_sub(o.gpus);
+    }
+}
+
 /// A connected worker.
 struct Worker {
     node: String,
     cpus: u32,
-    /// Cores of the tasks it runs.
-    used: u32,
+    /// Memory of the allocation on its node, MiB, when SLURM says.
+    memory_mb: Option<u64>,
+    gpus: u32,
+    /// What the tasks it runs take.
+    used: Need,
     tx: mpsc::UnboundedSender<ToWorker>,
     alive: bool,
+}
+
+impl Worker {
+    /// Whether `n` fits next to what runs on the node (`used`; zero: on the empty node).
+    fn fits(&self, used: Need, n: Need) -> bool {
+        used.cores + n.cores <= self.cpus
+            && self.memory_mb.is_none_or(|m| used.memory_mb + n.memory_mb <= m)
+            && (n.gpus == 0 || used.gpus + n.gpus <= self.gpus)
+    }
 }
 
 /// A task a worker runs.
 struct Task {
     worker: usize,
-    cores: u32,
+    need: Need,
     started: SystemTime,
+}
+
+/// A task waiting for room on a node.
+struct Waiting {
+    n: u64,
+    start: StartTask,
+    need: Need,
+    /// Spans nodes (or is larger than any node): `srun` places it, any worker starts it.
+    spread: bool,
 }
 
 #[derive(Default)]
 struct State {
     workers: Vec<Worker>,
+    /// Tasks submitted that no node has room for yet, in order.
+    queue: Vec<Waiting>,
     tasks: HashMap<u64, Task>,
     done: HashMap<u64, Outcome>,
     /// Connections refused (wrong secret or protocol).
@@ -104,6 +154,42 @@ struct State {
 struct Shared {
     state: Mutex<State>,
     notify: Notify,
+}
+
+impl State {
+    /// Starts every waiting task that fits on a node, on the node with the most free cores
+    /// (tasks behind one that does not fit may go first). A task larger than any node goes
+    /// to any worker, whose `srun --exact` waits for room in the allocation.
+    fn dispatch(&mut self) {
+        let mut i = 0;
+        while i < self.queue.len() {
+            if !self.workers.iter().any(|w| w.alive) {
+                return;
+            }
+            let q = &self.queue[i];
+            let spread = q.spread || !self.workers.iter().any(|w| w.alive && w.fits(Need::default(), q.need));
+            let need = if spread { Need::default() } else { q.need };
+            let best = self
+                .workers
+                .iter()
+                .enumerate()
+                .filter(|(_, w)| w.alive && w.fits(w.used, need))
+                .max_by_key(|(_, w)| w.cpus.saturating_sub(w.used.cores));
+            let Some((w, _)) = best else {
+                i += 1;
+                continue;
+            };
+            let q = self.queue.remove(i);
+            let started = SystemTime::now();
+            if self.workers[w].tx.send(ToWorker::Start(Box::new(q.start))).is_err() {
+                // Its connection just closed: the node is being lost; retried as such.
+                self.done.insert(q.n, protocol::node_lost(Some(started)));
+            } else {
+                self.workers[w].used.add(need);
+                self.tasks.insert(q.n, Task { worker: w, need, started });
+            }
+        }
+    }
 }
 
 impl Shared {
@@ -179,21 +265,14 @@ impl PilotBackend {
         self.shared.lock().lost.clone()
     }
 
-    /// A live worker for a task of `cores` cores: the one with the most free cores (a node
-    /// where it fits, if any). Waits for a first worker up to the connect timeout.
-    async fn pick(&mut self, cores: u32) -> Result<usize, String> {
+    /// Waits until a worker is connected, up to the connect timeout.
+    async fn a_worker(&mut self) -> Result<(), String> {
         let until = tokio::time::Instant::now() + self.opts.connect_timeout;
         loop {
             {
                 let st = self.shared.lock();
-                let best = st
-                    .workers
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, w)| w.alive)
-                    .max_by_key(|(_, w)| (w.used + cores <= w.cpus, i64::from(w.cpus) - i64::from(w.used)));
-                if let Some((i, _)) = best {
-                    return Ok(i);
+                if st.workers.iter().any(|w| w.alive) {
+                    return Ok(());
                 }
                 if !st.workers.is_empty() {
                     return Err(format!("every worker is lost: {}", describe_lost(&st.lost)));
@@ -218,12 +297,27 @@ impl PilotBackend {
         }
     }
 
+    /// Sends `msg` to the worker of a running task; a task still waiting for room is
+    /// cancelled where it waits.
     fn send(&self, id: &JobId, msg: impl Fn(u64) -> ToWorker) {
         let Some(&n) = self.ids.get(id) else { return };
-        let st = self.shared.lock();
+        let mut st = self.shared.lock();
         if let Some(t) = st.tasks.get(&n) {
             let _ = st.workers[t.worker].tx.send(msg(n));
+        } else if let Some(at) = st.queue.iter().position(|q| q.n == n) {
+            st.queue.remove(at);
+            let now = Some(SystemTime::now());
+            st.done.insert(n, Outcome::between(crate::execute::Ending::Cancelled(None), now, now));
+            drop(st);
+            self.shared.notify.notify_one();
         }
+    }
+
+    /// The node a task runs on (`None` while it waits for room, or once it ended).
+    pub fn node_of(&self, id: &JobId) -> Option<String> {
+        let n = self.ids.get(id)?;
+        let st = self.shared.lock();
+        st.tasks.get(n).map(|t| st.workers[t.worker].node.clone())
     }
 }
 
@@ -250,8 +344,9 @@ impl Backend for PilotBackend {
     }
 
     async fn submit(&mut self, job: JobRequest) -> Result<JobId, BackendError> {
-        let cores = job.resources.cores();
-        let w = self.pick(cores).await.map_err(|message| BackendError::Submit { name: job.name.clone(), message })?;
+        self.a_worker().await.map_err(|message| BackendError::Submit { name: job.name.clone(), message })?;
+        let need = Need::of(&job);
+        let spread = job.resources.nodes > 1;
         self.next += 1;
         let n = self.next;
         let start = StartTask {
@@ -265,18 +360,11 @@ impl Backend for PilotBackend {
             timeout_ms: job.timeout.map(|t| t.as_millis() as u64),
         };
         let mut st = self.shared.lock();
-        let node = st.workers[w].node.clone();
-        let started = SystemTime::now();
-        if st.workers[w].tx.send(ToWorker::Start(Box::new(start))).is_err() {
-            // Its connection closed since `pick`: the node is being lost; retried as such.
-            st.done.insert(n, protocol::node_lost(Some(started)));
-        } else {
-            st.workers[w].used += cores;
-            st.tasks.insert(n, Task { worker: w, cores, started });
-        }
+        st.queue.push(Waiting { n, start, need, spread });
+        st.dispatch();
         drop(st);
         self.shared.notify.notify_one();
-        let id = JobId(format!("{n}@{node}"));
+        let id = JobId(format!("pilot-{n}"));
         self.ids.insert(id.clone(), n);
         Ok(id)
     }
@@ -293,6 +381,7 @@ impl Backend for PilotBackend {
                         (id.clone(), JobStatus::Done(o))
                     }
                     None if st.tasks.contains_key(&n) => (id.clone(), JobStatus::Running),
+                    None if st.queue.iter().any(|q| q.n == n) => (id.clone(), JobStatus::Queued),
                     None => (id.clone(), JobStatus::Unknown),
                 }
             })
@@ -398,12 +487,12 @@ async fn serve(sock: TcpStream, peer: SocketAddr, shared: Arc<Shared>, secret: S
         return;
     }
     let hello = tokio::time::timeout(heartbeat, protocol::recv::<_, ToEngine>(&mut r)).await;
-    let (node, cpus, theirs) = match hello {
-        Ok(Ok(ToEngine::Hello { proof, nonce: theirs, node, cpus, pid }))
+    let (node, cpus, memory_mb, gpus, theirs) = match hello {
+        Ok(Ok(ToEngine::Hello { proof, nonce: theirs, node, cpus, memory_mb, gpus, pid }))
             if protocol::verify(&secret, &nonce, &proof) =>
         {
-            tracing::info!(%peer, %node, cpus, pid, "worker connected");
-            (node, cpus, theirs)
+            tracing::info!(%peer, %node, cpus, memory_mb, gpus, pid, "worker connected");
+            (node, cpus, memory_mb, gpus, theirs)
         }
         other => {
             let reason = match other {
@@ -426,8 +515,10 @@ async fn serve(sock: TcpStream, peer: SocketAddr, shared: Arc<Shared>, secret: S
     let (tx, mut rx) = mpsc::unbounded_channel::<ToWorker>();
     let index = {
         let mut st = shared.lock();
-        st.workers.push(Worker { node: node.clone(), cpus, used: 0, tx, alive: true });
-        st.workers.len() - 1
+        st.workers.push(Worker { node: node.clone(), cpus, memory_mb, gpus, used: Need::default(), tx, alive: true });
+        let index = st.workers.len() - 1;
+        st.dispatch();
+        index
     };
     shared.notify.notify_one();
     let writer = tokio::spawn(async move {
@@ -448,8 +539,9 @@ async fn serve(sock: TcpStream, peer: SocketAddr, shared: Arc<Shared>, secret: S
             Ok(Ok(ToEngine::Done { id, outcome })) => {
                 let mut st = shared.lock();
                 if let Some(t) = st.tasks.remove(&id) {
-                    st.workers[t.worker].used -= t.cores;
+                    st.workers[t.worker].used.sub(t.need);
                     st.done.insert(id, outcome.into());
+                    st.dispatch();
                 }
                 drop(st);
                 shared.notify.notify_one();
@@ -469,7 +561,15 @@ async fn serve(sock: TcpStream, peer: SocketAddr, shared: Arc<Shared>, secret: S
             st.done.insert(*n, protocol::node_lost(Some(t.started)));
         }
     }
-    st.workers[index].used = 0;
+    st.workers[index].used = Need::default();
+    if st.workers.iter().any(|w| w.alive) {
+        st.dispatch();
+    } else {
+        // No node left to run what waits: those tasks fail as the lost nodes' did.
+        for q in std::mem::take(&mut st.queue) {
+            st.done.insert(q.n, protocol::node_lost(None));
+        }
+    }
     if st.shutting_down && gone.is_empty() {
         tracing::debug!(%node, "worker exited: {why}");
     } else {
@@ -579,15 +679,39 @@ mod tests {
 
     /// A worker of this process for the backend `b`, with the run's secret file.
     fn spawn_worker(b: &PilotBackend, secret: &Path, node: &str) -> tokio::task::JoinHandle<Result<(), WorkerError>> {
+        spawn_sized(b, secret, node, 2, None)
+    }
+
+    fn spawn_sized(
+        b: &PilotBackend,
+        secret: &Path,
+        node: &str,
+        cpus: u32,
+        memory_mb: Option<u64>,
+    ) -> tokio::task::JoinHandle<Result<(), WorkerError>> {
         let opts = WorkerOptions {
             connect: b.connect_address(),
             secret_file: secret.to_path_buf(),
             heartbeat: HEARTBEAT,
             grace: Duration::from_millis(500),
             node: node.into(),
-            cpus: 2,
+            cpus,
+            memory_mb,
+            gpus: 0,
         };
         tokio::spawn(worker::run(opts))
+    }
+
+    async fn until_workers(b: &PilotBackend, n: usize) {
+        let until = tokio::time::Instant::now() + Duration::from_secs(10);
+        while b.workers() < n {
+            assert!(tokio::time::Instant::now() < until, "{} of {n} workers connected", b.workers());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    async fn status(b: &mut PilotBackend, id: &JobId) -> JobStatus {
+        b.poll(std::slice::from_ref(id)).await.unwrap().remove(0).1
     }
 
     async fn outcome(b: &mut PilotBackend, id: &JobId) -> Outcome {
@@ -613,6 +737,8 @@ mod tests {
             nonce: "n".into(),
             node: "rogue".into(),
             cpus: 64,
+            memory_mb: None,
+            gpus: 0,
             pid: 1,
         };
         protocol::send(&mut w, &hello).await.unwrap();
@@ -636,7 +762,7 @@ mod tests {
         let w = spawn_worker(&b, &secret_file, "n1");
         let id =
             b.submit(job(dir.path(), "greet", "echo \"$GREETING from $$\" > out.txt; exit 3", None)).await.unwrap();
-        assert!(id.0.ends_with("@n1"), "{id}");
+        assert_eq!(b.node_of(&id).as_deref(), Some("n1"));
         let o = outcome(&mut b, &id).await;
         assert_eq!(o.ending, Ending::Exited(3));
         assert!(o.started.is_some() && o.finished >= o.started, "{o:?}");
@@ -680,6 +806,8 @@ mod tests {
             grace: Duration::from_millis(100),
             node: "n".into(),
             cpus: 1,
+            memory_mb: None,
+            gpus: 0,
         };
         let e = worker::run(opts).await.unwrap_err();
         assert!(matches!(&e, WorkerError::Refused(m) if m.contains("does not know the run's secret")), "{e}");
@@ -722,7 +850,7 @@ mod tests {
         let (answer, mut r) = hello_with(&b.connect_address(), &secret).await;
         assert!(matches!(answer, ToWorker::Welcome { .. }), "{answer:?}");
         let doomed = b.submit(job(dir.path(), "doomed", "sleep 60", None)).await.unwrap();
-        assert!(doomed.0.ends_with("@rogue"), "{doomed}");
+        assert_eq!(b.node_of(&doomed).as_deref(), Some("rogue"));
         let start: ToWorker = protocol::recv(&mut r).await.unwrap();
         assert!(matches!(&start, ToWorker::Start(t) if t.name == "doomed"), "{start:?}");
         let real = spawn_worker(&b, &dir.path().join("run.secret"), "n2");
@@ -732,8 +860,9 @@ mod tests {
         assert_eq!(b.lost().len(), 1, "{:?}", b.lost());
         assert_eq!(b.lost()[0].0, "rogue");
         // The retry goes to the worker that is left.
+        until_workers(&b, 1).await;
         let again = b.submit(job(dir.path(), "again", "true", None)).await.unwrap();
-        assert!(again.0.ends_with("@n2"), "{again}");
+        assert_eq!(b.node_of(&again).as_deref(), Some("n2"));
         assert_eq!(outcome(&mut b, &again).await.ending, Ending::Exited(0));
         b.shutdown().await;
         assert!(real.await.unwrap().is_ok());
@@ -779,6 +908,8 @@ mod tests {
             grace: Duration::from_millis(200),
             node: "n".into(),
             cpus: 1,
+            memory_mb: None,
+            gpus: 0,
         };
         let t0 = std::time::Instant::now();
         let e = tokio::time::timeout(Duration::from_secs(10), worker::run(opts)).await.expect("worker still runs");
@@ -790,6 +921,61 @@ mod tests {
             "task {pid} outlived the worker"
         );
         engine.abort();
+    }
+
+    #[tokio::test]
+    async fn tasks_are_packed_by_the_cores_and_memory_of_each_node() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("run.secret");
+        let mut b = PilotBackend::listen(options(dir.path())).await.unwrap();
+        let _w1 = spawn_sized(&b, &secret, "n1", 2, None);
+        let _w2 = spawn_sized(&b, &secret, "n2", 2, Some(1000));
+        until_workers(&b, 2).await;
+        let wide = |name: &str, threads: u32, memory: u64| {
+            let mut j = job(dir.path(), name, &format!("while [ ! -e ../release-{name} ]; do sleep 0.02; done"), None);
+            j.resources.threads = threads;
+            j.resources.memory = memory;
+            j
+        };
+        // Two 2-core tasks fill both nodes; a 1-core task waits: no node has a free core.
+        let a = b.submit(wide("a", 2, 0)).await.unwrap();
+        let bb = b.submit(wide("b", 2, 0)).await.unwrap();
+        let mut nodes = vec![b.node_of(&a).unwrap(), b.node_of(&bb).unwrap()];
+        nodes.sort();
+        assert_eq!(nodes, ["n1", "n2"]);
+        let c = b.submit(wide("c", 1, 0)).await.unwrap();
+        let cancelled = b.submit(wide("x", 1, 0)).await.unwrap();
+        assert_eq!(status(&mut b, &c).await, JobStatus::Queued);
+        assert_eq!(b.node_of(&c), None);
+        // A waiting task is cancelled where it waits.
+        b.cancel(std::slice::from_ref(&cancelled)).await.unwrap();
+        assert!(matches!(outcome(&mut b, &cancelled).await.ending, Ending::Cancelled(None)));
+        // `a` ends: `c` goes to its node.
+        let a_node = b.node_of(&a).unwrap();
+        std::fs::write(dir.path().join("release-a"), "").unwrap();
+        assert_eq!(outcome(&mut b, &a).await.ending, Ending::Exited(0));
+        assert_eq!(b.node_of(&c), Some(a_node));
+        for t in ["b", "c"] {
+            std::fs::write(dir.path().join(format!("release-{t}")), "").unwrap();
+        }
+        assert_eq!(outcome(&mut b, &bb).await.ending, Ending::Exited(0));
+        assert_eq!(outcome(&mut b, &c).await.ending, Ending::Exited(0));
+        // Memory: n2 has 1000 MiB, n1 no limit. Two tasks of 800 MiB cannot share n2; the
+        // third goes where there is room.
+        let m1 = b.submit(wide("m1", 1, 800 << 20)).await.unwrap();
+        let m2 = b.submit(wide("m2", 1, 800 << 20)).await.unwrap();
+        let mut placed = vec![b.node_of(&m1).unwrap(), b.node_of(&m2).unwrap()];
+        placed.sort();
+        assert_eq!(placed, ["n1", "n2"], "both on n2 would take 1600 of its 1000 MiB");
+        let m3 = b.submit(wide("m3", 1, 800 << 20)).await.unwrap();
+        assert_eq!(b.node_of(&m3).as_deref(), Some("n1"), "n2 has 200 MiB left, n1 a free core");
+        for t in ["m1", "m2", "m3"] {
+            std::fs::write(dir.path().join(format!("release-{t}")), "").unwrap();
+        }
+        for id in [&m1, &m2, &m3] {
+            assert_eq!(outcome(&mut b, id).await.ending, Ending::Exited(0));
+        }
+        b.shutdown().await;
     }
 
     #[test]

@@ -99,6 +99,12 @@ pub enum ToEngine {
         node: String,
         /// CPUs of the allocation on this node.
         cpus: u32,
+        /// Memory of the allocation on this node, MiB, when known.
+        #[serde(default)]
+        memory_mb: Option<u64>,
+        /// GPUs of the allocation on this node.
+        #[serde(default)]
+        gpus: u32,
         /// The worker's pid.
         pid: u32,
     },

@@ -61,11 +61,16 @@ pub struct WorkerOptions {
     pub node: String,
     /// CPUs reported to the engine.
     pub cpus: u32,
+    /// Memory reported to the engine, MiB.
+    pub memory_mb: Option<u64>,
+    /// GPUs reported to the engine.
+    pub gpus: u32,
 }
 
 impl WorkerOptions {
-    /// Options with the node name and CPUs of this node (`SLURM_CPUS_ON_NODE` inside an
-    /// allocation, else the available parallelism).
+    /// Options with the node name, CPUs, memory and GPUs of the allocation on this node
+    /// (`SLURM_CPUS_ON_NODE`, `SLURM_MEM_PER_NODE`, `SLURM_GPUS_ON_NODE`; outside an
+    /// allocation: the available parallelism, no memory limit, no GPUs).
     pub fn here(connect: String, secret_file: PathBuf, heartbeat: Duration, grace: Duration) -> Self {
         let node = std::env::var("SLURMD_NODENAME")
             .ok()
@@ -75,7 +80,9 @@ impl WorkerOptions {
             .ok()
             .and_then(|c| c.parse().ok())
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get() as u32));
-        Self { connect, secret_file, heartbeat, grace, node, cpus }
+        let memory_mb = std::env::var("SLURM_MEM_PER_NODE").ok().and_then(|m| m.parse().ok());
+        let gpus = std::env::var("SLURM_GPUS_ON_NODE").ok().and_then(|g| g.parse().ok()).unwrap_or(0);
+        Self { connect, secret_file, heartbeat, grace, node, cpus, memory_mb, gpus }
     }
 }
 
@@ -121,6 +128,8 @@ pub async fn run(opts: WorkerOptions) -> Result<(), WorkerError> {
         nonce: mine.clone(),
         node: opts.node.clone(),
         cpus: opts.cpus,
+        memory_mb: opts.memory_mb,
+        gpus: opts.gpus,
         pid: std::process::id(),
     };
     protocol::send(&mut w, &hello).await?;
