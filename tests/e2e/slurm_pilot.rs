@@ -126,6 +126,11 @@ fn naps(marker: &str) -> String {
     )
 }
 
+/// The `sleep` processes of the naps (not their shells).
+fn naps_running(marker: &str) -> usize {
+    processes_with(&format!("sleep {marker}")).iter().filter(|l| l.split_whitespace().nth(1) == Some("sleep")).count()
+}
+
 /// A sleep time unique to one test of this process.
 fn marker(test: u32) -> String {
     format!("2{test}.{}", std::process::id())
@@ -154,7 +159,7 @@ fn slurm_pilot_refuses_a_worker_without_the_secret_and_cancel_stops_the_tasks_on
     let m = marker(1);
     let wf = write(&d, "naps.yaml", &naps(&m));
     let child = pilot_cmd(&d, &[wf.to_str().unwrap(), "--alloc-cpus", "2"]).spawn().unwrap();
-    wait_until("the naps to run on the worker", 60, || processes_with(&format!("sleep {m}")).len() == 2);
+    wait_until("the naps to run on the worker", 60, || naps_running(&m) == 2);
     let addr = engine_address(&d);
     assert!(addr.starts_with("127.0.0.1:"), "{addr}");
     // A worker with another secret is refused; one whose secret file others may read does
@@ -209,7 +214,7 @@ fn slurm_pilot_workers_of_a_killed_engine_stop_their_tasks_after_the_heartbeat()
     let wf = write(&d, "naps.yaml", &naps(&m));
     let child = pilot_cmd(&d, &[wf.to_str().unwrap(), "--alloc-cpus", "2"]).spawn().unwrap();
     let nap = format!("sleep {m}");
-    wait_until("the naps to run on the worker", 60, || processes_with(&nap).len() == 2);
+    wait_until("the naps to run on the worker", 60, || naps_running(&m) == 2);
     assert!(!workers_of(&d).is_empty());
     signal(child.id(), "-KILL");
     let _ = wait_output(child, 10);
