@@ -528,8 +528,13 @@ async fn serve(sock: TcpStream, peer: SocketAddr, shared: Arc<Shared>, secret: S
                 m = rx.recv() => match m { Some(m) => m, None => break },
                 _ = ping.tick() => ToWorker::Ping,
             };
-            let last = msg == ToWorker::Shutdown;
-            if protocol::send(&mut w, &msg).await.is_err() || last {
+            // Whatever else is waiting goes out in the same write.
+            let mut batch = vec![msg];
+            while let Ok(m) = rx.try_recv() {
+                batch.push(m);
+            }
+            let last = batch.contains(&ToWorker::Shutdown);
+            if protocol::send_all(&mut w, &batch).await.is_err() || last {
                 break;
             }
         }

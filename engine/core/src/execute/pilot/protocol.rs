@@ -267,6 +267,18 @@ pub async fn send<W: AsyncWriteExt + Unpin, M: Serialize>(w: &mut W, msg: &M) ->
     Ok(())
 }
 
+/// Writes several messages as JSON lines with one write (tasks that start or end together).
+pub async fn send_all<W: AsyncWriteExt + Unpin, M: Serialize>(w: &mut W, msgs: &[M]) -> Result<(), ProtocolError> {
+    let mut buf = Vec::new();
+    for m in msgs {
+        serde_json::to_writer(&mut buf, m).map_err(|e| ProtocolError::Bad(e.to_string()))?;
+        buf.push(b'\n');
+    }
+    w.write_all(&buf).await?;
+    w.flush().await?;
+    Ok(())
+}
+
 /// Reads one JSON-line message (at most [`MAX_LINE`] bytes).
 pub async fn recv<R: tokio::io::AsyncRead + Unpin, M: for<'de> Deserialize<'de>>(
     r: &mut BufReader<R>,

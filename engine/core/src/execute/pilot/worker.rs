@@ -214,14 +214,15 @@ pub async fn run(opts: WorkerOptions) -> Result<(), WorkerError> {
             () = local.wait(Duration::from_secs(3600)) => {
                 let ready = local.ready_ids();
                 if let Ok(st) = local.poll(&ready).await {
+                    let mut done = vec![];
                     for (j, s) in st {
                         if let (JobStatus::Done(o), Some(id)) = (s, tasks.remove(&j)) {
                             ids.remove(&id);
-                            let msg = ToEngine::Done { id, outcome: WireOutcome::from(&o) };
-                            if lost.is_none() && let Err(e) = protocol::send(&mut w, &msg).await {
-                                lost = Some(e.to_string());
-                            }
+                            done.push(ToEngine::Done { id, outcome: WireOutcome::from(&o) });
                         }
+                    }
+                    if lost.is_none() && !done.is_empty() && let Err(e) = protocol::send_all(&mut w, &done).await {
+                        lost = Some(e.to_string());
                     }
                 }
             }
