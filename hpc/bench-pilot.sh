@@ -13,9 +13,9 @@
 # tasks inside the allocation, without waiting for the allocation), the wall time of the
 # whole `twinflow run` (allocation included), tasks per second of the run's own time, its
 # ratio to the local baseline of the same size, and the RPCs the controller served during
-# the run (`sdiag`, reset before each run; `-` for the local backend, which does not talk
-# to SLURM). Pilot's RPC count must not grow with the
-# number of tasks; srun-per-task's does.
+# the run (`sdiag`, reset before each run once the previous run's jobs have left the queue
+# and SETTLE seconds, default 3, have passed; `-` for the local backend, which does not talk
+# to SLURM). Pilot's RPC count must not grow with the number of tasks; srun-per-task's does.
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -68,6 +68,10 @@ EOF
             arrays) args=(--backend slurm --profile "$WORK/arrays.yaml" --arrays) ;;
             *) echo "bench-pilot: unknown mode $mode (local pilot srun arrays)" >&2; exit 2 ;;
         esac
+        # The previous run's jobs must be gone and their last messages (epilogs, job
+        # completions) in, or they count against this run.
+        for _ in $(seq 1 300); do [ -z "$(squeue -h 2>/dev/null)" ] && break; sleep 0.2; done
+        sleep "${SETTLE:-3}"
         sdiag --reset >/dev/null
         t0=$(date +%s.%N)
         if ! (cd "$dir" && "$TWINFLOW" run "$wf" --runs-dir runs --no-cache --json "${args[@]}" > run.jsonl 2> run.log); then
@@ -82,8 +86,9 @@ EOF
         [ -n "$secs" ] || { echo "bench-pilot: no run-finished event in $dir/run.jsonl" >&2; exit 1; }
         rate=$(echo "$n / $secs" | bc -l)
         [ "$mode" = local ] && base=$rate
-        ratio=$([ -n "$base" ] && echo "$rate / $base" | bc -l || echo 0)
-        printf '%-7s %6d %8.2f %8.2f %9.1f %8.2fx %8s\n' "$mode" "$n" "$secs" "$wall" "$rate" "$ratio" "$calls"
+        ratio=-
+        [ -n "$base" ] && ratio=$(printf '%.2fx' "$(echo "$rate / $base" | bc -l)")
+        printf '%-7s %6d %8.2f %8.2f %9.1f %9s %8s\n' "$mode" "$n" "$secs" "$wall" "$rate" "$ratio" "$calls"
     done
 done
 echo "(work directory: $WORK)"

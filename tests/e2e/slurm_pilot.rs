@@ -174,6 +174,12 @@ fn slurm_pilot_refuses_a_worker_without_the_secret_and_cancel_stops_the_tasks_on
         twinflow().args(["worker", "--connect", &addr, "--secret-file", open.to_str().unwrap()]).output().unwrap();
     assert_eq!(out.status.code(), Some(3), "{}", show(&out));
     assert!(String::from_utf8_lossy(&out.stderr).contains("may be read by others"), "{}", show(&out));
+    let bad = twinflow()
+        .args(["worker", "--connect", &addr, "--secret-file", wrong.to_str().unwrap(), "--heartbeat", "5x"])
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2), "{}", show(&bad));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("`--heartbeat 5x`"), "{}", show(&bad));
     // `twinflow cancel`: the engine tells the worker to stop the naps, then the allocation
     // is released.
     let runs = d.join("runs");

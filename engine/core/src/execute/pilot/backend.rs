@@ -409,6 +409,9 @@ impl Backend for PilotBackend {
 
     async fn wait(&mut self, max: Duration) {
         if !self.shared.lock().done.is_empty() {
+            // Outcomes wait to be polled: no need to sleep, but let the connection tasks run
+            // (a caller polling other ids in a loop would otherwise starve them).
+            tokio::task::yield_now().await;
             return;
         }
         let _ = tokio::time::timeout(max, self.shared.notify.notified()).await;
