@@ -157,29 +157,29 @@ impl Backend for LocalBackend {
         }
         let started = SystemTime::now();
         let env = job_env(&self.opts, &job);
-        let mut child =
-            match process::spawn_clean(&argv, &env, &self.opts.env_remove, &job.cwd, &job.stdout, &job.stderr) {
-                Ok(c) => c,
-                Err(e) => {
-                    // A program that cannot start is a failed attempt, not a backend error:
-                    // report it through the normal path so retries and messages apply.
-                    let id = JobId(format!(
-                        "local-failed-{}",
-                        self.done.lock().map(|d| d.len()).unwrap_or(0) + self.running.len()
-                    ));
-                    let cause = if e.kind() == std::io::ErrorKind::NotFound {
-                        SpawnFailure::NotFound { program: argv[0].clone() }
-                    } else {
-                        SpawnFailure::Io(e.to_string())
-                    };
-                    let outcome = Outcome::between(Ending::SpawnFailed(cause), Some(started), Some(SystemTime::now()));
-                    if let Ok(mut d) = self.done.lock() {
-                        d.insert(id.clone(), outcome);
-                    }
-                    self.notify.notify_one();
-                    return Ok(id);
+        let spawned = process::spawn_clean(&argv, &env, &self.opts.env_remove, &job.cwd, &job.stdout, &job.stderr);
+        let mut child = match spawned {
+            Ok(c) => c,
+            Err(e) => {
+                // A program that cannot start is a failed attempt, not a backend error:
+                // report it through the normal path so retries and messages apply.
+                let id = JobId(format!(
+                    "local-failed-{}",
+                    self.done.lock().map(|d| d.len()).unwrap_or(0) + self.running.len()
+                ));
+                let cause = if e.kind() == std::io::ErrorKind::NotFound {
+                    SpawnFailure::NotFound { program: argv[0].clone() }
+                } else {
+                    SpawnFailure::Io(e.to_string())
+                };
+                let outcome = Outcome::between(Ending::SpawnFailed(cause), Some(started), Some(SystemTime::now()));
+                if let Ok(mut d) = self.done.lock() {
+                    d.insert(id.clone(), outcome);
                 }
-            };
+                self.notify.notify_one();
+                return Ok(id);
+            }
+        };
         let pid = child.id().unwrap_or(0);
         let id = JobId(pid.to_string());
         let (tx, mut rx) = watch::channel(process::RUN);
