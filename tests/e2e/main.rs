@@ -24,4 +24,5 @@ mod slurm;
 mod slurm_cycling;
 mod slurm_faults;
 mod slurm_modes;
+mod slurm_pilot;
 mod support;

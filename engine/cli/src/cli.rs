@@ -72,6 +72,27 @@ pub enum Command {
     /// Print the JSON Schema of the workflow format.
     #[command(after_help = "Example:\n  twinflow schema > schemas/workflow.schema.json\n\n".to_string() + exit::HELP)]
     Schema,
+    /// Run tasks for an engine in allocation mode with pilot workers: started by the engine,
+    /// one per node of the allocation, with one `srun` (a profile with a `pilot:` section).
+    #[command(hide = true, after_help = "Example (what the engine runs, one worker per node):\n  srun --jobid=42 --overlap --nodes=2 --ntasks=2 --ntasks-per-node=1 --mpi=none \\\n    twinflow worker --connect login1:40123 --secret-file runs/allocations/pilot-42-977.secret\n\nThe worker connects to the engine, proves it knows the run's secret (the file must be\nmode 0600), runs the tasks it is given in their own process groups, and exits when the\nengine ends the run, or stops its tasks and exits 1 when the engine has been silent for\n--heartbeat.\n\n".to_string() + exit::HELP)]
+    Worker(WorkerArgs),
+}
+
+/// `worker` arguments.
+#[derive(Debug, Args)]
+pub struct WorkerArgs {
+    /// The engine's address, `HOST:PORT`.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub connect: String,
+    /// The run's secret file (mode 0600).
+    #[arg(long, value_name = "PATH")]
+    pub secret_file: PathBuf,
+    /// Stop the tasks and exit when the engine has been silent this long (`30s`, `2m`).
+    #[arg(long, default_value = "30s")]
+    pub heartbeat: String,
+    /// Seconds between SIGTERM and SIGKILL when a task is cancelled or times out.
+    #[arg(long, default_value_t = 10.0)]
+    pub grace: f64,
 }
 
 /// A workflow file and its settings.

@@ -15,7 +15,7 @@ use twinflow_engine::session::{
 
 use crate::cli::{
     BackendArgs, BackendKind, CancelArgs, Cli, Command, LogsArgs, PlanFormat, ReportArgs, RunArgs, StatusArgs,
-    ValidateArgs, WhyArgs,
+    ValidateArgs, WhyArgs, WorkerArgs,
 };
 use crate::exit;
 use crate::report::{HumanReporter, JsonReporter, indent_rest};
@@ -68,6 +68,7 @@ pub fn run(cli: Cli) -> i32 {
         Command::Clean(a) => clean_cmd(&a),
         Command::Report(a) => report_cmd(&a),
         Command::Schema => schema_cmd(),
+        Command::Worker(a) => worker_cmd(&a),
     };
     match result {
         Ok(code) => code,
@@ -198,6 +199,28 @@ fn backend_settings(b: &BackendArgs) -> BackendSettings {
 
 fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
     Ok(tokio::runtime::Builder::new_current_thread().enable_all().build()?)
+}
+
+fn worker_cmd(a: &WorkerArgs) -> Result<i32, Failure> {
+    let heartbeat = match twinflow_engine::units::parse_duration(&a.heartbeat) {
+        Ok(d) if d >= Duration::from_millis(100) => d,
+        Ok(_) => return Err(SessionError::Usage("`--heartbeat`: must be at least 100ms".into()).into()),
+        Err(e) => return Err(SessionError::Usage(format!("`--heartbeat {}`: {e}", a.heartbeat)).into()),
+    };
+    let grace = Duration::from_secs_f64(a.grace.clamp(0.0, 3600.0));
+    let r = runtime()?.block_on(session::pilot::run_worker(a.connect.clone(), &a.secret_file, heartbeat, grace));
+    match r {
+        Ok(()) => Ok(exit::OK),
+        // The engine went away: its tasks were stopped; the run is to be resumed.
+        Err(e @ session::pilot::WorkerError::EngineLost(_)) => {
+            errln!("twinflow worker: {e}");
+            Ok(exit::RUN_FAILED)
+        }
+        Err(e) => {
+            errln!("twinflow worker: {e}");
+            Ok(exit::ERROR)
+        }
+    }
 }
 
 fn schema_cmd() -> Result<i32, Failure> {

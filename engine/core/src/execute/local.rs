@@ -35,6 +35,9 @@ pub struct LocalOptions {
     /// Launch every step into a SLURM allocation with `srun --exact` instead (allocation
     /// mode, see the SLURM backend's `allocation` module).
     pub srun: Option<super::launch::SrunLaunch>,
+    /// Variables of the engine's environment its steps do not inherit (a pilot worker's
+    /// own `srun` step variables, see [`super::pilot::worker::STEP_VARIABLE_PREFIXES`]).
+    pub env_remove: Vec<String>,
 }
 
 impl Default for LocalOptions {
@@ -45,6 +48,7 @@ impl Default for LocalOptions {
             mpiexec: super::launch::Mpiexec::default(),
             grace: Duration::from_secs(10),
             srun: None,
+            env_remove: vec![],
         }
     }
 }
@@ -153,7 +157,8 @@ impl Backend for LocalBackend {
         }
         let started = SystemTime::now();
         let env = job_env(&self.opts, &job);
-        let child = match process::spawn(&argv, &env, &job.cwd, &job.stdout, &job.stderr) {
+        let spawned = process::spawn_clean(&argv, &env, &self.opts.env_remove, &job.cwd, &job.stdout, &job.stderr);
+        let child = match spawned {
             Ok(c) => c,
             Err(e) => {
                 // A program that cannot start is a failed attempt, not a backend error:
@@ -260,7 +265,7 @@ impl Backend for LocalBackend {
         Some(self.opts.grace)
     }
 
-    async fn shutdown(&mut self) {
+    async fn abort(&mut self) {
         let ids: Vec<JobId> = self.running.keys().cloned().collect();
         if ids.is_empty() {
             return;

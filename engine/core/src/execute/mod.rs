@@ -10,6 +10,7 @@ pub mod launch;
 pub mod launcher_output;
 pub mod local;
 mod outcome;
+pub mod pilot;
 pub mod process;
 pub mod profile;
 pub mod slurm;
@@ -186,13 +187,16 @@ pub trait Backend: Send {
     fn grace(&self) -> Option<Duration> {
         None
     }
+    /// The run is over (every job ended or was stopped): releases what the backend holds
+    /// besides its jobs (pilot workers are told to exit). The default does nothing.
+    async fn shutdown(&mut self) {}
     /// Waits until a job may have changed state, at most `max`.
     async fn wait(&mut self, max: Duration);
     /// The run stopped on an error of the engine (its database full or locked, a file it
     /// could not write): stops the jobs this backend still runs and waits for them, so no
     /// step goes on without an engine. The default does nothing: a batch system's jobs
     /// outlive the engine, and `run --resume` follows them.
-    async fn shutdown(&mut self) {}
+    async fn abort(&mut self) {}
     /// Whether it can run services (`service:` steps): jobs that run until cancelled while
     /// the engine watches their files and rotates their logs. The default says no.
     fn runs_services(&self) -> bool {

@@ -38,9 +38,24 @@ pub fn spawn(
     stdout: &Path,
     stderr: &Path,
 ) -> std::io::Result<Child> {
+    spawn_clean(argv, env, &[], cwd, stdout, stderr)
+}
+
+/// [`spawn`], without the variables named in `remove` in the child's environment.
+pub fn spawn_clean(
+    argv: &[String],
+    env: &[(String, String)],
+    remove: &[String],
+    cwd: &Path,
+    stdout: &Path,
+    stderr: &Path,
+) -> std::io::Result<Child> {
     let (prog, args) =
         argv.split_first().ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "empty argv"))?;
     let mut cmd = Command::new(prog);
+    for k in remove {
+        cmd.env_remove(k);
+    }
     cmd.args(args)
         .envs(env.iter().map(|(k, v)| (k, v)))
         .current_dir(cwd)

@@ -108,6 +108,26 @@ pub struct Profile {
     /// allocation's heartbeat file for this long (an engine killed with -9 and neither
     /// resumed nor cancelled would otherwise hold the nodes until the time limit).
     pub allocation_idle: Duration,
+    /// Allocation mode with pilot workers (`pilot:` section): one `twinflow worker` per
+    /// node instead of one `srun` per task (`None`: `srun` per task).
+    pub pilot: Option<PilotSettings>,
+}
+
+/// The `pilot:` section of a profile: allocation mode runs tasks on pilot workers (see
+/// [`super::pilot`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PilotSettings {
+    /// Host name or address the workers connect to (default: this host's name); an IP
+    /// address here is also the only interface the engine listens on.
+    pub address: Option<String>,
+    /// Either side gives the other up after this long without a message.
+    pub heartbeat: Duration,
+}
+
+impl Default for PilotSettings {
+    fn default() -> Self {
+        Self { address: None, heartbeat: Duration::from_secs(30) }
+    }
 }
 
 impl Default for Profile {
@@ -141,6 +161,7 @@ impl Default for Profile {
             poll_failure_timeout: Duration::from_secs(300),
             command_timeout: Duration::from_secs(60),
             allocation_idle: Duration::from_secs(600),
+            pilot: None,
             chunk: 500,
             walltime_factor: 1.0,
             memory_factor: 1.0,
@@ -188,6 +209,22 @@ pub struct RawProfile {
     pub submit: Option<RawSubmit>,
     pub escalate: Option<RawEscalate>,
     pub allocation_idle: Option<RawDuration>,
+    pub pilot: Option<RawPilot>,
+}
+
+/// `pilot:`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(missing_docs)]
+pub struct RawPilot {
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    pub address: Option<String>,
+    pub heartbeat: Option<RawDuration>,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// A size written as text (`2G`, `512M`) or a number of bytes.
@@ -475,6 +512,26 @@ fn check(raw: RawProfile, default_name: &str) -> Result<Profile, Vec<String>> {
             problems.push("`allocation_idle`: must be at least 3s".into());
         }
     }
+    if let Some(pl) = raw.pilot
+        && pl.enabled
+    {
+        let mut out = PilotSettings::default();
+        if let Some(a) = pl.address {
+            if word_ok(&a) && !a.contains(['/', '=', ',']) {
+                out.address = Some(a);
+            } else {
+                problems.push(format!("`pilot.address`: `{a}` is not a host name or address"));
+            }
+        }
+        if let Some(d) = dur("pilot.heartbeat", pl.heartbeat, &mut problems) {
+            if d >= Duration::from_secs(1) {
+                out.heartbeat = d;
+            } else {
+                problems.push("`pilot.heartbeat`: must be at least 1s".into());
+            }
+        }
+        p.pilot = Some(out);
+    }
     match raw.default_memory {
         Some(RawBytes::Bytes(b)) if b > 0 => p.default_memory = Some(b),
         Some(RawBytes::Text(t)) => match crate::units::parse_bytes(&t) {
@@ -616,6 +673,8 @@ mod tests {
         let site = Profile::load(&dir.join("example-site.yaml")).unwrap();
         assert!(site.account.is_some() && !site.modules.is_empty());
         assert_eq!((site.default_memory, site.default_threads), (Some(2 << 30), Some(1)));
+        assert_eq!(site.pilot.as_ref().and_then(|p| p.address.as_deref()), Some("login1.example.org"));
+        assert_eq!(local.pilot, None);
         let m = site.mpiexec.unwrap();
         assert_eq!((m.flavour, m.flags.as_slice()), (MpiFlavour::Openmpi, ["--oversubscribe".to_string()].as_slice()));
     }
@@ -699,5 +758,65 @@ mod tests {
         let e = Profile::find("nosuch", Some(d.path())).unwrap_err().to_string();
         assert!(e.contains(&format!("`{}`", d.path().display())), "{e}");
         assert!(e.contains("`hpc/profiles`") && e.contains("twinflow/profiles"), "{e}");
+    }
+
+    #[test]
+    fn the_pilot_section_turns_pilot_workers_on() {
+        assert_eq!(
+            Profile::parse(
+                "name: p
+", "p"
+            )
+            .unwrap()
+            .pilot,
+            None
+        );
+        let p = Profile::parse(
+            "pilot: { address: 127.0.0.1, heartbeat: 5s }
+",
+            "p",
+        )
+        .unwrap();
+        assert_eq!(
+            p.pilot,
+            Some(PilotSettings { address: Some("127.0.0.1".into()), heartbeat: Duration::from_secs(5) })
+        );
+        assert_eq!(
+            Profile::parse(
+                "pilot: {}
+",
+                "p"
+            )
+            .unwrap()
+            .pilot,
+            Some(PilotSettings::default())
+        );
+        assert_eq!(
+            Profile::parse(
+                "pilot: { enabled: false }
+",
+                "p"
+            )
+            .unwrap()
+            .pilot,
+            None
+        );
+        let ProfileError::Invalid { problems, .. } = Profile::parse(
+            "pilot: { address: 'a b', heartbeat: 0.1 }
+",
+            "p",
+        )
+        .unwrap_err() else {
+            panic!()
+        };
+        assert_eq!(problems.len(), 2, "{problems:#?}");
+        let e = Profile::parse(
+            "pilot: { adress: x }
+",
+            "p",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("adress"), "{e}");
     }
 }

@@ -27,6 +27,7 @@ pub mod control;
 mod cycles_view;
 pub mod export;
 pub mod logs;
+pub mod pilot;
 pub mod preflight;
 pub mod render;
 pub mod report;

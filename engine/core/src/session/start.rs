@@ -142,8 +142,16 @@ pub async fn run(
             local.srun = Some(alloc.launcher(&profile));
             local.cores = alloc.cpus;
             local.memory = alloc.mem_per_cpu_mb.map(|m| (m * u64::from(alloc.cpus)) << 20);
+            let backend: Box<dyn Backend> = match profile.pilot.clone() {
+                // Pilot workers: one `twinflow worker` per node instead of `srun` per task.
+                Some(pilot) => {
+                    let nodes = allocation_nodes(&alloc, req.allocation.nodes);
+                    Box::new(super::pilot::start(&req.runs_dir, &alloc, nodes, &profile, &pilot, &local).await?)
+                }
+                None => Box::new(LocalBackend::new(local)),
+            };
             allocation = Some((alloc, profile));
-            Box::new(LocalBackend::new(local))
+            backend
         }
         Some(profile) => Box::new(SlurmBackend::new(SlurmOptions { profile, call_log: call_log() })),
         None => Box::new(LocalBackend::new(local)),
@@ -161,9 +169,12 @@ pub async fn run(
         rerun: req.rerun.clone(),
     };
     let summary = crate::run::execute(&plan, backend.as_mut(), &mut store, &opts, reporter, cancel).await;
+    // The steps of an engine that stops on an error of its own are stopped with it; pilot
+    // workers are told to exit at the end of every run.
     if summary.is_err() {
-        backend.shutdown().await;
+        backend.abort().await;
     }
+    backend.shutdown().await;
     // The run's report (`RUN/report.html`); one that cannot be written does not change how
     // the run went.
     if let Ok(s) = &summary {
@@ -316,6 +327,15 @@ async fn acquire_allocation(
     allocation::acquire(&cmd, profile, &areq, &log_dir, previous, on_wait, interrupt)
         .await
         .map_err(|e| SessionError::Backend(format!("cannot get a SLURM allocation: {e}")))
+}
+
+/// Nodes of the allocation: as asked for the holder job, or those of the allocation this
+/// process runs in (`SLURM_JOB_NUM_NODES`).
+fn allocation_nodes(alloc: &Allocation, asked: u32) -> u32 {
+    if alloc.owned {
+        return asked.max(1);
+    }
+    std::env::var("SLURM_JOB_NUM_NODES").ok().and_then(|n| n.parse().ok()).unwrap_or(1).max(1)
 }
 
 /// Touches the allocation's heartbeat file while this engine lives: the holder job ends

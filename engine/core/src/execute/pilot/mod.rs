@@ -1,0 +1,22 @@
+//! Pilot workers for allocation mode: instead of one `srun` per task, the engine starts one
+//! `twinflow worker` per node of the allocation with a single `srun` (one job step for the
+//! whole run), and hands the tasks to them over TCP.
+//!
+//! - Each worker connects to the engine and proves it knows the run's secret (a file of mode
+//!   0600 in the runs directory, passed by path); the engine proves the same back, so nothing
+//!   else on the network can submit work or pose as a worker ([`protocol`]).
+//! - A worker runs its tasks with the local backend: own process group, timeout,
+//!   SIGTERM/grace/SIGKILL on cancel, the same attempt directories and outcomes
+//!   ([`worker`]). Multi-rank steps are started by the worker with `srun --exact` into the
+//!   allocation (the worker step itself is launched with `--overlap`, so it holds no CPUs).
+//! - A worker lost (connection closed or silent for a heartbeat) fails its running tasks as
+//!   node failures, which the steps' `retry:` retries on the other workers; a worker whose
+//!   engine is silent for a heartbeat stops its tasks and exits ([`backend`]).
+//!
+//! The scheduler is unchanged: this is one more [`crate::execute::Backend`].
+
+pub mod backend;
+pub mod protocol;
+pub mod worker;
+
+pub use backend::{PilotBackend, PilotOptions};
