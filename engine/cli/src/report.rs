@@ -499,6 +499,48 @@ mod tests {
         assert_eq!(r.finished(), 5);
     }
 
+    /// The running count comes from the tasks started and not yet ended, whatever way they
+    /// end (a retry, a cached or skipped result, a restart): never "22/22 tasks, 1 running".
+    #[test]
+    fn a_task_that_ends_any_way_is_no_longer_running() {
+        let mut h = HumanReporter::new();
+        let started = |t: &str| Event::TaskStarted {
+            task: t.into(),
+            cycle: None,
+            label: None,
+            attempt: 1,
+            job_id: "1".into(),
+            dir: None,
+        };
+        let finished = |t: &str, state| Event::TaskFinished {
+            task: t.into(),
+            cycle: None,
+            label: None,
+            state,
+            seconds: 0.1,
+            message: None,
+            files: Default::default(),
+        };
+        for t in ["a", "b", "c"] {
+            h.event(&started(t));
+        }
+        h.event(&Event::TaskRetry {
+            task: "a".into(),
+            cycle: None,
+            label: None,
+            attempt: 1,
+            delay_seconds: 0.0,
+            message: "exit 1".into(),
+            files: Default::default(),
+        });
+        h.event(&finished("b", TaskState::Cached));
+        h.event(&finished("c", TaskState::Skipped));
+        assert!(h.running.is_empty(), "{:?}", h.running);
+        h.event(&started("a"));
+        h.event(&finished("a", TaskState::UpstreamFailed));
+        assert!(h.running.is_empty() && h.steps.iter().all(|r| r.running.is_empty()));
+    }
+
     #[test]
     fn the_summary_has_a_line_per_step_in_the_order_they_came() {
         let mut h = HumanReporter::new();
