@@ -253,10 +253,18 @@ fn a_run_in_progress_is_reported_with_its_running_attempt() {
         assert!(t0.elapsed() < Duration::from_secs(60), "`slow` never started");
         std::thread::sleep(Duration::from_millis(50));
     }
-    let o = twinflow().current_dir(&d).args(["report", "latest", "-o", "now.html"]).output().unwrap();
-    assert!(o.status.success(), "{}", show(&o));
-    assert!(String::from_utf8_lossy(&o.stderr).contains("(running): now.html"), "{}", show(&o));
-    let html = std::fs::read_to_string(d.join("now.html")).unwrap();
+    // The engine records a start in its next commit of the database (within a second):
+    // the report of the run in progress is read until it shows `slow` started.
+    let html = loop {
+        let o = twinflow().current_dir(&d).args(["report", "latest", "-o", "now.html"]).output().unwrap();
+        assert!(o.status.success(), "{}", show(&o));
+        assert!(String::from_utf8_lossy(&o.stderr).contains("(running): now.html"), "{}", show(&o));
+        let html = std::fs::read_to_string(d.join("now.html")).unwrap();
+        if html.contains(r#"data-task="slow" data-attempt="1""#) || t0.elapsed() > Duration::from_secs(30) {
+            break html;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
     std::fs::remove_file(&flag).unwrap();
     let (out, finished) = wait_with_deadline(child, Duration::from_secs(60));
     assert!(finished && out.status.success(), "{}", show(&out));
