@@ -6,18 +6,12 @@ use std::path::Path;
 
 use indexmap::IndexMap;
 
-use super::{SessionError, find_run, has_runs};
+use super::{SessionError, find_run};
 use crate::model::{Point, parse_instant};
 use crate::state::{RunRow, RunState, Store};
 
 fn open(runs_dir: &Path) -> Result<Store, SessionError> {
-    if !has_runs(runs_dir) {
-        return Err(SessionError::Usage(format!(
-            "no runs in `{}` (run a workflow first, or pass --runs-dir)",
-            runs_dir.display()
-        )));
-    }
-    Ok(Store::open(runs_dir)?)
+    super::open_store(runs_dir)
 }
 
 /// What `twinflow stop` did.

@@ -29,9 +29,9 @@ use std::path::{Path, PathBuf};
 use serde_json::{Value, json};
 use sha2::Digest;
 
-use super::{SessionError, find_run};
+use super::SessionError;
 use crate::events::TaskState;
-use crate::state::{AttemptRow, AttemptState, RunState, Store, TaskRow};
+use crate::state::{AttemptRow, AttemptState, RunState, TaskRow};
 
 /// What [`ro_crate`] wrote.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -212,14 +212,7 @@ fn now_at(path: &str, attempt_dir: &Path, dir: &Path) -> PathBuf {
 
 /// Writes the RO-Crate of `run` to `dest`: a new (or empty) directory, or a `.zip` file.
 pub fn ro_crate(runs_dir: &Path, run: &str, dest: &Path) -> Result<Exported, SessionError> {
-    if !super::has_runs(runs_dir) {
-        return Err(SessionError::Usage(format!(
-            "no runs in `{}` (run a workflow first, or pass --runs-dir)",
-            runs_dir.display()
-        )));
-    }
-    let store = Store::open(runs_dir)?;
-    let run = find_run(&store, run)?;
+    let (store, run) = super::open_run(runs_dir, run)?;
     let tasks = store.tasks(&run.id)?;
     let zip = dest.extension().is_some_and(|e| e == "zip");
     if !zip && dest.exists() && std::fs::read_dir(dest).map_err(io("reading", dest))?.next().is_some() {

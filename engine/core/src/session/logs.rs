@@ -61,14 +61,7 @@ impl TaskLogs {
 
 /// `twinflow logs RUN TASK [--attempt N]`: the files of the task's attempt.
 pub fn find(runs_dir: &Path, run: &str, task: &str, attempt: Option<u32>) -> Result<TaskLogs, SessionError> {
-    if !has_runs(runs_dir) {
-        return Err(SessionError::Usage(format!(
-            "no runs in `{}` (run a workflow first, or pass --runs-dir)",
-            runs_dir.display()
-        )));
-    }
-    let store = Store::open(runs_dir)?;
-    let run = find_run(&store, run)?;
+    let (store, run) = super::open_run(runs_dir, run)?;
     let tasks = store.tasks(&run.id)?;
     let row = resolve(&run, &tasks, task)?;
     let run_dir = runs_dir.join(&run.id);

@@ -239,10 +239,7 @@ pub struct RunListing {
 pub fn status(runs_dir: &Path, run: Option<&str>) -> Result<Status, SessionError> {
     if !has_runs(runs_dir) {
         return match run {
-            Some(_) => Err(SessionError::Usage(format!(
-                "no runs in `{}` (run a workflow first, or pass --runs-dir)",
-                runs_dir.display()
-            ))),
+            Some(_) => Err(no_runs(runs_dir)),
             None => Ok(Status::NoRuns),
         };
     }
@@ -267,6 +264,26 @@ pub fn status(runs_dir: &Path, run: Option<&str>) -> Result<Status, SessionError
     let ran_ms = store.run_times(&run.id)?;
     let cycles = store.cycles(&run.id)?;
     Ok(Status::Run { run: Box::new(run), cycles, tasks, ran_ms })
+}
+
+/// The run database of `runs_dir`; a directory without runs is a usage error (it says how
+/// to get one).
+pub(crate) fn open_store(runs_dir: &Path) -> Result<Store, SessionError> {
+    if !has_runs(runs_dir) {
+        return Err(no_runs(runs_dir));
+    }
+    Ok(Store::open(runs_dir)?)
+}
+
+/// The run database of `runs_dir` and its run `run` (`latest` for the newest).
+pub(crate) fn open_run(runs_dir: &Path, run: &str) -> Result<(Store, RunRow), SessionError> {
+    let store = open_store(runs_dir)?;
+    let row = find_run(&store, run)?;
+    Ok((store, row))
+}
+
+fn no_runs(runs_dir: &Path) -> SessionError {
+    SessionError::Usage(format!("no runs in `{}` (run a workflow first, or pass --runs-dir)", runs_dir.display()))
 }
 
 /// A run by id, `latest` for the newest; a missing one is a usage error.

@@ -3,9 +3,8 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{SessionError, find_run, has_runs};
+use super::SessionError;
 use crate::report::{self, ReportError};
-use crate::state::Store;
 
 /// Where the report's files go (`None`: not written; the HTML defaults to `RUN/report.html`).
 #[derive(Debug, Clone, Default)]
@@ -43,14 +42,7 @@ fn write_file(path: &Path, text: &str) -> Result<(), SessionError> {
 
 /// Writes the report of run `run` (`latest` for the newest) of `runs_dir`.
 pub fn write(runs_dir: &Path, run: &str, files: &ReportFiles<'_>) -> Result<Written, SessionError> {
-    if !has_runs(runs_dir) {
-        return Err(SessionError::Usage(format!(
-            "no runs in `{}` (run a workflow first, or pass --runs-dir)",
-            runs_dir.display()
-        )));
-    }
-    let store = Store::open(runs_dir)?;
-    let row = find_run(&store, run)?;
+    let (store, row) = super::open_run(runs_dir, run)?;
     let rec = report::collect(&store, runs_dir, Some(&row.id)).map_err(|e| match e {
         ReportError::State(s) => SessionError::State(s),
         ReportError::Write { path, source } => SessionError::Io { action: "writing", path, source },

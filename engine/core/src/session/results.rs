@@ -7,11 +7,11 @@ use std::path::Path;
 use indexmap::IndexMap;
 use serde::Serialize;
 
-use super::{SessionError, compile, find_run, has_runs, load, overrides};
+use super::{SessionError, compile, load, overrides};
 use crate::events::TaskState;
 use crate::run::outputs::{RootOutput, root_outputs, task_outputs};
 use crate::run::scope::{CycleData, Results, TaskResult};
-use crate::state::{RunRow, Store, TaskRow};
+use crate::state::{RunRow, TaskRow};
 
 /// A task's results.
 #[derive(Debug, Clone, Serialize)]
@@ -75,14 +75,7 @@ fn reused_from(runs_dir: &Path, run: &str, dir: &str) -> Option<String> {
 
 /// `twinflow outputs RUN`.
 pub fn outputs(runs_dir: &Path, run: &str) -> Result<RunResults, SessionError> {
-    if !has_runs(runs_dir) {
-        return Err(SessionError::Usage(format!(
-            "no runs in `{}` (run a workflow first, or pass --runs-dir)",
-            runs_dir.display()
-        )));
-    }
-    let store = Store::open(runs_dir)?;
-    let run = find_run(&store, run)?;
+    let (store, run) = super::open_run(runs_dir, run)?;
     let rows = store.tasks(&run.id)?;
     let tasks: Vec<TaskResults> = rows
         .iter()
