@@ -130,3 +130,31 @@ fn a_failed_run_with_retries_exports_a_crate_the_independent_tools_accept() {
     assert_eq!(again.status.code(), Some(2), "{}", show(&again));
     assert!(String::from_utf8_lossy(&again.stderr).contains("is not empty"), "{}", show(&again));
 }
+
+/// A run whose every result comes from the cache ran no tool itself: its crate describes the
+/// attempts of the earlier run that made the results, and is still a valid crate.
+#[test]
+fn a_run_served_from_the_cache_points_at_the_attempts_that_made_its_results() {
+    let d = scratch("provenance/cached");
+    let wf = write(
+        &d,
+        "wf.yaml",
+        "name: twice\nsteps:\n  make:\n    scatter: { over: { i: \"${{ [1, 2] }}\" } }\n    run: [sh, -c, 'echo \"$1\" > \"$2\"', sh, \"${{ scatter.i }}\", \"${{ out.f }}\"]\n    out: { f: f.txt }\n",
+    );
+    let first = run_json(&d, &wf, &[]);
+    assert!(first.status.success(), "{}", show(&first));
+    let second = run_json(&d, &wf, &[]);
+    assert!(second.status.success(), "{}", show(&second));
+    assert!(final_states(&second).values().all(|s| s == "cached"), "{}", show(&second));
+    let ex = twinflow().current_dir(&d).args(["export", &run_id(&second), "--ro-crate", "crate"]).output().unwrap();
+    assert!(ex.status.success(), "{}", show(&ex));
+    let v = validate(&d.join("crate"));
+    let report: serde_json::Value = serde_json::from_slice(&v.stdout).unwrap_or_else(|_| panic!("{}", show(&v)));
+    assert_eq!(report["passed"], true, "{report:#}");
+    let c = read(&d.join("crate"));
+    let from = format!("(run {}, reused from the cache)", run_id(&first));
+    let attempts: Vec<&str> = c["attempts"].as_array().unwrap().iter().map(|a| a.as_str().unwrap()).collect();
+    assert_eq!(attempts, [format!("make[0] attempt 1 {from}"), format!("make[1] attempt 1 {from}")], "{c}");
+    let made = d.join("runs").join(run_id(&first)).join("steps/make/1/out/f.txt");
+    assert_eq!(c["files"][&format!("file://{}", made.display())], sha256(&made), "{c}");
+}

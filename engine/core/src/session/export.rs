@@ -255,16 +255,44 @@ pub fn ro_crate(runs_dir: &Path, run: &str, dest: &Path) -> Result<Exported, Ses
 
     // Steps, in the order their tasks were recorded; parameters from the run's settings.
     let mut steps: Vec<String> = vec![];
-    // Steps with an attempt in this run: their tools ran (a step all of whose tasks were
-    // cached or skipped has no tool run to describe).
+    // The attempts behind each task: its own, or, for a result reused from the cache, the
+    // attempt of the earlier run that made it (named with that run). Steps with such an
+    // attempt are the ones whose tools ran (a skipped step's did not).
     let mut ran: BTreeSet<String> = BTreeSet::new();
+    let mut sources: Vec<(Option<String>, Vec<AttemptRow>)> = vec![];
+    let runs_abs = std::fs::canonicalize(runs_dir).unwrap_or_else(|_| runs_dir.to_path_buf());
+    let mut earlier_tasks: BTreeMap<String, Vec<TaskRow>> = BTreeMap::new();
     for t in &tasks {
         if !steps.contains(&t.step) {
             steps.push(t.step.clone());
         }
-        if t.attempts > 0 {
+        let mut source = (None, store.attempts(&run.id, &t.task)?);
+        if source.1.is_empty()
+            && t.state == TaskState::Cached
+            && let Some(dir) = &t.dir
+            && let Some(other) = Path::new(dir)
+                .strip_prefix(&runs_abs)
+                .ok()
+                .and_then(|r| r.components().next())
+                .map(|c| c.as_os_str().to_string_lossy().into_owned())
+                .filter(|o| *o != run.id)
+        {
+            if !earlier_tasks.contains_key(&other) {
+                earlier_tasks.insert(other.clone(), store.tasks(&other).unwrap_or_default());
+            }
+            if let Some(there) = earlier_tasks[&other].iter().find(|x| x.dir.as_deref() == Some(dir.as_str())) {
+                let made: Vec<AttemptRow> = store
+                    .attempts(&other, &there.task)?
+                    .into_iter()
+                    .filter(|a| a.state == AttemptState::Succeeded)
+                    .collect();
+                source = (Some(other), made);
+            }
+        }
+        if !source.1.is_empty() {
             ran.insert(t.step.clone());
         }
+        sources.push(source);
     }
     let params: Vec<(String, String)> = run
         .settings
@@ -375,23 +403,22 @@ pub fn ro_crate(runs_dir: &Path, run: &str, dest: &Path) -> Result<Exported, Ses
 
     // Tasks and their attempts.
     let (mut controls, mut n_attempts, mut results, mut not_run) = (vec![], 0usize, vec![], vec![]);
-    for t in &tasks {
-        let attempts = store.attempts(&run.id, &t.task)?;
+    for (t, (origin, attempts)) in tasks.iter().zip(&sources) {
         if attempts.is_empty() {
-            // Cached (its result comes from an earlier run), skipped or never started: no
-            // tool ran for it in this run.
+            // Skipped or never started: no tool ran for it.
             not_run.push(format!("{} ({})", t.task, t.state));
             continue;
         }
         let control = local_id("control", &t.task);
         let mut objects = vec![];
-        for a in &attempts {
+        for a in attempts {
             n_attempts += 1;
             let action = local_id("attempt", &format!("{}-{}", t.task, a.attempt));
+            let of_run = origin.as_ref().map(|o| format!(" (run {o}, reused from the cache)")).unwrap_or_default();
             let mut e = json!({
                 "@id": action,
                 "@type": "CreateAction",
-                "name": format!("{} attempt {}", t.task, a.attempt),
+                "name": format!("{} attempt {}{of_run}", t.task, a.attempt),
                 "instrument": { "@id": local_id("tool", &t.step) },
                 "actionStatus": status(a.state),
             });
@@ -413,7 +440,8 @@ pub fn ro_crate(runs_dir: &Path, run: &str, dest: &Path) -> Result<Exported, Ses
                 _ if !detail.is_empty() => e["error"] = json!(detail),
                 _ => {}
             }
-            if let Some(dir) = attempt_dir(t, a, t.attempts)
+            let last = if origin.is_some() { a.attempt } else { t.attempts };
+            if let Some(dir) = attempt_dir(t, a, last)
                 && let Some(m) = manifest(&dir)
             {
                 let adir = m["env"]["TWINFLOW_STEP_DIR"].as_str().map(PathBuf::from).unwrap_or_else(|| dir.clone());
