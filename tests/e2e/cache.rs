@@ -284,12 +284,13 @@ steps:
     run: [sh, -c, 'echo made > m.txt; echo 7 > n']
     out: {{ m: m.txt }}
     values: {{ n: n }}
-    publish: {{ m: {}/m.txt }}
+    publish: {{ m: {}/../published/m.txt }}
 outputs:
   made: "${{{{ steps.make.out.m }}}}"
   count: "${{{{ steps.make.values.n }}}}"
 "#,
-            pubdir.display()
+            // A target with `..` is reported without it.
+            d.join("sub").display()
         ),
     );
     // Human output: the outputs and the published copies at the end.

@@ -146,6 +146,9 @@ pub fn publish(cx: PublishCtx<'_>, i: NodeIndex, dir: &Path) -> Result<Vec<PathB
             target: target.clone(),
             source,
         })?;
+        // Reported as it now is: absolute, without `..` (`examples/../results/x` →
+        // `results/x`), links of its directories resolved.
+        let target = resolved(&target);
         tracing::info!(task = %plan.task_name(t), output = %k, to = %target.display(), "published");
         made.push(target);
     }
