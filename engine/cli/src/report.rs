@@ -3,10 +3,11 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{IsTerminal, Write};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
 use twinflow_engine::events::{Event, Reporter, TaskState};
+use twinflow_engine::units::format_duration;
 
 /// Writes a line to stderr; a closed stderr (`twinflow run ... 2>&1 | head`) is not an
 /// error of the run, which goes on and is recorded as usual.
@@ -265,19 +266,9 @@ impl HumanReporter {
             if earlier {
                 let _ = write!(out, " {:>7}", r.earlier);
             }
-            let _ = write!(out, " {:>9}", format_seconds(r.seconds));
+            let _ = write!(out, " {:>9}", format_duration(Duration::from_secs_f64(r.seconds.max(0.0))));
         }
         out
-    }
-}
-
-/// `0.12s`, `42.0s`, `3m05s`, `2h03m`.
-fn format_seconds(s: f64) -> String {
-    match s {
-        s if s < 10.0 => format!("{s:.2}s"),
-        s if s < 60.0 => format!("{s:.1}s"),
-        s if s < 3600.0 => format!("{}m{:02}s", (s / 60.0) as u64, (s % 60.0) as u64),
-        s => format!("{}h{:02}m", (s / 3600.0) as u64, ((s % 3600.0) / 60.0) as u64),
     }
 }
 
@@ -570,7 +561,7 @@ mod tests {
             h.summary().lines().map(|l| l.split_whitespace().map(String::from).collect()).collect();
         assert_eq!(lines[0].last().map(String::as_str), Some("time"));
         assert!(lines[0].contains(&"earlier".to_string()));
-        assert_eq!(lines[1], ["prep", "1", "0", "0", "0", "0", "0", "1", "0.00s"]);
-        assert_eq!(lines[2], ["sim", "2", "1", "1", "0", "0", "0", "0", "2m02s"]);
+        assert_eq!(lines[1], ["prep", "1", "0", "0", "0", "0", "0", "1", "0ms"]);
+        assert_eq!(lines[2], ["sim", "2", "1", "1", "0", "0", "0", "0", "2m2s"]);
     }
 }
