@@ -35,6 +35,7 @@ mod resume;
 pub mod scheduler;
 pub mod scope;
 pub mod service;
+pub mod sim;
 pub mod snapshot;
 pub mod trigger;
 pub mod why;

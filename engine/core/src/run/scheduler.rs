@@ -822,6 +822,11 @@ impl<'a> Scheduler<'a> {
         self.running
     }
 
+    /// Tasks that may start and wait for room (or for the driver to take them).
+    pub fn ready_count(&self) -> usize {
+        self.ready.len()
+    }
+
     /// Indices of the active cycles, oldest first.
     pub fn active_cycles(&self) -> Vec<u64> {
         self.cycles.iter().map(|c| c.index).collect()

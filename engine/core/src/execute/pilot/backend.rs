@@ -13,6 +13,7 @@ use tokio::io::BufReader;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, mpsc};
 
+use super::packing::{Need, Packer, Room};
 use super::protocol::{self, StartTask, ToEngine, ToWorker};
 use crate::execute::launch::{Mpiexec, SrunLaunch, srun_argv};
 use crate::execute::{
@@ -71,53 +72,11 @@ fn task_env(opts: &PilotOptions, job: &JobRequest) -> Vec<(String, String)> {
     }
 }
 
-/// What a task takes of its node while it runs.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-struct Need {
-    cores: u32,
-    memory_mb: u64,
-    gpus: u32,
-}
-
-impl Need {
-    fn of(job: &JobRequest) -> Self {
-        let r = &job.resources;
-        Need { cores: r.cores().max(1), memory_mb: r.memory.div_ceil(1 << 20), gpus: r.gpus }
-    }
-
-    fn add(&mut self, o: Need) {
-        self.cores += o.cores;
-        self.memory_mb += o.memory_mb;
-        self.gpus += o.gpus;
-    }
-
-    fn sub(&mut self, o: Need) {
-        self.cores = self.cores.saturating_sub(o.cores);
-        self.memory_mb = self.memory_mb.saturating_sub(o.memory_mb);
-        self.gpus = self.gpus.saturating_sub(o.gpus);
-    }
-}
-
 /// A connected worker.
 struct Worker {
     node: String,
-    cpus: u32,
-    /// Memory of the allocation on its node, MiB, when SLURM says.
-    memory_mb: Option<u64>,
-    gpus: u32,
-    /// What the tasks it runs take.
-    used: Need,
     tx: mpsc::UnboundedSender<ToWorker>,
     alive: bool,
-}
-
-impl Worker {
-    /// Whether `n` fits next to what runs on the node (`used`; zero: on the empty node).
-    fn fits(&self, used: Need, n: Need) -> bool {
-        used.cores + n.cores <= self.cpus
-            && self.memory_mb.is_none_or(|m| used.memory_mb + n.memory_mb <= m)
-            && (n.gpus == 0 || used.gpus + n.gpus <= self.gpus)
-    }
 }
 
 /// A task a worker runs.
@@ -127,20 +86,12 @@ struct Task {
     started: SystemTime,
 }
 
-/// A task waiting for room on a node.
-struct Waiting {
-    n: u64,
-    start: StartTask,
-    need: Need,
-    /// Spans nodes (or is larger than any node): `srun` places it, any worker starts it.
-    spread: bool,
-}
-
 #[derive(Default)]
 struct State {
     workers: Vec<Worker>,
-    /// Tasks submitted that no node has room for yet, in order.
-    queue: Vec<Waiting>,
+    /// The workers' nodes (same indices) and the tasks submitted that no node has room for
+    /// yet.
+    packer: Packer<StartTask>,
     tasks: HashMap<u64, Task>,
     done: HashMap<u64, Outcome>,
     /// Connections refused (wrong secret or protocol).
@@ -157,36 +108,16 @@ struct Shared {
 }
 
 impl State {
-    /// Starts every waiting task that fits on a node, on the node with the most free cores
-    /// (tasks behind one that does not fit may go first). A task larger than any node goes
-    /// to any worker, whose `srun --exact` waits for room in the allocation.
+    /// Starts every waiting task that fits on a node, as [`Packer::dispatch`] places it.
     fn dispatch(&mut self) {
-        let mut i = 0;
-        while i < self.queue.len() {
-            if !self.workers.iter().any(|w| w.alive) {
-                return;
-            }
-            let q = &self.queue[i];
-            let spread = q.spread || !self.workers.iter().any(|w| w.alive && w.fits(Need::default(), q.need));
-            let need = if spread { Need::default() } else { q.need };
-            let best = self
-                .workers
-                .iter()
-                .enumerate()
-                .filter(|(_, w)| w.alive && w.fits(w.used, need))
-                .max_by_key(|(_, w)| w.cpus.saturating_sub(w.used.cores));
-            let Some((w, _)) = best else {
-                i += 1;
-                continue;
-            };
-            let q = self.queue.remove(i);
+        for p in self.packer.dispatch() {
             let started = SystemTime::now();
-            if self.workers[w].tx.send(ToWorker::Start(Box::new(q.start))).is_err() {
+            if self.workers[p.node].tx.send(ToWorker::Start(Box::new(p.item))).is_err() {
                 // Its connection just closed: the node is being lost; retried as such.
-                self.done.insert(q.n, protocol::node_lost(Some(started)));
+                self.packer.release(p.node, p.need);
+                self.done.insert(p.key, protocol::node_lost(Some(started)));
             } else {
-                self.workers[w].used.add(need);
-                self.tasks.insert(q.n, Task { worker: w, need, started });
+                self.tasks.insert(p.key, Task { worker: p.node, need: p.need, started });
             }
         }
     }
@@ -308,8 +239,7 @@ impl PilotBackend {
         let mut st = self.shared.lock();
         if let Some(t) = st.tasks.get(&n) {
             let _ = st.workers[t.worker].tx.send(msg(n));
-        } else if let Some(at) = st.queue.iter().position(|q| q.n == n) {
-            st.queue.remove(at);
+        } else if st.packer.remove(n).is_some() {
             let now = Some(SystemTime::now());
             st.done.insert(n, Outcome::between(crate::execute::Ending::Cancelled(None), now, now));
             drop(st);
@@ -364,7 +294,7 @@ impl Backend for PilotBackend {
             timeout_ms: job.timeout.map(|t| t.as_millis() as u64),
         };
         let mut st = self.shared.lock();
-        st.queue.push(Waiting { n, start, need, spread });
+        st.packer.push(n, need, spread, start);
         st.dispatch();
         drop(st);
         self.shared.notify.notify_one();
@@ -385,7 +315,7 @@ impl Backend for PilotBackend {
                         (id.clone(), JobStatus::Done(o))
                     }
                     None if st.tasks.contains_key(&n) => (id.clone(), JobStatus::Running),
-                    None if st.queue.iter().any(|q| q.n == n) => (id.clone(), JobStatus::Queued),
+                    None if st.packer.is_waiting(n) => (id.clone(), JobStatus::Queued),
                     None => (id.clone(), JobStatus::Unknown),
                 }
             })
@@ -521,8 +451,8 @@ async fn serve(sock: TcpStream, peer: SocketAddr, shared: Arc<Shared>, secret: S
     let (tx, mut rx) = mpsc::unbounded_channel::<ToWorker>();
     let index = {
         let mut st = shared.lock();
-        st.workers.push(Worker { node: node.clone(), cpus, memory_mb, gpus, used: Need::default(), tx, alive: true });
-        let index = st.workers.len() - 1;
+        st.workers.push(Worker { node: node.clone(), tx, alive: true });
+        let index = st.packer.add_node(Room { cpus, memory_mb, gpus });
         st.dispatch();
         index
     };
@@ -550,7 +480,7 @@ async fn serve(sock: TcpStream, peer: SocketAddr, shared: Arc<Shared>, secret: S
             Ok(Ok(ToEngine::Done { id, outcome })) => {
                 let mut st = shared.lock();
                 if let Some(t) = st.tasks.remove(&id) {
-                    st.workers[t.worker].used.sub(t.need);
+                    st.packer.release(t.worker, t.need);
                     st.done.insert(id, outcome.into());
                     st.dispatch();
                 }
@@ -572,13 +502,13 @@ async fn serve(sock: TcpStream, peer: SocketAddr, shared: Arc<Shared>, secret: S
             st.done.insert(*n, protocol::node_lost(Some(t.started)));
         }
     }
-    st.workers[index].used = Need::default();
+    st.packer.lose_node(index);
     if st.workers.iter().any(|w| w.alive) {
         st.dispatch();
     } else {
         // No node left to run what waits: those tasks fail as the lost nodes' did.
-        for q in std::mem::take(&mut st.queue) {
-            st.done.insert(q.n, protocol::node_lost(None));
+        for (n, _) in st.packer.drain() {
+            st.done.insert(n, protocol::node_lost(None));
         }
     }
     if st.shutting_down && gone.is_empty() {

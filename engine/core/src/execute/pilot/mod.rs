@@ -16,6 +16,7 @@
 //! The scheduler is unchanged: this is one more [`crate::execute::Backend`].
 
 pub mod backend;
+pub mod packing;
 pub mod protocol;
 pub mod worker;
 
