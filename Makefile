@@ -6,7 +6,7 @@
 CARGO ?= cargo
 RUNS_DIR ?= runs
 
-.PHONY: deps deps-test demo test bench bench-ingest schema fmt lint
+.PHONY: deps deps-test demo test bench bench-sim bench-ingest schema fmt lint
 
 deps:
 	bash hpc/setup-deps.sh --python
@@ -93,6 +93,12 @@ test: deps-test
 bench:
 	$(CARGO) bench -p twinflow-engine --bench engine
 	$(CARGO) bench -p twinflow-assim --bench assim
+
+# The scheduler core and the pilot packing on 10, 100 and 1,000 simulated 64-core nodes
+# (10⁶ tasks at 1,000): CPU, peak RSS, utilisation (docs/runs.md, "Past this machine").
+# NODES="10 100" limits the scales.
+bench-sim:
+	$(CARGO) bench -p twinflow-engine --bench sim -- $(NODES)
 
 # The stream ingest against `mosquitto_sub > /dev/null` on the same stream, through a private
 # broker (started here and stopped afterwards unless one was already running).

@@ -1,1 +1,172 @@
-fn main() {}
+//! The scheduler core past this machine, by simulation (`make bench-sim`, or
+//! `cargo bench -p twinflow-engine --bench sim [-- NODES...]`): the real scheduler and the
+//! real pilot packing (`twinflow_engine::run::sim`) over 10, 100 and 1,000 simulated
+//! 64-core nodes, 1,000 tasks per node (10⁶ at 1,000 nodes) of the mix of
+//! `SimSpec::campaign`, with the 64-rank step first and then last in the plan.
+//!
+//! Each case runs in a child process of its own, so its peak RSS is its own. Printed per
+//! case, beside baselines measured in the same run:
+//! - plan: CPU seconds to parse, validate and plan the workflow of that many tasks;
+//! - sched CPU: CPU seconds of the simulation loop (scheduler core, packing, event queue;
+//!   this thread's time from `/proc/thread-self/schedstat`) and tasks per CPU second;
+//!   baseline: drawing every task's duration and pushing it through a bare event queue on
+//!   a single pool of cores (what any simulation of these tasks costs, without scheduling);
+//! - memory: the process's peak RSS (`VmHWM`: plan and simulation), and its growth during
+//!   the simulation alone (`/proc/self/clear_refs` resets the peak before it);
+//! - makespan (simulated hours), its lower bound (core-seconds over cores, or the longest
+//!   chain), utilisation (core-seconds used / cores × makespan), the cores idle while a task
+//!   waited to start (scheduler or packing losses) and of those the cores the scheduler's
+//!   pool held for tasks waiting for a node with room, both in % of cores × makespan.
+#![allow(clippy::print_stdout, missing_docs)]
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::time::Instant;
+
+use twinflow_engine::run::sim::{SimSpec, duration, simulate};
+
+/// This thread's CPU time, seconds (ns resolution).
+fn thread_cpu() -> f64 {
+    let s = std::fs::read_to_string("/proc/thread-self/schedstat").unwrap_or_default();
+    s.split_whitespace().next().and_then(|v| v.parse::<u64>().ok()).unwrap_or(0) as f64 / 1e9
+}
+
+/// A `/proc/self/status` field in KiB (`VmHWM` peak, `VmRSS` current).
+fn status_kib(field: &str) -> u64 {
+    let s = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    s.lines()
+        .find(|l| l.starts_with(field))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// The baseline: every task's duration drawn as the simulation draws it, run through a bare
+/// event queue on one pool of all the cores (no plan, no scheduler, no nodes). Returns the
+/// CPU seconds and the makespan it found.
+fn baseline(spec: &SimSpec) -> (f64, f64) {
+    let t0 = thread_cpu();
+    let cores = u64::from(spec.nodes) * u64::from(spec.cores_per_node);
+    let mut tasks: Vec<(u32, u64)> = Vec::with_capacity(spec.tasks as usize);
+    let mut key = 0u64;
+    for (size, n) in spec.mix.iter().zip(spec.counts()) {
+        for _ in 0..n {
+            key += 1;
+            tasks.push((size.ranks, duration(spec.seed, key, size.median, size.sigma)));
+        }
+    }
+    let mut free = cores;
+    let mut now = 0u64;
+    let mut ends: BinaryHeap<Reverse<(u64, u32)>> = BinaryHeap::new();
+    let mut next = 0;
+    loop {
+        while next < tasks.len() && u64::from(tasks[next].0) <= free {
+            free -= u64::from(tasks[next].0);
+            ends.push(Reverse((now + tasks[next].1, tasks[next].0)));
+            next += 1;
+        }
+        let Some(Reverse((at, c))) = ends.pop() else { break };
+        now = at;
+        free += u64::from(c);
+    }
+    (thread_cpu() - t0, now as f64 / 1e9)
+}
+
+/// One case, in this process: prints one line of `key=value` for the parent.
+fn one(nodes: u32, wide_first: bool) {
+    let spec = SimSpec::campaign(nodes, wide_first);
+    let (base_cpu, base_makespan) = baseline(&spec);
+    let t0 = thread_cpu();
+    let plan = spec.plan().expect("the simulated workflow plans");
+    let plan_cpu = thread_cpu() - t0;
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+    let rss0 = status_kib("VmRSS:");
+    let t0 = thread_cpu();
+    let wall = Instant::now();
+    let r = simulate(&plan, &spec).expect("the simulation runs");
+    let cpu = thread_cpu() - t0;
+    let wall = wall.elapsed().as_secs_f64();
+    let sim_kib = status_kib("VmHWM:").saturating_sub(rss0);
+    drop(plan);
+    let peak_kib = status_kib("VmHWM:");
+    let avail = r.cores as f64 * r.makespan;
+    println!(
+        "tasks={} plan_cpu={plan_cpu} cpu={cpu} wall={wall} base_cpu={base_cpu} base_makespan={base_makespan} peak_kib={peak_kib} sim_kib={sim_kib} makespan={} lower={} util={} waiting_idle={} held_idle={} max_waiting={} turns={}",
+        r.tasks,
+        r.makespan,
+        r.lower_bound,
+        r.utilisation(),
+        r.idle_while_waiting / avail,
+        r.held_idle / avail,
+        r.max_waiting,
+        r.turns
+    );
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
+    if args.first().map(String::as_str) == Some("--one") {
+        let nodes = args[1].parse().expect("nodes");
+        one(nodes, args[2] == "wide-first");
+        return;
+    }
+    let nodes: Vec<u32> =
+        if args.is_empty() { vec![10, 100, 1000] } else { args.iter().filter_map(|a| a.parse().ok()).collect() };
+    println!(
+        "== scheduler simulation: N nodes x 64 cores, 1,000 tasks per node (90.8 % 1-core ~60 s, 9 % 4-rank ~5 min, 0.2 % 64-rank ~30 min, log-normal)"
+    );
+    println!(
+        "{:>5} {:>10} {:>7} | {:>7} {:>7} {:>9} | {:>8} {:>8} | {:>7} {:>7} {:>7} {:>6} {:>6} {:>6} | {:>8} {:>7}",
+        "nodes",
+        "order",
+        "tasks",
+        "plan s",
+        "sched s",
+        "tasks/s",
+        "peak MiB",
+        "sim MiB",
+        "make h",
+        "bound h",
+        "util",
+        "wait%",
+        "held%",
+        "queue",
+        "base s",
+        "ratio"
+    );
+    let exe = std::env::current_exe().expect("own path");
+    for &n in &nodes {
+        for order in ["wide-last", "wide-first"] {
+            let out = std::process::Command::new(&exe).args(["--one", &n.to_string(), order]).output().expect("runs");
+            let text = String::from_utf8_lossy(&out.stdout);
+            let line = text
+                .lines()
+                .find(|l| l.starts_with("tasks="))
+                .unwrap_or_else(|| panic!("case {n} {order} failed: {}{}", text, String::from_utf8_lossy(&out.stderr)));
+            let get = |k: &str| -> f64 {
+                line.split_whitespace()
+                    .find_map(|kv| kv.strip_prefix(&format!("{k}=")))
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(f64::NAN)
+            };
+            let (cpu, base) = (get("cpu"), get("base_cpu"));
+            println!(
+                "{n:>5} {order:>10} {:>7} | {:>7.2} {:>7.2} {:>9.0} | {:>8.0} {:>8.0} | {:>7.2} {:>7.2} {:>7.3} {:>6.1} {:>6.1} {:>6} | {:>8.3} {:>6.1}x",
+                get("tasks"),
+                get("plan_cpu"),
+                cpu,
+                get("tasks") / cpu,
+                get("peak_kib") / 1024.0,
+                get("sim_kib") / 1024.0,
+                get("makespan") / 3600.0,
+                get("lower") / 3600.0,
+                get("util"),
+                100.0 * get("waiting_idle"),
+                100.0 * get("held_idle"),
+                get("max_waiting"),
+                base,
+                cpu / base.max(1e-9),
+            );
+        }
+    }
+}

@@ -18,9 +18,11 @@
 //! Task sizes and rules:
 //! - a task takes `ranks` cores on one node; a 64-rank task on 64-core nodes takes a whole,
 //!   empty node (the packing rule, [`crate::execute::pilot::packing`]);
-//! - a task spanning nodes (`nodes > 1`, or more ranks than a node has cores) is started by
-//!   the real backend with `srun --exact` and placed by SLURM, which the packer does not
-//!   model: [`simulate`] refuses such a mix ([`SimError::Spans`]) rather than guess;
+//! - a task spanning nodes (`nodes > 1`, or more ranks than a node has cores) takes an even
+//!   share of its ranks on each of its nodes and starts when that many nodes have room
+//!   (the *spanning* rule of [`crate::execute::pilot::packing`]: 128 ranks take two whole
+//!   64-core nodes). The real pilot backend does not do that yet: it hands such a task to
+//!   `srun --exact` and reserves nothing on its workers' nodes;
 //! - durations are log-normal per size, drawn from a counter-based generator keyed by the
 //!   seed and the task, so a task's duration does not depend on when it runs and a run is
 //!   reproducible ([`duration`]; hand-written SplitMix64 and Box–Muller: ten lines, and the
@@ -36,7 +38,7 @@ use super::clock::{Clock, VirtualClock};
 use super::scheduler::{SchedOptions, Scheduler, TaskId};
 use crate::diag::Diagnostics;
 use crate::execute::Capacity;
-use crate::execute::pilot::packing::{Need, Packer, Room};
+use crate::execute::pilot::packing::{Need, Packer, Room, span_of};
 use crate::plan::Plan;
 use crate::spec::span::SourceFile;
 use crate::validate::Overrides;
@@ -139,19 +141,15 @@ impl SimSpec {
 /// A mix the simulation cannot run.
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum SimError {
-    /// A task spans nodes.
-    #[error(
-        "step `{step}` needs {cores} cores on {nodes} node(s), more than one {per_node}-core node: tasks spanning nodes are placed by `srun`, which the simulation does not model"
-    )]
-    Spans {
+    /// A task needs more nodes than the allocation has.
+    #[error("a task of step `{step}` spans {width} nodes; the allocation has {nodes}")]
+    TooLarge {
         /// The step.
         step: String,
-        /// Its cores per task.
-        cores: u32,
-        /// Its nodes.
+        /// Nodes a task spans.
+        width: u32,
+        /// Nodes of the allocation.
         nodes: u32,
-        /// Cores per node.
-        per_node: u32,
     },
     /// The scheduler stopped handing out work before every task ran.
     #[error("the run got stuck at t={at} s with {running} task(s) running: {outcome:?}")]
@@ -166,16 +164,16 @@ pub enum SimError {
 }
 
 /// One task as it ran (with [`SimSpec::trace`]).
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Span {
     /// The task.
     pub task: TaskId,
     /// Its step's index.
     pub step: u32,
-    /// Cores it took.
+    /// Cores it took on each of its nodes.
     pub cores: u32,
-    /// The node it ran on.
-    pub node: usize,
+    /// The nodes it ran on (one but for a task spanning nodes).
+    pub nodes: Vec<usize>,
     /// When the scheduler handed it to the backend, seconds.
     pub submitted: f64,
     /// When it started on its node, seconds.
@@ -249,7 +247,7 @@ pub fn duration(seed: u64, key: u64, median: f64, sigma: f64) -> u64 {
 /// A task in flight on a node.
 struct Job {
     task: TaskId,
-    node: usize,
+    nodes: Vec<usize>,
     need: Need,
     submitted: u64,
     start: u64,
@@ -264,10 +262,11 @@ pub fn simulate(plan: &Plan, spec: &SimSpec) -> Result<SimReport, SimError> {
     let mut shapes = Vec::with_capacity(steps.len());
     for s in steps.iter() {
         let r = &s.resources;
-        if r.nodes > 1 || r.cores() > per_node {
-            return Err(SimError::Spans { step: s.name.clone(), cores: r.cores(), nodes: r.nodes, per_node });
+        let (share, width) = span_of(Need::of_resources(r), r.nodes, per_node);
+        if width > spec.nodes {
+            return Err(SimError::TooLarge { step: s.name.clone(), width, nodes: spec.nodes });
         }
-        needs.push(Need::of_resources(r));
+        needs.push((share, width));
         let size = s.name.strip_prefix("size").and_then(|k| k.parse::<usize>().ok()).and_then(|k| spec.mix.get(k));
         shapes.push(size.map_or((spec.edge_seconds, 0.0), |z| (z.median, z.sigma)));
     }
@@ -311,8 +310,13 @@ pub fn simulate(plan: &Plan, spec: &SimSpec) -> Result<SimReport, SimError> {
             s.launch(t);
             let step = plan.graph[t.node].step as usize;
             key += 1;
-            packer.push(key, needs[step], false, (t, now));
-            held += u64::from(needs[step].cores);
+            let (share, width) = needs[step];
+            if width == 1 {
+                packer.push(key, share, false, (t, now));
+            } else {
+                packer.push_span(key, share, width, (t, now));
+            }
+            held += u64::from(share.cores * width);
         }
         // The effects the driver would record: dropped here (nothing is written).
         drop(s.take_effects());
@@ -327,10 +331,13 @@ pub fn simulate(plan: &Plan, spec: &SimSpec) -> Result<SimReport, SimError> {
                 _ => 1,
             };
             longest[slot] = longest[slot].max(d);
-            held -= u64::from(p.need.cores);
-            busy += u64::from(p.need.cores);
+            let mut nodes = p.others;
+            nodes.insert(0, p.node);
+            let taken = u64::from(p.need.cores) * nodes.len() as u64;
+            held -= taken;
+            busy += taken;
             ends.push(Reverse((now + d, p.key)));
-            jobs.insert(p.key, Job { task: t, node: p.node, need: p.need, submitted, start: now });
+            jobs.insert(p.key, Job { task: t, nodes, need: p.need, submitted, start: now });
         }
         report.max_waiting = report.max_waiting.max(packer.waiting());
         if s.is_done() {
@@ -354,17 +361,20 @@ pub fn simulate(plan: &Plan, spec: &SimSpec) -> Result<SimReport, SimError> {
             }
             ends.pop();
             let Some(j) = jobs.remove(&k) else { continue };
-            packer.release(j.node, j.need);
-            busy -= u64::from(j.need.cores);
+            for &n in &j.nodes {
+                packer.release(n, j.need);
+            }
+            let taken = u64::from(j.need.cores) * j.nodes.len() as u64;
+            busy -= taken;
             s.succeeded(j.task);
             report.tasks += 1;
-            report.core_seconds += f64::from(j.need.cores) * ns(now - j.start);
+            report.core_seconds += taken as f64 * ns(now - j.start);
             if spec.trace {
                 report.trace.push(Span {
                     task: j.task,
                     step: plan.graph[j.task.node].step,
                     cores: j.need.cores,
-                    node: j.node,
+                    nodes: j.nodes,
                     submitted: ns(j.submitted),
                     start: ns(j.start),
                     end: ns(now),

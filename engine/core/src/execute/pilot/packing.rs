@@ -11,10 +11,20 @@
 //! what already runs there (ties: the node that connected last); a task no node has room
 //! for waits, and the tasks behind it may start first (no reservation: a large task can
 //! wait while small ones keep filling the cores it needs). A task as large as a node
-//! (64 ranks on 64-core nodes) therefore takes a whole, empty node. A task that spans nodes
-//! (`nodes > 1`), or that no node could hold even empty, is *spread*: the worker of the
-//! node with the most free cores starts it with `srun --exact`, and SLURM places its ranks
-//! in the allocation; it reserves nothing on the workers' nodes.
+//! (64 ranks on 64-core nodes) therefore takes a whole, empty node.
+//!
+//! Tasks larger than a node, two rules:
+//! - *spanning* ([`Packer::push_span`], the rule of the simulation, [`crate::run::sim`]):
+//!   the task is laid over `width` nodes with an even share on each ([`span_of`]: 128
+//!   ranks on 64-core nodes take two whole nodes, 96 ranks 48 cores on each of two) and
+//!   starts when that many live nodes have room for the share, on those with the most free
+//!   cores;
+//! - *spread* ([`Packer::push`] with `spread`, what the pilot backend does today for
+//!   `nodes > 1` or a task no node could hold even empty): the worker of the node with the
+//!   most free cores starts it with `srun --exact`, SLURM places its ranks in the
+//!   allocation, and nothing is reserved on the workers' nodes, so the packer does not
+//!   see those cores taken and may start other tasks on them. Spanning is what the pilot
+//!   backend should do once it names the nodes to `srun` (`--nodelist`).
 //!
 //! ## Cost
 //!
@@ -91,14 +101,34 @@ impl Room {
     }
 }
 
+/// How a task of `cores` cores (`need` in all) asking for `nodes` nodes is laid over nodes
+/// of `cpus` cores: on `width` nodes, `share` on each. A task that fits one node (and does
+/// not ask for more) takes one; otherwise `width` is the larger of `nodes` and the fewest
+/// nodes that hold its cores, and its cores, memory and GPUs are split evenly, rounded up
+/// (as `srun --nodes=W --ntasks=R` lays ranks out in blocks). A 64-rank task on 64-core
+/// nodes takes one whole node; a 128-rank one two whole nodes; a 96-rank one 48 cores on
+/// each of two nodes.
+pub fn span_of(need: Need, nodes: u32, cpus: u32) -> (Need, u32) {
+    let width = nodes.max(need.cores.div_ceil(cpus.max(1))).max(1);
+    let share = Need {
+        cores: need.cores.div_ceil(width),
+        memory_mb: need.memory_mb.div_ceil(u64::from(width)),
+        gpus: need.gpus.div_ceil(width),
+    };
+    (share, width)
+}
+
 /// A task that starts: on which node, taking what.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Placed<T> {
     /// The key it was queued with.
     pub key: u64,
-    /// The node (its index, in the order nodes were added).
+    /// The node (its index, in the order nodes were added); for a task spanning nodes, the
+    /// first of them (its launcher runs there).
     pub node: usize,
-    /// What it takes there (nothing for a spread task).
+    /// The other nodes of a task spanning nodes ([`Packer::push_span`]).
+    pub others: Vec<usize>,
+    /// What it takes on each of its nodes (nothing for a spread task).
     pub need: Need,
     /// What was queued.
     pub item: T,
@@ -123,6 +153,8 @@ impl Slot {
 struct Class<T> {
     need: Need,
     spread: bool,
+    /// Nodes it needs, `need` on each (1: one node).
+    width: u32,
     /// (submission number, key, item).
     queue: VecDeque<(u64, u64, T)>,
     /// Whether some live node could hold the need when empty, for the node set of this
@@ -138,7 +170,7 @@ pub struct Packer<T> {
     by_free: BTreeSet<(u32, usize)>,
     alive: usize,
     classes: Vec<Class<T>>,
-    class_of: HashMap<(Need, bool), usize>,
+    class_of: HashMap<(Need, bool, u32), usize>,
     /// Waiting tasks: key → class.
     waiting: HashMap<u64, usize>,
     seq: u64,
@@ -208,8 +240,19 @@ impl<T> Packer<T> {
     /// Queues a task that takes `need` (`spread`: it spans nodes), under `key` (unique
     /// among waiting tasks). It starts at a later [`Packer::dispatch`].
     pub fn push(&mut self, key: u64, need: Need, spread: bool, item: T) {
-        let c = *self.class_of.entry((need, spread)).or_insert_with(|| {
-            self.classes.push(Class { need, spread, queue: VecDeque::new(), fits_empty: None });
+        self.queue(key, need, spread, 1, item);
+    }
+
+    /// Queues a task that spans `width` nodes and takes `share` on each (see
+    /// [`span_of`]), under `key`. It starts when `width` live nodes have room for `share`:
+    /// those with the most free cores.
+    pub fn push_span(&mut self, key: u64, share: Need, width: u32, item: T) {
+        self.queue(key, share, false, width.max(1), item);
+    }
+
+    fn queue(&mut self, key: u64, need: Need, spread: bool, width: u32, item: T) {
+        let c = *self.class_of.entry((need, spread, width)).or_insert_with(|| {
+            self.classes.push(Class { need, spread, width, queue: VecDeque::new(), fits_empty: None });
             self.classes.len() - 1
         });
         self.seq += 1;
@@ -277,7 +320,26 @@ impl<T> Packer<T> {
         None
     }
 
-    /// Whether some live node could hold class `c`'s need when empty.
+    /// The `width` live nodes with the most free cores (the last added among equals) with
+    /// room for `need`, best first; empty when fewer have room.
+    fn best_n(&self, need: Need, width: u32) -> Vec<usize> {
+        let mut out = Vec::with_capacity(width as usize);
+        for &(free, i) in self.by_free.iter().rev() {
+            if free < need.cores {
+                break;
+            }
+            let s = &self.nodes[i];
+            if s.room.fits(s.used, need) {
+                out.push(i);
+                if out.len() == width as usize {
+                    return out;
+                }
+            }
+        }
+        vec![]
+    }
+
+    /// Whether enough live nodes could hold class `c`'s need when empty.
     fn fits_some_node(&mut self, c: usize) -> bool {
         let version = self.version;
         if let Some((v, fits)) = self.classes[c].fits_empty
@@ -285,8 +347,9 @@ impl<T> Packer<T> {
         {
             return fits;
         }
-        let need = self.classes[c].need;
-        let fits = self.nodes.iter().any(|s| s.alive && s.room.fits(Need::default(), need));
+        let (need, width) = (self.classes[c].need, self.classes[c].width as usize);
+        let fits =
+            self.nodes.iter().filter(|s| s.alive && s.room.fits(Need::default(), need)).take(width).count() == width;
         self.classes[c].fits_empty = Some((version, fits));
         fits
     }
@@ -308,7 +371,9 @@ impl<T> Packer<T> {
         {
             let spread = self.classes[c].spread || !self.fits_some_node(c);
             let need = if spread { Need::default() } else { self.classes[c].need };
-            let Some(node) = self.best(need) else {
+            let width = if spread { 1 } else { self.classes[c].width };
+            let nodes = if width == 1 { self.best(need).into_iter().collect() } else { self.best_n(need, width) };
+            let Some((&node, others)) = nodes.split_first() else {
                 // Nothing of this class fits until something ends.
                 open.swap_remove(k);
                 continue;
@@ -321,8 +386,10 @@ impl<T> Packer<T> {
                 open.swap_remove(k);
             }
             self.waiting.remove(&key);
-            self.reserve(node, need);
-            out.push(Placed { key, node, need, item });
+            for &n in &nodes {
+                self.reserve(n, need);
+            }
+            out.push(Placed { key, node, others: others.to_vec(), need, item });
         }
         out
     }

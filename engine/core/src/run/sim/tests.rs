@@ -19,7 +19,7 @@ fn sweep(trace: &[Span], nodes: usize) -> (Vec<u32>, Vec<(TaskId, TaskId)>) {
     let mut peak = vec![0u32; nodes];
     let mut overlaps = vec![];
     for n in 0..nodes {
-        let on: Vec<&Span> = trace.iter().filter(|s| s.node == n).collect();
+        let on: Vec<&Span> = trace.iter().filter(|s| s.nodes.contains(&n)).collect();
         let mut ev: Vec<(f64, i64)> =
             on.iter().flat_map(|s| [(s.start, s.cores as i64), (s.end, -(s.cores as i64))]).collect();
         ev.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
@@ -123,13 +123,34 @@ fn tasks_wait_in_the_backend_for_a_node_with_room_while_the_pool_counts_their_co
 }
 
 #[test]
-fn a_task_spanning_nodes_is_refused() {
-    let mut spec = small(false);
-    spec.mix[2].ranks = 128;
-    let plan = spec.plan().unwrap();
-    let e = simulate(&plan, &spec).unwrap_err();
-    assert_eq!(e, SimError::Spans { step: "size2".into(), cores: 128, nodes: 1, per_node: 64 });
-    assert!(e.to_string().contains("placed by `srun`"), "{e}");
+fn tasks_larger_than_a_node_span_whole_or_evenly_shared_nodes() {
+    let spec = SimSpec {
+        nodes: 4,
+        tasks: 600,
+        mix: vec![
+            TaskSize { ranks: 1, share: 0.9, median: 60.0, sigma: 1.0 },
+            TaskSize { ranks: 128, share: 0.05, median: 600.0, sigma: 0.3 },
+            TaskSize { ranks: 96, share: 0.05, median: 600.0, sigma: 0.3 },
+        ],
+        trace: true,
+        ..SimSpec::campaign(4, false)
+    };
+    let (_, r) = run(&spec);
+    assert_eq!(r.outcome, RunOutcome::Succeeded);
+    assert_eq!(r.tasks, 602);
+    let spans = |cores: u32| r.trace.iter().filter(|s| s.nodes.len() == 2 && s.cores == cores).count();
+    // 128 ranks: two whole nodes; 96 ranks: 48 cores on each of two nodes.
+    assert_eq!((spans(64), spans(48)), (30, 30));
+    assert!(r.trace.iter().all(|s| s.nodes.len() == 1 || s.nodes[0] != s.nodes[1]));
+    let (peak, overlaps) = sweep(&r.trace, 4);
+    assert!(peak.iter().all(|&p| p <= 64) && overlaps.is_empty(), "{peak:?} {overlaps:?}");
+    // More nodes than the allocation has: refused.
+    let mut big = spec.clone();
+    big.mix[1].ranks = 320;
+    let plan = big.plan().unwrap();
+    let e = simulate(&plan, &big).unwrap_err();
+    assert_eq!(e, SimError::TooLarge { step: "size1".into(), width: 5, nodes: 4 });
+    assert_eq!(e.to_string(), "a task of step `size1` spans 5 nodes; the allocation has 4");
 }
 
 #[test]

@@ -179,3 +179,36 @@ fn a_task_larger_than_every_node_is_spread_and_reserves_nothing() {
     assert_eq!(p.drain().into_iter().map(|x| x.0).collect::<Vec<_>>(), [3, 4]);
     assert_eq!(p.waiting(), 0);
 }
+
+#[test]
+fn a_task_larger_than_a_node_spans_the_nodes_with_the_most_room_evenly() {
+    assert_eq!(span_of(need(64, 0, 0), 1, 64), (need(64, 0, 0), 1));
+    assert_eq!(span_of(need(128, 8192, 2), 1, 64), (need(64, 4096, 1), 2));
+    assert_eq!(span_of(need(96, 0, 0), 1, 64), (need(48, 0, 0), 2));
+    assert_eq!(span_of(need(8, 0, 0), 4, 64), (need(2, 0, 0), 4), "`nodes: 4` asked");
+    let mut p: Packer<&str> = Packer::new();
+    for _ in 0..3 {
+        p.add_node(Room { cpus: 64, memory_mb: None, gpus: 0 });
+    }
+    p.push(1, need(20, 0, 0), false, "small");
+    assert_eq!(p.dispatch()[0].node, 2);
+    // 48 cores on each of two nodes: nodes 1 and 0 are empty, node 2 has 44 free.
+    p.push_span(2, need(48, 0, 0), 2, "wide");
+    let placed = p.dispatch();
+    assert_eq!((placed[0].node, placed[0].others.clone(), placed[0].need), (1, vec![0], need(48, 0, 0)));
+    assert_eq!((p.used(0).cores, p.used(1).cores, p.used(2).cores), (48, 48, 20));
+    // Another needs two nodes with 48 free: only node 2 has (44 < 48: none): it waits, and
+    // a small task behind it starts.
+    p.push_span(3, need(48, 0, 0), 2, "wide2");
+    p.push(4, need(16, 0, 0), false, "after");
+    assert_eq!(p.dispatch().iter().map(|x| x.item).collect::<Vec<_>>(), ["after"]);
+    for n in [0, 1] {
+        p.release(n, need(48, 0, 0));
+    }
+    let placed = p.dispatch();
+    assert_eq!((placed[0].item, placed[0].node, placed[0].others.clone()), ("wide2", 1, vec![0]));
+    // Wider than the allocation: it could never start, so it is spread (reserves nothing).
+    p.push_span(5, need(10, 0, 0), 4, "huge");
+    let placed = p.dispatch();
+    assert_eq!((placed[0].item, placed[0].need, placed[0].others.len()), ("huge", Need::default(), 0));
+}
