@@ -7,12 +7,14 @@
 //! Each case runs in a child process of its own, so its peak RSS is its own. Printed per
 //! case, beside baselines measured in the same run:
 //! - plan: CPU seconds to parse, validate and plan the workflow of that many tasks;
-//! - sched CPU: CPU seconds of the simulation loop (scheduler core, packing, event queue;
-//!   this thread's time from `/proc/thread-self/schedstat`) and tasks per CPU second;
+//! - sched CPU: CPU seconds of the simulation loop (scheduler core, packing, event queue:
+//!   this thread's `getrusage(RUSAGE_THREAD)`, user + system) and tasks per CPU second;
 //!   baseline: drawing every task's duration and pushing it through a bare event queue on
-//!   a single pool of cores (what any simulation of these tasks costs, without scheduling);
-//! - memory: the process's peak RSS (`VmHWM`: plan and simulation), and its growth during
-//!   the simulation alone (`/proc/self/clear_refs` resets the peak before it);
+//!   a single pool of cores (what any simulation of these tasks costs, without
+//!   scheduling); and the whole process's CPU (`RUSAGE_SELF`: baseline, plan, simulation);
+//! - memory: the process's peak RSS (`getrusage` `ru_maxrss`: plan and simulation), and its
+//!   growth during the simulation alone (`VmHWM`, reset by `/proc/self/clear_refs` before
+//!   it);
 //! - makespan (simulated hours), its lower bound (core-seconds over cores, or the longest
 //!   chain), utilisation (core-seconds used / cores × makespan), the cores idle while a task
 //!   waited to start (scheduler or packing losses) and of those the cores the scheduler's
@@ -23,12 +25,19 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::time::Instant;
 
-use twinflow_engine::run::sim::{SimSpec, duration, simulate};
+use nix::sys::resource::{UsageWho, getrusage};
+use twinflow_engine::run::sim::{SimSpec, simulate};
 
-/// This thread's CPU time, seconds (ns resolution).
+/// CPU time (user + system) of this thread, or of the whole process, seconds.
+fn cpu(who: UsageWho) -> f64 {
+    getrusage(who).map_or(f64::NAN, |u| {
+        let t = |v: nix::sys::time::TimeVal| v.tv_sec() as f64 + v.tv_usec() as f64 / 1e6;
+        t(u.user_time()) + t(u.system_time())
+    })
+}
+
 fn thread_cpu() -> f64 {
-    let s = std::fs::read_to_string("/proc/thread-self/schedstat").unwrap_or_default();
-    s.split_whitespace().next().and_then(|v| v.parse::<u64>().ok()).unwrap_or(0) as f64 / 1e9
+    cpu(UsageWho::RUSAGE_THREAD)
 }
 
 /// A `/proc/self/status` field in KiB (`VmHWM` peak, `VmRSS` current).
@@ -52,7 +61,7 @@ fn baseline(spec: &SimSpec) -> (f64, f64) {
     for (size, n) in spec.mix.iter().zip(spec.counts()) {
         for _ in 0..n {
             key += 1;
-            tasks.push((size.ranks, duration(spec.seed, key, size.median, size.sigma)));
+            tasks.push((size.ranks, size.draw(spec.seed, key)));
         }
     }
     let mut free = cores;
@@ -88,10 +97,12 @@ fn one(nodes: u32, wide_first: bool) {
     let wall = wall.elapsed().as_secs_f64();
     let sim_kib = status_kib("VmHWM:").saturating_sub(rss0);
     drop(plan);
-    let peak_kib = status_kib("VmHWM:");
+    // The process's whole life: planning and simulating (this process runs one case).
+    let proc_cpu = cpu(UsageWho::RUSAGE_SELF);
+    let peak_kib = getrusage(UsageWho::RUSAGE_SELF).map_or(0, |u| u.max_rss() as u64);
     let avail = r.cores as f64 * r.makespan;
     println!(
-        "tasks={} plan_cpu={plan_cpu} cpu={cpu} wall={wall} base_cpu={base_cpu} base_makespan={base_makespan} peak_kib={peak_kib} sim_kib={sim_kib} makespan={} lower={} util={} waiting_idle={} held_idle={} max_waiting={} turns={}",
+        "tasks={} plan_cpu={plan_cpu} cpu={cpu} proc_cpu={proc_cpu} wall={wall} base_cpu={base_cpu} base_makespan={base_makespan} peak_kib={peak_kib} sim_kib={sim_kib} makespan={} lower={} util={} waiting_idle={} held_idle={} max_waiting={} turns={}",
         r.tasks,
         r.makespan,
         r.lower_bound,
@@ -116,7 +127,7 @@ fn main() {
         "== scheduler simulation: N nodes x 64 cores, 1,000 tasks per node (90.8 % 1-core ~60 s, 9 % 4-rank ~5 min, 0.2 % 64-rank ~30 min, log-normal)"
     );
     println!(
-        "{:>5} {:>10} {:>7} | {:>7} {:>7} {:>9} | {:>8} {:>8} | {:>7} {:>7} {:>7} {:>6} {:>6} {:>6} | {:>8} {:>7}",
+        "{:>5} {:>10} {:>7} | {:>7} {:>7} {:>7} {:>9} | {:>8} {:>8} | {:>7} {:>7} {:>7} {:>6} {:>6} {:>6} | {:>8} {:>7}",
         "nodes",
         "order",
         "tasks",
@@ -151,10 +162,11 @@ fn main() {
             };
             let (cpu, base) = (get("cpu"), get("base_cpu"));
             println!(
-                "{n:>5} {order:>10} {:>7} | {:>7.2} {:>7.2} {:>9.0} | {:>8.0} {:>8.0} | {:>7.2} {:>7.2} {:>7.3} {:>6.1} {:>6.1} {:>6} | {:>8.3} {:>6.1}x",
+                "{n:>5} {order:>10} {:>7} | {:>7.2} {:>7.2} {:>7.2} {:>9.0} | {:>8.0} {:>8.0} | {:>7.2} {:>7.2} {:>7.3} {:>6.1} {:>6.1} {:>6} | {:>8.3} {:>6.1}x",
                 get("tasks"),
                 get("plan_cpu"),
                 cpu,
+                get("proc_cpu"),
                 get("tasks") / cpu,
                 get("peak_kib") / 1024.0,
                 get("sim_kib") / 1024.0,

@@ -54,6 +54,15 @@ pub struct TaskSize {
     pub median: f64,
     /// Log-normal shape: the standard deviation of the log of the duration.
     pub sigma: f64,
+    /// Longest duration, seconds (a task's `timeout`): longer draws are cut to it.
+    pub cap: f64,
+}
+
+impl TaskSize {
+    /// The duration of task `key`, nanoseconds: [`duration`], cut to [`TaskSize::cap`].
+    pub fn draw(&self, seed: u64, key: u64) -> u64 {
+        duration(seed, key, self.median, self.sigma).min((self.cap * 1e9) as u64)
+    }
 }
 
 /// What to simulate.
@@ -77,14 +86,16 @@ pub struct SimSpec {
 
 impl SimSpec {
     /// The figure's mix on `nodes` nodes of 64 cores, 1,000 tasks per node: by count 90.8 %
-    /// single-core (median 60 s), 9 % 4-rank (median 5 min), 0.2 % 64-rank (median 30 min);
-    /// each size holds a comparable share of the core-seconds. `wide_first`: the 64-rank
-    /// step comes first in the plan (else last).
+    /// single-core (median 60 s, σ 1), 9 % 4-rank (median 5 min, σ 0.75), 0.2 % 64-rank
+    /// (median 30 min, σ 0.3), each cut at 10 × its median (its timeout: without one, the
+    /// longest of 10⁶ log-normal draws with σ = 1 runs 130 × the median); each size holds a
+    /// comparable share of the core-seconds. `wide_first`: the 64-rank step comes first in
+    /// the plan (else last).
     pub fn campaign(nodes: u32, wide_first: bool) -> Self {
         let mut mix = vec![
-            TaskSize { ranks: 1, share: 0.908, median: 60.0, sigma: 1.0 },
-            TaskSize { ranks: 4, share: 0.09, median: 300.0, sigma: 0.75 },
-            TaskSize { ranks: 64, share: 0.002, median: 1800.0, sigma: 0.3 },
+            TaskSize { ranks: 1, share: 0.908, median: 60.0, sigma: 1.0, cap: 600.0 },
+            TaskSize { ranks: 4, share: 0.09, median: 300.0, sigma: 0.75, cap: 3000.0 },
+            TaskSize { ranks: 64, share: 0.002, median: 1800.0, sigma: 0.3, cap: 18_000.0 },
         ];
         if wide_first {
             mix.reverse();
@@ -268,7 +279,8 @@ pub fn simulate(plan: &Plan, spec: &SimSpec) -> Result<SimReport, SimError> {
         }
         needs.push((share, width));
         let size = s.name.strip_prefix("size").and_then(|k| k.parse::<usize>().ok()).and_then(|k| spec.mix.get(k));
-        shapes.push(size.map_or((spec.edge_seconds, 0.0), |z| (z.median, z.sigma)));
+        let edge = TaskSize { ranks: 1, share: 0.0, median: spec.edge_seconds, sigma: 0.0, cap: spec.edge_seconds };
+        shapes.push(size.cloned().unwrap_or(edge));
     }
     let ns = |d: u64| d as f64 / 1e9;
 
@@ -323,8 +335,7 @@ pub fn simulate(plan: &Plan, spec: &SimSpec) -> Result<SimReport, SimError> {
         for p in packer.dispatch() {
             let (t, submitted) = p.item;
             let step = plan.graph[t.node].step as usize;
-            let (median, sigma) = shapes[step];
-            let d = duration(spec.seed, t.node.index() as u64, median, sigma);
+            let d = shapes[step].draw(spec.seed, t.node.index() as u64);
             let slot = match steps[step].name.as_str() {
                 "setup" => 0,
                 "gather" => 2,

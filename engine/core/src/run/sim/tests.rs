@@ -71,14 +71,17 @@ fn every_task_runs_once_on_nodes_never_oversubscribed_after_its_upstream() {
         assert!(members.iter().all(|m| m.submitted >= setup.end && m.start >= m.submitted));
         let last = members.iter().map(|m| m.end).fold(0.0, f64::max);
         assert!(gather.submitted >= last && gather.end == r.makespan, "{gather:?}, last member ended at {last}");
-        // Utilisation. At this size the chain through the longest 64-rank task (about
-        // 3,400 s) is the lower bound, not the 1,450 s of core-seconds per core, so no
-        // schedule uses more than about 42 % of the cores: the makespan must be within 20 %
-        // of the bound and the utilisation above 35 %.
+        // Utilisation. At this size the chain through the longest 64-rank task (3,020 s)
+        // is the lower bound, not the 1,430 s of core-seconds per core, so no schedule uses
+        // more than about 47 % of the cores. The makespan must be within 15 % of the bound
+        // with the 64-rank tasks first (3,342 s with seed 1), within 35 % with them last
+        // (3,856 s: they start after every smaller task was handed out and are the tail),
+        // and the utilisation above 35 %.
         assert!(r.makespan >= r.lower_bound - 1e-6, "{} < {}", r.makespan, r.lower_bound);
         let used: f64 = r.trace.iter().map(|s| f64::from(s.cores) * (s.end - s.start)).sum();
         assert!((used - r.core_seconds).abs() < 1e-3 * used);
-        assert!(r.makespan <= 1.2 * r.lower_bound, "wide first {wide_first}: {} vs {}", r.makespan, r.lower_bound);
+        let slack = if wide_first { 1.15 } else { 1.35 };
+        assert!(r.makespan <= slack * r.lower_bound, "wide first {wide_first}: {} vs {}", r.makespan, r.lower_bound);
         assert!(r.utilisation() > 0.35, "wide first {wide_first}: utilisation {:.3}", r.utilisation());
         if wide_first {
             // Nothing waits for a node: the 64-rank tasks took the empty nodes first.
@@ -106,8 +109,8 @@ fn tasks_wait_in_the_backend_for_a_node_with_room_while_the_pool_counts_their_co
         nodes: 2,
         tasks: 400,
         mix: vec![
-            TaskSize { ranks: 1, share: 0.9, median: 60.0, sigma: 1.0 },
-            TaskSize { ranks: 64, share: 0.1, median: 600.0, sigma: 0.3 },
+            TaskSize { ranks: 1, share: 0.9, median: 60.0, sigma: 1.0, cap: 1e9 },
+            TaskSize { ranks: 64, share: 0.1, median: 600.0, sigma: 0.3, cap: 1e9 },
         ],
         trace: true,
         ..SimSpec::campaign(2, false)
@@ -128,9 +131,9 @@ fn tasks_larger_than_a_node_span_whole_or_evenly_shared_nodes() {
         nodes: 4,
         tasks: 600,
         mix: vec![
-            TaskSize { ranks: 1, share: 0.9, median: 60.0, sigma: 1.0 },
-            TaskSize { ranks: 128, share: 0.05, median: 600.0, sigma: 0.3 },
-            TaskSize { ranks: 96, share: 0.05, median: 600.0, sigma: 0.3 },
+            TaskSize { ranks: 1, share: 0.9, median: 60.0, sigma: 1.0, cap: 1e9 },
+            TaskSize { ranks: 128, share: 0.05, median: 600.0, sigma: 0.3, cap: 1e9 },
+            TaskSize { ranks: 96, share: 0.05, median: 600.0, sigma: 0.3, cap: 1e9 },
         ],
         trace: true,
         ..SimSpec::campaign(4, false)
@@ -165,6 +168,12 @@ fn durations_are_log_normal_with_the_median_and_sigma_asked() {
     assert!((sd - 0.5).abs() < 0.01, "sigma {sd}");
     assert_eq!(duration(7, 3, 60.0, 0.5), duration(7, 3, 60.0, 0.5));
     assert_ne!(duration(7, 3, 60.0, 0.5), duration(8, 3, 60.0, 0.5));
+    // Cut at the cap.
+    let size = TaskSize { ranks: 1, share: 1.0, median: 60.0, sigma: 1.0, cap: 120.0 };
+    let draws: Vec<u64> = (0..n).map(|k| size.draw(7, k)).collect();
+    assert_eq!(draws.iter().max(), Some(&120_000_000_000));
+    let cut = draws.iter().filter(|&&d| d == 120_000_000_000).count() as f64 / n as f64;
+    assert!((cut - 0.2441).abs() < 0.01, "P(z > ln 2) = 0.244, got {cut}");
 }
 
 #[test]
