@@ -16,7 +16,8 @@
 //!   growth during the simulation alone (`VmHWM`, reset by `/proc/self/clear_refs` before
 //!   it);
 //! - makespan (simulated hours), its lower bound (core-seconds over cores, or the longest
-//!   chain), utilisation (core-seconds used / cores × makespan), the cores idle while a task
+//!   chain), the drain (from the last task's start to the end), the makespan of the
+//!   baseline's greedy schedule on one pool of cores (same order, no nodes), utilisation (core-seconds used / cores × makespan), the cores idle while a task
 //!   waited to start (scheduler or packing losses) and of those the cores the scheduler's
 //!   pool held for tasks waiting for a node with room, both in % of cores × makespan.
 #![allow(clippy::print_stdout, missing_docs)]
@@ -52,7 +53,7 @@ fn status_kib(field: &str) -> u64 {
 
 /// The baseline: every task's duration drawn as the simulation draws it, run through a bare
 /// event queue on one pool of all the cores (no plan, no scheduler, no nodes). Returns the
-/// CPU seconds and the makespan it found.
+/// CPU seconds and the makespan it found (a greedy list schedule on one pool).
 fn baseline(spec: &SimSpec) -> (f64, f64) {
     let t0 = thread_cpu();
     let cores = u64::from(spec.nodes) * u64::from(spec.cores_per_node);
@@ -81,31 +82,46 @@ fn baseline(spec: &SimSpec) -> (f64, f64) {
     (thread_cpu() - t0, now as f64 / 1e9)
 }
 
-/// One case, in this process: prints one line of `key=value` for the parent.
+/// One case, in this process: prints one line of `key=value` for the parent. Small cases
+/// are repeated to about 10⁶ tasks (CPU times are per repetition), because the kernel's CPU
+/// accounting of a running thread moves in scheduler ticks of a few milliseconds.
 fn one(nodes: u32, wide_first: bool) {
     let spec = SimSpec::campaign(nodes, wide_first);
-    let (base_cpu, base_makespan) = baseline(&spec);
+    let reps = (1_000_000 / spec.tasks).max(1) as u32;
     let t0 = thread_cpu();
-    let plan = spec.plan().expect("the simulated workflow plans");
-    let plan_cpu = thread_cpu() - t0;
+    let mut base_makespan = 0.0;
+    for _ in 0..reps {
+        base_makespan = baseline(&spec).1;
+    }
+    let base_cpu = (thread_cpu() - t0) / f64::from(reps);
+    let t0 = thread_cpu();
+    let mut plan = spec.plan().expect("the simulated workflow plans");
+    for _ in 1..reps {
+        plan = spec.plan().expect("the simulated workflow plans");
+    }
+    let plan_cpu = (thread_cpu() - t0) / f64::from(reps);
     let _ = std::fs::write("/proc/self/clear_refs", "5");
     let rss0 = status_kib("VmRSS:");
     let t0 = thread_cpu();
     let wall = Instant::now();
-    let r = simulate(&plan, &spec).expect("the simulation runs");
-    let cpu = thread_cpu() - t0;
-    let wall = wall.elapsed().as_secs_f64();
+    let mut r = simulate(&plan, &spec).expect("the simulation runs");
+    for _ in 1..reps {
+        r = simulate(&plan, &spec).expect("the simulation runs");
+    }
+    let sim_cpu = (thread_cpu() - t0) / f64::from(reps);
+    let wall = wall.elapsed().as_secs_f64() / f64::from(reps);
     let sim_kib = status_kib("VmHWM:").saturating_sub(rss0);
     drop(plan);
     // The process's whole life: planning and simulating (this process runs one case).
-    let proc_cpu = cpu(UsageWho::RUSAGE_SELF);
+    let proc_cpu = cpu(UsageWho::RUSAGE_SELF) / f64::from(reps);
     let peak_kib = getrusage(UsageWho::RUSAGE_SELF).map_or(0, |u| u.max_rss() as u64);
     let avail = r.cores as f64 * r.makespan;
     println!(
-        "tasks={} plan_cpu={plan_cpu} cpu={cpu} proc_cpu={proc_cpu} wall={wall} base_cpu={base_cpu} base_makespan={base_makespan} peak_kib={peak_kib} sim_kib={sim_kib} makespan={} lower={} util={} waiting_idle={} held_idle={} max_waiting={} turns={}",
+        "tasks={} plan_cpu={plan_cpu} cpu={sim_cpu} proc_cpu={proc_cpu} wall={wall} base_cpu={base_cpu} base_makespan={base_makespan} peak_kib={peak_kib} sim_kib={sim_kib} makespan={} lower={} last_start={} util={} waiting_idle={} held_idle={} max_waiting={} turns={}",
         r.tasks,
         r.makespan,
         r.lower_bound,
+        r.last_start,
         r.utilisation(),
         r.idle_while_waiting / avail,
         r.held_idle / avail,
@@ -127,17 +143,20 @@ fn main() {
         "== scheduler simulation: N nodes x 64 cores, 1,000 tasks per node (90.8 % 1-core ~60 s, 9 % 4-rank ~5 min, 0.2 % 64-rank ~30 min, log-normal)"
     );
     println!(
-        "{:>5} {:>10} {:>7} | {:>7} {:>7} {:>7} {:>9} | {:>8} {:>8} | {:>7} {:>7} {:>7} {:>6} {:>6} {:>6} | {:>8} {:>7}",
+        "{:>5} {:>10} {:>7} | {:>7} {:>7} {:>7} {:>9} | {:>8} {:>8} | {:>7} {:>7} {:>7} {:>7} {:>7} {:>6} {:>6} {:>6} | {:>8} {:>7}",
         "nodes",
         "order",
         "tasks",
         "plan s",
         "sched s",
+        "proc s",
         "tasks/s",
         "peak MiB",
         "sim MiB",
         "make h",
         "bound h",
+        "drain h",
+        "1pool h",
         "util",
         "wait%",
         "held%",
@@ -162,7 +181,7 @@ fn main() {
             };
             let (cpu, base) = (get("cpu"), get("base_cpu"));
             println!(
-                "{n:>5} {order:>10} {:>7} | {:>7.2} {:>7.2} {:>7.2} {:>9.0} | {:>8.0} {:>8.0} | {:>7.2} {:>7.2} {:>7.3} {:>6.1} {:>6.1} {:>6} | {:>8.3} {:>6.1}x",
+                "{n:>5} {order:>10} {:>7} | {:>7.2} {:>7.2} {:>7.2} {:>9.0} | {:>8.0} {:>8.0} | {:>7.2} {:>7.2} {:>7.2} {:>7.2} {:>7.3} {:>6.1} {:>6.1} {:>6} | {:>8.3} {:>6.1}x",
                 get("tasks"),
                 get("plan_cpu"),
                 cpu,
@@ -172,6 +191,8 @@ fn main() {
                 get("sim_kib") / 1024.0,
                 get("makespan") / 3600.0,
                 get("lower") / 3600.0,
+                (get("makespan") - get("last_start")) / 3600.0,
+                get("base_makespan") / 3600.0,
                 get("util"),
                 100.0 * get("waiting_idle"),
                 100.0 * get("held_idle"),

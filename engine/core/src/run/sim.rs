@@ -219,6 +219,9 @@ pub struct SimReport {
     /// scheduler or waiting in the backend): what scheduling and packing lose. The rest of
     /// the idle time is the end of the run, when what is left runs on fewer cores.
     pub idle_while_waiting: f64,
+    /// When the last task started, seconds: from then on the run drains (what is left runs
+    /// on fewer and fewer cores).
+    pub last_start: f64,
     /// Scheduler turns (one per instant at which tasks ended).
     pub turns: u64,
     /// Every task (with [`SimSpec::trace`]), in the order they ended.
@@ -308,6 +311,7 @@ pub fn simulate(plan: &Plan, spec: &SimSpec) -> Result<SimReport, SimError> {
         max_waiting: 0,
         held_idle: 0.0,
         idle_while_waiting: 0.0,
+        last_start: 0.0,
         turns: 0,
         trace: vec![],
     };
@@ -348,6 +352,7 @@ pub fn simulate(plan: &Plan, spec: &SimSpec) -> Result<SimReport, SimError> {
             held -= taken;
             busy += taken;
             ends.push(Reverse((now + d, p.key)));
+            report.last_start = ns(now);
             jobs.insert(p.key, Job { task: t, nodes, need: p.need, submitted, start: now });
         }
         report.max_waiting = report.max_waiting.max(packer.waiting());

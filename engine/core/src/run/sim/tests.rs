@@ -18,7 +18,7 @@ fn run(spec: &SimSpec) -> (Plan, SimReport) {
 fn sweep(trace: &[Span], nodes: usize) -> (Vec<u32>, Vec<(TaskId, TaskId)>) {
     let mut peak = vec![0u32; nodes];
     let mut overlaps = vec![];
-    for n in 0..nodes {
+    for (n, top) in peak.iter_mut().enumerate() {
         let on: Vec<&Span> = trace.iter().filter(|s| s.nodes.contains(&n)).collect();
         let mut ev: Vec<(f64, i64)> =
             on.iter().flat_map(|s| [(s.start, s.cores as i64), (s.end, -(s.cores as i64))]).collect();
@@ -26,7 +26,7 @@ fn sweep(trace: &[Span], nodes: usize) -> (Vec<u32>, Vec<(TaskId, TaskId)>) {
         let mut used = 0i64;
         for (_, d) in ev {
             used += d;
-            peak[n] = peak[n].max(used as u32);
+            *top = (*top).max(used as u32);
         }
         for w in on.iter().filter(|s| s.cores == 64) {
             for o in on.iter().filter(|o| o.task != w.task && o.start < w.end && w.start < o.end) {
@@ -71,6 +71,7 @@ fn every_task_runs_once_on_nodes_never_oversubscribed_after_its_upstream() {
         assert!(members.iter().all(|m| m.submitted >= setup.end && m.start >= m.submitted));
         let last = members.iter().map(|m| m.end).fold(0.0, f64::max);
         assert!(gather.submitted >= last && gather.end == r.makespan, "{gather:?}, last member ended at {last}");
+        assert_eq!(r.last_start, gather.start, "the gather starts last");
         // Utilisation. At this size the chain through the longest 64-rank task (3,020 s)
         // is the lower bound, not the 1,430 s of core-seconds per core, so no schedule uses
         // more than about 47 % of the cores. The makespan must be within 15 % of the bound
