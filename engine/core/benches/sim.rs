@@ -27,7 +27,7 @@ use std::collections::BinaryHeap;
 use std::time::Instant;
 
 use nix::sys::resource::{UsageWho, getrusage};
-use twinflow_engine::run::sim::{SimSpec, simulate};
+use twinflow_engine::run::sim::{SimSpec, simulate, task_key};
 
 /// CPU time (user + system) of this thread, or of the whole process, seconds.
 fn cpu(who: UsageWho) -> f64 {
@@ -58,11 +58,10 @@ fn baseline(spec: &SimSpec) -> (f64, f64) {
     let t0 = thread_cpu();
     let cores = u64::from(spec.nodes) * u64::from(spec.cores_per_node);
     let mut tasks: Vec<(u32, u64)> = Vec::with_capacity(spec.tasks as usize);
-    let mut key = 0u64;
-    for (size, n) in spec.mix.iter().zip(spec.counts()) {
-        for _ in 0..n {
-            key += 1;
-            tasks.push((size.ranks, size.draw(spec.seed, key)));
+    // The members in plan order, with the simulation's durations (step 0 is `setup`).
+    for (k, (size, n)) in spec.mix.iter().zip(spec.counts()).enumerate() {
+        for i in 0..n {
+            tasks.push((size.ranks, size.draw(spec.seed, task_key(k + 1, Some(i as u32)))));
         }
     }
     let mut free = cores;
@@ -79,7 +78,8 @@ fn baseline(spec: &SimSpec) -> (f64, f64) {
         now = at;
         free += u64::from(c);
     }
-    (thread_cpu() - t0, now as f64 / 1e9)
+    // `setup` before, `gather` after.
+    (thread_cpu() - t0, now as f64 / 1e9 + 2.0 * spec.edge_seconds)
 }
 
 /// One case, in this process: prints one line of `key=value` for the parent. Small cases
@@ -94,24 +94,30 @@ fn one(nodes: u32, wide_first: bool) {
         base_makespan = baseline(&spec).1;
     }
     let base_cpu = (thread_cpu() - t0) / f64::from(reps);
+    // The first plan and simulation: CPU and memory. Repetitions, for CPU only, come after
+    // (memory freed by one is reused by the next).
     let t0 = thread_cpu();
-    let mut plan = spec.plan().expect("the simulated workflow plans");
-    for _ in 1..reps {
-        plan = spec.plan().expect("the simulated workflow plans");
-    }
-    let plan_cpu = (thread_cpu() - t0) / f64::from(reps);
+    let plan = spec.plan().expect("the simulated workflow plans");
+    let mut plan_cpu = thread_cpu() - t0;
     let _ = std::fs::write("/proc/self/clear_refs", "5");
     let rss0 = status_kib("VmRSS:");
     let t0 = thread_cpu();
     let wall = Instant::now();
-    let mut r = simulate(&plan, &spec).expect("the simulation runs");
-    for _ in 1..reps {
-        r = simulate(&plan, &spec).expect("the simulation runs");
-    }
-    let sim_cpu = (thread_cpu() - t0) / f64::from(reps);
-    let wall = wall.elapsed().as_secs_f64() / f64::from(reps);
+    let r = simulate(&plan, &spec).expect("the simulation runs");
+    let mut sim_cpu = thread_cpu() - t0;
+    let wall = wall.elapsed().as_secs_f64();
     let sim_kib = status_kib("VmHWM:").saturating_sub(rss0);
     drop(plan);
+    for _ in 1..reps {
+        let t0 = thread_cpu();
+        let plan = spec.plan().expect("the simulated workflow plans");
+        plan_cpu += thread_cpu() - t0;
+        let t0 = thread_cpu();
+        let again = simulate(&plan, &spec).expect("the simulation runs");
+        sim_cpu += thread_cpu() - t0;
+        assert_eq!(again, r, "the same seed gives the same run");
+    }
+    let (plan_cpu, sim_cpu) = (plan_cpu / f64::from(reps), sim_cpu / f64::from(reps));
     // The process's whole life: planning and simulating (this process runs one case).
     let proc_cpu = cpu(UsageWho::RUSAGE_SELF) / f64::from(reps);
     let peak_kib = getrusage(UsageWho::RUSAGE_SELF).map_or(0, |u| u.max_rss() as u64);

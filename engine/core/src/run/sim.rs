@@ -219,8 +219,8 @@ pub struct SimReport {
     /// scheduler or waiting in the backend): what scheduling and packing lose. The rest of
     /// the idle time is the end of the run, when what is left runs on fewer cores.
     pub idle_while_waiting: f64,
-    /// When the last task started, seconds: from then on the run drains (what is left runs
-    /// on fewer and fewer cores).
+    /// When the last member (a task of the scattered steps) started, seconds: from then on
+    /// the run drains (what is left runs on fewer and fewer cores).
     pub last_start: f64,
     /// Scheduler turns (one per instant at which tasks ended).
     pub turns: u64,
@@ -256,6 +256,12 @@ pub fn duration(seed: u64, key: u64, median: f64, sigma: f64) -> u64 {
     let z = (-2.0 * unit(a).ln()).sqrt() * (std::f64::consts::TAU * unit(b)).cos();
     let secs = median * (sigma * z).exp();
     ((secs * 1e9) as u64).max(1_000_000)
+}
+
+/// The key of a task's duration: its step's index and its member index, so a duration
+/// depends on which task it is, not on when it runs.
+pub fn task_key(step: usize, member: Option<u32>) -> u64 {
+    ((step as u64) << 32) | u64::from(member.unwrap_or(0))
 }
 
 /// A task in flight on a node.
@@ -339,7 +345,7 @@ pub fn simulate(plan: &Plan, spec: &SimSpec) -> Result<SimReport, SimError> {
         for p in packer.dispatch() {
             let (t, submitted) = p.item;
             let step = plan.graph[t.node].step as usize;
-            let d = shapes[step].draw(spec.seed, t.node.index() as u64);
+            let d = shapes[step].draw(spec.seed, task_key(step, plan.graph[t.node].member_index()));
             let slot = match steps[step].name.as_str() {
                 "setup" => 0,
                 "gather" => 2,
@@ -352,7 +358,9 @@ pub fn simulate(plan: &Plan, spec: &SimSpec) -> Result<SimReport, SimError> {
             held -= taken;
             busy += taken;
             ends.push(Reverse((now + d, p.key)));
-            report.last_start = ns(now);
+            if slot == 1 {
+                report.last_start = ns(now);
+            }
             jobs.insert(p.key, Job { task: t, nodes, need: p.need, submitted, start: now });
         }
         report.max_waiting = report.max_waiting.max(packer.waiting());

@@ -40,23 +40,24 @@ fn sweep(trace: &[Span], nodes: usize) -> (Vec<u32>, Vec<(TaskId, TaskId)>) {
 #[test]
 fn every_task_runs_once_on_nodes_never_oversubscribed_after_its_upstream() {
     for wide_first in [false, true] {
-        let spec = small(wide_first);
+        // The figure's 10-node case: 10,000 tasks.
+        let spec = SimSpec { trace: true, ..SimSpec::campaign(10, wide_first) };
         let (plan, r) = run(&spec);
         assert_eq!(r.outcome, RunOutcome::Succeeded);
         // Every task of the plan (joins are not tasks) ran exactly once.
         let want: HashSet<TaskId> =
             plan.graph.node_indices().filter(|i| !plan.graph[*i].is_join()).map(TaskId::from).collect();
-        assert_eq!(want.len(), 2002, "setup, 2,000 members, gather");
+        assert_eq!(want.len(), 10_002, "setup, 10,000 members, gather");
         let mut seen = HashMap::new();
         for s in &r.trace {
             *seen.entry(s.task).or_insert(0) += 1;
         }
         assert!(seen.values().all(|&n| n == 1), "a task ran twice");
         assert_eq!(seen.keys().copied().collect::<HashSet<_>>(), want);
-        assert_eq!(r.tasks, 2002);
-        // The mix: 1,816 single-core, 180 4-rank, 4 64-rank members, each taking its ranks.
+        assert_eq!(r.tasks, 10_002);
+        // The mix: 9,080 single-core, 900 4-rank, 20 64-rank members, each taking its ranks.
         let by_cores = |c: u32| r.trace.iter().filter(|s| s.cores == c).count();
-        assert_eq!((by_cores(1), by_cores(4), by_cores(64)), (1816 + 2, 180, 4));
+        assert_eq!((by_cores(1), by_cores(4), by_cores(64)), (9080 + 2, 900, 20));
         // No node ever ran more than its 64 cores, and a 64-rank task had its node alone.
         let (peak, overlaps) = sweep(&r.trace, 10);
         assert!(peak.iter().all(|&p| p <= 64), "{peak:?}");
@@ -71,19 +72,19 @@ fn every_task_runs_once_on_nodes_never_oversubscribed_after_its_upstream() {
         assert!(members.iter().all(|m| m.submitted >= setup.end && m.start >= m.submitted));
         let last = members.iter().map(|m| m.end).fold(0.0, f64::max);
         assert!(gather.submitted >= last && gather.end == r.makespan, "{gather:?}, last member ended at {last}");
-        assert_eq!(r.last_start, gather.start, "the gather starts last");
-        // Utilisation. At this size the chain through the longest 64-rank task (3,020 s)
-        // is the lower bound, not the 1,430 s of core-seconds per core, so no schedule uses
-        // more than about 47 % of the cores. The makespan must be within 15 % of the bound
-        // with the 64-rank tasks first (3,342 s with seed 1), within 35 % with them last
-        // (3,856 s: they start after every smaller task was handed out and are the tail),
-        // and the utilisation above 35 %.
+        let last_start = members.iter().map(|m| m.start).fold(0.0, f64::max);
+        assert_eq!(r.last_start, last_start);
+        assert!(r.last_start < gather.start);
+        // Utilisation: core-seconds used over cores × makespan. With the 64-rank tasks
+        // first it is 0.93 (seed 1; at least 0.85 over seeds 1 to 11), with them last 0.80
+        // (at least 0.68): they start after every smaller task was handed out, wait for
+        // whole nodes while the pool holds their cores, and are the tail. The makespan is
+        // never shorter than the lower bound.
         assert!(r.makespan >= r.lower_bound - 1e-6, "{} < {}", r.makespan, r.lower_bound);
         let used: f64 = r.trace.iter().map(|s| f64::from(s.cores) * (s.end - s.start)).sum();
         assert!((used - r.core_seconds).abs() < 1e-3 * used);
-        let slack = if wide_first { 1.15 } else { 1.35 };
-        assert!(r.makespan <= slack * r.lower_bound, "wide first {wide_first}: {} vs {}", r.makespan, r.lower_bound);
-        assert!(r.utilisation() > 0.35, "wide first {wide_first}: utilisation {:.3}", r.utilisation());
+        let bound = if wide_first { 0.8 } else { 0.6 };
+        assert!(r.utilisation() > bound, "wide first {wide_first}: utilisation {:.3}", r.utilisation());
         if wide_first {
             // Nothing waits for a node: the 64-rank tasks took the empty nodes first.
             assert_eq!((r.max_waiting, r.idle_while_waiting), (0, 0.0));
