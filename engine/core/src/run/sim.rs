@@ -26,7 +26,11 @@
 //! - durations are log-normal per size, drawn from a counter-based generator keyed by the
 //!   seed and the task, so a task's duration does not depend on when it runs and a run is
 //!   reproducible ([`duration`]; hand-written SplitMix64 and Box–Muller: ten lines, and the
-//!   engine library needs no random-number crate for them).
+//!   engine library needs no random-number crate for them), cut at [`TaskSize::cap`].
+//!
+//! What is not simulated: the driver's own work per task (resolving the command, the
+//! attempt directory, the run database, the backend's messages). The figure is the
+//! scheduler core's and the packing's; `make bench` measures the driver on this machine.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
