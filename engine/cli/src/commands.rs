@@ -208,7 +208,15 @@ fn worker_cmd(a: &WorkerArgs) -> Result<i32, Failure> {
         Err(e) => return Err(SessionError::Usage(format!("`--heartbeat {}`: {e}", a.heartbeat)).into()),
     };
     let grace = Duration::from_secs_f64(a.grace.clamp(0.0, 3600.0));
-    let r = runtime()?.block_on(session::pilot::run_worker(a.connect.clone(), &a.secret_file, heartbeat, grace));
+    let r = runtime()?.block_on(session::pilot::run_worker(
+        a.connect.clone(),
+        a.address_file.clone(),
+        &a.secret_file,
+        heartbeat,
+        grace,
+        a.node.clone(),
+        a.cpus,
+    ));
     match r {
         Ok(()) => Ok(exit::OK),
         // The engine went away: its tasks were stopped; the run is to be resumed.

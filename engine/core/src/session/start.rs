@@ -21,7 +21,7 @@ use super::{DATABASE, Notices, SessionError, compile, find_run, load, overrides}
 use crate::events::Reporter;
 use crate::execute::Backend;
 use crate::execute::local::LocalBackend;
-use crate::execute::profile::Profile;
+use crate::execute::profile::{PilotLaunch, Profile};
 use crate::execute::slurm::allocation::{self, Allocation, AllocationRequest};
 use crate::execute::slurm::commands::SlurmCommands;
 use crate::execute::slurm::{SlurmBackend, SlurmOptions};
@@ -113,7 +113,15 @@ pub async fn run(
         store.set_run_settings(id, &record)?;
     }
     let mut local = local_options(profile.as_ref(), &req.local)?;
+    // `pilot: { launch: local }`: the local backend's tasks run on pilot workers on this
+    // machine (they outlive a killed engine and `run --resume` adopts them).
+    let local_pilot = profile
+        .as_ref()
+        .and_then(|p| p.pilot.clone().map(|pl| (p.clone(), pl)))
+        .filter(|(_, pl)| pl.launch == PilotLaunch::Local);
     let slurm_profile = profile.filter(|_| settings.backend == BackendChoice::Slurm);
+    // The run's id, chosen here for a new run: the pilot workers' files are named after it.
+    let run_id = resume.clone().unwrap_or_else(|| crate::ids::RunId::generate().0);
     // Every program the run needs, looked up before anything runs (or is submitted).
     let needs = preflight_needs(slurm_profile.as_ref(), &local);
     let found = super::preflight::check(&plan.workflow, &needs);
@@ -143,10 +151,20 @@ pub async fn run(
             local.cores = alloc.cpus;
             local.memory = alloc.mem_per_cpu_mb.map(|m| (m * u64::from(alloc.cpus)) << 20);
             let backend: Box<dyn Backend> = match profile.pilot.clone() {
+                Some(pilot) if pilot.launch == PilotLaunch::Local => {
+                    return Err(SessionError::Usage(format!(
+                        "profile `{}`: `pilot.launch: local` starts the workers on this machine, not in an allocation\nhint: drop `--allocation` (and `--backend slurm`), or use `launch: srun`",
+                        profile.name
+                    )));
+                }
                 // Pilot workers: one `twinflow worker` per node instead of `srun` per task.
                 Some(pilot) => {
                     let nodes = allocation_nodes(&alloc, req.allocation.nodes);
-                    Box::new(super::pilot::start(&req.runs_dir, &alloc, nodes, &profile, &pilot, &local).await?)
+                    let workers = super::pilot::Workers::Srun { alloc: &alloc, nodes };
+                    let resumed = resume.is_some();
+                    Box::new(
+                        super::pilot::start(&req.runs_dir, &run_id, resumed, workers, &profile, &pilot, &local).await?,
+                    )
                 }
                 None => Box::new(LocalBackend::new(local)),
             };
@@ -154,13 +172,21 @@ pub async fn run(
             backend
         }
         Some(profile) => Box::new(SlurmBackend::new(SlurmOptions { profile, call_log: call_log() })),
-        None => Box::new(LocalBackend::new(local)),
+        None => match local_pilot {
+            Some((profile, pilot)) => {
+                let workers = super::pilot::Workers::Local;
+                let resumed = resume.is_some();
+                Box::new(super::pilot::start(&req.runs_dir, &run_id, resumed, workers, &profile, &pilot, &local).await?)
+            }
+            None => Box::new(LocalBackend::new(local)),
+        },
     };
     let opts = RunOptions {
         runs_dir: std::fs::canonicalize(runs_dir).unwrap_or(runs_dir.clone()),
         workflow_file: std::fs::canonicalize(&file).unwrap_or(file.clone()),
         settings: record,
         resume,
+        new_run_id: Some(run_id),
         keep_going: req.keep_going,
         // A run started with `--no-cache` keeps running everything when resumed.
         use_cache: !settings.no_cache,

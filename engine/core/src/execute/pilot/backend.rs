@@ -13,7 +13,7 @@ use tokio::io::BufReader;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, mpsc};
 
-use super::protocol::{self, StartTask, ToEngine, ToWorker};
+use super::protocol::{self, FinishedTask, RunningTask, StartTask, ToEngine, ToWorker, WireNeed};
 use crate::execute::launch::{Mpiexec, SrunLaunch, srun_argv};
 use crate::execute::{
     Adopted, Backend, BackendError, Capacity, JobRequest, JobStatus, Leftover, Outcome, Rendered, process,
@@ -31,41 +31,55 @@ pub struct PilotOptions {
     pub heartbeat: Duration,
     /// The run's secret file, created here (mode 0600) and read by the workers.
     pub secret_file: PathBuf,
+    /// Keep the secret file of an earlier engine of the run when there is one (its workers
+    /// may be alive and dialling in with it: `run --resume`).
+    pub reuse_secret: bool,
+    /// Where the engine writes its `host:port` for workers that lost it to read.
+    pub address_file: Option<PathBuf>,
     /// Cores the scheduler may fill (the allocation's CPUs).
     pub cores: u32,
     /// Memory the scheduler may fill, in bytes.
     pub memory: Option<u64>,
     /// Grace period between SIGTERM and SIGKILL (applied by the workers).
     pub grace: Duration,
-    /// Multi-rank steps: `srun --exact` into the allocation (MPI across nodes needs SLURM's
-    /// launcher), run by a worker.
-    pub srun: Option<SrunLaunch>,
-    /// Multi-rank steps without `srun`: this `mpiexec`.
-    pub mpiexec: Mpiexec,
+    /// How workers start multi-rank steps.
+    pub launch: MpiLaunch,
     /// How long a submission waits for a first worker before the run stops.
     pub connect_timeout: Duration,
 }
 
+/// How a worker starts a step of more than one rank (see [`render_argv`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MpiLaunch {
+    /// `srun --exact` into the allocation (MPI across nodes needs SLURM's launcher), when
+    /// there is an allocation and the profile's `pilot.mpi_launcher` is `srun`.
+    pub srun: Option<SrunLaunch>,
+    /// Otherwise this `mpiexec`: on the worker's node, or over the workers' nodes for a
+    /// step that does not fit on one.
+    pub mpiexec: Mpiexec,
+}
+
 /// What the worker of a task runs: the step's argv, with `srun --exact` (or `mpiexec -n R`)
 /// in front for a step of more than one rank. One-rank steps are forked by the worker
-/// itself: no `srun`, no controller RPC per task.
-pub fn render_argv(opts: &PilotOptions, job: &JobRequest) -> Vec<String> {
+/// itself: no `srun`, no controller RPC per task. `hosts`: for `mpiexec`, the nodes a step
+/// that spans nodes runs on (empty: the worker's own node).
+pub fn render_argv(launch: &MpiLaunch, job: &JobRequest, hosts: &[String]) -> Vec<String> {
     if job.resources.ranks <= 1 && job.resources.nodes <= 1 {
         return job.argv.clone();
     }
-    if let Some(l) = &opts.srun {
+    if let Some(l) = &launch.srun {
         return srun_argv(l, job);
     }
-    let mut v = opts.mpiexec.prefix(job.resources.ranks);
+    let mut v = launch.mpiexec.prefix_on(job.resources.ranks, hosts);
     v.extend(job.argv.iter().cloned());
     v
 }
 
 /// The environment of a task: its own, with the `mpiexec` launcher's for multi-rank steps
 /// launched without `srun`.
-fn task_env(opts: &PilotOptions, job: &JobRequest) -> Vec<(String, String)> {
-    if job.resources.ranks > 1 && opts.srun.is_none() {
-        opts.mpiexec.env.iter().chain(job.env.iter()).cloned().collect()
+fn task_env(launch: &MpiLaunch, job: &JobRequest) -> Vec<(String, String)> {
+    if job.resources.ranks > 1 && launch.srun.is_none() {
+        launch.mpiexec.env.iter().chain(job.env.iter()).cloned().collect()
     } else {
         job.env.clone()
     }
@@ -95,6 +109,18 @@ impl Need {
         self.cores = self.cores.saturating_sub(o.cores);
         self.memory_mb = self.memory_mb.saturating_sub(o.memory_mb);
         self.gpus = self.gpus.saturating_sub(o.gpus);
+    }
+}
+
+impl From<Need> for WireNeed {
+    fn from(n: Need) -> Self {
+        WireNeed { cores: n.cores, memory_mb: n.memory_mb, gpus: n.gpus }
+    }
+}
+
+impl From<WireNeed> for Need {
+    fn from(n: WireNeed) -> Self {
+        Need { cores: n.cores, memory_mb: n.memory_mb, gpus: n.gpus }
     }
 }
 
@@ -134,6 +160,15 @@ struct Waiting {
     need: Need,
     /// Spans nodes (or is larger than any node): `srun` places it, any worker starts it.
     spread: bool,
+    /// For a step across nodes launched with `mpiexec`: its argv given the hosts it runs
+    /// on (the workers' nodes, known when it starts).
+    on_hosts: Option<HostsArgv>,
+}
+
+/// A task's argv given the hosts it spans (`nodes`: how many; 0 or 1: all of them).
+struct HostsArgv {
+    nodes: u32,
+    render: Box<dyn FnOnce(&[String]) -> Vec<String> + Send>,
 }
 
 #[derive(Default)]
@@ -149,6 +184,15 @@ struct State {
     lost: Vec<(String, String)>,
     /// The engine told the workers to exit: disconnections are expected.
     shutting_down: bool,
+    /// Until `recover` (a resumed run): what reconnecting workers report of the tasks a
+    /// killed engine gave them is kept for it; otherwise their tasks are stopped.
+    adopting: bool,
+    /// Tasks reconnecting workers run (worker index, task).
+    reported: Vec<(usize, RunningTask)>,
+    /// Tasks that ended while their workers had no engine.
+    reported_done: Vec<FinishedTask>,
+    /// The highest task id a worker was given by any engine.
+    last_id: u64,
 }
 
 struct Shared {
@@ -157,6 +201,23 @@ struct Shared {
 }
 
 impl State {
+    /// The nodes of live workers, the one with the most free cores first, each once;
+    /// `nodes` of them (0 or 1: all).
+    fn hosts(&self, nodes: u32) -> Vec<String> {
+        let mut live: Vec<&Worker> = self.workers.iter().filter(|w| w.alive).collect();
+        live.sort_by_key(|w| std::cmp::Reverse(w.cpus.saturating_sub(w.used.cores)));
+        let mut out: Vec<String> = vec![];
+        for w in live {
+            if !out.contains(&w.node) {
+                out.push(w.node.clone());
+            }
+        }
+        if nodes > 1 {
+            out.truncate(nodes as usize);
+        }
+        out
+    }
+
     /// Starts every waiting task that fits on a node, on the node with the most free cores
     /// (tasks behind one that does not fit may go first). A task larger than any node goes
     /// to any worker, whose `srun --exact` waits for room in the allocation.
@@ -179,7 +240,10 @@ impl State {
                 i += 1;
                 continue;
             };
-            let q = self.queue.remove(i);
+            let mut q = self.queue.remove(i);
+            if let Some(h) = q.on_hosts.take() {
+                q.start.argv = (h.render)(&self.hosts(h.nodes));
+            }
             let started = SystemTime::now();
             if self.workers[w].tx.send(ToWorker::Start(Box::new(q.start))).is_err() {
                 // Its connection just closed: the node is being lost; retried as such.
@@ -206,26 +270,61 @@ pub struct PilotBackend {
     addr: SocketAddr,
     next: u64,
     ids: HashMap<JobId, u64>,
-    /// The `srun` that started the workers, when this backend started them.
-    /// The workers' `srun`: its pid and where its reaper reports how it ended.
-    launcher: Option<(u32, process::Reaping)>,
+    /// The processes that started the workers (one `srun`, or the local workers), when
+    /// this backend started them: pid and where its reaper reports how it ended.
+    launchers: Vec<(u32, process::Reaping)>,
     launcher_log: Option<PathBuf>,
+    /// A resumed run: the workers of the killed engine expected to dial in.
+    expect: Option<Expect>,
     accept: tokio::task::JoinHandle<()>,
 }
 
+/// Workers of a killed engine expected to dial in (see [`PilotBackend::expect_workers`]).
+struct Expect {
+    workers: usize,
+    until: tokio::time::Instant,
+    /// Started when none of them comes: the argv of each launcher, and their log.
+    fallback: (Vec<Vec<String>>, PathBuf),
+}
+
 impl PilotBackend {
-    /// Writes the secret file, listens, and accepts workers from now on.
+    /// Writes the secret file (or keeps an earlier engine's, see
+    /// [`PilotOptions::reuse_secret`]), listens, writes the address file, and accepts
+    /// workers from now on.
     pub async fn listen(opts: PilotOptions) -> Result<Self, BackendError> {
         let err = |m: String| BackendError::Submit { name: "twinflow worker".into(), message: m };
-        let secret = protocol::write_secret(&opts.secret_file)
-            .map_err(|e| err(format!("cannot create the secret file `{}`: {e}", opts.secret_file.display())))?;
+        let kept = if opts.reuse_secret { protocol::read_secret(&opts.secret_file).ok() } else { None };
+        let secret = match kept {
+            Some(s) => s,
+            None => {
+                // A file of an earlier engine: its secret is not this engine's.
+                let _ = std::fs::remove_file(&opts.secret_file);
+                protocol::write_secret(&opts.secret_file)
+                    .map_err(|e| err(format!("cannot create the secret file `{}`: {e}", opts.secret_file.display())))?
+            }
+        };
         let listener =
             TcpListener::bind(opts.bind).await.map_err(|e| err(format!("cannot listen on {}: {e}", opts.bind)))?;
         let addr = listener.local_addr().map_err(|e| err(e.to_string()))?;
         let shared = Arc::new(Shared { state: Mutex::default(), notify: Notify::new() });
         let accept = tokio::spawn(accept_loop(listener, shared.clone(), secret, opts.heartbeat));
         tracing::info!(%addr, "listening for twinflow workers");
-        Ok(Self { opts, shared, addr, next: 0, ids: HashMap::new(), launcher: None, launcher_log: None, accept })
+        let b = Self {
+            opts,
+            shared,
+            addr,
+            next: 0,
+            ids: HashMap::new(),
+            launchers: vec![],
+            launcher_log: None,
+            expect: None,
+            accept,
+        };
+        if let Some(f) = &b.opts.address_file {
+            write_atomically(f, &b.connect_address())
+                .map_err(|e| err(format!("cannot write the address file `{}`: {e}", f.display())))?;
+        }
+        Ok(b)
     }
 
     /// The address workers connect to (`advertise:port`).
@@ -241,13 +340,57 @@ impl PilotBackend {
     /// Starts the workers with `argv` (one `srun` for all of them), in its own process
     /// group, its output in `log`.
     pub fn launch_workers(&mut self, argv: &[String], log: &Path) -> Result<(), BackendError> {
-        let child = process::spawn(argv, &[], Path::new("."), log, log).map_err(|e| BackendError::Submit {
-            name: "twinflow worker".into(),
-            message: format!("cannot start `{}`: {e}", argv.first().map_or("", String::as_str)),
-        })?;
-        tracing::info!(argv = ?argv, "started the workers");
-        self.launcher = Some((child.id(), process::reap(child)));
+        self.launch_all(std::slice::from_ref(&argv.to_vec()), log)
+    }
+
+    /// Starts one process per argv (one `srun`, or each local worker), each in its own
+    /// process group, their output in `log`.
+    pub fn launch_all(&mut self, argvs: &[Vec<String>], log: &Path) -> Result<(), BackendError> {
+        for argv in argvs {
+            let child = process::spawn(argv, &[], Path::new("."), log, log).map_err(|e| BackendError::Submit {
+                name: "twinflow worker".into(),
+                message: format!("cannot start `{}`: {e}", argv.first().map_or("", String::as_str)),
+            })?;
+            tracing::info!(argv = ?argv, "started workers");
+            self.launchers.push((child.id(), process::reap(child)));
+        }
         self.launcher_log = Some(log.to_path_buf());
+        Ok(())
+    }
+
+    /// The pids of the processes that started the workers.
+    pub fn launcher_pids(&self) -> Vec<u32> {
+        self.launchers.iter().map(|(p, _)| *p).collect()
+    }
+
+    /// A resumed run whose killed engine's workers may be alive: wait for `workers` of them
+    /// to dial in (up to `patience`) before following or starting anything, and keep what
+    /// they report for [`Backend::recover`] to adopt; start workers with `fallback` (argvs
+    /// and log, as [`PilotBackend::launch_all`]) if none comes.
+    pub fn expect_workers(&mut self, workers: usize, patience: Duration, fallback: (Vec<Vec<String>>, PathBuf)) {
+        self.shared.lock().adopting = true;
+        self.expect = Some(Expect { workers, until: tokio::time::Instant::now() + patience, fallback });
+    }
+
+    /// Waits for the workers [`PilotBackend::expect_workers`] expects, and starts new ones
+    /// if none came.
+    async fn settle(&mut self) -> Result<(), BackendError> {
+        let Some(e) = self.expect.take() else { return Ok(()) };
+        loop {
+            let alive = self.workers();
+            if alive >= e.workers || tokio::time::Instant::now() >= e.until {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let alive = self.workers();
+        if alive == 0 {
+            tracing::info!("no worker of the previous engine dialled in: starting new ones");
+            let (argvs, log) = e.fallback;
+            self.launch_all(&argvs, &log)?;
+        } else {
+            tracing::info!(alive, expected = e.workers, "workers of the previous engine dialled in");
+        }
         Ok(())
     }
 
@@ -268,6 +411,7 @@ impl PilotBackend {
 
     /// Waits until a worker is connected, up to the connect timeout.
     async fn a_worker(&mut self) -> Result<(), String> {
+        self.settle().await.map_err(|e| e.to_string())?;
         let until = tokio::time::Instant::now() + self.opts.connect_timeout;
         loop {
             {
@@ -279,16 +423,24 @@ impl PilotBackend {
                     return Err(format!("every worker is lost: {}", describe_lost(&st.lost)));
                 }
             }
-            if let Some((_, r)) = &mut self.launcher
-                && let Ok(ended) = r.try_recv()
-            {
-                // Reaped: nothing left to wait for at shutdown.
-                self.launcher = None;
-                let status = ended.map_or_else(|e| e.to_string(), |x| x.status.to_string());
-                return Err(format!(
-                    "the workers' `srun` ended ({status}) before any worker connected; see {}",
-                    self.launcher_log.as_ref().map_or("its output".into(), |p| format!("`{}`", p.display()))
-                ));
+            if !self.launchers.is_empty() {
+                let mut ended = vec![];
+                for (_, r) in &mut self.launchers {
+                    match r.try_recv() {
+                        Ok(x) => ended.push(x.map_or_else(|e| e.to_string(), |x| x.status.to_string())),
+                        Err(tokio::sync::oneshot::error::TryRecvError::Closed) => ended.push("gone".into()),
+                        Err(tokio::sync::oneshot::error::TryRecvError::Empty) => {}
+                    }
+                }
+                if ended.len() == self.launchers.len() {
+                    // Reaped: nothing left to wait for at shutdown.
+                    self.launchers.clear();
+                    return Err(format!(
+                        "the workers' launcher ended ({}) before any worker connected; see {}",
+                        ended.join(", "),
+                        self.launcher_log.as_ref().map_or("its output".into(), |p| format!("`{}`", p.display()))
+                    ));
+                }
             }
             if tokio::time::Instant::now() >= until {
                 return Err(format!(
@@ -325,6 +477,19 @@ impl PilotBackend {
     }
 }
 
+/// Writes `text` to `path` through a temporary file renamed over it, so a reader never sees
+/// half of it.
+fn write_atomically(path: &Path, text: &str) -> std::io::Result<()> {
+    let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
+    std::fs::write(&tmp, text)?;
+    std::fs::rename(&tmp, path)
+}
+
+/// Whether two attempt directories are the same (as written, or once resolved).
+fn same_dir(a: &Path, b: &Path) -> bool {
+    a == b || matches!((std::fs::canonicalize(a), std::fs::canonicalize(b)), (Ok(x), Ok(y)) if x == y)
+}
+
 fn describe_lost(lost: &[(String, String)]) -> String {
     lost.iter().map(|(n, why)| format!("{n} ({why})")).collect::<Vec<_>>().join(", ")
 }
@@ -340,7 +505,7 @@ impl Backend for PilotBackend {
     }
 
     fn render(&self, job: &JobRequest) -> Rendered {
-        Rendered::Argv(render_argv(&self.opts, job))
+        Rendered::Argv(render_argv(&self.opts.launch, job, &[]))
     }
 
     fn runs_services(&self) -> bool {
@@ -351,20 +516,31 @@ impl Backend for PilotBackend {
         self.a_worker().await.map_err(|message| BackendError::Submit { name: job.name.clone(), message })?;
         let need = Need::of(&job);
         let spread = job.resources.nodes > 1;
-        self.next += 1;
+        let mut st = self.shared.lock();
+        // Above every id a worker was given, by this engine or a killed one.
+        self.next = self.next.max(st.last_id) + 1;
         let n = self.next;
+        // A multi-rank step launched with `mpiexec` that may span nodes gets its host list
+        // when it starts (on one node: that node's worker runs it, no host list).
+        let on_hosts = (job.resources.ranks > 1 && self.opts.launch.srun.is_none()).then(|| {
+            let (launch, j) = (self.opts.launch.clone(), job.clone());
+            HostsArgv {
+                nodes: job.resources.nodes,
+                render: Box::new(move |hosts: &[String]| render_argv(&launch, &j, hosts)),
+            }
+        });
         let start = StartTask {
             id: n,
             name: job.name.clone(),
-            argv: render_argv(&self.opts, &job),
-            env: task_env(&self.opts, &job),
+            argv: render_argv(&self.opts.launch, &job, &[]),
+            env: task_env(&self.opts.launch, &job),
             cwd: job.cwd,
             stdout: job.stdout,
             stderr: job.stderr,
             timeout_ms: job.timeout.map(|t| t.as_millis() as u64),
+            need: need.into(),
         };
-        let mut st = self.shared.lock();
-        st.queue.push(Waiting { n, start, need, spread });
+        st.queue.push(Waiting { n, start, need, spread, on_hosts });
         st.dispatch();
         drop(st);
         self.shared.notify.notify_one();
@@ -427,15 +603,65 @@ impl Backend for PilotBackend {
         _run_dir: &Path,
         leftovers: &[Leftover],
     ) -> Result<Vec<Option<Adopted>>, BackendError> {
-        // The workers of a killed engine stop their tasks a heartbeat after it died; tasks
-        // still running on this node are stopped now, as the local backend does, so they
-        // do not run twice. (Adopting them is not implemented: they start again.)
+        // The workers of the killed engine that are still alive dial in (or new ones start).
+        self.settle().await?;
+        let mut st = self.shared.lock();
+        st.adopting = false;
+        let mut running = std::mem::take(&mut st.reported);
+        let mut finished = std::mem::take(&mut st.reported_done);
+        self.next = self.next.max(st.last_id);
+        let mut out = vec![None; leftovers.len()];
+        let mut kept_pids = vec![];
+        for (l, slot) in leftovers.iter().zip(out.iter_mut()) {
+            // The recorded attempt, or the next one (started by the killed engine just
+            // before it died, before the database recorded it).
+            for attempt in [l.attempts + 1, l.attempts].into_iter().filter(|a| *a > 0) {
+                let dir = l.task_dir.join(format!("attempt-{attempt}"));
+                let recorded = attempt == l.attempts;
+                if let Some(i) = finished.iter().position(|f| same_dir(&f.cwd, &dir)) {
+                    let f = finished.swap_remove(i);
+                    tracing::info!(task = %l.task, attempt, "adopting the outcome of a task that ended while no engine ran");
+                    st.done.insert(f.id, f.outcome.into());
+                    let job = JobId(format!("pilot-{}", f.id));
+                    self.ids.insert(job.clone(), f.id);
+                    *slot = Some(Adopted { attempt, job, dir, recorded });
+                    break;
+                }
+                if let Some(i) = running.iter().position(|(_, t)| same_dir(&t.cwd, &dir)) {
+                    let (w, t) = running.swap_remove(i);
+                    tracing::info!(task = %l.task, attempt, node = %st.workers[w].node, "adopting a running task");
+                    let need = Need::from(t.need);
+                    st.workers[w].used.add(need);
+                    let started =
+                        t.started_ms.map_or_else(SystemTime::now, |m| std::time::UNIX_EPOCH + Duration::from_millis(m));
+                    st.tasks.insert(t.id, Task { worker: w, need, started });
+                    kept_pids.extend(t.pid);
+                    let job = JobId(format!("pilot-{}", t.id));
+                    self.ids.insert(job.clone(), t.id);
+                    *slot = Some(Adopted { attempt, job, dir, recorded });
+                    break;
+                }
+            }
+        }
+        // What no leftover claims (a task the database has as finished, or an attempt
+        // already superseded) is stopped, so no task runs twice.
+        for (w, t) in &running {
+            tracing::warn!(node = %st.workers[*w].node, dir = %t.cwd.display(), "stopping a task of the previous engine that no task of the run claims");
+            let _ = st.workers[*w].tx.send(ToWorker::Kill { id: t.id });
+        }
+        for f in &finished {
+            tracing::debug!(dir = %f.cwd.display(), "dropping an outcome no task of the run claims");
+        }
+        drop(st);
+        self.shared.notify.notify_one();
+        // Steps of the run left on this node by workers that are gone (a worker killed
+        // with -9 leaves its tasks' process groups) are stopped, as the local backend does.
         for pgid in process::groups_with_env(twinflow_contract::env::RUN_ID, run_id) {
-            if pgid != std::process::id() {
+            if pgid != std::process::id() && !kept_pids.contains(&pgid) {
                 process::signal_group(pgid, nix::sys::signal::Signal::SIGKILL);
             }
         }
-        Ok(vec![None; leftovers.len()])
+        Ok(out)
     }
 
     async fn shutdown(&mut self) {
@@ -448,16 +674,19 @@ impl Backend for PilotBackend {
             let _ = tx.send(ToWorker::Shutdown);
         }
         drop(senders);
-        if let Some((pid, mut c)) = self.launcher.take() {
+        for (pid, mut c) in std::mem::take(&mut self.launchers) {
             // The workers exit on `Shutdown` and their `srun` with them; stop it if not.
             if tokio::time::timeout(Duration::from_secs(10), process::wait(&mut c)).await.is_err() {
-                tracing::warn!("the workers' srun did not end after shutdown; stopping it");
+                tracing::warn!("the workers' launcher did not end after shutdown; stopping it");
                 let (_tx, rx) = tokio::sync::watch::channel(process::TERMINATE);
                 let _ = process::terminate(&mut c, pid, self.opts.grace, rx).await;
             }
         }
         self.accept.abort();
         let _ = std::fs::remove_file(&self.opts.secret_file);
+        if let Some(f) = &self.opts.address_file {
+            let _ = std::fs::remove_file(f);
+        }
     }
 }
 
@@ -493,12 +722,21 @@ async fn serve(sock: TcpStream, peer: SocketAddr, shared: Arc<Shared>, secret: S
         return;
     }
     let hello = tokio::time::timeout(heartbeat, protocol::recv::<_, ToEngine>(&mut r)).await;
-    let (node, cpus, memory_mb, gpus, theirs) = match hello {
-        Ok(Ok(ToEngine::Hello { proof, nonce: theirs, node, cpus, memory_mb, gpus, pid }))
-            if protocol::verify(&secret, &nonce, &proof) =>
-        {
-            tracing::info!(%peer, %node, cpus, memory_mb, gpus, pid, "worker connected");
-            (node, cpus, memory_mb, gpus, theirs)
+    let (node, cpus, memory_mb, gpus, theirs, last_id, running, finished) = match hello {
+        Ok(Ok(ToEngine::Hello {
+            proof,
+            nonce: theirs,
+            node,
+            cpus,
+            memory_mb,
+            gpus,
+            pid,
+            last_id,
+            running,
+            finished,
+        })) if protocol::verify(&secret, &nonce, &proof) => {
+            tracing::info!(%peer, %node, cpus, memory_mb, gpus, pid, running = running.len(), "worker connected");
+            (node, cpus, memory_mb, gpus, theirs, last_id, running, finished)
         }
         other => {
             let reason = match other {
@@ -523,6 +761,19 @@ async fn serve(sock: TcpStream, peer: SocketAddr, shared: Arc<Shared>, secret: S
         let mut st = shared.lock();
         st.workers.push(Worker { node: node.clone(), cpus, memory_mb, gpus, used: Need::default(), tx, alive: true });
         let index = st.workers.len() - 1;
+        st.last_id = st.last_id.max(last_id);
+        if st.adopting {
+            // Kept for `recover`, which adopts what the run's leftovers claim.
+            st.reported.extend(running.into_iter().map(|t| (index, t)));
+            st.reported_done.extend(finished);
+        } else {
+            // Tasks of an engine this one does not continue, or that this engine already
+            // gave up as lost with their node: they must not run twice.
+            for t in running {
+                tracing::warn!(%node, dir = %t.cwd.display(), "stopping a task this engine does not follow");
+                let _ = st.workers[index].tx.send(ToWorker::Kill { id: t.id });
+            }
+        }
         st.dispatch();
         index
     };
@@ -553,6 +804,10 @@ async fn serve(sock: TcpStream, peer: SocketAddr, shared: Arc<Shared>, secret: S
                     st.workers[t.worker].used.sub(t.need);
                     st.done.insert(id, outcome.into());
                     st.dispatch();
+                } else if let Some(i) = st.reported.iter().position(|(w, t)| *w == index && t.id == id) {
+                    // A task `recover` has yet to adopt ended: it adopts the outcome.
+                    let (_, t) = st.reported.swap_remove(i);
+                    st.reported_done.push(FinishedTask { id, cwd: t.cwd, outcome });
                 }
                 drop(st);
                 shared.notify.notify_one();
@@ -566,6 +821,8 @@ async fn serve(sock: TcpStream, peer: SocketAddr, shared: Arc<Shared>, secret: S
     // Its tasks are lost with it: node failures, retried by the steps' `retry:`.
     let mut st = shared.lock();
     st.workers[index].alive = false;
+    // Tasks it reported for adoption are lost with it.
+    st.reported.retain(|(w, _)| *w != index);
     let gone: Vec<u64> = st.tasks.iter().filter(|(_, t)| t.worker == index).map(|(n, _)| *n).collect();
     for n in &gone {
         if let Some(t) = st.tasks.remove(n) {
@@ -602,6 +859,8 @@ pub struct WorkerLaunch {
     pub program: PathBuf,
     /// `host:port` of the engine.
     pub connect: String,
+    /// Where a resumed engine writes its `host:port` (read by workers that lost theirs).
+    pub address_file: Option<PathBuf>,
     /// The run's secret file.
     pub secret_file: PathBuf,
     /// Heartbeat.
@@ -631,11 +890,17 @@ pub fn worker_srun_argv(l: &WorkerLaunch) -> Vec<String> {
     if let Some(p) = &l.prelude {
         v.extend(["bash".to_string(), "-c".into(), p.clone(), "twinflow-step".into()]);
     }
+    v.extend(worker_argv(l));
+    v
+}
+
+/// `twinflow worker --connect ... --secret-file ...` as [`WorkerLaunch`] says.
+fn worker_argv(l: &WorkerLaunch) -> Vec<String> {
+    let mut v = vec![l.program.display().to_string(), "worker".into(), "--connect".into(), l.connect.clone()];
+    if let Some(f) = &l.address_file {
+        v.extend(["--address-file".to_string(), f.display().to_string()]);
+    }
     v.extend([
-        l.program.display().to_string(),
-        "worker".into(),
-        "--connect".into(),
-        l.connect.clone(),
         "--secret-file".into(),
         l.secret_file.display().to_string(),
         "--heartbeat".into(),
@@ -643,6 +908,13 @@ pub fn worker_srun_argv(l: &WorkerLaunch) -> Vec<String> {
         "--grace".into(),
         format!("{}", l.grace.as_secs_f64()),
     ]);
+    v
+}
+
+/// A worker on this machine (`pilot.launch: local`), offering `cpus` of its cores.
+pub fn local_worker_argv(l: &WorkerLaunch, cpus: u32) -> Vec<String> {
+    let mut v = worker_argv(l);
+    v.extend(["--cpus".to_string(), cpus.to_string()]);
     v
 }
 
@@ -663,11 +935,12 @@ mod tests {
             advertise: "127.0.0.1".into(),
             heartbeat: HEARTBEAT,
             secret_file: dir.join("run.secret"),
+            reuse_secret: false,
+            address_file: None,
             cores: 4,
             memory: None,
             grace: Duration::from_millis(500),
-            srun: None,
-            mpiexec: Mpiexec::default(),
+            launch: MpiLaunch { srun: None, mpiexec: Mpiexec::default() },
             connect_timeout: Duration::from_secs(10),
         }
     }
@@ -702,6 +975,7 @@ mod tests {
     ) -> tokio::task::JoinHandle<Result<(), WorkerError>> {
         let opts = WorkerOptions {
             connect: b.connect_address(),
+            address_file: None,
             secret_file: secret.to_path_buf(),
             heartbeat: HEARTBEAT,
             grace: Duration::from_millis(500),
@@ -751,6 +1025,9 @@ mod tests {
             memory_mb: None,
             gpus: 0,
             pid: 1,
+            last_id: 0,
+            running: vec![],
+            finished: vec![],
         };
         protocol::send(&mut w, &hello).await.unwrap();
         let answer = protocol::recv(&mut r).await.unwrap();
@@ -812,6 +1089,7 @@ mod tests {
         });
         let opts = WorkerOptions {
             connect: addr,
+            address_file: None,
             secret_file: dir.path().join("s"),
             heartbeat: HEARTBEAT,
             grace: Duration::from_millis(100),
@@ -907,6 +1185,7 @@ mod tests {
                 stdout: task.stdout,
                 stderr: task.stderr,
                 timeout_ms: None,
+                need: WireNeed::default(),
             };
             protocol::send(&mut w, &ToWorker::Start(Box::new(start))).await.unwrap();
             tokio::time::sleep(Duration::from_secs(30)).await;
@@ -914,6 +1193,7 @@ mod tests {
         });
         let opts = WorkerOptions {
             connect: addr,
+            address_file: None,
             secret_file,
             heartbeat: Duration::from_secs(1),
             grace: Duration::from_millis(200),
@@ -996,6 +1276,7 @@ mod tests {
             nodes: 3,
             program: "/opt/tf/bin/twinflow".into(),
             connect: "login1:4000".into(),
+            address_file: None,
             secret_file: "/runs/allocations/pilot-42-9.secret".into(),
             heartbeat: Duration::from_secs(30),
             grace: Duration::from_millis(2500),
@@ -1011,13 +1292,26 @@ mod tests {
     }
 
     #[test]
-    fn only_multi_rank_steps_get_a_launcher() {
+    fn only_multi_rank_steps_get_a_launcher_srun_or_mpiexec_with_the_hosts() {
         let dir = tempfile::tempdir().unwrap();
-        let mut o = options(dir.path());
+        let mut o = options(dir.path()).launch;
         let mut j = job(dir.path(), "m", "true", None);
-        assert_eq!(render_argv(&o, &j), ["sh", "-c", "true"]);
+        assert_eq!(render_argv(&o, &j, &[]), ["sh", "-c", "true"]);
         j.resources.ranks = 2;
-        assert_eq!(render_argv(&o, &j)[..3], ["mpiexec", "-n", "2"]);
+        // On the worker's node: the local launcher, no host list.
+        assert_eq!(render_argv(&o, &j, &[]), ["mpiexec", "-n", "2", "sh", "-c", "true"]);
+        // Across nodes: the workers' nodes and the ranks per node, before the profile's flags.
+        j.resources.ranks = 5;
+        o.mpiexec.flags = vec!["-bind-to".into(), "none".into()];
+        let hosts = ["n1".to_string(), "n2".to_string()];
+        assert_eq!(render_argv(&o, &j, &hosts).join(" "), "mpiexec -n 5 -hosts n1,n2 -ppn 3 -bind-to none sh -c true");
+        o.mpiexec.flavour = crate::execute::launch::MpiFlavour::Openmpi;
+        o.mpiexec.command = "mpirun".into();
+        o.mpiexec.env = vec![("OMPI_MCA_x".into(), "1".into())];
+        assert_eq!(
+            render_argv(&o, &j, &hosts).join(" "),
+            "mpirun -x OMPI_MCA_x -n 5 --host n1:3,n2:3 -bind-to none sh -c true"
+        );
         o.srun = Some(SrunLaunch {
             job_id: "7".into(),
             mpi: Some("pmi2".into()),
@@ -1025,11 +1319,161 @@ mod tests {
             mem_per_cpu_mb: None,
             prelude: None,
         });
-        let v = render_argv(&o, &j);
+        let v = render_argv(&o, &j, &hosts);
         assert_eq!(v[..3], ["srun", "--jobid=7", "--exact"]);
         assert!(
             v.contains(&"--mpi=pmi2".to_string()) && v.ends_with(&["sh".into(), "-c".into(), "true".into()]),
             "{v:?}"
         );
+    }
+    /// A runtime whose tasks run between `block_on`s (the engine's connections).
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap()
+    }
+
+    /// Polls `cond` every 50 ms for at most 20 s.
+    fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+        let t0 = std::time::Instant::now();
+        while !cond() {
+            assert!(t0.elapsed() < Duration::from_secs(20), "timed out waiting for {what}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn alive(pid: i32) -> bool {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok()
+            && !std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| s.contains(") Z "))
+    }
+
+    /// The pids a task wrote to its `starts` file, one per start.
+    fn starts(d: &Path, task: &str) -> Vec<i32> {
+        std::fs::read_to_string(d.join(task).join("starts"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.trim().parse().ok())
+            .collect()
+    }
+
+    /// Attempt 1 of `name`: writes its pid to `name/starts`, runs until `release-NAME`
+    /// exists, then touches `name/ended`.
+    fn attempt_until_released(d: &Path, name: &str) -> JobRequest {
+        let release = d.join(format!("release-{name}"));
+        let script = format!(
+            "echo $$ >> ../starts; while [ ! -e '{}' ]; do sleep 0.05; done; touch ../ended",
+            release.display()
+        );
+        job(d, &format!("{name}/attempt-1"), &script, None)
+    }
+
+    #[test]
+    fn a_resumed_engine_adopts_what_the_workers_of_a_killed_engine_run_and_ran() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().to_path_buf();
+        let opts = PilotOptions { address_file: Some(d.join("run.address")), ..options(&d) };
+        // The first engine in a runtime of its own: dropping it closes every connection of
+        // it, as `kill -9` of the engine would.
+        let engine1 = runtime();
+        let mut b1 = engine1.block_on(PilotBackend::listen(opts.clone())).unwrap();
+        let first_address = b1.connect_address();
+        assert_eq!(std::fs::read_to_string(d.join("run.address")).unwrap(), first_address);
+        let wopts = WorkerOptions {
+            connect: first_address.clone(),
+            address_file: opts.address_file.clone(),
+            secret_file: d.join("run.secret"),
+            heartbeat: Duration::from_secs(10),
+            grace: Duration::from_millis(200),
+            node: "n1".into(),
+            cpus: 4,
+            memory_mb: None,
+            gpus: 0,
+        };
+        let worker = std::thread::spawn(move || runtime().block_on(worker::run(wopts)));
+        let ids: Vec<JobId> = engine1.block_on(async {
+            let mut ids = vec![];
+            for name in ["long", "short", "stray"] {
+                ids.push(b1.submit(attempt_until_released(&d, name)).await.unwrap());
+            }
+            ids
+        });
+        wait_for("the three tasks to start", || ["long", "short", "stray"].iter().all(|t| starts(&d, t).len() == 1));
+        drop(b1);
+        drop(engine1);
+        // `short` ends while no engine runs.
+        std::fs::write(d.join("release-short"), "").unwrap();
+        wait_for("`short` to end", || d.join("short/ended").exists());
+        let leftover =
+            |task: &str, attempts| Leftover { task: task.into(), task_dir: d.join(task), attempts, open_job: None };
+        // `gone` was recorded as started, but no worker runs it: it starts again.
+        let leftovers = [leftover("long", 1), leftover("short", 1), leftover("gone", 1)];
+        let engine2 = runtime();
+        engine2.block_on(async {
+            let mut b2 = PilotBackend::listen(PilotOptions { reuse_secret: true, ..opts.clone() }).await.unwrap();
+            assert_ne!(b2.connect_address(), first_address, "the worker must find the new engine by its file");
+            b2.expect_workers(1, Duration::from_secs(10), (vec![], d.join("workers.log")));
+            let out = b2.recover("run-x", &d, &leftovers).await.unwrap();
+            let adopted = |i: usize, task: &str| Adopted {
+                attempt: 1,
+                job: ids[i].clone(),
+                dir: d.join(task).join("attempt-1"),
+                recorded: true,
+            };
+            assert_eq!(out, [Some(adopted(0, "long")), Some(adopted(1, "short")), None]);
+            assert_eq!(b2.workers(), 1, "no new worker was started");
+            assert_eq!(outcome(&mut b2, &ids[1]).await.ending, Ending::Exited(0));
+            assert_eq!(status(&mut b2, &ids[0]).await, JobStatus::Running);
+            assert_eq!(b2.node_of(&ids[0]).as_deref(), Some("n1"));
+            // `stray` is claimed by no leftover: the worker stops it.
+            let stray = starts(&d, "stray")[0];
+            wait_for("`stray` to be stopped", || !alive(stray));
+            std::fs::write(d.join("release-long"), "").unwrap();
+            assert_eq!(outcome(&mut b2, &ids[0]).await.ending, Ending::Exited(0));
+            // A new task is numbered above the killed engine's.
+            let new = b2.submit(attempt_until_released(&d, "new")).await.unwrap();
+            assert_eq!(new, JobId("pilot-4".into()));
+            std::fs::write(d.join("release-new"), "").unwrap();
+            assert_eq!(outcome(&mut b2, &new).await.ending, Ending::Exited(0));
+            b2.shutdown().await;
+        });
+        // Each adopted task started once: it was not started again.
+        assert_eq!((starts(&d, "long").len(), starts(&d, "short").len()), (1, 1));
+        assert!(worker.join().unwrap().is_ok());
+        assert!(!d.join("run.address").exists() && !d.join("run.secret").exists());
+    }
+
+    #[test]
+    fn a_worker_whose_engine_is_killed_and_not_resumed_stops_its_tasks_after_the_heartbeat() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().to_path_buf();
+        let opts = PilotOptions { address_file: Some(d.join("run.address")), ..options(&d) };
+        let engine = runtime();
+        let mut b = engine.block_on(PilotBackend::listen(opts.clone())).unwrap();
+        let heartbeat = Duration::from_millis(1500);
+        let wopts = WorkerOptions {
+            connect: b.connect_address(),
+            address_file: opts.address_file.clone(),
+            secret_file: d.join("run.secret"),
+            heartbeat,
+            grace: Duration::from_millis(200),
+            node: "n1".into(),
+            cpus: 1,
+            memory_mb: None,
+            gpus: 0,
+        };
+        let worker = std::thread::spawn(move || runtime().block_on(worker::run(wopts)));
+        engine.block_on(b.submit(attempt_until_released(&d, "orphan"))).unwrap();
+        wait_for("the task to start", || starts(&d, "orphan").len() == 1);
+        let pid = starts(&d, "orphan")[0];
+        drop(b);
+        drop(engine);
+        let t0 = std::time::Instant::now();
+        // The task goes on while the worker dials again...
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(alive(pid), "the task was stopped as soon as the engine went");
+        // ...and stops when no engine answered for a heartbeat.
+        let r = worker.join().unwrap();
+        assert!(matches!(&r, Err(WorkerError::EngineLost(m)) if m.contains("no engine for")), "{r:?}");
+        assert!(t0.elapsed() >= heartbeat * 2 / 3, "gave up after {:?}", t0.elapsed());
+        assert!(!alive(pid), "task {pid} outlived the worker");
+        assert!(!d.join("orphan/ended").exists());
     }
 }
