@@ -14,6 +14,7 @@ mod hardening;
 mod invalid;
 mod kill;
 mod mpiexec;
+mod pilot_local;
 mod project;
 mod provenance;
 mod reports;

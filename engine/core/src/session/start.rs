@@ -120,6 +120,15 @@ pub async fn run(
         .and_then(|p| p.pilot.clone().map(|pl| (p.clone(), pl)))
         .filter(|(_, pl)| pl.launch == PilotLaunch::Local);
     let slurm_profile = profile.filter(|_| settings.backend == BackendChoice::Slurm);
+    if settings.allocation
+        && let Some(p) = &slurm_profile
+        && p.pilot.as_ref().is_some_and(|pl| pl.launch == PilotLaunch::Local)
+    {
+        return Err(SessionError::Usage(format!(
+            "profile `{}`: `pilot.launch: local` starts the workers on this machine, not in an allocation\nhint: drop `--allocation` and `--backend slurm`, or use `launch: srun`",
+            p.name
+        )));
+    }
     // The run's id, chosen here for a new run: the pilot workers' files are named after it.
     let run_id = resume.clone().unwrap_or_else(|| crate::ids::RunId::generate().0);
     // Every program the run needs, looked up before anything runs (or is submitted).
@@ -151,12 +160,6 @@ pub async fn run(
             local.cores = alloc.cpus;
             local.memory = alloc.mem_per_cpu_mb.map(|m| (m * u64::from(alloc.cpus)) << 20);
             let backend: Box<dyn Backend> = match profile.pilot.clone() {
-                Some(pilot) if pilot.launch == PilotLaunch::Local => {
-                    return Err(SessionError::Usage(format!(
-                        "profile `{}`: `pilot.launch: local` starts the workers on this machine, not in an allocation\nhint: drop `--allocation` (and `--backend slurm`), or use `launch: srun`",
-                        profile.name
-                    )));
-                }
                 // Pilot workers: one `twinflow worker` per node instead of `srun` per task.
                 Some(pilot) => {
                     let nodes = allocation_nodes(&alloc, req.allocation.nodes);

@@ -241,7 +241,9 @@ impl State {
                 continue;
             };
             let mut q = self.queue.remove(i);
-            if let Some(h) = q.on_hosts.take() {
+            // Across nodes under `mpiexec`: the host list of the workers' nodes (on one
+            // node, the worker's own launcher needs none).
+            if let Some(h) = q.on_hosts.take().filter(|_| spread) {
                 q.start.argv = (h.render)(&self.hosts(h.nodes));
             }
             let started = SystemTime::now();
@@ -674,6 +676,12 @@ impl Backend for PilotBackend {
             let _ = tx.send(ToWorker::Shutdown);
         }
         drop(senders);
+        // Until they hang up: an engine that exited with the message still queued would
+        // leave them dialling for a heartbeat (and their tasks running) before they exit.
+        let until = tokio::time::Instant::now() + Duration::from_secs(10);
+        while self.workers() > 0 && tokio::time::Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         for (pid, mut c) in std::mem::take(&mut self.launchers) {
             // The workers exit on `Shutdown` and their `srun` with them; stop it if not.
             if tokio::time::timeout(Duration::from_secs(10), process::wait(&mut c)).await.is_err() {
