@@ -889,4 +889,38 @@ mod tests {
         .to_string();
         assert!(e.contains("adress"), "{e}");
     }
+
+    #[test]
+    fn problems_of_the_pilot_section_name_their_line_and_field() {
+        let text = "name: p\npilot:\n  launch: local\n  address: 'a b'\n  heartbeat: 0.5\n  workers: 0\n";
+        let ProfileError::Invalid { problems, .. } = Profile::parse(text, "p").unwrap_err() else { panic!() };
+        assert_eq!(
+            problems,
+            [
+                "line 4: `pilot.address`: `a b` is not a host name or address",
+                "line 5: `pilot.heartbeat`: must be at least 1s",
+                "line 6: `pilot.workers`: must be between 1 and 1024, got 0",
+            ]
+        );
+        let ProfileError::Invalid { problems, .. } =
+            Profile::parse("pilot:\n  heartbeat: 3x\n  workers: 2\n", "p").unwrap_err()
+        else {
+            panic!()
+        };
+        assert_eq!(problems.len(), 2, "{problems:#?}");
+        assert!(problems[0].starts_with("line 2: `pilot.heartbeat`: "), "{problems:#?}");
+        assert!(problems[1].starts_with("line 3: `pilot.workers`: 2 workers are for `launch: local`"), "{problems:#?}");
+        let p = Profile::parse("pilot: { launch: local, workers: 3, mpi_launcher: mpiexec }\n", "p").unwrap();
+        let pl = p.pilot.unwrap();
+        assert_eq!((pl.launch, pl.workers, pl.mpi_launcher), (PilotLaunch::Local, 3, MpiLauncher::Mpiexec));
+        // Through a file: its path, then the line.
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("site.yaml");
+        std::fs::write(&f, "pilot:\n  heartbeat: 0.5\n").unwrap();
+        let e = Profile::load(&f).unwrap_err().to_string();
+        assert!(
+            e.starts_with(&format!("profile `{}`:", f.display())) && e.contains("line 2: `pilot.heartbeat`"),
+            "{e}"
+        );
+    }
 }

@@ -165,10 +165,10 @@ struct Waiting {
     on_hosts: Option<HostsArgv>,
 }
 
-/// A task's argv given the hosts it spans (`nodes`: how many; 0 or 1: all of them).
+/// What renders a task's argv once the hosts it spans are known ([`render_argv`]).
 struct HostsArgv {
-    nodes: u32,
-    render: Box<dyn FnOnce(&[String]) -> Vec<String> + Send>,
+    launch: MpiLaunch,
+    job: JobRequest,
 }
 
 #[derive(Default)]
@@ -244,7 +244,7 @@ impl State {
             // Across nodes under `mpiexec`: the host list of the workers' nodes (on one
             // node, the worker's own launcher needs none).
             if let Some(h) = q.on_hosts.take().filter(|_| spread) {
-                q.start.argv = (h.render)(&self.hosts(h.nodes));
+                q.start.argv = render_argv(&h.launch, &h.job, &self.hosts(h.job.resources.nodes));
             }
             let started = SystemTime::now();
             if self.workers[w].tx.send(ToWorker::Start(Box::new(q.start))).is_err() {
@@ -524,13 +524,8 @@ impl Backend for PilotBackend {
         let n = self.next;
         // A multi-rank step launched with `mpiexec` that may span nodes gets its host list
         // when it starts (on one node: that node's worker runs it, no host list).
-        let on_hosts = (job.resources.ranks > 1 && self.opts.launch.srun.is_none()).then(|| {
-            let (launch, j) = (self.opts.launch.clone(), job.clone());
-            HostsArgv {
-                nodes: job.resources.nodes,
-                render: Box::new(move |hosts: &[String]| render_argv(&launch, &j, hosts)),
-            }
-        });
+        let on_hosts = (job.resources.ranks > 1 && self.opts.launch.srun.is_none())
+            .then(|| HostsArgv { launch: self.opts.launch.clone(), job: job.clone() });
         let start = StartTask {
             id: n,
             name: job.name.clone(),
@@ -1021,6 +1016,16 @@ mod tests {
     /// Connects as a worker would and answers the challenge with `secret`; returns the
     /// engine's answer and the connection.
     async fn hello_with(addr: &str, secret: &str) -> (ToWorker, BufReader<tokio::net::tcp::OwnedReadHalf>) {
+        hello_reporting(addr, secret, "rogue", vec![]).await
+    }
+
+    /// [`hello_with`] from a worker that says it runs `running` (a reconnection).
+    async fn hello_reporting(
+        addr: &str,
+        secret: &str,
+        node: &str,
+        running: Vec<RunningTask>,
+    ) -> (ToWorker, BufReader<tokio::net::tcp::OwnedReadHalf>) {
         let s = TcpStream::connect(addr).await.unwrap();
         let (r, mut w) = s.into_split();
         let mut r = BufReader::new(r);
@@ -1028,13 +1033,13 @@ mod tests {
         let hello = ToEngine::Hello {
             proof: protocol::proof(secret, &nonce),
             nonce: "n".into(),
-            node: "rogue".into(),
+            node: node.into(),
             cpus: 64,
             memory_mb: None,
             gpus: 0,
             pid: 1,
-            last_id: 0,
-            running: vec![],
+            last_id: running.iter().map(|t| t.id).max().unwrap_or(0),
+            running,
             finished: vec![],
         };
         protocol::send(&mut w, &hello).await.unwrap();
@@ -1483,5 +1488,65 @@ mod tests {
         assert!(t0.elapsed() >= heartbeat * 2 / 3, "gave up after {:?}", t0.elapsed());
         assert!(!alive(pid), "task {pid} outlived the worker");
         assert!(!d.join("orphan/ended").exists());
+    }
+
+    #[tokio::test]
+    async fn a_worker_that_dials_in_with_tasks_this_engine_does_not_follow_is_told_to_kill_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut b = PilotBackend::listen(options(dir.path())).await.unwrap();
+        let secret = protocol::read_secret(&dir.path().join("run.secret")).unwrap();
+        // A fresh run (nothing to adopt): tasks of an engine it does not continue, or that
+        // it gave up with their node, must not go on running.
+        let stale = RunningTask {
+            id: 7,
+            cwd: dir.path().join("t/attempt-1"),
+            need: WireNeed { cores: 1, memory_mb: 0, gpus: 0 },
+            started_ms: None,
+            pid: None,
+        };
+        let (answer, mut r) = hello_reporting(&b.connect_address(), &secret, "n1", vec![stale]).await;
+        assert!(matches!(answer, ToWorker::Welcome { .. }), "{answer:?}");
+        let kill = loop {
+            match protocol::recv::<_, ToWorker>(&mut r).await.unwrap() {
+                ToWorker::Ping => continue,
+                m => break m,
+            }
+        };
+        assert_eq!(kill, ToWorker::Kill { id: 7 });
+        // Its tasks take none of the node, and this engine numbers its own above them.
+        let id = b.submit(job(dir.path(), "next", "true", None)).await.unwrap();
+        assert_eq!(id, JobId("pilot-8".into()));
+        let start = loop {
+            match protocol::recv::<_, ToWorker>(&mut r).await.unwrap() {
+                ToWorker::Ping => continue,
+                m => break m,
+            }
+        };
+        assert!(matches!(&start, ToWorker::Start(t) if t.id == 8 && t.need.cores == 1), "{start:?}");
+    }
+
+    #[tokio::test]
+    async fn a_step_across_nodes_under_mpiexec_gets_the_workers_nodes_as_its_hosts() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut b = PilotBackend::listen(options(dir.path())).await.unwrap();
+        let secret = protocol::read_secret(&dir.path().join("run.secret")).unwrap();
+        let (_, mut r1) = hello_reporting(&b.connect_address(), &secret, "n1", vec![]).await;
+        let (_, mut r2) = hello_reporting(&b.connect_address(), &secret, "n2", vec![]).await;
+        until_workers(&b, 2).await;
+        let mut j = job(dir.path(), "wide", "true", None);
+        j.resources.ranks = 4;
+        j.resources.nodes = 2;
+        b.submit(j).await.unwrap();
+        // One of the two workers starts it (any: the launcher places the ranks).
+        let start = tokio::select! {
+            m = async { loop { if let ToWorker::Start(t) = protocol::recv::<_, ToWorker>(&mut r1).await.unwrap() { break t } } } => m,
+            m = async { loop { if let ToWorker::Start(t) = protocol::recv::<_, ToWorker>(&mut r2).await.unwrap() { break t } } } => m,
+        };
+        let argv = start.argv.join(" ");
+        assert!(
+            argv == "mpiexec -n 4 -hosts n1,n2 -ppn 2 sh -c true"
+                || argv == "mpiexec -n 4 -hosts n2,n1 -ppn 2 sh -c true",
+            "{argv}"
+        );
     }
 }
