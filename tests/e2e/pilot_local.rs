@@ -292,3 +292,34 @@ fn pilot_profile_errors_name_the_file_line_and_field() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("`pilot.launch: local` starts the workers on this machine"));
     assert!(!d.join("calls.log").exists(), "SLURM was asked for an allocation");
 }
+
+#[test]
+fn pilot_local_a_worker_stopped_with_sigterm_stops_its_tasks_and_the_engine_fails_them_as_node_failures() {
+    let d = scratch("pilot-local/sigterm");
+    let profile = local_pilot(&d, "30s", "");
+    let logs = d.join("logs");
+    std::fs::create_dir_all(&logs).unwrap();
+    let wf = write(&d, "naps.yaml", NAPS);
+    let logs_param = format!("logs={}", logs.display());
+    let child = spawn(
+        &d,
+        &[wf.to_str().unwrap(), "--backend", "local", "--profile", profile.to_str().unwrap(), "-p", &logs_param],
+    );
+    wait_until("both naps to run", 60, || starts(&logs, 0).len() == 1 && starts(&logs, 1).len() == 1);
+    let naps: Vec<u32> = (0..2).map(|m| starts(&logs, m)[0]).collect();
+    let worker: u32 = workers_of(&d)[0].split_whitespace().next().unwrap().parse().unwrap();
+    signal(worker, "-TERM");
+    // Well before the heartbeat (30 s): the worker stops its tasks as it goes.
+    wait_until("the naps to stop", 10, || naps.iter().all(|p| !alive(*p)));
+    let out = wait_output(child, 30);
+    assert_eq!(out.status.code(), Some(1), "{}", show(&out));
+    let failed: Vec<String> = events(&out)
+        .into_iter()
+        .filter(|e| e["event"] == "task-finished" && e["state"] == "failed")
+        .map(|e| e.to_string())
+        .collect();
+    assert_eq!(failed.len(), 2, "{failed:?}");
+    assert!(failed.iter().all(|e| e.contains("a node of the job failed (SLURM NODE_FAIL)")), "{failed:?}");
+    let log = std::fs::read_to_string(d.join("runs/allocations").join(format!("pilot-{}.log", run_id(&out)))).unwrap();
+    assert!(log.contains("stopped by SIGTERM"), "{log}");
+}

@@ -220,7 +220,7 @@ fn worker_cmd(a: &WorkerArgs) -> Result<i32, Failure> {
     match r {
         Ok(()) => Ok(exit::OK),
         // The engine went away: its tasks were stopped; the run is to be resumed.
-        Err(e @ session::pilot::WorkerError::EngineLost(_)) => {
+        Err(e @ (session::pilot::WorkerError::EngineLost(_) | session::pilot::WorkerError::Stopped(_))) => {
             errln!("twinflow worker: {e}");
             Ok(exit::RUN_FAILED)
         }

@@ -115,6 +115,9 @@ pub enum WorkerError {
     /// The engine was silent or gone for a whole heartbeat, and no engine took its place.
     #[error("lost the engine ({0}); stopped its tasks")]
     EngineLost(String),
+    /// Stopped by a signal (its tasks were stopped first).
+    #[error("stopped by {0}; stopped its tasks")]
+    Stopped(&'static str),
     /// The protocol broke during the handshake.
     #[error("handshake with the engine failed: {0}")]
     Handshake(#[from] ProtocolError),
@@ -206,18 +209,40 @@ pub async fn run(opts: WorkerOptions) -> Result<(), WorkerError> {
     let stream = connect(&addr, opts.heartbeat).await?;
     let (mut r, mut w) = handshake(stream, &opts, &secret, &tasks, &addr).await?;
     tracing::info!(engine = %addr, node = %opts.node, cpus = opts.cpus, "worker connected");
+    // SIGTERM (`kill`, a cancelled `srun` step) or SIGINT: the tasks are stopped with the
+    // worker, not left behind in their own process groups.
+    let mut signals = Signals::new().map_err(|e| WorkerError::Secret(format!("cannot handle signals: {e}")))?;
     loop {
-        let (why, last_heard) = match serve(&mut r, &mut w, &mut tasks, &opts).await {
-            Ok(()) => {
+        let served = tokio::select! {
+            r = serve(&mut r, &mut w, &mut tasks, &opts) => Ok(r),
+            s = signals.next() => Err(s),
+        };
+        let (why, last_heard) = match served {
+            Ok(Ok(())) => {
                 stop_all(&mut tasks.local, &tasks.running, opts.grace).await;
                 tracing::info!("the engine ended the run; worker exits");
                 return Ok(());
             }
-            Err(lost) => lost,
+            Ok(Err(lost)) => lost,
+            Err(sig) => {
+                stop_all(&mut tasks.local, &tasks.running, opts.grace).await;
+                return Err(WorkerError::Stopped(sig));
+            }
         };
         drop((r, w));
         tracing::warn!("lost the engine: {why}; tasks go on while dialling it again");
-        match redial(&opts, &secret, &mut tasks, last_heard).await {
+        let again = tokio::select! {
+            r = redial(&opts, &secret, &mut tasks, last_heard) => Ok(r),
+            s = signals.next() => Err(s),
+        };
+        let again = match again {
+            Ok(a) => a,
+            Err(sig) => {
+                stop_all(&mut tasks.local, &tasks.running, opts.grace).await;
+                return Err(WorkerError::Stopped(sig));
+            }
+        };
+        match again {
             Some((nr, nw, addr)) => {
                 tracing::info!(engine = %addr, reported = tasks.unreported.len(), running = tasks.running.len(), "worker reconnected");
                 // The engine has them now.
@@ -229,6 +254,27 @@ pub async fn run(opts: WorkerOptions) -> Result<(), WorkerError> {
                 stop_all(&mut tasks.local, &tasks.running, opts.grace).await;
                 return Err(WorkerError::EngineLost(why));
             }
+        }
+    }
+}
+
+/// The signals that stop a worker.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> std::io::Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Self { term: signal(SignalKind::terminate())?, int: signal(SignalKind::interrupt())? })
+    }
+
+    /// The next one's name.
+    async fn next(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.term.recv() => "SIGTERM",
+            _ = self.int.recv() => "SIGINT",
         }
     }
 }
