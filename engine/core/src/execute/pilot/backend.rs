@@ -32,7 +32,8 @@ pub struct PilotOptions {
     /// The run's secret file, created here (mode 0600) and read by the workers.
     pub secret_file: PathBuf,
     /// Keep the secret file of an earlier engine of the run when there is one (its workers
-    /// may be alive and dialling in with it: `run --resume`).
+    /// may be alive and dialling in with it: `run --resume`); what they report is then kept
+    /// for [`Backend::recover`] to adopt.
     pub reuse_secret: bool,
     /// Where the engine writes its `host:port` for workers that lost it to read.
     pub address_file: Option<PathBuf>,
@@ -296,6 +297,9 @@ impl PilotBackend {
     pub async fn listen(opts: PilotOptions) -> Result<Self, BackendError> {
         let err = |m: String| BackendError::Submit { name: "twinflow worker".into(), message: m };
         let kept = if opts.reuse_secret { protocol::read_secret(&opts.secret_file).ok() } else { None };
+        // Workers of an earlier engine may dial in as soon as the listener is up: what they
+        // report is kept for `recover` from the first one on.
+        let adopting = kept.is_some();
         let secret = match kept {
             Some(s) => s,
             None => {
@@ -308,7 +312,8 @@ impl PilotBackend {
         let listener =
             TcpListener::bind(opts.bind).await.map_err(|e| err(format!("cannot listen on {}: {e}", opts.bind)))?;
         let addr = listener.local_addr().map_err(|e| err(e.to_string()))?;
-        let shared = Arc::new(Shared { state: Mutex::default(), notify: Notify::new() });
+        let state = State { adopting, ..State::default() };
+        let shared = Arc::new(Shared { state: Mutex::new(state), notify: Notify::new() });
         let accept = tokio::spawn(accept_loop(listener, shared.clone(), secret, opts.heartbeat));
         tracing::info!(%addr, "listening for twinflow workers");
         let b = Self {
