@@ -23,8 +23,8 @@ fn local_pilot(d: &Path, heartbeat: &str, extra: &str) -> PathBuf {
     )
 }
 
-/// Two members that log each start and run until `LOGS/release` exists, then a step after
-/// them.
+/// Two members that log each start and run until `LOGS/release` (or `LOGS/release-I`)
+/// exists, then log their end; then a step after them.
 const NAPS: &str = r#"
 name: pilot-local-naps
 params:
@@ -33,7 +33,7 @@ steps:
   nap:
     scatter:
       over: { i: "${{ range(0, 2) }}" }
-    run: [sh, -c, 'echo $$ >> "$1/starts-$2"; while [ ! -e "$1/release" ]; do sleep 0.1; done; echo "$2" > o.txt', sh, "${{ params.logs }}", "${{ scatter.i }}"]
+    run: [sh, -c, 'echo $$ >> "$1/starts-$2"; while [ ! -e "$1/release" ] && [ ! -e "$1/release-$2" ]; do sleep 0.1; done; echo "$2" > o.txt; echo end >> "$1/ends-$2"', sh, "${{ params.logs }}", "${{ scatter.i }}"]
     out: { o: o.txt }
   after:
     after: [nap]
@@ -97,10 +97,13 @@ fn pilot_local_resume_adopts_the_running_tasks_of_live_workers_after_kill_minus_
     let profile = local_pilot(&d, "30s", "");
     let logs = start_and_kill(&d, &profile);
     let naps: Vec<u32> = (0..2).map(|m| starts(&logs, m)[0]).collect();
-    // The engine is gone; its worker and the naps go on.
+    // The engine is gone; its worker and the naps go on, and `nap[0]` ends meanwhile (its
+    // worker keeps the outcome for the next engine).
     std::thread::sleep(std::time::Duration::from_millis(500));
     assert!(naps.iter().all(|p| alive(*p)), "the naps stopped with the engine");
     assert_eq!(workers_of(&d).len(), 1);
+    std::fs::write(logs.join("release-0"), "").unwrap();
+    wait_until("`nap[0]` to end", 10, || logs.join("ends-0").exists());
     let resumed = spawn(&d, &["--resume", "latest"]);
     let runs = d.join("runs");
     let run = latest_run_id(&runs);
@@ -126,6 +129,8 @@ fn pilot_local_resume_adopts_the_running_tasks_of_live_workers_after_kill_minus_
     assert_eq!(adopted.len(), 2, "{adopted:?}");
     assert!(adopted.iter().all(|e| e["attempt"] == 1 && e["job_id"].as_str().is_some_and(|j| j.starts_with("pilot-"))));
     assert_eq!(step_file(&d, &out, "after/out/a.txt"), "ok\n");
+    assert_eq!(step_file(&d, &out, "nap/0/out/o.txt"), "0\n");
+    assert_eq!(step_file(&d, &out, "nap/1/out/o.txt"), "1\n");
     // The one worker of the run exited with it, and the run's secret went with it.
     wait_until("the worker to exit", 20, || workers_of(&d).is_empty());
     let left: Vec<_> = std::fs::read_dir(runs.join("allocations"))

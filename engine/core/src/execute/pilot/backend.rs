@@ -1408,12 +1408,13 @@ mod tests {
         let worker = std::thread::spawn(move || runtime().block_on(worker::run(wopts)));
         let ids: Vec<JobId> = engine1.block_on(async {
             let mut ids = vec![];
-            for name in ["long", "short", "stray"] {
+            for name in ["long", "short", "stray", "unrecorded"] {
                 ids.push(b1.submit(attempt_until_released(&d, name)).await.unwrap());
             }
             ids
         });
-        wait_for("the three tasks to start", || ["long", "short", "stray"].iter().all(|t| starts(&d, t).len() == 1));
+        let names = ["long", "short", "stray", "unrecorded"];
+        wait_for("the four tasks to start", || names.iter().all(|t| starts(&d, t).len() == 1));
         drop(b1);
         drop(engine1);
         // `short` ends while no engine runs.
@@ -1422,7 +1423,9 @@ mod tests {
         let leftover =
             |task: &str, attempts| Leftover { task: task.into(), task_dir: d.join(task), attempts, open_job: None };
         // `gone` was recorded as started, but no worker runs it: it starts again.
-        let leftovers = [leftover("long", 1), leftover("short", 1), leftover("gone", 1)];
+        // `unrecorded` was started just before the engine died, before the database
+        // recorded its attempt (0 attempts recorded).
+        let leftovers = [leftover("long", 1), leftover("short", 1), leftover("gone", 1), leftover("unrecorded", 0)];
         let engine2 = runtime();
         engine2.block_on(async {
             let mut b2 = PilotBackend::listen(PilotOptions { reuse_secret: true, ..opts.clone() }).await.unwrap();
@@ -1435,7 +1438,8 @@ mod tests {
                 dir: d.join(task).join("attempt-1"),
                 recorded: true,
             };
-            assert_eq!(out, [Some(adopted(0, "long")), Some(adopted(1, "short")), None]);
+            let unrecorded = Adopted { recorded: false, ..adopted(3, "unrecorded") };
+            assert_eq!(out, [Some(adopted(0, "long")), Some(adopted(1, "short")), None, Some(unrecorded)]);
             assert_eq!(b2.workers(), 1, "no new worker was started");
             assert_eq!(outcome(&mut b2, &ids[1]).await.ending, Ending::Exited(0));
             assert_eq!(status(&mut b2, &ids[0]).await, JobStatus::Running);
@@ -1444,16 +1448,20 @@ mod tests {
             let stray = starts(&d, "stray")[0];
             wait_for("`stray` to be stopped", || !alive(stray));
             std::fs::write(d.join("release-long"), "").unwrap();
+            std::fs::write(d.join("release-unrecorded"), "").unwrap();
             assert_eq!(outcome(&mut b2, &ids[0]).await.ending, Ending::Exited(0));
+            assert_eq!(outcome(&mut b2, &ids[3]).await.ending, Ending::Exited(0));
             // A new task is numbered above the killed engine's.
             let new = b2.submit(attempt_until_released(&d, "new")).await.unwrap();
-            assert_eq!(new, JobId("pilot-4".into()));
+            assert_eq!(new, JobId("pilot-5".into()));
             std::fs::write(d.join("release-new"), "").unwrap();
             assert_eq!(outcome(&mut b2, &new).await.ending, Ending::Exited(0));
             b2.shutdown().await;
         });
         // Each adopted task started once: it was not started again.
-        assert_eq!((starts(&d, "long").len(), starts(&d, "short").len()), (1, 1));
+        for t in ["long", "short", "unrecorded"] {
+            assert_eq!(starts(&d, t).len(), 1, "{t}");
+        }
         assert!(worker.join().unwrap().is_ok());
         assert!(!d.join("run.address").exists() && !d.join("run.secret").exists());
     }
