@@ -328,3 +328,19 @@ fn pilot_local_a_worker_stopped_with_sigterm_stops_its_tasks_and_the_engine_fail
     let log = std::fs::read_to_string(d.join("runs/allocations").join(format!("pilot-{}.log", run_id(&out)))).unwrap();
     assert!(log.contains("stopped by SIGTERM"), "{log}");
 }
+
+#[test]
+fn pilot_local_cancel_of_a_run_whose_engine_was_killed_stops_its_workers_and_their_tasks() {
+    let d = scratch("pilot-local/cancel");
+    let profile = local_pilot(&d, "60s", "");
+    let logs = start_and_kill(&d, &profile);
+    let naps: Vec<u32> = (0..2).map(|m| starts(&logs, m)[0]).collect();
+    let c = twinflow().current_dir(&d).args(["cancel", "latest"]).output().unwrap();
+    assert!(c.status.success(), "{}", show(&c));
+    let said = String::from_utf8_lossy(&c.stdout);
+    assert!(said.contains("sent SIGTERM to the pilot workers of run"), "{said}");
+    // Long before the heartbeat (60 s).
+    wait_until("the worker to exit", 15, || workers_of(&d).is_empty());
+    wait_until("the naps to stop", 10, || naps.iter().all(|p| !alive(*p)));
+    assert!(!logs.join("ends-0").exists() && !logs.join("ends-1").exists());
+}

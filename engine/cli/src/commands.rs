@@ -396,7 +396,14 @@ fn cancel_cmd(a: &CancelArgs) -> Result<i32, Failure> {
         }
         _ => {}
     }
-    if c.jobs.is_empty() && c.engine.is_none() {
+    if !c.workers.is_empty() {
+        outln!(
+            "sent SIGTERM to the pilot workers of run {} (pids {}); they stop their tasks",
+            c.run_id,
+            c.workers.iter().map(u32::to_string).collect::<Vec<_>>().join(", ")
+        );
+    }
+    if c.jobs.is_empty() && c.engine.is_none() && c.workers.is_empty() {
         outln!("run {} has no SLURM jobs in flight and no engine running", c.run_id);
     }
     Ok(exit::OK)

@@ -53,20 +53,66 @@ pub enum Workers<'a> {
 pub struct PilotState {
     /// Workers started.
     pub workers: usize,
-    /// Pids of the launchers (the `srun`, or each local worker) on this host.
+    /// Pids of the launchers (the `srun`, or each local worker) on `host`.
     pub pids: Vec<u32>,
+    /// The host of the engine that started them.
+    #[serde(default)]
+    pub host: String,
 }
 
 impl PilotState {
-    /// Whether one of the launchers still runs (a process of that pid whose command line
-    /// names `secret_file`: not another process that got the pid since).
-    pub fn alive(&self, secret_file: &Path) -> bool {
-        let needle = secret_file.as_os_str().as_encoded_bytes();
-        self.pids.iter().any(|pid| {
-            std::fs::read(format!("/proc/{pid}/cmdline"))
-                .is_ok_and(|c| c.windows(needle.len().max(1)).any(|w| w == needle))
-        })
+    /// The file an engine of run `run_id` leaves in `runs_dir`.
+    pub fn file(runs_dir: &Path, run_id: &str) -> PathBuf {
+        runs_dir.join("allocations").join(format!("pilot-{run_id}.json"))
     }
+
+    /// The run's secret file beside it.
+    pub fn secret_file(runs_dir: &Path, run_id: &str) -> PathBuf {
+        runs_dir.join("allocations").join(format!("pilot-{run_id}.secret"))
+    }
+
+    /// The state an engine of run `run_id` left, if any.
+    pub fn read(runs_dir: &Path, run_id: &str) -> Option<Self> {
+        std::fs::read_to_string(Self::file(runs_dir, run_id)).ok().and_then(|t| serde_json::from_str(&t).ok())
+    }
+
+    /// The launchers that still run on this host (a process of that pid whose command line
+    /// names `secret_file`: not another process that got the pid since).
+    pub fn live_launchers(&self, secret_file: &Path) -> Vec<u32> {
+        if self.host != hostname() {
+            return vec![];
+        }
+        let needle = secret_file.as_os_str().as_encoded_bytes();
+        self.pids
+            .iter()
+            .copied()
+            .filter(|pid| {
+                std::fs::read(format!("/proc/{pid}/cmdline"))
+                    .is_ok_and(|c| c.windows(needle.len().max(1)).any(|w| w == needle))
+            })
+            .collect()
+    }
+
+    /// Whether its workers may still be alive: a launcher still runs here, or the engine
+    /// ran on another host (its processes cannot be seen from here: the workers are waited
+    /// for, up to a heartbeat).
+    pub fn may_be_alive(&self, secret_file: &Path) -> bool {
+        self.host != hostname() || !self.live_launchers(secret_file).is_empty()
+    }
+}
+
+/// Stops the workers an engine of run `run_id` that is gone left on this host (`twinflow
+/// cancel`): SIGTERM to their launchers; a worker stops its tasks before it exits (an
+/// `srun` passes the signal to its workers). Returns the pids signalled.
+pub fn stop_workers(runs_dir: &Path, run_id: &str) -> Vec<u32> {
+    let Some(state) = PilotState::read(runs_dir, run_id) else { return vec![] };
+    let pids = state.live_launchers(&crate::spec::span::absolute(&PilotState::secret_file(runs_dir, run_id)));
+    for pid in &pids {
+        if let Ok(p) = i32::try_from(*pid) {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(p), nix::sys::signal::Signal::SIGTERM);
+        }
+    }
+    pids
 }
 
 /// The argv of each process that starts workers.
@@ -130,14 +176,14 @@ pub async fn start(
     let stem = format!("pilot-{run_id}");
     let secret_file = dir.join(format!("{stem}.secret"));
     let address_file = dir.join(format!("{stem}.address"));
-    let state_file = dir.join(format!("{stem}.json"));
+    let state_file = PilotState::file(&crate::spec::span::absolute(runs_dir), run_id);
     let log = dir.join(format!("{stem}.log"));
     let previous: Option<PilotState> = if resumed {
         std::fs::read_to_string(&state_file).ok().and_then(|t| serde_json::from_str(&t).ok())
     } else {
         None
     };
-    let live = previous.filter(|p| p.alive(&secret_file) && secret_file.exists());
+    let live = previous.filter(|p| p.may_be_alive(&secret_file) && secret_file.exists());
     let (bind, advertise) = listen_address(pilot);
     let srun = match (&workers, pilot.mpi_launcher) {
         (Workers::Srun { .. }, MpiLauncher::Srun) => local.srun.clone(),
@@ -173,7 +219,7 @@ pub async fn start(
                 Workers::Srun { nodes, .. } => nodes as usize,
                 Workers::Local => pilot.workers as usize,
             };
-            PilotState { workers, pids: backend.launcher_pids() }
+            PilotState { workers, pids: backend.launcher_pids(), host: hostname() }
         }
     };
     let text = serde_json::to_string(&state).unwrap_or_default();
