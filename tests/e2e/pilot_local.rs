@@ -344,3 +344,26 @@ fn pilot_local_cancel_of_a_run_whose_engine_was_killed_stops_its_workers_and_the
     wait_until("the naps to stop", 10, || naps.iter().all(|p| !alive(*p)));
     assert!(!logs.join("ends-0").exists() && !logs.join("ends-1").exists());
 }
+
+#[test]
+fn pilot_local_resume_after_engine_and_worker_were_killed_stops_the_orphaned_tasks_and_runs_them_again() {
+    let d = scratch("pilot-local/orphans");
+    let profile = local_pilot(&d, "30s", "");
+    let logs = start_and_kill(&d, &profile);
+    let naps: Vec<u32> = (0..2).map(|m| starts(&logs, m)[0]).collect();
+    // The worker killed with -9 too: its tasks, in process groups of their own, go on.
+    let worker: u32 = workers_of(&d)[0].split_whitespace().next().unwrap().parse().unwrap();
+    signal(worker, "-KILL");
+    wait_until("the worker to die", 10, || workers_of(&d).is_empty());
+    assert!(naps.iter().all(|p| alive(*p)), "the naps died with the worker");
+    // No worker to dial in: the resumed engine starts a new one at once, stops the orphans
+    // (they would run twice) and runs the naps again.
+    let resumed = spawn(&d, &["--resume", "latest"]);
+    wait_until("the orphaned naps to stop", 20, || naps.iter().all(|p| !alive(*p)));
+    wait_until("the naps to start again", 30, || starts(&logs, 0).len() == 2 && starts(&logs, 1).len() == 2);
+    std::fs::write(logs.join("release"), "").unwrap();
+    let out = wait_output(resumed, 60);
+    assert!(out.status.success(), "{}", show(&out));
+    let tasks = db_tasks(&d.join("runs"), &run_id(&out));
+    assert_eq!(tasks["nap[0]"].0, "succeeded", "{tasks:?}");
+}
