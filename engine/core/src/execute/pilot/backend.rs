@@ -1498,7 +1498,8 @@ mod tests {
         // ...and stops when no engine answered for a heartbeat.
         let r = worker.join().unwrap();
         assert!(matches!(&r, Err(WorkerError::EngineLost(m)) if m.contains("no engine for")), "{r:?}");
-        assert!(t0.elapsed() >= heartbeat * 2 / 3, "gave up after {:?}", t0.elapsed());
+        // It last heard from the engine at most a third of a heartbeat before it died.
+        assert!(t0.elapsed() >= heartbeat / 2, "gave up after {:?}", t0.elapsed());
         assert!(!alive(pid), "task {pid} outlived the worker");
         assert!(!d.join("orphan/ended").exists());
     }
