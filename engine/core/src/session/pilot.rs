@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use super::SessionError;
 use crate::execute::local::LocalOptions;
-use crate::execute::pilot::backend::{MpiLaunch, WorkerLaunch, local_worker_argv, worker_srun_argv};
+use crate::execute::pilot::backend::{Fallback, MpiLaunch, WorkerLaunch, local_worker_argv, worker_srun_argv};
 pub use crate::execute::pilot::worker::WorkerError;
 use crate::execute::pilot::worker::{self, WorkerOptions};
 use crate::execute::pilot::{PilotBackend, PilotOptions};
@@ -206,28 +206,31 @@ pub async fn start(
     let program = std::env::current_exe().map_err(|e| SessionError::Backend(format!("cannot find twinflow: {e}")))?;
     let argvs =
         worker_argvs(&workers, program, backend.connect_address(), &address_file, &secret_file, profile, pilot, local);
-    let state = match live {
+    let count = match workers {
+        Workers::Srun { nodes, .. } => nodes as usize,
+        Workers::Local => pilot.workers as usize,
+    };
+    match live {
         Some(p) => {
-            // They dial again for up to a heartbeat after they lost the killed engine.
+            // They dial again for up to a heartbeat after they lost the killed engine; if
+            // none does, new ones start, and the file says so for the next resume.
             tracing::info!(workers = p.workers, "waiting for the previous engine's workers to dial in");
-            backend.expect_workers(p.workers, pilot.heartbeat, (argvs, log));
-            p
+            let file = state_file.clone();
+            let started = Box::new(move |pids: &[u32]| {
+                let state = PilotState { workers: count, pids: pids.to_vec(), host: hostname() };
+                if let Err(e) = std::fs::write(&file, serde_json::to_string(&state).unwrap_or_default()) {
+                    tracing::warn!("cannot write `{}`: {e}", file.display());
+                }
+            });
+            backend.expect_workers(p.workers, pilot.heartbeat, Fallback { argvs, log, started });
         }
         None => {
             backend.launch_all(&argvs, &log).map_err(|e| SessionError::Backend(e.to_string()))?;
-            let workers = match workers {
-                Workers::Srun { nodes, .. } => nodes as usize,
-                Workers::Local => pilot.workers as usize,
-            };
-            PilotState { workers, pids: backend.launcher_pids(), host: hostname() }
+            let state = PilotState { workers: count, pids: backend.launcher_pids(), host: hostname() };
+            std::fs::write(&state_file, serde_json::to_string(&state).unwrap_or_default())
+                .map_err(|source| SessionError::Io { action: "cannot write", path: state_file.clone(), source })?;
         }
-    };
-    let text = serde_json::to_string(&state).unwrap_or_default();
-    std::fs::write(&state_file, text).map_err(|source| SessionError::Io {
-        action: "cannot write",
-        path: state_file.clone(),
-        source,
-    })?;
+    }
     Ok(backend)
 }
 

@@ -287,8 +287,23 @@ struct Expect {
     workers: usize,
     until: tokio::time::Instant,
     /// Started when none of them comes: the argv of each launcher, and their log.
-    fallback: (Vec<Vec<String>>, PathBuf),
+    fallback: Fallback,
 }
+
+/// What starts workers when none of a killed engine's dial in: the argv of each launcher,
+/// their log, and what to tell of the launchers' pids once they run (the session records
+/// them for the next `run --resume`).
+pub struct Fallback {
+    /// One argv per launcher.
+    pub argvs: Vec<Vec<String>>,
+    /// Their output.
+    pub log: PathBuf,
+    /// Called with the pids of the launchers started.
+    pub started: Started,
+}
+
+/// See [`Fallback::started`].
+pub type Started = Box<dyn FnOnce(&[u32]) + Send>;
 
 impl PilotBackend {
     /// Writes the secret file (or keeps an earlier engine's, see
@@ -372,9 +387,9 @@ impl PilotBackend {
 
     /// A resumed run whose killed engine's workers may be alive: wait for `workers` of them
     /// to dial in (up to `patience`) before following or starting anything, and keep what
-    /// they report for [`Backend::recover`] to adopt; start workers with `fallback` (argvs
-    /// and log, as [`PilotBackend::launch_all`]) if none comes.
-    pub fn expect_workers(&mut self, workers: usize, patience: Duration, fallback: (Vec<Vec<String>>, PathBuf)) {
+    /// they report for [`Backend::recover`] to adopt; start workers with `fallback` (as
+    /// [`PilotBackend::launch_all`]) if none comes.
+    pub fn expect_workers(&mut self, workers: usize, patience: Duration, fallback: Fallback) {
         self.shared.lock().adopting = true;
         self.expect = Some(Expect { workers, until: tokio::time::Instant::now() + patience, fallback });
     }
@@ -393,8 +408,9 @@ impl PilotBackend {
         let alive = self.workers();
         if alive == 0 {
             tracing::info!("no worker of the previous engine dialled in: starting new ones");
-            let (argvs, log) = e.fallback;
-            self.launch_all(&argvs, &log)?;
+            let f = e.fallback;
+            self.launch_all(&f.argvs, &f.log)?;
+            (f.started)(&self.launcher_pids());
         } else {
             tracing::info!(alive, expected = e.workers, "workers of the previous engine dialled in");
         }
@@ -1430,7 +1446,9 @@ mod tests {
         engine2.block_on(async {
             let mut b2 = PilotBackend::listen(PilotOptions { reuse_secret: true, ..opts.clone() }).await.unwrap();
             assert_ne!(b2.connect_address(), first_address, "the worker must find the new engine by its file");
-            b2.expect_workers(1, Duration::from_secs(10), (vec![], d.join("workers.log")));
+            let fallback =
+                Fallback { argvs: vec![], log: d.join("workers.log"), started: Box::new(|_| panic!("no fallback")) };
+            b2.expect_workers(1, Duration::from_secs(10), fallback);
             let out = b2.recover("run-x", &d, &leftovers).await.unwrap();
             let adopted = |i: usize, task: &str| Adopted {
                 attempt: 1,
@@ -1562,5 +1580,28 @@ mod tests {
                 || argv == "mpiexec -n 4 -hosts n2,n1 -ppn 2 sh -c true",
             "{argv}"
         );
+    }
+
+    #[tokio::test]
+    async fn a_resumed_engine_that_no_worker_dials_starts_new_workers_and_says_so() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        protocol::write_secret(&d.join("run.secret")).unwrap();
+        let mut b = PilotBackend::listen(PilotOptions { reuse_secret: true, ..options(d) }).await.unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        // A stand-in for the workers' launcher.
+        let fallback = Fallback {
+            argvs: vec![vec!["true".into()]],
+            log: d.join("workers.log"),
+            started: Box::new(move |pids: &[u32]| tx.send(pids.to_vec()).unwrap()),
+        };
+        b.expect_workers(1, Duration::from_millis(300), fallback);
+        let t0 = std::time::Instant::now();
+        let leftover = Leftover { task: "t".into(), task_dir: d.join("t"), attempts: 1, open_job: None };
+        assert_eq!(b.recover("run-x", d, &[leftover]).await.unwrap(), [None]);
+        assert!(t0.elapsed() >= Duration::from_millis(300), "it did not wait for the workers");
+        let pids = rx.try_recv().expect("the fallback was not started");
+        assert_eq!(pids, b.launcher_pids());
+        assert_eq!(pids.len(), 1);
     }
 }
