@@ -10,6 +10,7 @@ use twinflow_contract::exit_code;
 use twinflow_exchange::ExchangeError;
 use twinflow_flood::FloodError;
 use twinflow_ingest::IngestError;
+use twinflow_online::OnlineError;
 use twinflow_stage::StageError;
 use twinflow_stage::summary::SummaryError;
 use twinflow_train::TrainError;
@@ -32,6 +33,9 @@ pub enum KernelError {
     /// The stream ingest failed.
     #[error(transparent)]
     Ingest(#[from] IngestError),
+    /// The online detector twin (simulator, update, gate, monitor) failed.
+    #[error(transparent)]
+    Online(#[from] OnlineError),
     /// A staging operation failed.
     #[error(transparent)]
     Stage(#[from] StageError),
@@ -92,6 +96,7 @@ impl KernelError {
             Self::Calo(e) => e.exit_code(),
             Self::Assim(e) => e.exit_code(),
             Self::Ingest(e) => e.exit_code(),
+            Self::Online(e) => e.exit_code(),
             Self::Train(e) => e.exit_code(),
             Self::Stage(e) => e.exit_code(),
             Self::Summary(e) => e.exit_code(),
