@@ -10,6 +10,10 @@
 //! ChaCha8 stream `e` of the seed, so an update is reproducible bit for bit.
 
 use ndarray::{Array2, Axis};
+
+use crate::OnlineError;
+use crate::data::{Events, Replay};
+use crate::gate::Scores;
 use rand::SeedableRng as _;
 use rand::seq::SliceRandom as _;
 use rand_chacha::ChaCha8Rng;
@@ -82,8 +86,13 @@ pub fn fresh(x: &Array2<f64>, energy: &[f64], settings: &ModelSettings, data_fil
     let params = net.init(settings.seed);
     TrainState {
         inputs: InputSpec {
-            features: vec!["log_sum".into(), "layer_fraction".into()],
-            feature_widths: vec![1, inputs - 1],
+            features: vec![
+                "log_sum".into(),
+                "centroid_depth".into(),
+                "back_fraction".into(),
+                "outside_tower_fraction".into(),
+            ],
+            feature_widths: vec![1; inputs],
             target: "energy".into(),
             outputs: 1,
             samples: x.nrows(),
@@ -136,7 +145,7 @@ pub fn train(
             sse += state.net.gradient_sum(&state.params, xb.view(), yb.view(), &mut grad);
             let scale = 1.0 / chunk.len() as f64;
             grad.iter_mut().for_each(|g| *g *= scale);
-            let lr = state.hyper.lr;
+            let lr = state.hyper.lr_at(state.epoch);
             state.adam.step(&mut state.params, &grad, lr, state.hyper.weight_decay, &decay);
         }
         let train_loss = sse / n.max(1) as f64;
@@ -160,14 +169,134 @@ pub fn train(
             train_loss,
             val_loss,
             val_rmse,
-            lr: state.hyper.lr,
+            lr: state.hyper.lr_at(state.epoch - 1),
             seconds: t0.elapsed().as_secs_f64(),
         });
         if state.diverged {
             break;
         }
     }
-    state.hyper.epochs = state.epoch;
+    if state.hyper.lr_schedule == LrSchedule::Constant {
+        state.hyper.epochs = state.epoch;
+    }
+}
+
+/// What one cycle's update is given.
+#[derive(Debug, Clone)]
+pub struct UpdateRequest<'a> {
+    /// The window.
+    pub events: &'a Events,
+    /// Layers of the detector.
+    pub layers: usize,
+    /// Held-out events: event number a multiple of this.
+    pub holdout_every: u64,
+    /// The model to warm-start from (none: train from scratch with `settings`).
+    pub previous: Option<TrainState>,
+    /// The previous window's replay buffer.
+    pub replay: Option<&'a Replay>,
+    /// Architecture and first learning rate.
+    pub settings: &'a ModelSettings,
+    /// Epochs of the first training.
+    pub initial_epochs: usize,
+    /// Epochs of a warm-started update.
+    pub epochs: usize,
+    /// Learning rate of a warm-started update (smaller than the first one's: the update
+    /// follows a small shift and should not add noise to the weights).
+    pub update_lr: f64,
+    /// Training events of this window kept for the next update.
+    pub replay_size: usize,
+    /// The window file, recorded in the model.
+    pub data_file: &'a str,
+}
+
+/// What an update produced.
+#[derive(Debug, Clone)]
+pub struct Updated {
+    /// The candidate model.
+    pub state: TrainState,
+    /// The replay buffer for the next update.
+    pub replay: Replay,
+    /// Events trained on, replayed ones included.
+    pub trained: usize,
+    /// Replayed events among them.
+    pub replayed: usize,
+    /// The candidate's scores on the held-out events.
+    pub held_out: Scores,
+}
+
+/// The held-out events of a window: features and energies.
+pub fn held_out(events: &Events, layers: usize, holdout_every: u64) -> Result<(Array2<f64>, Vec<f64>), OnlineError> {
+    let x = events.features(layers)?;
+    let (_, held) = events.split(holdout_every);
+    Ok((x.select(Axis(0), &held), held.iter().map(|&k| events.energy[k]).collect()))
+}
+
+/// Scores of `state` on features `x` with energies `e`.
+pub fn score(state: &TrainState, x: &Array2<f64>, e: &[f64]) -> Scores {
+    let (bias, resolution) = bias_and_resolution(&predict(state, x), e);
+    Scores { bias, resolution, events: e.len() }
+}
+
+/// Trains the first model on a window, or warm-starts the previous one on the window plus
+/// the replay buffer.
+pub fn update(req: UpdateRequest<'_>) -> Result<Updated, OnlineError> {
+    let events = req.events;
+    let x = events.features(req.layers)?;
+    let (train_rows, held) = events.split(req.holdout_every);
+    if train_rows.len() < 2 {
+        return Err(OnlineError::Request(format!(
+            "window {}: {} training events, too few to train on",
+            events.window_index,
+            train_rows.len()
+        )));
+    }
+    let mut tx = x.select(Axis(0), &train_rows);
+    let mut te: Vec<f64> = train_rows.iter().map(|&k| events.energy[k]).collect();
+    let vx = x.select(Axis(0), &held);
+    let ve: Vec<f64> = held.iter().map(|&k| events.energy[k]).collect();
+    let mut replayed = 0;
+    let (mut state, epochs) = match req.previous {
+        None => {
+            // The first training anneals its learning rate (cosine to 0 at
+            // `initial_epochs`), so it ends in a minimum rather than jittering around it.
+            let mut state = fresh(&tx, &te, req.settings, req.data_file);
+            state.hyper.lr_schedule = LrSchedule::Cosine;
+            state.hyper.epochs = req.initial_epochs;
+            (state, req.initial_epochs)
+        }
+        Some(mut state) => {
+            if state.net.sizes.first() != Some(&x.ncols()) {
+                return Err(OnlineError::Request(format!(
+                    "the previous model takes {:?} inputs, the window gives {} features",
+                    state.net.sizes.first(),
+                    x.ncols()
+                )));
+            }
+            if let Some(r) = req.replay.filter(|r| !r.energy.is_empty()) {
+                if r.features.ncols() != x.ncols() {
+                    return Err(OnlineError::Request(format!(
+                        "the replay buffer has {} features, the window gives {}",
+                        r.features.ncols(),
+                        x.ncols()
+                    )));
+                }
+                replayed = r.energy.len();
+                tx = ndarray::concatenate(Axis(0), &[tx.view(), r.features.view()]).expect("same width");
+                te.extend(&r.energy);
+            }
+            state.hyper.lr = req.update_lr;
+            state.hyper.lr_schedule = LrSchedule::Constant;
+            state.inputs.data_file = req.data_file.into();
+            (state, req.epochs)
+        }
+    };
+    train(&mut state, &tx, &te, epochs, Some((&vx, &ve)));
+    state.inputs.samples = te.len() + ve.len();
+    state.inputs.n_train = te.len();
+    state.inputs.n_val = ve.len();
+    let held_out = score(&state, &vx, &ve);
+    let replay = Replay::choose(events, &x, &train_rows, req.replay_size, req.settings.seed);
+    Ok(Updated { state, replay, trained: te.len(), replayed, held_out })
 }
 
 /// Relative bias and resolution of `estimate` against `truth`: the mean and the standard

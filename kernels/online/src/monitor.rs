@@ -46,7 +46,7 @@ pub struct Thresholds {
 
 impl Default for Thresholds {
     fn default() -> Self {
-        Self { z_min: 5.0, dead_ratio: 0.2, hot_ratio: 1.5, gain_jump: 0.2, max_rel_error: 0.05 }
+        Self { z_min: 5.0, dead_ratio: 0.2, hot_ratio: 1.5, gain_jump: 0.2, max_rel_error: 0.2 }
     }
 }
 

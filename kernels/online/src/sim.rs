@@ -80,6 +80,9 @@ pub struct SimConfig {
     pub cell_size_mm: f64,
     /// Beam energies, GeV (uniform).
     pub energy_range_gev: [f64; 2],
+    /// Gaussian spread (σ per axis) of the impact point around the centre of the face, mm:
+    /// it spreads the showers over the cells, as a calibration scan does.
+    pub beam_spread_mm: f64,
     /// Temperature at the first and the last event, K.
     pub temperature_k: [f64; 2],
     /// Temperature of unit gain, K.
@@ -101,12 +104,13 @@ pub struct SimConfig {
 impl Default for SimConfig {
     fn default() -> Self {
         Self {
-            events: 4000,
+            events: 3200,
             seed: 1,
-            layers: 24,
+            layers: 40,
             cells: 3,
-            cell_size_mm: 40.0,
-            energy_range_gev: [10.0, 100.0],
+            cell_size_mm: 30.0,
+            energy_range_gev: [10.0, 60.0],
+            beam_spread_mm: 12.0,
             temperature_k: [293.15, 303.15],
             reference_k: 293.15,
             gain_per_kelvin: -0.02,
@@ -177,6 +181,7 @@ impl DetectorSim {
         }
         let mut calo = CaloConfig { events: config.events, seed: config.seed, ..CaloConfig::default() };
         calo.beam.energy_range_gev = Some(config.energy_range_gev);
+        calo.beam.spread_mm = config.beam_spread_mm;
         calo.calorimeter.layers = config.layers;
         calo.calorimeter.cells = config.cells;
         calo.calorimeter.cell_size_mm = config.cell_size_mm;

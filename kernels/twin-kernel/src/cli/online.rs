@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use clap::{Args, Subcommand};
 use twinflow_exchange::Provenance;
-use twinflow_online::data::{Events, Replay};
+use twinflow_online::data::{Events, Matrix, Replay};
 use twinflow_online::gate::{self, GateInput, Payload, SCORES_HEADER, Scores};
 use twinflow_online::model::{self, ModelSettings};
 use twinflow_online::monitor::{self, Alert, MonitorState, Thresholds};
@@ -68,23 +68,26 @@ pub struct DetectorSimArgs {
     #[arg(long, default_value = "calo/events")]
     pub topic: String,
     /// Events of the whole run.
-    #[arg(long, default_value_t = 4000, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, default_value_t = 3200, value_parser = clap::value_parser!(u64).range(1..))]
     pub events: u64,
     /// Seed of the showers.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
     /// Layers in depth.
-    #[arg(long, default_value_t = 24)]
+    #[arg(long, default_value_t = 40)]
     pub layers: usize,
     /// Cells per transverse side.
     #[arg(long, default_value_t = 3)]
     pub cells: usize,
     /// Transverse cell size, mm.
-    #[arg(long, default_value_t = 40.0)]
+    #[arg(long, default_value_t = 30.0)]
     pub cell_size_mm: f64,
     /// Beam energies `LOW:HIGH`, GeV (uniform).
-    #[arg(long, value_name = "LOW:HIGH", value_parser = parse_pair, default_value = "10:100")]
+    #[arg(long, value_name = "LOW:HIGH", value_parser = parse_pair, default_value = "10:60")]
     pub energy_range: [f64; 2],
+    /// Gaussian spread (σ per axis) of the impact point, mm.
+    #[arg(long, default_value_t = 12.0)]
+    pub beam_spread_mm: f64,
     /// Temperature at the first and the last event `FIRST:LAST`, K.
     #[arg(long, value_name = "FIRST:LAST", value_parser = parse_pair, default_value = "293.15:303.15")]
     pub temperature: [f64; 2],
@@ -157,11 +160,11 @@ pub struct WindowArgs {
     /// The window file of `twin-kernel ingest`.
     #[arg(long, value_name = "FILE")]
     pub window: PathBuf,
-    /// Layers of the detector (features: ln Σ cells and the fraction per layer).
-    #[arg(long, default_value_t = 24)]
+    /// Layers of the detector (for the features: ln Σ cells, shower depth, leakage).
+    #[arg(long, default_value_t = 40)]
     pub layers: usize,
     /// Events whose number is a multiple of this are held out.
-    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(2..))]
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(2..))]
     pub holdout_every: u64,
 }
 
@@ -176,14 +179,17 @@ pub struct UpdateArgs {
     /// The previous cycle's replay buffer.
     #[arg(long, value_name = "FILE", requires = "previous")]
     pub replay_in: Option<PathBuf>,
-    /// Epochs of the first training.
-    #[arg(long, default_value_t = 60)]
+    /// Epochs of the first training (learning rate annealed to 0 over them).
+    #[arg(long, default_value_t = 200)]
     pub initial_epochs: usize,
     /// Epochs of each warm-started update.
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = 10)]
     pub epochs: usize,
+    /// Learning rate of the warm-started updates.
+    #[arg(long, default_value_t = 0.001)]
+    pub update_lr: f64,
     /// Training events of this window kept for the next update.
-    #[arg(long, default_value_t = 100)]
+    #[arg(long, default_value_t = 50)]
     pub replay: usize,
     /// Hidden layer widths (comma-separated; empty for the linear model).
     #[arg(long, value_delimiter = ',', default_value = "16")]
@@ -226,7 +232,7 @@ pub struct GateArgs {
     #[arg(long, value_name = "CSV")]
     pub scores_in: Option<PathBuf>,
     /// Largest relative loss of resolution a published candidate may have.
-    #[arg(long, default_value_t = 0.05)]
+    #[arg(long, default_value_t = 0.10)]
     pub tolerance: f64,
     /// The payload of this cycle (JSON).
     #[arg(long, value_name = "JSON")]
@@ -269,7 +275,7 @@ pub struct MonitorArgs {
     #[arg(long, default_value_t = 0.2)]
     pub gain_jump: f64,
     /// A cell is monitored once its reference's relative error is below this.
-    #[arg(long, default_value_t = 0.05)]
+    #[arg(long, default_value_t = 0.2)]
     pub max_rel_error: f64,
     /// The state after this window (JSON: reference, every cell's flag).
     #[arg(long, value_name = "JSON")]
@@ -288,6 +294,7 @@ pub(super) fn run_detector_sim(args: DetectorSimArgs) -> Result<(), KernelError>
         cells: args.cells,
         cell_size_mm: args.cell_size_mm,
         energy_range_gev: args.energy_range,
+        beam_spread_mm: args.beam_spread_mm,
         temperature_k: args.temperature,
         reference_k: args.reference_k,
         gain_per_kelvin: args.gain_per_kelvin,
@@ -347,80 +354,41 @@ pub(super) fn run_online(command: OnlineCommand, command_line: &str) -> Result<(
 fn update(args: UpdateArgs, command_line: &str) -> Result<(), KernelError> {
     let w = &args.window;
     let events = Events::read_window(&w.window)?;
-    let x = events.features(w.layers)?;
-    let (train_rows, held) = events.split(w.holdout_every);
-    if train_rows.len() < 2 {
-        return Err(OnlineError::Data {
-            path: w.window.clone(),
-            reason: format!("{} training events: too few to train on", train_rows.len()),
-        }
-        .into());
-    }
-    let mut tx = x.select(ndarray::Axis(0), &train_rows);
-    let mut te: Vec<f64> = train_rows.iter().map(|&k| events.energy[k]).collect();
-    let vx = x.select(ndarray::Axis(0), &held);
-    let ve: Vec<f64> = held.iter().map(|&k| events.energy[k]).collect();
+    let previous = args.previous.as_deref().map(store::read_state).transpose()?;
+    let replay = args.replay_in.as_deref().map(Replay::read).transpose()?;
+    let settings = ModelSettings { hidden: args.hidden.clone(), lr: args.lr, batch: args.batch, seed: args.seed };
     let window_name = w.window.display().to_string();
-    let (mut state, epochs, replayed) = match &args.previous {
-        None => {
-            let settings =
-                ModelSettings { hidden: args.hidden.clone(), lr: args.lr, batch: args.batch, seed: args.seed };
-            (model::fresh(&tx, &te, &settings, &window_name), args.initial_epochs, 0)
-        }
-        Some(prev) => {
-            let mut state = store::read_state(prev)?;
-            if state.net.sizes.first() != Some(&x.ncols()) {
-                return Err(OnlineError::Data {
-                    path: prev.clone(),
-                    reason: format!(
-                        "the model takes {:?} inputs, the window gives {} features; hint: the same `--layers`",
-                        state.net.sizes.first(),
-                        x.ncols()
-                    ),
-                }
-                .into());
-            }
-            state.inputs.data_file = window_name.clone();
-            let mut replayed = 0;
-            if let Some(path) = &args.replay_in {
-                let replay = Replay::read(path)?;
-                if replay.features.ncols() == x.ncols() {
-                    replayed = replay.energy.len();
-                    tx = ndarray::concatenate(ndarray::Axis(0), &[tx.view(), replay.features.view()])
-                        .expect("same width");
-                    te.extend(&replay.energy);
-                } else if !replay.energy.is_empty() {
-                    return Err(OnlineError::Data {
-                        path: path.clone(),
-                        reason: format!("{} features, the window gives {}", replay.features.ncols(), x.ncols()),
-                    }
-                    .into());
-                }
-            }
-            (state, args.epochs, replayed)
-        }
-    };
-    let before = state.epoch;
-    model::train(&mut state, &tx, &te, epochs, Some((&vx, &ve)));
-    state.inputs.samples = te.len();
-    state.inputs.n_train = te.len();
-    state.inputs.n_val = ve.len();
-    let (bias, resolution) = model::bias_and_resolution(&model::predict(&state, &vx), &ve);
+    let warm = previous.is_some();
+    let before = previous.as_ref().map_or(0, |p| p.epoch);
+    let up = model::update(model::UpdateRequest {
+        events: &events,
+        layers: w.layers,
+        holdout_every: w.holdout_every,
+        previous,
+        replay: replay.as_ref(),
+        settings: &settings,
+        initial_epochs: args.initial_epochs,
+        epochs: args.epochs,
+        update_lr: args.update_lr,
+        replay_size: args.replay,
+        data_file: &window_name,
+    })?;
     tracing::info!(
         window = events.window_index,
-        warm_start = args.previous.is_some(),
+        warm_start = warm,
         epochs_from = before,
-        epochs_to = state.epoch,
-        train_events = te.len(),
-        replayed,
-        held_out = ve.len(),
-        bias = format_args!("{bias:+.4}"),
-        resolution = format_args!("{resolution:.4}"),
+        epochs_to = up.state.epoch,
+        trained = up.trained,
+        replayed = up.replayed,
+        held_out = up.held_out.events,
+        bias = format_args!("{:+.4}", up.held_out.bias),
+        resolution = format_args!("{:.4}", up.held_out.resolution),
         "model updated"
     );
     let parameters = serde_json::json!({
-        "window": w.window, "previous": args.previous, "replay_in": args.replay_in, "epochs": epochs,
-        "replayed": replayed, "holdout_every": w.holdout_every,
+        "window": w.window, "previous": args.previous, "replay_in": args.replay_in,
+        "initial_epochs": args.initial_epochs, "epochs": args.epochs, "update_lr": args.update_lr,
+        "replayed": up.replayed, "holdout_every": w.holdout_every,
     })
     .to_string();
     let provenance = Provenance::from_env(
@@ -429,17 +397,14 @@ fn update(args: UpdateArgs, command_line: &str) -> Result<(), KernelError> {
         parameters,
         command_line,
     );
-    store::write_model(&args.out, &state, &provenance)?;
-    let replay = Replay::choose(&events, &x, &train_rows, args.replay, args.seed);
-    replay.write(&args.replay_out)?;
+    store::write_model(&args.out, &up.state, &provenance)?;
+    up.replay.write(&args.replay_out)?;
     Ok(())
 }
 
 /// Scores of `model_file` on the held-out events.
-fn score(model_file: &Path, vx: &ndarray::Array2<f64>, ve: &[f64]) -> Result<Scores, KernelError> {
-    let state = store::read_state(model_file)?;
-    let (bias, resolution) = model::bias_and_resolution(&model::predict(&state, vx), ve);
-    Ok(Scores { bias, resolution, events: ve.len() })
+fn score(model_file: &Path, vx: &Matrix, ve: &[f64]) -> Result<Scores, KernelError> {
+    Ok(model::score(&store::read_state(model_file)?, vx, ve))
 }
 
 fn copy_atomic(from: &Path, to: &Path) -> Result<(), KernelError> {
@@ -457,13 +422,10 @@ fn copy_atomic(from: &Path, to: &Path) -> Result<(), KernelError> {
 fn run_gate(args: GateArgs) -> Result<(), KernelError> {
     let w = &args.window;
     let events = Events::read_window(&w.window)?;
-    let x = events.features(w.layers)?;
-    let (_, held) = events.split(w.holdout_every);
-    if held.is_empty() {
+    let (vx, ve) = model::held_out(&events, w.layers, w.holdout_every)?;
+    if ve.is_empty() {
         return Err(OnlineError::Data { path: w.window.clone(), reason: "no held-out events".into() }.into());
     }
-    let vx = x.select(ndarray::Axis(0), &held);
-    let ve: Vec<f64> = held.iter().map(|&k| events.energy[k]).collect();
     let candidate = score(&args.candidate, &vx, &ve)?;
     let previous: Option<(Payload, PathBuf)> = match &args.previous_payload {
         Some(p) => {
