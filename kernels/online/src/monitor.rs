@@ -93,10 +93,10 @@ pub struct CellFlag {
     pub state: CellState,
     /// The cycle since which it has been in this flagged state.
     pub since_cycle: Option<u64>,
-    /// Observed / expected response (NaN when unmonitored).
-    pub ratio: f64,
-    /// Significance of the difference, standard deviations (NaN when unmonitored).
-    pub z: f64,
+    /// Observed / expected response (none when unmonitored or in the reference window).
+    pub ratio: Option<f64>,
+    /// Significance of the difference, standard deviations (likewise).
+    pub z: Option<f64>,
 }
 
 /// The accumulated healthy response per cell.
@@ -201,7 +201,7 @@ pub fn monitor(
                 let (r, s) = reference.response(c);
                 let state =
                     if r > 0.0 && s / r < thresholds.max_rel_error { CellState::Ok } else { CellState::Unmonitored };
-                CellFlag { cell: index(c), state, since_cycle: None, ratio: f64::NAN, z: f64::NAN }
+                CellFlag { cell: index(c), state, since_cycle: None, ratio: None, z: None }
             })
             .collect();
         let state = MonitorState { cycle, window: events.window_index, shape, gain: 1.0, thresholds, reference, cells };
@@ -224,13 +224,7 @@ pub fn monitor(
     for c in 0..n {
         let cell = index(c);
         if !monitored(c) {
-            cells.push(CellFlag {
-                cell,
-                state: CellState::Unmonitored,
-                since_cycle: None,
-                ratio: f64::NAN,
-                z: f64::NAN,
-            });
+            cells.push(CellFlag { cell, state: CellState::Unmonitored, since_cycle: None, ratio: None, z: None });
             continue;
         }
         let (rho, s_rho) = prev.reference.response(c);
@@ -275,7 +269,7 @@ pub fn monitor(
             reference.sum[c] += sums[c] / gain;
             reference.var[c] += residuals(events, c, expected) / (gain * gain);
         }
-        cells.push(CellFlag { cell, state, since_cycle, ratio, z });
+        cells.push(CellFlag { cell, state, since_cycle, ratio: Some(ratio), z: Some(z) });
     }
     let state = MonitorState { cycle, window: events.window_index, shape, gain, thresholds, reference, cells };
     (state, alerts)

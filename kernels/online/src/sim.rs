@@ -287,10 +287,10 @@ impl DetectorSim {
              title: calorimeter calibration events\n\
              sensors: [{SENSOR}]\n\
              fields:\n\
-             \x20 event: {{type: i64, min: 0, long_name: event number}}\n\
-             \x20 energy: {{type: f64, units: GeV, min: 0.01, max: 10000, long_name: beam energy of the calibration event}}\n\
-             \x20 temperature: {{type: f64, units: K, min: 1, max: 1000, long_name: detector temperature}}\n\
-             \x20 cells: {{type: f32, length: {n}, dim: cell, units: GeV, min: -100, max: 100000, long_name: visible energy per cell [layer y x] flattened}}\n",
+             \x20 event: {{type: i64, min: 0, long_name: \"event number\"}}\n\
+             \x20 energy: {{type: f64, units: GeV, min: 0.01, max: 10000, long_name: \"beam energy of the calibration event\"}}\n\
+             \x20 temperature: {{type: f64, units: K, min: 1, max: 1000, long_name: \"detector temperature\"}}\n\
+             \x20 cells: {{type: f32, length: {n}, dim: cell, units: GeV, min: -100, max: 100000, long_name: \"visible energy per cell, [layer, y, x] flattened\"}}\n",
             n = self.cells_per_event()
         )
     }
