@@ -62,6 +62,9 @@ fn num<'a>(ds: &'a Dataset, path: &Path, name: &str) -> Result<&'a [f64], Online
 impl Events {
     /// Reads a window file (HDF5 or NetCDF by extension).
     pub fn read_window(path: &Path) -> Result<Self, OnlineError> {
+        if !path.is_file() {
+            return Err(OnlineError::Data { path: path.to_path_buf(), reason: "no such file".into() });
+        }
         let ds = read_dataset(path)?;
         let bad = |reason: String| OnlineError::Data { path: path.to_path_buf(), reason };
         let (event, time, energy, temperature, cells) = (
