@@ -158,6 +158,15 @@ fn detector_online_mini_recalibrates_per_window_and_flags_the_failing_cells() {
     let states = final_states(&out);
     assert!(states.values().all(|s| s == "succeeded"), "{states:?}");
     check_run(&d, &run_id(&out));
+    // The cell alerts are also events of the run, from the cycles that raised them.
+    let alerts: Vec<(String, String)> = events(&out)
+        .into_iter()
+        .filter(|e| e["event"] == "alert")
+        .map(|e| (e["task"].as_str().unwrap().to_string(), e["alert"]["kind"].as_str().unwrap().to_string()))
+        .collect();
+    assert_eq!(alerts.len(), 2, "{alerts:?}");
+    assert!(alerts[0].0.ends_with("/twin/alerts") && alerts[0].1 == "dead", "{alerts:?}");
+    assert_eq!(alerts[1].1, "hot", "{alerts:?}");
     // Each cycle's figures are in the report.
     let report = std::fs::read_to_string(run_dir(&d, &run_id(&out)).join("report.html")).unwrap();
     assert!(report.contains("bias.png") && report.contains("cells.png"), "figures missing from the report");
@@ -206,4 +215,48 @@ fn detector_online_mini_balances_its_count_across_a_kill_minus_nine_and_resume()
     let db = db_tasks(&runs, &id);
     assert_eq!(db["0/detector"].1, 2, "the detector was started again: {db:?}");
     check_run(&d, &id);
+}
+
+/// The engine hook the twin's alerts use, on its own: each line of a step's
+/// `report: { alerts: [out.NAME] }` output becomes an `alert` event once the step
+/// succeeded (a line that is not JSON as a string) and a line of the human output; an
+/// alerts output that is not `.jsonl` is refused at validation.
+#[test]
+fn alerts_outputs_become_alert_events() {
+    let d = scratch("detector_online/alert-events");
+    let wf = write(
+        &d,
+        "alerts.yaml",
+        r#"
+name: alerts
+steps:
+  watch:
+    run: [sh, -c, 'printf "%s\n" "{\"kind\": \"dead\", \"message\": \"cell 3 is dead\"}" "not json" > a.jsonl']
+    out: { a: a.jsonl }
+    report: { alerts: [out.a] }
+"#,
+    );
+    let out = run_json(&d, &wf, &[]);
+    assert!(out.status.success(), "{}", show(&out));
+    let alerts: Vec<serde_json::Value> = events(&out).into_iter().filter(|e| e["event"] == "alert").collect();
+    assert_eq!(alerts.len(), 2, "{}", show(&out));
+    assert_eq!((alerts[0]["task"].as_str(), alerts[0]["output"].as_str()), (Some("watch"), Some("a")));
+    assert_eq!(alerts[0]["alert"], serde_json::json!({"kind": "dead", "message": "cell 3 is dead"}));
+    assert_eq!(alerts[1]["alert"], "not json");
+    // People see the message (a run of its own: a result reused from the cache reports no
+    // alerts again).
+    let h = d.join("human");
+    std::fs::create_dir_all(&h).unwrap();
+    let human = twinflow().current_dir(&h).arg("run").arg(&wf).output().unwrap();
+    let text = String::from_utf8_lossy(&human.stdout).to_string() + &String::from_utf8_lossy(&human.stderr);
+    assert!(text.contains("alert watch: cell 3 is dead"), "{text}");
+    let bad = write(
+        &d,
+        "bad.yaml",
+        "name: bad\nsteps:\n  s:\n    run: [touch, a.txt]\n    out: { a: a.txt }\n    report: { alerts: [out.a] }\n",
+    );
+    let out = twinflow().arg("validate").arg(&bad).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("steps.s.report.alerts[0]") && err.contains("JSONL"), "{err}");
 }
