@@ -238,7 +238,7 @@ impl Replay {
         let energy = num(&ds, path, "energy")?.to_vec();
         let event = num(&ds, path, "event")?.iter().map(|&e| e as u64).collect();
         let n = energy.len();
-        let width = if n == 0 { 0 } else { features.len() / n };
+        let width = features.len().checked_div(n).unwrap_or(0);
         let features = Array2::from_shape_vec((n, width), features.to_vec())
             .map_err(|e| OnlineError::Data { path: path.to_path_buf(), reason: format!("`features`: {e}") })?;
         Ok(Self { features, energy, event })

@@ -221,7 +221,7 @@ pub fn monitor(
     .unwrap_or(1.0);
     let mut cells = Vec::with_capacity(n);
     let mut alerts = Vec::new();
-    for c in 0..n {
+    for (c, &sum) in sums.iter().enumerate() {
         let cell = index(c);
         if !monitored(c) {
             cells.push(CellFlag { cell, state: CellState::Unmonitored, since_cycle: None, ratio: None, z: None });
@@ -229,7 +229,7 @@ pub fn monitor(
         }
         let (rho, s_rho) = prev.reference.response(c);
         let expected = gain * rho;
-        let r = sums[c] / e_tot;
+        let r = sum / e_tot;
         let s_r = residuals(events, c, r).sqrt() / e_tot;
         let ratio = r / expected;
         let z = (r - expected) / (s_r * s_r + gain * gain * s_rho * s_rho).sqrt().max(f64::MIN_POSITIVE);
@@ -266,7 +266,7 @@ pub fn monitor(
         if state == CellState::Ok {
             // The healthy window joins the reference, corrected to the reference gain.
             reference.energy[c] += e_tot;
-            reference.sum[c] += sums[c] / gain;
+            reference.sum[c] += sum / gain;
             reference.var[c] += residuals(events, c, expected) / (gain * gain);
         }
         cells.push(CellFlag { cell, state, since_cycle, ratio: Some(ratio), z: Some(z) });

@@ -122,5 +122,4 @@ fn the_online_twin_follows_the_drift_and_flags_the_failing_cells() {
     assert!((3..=4).contains(k) && kind == "dead", "dead cell: {k} {kind}");
     let (k, kind) = &flagged_at[&hot];
     assert!((5..=6).contains(k) && kind == "hot", "hot cell: {k} {kind}");
-    eprintln!("{table}\nflags: {flagged_at:?}");
 }

@@ -33,9 +33,10 @@ pub enum KernelError {
     /// The stream ingest failed.
     #[error(transparent)]
     Ingest(#[from] IngestError),
-    /// The online detector twin (simulator, update, gate, monitor) failed.
+    /// The online detector twin (simulator, update, gate, monitor) failed (boxed: its
+    /// error is large and `KernelError` travels through every kernel's results).
     #[error(transparent)]
-    Online(#[from] OnlineError),
+    Online(Box<OnlineError>),
     /// A staging operation failed.
     #[error(transparent)]
     Stage(#[from] StageError),
@@ -86,6 +87,12 @@ pub enum KernelError {
     /// writing to stdout).
     #[error(transparent)]
     Os(#[from] std::io::Error),
+}
+
+impl From<OnlineError> for KernelError {
+    fn from(e: OnlineError) -> Self {
+        Self::Online(Box::new(e))
+    }
 }
 
 impl KernelError {
