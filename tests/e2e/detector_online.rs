@@ -1,7 +1,8 @@
 //! The online detector twin end to end: `examples/detector-online-mini.yaml` through the
 //! real `twinflow` binary and a real MQTT broker (the physical detector `twin-kernel
 //! detector-sim` publishes 3,200 calibration events drifting 10 K, with a cell dying at
-//! window 3 and one going hot at window 5; `twin-kernel ingest` writes 8 windows; each
+//! window 3, one going hot at window 5 and one jumping in gain at window 6; `twin-kernel
+//! ingest` writes 8 windows; each
 //! cycle updates the regression, gates it and judges every cell).
 //!
 //! The broker is the private mosquitto of `hpc/mqtt-local.sh` (started by `make test`; its
@@ -105,7 +106,8 @@ fn check_run(d: &Path, id: &str) {
     let worst = scores.iter().map(|r| f(r, "frozen_bias").abs()).fold(0.0, f64::max);
     assert!(worst > 0.05, "{}", table.join("\n"));
     // The killed cell is flagged dead within two windows of its death (window 3), the hot
-    // one within two of window 5, and no other cell ever.
+    // one within two of window 5, the one whose gain jumps within two of window 6, and no
+    // other cell ever.
     let alerts: Vec<serde_json::Value> = std::fs::read_to_string(d.join("results/alerts.jsonl"))
         .unwrap()
         .lines()
@@ -116,11 +118,13 @@ fn check_run(d: &Path, id: &str) {
         .filter(|a| !a["cell"].is_null())
         .map(|a| (a["kind"].as_str().unwrap().to_string(), a["cell"].clone(), a["cycle"].as_u64().unwrap()))
         .collect();
-    assert_eq!(cells.len(), 2, "{alerts:?}");
+    assert_eq!(cells.len(), 3, "{alerts:?}");
     assert_eq!((cells[0].0.as_str(), &cells[0].1), ("dead", &serde_json::json!([12, 0, 1])), "{alerts:?}");
     assert!((3..=4).contains(&cells[0].2), "{alerts:?}");
     assert_eq!((cells[1].0.as_str(), &cells[1].1), ("hot", &serde_json::json!([8, 1, 0])), "{alerts:?}");
     assert!((5..=6).contains(&cells[1].2), "{alerts:?}");
+    assert_eq!((cells[2].0.as_str(), &cells[2].1), ("gain-jump", &serde_json::json!([30, 1, 1])), "{alerts:?}");
+    assert!((6..=7).contains(&cells[2].2), "{alerts:?}");
     // The last payload: a version, valid up to the last cycle.
     let payload: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(d.join("results/payload.json")).unwrap()).unwrap();
@@ -164,9 +168,9 @@ fn detector_online_mini_recalibrates_per_window_and_flags_the_failing_cells() {
         .filter(|e| e["event"] == "alert")
         .map(|e| (e["task"].as_str().unwrap().to_string(), e["alert"]["kind"].as_str().unwrap().to_string()))
         .collect();
-    assert_eq!(alerts.len(), 2, "{alerts:?}");
-    assert!(alerts[0].0.ends_with("/twin/alerts") && alerts[0].1 == "dead", "{alerts:?}");
-    assert_eq!(alerts[1].1, "hot", "{alerts:?}");
+    let kinds: Vec<&str> = alerts.iter().map(|a| a.1.as_str()).collect();
+    assert_eq!(kinds, ["dead", "hot", "gain-jump"], "{alerts:?}");
+    assert!(alerts.iter().all(|a| a.0.ends_with("/twin/alerts")), "{alerts:?}");
     // Each cycle's figures are in the report.
     let report = std::fs::read_to_string(run_dir(&d, &run_id(&out)).join("report.html")).unwrap();
     assert!(report.contains("bias.png") && report.contains("cells.png"), "figures missing from the report");

@@ -5,7 +5,8 @@
 //! Acceptance (fixed seeds): with the temperature drifting 10 K over the run (gain −2 %/K),
 //! the online model's bias on held-out events stays within ±1 % in every window while the
 //! frozen first-window model's exceeds 5 %; a cell killed at a known window is flagged
-//! within two windows, a hot cell likewise, and no healthy cell is ever flagged.
+//! within two windows, a hot cell and a cell whose gain jumps by 30 % likewise, and no
+//! healthy cell is ever flagged.
 
 use ndarray::Array2;
 use twinflow_calo::Scratch;
@@ -43,6 +44,7 @@ fn scores(state: &twinflow_train::TrainState, x: &Array2<f64>, e: &[f64]) -> Sco
 fn the_online_twin_follows_the_drift_and_flags_the_failing_cells() {
     let dead = [12, 0, 1];
     let hot = [8, 1, 0];
+    let jump = [30, 1, 1];
     let config = SimConfig {
         events: WINDOWS * PER_WINDOW,
         layers: LAYERS,
@@ -54,6 +56,7 @@ fn the_online_twin_follows_the_drift_and_flags_the_failing_cells() {
         faults: vec![
             Fault { from_event: 3 * PER_WINDOW, cell: dead, kind: FaultKind::Dead },
             Fault { from_event: 5 * PER_WINDOW, cell: hot, kind: FaultKind::Hot { gev: 0.03 } },
+            Fault { from_event: 6 * PER_WINDOW, cell: jump, kind: FaultKind::GainJump { factor: 1.3 } },
         ],
         ..SimConfig::default()
     };
@@ -117,9 +120,11 @@ fn the_online_twin_follows_the_drift_and_flags_the_failing_cells() {
     assert!(worst_frozen > 0.05, "the frozen model's bias stays within 5 %\n{table}");
     // Every window published a new version (the drift makes each candidate better).
     assert!(rows.iter().all(|r| r.4), "{table}");
-    assert_eq!(flagged_at.len(), 2, "flags: {flagged_at:?}\n{table}");
+    assert_eq!(flagged_at.len(), 3, "flags: {flagged_at:?}\n{table}");
     let (k, kind) = &flagged_at[&dead];
     assert!((3..=4).contains(k) && kind == "dead", "dead cell: {k} {kind}");
     let (k, kind) = &flagged_at[&hot];
     assert!((5..=6).contains(k) && kind == "hot", "hot cell: {k} {kind}");
+    let (k, kind) = &flagged_at[&jump];
+    assert!((6..=7).contains(k) && kind == "gain-jump", "gain jump: {k} {kind}");
 }
