@@ -168,8 +168,8 @@ fn plot_online(a: &OnlineArgs) -> Result<(), KernelError> {
         lines: vec![
             Line::new("online (recalibrated)", online, 0),
             Line::new("frozen (first window)", frozen, 1),
-            band(1.0, "±1 %"),
-            band(-1.0, ""),
+            band(1.0, "+1 %"),
+            band(-1.0, "−1 %"),
         ],
         log_y: false,
         from_zero: false,
