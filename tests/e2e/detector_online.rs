@@ -182,7 +182,7 @@ fn detector_online_mini_balances_its_count_across_a_kill_minus_nine_and_resume()
     let d = scratch("detector_online/kill");
     let mut cmd = mini_command(&d, &kernel, &topic("kill"));
     // Slower publishing, so the engine dies while events still flow.
-    cmd.args(["-p", "rate=150"]).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::null());
+    cmd.args(["-p", "rate=100"]).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
     let mut engine = cmd.spawn().unwrap();
     let runs = d.join("runs");
     let id = || -> Option<String> {
