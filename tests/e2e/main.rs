@@ -5,6 +5,7 @@ mod checks;
 mod common;
 mod cycling;
 mod detector;
+mod detector_online;
 mod engine_behaviour;
 mod execution;
 mod failures;

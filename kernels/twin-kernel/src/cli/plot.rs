@@ -18,6 +18,8 @@ Examples:
   twin-kernel plot training --metrics trial/*/out/metrics.csv --ranked ranked.csv \\
       --out training.png --table ranked.md
   twin-kernel plot profile --data physics.h5 --out profile.png --table profile.csv
+  twin-kernel plot online --scores scores.csv --monitor monitor.json --bias bias.png \\
+      --cells cells.png
 
 Exit codes: 0 written, 3 an input lacks what the figure needs (the message names the file
 and the column or key), 1 a file could not be written.";
@@ -43,6 +45,9 @@ pub enum PlotCommand {
     /// sampling corrections of hep-ex/0001020 App. A.2.2 in a sampling stack), averaged over
     /// the same events and normalised over the stack's depth.
     Profile(ProfileArgs),
+    /// The online detector twin: energy bias per window of the online (recalibrated) and
+    /// the frozen model with the ±1 % band, and a map of the cells' flags.
+    Online(OnlineArgs),
 }
 
 /// Arguments of `twin-kernel plot profile`.
@@ -62,6 +67,24 @@ pub struct ProfileArgs {
     /// Energy bands (equal widths between the lowest and highest energy of the run).
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=8))]
     pub bands: u32,
+}
+
+/// Arguments of `twin-kernel plot online`.
+#[derive(Debug, Args)]
+pub struct OnlineArgs {
+    /// The scores table of `twin-kernel online gate` (`scores.csv`).
+    #[arg(long, value_name = "CSV")]
+    pub scores: PathBuf,
+    /// The monitor state of `twin-kernel online monitor` (`monitor.json`).
+    #[arg(long, value_name = "JSON")]
+    pub monitor: Option<PathBuf>,
+    /// Bias per window (PNG).
+    #[arg(long, value_name = "PNG")]
+    pub bias: PathBuf,
+    /// The cells' flags (PNG): one row per layer, one column per transverse cell (y-major);
+    /// grey unmonitored, green ok, black dead, red hot, orange gain jump.
+    #[arg(long, value_name = "PNG", requires = "monitor")]
+    pub cells: Option<PathBuf>,
 }
 
 /// Arguments of `twin-kernel plot scores`.
@@ -149,7 +172,68 @@ pub(super) fn run_plot(command: PlotCommand) -> Result<(), KernelError> {
         PlotCommand::Detector(a) => plot_detector(&a),
         PlotCommand::Training(a) => plot_training(&a),
         PlotCommand::Profile(a) => plot_profile(&a),
+        PlotCommand::Online(a) => plot_online(&a),
     }
+}
+
+fn plot_online(a: &OnlineArgs) -> Result<(), KernelError> {
+    let rows = csv_rows(&a.scores)?;
+    if rows.is_empty() {
+        return Err(plot_err(&a.scores, "has no rows"));
+    }
+    let mut online = Vec::new();
+    let mut frozen = Vec::new();
+    for row in &rows {
+        let cycle = num(row, "cycle", &a.scores)?;
+        online.push((cycle, 100.0 * num(row, "online_bias", &a.scores)?));
+        frozen.push((cycle, 100.0 * num(row, "frozen_bias", &a.scores)?));
+    }
+    let (first, last) = (online[0].0, online[online.len() - 1].0.max(online[0].0 + 1.0));
+    let band =
+        |y: f64, name: &str| Line { dashed: true, markers: false, ..Line::new(name, vec![(first, y), (last, y)], 6) };
+    let panel = Panel {
+        title: "energy bias on held-out events per window".into(),
+        x_desc: "cycle (window)".into(),
+        y_desc: "bias ⟨(E_est − E)/E⟩ (%)".into(),
+        lines: vec![
+            Line::new("online (recalibrated)", online, 0),
+            Line::new("frozen (first window)", frozen, 1),
+            band(1.0, "+1 %"),
+            band(-1.0, "−1 %"),
+        ],
+        log_y: false,
+        from_zero: false,
+    };
+    let image = figure(&a.bias, line_panels("online detector twin: bias per window", &[panel]))?;
+    save(&a.bias, &image, "bias per window")?;
+    if let (Some(cells_png), Some(state)) = (&a.cells, &a.monitor) {
+        let text = read(state)?;
+        let state: twinflow_online::monitor::MonitorState =
+            serde_json::from_str(&text).map_err(|e| plot_err(state, e.to_string()))?;
+        let [layers, ny, nx] = state.shape;
+        let (block, cols) = (16, ny * nx);
+        let (width, height) = (cols * block, layers * block);
+        let mut rgb = vec![255_u8; width * height * 3];
+        for f in &state.cells {
+            use twinflow_online::monitor::CellState;
+            let colour = match f.state {
+                CellState::Unmonitored => [200, 200, 200],
+                CellState::Ok => [0, 158, 115],
+                CellState::Dead => [0, 0, 0],
+                CellState::Hot => [213, 94, 0],
+                CellState::GainJump => [230, 159, 0],
+            };
+            let [l, y, x] = f.cell;
+            let col = y * nx + x;
+            for py in l * block + 1..(l + 1) * block - 1 {
+                for px in col * block + 1..(col + 1) * block - 1 {
+                    rgb[(py * width + px) * 3..(py * width + px) * 3 + 3].copy_from_slice(&colour);
+                }
+            }
+        }
+        save(cells_png, &MapImage { width, height, rgb }, "cell flags")?;
+    }
+    Ok(())
 }
 
 fn plot_scores(a: &ScoresArgs) -> Result<(), KernelError> {
