@@ -329,7 +329,8 @@ pub fn plan_view(
     if req.backend.allocation
         && let Some(prof) = &slurm
     {
-        let placeholder = Allocation { job_id: "<allocation>".into(), cpus: 1, mem_per_cpu_mb: None, owned: false };
+        let placeholder =
+            Allocation { job_id: "<allocation>".into(), cpus: 1, mem_per_cpu_mb: None, owned: false, nodes: None };
         local.srun = Some(placeholder.launcher(prof));
     }
     let members: std::collections::HashMap<String, usize> = p
