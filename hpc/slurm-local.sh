@@ -44,6 +44,8 @@
 #   SLURM_LOCAL_SUBNET       /24 of the bridge, first three octets: the controller is .1,
 #                            node k is .(10+k)                 (default 198.18.0, RFC 2544)
 #   SLURM_LOCAL_BRIDGE       bridge name, at most 11 characters (default tfslurm0)
+#   SLURM_LOCAL_NODE_PREFIX  node names PREFIX1..PREFIXN (default node); two multi-node
+#                            clusters at once need different prefixes (/etc/hosts)
 #   SLURM_LOCAL_SLURMD_TIMEOUT  SlurmdTimeout of a multi-node cluster: a node whose slurmd
 #                            is silent this long is set DOWN   (default 10)
 # The knobs only matter to `start`: the others read what `start` recorded under
@@ -65,6 +67,7 @@ NODES=${SLURM_LOCAL_NODES:-1}
 SUBNET=${SLURM_LOCAL_SUBNET:-198.18.0}
 BRIDGE=${SLURM_LOCAL_BRIDGE:-tfslurm0}
 SLURMD_TIMEOUT=${SLURM_LOCAL_SLURMD_TIMEOUT:-10}
+PREFIX=${SLURM_LOCAL_NODE_PREFIX:-node}
 NODE=$(hostname -s)
 CONF=$DIR/etc/slurm.conf
 ETC_CONF=/etc/slurm/slurm.conf
@@ -128,8 +131,12 @@ make_network() {
   ip link set "$BRIDGE" up
   : > "$NODES_FILE"
   if [[ -s /etc/hosts && -n $(tail -c 1 /etc/hosts) ]]; then echo >> /etc/hosts; fi
+  if grep -qE "^[^#]*[[:space:]]${PREFIX}1([[:space:]]|\$)" /etc/hosts; then
+    log "/etc/hosts already names ${PREFIX}1 (another multi-node cluster?); set SLURM_LOCAL_NODE_PREFIX"
+    return 1
+  fi
   for ((k = 1; k <= NODES; k++)); do
-    name=node$k addr=$SUBNET.$((10 + k)) ns=$BRIDGE-node$k
+    name=$PREFIX$k addr=$SUBNET.$((10 + k)) ns=$BRIDGE-$PREFIX$k
     if ip netns list | grep -qw "^$ns"; then log "network namespace $ns exists; '$0 stop' first"; return 1; fi
     echo "$name $addr $ns" >> "$NODES_FILE"
     ip netns add "$ns"
@@ -418,7 +425,7 @@ start() {
   fi
   trap - ERR
   if multi; then
-    log "up in $((SECONDS - t0))s: slurmctld pid $(pid_of "$DIR/run/slurmctld.pid") on $SUBNET.1 (bridge $BRIDGE), $NODES nodes $(node_names | paste -sd, -) ($(node_state "node1")), CPUs=$CPUS each, SLURM_CONF=$CONF"
+    log "up in $((SECONDS - t0))s: slurmctld pid $(pid_of "$DIR/run/slurmctld.pid") on $SUBNET.1 (bridge $BRIDGE), $NODES nodes $(node_names | paste -sd, -) ($(node_state "${PREFIX}1")), CPUs=$CPUS each, SLURM_CONF=$CONF"
   else
     log "up in $((SECONDS - t0))s: slurmctld pid $(pid_of "$DIR/run/slurmctld.pid"), slurmd pid $(pid_of "$DIR/run/slurmd.pid"), node $NODE $(node_state "$NODE"), CPUs=$CPUS, SLURM_CONF=$CONF"
   fi

@@ -3,8 +3,8 @@
 //! its own network and UTS namespace with its own hostname `node1`..`node4`): a worker on
 //! every node, an MPI step whose ranks run on two nodes, a node that crashes mid-run (its
 //! tasks are retried on the others, the run succeeds, SLURM sets the node DOWN and the
-//! allocation goes on), `kill -9` of the engine then `--resume`, and an allocation ended by
-//! its time limit while tasks run.
+//! allocation goes on), `kill -9` of the engine then `--resume`, an allocation ended by its
+//! time limit while tasks run, and a service stopped with SIGTERM, grace, SIGKILL.
 //!
 //! The cluster lives in `TWINFLOW_SLURM_NODES_DIR` (default `/tmp/twinflow-slurm-nodes`,
 //! where `make test` starts it next to the one-node cluster); every SLURM command here and
@@ -437,4 +437,52 @@ steps:
     assert_eq!(lines(&run.join("steps/quick/runs")).len(), 1, "quick ran again");
     assert_eq!(lines(&run.join("steps/long/runs")).len(), 2);
     assert_eq!(std::fs::read_to_string(run.join("steps/long/out/o.txt")).unwrap(), "done\n");
+}
+
+/// A service that ignores SIGTERM (its shell traps it and writes where it ran), and a step
+/// that uses it, with pilot workers: when the run ends the worker on the service's node
+/// sends SIGTERM to its process group, then, `--grace` (1 s) later, SIGKILL; the service is
+/// `succeeded` and nothing of it is left. (With `srun` per task there is no such grace:
+/// `srun` turns the SIGTERM it gets into SIGKILL of its step; see docs/runs.md.)
+#[test]
+fn slurm_nodes_a_service_is_stopped_with_sigterm_then_sigkill_when_the_run_ends() {
+    let c = cluster();
+    let d = scratch("slurm-nodes/service");
+    let signals = d.join("signals");
+    let wf = write(
+        &d,
+        "service.yaml",
+        &format!(
+            r#"name: nodes-service
+steps:
+  svc:
+    service: true
+    run: [sh, -c, 'trap "echo TERM $(hostname) $(date +%s.%N) >> {s}" TERM; while true; do sleep 0.2; done']
+  use:
+    after: [svc]
+    run: [sh, -c, 'sleep 1; echo used > o.txt']
+    out: {{ o: o.txt }}
+"#,
+            s = signals.display()
+        ),
+    );
+    let out = wait_output(
+        c.run(&d, &[wf.to_str().unwrap(), "--alloc-nodes", "2", "--alloc-cpus", "2"]).spawn().unwrap(),
+        180,
+    );
+    assert!(out.status.success(), "{}", show(&out));
+    let ended = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs_f64();
+    let got = lines(&signals);
+    assert_eq!(got.len(), 1, "the service saw {got:?}");
+    let w: Vec<&str> = got[0].split_whitespace().collect();
+    assert!(c.nodes.iter().any(|n| n == w[1]), "the service ran on {}", w[1]);
+    // Killed after the grace period: the run ended at least that long after the SIGTERM.
+    let term: f64 = w[2].parse().unwrap();
+    assert!(ended - term >= 1.0, "the run ended {:.2} s after the SIGTERM", ended - term);
+    let tasks = db_tasks(&d.join("runs"), &run_id(&out));
+    assert_eq!(tasks["svc"].0, "succeeded", "{tasks:?}");
+    assert_eq!(tasks["use"].0, "succeeded", "{tasks:?}");
+    wait_until("the service to be gone", 20, || processes_with(&signals.display().to_string()).is_empty());
+    let h = holder(&d);
+    wait_until("the allocation to end", 30, || !c.queued(&h));
 }
