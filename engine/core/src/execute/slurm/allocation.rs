@@ -299,7 +299,8 @@ async fn wait_running(
 }
 
 /// Whether SLURM ended the allocation at its time limit (`scontrol show job` says
-/// `JobState=TIMEOUT`): then the message that tells the user, else `None` (also when the
+/// `JobState=TIMEOUT`, or `JobState=COMPLETING Reason=TimeLimit` while its processes are
+/// still being killed): then the message that tells the user, else `None` (also when the
 /// controller does not answer or no longer knows the job).
 pub async fn time_limit_reached(cmd: &SlurmCommands, alloc: &Allocation) -> Option<String> {
     let text = cmd.scontrol_show_job_text(0, &JobId(alloc.job_id.clone())).await.ok()?;
@@ -309,7 +310,12 @@ pub async fn time_limit_reached(cmd: &SlurmCommands, alloc: &Allocation) -> Opti
 /// The message of [`time_limit_reached`] from `scontrol show job` of the allocation.
 pub fn time_limit_message(job_id: &str, owned: bool, text: &str) -> Option<String> {
     let field = |name: &str| text.split_whitespace().find_map(|w| w.strip_prefix(name)).map(str::to_string);
-    if field("JobState=").as_deref() != Some("TIMEOUT") {
+    let timed_out = match field("JobState=").as_deref() {
+        Some("TIMEOUT") => true,
+        Some("COMPLETING") => field("Reason=").as_deref() == Some("TimeLimit"),
+        _ => false,
+    };
+    if !timed_out {
         return None;
     }
     let limit = field("TimeLimit=").map_or(String::new(), |t| format!(" (TimeLimit={t})"));
@@ -419,7 +425,15 @@ mod tests {
         assert!(m.contains("`twinflow run --resume`") && m.contains("--alloc-time"), "{m}");
         // An allocation the run was started in (salloc, a batch script): no `--alloc-time`.
         assert!(!time_limit_message("7", false, text).unwrap().contains("--alloc-time"));
-        for other in ["JobState=RUNNING TimeLimit=00:01:00", "JobState=CANCELLED Reason=None", ""] {
+        // Just after the limit, while SLURM still kills its processes.
+        let completing = text.replace("JobState=TIMEOUT", "JobState=COMPLETING");
+        assert_eq!(time_limit_message("7", true, &completing), Some(m));
+        for other in [
+            "JobState=RUNNING TimeLimit=00:01:00",
+            "JobState=CANCELLED Reason=None",
+            "JobState=COMPLETING Reason=None",
+            "",
+        ] {
             assert_eq!(time_limit_message("7", true, other), None, "{other}");
         }
     }
