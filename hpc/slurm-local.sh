@@ -393,6 +393,7 @@ start() {
   # a multi-node cluster of an earlier start that was not stopped (its network is still
   # there): remove it first
   if [[ -s $BRIDGE_FILE ]]; then remove_network; fi
+  hosts_remove_ours   # lines of this directory's cluster that outlived it (no `stop`)
   rm -f "$NODES_FILE"
   rm -rf "$DIR/state" "$DIR/spool" "$DIR/run" "$DIR/log.prev"
   # keep the previous run's logs; a fresh jobcomp.log, because job ids restart at 1 after a
