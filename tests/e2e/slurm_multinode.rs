@@ -319,6 +319,9 @@ steps:
             "no retry of work[{m}] naming node2: {retries:#?}"
         );
     }
+    // The run's report lists the failed attempts with the same message.
+    let report = std::fs::read_to_string(run.join("report.html")).unwrap();
+    assert!(report.contains("lost node node2"), "the report does not name node2");
     // The allocation outlived node2's DOWN: its last step saw it, inside the allocation.
     let seen = std::fs::read_to_string(run.join("steps/down/out/state.txt")).unwrap();
     assert!(seen.starts_with("down"), "{seen}");
