@@ -23,7 +23,11 @@
 # ratio to the local baseline of the same size, and the RPCs the controller served during
 # the run (`sdiag`, reset before each run once the previous run's jobs have left the queue
 # and SETTLE seconds, default 3, have passed; `-` for the local backend, which does not talk
-# to SLURM). Pilot's RPC count must not grow with the number of tasks; srun-per-task's does.
+# to SLURM), and the engine's peak resident memory (GNU time's maximum RSS of `twinflow
+# run`; `-` without /usr/bin/time). Pilot's RPC count must not grow with the number of
+# tasks; srun-per-task's does.
+#
+#   TASKS=100000 MODES="local pilot" bash hpc/bench-pilot.sh   # beyond MaxStepCount (40000)
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -75,7 +79,7 @@ pilot_profile() { # NODES CPUS -> profile path
     echo "$f"
 }
 
-printf '%-10s %6s %5s %8s %8s %9s %9s %8s\n' mode tasks cpus run-s wall-s tasks/s vs-local rpcs
+printf '%-10s %6s %5s %8s %8s %9s %9s %8s %9s\n' mode tasks cpus run-s wall-s tasks/s vs-local rpcs peak-MiB
 for n in $TASKS; do
     wf="$WORK/tiny-$n.yaml"
     cat > "$wf" <<EOF
@@ -110,7 +114,9 @@ EOF
         sleep "${SETTLE:-3}"
         sdiag --reset >/dev/null
         t0=$(date +%s.%N)
-        if ! (cd "$dir" && "$TWINFLOW" run "$wf" --runs-dir runs --no-cache --json "${args[@]}" > run.jsonl 2> run.log); then
+        timer=()
+        [ -x /usr/bin/time ] && timer=(/usr/bin/time -f %M -o "$dir/maxrss-kib")
+        if ! (cd "$dir" && "${timer[@]}" "$TWINFLOW" run "$wf" --runs-dir runs --no-cache --json "${args[@]}" > run.jsonl 2> run.log); then
             echo "bench-pilot: $mode with $n tasks failed; see $dir/run.log and run.jsonl" >&2
             exit 1
         fi
@@ -124,7 +130,9 @@ EOF
         [ "$mode" = local ] && base=$rate
         ratio=-
         [ -n "$base" ] && ratio=$(printf '%.2fx' "$(echo "$rate / $base" | bc -l)")
-        printf '%-10s %6d %5d %8.2f %8.2f %9.1f %9s %8s\n' "$mode" "$n" "$cpus" "$secs" "$wall" "$rate" "$ratio" "$calls"
+        peak=-
+        [ -s "$dir/maxrss-kib" ] && peak=$(( $(tail -n1 "$dir/maxrss-kib") / 1024 ))
+        printf '%-10s %6d %5d %8.2f %8.2f %9.1f %9s %8s %9s\n' "$mode" "$n" "$cpus" "$secs" "$wall" "$rate" "$ratio" "$calls" "$peak"
         rate_of[$mode]=$rate
     done
     for m in "${!rate_of[@]}"; do
