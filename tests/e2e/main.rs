@@ -26,5 +26,6 @@ mod slurm;
 mod slurm_cycling;
 mod slurm_faults;
 mod slurm_modes;
+mod slurm_multinode;
 mod slurm_pilot;
 mod support;

@@ -334,7 +334,8 @@ pub fn plan_view(
     if req.backend.allocation
         && let Some(prof) = &slurm
     {
-        let placeholder = Allocation { job_id: "<allocation>".into(), cpus: 1, mem_per_cpu_mb: None, owned: false };
+        let placeholder =
+            Allocation { job_id: "<allocation>".into(), cpus: 1, mem_per_cpu_mb: None, owned: false, nodes: None };
         local.srun = Some(placeholder.launcher(prof));
     }
     // Pilot workers (allocation mode with `pilot:`, or the local backend with `pilot:

@@ -27,7 +27,7 @@ use crate::execute::slurm::commands::SlurmCommands;
 use crate::execute::slurm::{SlurmBackend, SlurmOptions};
 use crate::plan::Plan;
 pub use crate::run::attempt::EnvSnapshot;
-use crate::run::{RunOptions, RunSummary};
+use crate::run::{RunOptions, RunOutcome, RunSummary};
 use crate::state::{BackendChoice, RunSettings, Store};
 
 /// What `twinflow run` is asked to do.
@@ -214,6 +214,12 @@ pub async fn run(
     }
     if let Some((alloc, profile)) = &allocation {
         let cmd = SlurmCommands::new(call_log(), profile.command_timeout);
+        // Tasks that failed because SLURM ended the allocation at its time limit: say so
+        // (their own messages only tell of lost nodes or killed steps).
+        let failed = !matches!(&summary, Ok(s) if s.outcome != RunOutcome::Failed);
+        if failed && let Some(why) = allocation::time_limit_reached(&cmd, alloc).await {
+            notices.notice(&why);
+        }
         if let Err(e) = allocation::release(&cmd, alloc).await {
             notices
                 .warning(&format!("cannot cancel allocation {}: {e} (run `scancel {}`)", alloc.job_id, alloc.job_id));
@@ -358,9 +364,13 @@ async fn acquire_allocation(
         .map_err(|e| SessionError::Backend(format!("cannot get a SLURM allocation: {e}")))
 }
 
-/// Nodes of the allocation: as asked for the holder job, or those of the allocation this
-/// process runs in (`SLURM_JOB_NUM_NODES`).
+/// Nodes of the allocation: as SLURM says (a resumed run's holder job has the nodes its
+/// first engine asked for, whatever this command line asks), else as asked for the holder
+/// job, or those of the allocation this process runs in (`SLURM_JOB_NUM_NODES`).
 fn allocation_nodes(alloc: &Allocation, asked: u32) -> u32 {
+    if let Some(n) = alloc.nodes {
+        return n;
+    }
     if alloc.owned {
         return asked.max(1);
     }

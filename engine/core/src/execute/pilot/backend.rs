@@ -850,7 +850,8 @@ async fn serve(sock: TcpStream, peer: SocketAddr, shared: Arc<Shared>, secret: S
     let gone: Vec<u64> = st.tasks.iter().filter(|(_, t)| t.worker == index).map(|(n, _)| *n).collect();
     for n in &gone {
         if let Some(t) = st.tasks.remove(n) {
-            st.done.insert(*n, protocol::node_lost(Some(t.started)));
+            let lost = protocol::node_lost(Some(t.started)).with_detail(format!("lost node {node} ({why})"));
+            st.done.insert(*n, lost);
         }
     }
     st.workers[index].used = Need::default();
@@ -898,7 +899,8 @@ pub struct WorkerLaunch {
 /// The `srun` that starts one worker per node. `--overlap`: the worker step shares the
 /// allocation's CPUs and memory with every other step, so the `srun --exact` steps its
 /// workers start for multi-rank tasks get them; `--mpi=none`: no PMI server the worker's
-/// MPI tasks could mistake for theirs.
+/// MPI tasks could mistake for theirs; `--no-kill`: a node that fails takes its worker with
+/// it, not the whole step (with the others and their tasks), once SLURM sets the node DOWN.
 pub fn worker_srun_argv(l: &WorkerLaunch) -> Vec<String> {
     let mut v = vec![
         "srun".to_string(),
@@ -908,6 +910,7 @@ pub fn worker_srun_argv(l: &WorkerLaunch) -> Vec<String> {
         format!("--ntasks={}", l.nodes.max(1)),
         "--ntasks-per-node=1".into(),
         "--mpi=none".into(),
+        "--no-kill".into(),
         "--kill-on-bad-exit=0".into(),
         "--job-name=twinflow-workers".into(),
     ];
@@ -1180,6 +1183,8 @@ mod tests {
         drop(r);
         let o = outcome(&mut b, &doomed).await;
         assert_eq!(o.ending, Ending::BatchFailure { state: SlurmState::NodeFail, exit: None });
+        // Its message names the node lost, and how (its connection fell silent here).
+        assert_eq!(o.describe(), "a node of the job failed (SLURM NODE_FAIL): lost node rogue (silent for 2 s)");
         assert_eq!(b.lost().len(), 1, "{:?}", b.lost());
         assert_eq!(b.lost()[0].0, "rogue");
         // The retry goes to the worker that is left.
@@ -1318,7 +1323,7 @@ mod tests {
         };
         assert_eq!(
             worker_srun_argv(&l).join(" "),
-            "srun --jobid=42 --overlap --nodes=3 --ntasks=3 --ntasks-per-node=1 --mpi=none --kill-on-bad-exit=0 --job-name=twinflow-workers /opt/tf/bin/twinflow worker --connect login1:4000 --secret-file /runs/allocations/pilot-42-9.secret --heartbeat 30000ms --grace 2.5"
+            "srun --jobid=42 --overlap --nodes=3 --ntasks=3 --ntasks-per-node=1 --mpi=none --no-kill --kill-on-bad-exit=0 --job-name=twinflow-workers /opt/tf/bin/twinflow worker --connect login1:4000 --secret-file /runs/allocations/pilot-42-9.secret --heartbeat 30000ms --grace 2.5"
         );
         let with = worker_srun_argv(&WorkerLaunch { prelude: Some("module load x\nexec \"$@\"\n".into()), ..l });
         let at = with.iter().position(|w| w == "bash").unwrap();
