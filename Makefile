@@ -8,6 +8,10 @@ RUNS_DIR ?= runs
 
 .PHONY: deps deps-test demo test bench bench-sim bench-ingest schema fmt lint
 
+# The multi-node test cluster (tests/e2e/slurm_multinode.rs finds it in this directory).
+SLURM_NODES = SLURM_LOCAL_DIR=/tmp/twinflow-slurm-nodes SLURM_LOCAL_NODES=4 SLURM_LOCAL_CPUS=2 \
+	SLURM_LOCAL_CTLD_PORT=6827 SLURM_LOCAL_SLURMD_PORT=6828 SLURM_LOCAL_LINK_ETC=0
+
 deps:
 	bash hpc/setup-deps.sh --python
 
@@ -54,6 +58,10 @@ demo: deps
 # (start-up ~4 s instead of ~1 s; tests cover the `sacct -c`/scontrol fallbacks too). The
 # cluster is started here, checked with hpc/slurm-selftest.sh (~7 s) and stopped afterwards
 # whatever the result, unless it was already running: then it is used and left running.
+# Next to it, a 4-node cluster (one slurmctld, each slurmd in its own network and UTS
+# namespace with hostname node1..node4 on a private bridge; its own directory, ports and
+# munged) for the node-level tests (tests/e2e/slurm_multinode.rs), started and stopped the
+# same way.
 # Everything is built once with MPI enabled so the `twin-kernel` next to `twinflow` can run
 # multi-rank steps under mpiexec/srun. The ingest's tests need an MQTT broker: a private
 # mosquitto on a free loopback port (hpc/mqtt-local.sh, port in target/mqtt/port), started
@@ -70,12 +78,22 @@ test: deps-test
 		SLURM_LOCAL_DBD=1 bash hpc/slurm-local.sh start || exit 1; \
 		started=1; \
 	fi; \
+	nodes_started=0; \
+	if env $(SLURM_NODES) bash hpc/slurm-local.sh status >/dev/null 2>&1; then \
+		echo "make test: using the multi-node SLURM test cluster that is already running (it stays running)"; \
+	elif env $(SLURM_NODES) bash hpc/slurm-local.sh start; then \
+		nodes_started=1; \
+	else \
+		if [ $$started = 1 ]; then bash hpc/slurm-local.sh stop; fi; \
+		exit 1; \
+	fi; \
 	mqtt_started=0; \
 	if bash hpc/mqtt-local.sh status >/dev/null 2>&1; then \
 		echo "make test: using the MQTT broker that is already running (it stays running)"; \
 	elif bash hpc/mqtt-local.sh start; then \
 		mqtt_started=1; \
 	else \
+		if [ $$nodes_started = 1 ]; then env $(SLURM_NODES) bash hpc/slurm-local.sh stop; fi; \
 		if [ $$started = 1 ]; then bash hpc/slurm-local.sh stop; fi; \
 		exit 1; \
 	fi; \
@@ -85,6 +103,7 @@ test: deps-test
 		$(CARGO) test --workspace --no-fail-fast --features twinflow-kernels/mpi || status=$$?; \
 	fi; \
 	if [ $$mqtt_started = 1 ]; then bash hpc/mqtt-local.sh stop; fi; \
+	if [ $$nodes_started = 1 ]; then env $(SLURM_NODES) bash hpc/slurm-local.sh stop; fi; \
 	if [ $$started = 1 ]; then bash hpc/slurm-local.sh stop; fi; \
 	exit $$status
 

@@ -1,13 +1,19 @@
 #!/usr/bin/env bash
-# hpc/slurm-local.sh start|stop|status|env|wait
+# hpc/slurm-local.sh start|stop|status|env|wait|nodes|kill-node NODE|start-node NODE
 #
-# A one-node Slurm "cluster" on this host, for twinflow's tests and CI.
+# A one-node Slurm "cluster" on this host, for twinflow's tests and CI; or, with
+# SLURM_LOCAL_NODES=N (N > 1), N nodes on this host managed by one slurmctld: each node's
+# slurmd in its own network and UTS namespace (hostname node1..nodeN, an address on a bridge
+# this script creates; the namespaces have no route anywhere else).
 # Tested on Debian 12 (bookworm), slurm-wlm 22.05.8, munge 0.5.15, as root, no systemd,
 # no usable cgroups.  Everything (config, state, spool, logs, pid files, munge key and
 # socket, optional MariaDB) lives under $SLURM_LOCAL_DIR.  Outside it, only:
 #   - a symlink /etc/slurm/slurm.conf -> $SLURM_LOCAL_DIR/etc/slurm.conf (SLURM_LOCAL_LINK_ETC=1)
 #   - one line "127.0.1.1 <hostname>" appended to /etc/hosts, as root, if the hostname does
 #     not resolve to loopback (srun hangs otherwise).
+#   - with SLURM_LOCAL_NODES > 1: the bridge, one network namespace per node (named
+#     <bridge>-<node>) with the host end of its veth pair, and one line per node
+#     "ADDR NODE # twinflow-slurm-local DIR" in /etc/hosts.  `stop` removes all of them.
 # Install the packages with hpc/setup-deps.sh (add --slurmdbd for SLURM_LOCAL_DBD=1).
 #
 #   start   write the config, start munged (+ mariadbd + slurmdbd) + slurmctld + slurmd,
@@ -16,6 +22,10 @@
 #   status  daemons, scontrol ping, sinfo, squeue; exit 1 if anything needed is not running
 #   env     print `export SLURM_CONF=...` (use: eval "$(hpc/slurm-local.sh env)")
 #   wait    wait until the controller answers and the node is usable (SLURM_LOCAL_WAIT s)
+#   nodes   one line per node: NAME ADDRESS NAMESPACE (namespace "-" for the one-node cluster)
+#   kill-node NODE   (N > 1) the node crashes: SIGKILL every process in its namespace
+#                    (its slurmd, slurmstepds and every task); the namespace stays
+#   start-node NODE  (N > 1) start its slurmd again and wait until the node is usable
 #
 # Knobs (environment):
 #   SLURM_LOCAL_DIR          where everything lives           (default /tmp/twinflow-slurm)
@@ -30,6 +40,16 @@
 #   SLURM_LOCAL_LINK_ETC     1: symlink /etc/slurm/slurm.conf so plain sbatch/srun work
 #                            without SLURM_CONF                (default 1)
 #   SLURM_LOCAL_WAIT         seconds `start`/`wait` wait for the node (default 30)
+#   SLURM_LOCAL_NODES        nodes; > 1: one network + UTS namespace per node (default 1)
+#   SLURM_LOCAL_SUBNET       /24 of the bridge, first three octets: the controller is .1,
+#                            node k is .(10+k)                 (default 198.18.0, RFC 2544)
+#   SLURM_LOCAL_BRIDGE       bridge name, at most 11 characters (default tfslurm0)
+#   SLURM_LOCAL_NODE_PREFIX  node names PREFIX1..PREFIXN (default node); two multi-node
+#                            clusters at once need different prefixes (/etc/hosts)
+#   SLURM_LOCAL_SLURMD_TIMEOUT  SlurmdTimeout of a multi-node cluster: a node whose slurmd
+#                            is silent this long is set DOWN   (default 10)
+# The knobs only matter to `start`: the others read what `start` recorded under
+# $SLURM_LOCAL_DIR (only SLURM_LOCAL_DIR must be the same).
 set -Eeuo pipefail
 
 DIR=${SLURM_LOCAL_DIR:-/tmp/twinflow-slurm}
@@ -43,10 +63,20 @@ DBD=${SLURM_LOCAL_DBD:-0}
 DB_PORT=${SLURM_LOCAL_DB_PORT:-3307}
 DBD_PORT=${SLURM_LOCAL_DBD_PORT:-6819}
 WAIT=${SLURM_LOCAL_WAIT:-30}
+NODES=${SLURM_LOCAL_NODES:-1}
+SUBNET=${SLURM_LOCAL_SUBNET:-198.18.0}
+BRIDGE=${SLURM_LOCAL_BRIDGE:-tfslurm0}
+SLURMD_TIMEOUT=${SLURM_LOCAL_SLURMD_TIMEOUT:-10}
+PREFIX=${SLURM_LOCAL_NODE_PREFIX:-node}
 NODE=$(hostname -s)
 CONF=$DIR/etc/slurm.conf
 ETC_CONF=/etc/slurm/slurm.conf
 MUNGE_SOCK=$DIR/munge/munge.socket.2
+# What `start` created, for every later subcommand: one line "NAME ADDRESS NAMESPACE" per
+# node (namespace "-" on the one-node cluster), and the bridge of a multi-node cluster.
+NODES_FILE=$DIR/etc/nodes
+BRIDGE_FILE=$DIR/etc/bridge
+HOSTS_MARK="# twinflow-slurm-local $DIR"
 # With no /etc/slurm/slurm.conf and no SLURM_CONF, every client fails with a confusing
 # DNS SRV lookup error ("_slurmctld._tcp"): always point our own calls at our config.
 export SLURM_CONF=$CONF
@@ -68,6 +98,85 @@ running() {
      $(awk '/^Threads:/ {print $2}' "/proc/$1/status" 2>/dev/null) -gt 1 ]]
 }
 port_busy() { [[ -n $(ss -Htln "( sport = :$1 )" 2>/dev/null) ]]; }
+
+# The nodes `start` recorded (NAME ADDRESS NAMESPACE), else the one-node cluster's.
+node_lines() {
+  if [[ -s $NODES_FILE ]]; then cat "$NODES_FILE"; else echo "$NODE 127.0.0.1 -"; fi
+}
+node_names() { node_lines | awk '{print $1}'; }
+multi() { [[ -s $NODES_FILE ]] && [[ $(awk '{print $3}' "$NODES_FILE" | head -1) != - ]]; }
+slurmd_pidfile() { if multi; then echo "$DIR/run/slurmd-$1.pid"; else echo "$DIR/run/slurmd.pid"; fi; }
+netns_of() { node_lines | awk -v n="$1" '$1 == n {print $3}'; }
+
+# /etc/hosts is rewritten in place (it may be a bind mount that cannot be replaced).
+hosts_remove_ours() {
+  [[ -w /etc/hosts ]] && grep -qF "$HOSTS_MARK" /etc/hosts || return 0
+  local keep
+  keep=$(grep -vF "$HOSTS_MARK" /etc/hosts || true)
+  printf '%s\n' "$keep" > /etc/hosts
+}
+
+# A multi-node cluster's network: the bridge with the controller's address, and per node a
+# network namespace whose eth0 (one end of a veth pair, the other on the bridge) has the
+# node's address. No default route in the namespaces: they reach the bridge's /24 only.
+make_network() {
+  local k name addr ns
+  if ip link show "$BRIDGE" >/dev/null 2>&1; then
+    log "bridge $BRIDGE exists (another cluster, or a start that was not stopped); '$0 stop' it or set SLURM_LOCAL_BRIDGE"
+    return 1
+  fi
+  echo "$BRIDGE" > "$BRIDGE_FILE"
+  ip link add name "$BRIDGE" type bridge
+  ip addr add "$SUBNET.1/24" dev "$BRIDGE"
+  ip link set "$BRIDGE" up
+  : > "$NODES_FILE"
+  if [[ -s /etc/hosts && -n $(tail -c 1 /etc/hosts) ]]; then echo >> /etc/hosts; fi
+  if grep -qE "^[^#]*[[:space:]]${PREFIX}1([[:space:]]|\$)" /etc/hosts; then
+    log "/etc/hosts already names ${PREFIX}1 (another multi-node cluster?); set SLURM_LOCAL_NODE_PREFIX"
+    return 1
+  fi
+  for ((k = 1; k <= NODES; k++)); do
+    name=$PREFIX$k addr=$SUBNET.$((10 + k)) ns=$BRIDGE-$PREFIX$k
+    if ip netns list | grep -qw "^$ns"; then log "network namespace $ns exists; '$0 stop' first"; return 1; fi
+    echo "$name $addr $ns" >> "$NODES_FILE"
+    ip netns add "$ns"
+    ip link add "${BRIDGE}v$k" type veth peer name eth0 netns "$ns"
+    ip link set "${BRIDGE}v$k" master "$BRIDGE" up
+    ip -n "$ns" addr add "$addr/24" dev eth0
+    ip -n "$ns" link set lo up
+    ip -n "$ns" link set eth0 up
+    printf '%s\t%s\t%s\n' "$addr" "$name" "$HOSTS_MARK" >> /etc/hosts
+  done
+}
+
+remove_network() {
+  local name addr ns p pids br
+  while read -r name addr ns; do
+    [[ $ns == - || -z $ns ]] && continue
+    if ip netns list | grep -qw "^$ns"; then
+      # what is left of the node (a killed node's tasks, stray slurmstepds) dies with it
+      pids=$(ip netns pids "$ns" 2>/dev/null || true)
+      for p in $pids; do kill -KILL "$p" 2>/dev/null || true; done
+      ip netns del "$ns" || log "WARNING: cannot delete network namespace $ns"
+    fi
+  done < <(node_lines)
+  br=$(cat "$BRIDGE_FILE" 2>/dev/null || true)
+  if [[ -n $br ]] && ip link show "$br" >/dev/null 2>&1; then ip link del "$br" || log "WARNING: cannot delete bridge $br"; fi
+  hosts_remove_ours
+  rm -f "$BRIDGE_FILE"
+}
+
+# start_slurmd NAME: in its namespaces (multi-node: network, and a new UTS namespace whose
+# hostname is NAME). Not `ip netns exec`: its private /sys has no /sys/fs/cgroup, without
+# which slurmd 22.05 does not start ("Unable to initialize cgroup plugin").
+start_slurmd() {
+  local ns; ns=$(netns_of "$1")
+  if [[ $ns == - ]]; then
+    slurmd -f "$CONF" -N "$1"
+  else
+    nsenter --net="/run/netns/$ns" unshare --uts -- sh -c 'hostname "$1" && exec slurmd -f "$2" -N "$1"' sh "$1" "$CONF"
+  fi
+}
 
 # srun (and slurmd's I/O connections back to srun) use the address the hostname resolves
 # to; if that is not loopback (unresolvable, or an address nothing listens on) srun hangs
@@ -126,10 +235,21 @@ StorageLoc=slurm_acct_db
 EOF
     chmod 0600 "$DIR/etc/slurmdbd.conf"   # slurmdbd refuses to start with a world-readable config
   fi
+  local ctl_addr=127.0.0.1 slurmd_pid=${DIR}/run/slurmd.pid slurmd_log=${DIR}/log/slurmd.log
+  local nodes_conf timeouts="" names
+  if (( NODES > 1 )); then
+    ctl_addr=$SUBNET.1 slurmd_pid=${DIR}/run/slurmd-%n.pid slurmd_log=${DIR}/log/slurmd-%n.log
+    # a crashed node is noticed (and set DOWN) within ~SlurmdTimeout
+    timeouts="SlurmdTimeout=${SLURMD_TIMEOUT}"
+  fi
+  nodes_conf=$(node_lines | while read -r name addr _; do
+    echo "NodeName=${name} NodeAddr=${addr} CPUs=${CPUS} Sockets=1 CoresPerSocket=${CPUS} ThreadsPerCore=1 RealMemory=${mem} State=UNKNOWN"
+  done)
+  names=$(node_names | paste -sd, -)
   cat > "$CONF" <<EOF
 # generated by hpc/slurm-local.sh
 ClusterName=local
-SlurmctldHost=${NODE}(127.0.0.1)
+SlurmctldHost=${NODE}(${ctl_addr})
 SlurmctldPort=${CTLD_PORT}
 SlurmdPort=${SLURMD_PORT}
 SlurmUser=root
@@ -140,9 +260,9 @@ ${authinfo}
 StateSaveLocation=${DIR}/state
 SlurmdSpoolDir=${DIR}/spool/%n
 SlurmctldPidFile=${DIR}/run/slurmctld.pid
-SlurmdPidFile=${DIR}/run/slurmd.pid
+SlurmdPidFile=${slurmd_pid}
 SlurmctldLogFile=${DIR}/log/slurmctld.log
-SlurmdLogFile=${DIR}/log/slurmd.log
+SlurmdLogFile=${slurmd_log}
 SlurmctldDebug=info
 SlurmdDebug=info
 # no cgroups in containers/VMs without delegation: track processes via /proc, no task binding
@@ -173,8 +293,9 @@ MinJobAge=3600
 KillWait=5
 InactiveLimit=0
 MailProg=/bin/true
-NodeName=${NODE} NodeAddr=127.0.0.1 CPUs=${CPUS} Sockets=1 CoresPerSocket=${CPUS} ThreadsPerCore=1 RealMemory=${mem} State=UNKNOWN
-PartitionName=debug Nodes=${NODE} Default=YES MaxTime=INFINITE State=UP
+${timeouts}
+${nodes_conf}
+PartitionName=debug Nodes=${names} Default=YES MaxTime=INFINITE State=UP
 EOF
 }
 
@@ -223,20 +344,28 @@ start_dbd() {
   log "mariadbd pid $(pid_of "$DIR/run/mariadbd.pid"), slurmdbd pid $(pid_of "$DIR/run/slurmdbd.pid")"
 }
 
-# wait_up: controller answers and the node is idle/mixed/allocated (resume it if drained)
+# wait_up [NODE...]: controller answers and every node (default: all of them) is
+# idle/mixed/allocated (resume it if drained or down)
 # (sinfo blocks ~8 s retrying when no controller answers: bound it)
-node_state() { timeout 3 sinfo -h -n "$NODE" -o %T 2>/dev/null | head -1 || true; }
+node_state() { timeout 3 sinfo -h -n "$1" -o %T 2>/dev/null | head -1 || true; }
 wait_up() {
-  local st="" deadline=$((SECONDS + WAIT))
+  local n st="" deadline=$((SECONDS + WAIT)) nodes=("$@") pending
+  (( ${#nodes[@]} > 0 )) || mapfile -t nodes < <(node_names)
   while (( SECONDS < deadline )); do
-    st=$(node_state)
-    case $st in
-      idle|mixed|allocated|completing) return 0 ;;
-      drain*|down*|invalid*) scontrol update NodeName="$NODE" State=RESUME 2>/dev/null || true ;;
-    esac
+    pending=()
+    for n in "${nodes[@]}"; do
+      st=$(node_state "$n")
+      case $st in
+        idle|mixed|allocated|completing) ;;
+        drain*|down*|invalid*) scontrol update NodeName="$n" State=RESUME 2>/dev/null || true; pending+=("$n") ;;
+        *) pending+=("$n") ;;
+      esac
+    done
+    (( ${#pending[@]} == 0 )) && return 0
+    nodes=("${pending[@]}")
     sleep 0.3
   done
-  log "node $NODE not usable after ${WAIT}s (state '${st:-no answer}'); logs in $DIR/log"
+  log "node(s) ${nodes[*]} not usable after ${WAIT}s (state of ${nodes[-1]}: '${st:-no answer}'); logs in $DIR/log"
   return 1
 }
 
@@ -244,7 +373,7 @@ start() {
   command -v slurmctld >/dev/null || { log "slurmctld not installed: hpc/setup-deps.sh"; exit 1; }
   # SlurmdUser=root: slurmd must be root to run jobs as the submitting user
   [[ $(id -u) == 0 ]] || { log "start needs root (slurmd runs as root)"; exit 1; }
-  if alive "$DIR/run/slurmctld.pid" slurmctld || alive "$DIR/run/slurmd.pid" slurmd; then
+  if alive "$DIR/run/slurmctld.pid" slurmctld || any_slurmd_alive; then
     log "already running"
     status || { log "only partly running: '$0 stop' first"; return 1; }
     return 0
@@ -254,14 +383,30 @@ start() {
   for p in "${ports[@]}"; do
     if port_busy "$p"; then log "port $p is in use; set SLURM_LOCAL_*_PORT"; exit 1; fi
   done
-  local t0=$SECONDS
+  if ! [[ $NODES =~ ^[0-9]+$ ]] || (( NODES < 1 || NODES > 200 )); then
+    log "SLURM_LOCAL_NODES=$NODES: give a number of nodes from 1 to 200"; exit 2
+  fi
+  if (( NODES > 1 )) && ! command -v ip >/dev/null; then log "SLURM_LOCAL_NODES > 1 needs ip (iproute2)"; exit 1; fi
+  if (( ${#BRIDGE} > 11 )); then log "SLURM_LOCAL_BRIDGE=$BRIDGE: at most 11 characters"; exit 2; fi
+  local t0=$SECONDS n
   trap 'log "start failed; stopping whatever was started"; trap - ERR; stop; exit 1' ERR
+  # a multi-node cluster of an earlier start that was not stopped (its network is still
+  # there): remove it first
+  if [[ -s $BRIDGE_FILE ]]; then remove_network; fi
+  hosts_remove_ours   # lines of this directory's cluster that outlived it (no `stop`)
+  rm -f "$NODES_FILE"
   rm -rf "$DIR/state" "$DIR/spool" "$DIR/run" "$DIR/log.prev"
   # keep the previous run's logs; a fresh jobcomp.log, because job ids restart at 1 after a
   # clean start and 'sacct -c -j 1' would also report the old job 1
   if [[ -d $DIR/log ]]; then mv "$DIR/log" "$DIR/log.prev"; fi
-  install -d -m 0755 "$DIR" "$DIR/etc" "$DIR/state" "$DIR/spool/$NODE" "$DIR/run" "$DIR/log"
+  install -d -m 0755 "$DIR" "$DIR/etc" "$DIR/state" "$DIR/run" "$DIR/log"
   ensure_loopback_hostname
+  if (( NODES > 1 )); then
+    make_network
+  else
+    echo "$NODE 127.0.0.1 -" > "$NODES_FILE"
+  fi
+  for n in $(node_names); do install -d -m 0755 "$DIR/spool/$n"; done
   write_conf
   if [[ $LINK_ETC == 1 ]]; then
     install -d /etc/slurm
@@ -274,13 +419,45 @@ start() {
   start_munge
   start_dbd
   slurmctld -c -f "$CONF"            # -c: clean start, forget old jobs/state
-  slurmd -f "$CONF" -N "$NODE"
+  for n in $(node_names); do start_slurmd "$n"; done
   if ! wait_up; then
-    tail -n 20 "$DIR/log/slurmctld.log" "$DIR/log/slurmd.log" >&2 || true
+    tail -n 20 "$DIR/log/slurmctld.log" "$DIR"/log/slurmd*.log >&2 || true
     false   # -> ERR trap: stop and exit 1
   fi
   trap - ERR
-  log "up in $((SECONDS - t0))s: slurmctld pid $(pid_of "$DIR/run/slurmctld.pid"), slurmd pid $(pid_of "$DIR/run/slurmd.pid"), node $NODE $(node_state), CPUs=$CPUS, SLURM_CONF=$CONF"
+  if multi; then
+    log "up in $((SECONDS - t0))s: slurmctld pid $(pid_of "$DIR/run/slurmctld.pid") on $SUBNET.1 (bridge $BRIDGE), $NODES nodes $(node_names | paste -sd, -) ($(node_state "${PREFIX}1")), CPUs=$CPUS each, SLURM_CONF=$CONF"
+  else
+    log "up in $((SECONDS - t0))s: slurmctld pid $(pid_of "$DIR/run/slurmctld.pid"), slurmd pid $(pid_of "$DIR/run/slurmd.pid"), node $NODE $(node_state "$NODE"), CPUs=$CPUS, SLURM_CONF=$CONF"
+  fi
+}
+
+any_slurmd_alive() {
+  local n
+  for n in $(node_names); do alive "$(slurmd_pidfile "$n")" slurmd && return 0; done
+  return 1
+}
+
+# kill_node NODE: the node crashes: every process in its network namespace is killed at
+# once (slurmd, slurmstepd, the tasks), as a power cut would.
+kill_node() {
+  local ns pids
+  ns=$(netns_of "$1")
+  [[ -n $ns && $ns != - ]] || { log "kill-node: no node '$1' in a namespace (nodes: $(node_names | paste -sd' ' -))"; exit 2; }
+  pids=$(ip netns pids "$ns" 2>/dev/null | paste -sd' ' - || true)
+  # shellcheck disable=SC2086
+  [[ -z $pids ]] || kill -KILL $pids 2>/dev/null || true
+  rm -f "$(slurmd_pidfile "$1")"
+  log "killed node $1: pids ${pids:-none}"
+}
+
+start_node() {
+  local ns
+  ns=$(netns_of "$1")
+  [[ -n $ns && $ns != - ]] || { log "start-node: no node '$1' in a namespace (nodes: $(node_names | paste -sd' ' -))"; exit 2; }
+  if alive "$(slurmd_pidfile "$1")" slurmd; then log "slurmd of $1 already running"; else start_slurmd "$1"; fi
+  wait_up "$1"
+  log "node $1 is $(node_state "$1")"
 }
 
 # stop_pidfiles NAME:PIDFILE...: SIGTERM all of them at once,
@@ -323,9 +500,13 @@ stop() {
   fi
   # Slurm daemons first (they still talk to each other, to munge and to MariaDB while
   # shutting down), then MariaDB and munged together
-  stop_pidfiles slurmd:"$DIR/run/slurmd.pid" slurmctld:"$DIR/run/slurmctld.pid" slurmdbd:"$DIR/run/slurmdbd.pid"
+  local daemons=() n
+  for n in $(node_names); do daemons+=(slurmd:"$(slurmd_pidfile "$n")"); done
+  stop_pidfiles "${daemons[@]}" slurmctld:"$DIR/run/slurmctld.pid" slurmdbd:"$DIR/run/slurmdbd.pid"
   stop_pidfiles mariadbd:"$DIR/run/mariadbd.pid" munged:"$DIR/munge/munged.pid"
   if [[ -L $ETC_CONF && $(readlink "$ETC_CONF") == "$CONF" ]]; then rm -f "$ETC_CONF"; fi
+  # the nodes' namespaces (and anything still running in them), the bridge, /etc/hosts lines
+  if [[ -s $BRIDGE_FILE ]] || multi; then remove_network; fi
   local steps
   steps=$(ps -C slurmstepd -o pid=,stat= 2>/dev/null | awk '$2 !~ /^Z/ {printf "%s ", $1}')
   if [[ -n $steps ]]; then log "WARNING: slurmstepd processes still running: $steps"; fi
@@ -333,11 +514,15 @@ stop() {
 }
 
 status() {
-  local rc=0 n name pf
-  for n in slurmctld:"$DIR/run/slurmctld.pid" slurmd:"$DIR/run/slurmd.pid" munged:"$DIR/munge/munged.pid" \
+  local rc=0 n name pf daemons=(slurmctld:"$DIR/run/slurmctld.pid")
+  for n in $(node_names); do daemons+=(slurmd:"$(slurmd_pidfile "$n")"); done
+  for n in "${daemons[@]}" munged:"$DIR/munge/munged.pid" \
            slurmdbd:"$DIR/run/slurmdbd.pid" mariadbd:"$DIR/run/mariadbd.pid"; do
     name=${n%%:*} pf=${n#*:}
-    if alive "$pf" "$name"; then echo "$name: running (pid $(pid_of "$pf"))"
+    if [[ $name == slurmd ]] && multi; then
+      name="slurmd of $(basename "$pf" .pid | sed 's/^slurmd-//')"
+      if alive "$pf" slurmd; then echo "$name: running (pid $(pid_of "$pf"))"; else echo "$name: not running"; rc=1; fi
+    elif alive "$pf" "$name"; then echo "$name: running (pid $(pid_of "$pf"))"
     elif [[ $name == munged && $AUTH != munge ]]; then echo "munged: not used (auth/$AUTH)"
     elif [[ $name == slurmdbd || $name == mariadbd ]] && [[ $DBD != 1 ]]; then echo "$name: not used (SLURM_LOCAL_DBD=0)"
     else echo "$name: not running"; rc=1; fi
@@ -357,5 +542,8 @@ case ${1:-} in
   status) status ;;
   env) echo "export SLURM_CONF=$CONF" ;;
   wait) wait_up ;;
-  *) echo "usage: $0 start|stop|status|env|wait" >&2; exit 2 ;;
+  nodes) node_lines ;;
+  kill-node) [[ -n ${2:-} ]] || { echo "usage: $0 kill-node NODE" >&2; exit 2; }; kill_node "$2" ;;
+  start-node) [[ -n ${2:-} ]] || { echo "usage: $0 start-node NODE" >&2; exit 2; }; start_node "$2" ;;
+  *) echo "usage: $0 start|stop|status|env|wait|nodes|kill-node NODE|start-node NODE" >&2; exit 2 ;;
 esac

@@ -33,9 +33,9 @@ fn detector_mini_sweeps_the_regression_and_beats_the_naive_estimator_on_the_drif
     assert!(out.status.success(), "{}", show(&out));
     let states = final_states(&out);
     // calibration, physics, 4 trials, cut1, 2 rung-1 trainings, cut2, 1 survivor, best,
-    // apply, the figures of the report and of the training, and the example's `results`
-    // (publishing the report and the ranking).
-    assert_eq!(states.len(), 16, "{states:?}");
+    // apply, the figures of the report, of the shower profile and of the training, and the
+    // example's `results` (publishing the report and the ranking).
+    assert_eq!(states.len(), 17, "{states:?}");
     assert!(states.values().all(|s| s == "succeeded"), "{states:?}");
     let steps = d.join("runs").join(finished(&out)["run_id"].as_str().unwrap()).join("steps/twin");
     for (file, made_by) in [
@@ -44,6 +44,7 @@ fn detector_mini_sweeps_the_regression_and_beats_the_naive_estimator_on_the_drif
         ("resolution.png", "figures"),
         ("bias_temperature.png", "figures"),
         ("training.png", "training-figures"),
+        ("profile.png", "profile-figure"),
     ] {
         let published = std::fs::read(d.join("results").join(file)).unwrap_or_else(|e| panic!("results/{file}: {e}"));
         assert_eq!(published, std::fs::read(steps.join(made_by).join("out").join(file)).unwrap(), "{file}");

@@ -74,7 +74,7 @@ pub enum Command {
     Schema,
     /// Run tasks for an engine in allocation mode with pilot workers: started by the engine,
     /// one per node of the allocation, with one `srun` (a profile with a `pilot:` section).
-    #[command(hide = true, after_help = "Example (what the engine runs, one worker per node):\n  srun --jobid=42 --overlap --nodes=2 --ntasks=2 --ntasks-per-node=1 --mpi=none \\\n    twinflow worker --connect login1:40123 --secret-file runs/allocations/pilot-42-977.secret\n\nThe worker connects to the engine, proves it knows the run's secret (the file must be\nmode 0600), runs the tasks it is given in their own process groups, and exits when the\nengine ends the run, or stops its tasks and exits 1 when the engine has been silent for\n--heartbeat.\n\n".to_string() + exit::HELP)]
+    #[command(hide = true, after_help = "Example (what the engine runs, one worker per node):\n  srun --jobid=42 --overlap --nodes=2 --ntasks=2 --ntasks-per-node=1 --mpi=none \\\n    twinflow worker --connect login1:40123 \\\n      --address-file runs/allocations/pilot-RUN.address --secret-file runs/allocations/pilot-RUN.secret\n\nThe worker connects to the engine, proves it knows the run's secret (the file must be\nmode 0600), runs the tasks it is given in their own process groups, and exits when the\nengine ends the run. When the engine is lost its tasks go on and it dials again (the\naddress file names the engine of `run --resume`), which adopts them; a worker that hears\nfrom no engine for --heartbeat stops its tasks and exits 1.\n\n".to_string() + exit::HELP)]
     Worker(WorkerArgs),
 }
 
@@ -84,9 +84,19 @@ pub struct WorkerArgs {
     /// The engine's address, `HOST:PORT`.
     #[arg(long, value_name = "HOST:PORT")]
     pub connect: String,
+    /// A file holding the engine's address, read before each dial when it exists: a worker
+    /// that lost its engine dials the one `run --resume` started there.
+    #[arg(long, value_name = "PATH")]
+    pub address_file: Option<PathBuf>,
     /// The run's secret file (mode 0600).
     #[arg(long, value_name = "PATH")]
     pub secret_file: PathBuf,
+    /// Node name reported to the engine (default: `SLURMD_NODENAME`, else the host name).
+    #[arg(long, value_name = "NAME")]
+    pub node: Option<String>,
+    /// CPUs offered to the engine (default: `SLURM_CPUS_ON_NODE`, else all of this machine's).
+    #[arg(long, value_name = "N")]
+    pub cpus: Option<u32>,
     /// Stop the tasks and exit when the engine has been silent this long (`30s`, `2m`).
     #[arg(long, default_value = "30s")]
     pub heartbeat: String,

@@ -208,11 +208,19 @@ fn worker_cmd(a: &WorkerArgs) -> Result<i32, Failure> {
         Err(e) => return Err(SessionError::Usage(format!("`--heartbeat {}`: {e}", a.heartbeat)).into()),
     };
     let grace = Duration::from_secs_f64(a.grace.clamp(0.0, 3600.0));
-    let r = runtime()?.block_on(session::pilot::run_worker(a.connect.clone(), &a.secret_file, heartbeat, grace));
+    let r = runtime()?.block_on(session::pilot::run_worker(
+        a.connect.clone(),
+        a.address_file.clone(),
+        &a.secret_file,
+        heartbeat,
+        grace,
+        a.node.clone(),
+        a.cpus,
+    ));
     match r {
         Ok(()) => Ok(exit::OK),
         // The engine went away: its tasks were stopped; the run is to be resumed.
-        Err(e @ session::pilot::WorkerError::EngineLost(_)) => {
+        Err(e @ (session::pilot::WorkerError::EngineLost(_) | session::pilot::WorkerError::Stopped(_))) => {
             errln!("twinflow worker: {e}");
             Ok(exit::RUN_FAILED)
         }
@@ -388,7 +396,14 @@ fn cancel_cmd(a: &CancelArgs) -> Result<i32, Failure> {
         }
         _ => {}
     }
-    if c.jobs.is_empty() && c.engine.is_none() {
+    if !c.workers.is_empty() {
+        outln!(
+            "sent SIGTERM to the pilot workers of run {} (pids {}); they stop their tasks",
+            c.run_id,
+            c.workers.iter().map(u32::to_string).collect::<Vec<_>>().join(", ")
+        );
+    }
+    if c.jobs.is_empty() && c.engine.is_none() && c.workers.is_empty() {
         outln!("run {} has no SLURM jobs in flight and no engine running", c.run_id);
     }
     Ok(exit::OK)

@@ -399,6 +399,12 @@ impl Reporter for HumanReporter {
                 ));
                 self.refresh();
             }
+            Event::Alert { task, alert, .. } => {
+                // The `message` of an object, else the whole line.
+                let text =
+                    alert.get("message").and_then(|m| m.as_str()).map_or_else(|| alert.to_string(), String::from);
+                self.line(&format!("  alert {task}: {text}"));
+            }
             Event::CycleStarted { point, .. } => {
                 self.line(&format!("cycle {point} started"));
             }

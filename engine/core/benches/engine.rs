@@ -207,6 +207,7 @@ async fn engine_run(file: &Path, runs: &Path) -> Measured {
         workflow_file: file.to_path_buf(),
         settings: Default::default(),
         resume: None,
+        new_run_id: None,
         keep_going: false,
         use_cache: false,
         max_parallel: Some(2),

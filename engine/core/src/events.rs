@@ -264,6 +264,19 @@ pub enum Event {
         /// How it ended.
         message: String,
     },
+    /// A line of an alerts output (`report: { alerts: [out.NAME] }`) of a task that
+    /// succeeded: something the step wants a person or a system to act on.
+    Alert {
+        /// Task name.
+        task: String,
+        /// Its cycle point, in a cycling run (also the prefix of `task`).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        cycle: Option<String>,
+        /// The output that holds it (`out.NAME`'s name).
+        output: String,
+        /// The line as JSON (a line that is not JSON is kept as a string).
+        alert: serde_json::Value,
+    },
     /// A cycle was activated (cycling workflows).
     CycleStarted {
         /// Index from 0.

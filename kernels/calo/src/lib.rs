@@ -92,7 +92,7 @@ pub use output::{CaloWriter, names};
 pub use run::{KERNEL_NAME, RunSummary, partition, run_calo};
 pub use shower::{
     EventTruth, Longitudinal, MIN_ALPHA, PHOTON_CONVERSION_X0, Primary, Radial, RadialShape, Scratch, ShowerParams,
-    Simulator, Spot, event_rng, gp_mean_alpha, gp_mean_depth_of_maximum,
+    Simulator, Spot, event_rng, gamma_profile, gp_mean_alpha, gp_mean_depth_of_maximum, gp_mean_profile,
 };
 
 use twinflow_exchange::ExchangeError;

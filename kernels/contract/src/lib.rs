@@ -10,10 +10,12 @@
 pub const KERNELS: &[&str] = &[
     "assimilate",
     "calo",
+    "detector-sim",
     "flood",
     "info",
     "ingest",
     "lorenz96",
+    "online",
     "plot",
     "predict",
     "select",

@@ -1,5 +1,6 @@
 //! [`Dataset`] ↔ NetCDF-4 through the `netcdf` crate.
 
+use std::collections::HashMap;
 use std::path::Path;
 
 use netcdf::AttributeValue as A;
@@ -111,6 +112,8 @@ pub(super) struct Writer {
     file: Option<netcdf::FileMut>,
     partial: PartialFile,
     dtypes: Vec<(String, DType)>,
+    /// Chunk shape of each chunked variable: numeric blocks are written chunk by chunk.
+    chunks: HashMap<String, Vec<usize>>,
 }
 
 impl std::fmt::Debug for Writer {
@@ -125,7 +128,7 @@ fn define(
     header: &Dataset,
     var: &Variable,
     compression: &Compression,
-) -> Result<(), ExchangeError> {
+) -> Result<Option<Vec<usize>>, ExchangeError> {
     let name = var.name.as_str();
     let dims: Vec<&str> = var.dims.iter().map(String::as_str).collect();
     let action = || format!("defining `{name}`");
@@ -141,8 +144,11 @@ fn define(
     // Fields and columns along a record (unlimited) dimension are chunked and compressed;
     // fixed 1-D coordinates stay contiguous.
     let along_records = var.dims.first().and_then(|d| header.dim(d)).is_some_and(|d| d.unlimited);
+    let mut chunked = None;
     if var.dtype != DType::Str && (shape.len() >= 2 || (shape.len() == 1 && along_records)) {
-        v.set_chunking(&chunk_shape(&shape)).ctx(p, format!("chunking `{name}`"))?;
+        let chunk = chunk_shape(&shape);
+        v.set_chunking(&chunk).ctx(p, format!("chunking `{name}`"))?;
+        chunked = Some(chunk);
         if let Some(level) = compression.deflate_level {
             v.set_compression(i32::from(level.min(9)), compression.shuffle).ctx(p, format!("compressing `{name}`"))?;
         }
@@ -163,7 +169,77 @@ fn define(
             v.put_attribute(k, attr_to_nc(a)).ctx(p, format!("writing `{name}:{k}`"))?;
         }
     }
-    Ok(())
+    Ok(chunked)
+}
+
+/// The blocks of the chunk grid `chunk` (aligned to absolute multiples of it) that cover
+/// the hyperslab `start`/`count`, each as (start, count), in row-major order.
+fn chunk_blocks(start: &[usize], count: &[usize], chunk: &[usize]) -> Vec<(Vec<usize>, Vec<usize>)> {
+    // Per dimension, the intervals [a, b) of the grid inside [start, start + count).
+    let per_dim: Vec<Vec<(usize, usize)>> = (0..start.len())
+        .map(|k| {
+            let (lo, hi, c) = (start[k], start[k] + count[k], chunk[k].max(1));
+            let mut out = Vec::new();
+            let mut a = lo;
+            while a < hi {
+                let b = ((a / c + 1) * c).min(hi);
+                out.push((a, b));
+                a = b;
+            }
+            out
+        })
+        .collect();
+    let mut blocks = vec![(Vec::new(), Vec::new())];
+    for intervals in &per_dim {
+        blocks = blocks
+            .into_iter()
+            .flat_map(|(s, c): (Vec<usize>, Vec<usize>)| {
+                intervals.iter().map(move |&(a, b)| {
+                    let (mut s, mut c) = (s.clone(), c.clone());
+                    s.push(a);
+                    c.push(b - a);
+                    (s, c)
+                })
+            })
+            .collect();
+    }
+    blocks
+}
+
+/// Copies the block `bstart`/`bcount` out of `values` (row-major over the hyperslab
+/// `start`/`count`) into `out`, converted by `conv`.
+fn gather<T>(
+    values: &[f64],
+    start: &[usize],
+    count: &[usize],
+    bstart: &[usize],
+    bcount: &[usize],
+    out: &mut Vec<T>,
+    conv: impl Fn(f64) -> T,
+) {
+    out.clear();
+    let n = count.len();
+    let mut strides = vec![1usize; n];
+    for k in (0..n.saturating_sub(1)).rev() {
+        strides[k] = strides[k + 1] * count[k + 1];
+    }
+    let run = bcount[n - 1];
+    let rows: usize = bcount[..n - 1].iter().product();
+    let mut idx = vec![0usize; n - 1]; // odometer over every dimension but the last
+    for _ in 0..rows {
+        let mut offset = bstart[n - 1] - start[n - 1];
+        for k in 0..n - 1 {
+            offset += (bstart[k] + idx[k] - start[k]) * strides[k];
+        }
+        out.extend(values[offset..offset + run].iter().map(|&x| conv(x)));
+        for k in (0..n - 1).rev() {
+            idx[k] += 1;
+            if idx[k] < bcount[k] {
+                break;
+            }
+            idx[k] = 0;
+        }
+    }
 }
 
 impl Writer {
@@ -182,11 +258,14 @@ impl Writer {
             }
             .ctx(&p, format!("defining dimension `{}`", d.name))?;
         }
+        let mut chunks = HashMap::new();
         for var in &header.variables {
-            define(&mut file, &p, header, var, compression)?;
+            if let Some(chunk) = define(&mut file, &p, header, var, compression)? {
+                chunks.insert(var.name.clone(), chunk);
+            }
         }
         let dtypes = header.variables.iter().map(|v| (v.name.clone(), v.dtype)).collect();
-        Ok(Self { file: Some(file), partial, dtypes })
+        Ok(Self { file: Some(file), partial, dtypes, chunks })
     }
 
     pub(super) fn path(&self) -> &Path {
@@ -210,6 +289,32 @@ impl Writer {
             return Ok(());
         }
         let action = || format!("writing `{name}`");
+        // A chunked variable is written one chunk-aligned block at a time: each chunk is
+        // compressed once, whole, and the converted values of a block (at most one chunk)
+        // stay small, where one call for a window of tens of MB would first convert it all
+        // into a fresh buffer of that size.
+        if let (Values::Num(v), Some(chunk)) = (values, self.chunks.get(name))
+            && !start.is_empty()
+            && chunk.len() == start.len()
+        {
+            macro_rules! blocks {
+                ($t:ty, $conv:expr) => {{
+                    let mut buf: Vec<$t> = Vec::new();
+                    for (bs, bc) in chunk_blocks(start, count, chunk) {
+                        gather(v, start, count, &bs, &bc, &mut buf, $conv);
+                        let e = netcdf::Extents::try_from((bs, bc)).ctx(&p, action())?;
+                        var.put_values(&buf, e).ctx(&p, action())?;
+                    }
+                }};
+            }
+            match dtype {
+                DType::F64 => blocks!(f64, |x| x),
+                DType::F32 => blocks!(f32, |x| x as f32),
+                DType::I32 => blocks!(i32, |x| x as i32),
+                DType::I64 | DType::Str => blocks!(i64, |x| x as i64),
+            }
+            return Ok(());
+        }
         let extents = || netcdf::Extents::try_from((start.to_vec(), count.to_vec())).ctx(&p, action());
         match (values, dtype) {
             (Values::Str(s), _) => {
@@ -244,5 +349,47 @@ impl Writer {
             file.close().ctx(&p, "closing the file")?;
         }
         Ok(self.partial)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{chunk_blocks, gather};
+
+    /// Blocks tile the hyperslab exactly, aligned to the chunk grid, and gathering each
+    /// block reproduces its values.
+    #[test]
+    fn blocks_tile_the_slab_on_the_chunk_grid() {
+        let (start, count, chunk) = ([1usize, 3, 0], [3usize, 7, 5], [2usize, 4, 5]);
+        let blocks = chunk_blocks(&start, &count, &chunk);
+        // dim 0: [1,2) [2,4); dim 1: [3,4) [4,8) [8,10); dim 2: [0,5)
+        assert_eq!(blocks.len(), 2 * 3);
+        assert_eq!(blocks[0], (vec![1, 3, 0], vec![1, 1, 5]));
+        assert_eq!(blocks[5], (vec![2, 8, 0], vec![2, 2, 5]));
+        let total: usize = blocks.iter().map(|(_, c)| c.iter().product::<usize>()).sum();
+        assert_eq!(total, count.iter().product::<usize>());
+        // The value at absolute (i, j, k) is 100 i + 10 j + k.
+        let mut values = Vec::new();
+        for i in 1..4 {
+            for j in 3..10 {
+                for k in 0..5 {
+                    values.push((100 * i + 10 * j + k) as f64);
+                }
+            }
+        }
+        let mut out = Vec::new();
+        for (bs, bc) in &blocks {
+            gather(&values, &start, &count, bs, bc, &mut out, |x| x as i64);
+            let mut expect = Vec::new();
+            for i in bs[0]..bs[0] + bc[0] {
+                for j in bs[1]..bs[1] + bc[1] {
+                    for k in bs[2]..bs[2] + bc[2] {
+                        expect.push((100 * i + 10 * j + k) as i64);
+                    }
+                }
+            }
+            assert_eq!(out, expect, "block {bs:?} {bc:?}");
+        }
+        assert_eq!(chunk_blocks(&[0], &[10000], &[4096]).len(), 3);
     }
 }

@@ -87,6 +87,8 @@ pub struct IngestConfig {
     pub until_idle: Option<Duration>,
     /// How long the first connection may take.
     pub connect_timeout: Duration,
+    /// A file created once the subscriptions are in place (a service's readiness).
+    pub ready_file: Option<PathBuf>,
     /// Provenance attributes of the window files.
     pub provenance: Provenance,
 }
@@ -230,6 +232,7 @@ pub fn run(config: &IngestConfig, stop: &AtomicBool) -> Result<Summary, IngestEr
         topics: config.topics.clone(),
         subscribed: state.topics.clone(),
         connect_timeout: config.connect_timeout,
+        ready_file: config.ready_file.clone(),
     };
     let network = std::thread::Builder::new()
         .name("mqtt".into())

@@ -84,6 +84,19 @@ pub struct Connect {
     pub subscribed: Vec<String>,
     /// How long the first connection may take before the ingest gives up.
     pub connect_timeout: Duration,
+    /// Created (empty) once the subscriptions are in place: from then on the broker keeps
+    /// the stream's messages for this session, so a publisher may start.
+    pub ready_file: Option<std::path::PathBuf>,
+}
+
+/// Creates the ready file (once); a failure is logged, never fatal.
+fn mark_ready(connect: &Connect) {
+    if let Some(path) = &connect.ready_file
+        && !path.exists()
+        && let Err(e) = std::fs::write(path, b"")
+    {
+        tracing::warn!(path = %path.display(), "cannot create the ready file: {e}");
+    }
 }
 
 /// Channels between the network thread and the ingest.
@@ -184,6 +197,8 @@ pub fn run(connect: &Connect, links: &Links) -> Result<(), IngestError> {
                     for t in &connect.topics {
                         client.try_subscribe(t.clone(), QoS::AtLeastOnce).map_err(|e| unreachable(e.to_string()))?;
                     }
+                } else {
+                    mark_ready(connect);
                 }
             }
             Ok(Ok(Event::Incoming(Packet::SubAck(ack)))) => {
@@ -194,6 +209,7 @@ pub fn run(connect: &Connect, links: &Links) -> Result<(), IngestError> {
                     )));
                 }
                 tracing::info!(topics = ?connect.topics, "subscribed");
+                mark_ready(connect);
             }
             Ok(Ok(Event::Incoming(Packet::Publish(p)))) => {
                 if consumer_gone {

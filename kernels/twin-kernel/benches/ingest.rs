@@ -8,6 +8,15 @@
 //! payload MB/s (10⁶ bytes) and records/s from the first publication until the last record
 //! is received (baseline) or committed to a window file (ingest); peak RSS of the ingest.
 //!
+//! CPU accounting (robust to a shared machine, unlike wall time): the CPU seconds per GB
+//! of payload of the broker (`/proc/PID/stat` of mosquitto), of the publisher (this
+//! process) and of the consumer (its rusage once waited for), per run. From them, the
+//! machine's ceiling: with every core busy, no consumer can go faster than
+//! cores / (broker + publisher + consumer CPU per byte). The least a validating consumer
+//! must do is parse every record against the schema (`twinflow_ingest::record::parse`,
+//! timed here in process on the same payloads, no broker): that gives the ceiling of any
+//! validating ingest on this machine, against which the 80 % target is checked.
+//!
 //! Needs a broker: `hpc/mqtt-local.sh start` (or `make bench-ingest`, which starts it), or
 //! `TWINFLOW_MQTT_BROKER=HOST:PORT`.
 //!
@@ -24,6 +33,54 @@ use rumqttc::{Client, Event, MqttOptions, Outgoing, Packet, QoS};
 use twinflow_exchange::ArrayFile;
 
 const BIN: &str = env!("CARGO_BIN_EXE_twin-kernel");
+
+/// CPU seconds (user + system) of process `pid` (`self`: this process) and of its
+/// waited-for children, from `/proc/PID/stat` (fields 14–17, in clock ticks).
+fn cpu_seconds(pid: &str) -> (f64, f64) {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The command name (field 2) may hold spaces: the fields after it follow the last `)`.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<f64> = rest.split_whitespace().map(|v| v.parse().unwrap_or(0.0)).collect();
+    let tick = 100.0; // USER_HZ on Linux
+    let at = |k: usize| f.get(k - 3).copied().unwrap_or(0.0) / tick; // field k (1-based) after `)`
+    (at(14) + at(15), at(16) + at(17))
+}
+
+/// The broker's pid (from `hpc/mqtt-local.sh`'s pid file), if it is that broker.
+fn broker_pid() -> Option<String> {
+    let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/mqtt/mosquitto.pid");
+    let pid = std::fs::read_to_string(file).ok()?.trim().to_string();
+    Path::new(&format!("/proc/{pid}")).exists().then_some(pid)
+}
+
+/// CPU used during one measurement: broker, publisher (this process), consumer (children).
+#[derive(Clone, Copy)]
+struct Cpu {
+    broker: f64,
+    me: f64,
+    children: f64,
+}
+
+impl Cpu {
+    fn now() -> Self {
+        let broker = broker_pid().map_or(f64::NAN, |p| cpu_seconds(&p).0);
+        let (me, children) = cpu_seconds("self");
+        Cpu { broker, me, children }
+    }
+    fn since(self, start: Cpu) -> Cpu {
+        Cpu { broker: self.broker - start.broker, me: self.me - start.me, children: self.children - start.children }
+    }
+    /// "broker X, publisher Y, consumer Z CPU s/GB".
+    fn per_gb(&self, bytes: usize) -> String {
+        let g = bytes as f64 / 1e9;
+        format!(
+            "CPU s/GB: broker {:.2}, publisher {:.2}, consumer {:.2}",
+            self.broker / g,
+            self.me / g,
+            self.children / g
+        )
+    }
+}
 
 fn broker() -> (String, u16) {
     let port_file = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/mqtt/port");
@@ -122,6 +179,7 @@ struct Figure {
     seconds: f64,
     records: usize,
     bytes: usize,
+    cpu: Cpu,
 }
 
 impl Figure {
@@ -142,16 +200,44 @@ fn baseline(host: &str, port: u16, payloads: &[Vec<u8>]) -> Figure {
         .spawn()
         .expect("mosquitto_sub (hpc/setup-deps.sh --mqtt)");
     std::thread::sleep(Duration::from_millis(500)); // subscribed
+    let data = payloads.to_vec(); // copied before the clocks start, as for the ingest
+    let c0 = Cpu::now();
     let t0 = Instant::now();
     let publisher = {
-        let (host, topic, data) = (host.to_string(), topic.clone(), payloads.to_vec());
+        let (host, topic) = (host.to_string(), topic.clone());
         std::thread::spawn(move || publish(&host, port, &topic, &data))
     };
     let status = sub.wait().unwrap();
     let seconds = t0.elapsed().as_secs_f64();
     publisher.join().unwrap();
+    let cpu = Cpu::now().since(c0);
     assert!(status.success(), "mosquitto_sub: {status}");
-    Figure { seconds, records: payloads.len(), bytes: payloads.iter().map(Vec::len).sum() }
+    Figure { seconds, records: payloads.len(), bytes: payloads.iter().map(Vec::len).sum(), cpu }
+}
+
+/// CPU seconds per GB of `twinflow_ingest::record::parse` on `payloads` against the
+/// bench's schema, in this thread (the best of 3 passes).
+fn parse_only(payloads: &[Vec<u8>], samples: usize) -> f64 {
+    let schema = twinflow_ingest::Schema::parse(&schema_text(samples), Path::new("schema.yaml")).unwrap();
+    let bytes: usize = payloads.iter().map(Vec::len).sum();
+    let mut best = f64::MAX;
+    for _ in 0..3 {
+        let c0 = cpu_seconds("self").0;
+        let mut ok = 0usize;
+        for p in payloads {
+            ok += usize::from(twinflow_ingest::record::parse(&schema, p).is_ok());
+        }
+        assert_eq!(ok, payloads.len(), "every benchmark record is valid");
+        best = best.min(cpu_seconds("self").0 - c0);
+    }
+    best / (bytes as f64 / 1e9)
+}
+
+fn schema_text(samples: usize) -> String {
+    format!(
+        "title: benchmark waveforms\nfields:\n  temperature: {{type: f64, units: K, min: 200, max: 400}}\n  \
+         adc: {{type: i32, length: {samples}, dim: sample, units: count, min: 0, max: 4095}}\n"
+    )
 }
 
 struct IngestRun {
@@ -243,21 +329,16 @@ fn ingest(
 ) -> (Figure, f64, (usize, usize), u64) {
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("bench-ingest").join(unique("run"));
     std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(
-        dir.join("schema.yaml"),
-        format!(
-            "title: benchmark waveforms\nfields:\n  temperature: {{type: f64, units: K, min: 200, max: 400}}\n  \
-             adc: {{type: i32, length: {samples}, dim: sample, units: count, min: 0, max: 4095}}\n"
-        ),
-    )
-    .unwrap();
+    std::fs::write(dir.join("schema.yaml"), schema_text(samples)).unwrap();
     let run = IngestRun { dir: dir.clone(), topic: unique("bench/ingest"), client_id: unique("bench-ingest"), deflate };
     let (mut child, log0) = run.start(host, port, "run-0.log");
     wait_log(&log0, "subscribed");
     let n = payloads.len();
+    let data = payloads.to_vec();
+    let c0 = Cpu::now();
     let t0 = Instant::now();
     let publisher = {
-        let (host, topic, data) = (host.to_string(), run.topic.clone(), payloads.to_vec());
+        let (host, topic) = (host.to_string(), run.topic.clone());
         std::thread::spawn(move || publish(&host, port, &topic, &data))
     };
     let mut logs = vec![log0];
@@ -288,6 +369,7 @@ fn ingest(
     // duplicates, so the count of records in reaches n exactly, never above.
     std::thread::sleep(Duration::from_millis(300));
     stop(child);
+    let cpu = Cpu::now().since(c0);
     let audit = audit(&dir.join("out"), n);
     let duplicates_dropped: u64 = paths
         .iter()
@@ -301,7 +383,7 @@ fn ingest(
         })
         .sum();
     let _ = std::fs::remove_dir_all(&dir);
-    (Figure { seconds, records: n, bytes: payloads.iter().map(Vec::len).sum() }, rss, audit, duplicates_dropped)
+    (Figure { seconds, records: n, bytes: payloads.iter().map(Vec::len).sum(), cpu }, rss, audit, duplicates_dropped)
 }
 
 fn main() {
@@ -343,15 +425,33 @@ fn main() {
             count as f64 / alone
         );
         let base = baseline(&host, port, &data);
-        println!("  baseline mosquitto_sub -q 1 >/dev/null{:8.1} MB/s {:9.0} records/s", base.mb_s(), base.rec_s());
+        println!(
+            "  baseline mosquitto_sub -q 1 >/dev/null{:8.1} MB/s {:9.0} records/s  {}",
+            base.mb_s(),
+            base.rec_s(),
+            base.cpu.per_gb(bytes)
+        );
+        // The machine's ceiling for any consumer that validates every record: the broker's
+        // and the publisher's CPU per byte (from the baseline) plus the parse alone.
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+        let g = bytes as f64 / 1e9;
+        let parse = parse_only(&data, samples);
+        let ceiling = cores / ((base.cpu.broker + base.cpu.me) / g + parse) * 1e3;
+        println!(
+            "  parse alone (no broker, 1 core)        {:8.1} MB/s  CPU s/GB: {parse:.2}; ceiling of a validating consumer on {cores} cores: {:.1} MB/s = {:.1} % of the baseline",
+            1e3 / parse,
+            ceiling,
+            100.0 * ceiling / base.mb_s()
+        );
         for level in [deflate, 0] {
             let (fig, rss, (lost, dup), _) = ingest(&host, port, &data, samples, level, None);
             println!(
-                "  twin-kernel ingest, deflate {level}           {:8.1} MB/s {:9.0} records/s  {:5.1} % of baseline, peak RSS {:.0} MiB, lost {lost}, duplicated {dup}",
+                "  twin-kernel ingest, deflate {level}           {:8.1} MB/s {:9.0} records/s  {:5.1} % of baseline, peak RSS {:.0} MiB, lost {lost}, duplicated {dup}; {}",
                 fig.mb_s(),
                 fig.rec_s(),
                 100.0 * fig.mb_s() / base.mb_s(),
-                rss
+                rss,
+                fig.cpu.per_gb(bytes)
             );
             if deflate == 0 {
                 break;

@@ -633,3 +633,49 @@ fn kill_9_mid_stream_loses_nothing_and_repeats_nothing() {
     }
     assert!(leftovers.is_empty(), "{leftovers}");
 }
+
+/// `--ready-file` appears once the subscription is in place (a workflow service's
+/// readiness): a message published right after it is in the ingest's first window, not
+/// lost to a session that did not exist yet.
+#[test]
+fn the_ready_file_appears_once_subscribed_and_nothing_published_after_it_is_lost() {
+    let addr = broker();
+    let dir = scratch("ready-file");
+    std::fs::write(dir.join("schema.yaml"), SCHEMA).unwrap();
+    let topic = unique("t/ready");
+    let mut ingest = Ingest::start(
+        &dir,
+        &[
+            "--broker",
+            &addr,
+            "--topic",
+            &format!("{topic}/#"),
+            "--schema",
+            "schema.yaml",
+            "--out-dir",
+            "out",
+            "--ready-file",
+            "ready",
+            "--window-records",
+            "1",
+            "--max-windows",
+            "1",
+        ],
+        "ingest.log",
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !dir.join("ready").exists() {
+        assert!(Instant::now() < deadline, "no ready file in 30 s:\n{}", ingest.log());
+        if let Some(status) = ingest.child.try_wait().unwrap() {
+            panic!("the ingest exited ({status}) before it was ready:\n{}", ingest.log());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(ingest.log().contains("subscribed"), "ready before subscribed:\n{}", ingest.log());
+    publish(&addr, &format!("{topic}/gauges"), vec![record("g1", 1.0, 1.5, [0, 1, 2, 3])]);
+    let (status, log) = ingest.wait(Duration::from_secs(30));
+    assert!(status.success(), "{status}\n{log}");
+    let files = windows(&dir.join("out"), ".nc");
+    assert_eq!(files.len(), 1, "{log}");
+    assert_eq!(keys(&files[0]), [("g1".to_string(), 1.0)]);
+}

@@ -58,6 +58,30 @@ impl Mpiexec {
     }
 }
 
+impl Mpiexec {
+    /// The launcher's words for `ranks` ranks spread over `hosts` (a step across nodes of
+    /// an allocation, started by a pilot worker): [`Mpiexec::prefix`] with the host list and
+    /// the ranks per host, `-hosts A,B -ppn P` for MPICH's Hydra, `--host A:P,B:P` (slots)
+    /// for Open MPI. No hosts: [`Mpiexec::prefix`], the ranks on this node.
+    pub fn prefix_on(&self, ranks: u32, hosts: &[String]) -> Vec<String> {
+        let mut v = self.prefix(ranks);
+        if hosts.is_empty() {
+            return v;
+        }
+        let per = ranks.max(1).div_ceil(hosts.len() as u32);
+        // After `-n R`, before the profile's flags.
+        let at = v.len() - self.flags.len();
+        let words = match self.flavour {
+            MpiFlavour::Mpich => vec!["-hosts".to_string(), hosts.join(","), "-ppn".into(), per.to_string()],
+            MpiFlavour::Openmpi => {
+                vec!["--host".to_string(), hosts.iter().map(|h| format!("{h}:{per}")).collect::<Vec<_>>().join(",")]
+            }
+        };
+        v.splice(at..at, words);
+        v
+    }
+}
+
 /// How steps are launched into an allocation (the local backend's launcher).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SrunLaunch {

@@ -153,16 +153,24 @@ pub struct Outcome {
     pub finished: Option<SystemTime>,
     /// What it used, when the backend measured it.
     pub usage: Option<Usage>,
+    /// What the backend knows of the failure besides its ending (pilot workers: which
+    /// node was lost, and how), added to [`Outcome::describe`].
+    pub detail: Option<String>,
 }
 
 impl Outcome {
     /// An outcome without times.
     pub fn new(ending: Ending) -> Self {
-        Self { ending, started: None, finished: None, usage: None }
+        Self { ending, started: None, finished: None, usage: None, detail: None }
     }
     /// An outcome with its start and end.
     pub fn between(ending: Ending, started: Option<SystemTime>, finished: Option<SystemTime>) -> Self {
-        Self { ending, started, finished, usage: None }
+        Self { ending, started, finished, usage: None, detail: None }
+    }
+    /// The same outcome with a detail for messages.
+    pub fn with_detail(mut self, detail: String) -> Self {
+        self.detail = Some(detail);
+        self
     }
     /// The same outcome with what the job used.
     pub fn with_usage(mut self, usage: Option<Usage>) -> Self {
@@ -205,6 +213,13 @@ impl Outcome {
     }
     /// One-line description for messages.
     pub fn describe(&self) -> String {
+        match &self.detail {
+            Some(d) => format!("{}: {d}", self.describe_ending()),
+            None => self.describe_ending(),
+        }
+    }
+
+    fn describe_ending(&self) -> String {
         match &self.ending {
             Ending::SpawnFailed(e) => format!("could not start: {e}"),
             Ending::TimedOut(_) => "timed out".into(),

@@ -122,12 +122,49 @@ pub struct PilotSettings {
     pub address: Option<String>,
     /// Either side gives the other up after this long without a message.
     pub heartbeat: Duration,
+    /// How the workers are started.
+    pub launch: PilotLaunch,
+    /// Workers started with [`PilotLaunch::Local`].
+    pub workers: u32,
+    /// How a worker starts a step of more than one rank.
+    pub mpi_launcher: MpiLauncher,
 }
 
 impl Default for PilotSettings {
     fn default() -> Self {
-        Self { address: None, heartbeat: Duration::from_secs(30) }
+        Self {
+            address: None,
+            heartbeat: Duration::from_secs(30),
+            launch: PilotLaunch::Srun,
+            workers: 1,
+            mpi_launcher: MpiLauncher::Srun,
+        }
     }
+}
+
+/// `pilot.launch`: how the engine starts its workers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PilotLaunch {
+    /// One `srun` over the allocation's nodes (allocation mode, `--backend slurm --allocation`).
+    #[default]
+    Srun,
+    /// `pilot.workers` processes on this machine, with the local backend: no SLURM; the
+    /// tasks outlive a killed engine and a resumed one adopts them.
+    Local,
+}
+
+/// `pilot.mpi_launcher`: how a worker starts a step of more than one rank.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum MpiLauncher {
+    /// `srun --exact` into the allocation (SLURM places the ranks); without an allocation
+    /// (`launch: local`), the profile's `mpiexec`.
+    #[default]
+    Srun,
+    /// The profile's `mpiexec`: on the worker's node for a step that fits on one node, else
+    /// with the host list of the workers' nodes.
+    Mpiexec,
 }
 
 impl Default for Profile {
@@ -219,8 +256,20 @@ pub struct RawProfile {
 pub struct RawPilot {
     #[serde(default = "yes")]
     pub enabled: bool,
-    pub address: Option<String>,
-    pub heartbeat: Option<RawDuration>,
+    pub address: Option<serde_saphyr::Spanned<String>>,
+    pub heartbeat: Option<serde_saphyr::Spanned<RawDuration>>,
+    pub launch: Option<PilotLaunch>,
+    pub workers: Option<serde_saphyr::Spanned<i64>>,
+    pub mpi_launcher: Option<MpiLauncher>,
+}
+
+/// `line N: ` for a problem with a value at `at` (values of the `pilot:` section keep
+/// their place, so its problems name the line).
+fn at_line<T>(v: &serde_saphyr::Spanned<T>) -> String {
+    match v.referenced.line() {
+        0 => String::new(),
+        n => format!("line {n}: "),
+    }
 }
 
 fn yes() -> bool {
@@ -517,17 +566,34 @@ fn check(raw: RawProfile, default_name: &str) -> Result<Profile, Vec<String>> {
     {
         let mut out = PilotSettings::default();
         if let Some(a) = pl.address {
+            let line = at_line(&a);
+            let a = a.value;
             if word_ok(&a) && !a.contains(['/', '=', ',']) {
                 out.address = Some(a);
             } else {
-                problems.push(format!("`pilot.address`: `{a}` is not a host name or address"));
+                problems.push(format!("{line}`pilot.address`: `{a}` is not a host name or address"));
             }
         }
-        if let Some(d) = dur("pilot.heartbeat", pl.heartbeat, &mut problems) {
-            if d >= Duration::from_secs(1) {
-                out.heartbeat = d;
-            } else {
-                problems.push("`pilot.heartbeat`: must be at least 1s".into());
+        if let Some(h) = pl.heartbeat {
+            let line = at_line(&h);
+            let mut mine = vec![];
+            match dur("pilot.heartbeat", Some(h.value), &mut mine) {
+                Some(d) if d >= Duration::from_secs(1) => out.heartbeat = d,
+                Some(_) => problems.push(format!("{line}`pilot.heartbeat`: must be at least 1s")),
+                None => {}
+            }
+            problems.extend(mine.into_iter().map(|m| format!("{line}{m}")));
+        }
+        out.launch = pl.launch.unwrap_or_default();
+        out.mpi_launcher = pl.mpi_launcher.unwrap_or_default();
+        if let Some(w) = pl.workers {
+            match w.value {
+                n if out.launch != PilotLaunch::Local => problems.push(format!(
+                    "{}`pilot.workers`: {n} workers are for `launch: local` (with `srun`, one per node of the allocation)",
+                    at_line(&w)
+                )),
+                n @ 1..=1024 => out.workers = n as u32,
+                n => problems.push(format!("{}`pilot.workers`: must be between 1 and 1024, got {n}", at_line(&w))),
             }
         }
         p.pilot = Some(out);
@@ -779,7 +845,11 @@ mod tests {
         .unwrap();
         assert_eq!(
             p.pilot,
-            Some(PilotSettings { address: Some("127.0.0.1".into()), heartbeat: Duration::from_secs(5) })
+            Some(PilotSettings {
+                address: Some("127.0.0.1".into()),
+                heartbeat: Duration::from_secs(5),
+                ..PilotSettings::default()
+            })
         );
         assert_eq!(
             Profile::parse(
@@ -818,5 +888,39 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.contains("adress"), "{e}");
+    }
+
+    #[test]
+    fn problems_of_the_pilot_section_name_their_line_and_field() {
+        let text = "name: p\npilot:\n  launch: local\n  address: 'a b'\n  heartbeat: 0.5\n  workers: 0\n";
+        let ProfileError::Invalid { problems, .. } = Profile::parse(text, "p").unwrap_err() else { panic!() };
+        assert_eq!(
+            problems,
+            [
+                "line 4: `pilot.address`: `a b` is not a host name or address",
+                "line 5: `pilot.heartbeat`: must be at least 1s",
+                "line 6: `pilot.workers`: must be between 1 and 1024, got 0",
+            ]
+        );
+        let ProfileError::Invalid { problems, .. } =
+            Profile::parse("pilot:\n  heartbeat: 3x\n  workers: 2\n", "p").unwrap_err()
+        else {
+            panic!()
+        };
+        assert_eq!(problems.len(), 2, "{problems:#?}");
+        assert!(problems[0].starts_with("line 2: `pilot.heartbeat`: "), "{problems:#?}");
+        assert!(problems[1].starts_with("line 3: `pilot.workers`: 2 workers are for `launch: local`"), "{problems:#?}");
+        let p = Profile::parse("pilot: { launch: local, workers: 3, mpi_launcher: mpiexec }\n", "p").unwrap();
+        let pl = p.pilot.unwrap();
+        assert_eq!((pl.launch, pl.workers, pl.mpi_launcher), (PilotLaunch::Local, 3, MpiLauncher::Mpiexec));
+        // Through a file: its path, then the line.
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("site.yaml");
+        std::fs::write(&f, "pilot:\n  heartbeat: 0.5\n").unwrap();
+        let e = Profile::load(&f).unwrap_err().to_string();
+        assert!(
+            e.starts_with(&format!("profile `{}`:", f.display())) && e.contains("line 2: `pilot.heartbeat`"),
+            "{e}"
+        );
     }
 }

@@ -293,4 +293,7 @@ pub struct ReportDecl {
     pub figures: Vec<String>,
     /// Outputs shown as tables (CSV).
     pub tables: Vec<String>,
+    /// Outputs holding alerts (JSON lines), reported as `alert` events after success.
+    #[serde(default)]
+    pub alerts: Vec<String>,
 }

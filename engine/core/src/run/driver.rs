@@ -544,8 +544,44 @@ impl<'a> Driver<'a> {
                 at: 0,
             },
         )?;
+        self.report_alerts(i, &out);
         s.succeeded(i);
         Ok(())
+    }
+
+    /// Reports each line of the task's alerts outputs (`report: { alerts: [out.NAME] }`) as
+    /// an `alert` event; a line that is not JSON is reported as a string, an unreadable
+    /// file as a warning (the task succeeded: its alerts must not fail it).
+    fn report_alerts(&mut self, i: TaskId, out: &std::path::Path) {
+        let step = &self.plan.workflow.steps[self.plan.graph[i.node].step as usize];
+        if step.report.alerts.is_empty() {
+            return;
+        }
+        let files: Vec<(String, PathBuf)> = step
+            .report
+            .alerts
+            .iter()
+            .filter_map(|name| step.outputs.get(name).map(|rel| (name.clone(), out.join(rel))))
+            .collect();
+        let (task, cycle) = (self.name(i), self.point_label(i));
+        for (output, path) in files {
+            let text = match std::fs::read_to_string(&path) {
+                Ok(t) => t,
+                Err(e) => {
+                    tracing::warn!(task = %task, path = %path.display(), "cannot read the alerts output: {e}");
+                    continue;
+                }
+            };
+            for line in text.lines().filter(|l| !l.trim().is_empty()) {
+                let alert = serde_json::from_str(line).unwrap_or_else(|_| serde_json::Value::String(line.to_string()));
+                self.reporter.event(&Event::Alert {
+                    task: task.clone(),
+                    cycle: cycle.clone(),
+                    output: output.clone(),
+                    alert,
+                });
+            }
+        }
     }
 
     /// Records what an attempt used, when its backend measured it.

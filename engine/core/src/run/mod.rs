@@ -74,6 +74,8 @@ pub struct RunOptions {
     pub settings: RunSettings,
     /// Resume this run instead of starting a new one.
     pub resume: Option<String>,
+    /// The id of a new run (`None`: a fresh one); ignored with `resume`.
+    pub new_run_id: Option<String>,
     /// Keep running independent tasks after a failure.
     pub keep_going: bool,
     /// Reuse up-to-date results of earlier runs.
@@ -256,7 +258,7 @@ pub async fn execute(
             }
             (row.id, Some(row.settings))
         }
-        None => (crate::ids::RunId::generate().0, None),
+        None => (opts.new_run_id.clone().unwrap_or_else(|| crate::ids::RunId::generate().0), None),
     };
     let resumed = saved.is_some();
     if let Some(step) = wf.steps.iter().find(|s| s.service.is_some())

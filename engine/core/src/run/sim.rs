@@ -22,7 +22,7 @@
 //!   share of its ranks on each of its nodes and starts when that many nodes have room
 //!   (the *spanning* rule of [`crate::execute::pilot::packing`]: 128 ranks take two whole
 //!   64-core nodes). The real pilot backend does not do that yet: it hands such a task to
-//!   `srun --exact` and reserves nothing on its workers' nodes;
+//!   `srun --exact` (or `mpiexec` over the workers' nodes) and reserves nothing on them;
 //! - durations are log-normal per size, drawn from a counter-based generator keyed by the
 //!   seed and the task, so a task's duration does not depend on when it runs and a run is
 //!   reproducible ([`duration`]; hand-written SplitMix64 and Box–Muller: ten lines, and the

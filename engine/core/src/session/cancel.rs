@@ -10,7 +10,9 @@
 //! a run still recorded as running gets SIGTERM, as on Ctrl-C: it stops its remaining tasks
 //! (SIGTERM, grace, SIGKILL) and records them as cancelled; this is how a local run is
 //! cancelled from another shell. The engine is known by its pid and start time: a later
-//! process that reused the pid is left alone.
+//! process that reused the pid is left alone. Pilot workers a dead engine left on this host
+//! (which keep its tasks running for a heartbeat, for `run --resume` to adopt) get SIGTERM
+//! and stop their tasks.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -38,6 +40,9 @@ pub struct Cancelled {
     pub engine: Option<(u32, bool)>,
     /// The run is recorded as running but its engine could not be signalled.
     pub engine_unknown: bool,
+    /// Pilot workers the run's dead engine left on this host, sent SIGTERM (each stops its
+    /// tasks before it exits): the pids of their launchers.
+    pub workers: Vec<u32>,
 }
 
 /// Cancels run `run` (`latest` for the newest) of `runs_dir`.
@@ -76,8 +81,14 @@ pub async fn cancel(runs_dir: &Path, run: &str, notices: &mut dyn Notices) -> Re
     }
     let holder = run.settings.owned_allocation().map(|j| JobId(j.to_string()));
     let engine = run.live_engine();
-    let mut out =
-        Cancelled { run_id: run.id.clone(), jobs: vec![], allocation: None, engine: None, engine_unknown: false };
+    let mut out = Cancelled {
+        run_id: run.id.clone(),
+        jobs: vec![],
+        allocation: None,
+        engine: None,
+        engine_unknown: false,
+        workers: vec![],
+    };
     if holder.is_some()
         && let Some(pid) = engine
         && terminate(pid)
@@ -104,6 +115,12 @@ pub async fn cancel(runs_dir: &Path, run: &str, notices: &mut dyn Notices) -> Re
             Some(pid) if terminate(pid) => out.engine = Some((pid, false)),
             _ => out.engine_unknown = true,
         }
+    }
+    // Pilot workers of an engine that is gone keep its tasks running for a heartbeat, for
+    // a resumed engine to adopt; cancelling the run stops them now. (A live engine tells
+    // its own workers to stop.)
+    if engine.is_none() {
+        out.workers = super::pilot::stop_workers(runs_dir, &run.id);
     }
     Ok(out)
 }

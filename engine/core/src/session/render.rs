@@ -308,7 +308,9 @@ pub struct PlanRequest {
 /// resources, compiles it, and renders the DAG with every task's command; with `launch`
 /// (or the SLURM backend) as the backend would launch it: the `mpiexec` argv locally, the
 /// `srun` argv in allocation mode, the batch script otherwise (with arrays, the first
-/// member of a scattered step also shows the array's driver script).
+/// member of a scattered step also shows the array's driver script; with pilot workers,
+/// what the worker runs: the step's argv, behind `srun --exact` or `mpiexec` for a
+/// multi-rank step).
 pub fn plan_view(
     file: &Path,
     params: &[String],
@@ -316,6 +318,8 @@ pub fn plan_view(
     req: &PlanRequest,
 ) -> Result<String, super::SessionError> {
     use crate::execute::local::render_argv;
+    use crate::execute::pilot::backend::{MpiLaunch, render_argv as pilot_argv};
+    use crate::execute::profile::{MpiLauncher, PilotLaunch};
     use crate::execute::slurm::{allocation::Allocation, script};
     use crate::state::BackendChoice;
     let profile = super::backend::site_profile(&req.backend, Some(file))?;
@@ -325,19 +329,39 @@ pub fn plan_view(
     }
     let p = super::compile(wf)?;
     let mut local = super::backend::local_options(profile.as_ref(), &super::backend::LocalSettings::default())?;
+    let pilot = profile.as_ref().and_then(|p| p.pilot.clone());
     let slurm = profile.filter(|_| req.backend.backend == BackendChoice::Slurm);
     if req.backend.allocation
         && let Some(prof) = &slurm
     {
-        let placeholder = Allocation { job_id: "<allocation>".into(), cpus: 1, mem_per_cpu_mb: None, owned: false };
+        let placeholder =
+            Allocation { job_id: "<allocation>".into(), cpus: 1, mem_per_cpu_mb: None, owned: false, nodes: None };
         local.srun = Some(placeholder.launcher(prof));
     }
+    // Pilot workers (allocation mode with `pilot:`, or the local backend with `pilot:
+    // launch: local`): what the worker runs, the step's argv, with the launcher a worker
+    // puts in front of a multi-rank step.
+    let on_workers = match &pilot {
+        Some(pl) if pl.launch == PilotLaunch::Srun && slurm.is_some() && req.backend.allocation => Some(MpiLaunch {
+            srun: local.srun.clone().filter(|_| pl.mpi_launcher == MpiLauncher::Srun),
+            mpiexec: local.mpiexec.clone(),
+        }),
+        Some(pl) if pl.launch == PilotLaunch::Local && slurm.is_none() => {
+            Some(MpiLaunch { srun: None, mpiexec: local.mpiexec.clone() })
+        }
+        _ => None,
+    };
     let members: std::collections::HashMap<String, usize> = p
         .step_order
         .iter()
         .filter_map(|&s| p.scatter[s].as_ref().map(|t| (p.workflow.steps[s].name.clone(), t.len as usize)))
         .collect();
     let launcher = move |j: &JobRequest| match &slurm {
+        _ if on_workers.is_some() => {
+            // A step across nodes gets the workers' nodes when it starts.
+            let hosts = if j.resources.nodes > 1 { vec!["<worker-nodes>".to_string()] } else { vec![] };
+            Rendered::Argv(on_workers.as_ref().map(|l| pilot_argv(l, j, &hosts)).unwrap_or_default())
+        }
         Some(_) if local.srun.is_some() => Rendered::Argv(render_argv(&local, j)),
         Some(profile) => {
             let own = script::render_script(j, profile);

@@ -21,13 +21,13 @@ use super::{DATABASE, Notices, SessionError, compile, find_run, load, overrides}
 use crate::events::Reporter;
 use crate::execute::Backend;
 use crate::execute::local::LocalBackend;
-use crate::execute::profile::Profile;
+use crate::execute::profile::{PilotLaunch, Profile};
 use crate::execute::slurm::allocation::{self, Allocation, AllocationRequest};
 use crate::execute::slurm::commands::SlurmCommands;
 use crate::execute::slurm::{SlurmBackend, SlurmOptions};
 use crate::plan::Plan;
 pub use crate::run::attempt::EnvSnapshot;
-use crate::run::{RunOptions, RunSummary};
+use crate::run::{RunOptions, RunOutcome, RunSummary};
 use crate::state::{BackendChoice, RunSettings, Store};
 
 /// What `twinflow run` is asked to do.
@@ -113,7 +113,24 @@ pub async fn run(
         store.set_run_settings(id, &record)?;
     }
     let mut local = local_options(profile.as_ref(), &req.local)?;
+    // `pilot: { launch: local }`: the local backend's tasks run on pilot workers on this
+    // machine (they outlive a killed engine and `run --resume` adopts them).
+    let local_pilot = profile
+        .as_ref()
+        .and_then(|p| p.pilot.clone().map(|pl| (p.clone(), pl)))
+        .filter(|(_, pl)| pl.launch == PilotLaunch::Local);
     let slurm_profile = profile.filter(|_| settings.backend == BackendChoice::Slurm);
+    if settings.allocation
+        && let Some(p) = &slurm_profile
+        && p.pilot.as_ref().is_some_and(|pl| pl.launch == PilotLaunch::Local)
+    {
+        return Err(SessionError::Usage(format!(
+            "profile `{}`: `pilot.launch: local` starts the workers on this machine, not in an allocation\nhint: drop `--allocation` and `--backend slurm`, or use `launch: srun`",
+            p.name
+        )));
+    }
+    // The run's id, chosen here for a new run: the pilot workers' files are named after it.
+    let run_id = resume.clone().unwrap_or_else(|| crate::ids::RunId::generate().0);
     // Every program the run needs, looked up before anything runs (or is submitted).
     let needs = preflight_needs(slurm_profile.as_ref(), &local);
     let found = super::preflight::check(&plan.workflow, &needs);
@@ -146,7 +163,11 @@ pub async fn run(
                 // Pilot workers: one `twinflow worker` per node instead of `srun` per task.
                 Some(pilot) => {
                     let nodes = allocation_nodes(&alloc, req.allocation.nodes);
-                    Box::new(super::pilot::start(&req.runs_dir, &alloc, nodes, &profile, &pilot, &local).await?)
+                    let workers = super::pilot::Workers::Srun { alloc: &alloc, nodes };
+                    let resumed = resume.is_some();
+                    Box::new(
+                        super::pilot::start(&req.runs_dir, &run_id, resumed, workers, &profile, &pilot, &local).await?,
+                    )
                 }
                 None => Box::new(LocalBackend::new(local)),
             };
@@ -154,13 +175,21 @@ pub async fn run(
             backend
         }
         Some(profile) => Box::new(SlurmBackend::new(SlurmOptions { profile, call_log: call_log() })),
-        None => Box::new(LocalBackend::new(local)),
+        None => match local_pilot {
+            Some((profile, pilot)) => {
+                let workers = super::pilot::Workers::Local;
+                let resumed = resume.is_some();
+                Box::new(super::pilot::start(&req.runs_dir, &run_id, resumed, workers, &profile, &pilot, &local).await?)
+            }
+            None => Box::new(LocalBackend::new(local)),
+        },
     };
     let opts = RunOptions {
         runs_dir: std::fs::canonicalize(runs_dir).unwrap_or(runs_dir.clone()),
         workflow_file: std::fs::canonicalize(&file).unwrap_or(file.clone()),
         settings: record,
         resume,
+        new_run_id: Some(run_id),
         keep_going: req.keep_going,
         // A run started with `--no-cache` keeps running everything when resumed.
         use_cache: !settings.no_cache,
@@ -185,6 +214,12 @@ pub async fn run(
     }
     if let Some((alloc, profile)) = &allocation {
         let cmd = SlurmCommands::new(call_log(), profile.command_timeout);
+        // Tasks that failed because SLURM ended the allocation at its time limit: say so
+        // (their own messages only tell of lost nodes or killed steps).
+        let failed = !matches!(&summary, Ok(s) if s.outcome != RunOutcome::Failed);
+        if failed && let Some(why) = allocation::time_limit_reached(&cmd, alloc).await {
+            notices.notice(&why);
+        }
         if let Err(e) = allocation::release(&cmd, alloc).await {
             notices
                 .warning(&format!("cannot cancel allocation {}: {e} (run `scancel {}`)", alloc.job_id, alloc.job_id));
@@ -329,9 +364,13 @@ async fn acquire_allocation(
         .map_err(|e| SessionError::Backend(format!("cannot get a SLURM allocation: {e}")))
 }
 
-/// Nodes of the allocation: as asked for the holder job, or those of the allocation this
-/// process runs in (`SLURM_JOB_NUM_NODES`).
+/// Nodes of the allocation: as SLURM says (a resumed run's holder job has the nodes its
+/// first engine asked for, whatever this command line asks), else as asked for the holder
+/// job, or those of the allocation this process runs in (`SLURM_JOB_NUM_NODES`).
 fn allocation_nodes(alloc: &Allocation, asked: u32) -> u32 {
+    if let Some(n) = alloc.nodes {
+        return n;
+    }
     if alloc.owned {
         return asked.max(1);
     }

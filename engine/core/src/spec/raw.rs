@@ -363,8 +363,9 @@ pub struct RawStep {
     #[serde(default)]
     pub service: Option<Sp<RawService>>,
     /// What the run's report (`RUN/report.html`) shows of this step's outputs:
-    /// `report: { figures: [out.map], tables: [out.metrics] }`. Figures are PNG or SVG files
-    /// (embedded), tables CSV files (shown as HTML tables).
+    /// `report: { figures: [out.map], tables: [out.metrics], alerts: [out.alerts] }`.
+    /// Figures are PNG or SVG files (embedded), tables CSV files (shown as HTML tables),
+    /// alerts JSON-lines files (each line an `alert` event of the run).
     #[serde(default)]
     pub report: Option<Sp<RawReport>>,
 }
@@ -379,6 +380,11 @@ pub struct RawReport {
     /// Outputs shown as tables (`out.metrics`: a CSV file).
     #[serde(default)]
     pub tables: Vec<Sp<String>>,
+    /// Outputs holding alerts (`out.alerts`: a JSON-lines file, one JSON object a line):
+    /// after the step succeeds, each line becomes an `alert` event (`--json`) and a
+    /// warning line.
+    #[serde(default)]
+    pub alerts: Vec<Sp<String>>,
 }
 
 /// `service:` of a step.

@@ -121,7 +121,12 @@ pub fn line_panels(title: &str, panels: &[Panel]) -> Result<MapImage, FigureErro
                 legend(&mut c)?;
             } else {
                 let lo = if panel.from_zero { 0.0f64.min(y0) } else { y0 - pad(y0, y1) };
-                let mut c = chart.build_cartesian_2d(x0..x1, lo..y1 + pad(y0, y1))?;
+                // Room above the data for the legend (about 5 % of the height per entry), so
+                // it does not hide the lines.
+                let entries = panel.lines.iter().filter(|l| !l.points.is_empty()).count() as f64;
+                let hi = y1 + pad(y0, y1);
+                let hi = hi + (hi - lo) * 0.05 * entries;
+                let mut c = chart.build_cartesian_2d(x0..x1, lo..hi)?;
                 style!(c.configure_mesh()).y_label_formatter(&|v| format_tick(*v)).draw()?;
                 draw_lines(&mut c, &panel.lines)?;
                 legend(&mut c)?;

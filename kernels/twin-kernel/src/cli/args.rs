@@ -96,6 +96,14 @@ least `--warn-level`.")]
     /// windows of HDF5/NetCDF files that appear atomically; invalid ones dead-lettered.
     #[command(after_help = super::ingest::INGEST_HELP)]
     Ingest(Box<super::ingest::IngestArgs>),
+    /// The "physical detector" of the online twin: calibration events of the calorimeter
+    /// with a drifting temperature and failing cells, published to MQTT at a rate.
+    #[command(after_help = super::online::DETECTOR_SIM_HELP)]
+    DetectorSim(Box<super::online::DetectorSimArgs>),
+    /// The online detector twin's steps: warm-started model update, validation gate with
+    /// a versioned payload, per-cell anomaly detection.
+    #[command(subcommand, after_help = super::online::ONLINE_HELP)]
+    Online(super::online::OnlineCommand),
     /// Print the version and the compiled-in features (MPI) and exit.
     Info,
 }

@@ -10,6 +10,7 @@ use twinflow_contract::exit_code;
 use twinflow_exchange::ExchangeError;
 use twinflow_flood::FloodError;
 use twinflow_ingest::IngestError;
+use twinflow_online::OnlineError;
 use twinflow_stage::StageError;
 use twinflow_stage::summary::SummaryError;
 use twinflow_train::TrainError;
@@ -32,6 +33,10 @@ pub enum KernelError {
     /// The stream ingest failed.
     #[error(transparent)]
     Ingest(#[from] IngestError),
+    /// The online detector twin (simulator, update, gate, monitor) failed (boxed: its
+    /// error is large and `KernelError` travels through every kernel's results).
+    #[error(transparent)]
+    Online(Box<OnlineError>),
     /// A staging operation failed.
     #[error(transparent)]
     Stage(#[from] StageError),
@@ -84,6 +89,12 @@ pub enum KernelError {
     Os(#[from] std::io::Error),
 }
 
+impl From<OnlineError> for KernelError {
+    fn from(e: OnlineError) -> Self {
+        Self::Online(Box::new(e))
+    }
+}
+
 impl KernelError {
     /// The exit code of the process ([`twinflow_contract::exit_code`]).
     pub fn exit_code(&self) -> u8 {
@@ -92,6 +103,7 @@ impl KernelError {
             Self::Calo(e) => e.exit_code(),
             Self::Assim(e) => e.exit_code(),
             Self::Ingest(e) => e.exit_code(),
+            Self::Online(e) => e.exit_code(),
             Self::Train(e) => e.exit_code(),
             Self::Stage(e) => e.exit_code(),
             Self::Summary(e) => e.exit_code(),

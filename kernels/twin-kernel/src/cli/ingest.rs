@@ -102,9 +102,13 @@ pub struct IngestArgs {
     /// Give up when the broker cannot be reached for this long at start.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "10s")]
     pub connect_timeout: Duration,
+    /// Create this (empty) file once subscribed: the broker then keeps the stream for
+    /// this session, so publishers may start (a workflow service's `ready: { file }`).
+    #[arg(long, value_name = "FILE")]
+    pub ready_file: Option<PathBuf>,
 }
 
-fn parse_broker(text: &str) -> Result<(String, u16), String> {
+pub(super) fn parse_broker(text: &str) -> Result<(String, u16), String> {
     let (host, port) =
         text.rsplit_once(':').ok_or_else(|| format!("`{text}` is not HOST:PORT; hint: write `127.0.0.1:1883`"))?;
     let port: u16 = port.parse().map_err(|_| format!("`{port}` is not a port number"))?;
@@ -171,6 +175,7 @@ pub(super) fn run_ingest(args: IngestArgs, command_line: &str) -> Result<(), Ker
         max_windows: args.max_windows,
         until_idle: args.until_idle,
         connect_timeout: args.connect_timeout,
+        ready_file: args.ready_file,
         provenance,
     };
     // SIGTERM (the engine cancelling a service step) and SIGINT only set the flag: the

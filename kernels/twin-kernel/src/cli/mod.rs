@@ -5,6 +5,7 @@ mod assim;
 mod calo;
 mod error;
 mod ingest;
+mod online;
 mod plot;
 mod stage;
 mod train;
@@ -144,6 +145,8 @@ pub fn run(cli: Cli) -> u8 {
         Command::Verify(args) => on_root(rank, || twin::run_verify(args)),
         Command::Plot(command) => on_root(rank, || plot::run_plot(command)),
         Command::Ingest(args) => on_root(rank, || ingest::run_ingest(*args, &command_line)),
+        Command::DetectorSim(args) => on_root(rank, || online::run_detector_sim(*args)),
+        Command::Online(command) => on_root(rank, || online::run_online(command, &command_line)),
         Command::Info => unreachable!("handled above"),
     };
     match outcome {

@@ -14,7 +14,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, mpsc};
 
 use super::packing::{Need, Packer, Room};
-use super::protocol::{self, StartTask, ToEngine, ToWorker};
+use super::protocol::{self, FinishedTask, RunningTask, StartTask, ToEngine, ToWorker, WireNeed};
 use crate::execute::launch::{Mpiexec, SrunLaunch, srun_argv};
 use crate::execute::{
     Adopted, Backend, BackendError, Capacity, JobRequest, JobStatus, Leftover, Outcome, Rendered, process,
@@ -32,43 +32,70 @@ pub struct PilotOptions {
     pub heartbeat: Duration,
     /// The run's secret file, created here (mode 0600) and read by the workers.
     pub secret_file: PathBuf,
+    /// Keep the secret file of an earlier engine of the run when there is one (its workers
+    /// may be alive and dialling in with it: `run --resume`); what they report is then kept
+    /// for [`Backend::recover`] to adopt.
+    pub reuse_secret: bool,
+    /// Where the engine writes its `host:port` for workers that lost it to read.
+    pub address_file: Option<PathBuf>,
     /// Cores the scheduler may fill (the allocation's CPUs).
     pub cores: u32,
     /// Memory the scheduler may fill, in bytes.
     pub memory: Option<u64>,
     /// Grace period between SIGTERM and SIGKILL (applied by the workers).
     pub grace: Duration,
-    /// Multi-rank steps: `srun --exact` into the allocation (MPI across nodes needs SLURM's
-    /// launcher), run by a worker.
-    pub srun: Option<SrunLaunch>,
-    /// Multi-rank steps without `srun`: this `mpiexec`.
-    pub mpiexec: Mpiexec,
+    /// How workers start multi-rank steps.
+    pub launch: MpiLaunch,
     /// How long a submission waits for a first worker before the run stops.
     pub connect_timeout: Duration,
 }
 
+/// How a worker starts a step of more than one rank (see [`render_argv`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MpiLaunch {
+    /// `srun --exact` into the allocation (MPI across nodes needs SLURM's launcher), when
+    /// there is an allocation and the profile's `pilot.mpi_launcher` is `srun`.
+    pub srun: Option<SrunLaunch>,
+    /// Otherwise this `mpiexec`: on the worker's node, or over the workers' nodes for a
+    /// step that does not fit on one.
+    pub mpiexec: Mpiexec,
+}
+
 /// What the worker of a task runs: the step's argv, with `srun --exact` (or `mpiexec -n R`)
 /// in front for a step of more than one rank. One-rank steps are forked by the worker
-/// itself: no `srun`, no controller RPC per task.
-pub fn render_argv(opts: &PilotOptions, job: &JobRequest) -> Vec<String> {
+/// itself: no `srun`, no controller RPC per task. `hosts`: for `mpiexec`, the nodes a step
+/// that spans nodes runs on (empty: the worker's own node).
+pub fn render_argv(launch: &MpiLaunch, job: &JobRequest, hosts: &[String]) -> Vec<String> {
     if job.resources.ranks <= 1 && job.resources.nodes <= 1 {
         return job.argv.clone();
     }
-    if let Some(l) = &opts.srun {
+    if let Some(l) = &launch.srun {
         return srun_argv(l, job);
     }
-    let mut v = opts.mpiexec.prefix(job.resources.ranks);
+    let mut v = launch.mpiexec.prefix_on(job.resources.ranks, hosts);
     v.extend(job.argv.iter().cloned());
     v
 }
 
 /// The environment of a task: its own, with the `mpiexec` launcher's for multi-rank steps
 /// launched without `srun`.
-fn task_env(opts: &PilotOptions, job: &JobRequest) -> Vec<(String, String)> {
-    if job.resources.ranks > 1 && opts.srun.is_none() {
-        opts.mpiexec.env.iter().chain(job.env.iter()).cloned().collect()
+fn task_env(launch: &MpiLaunch, job: &JobRequest) -> Vec<(String, String)> {
+    if job.resources.ranks > 1 && launch.srun.is_none() {
+        launch.mpiexec.env.iter().chain(job.env.iter()).cloned().collect()
     } else {
         job.env.clone()
+    }
+}
+
+impl From<Need> for WireNeed {
+    fn from(n: Need) -> Self {
+        WireNeed { cores: n.cores, memory_mb: n.memory_mb, gpus: n.gpus }
+    }
+}
+
+impl From<WireNeed> for Need {
+    fn from(n: WireNeed) -> Self {
+        Need { cores: n.cores, memory_mb: n.memory_mb, gpus: n.gpus }
     }
 }
 
@@ -86,12 +113,26 @@ struct Task {
     started: SystemTime,
 }
 
+/// A task waiting for room on a node (in the [`Packer`]).
+struct Queued {
+    start: StartTask,
+    /// For a step across nodes launched with `mpiexec`: its argv given the hosts it runs
+    /// on (the workers' nodes, known when it starts).
+    on_hosts: Option<HostsArgv>,
+}
+
+/// What renders a task's argv once the hosts it spans are known ([`render_argv`]).
+struct HostsArgv {
+    launch: MpiLaunch,
+    job: JobRequest,
+}
+
 #[derive(Default)]
 struct State {
     workers: Vec<Worker>,
     /// The workers' nodes (same indices) and the tasks submitted that no node has room for
     /// yet.
-    packer: Packer<StartTask>,
+    packer: Packer<Queued>,
     tasks: HashMap<u64, Task>,
     done: HashMap<u64, Outcome>,
     /// Connections refused (wrong secret or protocol).
@@ -100,6 +141,15 @@ struct State {
     lost: Vec<(String, String)>,
     /// The engine told the workers to exit: disconnections are expected.
     shutting_down: bool,
+    /// Until `recover` (a resumed run): what reconnecting workers report of the tasks a
+    /// killed engine gave them is kept for it; otherwise their tasks are stopped.
+    adopting: bool,
+    /// Tasks reconnecting workers run (worker index, task).
+    reported: Vec<(usize, RunningTask)>,
+    /// Tasks that ended while their workers had no engine.
+    reported_done: Vec<FinishedTask>,
+    /// The highest task id a worker was given by any engine.
+    last_id: u64,
 }
 
 struct Shared {
@@ -108,11 +158,35 @@ struct Shared {
 }
 
 impl State {
+    /// The nodes of live workers, the one with the most free cores first, each once;
+    /// `nodes` of them (0 or 1: all).
+    fn hosts(&self, nodes: u32) -> Vec<String> {
+        let free = |i: usize| self.packer.room(i).map_or(0, |r| r.cpus).saturating_sub(self.packer.used(i).cores);
+        let mut live: Vec<(usize, &Worker)> = self.workers.iter().enumerate().filter(|(_, w)| w.alive).collect();
+        live.sort_by_key(|(i, _)| std::cmp::Reverse(free(*i)));
+        let mut out: Vec<String> = vec![];
+        for (_, w) in live {
+            if !out.contains(&w.node) {
+                out.push(w.node.clone());
+            }
+        }
+        if nodes > 1 {
+            out.truncate(nodes as usize);
+        }
+        out
+    }
+
     /// Starts every waiting task that fits on a node, as [`Packer::dispatch`] places it.
     fn dispatch(&mut self) {
         for p in self.packer.dispatch() {
+            let Queued { mut start, on_hosts } = p.item;
+            // Across nodes under `mpiexec` (spread: it takes nothing on the node): the host
+            // list of the workers' nodes (on one node, the worker's own launcher needs none).
+            if let Some(h) = on_hosts.filter(|_| p.need == Need::default()) {
+                start.argv = render_argv(&h.launch, &h.job, &self.hosts(h.job.resources.nodes));
+            }
             let started = SystemTime::now();
-            if self.workers[p.node].tx.send(ToWorker::Start(Box::new(p.item))).is_err() {
+            if self.workers[p.node].tx.send(ToWorker::Start(Box::new(start))).is_err() {
                 // Its connection just closed: the node is being lost; retried as such.
                 self.packer.release(p.node, p.need);
                 self.done.insert(p.key, protocol::node_lost(Some(started)));
@@ -137,26 +211,80 @@ pub struct PilotBackend {
     addr: SocketAddr,
     next: u64,
     ids: HashMap<JobId, u64>,
-    /// The `srun` that started the workers, when this backend started them.
-    /// The workers' `srun`: its pid and where its reaper reports how it ended.
-    launcher: Option<(u32, process::Reaping)>,
+    /// The processes that started the workers (one `srun`, or the local workers), when
+    /// this backend started them: pid and where its reaper reports how it ended.
+    launchers: Vec<(u32, process::Reaping)>,
     launcher_log: Option<PathBuf>,
+    /// A resumed run: the workers of the killed engine expected to dial in.
+    expect: Option<Expect>,
     accept: tokio::task::JoinHandle<()>,
 }
 
+/// Workers of a killed engine expected to dial in (see [`PilotBackend::expect_workers`]).
+struct Expect {
+    workers: usize,
+    until: tokio::time::Instant,
+    /// Started when none of them comes: the argv of each launcher, and their log.
+    fallback: Fallback,
+}
+
+/// What starts workers when none of a killed engine's dial in: the argv of each launcher,
+/// their log, and what to tell of the launchers' pids once they run (the session records
+/// them for the next `run --resume`).
+pub struct Fallback {
+    /// One argv per launcher.
+    pub argvs: Vec<Vec<String>>,
+    /// Their output.
+    pub log: PathBuf,
+    /// Called with the pids of the launchers started.
+    pub started: Started,
+}
+
+/// See [`Fallback::started`].
+pub type Started = Box<dyn FnOnce(&[u32]) + Send>;
+
 impl PilotBackend {
-    /// Writes the secret file, listens, and accepts workers from now on.
+    /// Writes the secret file (or keeps an earlier engine's, see
+    /// [`PilotOptions::reuse_secret`]), listens, writes the address file, and accepts
+    /// workers from now on.
     pub async fn listen(opts: PilotOptions) -> Result<Self, BackendError> {
         let err = |m: String| BackendError::Submit { name: "twinflow worker".into(), message: m };
-        let secret = protocol::write_secret(&opts.secret_file)
-            .map_err(|e| err(format!("cannot create the secret file `{}`: {e}", opts.secret_file.display())))?;
+        let kept = if opts.reuse_secret { protocol::read_secret(&opts.secret_file).ok() } else { None };
+        // Workers of an earlier engine may dial in as soon as the listener is up: what they
+        // report is kept for `recover` from the first one on.
+        let adopting = kept.is_some();
+        let secret = match kept {
+            Some(s) => s,
+            None => {
+                // A file of an earlier engine: its secret is not this engine's.
+                let _ = std::fs::remove_file(&opts.secret_file);
+                protocol::write_secret(&opts.secret_file)
+                    .map_err(|e| err(format!("cannot create the secret file `{}`: {e}", opts.secret_file.display())))?
+            }
+        };
         let listener =
             TcpListener::bind(opts.bind).await.map_err(|e| err(format!("cannot listen on {}: {e}", opts.bind)))?;
         let addr = listener.local_addr().map_err(|e| err(e.to_string()))?;
-        let shared = Arc::new(Shared { state: Mutex::default(), notify: Notify::new() });
+        let state = State { adopting, ..State::default() };
+        let shared = Arc::new(Shared { state: Mutex::new(state), notify: Notify::new() });
         let accept = tokio::spawn(accept_loop(listener, shared.clone(), secret, opts.heartbeat));
         tracing::info!(%addr, "listening for twinflow workers");
-        Ok(Self { opts, shared, addr, next: 0, ids: HashMap::new(), launcher: None, launcher_log: None, accept })
+        let b = Self {
+            opts,
+            shared,
+            addr,
+            next: 0,
+            ids: HashMap::new(),
+            launchers: vec![],
+            launcher_log: None,
+            expect: None,
+            accept,
+        };
+        if let Some(f) = &b.opts.address_file {
+            write_atomically(f, &b.connect_address())
+                .map_err(|e| err(format!("cannot write the address file `{}`: {e}", f.display())))?;
+        }
+        Ok(b)
     }
 
     /// The address workers connect to (`advertise:port`).
@@ -172,13 +300,58 @@ impl PilotBackend {
     /// Starts the workers with `argv` (one `srun` for all of them), in its own process
     /// group, its output in `log`.
     pub fn launch_workers(&mut self, argv: &[String], log: &Path) -> Result<(), BackendError> {
-        let child = process::spawn(argv, &[], Path::new("."), log, log).map_err(|e| BackendError::Submit {
-            name: "twinflow worker".into(),
-            message: format!("cannot start `{}`: {e}", argv.first().map_or("", String::as_str)),
-        })?;
-        tracing::info!(argv = ?argv, "started the workers");
-        self.launcher = Some((child.id(), process::reap(child)));
+        self.launch_all(std::slice::from_ref(&argv.to_vec()), log)
+    }
+
+    /// Starts one process per argv (one `srun`, or each local worker), each in its own
+    /// process group, their output in `log`.
+    pub fn launch_all(&mut self, argvs: &[Vec<String>], log: &Path) -> Result<(), BackendError> {
+        for argv in argvs {
+            let child = process::spawn(argv, &[], Path::new("."), log, log).map_err(|e| BackendError::Submit {
+                name: "twinflow worker".into(),
+                message: format!("cannot start `{}`: {e}", argv.first().map_or("", String::as_str)),
+            })?;
+            tracing::info!(argv = ?argv, "started workers");
+            self.launchers.push((child.id(), process::reap(child)));
+        }
         self.launcher_log = Some(log.to_path_buf());
+        Ok(())
+    }
+
+    /// The pids of the processes that started the workers.
+    pub fn launcher_pids(&self) -> Vec<u32> {
+        self.launchers.iter().map(|(p, _)| *p).collect()
+    }
+
+    /// A resumed run whose killed engine's workers may be alive: wait for `workers` of them
+    /// to dial in (up to `patience`) before following or starting anything, and keep what
+    /// they report for [`Backend::recover`] to adopt; start workers with `fallback` (as
+    /// [`PilotBackend::launch_all`]) if none comes.
+    pub fn expect_workers(&mut self, workers: usize, patience: Duration, fallback: Fallback) {
+        self.shared.lock().adopting = true;
+        self.expect = Some(Expect { workers, until: tokio::time::Instant::now() + patience, fallback });
+    }
+
+    /// Waits for the workers [`PilotBackend::expect_workers`] expects, and starts new ones
+    /// if none came.
+    async fn settle(&mut self) -> Result<(), BackendError> {
+        let Some(e) = self.expect.take() else { return Ok(()) };
+        loop {
+            let alive = self.workers();
+            if alive >= e.workers || tokio::time::Instant::now() >= e.until {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let alive = self.workers();
+        if alive == 0 {
+            tracing::info!("no worker of the previous engine dialled in: starting new ones");
+            let f = e.fallback;
+            self.launch_all(&f.argvs, &f.log)?;
+            (f.started)(&self.launcher_pids());
+        } else {
+            tracing::info!(alive, expected = e.workers, "workers of the previous engine dialled in");
+        }
         Ok(())
     }
 
@@ -199,6 +372,7 @@ impl PilotBackend {
 
     /// Waits until a worker is connected, up to the connect timeout.
     async fn a_worker(&mut self) -> Result<(), String> {
+        self.settle().await.map_err(|e| e.to_string())?;
         let until = tokio::time::Instant::now() + self.opts.connect_timeout;
         loop {
             {
@@ -210,16 +384,24 @@ impl PilotBackend {
                     return Err(format!("every worker is lost: {}", describe_lost(&st.lost)));
                 }
             }
-            if let Some((_, r)) = &mut self.launcher
-                && let Ok(ended) = r.try_recv()
-            {
-                // Reaped: nothing left to wait for at shutdown.
-                self.launcher = None;
-                let status = ended.map_or_else(|e| e.to_string(), |x| x.status.to_string());
-                return Err(format!(
-                    "the workers' `srun` ended ({status}) before any worker connected; see {}",
-                    self.launcher_log.as_ref().map_or("its output".into(), |p| format!("`{}`", p.display()))
-                ));
+            if !self.launchers.is_empty() {
+                let mut ended = vec![];
+                for (_, r) in &mut self.launchers {
+                    match r.try_recv() {
+                        Ok(x) => ended.push(x.map_or_else(|e| e.to_string(), |x| x.status.to_string())),
+                        Err(tokio::sync::oneshot::error::TryRecvError::Closed) => ended.push("gone".into()),
+                        Err(tokio::sync::oneshot::error::TryRecvError::Empty) => {}
+                    }
+                }
+                if ended.len() == self.launchers.len() {
+                    // Reaped: nothing left to wait for at shutdown.
+                    self.launchers.clear();
+                    return Err(format!(
+                        "the workers' launcher ended ({}) before any worker connected; see {}",
+                        ended.join(", "),
+                        self.launcher_log.as_ref().map_or("its output".into(), |p| format!("`{}`", p.display()))
+                    ));
+                }
             }
             if tokio::time::Instant::now() >= until {
                 return Err(format!(
@@ -255,6 +437,19 @@ impl PilotBackend {
     }
 }
 
+/// Writes `text` to `path` through a temporary file renamed over it, so a reader never sees
+/// half of it.
+fn write_atomically(path: &Path, text: &str) -> std::io::Result<()> {
+    let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
+    std::fs::write(&tmp, text)?;
+    std::fs::rename(&tmp, path)
+}
+
+/// Whether two attempt directories are the same (as written, or once resolved).
+fn same_dir(a: &Path, b: &Path) -> bool {
+    a == b || matches!((std::fs::canonicalize(a), std::fs::canonicalize(b)), (Ok(x), Ok(y)) if x == y)
+}
+
 fn describe_lost(lost: &[(String, String)]) -> String {
     lost.iter().map(|(n, why)| format!("{n} ({why})")).collect::<Vec<_>>().join(", ")
 }
@@ -270,7 +465,7 @@ impl Backend for PilotBackend {
     }
 
     fn render(&self, job: &JobRequest) -> Rendered {
-        Rendered::Argv(render_argv(&self.opts, job))
+        Rendered::Argv(render_argv(&self.opts.launch, job, &[]))
     }
 
     fn runs_services(&self) -> bool {
@@ -281,20 +476,26 @@ impl Backend for PilotBackend {
         self.a_worker().await.map_err(|message| BackendError::Submit { name: job.name.clone(), message })?;
         let need = Need::of(&job);
         let spread = job.resources.nodes > 1;
-        self.next += 1;
+        let mut st = self.shared.lock();
+        // Above every id a worker was given, by this engine or a killed one.
+        self.next = self.next.max(st.last_id) + 1;
         let n = self.next;
+        // A multi-rank step launched with `mpiexec` that may span nodes gets its host list
+        // when it starts (on one node: that node's worker runs it, no host list).
+        let on_hosts = (job.resources.ranks > 1 && self.opts.launch.srun.is_none())
+            .then(|| HostsArgv { launch: self.opts.launch.clone(), job: job.clone() });
         let start = StartTask {
             id: n,
             name: job.name.clone(),
-            argv: render_argv(&self.opts, &job),
-            env: task_env(&self.opts, &job),
+            argv: render_argv(&self.opts.launch, &job, &[]),
+            env: task_env(&self.opts.launch, &job),
             cwd: job.cwd,
             stdout: job.stdout,
             stderr: job.stderr,
             timeout_ms: job.timeout.map(|t| t.as_millis() as u64),
+            need: need.into(),
         };
-        let mut st = self.shared.lock();
-        st.packer.push(n, need, spread, start);
+        st.packer.push(n, need, spread, Queued { start, on_hosts });
         st.dispatch();
         drop(st);
         self.shared.notify.notify_one();
@@ -357,15 +558,65 @@ impl Backend for PilotBackend {
         _run_dir: &Path,
         leftovers: &[Leftover],
     ) -> Result<Vec<Option<Adopted>>, BackendError> {
-        // The workers of a killed engine stop their tasks a heartbeat after it died; tasks
-        // still running on this node are stopped now, as the local backend does, so they
-        // do not run twice. (Adopting them is not implemented: they start again.)
+        // The workers of the killed engine that are still alive dial in (or new ones start).
+        self.settle().await?;
+        let mut st = self.shared.lock();
+        st.adopting = false;
+        let mut running = std::mem::take(&mut st.reported);
+        let mut finished = std::mem::take(&mut st.reported_done);
+        self.next = self.next.max(st.last_id);
+        let mut out = vec![None; leftovers.len()];
+        let mut kept_pids = vec![];
+        for (l, slot) in leftovers.iter().zip(out.iter_mut()) {
+            // The recorded attempt, or the next one (started by the killed engine just
+            // before it died, before the database recorded it).
+            for attempt in [l.attempts + 1, l.attempts].into_iter().filter(|a| *a > 0) {
+                let dir = l.task_dir.join(format!("attempt-{attempt}"));
+                let recorded = attempt == l.attempts;
+                if let Some(i) = finished.iter().position(|f| same_dir(&f.cwd, &dir)) {
+                    let f = finished.swap_remove(i);
+                    tracing::info!(task = %l.task, attempt, "adopting the outcome of a task that ended while no engine ran");
+                    st.done.insert(f.id, f.outcome.into());
+                    let job = JobId(format!("pilot-{}", f.id));
+                    self.ids.insert(job.clone(), f.id);
+                    *slot = Some(Adopted { attempt, job, dir, recorded });
+                    break;
+                }
+                if let Some(i) = running.iter().position(|(_, t)| same_dir(&t.cwd, &dir)) {
+                    let (w, t) = running.swap_remove(i);
+                    tracing::info!(task = %l.task, attempt, node = %st.workers[w].node, "adopting a running task");
+                    let need = Need::from(t.need);
+                    st.packer.take(w, need);
+                    let started =
+                        t.started_ms.map_or_else(SystemTime::now, |m| std::time::UNIX_EPOCH + Duration::from_millis(m));
+                    st.tasks.insert(t.id, Task { worker: w, need, started });
+                    kept_pids.extend(t.pid);
+                    let job = JobId(format!("pilot-{}", t.id));
+                    self.ids.insert(job.clone(), t.id);
+                    *slot = Some(Adopted { attempt, job, dir, recorded });
+                    break;
+                }
+            }
+        }
+        // What no leftover claims (a task the database has as finished, or an attempt
+        // already superseded) is stopped, so no task runs twice.
+        for (w, t) in &running {
+            tracing::warn!(node = %st.workers[*w].node, dir = %t.cwd.display(), "stopping a task of the previous engine that no task of the run claims");
+            let _ = st.workers[*w].tx.send(ToWorker::Kill { id: t.id });
+        }
+        for f in &finished {
+            tracing::debug!(dir = %f.cwd.display(), "dropping an outcome no task of the run claims");
+        }
+        drop(st);
+        self.shared.notify.notify_one();
+        // Steps of the run left on this node by workers that are gone (a worker killed
+        // with -9 leaves its tasks' process groups) are stopped, as the local backend does.
         for pgid in process::groups_with_env(twinflow_contract::env::RUN_ID, run_id) {
-            if pgid != std::process::id() {
+            if pgid != std::process::id() && !kept_pids.contains(&pgid) {
                 process::signal_group(pgid, nix::sys::signal::Signal::SIGKILL);
             }
         }
-        Ok(vec![None; leftovers.len()])
+        Ok(out)
     }
 
     async fn shutdown(&mut self) {
@@ -378,16 +629,25 @@ impl Backend for PilotBackend {
             let _ = tx.send(ToWorker::Shutdown);
         }
         drop(senders);
-        if let Some((pid, mut c)) = self.launcher.take() {
+        // Until they hang up: an engine that exited with the message still queued would
+        // leave them dialling for a heartbeat (and their tasks running) before they exit.
+        let until = tokio::time::Instant::now() + Duration::from_secs(10);
+        while self.workers() > 0 && tokio::time::Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        for (pid, mut c) in std::mem::take(&mut self.launchers) {
             // The workers exit on `Shutdown` and their `srun` with them; stop it if not.
             if tokio::time::timeout(Duration::from_secs(10), process::wait(&mut c)).await.is_err() {
-                tracing::warn!("the workers' srun did not end after shutdown; stopping it");
+                tracing::warn!("the workers' launcher did not end after shutdown; stopping it");
                 let (_tx, rx) = tokio::sync::watch::channel(process::TERMINATE);
                 let _ = process::terminate(&mut c, pid, self.opts.grace, rx).await;
             }
         }
         self.accept.abort();
         let _ = std::fs::remove_file(&self.opts.secret_file);
+        if let Some(f) = &self.opts.address_file {
+            let _ = std::fs::remove_file(f);
+        }
     }
 }
 
@@ -423,12 +683,21 @@ async fn serve(sock: TcpStream, peer: SocketAddr, shared: Arc<Shared>, secret: S
         return;
     }
     let hello = tokio::time::timeout(heartbeat, protocol::recv::<_, ToEngine>(&mut r)).await;
-    let (node, cpus, memory_mb, gpus, theirs) = match hello {
-        Ok(Ok(ToEngine::Hello { proof, nonce: theirs, node, cpus, memory_mb, gpus, pid }))
-            if protocol::verify(&secret, &nonce, &proof) =>
-        {
-            tracing::info!(%peer, %node, cpus, memory_mb, gpus, pid, "worker connected");
-            (node, cpus, memory_mb, gpus, theirs)
+    let (node, cpus, memory_mb, gpus, theirs, last_id, running, finished) = match hello {
+        Ok(Ok(ToEngine::Hello {
+            proof,
+            nonce: theirs,
+            node,
+            cpus,
+            memory_mb,
+            gpus,
+            pid,
+            last_id,
+            running,
+            finished,
+        })) if protocol::verify(&secret, &nonce, &proof) => {
+            tracing::info!(%peer, %node, cpus, memory_mb, gpus, pid, running = running.len(), "worker connected");
+            (node, cpus, memory_mb, gpus, theirs, last_id, running, finished)
         }
         other => {
             let reason = match other {
@@ -453,6 +722,19 @@ async fn serve(sock: TcpStream, peer: SocketAddr, shared: Arc<Shared>, secret: S
         let mut st = shared.lock();
         st.workers.push(Worker { node: node.clone(), tx, alive: true });
         let index = st.packer.add_node(Room { cpus, memory_mb, gpus });
+        st.last_id = st.last_id.max(last_id);
+        if st.adopting {
+            // Kept for `recover`, which adopts what the run's leftovers claim.
+            st.reported.extend(running.into_iter().map(|t| (index, t)));
+            st.reported_done.extend(finished);
+        } else {
+            // Tasks of an engine this one does not continue, or that this engine already
+            // gave up as lost with their node: they must not run twice.
+            for t in running {
+                tracing::warn!(%node, dir = %t.cwd.display(), "stopping a task this engine does not follow");
+                let _ = st.workers[index].tx.send(ToWorker::Kill { id: t.id });
+            }
+        }
         st.dispatch();
         index
     };
@@ -483,6 +765,10 @@ async fn serve(sock: TcpStream, peer: SocketAddr, shared: Arc<Shared>, secret: S
                     st.packer.release(t.worker, t.need);
                     st.done.insert(id, outcome.into());
                     st.dispatch();
+                } else if let Some(i) = st.reported.iter().position(|(w, t)| *w == index && t.id == id) {
+                    // A task `recover` has yet to adopt ended: it adopts the outcome.
+                    let (_, t) = st.reported.swap_remove(i);
+                    st.reported_done.push(FinishedTask { id, cwd: t.cwd, outcome });
                 }
                 drop(st);
                 shared.notify.notify_one();
@@ -496,10 +782,13 @@ async fn serve(sock: TcpStream, peer: SocketAddr, shared: Arc<Shared>, secret: S
     // Its tasks are lost with it: node failures, retried by the steps' `retry:`.
     let mut st = shared.lock();
     st.workers[index].alive = false;
+    // Tasks it reported for adoption are lost with it.
+    st.reported.retain(|(w, _)| *w != index);
     let gone: Vec<u64> = st.tasks.iter().filter(|(_, t)| t.worker == index).map(|(n, _)| *n).collect();
     for n in &gone {
         if let Some(t) = st.tasks.remove(n) {
-            st.done.insert(*n, protocol::node_lost(Some(t.started)));
+            let lost = protocol::node_lost(Some(t.started)).with_detail(format!("lost node {node} ({why})"));
+            st.done.insert(*n, lost);
         }
     }
     st.packer.lose_node(index);
@@ -532,6 +821,8 @@ pub struct WorkerLaunch {
     pub program: PathBuf,
     /// `host:port` of the engine.
     pub connect: String,
+    /// Where a resumed engine writes its `host:port` (read by workers that lost theirs).
+    pub address_file: Option<PathBuf>,
     /// The run's secret file.
     pub secret_file: PathBuf,
     /// Heartbeat.
@@ -545,7 +836,8 @@ pub struct WorkerLaunch {
 /// The `srun` that starts one worker per node. `--overlap`: the worker step shares the
 /// allocation's CPUs and memory with every other step, so the `srun --exact` steps its
 /// workers start for multi-rank tasks get them; `--mpi=none`: no PMI server the worker's
-/// MPI tasks could mistake for theirs.
+/// MPI tasks could mistake for theirs; `--no-kill`: a node that fails takes its worker with
+/// it, not the whole step (with the others and their tasks), once SLURM sets the node DOWN.
 pub fn worker_srun_argv(l: &WorkerLaunch) -> Vec<String> {
     let mut v = vec![
         "srun".to_string(),
@@ -555,17 +847,24 @@ pub fn worker_srun_argv(l: &WorkerLaunch) -> Vec<String> {
         format!("--ntasks={}", l.nodes.max(1)),
         "--ntasks-per-node=1".into(),
         "--mpi=none".into(),
+        "--no-kill".into(),
         "--kill-on-bad-exit=0".into(),
         "--job-name=twinflow-workers".into(),
     ];
     if let Some(p) = &l.prelude {
         v.extend(["bash".to_string(), "-c".into(), p.clone(), "twinflow-step".into()]);
     }
+    v.extend(worker_argv(l));
+    v
+}
+
+/// `twinflow worker --connect ... --secret-file ...` as [`WorkerLaunch`] says.
+fn worker_argv(l: &WorkerLaunch) -> Vec<String> {
+    let mut v = vec![l.program.display().to_string(), "worker".into(), "--connect".into(), l.connect.clone()];
+    if let Some(f) = &l.address_file {
+        v.extend(["--address-file".to_string(), f.display().to_string()]);
+    }
     v.extend([
-        l.program.display().to_string(),
-        "worker".into(),
-        "--connect".into(),
-        l.connect.clone(),
         "--secret-file".into(),
         l.secret_file.display().to_string(),
         "--heartbeat".into(),
@@ -573,6 +872,13 @@ pub fn worker_srun_argv(l: &WorkerLaunch) -> Vec<String> {
         "--grace".into(),
         format!("{}", l.grace.as_secs_f64()),
     ]);
+    v
+}
+
+/// A worker on this machine (`pilot.launch: local`), offering `cpus` of its cores.
+pub fn local_worker_argv(l: &WorkerLaunch, cpus: u32) -> Vec<String> {
+    let mut v = worker_argv(l);
+    v.extend(["--cpus".to_string(), cpus.to_string()]);
     v
 }
 
@@ -593,11 +899,12 @@ mod tests {
             advertise: "127.0.0.1".into(),
             heartbeat: HEARTBEAT,
             secret_file: dir.join("run.secret"),
+            reuse_secret: false,
+            address_file: None,
             cores: 4,
             memory: None,
             grace: Duration::from_millis(500),
-            srun: None,
-            mpiexec: Mpiexec::default(),
+            launch: MpiLaunch { srun: None, mpiexec: Mpiexec::default() },
             connect_timeout: Duration::from_secs(10),
         }
     }
@@ -632,6 +939,7 @@ mod tests {
     ) -> tokio::task::JoinHandle<Result<(), WorkerError>> {
         let opts = WorkerOptions {
             connect: b.connect_address(),
+            address_file: None,
             secret_file: secret.to_path_buf(),
             heartbeat: HEARTBEAT,
             grace: Duration::from_millis(500),
@@ -669,6 +977,16 @@ mod tests {
     /// Connects as a worker would and answers the challenge with `secret`; returns the
     /// engine's answer and the connection.
     async fn hello_with(addr: &str, secret: &str) -> (ToWorker, BufReader<tokio::net::tcp::OwnedReadHalf>) {
+        hello_reporting(addr, secret, "rogue", vec![]).await
+    }
+
+    /// [`hello_with`] from a worker that says it runs `running` (a reconnection).
+    async fn hello_reporting(
+        addr: &str,
+        secret: &str,
+        node: &str,
+        running: Vec<RunningTask>,
+    ) -> (ToWorker, BufReader<tokio::net::tcp::OwnedReadHalf>) {
         let s = TcpStream::connect(addr).await.unwrap();
         let (r, mut w) = s.into_split();
         let mut r = BufReader::new(r);
@@ -676,11 +994,14 @@ mod tests {
         let hello = ToEngine::Hello {
             proof: protocol::proof(secret, &nonce),
             nonce: "n".into(),
-            node: "rogue".into(),
+            node: node.into(),
             cpus: 64,
             memory_mb: None,
             gpus: 0,
             pid: 1,
+            last_id: running.iter().map(|t| t.id).max().unwrap_or(0),
+            running,
+            finished: vec![],
         };
         protocol::send(&mut w, &hello).await.unwrap();
         let answer = protocol::recv(&mut r).await.unwrap();
@@ -742,6 +1063,7 @@ mod tests {
         });
         let opts = WorkerOptions {
             connect: addr,
+            address_file: None,
             secret_file: dir.path().join("s"),
             heartbeat: HEARTBEAT,
             grace: Duration::from_millis(100),
@@ -798,6 +1120,8 @@ mod tests {
         drop(r);
         let o = outcome(&mut b, &doomed).await;
         assert_eq!(o.ending, Ending::BatchFailure { state: SlurmState::NodeFail, exit: None });
+        // Its message names the node lost, and how (its connection fell silent here).
+        assert_eq!(o.describe(), "a node of the job failed (SLURM NODE_FAIL): lost node rogue (silent for 2 s)");
         assert_eq!(b.lost().len(), 1, "{:?}", b.lost());
         assert_eq!(b.lost()[0].0, "rogue");
         // The retry goes to the worker that is left.
@@ -837,6 +1161,7 @@ mod tests {
                 stdout: task.stdout,
                 stderr: task.stderr,
                 timeout_ms: None,
+                need: WireNeed::default(),
             };
             protocol::send(&mut w, &ToWorker::Start(Box::new(start))).await.unwrap();
             tokio::time::sleep(Duration::from_secs(30)).await;
@@ -844,6 +1169,7 @@ mod tests {
         });
         let opts = WorkerOptions {
             connect: addr,
+            address_file: None,
             secret_file,
             heartbeat: Duration::from_secs(1),
             grace: Duration::from_millis(200),
@@ -926,6 +1252,7 @@ mod tests {
             nodes: 3,
             program: "/opt/tf/bin/twinflow".into(),
             connect: "login1:4000".into(),
+            address_file: None,
             secret_file: "/runs/allocations/pilot-42-9.secret".into(),
             heartbeat: Duration::from_secs(30),
             grace: Duration::from_millis(2500),
@@ -933,7 +1260,7 @@ mod tests {
         };
         assert_eq!(
             worker_srun_argv(&l).join(" "),
-            "srun --jobid=42 --overlap --nodes=3 --ntasks=3 --ntasks-per-node=1 --mpi=none --kill-on-bad-exit=0 --job-name=twinflow-workers /opt/tf/bin/twinflow worker --connect login1:4000 --secret-file /runs/allocations/pilot-42-9.secret --heartbeat 30000ms --grace 2.5"
+            "srun --jobid=42 --overlap --nodes=3 --ntasks=3 --ntasks-per-node=1 --mpi=none --no-kill --kill-on-bad-exit=0 --job-name=twinflow-workers /opt/tf/bin/twinflow worker --connect login1:4000 --secret-file /runs/allocations/pilot-42-9.secret --heartbeat 30000ms --grace 2.5"
         );
         let with = worker_srun_argv(&WorkerLaunch { prelude: Some("module load x\nexec \"$@\"\n".into()), ..l });
         let at = with.iter().position(|w| w == "bash").unwrap();
@@ -941,13 +1268,26 @@ mod tests {
     }
 
     #[test]
-    fn only_multi_rank_steps_get_a_launcher() {
+    fn only_multi_rank_steps_get_a_launcher_srun_or_mpiexec_with_the_hosts() {
         let dir = tempfile::tempdir().unwrap();
-        let mut o = options(dir.path());
+        let mut o = options(dir.path()).launch;
         let mut j = job(dir.path(), "m", "true", None);
-        assert_eq!(render_argv(&o, &j), ["sh", "-c", "true"]);
+        assert_eq!(render_argv(&o, &j, &[]), ["sh", "-c", "true"]);
         j.resources.ranks = 2;
-        assert_eq!(render_argv(&o, &j)[..3], ["mpiexec", "-n", "2"]);
+        // On the worker's node: the local launcher, no host list.
+        assert_eq!(render_argv(&o, &j, &[]), ["mpiexec", "-n", "2", "sh", "-c", "true"]);
+        // Across nodes: the workers' nodes and the ranks per node, before the profile's flags.
+        j.resources.ranks = 5;
+        o.mpiexec.flags = vec!["-bind-to".into(), "none".into()];
+        let hosts = ["n1".to_string(), "n2".to_string()];
+        assert_eq!(render_argv(&o, &j, &hosts).join(" "), "mpiexec -n 5 -hosts n1,n2 -ppn 3 -bind-to none sh -c true");
+        o.mpiexec.flavour = crate::execute::launch::MpiFlavour::Openmpi;
+        o.mpiexec.command = "mpirun".into();
+        o.mpiexec.env = vec![("OMPI_MCA_x".into(), "1".into())];
+        assert_eq!(
+            render_argv(&o, &j, &hosts).join(" "),
+            "mpirun -x OMPI_MCA_x -n 5 --host n1:3,n2:3 -bind-to none sh -c true"
+        );
         o.srun = Some(SrunLaunch {
             job_id: "7".into(),
             mpi: Some("pmi2".into()),
@@ -955,11 +1295,255 @@ mod tests {
             mem_per_cpu_mb: None,
             prelude: None,
         });
-        let v = render_argv(&o, &j);
+        let v = render_argv(&o, &j, &hosts);
         assert_eq!(v[..3], ["srun", "--jobid=7", "--exact"]);
         assert!(
             v.contains(&"--mpi=pmi2".to_string()) && v.ends_with(&["sh".into(), "-c".into(), "true".into()]),
             "{v:?}"
         );
+    }
+    /// A runtime whose tasks run between `block_on`s (the engine's connections).
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap()
+    }
+
+    /// Polls `cond` every 50 ms for at most 20 s.
+    fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+        let t0 = std::time::Instant::now();
+        while !cond() {
+            assert!(t0.elapsed() < Duration::from_secs(20), "timed out waiting for {what}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn alive(pid: i32) -> bool {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None).is_ok()
+            && !std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| s.contains(") Z "))
+    }
+
+    /// The pids a task wrote to its `starts` file, one per start.
+    fn starts(d: &Path, task: &str) -> Vec<i32> {
+        std::fs::read_to_string(d.join(task).join("starts"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.trim().parse().ok())
+            .collect()
+    }
+
+    /// Attempt 1 of `name`: writes its pid to `name/starts`, runs until `release-NAME`
+    /// exists, then touches `name/ended`.
+    fn attempt_until_released(d: &Path, name: &str) -> JobRequest {
+        let release = d.join(format!("release-{name}"));
+        let script = format!(
+            "echo $$ >> ../starts; while [ ! -e '{}' ]; do sleep 0.05; done; touch ../ended",
+            release.display()
+        );
+        job(d, &format!("{name}/attempt-1"), &script, None)
+    }
+
+    #[test]
+    fn a_resumed_engine_adopts_what_the_workers_of_a_killed_engine_run_and_ran() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().to_path_buf();
+        let opts = PilotOptions { address_file: Some(d.join("run.address")), ..options(&d) };
+        // The first engine in a runtime of its own: dropping it closes every connection of
+        // it, as `kill -9` of the engine would.
+        let engine1 = runtime();
+        let mut b1 = engine1.block_on(PilotBackend::listen(opts.clone())).unwrap();
+        let first_address = b1.connect_address();
+        assert_eq!(std::fs::read_to_string(d.join("run.address")).unwrap(), first_address);
+        let wopts = WorkerOptions {
+            connect: first_address.clone(),
+            address_file: opts.address_file.clone(),
+            secret_file: d.join("run.secret"),
+            heartbeat: Duration::from_secs(10),
+            grace: Duration::from_millis(200),
+            node: "n1".into(),
+            cpus: 4,
+            memory_mb: None,
+            gpus: 0,
+        };
+        let worker = std::thread::spawn(move || runtime().block_on(worker::run(wopts)));
+        let ids: Vec<JobId> = engine1.block_on(async {
+            let mut ids = vec![];
+            for name in ["long", "short", "stray", "unrecorded"] {
+                ids.push(b1.submit(attempt_until_released(&d, name)).await.unwrap());
+            }
+            ids
+        });
+        let names = ["long", "short", "stray", "unrecorded"];
+        wait_for("the four tasks to start", || names.iter().all(|t| starts(&d, t).len() == 1));
+        drop(b1);
+        drop(engine1);
+        // `short` ends while no engine runs.
+        std::fs::write(d.join("release-short"), "").unwrap();
+        wait_for("`short` to end", || d.join("short/ended").exists());
+        let leftover =
+            |task: &str, attempts| Leftover { task: task.into(), task_dir: d.join(task), attempts, open_job: None };
+        // `gone` was recorded as started, but no worker runs it: it starts again.
+        // `unrecorded` was started just before the engine died, before the database
+        // recorded its attempt (0 attempts recorded).
+        let leftovers = [leftover("long", 1), leftover("short", 1), leftover("gone", 1), leftover("unrecorded", 0)];
+        let engine2 = runtime();
+        engine2.block_on(async {
+            let mut b2 = PilotBackend::listen(PilotOptions { reuse_secret: true, ..opts.clone() }).await.unwrap();
+            assert_ne!(b2.connect_address(), first_address, "the worker must find the new engine by its file");
+            let fallback =
+                Fallback { argvs: vec![], log: d.join("workers.log"), started: Box::new(|_| panic!("no fallback")) };
+            b2.expect_workers(1, Duration::from_secs(10), fallback);
+            let out = b2.recover("run-x", &d, &leftovers).await.unwrap();
+            let adopted = |i: usize, task: &str| Adopted {
+                attempt: 1,
+                job: ids[i].clone(),
+                dir: d.join(task).join("attempt-1"),
+                recorded: true,
+            };
+            let unrecorded = Adopted { recorded: false, ..adopted(3, "unrecorded") };
+            assert_eq!(out, [Some(adopted(0, "long")), Some(adopted(1, "short")), None, Some(unrecorded)]);
+            assert_eq!(b2.workers(), 1, "no new worker was started");
+            assert_eq!(outcome(&mut b2, &ids[1]).await.ending, Ending::Exited(0));
+            assert_eq!(status(&mut b2, &ids[0]).await, JobStatus::Running);
+            assert_eq!(b2.node_of(&ids[0]).as_deref(), Some("n1"));
+            // `stray` is claimed by no leftover: the worker stops it.
+            let stray = starts(&d, "stray")[0];
+            wait_for("`stray` to be stopped", || !alive(stray));
+            std::fs::write(d.join("release-long"), "").unwrap();
+            std::fs::write(d.join("release-unrecorded"), "").unwrap();
+            assert_eq!(outcome(&mut b2, &ids[0]).await.ending, Ending::Exited(0));
+            assert_eq!(outcome(&mut b2, &ids[3]).await.ending, Ending::Exited(0));
+            // A new task is numbered above the killed engine's.
+            let new = b2.submit(attempt_until_released(&d, "new")).await.unwrap();
+            assert_eq!(new, JobId("pilot-5".into()));
+            std::fs::write(d.join("release-new"), "").unwrap();
+            assert_eq!(outcome(&mut b2, &new).await.ending, Ending::Exited(0));
+            b2.shutdown().await;
+        });
+        // Each adopted task started once: it was not started again.
+        for t in ["long", "short", "unrecorded"] {
+            assert_eq!(starts(&d, t).len(), 1, "{t}");
+        }
+        assert!(worker.join().unwrap().is_ok());
+        assert!(!d.join("run.address").exists() && !d.join("run.secret").exists());
+    }
+
+    #[test]
+    fn a_worker_whose_engine_is_killed_and_not_resumed_stops_its_tasks_after_the_heartbeat() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().to_path_buf();
+        let opts = PilotOptions { address_file: Some(d.join("run.address")), ..options(&d) };
+        let engine = runtime();
+        let mut b = engine.block_on(PilotBackend::listen(opts.clone())).unwrap();
+        let heartbeat = Duration::from_millis(1500);
+        let wopts = WorkerOptions {
+            connect: b.connect_address(),
+            address_file: opts.address_file.clone(),
+            secret_file: d.join("run.secret"),
+            heartbeat,
+            grace: Duration::from_millis(200),
+            node: "n1".into(),
+            cpus: 1,
+            memory_mb: None,
+            gpus: 0,
+        };
+        let worker = std::thread::spawn(move || runtime().block_on(worker::run(wopts)));
+        engine.block_on(b.submit(attempt_until_released(&d, "orphan"))).unwrap();
+        wait_for("the task to start", || starts(&d, "orphan").len() == 1);
+        let pid = starts(&d, "orphan")[0];
+        drop(b);
+        drop(engine);
+        let t0 = std::time::Instant::now();
+        // The task goes on while the worker dials again...
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(alive(pid), "the task was stopped as soon as the engine went");
+        // ...and stops when no engine answered for a heartbeat.
+        let r = worker.join().unwrap();
+        assert!(matches!(&r, Err(WorkerError::EngineLost(m)) if m.contains("no engine for")), "{r:?}");
+        // It last heard from the engine at most a third of a heartbeat before it died.
+        assert!(t0.elapsed() >= heartbeat / 2, "gave up after {:?}", t0.elapsed());
+        assert!(!alive(pid), "task {pid} outlived the worker");
+        assert!(!d.join("orphan/ended").exists());
+    }
+
+    #[tokio::test]
+    async fn a_worker_that_dials_in_with_tasks_this_engine_does_not_follow_is_told_to_kill_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut b = PilotBackend::listen(options(dir.path())).await.unwrap();
+        let secret = protocol::read_secret(&dir.path().join("run.secret")).unwrap();
+        // A fresh run (nothing to adopt): tasks of an engine it does not continue, or that
+        // it gave up with their node, must not go on running.
+        let stale = RunningTask {
+            id: 7,
+            cwd: dir.path().join("t/attempt-1"),
+            need: WireNeed { cores: 1, memory_mb: 0, gpus: 0 },
+            started_ms: None,
+            pid: None,
+        };
+        let (answer, mut r) = hello_reporting(&b.connect_address(), &secret, "n1", vec![stale]).await;
+        assert!(matches!(answer, ToWorker::Welcome { .. }), "{answer:?}");
+        let kill = loop {
+            match protocol::recv::<_, ToWorker>(&mut r).await.unwrap() {
+                ToWorker::Ping => continue,
+                m => break m,
+            }
+        };
+        assert_eq!(kill, ToWorker::Kill { id: 7 });
+        // Its tasks take none of the node, and this engine numbers its own above them.
+        let id = b.submit(job(dir.path(), "next", "true", None)).await.unwrap();
+        assert_eq!(id, JobId("pilot-8".into()));
+        let start = loop {
+            match protocol::recv::<_, ToWorker>(&mut r).await.unwrap() {
+                ToWorker::Ping => continue,
+                m => break m,
+            }
+        };
+        assert!(matches!(&start, ToWorker::Start(t) if t.id == 8 && t.need.cores == 1), "{start:?}");
+    }
+
+    #[tokio::test]
+    async fn a_step_across_nodes_under_mpiexec_gets_the_workers_nodes_as_its_hosts() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut b = PilotBackend::listen(options(dir.path())).await.unwrap();
+        let secret = protocol::read_secret(&dir.path().join("run.secret")).unwrap();
+        let (_, mut r1) = hello_reporting(&b.connect_address(), &secret, "n1", vec![]).await;
+        let (_, mut r2) = hello_reporting(&b.connect_address(), &secret, "n2", vec![]).await;
+        until_workers(&b, 2).await;
+        let mut j = job(dir.path(), "wide", "true", None);
+        j.resources.ranks = 4;
+        j.resources.nodes = 2;
+        b.submit(j).await.unwrap();
+        // One of the two workers starts it (any: the launcher places the ranks).
+        let start = tokio::select! {
+            m = async { loop { if let ToWorker::Start(t) = protocol::recv::<_, ToWorker>(&mut r1).await.unwrap() { break t } } } => m,
+            m = async { loop { if let ToWorker::Start(t) = protocol::recv::<_, ToWorker>(&mut r2).await.unwrap() { break t } } } => m,
+        };
+        let argv = start.argv.join(" ");
+        assert!(
+            argv == "mpiexec -n 4 -hosts n1,n2 -ppn 2 sh -c true"
+                || argv == "mpiexec -n 4 -hosts n2,n1 -ppn 2 sh -c true",
+            "{argv}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_resumed_engine_that_no_worker_dials_starts_new_workers_and_says_so() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        protocol::write_secret(&d.join("run.secret")).unwrap();
+        let mut b = PilotBackend::listen(PilotOptions { reuse_secret: true, ..options(d) }).await.unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        // A stand-in for the workers' launcher.
+        let fallback = Fallback {
+            argvs: vec![vec!["true".into()]],
+            log: d.join("workers.log"),
+            started: Box::new(move |pids: &[u32]| tx.send(pids.to_vec()).unwrap()),
+        };
+        b.expect_workers(1, Duration::from_millis(300), fallback);
+        let t0 = std::time::Instant::now();
+        let leftover = Leftover { task: "t".into(), task_dir: d.join("t"), attempts: 1, open_job: None };
+        assert_eq!(b.recover("run-x", d, &[leftover]).await.unwrap(), [None]);
+        assert!(t0.elapsed() >= Duration::from_millis(300), "it did not wait for the workers");
+        let pids = rx.try_recv().expect("the fallback was not started");
+        assert_eq!(pids, b.launcher_pids());
+        assert_eq!(pids.len(), 1);
     }
 }

@@ -21,8 +21,8 @@
 //!   cores;
 //! - *spread* ([`Packer::push`] with `spread`, what the pilot backend does today for
 //!   `nodes > 1` or a task no node could hold even empty): the worker of the node with the
-//!   most free cores starts it with `srun --exact`, SLURM places its ranks in the
-//!   allocation, and nothing is reserved on the workers' nodes, so the packer does not
+//!   most free cores starts it with `srun --exact` (SLURM places its ranks in the
+//!   allocation) or `mpiexec` over the workers' nodes, and nothing is reserved on them, so the packer does not
 //!   see those cores taken and may start other tasks on them. Spanning is what the pilot
 //!   backend should do once it names the nodes to `srun` (`--nodelist`).
 //!
@@ -295,6 +295,16 @@ impl<T> Packer<T> {
         s.used.sub(need);
         if s.alive {
             self.by_free.insert((s.free(), node));
+        }
+    }
+
+    /// A task placed otherwise (adopted from an earlier engine) takes `need` on `node`,
+    /// whether or not it fits.
+    pub fn take(&mut self, node: usize, need: Need) {
+        if self.nodes.get(node).is_some_and(|s| s.alive) {
+            self.reserve(node, need);
+        } else if let Some(s) = self.nodes.get_mut(node) {
+            s.used.add(need);
         }
     }
 

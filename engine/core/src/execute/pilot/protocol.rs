@@ -12,6 +12,11 @@
 //! After the handshake the engine sends `Start`/`Cancel`/`Kill`/`Shutdown`, the worker
 //! answers with `Done` when a task ends; both sides send `Ping` at a third of the heartbeat
 //! and treat a connection silent for a whole heartbeat as lost.
+//!
+//! A worker that loses its engine keeps its tasks running and dials again (the address
+//! file may name a new engine: `run --resume`) until a heartbeat has passed since it last
+//! heard from an engine. Its `Hello` then lists the tasks it runs and those that ended
+//! meanwhile, by attempt directory, so the engine that answers can adopt them.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -83,6 +88,47 @@ pub struct StartTask {
     pub stderr: PathBuf,
     /// Wall-clock limit, in milliseconds.
     pub timeout_ms: Option<u64>,
+    /// What the task takes of its node; the worker reports it back for a task a resumed
+    /// engine adopts (that engine never saw the request).
+    #[serde(default)]
+    pub need: WireNeed,
+}
+
+/// What a task takes of its node while it runs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WireNeed {
+    /// Cores.
+    pub cores: u32,
+    /// Memory, MiB.
+    pub memory_mb: u64,
+    /// GPUs.
+    pub gpus: u32,
+}
+
+/// A task a worker runs, reported when it (re)connects, so a resumed engine can adopt it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunningTask {
+    /// The id the engine that started it gave it.
+    pub id: u64,
+    /// Its attempt directory: how the resumed engine knows which attempt of which task it is.
+    pub cwd: PathBuf,
+    /// What it takes of the node.
+    pub need: WireNeed,
+    /// When it started, ms since the epoch.
+    pub started_ms: Option<u64>,
+    /// Its process (and process group) id on the worker's node.
+    pub pid: Option<u32>,
+}
+
+/// A task that ended while the worker had no engine to tell, reported when it reconnects.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FinishedTask {
+    /// The id the engine that started it gave it.
+    pub id: u64,
+    /// Its attempt directory.
+    pub cwd: PathBuf,
+    /// How it ended.
+    pub outcome: WireOutcome,
 }
 
 /// Messages from a worker to the engine.
@@ -107,6 +153,17 @@ pub enum ToEngine {
         gpus: u32,
         /// The worker's pid.
         pid: u32,
+        /// The highest task id the worker was ever given (a resumed engine numbers its own
+        /// tasks above it, so no two tasks on a worker share an id).
+        #[serde(default)]
+        last_id: u64,
+        /// Tasks it runs (none on its first connection; after a reconnection, those of the
+        /// engine it lost).
+        #[serde(default)]
+        running: Vec<RunningTask>,
+        /// Tasks that ended while it had no engine.
+        #[serde(default)]
+        finished: Vec<FinishedTask>,
     },
     /// A task ended.
     Done {
@@ -414,6 +471,7 @@ mod tests {
             stdout: "/r/o".into(),
             stderr: "/r/e".into(),
             timeout_ms: Some(1000),
+            need: WireNeed { cores: 2, memory_mb: 100, gpus: 0 },
         }));
         send(&mut wa, &start).await.unwrap();
         send(&mut wa, &ToWorker::Ping).await.unwrap();

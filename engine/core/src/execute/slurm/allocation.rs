@@ -61,6 +61,8 @@ pub struct Allocation {
     pub mem_per_cpu_mb: Option<u64>,
     /// Whether twinflow submitted it (and so cancels it at the end).
     pub owned: bool,
+    /// Its nodes (`NumNodes=` of `scontrol show job`), when known.
+    pub nodes: Option<u32>,
 }
 
 impl Allocation {
@@ -112,6 +114,10 @@ pub fn heartbeat_interval(profile: &Profile) -> Duration {
 /// job's start while the file does not exist yet. So an engine killed with -9 that is
 /// neither resumed nor cancelled does not hold the nodes until the time limit, while a
 /// `run --resume` within that time finds its allocation still there.
+///
+/// `--no-kill`: a node of the allocation that fails (SLURM sets it DOWN) leaves the job,
+/// instead of ending the job with every step on the other nodes: the engine retries the
+/// failed node's tasks on the others.
 pub fn render_holder(req: &AllocationRequest, profile: &Profile, log_dir: &Path) -> String {
     let log = log_dir.join("allocation-%j.log");
     let mut s = String::from("#!/bin/bash\n# twinflow allocation: steps run inside it with `srun --jobid --exact`\n");
@@ -121,6 +127,7 @@ pub fn render_holder(req: &AllocationRequest, profile: &Profile, log_dir: &Path)
         format!("--nodes={}", req.nodes.max(1)),
         format!("--ntasks={}", req.cpus.max(1)),
         "--cpus-per-task=1".into(),
+        "--no-kill".into(),
     ];
     if let Some(t) = req.time.or(profile.default_walltime) {
         opts.push(format!("--time={}", script::slurm_time(t)));
@@ -176,6 +183,12 @@ pub fn parse_size(text: &str) -> Option<(u32, Option<u64>)> {
     Some((cpus, mem.map(|m| (m / u64::from(cpus)).max(1))))
 }
 
+/// The allocation's nodes from `scontrol show job` (`NumNodes=4`; a pending job's range
+/// `NumNodes=2-4` is not an answer).
+pub fn parse_nodes(text: &str) -> Option<u32> {
+    text.split_whitespace().find_map(|w| w.strip_prefix("NumNodes=")).and_then(|n| n.parse().ok()).filter(|n| *n > 0)
+}
+
 /// `21693M`, `2G`, `1T` → MiB.
 fn parse_mem_mb(s: &str) -> Option<u64> {
     let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit() && c != '.')?);
@@ -212,7 +225,7 @@ pub async fn acquire(
             AllocationError::Failed(format!("cannot read the size of allocation {id} from `scontrol show job {id}`"))
         })?;
         tracing::info!(job = %id, cpus, "running inside allocation {id}");
-        return Ok(Allocation { job_id: id, cpus, mem_per_cpu_mb: mem, owned: false });
+        return Ok(Allocation { job_id: id, cpus, mem_per_cpu_mb: mem, owned: false, nodes: parse_nodes(&text) });
     }
     if let Some(prev) = previous.filter(|p| !p.is_empty()) {
         let prev = JobId(prev.to_string());
@@ -282,7 +295,34 @@ async fn wait_running(
     let text = cmd.scontrol_show_job_text(0, &id).await?;
     let (cpus, mem) = parse_size(&text).unwrap_or((req.cpus.max(1), None));
     tracing::info!(job = %id, cpus, "allocation {id} is running");
-    Ok(Allocation { job_id: id.0, cpus, mem_per_cpu_mb: mem, owned: true })
+    Ok(Allocation { job_id: id.0, cpus, mem_per_cpu_mb: mem, owned: true, nodes: parse_nodes(&text) })
+}
+
+/// Whether SLURM ended the allocation at its time limit (`scontrol show job` says
+/// `JobState=TIMEOUT`, or `JobState=COMPLETING Reason=TimeLimit` while its processes are
+/// still being killed): then the message that tells the user, else `None` (also when the
+/// controller does not answer or no longer knows the job).
+pub async fn time_limit_reached(cmd: &SlurmCommands, alloc: &Allocation) -> Option<String> {
+    let text = cmd.scontrol_show_job_text(0, &JobId(alloc.job_id.clone())).await.ok()?;
+    time_limit_message(&alloc.job_id, alloc.owned, &text)
+}
+
+/// The message of [`time_limit_reached`] from `scontrol show job` of the allocation.
+pub fn time_limit_message(job_id: &str, owned: bool, text: &str) -> Option<String> {
+    let field = |name: &str| text.split_whitespace().find_map(|w| w.strip_prefix(name)).map(str::to_string);
+    let timed_out = match field("JobState=").as_deref() {
+        Some("TIMEOUT") => true,
+        Some("COMPLETING") => field("Reason=").as_deref() == Some("TimeLimit"),
+        _ => false,
+    };
+    if !timed_out {
+        return None;
+    }
+    let limit = field("TimeLimit=").map_or(String::new(), |t| format!(" (TimeLimit={t})"));
+    let more = if owned { "; ask for more time with `--alloc-time`" } else { "" };
+    Some(format!(
+        "SLURM ended allocation {job_id} at its time limit{limit} while tasks ran: they failed with it. `twinflow run --resume` goes on in a new allocation, running only what did not finish{more}"
+    ))
 }
 
 /// Cancels the holder job (if twinflow submitted it).
@@ -342,7 +382,7 @@ mod tests {
             env: vec![("SITE".into(), "it's".into())],
             ..Profile::default()
         };
-        let alloc = Allocation { job_id: "42".into(), cpus: 4, mem_per_cpu_mb: None, owned: true };
+        let alloc = Allocation { job_id: "42".into(), cpus: 4, mem_per_cpu_mb: None, owned: true, nodes: None };
         let v = srun_argv(&alloc.launcher(&p), &job(1, 1, 0));
         let at = v.iter().position(|w| w == "bash").unwrap();
         assert_eq!(v[at + 1], "-c");
@@ -369,6 +409,33 @@ mod tests {
         assert_eq!(parse_size(text), Some((8, Some(2711))));
         assert_eq!(parse_size("JobId=7 NumCPUs=4 TRES=cpu=4,mem=8G,node=1"), Some((4, Some(2048))));
         assert_eq!(parse_size("JobId=7"), None);
+        assert_eq!(parse_nodes(text), Some(1));
+        assert_eq!(parse_nodes("JobId=7 NumNodes=4 NumCPUs=8"), Some(4));
+        assert_eq!(parse_nodes("JobId=7 NumNodes=2-4"), None);
+    }
+
+    #[test]
+    fn an_allocation_ended_by_its_time_limit_is_named_so() {
+        let text = "JobId=7 JobName=twinflow-allocation\n   JobState=TIMEOUT Reason=TimeLimit Dependency=(null)\n   RunTime=00:01:04 TimeLimit=00:01:00 TimeMin=N/A\n";
+        let m = time_limit_message("7", true, text).unwrap();
+        assert!(
+            m.starts_with("SLURM ended allocation 7 at its time limit (TimeLimit=00:01:00) while tasks ran"),
+            "{m}"
+        );
+        assert!(m.contains("`twinflow run --resume`") && m.contains("--alloc-time"), "{m}");
+        // An allocation the run was started in (salloc, a batch script): no `--alloc-time`.
+        assert!(!time_limit_message("7", false, text).unwrap().contains("--alloc-time"));
+        // Just after the limit, while SLURM still kills its processes.
+        let completing = text.replace("JobState=TIMEOUT", "JobState=COMPLETING");
+        assert_eq!(time_limit_message("7", true, &completing), Some(m));
+        for other in [
+            "JobState=RUNNING TimeLimit=00:01:00",
+            "JobState=CANCELLED Reason=None",
+            "JobState=COMPLETING Reason=None",
+            "",
+        ] {
+            assert_eq!(time_limit_message("7", true, other), None, "{other}");
+        }
     }
 
     #[test]
@@ -380,6 +447,7 @@ mod tests {
         for l in [
             "#SBATCH --output=\"/runs/my allocations/allocation-%j.log\"",
             "#SBATCH --ntasks=8",
+            "#SBATCH --no-kill",
             "#SBATCH --time=0-01:00:00",
             "#SBATCH --partition=debug",
             "hb='/runs/my allocations'/allocation-\"$SLURM_JOB_ID\".alive",

@@ -1,4 +1,5 @@
-//! A step's `report:`: which of its outputs the run's report shows, as figures or tables.
+//! A step's `report:`: which of its outputs the run's report shows, as figures or tables,
+//! and which hold alerts the run reports as events.
 
 use indexmap::IndexMap;
 
@@ -12,10 +13,12 @@ use crate::suggest::did_you_mean;
 /// File name endings a figure may have (embedded as an image), and a table (read as CSV).
 const FIGURE_KINDS: &[&str] = &[".png", ".svg"];
 const TABLE_KINDS: &[&str] = &[".csv"];
+const ALERT_KINDS: &[&str] = &[".jsonl"];
 
 impl Validator {
-    /// `report: { figures: [out.NAME], tables: [out.NAME] }`: each entry names an output
-    /// of the step whose file is a PNG or SVG (figures) or a CSV file (tables).
+    /// `report: { figures: [out.NAME], tables: [out.NAME], alerts: [out.NAME] }`: each entry
+    /// names an output of the step whose file is a PNG or SVG (figures), a CSV file
+    /// (tables) or a JSON-lines file (alerts).
     pub(super) fn step_report(
         &mut self,
         file: &SourceFile,
@@ -28,6 +31,7 @@ impl Validator {
         for (list, items, kinds, into) in [
             ("figures", &report.value.figures, FIGURE_KINDS, &mut decl.figures),
             ("tables", &report.value.tables, TABLE_KINDS, &mut decl.tables),
+            ("alerts", &report.value.alerts, ALERT_KINDS, &mut decl.alerts),
         ] {
             for (i, item) in items.iter().enumerate() {
                 let field = format!("steps.{}.report.{list}[{i}]", name.value);
