@@ -212,3 +212,23 @@ fn a_task_larger_than_a_node_spans_the_nodes_with_the_most_room_evenly() {
     let placed = p.dispatch();
     assert_eq!((placed[0].item, placed[0].need, placed[0].others.len()), ("huge", Need::default(), 0));
 }
+
+#[test]
+fn a_task_adopted_from_an_earlier_engine_takes_its_room() {
+    let mut p: Packer<&str> = Packer::new();
+    p.add_node(Room { cpus: 8, memory_mb: None, gpus: 0 });
+    p.add_node(Room { cpus: 8, memory_mb: None, gpus: 0 });
+    p.take(1, need(6, 0, 0));
+    assert_eq!(p.used(1).cores, 6);
+    // The node with the most free cores is node 0 now; a 4-core task fits only there.
+    p.push(1, need(4, 0, 0), false, "a");
+    p.push(2, need(4, 0, 0), false, "b");
+    assert_eq!(p.dispatch().iter().map(|x| (x.item, x.node)).collect::<Vec<_>>(), [("a", 0), ("b", 0)]);
+    p.release(1, need(6, 0, 0));
+    assert_eq!(p.used(1), Need::default());
+    // On a lost node it is only counted (nothing starts there anyway).
+    p.lose_node(1);
+    p.take(1, need(2, 0, 0));
+    p.push(3, need(1, 0, 0), false, "c");
+    assert!(p.dispatch().is_empty(), "node 0 is full, node 1 lost");
+}
