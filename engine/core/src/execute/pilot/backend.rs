@@ -13,7 +13,7 @@ use tokio::io::BufReader;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Notify, mpsc};
 
-use super::packing::{Need, Packer, Room};
+use super::packing::{self, Need, Packer, Room};
 use super::protocol::{self, FinishedTask, RunningTask, StartTask, ToEngine, ToWorker, WireNeed};
 use crate::execute::launch::{Mpiexec, SrunLaunch, srun_argv};
 use crate::execute::{
@@ -70,7 +70,15 @@ pub fn render_argv(launch: &MpiLaunch, job: &JobRequest, hosts: &[String]) -> Ve
         return job.argv.clone();
     }
     if let Some(l) = &launch.srun {
-        return srun_argv(l, job);
+        let mut v = srun_argv(l, job);
+        if !hosts.is_empty() {
+            // Placed on these nodes by the packer: SLURM puts the ranks there, and the
+            // node count is theirs (`--nodes` comes before, the job's argv after).
+            let at = v.iter().position(|w| w.starts_with("--nodes=")).map_or(1, |i| i + 1);
+            v[at - 1] = format!("--nodes={}", hosts.len());
+            v.insert(at, format!("--nodelist={}", hosts.join(",")));
+        }
+        return v;
     }
     let mut v = launch.mpiexec.prefix_on(job.resources.ranks, hosts);
     v.extend(job.argv.iter().cloned());
@@ -109,6 +117,8 @@ struct Worker {
 /// A task a worker runs.
 struct Task {
     worker: usize,
+    /// The other nodes of a task spanning nodes (`need` taken on each).
+    others: Vec<usize>,
     need: Need,
     started: SystemTime,
 }
@@ -116,8 +126,9 @@ struct Task {
 /// A task waiting for room on a node (in the [`Packer`]).
 struct Queued {
     start: StartTask,
-    /// For a step across nodes launched with `mpiexec`: its argv given the hosts it runs
-    /// on (the workers' nodes, known when it starts).
+    /// For a multi-rank step: its argv given the hosts it runs on (the nodes the packer
+    /// lays it over, or for a spread step under `mpiexec` the workers' nodes), known when
+    /// it starts.
     on_hosts: Option<HostsArgv>,
 }
 
@@ -180,18 +191,32 @@ impl State {
     fn dispatch(&mut self) {
         for p in self.packer.dispatch() {
             let Queued { mut start, on_hosts } = p.item;
-            // Across nodes under `mpiexec` (spread: it takes nothing on the node): the host
-            // list of the workers' nodes (on one node, the worker's own launcher needs none).
-            if let Some(h) = on_hosts.filter(|_| p.need == Need::default()) {
-                start.argv = render_argv(&h.launch, &h.job, &self.hosts(h.job.resources.nodes));
+            if let Some(h) = on_hosts {
+                let placed = p.need != Need::default();
+                if placed && (h.launch.srun.is_some() || !p.others.is_empty()) {
+                    // Placed on its node(s) by the packer: launched on exactly those
+                    // (`srun --nodelist`, or `mpiexec` with them as hosts across nodes).
+                    let hosts: Vec<String> = std::iter::once(p.node)
+                        .chain(p.others.iter().copied())
+                        .map(|i| self.workers[i].node.clone())
+                        .collect();
+                    start.argv = render_argv(&h.launch, &h.job, &hosts);
+                } else if !placed && h.launch.srun.is_none() {
+                    // Spread under `mpiexec` (it takes nothing on the node): the workers'
+                    // nodes (on one node, the worker's own launcher needs no host list).
+                    start.argv = render_argv(&h.launch, &h.job, &self.hosts(h.job.resources.nodes));
+                }
             }
             let started = SystemTime::now();
             if self.workers[p.node].tx.send(ToWorker::Start(Box::new(start))).is_err() {
                 // Its connection just closed: the node is being lost; retried as such.
                 self.packer.release(p.node, p.need);
+                for &o in &p.others {
+                    self.packer.release(o, p.need);
+                }
                 self.done.insert(p.key, protocol::node_lost(Some(started)));
             } else {
-                self.tasks.insert(p.key, Task { worker: p.node, need: p.need, started });
+                self.tasks.insert(p.key, Task { worker: p.node, others: p.others, need: p.need, started });
             }
         }
     }
@@ -475,15 +500,25 @@ impl Backend for PilotBackend {
     async fn submit(&mut self, job: JobRequest) -> Result<JobId, BackendError> {
         self.a_worker().await.map_err(|message| BackendError::Submit { name: job.name.clone(), message })?;
         let need = Need::of(&job);
-        let spread = job.resources.nodes > 1;
         let mut st = self.shared.lock();
+        // A step asking for several nodes, or larger than the largest node, is laid over
+        // nodes with an even share on each (`span_of`), reserved there like any task, when
+        // enough nodes are connected; otherwise it is spread: `srun`/`mpiexec` places it
+        // and nothing is reserved.
+        let live = st.workers.iter().enumerate().filter(|(_, w)| w.alive).map(|(i, _)| i);
+        let (alive, largest) =
+            live.fold((0u32, 0u32), |(n, c), i| (n + 1, c.max(st.packer.room(i).map_or(0, |r| r.cpus))));
+        let across = job.resources.nodes > 1 || need.cores > largest;
+        let (share, width) = packing::span_of(need, job.resources.nodes, largest);
+        let span = across && job.resources.ranks > 1 && width <= alive && largest > 0;
+        let spread = across && !span;
         // Above every id a worker was given, by this engine or a killed one.
         self.next = self.next.max(st.last_id) + 1;
         let n = self.next;
         // A multi-rank step launched with `mpiexec` that may span nodes gets its host list
         // when it starts (on one node: that node's worker runs it, no host list).
-        let on_hosts = (job.resources.ranks > 1 && self.opts.launch.srun.is_none())
-            .then(|| HostsArgv { launch: self.opts.launch.clone(), job: job.clone() });
+        let on_hosts =
+            (job.resources.ranks > 1).then(|| HostsArgv { launch: self.opts.launch.clone(), job: job.clone() });
         let start = StartTask {
             id: n,
             name: job.name.clone(),
@@ -495,7 +530,11 @@ impl Backend for PilotBackend {
             timeout_ms: job.timeout.map(|t| t.as_millis() as u64),
             need: need.into(),
         };
-        st.packer.push(n, need, spread, Queued { start, on_hosts });
+        if span {
+            st.packer.push_span(n, share, width, Queued { start, on_hosts });
+        } else {
+            st.packer.push(n, need, spread, Queued { start, on_hosts });
+        }
         st.dispatch();
         drop(st);
         self.shared.notify.notify_one();
@@ -589,7 +628,7 @@ impl Backend for PilotBackend {
                     st.packer.take(w, need);
                     let started =
                         t.started_ms.map_or_else(SystemTime::now, |m| std::time::UNIX_EPOCH + Duration::from_millis(m));
-                    st.tasks.insert(t.id, Task { worker: w, need, started });
+                    st.tasks.insert(t.id, Task { worker: w, others: vec![], need, started });
                     kept_pids.extend(t.pid);
                     let job = JobId(format!("pilot-{}", t.id));
                     self.ids.insert(job.clone(), t.id);
@@ -763,6 +802,9 @@ async fn serve(sock: TcpStream, peer: SocketAddr, shared: Arc<Shared>, secret: S
                 let mut st = shared.lock();
                 if let Some(t) = st.tasks.remove(&id) {
                     st.packer.release(t.worker, t.need);
+                    for &o in &t.others {
+                        st.packer.release(o, t.need);
+                    }
                     st.done.insert(id, outcome.into());
                     st.dispatch();
                 } else if let Some(i) = st.reported.iter().position(|(w, t)| *w == index && t.id == id) {
@@ -1522,6 +1564,41 @@ mod tests {
                 || argv == "mpiexec -n 4 -hosts n2,n1 -ppn 2 sh -c true",
             "{argv}"
         );
+    }
+
+    /// A step larger than a node (128 ranks on two 64-core nodes) is laid over two nodes,
+    /// reserved on both, and `srun` is told which (`--nodes=2 --nodelist=...`): a one-core
+    /// task submitted after it waits, where before nothing was reserved and it started on
+    /// the cores the MPI ranks use.
+    #[tokio::test]
+    async fn a_step_larger_than_a_node_is_reserved_on_the_nodes_srun_is_told() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut opts = options(dir.path());
+        opts.launch.srun =
+            Some(SrunLaunch { job_id: "7".into(), mpi: None, flags: vec![], mem_per_cpu_mb: None, prelude: None });
+        let mut b = PilotBackend::listen(opts).await.unwrap();
+        let secret = protocol::read_secret(&dir.path().join("run.secret")).unwrap();
+        let (_, mut r1) = hello_reporting(&b.connect_address(), &secret, "n1", vec![]).await;
+        let (_, mut r2) = hello_reporting(&b.connect_address(), &secret, "n2", vec![]).await;
+        until_workers(&b, 2).await;
+        let mut j = job(dir.path(), "wide", "true", None);
+        j.resources.ranks = 128;
+        b.submit(j).await.unwrap();
+        let start = tokio::select! {
+            m = async { loop { if let ToWorker::Start(t) = protocol::recv::<_, ToWorker>(&mut r1).await.unwrap() { break t } } } => m,
+            m = async { loop { if let ToWorker::Start(t) = protocol::recv::<_, ToWorker>(&mut r2).await.unwrap() { break t } } } => m,
+        };
+        let argv = start.argv.join(" ");
+        assert!(argv.starts_with("srun --jobid=7 --exact"), "{argv}");
+        assert!(
+            argv.contains(" --nodes=2 --nodelist=n1,n2 ") || argv.contains(" --nodes=2 --nodelist=n2,n1 "),
+            "{argv}"
+        );
+        assert!(argv.contains(" --ntasks=128 ") && argv.ends_with(" sh -c true"), "{argv}");
+        // Both nodes are full: a one-core task waits.
+        let small = b.submit(job(dir.path(), "small", "true", None)).await.unwrap();
+        let status = b.poll(std::slice::from_ref(&small)).await.unwrap();
+        assert_eq!(status, [(small, JobStatus::Queued)]);
     }
 
     #[tokio::test]

@@ -14,18 +14,18 @@
 //! (64 ranks on 64-core nodes) therefore takes a whole, empty node.
 //!
 //! Tasks larger than a node, two rules:
-//! - *spanning* ([`Packer::push_span`], the rule of the simulation, [`crate::run::sim`]):
-//!   the task is laid over `width` nodes with an even share on each ([`span_of`]: 128
-//!   ranks on 64-core nodes take two whole nodes, 96 ranks 48 cores on each of two) and
-//!   starts when that many live nodes have room for the share, on those with the most free
-//!   cores;
-//! - *spread* ([`Packer::push`] with `spread`, what the pilot backend does today for
-//!   `nodes > 1` or a task no node could hold even empty): the worker of the node with the
-//!   most free cores starts it with `srun --exact` (SLURM places its ranks in the
-//!   allocation) or `mpiexec` over the workers' nodes, and nothing is reserved on them, so the packer does not
-//!   see those cores taken and may start other tasks on them. Spanning is what the pilot
-//!   backend should do once it names the nodes to `srun` (`--nodelist`).
-//!
+//! - *spanning* ([`Packer::push_span`]): the task is laid over `width` nodes with an even
+//!   share on each ([`span_of`]: 128 ranks on 64-core nodes take two whole nodes, 96 ranks
+//!   48 cores on each of two) and starts when that many live nodes have room for the share,
+//!   on those with the most free cores. The pilot backend does this for a multi-rank step
+//!   asking for several nodes or larger than its largest node, when that many workers are
+//!   connected, and tells the launcher which nodes (`srun --nodelist`, `mpiexec -hosts`);
+//!   the simulation ([`crate::run::sim`]) uses the same rule;
+//! - *spread* ([`Packer::push`] with `spread`: a one-rank task larger than any node, or a
+//!   step wider than the connected workers): the worker of the node with the most free
+//!   cores starts it with `srun --exact` (SLURM places its ranks in the allocation) or
+//!   `mpiexec` over the workers' nodes, and nothing is reserved on them.
+
 //! ## Cost
 //!
 //! The obvious implementation (for every waiting task, scan every node) costs
