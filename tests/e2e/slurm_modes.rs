@@ -653,14 +653,15 @@ fn slurm_allocation_of_a_killed_engine_ends_itself_when_the_heartbeat_stops() {
 }
 
 /// A service in an allocation: ready through its file, read by a step, stopped when the
-/// rest is done. (`srun` answers the SIGTERM by killing the step's tasks: Slurm 22.05 says
-/// "forcing job termination"; the service gets no graceful shutdown there.)
+/// rest is done, gracefully: `srun` answers a SIGTERM of its own by killing the step's
+/// tasks (Slurm 22.05: "forcing job termination"), so the engine sends the SIGTERM to the
+/// step's tasks through `scancel --signal=TERM JOB.STEP`, and the service's trap runs.
 const ALLOC_SERVICE: &str = r#"
 name: alloc-service
 steps:
   server:
     service: { ready: { file: ready, poll: 100ms } }
-    run: [sh, -c, 'echo "$SLURM_JOB_ID" > "$TWINFLOW_OUT_JOB"; touch ready; while true; do sleep 0.173; done']
+    run: [sh, -c, 'echo "$SLURM_JOB_ID" > "$TWINFLOW_OUT_JOB"; trap "echo got-sigterm > sigterm.txt; exit 0" TERM; touch ready; while true; do sleep 0.173; done']
     out: { job: job.txt }
   reader:
     run: [sh, -c, 'cat "$1" > jobs.txt; echo "$SLURM_JOB_ID" >> jobs.txt', reader, "${{ steps.server.out.job }}"]
@@ -691,6 +692,18 @@ fn slurm_allocation_runs_a_service_until_the_rest_is_done() {
     let st = d.join("runs").join(run_id(&out)).join("steps/server/attempt-1/.twinflow/status.json");
     let st: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&st).unwrap()).unwrap();
     assert_eq!(st["cancelled"], true, "{st}");
+    // It got the SIGTERM (not srun's SIGKILL) and ran its trap.
+    let attempt = d.join("runs").join(run_id(&out)).join("steps/server/attempt-1");
+    let got = std::fs::read_dir(&attempt)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .chain([attempt.join("out")])
+        .map(|p| if p.is_dir() { p.join("sigterm.txt") } else { p })
+        .find(|p| p.ends_with("sigterm.txt") && p.exists());
+    let got =
+        got.unwrap_or_else(|| panic!("the service never saw a SIGTERM (no sigterm.txt under {})", attempt.display()));
+    assert_eq!(std::fs::read_to_string(got).unwrap().trim(), "got-sigterm");
     wait_until("the allocation to end", 30, || squeue(std::slice::from_ref(&holder)).is_empty());
     assert!(processes_with("sleep 0.173").is_empty(), "the service outlived its run");
 }

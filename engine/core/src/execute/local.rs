@@ -181,6 +181,8 @@ impl Backend for LocalBackend {
             }
         };
         let pid = child.id();
+        // A step launched with `srun` is stopped through SLURM (see `process::stop_job`).
+        let step = process::srun_step(&argv);
         // Reaped by `wait4` on a thread, which also reports what it used.
         let mut child = process::reap(child);
         let id = JobId(pid.to_string());
@@ -202,9 +204,9 @@ impl Backend for LocalBackend {
             let stop = rx.clone();
             let (status, ending): (_, fn(Option<Exit>) -> Ending) = tokio::select! {
                 s = process::wait(&mut child) => (s, Ending::from_exit),
-                _ = sleep => (process::terminate(&mut child, pid, grace, stop).await, Ending::TimedOut),
+                _ = sleep => (process::stop_job(&mut child, pid, grace, stop, step.as_ref()).await, Ending::TimedOut),
                 () = process::stop_asked(&mut rx) => {
-                    (process::terminate(&mut child, pid, grace, stop).await, Ending::Cancelled)
+                    (process::stop_job(&mut child, pid, grace, stop, step.as_ref()).await, Ending::Cancelled)
                 }
             };
             let (ending, usage) = match status {

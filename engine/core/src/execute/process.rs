@@ -168,6 +168,86 @@ pub async fn stop_asked(stop: &mut tokio::sync::watch::Receiver<StopLevel>) {
     let _ = stop.wait_for(|s| *s >= TERMINATE).await;
 }
 
+/// The SLURM job and step name of a step launched as `srun --jobid=JOB --job-name=NAME ...`
+/// (allocation mode, and the multi-rank steps of pilot workers: see
+/// [`super::launch::srun_argv`]); `None` for anything else.
+pub fn srun_step(argv: &[String]) -> Option<(String, String)> {
+    let program = argv.first()?;
+    if Path::new(program).file_name()? != "srun" {
+        return None;
+    }
+    let (mut job, mut name) = (None, None);
+    for a in &argv[1..] {
+        if let Some(v) = a.strip_prefix("--jobid=") {
+            job = Some(v.to_string());
+        } else if let Some(v) = a.strip_prefix("--job-name=") {
+            name = Some(v.to_string());
+        } else if !a.starts_with('-') {
+            break; // the step's own argv
+        }
+    }
+    Some((job?, name?))
+}
+
+/// Sends SIGTERM to the tasks of the step named `name` of SLURM job `job`
+/// (`scancel --signal=TERM JOB.STEP`, the step found with `squeue --steps`); whether it
+/// was found and signalled.
+async fn signal_step(job: &str, name: &str) -> bool {
+    let limit = Duration::from_secs(10);
+    let listed = tokio::process::Command::new("squeue")
+        .args(["--noheader", "--steps", "--jobs", job, "--format", "%i %j"])
+        .stdin(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    let Ok(Ok(out)) = tokio::time::timeout(limit, listed).await else { return false };
+    let text = String::from_utf8_lossy(&out.stdout);
+    let Some(step) = text.lines().find_map(|l| {
+        let (id, n) = l.trim().split_once(' ')?;
+        (n.trim() == name && id.starts_with(&format!("{job}."))).then(|| id.to_string())
+    }) else {
+        return false;
+    };
+    let sent = tokio::process::Command::new("scancel")
+        .args(["--signal=TERM", &step])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .status();
+    let ok = matches!(tokio::time::timeout(limit, sent).await, Ok(Ok(s)) if s.success());
+    tracing::debug!(%step, ok, "SIGTERM to the tasks of the SLURM step");
+    ok
+}
+
+/// Stops a job as [`terminate`] does; a SLURM step launched with `srun` (`step`: its job
+/// and name, [`srun_step`]) first gets SIGTERM through `scancel --signal=TERM JOB.STEP`, to
+/// its tasks on their nodes, since `srun` answers a SIGTERM of its own with a SIGKILL of
+/// the step ("forcing job termination"): the tasks get their grace period as local ones do,
+/// and `srun` exits when they have. Whatever is left at the end of the grace period (or a
+/// step not found) is stopped by [`terminate`] with what remains of it.
+pub async fn stop_job(
+    child: &mut Reaping,
+    pgid: u32,
+    grace: Duration,
+    mut stop: tokio::sync::watch::Receiver<StopLevel>,
+    step: Option<&(String, String)>,
+) -> std::io::Result<Exited> {
+    let Some((job, name)) = step else { return terminate(child, pgid, grace, stop).await };
+    let deadline = tokio::time::Instant::now() + grace;
+    if signal_step(job, name).await {
+        let waited = tokio::select! {
+            w = tokio::time::timeout_at(deadline, wait(child)) => w.ok(),
+            () = kill_asked(&mut stop) => None,
+        };
+        if let Some(status) = waited {
+            return status;
+        }
+    }
+    let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+    terminate(child, pgid, left, stop).await
+}
+
 /// SIGTERM to the group and every descendant of its leader, wait up to `grace` for `child`
 /// and those descendants to exit, then SIGKILL the group and whatever descendant is left.
 /// `stop` reaching [`KILL`] ends the grace period at once.
@@ -294,6 +374,19 @@ pub fn groups_with_env(key: &str, value: &str) -> Vec<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn srun_steps_are_recognised_by_their_job_and_name() {
+        let argv = |s: &str| s.split(' ').map(String::from).collect::<Vec<_>>();
+        assert_eq!(
+            srun_step(&argv("/usr/bin/srun --jobid=12 --exact --job-name=sim-3 --nodes=1 --ntasks=2 app --job-name=x")),
+            Some(("12".into(), "sim-3".into()))
+        );
+        // The step's own arguments are not srun's.
+        assert_eq!(srun_step(&argv("srun --jobid=12 app --job-name=x")), None);
+        assert_eq!(srun_step(&argv("mpiexec --jobid=12 --job-name=x app")), None);
+        assert_eq!(srun_step(&[]), None);
+    }
 
     fn run(script: &str) -> Exited {
         let tmp = tempfile::tempdir().unwrap();
