@@ -174,6 +174,12 @@ fn corrupt(data: &[u8]) -> (&'static str, Vec<u8>) {
     (ext, bytes)
 }
 
+/// The damaged file an `exchange` input describes, with its extension (`nc` or `h5`): to
+/// hand a reproducer to `twin-kernel` itself (`examples/corrupt.rs`).
+pub fn exchange_file(data: &[u8]) -> (&'static str, Vec<u8>) {
+    corrupt(data)
+}
+
 /// Every reader of the exchange layer the kernels use, on a corrupted exchange file.
 /// Errors must name the file; the first error is returned.
 pub fn exchange(data: &[u8]) -> Result<(), Rejected> {

@@ -17,7 +17,7 @@ use twinflow_engine::expr::{self, Type, Value};
 use twinflow_engine::session::render::{Format, RenderOptions, render};
 use twinflow_engine::{plan, spec, validate};
 
-pub use exchange::exchange;
+pub use exchange::{exchange, exchange_file};
 
 /// Why an input was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
