@@ -4,6 +4,7 @@ mod cache;
 mod checks;
 mod common;
 mod cycling;
+mod damaged_exchange;
 mod detector;
 mod engine_behaviour;
 mod execution;
