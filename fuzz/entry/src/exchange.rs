@@ -250,10 +250,10 @@ fn read_all(path: &Path, ext: &str) -> Result<(), Rejected> {
             note(e.to_string());
         }
     }
-    if ext == "h5" {
-        if let Err(e) = read_h5(&path) {
-            note(exchange_error(&e));
-        }
+    if ext == "h5"
+        && let Err(e) = read_h5(&path)
+    {
+        note(exchange_error(&e));
     }
     first.map_or(Ok(()), Err)
 }

@@ -35,8 +35,11 @@ impl Rejected {
     }
 }
 
+/// An entry point: the fuzzer's bytes in, `Err` for a rejected input.
+pub type Entry = fn(&[u8]) -> Result<(), Rejected>;
+
 /// The fuzz targets, by the name of their corpus directory (`fuzz/corpus/<name>/`).
-pub const TARGETS: &[(&str, fn(&[u8]) -> Result<(), Rejected>)] = &[
+pub const TARGETS: &[(&str, Entry)] = &[
     ("workflow", workflow),
     ("expression", expression),
     ("profile", profile),
