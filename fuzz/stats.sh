@@ -2,7 +2,8 @@
 # One row per target of docs/fuzzing.md's table from the logs of fuzz/run.sh: the last
 # libFuzzer status line (executions, cov, ft, crashes) and the committed corpus.
 cd "$(dirname "$0")/.."
-for log in fuzz/target/logs/*[!n].log; do
+for log in fuzz/target/logs/*.log; do
+    [[ $log == *.cmin.log ]] && continue
     t=$(basename "$log" .log)
     last=$(grep -E '^#[0-9]+: cov:' "$log" | tail -1)
     execs=$(sed -E 's/^#([0-9]+):.*/\1/' <<<"$last")
