@@ -4,6 +4,7 @@ mod cache;
 mod checks;
 mod common;
 mod cycling;
+mod damaged_exchange;
 mod detector;
 mod detector_online;
 mod engine_behaviour;

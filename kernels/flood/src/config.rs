@@ -151,6 +151,11 @@ pub struct RunPlan {
     pub gauges: Vec<(GaugeConfig, (usize, usize))>,
 }
 
+/// Most snapshot or gauge sample times a run may ask for (`output_interval`,
+/// `gauge_interval`): the times are held in memory, and a million snapshots of even a tiny
+/// grid is far more than any output file holds.
+pub const MAX_SAMPLES: u64 = 1_000_000;
+
 impl FloodConfig {
     /// Checks the configuration against the grid, starting at `start_time` (or 0);
     /// reports every problem at once.
@@ -182,6 +187,31 @@ impl FloodConfig {
         }
         if !positive(self.gauge_interval) {
             bad("gauge_interval", format!("must be > 0 s, got {}", self.gauge_interval));
+        }
+        // The sample times are a list in memory: refuse an interval that would make more
+        // of them than any run writes before allocating them.
+        let span = self.end_time - start;
+        if start.is_finite() && span.is_finite() && span > 0.0 {
+            let too_many = |dt: f64| positive(dt) && span / dt > MAX_SAMPLES as f64;
+            if let Some(dt) = self.output_interval.filter(|&dt| too_many(dt)) {
+                bad(
+                    "output_interval",
+                    format!(
+                        "{dt} s gives {:.3e} snapshots over {span} s; at most {MAX_SAMPLES} are allowed",
+                        span / dt
+                    ),
+                );
+            }
+            if !self.gauges.is_empty() && too_many(self.gauge_interval) {
+                let dt = self.gauge_interval;
+                bad(
+                    "gauge_interval",
+                    format!(
+                        "{dt} s gives {:.3e} gauge samples over {span} s; at most {MAX_SAMPLES} are allowed",
+                        span / dt
+                    ),
+                );
+            }
         }
         if !(self.manning_n.is_finite() && self.manning_n >= 0.0) {
             bad("manning_n", format!("must be >= 0, got {}", self.manning_n));
@@ -297,6 +327,25 @@ mod tests {
 
     fn grid() -> Grid {
         Grid { nx: 10, ny: 8, dx: 5.0, dy: 5.0, x0: 2.5, y0: 2.5 }
+    }
+
+    #[test]
+    fn an_interval_giving_more_samples_than_allowed_is_refused_before_allocating() {
+        // Found by the flood_config fuzz target: 10^15 snapshot times aborted the process.
+        let cfg: FloodConfig =
+            serde_json::from_str(r#"{"end_time": 1e12, "output_interval": 0.001, "gauges": [{"name": "g", "x": 7, "y": 7}], "gauge_interval": 1e-6}"#)
+                .unwrap();
+        let issues = cfg.validate(&grid()).unwrap_err();
+        let fields: Vec<&str> = issues.iter().map(|i| i.field.as_str()).collect();
+        assert_eq!(fields, ["output_interval", "gauge_interval"]);
+        assert!(
+            issues[0].message.contains("1.000e15 snapshots") && issues[0].message.contains("at most 1000000"),
+            "{}",
+            issues[0].message
+        );
+        // Exactly at the limit is allowed.
+        let cfg: FloodConfig = serde_json::from_str(r#"{"end_time": 1000000, "output_interval": 1}"#).unwrap();
+        assert_eq!(cfg.validate(&grid()).unwrap().snapshot_times.len(), 1_000_001);
     }
 
     #[test]

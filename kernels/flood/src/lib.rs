@@ -70,7 +70,7 @@ mod kernel;
 mod run;
 mod solver;
 
-pub use config::{ConfigIssue, FloodConfig, GaugeConfig, InflowConfig, InitialConfig, RunPlan};
+pub use config::{ConfigIssue, FloodConfig, GaugeConfig, InflowConfig, InitialConfig, MAX_SAMPLES, RunPlan};
 pub use hydrograph::{Hydrograph, HydrographError};
 pub use kernel::Simd;
 pub use run::{FloodError, KERNEL_NAME, MemberParameters, RunPaths, RunSummary, run_flood};

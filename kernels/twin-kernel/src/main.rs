@@ -3,12 +3,10 @@
 //! `main` only parses the arguments, sets up logging and the communicator, and maps the
 //! outcome of [`cli::run`] to an exit code ([`cli::exit_code`]).
 
-mod cli;
-
-use clap::Parser;
+use twinflow_kernels::cli;
 
 fn main() -> std::process::ExitCode {
-    let args = match cli::Cli::try_parse() {
+    let args = match twinflow_kernels::parse_args(std::env::args_os()) {
         Ok(args) => args,
         Err(err) => {
             // `--help` and `--version` are "errors" that print to stdout and succeed.

@@ -14,8 +14,8 @@ mod twin;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
-pub use args::Cli;
-use args::{Command, FloodArgs, TerrainArgs};
+use args::TerrainArgs;
+pub use args::{Cli, Command, FloodArgs};
 pub use error::KernelError;
 use error::TerrainRequest;
 use twinflow_comm::{Communicator, SingleProcess};

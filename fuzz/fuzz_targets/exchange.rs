@@ -1,0 +1,8 @@
+#![no_main]
+//! `twinflow_fuzz_entry::exchange`: never a panic, and every rejection clean.
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    if let Err(r) = twinflow_fuzz_entry::exchange(data) {
+        assert!(r.clean, "unclean rejection: {}", r.message);
+    }
+});
