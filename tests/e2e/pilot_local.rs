@@ -263,38 +263,33 @@ fn pilot_plan_in_allocation_mode_shows_what_the_workers_run() {
 fn pilot_profile_errors_name_the_file_line_and_field() {
     let d = scratch("pilot-local/bad-profile");
     let wf = write(&d, "mpi.yaml", TWO_RANKS);
+    // `twinflow run` with `backend` args and the profile: refused with exit 2, its stderr.
+    let refused = |backend: &[&str], profile: &Path| {
+        let out = twinflow()
+            .current_dir(&d)
+            .args(["run", wf.to_str().unwrap()])
+            .args(backend)
+            .arg("--profile")
+            .arg(profile)
+            .env("TWINFLOW_SLURM_CALL_LOG", d.join("calls.log"))
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{}", show(&out));
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
     let bad = write(&d, "bad.yaml", "name: bad\npilot:\n  launch: local\n  heartbeat: 0.5\n  workers: 0\n");
-    let out = twinflow()
-        .current_dir(&d)
-        .args(["run", wf.to_str().unwrap(), "--backend", "local", "--profile", bad.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = refused(&["--backend", "local"], &bad);
     assert!(err.contains(&bad.display().to_string()), "{err}");
     assert!(err.contains("line 4: `pilot.heartbeat`: must be at least 1s"), "{err}");
     assert!(err.contains("line 5: `pilot.workers`: must be between 1 and 1024, got 0"), "{err}");
     // A value of the wrong kind: the parser's place.
     let bad = write(&d, "bad2.yaml", "name: bad\npilot:\n  mpi_launcher: ssh\n");
-    let out = twinflow()
-        .current_dir(&d)
-        .args(["run", wf.to_str().unwrap(), "--backend", "local", "--profile", bad.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = refused(&["--backend", "local"], &bad);
     assert!(err.contains("bad2.yaml") && err.contains("line 3") && err.contains("ssh"), "{err}");
     // `launch: local` is not for allocation mode.
     let local = local_pilot(&d, "30s", "");
-    let out = twinflow()
-        .current_dir(&d)
-        .args(["run", wf.to_str().unwrap(), "--backend", "slurm", "--allocation", "--profile"])
-        .arg(&local)
-        .env("TWINFLOW_SLURM_CALL_LOG", d.join("calls.log"))
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2), "{}", show(&out));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("`pilot.launch: local` starts the workers on this machine"));
+    let err = refused(&["--backend", "slurm", "--allocation"], &local);
+    assert!(err.contains("`pilot.launch: local` starts the workers on this machine"), "{err}");
     assert!(!d.join("calls.log").exists(), "SLURM was asked for an allocation");
 }
 
