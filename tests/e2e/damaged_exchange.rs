@@ -1,7 +1,8 @@
 //! Damaged exchange files that crash, panic or hang below twinflow inside `twin-kernel`
 //! (the HDF5 C library, the `netcdf` crate; found by the `exchange` fuzz target, kept in
-//! `fuzz/known-crashes/exchange/`): the step fails as a process, the engine says how, and a
-//! hang ends at the step's timeout.
+//! `fuzz/known-crashes/exchange/`): the step fails as a process, the engine says how; a
+//! panic of the crate is an error naming the file, and a hang ends at the kernel's own I/O
+//! deadline (`TWIN_KERNEL_IO_TIMEOUT`) when the step has no timeout.
 
 use std::path::{Path, PathBuf};
 
@@ -36,6 +37,9 @@ steps:
   hang:
     timeout: 5s
     run: ["{k}", stage, checksum, "{hang}"]
+  hang-without-timeout:
+    env: {{ TWIN_KERNEL_IO_TIMEOUT: "3" }}
+    run: ["{k}", stage, checksum, "{hang}"]
 "#
         ),
     );
@@ -55,8 +59,20 @@ steps:
     let m = message("segv");
     assert!(m.starts_with("killed by signal 11: SIGSEGV (segmentation fault)"), "{m}");
     let m = message("panic");
-    assert!(m.starts_with("exit code 101"), "{m}");
-    assert!(m.contains("panicked at") && m.contains("netcdf"), "the panic message is shown: {m}");
+    assert!(m.starts_with("exit code 3"), "the kernel's exit code for a bad input: {m}");
+    assert!(!m.contains("panicked"), "the crate's panic is caught: {m}");
+    assert!(
+        m.contains("netcdf-crate-panic-file-attributes-unwrap.nc") && m.contains("probably damaged"),
+        "the message names the file: {m}"
+    );
     let m = message("hang");
     assert!(m.starts_with("timed out"), "{m}");
+    let m = message("hang-without-timeout");
+    assert!(m.starts_with("killed by signal 6: SIGABRT"), "{m}");
+    assert!(
+        m.contains("hdf5-hang-global-heap-vlen-attribute.h5")
+            && m.contains("has not returned")
+            && m.contains("after 3 s"),
+        "the kernel's watchdog names the file: {m}"
+    );
 }

@@ -303,20 +303,20 @@ impl Provenance {
 
 /// Reads a whole file (format from the extension: `.h5`/`.hdf5`/`.he5` → HDF5).
 pub fn read_dataset(path: &Path) -> Result<Dataset, ExchangeError> {
-    let ds = match Format::from_path(path) {
-        Format::Netcdf => nc::read(path, true)?,
-        Format::Hdf5 => h5::read(path, true)?,
-    };
+    let ds = crate::guard::guarded(path, "reading the file", || match Format::from_path(path) {
+        Format::Netcdf => nc::read(path, true),
+        Format::Hdf5 => h5::read(path, true),
+    })?;
     ds.check(path)?;
     Ok(ds)
 }
 
 /// Reads the dimensions, variables (without values) and attributes of a file.
 pub fn read_header(path: &Path) -> Result<Dataset, ExchangeError> {
-    match Format::from_path(path) {
+    crate::guard::guarded(path, "reading the header", || match Format::from_path(path) {
         Format::Netcdf => nc::read(path, false),
         Format::Hdf5 => h5::read(path, false),
-    }
+    })
 }
 
 /// Writes a whole file under `path.partial`, then renames it into place.

@@ -66,6 +66,20 @@ pub enum ExchangeError {
         /// The machine's memory, bytes.
         memory: u64,
     },
+    /// The HDF5 or netCDF library (or the `netcdf` crate, which panics on some library
+    /// errors) failed on a damaged file in a way it does not report as an error; see
+    /// `guard`.
+    #[error(
+        "`{path}` is probably damaged: the file libraries failed while {action}: {message}; hint: check it with `ncdump -h` or `h5dump -H`"
+    )]
+    Library {
+        /// File concerned.
+        path: PathBuf,
+        /// What was being done.
+        action: String,
+        /// What the library (or crate) said.
+        message: String,
+    },
     /// The file's layout does not match what twinflow expects.
     #[error("`{path}`: {reason}")]
     Layout {
@@ -84,14 +98,18 @@ impl ExchangeError {
             Self::Netcdf { source, .. } => source.to_string(),
             Self::Hdf5 { source, .. } => source.to_string(),
             Self::Io { source, .. } => source.to_string(),
+            Self::Library { message, .. } => message.clone(),
             Self::MissingVariable { .. } | Self::Layout { .. } | Self::TooLarge { .. } => self.to_string(),
         }
     }
 
-    /// Whether the error is the caller's input (a missing variable, an unusable layout)
-    /// rather than a failure to read or write.
+    /// Whether the error is the caller's input (a missing variable, an unusable layout, a
+    /// damaged file) rather than a failure to read or write.
     pub fn is_invalid_input(&self) -> bool {
-        matches!(self, Self::MissingVariable { .. } | Self::Layout { .. } | Self::TooLarge { .. })
+        matches!(
+            self,
+            Self::MissingVariable { .. } | Self::Layout { .. } | Self::TooLarge { .. } | Self::Library { .. }
+        )
     }
 
     /// The exit code of `twin-kernel` for this error: [`INVALID_INPUT`] for the user's

@@ -14,6 +14,7 @@ use ndarray::{ArrayView, Dimension};
 
 use crate::dataset::Attr;
 use crate::error::Context;
+use crate::guard::guarded;
 use crate::{ExchangeError, h5attr};
 
 mod sealed {
@@ -96,7 +97,7 @@ impl H5File {
 
     /// Opens `path` read-only.
     pub fn open(path: &Path) -> Result<Self, ExchangeError> {
-        let file = hdf5::File::open(path).ctx(path, "opening the file")?;
+        let file = guarded(path, "opening the file", || hdf5::File::open(path).ctx(path, "opening the file"))?;
         Ok(Self { file, path: path.to_path_buf() })
     }
 
@@ -156,12 +157,13 @@ impl H5Group {
 
     /// Names of the members (groups and datasets), sorted.
     pub fn member_names(&self) -> Result<Vec<String>, ExchangeError> {
-        self.group.member_names().ctx(&self.path, "listing members")
+        guarded(&self.path, "listing members", || self.group.member_names().ctx(&self.path, "listing members"))
     }
 
     /// Opens the dataset `name` (a path such as `truth/energy` works too).
     pub fn dataset(&self, name: &str) -> Result<H5Dataset, ExchangeError> {
-        let ds = self.group.dataset(name).ctx(&self.path, format!("opening `{name}`"))?;
+        let action = format!("opening `{name}`");
+        let ds = guarded(&self.path, &action, || self.group.dataset(name).ctx(&self.path, &action))?;
         Ok(H5Dataset { ds, path: self.path.clone() })
     }
 
@@ -218,8 +220,10 @@ impl H5Group {
     /// Reads attribute `name`; `Ok(None)` when the group has no such attribute, an error
     /// when it has one of a type the kernels do not use (compounds, references).
     pub fn attr(&self, name: &str) -> Result<Option<Attr>, ExchangeError> {
-        let Ok(a) = self.group.attr(name) else { return Ok(None) };
-        read_attr(&a, &self.path, name).map(Some)
+        guarded(&self.path, &format!("reading attribute `{name}`"), || {
+            let Ok(a) = self.group.attr(name) else { return Ok(None) };
+            read_attr(&a, &self.path, name).map(Some)
+        })
     }
 
     /// The file this group belongs to.
@@ -270,6 +274,10 @@ impl H5Dataset {
 
     /// Shape, chunking, element type and filters.
     pub fn info(&self) -> Result<H5DatasetInfo, ExchangeError> {
+        guarded(&self.path, &format!("reading `{}`", self.name()), || self.info_unguarded())
+    }
+
+    fn info_unguarded(&self) -> Result<H5DatasetInfo, ExchangeError> {
         let descriptor =
             self.ds.dtype().and_then(|t| t.to_descriptor()).ctx(&self.path, format!("reading `{}`", self.name()))?;
         let element = match descriptor {
@@ -294,7 +302,8 @@ impl H5Dataset {
 
     /// Reads every value, row-major, converted to `T` by the library.
     pub fn read_raw<T: H5Element>(&self) -> Result<Vec<T>, ExchangeError> {
-        self.ds.read_raw::<T>().ctx(&self.path, format!("reading `{}`", self.name()))
+        let action = format!("reading `{}`", self.name());
+        guarded(&self.path, &action, || self.ds.read_raw::<T>().ctx(&self.path, &action))
     }
 
     /// Writes `data` over the whole dataset.
@@ -327,8 +336,10 @@ impl H5Dataset {
 
     /// Reads attribute `name` of the dataset (see [`H5Group::attr`]).
     pub fn attr(&self, name: &str) -> Result<Option<Attr>, ExchangeError> {
-        let Ok(a) = self.ds.attr(name) else { return Ok(None) };
-        read_attr(&a, &self.path, name).map(Some)
+        guarded(&self.path, &format!("reading attribute `{name}`"), || {
+            let Ok(a) = self.ds.attr(name) else { return Ok(None) };
+            read_attr(&a, &self.path, name).map(Some)
+        })
     }
 }
 

@@ -25,6 +25,7 @@ mod dataset;
 mod dataset_h5;
 mod dataset_nc;
 mod error;
+pub mod guard;
 mod h5;
 mod h5attr;
 mod h5ds;

@@ -58,6 +58,16 @@ pub fn read_grid_record_rows(
     which: Record,
     select: impl FnOnce(usize) -> Range<usize>,
 ) -> Result<GridData, ExchangeError> {
+    crate::guard::guarded(path, "reading the grid", || read_grid_unguarded(path, required, optional, which, select))
+}
+
+fn read_grid_unguarded(
+    path: &Path,
+    required: &[&str],
+    optional: &[&str],
+    which: Record,
+    select: impl FnOnce(usize) -> Range<usize>,
+) -> Result<GridData, ExchangeError> {
     let file = match Format::from_path(path) {
         Format::Netcdf => Source::Netcdf(netcdf::open(path).ctx(path, "opening the file")?),
         Format::Hdf5 => Source::Hdf5(hdf5::File::open(path).ctx(path, "opening the file")?),

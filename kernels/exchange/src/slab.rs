@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use twinflow_contract::cf;
 
 use crate::error::Context;
+use crate::guard::{guarded, guarded_or};
 use crate::{ExchangeError, Format};
 
 /// A file of named N-D arrays, open for reading.
@@ -41,10 +42,12 @@ impl ArrayFile {
     /// Opens `path` (format from the extension: `.h5`/`.hdf5`/`.he5` → HDF5, else
     /// NetCDF); a library failure is [`ExchangeError::Hdf5`] or [`ExchangeError::Netcdf`].
     pub fn open(path: &Path) -> Result<Self, ExchangeError> {
-        let inner = match Format::from_path(path) {
-            Format::Hdf5 => Inner::Hdf5(hdf5::File::open(path).ctx(path, "opening the file")?),
-            Format::Netcdf => Inner::Netcdf(netcdf::open(path).ctx(path, "opening the file")?),
-        };
+        let inner = guarded(path, "opening the file", || {
+            Ok(match Format::from_path(path) {
+                Format::Hdf5 => Inner::Hdf5(hdf5::File::open(path).ctx(path, "opening the file")?),
+                Format::Netcdf => Inner::Netcdf(netcdf::open(path).ctx(path, "opening the file")?),
+            })
+        })?;
         Ok(Self { path: path.to_path_buf(), inner })
     }
 
@@ -63,15 +66,19 @@ impl ArrayFile {
 
     /// Whether an array `name` exists (an HDF5 group of that name is not one).
     pub fn contains(&self, name: &str) -> bool {
-        match &self.inner {
+        guarded_or(&self.path, &format!("looking for `{name}`"), false, || match &self.inner {
             _ if !valid_name(name) => false,
             Inner::Hdf5(f) => f.link_exists(name) && f.dataset(name).is_ok(),
             Inner::Netcdf(f) => nc_variable(f, name).is_some(),
-        }
+        })
     }
 
     /// A numeric scalar attribute of the root group (HDF5) or the file (NetCDF).
     pub fn root_attr_f64(&self, name: &str) -> Option<f64> {
+        guarded_or(&self.path, &format!("reading the attribute `{name}`"), None, || self.root_attr_f64_unguarded(name))
+    }
+
+    fn root_attr_f64_unguarded(&self, name: &str) -> Option<f64> {
         match &self.inner {
             Inner::Hdf5(f) => f.attr(name).ok()?.read_scalar::<f64>().ok(),
             Inner::Netcdf(f) => {
@@ -90,6 +97,10 @@ impl ArrayFile {
     /// Names of the arrays (HDF5: datasets of every group, about 200 at most; NetCDF:
     /// root variables, then `group/name` of the first-level groups), for hints.
     pub fn names(&self) -> Vec<String> {
+        guarded_or(&self.path, "listing the variables", Vec::new(), || self.names_unguarded())
+    }
+
+    fn names_unguarded(&self) -> Vec<String> {
         let mut names = Vec::new();
         match &self.inner {
             Inner::Hdf5(f) => hdf5_names(f, &mut names),
@@ -108,6 +119,10 @@ impl ArrayFile {
     /// The shape of array `name` from the metadata alone; `Ok(None)` when there is no such
     /// name, [`ExchangeError::Layout`] when the name is an HDF5 group.
     pub fn shape(&self, name: &str) -> Result<Option<Vec<usize>>, ExchangeError> {
+        guarded(&self.path, &format!("reading the shape of `{name}`"), || self.shape_unguarded(name))
+    }
+
+    fn shape_unguarded(&self, name: &str) -> Result<Option<Vec<usize>>, ExchangeError> {
         if !valid_name(name) {
             return Ok(None);
         }
@@ -143,6 +158,10 @@ impl ArrayFile {
 
     /// The whole array, or the rows of a slab `(ndim, rows)`.
     fn read(&self, name: &str, slab: Option<(usize, Range<usize>)>) -> Result<Vec<f64>, ExchangeError> {
+        guarded(&self.path, &format!("reading `{name}`"), || self.read_unguarded(name, slab))
+    }
+
+    fn read_unguarded(&self, name: &str, slab: Option<(usize, Range<usize>)>) -> Result<Vec<f64>, ExchangeError> {
         let action = || format!("reading `{name}`");
         if let Some(shape) = self.shape(name)? {
             let rest: u128 = shape.iter().skip(1).map(|d| *d as u128).product();

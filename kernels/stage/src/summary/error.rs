@@ -47,7 +47,7 @@ impl SummaryError {
     /// Whether the error is the user's input (exit code 3) rather than a failure.
     pub fn is_invalid_input(&self) -> bool {
         match self {
-            Self::Exchange(e) => matches!(e, ExchangeError::MissingVariable { .. } | ExchangeError::Layout { .. }),
+            Self::Exchange(e) => e.is_invalid_input(),
             Self::Input { .. } | Self::Request(_) => true,
             Self::Png { .. } | Self::Io { .. } => false,
         }
