@@ -46,7 +46,8 @@ fn make_bases(dir: &Path) -> Result<Vec<(&'static str, Vec<u8>)>, exchange::Exch
     let mut out = Vec::new();
     for (ext, format) in [("nc", Format::Netcdf), ("h5", Format::Hdf5)] {
         let path = dir.join(format!("grid.{ext}"));
-        let compression = Compression { deflate_level: Some(1), shuffle: true, chunk: Some([2, 2]) };
+        let compression =
+            Compression { deflate_level: Some(1), shuffle: true, chunk: Some([2, 2]), scale_offset: false };
         let mut w = exchange::create_grid_writer(&path, format, &coords, &provenance, &compression)?;
         w.write_static(&VarSpec::new("bed_elevation", "bed", "m"), bed.view())?;
         w.write_static(&VarSpec::new("depth", "depth", "m"), depth.view())?;
@@ -125,8 +126,11 @@ fn make_bases(dir: &Path) -> Result<Vec<(&'static str, Vec<u8>)>, exchange::Exch
         attrs: vec![("model_time".into(), Attr::Str("soon".into()))],
     };
     let path = dir.join("wrong.nc");
-    let written =
-        exchange::write_dataset(&path, &wrong, &Compression { deflate_level: None, shuffle: false, chunk: None })?;
+    let written = exchange::write_dataset(
+        &path,
+        &wrong,
+        &Compression { deflate_level: None, shuffle: false, chunk: None, scale_offset: false },
+    )?;
     out.push(("nc", std::fs::read(&written).expect("the base file just written")));
     Ok(out)
 }

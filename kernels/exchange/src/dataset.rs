@@ -345,6 +345,7 @@ impl DatasetWriter {
     /// Defines the dimensions, variables and attributes of `header` (values are ignored)
     /// in `path.partial`; the format follows the extension of `path`.
     pub fn create(path: &Path, header: &Dataset, compression: &Compression) -> Result<Self, ExchangeError> {
+        compression.check(Format::from_path(path), path)?;
         Ok(Self(match Format::from_path(path) {
             Format::Netcdf => WriterImpl::Netcdf(nc::Writer::create(path, header, compression)?),
             Format::Hdf5 => WriterImpl::Hdf5(h5::Writer::create(path, header, compression)?),

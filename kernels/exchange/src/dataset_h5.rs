@@ -14,6 +14,7 @@ use super::dataset::{Attr, DIMENSION_NAMES_ATTR, DType, Dataset, Dim, Values, Va
 use super::error::Context;
 use super::h5attr::{vlen, write_attr};
 use super::h5ds::{ScaleDim, attach_dimension_scales, is_bare_dimension};
+use super::meta::ValueKind;
 use super::{Compression, ExchangeError, PartialFile};
 
 /// Attributes HDF5 and NetCDF-4 use for their own bookkeeping (dimension scales); they are
@@ -191,13 +192,12 @@ fn define<V: H5Type>(
     let chunked = !shape.is_empty() && (shape.len() >= 2 || resizable.iter().any(|&r| r));
     if chunked {
         let chunk = chunk_shape(&shape);
-        b = b.chunk(chunk);
-        if let Some(level) = compression.deflate_level.filter(|_| var.dtype != DType::Str) {
-            if compression.shuffle {
-                b = b.shuffle();
-            }
-            b = b.deflate(level.min(9));
-        }
+        let kind = match var.dtype {
+            DType::I32 | DType::I64 => ValueKind::Integer,
+            DType::F32 | DType::F64 => ValueKind::Float,
+            DType::Str => ValueKind::Text,
+        };
+        b = compression.apply_h5(b.chunk(chunk), kind);
     }
     if let Some(fill) = fill {
         b = b.fill_value(fill);
@@ -212,6 +212,7 @@ fn define<V: H5Type>(
 
 impl Writer {
     pub(super) fn create(path: &Path, header: &Dataset, compression: &Compression) -> Result<Self, ExchangeError> {
+        compression.check(crate::Format::Hdf5, path)?;
         let partial = PartialFile::new(path)?;
         let p = partial.partial_path().to_path_buf();
         let file = hdf5::File::create(&p).ctx(&p, "creating the file")?;

@@ -78,6 +78,8 @@ pub struct H5DatasetInfo {
     pub deflate: bool,
     /// Whether the byte-shuffle filter is applied.
     pub shuffle: bool,
+    /// Whether the scale-offset filter is applied.
+    pub scale_offset: bool,
 }
 
 /// An HDF5 file open for reading or writing.
@@ -297,6 +299,7 @@ impl H5Dataset {
             element,
             deflate: filters.iter().any(|f| matches!(f, hdf5::filters::Filter::Deflate(_))),
             shuffle: filters.iter().any(|f| matches!(f, hdf5::filters::Filter::Shuffle)),
+            scale_offset: filters.iter().any(|f| matches!(f, hdf5::filters::Filter::ScaleOffset(_))),
         })
     }
 

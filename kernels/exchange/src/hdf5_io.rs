@@ -122,15 +122,8 @@ impl Hdf5GridWriter {
     }
 
     fn builder(&self) -> hdf5::DatasetBuilderEmpty {
-        let mut b = self.file().new_dataset::<f64>();
-        b = b.fill_value(cf::FILL_F64);
-        if let Some(level) = self.compression.deflate_level {
-            if self.compression.shuffle {
-                b = b.shuffle();
-            }
-            b = b.deflate(level.min(9));
-        }
-        b
+        let b = self.file().new_dataset::<f64>().fill_value(cf::FILL_F64);
+        self.compression.apply_h5(b, crate::meta::ValueKind::Float)
     }
 }
 

@@ -99,6 +99,7 @@ pub fn create_grid_writer(
     provenance: &Provenance,
     compression: &Compression,
 ) -> Result<Box<dyn GridWriter>, ExchangeError> {
+    compression.check(format, path)?;
     Ok(match format {
         Format::Netcdf => Box::new(netcdf_io::NetcdfGridWriter::create(path, coords, provenance, compression)?),
         Format::Hdf5 => Box::new(hdf5_io::Hdf5GridWriter::create(path, coords, provenance, compression)?),
@@ -184,6 +185,41 @@ mod tests {
         assert_eq!(attr("twinflow_provenance"), netcdf::AttributeValue::Str("urn:twinflow:run:run-1".into()));
         assert_eq!(attr("Conventions"), netcdf::AttributeValue::Str("CF-1.10".into()));
         assert_eq!(attr("mpi_ranks"), netcdf::AttributeValue::Int(2));
+    }
+
+    #[test]
+    fn scale_offset_packs_the_integers_of_hdf5_files_exactly_and_netcdf_refuses_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let ints: Vec<f64> = (0..3000).map(|k| f64::from((k * 37) % 4096)).chain([-9999.0]).collect();
+        let floats: Vec<f64> = (0..3001).map(|k| 0.1 * f64::from(k)).collect();
+        let data = Dataset {
+            dims: vec![Dim { name: "record".into(), len: 3001, unlimited: true }],
+            variables: vec![
+                Variable {
+                    name: "adc".into(),
+                    dims: vec!["record".into()],
+                    dtype: DType::I32,
+                    attrs: vec![("_FillValue".into(), Attr::I32(vec![-9999]))],
+                    values: Values::Num(ints.clone()),
+                },
+                Variable::f64("level", &["record"], "water level", "m", floats.clone()),
+            ],
+            attrs: vec![],
+        };
+        let compression = Compression { deflate_level: Some(1), scale_offset: true, ..Compression::default() };
+        let path = write_dataset(&dir.path().join("w.h5"), &data, &compression).unwrap();
+        let back = read_dataset(&path).unwrap();
+        assert_eq!(back.variable("adc").unwrap().num().unwrap(), ints.as_slice());
+        assert_eq!(back.variable("level").unwrap().num().unwrap(), floats.as_slice());
+        let root = H5File::open(&path).unwrap().root().unwrap();
+        let adc = root.dataset("adc").unwrap().info().unwrap();
+        assert!(adc.scale_offset && !adc.deflate, "{adc:?}");
+        let level = root.dataset("level").unwrap().info().unwrap();
+        assert!(!level.scale_offset && level.deflate, "floats keep deflate: {level:?}");
+
+        let err = write_dataset(&dir.path().join("w.nc"), &data, &compression).unwrap_err();
+        assert!(err.to_string().contains("w.nc") && err.to_string().contains("HDF5 files only"), "{err}");
+        assert!(!dir.path().join("w.nc").exists() && !dir.path().join("w.nc.partial").exists());
     }
 
     #[test]

@@ -21,7 +21,9 @@
 //! `TWINFLOW_MQTT_BROKER=HOST:PORT`.
 //!
 //! `cargo bench -p twinflow-kernels --bench ingest [-- SIZE_KIB... [--total MIB] [--deflate N]]`
-//! (default: 1, 16 and 64 KiB records, 512 MiB of payload per run, deflate 1).
+//! (default: 1, 16 and 64 KiB records, 512 MiB of payload per run, deflate 1). Each size
+//! is ingested with deflate N (NetCDF windows), scale-offset (`--format hdf5 --scale-offset`) and without
+//! compression, then killed and restarted with deflate N and with scale-offset.
 #![allow(clippy::print_stdout)] // a benchmark harness reports on stdout
 
 use std::collections::HashMap;
@@ -240,11 +242,38 @@ fn schema_text(samples: usize) -> String {
     )
 }
 
+/// How the window files are compressed.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Codec {
+    /// NetCDF windows (the default format), deflate at this level (0: none).
+    Deflate(u8),
+    /// HDF5 windows, scale-offset for the integer columns (deflate 1 for the others).
+    ScaleOffset,
+}
+
+impl Codec {
+    fn args(self) -> Vec<String> {
+        match self {
+            Self::Deflate(level) => vec!["--deflate".into(), level.to_string()],
+            Self::ScaleOffset => ["--format", "hdf5", "--scale-offset"].map(String::from).to_vec(),
+        }
+    }
+}
+
+impl std::fmt::Display for Codec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Deflate(level) => write!(f, "deflate {level}"),
+            Self::ScaleOffset => write!(f, "scale-offset (HDF5)"),
+        }
+    }
+}
+
 struct IngestRun {
     dir: PathBuf,
     topic: String,
     client_id: String,
-    deflate: u8,
+    codec: Codec,
 }
 
 impl IngestRun {
@@ -255,7 +284,8 @@ impl IngestRun {
             .args(["--schema", "schema.yaml", "--out-dir", "out", "--client-id", &self.client_id])
             // Sealed by size (64 MiB) in the stream; the last window 1 s after its first
             // record instead of the default 10 s, which would dominate a short run.
-            .args(["--deflate", &self.deflate.to_string(), "--window", "1s"])
+            .args(self.codec.args())
+            .args(["--window", "1s"])
             .current_dir(&self.dir)
             .env("TWINFLOW_LOG", "info")
             .stdout(Stdio::null())
@@ -308,7 +338,7 @@ fn audit(out: &Path, payloads: usize) -> (usize, usize) {
     for e in std::fs::read_dir(out).unwrap() {
         let p = e.unwrap().path();
         let name = p.file_name().unwrap().to_string_lossy().to_string();
-        if name.starts_with("window-") && name.ends_with(".nc") {
+        if name.starts_with("window-") && (name.ends_with(".nc") || name.ends_with(".h5")) {
             for t in ArrayFile::open(&p).unwrap().read_all("time").unwrap() {
                 *seen.entry(((t - 1_733_400_000.0) * 1e4).round() as u64).or_default() += 1;
             }
@@ -324,13 +354,13 @@ fn ingest(
     port: u16,
     payloads: &[Vec<u8>],
     samples: usize,
-    deflate: u8,
+    codec: Codec,
     kill_at: Option<f64>,
 ) -> (Figure, f64, (usize, usize), u64) {
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("bench-ingest").join(unique("run"));
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("schema.yaml"), schema_text(samples)).unwrap();
-    let run = IngestRun { dir: dir.clone(), topic: unique("bench/ingest"), client_id: unique("bench-ingest"), deflate };
+    let run = IngestRun { dir: dir.clone(), topic: unique("bench/ingest"), client_id: unique("bench-ingest"), codec };
     let (mut child, log0) = run.start(host, port, "run-0.log");
     wait_log(&log0, "subscribed");
     let n = payloads.len();
@@ -443,26 +473,28 @@ fn main() {
             ceiling,
             100.0 * ceiling / base.mb_s()
         );
-        for level in [deflate, 0] {
-            let (fig, rss, (lost, dup), _) = ingest(&host, port, &data, samples, level, None);
+        let mut codecs = vec![Codec::Deflate(deflate), Codec::ScaleOffset, Codec::Deflate(0)];
+        codecs.dedup();
+        for &codec in &codecs {
+            let (fig, rss, (lost, dup), _) = ingest(&host, port, &data, samples, codec, None);
             println!(
-                "  twin-kernel ingest, deflate {level}           {:8.1} MB/s {:9.0} records/s  {:5.1} % of baseline, peak RSS {:.0} MiB, lost {lost}, duplicated {dup}; {}",
+                "  twin-kernel ingest, {:<18}{:8.1} MB/s {:9.0} records/s  {:5.1} % of baseline, peak RSS {:.0} MiB, lost {lost}, duplicated {dup}; {}",
+                codec.to_string(),
                 fig.mb_s(),
                 fig.rec_s(),
                 100.0 * fig.mb_s() / base.mb_s(),
                 rss,
                 fig.cpu.per_gb(bytes)
             );
-            if deflate == 0 {
-                break;
-            }
         }
-        let (fig, rss, (lost, dup), dropped) = ingest(&host, port, &data, samples, deflate, Some(0.4));
-        println!(
-            "  ingest, kill -9 at 40 % and restart   {:8.1} MB/s {:9.0} records/s  lost {lost}, duplicated {dup} ({dropped} redeliveries dropped), peak RSS {:.0} MiB",
-            fig.mb_s(),
-            fig.rec_s(),
-            rss
-        );
+        for codec in [Codec::Deflate(deflate), Codec::ScaleOffset] {
+            let (fig, rss, (lost, dup), dropped) = ingest(&host, port, &data, samples, codec, Some(0.4));
+            println!(
+                "  ingest ({codec}), kill -9 at 40 % and restart {:8.1} MB/s {:9.0} records/s  lost {lost}, duplicated {dup} ({dropped} redeliveries dropped), peak RSS {:.0} MiB",
+                fig.mb_s(),
+                fig.rec_s(),
+                rss
+            );
+        }
     }
 }

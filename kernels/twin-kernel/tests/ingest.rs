@@ -476,6 +476,80 @@ fn hdf5_windows_are_read_by_h5dump() {
     }
 }
 
+/// `--scale-offset`: the integer columns of HDF5 windows packed by HDF5's scale-offset
+/// filter (floats still deflated) come back exactly, through our reader, `h5dump` and
+/// `ncdump`; and the NetCDF format refuses it before connecting.
+#[test]
+fn scale_offset_windows_keep_integers_exactly_and_are_read_by_h5dump_and_ncdump() {
+    let addr = broker();
+    let dir = scratch("scale-offset");
+    std::fs::write(dir.join("schema.yaml"), SCHEMA).unwrap();
+    let topic = unique("t/so");
+    let args = |extra: &[&str]| -> Vec<String> {
+        let mut a: Vec<String> = ["--broker", &addr, "--topic", &topic, "--schema", "schema.yaml", "--out-dir", "out"]
+            .map(String::from)
+            .to_vec();
+        a.extend(extra.iter().map(|s| s.to_string()));
+        a
+    };
+    let refused = Command::new(BIN).arg("ingest").args(args(&["--scale-offset"])).current_dir(&dir).output().unwrap();
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(3), "{stderr}");
+    assert!(
+        stderr.contains("scale-offset") && stderr.contains("HDF5 files only") && stderr.contains("out"),
+        "{stderr}"
+    );
+
+    let args = args(&["--format", "hdf5", "--scale-offset", "--until-idle", "1s"]);
+    let mut ingest = Ingest::start(&dir, &args.iter().map(String::as_str).collect::<Vec<_>>(), "ingest.log");
+    ingest.wait_for("subscribed");
+    // ADC values over the whole 12-bit range, and a battery reading missing (fill value)
+    // in every other record.
+    let adc = |k: i32| [k * 200, 4095 - k * 150, (k * 37) % 4096, 2048];
+    let payloads = (0..20)
+        .map(|k| {
+            let mut r = serde_json::json!({"sensor": "g1", "time": f64::from(k) + 0.5, "level": 0.25 * f64::from(k), "adc": adc(k)});
+            if k % 2 == 0 {
+                r["battery"] = serde_json::json!(3.5);
+            }
+            r.to_string().into_bytes()
+        })
+        .collect();
+    publish(&addr, &topic, payloads);
+    let (status, log) = ingest.wait(Duration::from_secs(60));
+    assert!(status.success(), "{log}");
+    let files = windows(&dir.join("out"), ".h5");
+    assert_eq!(files.len(), 1, "{log}");
+    let expected: Vec<f64> = (0..20).flat_map(adc).map(f64::from).collect();
+    let ds = read_dataset(&files[0]).unwrap();
+    assert_eq!(ds.variable("adc").unwrap().num().unwrap(), expected.as_slice(), "integers come back exactly");
+    let battery = ds.variable("battery").unwrap().num().unwrap();
+    assert_eq!((battery[0], battery[1]), (3.5, -9999.0), "a missing optional number is the fill value");
+
+    let h5 = |args: &[&str]| {
+        let mut c = Command::new("h5dump");
+        c.args(args).arg(&files[0]);
+        String::from_utf8_lossy(&ok(run(c, &dir, Duration::from_secs(30)), "h5dump").stdout).to_string()
+    };
+    let props = h5(&["-p", "-H", "-d", "adc"]);
+    assert!(props.contains("SCALEOFFSET"), "adc is packed by scale-offset:\n{props}");
+    let props = h5(&["-p", "-H", "-d", "level"]);
+    assert!(props.contains("DEFLATE") && !props.contains("SCALEOFFSET"), "floats stay deflated:\n{props}");
+    let text = String::from_utf8_lossy(
+        &ok(run(ncdump(&["-v", "adc"], &files[0]), &dir, Duration::from_secs(30)), "ncdump").stdout,
+    )
+    .to_string();
+    let dumped: Vec<f64> = text
+        .split("adc =")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no adc in ncdump:\n{text}"))
+        .split(|c: char| !(c.is_ascii_digit() || c == '-'))
+        .filter(|t| !t.is_empty())
+        .map(|t| t.parse().unwrap())
+        .collect();
+    assert_eq!(dumped, expected, "ncdump reads the packed integers:\n{text}");
+}
+
 #[test]
 fn without_a_broker_the_ingest_fails_with_a_hint() {
     let dir = scratch("no-broker");

@@ -21,6 +21,7 @@ Examples:
       --schema gauges.yaml --out-dir stream --window 10s --window-bytes 64M
   twin-kernel ingest --topic 'calo/+/events' --schema events.yaml --out-dir w \\
       --format hdf5 --client-id calo-ingest --until-idle 30s   # broker from TWINFLOW_MQTT_BROKER
+  twin-kernel ingest --topic 'calo/#' --schema events.yaml --out-dir w --format hdf5 --scale-offset
 
 Writes stream/window-000000.nc, window-000001.nc, …: each window's records (one variable per
 schema field along an unlimited `record` dimension, `time`, `sensor_index` into
@@ -82,6 +83,11 @@ pub struct IngestArgs {
     /// Deflate level of the window files, 0 (off) to 9.
     #[arg(long, value_parser = clap::value_parser!(u8).range(0..=9), default_value_t = 1)]
     pub deflate: u8,
+    /// Integer columns packed by HDF5's scale-offset filter instead of deflate: lossless
+    /// (each chunk in the bits its range needs) and about 3.5× cheaper, for fast streams of
+    /// integer samples; float columns still deflate (`--format hdf5` only).
+    #[arg(long)]
+    pub scale_offset: bool,
     /// Client id of the persistent session: keep it across restarts [default:
     /// `twinflow-ingest-` and a digest of the output directory's absolute path].
     #[arg(long, value_name = "ID")]
@@ -151,10 +157,16 @@ pub(super) fn run_ingest(args: IngestArgs, command_line: &str) -> Result<(), Ker
     let parameters = serde_json::json!({
         "broker": format!("{}:{}", args.broker.0, args.broker.1), "topics": args.topics,
         "schema": args.schema, "client_id": client_id, "window_s": args.window.as_secs_f64(),
-        "window_bytes": args.window_bytes, "window_records": args.window_records, "queue": args.queue, "deflate": args.deflate,
+        "window_bytes": args.window_bytes, "window_records": args.window_records, "queue": args.queue, "deflate": args.deflate, "scale_offset": args.scale_offset,
     })
     .to_string();
     let provenance = Provenance::from_env(&schema.title, "twin-kernel ingest", parameters, command_line);
+    let compression = Compression {
+        deflate_level: (args.deflate > 0).then_some(args.deflate),
+        scale_offset: args.scale_offset,
+        ..Compression::default()
+    };
+    compression.check(format, &out_dir)?;
     let config = IngestConfig {
         host: args.broker.0,
         port: args.broker.1,
@@ -164,10 +176,7 @@ pub(super) fn run_ingest(args: IngestArgs, command_line: &str) -> Result<(), Ker
         out_dir,
         dead_letter,
         format,
-        compression: Compression {
-            deflate_level: (args.deflate > 0).then_some(args.deflate),
-            ..Compression::default()
-        },
+        compression,
         window: args.window,
         window_bytes: args.window_bytes,
         window_records: args.window_records as usize,
