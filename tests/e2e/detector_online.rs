@@ -174,6 +174,16 @@ fn detector_online_mini_recalibrates_per_window_and_flags_the_failing_cells() {
     // Each cycle's figures are in the report.
     let report = std::fs::read_to_string(run_dir(&d, &run_id(&out)).join("report.html")).unwrap();
     assert!(report.contains("bias.png") && report.contains("cells.png"), "figures missing from the report");
+    // ... and the alerts, listed near the top with the tasks that raised them.
+    let section = report.split(r#"<section id="alerts">"#).nth(1).expect("an alerts section");
+    let section = &section[..section.find("</section>").unwrap()];
+    assert!(section.starts_with("<h2>Alerts (3)</h2>"), "{section}");
+    for (task, kind) in &alerts {
+        assert!(
+            section.contains(&format!("<td>{task}</td>")) && section.contains(&format!("<b>kind</b>: {kind}")),
+            "{task} {kind}: {section}"
+        );
+    }
 }
 
 #[test]

@@ -452,3 +452,12 @@ impl Reporter for NullReporter {
 pub fn secs(d: Duration) -> f64 {
     (d.as_secs_f64() * 1000.0).round() / 1000.0
 }
+
+/// The alerts of an alerts output (`report: { alerts: [out.NAME] }`): one per non-blank
+/// line, as JSON, a line that is not JSON as a JSON string. The `alert` events and the
+/// run report read the file alike.
+pub fn alert_lines(text: &str) -> impl Iterator<Item = serde_json::Value> + '_ {
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|_| serde_json::Value::String(line.to_string())))
+}

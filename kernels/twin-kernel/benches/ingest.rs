@@ -15,7 +15,10 @@
 //! cores / (broker + publisher + consumer CPU per byte). The least a validating consumer
 //! must do is parse every record against the schema (`twinflow_ingest::record::parse`,
 //! timed here in process on the same payloads, no broker): that gives the ceiling of any
-//! validating ingest on this machine, against which the 80 % target is checked.
+//! validating ingest on this machine, against which the 80 % target is checked. For each
+//! codec, the same with the records also stored in windows (`parse_and_store`: parse, build
+//! the columns, write the window files, in process): the ceiling of any consumer that
+//! validates and stores what it receives.
 //!
 //! Needs a broker: `hpc/mqtt-local.sh start` (or `make bench-ingest`, which starts it), or
 //! `TWINFLOW_MQTT_BROKER=HOST:PORT`.
@@ -232,6 +235,49 @@ fn parse_only(payloads: &[Vec<u8>], samples: usize) -> f64 {
         assert_eq!(ok, payloads.len(), "every benchmark record is valid");
         best = best.min(cpu_seconds("self").0 - c0);
     }
+    best / (bytes as f64 / 1e9)
+}
+
+/// CPU seconds per GB of payload to parse every record and store it in windows of the
+/// ingest's layout with `codec` (64 MiB of payload per window, as the runs seal them), in
+/// this process, no broker: the least any consumer that validates *and* stores what it
+/// receives must spend. Best of 3.
+fn parse_and_store(payloads: &[Vec<u8>], samples: usize, codec: Codec) -> f64 {
+    use twinflow_exchange::{Compression, Provenance, write_dataset};
+    use twinflow_ingest::window::Columns;
+    let schema = twinflow_ingest::Schema::parse(&schema_text(samples), Path::new("schema.yaml")).unwrap();
+    let bytes: usize = payloads.iter().map(Vec::len).sum();
+    let provenance = Provenance::from_env("bench", "bench", "{}".into(), "bench");
+    let (ext, compression) = match codec {
+        Codec::Deflate(level) => {
+            ("nc", Compression { deflate_level: (level > 0).then_some(level), ..Compression::default() })
+        }
+        Codec::ScaleOffset => {
+            ("h5", Compression { deflate_level: Some(1), scale_offset: true, ..Compression::default() })
+        }
+    };
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("bench-ingest").join(unique("store"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut best = f64::MAX;
+    for _ in 0..3 {
+        let c0 = cpu_seconds("self").0;
+        let (mut columns, mut filled, mut index) = (Columns::new(&schema), 0usize, 0usize);
+        for (k, p) in payloads.iter().enumerate() {
+            columns.push(&schema, twinflow_ingest::record::parse(&schema, p).unwrap());
+            filled += p.len();
+            if filled >= 64 << 20 || k + 1 == payloads.len() {
+                let data = std::mem::replace(&mut columns, Columns::new(&schema)).into_dataset(
+                    &schema,
+                    &provenance,
+                    Vec::new(),
+                );
+                write_dataset(&dir.join(format!("window-{index:06}.{ext}")), &data, &compression).unwrap();
+                (filled, index) = (0, index + 1);
+            }
+        }
+        best = best.min(cpu_seconds("self").0 - c0);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
     best / (bytes as f64 / 1e9)
 }
 
@@ -476,6 +522,14 @@ fn main() {
         let mut codecs = vec![Codec::Deflate(deflate), Codec::ScaleOffset, Codec::Deflate(0)];
         codecs.dedup();
         for &codec in &codecs {
+            let store = parse_and_store(&data, samples, codec);
+            let ceiling = cores / ((base.cpu.broker + base.cpu.me) / g + store) * 1e3;
+            println!(
+                "  parse + store alone, {:<17} CPU s/GB: {store:.2}; ceiling of a consumer that validates and stores: {:.1} MB/s = {:.1} % of the baseline",
+                codec.to_string(),
+                ceiling,
+                100.0 * ceiling / base.mb_s()
+            );
             let (fig, rss, (lost, dup), _) = ingest(&host, port, &data, samples, codec, None);
             println!(
                 "  twin-kernel ingest, {:<18}{:8.1} MB/s {:9.0} records/s  {:5.1} % of baseline, peak RSS {:.0} MiB, lost {lost}, duplicated {dup}; {}",

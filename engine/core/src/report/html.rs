@@ -1,5 +1,5 @@
-//! The HTML page: summary, DAG, timeline, figures and tables the steps declare, and the
-//! task table. Self-contained: inline CSS and SVG, images as data URIs, no script and no
+//! The HTML page: summary, the alerts the tasks raised, DAG, timeline, figures and tables
+//! the steps declare, and the task table. Self-contained: inline CSS and SVG, images as data URIs, no script and no
 //! request to anywhere.
 
 use std::collections::HashMap;
@@ -222,6 +222,75 @@ fn legend(states: &[&str]) -> String {
     s
 }
 
+/// The alerts the tasks raised (`report: { alerts: [...] }`), near the top: what a person
+/// must act on. An alert that is a JSON object shows its fields, `key: value`.
+fn alerts(rec: &RunRecord) -> String {
+    let with: Vec<&TaskRecord> = rec.tasks.iter().filter(|t| !t.alerts.is_empty()).collect();
+    if with.is_empty() {
+        return String::new();
+    }
+    let count: usize = with.iter().flat_map(|t| &t.alerts).map(|a| a.lines.as_ref().map_or(0, Vec::len) + a.more).sum();
+    let mut s = format!(r#"<section id="alerts"><h2>Alerts ({count})</h2>"#);
+    if count > 0 {
+        s.push_str("<table><tr><th>task</th><th>output</th><th>alert</th></tr>");
+    }
+    let mut notes = String::new();
+    for t in &with {
+        for a in &t.alerts {
+            match &a.lines {
+                Ok(lines) => {
+                    for line in lines {
+                        let text = match line {
+                            serde_json::Value::Object(fields) => fields
+                                .iter()
+                                .map(|(k, v)| {
+                                    let v = v.as_str().map_or_else(|| v.to_string(), str::to_string);
+                                    format!("<b>{}</b>: {}", escape(k), escape(&v))
+                                })
+                                .collect::<Vec<_>>()
+                                .join("; "),
+                            serde_json::Value::String(text) => escape(text),
+                            other => escape(&other.to_string()),
+                        };
+                        let _ = write!(
+                            s,
+                            "<tr><td>{}</td><td><code>{}</code></td><td>{text}</td></tr>",
+                            escape(&t.row.task),
+                            escape(&a.name)
+                        );
+                    }
+                    if a.more > 0 {
+                        let _ = write!(
+                            notes,
+                            r#"<p class="muted">{}: {} more alerts in <code>{}</code></p>"#,
+                            escape(&t.row.task),
+                            a.more,
+                            escape(&a.path)
+                        );
+                    }
+                }
+                Err(why) => {
+                    let _ = write!(
+                        notes,
+                        r#"<p class="muted">{} <code>{}</code>: not shown, {}</p>"#,
+                        escape(&t.row.task),
+                        escape(&a.path),
+                        escape(why)
+                    );
+                }
+            }
+        }
+    }
+    if count > 0 {
+        s.push_str("</table>");
+    } else {
+        s.push_str(r#"<p class="muted">none raised</p>"#);
+    }
+    s.push_str(&notes);
+    s.push_str("</section>");
+    s
+}
+
 fn figures(rec: &RunRecord) -> String {
     let with: Vec<&TaskRecord> = rec.tasks.iter().filter(|t| !t.figures.is_empty() || !t.tables.is_empty()).collect();
     if with.is_empty() {
@@ -370,6 +439,7 @@ pub fn render(rec: &RunRecord) -> String {
         b = badge(&rec.state),
     );
     s.push_str(&summary(rec, &nodes));
+    s.push_str(&alerts(rec));
     s.push_str(r#"<section id="graph"><h2>Workflow graph</h2>"#);
     s.push_str(&legend(&[
         "succeeded",

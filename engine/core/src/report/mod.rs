@@ -36,6 +36,8 @@ pub const TAILS_FOR_ALL_UP_TO: usize = 300;
 pub const EMBED_MAX_BYTES: u64 = 16 << 20;
 /// Rows of a CSV table shown.
 pub const TABLE_MAX_ROWS: usize = 200;
+/// Alerts shown per alerts output.
+pub const ALERTS_MAX: usize = 200;
 
 /// Everything the report shows of one run.
 #[derive(Debug, Clone, Default)]
@@ -75,6 +77,8 @@ pub struct TaskRecord {
     pub figures: Vec<Figure>,
     /// Tables its step declares, read.
     pub tables: Vec<Table>,
+    /// Alerts outputs its step declares, read.
+    pub alerts: Vec<Alerts>,
 }
 
 /// The end of an output file.
@@ -129,6 +133,20 @@ pub struct Table {
     /// Its rows (the first is the header), at most [`TABLE_MAX_ROWS`] + 1, or why not shown.
     pub rows: Result<Vec<Vec<String>>, String>,
     /// Rows left out.
+    pub more: usize,
+}
+
+/// An alerts output of a task (`report: { alerts: [out.NAME] }`), read.
+#[derive(Debug, Clone)]
+pub struct Alerts {
+    /// Output name.
+    pub name: String,
+    /// Path.
+    pub path: String,
+    /// Its alerts, at most [`ALERTS_MAX`] ([`crate::events::alert_lines`]), or why not
+    /// shown.
+    pub lines: Result<Vec<serde_json::Value>, String>,
+    /// Alerts left out.
     pub more: usize,
 }
 
@@ -220,6 +238,7 @@ fn task_record(
         outputs: vec![],
         figures: vec![],
         tables: vec![],
+        alerts: vec![],
     };
     if let Some(dir) = &dir {
         let failed = matches!(row.state, TaskState::Failed | TaskState::Cancelled);
@@ -238,6 +257,11 @@ fn task_record(
             for name in &step.report.figures {
                 if let Some(rel) = step.outputs.get(name) {
                     t.figures.push(read_figure(name, &dir.join(rel)));
+                }
+            }
+            for name in &step.report.alerts {
+                if let Some(rel) = step.outputs.get(name) {
+                    t.alerts.push(read_alerts(name, &dir.join(rel)));
                 }
             }
             for name in &step.report.tables {
@@ -306,6 +330,24 @@ pub fn read_table(name: &str, path: &Path) -> Table {
         Ok(rows)
     });
     Table { name: name.to_string(), path: path.display().to_string(), rows, more }
+}
+
+/// Reads an alerts output (up to [`ALERTS_MAX`] alerts).
+pub fn read_alerts(name: &str, path: &Path) -> Alerts {
+    let mut more = 0;
+    let lines = read_limited(path).map(|data| {
+        let text = String::from_utf8_lossy(&data);
+        let mut lines = vec![];
+        for alert in crate::events::alert_lines(&text) {
+            if lines.len() < ALERTS_MAX {
+                lines.push(alert);
+            } else {
+                more += 1;
+            }
+        }
+        lines
+    });
+    Alerts { name: name.to_string(), path: path.display().to_string(), lines, more }
 }
 
 /// Writes the HTML report of run `run_id` to `out` (default `RUN/report.html`); returns

@@ -48,6 +48,7 @@ fn task(name: &str, step: &str, member: Option<u32>, state: TaskState, attempts:
         outputs: vec![],
         figures: vec![],
         tables: vec![],
+        alerts: vec![],
     }
 }
 
@@ -230,6 +231,35 @@ fn the_page_has_every_section_and_escapes_what_it_shows() {
     assert!(page.contains("5 tasks: 4 succeeded, 1 failed; 7 attempts"), "{page}");
     assert!(page.contains(">3.0 MiB<") && page.contains(">500ms<"), "peak memory and CPU time of attempts");
     assert_eq!(rec.run.as_ref().unwrap().settings.backend, BackendChoice::Local);
+}
+
+#[test]
+fn alerts_are_listed_near_the_top_with_their_fields_escaped() {
+    let mut rec = record();
+    assert!(!html::render(&rec).contains(r#"id="alerts""#), "no section without alerts outputs");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("alerts.jsonl");
+    let mut text =
+        String::from("{\"kind\": \"dead\", \"cell\": 17, \"message\": \"no <signal>\"}\n\nnot json & plain\n");
+    for k in 0..ALERTS_MAX + 4 {
+        text.push_str(&format!("{{\"kind\": \"hot\", \"cell\": {k}}}\n"));
+    }
+    std::fs::write(&path, text).unwrap();
+    let read = read_alerts("alerts", &path);
+    assert_eq!(read.lines.as_ref().unwrap().len(), ALERTS_MAX, "blank lines are skipped, the rest counted");
+    assert_eq!(read.more, 6);
+    rec.tasks[1].alerts.push(read);
+    rec.tasks[2].alerts.push(read_alerts("gone", &dir.path().join("missing.jsonl")));
+    let page = html::render(&rec);
+    let (alerts, figures) = (page.find(r#"id="alerts""#).unwrap(), page.find(r#"id="dag""#).unwrap());
+    assert!(alerts < figures, "alerts come before the graph");
+    assert!(page.contains(&format!("Alerts ({})", ALERTS_MAX + 6)), "every alert counted");
+    for field in ["<b>kind</b>: dead", "<b>cell</b>: 17", "<b>message</b>: no &lt;signal&gt;"] {
+        assert!(page.contains(field), "{field}: {page}");
+    }
+    assert!(page.contains("<td>not json &amp; plain</td>"));
+    assert!(page.contains("6 more alerts in"));
+    assert!(page.contains("missing.jsonl</code>: not shown, cannot read it"));
 }
 
 #[test]

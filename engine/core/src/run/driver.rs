@@ -572,8 +572,7 @@ impl<'a> Driver<'a> {
                     continue;
                 }
             };
-            for line in text.lines().filter(|l| !l.trim().is_empty()) {
-                let alert = serde_json::from_str(line).unwrap_or_else(|_| serde_json::Value::String(line.to_string()));
+            for alert in crate::events::alert_lines(&text) {
                 self.reporter.event(&Event::Alert {
                     task: task.clone(),
                     cycle: cycle.clone(),
