@@ -466,6 +466,17 @@ steps:
     assert_eq!(x.trim(), (after.len() - 1).to_string());
 }
 
+/// Tasks succeeded so far in the run database of `runs` (0 before it exists).
+fn succeeded(runs: &Path) -> usize {
+    let Ok(c) =
+        rusqlite::Connection::open_with_flags(runs.join("twinflow.db"), rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+    else {
+        return 0;
+    };
+    c.query_row("SELECT COUNT(*) FROM tasks WHERE state = 'succeeded'", [], |r| r.get::<_, i64>(0))
+        .map_or(0, |n| n as usize)
+}
+
 #[test]
 fn kill_minus_nine_during_a_cycling_run_with_triggers_then_resume() {
     const TRIALS: u64 = 20;
@@ -488,7 +499,7 @@ steps:
     out: {{ x: x.txt }}
 "#
     );
-    // How long the run takes undisturbed now: kills land between 5 % and 90 % of it.
+    // How long the run takes undisturbed now: a late trigger comes within half of it.
     let full = {
         let d = scratch("cycling/kill/calibrate");
         let logs = d.join("logs");
@@ -533,11 +544,19 @@ steps:
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        std::thread::sleep(delay / 2);
         if late_trigger {
+            std::thread::sleep(delay / 2);
             std::fs::write(logs.join("ready"), "").unwrap();
         }
-        std::thread::sleep(delay / 2);
+        // Kill once a random number of tasks has finished (polling the run database), so
+        // the kill lands mid-run whatever the machine's speed; then at a random moment
+        // within the next task or two.
+        let target = 1 + (rng >> 20) as usize % (2 * CYCLES as usize - 3);
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while succeeded(&d.join("runs")) < target && Instant::now() < deadline && child.try_wait().unwrap().is_none() {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        std::thread::sleep(Duration::from_millis((rng >> 40) % 40));
         let _ = std::process::Command::new("kill").args(["-KILL", &child.id().to_string()]).status();
         let _ = child.wait();
         let runs = d.join("runs");
