@@ -218,6 +218,17 @@ fn pilot_local_runs_a_two_rank_step_under_mpiexec_on_a_worker_and_plan_shows_it(
         .filter_map(|e| e["job_id"].as_str().map(String::from))
         .collect();
     assert!(jobs.len() == 2 && jobs.iter().all(|j| j.starts_with("pilot-")), "{jobs:?}");
+    // What each task used, measured on the worker, is recorded as for local tasks.
+    let db = rusqlite::Connection::open(d.join("runs/twinflow.db")).unwrap();
+    let usage: Vec<(String, Option<i64>, Option<i64>)> = db
+        .prepare("SELECT task, cpu_ms, max_rss FROM attempts ORDER BY task")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(usage.len(), 2, "{usage:?}");
+    assert!(usage.iter().all(|(_, cpu, rss)| cpu.is_some() && rss.is_some_and(|b| b > 0)), "{usage:?}");
     // `plan --launch`: what the worker runs.
     let plan = twinflow()
         .current_dir(&d)

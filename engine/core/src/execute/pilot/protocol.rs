@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 use crate::execute::batch::SlurmState;
-use crate::execute::{Ending, Exit, Outcome, SpawnFailure};
+use crate::execute::{Ending, Exit, Outcome, SpawnFailure, Usage};
 
 /// Longest line either side accepts (a task's argv and environment fit many times over).
 pub const MAX_LINE: usize = 16 << 20;
@@ -233,6 +233,39 @@ pub struct WireOutcome {
     pub started_ms: Option<u64>,
     /// End, ms since the epoch.
     pub finished_ms: Option<u64>,
+    /// What the task's process used, as the worker's `wait4(2)` measured it (absent from
+    /// workers that predate it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<WireUsage>,
+}
+
+/// [`Usage`] on the wire, CPU times in microseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WireUsage {
+    /// User CPU time, µs.
+    pub user_us: Option<u64>,
+    /// System CPU time, µs.
+    pub system_us: Option<u64>,
+    /// Peak resident set size, bytes.
+    pub max_rss_bytes: Option<u64>,
+}
+
+impl From<Usage> for WireUsage {
+    fn from(u: Usage) -> Self {
+        let us = |s: Option<f64>| s.filter(|s| s.is_finite() && *s >= 0.0).map(|s| (s * 1e6).round() as u64);
+        Self { user_us: us(u.user_seconds), system_us: us(u.system_seconds), max_rss_bytes: u.max_rss_bytes }
+    }
+}
+
+impl From<WireUsage> for Usage {
+    fn from(w: WireUsage) -> Self {
+        let (user, system) = (w.user_us.map(|u| u as f64 / 1e6), w.system_us.map(|u| u as f64 / 1e6));
+        let cpu_seconds = match (user, system) {
+            (Some(u), Some(s)) => Some(u + s),
+            (u, s) => u.or(s),
+        };
+        Usage { user_seconds: user, system_seconds: system, cpu_seconds, max_rss_bytes: w.max_rss_bytes }
+    }
 }
 
 fn to_ms(t: Option<SystemTime>) -> Option<u64> {
@@ -276,7 +309,12 @@ impl From<&Outcome> for WireOutcome {
             Ending::BatchFailure { state, .. } => WireEnding::SpawnFailed { message: state.as_str().to_string() },
             Ending::NoStatus => WireEnding::NoStatus,
         };
-        WireOutcome { ending, started_ms: to_ms(o.started), finished_ms: to_ms(o.finished) }
+        WireOutcome {
+            ending,
+            started_ms: to_ms(o.started),
+            finished_ms: to_ms(o.finished),
+            usage: o.usage.map(Into::into),
+        }
     }
 }
 
@@ -291,7 +329,9 @@ impl From<WireOutcome> for Outcome {
             WireEnding::SpawnFailed { message } => Ending::SpawnFailed(SpawnFailure::Io(message)),
             WireEnding::NoStatus => Ending::NoStatus,
         };
-        Outcome::between(ending, from_ms(w.started_ms), from_ms(w.finished_ms))
+        let mut outcome = Outcome::between(ending, from_ms(w.started_ms), from_ms(w.finished_ms));
+        outcome.usage = w.usage.map(Into::into);
+        outcome
     }
 }
 
@@ -440,6 +480,19 @@ mod tests {
             let back: WireOutcome = serde_json::from_str(&line).unwrap();
             assert_eq!(Outcome::from(back), o, "{line}");
         }
+        // What the task used travels too (the report's CPU and memory columns); a worker
+        // that sends none is read as before.
+        let o = Outcome::between(Ending::Exited(0), Some(t0), Some(t1)).with_usage(Some(Usage::from_times(
+            1.25,
+            0.5,
+            Some(3 << 20),
+        )));
+        let line = serde_json::to_string(&WireOutcome::from(&o)).unwrap();
+        let back = Outcome::from(serde_json::from_str::<WireOutcome>(&line).unwrap());
+        assert_eq!(back, o, "{line}");
+        assert_eq!(back.usage.unwrap().cpu_seconds, Some(1.75));
+        let old = r#"{"ending":{"kind":"exited","code":0},"started_ms":1,"finished_ms":2}"#;
+        assert_eq!(Outcome::from(serde_json::from_str::<WireOutcome>(old).unwrap()).usage, None);
     }
 
     #[test]
