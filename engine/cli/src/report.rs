@@ -400,9 +400,12 @@ impl Reporter for HumanReporter {
                 self.refresh();
             }
             Event::Alert { task, alert, .. } => {
-                // The `message` of an object, else the whole line.
-                let text =
-                    alert.get("message").and_then(|m| m.as_str()).map_or_else(|| alert.to_string(), String::from);
+                // The `message` of an object, else the whole line (a line that was not JSON
+                // as it was written, unquoted).
+                let text = match (alert.get("message").and_then(|m| m.as_str()), alert.as_str()) {
+                    (Some(message), _) | (None, Some(message)) => message.to_string(),
+                    (None, None) => alert.to_string(),
+                };
                 self.line(&format!("  alert {task}: {text}"));
             }
             Event::CycleStarted { point, .. } => {

@@ -11,7 +11,7 @@ use ndarray::{ArrayD, IxDyn};
 use twinflow_contract::cf;
 
 use super::dataset::{Attr, DIMENSION_NAMES_ATTR, DType, Dataset, Dim, Values, Variable, chunk_shape};
-use super::error::Context;
+use super::error::{Context, OpenContext};
 use super::h5attr::{vlen, write_attr};
 use super::h5ds::{ScaleDim, attach_dimension_scales, is_bare_dimension};
 use super::meta::ValueKind;
@@ -97,7 +97,7 @@ fn attached_scale_names(ds: &hdf5::Dataset) -> hdf5::Result<Option<Vec<String>>>
 /// Reads every dataset at the root of an HDF5 file (groups are skipped); without
 /// `values`, variables are left empty.
 pub(super) fn read(path: &Path, with_values: bool) -> Result<Dataset, ExchangeError> {
-    let file = hdf5::File::open(path).ctx(path, "opening the file")?;
+    let file = hdf5::File::open(path).open_ctx(path)?;
     let attrs = read_attrs(&file, path)?;
     let time_series = attrs.iter().any(|(n, a)| n == cf::FEATURE_TYPE && a.as_str() == Some("timeSeries"));
     let mut dims: Vec<Dim> = Vec::new();

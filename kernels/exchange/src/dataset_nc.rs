@@ -8,7 +8,7 @@ use netcdf::types::{FloatType, IntType, NcVariableType};
 use twinflow_contract::cf;
 
 use super::dataset::{Attr, DType, Dataset, Dim, Values, Variable, chunk_shape, unravel};
-use super::error::Context;
+use super::error::{Context, OpenContext};
 use super::{Compression, ExchangeError, PartialFile};
 
 fn attr_from_nc(v: A) -> Attr {
@@ -72,7 +72,7 @@ fn dtype_of(path: &Path, name: &str, t: &NcVariableType) -> Result<DType, Exchan
 
 /// Reads a NetCDF file (root group); without `values`, variables are left empty.
 pub(super) fn read(path: &Path, with_values: bool) -> Result<Dataset, ExchangeError> {
-    let file = netcdf::open(path).ctx(path, "opening the file")?;
+    let file = netcdf::open(path).open_ctx(path)?;
     let dims = file.dimensions().map(|d| Dim { name: d.name(), len: d.len(), unlimited: d.is_unlimited() }).collect();
     let mut attrs = Vec::new();
     for a in file.attributes() {

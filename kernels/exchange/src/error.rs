@@ -27,6 +27,29 @@ pub enum ExchangeError {
         #[source]
         source: hdf5::Error,
     },
+    /// A file could not be opened for reading: missing, not a NetCDF or HDF5 file, or
+    /// damaged in its first bytes.
+    #[error(
+        "cannot open `{path}` as {format}: {message}; hint: check that it exists and is a {format} file (`ncdump -h` or `h5dump -H` tells)"
+    )]
+    Open {
+        /// File concerned.
+        path: PathBuf,
+        /// `NetCDF` or `HDF5`.
+        format: &'static str,
+        /// What the library said.
+        message: String,
+    },
+    /// An environment variable the exchange layer reads has an unusable value.
+    #[error("{name}={value:?}: {reason}")]
+    Environment {
+        /// The variable.
+        name: &'static str,
+        /// Its value.
+        value: String,
+        /// What is wrong, with a hint.
+        reason: String,
+    },
     /// A file-system operation failed.
     #[error("cannot {action} `{path}`")]
     Io {
@@ -98,17 +121,24 @@ impl ExchangeError {
             Self::Netcdf { source, .. } => source.to_string(),
             Self::Hdf5 { source, .. } => source.to_string(),
             Self::Io { source, .. } => source.to_string(),
-            Self::Library { message, .. } => message.clone(),
-            Self::MissingVariable { .. } | Self::Layout { .. } | Self::TooLarge { .. } => self.to_string(),
+            Self::Library { message, .. } | Self::Open { message, .. } => message.clone(),
+            Self::MissingVariable { .. } | Self::Layout { .. } | Self::TooLarge { .. } | Self::Environment { .. } => {
+                self.to_string()
+            }
         }
     }
 
     /// Whether the error is the caller's input (a missing variable, an unusable layout, a
-    /// damaged file) rather than a failure to read or write.
+    /// file that cannot be opened or is damaged) rather than a failure to read or write.
     pub fn is_invalid_input(&self) -> bool {
         matches!(
             self,
-            Self::MissingVariable { .. } | Self::Layout { .. } | Self::TooLarge { .. } | Self::Library { .. }
+            Self::MissingVariable { .. }
+                | Self::Layout { .. }
+                | Self::TooLarge { .. }
+                | Self::Library { .. }
+                | Self::Open { .. }
+                | Self::Environment { .. }
         )
     }
 
@@ -126,6 +156,23 @@ impl ExchangeError {
 /// Attaches the path and action to library errors.
 pub(super) trait Context<T> {
     fn ctx(self, path: &std::path::Path, action: impl Into<String>) -> Result<T, ExchangeError>;
+}
+
+/// Turns a library error opening a file for reading into [`ExchangeError::Open`].
+pub(super) trait OpenContext<T> {
+    fn open_ctx(self, path: &std::path::Path) -> Result<T, ExchangeError>;
+}
+
+impl<T> OpenContext<T> for Result<T, netcdf::Error> {
+    fn open_ctx(self, path: &std::path::Path) -> Result<T, ExchangeError> {
+        self.map_err(|e| ExchangeError::Open { path: path.to_path_buf(), format: "NetCDF", message: e.to_string() })
+    }
+}
+
+impl<T> OpenContext<T> for Result<T, hdf5::Error> {
+    fn open_ctx(self, path: &std::path::Path) -> Result<T, ExchangeError> {
+        self.map_err(|e| ExchangeError::Open { path: path.to_path_buf(), format: "HDF5", message: e.to_string() })
+    }
 }
 
 impl<T> Context<T> for Result<T, netcdf::Error> {

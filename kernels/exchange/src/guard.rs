@@ -7,8 +7,8 @@
 //! - a panic inside becomes [`ExchangeError::Library`], naming the file and what was being
 //!   read, instead of a panic message that names neither;
 //! - a watchdog thread ends the process when one guarded read has not returned within the
-//!   I/O deadline ([`IO_TIMEOUT_ENV`], seconds, default [`DEFAULT_IO_TIMEOUT`]; `0` turns it
-//!   off), with a message naming the file on stderr. A library stuck in a loop cannot be
+//!   I/O deadline ([`IO_TIMEOUT_ENV`], `600` or `10m`, default [`DEFAULT_IO_TIMEOUT`]; `0`
+//!   turns it off), with a message naming the file on stderr. A library stuck in a loop cannot be
 //!   unwound and may hold its own state inconsistent, so the process aborts (SIGABRT: no
 //!   exit handlers run, HDF5's included); the engine reports the step failed, with the
 //!   message. A kernel thus never hangs on a damaged input, even in a step without a
@@ -54,7 +54,7 @@ pub(crate) fn guarded<T>(
         return read();
     }
     install_panic_hook();
-    let _armed = watchdog().map(|w| w.arm(path, action));
+    let _armed = watchdog(io_timeout()?).map(|w| w.arm(path, action));
     DEPTH.set(1);
     let result = panic::catch_unwind(AssertUnwindSafe(read));
     DEPTH.set(0);
@@ -118,24 +118,40 @@ fn payload_text(payload: &(dyn Any + Send)) -> String {
     }
 }
 
-/// The I/O deadline from [`IO_TIMEOUT_ENV`]; `None` when turned off. An unparsable value is
-/// a warning and the default.
-pub fn io_timeout() -> Option<Duration> {
-    static TIMEOUT: OnceLock<Option<Duration>> = OnceLock::new();
-    *TIMEOUT.get_or_init(|| match std::env::var(IO_TIMEOUT_ENV) {
-        Err(_) => Some(DEFAULT_IO_TIMEOUT),
-        Ok(v) => match v.trim().parse::<f64>() {
-            Ok(0.0) => None,
-            Ok(s) if s.is_finite() && s > 0.0 => Some(Duration::from_secs_f64(s.min(1e9))),
-            _ => {
-                tracing::warn!(
-                    "{IO_TIMEOUT_ENV}={v:?} is not a number of seconds; using {} s",
-                    DEFAULT_IO_TIMEOUT.as_secs()
-                );
-                Some(DEFAULT_IO_TIMEOUT)
-            }
-        },
+/// The I/O deadline from [`IO_TIMEOUT_ENV`]: seconds (`600`, `2.5`) or a duration with a
+/// unit (`500ms`, `30s`, `10m`, `1h`); `None` when `0` turns it off. A value that is
+/// neither is an error naming the variable (never silently the default).
+pub fn io_timeout() -> Result<Option<Duration>, ExchangeError> {
+    static TIMEOUT: OnceLock<Result<Option<Duration>, String>> = OnceLock::new();
+    let parsed = TIMEOUT.get_or_init(|| match std::env::var(IO_TIMEOUT_ENV) {
+        Err(_) => Ok(Some(DEFAULT_IO_TIMEOUT)),
+        Ok(v) => parse_timeout(&v).ok_or(v),
+    });
+    parsed.clone().map_err(|value| ExchangeError::Environment {
+        name: IO_TIMEOUT_ENV,
+        value,
+        reason: "not a duration; hint: seconds (`600`) or with a unit (`500ms`, `30s`, `10m`, `1h`), `0` for no limit"
+            .into(),
     })
+}
+
+fn parse_timeout(text: &str) -> Option<Option<Duration>> {
+    let t = text.trim();
+    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let n: f64 = number.parse().ok()?;
+    let scale = match unit.trim() {
+        "" | "s" => 1.0,
+        "ms" => 1e-3,
+        "m" | "min" => 60.0,
+        "h" => 3600.0,
+        _ => return None,
+    };
+    let seconds = n * scale;
+    if !seconds.is_finite() {
+        return None;
+    }
+    Some((seconds > 0.0).then(|| Duration::from_secs_f64(seconds.min(1e9))))
 }
 
 /// Guarded calls in progress (any thread) and the thread that watches their deadlines.
@@ -164,10 +180,10 @@ impl Drop for Armed {
     }
 }
 
-fn watchdog() -> Option<&'static Watchdog> {
+fn watchdog(timeout: Option<Duration>) -> Option<&'static Watchdog> {
     static WATCHDOG: OnceLock<Option<&'static Watchdog>> = OnceLock::new();
     *WATCHDOG.get_or_init(|| {
-        let timeout = io_timeout()?;
+        let timeout = timeout?;
         let w: &'static Watchdog =
             Box::leak(Box::new(Watchdog { timeout, calls: Mutex::default(), changed: Condvar::new() }));
         std::thread::Builder::new().name("io-watchdog".into()).spawn(move || w.watch()).ok()?;
@@ -209,8 +225,9 @@ fn give_up(path: &Path, action: &str, timeout: Duration) -> ! {
     let _ = writeln!(
         std::io::stderr(),
         "error: `{}` is probably damaged: the HDF5/netCDF library has not returned from {action} after {} s \
-         (these libraries can loop forever on some damaged files), so the process aborts; hint: check \
-         it with `h5dump -H` or `ncdump -h`; the limit is {IO_TIMEOUT_ENV} (seconds, 0 = none)",
+         (these libraries can loop forever on some damaged files), so the process aborts; hint: \
+         regenerate or replace the file (`h5dump` and `ncdump` may not show this damage, or hang on it \
+         too); the limit is {IO_TIMEOUT_ENV} (e.g. `600`, `10m`; `0` = none)",
         path.display(),
         timeout.as_secs_f64()
     );
@@ -235,7 +252,7 @@ mod tests {
         assert!(text.contains("/data/damaged.nc") && text.contains("reading the header"), "{text}");
         assert!(text.contains("Netcdf(-101)") && text.contains("guard.rs"), "the panic and where: {text}");
         assert!(text.contains("NetCDF: HDF error"), "the library's text of the code: {text}");
-        assert!(err.is_invalid_input(), "a damaged input is the caller's input (exit 2)");
+        assert!(err.is_invalid_input(), "a damaged input is the caller's input (exit 3)");
         // The thread is out of the guard again: a value passes through.
         assert_eq!(guarded(path, "x", || Ok(7)).unwrap(), 7);
         assert_eq!(guarded_or(path, "y", 0, || -> i32 { panic!("boom") }), 0);
@@ -243,8 +260,23 @@ mod tests {
     }
 
     #[test]
+    fn the_deadline_takes_seconds_or_a_duration_and_refuses_anything_else() {
+        let secs = |t: &str| parse_timeout(t).map(|d| d.map(|d| d.as_secs_f64()));
+        assert_eq!(secs("600"), Some(Some(600.0)));
+        assert_eq!(secs(" 2.5 "), Some(Some(2.5)));
+        assert_eq!(secs("3s"), Some(Some(3.0)));
+        assert_eq!(secs("500ms"), Some(Some(0.5)));
+        assert_eq!(secs("10m"), Some(Some(600.0)));
+        assert_eq!(secs("1h"), Some(Some(3600.0)));
+        assert_eq!(secs("0"), Some(None), "0 turns the watchdog off");
+        for bad in ["", "-1", "soon", "3 parsecs", "1e999"] {
+            assert_eq!(secs(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
     fn a_finished_call_is_disarmed() {
-        let w = watchdog().expect("the watchdog runs unless TWIN_KERNEL_IO_TIMEOUT=0");
+        let w = watchdog(io_timeout().unwrap()).expect("the watchdog runs unless TWIN_KERNEL_IO_TIMEOUT=0");
         let armed = w.arm(Path::new("f.h5"), "reading");
         let id = armed.id;
         assert!(w.calls.lock().unwrap().open.contains_key(&id));

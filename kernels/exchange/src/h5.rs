@@ -13,7 +13,7 @@ use hdf5::{Hyperslab, SliceOrIndex};
 use ndarray::{ArrayView, Dimension};
 
 use crate::dataset::Attr;
-use crate::error::Context;
+use crate::error::{Context, OpenContext};
 use crate::guard::guarded;
 use crate::{ExchangeError, h5attr};
 
@@ -99,7 +99,7 @@ impl H5File {
 
     /// Opens `path` read-only.
     pub fn open(path: &Path) -> Result<Self, ExchangeError> {
-        let file = guarded(path, "opening the file", || hdf5::File::open(path).ctx(path, "opening the file"))?;
+        let file = guarded(path, "opening the file", || hdf5::File::open(path).open_ctx(path))?;
         Ok(Self { file, path: path.to_path_buf() })
     }
 

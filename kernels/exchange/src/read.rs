@@ -7,7 +7,7 @@ use std::path::Path;
 use ndarray::{Array2, ArrayD, Axis, Ix2, s};
 use twinflow_contract::{cf, datasets};
 
-use super::error::Context;
+use super::error::{Context, OpenContext};
 use super::{Coords, ExchangeError, Format};
 
 /// Fields read from one file, on ascending coordinates.
@@ -69,8 +69,8 @@ fn read_grid_unguarded(
     select: impl FnOnce(usize) -> Range<usize>,
 ) -> Result<GridData, ExchangeError> {
     let file = match Format::from_path(path) {
-        Format::Netcdf => Source::Netcdf(netcdf::open(path).ctx(path, "opening the file")?),
-        Format::Hdf5 => Source::Hdf5(hdf5::File::open(path).ctx(path, "opening the file")?),
+        Format::Netcdf => Source::Netcdf(netcdf::open(path).open_ctx(path)?),
+        Format::Hdf5 => Source::Hdf5(hdf5::File::open(path).open_ctx(path)?),
     };
     let layout = |reason: String| ExchangeError::Layout { path: path.to_path_buf(), reason };
     for axis in [datasets::X, datasets::Y] {

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use twinflow_contract::cf;
 
-use crate::error::Context;
+use crate::error::{Context, OpenContext};
 use crate::guard::{guarded, guarded_or};
 use crate::{ExchangeError, Format};
 
@@ -40,12 +40,12 @@ fn valid_name(name: &str) -> bool {
 
 impl ArrayFile {
     /// Opens `path` (format from the extension: `.h5`/`.hdf5`/`.he5` → HDF5, else
-    /// NetCDF); a library failure is [`ExchangeError::Hdf5`] or [`ExchangeError::Netcdf`].
+    /// NetCDF); a file missing or not of that format is [`ExchangeError::Open`].
     pub fn open(path: &Path) -> Result<Self, ExchangeError> {
         let inner = guarded(path, "opening the file", || {
             Ok(match Format::from_path(path) {
-                Format::Hdf5 => Inner::Hdf5(hdf5::File::open(path).ctx(path, "opening the file")?),
-                Format::Netcdf => Inner::Netcdf(netcdf::open(path).ctx(path, "opening the file")?),
+                Format::Hdf5 => Inner::Hdf5(hdf5::File::open(path).open_ctx(path)?),
+                Format::Netcdf => Inner::Netcdf(netcdf::open(path).open_ctx(path)?),
             })
         })?;
         Ok(Self { path: path.to_path_buf(), inner })
@@ -321,6 +321,10 @@ mod tests {
         assert_eq!(f.names(), ["x", "truth/y"]);
 
         let err = ArrayFile::open(&dir.path().join("missing.h5")).unwrap_err();
-        assert!(matches!(err, ExchangeError::Hdf5 { .. }) && !err.library_message().is_empty(), "{err}");
+        assert!(matches!(err, ExchangeError::Open { format: "HDF5", .. }) && err.is_invalid_input(), "{err}");
+        assert!(err.to_string().contains("missing.h5") && !err.library_message().is_empty(), "{err}");
+        std::fs::write(dir.path().join("text.nc"), "not a netCDF file").unwrap();
+        let err = ArrayFile::open(&dir.path().join("text.nc")).unwrap_err();
+        assert!(matches!(err, ExchangeError::Open { format: "NetCDF", .. }), "{err}");
     }
 }

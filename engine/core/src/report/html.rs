@@ -241,8 +241,11 @@ fn alerts(rec: &RunRecord) -> String {
                 Ok(lines) => {
                     for line in lines {
                         let text = match line {
+                            // `message` first: what a person reads; then the other fields.
                             serde_json::Value::Object(fields) => fields
-                                .iter()
+                                .get_key_value("message")
+                                .into_iter()
+                                .chain(fields.iter().filter(|(k, _)| *k != "message"))
                                 .map(|(k, v)| {
                                     let v = v.as_str().map_or_else(|| v.to_string(), str::to_string);
                                     format!("<b>{}</b>: {}", escape(k), escape(&v))
@@ -252,9 +255,12 @@ fn alerts(rec: &RunRecord) -> String {
                             serde_json::Value::String(text) => escape(text),
                             other => escape(&other.to_string()),
                         };
+                        // A result reused from the cache raised its alerts in the run that
+                        // made it (no `alert` event this time): say so.
+                        let reused = if t.row.state == TaskState::Cached { " (reused result)" } else { "" };
                         let _ = write!(
                             s,
-                            "<tr><td>{}</td><td><code>{}</code></td><td>{text}</td></tr>",
+                            "<tr><td>{}{reused}</td><td><code>{}</code></td><td>{text}</td></tr>",
                             escape(&t.row.task),
                             escape(&a.name)
                         );

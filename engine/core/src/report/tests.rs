@@ -251,10 +251,15 @@ fn alerts_are_listed_near_the_top_with_their_fields_escaped() {
     rec.tasks[1].alerts.push(read);
     rec.tasks[2].alerts.push(read_alerts("gone", &dir.path().join("missing.jsonl")));
     let page = html::render(&rec);
+    assert!(!page.contains("(reused result)"));
+    rec.tasks[1].row.state = TaskState::Cached;
+    let cached = html::render(&rec);
+    assert!(cached.contains(&format!("<td>{} (reused result)</td>", rec.tasks[1].row.task)), "{cached}");
     let (alerts, figures) = (page.find(r#"id="alerts""#).unwrap(), page.find(r#"id="dag""#).unwrap());
     assert!(alerts < figures, "alerts come before the graph");
     assert!(page.contains(&format!("Alerts ({})", ALERTS_MAX + 6)), "every alert counted");
-    for field in ["<b>kind</b>: dead", "<b>cell</b>: 17", "<b>message</b>: no &lt;signal&gt;"] {
+    assert!(page.contains("<td><b>message</b>: no &lt;signal&gt;; "), "the message first: {page}");
+    for field in ["<b>kind</b>: dead", "<b>cell</b>: 17"] {
         assert!(page.contains(field), "{field}: {page}");
     }
     assert!(page.contains("<td>not json &amp; plain</td>"));

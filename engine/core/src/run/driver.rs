@@ -565,14 +565,16 @@ impl<'a> Driver<'a> {
             .collect();
         let (task, cycle) = (self.name(i), self.point_label(i));
         for (output, path) in files {
-            let text = match std::fs::read_to_string(&path) {
-                Ok(t) => t,
+            let bytes = match std::fs::read(&path) {
+                Ok(b) => b,
                 Err(e) => {
                     tracing::warn!(task = %task, path = %path.display(), "cannot read the alerts output: {e}");
                     continue;
                 }
             };
-            for alert in crate::events::alert_lines(&text) {
+            // Bytes that are not UTF-8 become U+FFFD, as in the run report: an alert is
+            // never lost to its encoding.
+            for alert in crate::events::alert_lines(&String::from_utf8_lossy(&bytes)) {
                 self.reporter.event(&Event::Alert {
                     task: task.clone(),
                     cycle: cycle.clone(),

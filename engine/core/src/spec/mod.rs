@@ -201,17 +201,25 @@ fn convert_error(file: &SourceFile, e: &serde_saphyr::Error, path: Option<&serde
             };
             let found = text.get(span.offset..span.offset + span.len).unwrap_or("").trim();
             if want == "a list" && (field == "run" || field.ends_with(".run")) && !found.is_empty() {
-                let words: Vec<&str> = found.trim_matches(|c| c == '"' || c == '\'').split_whitespace().collect();
-                (
-                    DiagKind::InvalidValue,
-                    field,
-                    "`run` is an argv list, not a shell command line".to_string(),
-                    Some(format!(
+                let line = found.trim_matches(|c| c == '"' || c == '\'');
+                let words: Vec<&str> = line.split_whitespace().collect();
+                // A script (a block scalar, quotes, pipes...) only a shell reads: show the
+                // form that runs it as is; a plain command line splits into its words.
+                let script = found.starts_with(['|', '>'])
+                    || found.contains('\n')
+                    || line.contains(['|', '>', '<', ';', '&', '$', '`', '*', '"', '\'', '\\']);
+                let help = if script {
+                    "to run it through `/bin/sh`, make it a list of one item and add `shell: true`:\n  \
+                     run:\n    - |\n      your script, as it is\n  shell: true"
+                        .to_string()
+                } else {
+                    format!(
                         "write `run: [{}]`, or `run: [\"{}\"]` with `shell: true` to run it through `/bin/sh`",
                         words.join(", "),
                         words.join(" ")
-                    )),
-                )
+                    )
+                };
+                (DiagKind::InvalidValue, field, "`run` is an argv list, not a shell command line".to_string(), Some(help))
             } else {
                 let help = match (field.as_str(), want) {
                     ("", "a map") => Some("a workflow is a map with at least `name:` and `steps:`".to_string()),

@@ -83,6 +83,9 @@ pub enum KernelError {
         /// What is wrong with it.
         reason: String,
     },
+    /// Options that cannot go together, found after parsing (exit code 2, as clap's own).
+    #[error("{0}")]
+    Usage(String),
     /// An operating-system call without a file of its own failed (resolving a path,
     /// writing to stdout).
     #[error(transparent)]
@@ -109,6 +112,7 @@ impl KernelError {
             Self::Summary(e) => e.exit_code(),
             Self::Exchange(e) => e.exit_code(),
             Self::Stopped(_) => exit_code::STOPPED,
+            Self::Usage(_) => exit_code::USAGE,
             Self::Config { .. } | Self::Json(_) | Self::Plot { .. } => exit_code::INVALID_INPUT,
             // As before the crate split, a terrain request out of range is a failure (1),
             // not invalid input.

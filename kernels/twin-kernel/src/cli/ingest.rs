@@ -84,8 +84,9 @@ pub struct IngestArgs {
     #[arg(long, value_parser = clap::value_parser!(u8).range(0..=9), default_value_t = 1)]
     pub deflate: u8,
     /// Integer columns packed by HDF5's scale-offset filter instead of deflate: lossless
-    /// (each chunk in the bits its range needs) and about 3.5× cheaper, for fast streams of
-    /// integer samples; float columns still deflate (`--format hdf5` only).
+    /// (each chunk in the bits its range needs), about 2.8× cheaper to write than deflate 1
+    /// for as small a file, for fast streams of integer samples; float columns still
+    /// deflate. Needs `--format hdf5`.
     #[arg(long)]
     pub scale_offset: bool,
     /// Client id of the persistent session: keep it across restarts [default:
@@ -166,7 +167,11 @@ pub(super) fn run_ingest(args: IngestArgs, command_line: &str) -> Result<(), Ker
         scale_offset: args.scale_offset,
         ..Compression::default()
     };
-    compression.check(format, &out_dir)?;
+    if args.scale_offset && format != Format::Hdf5 {
+        return Err(KernelError::Usage(
+            "--scale-offset needs --format hdf5 (the NetCDF writer offers deflate only)".into(),
+        ));
+    }
     let config = IngestConfig {
         host: args.broker.0,
         port: args.broker.1,
