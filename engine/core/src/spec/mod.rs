@@ -219,7 +219,12 @@ fn convert_error(file: &SourceFile, e: &serde_saphyr::Error, path: Option<&serde
                         words.join(" ")
                     )
                 };
-                (DiagKind::InvalidValue, field, "`run` is an argv list, not a shell command line".to_string(), Some(help))
+                (
+                    DiagKind::InvalidValue,
+                    field,
+                    "`run` is an argv list, not a shell command line".to_string(),
+                    Some(help),
+                )
             } else {
                 let help = match (field.as_str(), want) {
                     ("", "a map") => Some("a workflow is a map with at least `name:` and `steps:`".to_string()),
