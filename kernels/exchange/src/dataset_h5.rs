@@ -212,7 +212,6 @@ fn define<V: H5Type>(
 
 impl Writer {
     pub(super) fn create(path: &Path, header: &Dataset, compression: &Compression) -> Result<Self, ExchangeError> {
-        compression.check(crate::Format::Hdf5, path)?;
         let partial = PartialFile::new(path)?;
         let p = partial.partial_path().to_path_buf();
         let file = hdf5::File::create(&p).ctx(&p, "creating the file")?;

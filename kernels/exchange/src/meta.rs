@@ -104,21 +104,23 @@ impl Compression {
 
     /// Adds the filters to a chunked HDF5 dataset of `kind` values: scale-offset for
     /// integers when asked for, else shuffle and deflate for numbers, none for strings.
-    pub(crate) fn apply_h5<B: H5Filters>(&self, mut b: B, kind: ValueKind) -> B {
+    pub(crate) fn apply_h5(&self, mut b: hdf5::DatasetBuilderEmpty, kind: ValueKind) -> hdf5::DatasetBuilderEmpty {
         if kind == ValueKind::Text {
             return b;
         }
         if self.scale_offset && kind == ValueKind::Integer {
-            return b.with_scale_offset();
+            // Minimum bits 0: the filter finds, chunk by chunk, the bits the range needs.
+            return b.scale_offset(hdf5::filters::ScaleOffset::Integer(0));
         }
         if let Some(level) = self.deflate_level {
             if self.shuffle {
-                b = b.with_shuffle();
+                b = b.shuffle();
             }
-            b = b.with_deflate(level.min(9));
+            b = b.deflate(level.min(9));
         }
         b
     }
+
     /// Chunk shape for a `ny × nx` field.
     pub(super) fn chunk_for(&self, ny: usize, nx: usize) -> [usize; 2] {
         let [cy, cx] = self.chunk.unwrap_or([256, 256]);
@@ -224,17 +226,6 @@ impl std::fmt::Display for Timestamp {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn timestamps_are_iso_utc() {
-        assert_eq!(Timestamp(0).to_string(), "1970-01-01T00:00:00Z");
-        assert_eq!(Timestamp(951_782_400 + 3_723).to_string(), "2000-02-29T01:02:03Z");
-    }
-}
-
 /// What a variable holds, for the choice of its filters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum ValueKind {
@@ -246,23 +237,13 @@ pub(crate) enum ValueKind {
     Text,
 }
 
-/// The filter methods of hdf5's dataset builders (typed and untyped), for
-/// [`Compression::apply_h5`].
-pub(crate) trait H5Filters: Sized {
-    fn with_scale_offset(self) -> Self;
-    fn with_shuffle(self) -> Self;
-    fn with_deflate(self, level: u8) -> Self;
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-impl H5Filters for hdf5::DatasetBuilderEmpty {
-    fn with_scale_offset(self) -> Self {
-        // Minimum bits 0: the filter finds, chunk by chunk, the bits the range needs.
-        self.scale_offset(hdf5::filters::ScaleOffset::Integer(0))
-    }
-    fn with_shuffle(self) -> Self {
-        self.shuffle()
-    }
-    fn with_deflate(self, level: u8) -> Self {
-        self.deflate(level)
+    #[test]
+    fn timestamps_are_iso_utc() {
+        assert_eq!(Timestamp(0).to_string(), "1970-01-01T00:00:00Z");
+        assert_eq!(Timestamp(951_782_400 + 3_723).to_string(), "2000-02-29T01:02:03Z");
     }
 }

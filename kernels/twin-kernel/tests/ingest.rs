@@ -102,6 +102,16 @@ fn publish_paced(addr: &str, topic: &str, payloads: Vec<Vec<u8>>, pause: Duratio
     }
 }
 
+/// `twin-kernel ingest`'s arguments for a broker, topic filter, schema file and output
+/// directory, then `extra`.
+fn ingest_args(addr: &str, topic: &str, schema: &str, out: &str, extra: &[&str]) -> Vec<String> {
+    ["--broker", addr, "--topic", topic, "--schema", schema, "--out-dir", out]
+        .iter()
+        .chain(extra)
+        .map(|s| s.to_string())
+        .collect()
+}
+
 /// A running ingest whose stderr goes to a file.
 struct Ingest {
     child: Child,
@@ -120,7 +130,7 @@ impl Drop for Ingest {
 }
 
 impl Ingest {
-    fn start(dir: &Path, args: &[&str], log_name: &str) -> Self {
+    fn start(dir: &Path, args: &[String], log_name: &str) -> Self {
         let log = dir.join(log_name);
         let child = Command::new(BIN)
             .arg("ingest")
@@ -216,11 +226,8 @@ fn invalid_records_are_dead_lettered_with_their_reason_and_the_counts_balance() 
     let dir = scratch("dead-letters");
     std::fs::write(dir.join("schema.yaml"), SCHEMA).unwrap();
     let topic = unique("t/dl");
-    let mut ingest = Ingest::start(
-        &dir,
-        &["--broker", &addr, "--topic", &format!("{topic}/#"), "--schema", "schema.yaml", "--out-dir", "out"],
-        "ingest.log",
-    );
+    let mut ingest =
+        Ingest::start(&dir, &ingest_args(&addr, &format!("{topic}/#"), "schema.yaml", "out", &[]), "ingest.log");
     ingest.wait_for("subscribed");
     let mut payloads = vec![
         record("g1", 1.0, 1.5, [0, 1, 2, 3]),
@@ -315,22 +322,13 @@ fn windows_close_by_size_and_by_time() {
     let topic = unique("t/size");
     let mut ingest = Ingest::start(
         &dir,
-        &[
-            "--broker",
+        &ingest_args(
             &addr,
-            "--topic",
             &topic,
-            "--schema",
             "schema.yaml",
-            "--out-dir",
             "size",
-            "--window",
-            "1h",
-            "--window-bytes",
-            "250",
-            "--until-idle",
-            "2s",
-        ],
+            &["--window", "1h", "--window-bytes", "250", "--until-idle", "2s"],
+        ),
         "size.log",
     );
     ingest.wait_for("subscribed");
@@ -356,20 +354,7 @@ fn windows_close_by_size_and_by_time() {
     let topic = unique("t/time");
     let mut ingest = Ingest::start(
         &dir,
-        &[
-            "--broker",
-            &addr,
-            "--topic",
-            &topic,
-            "--schema",
-            "schema.yaml",
-            "--out-dir",
-            "time",
-            "--window",
-            "1500ms",
-            "--max-windows",
-            "2",
-        ],
+        &ingest_args(&addr, &topic, "schema.yaml", "time", &["--window", "1500ms", "--max-windows", "2"]),
         "time.log",
     );
     ingest.wait_for("subscribed");
@@ -396,22 +381,13 @@ fn a_queue_of_one_message_still_delivers_everything_once() {
     let topic = unique("t/queue");
     let mut ingest = Ingest::start(
         &dir,
-        &[
-            "--broker",
+        &ingest_args(
             &addr,
-            "--topic",
             &topic,
-            "--schema",
             "schema.yaml",
-            "--out-dir",
             "out",
-            "--queue",
-            "1",
-            "--window-bytes",
-            "2k",
-            "--until-idle",
-            "2s",
-        ],
+            &["--queue", "1", "--window-bytes", "2k", "--until-idle", "2s"],
+        ),
         "ingest.log",
     );
     ingest.wait_for("subscribed");
@@ -433,20 +409,7 @@ fn hdf5_windows_are_read_by_h5dump() {
     let topic = unique("t/h5");
     let mut ingest = Ingest::start(
         &dir,
-        &[
-            "--broker",
-            &addr,
-            "--topic",
-            &topic,
-            "--schema",
-            "schema.json",
-            "--out-dir",
-            "out",
-            "--format",
-            "hdf5",
-            "--until-idle",
-            "1s",
-        ],
+        &ingest_args(&addr, &topic, "schema.json", "out", &["--format", "hdf5", "--until-idle", "1s"]),
         "ingest.log",
     );
     ingest.wait_for("subscribed");
@@ -485,20 +448,14 @@ fn scale_offset_windows_keep_integers_exactly_and_are_read_by_h5dump_and_ncdump(
     let dir = scratch("scale-offset");
     std::fs::write(dir.join("schema.yaml"), SCHEMA).unwrap();
     let topic = unique("t/so");
-    let args = |extra: &[&str]| -> Vec<String> {
-        let mut a: Vec<String> = ["--broker", &addr, "--topic", &topic, "--schema", "schema.yaml", "--out-dir", "out"]
-            .map(String::from)
-            .to_vec();
-        a.extend(extra.iter().map(|s| s.to_string()));
-        a
-    };
+    let args = |extra: &[&str]| ingest_args(&addr, &topic, "schema.yaml", "out", extra);
     let refused = Command::new(BIN).arg("ingest").args(args(&["--scale-offset"])).current_dir(&dir).output().unwrap();
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert_eq!(refused.status.code(), Some(2), "a usage error: {stderr}");
     assert!(stderr.contains("--scale-offset needs --format hdf5"), "{stderr}");
 
     let args = args(&["--format", "hdf5", "--scale-offset", "--until-idle", "1s"]);
-    let mut ingest = Ingest::start(&dir, &args.iter().map(String::as_str).collect::<Vec<_>>(), "ingest.log");
+    let mut ingest = Ingest::start(&dir, &args, "ingest.log");
     ingest.wait_for("subscribed");
     // ADC values over the whole 12-bit range, and a battery reading missing (fill value)
     // in every other record.
@@ -590,34 +547,15 @@ fn kill_9_mid_stream_loses_nothing_and_repeats_nothing() {
     std::fs::write(dir.join("schema.yaml"), SCHEMA).unwrap();
     let topic = unique("t/kill");
     let client_id = unique("ingest-kill");
-    let args = |extra: &[&str]| -> Vec<String> {
-        let mut a: Vec<String> = [
-            "--broker",
-            &addr,
-            "--topic",
-            &format!("{topic}/#"),
-            "--schema",
-            "schema.yaml",
-            "--out-dir",
-            "out",
-            "--client-id",
-            &client_id,
-            "--window",
-            "200ms",
-            "--window-bytes",
-            "6k",
-            "--queue",
-            "64",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+    let args = |extra: &[&str]| {
+        let mut a = ingest_args(&addr, &format!("{topic}/#"), "schema.yaml", "out", &["--client-id", &client_id]);
+        a.extend(["--window", "200ms", "--window-bytes", "6k", "--queue", "64"].map(String::from));
         a.extend(extra.iter().map(|s| s.to_string()));
         a
     };
     let start = |extra: &[&str], log: &str| {
         let a = args(extra);
-        Ingest::start(&dir, &a.iter().map(String::as_str).collect::<Vec<_>>(), log)
+        Ingest::start(&dir, &a, log)
     };
     let mut ingest = start(&[], "run-0.log");
     ingest.wait_for("subscribed");
@@ -716,22 +654,13 @@ fn the_ready_file_appears_once_subscribed_and_nothing_published_after_it_is_lost
     let topic = unique("t/ready");
     let mut ingest = Ingest::start(
         &dir,
-        &[
-            "--broker",
+        &ingest_args(
             &addr,
-            "--topic",
             &format!("{topic}/#"),
-            "--schema",
             "schema.yaml",
-            "--out-dir",
             "out",
-            "--ready-file",
-            "ready",
-            "--window-records",
-            "1",
-            "--max-windows",
-            "1",
-        ],
+            &["--ready-file", "ready", "--window-records", "1", "--max-windows", "1"],
+        ),
         "ingest.log",
     );
     let deadline = Instant::now() + Duration::from_secs(30);
