@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Where a target still finds new coverage: fuzzes TARGET for SECONDS (default 300) from a
-# copy of its committed corpus (the corpus itself is left alone), with libFuzzer printing
+# copy of fuzz/corpus/TARGET (the corpus itself is left alone), with libFuzzer printing
 # each new PC, then counts them by the crate of the function they lie in (after inlining).
 #   bash fuzz/new-edges.sh TARGET [SECONDS]
 # Needs the built target (`cargo +nightly fuzz build -s none -a`), llvm-symbolizer and
@@ -21,7 +21,7 @@ end=$(grep -E '^#[0-9]+' "$work/log" | tail -1 | grep -Eo 'cov: [0-9]+' | cut -d
 grep -Eo 'NEW_PC: 0x[0-9a-f]+' "$work/log" | awk '{print $2}' | sort -u |
     python3 -c 'import sys; [print(hex(int(l, 16) - 0x555555554000)) for l in sys.stdin]' \
         > "$work/pcs"
-echo "$t: $secs s from the committed corpus, cov $start → $end, $(wc -l < "$work/pcs") new PCs"
+echo "$t: $secs s from fuzz/corpus/$t, cov $start → $end, $(wc -l < "$work/pcs") new PCs"
 # --output-style=JSON: one object per PC, its frames innermost first; the last frame is the
 # function the code was inlined into.
 llvm-symbolizer --output-style=JSON --obj="$bin" < "$work/pcs" | python3 -c '
