@@ -9,7 +9,6 @@
 //! port in `target/mqtt/port`) or the one `TWINFLOW_MQTT_BROKER=HOST:PORT` names; without
 //! one these tests fail with a hint, they never skip. Each run has its own topic.
 
-use std::net::{TcpStream, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -22,30 +21,12 @@ const MINI: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/detector
 /// Events the mini detector publishes (8 windows of 400).
 const EVENTS: u64 = 3200;
 
-/// The broker under test: `TWINFLOW_MQTT_BROKER`, else the port `hpc/mqtt-local.sh` recorded.
+#[path = "../shared/mqtt_broker.rs"]
+mod mqtt_broker;
+
+/// The broker under test (see `tests/shared/mqtt_broker.rs`).
 fn broker() -> String {
-    let port_file = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/mqtt/port");
-    let addr = match std::env::var("TWINFLOW_MQTT_BROKER") {
-        Ok(a) if !a.is_empty() => a,
-        _ => match std::fs::read_to_string(&port_file) {
-            Ok(p) => format!("127.0.0.1:{}", p.trim()),
-            Err(_) => panic!(
-                "no MQTT broker for the online twin tests: `{}` is missing and TWINFLOW_MQTT_BROKER is unset\n\
-                 hint: start one with `bash hpc/mqtt-local.sh start` (`make test` does)",
-                port_file.display()
-            ),
-        },
-    };
-    let reachable = addr
-        .to_socket_addrs()
-        .ok()
-        .and_then(|mut a| a.next())
-        .is_some_and(|a| TcpStream::connect_timeout(&a, Duration::from_secs(2)).is_ok());
-    assert!(
-        reachable,
-        "the MQTT broker `{addr}` does not answer\nhint: `bash hpc/mqtt-local.sh start` (`make test` does)"
-    );
-    addr
+    mqtt_broker::broker("online twin")
 }
 
 /// A topic no other run uses.

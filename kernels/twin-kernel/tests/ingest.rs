@@ -7,7 +7,6 @@
 //! see another run's messages or sessions.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::{TcpStream, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -20,30 +19,12 @@ use twinflow_exchange::{Attr, Values, read_dataset};
 mod support;
 use support::{BIN, ok, run};
 
-/// The broker under test: `TWINFLOW_MQTT_BROKER`, else the port `hpc/mqtt-local.sh` recorded.
+#[path = "../../../tests/shared/mqtt_broker.rs"]
+mod mqtt_broker;
+
+/// The broker under test (see `tests/shared/mqtt_broker.rs`).
 fn broker() -> String {
-    let port_file = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/mqtt/port");
-    let addr = match std::env::var("TWINFLOW_MQTT_BROKER") {
-        Ok(a) if !a.is_empty() => a,
-        _ => match std::fs::read_to_string(&port_file) {
-            Ok(p) => format!("127.0.0.1:{}", p.trim()),
-            Err(_) => panic!(
-                "no MQTT broker for the ingest tests: `{}` is missing and TWINFLOW_MQTT_BROKER is unset\n\
-                 hint: start one with `bash hpc/mqtt-local.sh start` (`make test` does)",
-                port_file.display()
-            ),
-        },
-    };
-    let reachable = addr
-        .to_socket_addrs()
-        .ok()
-        .and_then(|mut a| a.next())
-        .is_some_and(|a| TcpStream::connect_timeout(&a, Duration::from_secs(2)).is_ok());
-    assert!(
-        reachable,
-        "the MQTT broker `{addr}` does not answer\nhint: `bash hpc/mqtt-local.sh start` (`make test` does)"
-    );
-    addr
+    mqtt_broker::broker("ingest")
 }
 
 fn host_port(addr: &str) -> (String, u16) {
