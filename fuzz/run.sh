@@ -12,6 +12,9 @@ shift || true
 targets=("$@")
 [ ${#targets[@]} -gt 0 ] || targets=(workflow expression exchange flood_config kernel_argv profile)
 mkdir -p fuzz/target/logs
+# A read hanging inside HDF5 (exchange) is ended by the exchange layer's own watchdog after
+# this many seconds (default 600 in the kernels): libFuzzer's -timeout did not always stop it.
+export TWIN_KERNEL_IO_TIMEOUT=${TWIN_KERNEL_IO_TIMEOUT:-20}
 cargo +nightly fuzz build -s none -a
 for spec in "${targets[@]}"; do
     t=${spec%%:*}
