@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Where a target still finds new coverage: fuzzes TARGET for SECONDS (default 300) from a
-# copy of fuzz/corpus/TARGET (the corpus itself is left alone), with libFuzzer printing
-# each new PC, then counts them by the crate of the function they lie in (after inlining).
+# copy of fuzz/corpus/TARGET (the corpus itself is left alone), with its dictionary and with
+# libFuzzer printing each new PC, then counts them by the crate of the function they lie in
+# (after inlining).
 #   bash fuzz/new-edges.sh TARGET [SECONDS]
 # Needs the built target (`cargo +nightly fuzz build -s none -a`), llvm-symbolizer and
 # setarch (the run has address randomisation off, so a PC maps back to the binary).
@@ -13,8 +14,10 @@ bin=fuzz/target/x86_64-unknown-linux-gnu/release/$t
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 cp -r "fuzz/corpus/$t" "$work/corpus"
+dict=()
+[ -f "fuzz/dict/$t.dict" ] && dict=(-dict="fuzz/dict/$t.dict")
 setarch -R nice -n 19 "$bin" -max_total_time="$secs" -print_pcs=1 -rss_limit_mb=2048 \
-    -malloc_limit_mb=2048 -timeout=10 "$work/corpus" > "$work/log" 2>&1 || true
+    -malloc_limit_mb=2048 -timeout=10 "${dict[@]}" "$work/corpus" > "$work/log" 2>&1 || true
 start=$(grep -E 'INITED cov:' "$work/log" | grep -Eo 'cov: [0-9]+' | cut -d' ' -f2)
 end=$(grep -E '^#[0-9]+' "$work/log" | tail -1 | grep -Eo 'cov: [0-9]+' | cut -d' ' -f2)
 # A position-independent executable without randomisation is loaded at 0x555555554000.

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Fuzzes the targets one after another (one job: the machine is shared), SECONDS each
 # (default 600; TARGET:SECONDS for one target), under `nice -n 19`, then minimises each
-# corpus (`cargo fuzz cmin`); logs in fuzz/target/logs/<target>.log, crashes in
+# corpus (`cargo fuzz cmin`), with the target's dictionary fuzz/dict/<target>.dict if there is
+# one (fuzz/dict.py); logs in fuzz/target/logs/<target>.log, crashes in
 # fuzz/artifacts/<target>/. Fork mode goes on after a crash, so one run finds several.
 #   bash fuzz/run.sh [SECONDS] [TARGET[:SECONDS]...]
 # Needs the nightly toolchain and cargo-fuzz (`cargo install cargo-fuzz --locked`).
@@ -21,11 +22,13 @@ for spec in "${targets[@]}"; do
     secs=$seconds
     [ "$spec" = "$t" ] || secs=${spec#*:}
     mkdir -p "fuzz/corpus/$t" "fuzz/artifacts/$t"
+    dict=()
+    [ -f "fuzz/dict/$t.dict" ] && dict=(-dict="fuzz/dict/$t.dict")
     echo "$(date -u +%H:%M:%S) fuzzing $t for $secs s"
     nice -n 19 cargo +nightly fuzz run -s none -a "$t" "fuzz/corpus/$t" -- \
         -max_total_time="$secs" -rss_limit_mb=2048 -malloc_limit_mb=2048 -timeout=10 \
         -fork=1 -ignore_crashes=1 -ignore_ooms=1 -ignore_timeouts=1 \
-        -artifact_prefix="fuzz/artifacts/$t/" > "fuzz/target/logs/$t.log" 2>&1 || true
+        -artifact_prefix="fuzz/artifacts/$t/" "${dict[@]}" > "fuzz/target/logs/$t.log" 2>&1 || true
     grep -E '^#[0-9]+' "fuzz/target/logs/$t.log" | tail -1
     nice -n 19 cargo +nightly fuzz cmin -s none -a "$t" "fuzz/corpus/$t" > "fuzz/target/logs/$t.cmin.log" 2>&1 || true
     echo "$(date -u +%H:%M:%S) $t: corpus $(ls "fuzz/corpus/$t" | wc -l) files, $(du -sh "fuzz/corpus/$t" | cut -f1)"
