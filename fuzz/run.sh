@@ -17,6 +17,11 @@ mkdir -p fuzz/target/logs
 # this many seconds (default 600 in the kernels): libFuzzer's -timeout did not always stop it.
 export TWIN_KERNEL_IO_TIMEOUT=${TWIN_KERNEL_IO_TIMEOUT:-20}
 cargo +nightly fuzz build -s none -a
+# Fork mode (the default) goes on after a crash; FUZZ_FORK=0 runs one process, which stops
+# at the first crash but searches the whole corpus at once (new-edges.sh found it much faster
+# at finding new edges late in a target's life).
+mode=(-fork=1 -ignore_crashes=1 -ignore_ooms=1 -ignore_timeouts=1)
+[ "${FUZZ_FORK:-1}" = 0 ] && mode=()
 for spec in "${targets[@]}"; do
     t=${spec%%:*}
     secs=$seconds
@@ -27,7 +32,7 @@ for spec in "${targets[@]}"; do
     echo "$(date -u +%H:%M:%S) fuzzing $t for $secs s"
     nice -n 19 cargo +nightly fuzz run -s none -a "$t" "fuzz/corpus/$t" -- \
         -max_total_time="$secs" -rss_limit_mb=2048 -malloc_limit_mb=2048 -timeout=10 \
-        -fork=1 -ignore_crashes=1 -ignore_ooms=1 -ignore_timeouts=1 \
+        "${mode[@]}" \
         -artifact_prefix="fuzz/artifacts/$t/" "${dict[@]}" > "fuzz/target/logs/$t.log" 2>&1 || true
     grep -E '^#[0-9]+' "fuzz/target/logs/$t.log" | tail -1
     nice -n 19 cargo +nightly fuzz cmin -s none -a "$t" "fuzz/corpus/$t" > "fuzz/target/logs/$t.cmin.log" 2>&1 || true
