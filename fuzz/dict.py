@@ -6,11 +6,18 @@ expression  every built-in function (`name(`), operator and delimiter of the lex
             names in the fuzz entry point's scope, and literals of each type
 workflow    every key and enum value of schemas/workflow.schema.json (`key:`), plus the
             expression tokens (workflows hold `${{ ... }}`)
-fuzz/run.sh passes -dict=fuzz/dict/<target>.dict when the file exists.
+kernel_argv every subcommand, long option and possible value in `twin-kernel`'s help (the
+            debug binary is built first), each followed by the NUL that separates arguments
+profile     every key of hpc/profiles/*.yaml, and size and duration units
+flood_config every key of the JSON configurations under kernels/
+fuzz/run.sh and fuzz/new-edges.sh pass -dict=fuzz/dict/<target>.dict when the file exists.
 """
 import json
 import pathlib
 import re
+import subprocess
+
+import yaml
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 OUT = ROOT / "fuzz" / "dict"
@@ -59,8 +66,6 @@ write("workflow", [k + ":" for k in keys] + list(enums) + expression + ["\n  - "
 
 # twin-kernel's command line, from its own help: every subcommand, long option and
 # possible value (the binary is built first if needed).
-import subprocess
-
 subprocess.run(["cargo", "build", "-q", "-p", "twinflow-kernels", "--bin", "twin-kernel"], cwd=ROOT, check=True)
 kernel = ROOT / "target" / "debug" / "twin-kernel"
 argv_tokens, todo, seen = set(), [[]], set()
@@ -90,8 +95,6 @@ def yaml_keys(o, acc):
         for x in o:
             yaml_keys(x, acc)
 
-
-import yaml  # noqa: E402
 
 profile_keys = set()
 for p in sorted(ROOT.glob("hpc/profiles/*.yaml")):
