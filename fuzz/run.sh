@@ -22,6 +22,11 @@ cargo +nightly fuzz build -s none -a
 # at finding new edges late in a target's life).
 mode=(-fork=1 -ignore_crashes=1 -ignore_ooms=1 -ignore_timeouts=1)
 [ "${FUZZ_FORK:-1}" = 0 ] && mode=()
+clock() {
+    perl -MTime::HiRes=time -ne 'BEGIN { $| = 1; $t0 = time }
+        if (/^#\d+\s+\w+\s+cov:/ && !/ time: /) { chomp; printf "%s time: %ds\n", $_, time - $t0 }
+        else { print }'
+}
 for spec in "${targets[@]}"; do
     t=${spec%%:*}
     secs=$seconds
@@ -30,10 +35,12 @@ for spec in "${targets[@]}"; do
     dict=()
     [ -f "fuzz/dict/$t.dict" ] && dict=(-dict="fuzz/dict/$t.dict")
     echo "$(date -u +%H:%M:%S) fuzzing $t for $secs s"
+    # One-process status lines carry no clock: `clock` appends the seconds since the start
+    # (" time: Ns", as fork mode prints), so fuzz/stats.sh reads both kinds of log.
     nice -n 19 cargo +nightly fuzz run -s none -a "$t" "fuzz/corpus/$t" -- \
         -max_total_time="$secs" -rss_limit_mb=2048 -malloc_limit_mb=2048 -timeout=10 \
         "${mode[@]}" \
-        -artifact_prefix="fuzz/artifacts/$t/" "${dict[@]}" > "fuzz/target/logs/$t.log" 2>&1 || true
+        -artifact_prefix="fuzz/artifacts/$t/" "${dict[@]}" 2>&1 | clock > "fuzz/target/logs/$t.log" || true
     grep -E '^#[0-9]+' "fuzz/target/logs/$t.log" | tail -1
     nice -n 19 cargo +nightly fuzz cmin -s none -a "$t" "fuzz/corpus/$t" > "fuzz/target/logs/$t.cmin.log" 2>&1 || true
     echo "$(date -u +%H:%M:%S) $t: corpus $(ls "fuzz/corpus/$t" | wc -l) files, $(du -sh "fuzz/corpus/$t" | cut -f1)"
