@@ -2,8 +2,12 @@
 """Seeds for the fuzz targets from the repository's real inputs, written to DIR/<target>/
 (default target/fuzz-seeds). Run from anywhere: python3 fuzz/seed.py [DIR]
 
-workflow      examples/, workflows/ (parts included), tests/fixtures/invalid/ (imports included)
-expression    every `${{ ... }}` in those files, bare and as a template
+workflow      examples/, workflows/ (parts included), tests/fixtures/invalid/ (imports included),
+              and every workflow written inline in the Rust tests (a string with `steps:`)
+expression    every `${{ ... }}` in those files and in the Rust sources, bare and as a
+              template, and every string of the expression language's unit tests
+              (engine/core/src/expr/tests.rs): they call each built-in function with valid
+              arguments, which the fuzzer alone reached late or not at all
 profile       hpc/profiles/*.yaml
 flood_config  kernels/twin-kernel/configs/*.json and the flood configurations of the tests
 kernel_argv   the `kernel:` + `args:` of every workflow step (expressions replaced by
@@ -15,6 +19,7 @@ import pathlib
 import re
 import struct
 import sys
+import textwrap
 
 import yaml
 
@@ -43,6 +48,36 @@ for p in workflows:
         put("expression", m.group(0))
     for m in re.finditer(r'"([^"\n]*\$\{\{.*?\}\}[^"\n]*)"', text):
         put("expression", m.group(1))
+
+
+def rust_strings(text):
+    """The string literals of Rust source: raw ones as written, plain ones with their
+    escapes undone (\\n, \\t, \\", \\\\, \\u{..})."""
+    for m in re.finditer(r'\br(#*)"(.*?)"\1', text, re.S):
+        yield m.group(2)
+    escapes = {"n": "\n", "t": "\t", "r": "\r", "0": "\0", "\\": "\\", '"': '"', "'": "'"}
+    for m in re.finditer(r'(?<![\w#])"((?:[^"\\\n]|\\.)*)"', text):
+        yield re.sub(
+            r"\\(u\{([0-9a-fA-F]+)\}|.)",
+            lambda e: chr(int(e.group(2), 16)) if e.group(2) else escapes.get(e.group(1), e.group(0)),
+            m.group(1),
+        )
+
+
+rust_sources = sorted(
+    p for d in ["engine", "kernels", "tests"] for p in (ROOT / d).rglob("*.rs") if "target" not in p.parts
+)
+for p in rust_sources:
+    text = p.read_text(errors="replace")
+    for m in re.finditer(r"\$\{\{(.*?)\}\}", text):
+        put("expression", m.group(1).strip())
+    for lit in rust_strings(text):
+        if "steps:" in lit:
+            put("workflow", textwrap.dedent(lit.lstrip("\n")))
+            if "{{" in lit:  # a `format!` string: also as it prints
+                put("workflow", textwrap.dedent(lit.lstrip("\n")).replace("{{", "{").replace("}}", "}"))
+        if p.name == "tests.rs" and p.parent.name == "expr" and 0 < len(lit) <= 400:
+            put("expression", lit)
 
 for p in sorted(ROOT.glob("hpc/profiles/*.yaml")):
     put("profile", p.read_bytes())

@@ -7,7 +7,7 @@
 cd "$(dirname "$0")/.."
 rates=()
 for log in fuzz/target/logs/*.log; do
-    [[ $log == *.cmin.log ]] && continue
+    [[ $log == *.cmin.log || $log == *.coverage.log ]] && continue
     t=$(basename "$log" .log)
     status='^#[0-9]+(:|[[:space:]]+[A-Z]+)[[:space:]]+cov:'
     last=$(grep -E "$status" "$log" | grep ' time: ' | tail -1)
