@@ -8,7 +8,8 @@ expression    every `${{ ... }}` in those files and in the Rust sources, bare an
               template, and every string of the expression language's unit tests
               (engine/core/src/expr/tests.rs): they call each built-in function with valid
               arguments, which the fuzzer alone reached late or not at all
-profile       hpc/profiles/*.yaml
+profile       hpc/profiles/*.yaml, and the profiles of the unit tests of
+              engine/core/src/execute/profile.rs (each out-of-range setting)
 flood_config  kernels/twin-kernel/configs/*.json and the flood configurations of the tests
 kernel_argv   the `kernel:` + `args:` of every workflow step (expressions replaced by
               plausible values), plus a few hand-written command lines, NUL-separated
@@ -78,6 +79,8 @@ for p in rust_sources:
                 put("workflow", textwrap.dedent(lit.lstrip("\n")).replace("{{", "{").replace("}}", "}"))
         if p.name == "tests.rs" and p.parent.name == "expr" and 0 < len(lit) <= 400:
             put("expression", lit)
+        if p.name == "profile.rs" and ":" in lit:
+            put("profile", lit)
 
 for p in sorted(ROOT.glob("hpc/profiles/*.yaml")):
     put("profile", p.read_bytes())
