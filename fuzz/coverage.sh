@@ -2,7 +2,7 @@
 # Line coverage of twinflow's own code (engine/, kernels/; not fuzz/ itself nor the
 # libraries) reached by running a target's corpus once through a coverage-instrumented build
 # (`cargo fuzz coverage`, source-based, same `-s none -a` settings as fuzz/run.sh). One row
-# per source file that the corpus reaches at all, then the total. Libfuzzer's `cov:` counts
+# per source file that the corpus reaches at all, then two totals. libFuzzer's `cov:` counts
 # edges in every crate linked in (the YAML parser, serde, jiff, clap, std); this counts only
 # twinflow's lines, so running it on the corpus before and after a round says whether the
 # round still reached new code of twinflow's or only of its libraries.
@@ -24,6 +24,8 @@ tools=$(rustc +nightly --print sysroot)/lib/rustlib/$host/bin
     echo "error: no llvm-cov in $tools; run: rustup component add llvm-tools-preview --toolchain nightly" >&2
     exit 2
 }
+# As in fuzz/run.sh: a read hanging inside HDF5 (exchange) is ended by the exchange layer.
+export TWIN_KERNEL_IO_TIMEOUT=${TWIN_KERNEL_IO_TIMEOUT:-20}
 mkdir -p fuzz/target/logs
 rm -rf "fuzz/coverage/$t"
 if ! nice -n 19 cargo +nightly fuzz coverage -s none -a "$t" "${corpora[@]}" \

@@ -470,15 +470,39 @@ impl Profile {
         let raw: RawProfile = if text.lines().all(|l| l.trim().is_empty() || l.trim_start().starts_with('#')) {
             RawProfile::default()
         } else {
-            serde_saphyr::from_str(text).map_err(|e: serde_saphyr::Error| {
-                let m = e.without_snippet().to_string();
-                let m = m.strip_prefix("error: ").unwrap_or(&m).to_string();
+            serde_saphyr::from_str_with_options(text, yaml_options()).map_err(|e: serde_saphyr::Error| {
+                use serde_saphyr::{Error as E, budget::BudgetBreach as B};
+                let e = e.without_snippet();
+                let m = if let E::Budget { breach: B::Depth { .. }, .. } = e {
+                    let at = e.location().map(|l| format!(" (line {})", l.line())).unwrap_or_default();
+                    format!(
+                        "nested more than {MAX_PROFILE_DEPTH} levels deep{at}: a profile's mappings and lists nest three levels at most"
+                    )
+                } else {
+                    let m = e.to_string();
+                    m.strip_prefix("error: ").unwrap_or(&m).to_string()
+                };
                 ProfileError::Parse { path: PathBuf::new(), message: m }
             })?
         };
         check(raw, default_name).map_err(|problems| ProfileError::Invalid { path: PathBuf::new(), problems })
     }
 }
+
+/// The YAML parser's limits for a profile. A profile nests three levels at most
+/// (`pilot: { launch: ... }`, `mpiexec: { flags: [...] }`); the parser's default of 64
+/// let a hostile file of nested complex keys (`? ? ? ...`, 2.4 KB, found by the fuzzer)
+/// recurse deeply enough to overflow a 2 MiB thread stack in a debug build.
+fn yaml_options() -> serde_saphyr::Options {
+    let mut budget = serde_saphyr::budget::Budget::default();
+    budget.max_depth = MAX_PROFILE_DEPTH;
+    let mut o = serde_saphyr::Options::default();
+    o.budget = Some(budget);
+    o
+}
+
+/// How deep a profile's YAML may nest (mappings and lists).
+pub const MAX_PROFILE_DEPTH: usize = 8;
 
 fn dur(field: &str, v: Option<RawDuration>, problems: &mut Vec<String>) -> Option<Duration> {
     match v? {
@@ -728,6 +752,25 @@ pub fn is_env_name(s: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_profile_nested_deeper_than_the_limit_is_refused_not_recursed_into() {
+        // Within the limit: the deepest a real profile goes.
+        Profile::parse("mpiexec: { flags: [-bind-to, core] }\n", "p").unwrap();
+        // The fuzzer's input: complex keys nested in one another (`? ? ? ...`) made the
+        // parser recurse until a 2 MiB stack overflowed (debug build); replayed from
+        // fuzz/regressions/profile/ as well.
+        let hostile = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../fuzz/regressions/profile/stack-overflow-nested-complex-keys.yaml"
+        ))
+        .unwrap();
+        let e = Profile::parse(&hostile, "p").unwrap_err();
+        assert!(matches!(e, ProfileError::Parse { .. }), "{e}");
+        assert!(e.to_string().contains("nested more than 8 levels deep (line 46)"), "{e}");
+        let e = Profile::parse(&format!("? {}1{}\n: x\n", "[".repeat(12), "]".repeat(12)), "p").unwrap_err();
+        assert!(e.to_string().contains("nested more than 8 levels deep (line 1)"), "{e}");
+    }
 
     #[test]
     fn shipped_profiles_parse() {
