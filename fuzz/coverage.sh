@@ -50,7 +50,7 @@ ignore='/\.cargo/|/\.rustup/|^/rustc/|/fuzz/'
         }
         $1 == "TOTAL" { all = $8; allr = $8 - $9 }
         END {
-            printf "%-58s %6d lines %6d reached %6.2f%%\n", "in the files reached", n, r, 100 * r / n
-            printf "%-58s %6d lines %6d reached %6.2f%%\n", "in all of twinflow linked in", all, allr, 100 * allr / all
+            printf "%-58s %6d lines %6d reached %6.2f%%\n", "in the files reached", n, r, n ? 100 * r / n : 0
+            printf "%-58s %6d lines %6d reached %6.2f%%\n", "in all of twinflow linked in", all, allr, all ? 100 * allr / all : 0
         }'
 echo "lines never reached: $tools/llvm-cov show $bin -instr-profile=$profile -ignore-filename-regex='$ignore' -show-line-counts FILE"

@@ -16,8 +16,8 @@ for log in fuzz/target/logs/*.log; do
     ft=$(grep -Eo 'ft: [0-9]+' <<<"$last" | cut -d' ' -f2)
     time=$(grep -Eo 'time: [0-9]+s' <<<"$last" | cut -d' ' -f2)
     oct=$(grep -Eo 'oom/timeout/crash: [0-9/]+' <<<"$last" | cut -d' ' -f2)
-    # One process stops at its first crash (and leaves the input in fuzz/artifacts/).
-    [ -n "$oct" ] || oct="one process: $(grep -cE '^==[0-9]+== ERROR|^SUMMARY: libFuzzer' "$log") crash"
+    # One process stops at its first crash, timeout or OOM (the input is in fuzz/artifacts/).
+    [ -n "$oct" ] || oct="one process: $(grep -cE '^==[0-9]+== ERROR: libFuzzer' "$log") crash"
     # "TIME COV" for every status line of the run.
     series=$(grep -E "$status" "$log" | grep ' time: ' |
         awk '{for(i=1;i<NF;i++){if($i=="cov:")c=$(i+1); if($i=="time:")t=$(i+1)+0}; print t, c}')

@@ -502,7 +502,7 @@ fn yaml_options() -> serde_saphyr::Options {
 }
 
 /// How deep a profile's YAML may nest (mappings and lists).
-pub const MAX_PROFILE_DEPTH: usize = 8;
+const MAX_PROFILE_DEPTH: usize = 8;
 
 fn dur(field: &str, v: Option<RawDuration>, problems: &mut Vec<String>) -> Option<Duration> {
     match v? {
